@@ -1,0 +1,82 @@
+"""Every error lineside raises on purpose, in one tree.
+
+    LinesideError
+    ├── ConfigError              a config file or tag list that cannot be used (exit code 2)
+    ├── ConnectorError           something went wrong talking to a device or upstream system
+    │   ├── ConnectError         could not (re)connect: refused, unreachable, handshake failed
+    │   ├── RequestTimeout       a request passed its deadline
+    │   ├── DeviceError          the device answered with an error (e.g. a Modbus exception code)
+    │   ├── ProtocolError        the device answered with something malformed
+    │   └── SinkRejected         the far side refused a record as invalid (quarantine it)
+    ├── StoreError               the SQLite log cannot be read or written (full disk, corrupt file)
+    └── NotImplementedConnector  a connector type whose runtime is not built yet
+
+Library exceptions (pymodbus, asyncua, paho, httpx, sqlite3) are translated into these in one
+place per connector, so the runtime handles one vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class LinesideError(Exception):
+    """Base class of every error lineside raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a config: where (file, key path or CSV row) and what."""
+
+    file: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        if self.where:
+            return f"{self.file}: {self.where}: {self.message}"
+        return f"{self.file}: {self.message}"
+
+
+class ConfigError(LinesideError):
+    """A config that cannot be used; carries every problem found, one line each."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ConnectorError(LinesideError):
+    """Talking to a device or upstream system failed."""
+
+
+class ConnectError(ConnectorError):
+    """Could not connect or reconnect."""
+
+
+class RequestTimeout(ConnectorError):
+    """A request passed its deadline."""
+
+
+class DeviceError(ConnectorError):
+    """The device answered with an error, e.g. a Modbus exception response."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class ProtocolError(ConnectorError):
+    """The device answered with something malformed or unexpected."""
+
+
+class SinkRejected(ConnectorError):
+    """The far side refused a record as invalid; it is quarantined, never retried blindly."""
+
+
+class StoreError(LinesideError):
+    """The SQLite log cannot be read or written."""
+
+
+class NotImplementedConnector(LinesideError):
+    """The config names a connector whose runtime is not part of this version yet."""

@@ -1,0 +1,115 @@
+"""The types every layer shares.
+
+The hot path is columnar: one `ReadingBatch` carries one poll of one source as numpy arrays, so
+acquisition never creates a Python object per tag. Low-rate records (a machine changing state,
+an alarm, an inspection verdict, a KPI window) are `Event`s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+class Quality(IntEnum):
+    """Quality of one reading, stored as a uint8 in `ReadingBatch.quality`."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingBatch:
+    """One poll of one source, column by column.
+
+    `tag_ids` index the agent's tag table (assigned once at start-up). `ts_ns` holds either one
+    timestamp for the whole batch (shape (1,)) or one per row; use `timestamps()` to get one per
+    row either way.
+    """
+
+    source: str
+    tag_ids: npt.NDArray[np.int32]
+    values: npt.NDArray[np.float64]
+    quality: npt.NDArray[np.uint8]
+    ts_ns: npt.NDArray[np.int64]
+
+    def __post_init__(self) -> None:
+        n = self.tag_ids.shape[0]
+        if self.tag_ids.dtype != np.int32:
+            raise TypeError(f"tag_ids must be int32, not {self.tag_ids.dtype}")
+        if self.values.dtype != np.float64:
+            raise TypeError(f"values must be float64, not {self.values.dtype}")
+        if self.quality.dtype != np.uint8:
+            raise TypeError(f"quality must be uint8, not {self.quality.dtype}")
+        if self.ts_ns.dtype != np.int64:
+            raise TypeError(f"ts_ns must be int64, not {self.ts_ns.dtype}")
+        if self.values.shape != (n,) or self.quality.shape != (n,):
+            raise ValueError("tag_ids, values and quality must be 1-D and of one length")
+        if self.ts_ns.shape not in ((1,), (n,)):
+            raise ValueError("ts_ns holds one timestamp per batch or one per row")
+
+    @classmethod
+    def from_columns(
+        cls,
+        source: str,
+        tag_ids: npt.ArrayLike,
+        values: npt.ArrayLike,
+        quality: npt.ArrayLike | Quality,
+        ts_ns: int | npt.ArrayLike,
+    ) -> ReadingBatch:
+        """Build a batch, converting columns to their dtypes; a scalar quality or time fills all."""
+        ids = np.asarray(tag_ids, dtype=np.int32)
+        vals = np.asarray(values, dtype=np.float64)
+        if isinstance(quality, Quality):
+            qual = np.full(ids.shape[0], quality.value, dtype=np.uint8)
+        else:
+            qual = np.asarray(quality, dtype=np.uint8)
+        ts = np.atleast_1d(np.asarray(ts_ns, dtype=np.int64))
+        return cls(source=source, tag_ids=ids, values=vals, quality=qual, ts_ns=ts)
+
+    def __len__(self) -> int:
+        return int(self.tag_ids.shape[0])
+
+    def timestamps(self) -> npt.NDArray[np.int64]:
+        """One timestamp per row (broadcast when the batch carries a single one)."""
+        if self.ts_ns.shape[0] == len(self):
+            return self.ts_ns
+        return np.broadcast_to(self.ts_ns, (len(self),))
+
+    def select(self, mask: npt.NDArray[np.bool_]) -> ReadingBatch:
+        """The rows where `mask` is true, as a new batch (used by deadband and report-by-exception)."""
+        ts = self.ts_ns if self.ts_ns.shape[0] == 1 and len(self) != 1 else self.ts_ns[mask]
+        return ReadingBatch(
+            source=self.source,
+            tag_ids=self.tag_ids[mask],
+            values=self.values[mask],
+            quality=self.quality[mask],
+            ts_ns=ts,
+        )
+
+
+class EventKind(StrEnum):
+    """What an `Event` records; the stream it is stored and forwarded in."""
+
+    STATE = "state"  # a machine changed state (running, down, ...)
+    ALARM = "alarm"
+    INSPECTION = "inspection"  # a vision verdict
+    KPI = "kpi"  # a closed or live KPI window
+    CONNECTION = "connection"  # a source or sink connected, lost, restored
+    GAP = "gap"  # records dropped from the store, by sequence range
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A low-rate, typed record. `seq` is assigned by the store when the event is written."""
+
+    kind: EventKind
+    ts_ns: int
+    machine: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None

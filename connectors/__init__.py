@@ -1,0 +1,1 @@
+"""Connectors: one folder per protocol. Importing this package imports no protocol library."""

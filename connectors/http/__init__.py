@@ -1,0 +1,1 @@
+"""HTTP sink to an MES: config model now, runtime with the forwarding issue."""
