@@ -1,0 +1,141 @@
+"""Servo stamping press for auto body panels, serving PackML state numbers (standards.md §2.3).
+
+Output is discrete: one part per stroke; each part is rejected with `reject_probability`.
+PackML mapping of the ground-truth states: running -> Execute (6); micro-stops -> Held (11) for
+internal causes (misfeed, double blank) or Suspended (5) when starved of blanks (an external
+cause); breakdowns -> Aborted (9) with the reason as alarm code; die change -> Stopped (2) in
+Manual mode; planned breaks -> Idle (4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from firmware_sim.machines.base import (
+    PlannedStop,
+    SimulatedMachine,
+    StopCause,
+    TimelineSpec,
+    Value,
+    check_rates,
+)
+from firmware_sim.machines.truth import State
+from firmware_sim.profile import load_profile
+
+STOP_REASONS: dict[int, str] = {
+    0: "none (running)",
+    101: "die jam",
+    102: "hydraulic overload",
+    103: "feeder fault",
+    104: "servo drive fault",
+    201: "misfeed",
+    202: "starved of blanks",
+    203: "double blank",
+    301: "die change",
+    401: "scheduled break",
+}
+_BREAKDOWNS = ((101, 0.4), (102, 0.2), (103, 0.3), (104, 0.1))  # reason, share of breakdowns
+_MICRO_STOPS = ((201, 0.5), (202, 0.3), (203, 0.2))
+_STARVED = 202
+
+# PackML StateCurrent
+EXECUTE, HELD, SUSPENDED, ABORTED, STOPPED, IDLE = 6, 11, 5, 9, 2, 4
+PRODUCTION, MAINTENANCE, MANUAL = 1, 2, 3
+
+DIES = ("DR-HOOD-01", "DR-DOOR-LH", "DR-DOOR-RH", "DR-ROOF-02")
+
+
+@dataclass(frozen=True, slots=True)
+class PressRates:
+    ideal_spm: float = 24.0  # strokes per minute at 100 % speed
+    speed_loss: float = 0.08
+    reject_probability: float = 0.015  # per part
+    mtbf_s: float = 4 * 3600.0  # mean running time between breakdowns
+    mttr_s: float = 1200.0
+    micro_stop_every_s: float = 600.0  # mean running time between micro-stops
+    micro_stop_s: float = 40.0
+    changeover_every_s: float = 3 * 3600.0  # running time between die changes
+    changeover_s: float = 1200.0
+    shift_s: float = 8 * 3600.0
+    # (offset from shift start, duration): two 15 min breaks and a 30 min meal
+    planned_stops: tuple[tuple[float, float], ...] = ((7200.0, 900.0), (14400.0, 1800.0),
+                                                      (21600.0, 900.0))  # fmt: skip
+    nominal_tonnage: float = 800.0
+
+    def __post_init__(self) -> None:
+        check_rates(self)
+
+    def spec(self) -> TimelineSpec:
+        causes = [StopCause(r, "down", self.mtbf_s / w, self.mttr_s) for r, w in _BREAKDOWNS]
+        causes += [
+            StopCause(r, "idle", self.micro_stop_every_s / w, self.micro_stop_s)
+            for r, w in _MICRO_STOPS
+        ]
+        return TimelineSpec(
+            ideal_rate=self.ideal_spm / 60.0,
+            discrete=True,
+            speed_loss=self.speed_loss,
+            reject_probability=self.reject_probability,
+            causes=tuple(causes),
+            changeover_every_s=self.changeover_every_s,
+            changeover_s=self.changeover_s,
+            changeover_reason=301,
+            period_s=self.shift_s,
+            planned=tuple(PlannedStop(o, d, 401) for o, d in self.planned_stops),
+        )
+
+
+class Press(SimulatedMachine):
+    kind = "press"
+    unit = "parts"
+    ambient_c = 22.0
+    thermal_tau_s = 1500.0
+
+    def __init__(self, name: str, seed: int, rates: PressRates | None = None) -> None:
+        self.rates = rates or PressRates()
+        super().__init__(name, seed, self.rates.spec(), load_profile("press"))
+
+    def temp_target(self, state: State) -> float:
+        # Forming heats the die; it cools towards the hall temperature when the press stops.
+        return 58.0 if state == "running" else self.ambient_c
+
+    def values(self) -> Mapping[str, Value]:
+        iv = self.segment.iv
+        c = self.counters()
+        running = iv.state == "running"
+        state, mode = _packml(iv.state, iv.reason)
+        parts = int(c.units)
+        # Peak force varies stroke to stroke: a pure function of the part number.
+        jitter = ((parts * 2654435761) % 1000) / 1000.0 - 0.5
+        progress = iv.phase + (self.now - iv.start) * iv.rate
+        return {
+            "state": state,
+            "unit_mode": mode,
+            "strokes_per_min": iv.rate * 60.0 if running else 0.0,
+            "part_count": int(self.wrap("part_count", c.units)),
+            "good_count": int(self.wrap("good_count", c.units - c.rejects)),
+            "reject_count": int(self.wrap("reject_count", c.rejects)),
+            "die_temp": round(self.temperature() + 0.3 * self.ripple(97.0), 1),
+            "tonnage": self.rates.nominal_tonnage * (1.0 + 0.03 * jitter) if parts else 0.0,
+            "alarm_code": iv.reason if iv.state == "down" else 0,
+            "stop_reason": iv.reason,
+            "guard_closed": iv.state not in ("down", "setup"),
+            "die_id": DIES[self.segment.changeovers % len(DIES)],
+            "running": running,
+            "part_present": running and progress - math.floor(progress) < 0.5,
+        }
+
+
+def _packml(state: State, reason: int) -> tuple[int, int]:
+    """(StateCurrent, UnitModeCurrent) for a ground-truth state."""
+    if state == "running":
+        return EXECUTE, PRODUCTION
+    if state == "idle":
+        return (SUSPENDED if reason == _STARVED else HELD), PRODUCTION
+    if state == "down":
+        return ABORTED, MAINTENANCE
+    if state == "setup":
+        return STOPPED, MANUAL
+    return IDLE, PRODUCTION
