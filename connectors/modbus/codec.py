@@ -1,0 +1,246 @@
+"""Decode one Modbus read response into one float64 per tag, with a few numpy operations.
+
+A `RequestDecoder` is built once per `ReadRequest` of a plan. It precomputes, for each dtype
+group of the request's tags, a gather index into the response bytes that already applies each
+tag's byte/word order, so decoding a response is: one `np.frombuffer`, one fancy-index and one
+`.view(dtype)` per dtype group, then `raw * scale + offset` over the whole request. There is no
+Python loop over tags on the hot path; the only loop runs over the (at most ten) dtype groups.
+
+Conventions (standards.md §5.6, and the simulator's encoder): registers travel big-endian;
+with A the most significant byte of a value, ABCD is big-endian, CDAB reverses the order of
+the words, BADC swaps the bytes inside each word and DCBA reverses all bytes. For 64-bit
+values CDAB is the full word reversal (GHEFCDAB), BADC is BADCFEHG and DCBA is HGFEDCBA. A
+16-bit value takes the same rule on its one word (BADC and DCBA swap its two bytes).
+
+Bits: a coil or discrete-input payload is the packed bits of the response, the first
+requested bit in the least significant bit of the first byte. `hr:5.3` is bit 3 (0 = least
+significant) of register 5. A bool held in a whole register (no bit) reads 1.0 when the
+register is not zero. Bools ignore scale and offset.
+
+Limits worth knowing:
+- int64 and uint64 values become float64, which represents integers exactly only up to 2^53
+  (about 9.007e15); larger counts lose their low digits.
+- Strings cannot be float64: they are left out of `decode()` and `tag_ids` and come from the
+  slower `decode_strings()` (two characters per register, high byte first, latin-1, ending at
+  the first NUL). They are rare, so that path is plain Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from connectors.modbus.planner import ORDERS, PlanTag, ReadPlan, ReadRequest
+
+# Big-endian numpy dtype of each numeric type; the gather index produces big-endian bytes.
+_DTYPES: dict[str, str] = {
+    "int16": ">i2",
+    "uint16": ">u2",
+    "int32": ">i4",
+    "uint32": ">u4",
+    "int64": ">i8",
+    "uint64": ">u8",
+    "float32": ">f4",
+    "float64": ">f8",
+}
+
+
+def register_permutation(order: str, nbytes: int) -> tuple[int, ...]:
+    """Positions in the big-endian value bytes of each byte as the registers carry it.
+
+    Register byte j holds value byte `perm[j]`. Every one of the four orders is its own
+    inverse, so the same tuple also maps register bytes back to big-endian value bytes.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; known: {', '.join(ORDERS)}")
+    words = [(i, i + 1) for i in range(0, nbytes, 2)]
+    if order in ("CDAB", "DCBA"):
+        words.reverse()
+    if order in ("BADC", "DCBA"):
+        words = [(lo, hi) for hi, lo in words]
+    return tuple(i for word in words for i in word)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Tags of one kind in one request: where their bytes are and where their values go."""
+
+    dtype: np.dtype[np.generic]
+    index: npt.NDArray[np.intp]  # (tags, bytes per value) gather into the payload
+    positions: npt.NDArray[np.intp]  # rows of the output
+
+
+@dataclass(frozen=True, slots=True)
+class _RegisterBits:
+    """Bools held in registers: a register each, then shift and mask."""
+
+    index: npt.NDArray[np.intp]  # (tags, 2) gather of the register's two bytes
+    shifts: npt.NDArray[np.uint16]
+    masks: npt.NDArray[np.uint16]  # 1 for one bit, 0xFFFF for a whole-register bool
+    positions: npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True, slots=True)
+class _TableBits:
+    """Coils or discrete inputs: bit i of the request is bit i % 8 of byte i // 8."""
+
+    byte_index: npt.NDArray[np.intp]
+    shifts: npt.NDArray[np.uint8]
+    positions: npt.NDArray[np.intp]
+
+
+class RequestDecoder:
+    """Turns the payload of one `ReadRequest`'s response into its tags' values.
+
+    `tag_ids` (int32) lists the request's numeric and bool tags in the request's order; the
+    array `decode()` returns has one float64 per entry. `string_tag_ids` lists the string tags
+    that `decode_strings()` serves.
+    """
+
+    __slots__ = (
+        "_identity",
+        "_may_overflow",
+        "_offset",
+        "_payload_bytes",
+        "_register_bits",
+        "_request",
+        "_scale",
+        "_scaled",
+        "_strings",
+        "_table_bits",
+        "_values",
+        "string_tag_ids",
+        "tag_ids",
+    )
+
+    def __init__(self, request: ReadRequest) -> None:
+        self._request = request
+        self._payload_bytes = request.payload_bytes
+        numeric = [t for t in request.tags if t.type != "string"]
+        self._strings = tuple(t for t in request.tags if t.type == "string")
+        self.tag_ids: npt.NDArray[np.int32] = np.array([t.tag_id for t in numeric], np.int32)
+        self.string_tag_ids: npt.NDArray[np.int32] = np.array(
+            [t.tag_id for t in self._strings], np.int32
+        )
+        # Bools read 0.0 or 1.0 whatever their scale says.
+        self._scale = np.array([1.0 if t.type == "bool" else t.scale for t in numeric])
+        self._offset = np.array([0.0 if t.type == "bool" else t.offset_value for t in numeric])
+        self._scaled = bool(np.any(self._scale != 1.0) or np.any(self._offset != 0.0))
+        # Integers stay below 2^64, so only a float times a scale above 1 can overflow; the
+        # errstate that silences it costs as much as the scaling, so it is used only then.
+        self._may_overflow = any(t.type.startswith("float") and abs(t.scale) > 1 for t in numeric)
+        self._values: tuple[_Group, ...] = ()
+        self._register_bits: _RegisterBits | None = None
+        self._table_bits: _TableBits | None = None
+        if request.table.is_bits:
+            self._table_bits = _table_bits(request.start, numeric)
+        else:
+            self._values = _value_groups(request.start, numeric)
+            self._register_bits = _register_bits(request.start, numeric)
+        # Fast path: one type, big-endian, packed from the first register, nothing else.
+        self._identity: np.dtype[np.generic] | None = None
+        if len(self._values) == 1 and self._register_bits is None and not self._strings:
+            group = self._values[0]
+            packed = np.arange(group.index.size).reshape(group.index.shape)
+            if np.array_equal(group.index, packed) and group.index.size == self._payload_bytes:
+                self._identity = group.dtype
+
+    @property
+    def request(self) -> ReadRequest:
+        return self._request
+
+    def decode(self, payload: bytes | bytearray | memoryview) -> npt.NDArray[np.float64]:
+        """One float64 per entry of `tag_ids`; ValueError if the payload has the wrong size."""
+        if len(payload) != self._payload_bytes:
+            raise ValueError(
+                f"{self._request}: expected {self._payload_bytes} payload bytes, got {len(payload)}"
+            )
+        data = np.frombuffer(payload, dtype=np.uint8)
+        if self._identity is not None:
+            out = data.view(self._identity).astype(np.float64)
+        else:
+            out = np.empty(self.tag_ids.shape[0], dtype=np.float64)
+            for group in self._values:
+                out[group.positions] = data[group.index].view(group.dtype)[:, 0]
+            rb = self._register_bits
+            if rb is not None:
+                words = data[rb.index].view(">u2")[:, 0]
+                out[rb.positions] = ((words >> rb.shifts) & rb.masks) != 0
+            tb = self._table_bits
+            if tb is not None:
+                out[tb.positions] = (data[tb.byte_index] >> tb.shifts) & 1
+        if self._may_overflow:
+            # A huge float times the scale overflows: inf is then the honest reading.
+            with np.errstate(over="ignore"):
+                out *= self._scale
+                out += self._offset
+        elif self._scaled:
+            out *= self._scale
+            out += self._offset
+        return out
+
+    def decode_strings(self, payload: bytes | bytearray | memoryview) -> dict[int, str]:
+        """The string tags' values by tag id (slow path: strings are rare)."""
+        if len(payload) != self._payload_bytes:
+            raise ValueError(
+                f"{self._request}: expected {self._payload_bytes} payload bytes, got {len(payload)}"
+            )
+        raw = bytes(payload)
+        out: dict[int, str] = {}
+        for tag in self._strings:
+            begin = 2 * (tag.offset - self._request.start)
+            text = raw[begin : begin + tag.length].split(b"\0", 1)[0]
+            out[tag.tag_id] = text.decode("latin-1")
+        return out
+
+
+def plan_decoders(plan: ReadPlan) -> tuple[RequestDecoder, ...]:
+    """One decoder per request of a plan, in the plan's order; built once at start."""
+    return tuple(RequestDecoder(r) for r in plan.requests)
+
+
+def _value_groups(start: int, tags: list[PlanTag]) -> tuple[_Group, ...]:
+    by_type: dict[str, tuple[list[list[int]], list[int]]] = {}
+    for row, tag in enumerate(tags):
+        if tag.type == "bool":
+            continue
+        dtype = np.dtype(_DTYPES[tag.type])
+        first = 2 * (tag.offset - start)
+        perm = register_permutation(tag.order, dtype.itemsize)
+        rows, positions = by_type.setdefault(tag.type, ([], []))
+        rows.append([first + p for p in perm])
+        positions.append(row)
+    return tuple(
+        _Group(
+            dtype=np.dtype(_DTYPES[name]),
+            index=np.array(rows, dtype=np.intp),
+            positions=np.array(positions, dtype=np.intp),
+        )
+        for name, (rows, positions) in by_type.items()
+    )
+
+
+def _register_bits(start: int, tags: list[PlanTag]) -> _RegisterBits | None:
+    chosen = [(row, t) for row, t in enumerate(tags) if t.type == "bool"]
+    if not chosen:
+        return None
+    firsts = [2 * (t.offset - start) for _, t in chosen]
+    return _RegisterBits(
+        index=np.array([[f, f + 1] for f in firsts], dtype=np.intp),
+        shifts=np.array([t.bit or 0 for _, t in chosen], dtype=np.uint16),
+        masks=np.array([0xFFFF if t.bit is None else 1 for _, t in chosen], dtype=np.uint16),
+        positions=np.array([row for row, _ in chosen], dtype=np.intp),
+    )
+
+
+def _table_bits(start: int, tags: list[PlanTag]) -> _TableBits:
+    # Gathering the needed bytes and shifting beats np.unpackbits: it touches one byte per
+    # tag instead of unpacking up to 2000 bits of which a few may be wanted.
+    bits = np.array([t.offset - start for t in tags], dtype=np.intp)
+    return _TableBits(
+        byte_index=bits >> 3,
+        shifts=(bits & 7).astype(np.uint8),
+        positions=np.arange(len(tags), dtype=np.intp),
+    )
