@@ -9,13 +9,26 @@ request is answered from a ready image and never waits for the model.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import tempfile
 import tomllib
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from firmware_sim.clock import SimClock
+from firmware_sim.encoder import make_encoder
+from firmware_sim.faults import Faults
+from firmware_sim.image import RegisterImage
+from firmware_sim.machines import MachineModel, make_machine
+from firmware_sim.modbus_pdu import Unit
+from firmware_sim.modbus_rtu import ModbusRtuServer
+from firmware_sim.modbus_tcp import ModbusTcpServer
+from firmware_sim.opcua_server import SimOpcUaServer
 
 PLANTS = ("demo", "press", "cement", "loom")
 
@@ -35,7 +48,9 @@ class MachineSpec(_Strict):
     port: int = Field(default=0, ge=0, le=65535)  # Modbus TCP port; 0 picks a free one
     unit_id: int = Field(default=1, ge=0, le=255)  # unit id on its TCP port
     rtu_unit_id: int | None = Field(default=None, ge=1, le=247)  # default: position in the plant
-    rates: dict[str, Any] = Field(default_factory=dict)  # model rate overrides, checked by make_machine
+    rates: dict[str, Any] = Field(
+        default_factory=dict
+    )  # model rate overrides, checked by make_machine
     fault: dict[str, Any] | None = None  # a fault active from the start, e.g. {mode="slow"}
 
 
@@ -111,3 +126,181 @@ def load_plant(name_or_path: str) -> PlantSpec:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {where}: {msg}" if where else f"{source}: {msg}")
         raise PlantError("\n".join(lines)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one machine can be reached once the plant runs."""
+
+    machine: str
+    kind: str
+    modbus_tcp: str  # host:port
+    unit_id: int
+    rtu_unit_id: int | None  # on the plant's RTU bus, when it runs
+
+
+class Plant:
+    """The running plant: models, register images, and the servers in front of them.
+
+    `tick()` advances every model to the clock's time and re-encodes its registers; `start()`
+    runs it every `tick_interval` real seconds. A frozen unit (fault `freeze`) keeps its model
+    running (the machine goes on, ground truth too) but its registers and nodes stop changing.
+    """
+
+    def __init__(
+        self,
+        spec: PlantSpec,
+        clock: SimClock,
+        *,
+        host: str = "127.0.0.1",
+        opcua: bool = True,
+        rtu: bool = True,
+        cert_dir: Path | None = None,
+        tick_interval: float = 0.05,
+        opcua_interval: float = 0.5,
+    ) -> None:
+        self.spec = spec
+        self.clock = clock
+        self.host = host
+        self.tick_interval = tick_interval
+        self.opcua_interval = opcua_interval
+        self.machines: dict[str, MachineModel] = {}
+        self.units: dict[str, Unit] = {}
+        for m in spec.machines:
+            try:
+                machine = make_machine(m.kind, m.name, m.seed, **m.rates)
+                faults = Faults.from_dict(m.fault) if m.fault else Faults(seed=m.seed)
+            except ValueError as exc:  # FaultError is a ValueError too
+                raise PlantError(f"{spec.name}: machine {m.name!r}: {exc}") from None
+            faults.add_reboot_listener(machine.reboot)
+            self.machines[m.name] = machine
+            self.units[m.name] = Unit(image=RegisterImage(), faults=faults)
+        self._encoders = {name: make_encoder(m.profile) for name, m in self.machines.items()}
+        self._want_opcua = opcua
+        self._want_rtu = rtu
+        self._cert_dir = cert_dir
+        self.tcp_servers: dict[int, ModbusTcpServer] = {}  # bound port → server
+        self.rtu_server: ModbusRtuServer | None = None
+        self.rtu_path: str | None = None
+        self.opcua_server: SimOpcUaServer | None = None
+        self._ports: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.tick()
+
+    def tick(self) -> None:
+        """Advance every model to now and publish its values to its register image."""
+        now = self.clock.now()
+        for name, machine in self.machines.items():
+            machine.advance_to(now)
+            unit = self.units[name]
+            if not unit.faults.frozen:
+                self._encoders[name](machine.values(), unit.image)
+
+    async def start(self) -> list[Endpoint]:
+        try:
+            await self._start_tcp()
+            if self._want_rtu:
+                units = {uid: self.units[n] for n, uid in self.spec.rtu_unit_ids().items()}
+                self.rtu_server = ModbusRtuServer(units, baudrate=self.spec.rtu.baudrate)
+                self.rtu_path = await self.rtu_server.start()
+            if self._want_opcua:
+                await self._start_opcua()
+        except BaseException:
+            await self.stop()
+            raise
+        self._task = asyncio.create_task(self._run(), name=f"plant-{self.spec.name}")
+        return self.endpoints()
+
+    async def _start_tcp(self) -> None:
+        # Machines given the same port share one server (a gateway, by unit id); port 0 means
+        # a free port of the machine's own.
+        groups: dict[int, list[MachineSpec]] = {}
+        for i, m in enumerate(self.spec.machines):
+            groups.setdefault(m.port if m.port else -1 - i, []).append(m)
+        for key, members in groups.items():
+            server = ModbusTcpServer({m.unit_id: self.units[m.name] for m in members})
+            try:
+                port = await server.start(self.host, max(key, 0))
+            except OSError as exc:
+                await server.stop()
+                raise PlantError(
+                    f"cannot serve Modbus TCP on {self.host}:{key}: {exc.strerror}"
+                    " (is another plant running? --ephemeral picks free ports)"
+                ) from None
+            self.tcp_servers[port] = server
+            for m in members:
+                self._ports[m.name] = port
+
+    async def _start_opcua(self) -> None:
+        spec = self.spec.opcua
+        cert_dir = self._cert_dir
+        if spec.security != "none" and cert_dir is None:
+            cert_dir = Path(tempfile.mkdtemp(prefix="lineside-sim-certs-"))
+        server = SimOpcUaServer(
+            self.machines.values(),
+            host=self.host,
+            port=spec.port,
+            security=spec.security,
+            cert_dir=cert_dir,
+            users=spec.users or None,
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            raise PlantError(
+                f"cannot serve OPC UA on {self.host}:{spec.port}: {exc.strerror}"
+                " (is another plant running? --ephemeral picks free ports)"
+            ) from None
+        self.opcua_server = server
+
+    async def _run(self) -> None:
+        next_opcua = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            self.tick()
+            if self.opcua_server is not None and loop.time() >= next_opcua:
+                next_opcua = loop.time() + self.opcua_interval
+                for name, unit in self.units.items():
+                    self.opcua_server.freeze(name, unit.faults.frozen)
+                await self.opcua_server.refresh()
+            await asyncio.sleep(self.tick_interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for server in self.tcp_servers.values():
+            await server.stop()
+        self.tcp_servers.clear()
+        if self.rtu_server is not None:
+            await self.rtu_server.stop()
+            self.rtu_server = None
+        if self.opcua_server is not None:
+            await self.opcua_server.stop()
+            self.opcua_server = None
+
+    async def __aenter__(self) -> Plant:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def endpoints(self) -> list[Endpoint]:
+        rtu_ids = self.spec.rtu_unit_ids() if self.rtu_server is not None else {}
+        return [
+            Endpoint(
+                machine=m.name,
+                kind=m.kind,
+                modbus_tcp=f"{self.host}:{self._ports.get(m.name, m.port)}",
+                unit_id=m.unit_id,
+                rtu_unit_id=rtu_ids.get(m.name),
+            )
+            for m in self.spec.machines
+        ]
+
+    @property
+    def opcua_endpoint(self) -> str | None:
+        return self.opcua_server.endpoint if self.opcua_server is not None else None

@@ -1,0 +1,753 @@
+"""Loading one lineside config (TOML, plus tag lists in CSV files) into a frozen `Config`.
+
+Every problem becomes one line `FILE: WHERE: MESSAGE`, WHERE being the key path
+(`sources[0].units[0].tags[3].address`) or, for a row of a tag CSV file, the file and 1-based
+line number plus the column (`press_tags.csv:7: address`). `load_config` raises `ConfigError`
+with every problem it can find in one pass, and no other exception for bad input.
+
+The top of this module holds the building blocks the connectors' config models share (names,
+deadbands, paths relative to the config file, credentials); it imports no connector, so the
+connectors' config modules can import it. Source and sink entries are dispatched on their `type`
+through `agent.registry`, which is the discriminated union: one `type` → one config model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, time
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol, Self, TypeVar, runtime_checkable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from agent import registry
+from agent.errors import ConfigError, Problem
+
+# Every config model: unknown keys are errors (typos must not pass silently), values immutable.
+STRICT = ConfigDict(extra="forbid", frozen=True)
+
+Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks shared by the connectors' config models
+
+
+def key_error(key: str, message: str) -> PydanticCustomError:
+    """An error a model validator raises about one of its keys (reported at `...<model>.<key>`)."""
+    return PydanticCustomError("at_key", "{message}", {"key": key, "message": message})
+
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_name(value: str) -> str:
+    """Names end up in MQTT topics and tag paths: letters, digits, `_` and `-` only."""
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"names may use only letters, digits, '_' and '-', got {value!r}")
+    return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+
+
+@dataclass(frozen=True, slots=True)
+class Deadband:
+    """Report a value only when it moved by `amount` (absolute) or `amount` % of the last one."""
+
+    amount: float
+    relative: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.amount:g}%" if self.relative else f"{self.amount:g}"
+
+
+def parse_deadband(value: object) -> Deadband:
+    if isinstance(value, Deadband):
+        return value
+    relative = False
+    if isinstance(value, str):
+        text = value.strip()
+        relative = text.endswith("%")
+        try:
+            amount = float(text.removesuffix("%"))
+        except ValueError:
+            raise ValueError(
+                f'expected a number (absolute) or a percentage like "2%", got {value!r}'
+            ) from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        amount = float(value)
+    else:
+        raise ValueError(f'expected a number (absolute) or a percentage like "2%", got {value!r}')
+    if amount < 0:
+        raise ValueError(f"must not be negative, got {value!r}")
+    return Deadband(amount, relative)
+
+
+DeadbandField = Annotated[Deadband, PlainValidator(parse_deadband), PlainSerializer(str)]
+
+
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    # Paths in a config mean "next to the config file", whatever the working directory.
+    base = (info.context or {}).get("base_dir")
+    return value if base is None else Path(base) / value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+
+LITERAL_PASSWORD = (
+    "a password in the config file is refused: "
+    "use password_env (an environment variable) or password_file"
+)
+
+
+class Credentials(BaseModel):
+    """User name and where its password comes from; never the password itself."""
+
+    model_config = STRICT
+
+    username: str | None = None
+    password_env: str | None = None
+    password_file: ConfigPath | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise key_error("password", LITERAL_PASSWORD)
+        return data
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> Self:
+        if self.password_env is not None and self.password_file is not None:
+            raise key_error("password_file", "use either password_env or password_file, not both")
+        if self.username is None and (self.password_env or self.password_file):
+            raise key_error("username", "a password is set but no username")
+        return self
+
+
+@runtime_checkable
+class TagModel(Protocol):
+    """What the agent needs to know of any tag, whatever its protocol."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def deadband(self) -> Deadband | None: ...
+
+
+@runtime_checkable
+class SourceModel(Protocol):
+    """What every source config model offers the agent (see connectors/*/config.py)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    def unit_ids(self) -> tuple[int, ...]: ...
+    def machines(self) -> tuple[str, ...]: ...
+    def tags_of(self, machine: str) -> tuple[TagModel, ...]: ...
+    def poll_intervals(self) -> tuple[float, ...]: ...
+    def machine_refs(self) -> Iterator[tuple[Loc, str]]:
+        """(key path of a `machine` key, relative to the source; the machine it names)."""
+        ...
+
+    def tag_places(self) -> Iterator[tuple[Loc, str, str]]:
+        """(key path of a tag, relative to the source; its machine; its name)."""
+        ...
+
+
+@runtime_checkable
+class SinkModel(Protocol):
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent-level sections
+
+
+class AgentSection(BaseModel):
+    model_config = STRICT
+
+    id: str
+    data_dir: Annotated[ConfigPath, Field(validate_default=True)] = Path("data")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_charset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError(
+                f"agent ids may use only letters, digits, '_', '.' and '-', got {value!r}"
+            )
+        return value
+
+
+class PlantSection(BaseModel):
+    model_config = STRICT
+
+    site: Name
+
+
+class Machine(BaseModel):
+    """One machine in the ISA-95 hierarchy site / area / line / machine."""
+
+    model_config = STRICT
+
+    name: Name
+    area: Name
+    line: Name
+    kind: str = ""
+    description: str = ""
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _minutes(t: time) -> int:
+    return t.hour * 60 + t.minute
+
+
+class Break(BaseModel):
+    model_config = STRICT
+
+    start: time
+    end: time
+
+
+class Shift(BaseModel):
+    model_config = STRICT
+
+    name: Name
+    start: time
+    end: time  # earlier than start: the shift crosses midnight
+    days: tuple[Weekday, ...] = WEEKDAYS
+    breaks: tuple[Break, ...] = ()
+
+    @property
+    def minutes(self) -> int:
+        return (_minutes(self.end) - _minutes(self.start)) % 1440
+
+    @model_validator(mode="after")
+    def _breaks_inside(self) -> Self:
+        if self.start == self.end:
+            raise key_error("end", "a shift needs a length: start and end are equal")
+        for i, brk in enumerate(self.breaks):
+            # Measure from the shift start so shifts across midnight need no special case.
+            begin = (_minutes(brk.start) - _minutes(self.start)) % 1440
+            finish = (_minutes(brk.end) - _minutes(self.start)) % 1440
+            if brk.start == brk.end or finish <= begin or finish > self.minutes:
+                raise key_error(
+                    f"breaks[{i}]",
+                    f"break {brk.start:%H:%M}-{brk.end:%H:%M} is not within the shift "
+                    f"{self.start:%H:%M}-{self.end:%H:%M}",
+                )
+        return self
+
+
+class Calendar(BaseModel):
+    model_config = STRICT
+
+    timezone: str
+    days_off: tuple[date, ...] = ()
+    shifts: tuple[Shift, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(
+                f'unknown time zone {value!r}: use an IANA name like "Asia/Shanghai"'
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _unique_shifts(self) -> Self:
+        seen: set[str] = set()
+        for i, shift in enumerate(self.shifts):
+            if shift.name in seen:
+                raise key_error(f"shifts[{i}].name", f"duplicate shift name {shift.name!r}")
+            seen.add(shift.name)
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Config(BaseModel):
+    """A whole, valid config: what the runtime gets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    file: Path  # the config file it was read from
+    config_version: Literal[1]
+    agent: AgentSection
+    plant: PlantSection
+    machines: tuple[Machine, ...] = ()
+    sources: tuple[SourceModel, ...] = ()
+    sinks: tuple[SinkModel, ...] = ()
+    calendar: Calendar | None = None
+
+    @property
+    def machines_by_name(self) -> dict[str, Machine]:
+        return {m.name: m for m in self.machines}
+
+    @property
+    def sources_by_name(self) -> dict[str, SourceModel]:
+        return {s.name: s for s in self.sources}
+
+    @property
+    def sinks_by_name(self) -> dict[str, SinkModel]:
+        return {s.name: s for s in self.sinks}
+
+    def sources_of(self, machine: str) -> tuple[SourceModel, ...]:
+        return tuple(s for s in self.sources if machine in s.machines())
+
+    def tags_of(self, machine: str) -> tuple[TagModel, ...]:
+        """Every tag of one machine, across all its sources, in config order."""
+        return tuple(t for s in self.sources for t in s.tags_of(machine))
+
+    def tag_path(self, machine: str, tag: str) -> str:
+        """The ISA-95 identity `site/area/line/machine/tag`."""
+        m = self.machines_by_name[machine]
+        return f"{self.plant.site}/{m.area}/{m.line}/{m.name}/{tag}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+_TOP_KEYS = ("config_version", "agent", "plant", "machines", "sources", "sinks", "calendar")
+
+
+@dataclass(frozen=True, slots=True)
+class _TagFile:
+    """Where the rows of one `tags_file` came from, to report problems as `file:line`."""
+
+    written: str  # as written in the config
+    lines: tuple[int, ...]  # 1-based line number of each row (the header is line 1)
+
+
+class _Loader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = str(path)
+        self.problems: list[Problem] = []
+        self.tag_files: dict[Loc, _TagFile] = {}
+        self.context = {"base_dir": path.resolve().parent}
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(Problem(self.file, where, message))
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def read(self) -> dict[str, Any]:
+        data = _read_bytes(self.path, self.file)
+        if not data.strip():
+            raise ConfigError(
+                [
+                    Problem(
+                        self.file,
+                        "",
+                        "empty file; `lineside init --profile press` writes a starter",
+                    )
+                ]
+            )
+        text = _decode(data, self.file, "")
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([Problem(self.file, "", f"not valid TOML: {exc}")]) from None
+
+    def read_tag_files(self, node: object, loc: Loc) -> None:
+        """Replace every `tags_file` by its rows (as `tags`), wherever it appears."""
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                self.read_tag_files(item, (*loc, i))
+            return
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            self.read_tag_files(value, (*loc, key))
+        written = node.get("tags_file")
+        if not isinstance(written, str):
+            return  # absent, or the wrong type: the model reports it
+        where = _dotted((*loc, "tags_file"))
+        if "tags" in node:
+            self.problem(where, "use either tags or tags_file, not both")
+            return
+        csv_path = self.context["base_dir"] / written
+        rows = self.read_csv(csv_path, written, where)
+        if rows is None:
+            node["tags"] = []
+            node["tags_file"] = str(csv_path)
+            self.tag_files[loc] = _TagFile(written, ())
+            return
+        node["tags"] = [row for _, row in rows]
+        node["tags_file"] = str(csv_path)
+        self.tag_files[loc] = _TagFile(written, tuple(line for line, _ in rows))
+
+    def read_csv(
+        self, csv_path: Path, written: str, where: str
+    ) -> list[tuple[int, dict[str, str]]] | None:
+        try:
+            data = csv_path.read_bytes()
+        except FileNotFoundError:
+            self.problem(where, f"file not found: {written} (looked for {csv_path})")
+            return None
+        except OSError as exc:
+            self.problem(where, f"cannot read {written}: {exc.strerror}")
+            return None
+        except ValueError:  # e.g. a NUL byte in the name
+            self.problem(where, f"not a usable file name: {written!r}")
+            return None
+        try:
+            text = _decode(data, self.file, written)
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return None
+        text = text.removeprefix("\ufeff")  # spreadsheets like to start with a BOM
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if header is None or not any(h.strip() for h in header):
+            self.problem(f"{written}:1", "no header row (the first line names the columns)")
+            return None
+        columns = [h.strip() for h in header]
+        bad_header = False
+        for i, column in enumerate(columns):
+            if not column:
+                self.problem(f"{written}:1", f"column {i + 1} has no name")
+                bad_header = True
+            elif columns.index(column) != i:
+                self.problem(f"{written}:1", f"column {column!r} appears twice")
+                bad_header = True
+        if bad_header:
+            return None
+        rows: list[tuple[int, dict[str, str]]] = []
+        line = reader.line_num
+        for cells in reader:
+            start, line = line + 1, reader.line_num
+            if not any(c.strip() for c in cells):
+                continue  # blank lines are layout, not rows
+            if len(cells) > len(columns):
+                self.problem(
+                    f"{written}:{start}",
+                    f"{len(cells)} cells but the header names {len(columns)} columns",
+                )
+                continue
+            # An empty cell means "not given", so the model's default applies.
+            row = {c: v.strip() for c, v in zip(columns, cells, strict=False) if v.strip()}
+            rows.append((start, row))
+        if not rows:
+            self.problem(f"{written}:1", "no tag rows after the header")
+        return rows
+
+    # -- validating ---------------------------------------------------------------------------
+
+    def where(self, loc: Loc) -> str:
+        """A key path, or `file.csv:LINE[: column]` inside the rows of a tags_file."""
+        for cut in range(len(loc) - 1, -1, -1):
+            origin = self.tag_files.get(loc[:cut])
+            if origin is None or loc[cut] != "tags" or len(loc) <= cut + 1:
+                continue
+            index = loc[cut + 1]
+            if isinstance(index, int) and index < len(origin.lines):
+                at = f"{origin.written}:{origin.lines[index]}"
+                rest = loc[cut + 2 :]
+                return f"{at}: {_dotted(rest)}" if rest else at
+        return _dotted(loc)
+
+    def validate(self, model: type[M], data: object, loc: Loc) -> M | None:
+        try:
+            return model.model_validate(data, context=self.context)
+        except ValidationError as exc:
+            seen: set[tuple[str, str]] = set()
+            for error in exc.errors(include_url=False):
+                where, message = self.translate(error, loc)
+                if (where, message) not in seen:  # one unknown CSV column → one line
+                    seen.add((where, message))
+                    self.problem(where, message)
+            return None
+
+    def translate(self, error: Mapping[str, Any], prefix: Loc) -> tuple[str, str]:
+        loc: Loc = (*prefix, *error["loc"])
+        kind = error["type"]
+        ctx = error.get("ctx") or {}
+        if kind == "at_key":
+            key_loc = _parse_key(str(ctx["key"]))
+            return self.where((*loc, *key_loc)), str(ctx["message"])
+        if kind in ("extra_forbidden", "missing"):
+            key, parent = loc[-1], loc[:-1]
+            origin_where = self.where(loc)
+            if kind == "extra_forbidden" and origin_where != _dotted(loc):
+                # An unknown key in a CSV row is an unknown column: say so once, at the header.
+                csv_name = origin_where.split(":", 1)[0]
+                return f"{csv_name}:1", f"unknown column {key!r}"
+            if kind == "missing" and origin_where != _dotted(loc):
+                return self.where(parent), f"no value in column {key!r}"
+            word = "unknown" if kind == "extra_forbidden" else "missing"
+            return self.where(parent), f"{word} key {key!r}"
+        return self.where(loc), _plain_message(error)
+
+    def validate_list(self, doc: dict[str, Any], key: str, model: type[M]) -> list[tuple[int, M]]:
+        items = doc.get(key, [])
+        if not isinstance(items, list):
+            self.problem(key, f"expected a list of tables ([[{key}]]), got {_show(items)}")
+            return []
+        out = []
+        for i, item in enumerate(items):
+            valid = self.validate(model, item, (key, i))
+            if valid is not None:
+                out.append((i, valid))
+        return out
+
+    def validate_connectors(
+        self, doc: dict[str, Any], key: str, role: str, known: Mapping[str, registry.Connector]
+    ) -> list[tuple[int, BaseModel]]:
+        items = doc.get(key, [])
+        if not isinstance(items, list):
+            self.problem(key, f"expected a list of tables ([[{key}]]), got {_show(items)}")
+            return []
+        names = ", ".join(sorted(known))
+        out: list[tuple[int, BaseModel]] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                self.problem(f"{key}[{i}]", f"expected a table, got {_show(item)}")
+                continue
+            kind = item.get("type")
+            if kind is None:
+                self.problem(f"{key}[{i}]", f"missing key 'type' (known: {names})")
+                continue
+            if not isinstance(kind, str) or kind not in known:
+                self.problem(
+                    f"{key}[{i}].type", f"unknown {role} type {_show(kind)} (known: {names})"
+                )
+                continue
+            valid = self.validate(registry.config_model(kind), item, (key, i))
+            if valid is not None:
+                out.append((i, valid))
+        return out
+
+    def section(self, doc: dict[str, Any], key: str, model: type[M]) -> M | None:
+        if key not in doc:
+            self.problem("", f"missing section [{key}]")
+            return None
+        return self.validate(model, doc[key], (key,))
+
+    def load(self) -> Config:
+        doc = self.read()
+        self.read_tag_files(doc, ())
+        for key in doc:
+            if key not in _TOP_KEYS:
+                self.problem("", f"unknown key {key!r}")
+        if "config_version" not in doc:
+            self.problem("", "missing key 'config_version': add config_version = 1 at the top")
+        elif doc["config_version"] != 1 or isinstance(doc["config_version"], bool):
+            self.problem(
+                "config_version",
+                f"must be 1 (the format this lineside reads), got {_show(doc['config_version'])}",
+            )
+        agent = self.section(doc, "agent", AgentSection)
+        plant = self.section(doc, "plant", PlantSection)
+        machines = self.validate_list(doc, "machines", Machine)
+        sources = self.validate_connectors(doc, "sources", "source", registry.SOURCES)
+        sinks = self.validate_connectors(doc, "sinks", "sink", registry.SINKS)
+        calendar = None
+        if "calendar" in doc:
+            calendar = self.validate(Calendar, doc["calendar"], ("calendar",))
+        self.cross_check(doc, machines, sources, sinks)
+        if self.problems or agent is None or plant is None:
+            raise ConfigError(self.problems)
+        return Config(
+            file=self.path,
+            config_version=1,
+            agent=agent,
+            plant=plant,
+            machines=tuple(m for _, m in machines),
+            sources=tuple(s for _, s in sources),
+            sinks=tuple(s for _, s in sinks),
+            calendar=calendar,
+        )
+
+    def cross_check(
+        self,
+        doc: dict[str, Any],
+        machines: list[tuple[int, Machine]],
+        sources: list[tuple[int, BaseModel]],
+        sinks: list[tuple[int, BaseModel]],
+    ) -> None:
+        for key, valid in (("machines", machines), ("sources", sources), ("sinks", sinks)):
+            first: dict[str, int] = {}
+            for i, item in valid:
+                name = str(getattr(item, "name", ""))
+                if name in first:
+                    self.problem(
+                        f"{key}[{i}].name",
+                        f"duplicate {key[:-1]} name {name!r} (also {key}[{first[name]}])",
+                    )
+                else:
+                    first[name] = i
+        # Declared names come from the raw file, so a machine with another problem is not
+        # also reported as "unknown" wherever it is used.
+        raw = doc.get("machines")
+        declared = [
+            m["name"]
+            for m in (raw if isinstance(raw, list) else [])
+            if isinstance(m, dict) and isinstance(m.get("name"), str)
+        ]
+        tag_seen: dict[tuple[str, str], str] = {}
+        for i, source in sources:
+            assert isinstance(source, SourceModel)
+            for loc, machine in source.machine_refs():
+                if machine not in declared:
+                    known = ", ".join(dict.fromkeys(declared)) or "none"
+                    self.problem(
+                        self.where(("sources", i, *loc)),
+                        f"unknown machine {machine!r} (declared in [[machines]]: {known})",
+                    )
+            for loc, machine, tag in source.tag_places():
+                where = self.where(("sources", i, *loc))
+                if (machine, tag) in tag_seen:
+                    self.problem(
+                        where,
+                        f"duplicate tag name {tag!r} for machine {machine!r} "
+                        f"(also at {tag_seen[machine, tag]})",
+                    )
+                else:
+                    tag_seen[machine, tag] = where
+
+
+def load_config(path: Path) -> Config:
+    """Read and check a config file; raises `ConfigError` listing every problem found."""
+    return _Loader(Path(path)).load()
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain messages
+
+
+def _read_bytes(path: Path, file: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([Problem(file, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise ConfigError([Problem(file, "", "is a directory, not a config file")]) from None
+    except OSError as exc:
+        raise ConfigError([Problem(file, "", f"cannot read: {exc.strerror}")]) from None
+
+
+def _decode(data: bytes, file: str, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        bad = data[exc.start : exc.start + 1].hex()
+        raise ConfigError(
+            [Problem(file, where, f"not UTF-8 text: byte 0x{bad} on line {line}; save as UTF-8")]
+        ) from None
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _parse_key(key: str) -> Loc:
+    """`"shifts[1].name"` → ("shifts", 1, "name"): the inverse of `_dotted`."""
+    loc: list[str | int] = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", key):
+        loc.append(int(index) if index else name)
+    return tuple(loc)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "string": "a string",
+    "bool": "true or false",
+    "tuple": "a list",
+    "list": "a list",
+    "dict": "a table",
+    "model": "a table",
+    "model_attributes": "a table",
+    "dataclass": "a table",
+    "path": "a file path",
+    "time": 'a time like "06:00"',
+    "date": "a date like 2026-10-01",
+}
+
+
+def _plain_message(error: Mapping[str, Any]) -> str:
+    kind: str = error["type"]
+    ctx = error.get("ctx") or {}
+    got = _show(error.get("input"))
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "literal_error":
+        return f"expected {ctx['expected']}, got {got}"
+    limits = {
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("more than", "gt"),
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("less than", "lt"),
+    }
+    if kind in limits:
+        words, key = limits[kind]
+        return f"must be {words} {ctx[key]}, got {got}"
+    if kind == "too_short":
+        return f"needs at least {ctx['min_length']} entries"
+    if kind == "string_pattern_mismatch":
+        return f"does not match the pattern {ctx['pattern']}, got {got}"
+    for prefix, words in _TYPE_WORDS.items():
+        if kind.startswith(prefix + "_") and kind.endswith(
+            ("_type", "_parsing", "_from_float", "_fractional_part", "_from_datetime_parsing")
+        ):
+            return f"expected {words}, got {got}"
+    return str(error["msg"]).removeprefix("Value error, ")

@@ -1,0 +1,75 @@
+"""Which connector types exist: type name → config model and runtime class, as import paths.
+
+Adding a connector is a folder under `connectors/` plus one line here. Both halves are import
+paths loaded on demand, so reading a config imports the (protocol-free) config models only and
+never pymodbus, asyncua or an MQTT client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import import_module
+from types import MappingProxyType
+
+from pydantic import BaseModel
+
+from agent.errors import NotImplementedConnector
+
+
+@dataclass(frozen=True, slots=True)
+class Connector:
+    """Import paths (`module:attribute`) of a connector's config model and runtime class."""
+
+    config_model: str
+    runtime: str | None = None  # None while the runtime is not part of this version
+
+
+SOURCES: Mapping[str, Connector] = MappingProxyType(
+    {
+        "modbus_tcp": Connector("connectors.modbus.config:ModbusTcpSourceConfig"),
+        "modbus_rtu": Connector("connectors.modbus.config:ModbusRtuSourceConfig"),
+        "opcua": Connector("connectors.opcua.config:OpcUaSourceConfig"),
+    }
+)
+
+SINKS: Mapping[str, Connector] = MappingProxyType(
+    {
+        "mqtt": Connector("connectors.mqtt.config:MqttSinkConfig"),
+        "sparkplug": Connector("connectors.sparkplug.config:SparkplugSinkConfig"),
+        "http": Connector("connectors.http.config:HttpSinkConfig"),
+    }
+)
+
+
+def _load(path: str) -> object:
+    module, _, attribute = path.partition(":")
+    return getattr(import_module(module), attribute)
+
+
+def _find(type_name: str) -> tuple[str, Connector]:
+    if type_name in SOURCES:
+        return "source", SOURCES[type_name]
+    if type_name in SINKS:
+        return "sink", SINKS[type_name]
+    known = ", ".join(sorted([*SOURCES, *SINKS]))
+    raise KeyError(f"unknown connector type {type_name!r} (known: {known})")
+
+
+def config_model(type_name: str) -> type[BaseModel]:
+    """The pydantic model that validates a `[[sources]]` or `[[sinks]]` entry of this type."""
+    model = _load(_find(type_name)[1].config_model)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"{_find(type_name)[1].config_model} is not a pydantic model")
+    return model
+
+
+def runtime_class(type_name: str) -> type:
+    """The class that runs a source or sink of this type (imports its protocol library)."""
+    role, connector = _find(type_name)
+    if connector.runtime is None:
+        raise NotImplementedConnector(f"{role} type {type_name!r} has no runtime in this version")
+    runtime = _load(connector.runtime)
+    if not isinstance(runtime, type):
+        raise TypeError(f"{connector.runtime} is not a class")
+    return runtime

@@ -1,0 +1,44 @@
+"""What the agent expects of a source runtime (Modbus TCP, Modbus RTU, OPC UA, ...).
+
+A source owns one physical link (a TCP connection, a serial bus, an OPC UA session) and the
+poll groups on it. It does one attempt at a time and raises; the agent's link loop
+(`agent/poller.py`) owns scheduling, reconnection with back-off and state logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from agent.model import ReadingBatch
+
+
+class Source(Protocol):
+    name: str
+
+    def poll_groups(self) -> Mapping[str, float]:
+        """Poll group name → interval in seconds; fixed once the source is built."""
+        ...
+
+    async def connect(self) -> None:
+        """One connection attempt; raises `ConnectError` (or `RequestTimeout`)."""
+        ...
+
+    async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
+        """Read every request of the due groups and return their readings.
+
+        A request that fails (timeout, exception response, malformed answer) gives its tags bad
+        quality in the returned batches; it is counted, not raised. Raises `ConnectError` when
+        the link itself is gone, so the loop reconnects.
+        """
+        ...
+
+    def bad_batches(self, groups: Sequence[str], ts_ns: int) -> list[ReadingBatch]:
+        """Bad-quality readings for every tag of the groups: what a poll gives while down."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def statistics(self) -> Mapping[str, float]:
+        """Counters and gauges: requests, errors by kind, bytes, latency, reconnects."""
+        ...

@@ -1,0 +1,157 @@
+"""Annotated starter configs for `lineside init --profile press|cement|loom`.
+
+The machines and their Modbus tags come from the simulator's machine profiles
+(`firmware_sim/profiles/*.toml`), so a starter config reads `lineside sim --plant <profile>`
+as it is: one Modbus TCP port per machine from 5020 up, unit id 1, on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from firmware_sim.profile import ProfileTag, load_profile
+
+PROFILES: tuple[str, ...] = ("press", "cement", "loom")
+
+FIRST_PORT = 5020  # `lineside sim` serves machine n (from 0) on FIRST_PORT + n
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    kind: str  # the simulator's machine kind
+    count: int
+    site: str
+    area: str
+    line: str
+    what: str  # one line for the header comment
+
+
+_LINES = {
+    "press": _Line("press", 2, "suzhou", "stamping", "body-line-1", "a press line, 2 presses"),
+    "cement": _Line("mill", 1, "anhui", "grinding", "cement-mill-1", "a cement mill"),
+    "loom": _Line("loom", 2, "shaoxing", "weaving", "shed-1", "a weaving shed, 2 looms"),
+}
+
+
+def _toml(value: str | float | int) -> str:
+    # JSON strings are valid TOML basic strings; floats keep their repr (0.1, 1e-05).
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return repr(value)
+
+
+def _tag_line(tag: ProfileTag) -> str:
+    fields: list[tuple[str, str | float | int]] = [
+        ("name", tag.name),
+        ("address", tag.address),
+        ("type", tag.type),
+    ]
+    if tag.order != "ABCD":
+        fields.append(("order", tag.order))
+    if tag.scale != 1.0:
+        fields.append(("scale", tag.scale))
+    if tag.offset != 0.0:
+        fields.append(("offset", tag.offset))
+    if tag.unit:
+        fields.append(("unit", tag.unit))
+    if tag.type == "string":
+        fields.append(("length", tag.length))
+    if tag.description:
+        fields.append(("description", tag.description))
+    return "  { " + ", ".join(f"{k} = {_toml(v)}" for k, v in fields) + " },"
+
+
+def starter_config(profile: str) -> str:
+    """An annotated lineside.toml for one kind of line, as `lineside sim --plant` serves it."""
+    if profile not in _LINES:
+        raise KeyError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    line = _LINES[profile]
+    machine_profile = load_profile(line.kind)
+    names = [f"{line.kind}{n + 1}" for n in range(line.count)]
+    out = [
+        f"# lineside starter config: {line.what}.",
+        f"# Try it against the simulator: `lineside sim --plant {profile}` serves these machines",
+        f"# on 127.0.0.1, ports {FIRST_PORT}..{FIRST_PORT + line.count - 1}. Check edits with",
+        "# `lineside validate <this file>`. Every key is described in docs/configuration.md.",
+        "",
+        "config_version = 1  # the format of this file; required",
+        "",
+        "[agent]",
+        f'id = "{line.site}-{line.area}-edge-1"  # names this agent upstream',
+        'data_dir = "data"  # the SQLite store, relative to this file',
+        "",
+        "[plant]",
+        f'site = "{line.site}"  # the ISA-95 site: first level of every tag path and MQTT topic',
+        "",
+        "# The plant hierarchy: site (above) / area / line / machine. Names go into topics, so",
+        "# they use letters, digits, _ and - only.",
+    ]
+    for name in names:
+        out += [
+            "",
+            "[[machines]]",
+            f'name = "{name}"',
+            f'area = "{line.area}"',
+            f'line = "{line.line}"',
+            f'kind = "{line.kind}"',
+            f"description = {_toml(machine_profile.description)}",
+        ]
+    out += [
+        "",
+        '# One source per PLC. Durations need a unit: "250ms", "1s", "5m".',
+        "# Addresses: 0-based table form (hr:12, ir:0, co:3, di:1, hr:9.0 for bit 0) or the",
+        "# 1-based datasheet form (40013 is hr:12). Types: bool, int16, uint16, int32, uint32,",
+        "# int64, uint64, float32, float64, string (with length). order: word order of 32/64-bit",
+        "# values (ABCD, CDAB, BADC, DCBA). value = raw * scale + offset.",
+    ]
+    for n, name in enumerate(names):
+        out += [
+            "",
+            "[[sources]]",
+            f'name = "{name}-plc"',
+            'type = "modbus_tcp"',
+            'host = "127.0.0.1"',
+            f"port = {FIRST_PORT + n}",
+            'timeout = "1s"  # per request',
+            "retries = 1  # before a read counts as failed (its tags turn bad quality)",
+            "",
+            "[[sources.units]]",
+            "unit_id = 1  # the Modbus unit id (slave address) of this PLC",
+            f'machine = "{name}"  # which [[machines]] entry these tags belong to',
+            'poll_interval = "1s"',
+            "tags = [",
+            *(_tag_line(tag) for tag in machine_profile.tags),
+            "]",
+        ]
+    out += [
+        "",
+        "# Shifts give the planned time that OEE is measured against.",
+        "[calendar]",
+        'timezone = "Asia/Shanghai"',
+        'days_off = []  # e.g. ["2026-10-01"]',
+        "",
+        "[[calendar.shifts]]",
+        'name = "A"',
+        'start = "06:00"',
+        'end = "14:00"',
+        'days = ["mon", "tue", "wed", "thu", "fri", "sat"]',
+        'breaks = [{ start = "10:00", end = "10:30" }]',
+        "",
+        "[[calendar.shifts]]",
+        'name = "B"',
+        'start = "14:00"',
+        'end = "22:00"',
+        'days = ["mon", "tue", "wed", "thu", "fri", "sat"]',
+        'breaks = [{ start = "18:00", end = "18:30" }]',
+        "",
+        "# Forward readings and KPIs to an MQTT broker (Unified Namespace topics):",
+        "# [[sinks]]",
+        '# name = "uns"',
+        '# type = "mqtt"',
+        '# host = "127.0.0.1"',
+        "# port = 1883",
+        '# topic_prefix = "lineside"',
+        "",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,61 @@
+"""Config model of the MQTT sink (Unified Namespace topics), and the broker keys Sparkplug shares.
+
+No MQTT client library is imported here: `lineside validate` must stay light.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from agent.config import STRICT, ConfigPath, Credentials, Name, key_error
+
+
+class Tls(BaseModel):
+    """TLS towards the broker; without `ca` the system's trust store is used."""
+
+    model_config = STRICT
+
+    ca: ConfigPath | None = None
+    cert: ConfigPath | None = None  # client certificate, for brokers that want one
+    key: ConfigPath | None = None
+    check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> Self:
+        if (self.cert is None) != (self.key is None):
+            raise key_error("key" if self.key is None else "cert", "give both cert and key")
+        return self
+
+
+class Broker(Credentials):
+    """Where an MQTT broker is and how to log in."""
+
+    name: Name
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    tls: Tls | None = None
+    client_id: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        scheme = "mqtts" if self.tls is not None else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+class MqttSinkConfig(Broker):
+    type: Literal["mqtt"]
+    topic_prefix: str = "lineside"  # topics: <prefix>/<site>/<area>/<line>/<machine>/...
+    qos: Literal[0, 1] = 1
+    retain_last: bool = False  # retain the last value of each tag for late subscribers
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _plain_topic(cls, value: str) -> str:
+        if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+            raise ValueError(
+                f"a topic prefix has no wildcards (+ #) and no leading or trailing '/', "
+                f"got {value!r}"
+            )
+        return value

@@ -1,0 +1,401 @@
+"""The simulated plant's OPC UA server: one folder per machine, one read-only variable per tag.
+
+Node ids follow the profile rule `ns=<index>;s=<machine>.<tag>` (the folder is
+`ns=<index>;s=<machine>`), data types follow `opcua_type(tag)`, values are engineering units.
+The plant's tick loop calls `refresh()` (or `update()` with values it already has) a few times a
+second; only nodes whose value changed are written, so subscriptions see real changes only.
+
+Security is either policy None with anonymous access, or Basic256Sha256 SignAndEncrypt only.
+asyncua 2.1 still lets a client open a None secure channel and activate a session on a server
+that offers no None endpoint (the channel falls back to its initial None policy), so in
+sign_and_encrypt mode a None channel is given a permission ruleset that refuses every service
+after the handshake: such a client can ask for endpoints but cannot browse, read or subscribe.
+With `users`, only those user names and passwords are accepted (anonymous is refused); with
+security "none" the password then crosses the wire in clear, as OPC UA allows: fine on a test
+bench, which is all this server is for.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import socket
+import struct
+from collections.abc import Iterable, Mapping
+from datetime import UTC
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from asyncua import ua
+from asyncua.common.node import Node
+from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
+from asyncua.crypto.security_policies import SecurityPolicyFactory, SecurityPolicyNone
+from asyncua.server.internal_server import InternalServer
+from asyncua.server.server import Server
+from asyncua.server.user_managers import UserManager
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+
+from firmware_sim.certs import create_certificate
+from firmware_sim.profile import Profile, ProfileTag, opcua_type
+
+Value = float | int | bool | str
+Security = Literal["none", "sign_and_encrypt"]
+
+# UNECE is the unit namespace OPC UA Part 8 names; -1 says "no UNECE code", the display name
+# carries the profile's unit text. Good enough for a simulator, and what generic clients show.
+_EU_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
+
+_INT_RANGE = {
+    "Int16": (-(2**15), 2**15 - 1),
+    "UInt16": (0, 2**16 - 1),
+    "Int32": (-(2**31), 2**31 - 1),
+    "UInt32": (0, 2**32 - 1),
+    "Int64": (-(2**63), 2**63 - 1),
+    "UInt64": (0, 2**64 - 1),
+}
+_FLOAT32_MAX = 3.4028234663852886e38
+_F32 = struct.Struct("<f")
+
+
+class ServedMachine(Protocol):
+    """What the server needs of a machine model."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def profile(self) -> Profile: ...
+
+    def values(self) -> Mapping[str, Value]: ...
+
+
+class OpcUaServerError(Exception):
+    """The server cannot be set up or started as asked."""
+
+
+def coerce(type_name: str, value: object) -> bool | int | float | str:
+    """`value` as the Python value asyncua encodes for `type_name`, or ValueError/TypeError.
+
+    Checked here because asyncua packs values only when a client reads them: an out-of-range
+    integer would fail inside the server's response path instead of at the source.
+    """
+    if type_name == "String":
+        if not isinstance(value, str):
+            raise TypeError(f"expected text, got {type(value).__name__}")
+        return value
+    if type_name == "Boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise TypeError(f"expected a boolean, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    if type_name in ("Float", "Double"):
+        f = float(value)
+        if type_name == "Float":
+            if math.isfinite(f) and abs(f) > _FLOAT32_MAX:
+                raise ValueError(f"{f} does not fit a 32-bit float")
+            # Round to what the wire carries, so change detection works at served precision
+            # and the server holds exactly the value a client reads.
+            f = _F32.unpack(_F32.pack(f))[0]
+        return f
+    lo, hi = _INT_RANGE[type_name]
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value} is not an integer")
+    n = int(value)
+    if not lo <= n <= hi:
+        raise ValueError(f"{n} is outside {type_name} [{lo}, {hi}]")
+    return n
+
+
+def _same(a: tuple[object, ua.StatusCode], b: tuple[object, ua.StatusCode]) -> bool:
+    """Whether a node would serve the same thing; NaN counts as equal to NaN (no rewrite churn).
+
+    Values of one node always have its one coerced Python type, so True == 1 cannot hide a change.
+    """
+    if a[1] != b[1]:
+        return False
+    x, y = a[0], b[0]
+    if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+        return True
+    return x == y
+
+
+_ZERO: dict[str, bool | int | float | str] = {
+    "String": "",
+    "Boolean": False,
+    "Float": 0.0,
+    "Double": 0.0,
+}
+
+
+def _zero(type_name: str) -> bool | int | float | str:
+    return _ZERO.get(type_name, 0)
+
+
+def _node_id(identifier: str, ns: int) -> ua.NodeId:
+    return ua.NodeId(ua.String(identifier), ua.Int16(ns))
+
+
+def _status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(ua.UInt32(code))
+
+
+class _PasswordUsers(UserManager):
+    """Accepts only the configured user names with their passwords (constant-time compare)."""
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._users = dict(users)
+
+    def get_user(
+        self,
+        iserver: InternalServer,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
+        if username is None or password is None or username not in self._users:
+            return None
+        if not hmac.compare_digest(password.encode(), self._users[username].encode()):
+            return None
+        return User(role=UserRole.User, name=username)
+
+
+class _RefuseAll(PermissionRuleset):
+    def check_validity(self, user: Any, action_type: Any, body: Any) -> bool:
+        return False
+
+
+class _Node:
+    """One served variable and the last (value, status) pair written to it."""
+
+    __slots__ = ("last", "node_id", "tag", "type_name", "variant")
+
+    def __init__(self, tag: ProfileTag, node_id: ua.NodeId) -> None:
+        self.tag = tag
+        self.type_name = opcua_type(tag)
+        self.variant: ua.VariantType = getattr(ua.VariantType, self.type_name)
+        self.node_id = node_id
+        self.last: tuple[object, ua.StatusCode] | None = None
+
+
+class SimOpcUaServer:
+    """An asyncua server exposing machines' profile tags; start, refresh, stop."""
+
+    def __init__(
+        self,
+        machines: Iterable[ServedMachine],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        security: Security = "none",
+        cert_dir: Path | None = None,
+        users: Mapping[str, str] | None = None,
+        namespace: str = "urn:lineside:sim",
+    ) -> None:
+        self._machines = {m.name: m for m in machines}
+        if not self._machines:
+            raise OpcUaServerError("an OPC UA server needs at least one machine")
+        if security not in ("none", "sign_and_encrypt"):
+            raise OpcUaServerError(f"unknown security {security!r} (none, sign_and_encrypt)")
+        if security == "sign_and_encrypt" and cert_dir is None:
+            raise OpcUaServerError("sign_and_encrypt needs cert_dir for the server certificate")
+        if users is not None and not users:
+            raise OpcUaServerError("users is empty: nobody could log in")
+        self.host = host
+        self.port = port
+        self.security: Security = security
+        self.cert_dir = cert_dir
+        self.users = dict(users) if users is not None else None
+        self.namespace = namespace
+        self.application_uri = f"{namespace}:server"
+        self._server: Server | None = None
+        self._ns = 0
+        self._nodes: dict[str, list[_Node]] = {}
+        self._frozen: set[str] = set()
+        self._endpoint: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """The URL clients connect to, with the port actually bound (after `start`)."""
+        if self._endpoint is None:
+            raise OpcUaServerError("the server is not started")
+        return self._endpoint
+
+    @property
+    def namespace_index(self) -> int:
+        if self._server is None:
+            raise OpcUaServerError("the server is not started")
+        return self._ns
+
+    @property
+    def server_certificate(self) -> Path | None:
+        """The DER certificate file clients may pin (sign_and_encrypt only)."""
+        return self.cert_dir / "server-cert.der" if self.cert_dir is not None else None
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise OpcUaServerError("the server is already started")
+        server = Server(user_manager=_PasswordUsers(self.users) if self.users else None)
+        await server.init()
+        server.set_server_name("lineside simulated plant")
+        await server.set_application_uri(self.application_uri)
+        host_in_url = f"[{self.host}]" if ":" in self.host else self.host
+        server.set_endpoint(f"opc.tcp://{host_in_url}:{self.port}/")
+        if self.users:
+            server.set_identity_tokens([ua.UserNameIdentityToken])
+        else:
+            server.set_identity_tokens([ua.AnonymousIdentityToken])
+        if self.security == "none":
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            await self._load_certificate(server)
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            # asyncua builds its policy list at start by appending, so this entry survives; it
+            # matches None channels (no endpoint is advertised for it) and refuses their services.
+            server._policies.append(
+                SecurityPolicyFactory(  # type: ignore[no-untyped-call]
+                    SecurityPolicyNone,
+                    ua.MessageSecurityMode.None_,
+                    permission_ruleset=_RefuseAll(),
+                )
+            )
+        self._ns = await server.register_namespace(self.namespace)
+        await self._build(server)
+        self._server = server
+        # Serve real values from the first request on, never the placeholders.
+        await self.refresh()
+        try:
+            await server.start()
+        except OSError as exc:
+            self._server = None
+            raise OpcUaServerError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
+        bound = server.bserver.port if server.bserver is not None else 0
+        if not bound:
+            await self.stop()
+            raise OpcUaServerError(f"{self.host!r} resolves to several addresses; give one IP")
+        self._endpoint = f"opc.tcp://{host_in_url}:{bound}/"
+        # Advertise the bound port, not the 0 the endpoints were built with.
+        server.set_endpoint(self._endpoint)
+        for edp in server.iserver.endpoints:
+            edp.EndpointUrl = self._endpoint
+            edp.Server.DiscoveryUrls = [self._endpoint]
+
+    async def stop(self) -> None:
+        server, self._server, self._endpoint = self._server, None, None
+        if server is not None:
+            await server.stop()
+
+    async def __aenter__(self) -> SimOpcUaServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _load_certificate(self, server: Server) -> None:
+        assert self.cert_dir is not None
+        cert = self.cert_dir / "server-cert.der"
+        key = self.cert_dir / "server-key.pem"
+        await create_certificate(cert, key, self.application_uri, socket.gethostname())
+        await server.load_certificate(cert)
+        await server.load_private_key(key)
+
+    async def _build(self, server: Server) -> None:
+        objects = server.nodes.objects
+        ns = self._ns
+        for name, machine in self._machines.items():
+            folder = await objects.add_folder(_node_id(name, ns), ua.QualifiedName(name, ns))
+            nodes = []
+            for tag in machine.profile.tags:
+                node = _Node(tag, _node_id(f"{name}.{tag.name}", ns))
+                var = await folder.add_variable(
+                    node.node_id,
+                    ua.QualifiedName(tag.name, ns),
+                    ua.Variant(_zero(node.type_name), node.variant),
+                    varianttype=node.variant,
+                )
+                await self._describe(var, tag, ns)
+                nodes.append(node)
+            self._nodes[name] = nodes
+
+    @staticmethod
+    async def _describe(var: Node, tag: ProfileTag, ns: int) -> None:
+        if tag.description:
+            text = ua.LocalizedText(tag.description)
+            await var.write_attribute(AttributeIds.Description, ua.DataValue(ua.Variant(text)))
+        if tag.unit:
+            eu = ua.EUInformation(
+                NamespaceUri=_EU_NAMESPACE,
+                UnitId=-1,
+                DisplayName=ua.LocalizedText(tag.unit),
+                Description=ua.LocalizedText(tag.unit),
+            )
+            await var.add_property(ns, "EngineeringUnits", eu)
+
+    # -- values --------------------------------------------------------------------------------
+
+    def freeze(self, machine: str, frozen: bool = True) -> None:
+        """Stop (or resume) updating one machine's nodes: its last values stay served."""
+        if machine not in self._machines:
+            raise KeyError(f"no machine {machine!r} on this server")
+        if frozen:
+            self._frozen.add(machine)
+        else:
+            self._frozen.discard(machine)
+
+    def is_frozen(self, machine: str) -> bool:
+        return machine in self._frozen
+
+    async def refresh(self) -> int:
+        """Write every unfrozen machine's current `values()`; returns the nodes written."""
+        return await self.update(
+            {name: m.values() for name, m in self._machines.items() if name not in self._frozen}
+        )
+
+    async def update(self, values_by_machine: Mapping[str, Mapping[str, Value]]) -> int:
+        """Write the given values (engineering units by tag name) to the nodes that changed.
+
+        A tag whose value is missing or does not fit its OPC UA type is served with a Bad status
+        (and, per Part 4, a null value) rather than a made-up number. Frozen machines are
+        skipped; unknown machines are an error, extra tag names are ignored. Returns the count of
+        nodes written.
+        """
+        if self._server is None:
+            raise OpcUaServerError("the server is not started")
+        server = self._server
+        now = ua.DateTime.now(UTC)
+        written = 0
+        for name, values in values_by_machine.items():
+            nodes = self._nodes.get(name)
+            if nodes is None:
+                raise KeyError(f"no machine {name!r} on this server")
+            if name in self._frozen:
+                continue
+            for node in nodes:
+                raw = values.get(node.tag.name)
+                status = _status(StatusCodes.Good)
+                value: object = None
+                if raw is None:
+                    status = _status(StatusCodes.BadNoData)
+                else:
+                    try:
+                        value = coerce(node.type_name, raw)
+                    except TypeError:
+                        status = _status(StatusCodes.BadTypeMismatch)
+                    except ValueError:
+                        status = _status(StatusCodes.BadOutOfRange)
+                if node.last is not None and _same(node.last, (value, status)):
+                    continue
+                node.last = (value, status)
+                variant = ua.Variant(value, node.variant) if status.is_good() else ua.Variant()
+                await server.write_attribute_value(
+                    node.node_id,
+                    ua.DataValue(variant, status, SourceTimestamp=now, ServerTimestamp=now),
+                )
+                written += 1
+        return written

@@ -1,0 +1,103 @@
+"""The CLI as a user runs it: a real `lineside` process, its exit code and its output."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("pymodbus", "asyncua", "onnxruntime", "cv2", "paho", "httpx", "serial")
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.toml"))
+
+
+def lineside(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def imported_after(code: str) -> set[str]:
+    """Top-level modules imported by running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_help_lists_commands_and_loads_no_protocol_library() -> None:
+    result = lineside("--help")
+    assert result.returncode == 0
+    for command in ("validate", "init", "sim", "demo"):
+        assert command in result.stdout
+    loaded = imported_after(
+        "import sys\nsys.argv=['lineside','--help']\nfrom agent.cli import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass"
+    )
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_validate_examples_loads_no_protocol_library(example: Path) -> None:
+    loaded = imported_after(
+        "import sys\nsys.argv=['lineside','validate',"
+        f"{str(example)!r}]\nfrom agent.cli import app\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code"
+    )
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_examples_exist() -> None:
+    assert len(EXAMPLES) >= 3
+
+
+def test_validate_bad_file_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b"config_version = 1\n[agent\n")
+    result = lineside("validate", str(path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{path}: ")
+
+
+def test_validate_missing_file(tmp_path: Path) -> None:
+    result = lineside("validate", str(tmp_path / "none.toml"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(tmp_path / "none.toml") in result.stderr
+
+
+@pytest.mark.parametrize("profile", ["press", "cement", "loom"])
+def test_init_writes_a_config_that_validates(tmp_path: Path, profile: str) -> None:
+    out = tmp_path / f"{profile}.toml"
+    result = lineside("init", "--profile", profile, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    checked = lineside("validate", str(out), "--json")
+    assert checked.returncode == 0, checked.stderr
+    summary = json.loads(checked.stdout)
+    assert summary  # the summary names machines and tags; test_starter checks the contents
+
+
+def test_init_refuses_to_overwrite_and_unknown_profile(tmp_path: Path) -> None:
+    out = tmp_path / "x.toml"
+    out.write_text("keep me")
+    result = lineside("init", "--profile", "press", "--out", str(out))
+    assert result.returncode == 2
+    assert "already exists" in result.stderr
+    assert out.read_text() == "keep me"
+    result = lineside("init", "--profile", "lathe")
+    assert result.returncode == 2
+    assert "unknown profile 'lathe'; choose one of: press, cement, loom" in result.stderr
+
+
+def test_init_to_stdout() -> None:
+    result = lineside("init", "--profile", "cement")
+    assert result.returncode == 0
+    assert "config_version = 1" in result.stdout

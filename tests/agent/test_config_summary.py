@@ -1,0 +1,77 @@
+"""The validate summary: as data for --json, and as one screen of tables."""
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from agent.config import load_config
+from agent.summary import render_summary, summary_dict
+
+EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
+
+
+def test_summary_dict_of_press_line() -> None:
+    summary = summary_dict(load_config(EXAMPLES_DIR / "press-line.toml"))
+    json.dumps(summary)  # plain data only
+    assert summary["agent"] == {
+        "id": "suzhou-press-edge-1",
+        "data_dir": str((EXAMPLES_DIR / "data").resolve()),
+    }
+    assert summary["site"] == "suzhou"
+    machines = summary["machines"]
+    assert isinstance(machines, list)
+    assert [(m["name"], m["sources"], len(m["tags"])) for m in machines] == [
+        ("press1", ["press1-plc"], 5),
+        ("press2", ["press2-plc"], 8),
+    ]
+    sources = summary["sources"]
+    assert isinstance(sources, list)
+    assert sources[0] == {
+        "name": "press1-plc",
+        "type": "modbus_tcp",
+        "endpoint": "192.168.10.21:502",
+        "unit_ids": [1],
+        "machines": ["press1"],
+        "tags": 5,
+        "poll_intervals": ["1s", "5s"],
+    }
+    assert sources[1]["poll_intervals"] == ["500ms"]
+    calendar = summary["calendar"]
+    assert isinstance(calendar, dict)
+    assert calendar["shifts"][1] == {
+        "name": "night",
+        "start": "20:00",
+        "end": "08:00",
+        "days": ["mon", "tue", "wed", "thu", "fri"],
+        "breaks": ["00:00-00:30"],
+    }
+
+
+def test_summary_dict_of_sinks() -> None:
+    summary = summary_dict(load_config(EXAMPLES_DIR / "mqtt-sinks.toml"))
+    assert summary["sinks"] == [
+        {"name": "uns", "type": "mqtt", "endpoint": "mqtts://broker.plant.local:8883"},
+        {"name": "scada", "type": "sparkplug", "endpoint": "mqtt://10.0.0.5:1883"},
+        {"name": "mes", "type": "http", "endpoint": "https://mes.plant.local/api/v1/production"},
+    ]
+    assert summary["calendar"] is None
+
+
+def test_render_summary_fits_one_screen() -> None:
+    console = Console(record=True, width=120)
+    render_summary(load_config(EXAMPLES_DIR / "cement.toml"), console)
+    text = console.export_text()
+    for expected in (
+        "anhui-cement-edge-1",
+        "mill1",
+        "grinding / cement-mill-1",
+        "mill-bus",
+        "/dev/ttyUSB0 19200 8E1",
+        "1, 7",
+        "10.0.3.40:502",
+        "No sinks",
+        "Shifts (Asia/Shanghai)",
+    ):
+        assert expected in text, expected
+    assert len(text.splitlines()) < 50
