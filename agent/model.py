@@ -82,7 +82,7 @@ class ReadingBatch:
         return np.broadcast_to(self.ts_ns, (len(self),))
 
     def select(self, mask: npt.NDArray[np.bool_]) -> ReadingBatch:
-        """The rows where `mask` is true, as a new batch (used by deadband and report-by-exception)."""
+        """The rows where `mask` is true, as a new batch (deadband, report-by-exception)."""
         ts = self.ts_ns if self.ts_ns.shape[0] == 1 and len(self) != 1 else self.ts_ns[mask]
         return ReadingBatch(
             source=self.source,

@@ -1,1 +1,1 @@
-"""Vision: ONNX defect inspection. Built by the vision issue; the package exists so the layout is fixed."""
+"""Vision: ONNX defect inspection (built by the vision issue; the package fixes the layout)."""

@@ -1,1 +1,1 @@
-"""Modbus TCP and RTU: tag addressing and config now; planner, codec and sources with the hot loop."""
+"""Modbus TCP and RTU: addresses, config, read planner, codec, and the source runtimes."""

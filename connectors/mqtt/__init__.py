@@ -1,1 +1,1 @@
-"""MQTT sink with a Unified Namespace topic tree: config model now, runtime with the forwarding issue."""
+"""MQTT sink with a Unified Namespace topic tree (config model; runtime with forwarding)."""

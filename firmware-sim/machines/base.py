@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from typing import Protocol
 
 import numpy as np
+
 from firmware_sim.machines.truth import GroundTruth, Interval, State
 from firmware_sim.profile import Profile
 

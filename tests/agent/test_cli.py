@@ -23,7 +23,8 @@ def lineside(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 
 def imported_after(code: str) -> set[str]:
     """Top-level modules imported by running `code` in a fresh interpreter."""
-    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    names = "sorted({m.split('.')[0] for m in sys.modules})"
+    probe = f"{code}\nimport sys, json\nprint(json.dumps({names}))"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )

@@ -10,12 +10,13 @@ import math
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from firmware_sim.encoder import encode_values, make_encoder
 from firmware_sim.image import RegisterImage, Table
 from firmware_sim.machines import make_machine
 from firmware_sim.profile import KINDS, Profile, ProfileTag, load_profile, profile_from_toml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 HR = Table.HOLDING_REGISTERS
 

@@ -6,6 +6,7 @@ import math
 import time
 
 import pytest
+
 from firmware_sim.machines import (
     GroundTruth,
     Interval,

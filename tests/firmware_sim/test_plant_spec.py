@@ -28,7 +28,10 @@ def test_ephemeral_ports() -> None:
     ("text", "expected"),
     [
         ("name = 'x'\n[[machines]]\nname='a'\nkind='lathe'\n", "machines.0.kind: Input should be"),
-        ("name = 'x'\n[[machines]]\nname='a'\nkind='press'\ncolour=1\n", "machines.0.colour: Extra"),
+        (
+            "name = 'x'\n[[machines]]\nname='a'\nkind='press'\ncolour=1\n",
+            "machines.0.colour: Extra",
+        ),
         (
             "name='x'\n[[machines]]\nname='a'\nkind='press'\n[[machines]]\nname='a'\nkind='mill'\n",
             "machine name 'a' is used twice",
@@ -47,5 +50,5 @@ def test_bad_plant_files(tmp_path: Path, text: str, expected: str) -> None:
 
 
 def test_missing_plant_file_names_the_shipped_ones(tmp_path: Path) -> None:
-    with pytest.raises(PlantError, match="no such plant file.*demo, press, cement, loom"):
+    with pytest.raises(PlantError, match=r"no such plant file.*demo, press, cement, loom"):
         load_plant(str(tmp_path / "nope.toml"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from firmware_sim.image import Table
 from firmware_sim.machines import make_machine
 from firmware_sim.profile import KINDS, Profile, ProfileTag, load_profile, profile_from_toml
