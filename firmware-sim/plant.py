@@ -70,6 +70,8 @@ class PlantSpec(_Strict):
     machines: tuple[MachineSpec, ...] = Field(min_length=1)
     opcua: OpcUaSpec = OpcUaSpec()
     rtu: RtuSpec = RtuSpec()
+    # Bind free ports instead of the ones given (machines sharing a port still share one).
+    ephemeral: bool = False
 
     @model_validator(mode="after")
     def _unique(self) -> PlantSpec:
@@ -93,9 +95,7 @@ class PlantSpec(_Strict):
 
     def with_ephemeral_ports(self) -> PlantSpec:
         """The same plant on free ports (tests, and several plants on one host)."""
-        machines = tuple(m.model_copy(update={"port": 0}) for m in self.machines)
-        opcua = self.opcua.model_copy(update={"port": 0})
-        return self.model_copy(update={"machines": machines, "opcua": opcua})
+        return self.model_copy(update={"ephemeral": True})
 
 
 def load_plant(name_or_path: str) -> PlantSpec:
@@ -220,7 +220,7 @@ class Plant:
         for key, members in groups.items():
             server = ModbusTcpServer({m.unit_id: self.units[m.name] for m in members})
             try:
-                port = await server.start(self.host, max(key, 0))
+                port = await server.start(self.host, 0 if self.spec.ephemeral else max(key, 0))
             except OSError as exc:
                 await server.stop()
                 raise PlantError(
@@ -239,7 +239,7 @@ class Plant:
         server = SimOpcUaServer(
             self.machines.values(),
             host=self.host,
-            port=spec.port,
+            port=0 if self.spec.ephemeral else spec.port,
             security=spec.security,
             cert_dir=cert_dir,
             users=spec.users or None,

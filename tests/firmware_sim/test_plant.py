@@ -79,6 +79,19 @@ async def test_gateway_layout_serves_machines_by_unit_id_on_one_port() -> None:
         assert b["article"] == plant.machines["b"].values()["article"]
 
 
+async def test_ephemeral_ports_keep_a_gateway_together() -> None:
+    spec = spec_of(
+        "name='gw'\n[[machines]]\nname='a'\nkind='press'\nport=5020\nunit_id=1\n"
+        "[[machines]]\nname='b'\nkind='loom'\nport=5020\nunit_id=2\n"
+        "[[machines]]\nname='c'\nkind='mill'\nport=5021\n"
+    ).with_ephemeral_ports()
+    async with Plant(spec, ManualClock(), opcua=False, rtu=False) as plant:
+        ports = {e.machine: e.modbus_tcp for e in plant.endpoints()}
+        assert ports["a"] == ports["b"] != ports["c"]
+        assert "5020" not in ports["a"]
+        assert (await tcp_read(plant, "b"))["article"] == plant.machines["b"].values()["article"]
+
+
 async def test_port_in_use_is_a_clear_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
