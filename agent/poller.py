@@ -1,0 +1,127 @@
+"""The link loop: one task per physical link polls its source on schedule, forever.
+
+It owns what the connectors do not: the schedule of the link's poll groups, connecting and
+reconnecting with exponential back-off, and telling the rest of the agent what happened. While
+the link is down, every due tick still yields readings: bad-quality ones, so nothing
+downstream mistakes an old value for a current one. State changes (connected, lost, restored)
+are logged once each and emitted as events; failures are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.clock import Clock
+from agent.errors import ConnectorError
+from agent.model import Event, EventKind, ReadingBatch
+from agent.scheduler import Schedule
+from agent.source import Source
+
+log = logging.getLogger("lineside.poller")
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential back-off with full jitter: 0.5 s, 1 s, 2 s ... up to `maximum`."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+    _attempt: int = 0
+
+    def next(self, rng: random.Random) -> float:
+        ceiling = min(self.maximum, self.initial * self.factor**self._attempt)
+        self._attempt += 1
+        # Jitter spreads the reconnects of many agents after a network cut.
+        return ceiling / 2 + rng.random() * ceiling / 2
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+@dataclass(slots=True)
+class LinkStatistics:
+    state: str = "connecting"  # connecting | connected | lost
+    polls: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    last_error: str = ""
+    last_good_ns: int = 0
+
+
+async def run_link(
+    source: Source,
+    clock: Clock,
+    emit_readings: Callable[[ReadingBatch], None],
+    emit_event: Callable[[Event], None],
+    *,
+    stats: LinkStatistics | None = None,
+    backoff: Backoff | None = None,
+    rng: random.Random | None = None,
+) -> None:
+    """Poll `source` on its schedule until cancelled."""
+    stats = stats if stats is not None else LinkStatistics()
+    backoff = backoff or Backoff()
+    rng = rng or random.Random()
+    schedule = Schedule(dict(source.poll_groups()), clock)
+    connected = False
+    ever_connected = False
+    retry_at = clock.monotonic()
+
+    def changed(state: str, detail: str) -> None:
+        stats.state = state
+        emit_event(
+            Event(
+                EventKind.CONNECTION,
+                ts_ns=clock.time_ns(),
+                machine=None,
+                data={"source": source.name, "state": state, "detail": detail},
+            )
+        )
+
+    try:
+        while True:
+            groups = await schedule.wait()
+            if not connected and clock.monotonic() >= retry_at:
+                try:
+                    await source.connect()
+                except ConnectorError as exc:
+                    stats.connect_failures += 1
+                    stats.last_error = str(exc)
+                    retry_at = clock.monotonic() + backoff.next(rng)
+                    if stats.state != "lost":  # once per outage, not once per attempt
+                        log.warning("%s: cannot connect: %s", source.name, exc)
+                        changed("lost", str(exc))
+                else:
+                    connected = True
+                    stats.connects += 1
+                    backoff.reset()
+                    log.info("%s: %s", source.name, "restored" if ever_connected else "connected")
+                    changed("restored" if ever_connected else "connected", "")
+                    stats.state = "connected"
+                    ever_connected = True
+            if connected:
+                try:
+                    batches = await source.poll(groups)
+                except ConnectorError as exc:
+                    connected = False
+                    stats.disconnects += 1
+                    stats.last_error = str(exc)
+                    retry_at = clock.monotonic() + backoff.next(rng)
+                    log.warning("%s: connection lost: %s", source.name, exc)
+                    changed("lost", str(exc))
+                    await source.close()
+                    batches = source.bad_batches(groups, clock.time_ns())
+                else:
+                    stats.polls += 1
+                    stats.last_good_ns = clock.time_ns()
+            else:
+                batches = source.bad_batches(groups, clock.time_ns())
+            for batch in batches:
+                emit_readings(batch)
+    finally:
+        await source.close()

@@ -1,0 +1,124 @@
+"""The link loop with a scripted source on a fake clock: reconnects, back-off, bad quality."""
+
+import asyncio
+import random
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from agent.clock import FakeClock
+from agent.errors import ConnectError
+from agent.model import Event, Quality, ReadingBatch
+from agent.poller import Backoff, LinkStatistics, run_link
+
+
+class ScriptedSource:
+    """A link whose health the test switches; every poll reads tag 0 = poll count."""
+
+    name = "plc1"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.up = True
+        self.connect_attempts = 0
+        self.polls = 0
+        self.closed = 0
+
+    def poll_groups(self) -> Mapping[str, float]:
+        return {"1s": 1.0}
+
+    async def connect(self) -> None:
+        self.connect_attempts += 1
+        if not self.up:
+            raise ConnectError("connection refused")
+
+    async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
+        if not self.up:
+            raise ConnectError("connection reset")
+        self.polls += 1
+        return [ReadingBatch.from_columns(self.name, [0], [self.polls], Quality.GOOD, 1)]
+
+    def bad_batches(self, groups: Sequence[str], ts_ns: int) -> list[ReadingBatch]:
+        return [ReadingBatch.from_columns(self.name, [0], [np.nan], Quality.BAD, ts_ns)]
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    def statistics(self) -> Mapping[str, float]:
+        return {}
+
+
+async def run_for(source: ScriptedSource, clock: FakeClock, seconds: float, **kw: object):
+    readings: list[ReadingBatch] = []
+    events: list[Event] = []
+    stats = LinkStatistics()
+    task = asyncio.ensure_future(
+        run_link(source, clock, readings.append, events.append, stats=stats, **kw)  # type: ignore[arg-type]
+    )
+    await clock.run_until(clock.monotonic() + seconds)
+    return task, readings, events, stats
+
+
+async def test_polls_on_schedule_and_reports_connected_once() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock)
+    task, readings, events, stats = await run_for(source, clock, 10.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert source.polls == 11  # ticks at 0, 1, ..., 10
+    assert [e.data["state"] for e in events] == ["connected"]
+    assert all(r.quality[0] == Quality.GOOD for r in readings)
+    assert stats.polls == 11
+    assert source.closed == 1  # closed on cancel
+
+
+async def test_outage_gives_bad_quality_every_tick_and_backs_off() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock)
+    backoff = Backoff(initial=1.0, maximum=8.0)
+    task, readings, events, stats = await run_for(
+        source, clock, 3.0, backoff=backoff, rng=random.Random(1)
+    )
+    source.up = False
+    attempts_before = source.connect_attempts
+    await clock.run_until(63.0)
+    down = readings[4:]
+    assert down, "ticks during the outage still produce readings"
+    assert all(r.quality[0] == Quality.BAD and np.isnan(r.values[0]) for r in down)
+    # back-off: far fewer connection attempts than ticks (60 ticks, attempts 1,2,4,8,8,...)
+    attempts = source.connect_attempts - attempts_before
+    assert 3 <= attempts <= 12, attempts
+    states = [e.data["state"] for e in events]
+    assert states == ["connected", "lost"], "lost is reported once, not once per attempt"
+    source.up = True
+    await clock.run_until(80.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [e.data["state"] for e in events] == ["connected", "lost", "restored"]
+    assert readings[-1].quality[0] == Quality.GOOD
+    assert stats.disconnects == 1
+    assert stats.connect_failures == attempts
+
+
+async def test_never_reachable_reports_lost_once_and_keeps_trying() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock)
+    source.up = False
+    task, readings, events, stats = await run_for(source, clock, 120.0, rng=random.Random(2))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [e.data["state"] for e in events] == ["lost"]
+    assert stats.connect_failures == source.connect_attempts
+    assert source.connect_attempts >= 5
+    assert len(readings) == 121
+    assert stats.last_error == "connection refused"
+
+
+def test_backoff_grows_to_its_maximum_with_jitter() -> None:
+    backoff = Backoff(initial=0.5, maximum=30.0)
+    rng = random.Random(3)
+    waits = [backoff.next(rng) for _ in range(10)]
+    ceilings = [min(30.0, 0.5 * 2**i) for i in range(10)]
+    assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True))
+    backoff.reset()
+    assert backoff.next(rng) <= 0.5
