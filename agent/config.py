@@ -39,7 +39,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from agent import registry
+from agent.duration import Duration, PositiveDuration
 from agent.errors import ConfigError, Problem
+from agent.size import Size
 
 # Every config model: unknown keys are errors (typos must not pass silently), values immutable.
 STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -200,6 +202,8 @@ class AgentSection(BaseModel):
 
     id: str
     data_dir: Annotated[ConfigPath, Field(validate_default=True)] = Path("data")
+    # Report an unchanged value at least this often, so a quiet tag is told from a dead one.
+    heartbeat: Duration = 60.0
 
     @field_validator("id", mode="before")
     @classmethod
@@ -209,6 +213,20 @@ class AgentSection(BaseModel):
                 f"agent ids may use only letters, digits, '_', '.' and '-', got {value!r}"
             )
         return value
+
+
+class StoreSection(BaseModel):
+    """The SQLite log: durability, bounds and batching (see docs/configuration.md)."""
+
+    model_config = STRICT
+
+    # FULL survives power loss; NORMAL is faster and may lose the last commits on power loss.
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    max_size: Size = 1024**3
+    max_age: PositiveDuration = 7 * 86400.0
+    retention: Duration = 0.0  # keep rows every sink acknowledged this long (0: delete at once)
+    flush_interval: PositiveDuration = 0.1
+    flush_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
 
 
 class PlantSection(BaseModel):
@@ -319,6 +337,7 @@ class Config(BaseModel):
     sources: tuple[SourceModel, ...] = ()
     sinks: tuple[SinkModel, ...] = ()
     calendar: Calendar | None = None
+    store: StoreSection = StoreSection()
 
     @property
     def machines_by_name(self) -> dict[str, Machine]:
@@ -348,7 +367,16 @@ class Config(BaseModel):
 # ---------------------------------------------------------------------------------------------
 # Loading
 
-_TOP_KEYS = ("config_version", "agent", "plant", "machines", "sources", "sinks", "calendar")
+_TOP_KEYS = (
+    "config_version",
+    "agent",
+    "plant",
+    "machines",
+    "sources",
+    "sinks",
+    "calendar",
+    "store",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -586,6 +614,9 @@ class _Loader:
         calendar = None
         if "calendar" in doc:
             calendar = self.validate(Calendar, doc["calendar"], ("calendar",))
+        store = StoreSection()
+        if "store" in doc:
+            store = self.validate(StoreSection, doc["store"], ("store",)) or store
         self.cross_check(doc, machines, sources, sinks)
         if self.problems or agent is None or plant is None:
             raise ConfigError(self.problems)
@@ -598,6 +629,7 @@ class _Loader:
             sources=tuple(s for _, s in sources),
             sinks=tuple(s for _, s in sinks),
             calendar=calendar,
+            store=store,
         )
 
     def cross_check(

@@ -11,13 +11,13 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
 
-UNITS: dict[str, float] = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+UNITS: dict[str, float] = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 NEED_UNIT = 'durations need a unit, e.g. "500ms" or "5s"'
 
 # One or more <number><unit> parts, largest first by convention ("1h30m", "1m30s", "1.5s").
-_PART = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
-_WHOLE = re.compile(r"-?(?:\d+(?:\.\d+)?(?:us|ms|s|m|h))+")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h|d)")
+_WHOLE = re.compile(r"-?(?:\d+(?:\.\d+)?(?:us|ms|s|m|h|d))+")
 
 
 def parse_duration(text: str) -> float:
@@ -32,7 +32,7 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"{NEED_UNIT}, got {text!r}")
     if not _WHOLE.fullmatch(cleaned):
         raise ValueError(
-            f'bad duration {text!r}: write a number and a unit (us, ms, s, m, h), e.g. "500ms"'
+            f'bad duration {text!r}: write a number and a unit (us, ms, s, m, h, d), e.g. "500ms"'
         )
     sign = -1.0 if cleaned.startswith("-") else 1.0
     total = sum(float(n) * UNITS[u] for n, u in _PART.findall(cleaned))
@@ -43,7 +43,8 @@ def format_duration(seconds: float) -> str:
     """The shortest common spelling: 0.25 → "250ms", 90 → "90s", 3600 → "1h"."""
     if seconds == 0:
         return "0s"
-    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+    units = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6))
+    for unit, size in units:
         count = seconds / size
         if abs(count) >= 1 and abs(count - round(count)) < 1e-9:
             return f"{round(count)}{unit}"

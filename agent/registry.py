@@ -27,8 +27,14 @@ class Connector:
 
 SOURCES: Mapping[str, Connector] = MappingProxyType(
     {
-        "modbus_tcp": Connector("connectors.modbus.config:ModbusTcpSourceConfig"),
-        "modbus_rtu": Connector("connectors.modbus.config:ModbusRtuSourceConfig"),
+        "modbus_tcp": Connector(
+            "connectors.modbus.config:ModbusTcpSourceConfig",
+            runtime="connectors.modbus.source:ModbusTcpSource",
+        ),
+        "modbus_rtu": Connector(
+            "connectors.modbus.config:ModbusRtuSourceConfig",
+            runtime="connectors.modbus.source:ModbusRtuSource",
+        ),
         "opcua": Connector("connectors.opcua.config:OpcUaSourceConfig"),
     }
 )

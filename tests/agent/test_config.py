@@ -341,7 +341,7 @@ BAD: list[tuple[str, str | bytes, dict[str, str | bytes], list[str]]] = [
         [
             'sources[0].timeout: durations need a unit, e.g. "500ms" or "5s", got 5',
             "sources[0].units[0].tags[0].interval: bad duration 'soon': write a number and a "
-            'unit (us, ms, s, m, h), e.g. "500ms"',
+            'unit (us, ms, s, m, h, d), e.g. "500ms"',
             "sources[0].inter_request_delay: must not be negative, got '-1s'",
         ],
     ),
@@ -466,6 +466,26 @@ BAD: list[tuple[str, str | bytes, dict[str, str | bytes], list[str]]] = [
         BASE + '[[sinks]]\nname = "uns"\ntype = "mqtt"\nhost = "b"\npassword_env = "P"\n',
         {},
         ["sinks[0].username: a password is set but no username"],
+    ),
+    (
+        "store",
+        BASE
+        + '[store]\nsynchronous = "OFF"\nmax_size = 500\nmax_age = "0s"\nflush_rows = 0\n'
+        + "colour = 1\n",
+        {},
+        [
+            "store.synchronous: expected 'FULL' or 'NORMAL', got 'OFF'",
+            'store.max_size: sizes need a unit, e.g. "500MB", got 500',
+            "store.max_age: must be more than zero, got '0s'",
+            "store.flush_rows: must be at least 1, got 0",
+            "store: unknown key 'colour'",
+        ],
+    ),
+    (
+        "heartbeat",
+        BASE.replace('id = "edge-1"', 'id = "edge-1"\nheartbeat = 60'),
+        {},
+        ['agent.heartbeat: durations need a unit, e.g. "500ms" or "5s", got 60'],
     ),
 ]
 

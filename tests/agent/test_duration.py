@@ -15,6 +15,7 @@ from agent.duration import Duration, PositiveDuration, format_duration, parse_du
         ("100us", 0.0001),
         ("2m", 120.0),
         ("1h", 3600.0),
+        ("7d", 604800.0),
         ("1m30s", 90.0),
         ("1h 30m", 5400.0),
         ("0s", 0.0),
@@ -33,10 +34,10 @@ def test_parse_good(text: str, seconds: float) -> None:
         ("", 'empty duration; durations need a unit, e.g. "500ms" or "5s"'),
         (
             "5 sec",
-            "bad duration '5 sec': write a number and a unit (us, ms, s, m, h), e.g. \"500ms\"",
+            "bad duration '5 sec': write a number and a unit (us, ms, s, m, h, d), e.g. \"500ms\"",
         ),
-        ("ms", "bad duration 'ms': write a number and a unit (us, ms, s, m, h), e.g. \"500ms\""),
-        ("1d", "bad duration '1d': write a number and a unit (us, ms, s, m, h), e.g. \"500ms\""),
+        ("ms", "bad duration 'ms': write a number and a unit (us, ms, s, m, h, d), e.g. \"500ms\""),
+        ("1w", "bad duration '1w': write a number and a unit (us, ms, s, m, h, d), e.g. \"500ms\""),
     ],
 )
 def test_parse_bad(text: str, message: str) -> None:
@@ -76,7 +77,15 @@ def test_pydantic_types_accept_and_serialise() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.25, "250ms"), (90.0, "90s"), (3600.0, "1h"), (120.0, "2m"), (1.5, "1500ms"), (0.0, "0s")],
+    [
+        (0.25, "250ms"),
+        (90.0, "90s"),
+        (3600.0, "1h"),
+        (86400.0, "1d"),
+        (120.0, "2m"),
+        (1.5, "1500ms"),
+        (0.0, "0s"),
+    ],
 )
 def test_format_round_trips(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

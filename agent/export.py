@@ -1,0 +1,149 @@
+"""`lineside export`: the stored telemetry as one row per reading, in time order, csv or jsonl.
+
+The store keeps one record per batch; export unrolls them. Batches from different sources
+overlap in time, so rows are merged through a heap that only ever holds the batches whose time
+range has begun, not the whole store.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import heapq
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from agent.errors import StoreError
+from agent.model import Quality
+from agent.store import DB_NAME, decode_batch
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    ts_ns: int
+    path: str
+    value: float
+    quality: Quality
+
+
+def parse_time(text: str, tz: tzinfo | None = None) -> int:
+    """An ISO-8601 date or datetime as nanoseconds since the epoch.
+
+    Without an offset the time is read in `tz` (default: this machine's local zone, the
+    plant's clock); `Z` or `+02:00` say it explicitly.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an ISO-8601 time (e.g. 2025-03-01T06:00:00+01:00)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz) if tz is not None else moment.astimezone()
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def _open(store_path: Path | str) -> sqlite3.Connection:
+    path = Path(store_path)
+    if path.is_dir():
+        path = path / DB_NAME
+    if not path.is_file():
+        raise StoreError(f"{path}: no store here")
+    # Read-only: exporting must never change or create a store.
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def export_readings(
+    store_path: Path | str,
+    *,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    tag_glob: str | None = None,
+) -> Iterator[ExportRow]:
+    """Every stored reading with start_ns <= ts < end_ns whose tag path matches `tag_glob`
+    (fnmatch, e.g. `site/*/press*/speed`), ordered by time (ties: by storage order)."""
+    conn = _open(store_path)
+    try:
+        paths = {int(i): str(p) for i, p in conn.execute("SELECT id, path FROM tags")}
+        wanted: np.ndarray | None = None
+        if tag_glob is not None:
+            wanted = np.array(
+                [i for i, p in paths.items() if fnmatch.fnmatchcase(p, tag_glob)], dtype=np.int32
+            )
+            if wanted.size == 0:
+                return
+        lo = -(1 << 63) if start_ns is None else start_ns
+        hi = (1 << 63) - 1 if end_ns is None else end_ns
+        batches = conn.execute(
+            "SELECT seq, ts_first_ns, source, n, tag_ids, vals, quality, ts FROM telemetry "
+            "WHERE ts_first_ns < ? AND ts_last_ns >= ? ORDER BY ts_first_ns, seq",
+            (hi, lo),
+        )
+        heap: list[tuple[int, int, int, str, float, int]] = []
+        for seq, first_ns, *record in batches:
+            # Rows earlier than this batch's first reading can no longer be overtaken.
+            while heap and heap[0][0] < first_ns:
+                yield _row(heapq.heappop(heap))
+            b = decode_batch(*record)
+            ts = b.timestamps()
+            mask = (ts >= lo) & (ts < hi)
+            if wanted is not None:
+                mask &= np.isin(b.tag_ids, wanted)
+            for k in np.flatnonzero(mask):
+                tag = int(b.tag_ids[k])
+                path = paths.get(tag, f"#{tag}")
+                heapq.heappush(
+                    heap,
+                    (int(ts[k]), int(seq), int(k), path, float(b.values[k]), int(b.quality[k])),
+                )
+        while heap:
+            yield _row(heapq.heappop(heap))
+    finally:
+        conn.close()
+
+
+def _row(item: tuple[int, int, int, str, float, int]) -> ExportRow:
+    return ExportRow(item[0], item[3], item[4], Quality(item[5]))
+
+
+def _iso(ts_ns: int) -> str:
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+
+
+def write_csv(rows: Iterable[ExportRow], out: TextIO) -> int:
+    """Header then one line per reading; returns the number of readings written."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["time", "ts_ns", "path", "value", "quality"])
+    count = 0
+    for r in rows:
+        writer.writerow([_iso(r.ts_ns), r.ts_ns, r.path, repr(r.value), r.quality.name.lower()])
+        count += 1
+    return count
+
+
+def write_jsonl(rows: Iterable[ExportRow], out: TextIO) -> int:
+    """One JSON object per line; NaN and infinities (not JSON) become null."""
+    count = 0
+    for r in rows:
+        value = r.value if math.isfinite(r.value) else None
+        record = {
+            "time": _iso(r.ts_ns),
+            "ts_ns": r.ts_ns,
+            "path": r.path,
+            "value": value,
+            "quality": r.quality.name.lower(),
+        }
+        out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        count += 1
+    return count

@@ -1,0 +1,155 @@
+"""The file: its schema and migrations, connections, the start-up check, sequence numbers."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import sqlite_utils
+
+from agent.errors import StoreError
+
+DB_NAME = "lineside.db"
+STREAMS: tuple[str, ...] = ("telemetry", "events", "gaps")
+Synchronous = Literal["NORMAL", "FULL"]
+Clock = Callable[[], int]  # wall-clock nanoseconds since the epoch
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema and migrations (applied in order; `meta.schema_version` says how many ran)
+
+
+def _schema_1(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE tags (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, "
+        "machine TEXT NOT NULL, name TEXT NOT NULL, unit TEXT NOT NULL, source TEXT NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE telemetry (seq INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, "
+        "n INTEGER NOT NULL, ts_first_ns INTEGER NOT NULL, ts_last_ns INTEGER NOT NULL, "
+        "tag_ids BLOB NOT NULL, vals BLOB NOT NULL, quality BLOB NOT NULL, ts BLOB NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts_ns INTEGER NOT NULL, "
+        "kind TEXT NOT NULL, machine TEXT, data TEXT NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE gaps (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, "
+        "first_seq INTEGER, last_seq INTEGER, count INTEGER NOT NULL, "
+        "readings INTEGER NOT NULL, ts_ns INTEGER NOT NULL, reason TEXT NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE cursors (sink TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "PRIMARY KEY (sink, stream))"
+    )
+
+
+def _schema_2(db: sqlite_utils.Database) -> None:
+    # Export filters by time and age bounds delete by time: index the batch time range.
+    db.execute("CREATE INDEX telemetry_ts ON telemetry (ts_first_ns)")
+    db.execute("CREATE INDEX events_ts ON events (ts_ns)")
+
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: tuple[Migration, ...] = (_schema_1, _schema_2)
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    if "meta" not in db.table_names():
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Apply the migrations the file has not seen yet, each in its own transaction."""
+    with db.atomic():
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    version = schema_version(db)
+    if version > len(migrations):
+        raise StoreError(
+            f"{db.conn.execute('PRAGMA database_list').fetchone()[2]}: schema version "
+            f"{version} was written by a newer lineside (this one knows {len(migrations)}); "
+            "upgrade lineside or point data_dir elsewhere"
+        )
+    for number, step in enumerate(migrations[version:], start=version + 1):
+        with db.atomic():
+            step(db)
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [str(number)],
+            )
+    return len(migrations)
+
+
+# ---------------------------------------------------------------------------------------------
+# Connections
+
+
+def db_path(data_dir: Path | str) -> Path:
+    return Path(data_dir) / DB_NAME
+
+
+def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection:
+    """A connection in WAL mode; transactions are explicit (BEGIN/COMMIT), never implicit."""
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        # Keep an idle WAL small once checkpointed (it is not truncated otherwise).
+        conn.execute("PRAGMA journal_size_limit = 67108864")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise corrupt(path, str(exc)) from exc
+    return conn
+
+
+def corrupt(path: Path, detail: str) -> StoreError:
+    return StoreError(
+        f"{path}: the store is damaged ({detail}); stop lineside, move the file and its -wal "
+        "aside (keep them for analysis) and start again to create a new store"
+    )
+
+
+def check_file(conn: sqlite3.Connection, path: Path) -> None:
+    # quick_check, not integrity_check: it finds damaged pages and records in O(N) but skips
+    # cross-checking index contents, which on a large store on an SD card would delay every
+    # start by minutes; our indexes are rebuildable, the records are what must be sound.
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise corrupt(path, str(exc)) from exc
+    if [r[0] for r in rows] != ["ok"]:
+        raise corrupt(path, "; ".join(str(r[0]) for r in rows[:3]))
+
+
+def last_seqs(conn: sqlite3.Connection) -> dict[str, int]:
+    seqs = dict.fromkeys(STREAMS, 0)
+    for name, seq in conn.execute("SELECT name, seq FROM sqlite_sequence"):
+        if name in seqs:
+            seqs[name] = int(seq)
+    return seqs
+
+
+def check_stream(stream: str) -> None:
+    if stream not in STREAMS:
+        raise ValueError(f"unknown stream {stream!r}; streams are {', '.join(STREAMS)}")
+
+
+def advance_cursor_sql(conn: sqlite3.Connection, sink: str, stream: str, seq: int) -> int:
+    """Move a cursor forwards only (a stale or repeated acknowledgement changes nothing)."""
+    conn.execute(
+        "INSERT INTO cursors (sink, stream, seq) VALUES (?, ?, ?) "
+        "ON CONFLICT (sink, stream) DO UPDATE SET seq = max(seq, excluded.seq)",
+        (sink, stream, seq),
+    )
+    row = conn.execute(
+        "SELECT seq FROM cursors WHERE sink = ? AND stream = ?", (sink, stream)
+    ).fetchone()
+    return int(row[0])

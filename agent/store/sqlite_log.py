@@ -1,0 +1,260 @@
+"""`Store`: open and check the file, tags, sinks and cursors, and the readers."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from agent.errors import StoreError
+from agent.model import Event, EventKind, ReadingBatch
+from agent.store.blob import decode_batch
+from agent.store.schema import (
+    DB_NAME,
+    MIGRATIONS,
+    STREAMS,
+    Clock,
+    Migration,
+    Synchronous,
+    advance_cursor_sql,
+    check_file,
+    check_stream,
+    connect,
+    corrupt,
+    db_path,
+    last_seqs,
+    migrate,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """A tag as registered in the store: `path` is `site/area/line/machine/tag`."""
+
+    path: str
+    machine: str = ""
+    name: str = ""
+    unit: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """A telemetry record read back: one batch with the sequence number the store gave it."""
+
+    seq: int
+    batch: ReadingBatch
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Records dropped before every sink had them.
+
+    `first_seq`..`last_seq` name the dropped range of `stream`; both are None when the records
+    were dropped in memory before they ever got a sequence number (the store was full).
+    `count` is the number of records, `readings` the readings they held (telemetry).
+    """
+
+    seq: int
+    stream: str
+    first_seq: int | None
+    last_seq: int | None
+    count: int
+    readings: int
+    ts_ns: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    depth: int  # records held
+    first_seq: int | None
+    last_seq: int  # the last sequence number ever assigned (0 for none)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What `lineside status` shows about the store."""
+
+    path: str
+    bytes: int  # database file plus WAL
+    streams: Mapping[str, StreamStats]
+    # sink -> stream -> age in seconds of the oldest record the sink has not acknowledged
+    oldest_unsent_age_s: Mapping[str, Mapping[str, float | None]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The store: open, register, cursors, readers
+
+
+class Store:
+    """The SQLite log of one agent. Not thread-safe beyond its own lock; cheap calls only."""
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        synchronous: Synchronous = "FULL",
+        clock: Clock = time.time_ns,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        self.path = db_path(data_dir)
+        self.synchronous = synchronous
+        self._clock = clock
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"{self.path.parent}: cannot create the data directory: {exc}"
+            ) from exc
+        self._conn = connect(self.path, synchronous)
+        self._lock = threading.Lock()
+        try:
+            check_file(self._conn, self.path)
+            migrate(sqlite_utils.Database(self._conn), migrations)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise corrupt(self.path, str(exc)) from exc
+        except BaseException:
+            self._conn.close()
+            raise
+        self._read = connect(self.path, synchronous)
+
+    def close(self) -> None:
+        with self._lock:
+            self._read.close()
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- tags and sinks --------------------------------------------------------------------
+
+    def register_tags(self, tags: Iterable[TagInfo]) -> dict[str, int]:
+        """Ids for these tag paths; a path seen before keeps its id across restarts."""
+        tags = list(tags)
+        with self._lock, sqlite_utils.Database(self._conn).atomic():
+            self._conn.executemany(
+                "INSERT INTO tags (path, machine, name, unit, source) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET machine = excluded.machine, "
+                "name = excluded.name, unit = excluded.unit, source = excluded.source",
+                [(t.path, t.machine, t.name, t.unit, t.source) for t in tags],
+            )
+            ids = {
+                str(path): int(tag_id)
+                for tag_id, path in self._conn.execute("SELECT id, path FROM tags")
+            }
+        return {t.path: ids[t.path] for t in tags}
+
+    def tags(self) -> dict[int, TagInfo]:
+        with self._lock:
+            rows = self._read.execute("SELECT id, path, machine, name, unit, source FROM tags")
+            return {int(r[0]): TagInfo(*r[1:]) for r in rows}
+
+    def register_sinks(self, sinks: Iterable[str]) -> None:
+        """Declare the configured sinks: a new one starts at seq 0 on every stream (it gets
+        everything still held); a sink no longer configured loses its cursors, so it no longer
+        holds records back."""
+        names = sorted(set(sinks))
+        with self._lock, sqlite_utils.Database(self._conn).atomic():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO cursors (sink, stream, seq) VALUES (?, ?, 0)",
+                [(s, st) for s in names for st in STREAMS],
+            )
+            marks = ",".join("?" * len(names))
+            self._conn.execute(f"DELETE FROM cursors WHERE sink NOT IN ({marks})", names)
+
+    def sinks(self) -> list[str]:
+        with self._lock:
+            rows = self._read.execute("SELECT DISTINCT sink FROM cursors ORDER BY sink")
+            return [str(r[0]) for r in rows]
+
+    def cursor(self, sink: str, stream: str) -> int:
+        """The last seq of `stream` that `sink` acknowledged (0: none yet)."""
+        check_stream(stream)
+        with self._lock:
+            row = self._read.execute(
+                "SELECT seq FROM cursors WHERE sink = ? AND stream = ?", (sink, stream)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def advance_cursor(self, sink: str, stream: str, seq: int) -> int:
+        """Record that `sink` has everything of `stream` up to `seq`; returns the cursor.
+
+        Only forwards: an older seq leaves the cursor where it is. A seq that was never
+        assigned is refused (StoreError). From the event loop prefer
+        `StoreWriter.submit_ack`, which never waits for a disk flush.
+        """
+        check_stream(stream)
+        with self._lock, sqlite_utils.Database(self._conn).atomic():
+            last = last_seqs(self._conn)[stream]
+            if seq > last:
+                raise StoreError(f"cannot acknowledge {stream} seq {seq}: the last is {last}")
+            return advance_cursor_sql(self._conn, sink, stream, seq)
+
+    # -- readers ---------------------------------------------------------------------------
+
+    def read_telemetry(self, after_seq: int, limit: int) -> list[StoredBatch]:
+        with self._lock:
+            rows = self._read.execute(
+                "SELECT seq, source, n, tag_ids, vals, quality, ts FROM telemetry "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [StoredBatch(int(r[0]), decode_batch(r[1], int(r[2]), *r[3:])) for r in rows]
+
+    def read_events(self, after_seq: int, limit: int) -> list[Event]:
+        with self._lock:
+            rows = self._read.execute(
+                "SELECT seq, ts_ns, kind, machine, data FROM events "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [
+            Event(EventKind(r[2]), int(r[1]), r[3], json.loads(r[4]), seq=int(r[0])) for r in rows
+        ]
+
+    def read_gaps(self, after_seq: int, limit: int) -> list[Gap]:
+        with self._lock:
+            rows = self._read.execute(
+                "SELECT seq, stream, first_seq, last_seq, count, readings, ts_ns, reason "
+                "FROM gaps WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [Gap(*r) for r in rows]
+
+    def stats(self) -> StoreStats:
+        now = self._clock()
+        with self._lock:
+            conn = self._read
+            last = last_seqs(conn)
+            streams: dict[str, StreamStats] = {}
+            for stream in STREAMS:
+                depth, first = conn.execute(f"SELECT count(*), min(seq) FROM {stream}").fetchone()
+                streams[stream] = StreamStats(int(depth), first, last[stream])
+            ages: dict[str, dict[str, float | None]] = {}
+            for sink, stream, seq in conn.execute("SELECT sink, stream, seq FROM cursors"):
+                ts_col = "ts_first_ns" if stream == "telemetry" else "ts_ns"
+                row = conn.execute(
+                    f"SELECT {ts_col} FROM {stream} WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
+                ).fetchone()
+                age = None if row is None else max(0.0, (now - int(row[0])) / 1e9)
+                ages.setdefault(sink, {})[stream] = age
+        size = sum(
+            p.stat().st_size
+            for p in (self.path, self.path.with_name(DB_NAME + "-wal"))
+            if p.exists()
+        )
+        return StoreStats(str(self.path), size, streams, ages)

@@ -1,0 +1,470 @@
+"""`StoreWriter`: the one write connection, in a thread of its own (docs/decisions/0001)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+
+from agent.errors import StoreError
+from agent.model import Event, ReadingBatch
+from agent.store.blob import EncodedBatch, encode_batch
+from agent.store.bounds import (
+    acknowledged,
+    delete_acked,
+    drop_oldest_telemetry,
+    insert_gap,
+    used_bytes,
+)
+from agent.store.schema import (
+    STREAMS,
+    Clock,
+    Synchronous,
+    advance_cursor_sql,
+    check_stream,
+    connect,
+    db_path,
+    last_seqs,
+    migrate,
+)
+
+# ---------------------------------------------------------------------------------------------
+# The writer thread
+
+LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    batches_written: int
+    readings_written: int
+    events_written: int
+    gaps_written: int
+    commits: int
+    commit_latency_last_s: float
+    commit_latency_max_s: float
+    # counts per bucket: commits that took <= LATENCY_BUCKETS_S[i]; the last is "longer"
+    commit_latency_histogram: tuple[int, ...]
+    pending_batches: int
+    pending_readings: int
+    pending_events: int
+    dropped_batches: int  # telemetry records dropped by a bound (stored or not)
+    dropped_readings: int
+    deleted_records: int  # acknowledged records removed by retention or age
+    errors: int
+    last_error: str | None
+    store_full: bool
+    last_seq: Mapping[str, int]
+
+
+@dataclass(slots=True)
+class _Counters:
+    batches: int = 0
+    readings: int = 0
+    events: int = 0
+    gaps: int = 0
+    commits: int = 0
+    latency_last: float = 0.0
+    latency_max: float = 0.0
+    histogram: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    dropped_batches: int = 0
+    dropped_readings: int = 0
+    deleted: int = 0
+    errors: int = 0
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    telemetry: list[EncodedBatch] = field(default_factory=list)
+    readings: int = 0
+    events: list[tuple[int, str, str | None, str]] = field(default_factory=list)
+    acks: dict[tuple[str, str], int] = field(default_factory=dict)
+    # telemetry dropped in memory since the last gap record about it: (batches, readings)
+    unstored_drops: tuple[int, int] = (0, 0)
+    submitted: int = 0  # submissions so far; flush() waits for `committed` to reach it
+
+
+class StoreWriter:
+    """The one write connection, in a thread of its own.
+
+    `submit_*` never block on the disk and may be called from any thread. The thread commits
+    one transaction per `flush_interval` seconds, or sooner when `flush_rows` readings are
+    pending or someone waits in `flush()`. Bounds are enforced every `housekeeping_interval`
+    seconds (after every commit while the store is full). A failing write (disk full, I/O
+    error) is rolled back, counted and retried with back-off; what was submitted stays pending.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        synchronous: Synchronous = "FULL",
+        flush_interval: float = 0.1,
+        flush_rows: int = 5000,
+        max_bytes: int | None = None,
+        max_age: float | None = None,
+        retention: float = 0.0,
+        housekeeping_interval: float = 5.0,
+        max_pending_readings: int = 1_000_000,
+        max_page_count: int | None = None,
+        retry_initial: float = 0.05,
+        retry_max: float = 5.0,
+        clock: Clock = time.time_ns,
+    ) -> None:
+        self.path = db_path(data_dir)
+        self._flush_interval = flush_interval
+        self._flush_rows = flush_rows
+        self._max_bytes = max_bytes
+        self._max_age = max_age
+        self._retention = retention
+        self._housekeeping_interval = housekeeping_interval
+        self._max_pending_readings = max_pending_readings
+        self._retry = (retry_initial, retry_max)
+        self._clock = clock
+        self._conn = connect(self.path, synchronous)
+        try:
+            migrate(sqlite_utils.Database(self._conn))
+        except BaseException:
+            self._conn.close()
+            raise
+        self._page_count_request = max_page_count
+        self._cond = threading.Condition()
+        self._pending = _Pending()
+        self._counters = _Counters()
+        self._committed = 0
+        self._last_seq = last_seqs(self._conn)
+        self._store_full = False
+        self._stopping = False
+        self._urgent = False
+        self._waiters: list[tuple[int, Callable[[], None]]] = []
+        self._thread = threading.Thread(target=self._run, name="lineside-store", daemon=True)
+        self._thread.start()
+
+    # -- submitting (any thread) -----------------------------------------------------------
+
+    def submit_readings(self, batch: ReadingBatch) -> bool:
+        """Queue a batch; False when it was dropped because too much is already pending."""
+        if not len(batch):
+            return True
+        encoded = encode_batch(batch)
+        with self._cond:
+            self._check_open()
+            p = self._pending
+            if p.readings + encoded.n > self._max_pending_readings:
+                b, r = p.unstored_drops
+                p.unstored_drops = (b + 1, r + encoded.n)
+                self._counters.dropped_batches += 1
+                self._counters.dropped_readings += encoded.n
+                return False
+            p.telemetry.append(encoded)
+            p.readings += encoded.n
+            p.submitted += 1
+            if p.readings >= self._flush_rows:
+                self._cond.notify()
+            return True
+
+    def submit_event(self, event: Event) -> None:
+        """Queue an event; events are never dropped. Bad data (not JSON) raises here."""
+        data = json.dumps(event.data, separators=(",", ":"), allow_nan=False)
+        with self._cond:
+            self._check_open()
+            self._pending.events.append((event.ts_ns, str(event.kind), event.machine, data))
+            self._pending.submitted += 1
+
+    def submit_ack(self, sink: str, stream: str, seq: int) -> None:
+        """Advance a sink's cursor in the next transaction (forwards only)."""
+        check_stream(stream)
+        with self._cond:
+            self._check_open()
+            key = (sink, stream)
+            self._pending.acks[key] = max(seq, self._pending.acks.get(key, 0))
+            self._pending.submitted += 1
+
+    def set_max_page_count(self, pages: int) -> None:
+        """Change SQLite's hard page limit (applied by the writer thread before its next try)."""
+        with self._cond:
+            self._page_count_request = pages
+            self._urgent = True
+            self._cond.notify()
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    async def flush(self) -> dict[str, int]:
+        """Wait until everything submitted so far is committed; the last seq per stream."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def settle() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(settle)
+
+        self._request(wake)
+        await done
+        return dict(self.statistics().last_seq)
+
+    def flush_blocking(self, timeout: float | None = None) -> bool:
+        """`flush` for threads without an event loop; False on timeout."""
+        ready = threading.Event()
+        self._request(ready.set)
+        return ready.wait(timeout)
+
+    def _request(self, wake: Callable[[], None]) -> None:
+        with self._cond:
+            target = self._pending.submitted
+            if self._committed >= target:
+                wake()
+                return
+            self._waiters.append((target, wake))
+            self._urgent = True
+            self._cond.notify()
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Commit everything pending, stop the thread, close the connection.
+
+        False when `timeout` passed first (the disk kept failing): what was still pending is
+        then lost, and the statistics say how much.
+        """
+        with self._cond:
+            if self._stopping:
+                return True
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        drained = not self._thread.is_alive()
+        if drained:
+            self._conn.close()
+        return drained
+
+    def _check_open(self) -> None:
+        if self._stopping:
+            raise StoreError(f"{self.path}: the store writer is closed")
+
+    # -- statistics ------------------------------------------------------------------------
+
+    def statistics(self) -> WriterStats:
+        with self._cond:
+            c, p = self._counters, self._pending
+            return WriterStats(
+                batches_written=c.batches,
+                readings_written=c.readings,
+                events_written=c.events,
+                gaps_written=c.gaps,
+                commits=c.commits,
+                commit_latency_last_s=c.latency_last,
+                commit_latency_max_s=c.latency_max,
+                commit_latency_histogram=tuple(c.histogram),
+                pending_batches=len(p.telemetry),
+                pending_readings=p.readings,
+                pending_events=len(p.events),
+                dropped_batches=c.dropped_batches,
+                dropped_readings=c.dropped_readings,
+                deleted_records=c.deleted,
+                errors=c.errors,
+                last_error=c.last_error,
+                store_full=self._store_full,
+                last_seq=dict(self._last_seq),
+            )
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.0
+        next_housekeeping = time.monotonic() + self._housekeeping_interval
+        while True:
+            with self._cond:
+                deadline = time.monotonic() + (backoff or self._flush_interval)
+                # After a failure only a flush request or a new page limit cuts the back-off
+                # short (not even close(): it would spin on a disk that keeps failing).
+                while not self._urgent and (
+                    backoff or not (self._stopping or self._pending.readings >= self._flush_rows)
+                ):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                self._urgent = False
+                stopping = self._stopping
+                work = self._take()
+            housekeep = self._store_full or time.monotonic() >= next_housekeeping
+            ok = self._commit(work, housekeep)
+            if ok:
+                backoff = 0.0
+                if housekeep:
+                    next_housekeeping = time.monotonic() + self._housekeeping_interval
+            else:
+                backoff = min(self._retry[1], max(self._retry[0], backoff * 2))
+            with self._cond:
+                if stopping and ok and self._committed >= self._pending.submitted:
+                    return
+
+    def _take(self) -> _Work:
+        """A snapshot of what is pending; it leaves the queue only once committed."""
+        p = self._pending
+        # While the store is full, records wait here; acknowledgements still go through,
+        # because they are what frees space.
+        full = self._store_full
+        return _Work(
+            telemetry=[] if full else list(p.telemetry),
+            events=[] if full else list(p.events),
+            acks=dict(p.acks),
+            unstored_drops=(0, 0) if full else p.unstored_drops,
+            submitted=p.submitted,
+            held=full and bool(p.telemetry or p.events),
+            page_count=self._page_count_request,
+        )
+
+    def _commit(self, work: _Work, housekeep: bool) -> bool:
+        conn = self._conn
+        started = time.perf_counter()
+        try:
+            if work.page_count is not None:
+                conn.execute(f"PRAGMA max_page_count = {int(work.page_count)}")
+            conn.execute("BEGIN IMMEDIATE")
+            seqs = last_seqs(conn)
+            now = self._clock()
+            gaps = 0
+            if work.unstored_drops != (0, 0):
+                gaps += insert_gap(
+                    conn, "telemetry", None, None, *work.unstored_drops, now, "not stored: full"
+                )
+            t0 = seqs["telemetry"]
+            conn.executemany(
+                "INSERT INTO telemetry (seq, source, n, ts_first_ns, ts_last_ns, tag_ids, vals, "
+                "quality, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        t0 + i,
+                        b.source,
+                        b.n,
+                        b.ts_first_ns,
+                        b.ts_last_ns,
+                        b.tag_ids,
+                        b.vals,
+                        b.quality,
+                        b.ts,
+                    )
+                    for i, b in enumerate(work.telemetry, start=1)
+                ],
+            )
+            e0 = seqs["events"]
+            conn.executemany(
+                "INSERT INTO events (seq, ts_ns, kind, machine, data) VALUES (?, ?, ?, ?, ?)",
+                [(e0 + i, *ev) for i, ev in enumerate(work.events, start=1)],
+            )
+            for (sink, stream), seq in work.acks.items():
+                advance_cursor_sql(conn, sink, stream, seq)
+            housework = _Housework(0, 0, 0, self._store_full)
+            if housekeep:
+                housework = self._housekeep(conn, now)
+                gaps += housework.gaps
+            conn.execute("COMMIT")
+        except Exception as exc:  # sqlite3.Error mostly; the thread must survive anything
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            with self._cond:
+                self._counters.errors += 1
+                self._counters.last_error = f"{type(exc).__name__}: {exc}"
+            return False
+        latency = time.perf_counter() - started
+        with self._cond:
+            self._settle(work, latency, gaps, housework)
+        return True
+
+    def _settle(self, work: _Work, latency: float, gaps: int, hw: _Housework) -> None:
+        """Book a committed transaction: dequeue what it wrote, count, wake flush waiters."""
+        p, c = self._pending, self._counters
+        del p.telemetry[: len(work.telemetry)]
+        p.readings -= sum(b.n for b in work.telemetry)
+        del p.events[: len(work.events)]
+        for key, seq in work.acks.items():
+            if p.acks.get(key) == seq:
+                del p.acks[key]
+        if work.unstored_drops != (0, 0):
+            b, r = p.unstored_drops
+            p.unstored_drops = (b - work.unstored_drops[0], r - work.unstored_drops[1])
+        self._last_seq["telemetry"] += len(work.telemetry)
+        self._last_seq["events"] += len(work.events)
+        self._last_seq["gaps"] += gaps
+        c.batches += len(work.telemetry)
+        c.readings += sum(b.n for b in work.telemetry)
+        c.events += len(work.events)
+        c.gaps += gaps
+        c.commits += 1
+        c.latency_last = latency
+        c.latency_max = max(c.latency_max, latency)
+        c.histogram[bisect.bisect_left(LATENCY_BUCKETS_S, latency)] += 1
+        c.dropped_batches += hw.dropped_batches
+        c.dropped_readings += hw.dropped_readings
+        c.deleted += hw.deleted
+        c.last_error = None
+        self._store_full = hw.store_full
+        # A full store holds records back: those are not committed yet.
+        if not work.held:
+            self._committed = work.submitted
+        elif not self._store_full:
+            self._urgent = True  # room again: write what was held without waiting an interval
+        woken = [w for w in self._waiters if w[0] <= self._committed]
+        self._waiters = [w for w in self._waiters if w[0] > self._committed]
+        for _, wake in woken:
+            wake()
+
+    def _housekeep(self, conn: sqlite3.Connection, now: int) -> _Housework:
+        """Retention, age and size bounds, inside the commit's transaction."""
+        acked = acknowledged(conn)
+        deleted = 0
+        # Acknowledged by every sink and past retention (or max_age): no longer needed.
+        if acked is not None:
+            keep_s = self._retention
+            if self._max_age is not None:
+                keep_s = min(keep_s, self._max_age)
+            cutoff = now - int(keep_s * 1e9)
+            deleted += delete_acked(conn, acked, cutoff)
+        elif self._max_age is not None:
+            # No sink: nobody waits for these records; only the bounds keep them.
+            everything = {s: 1 << 62 for s in STREAMS}
+            deleted += delete_acked(conn, everything, now - int(self._max_age * 1e9))
+        dropped = (0, 0)
+        gaps = 0
+        full = False
+        if self._max_bytes is not None and used_bytes(conn) > self._max_bytes:
+            target = int(self._max_bytes * 0.9)  # hysteresis: do not drop on every commit
+            if acked is not None:
+                deleted += delete_acked(conn, acked, 1 << 62)
+            if used_bytes(conn) > target:
+                dropped, gaps = drop_oldest_telemetry(conn, target, now)
+            full = used_bytes(conn) > self._max_bytes
+        return _Housework(dropped[0], dropped[1], deleted, full, gaps)
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    telemetry: list[EncodedBatch]
+    events: list[tuple[int, str, str | None, str]]
+    acks: dict[tuple[str, str], int]
+    unstored_drops: tuple[int, int]
+    submitted: int
+    held: bool  # the store was full: pending records were held back, not written
+    page_count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Housework:
+    dropped_batches: int
+    dropped_readings: int
+    deleted: int
+    store_full: bool
+    gaps: int = 0

@@ -1,0 +1,276 @@
+"""A lean asyncio Modbus TCP client for the poll loop: reads only, pipelined, hard deadlines.
+
+Built on `asyncio.Protocol`, so it runs on uvloop as well as on plain asyncio (pymodbus's
+client asserts asyncio's own transport class). Framing follows standards.md §5.4: MBAP header
+(transaction id, protocol id 0, length = unit id + PDU, unit id), big-endian.
+
+- Up to `max_in_flight` requests are outstanding on the connection (pipelining); more wait
+  their turn in call order. Responses are matched to requests by transaction id.
+- Every read has a hard timeout that covers waiting for a slot and the round trip
+  (`RequestTimeout`). A late answer to a timed-out request is recognised by its transaction id
+  and dropped; if the timeout leaves half a frame in the buffer the stream can no longer be
+  framed, so the connection is closed.
+- An exception response raises `DeviceError` with the code and its name (§5.3).
+- A malformed answer (protocol id not 0, a length or byte count that does not fit, an
+  unexpected function code, unit id or transaction id) raises `ProtocolError` for the request
+  it answers and closes the connection: once framing is in doubt nothing after it can be
+  trusted. The other outstanding requests fail with `ConnectError`, as on a lost connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
+
+_MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
+_READ = struct.Struct(">HHHBBHH")  # MBAP + function code, start, count
+READ_FUNCTIONS = (1, 2, 3, 4)
+MAX_COUNT = {1: 2000, 2: 2000, 3: 125, 4: 125}
+# Timed-out transaction ids remembered so that their late answers are dropped, not taken as
+# protocol errors (a slow device answers eventually, and in order).
+_ABANDONED_KEPT = 64
+
+EXCEPTION_NAMES = {
+    0x01: "illegal function",
+    0x02: "illegal data address",
+    0x03: "illegal data value",
+    0x04: "server device failure",
+    0x05: "acknowledge",
+    0x06: "server device busy",
+    0x08: "memory parity error",
+    0x0A: "gateway path unavailable",
+    0x0B: "gateway target device failed to respond",
+}
+
+
+def exception_message(function: int, code: int) -> str:
+    name = EXCEPTION_NAMES.get(code, "unknown exception code")
+    return f"exception {code:02X} ({name}) to function {function:02d}"
+
+
+def data_bytes(function: int, count: int) -> int:
+    """Data bytes in the response to a read: 2 per register, or the bits packed 8 per byte."""
+    return (count + 7) // 8 if function in (1, 2) else 2 * count
+
+
+@dataclass(slots=True)
+class _Pending:
+    unit_id: int
+    function: int
+    count: int
+    future: asyncio.Future[bytes]
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: ModbusTcpClient) -> None:
+        self._client = client
+
+    def data_received(self, data: bytes) -> None:
+        self._client._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._client._on_lost(exc)
+
+
+class ModbusTcpClient:
+    """One Modbus TCP connection; `connect()`, then `read()` from any number of tasks."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_in_flight: int = 1,
+        connect_timeout: float = 3.0,
+    ) -> None:
+        if not 1 <= max_in_flight <= 64:
+            raise ValueError(f"max_in_flight must be in 1..64, not {max_in_flight}")
+        self.host = host
+        self.port = port
+        self.max_in_flight = max_in_flight
+        self.connect_timeout = connect_timeout
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._transport: asyncio.Transport | None = None
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._pending: dict[int, _Pending] = {}
+        self._abandoned: OrderedDict[int, _Pending] = OrderedDict()
+        self._buf = bytearray()
+        self._tid = 0
+        self._closed_why = "not connected"
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
+
+    @property
+    def closed_reason(self) -> str:
+        """Why the connection is not open (meaningful while `connected` is false)."""
+        return self._closed_why
+
+    async def connect(self) -> None:
+        """Open the connection; `ConnectError` if refused, unreachable or too slow."""
+        if self._transport is not None:
+            return
+        loop = asyncio.get_running_loop()
+        where = f"{self.host}:{self.port}"
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                transport, _ = await loop.create_connection(
+                    lambda: _Protocol(self), self.host, self.port
+                )
+        except TimeoutError:
+            raise ConnectError(f"{where}: no connection within {self.connect_timeout:g}s") from None
+        except OSError as exc:
+            raise ConnectError(f"{where}: {exc.strerror or exc}") from None
+        self._transport = transport
+        self._buf.clear()
+        self._abandoned.clear()
+        self._closed_why = "connection closed"
+
+    def close(self) -> None:
+        """Close the connection; outstanding reads fail with `ConnectError`."""
+        self._shut("connection closed by the client")
+
+    async def read(
+        self, unit_id: int, function: int, start: int, count: int, time_limit: float
+    ) -> bytes:
+        """The data bytes of one read (FC 01-04): registers big-endian, or packed bits."""
+        if function not in READ_FUNCTIONS:
+            raise ValueError(f"not a read function code: {function}")
+        if not 1 <= count <= MAX_COUNT[function] or not 0 <= start <= 65536 - count:
+            raise ValueError(f"bad read: function {function:02d}, start {start}, count {count}")
+        if not 0 <= unit_id <= 255:
+            raise ValueError(f"unit id must be 0..255, not {unit_id}")
+        try:
+            async with asyncio.timeout(time_limit):
+                async with self._slots:
+                    return await self._exchange(unit_id, function, start, count)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"{self.host}:{self.port} unit {unit_id}: no answer to function {function:02d} "
+                f"at {start} within {time_limit:g}s"
+            ) from None
+
+    async def _exchange(self, unit_id: int, function: int, start: int, count: int) -> bytes:
+        transport = self._transport
+        if transport is None:
+            raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
+        tid = self._next_tid()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[tid] = _Pending(unit_id, function, count, future)
+        adu = _READ.pack(tid, 0, 6, unit_id, function, start, count)
+        transport.write(adu)
+        self.bytes_out += len(adu)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Timed out (or the caller was cancelled): a late answer must not look unexpected.
+            abandoned = self._pending.pop(tid, None)
+            if abandoned is not None:
+                self._abandoned[tid] = abandoned
+                while len(self._abandoned) > _ABANDONED_KEPT:
+                    self._abandoned.popitem(last=False)
+                # Half of this request's answer arrived: the stream cannot be framed any more.
+                if len(self._buf) >= 2 and int.from_bytes(self._buf[:2], "big") == tid:
+                    self._shut("connection closed: a timed-out answer left half a frame")
+            raise
+
+    def _next_tid(self) -> int:
+        while True:
+            self._tid = (self._tid + 1) & 0xFFFF
+            if self._tid not in self._pending and self._tid not in self._abandoned:
+                return self._tid
+
+    def _on_data(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        buf = self._buf
+        buf += data
+        pos = 0
+        size = len(buf)
+        while size - pos >= 7:
+            tid, protocol, length, unit_id = _MBAP.unpack_from(buf, pos)
+            if protocol != 0:
+                self._malformed(tid, f"bad MBAP header (protocol id {protocol})")
+                return
+            late = tid not in self._pending and tid in self._abandoned
+            pending = self._abandoned[tid] if late else self._pending.get(tid)
+            if pending is None:
+                self._malformed(tid, f"answer with unexpected transaction id {tid}")
+                return
+            # The length must fit the request, checked before waiting for the body: a wrong
+            # length would otherwise hold every later answer hostage until the timeout.
+            if length not in (3, 3 + data_bytes(pending.function, pending.count)):
+                self._malformed(tid, f"length {length} does not fit the request")
+                return
+            end = pos + 6 + length
+            if end > size:
+                break
+            pdu = bytes(buf[pos + 7 : end])
+            pos = end
+            if late:
+                del self._abandoned[tid]
+                continue  # the late answer to a request that timed out
+            del self._pending[tid]
+            problem = self._settle(pending, unit_id, pdu)
+            if problem is not None:
+                self._pending[tid] = pending
+                self._malformed(tid, problem)
+                return
+        del buf[:pos]
+
+    def _settle(self, pending: _Pending, unit_id: int, pdu: bytes) -> str | None:
+        """Resolve a request from its answer; the problem if the answer is malformed."""
+        function = pending.function
+        if unit_id != pending.unit_id:
+            return f"answer from unit {unit_id} to a request for unit {pending.unit_id}"
+        if pdu[0] == function | 0x80:
+            if len(pdu) != 2:
+                return f"exception response of {len(pdu)} bytes"
+            if not pending.future.done():
+                message = f"{self.host}:{self.port} unit {unit_id}: " + exception_message(
+                    function, pdu[1]
+                )
+                pending.future.set_exception(DeviceError(message, code=pdu[1]))
+            return None
+        if pdu[0] != function:
+            return f"function code {pdu[0]} in the answer to function {function:02d}"
+        expected = data_bytes(function, pending.count)
+        if pdu[1] != expected or len(pdu) != 2 + expected:
+            return (
+                f"byte count {pdu[1]} and {len(pdu) - 2} data bytes; "
+                f"{expected} expected for {pending.count} items"
+            )
+        if not pending.future.done():
+            pending.future.set_result(pdu[2:])
+        return None
+
+    def _malformed(self, tid: int, problem: str) -> None:
+        """Fail the request `tid` answers (else the oldest) with ProtocolError, and close."""
+        message = f"{self.host}:{self.port}: malformed answer: {problem}"
+        victim = self._pending.pop(tid, None)
+        if victim is None and self._pending:
+            victim = self._pending.pop(next(iter(self._pending)))
+        if victim is not None and not victim.future.done():
+            victim.future.set_exception(ProtocolError(message))
+        self._shut("connection closed after a malformed answer")
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        why = f"connection lost ({exc})" if exc else "connection closed by the server"
+        self._shut(why)
+
+    def _shut(self, why: str) -> None:
+        transport, self._transport = self._transport, None
+        if transport is None:
+            return
+        self._closed_why = why
+        self._buf.clear()
+        transport.abort()
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(ConnectError(f"{self.host}:{self.port}: {why}"))

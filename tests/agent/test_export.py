@@ -1,0 +1,107 @@
+"""`lineside export`: one row per reading, time order, filters, csv and jsonl (real store)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.errors import StoreError
+from agent.export import ExportRow, export_readings, parse_time, write_csv, write_jsonl
+from agent.model import Quality, ReadingBatch
+from agent.store import Store, StoreWriter, TagInfo
+
+T0 = 1_735_689_600_000_000_000  # 2025-01-01T00:00:00Z
+S = 1_000_000_000
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    """Two sources whose polls interleave in time; one batch has a timestamp per row."""
+    with Store(tmp_path) as store:
+        ids = store.register_tags(
+            [
+                TagInfo("site/a/l1/press/speed"),
+                TagInfo("site/a/l1/press/count"),
+                TagInfo("site/a/l2/loom/speed"),
+            ]
+        )
+    press = [ids["site/a/l1/press/speed"], ids["site/a/l1/press/count"]]
+    loom = [ids["site/a/l2/loom/speed"]]
+    writer = StoreWriter(tmp_path)
+    writer.submit_readings(ReadingBatch.from_columns("plc1", press, [1.0, 10.0], Quality.GOOD, T0))
+    writer.submit_readings(
+        ReadingBatch.from_columns("plc1", press, [2.0, 11.0], [0, 2], [T0 + 2 * S, T0 + 4 * S])
+    )
+    writer.submit_readings(ReadingBatch.from_columns("plc2", loom, [7.0], Quality.GOOD, T0 + S))
+    writer.submit_readings(
+        ReadingBatch.from_columns("plc2", loom, [np.nan], Quality.BAD, T0 + 3 * S)
+    )
+    writer.close()
+    return tmp_path
+
+
+def test_one_row_per_reading_in_time_order(store_dir: Path) -> None:
+    rows = list(export_readings(store_dir))
+    assert [(r.ts_ns - T0) // S for r in rows] == [0, 0, 1, 2, 3, 4]
+    assert [r.path.split("/")[-2:] for r in rows][:3] == [
+        ["press", "speed"],
+        ["press", "count"],
+        ["loom", "speed"],
+    ]
+    assert rows[3] == ExportRow(T0 + 2 * S, "site/a/l1/press/speed", 2.0, Quality.GOOD)
+    assert rows[5] == ExportRow(T0 + 4 * S, "site/a/l1/press/count", 11.0, Quality.BAD)
+
+
+def test_time_range_is_start_inclusive_end_exclusive(store_dir: Path) -> None:
+    rows = list(export_readings(store_dir, start_ns=T0 + S, end_ns=T0 + 4 * S))
+    assert [(r.ts_ns - T0) // S for r in rows] == [1, 2, 3]
+    assert list(export_readings(store_dir, start_ns=T0 + 5 * S)) == []
+
+
+def test_tag_glob_filters_by_path(store_dir: Path) -> None:
+    rows = list(export_readings(store_dir, tag_glob="site/*/*/*/speed"))
+    assert [r.value for r in rows][:3] == [1.0, 7.0, 2.0] and len(rows) == 4
+    assert list(export_readings(store_dir, tag_glob="nothing/*")) == []
+
+
+def test_csv_and_jsonl(store_dir: Path) -> None:
+    out = io.StringIO()
+    assert write_csv(export_readings(store_dir), out) == 6
+    lines = list(csv.reader(io.StringIO(out.getvalue())))
+    assert lines[0] == ["time", "ts_ns", "path", "value", "quality"]
+    assert lines[1] == [
+        "2025-01-01T00:00:00.000000000Z",
+        str(T0),
+        "site/a/l1/press/speed",
+        "1.0",
+        "good",
+    ]
+    out = io.StringIO()
+    assert write_jsonl(export_readings(store_dir), out) == 6
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    nan_row = records[4]
+    assert nan_row["value"] is None and nan_row["quality"] == "bad"
+    assert records[5]["time"] == "2025-01-01T00:00:04.000000000Z"
+
+
+def test_a_missing_store_is_an_error_and_export_never_creates_one(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store here"):
+        list(export_readings(tmp_path / "nope"))
+    assert not (tmp_path / "nope").exists()
+
+
+def test_parse_time() -> None:
+    assert parse_time("2025-01-01T00:00:00Z") == T0
+    assert parse_time("2025-01-01T01:00:00+01:00") == T0
+    assert parse_time("2025-01-01T00:00:01.5Z") == T0 + 1_500_000_000
+    assert parse_time("2025-01-01", tz=UTC) == T0
+    assert parse_time("2025-01-01T02:00", tz=timezone(timedelta(hours=2))) == T0
+    for bad in ("yesterday", "2025-13-01", ""):
+        with pytest.raises(ValueError, match="not an ISO-8601 time"):
+            parse_time(bad)

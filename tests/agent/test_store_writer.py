@@ -1,0 +1,237 @@
+"""The store writer thread: batching, flush/close, bounds, full disk (real SQLite files)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.errors import StoreError
+from agent.model import Event, EventKind, ReadingBatch
+from agent.store import Store, StoreWriter, db_path
+
+NOW = 1_700_000_000_000_000_000
+SECOND = 1_000_000_000
+
+
+def poll(i: int, n: int = 100, ts: int | None = None) -> ReadingBatch:
+    """Poll number `i`: every value says which poll it came from, so order can be checked."""
+    return ReadingBatch.from_columns(
+        "plc", np.arange(n), np.full(n, float(i)), np.zeros(n), NOW + i if ts is None else ts
+    )
+
+
+def polls_in_store(store: Store) -> list[int]:
+    return [int(b.batch.values[0]) for b in store.read_telemetry(0, 1_000_000)]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path)
+    yield s
+    s.close()
+
+
+async def test_many_submits_make_few_commits(store: Store, tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, flush_interval=30)
+    for i in range(1000):
+        writer.submit_readings(poll(i, 10))
+    await writer.flush()
+    stats = writer.statistics()
+    writer.close()
+    assert stats.batches_written == 1000 and stats.readings_written == 10_000
+    assert stats.commits <= 3  # one per 5000 pending readings at most, and the flush
+    assert sum(stats.commit_latency_histogram) == stats.commits
+    assert 0 < stats.commit_latency_last_s <= stats.commit_latency_max_s
+    assert polls_in_store(store) == list(range(1000))
+
+
+async def test_pending_rows_trigger_a_commit_without_waiting_for_the_interval(
+    store: Store, tmp_path: Path
+) -> None:
+    writer = StoreWriter(tmp_path, flush_interval=30, flush_rows=500)
+    for i in range(5):
+        writer.submit_readings(poll(i))
+    # Nobody calls flush and the interval is 30 s: only the row threshold can commit this.
+    for _ in range(200):
+        if writer.statistics().commits:
+            break
+        await asyncio.sleep(0.01)  # polling a real thread; there is no clock to inject here
+    assert writer.statistics().batches_written == 5
+    writer.close()
+
+
+def test_close_drains_everything_submitted(store: Store, tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, flush_interval=30)
+    for i in range(300):
+        writer.submit_readings(poll(i))
+    writer.submit_event(Event(EventKind.STATE, NOW, "press", {"state": "down"}))
+    assert writer.close(timeout=10)
+    assert polls_in_store(store) == list(range(300))
+    assert len(store.read_events(0, 10)) == 1
+    with pytest.raises(StoreError, match="closed"):
+        writer.submit_readings(poll(0))
+
+
+def test_flush_blocking_for_threads_without_a_loop(store: Store, tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, flush_interval=30)
+    writer.submit_readings(poll(1))
+    assert writer.flush_blocking(timeout=10)
+    assert writer.statistics().last_seq["telemetry"] == 1
+    writer.close()
+
+
+# -- bounds ----------------------------------------------------------------------------------
+
+
+async def test_over_max_bytes_the_oldest_telemetry_is_dropped_with_a_gap_record(
+    store: Store, tmp_path: Path
+) -> None:
+    store.register_sinks(["mqtt"])
+    writer = StoreWriter(tmp_path, max_bytes=200_000, housekeeping_interval=0)
+    for i in range(300):  # 300 batches of 100 readings ≈ 400 kB of blobs
+        writer.submit_readings(poll(i))
+        if i % 50 == 49:
+            await writer.flush()
+    await writer.flush()
+    stats = writer.statistics()
+    writer.close()
+
+    kept = polls_in_store(store)
+    assert stats.dropped_batches > 0 and not stats.store_full
+    assert kept == list(range(300 - len(kept), 300))  # the newest survive, in order
+    gaps = store.read_gaps(0, 100)
+    assert gaps and all(g.stream == "telemetry" and g.reason == "max_bytes" for g in gaps)
+    # The gap records name exactly the dropped seq ranges, end to end, nothing uncounted.
+    dropped = [s for g in gaps for s in range(g.first_seq or 0, (g.last_seq or -1) + 1)]
+    assert dropped == list(range(1, 300 - len(kept) + 1))
+    assert sum(g.count for g in gaps) == stats.dropped_batches == 300 - len(kept)
+    assert sum(g.readings for g in gaps) == stats.dropped_readings == 100 * stats.dropped_batches
+
+
+async def test_unacknowledged_events_are_kept_and_the_store_reports_full(
+    store: Store, tmp_path: Path
+) -> None:
+    store.register_sinks(["mqtt"])
+    writer = StoreWriter(tmp_path, max_bytes=120_000, housekeeping_interval=0, flush_interval=30)
+    blob = "x" * 2000
+    for i in range(80):  # ≈ 170 kB of events nobody has acknowledged
+        writer.submit_event(Event(EventKind.INSPECTION, NOW + i, "press", {"i": i, "b": blob}))
+    await writer.flush()
+    for i in range(5):
+        writer.submit_readings(poll(i))
+    writer.submit_event(Event(EventKind.ALARM, NOW, "press", {"i": 80}))
+    waiting = asyncio.ensure_future(writer.flush())
+    for _ in range(300):  # until the writer's housekeeping has seen the store full
+        if writer.statistics().store_full:
+            break
+        await asyncio.sleep(0.01)
+    stats = writer.statistics()
+    assert stats.store_full
+    assert len(store.read_events(0, 1000)) == 80  # not one event dropped
+    assert stats.pending_events == 1  # the new event waits in memory
+    assert not waiting.done()
+
+    # The sink catches up: its acknowledgements free the space, the waiting records land.
+    writer.submit_ack("mqtt", "events", 80)
+    await asyncio.wait_for(waiting, 10)
+    await writer.flush()
+    stats = writer.statistics()
+    assert not stats.store_full and stats.pending_events == 0
+    writer.close()
+    events = store.read_events(0, 1000)
+    assert [e.data["i"] for e in events] == [80]
+    assert events[0].seq == 81
+    assert polls_in_store(store) == [0, 1, 2, 3, 4]
+
+
+def test_beyond_the_memory_bound_new_telemetry_is_dropped_never_events(
+    store: Store, tmp_path: Path
+) -> None:
+    writer = StoreWriter(tmp_path, flush_interval=30, max_pending_readings=250)
+    accepted = [writer.submit_readings(poll(i)) for i in range(4)]
+    writer.submit_event(Event(EventKind.ALARM, NOW, None, {}))
+    assert accepted == [True, True, False, False]
+    stats = writer.statistics()
+    assert (stats.dropped_batches, stats.dropped_readings) == (2, 200)
+    assert stats.pending_events == 1
+    writer.close()
+    gaps = store.read_gaps(0, 10)
+    assert [(g.first_seq, g.last_seq, g.count, g.readings) for g in gaps] == [(None, None, 2, 200)]
+    assert polls_in_store(store) == [0, 1]
+
+
+async def test_acknowledged_records_are_deleted_after_retention(tmp_path: Path) -> None:
+    now = [NOW]
+    store = Store(tmp_path)
+    store.register_sinks(["mqtt", "http"])
+    writer = StoreWriter(tmp_path, retention=60, housekeeping_interval=0, clock=lambda: now[0])
+    for i in range(4):
+        writer.submit_readings(poll(i, ts=NOW + i * SECOND))
+    await writer.flush()
+    writer.submit_ack("mqtt", "telemetry", 3)
+    writer.submit_ack("http", "telemetry", 2)
+    await writer.flush()
+    assert polls_in_store(store) == [0, 1, 2, 3]  # acknowledged, but retention still holds
+
+    now[0] = NOW + 120 * SECOND
+    writer.submit_ack("http", "telemetry", 2)  # any commit runs housekeeping here
+    await writer.flush()
+    assert polls_in_store(store) == [2, 3]  # only what both sinks acknowledged is gone
+    assert writer.statistics().deleted_records == 2
+    assert store.read_gaps(0, 10) == []  # deleting acknowledged records is no loss
+    writer.close()
+    store.close()
+
+
+async def test_without_sinks_only_the_age_bound_deletes(tmp_path: Path) -> None:
+    now = [NOW]
+    store = Store(tmp_path)
+    writer = StoreWriter(tmp_path, max_age=3600, housekeeping_interval=0, clock=lambda: now[0])
+    writer.submit_readings(poll(0, ts=NOW))
+    writer.submit_readings(poll(1, ts=NOW + 1800 * SECOND))
+    await writer.flush()
+    assert polls_in_store(store) == [0, 1]
+    now[0] = NOW + 3601 * SECOND
+    writer.submit_event(Event(EventKind.STATE, now[0], "press", {}))
+    await writer.flush()
+    assert polls_in_store(store) == [1]
+    writer.close()
+    store.close()
+
+
+# -- full disk -------------------------------------------------------------------------------
+
+
+async def test_sqlite_full_is_retried_and_nothing_is_lost_once_there_is_room(
+    store: Store, tmp_path: Path
+) -> None:
+    conn = sqlite3.connect(db_path(tmp_path))
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    writer = StoreWriter(
+        tmp_path, max_page_count=pages + 4, flush_rows=1000, retry_initial=0.01, retry_max=0.05
+    )
+    for i in range(200):
+        writer.submit_readings(poll(i))
+    for _ in range(500):
+        if writer.statistics().errors >= 2:
+            break
+        await asyncio.sleep(0.01)
+    stats = writer.statistics()
+    assert stats.errors >= 2  # real SQLITE_FULL, retried
+    assert stats.last_error is not None and "full" in stats.last_error
+    assert stats.pending_batches + stats.batches_written == 200
+    assert stats.pending_batches > 0
+
+    writer.set_max_page_count(100_000)
+    await asyncio.wait_for(writer.flush(), 10)
+    stats = writer.statistics()
+    writer.close()
+    assert stats.pending_batches == 0 and stats.last_error is None
+    assert polls_in_store(store) == list(range(200))  # every reading, in order
+    assert [b.seq for b in store.read_telemetry(0, 1000)] == list(range(1, 201))
