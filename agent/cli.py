@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from agent import __version__
-from agent.errors import ConfigError
+from agent.errors import ConfigError, LinesideError
+
+if TYPE_CHECKING:
+    from agent.config import Config
 
 app = typer.Typer(
     name="lineside",
@@ -36,6 +39,29 @@ def _fail(lines: list[str]) -> typer.Exit:
     for line in lines:
         err_console.print(line, markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_BAD_INPUT)
+
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The config file (TOML).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _load(file: Path) -> Config:
+    from agent.config import load_config
+
+    try:
+        return load_config(file)
+    except ConfigError as exc:
+        raise _fail([str(p) for p in exc.problems]) from None
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 @app.command()
@@ -110,11 +136,21 @@ def sim(
     duration: Annotated[
         float | None, typer.Option("--duration", help="Stop after this many real seconds.")
     ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show the values live, read back over Modbus TCP.")
+    ] = False,
 ) -> None:
     """Run a simulated plant (Modbus TCP, Modbus RTU on a pty, OPC UA) and print its endpoints."""
+    from firmware_sim.plant import load_plant
     from firmware_sim.runner import PlantError, serve
+    from firmware_sim.watch import watch_plant
 
     try:
+        if watch:
+            spec = load_plant(plant)
+            spec = spec.with_ephemeral_ports() if ephemeral else spec
+            watch_plant(spec, speed=speed, host=host, duration=duration, console=console)
+            return
         serve(
             plant,
             speed=speed,
@@ -131,15 +167,210 @@ def sim(
 
 @app.command()
 def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo's config and SQLite store go.")
+    ] = Path("demo"),
     speed: Annotated[float, typer.Option("--speed", help="Simulated seconds per second.")] = 10.0,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Stop after this many real seconds.")
     ] = None,
 ) -> None:
-    """Start the demo plant and show its values, read over Modbus TCP, in a live table."""
-    from firmware_sim.watch import watch_demo
+    """Start the demo plant with the agent polling it into SQLite, and show it live."""
+    from agent.demo import run_demo
 
-    watch_demo(speed=speed, duration=duration, console=console)
+    run_demo(directory=directory, speed=speed, duration=duration, console=console)
+
+
+@app.command()
+def run(
+    config_file: ConfigOption,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds.")
+    ] = None,
+    stats: Annotated[
+        Path | None, typer.Option("--stats", help="Write the agent's statistics here (JSON).")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning")] = "info",
+) -> None:
+    """Run the agent: poll every source into the SQLite log until SIGTERM or Ctrl-C."""
+    import asyncio
+    import contextlib
+    import signal
+
+    from agent.eventloop import run as run_loop
+    from agent.runtime import Agent
+
+    config = _load(config_file)
+    _setup_logging(log_level)
+
+    async def main() -> dict[str, object]:
+        agent = Agent(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await agent.run(stop, duration)
+        return agent.statistics()
+
+    try:
+        figures = run_loop(main)
+    except LinesideError as exc:
+        err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if stats is not None:
+        stats.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
+
+
+@app.command()
+def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
+    """Print the Modbus read plan: requests per poll, registers, bytes and waste, per unit."""
+    from rich.table import Table
+
+    from agent.registry import runtime_class
+    from agent.tags import TagTable
+
+    config = _load(config_file)
+    tags = TagTable.from_config(config)
+    rows = []
+    for source_config in config.sources:
+        if not source_config.type.startswith("modbus"):
+            continue
+        source = runtime_class(source_config.type)(source_config, tags)
+        for group in source.poll_groups():
+            for unit in source.unit_groups(group):
+                rows.append(
+                    {
+                        "source": source_config.name,
+                        "unit_id": unit.unit_id,
+                        "machine": unit.machine,
+                        "group": group,
+                        "tags": int(unit.tag_ids.shape[0]),
+                        "requests": unit.plan.requests_per_poll,
+                        "registers": unit.plan.registers_read,
+                        "bits": unit.plan.bits_read,
+                        "wasted_registers": unit.plan.wasted_registers,
+                        "bytes": unit.plan.bytes_per_poll,
+                        "reads": [str(r) for r in unit.plan.requests],
+                    }
+                )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        console.print("no Modbus sources in this config")
+        return
+    table = Table(title="Modbus read plan, per poll", title_justify="left")
+    for column in ("source", "unit", "machine", "every"):
+        table.add_column(column)
+    for column in ("tags", "requests", "registers", "bits", "unused", "bytes"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            *(str(r[k]) for k in ("source", "unit_id", "machine", "group", "tags", "requests")),
+            *(str(r[k]) for k in ("registers", "bits", "wasted_registers", "bytes")),
+        )
+    console.print(table)
+    console.print("unused: registers read only to bridge gaps; bytes: request + response on TCP")
+    for r in rows:
+        reads = ", ".join(r["reads"])
+        console.print(f"{r['source']} unit {r['unit_id']} every {r['group']}: {reads}")
+
+
+@app.command()
+def read(
+    config_file: ConfigOption,
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="Only tags whose path or name matches this glob.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Read every tag once and print it (exit 1 when a source cannot be reached)."""
+    from rich.table import Table
+
+    from agent.eventloop import run as run_loop
+    from agent.oneshot import read_once
+
+    config = _load(config_file)
+    result = run_loop(lambda: read_once(config, tag))
+    if tag is not None and not result.readings and not result.errors:
+        raise _fail([f"no tag matches {tag!r}"])
+    if as_json:
+        out = {
+            "readings": [
+                {
+                    "path": r.tag.path,
+                    "value": None if r.value != r.value else r.value,
+                    "unit": r.tag.unit,
+                    "quality": r.quality.name.lower(),
+                    "ts_ns": r.ts_ns,
+                }
+                for r in result.readings
+            ],
+            "errors": result.errors,
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        table = Table(title_justify="left")
+        for column in ("tag", "value", "unit", "quality"):
+            table.add_column(column, justify="right" if column == "value" else "left")
+        for r in result.readings:
+            good = r.quality.name == "GOOD"
+            table.add_row(
+                r.tag.path,
+                f"{r.value:g}" if r.value == r.value else "-",
+                r.tag.unit,
+                r.quality.name.lower(),
+                style=None if good else "red",
+            )
+        console.print(table)
+        for name, why in result.errors.items():
+            err_console.print(f"{name}: {why}", markup=False, highlight=False)
+    if result.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    config_file: Annotated[
+        Path | None, typer.Option("--config", "-c", help="The agent's config (for its store).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="The data directory, instead of -c.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="ISO-8601 time, e.g. 2026-03-01T06:00")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO-8601 time (excluded).")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Glob on the tag path.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write.")] = None,
+) -> None:
+    """Export stored readings, one row per reading, as CSV or JSON lines."""
+    from agent.errors import StoreError
+    from agent.export import export_readings, parse_time, write_csv, write_jsonl
+
+    if (config_file is None) == (data is None):
+        raise _fail(["give either --config FILE or --data DIR"])
+    if fmt not in ("csv", "jsonl"):
+        raise _fail([f"unknown format {fmt!r}; choose csv or jsonl"])
+    store_dir = data if data is not None else _load(config_file).agent.data_dir  # type: ignore[arg-type]
+    try:
+        start_ns = parse_time(start) if start else None
+        end_ns = parse_time(end) if end else None
+    except ValueError as exc:
+        raise _fail([str(exc)]) from None
+    writer = write_csv if fmt == "csv" else write_jsonl
+    try:
+        rows = export_readings(store_dir, start_ns=start_ns, end_ns=end_ns, tag_glob=tag)
+        if out is None:
+            count = writer(rows, sys.stdout)
+        else:
+            with out.open("w", encoding="utf-8", newline="") as f:
+                count = writer(rows, f)
+    except StoreError as exc:
+        raise _fail([str(exc)]) from None
+    err_console.print(f"{count} readings exported", markup=False)
 
 
 def main() -> None:

@@ -202,6 +202,9 @@ class AgentSection(BaseModel):
 
     id: str
     data_dir: Annotated[ConfigPath, Field(validate_default=True)] = Path("data")
+    # "changes": store a reading when it moved past its deadband or its quality changed
+    # (report by exception); "all": store every sample of every poll.
+    report: Literal["changes", "all"] = "changes"
     # Report an unchanged value at least this often, so a quiet tag is told from a dead one.
     heartbeat: Duration = 60.0
 

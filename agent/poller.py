@@ -60,14 +60,15 @@ async def run_link(
     emit_event: Callable[[Event], None],
     *,
     stats: LinkStatistics | None = None,
+    schedule: Schedule | None = None,
     backoff: Backoff | None = None,
     rng: random.Random | None = None,
 ) -> None:
-    """Poll `source` on its schedule until cancelled."""
+    """Poll `source` on its schedule (by default one built from its poll groups) until cancelled."""
     stats = stats if stats is not None else LinkStatistics()
     backoff = backoff or Backoff()
     rng = rng or random.Random()
-    schedule = Schedule(dict(source.poll_groups()), clock)
+    schedule = schedule or Schedule(dict(source.poll_groups()), clock)
     connected = False
     ever_connected = False
     retry_at = clock.monotonic()

@@ -32,6 +32,19 @@ _LINES = {
     "cement": _Line("mill", 1, "anhui", "grinding", "cement-mill-1", "a cement mill"),
     "loom": _Line("loom", 2, "shaoxing", "weaving", "shed-1", "a weaving shed, 2 looms"),
 }
+# Where each kind of machine sits when a plant mixes them (the demo plant).
+_PLACE = {line.kind: (line.area, line.line) for line in _LINES.values()}
+
+
+@dataclass(frozen=True, slots=True)
+class PlantMachine:
+    """One machine of a running simulated plant, as a config needs it."""
+
+    name: str
+    kind: str  # press, mill or loom
+    host: str
+    port: int
+    unit_id: int = 1
 
 
 def _toml(value: str | float | int) -> str:
@@ -67,35 +80,77 @@ def starter_config(profile: str) -> str:
     if profile not in _LINES:
         raise KeyError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     line = _LINES[profile]
-    machine_profile = load_profile(line.kind)
-    names = [f"{line.kind}{n + 1}" for n in range(line.count)]
-    out = [
+    machines = [
+        PlantMachine(f"{line.kind}{n + 1}", line.kind, "127.0.0.1", FIRST_PORT + n)
+        for n in range(line.count)
+    ]
+    header = [
         f"# lineside starter config: {line.what}.",
         f"# Try it against the simulator: `lineside sim --plant {profile}` serves these machines",
         f"# on 127.0.0.1, ports {FIRST_PORT}..{FIRST_PORT + line.count - 1}. Check edits with",
         "# `lineside validate <this file>`. Every key is described in docs/configuration.md.",
+    ]
+    return render_config(header, f"{line.site}-{line.area}-edge-1", line.site, machines)
+
+
+def plant_config(
+    machines: list[PlantMachine],
+    *,
+    site: str = "demo",
+    agent_id: str = "demo-edge-1",
+    data_dir: str = "data",
+    report: str = "changes",
+    poll_interval: str = "1s",
+) -> str:
+    """A config for machines of a running simulated plant (the demo, tests, benchmarks)."""
+    header = ["# lineside config for a simulated plant, written by lineside itself."]
+    return render_config(
+        header,
+        agent_id,
+        site,
+        machines,
+        data_dir=data_dir,
+        report=report,
+        poll_interval=poll_interval,
+    )
+
+
+def render_config(
+    header: list[str],
+    agent_id: str,
+    site: str,
+    machines: list[PlantMachine],
+    *,
+    data_dir: str = "data",
+    report: str = "changes",
+    poll_interval: str = "1s",
+) -> str:
+    out = [
+        *header,
         "",
         "config_version = 1  # the format of this file; required",
         "",
         "[agent]",
-        f'id = "{line.site}-{line.area}-edge-1"  # names this agent upstream',
-        'data_dir = "data"  # the SQLite store, relative to this file',
+        f"id = {_toml(agent_id)}  # names this agent upstream",
+        f"data_dir = {_toml(data_dir)}  # the SQLite store, relative to this file",
+        f"report = {_toml(report)}  # changes: store a value when it moved past its deadband",
         "",
         "[plant]",
-        f'site = "{line.site}"  # the ISA-95 site: first level of every tag path and MQTT topic',
+        f"site = {_toml(site)}  # the ISA-95 site: first level of every tag path and MQTT topic",
         "",
         "# The plant hierarchy: site (above) / area / line / machine. Names go into topics, so",
         "# they use letters, digits, _ and - only.",
     ]
-    for name in names:
+    for machine in machines:
+        area, line_name = _PLACE[machine.kind]
         out += [
             "",
             "[[machines]]",
-            f'name = "{name}"',
-            f'area = "{line.area}"',
-            f'line = "{line.line}"',
-            f'kind = "{line.kind}"',
-            f"description = {_toml(machine_profile.description)}",
+            f'name = "{machine.name}"',
+            f'area = "{area}"',
+            f'line = "{line_name}"',
+            f'kind = "{machine.kind}"',
+            f"description = {_toml(load_profile(machine.kind).description)}",
         ]
     out += [
         "",
@@ -105,23 +160,24 @@ def starter_config(profile: str) -> str:
         "# int64, uint64, float32, float64, string (with length). order: word order of 32/64-bit",
         "# values (ABCD, CDAB, BADC, DCBA). value = raw * scale + offset.",
     ]
-    for n, name in enumerate(names):
+    for machine in machines:
+        name = machine.name
         out += [
             "",
             "[[sources]]",
             f'name = "{name}-plc"',
             'type = "modbus_tcp"',
-            'host = "127.0.0.1"',
-            f"port = {FIRST_PORT + n}",
+            f"host = {_toml(machine.host)}",
+            f"port = {machine.port}",
             'timeout = "1s"  # per request',
             "retries = 1  # before a read counts as failed (its tags turn bad quality)",
             "",
             "[[sources.units]]",
-            "unit_id = 1  # the Modbus unit id (slave address) of this PLC",
+            f"unit_id = {machine.unit_id}  # the Modbus unit id (slave address) of this PLC",
             f'machine = "{name}"  # which [[machines]] entry these tags belong to',
-            'poll_interval = "1s"',
+            f"poll_interval = {_toml(poll_interval)}",
             "tags = [",
-            *(_tag_line(tag) for tag in machine_profile.tags),
+            *(_tag_line(tag) for tag in load_profile(machine.kind).tags),
             "]",
         ]
     out += [

@@ -1,9 +1,9 @@
-"""The demo's live view: start the demo plant and read every machine over Modbus TCP.
+"""`lineside sim --watch`: start a plant and read every machine over Modbus TCP, live.
 
 This is a client of the plant written independently of it: pymodbus reads each machine's
 register tables and the values are decoded from the profile with `struct`, so what the table
-shows is what any Modbus client would see on the wire. (The agent's own acquisition path,
-vectorised and buffered in SQLite, replaces this view in `make demo` once it lands.)
+shows is what any Modbus client would see on the wire. The tests use the same decoder as their
+independent check of the servers. (`make demo` shows the agent's own acquisition instead.)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rich.text import Text
 
 from firmware_sim.clock import ScaledClock
 from firmware_sim.image import Table
-from firmware_sim.plant import Plant, load_plant
+from firmware_sim.plant import Plant, PlantSpec
 from firmware_sim.profile import Profile, ProfileTag
 from firmware_sim.runner import endpoints_table
 
@@ -133,7 +133,7 @@ async def read_machine(client: object, profile: Profile, unit_id: int) -> dict[s
 
 def _view(plant: Plant, readings: Mapping[str, Mapping[str, Value] | str]) -> Group:
     header = Text.assemble(
-        ("lineside demo plant", "bold"),
+        (f"plant {plant.spec.name}", "bold"),
         f"  simulated time {plant.clock.now() / 3600:.2f} h; ",
         "values read over Modbus TCP; Ctrl-C stops",
     )
@@ -144,22 +144,26 @@ def _view(plant: Plant, readings: Mapping[str, Mapping[str, Value] | str]) -> Gr
     return Group(header, endpoints_table(plant), Columns(panels))
 
 
-def watch_demo(
-    *, speed: float = 10.0, duration: float | None = None, console: Console | None = None
+def watch_plant(
+    spec: PlantSpec,
+    *,
+    speed: float = 1.0,
+    host: str = "127.0.0.1",
+    duration: float | None = None,
+    console: Console | None = None,
 ) -> None:
-    """Start the demo plant on free ports and show every machine's values until stopped."""
+    """Start the plant and show every machine's values, read over Modbus TCP, until stopped."""
     from pymodbus.client import AsyncModbusTcpClient
 
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # the table shows failures
     console = console or Console()
-    spec = load_plant("demo").with_ephemeral_ports()
 
     async def main() -> None:
-        async with Plant(spec, ScaledClock(speed)) as plant:
+        async with Plant(spec, ScaledClock(speed), host=host, opcua=False, rtu=False) as plant:
             clients = {}
             for e in plant.endpoints():
-                host, _, port = e.modbus_tcp.rpartition(":")
-                clients[e.machine] = (AsyncModbusTcpClient(host, port=int(port), timeout=1), e)
+                address, _, port = e.modbus_tcp.rpartition(":")
+                clients[e.machine] = (AsyncModbusTcpClient(address, port=int(port), timeout=1), e)
             readings: dict[str, Mapping[str, Value] | str] = {}
             stop_at = None if duration is None else time.monotonic() + duration
             stop = asyncio.Event()

@@ -20,6 +20,7 @@ client asserts asyncio's own transport class). Framing follows standards.md §5.
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -126,7 +127,9 @@ class ModbusTcpClient:
         except TimeoutError:
             raise ConnectError(f"{where}: no connection within {self.connect_timeout:g}s") from None
         except OSError as exc:
-            raise ConnectError(f"{where}: {exc.strerror or exc}") from None
+            # asyncio words a refusal "Connect call failed (...)"; the errno's text is clearer.
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConnectError(f"{where}: {why.lower()}") from None
         self._transport = transport
         self._buf.clear()
         self._abandoned.clear()

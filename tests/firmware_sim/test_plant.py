@@ -209,8 +209,20 @@ def test_sim_with_a_bad_plant_file_exits_2(tmp_path: Path) -> None:
     assert f"{bad}: machines.0.kind" in result.stderr
 
 
-def test_demo_shows_values_read_over_modbus() -> None:
-    result = run(sys.executable, "-m", "agent", "demo", "--duration", "2", timeout=90)
+def test_sim_watch_shows_values_read_over_modbus() -> None:
+    result = run(
+        sys.executable,
+        "-m",
+        "agent",
+        "sim",
+        "--plant",
+        "demo",
+        "--ephemeral",
+        "--watch",
+        "--duration",
+        "2",
+        timeout=90,
+    )
     assert result.returncode == 0, result.stderr
     for name in ("press1", "press2", "mill1", "loom1", "loom2"):
         assert name in result.stdout

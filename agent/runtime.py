@@ -1,0 +1,154 @@
+"""The running agent: sources polled into the pipeline and the SQLite log, in one TaskGroup.
+
+`Agent(config)` builds everything once (the tag table, each source's runtime from the registry,
+the report-by-exception filter, the store and its writer thread); `await agent.run(stop)` polls
+until `stop` is set, then drains: every reading already handed to the writer is committed
+before `run` returns, so SIGTERM loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from agent.clock import Clock, SystemClock
+from agent.config import Config
+from agent.model import Event, Quality, ReadingBatch
+from agent.pipeline import ReportByException
+from agent.poller import LinkStatistics, run_link
+from agent.registry import runtime_class
+from agent.scheduler import Schedule
+from agent.source import Source
+from agent.store import Store, StoreWriter, TagInfo
+from agent.tags import TagTable
+
+log = logging.getLogger("lineside.agent")
+
+
+class Agent:
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.tags = TagTable.from_config(config)
+        self.sources: list[Source] = [
+            runtime_class(s.type)(s, self.tags, self.clock) for s in config.sources
+        ]
+        data_dir = config.agent.data_dir
+        self.store = Store(data_dir, synchronous=config.store.synchronous)
+        ids = self.store.register_tags(
+            TagInfo(path=t.path, machine=t.machine, name=t.name, unit=t.unit, source=t.source)
+            for t in self.tags
+        )
+        # Stored batches carry the store's tag ids, which stay stable across restarts and
+        # config edits; the hot path uses the dense ids of this run's tag table.
+        self._store_ids = np.array([ids[t.path] for t in self.tags], dtype=np.int32)
+        settings = config.store
+        self.writer = StoreWriter(
+            data_dir,
+            synchronous=settings.synchronous,
+            flush_interval=settings.flush_interval,
+            flush_rows=settings.flush_rows,
+            max_bytes=settings.max_size,
+            max_age=settings.max_age,
+            retention=settings.retention,
+        )
+        self.filter: ReportByException | None = None
+        if config.agent.report == "changes":
+            self.filter = ReportByException(
+                len(self.tags),
+                *self.tags.deadbands(),
+                heartbeat_ns=round(config.agent.heartbeat * 1e9),
+            )
+        self.links = {s.name: LinkStatistics() for s in self.sources}
+        self.schedules = {s.name: Schedule(dict(s.poll_groups()), self.clock) for s in self.sources}
+        # The latest reading of every tag, for live views (`lineside demo`, the status page).
+        n = len(self.tags)
+        self.latest_values = np.full(n, np.nan)
+        self.latest_quality = np.full(n, Quality.BAD, dtype=np.uint8)
+        self.latest_ts_ns = np.zeros(n, dtype=np.int64)
+        self.samples = 0
+
+    def emit_readings(self, batch: ReadingBatch) -> None:
+        ids = batch.tag_ids
+        self.samples += len(ids)
+        self.latest_values[ids] = batch.values
+        self.latest_quality[ids] = batch.quality
+        self.latest_ts_ns[ids] = batch.timestamps()
+        if self.filter is not None:
+            batch = self.filter.filter(batch)
+            if not len(batch):
+                return
+        self.writer.submit_readings(
+            ReadingBatch(
+                source=batch.source,
+                tag_ids=self._store_ids[batch.tag_ids],
+                values=batch.values,
+                quality=batch.quality,
+                ts_ns=batch.ts_ns,
+            )
+        )
+
+    def emit_event(self, event: Event) -> None:
+        self.writer.submit_event(event)
+
+    async def run(self, stop: asyncio.Event | None = None, duration: float | None = None) -> None:
+        """Poll until `stop` is set (or `duration` seconds passed), then drain and close."""
+        stop = stop or asyncio.Event()
+        log.info(
+            "agent %s: %d sources, %d tags, store %s",
+            self.config.agent.id,
+            len(self.sources),
+            len(self.tags),
+            self.store.path,
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(
+                        run_link(
+                            source,
+                            self.clock,
+                            self.emit_readings,
+                            self.emit_event,
+                            stats=self.links[source.name],
+                            schedule=self.schedules[source.name],
+                        ),
+                        name=f"link-{source.name}",
+                    )
+                    for source in self.sources
+                ]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), duration)
+                for task in tasks:
+                    task.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.writer.flush()
+            self.writer.close()
+            self.store.close()
+            log.info("agent %s: stopped, store drained", self.config.agent.id)
+
+    def statistics(self) -> dict[str, Any]:
+        """Every figure the agent keeps, as plain data (JSON-ready)."""
+        sources: dict[str, Any] = {}
+        for source in self.sources:
+            schedule = self.schedules[source.name].statistics()
+            sources[source.name] = {
+                **source.statistics(),
+                "link": asdict(self.links[source.name]),
+                "groups": {name: asdict(s) for name, s in schedule.items()},
+            }
+        filtered = self.filter.statistics() if self.filter is not None else None
+        return {
+            "agent_id": self.config.agent.id,
+            "tags": len(self.tags),
+            "samples": self.samples,
+            "sources": sources,
+            "pipeline": asdict(filtered) if filtered is not None else None,
+            "store": asdict(self.writer.statistics()),
+        }

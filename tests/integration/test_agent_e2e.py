@@ -1,0 +1,190 @@
+"""The agent end to end: the simulated plant → Modbus TCP → pipeline → SQLite → export."""
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.config import load_config
+from agent.export import export_readings
+from agent.model import EventKind, Quality
+from agent.runtime import Agent
+from agent.starter import PlantMachine, plant_config
+from agent.store import Store
+from firmware_sim.clock import ScaledClock
+from firmware_sim.plant import Plant, load_plant
+
+
+def machines_of(plant: Plant) -> list[PlantMachine]:
+    out = []
+    for e in plant.endpoints():
+        host, _, port = e.modbus_tcp.rpartition(":")
+        out.append(PlantMachine(e.machine, e.kind, host, int(port), e.unit_id))
+    return out
+
+
+def write_config(tmp_path: Path, machines: list[PlantMachine], **kw: str) -> Path:
+    path = tmp_path / "lineside.toml"
+    path.write_text(plant_config(machines, **kw), encoding="utf-8")
+    return path
+
+
+async def test_agent_polls_the_plant_into_sqlite(tmp_path: Path) -> None:
+    spec = load_plant("press").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(5.0), opcua=False, rtu=False) as plant:
+        config = load_config(
+            write_config(tmp_path, machines_of(plant), poll_interval="100ms", report="all")
+        )
+        agent = Agent(config)
+        await agent.run(duration=1.0)
+        truth = plant.machines["press1"].values()
+    stats = agent.statistics()
+    polls = stats["sources"]["press1-plc"]["polls"]
+    assert 8 <= polls <= 12, polls
+    assert stats["store"]["readings_written"] == agent.samples  # report = "all": every sample
+    rows = list(export_readings(tmp_path / "data", tag_glob="*/press1/die_id"))
+    assert rows == []  # text tags are not acquired yet
+    rows = list(export_readings(tmp_path / "data", tag_glob="*/press1/part_count"))
+    assert polls - 1 <= len(rows) <= polls  # the poll under way at the stop may be cut short
+    counts = [r.value for r in rows]
+    assert counts == sorted(counts), "a counter only goes up"
+    assert counts[-1] <= truth["part_count"]
+    assert all(r.quality is Quality.GOOD for r in rows)
+    with Store(tmp_path / "data") as store:
+        events = store.read_events(0, 100)
+    assert {(e.kind, e.data["state"]) for e in events} == {(EventKind.CONNECTION, "connected")}
+
+
+async def test_report_by_exception_stores_changes_only(tmp_path: Path) -> None:
+    spec = load_plant("cement").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
+        config = load_config(write_config(tmp_path, machines_of(plant), poll_interval="50ms"))
+        agent = Agent(config)
+        await agent.run(duration=0.6)
+    stats = agent.statistics()
+    assert stats["pipeline"]["rows_in"] == agent.samples
+    # constant tags (state, stop reason, grade ...) are stored once, not every poll
+    assert stats["store"]["readings_written"] < agent.samples / 2
+    rows = list(export_readings(tmp_path / "data", tag_glob="*/mill1/state"))
+    assert len(rows) == 1
+
+
+async def test_dead_plc_gives_bad_quality_and_the_others_go_on(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]  # nobody listens here once the socket closes
+    spec = load_plant("press").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
+        machines = machines_of(plant)
+        machines[1] = PlantMachine("press2", "press", "127.0.0.1", dead_port)
+        config = load_config(write_config(tmp_path, machines, poll_interval="100ms"))
+        agent = Agent(config)
+        await agent.run(duration=0.8)
+    stats = agent.statistics()
+    assert stats["sources"]["press1-plc"]["link"]["state"] == "connected"
+    assert stats["sources"]["press2-plc"]["link"]["state"] == "lost"
+    assert "refused" in stats["sources"]["press2-plc"]["link"]["last_error"].lower()
+    rows = list(export_readings(tmp_path / "data", tag_glob="*/press2/*"))
+    assert rows and all(r.quality is Quality.BAD and np.isnan(r.value) for r in rows)
+    assert any(r.quality is Quality.GOOD for r in export_readings(tmp_path / "data"))
+
+
+async def test_plant_outage_marks_bad_then_restores(tmp_path: Path) -> None:
+    spec = load_plant("loom").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
+        config = load_config(write_config(tmp_path, machines_of(plant), poll_interval="50ms"))
+        agent = Agent(config)
+        task = asyncio.create_task(agent.run(duration=3.0))
+        await asyncio.sleep(0.4)
+        plant.units["loom1"].faults.set("reboot", down_time=0.5)
+        await task
+    with Store(tmp_path / "data") as store:
+        states = [
+            e.data["state"] for e in store.read_events(0, 100) if e.data["source"] == "loom1-plc"
+        ]
+    assert states[0] == "connected"
+    assert "lost" in states
+    assert states[-1] == "restored"
+    picks = list(export_readings(tmp_path / "data", tag_glob="*/loom1/pick_count"))
+    qualities = [r.quality for r in picks]
+    assert Quality.BAD in qualities
+    assert qualities[-1] is Quality.GOOD
+    after = [r.value for r in picks if r.quality is Quality.GOOD][-1]
+    assert after < 100, "the reboot reset the PLC's counter"
+
+
+async def test_lineside_run_drains_on_sigterm(tmp_path: Path) -> None:
+    spec = load_plant("press").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
+        path = write_config(tmp_path, machines_of(plant), poll_interval="100ms", report="all")
+        stats_file = tmp_path / "stats.json"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            "run",
+            "-c",
+            str(path),
+            "--stats",
+            str(stats_file),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await asyncio.sleep(2.0)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    assert b"stopped, store drained" in stderr
+    stats = json.loads(stats_file.read_text())
+    written = stats["store"]["readings_written"]
+    assert written == stats["samples"] > 0
+    assert len(list(export_readings(tmp_path / "data"))) == written
+
+
+def test_lineside_run_with_a_bad_config_exits_2(tmp_path: Path) -> None:
+    import subprocess
+
+    path = tmp_path / "bad.toml"
+    path.write_text("config_version = 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "missing section [agent]" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("speed", [20.0])
+def test_demo_runs_the_agent_and_stores_readings(tmp_path: Path, speed: float) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "demo",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--duration",
+            "3",
+            "--speed",
+            str(speed),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("press1", "press2", "mill1", "loom1", "loom2"):
+        assert name in result.stdout
+    assert "stored" in result.stdout
+    rows = list(export_readings(tmp_path / "demo" / "data"))
+    assert {r.path.split("/")[3] for r in rows} == {"press1", "press2", "mill1", "loom1", "loom2"}
