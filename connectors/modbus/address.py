@@ -61,12 +61,29 @@ class Table(StrEnum):
     def noun(self) -> str:
         return _NOUN[self]
 
+    @property
+    def function_code(self) -> int:
+        """The Modbus read function code for this table."""
+        return _FUNCTION_CODES[self]
+
+    @property
+    def unit(self) -> str:
+        """What one address of this table holds, for messages and printed plans."""
+        return "bits" if self.is_bits else "registers"
+
 
 _NOUN = {
     Table.COILS: "coil",
     Table.DISCRETE_INPUTS: "discrete input",
     Table.INPUT_REGISTERS: "input register",
     Table.HOLDING_REGISTERS: "holding register",
+}
+
+_FUNCTION_CODES = {
+    Table.COILS: 1,
+    Table.DISCRETE_INPUTS: 2,
+    Table.HOLDING_REGISTERS: 3,
+    Table.INPUT_REGISTERS: 4,
 }
 
 # The leading digit of the datasheet form names the table.

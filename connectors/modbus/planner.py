@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from itertools import groupby
+
+from connectors.modbus.address import DATA_TYPES, REGISTER_WIDTH, Table
 
 # Protocol ceilings (standards.md §5.2); a device may impose lower ones.
 MAX_REGISTERS = 125
@@ -33,47 +34,8 @@ ADDRESS_SPACE = 65536
 
 ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 # Registers per value for the fixed-width types; strings take ceil(length / 2).
-REGISTERS_PER_TYPE: dict[str, int] = {
-    "bool": 1,
-    "int16": 1,
-    "uint16": 1,
-    "int32": 2,
-    "uint32": 2,
-    "float32": 2,
-    "int64": 4,
-    "uint64": 4,
-    "float64": 4,
-}
-TYPES = (*REGISTERS_PER_TYPE, "string")
-
-
-class Table(StrEnum):
-    COILS = "co"
-    DISCRETE_INPUTS = "di"
-    INPUT_REGISTERS = "ir"
-    HOLDING_REGISTERS = "hr"
-
-    @property
-    def is_bits(self) -> bool:
-        return self in (Table.COILS, Table.DISCRETE_INPUTS)
-
-    @property
-    def function_code(self) -> int:
-        """The Modbus read function code for this table."""
-        return _FUNCTION_CODES[self]
-
-    @property
-    def unit(self) -> str:
-        """What one address of this table holds, for messages and printed plans."""
-        return "bits" if self.is_bits else "registers"
-
-
-_FUNCTION_CODES = {
-    Table.COILS: 1,
-    Table.DISCRETE_INPUTS: 2,
-    Table.HOLDING_REGISTERS: 3,
-    Table.INPUT_REGISTERS: 4,
-}
+REGISTERS_PER_TYPE = REGISTER_WIDTH
+TYPES = DATA_TYPES
 
 
 def tag_width(table: Table, type: str, length: int = 0) -> int:

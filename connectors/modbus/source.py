@@ -49,7 +49,7 @@ from connectors.modbus.config import (
     ModbusTcpSourceConfig,
     ModbusUnit,
 )
-from connectors.modbus.planner import PlanTag, ReadPlan, Table, plan_unit, tag_width
+from connectors.modbus.planner import PlanTag, ReadPlan, plan_unit, tag_width
 from connectors.modbus.rtu import RtuLink
 
 # Exception codes that mean "ask again later" (standards.md §7 item 26): retried, others not.
@@ -66,7 +66,7 @@ def group_name(interval: float) -> str:
 
 
 def plan_tag(tag: ModbusTag, tag_id: int) -> PlanTag:
-    table = Table(tag.address.table.value)
+    table = tag.address.table
     length = tag.length or 0
     return PlanTag(
         tag_id=tag_id,

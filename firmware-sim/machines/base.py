@@ -101,6 +101,55 @@ class TimelineSpec:
                 raise ValueError(f"planned stop at {p.offset_s} s must last > 0 s")
 
 
+CHANGEOVER_REASON = 301
+PLANNED_REASON = 401
+
+
+class CommonRates(Protocol):
+    """The rates every kind has (its rates dataclass adds its own)."""
+
+    @property
+    def speed_loss(self) -> float: ...
+    @property
+    def reject_probability(self) -> float: ...
+    @property
+    def changeover_every_s(self) -> float: ...
+    @property
+    def changeover_s(self) -> float: ...
+    @property
+    def planned_stops(self) -> tuple[tuple[float, float], ...]: ...
+
+
+def shared_causes(
+    state: State, every_s: float, mean_s: float, shares: tuple[tuple[int, float], ...]
+) -> list[StopCause]:
+    """One cause per reason code, each occurring its share of the time (`every_s / share`)."""
+    return [StopCause(reason, state, every_s / share, mean_s) for reason, share in shares]
+
+
+def timeline_spec(
+    rates: CommonRates,
+    *,
+    ideal_rate: float,
+    discrete: bool,
+    period_s: float,
+    causes: list[StopCause],
+) -> TimelineSpec:
+    """The engine's spec from a kind's rates: the parts all kinds share, in one place."""
+    return TimelineSpec(
+        ideal_rate=ideal_rate,
+        discrete=discrete,
+        speed_loss=rates.speed_loss,
+        reject_probability=rates.reject_probability,
+        causes=tuple(causes),
+        changeover_every_s=rates.changeover_every_s,
+        changeover_s=rates.changeover_s,
+        changeover_reason=CHANGEOVER_REASON,
+        period_s=period_s,
+        planned=tuple(PlannedStop(o, d, PLANNED_REASON) for o, d in rates.planned_stops),
+    )
+
+
 def check_rates(rates: object) -> None:
     """Reject negative or NaN numeric rates; probabilities and fractions must be in [0, 1)."""
     for f in fields(rates):  # type: ignore[arg-type]

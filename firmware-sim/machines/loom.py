@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from firmware_sim.machines.base import (
     STATE_CODES,
-    PlannedStop,
     SimulatedMachine,
     StopCause,
     TimelineSpec,
     Value,
     check_rates,
+    timeline_spec,
 )
 from firmware_sim.profile import load_profile
 
@@ -63,23 +63,18 @@ class LoomRates:
             raise ValueError("pick_density_per_cm must be > 0")
 
     def spec(self) -> TimelineSpec:
-        causes = (
+        causes = [
             StopCause(WARP_BREAK, "down", self.warp_break_every_s, self.warp_repair_s),
             StopCause(WEFT_BREAK, "down", self.weft_break_every_s, self.weft_repair_s),
             StopCause(103, "down", self.mtbf_s, self.mttr_s),
             StopCause(201, "idle", self.micro_stop_every_s, self.micro_stop_s),
-        )
-        return TimelineSpec(
+        ]
+        return timeline_spec(
+            self,
             ideal_rate=self.ideal_ppm / 60.0,
             discrete=True,
-            speed_loss=self.speed_loss,
-            reject_probability=self.reject_probability,
-            causes=causes,
-            changeover_every_s=self.changeover_every_s,
-            changeover_s=self.changeover_s,
-            changeover_reason=301,
             period_s=self.shift_s,
-            planned=tuple(PlannedStop(o, d, 401) for o, d in self.planned_stops),
+            causes=causes,
         )
 
 

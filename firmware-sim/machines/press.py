@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from firmware_sim.machines.base import (
-    PlannedStop,
     SimulatedMachine,
-    StopCause,
     TimelineSpec,
     Value,
     check_rates,
+    shared_causes,
+    timeline_spec,
 )
 from firmware_sim.machines.truth import State
 from firmware_sim.profile import load_profile
@@ -68,22 +68,14 @@ class PressRates:
         check_rates(self)
 
     def spec(self) -> TimelineSpec:
-        causes = [StopCause(r, "down", self.mtbf_s / w, self.mttr_s) for r, w in _BREAKDOWNS]
-        causes += [
-            StopCause(r, "idle", self.micro_stop_every_s / w, self.micro_stop_s)
-            for r, w in _MICRO_STOPS
-        ]
-        return TimelineSpec(
+        causes = shared_causes("down", self.mtbf_s, self.mttr_s, _BREAKDOWNS)
+        causes += shared_causes("idle", self.micro_stop_every_s, self.micro_stop_s, _MICRO_STOPS)
+        return timeline_spec(
+            self,
             ideal_rate=self.ideal_spm / 60.0,
             discrete=True,
-            speed_loss=self.speed_loss,
-            reject_probability=self.reject_probability,
-            causes=tuple(causes),
-            changeover_every_s=self.changeover_every_s,
-            changeover_s=self.changeover_s,
-            changeover_reason=301,
             period_s=self.shift_s,
-            planned=tuple(PlannedStop(o, d, 401) for o, d in self.planned_stops),
+            causes=causes,
         )
 
 
