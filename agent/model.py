@@ -9,10 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
+
+# The value types a tag may declare, whatever the protocol. Text is read but not yet stored:
+# ReadingBatch values are float64.
+DataType = Literal[
+    "bool",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+    "string",
+]
+DATA_TYPES: tuple[str, ...] = get_args(DataType)
 
 
 class Quality(IntEnum):

@@ -20,18 +20,6 @@ from enum import StrEnum
 
 TABLE_SIZE = 65536  # offsets 0..65535 in every table
 
-DATA_TYPES = (
-    "bool",
-    "int16",
-    "uint16",
-    "int32",
-    "uint32",
-    "int64",
-    "uint64",
-    "float32",
-    "float64",
-    "string",
-)
 
 # Registers a value occupies; strings take ceil(length / 2) (two characters per register).
 REGISTER_WIDTH = {

@@ -20,20 +20,9 @@ from pydantic import (
 
 from agent.config import STRICT, DeadbandField, Loc, Name, key_error
 from agent.duration import Duration, PositiveDuration
-from connectors.modbus.address import DATA_TYPES, ModbusAddress, check_tag, parse_address
+from agent.model import DATA_TYPES, DataType
+from connectors.modbus.address import ModbusAddress, check_tag, parse_address
 
-DataType = Literal[
-    "bool",
-    "int16",
-    "uint16",
-    "int32",
-    "uint32",
-    "int64",
-    "uint64",
-    "float32",
-    "float64",
-    "string",
-]
 WORD_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
-from connectors.modbus.address import DATA_TYPES, REGISTER_WIDTH, Table
+from agent.model import DATA_TYPES
+from connectors.modbus.address import REGISTER_WIDTH, Table
 
 # Protocol ceilings (standards.md §5.2); a device may impose lower ones.
 MAX_REGISTERS = 125

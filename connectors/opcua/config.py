@@ -14,21 +14,10 @@ from pydantic import BaseModel, field_validator, model_validator
 
 from agent.config import STRICT, ConfigPath, Credentials, DeadbandField, Loc, Name, key_error
 from agent.duration import PositiveDuration
+from agent.model import DataType as TagType
 
 SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
 SecurityMode = Literal["None", "Sign", "SignAndEncrypt"]
-TagType = Literal[
-    "bool",
-    "int16",
-    "uint16",
-    "int32",
-    "uint32",
-    "int64",
-    "uint64",
-    "float32",
-    "float64",
-    "string",
-]
 
 # ns=<index>;<i|s|g|b>=<id>, the namespace part optional (namespace 0).
 _NODE_ID = re.compile(r"(ns=\d+;|nsu=[^;]+;)?[isgb]=.+")
