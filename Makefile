@@ -13,6 +13,9 @@ $(BIN)/python:
 # Reinstall when the project's metadata changes; the install is editable so code edits need none.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Tests only: an independent Sparkplug B decoder. It pins paho-mqtt<2 although its
+	# decoding never touches paho, so it goes in without its dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps 'pysparkplug==0.6.1'
 	touch $(STAMP)
 
 demo: $(STAMP)

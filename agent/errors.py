@@ -71,7 +71,15 @@ class ProtocolError(ConnectorError):
 
 
 class SinkRejected(ConnectorError):
-    """The far side refused a record as invalid; it is quarantined, never retried blindly."""
+    """The far side refused a record as invalid; it is quarantined, never retried blindly.
+
+    `index` is the position of the refused record in the batch that was sent, or None when the
+    far side refused the batch as a whole.
+    """
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        self.index = index
+        super().__init__(message)
 
 
 class StoreError(LinesideError):
