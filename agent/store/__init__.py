@@ -34,7 +34,15 @@ from agent.store.schema import (
     migrate,
     schema_version,
 )
-from agent.store.sqlite_log import Gap, Store, StoredBatch, StoreStats, StreamStats, TagInfo
+from agent.store.sqlite_log import (
+    Gap,
+    Quarantined,
+    Store,
+    StoredBatch,
+    StoreStats,
+    StreamStats,
+    TagInfo,
+)
 from agent.store.writer import LATENCY_BUCKETS_S, StoreWriter, WriterStats
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "EncodedBatch",
     "Gap",
     "Migration",
+    "Quarantined",
     "Store",
     "StoreStats",
     "StoreWriter",

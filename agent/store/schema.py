@@ -52,8 +52,18 @@ def _schema_2(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_ts ON events (ts_ns)")
 
 
+def _schema_3(db: sqlite_utils.Database) -> None:
+    # Records a sink's far side refused as invalid: kept out of the way of the queue, listed by
+    # `lineside quarantine list`, sent again on `lineside quarantine retry`.
+    db.execute(
+        "CREATE TABLE quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, "
+        "stream TEXT NOT NULL, seq INTEGER NOT NULL, ts_ns INTEGER NOT NULL, "
+        "reason TEXT NOT NULL, retry INTEGER NOT NULL DEFAULT 0, UNIQUE (sink, stream, seq))"
+    )
+
+
 Migration = Callable[[sqlite_utils.Database], None]
-MIGRATIONS: tuple[Migration, ...] = (_schema_1, _schema_2)
+MIGRATIONS: tuple[Migration, ...] = (_schema_1, _schema_2, _schema_3)
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

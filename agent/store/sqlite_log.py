@@ -75,6 +75,19 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A record a sink's far side refused, with the reason it gave."""
+
+    id: int
+    sink: str
+    stream: str
+    seq: int
+    ts_ns: int  # when it was quarantined
+    reason: str
+    retry: bool  # `lineside quarantine retry` asked for it to be sent again
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStats:
     depth: int  # records held
     first_seq: int | None
@@ -203,6 +216,48 @@ class Store:
             if seq > last:
                 raise StoreError(f"cannot acknowledge {stream} seq {seq}: the last is {last}")
             return advance_cursor_sql(self._conn, sink, stream, seq)
+
+    # -- quarantine ------------------------------------------------------------------------
+
+    def quarantine(self, sink: str, stream: str, seq: int, reason: str) -> None:
+        check_stream(stream)
+        with self._lock, sqlite_utils.Database(self._conn).atomic():
+            self._conn.execute(
+                "INSERT INTO quarantine (sink, stream, seq, ts_ns, reason) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (sink, stream, seq) DO UPDATE SET reason = excluded.reason, "
+                "ts_ns = excluded.ts_ns, retry = 0",
+                (sink, stream, seq, self._clock(), reason),
+            )
+
+    def quarantined(
+        self, sink: str | None = None, *, retry_only: bool = False
+    ) -> list[Quarantined]:
+        query = "SELECT id, sink, stream, seq, ts_ns, reason, retry FROM quarantine WHERE 1"
+        args: list[object] = []
+        if sink is not None:
+            query += " AND sink = ?"
+            args.append(sink)
+        if retry_only:
+            query += " AND retry = 1"
+        with self._lock:
+            rows = self._read.execute(query + " ORDER BY id", args).fetchall()
+        return [
+            Quarantined(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), r[5], bool(r[6])) for r in rows
+        ]
+
+    def request_retry(self, sink: str | None = None) -> int:
+        """Mark quarantined records to be sent again; returns how many."""
+        with self._lock, sqlite_utils.Database(self._conn).atomic():
+            cursor = self._conn.execute(
+                "UPDATE quarantine SET retry = 1 WHERE retry = 0 AND (? IS NULL OR sink = ?)",
+                (sink, sink),
+            )
+            return int(cursor.rowcount)
+
+    def release(self, entry_id: int) -> None:
+        """A quarantined record was delivered after all: forget it."""
+        with self._lock, sqlite_utils.Database(self._conn).atomic():
+            self._conn.execute("DELETE FROM quarantine WHERE id = ?", (entry_id,))
 
     # -- readers ---------------------------------------------------------------------------
 
