@@ -350,11 +350,9 @@ def export(
     from agent.errors import StoreError
     from agent.export import export_readings, parse_time, write_csv, write_jsonl
 
-    if (config_file is None) == (data is None):
-        raise _fail(["give either --config FILE or --data DIR"])
     if fmt not in ("csv", "jsonl"):
         raise _fail([f"unknown format {fmt!r}; choose csv or jsonl"])
-    store_dir = data if data is not None else _load(config_file).agent.data_dir  # type: ignore[arg-type]
+    store_dir = _data_dir(config_file, data)
     try:
         start_ns = parse_time(start) if start else None
         end_ns = parse_time(end) if end else None
@@ -371,6 +369,282 @@ def export(
     except StoreError as exc:
         raise _fail([str(exc)]) from None
     err_console.print(f"{count} readings exported", markup=False)
+
+
+@app.command()
+def discover(
+    protocol: Annotated[str, typer.Argument(help="What to discover: modbus.")],
+    target: Annotated[str, typer.Argument(help="HOST or HOST:PORT (port 502 if not given).")],
+    units: Annotated[
+        str, typer.Option("--units", help='Unit ids to probe, e.g. "1-247" or "1,2,10-20".')
+    ] = "1-247",
+    max_address: Annotated[
+        int, typer.Option("--max-address", help="Highest 0-based address scanned per table.")
+    ] = 9999,
+    timeout: Annotated[str, typer.Option("--timeout", help="Limit per request.")] = "300ms",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write a tag list (tags_file CSV) of what reads."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find the Modbus unit ids that answer and the address ranges each one can read."""
+    from rich.progress import Progress
+
+    from agent.duration import parse_duration
+    from agent.eventloop import run as run_loop
+    from connectors.modbus import discover as found
+
+    if protocol != "modbus":
+        raise _fail(
+            [
+                "only modbus can be discovered in this version; "
+                "OPC UA discovery comes with the OPC UA connector"
+            ]
+        )
+    try:
+        host, port = found.parse_target(target)
+        unit_ids = found.parse_units(units)
+        found.check_max_address(max_address)
+        time_limit = parse_duration(timeout)
+        if time_limit <= 0:
+            raise ValueError(f"--timeout must be more than zero, got {timeout!r}")
+    except ValueError as exc:
+        raise _fail([str(exc)]) from None
+    if out is not None and not out.parent.is_dir():
+        raise _fail([f"{out}: no such directory: {out.parent}"])  # before a long scan, not after
+
+    with Progress(console=err_console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("connecting", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        try:
+            result = run_loop(
+                lambda: found.discover(
+                    host,
+                    port,
+                    unit_ids,
+                    max_address=max_address,
+                    time_limit=time_limit,
+                    progress=progress,
+                )
+            )
+        except LinesideError as exc:
+            err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    files: list[dict[str, object]] = []
+    if out is not None:
+        for scan in result.scans:
+            path = found.tags_path(out, scan.unit_id, len(result.scans) > 1)
+            rows, left_out = found.tag_rows(scan)
+            try:
+                found.write_tags(path, rows)
+            except OSError as exc:
+                raise _fail([f"{path}: cannot write: {exc.strerror}"]) from None
+            files.append(
+                {
+                    "unit_id": scan.unit_id,
+                    "path": str(path),
+                    "rows": len(rows),
+                    "left_out": left_out,
+                }
+            )
+    where = f"{host}:{port}"
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "target": where,
+                    "unit_ids_probed": len(result.probes),
+                    "answering": list(result.answering),
+                    "answers_any_unit_id": result.any_unit,
+                    "probes": [
+                        {
+                            "unit_id": p.unit_id,
+                            "present": p.present,
+                            "answer": found.describe(p.answer, time_limit),
+                        }
+                        for p in result.probes
+                    ],
+                    "units": [
+                        {
+                            "unit_id": s.unit_id,
+                            "requests": s.requests,
+                            "tables": {
+                                str(t.table): {
+                                    "readable": [
+                                        {"first": a, "last": b - 1, "count": b - a}
+                                        for a, b in t.readable
+                                    ],
+                                    "requests": t.requests,
+                                    "doubtful": t.doubtful,
+                                    "unsupported": t.unsupported,
+                                }
+                                for t in s.tables
+                            },
+                        }
+                        for s in result.scans
+                    ],
+                    "requests": result.requests,
+                    "tags_files": files,
+                },
+                indent=2,
+            )
+        )
+    else:
+        _print_discovery(result, files)
+    if not result.answering:
+        err_console.print(
+            f"lineside: no unit id answered on {where} ({len(result.probes)} probed)",
+            markup=False,
+        )
+        raise typer.Exit(1)
+
+
+if TYPE_CHECKING:
+    from connectors.modbus.discover import Discovery
+
+
+def _print_discovery(result: Discovery, files: list[dict[str, object]]) -> None:
+    from rich.table import Table
+
+    where = f"{result.host}:{result.port}"
+    console.print(
+        f"{where}: {len(result.answering)} of {len(result.probes)} unit ids answered: "
+        + (", ".join(str(u) for u in result.answering) or "none"),
+        markup=False,
+        highlight=False,
+    )
+    if result.any_unit:
+        console.print(
+            "every unit id probed answered: the device likely ignores the unit id; "
+            f"scanned once, as unit {result.answering[0]}",
+            markup=False,
+        )
+    table = Table(title_justify="left")
+    for column in ("unit", "table", "readable", "addresses", "requests"):
+        table.add_column(column, justify="right" if column in ("addresses", "requests") else "left")
+    for scan in result.scans:
+        for t in scan.tables:
+            readable = ", ".join(t.spans()) or ("no such function" if t.unsupported else "-")
+            if t.doubtful:
+                readable += f" ({t.doubtful} reads failed otherwise: may be incomplete)"
+            table.add_row(
+                str(scan.unit_id), t.table.noun, readable, str(t.addresses), str(t.requests)
+            )
+    if result.scans:
+        console.print(table)
+    console.print(f"{result.requests} requests in all", markup=False)
+    for f in files:
+        note = (
+            f" (the cap; {f['left_out']} more readable addresses left out)" if f["left_out"] else ""
+        )
+        console.print(f"wrote {f['path']}: {f['rows']} tags{note}", markup=False)
+
+
+def _data_dir(config_file: Path | None, data: Path | None) -> Path:
+    if (config_file is None) == (data is None):
+        raise _fail(["give either --config FILE or --data DIR"])
+    return data if data is not None else _load(config_file).agent.data_dir  # type: ignore[arg-type]
+
+
+DataOption = Annotated[
+    Path | None, typer.Option("--data", help="The data directory, instead of --config.")
+]
+OptionalConfig = Annotated[
+    Path | None, typer.Option("--config", "-c", help="The agent's config (for its store).")
+]
+
+
+@app.command()
+def status(
+    config_file: OptionalConfig = None, data: DataOption = None, as_json: JsonOption = False
+) -> None:
+    """The store and every sink: backlog, oldest unsent record, quarantine, last error."""
+    from rich.table import Table
+
+    from agent.errors import StoreError
+    from agent.status import collect
+
+    directory = _data_dir(config_file, data)
+    if not (directory / "lineside.db").is_file():
+        raise _fail([f"{directory}: no store here (has the agent run with this data_dir?)"])
+    try:
+        report = collect(directory)
+    except StoreError as exc:
+        raise _fail([str(exc)]) from None
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    store = report["store"]
+    depth = ", ".join(f"{k} {v['depth']:,}" for k, v in store["streams"].items())
+    console.print(f"store {store['path']}: {store['bytes'] / 1e6:.1f} MB; held: {depth}")
+    agent = report["agent"]
+    if agent["status_age_s"] is None:
+        console.print("agent: no status written yet (not running?)")
+    else:
+        state = "running" if agent["status_age_s"] < 10 else "not running"
+        console.print(f"agent: {state} (status written {agent['status_age_s']:.0f}s ago)")
+        for name, link in agent["sources"].items():
+            console.print(f"  source {name}: {link.get('state')} {link.get('last_error', '')}")
+    table = Table(title="sinks", title_justify="left")
+    for column in ("sink", "state", "backlog", "oldest unsent", "quarantined", "last error"):
+        table.add_column(column)
+    for name, sink in report["sinks"].items():
+        ages = [a for a in sink["oldest_unsent_age_s"].values() if a is not None]
+        table.add_row(
+            name,
+            str(sink["state"] or "-"),
+            f"{sink['backlog']['telemetry']:,} batches, {sink['backlog']['events']:,} events",
+            f"{max(ages):.0f}s" if ages else "-",
+            str(sink["quarantined"]),
+            str(sink["last_error"] or ""),
+        )
+    if report["sinks"]:
+        console.print(table)
+    else:
+        console.print("no sinks configured: readings stay in the store")
+
+
+@app.command()
+def quarantine(
+    action: Annotated[str, typer.Argument(help="list or retry")],
+    config_file: OptionalConfig = None,
+    data: DataOption = None,
+    sink: Annotated[str | None, typer.Option("--sink", help="Only this sink.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Records a sink's far side refused: list them, or have them sent again."""
+    from dataclasses import asdict
+
+    from agent.errors import StoreError
+    from agent.store import Store
+
+    if action not in ("list", "retry"):
+        raise _fail([f"unknown action {action!r}; choose list or retry"])
+    directory = _data_dir(config_file, data)
+    if not (directory / "lineside.db").is_file():
+        raise _fail([f"{directory}: no store here (has the agent run with this data_dir?)"])
+    try:
+        with Store(directory) as store:
+            if action == "retry":
+                count = store.request_retry(sink)
+                console.print(f"{count} records will be sent again by the running agent")
+                return
+            entries = store.quarantined(sink)
+    except StoreError as exc:
+        raise _fail([str(exc)]) from None
+    if as_json:
+        print(json.dumps([asdict(e) for e in entries], indent=2))
+        return
+    if not entries:
+        console.print("nothing in quarantine")
+    for e in entries:
+        retry = " (retry asked)" if e.retry else ""
+        console.print(f"{e.sink} {e.stream} seq {e.seq}: {e.reason}{retry}", markup=False)
 
 
 def main() -> None:

@@ -232,6 +232,16 @@ class StoreSection(BaseModel):
     flush_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
 
 
+class ForwardSection(BaseModel):
+    """How the store is forwarded to every sink (see docs/configuration.md)."""
+
+    model_config = STRICT
+
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 200  # records per send
+    live_window: PositiveDuration = 10.0  # older records go out marked historical
+    replay_rate: Annotated[float, Field(ge=0)] = 0.0  # historical records/s; 0: no cap
+
+
 class PlantSection(BaseModel):
     model_config = STRICT
 
@@ -341,6 +351,7 @@ class Config(BaseModel):
     sinks: tuple[SinkModel, ...] = ()
     calendar: Calendar | None = None
     store: StoreSection = StoreSection()
+    forward: ForwardSection = ForwardSection()
 
     @property
     def machines_by_name(self) -> dict[str, Machine]:
@@ -379,6 +390,7 @@ _TOP_KEYS = (
     "sinks",
     "calendar",
     "store",
+    "forward",
 )
 
 
@@ -620,6 +632,9 @@ class _Loader:
         store = StoreSection()
         if "store" in doc:
             store = self.validate(StoreSection, doc["store"], ("store",)) or store
+        forward = ForwardSection()
+        if "forward" in doc:
+            forward = self.validate(ForwardSection, doc["forward"], ("forward",)) or forward
         self.cross_check(doc, machines, sources, sinks)
         if self.problems or agent is None or plant is None:
             raise ConfigError(self.problems)
@@ -633,6 +648,7 @@ class _Loader:
             sinks=tuple(s for _, s in sinks),
             calendar=calendar,
             store=store,
+            forward=forward,
         )
 
     def cross_check(

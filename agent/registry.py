@@ -43,7 +43,9 @@ SINKS: Mapping[str, Connector] = MappingProxyType(
     {
         "mqtt": Connector("connectors.mqtt.config:MqttSinkConfig"),
         "sparkplug": Connector("connectors.sparkplug.config:SparkplugSinkConfig"),
-        "http": Connector("connectors.http.config:HttpSinkConfig"),
+        "http": Connector(
+            "connectors.http.config:HttpSinkConfig", runtime="connectors.http.sink:HttpSink"
+        ),
     }
 )
 

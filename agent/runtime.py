@@ -10,24 +10,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agent.clock import Clock, SystemClock
 from agent.config import Config
+from agent.forward import Forwarder, ForwardSettings
 from agent.model import Event, Quality, ReadingBatch
 from agent.pipeline import ReportByException
 from agent.poller import LinkStatistics, run_link
 from agent.registry import runtime_class
 from agent.scheduler import Schedule
+from agent.sink import SinkContext, TagMeta
 from agent.source import Source
 from agent.store import Store, StoreWriter, TagInfo
 from agent.tags import TagTable
 
 log = logging.getLogger("lineside.agent")
+
+
+STATUS_FILE = "status.json"
+STATUS_INTERVAL = 2.0  # seconds between rewrites of the status file
+
+
+def write_status(data_dir: Path, figures: dict[str, Any]) -> None:
+    """Replace `<data_dir>/status.json` atomically (a reader never sees half a file)."""
+    target = data_dir / STATUS_FILE
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps(figures, default=str), encoding="utf-8")
+    os.replace(temporary, target)
+
+
+def sink_tags(stored: dict[int, TagInfo]) -> dict[int, TagMeta]:
+    """The store's tags as sinks see them: each path split into its ISA-95 levels."""
+    tags = {}
+    for tag_id, info in stored.items():
+        site, area, line, machine, name = info.path.split("/", 4)
+        tags[tag_id] = TagMeta(info.path, site, area, line, machine, name, info.unit)
+    return tags
 
 
 class Agent:
@@ -47,15 +73,15 @@ class Agent:
         # Stored batches carry the store's tag ids, which stay stable across restarts and
         # config edits; the hot path uses the dense ids of this run's tag table.
         self._store_ids = np.array([ids[t.path] for t in self.tags], dtype=np.int32)
-        settings = config.store
+        bounds = config.store
         self.writer = StoreWriter(
             data_dir,
-            synchronous=settings.synchronous,
-            flush_interval=settings.flush_interval,
-            flush_rows=settings.flush_rows,
-            max_bytes=settings.max_size,
-            max_age=settings.max_age,
-            retention=settings.retention,
+            synchronous=bounds.synchronous,
+            flush_interval=bounds.flush_interval,
+            flush_rows=bounds.flush_rows,
+            max_bytes=bounds.max_size,
+            max_age=bounds.max_age,
+            retention=bounds.retention,
         )
         self.filter: ReportByException | None = None
         if config.agent.report == "changes":
@@ -64,6 +90,21 @@ class Agent:
                 *self.tags.deadbands(),
                 heartbeat_ns=round(config.agent.heartbeat * 1e9),
             )
+        sink_names = [s.name for s in config.sinks]
+        self.store.register_sinks(sink_names)
+        context = SinkContext(agent_id=config.agent.id, tags=sink_tags(self.store.tags()))
+        forward = config.forward
+        settings = ForwardSettings(
+            batch_size=forward.batch_size,
+            live_window=forward.live_window,
+            replay_rate=forward.replay_rate,
+        )
+        self.forwarders = [
+            Forwarder(
+                runtime_class(s.type)(s, context), self.store, self.writer, self.clock, settings
+            )
+            for s in config.sinks
+        ]
         self.links = {s.name: LinkStatistics() for s in self.sources}
         self.schedules = {s.name: Schedule(dict(s.poll_groups()), self.clock) for s in self.sources}
         # The latest reading of every tag, for live views (`lineside demo`, the status page).
@@ -122,6 +163,10 @@ class Agent:
                     )
                     for source in self.sources
                 ]
+                tasks += [
+                    group.create_task(f.run(), name=f"sink-{f.sink.name}") for f in self.forwarders
+                ]
+                tasks.append(group.create_task(self._publish_status(), name="status-file"))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration)
                 for task in tasks:
@@ -129,9 +174,17 @@ class Agent:
         finally:
             with contextlib.suppress(Exception):
                 await self.writer.flush()
+            with contextlib.suppress(OSError):
+                write_status(self.config.agent.data_dir, self.statistics())
             self.writer.close()
             self.store.close()
             log.info("agent %s: stopped, store drained", self.config.agent.id)
+
+    async def _publish_status(self) -> None:
+        """Write the statistics next to the store every few seconds for `lineside status`."""
+        while True:
+            write_status(self.config.agent.data_dir, self.statistics())
+            await self.clock.sleep_until(self.clock.monotonic() + STATUS_INTERVAL)
 
     def statistics(self) -> dict[str, Any]:
         """Every figure the agent keeps, as plain data (JSON-ready)."""
@@ -143,12 +196,18 @@ class Agent:
                 "link": asdict(self.links[source.name]),
                 "groups": {name: asdict(s) for name, s in schedule.items()},
             }
+        sinks = {
+            f.sink.name: {**f.sink.statistics(), "forward": asdict(f.stats)}
+            for f in self.forwarders
+        }
         filtered = self.filter.statistics() if self.filter is not None else None
         return {
             "agent_id": self.config.agent.id,
+            "written_ns": self.clock.time_ns(),
             "tags": len(self.tags),
             "samples": self.samples,
             "sources": sources,
+            "sinks": sinks,
             "pipeline": asdict(filtered) if filtered is not None else None,
             "store": asdict(self.writer.statistics()),
         }
