@@ -511,10 +511,12 @@ if TYPE_CHECKING:
 def _print_discovery(result: Discovery, files: list[dict[str, object]]) -> None:
     from rich.table import Table
 
+    from connectors.modbus.discover import format_units
+
     where = f"{result.host}:{result.port}"
     console.print(
         f"{where}: {len(result.answering)} of {len(result.probes)} unit ids answered: "
-        + (", ".join(str(u) for u in result.answering) or "none"),
+        + (format_units(result.answering) or "none"),
         markup=False,
         highlight=False,
     )
@@ -523,6 +525,7 @@ def _print_discovery(result: Discovery, files: list[dict[str, object]]) -> None:
             "every unit id probed answered: the device likely ignores the unit id; "
             f"scanned once, as unit {result.answering[0]}",
             markup=False,
+            highlight=False,
         )
     table = Table(title_justify="left")
     for column in ("unit", "table", "readable", "addresses", "requests"):
@@ -537,12 +540,12 @@ def _print_discovery(result: Discovery, files: list[dict[str, object]]) -> None:
             )
     if result.scans:
         console.print(table)
-    console.print(f"{result.requests} requests in all", markup=False)
+    console.print(f"{result.requests} requests in all", markup=False, highlight=False)
     for f in files:
         note = (
             f" (the cap; {f['left_out']} more readable addresses left out)" if f["left_out"] else ""
         )
-        console.print(f"wrote {f['path']}: {f['rows']} tags{note}", markup=False)
+        console.print(f"wrote {f['path']}: {f['rows']} tags{note}", markup=False, highlight=False)
 
 
 def _data_dir(config_file: Path | None, data: Path | None) -> Path:

@@ -1,0 +1,118 @@
+"""`lineside discover modbus` as a user runs it, against a simulated gateway."""
+
+import asyncio
+import json
+import socket
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from firmware_sim.clock import ManualClock
+from firmware_sim.plant import Plant, PlantSpec
+
+
+async def lineside(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        cwd=cwd,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+GATEWAY = """
+name = 'gw'
+[[machines]]
+name = 'press1'
+kind = 'press'
+port = 5020
+unit_id = 1
+[[machines]]
+name = 'loom1'
+kind = 'loom'
+port = 5020
+unit_id = 2
+"""
+
+
+async def test_discover_a_gateway_and_validate_its_tag_lists(tmp_path: Path) -> None:
+    spec = PlantSpec.model_validate(tomllib.loads(GATEWAY)).with_ephemeral_ports()
+    async with Plant(spec, ManualClock(), opcua=False, rtu=False) as plant:
+        (endpoint,) = {e.modbus_tcp for e in plant.endpoints()}
+        code, out, err = await lineside(
+            "discover",
+            "modbus",
+            endpoint,
+            "--units",
+            "1-3",
+            "--max-address",
+            "1999",
+            "--out",
+            str(tmp_path / "map.csv"),
+            "--json",
+        )
+    assert code == 0, err
+    assert err == ""  # no progress bar with --json
+    result = json.loads(out)
+    assert result["answering"] == [1, 2]
+    assert [p["present"] for p in result["probes"]] == [True, True, False]
+    for unit in result["units"]:
+        for table in ("co", "di", "ir", "hr"):
+            # The simulator's register images hold 1024 addresses per table.
+            assert unit["tables"][table]["readable"] == [{"first": 0, "last": 1023, "count": 1024}]
+    files = {f["unit_id"]: f for f in result["tags_files"]}
+    assert files[1]["rows"] == 2000 and files[1]["left_out"] == 4 * 1024 - 2000
+    assert Path(files[2]["path"]) == tmp_path / "map_unit2.csv"
+
+    config = tmp_path / "lineside.toml"
+    config.write_text(
+        "config_version = 1\n[agent]\nid = 'edge-1'\n[plant]\nsite = 'test'\n"
+        "[[machines]]\nname = 'press1'\narea = 'a'\nline = 'l'\nkind = 'press'\n"
+        "[[machines]]\nname = 'loom1'\narea = 'a'\nline = 'l'\nkind = 'loom'\n"
+        "[[sources]]\nname = 'gw'\ntype = 'modbus_tcp'\nhost = '127.0.0.1'\n"
+        "[[sources.units]]\nunit_id = 1\nmachine = 'press1'\ntags_file = 'map_unit1.csv'\n"
+        "[[sources.units]]\nunit_id = 2\nmachine = 'loom1'\ntags_file = 'map_unit2.csv'\n",
+        encoding="utf-8",
+    )
+    code, out, err = await lineside("validate", str(config), "--json")
+    assert code == 0, err
+    assert json.loads(out)["sources"][0]["tags"] == 2 * 2000  # two units, each at the cap
+
+
+async def test_discover_a_dead_port_exits_1_with_one_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out, err = await lineside("discover", "modbus", f"127.0.0.1:{port}", "--units", "1")
+    assert code == 1
+    assert out == ""
+    assert err.strip().splitlines() == [f"lineside: 127.0.0.1:{port}: connection refused"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["opcua", "host"], "only modbus can be discovered in this version"),
+        (["modbus", "host:99999"], "bad port"),
+        (["modbus", "host", "--units", "1-300"], "unit ids are 0..255"),
+        (["modbus", "host", "--units", "a"], "bad unit ids"),
+        (["modbus", "host", "--timeout", "300"], "durations need a unit"),
+        (["modbus", "host", "--max-address", "70000"], "--max-address must be 0..65535"),
+        (["modbus", "host", "--out", "/no/such/dir/map.csv"], "no such directory"),
+    ],
+)
+async def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
+    code, out, err = await lineside("discover", *args)
+    assert out == ""
+    assert code == 2, err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
