@@ -41,7 +41,9 @@ SOURCES: Mapping[str, Connector] = MappingProxyType(
 
 SINKS: Mapping[str, Connector] = MappingProxyType(
     {
-        "mqtt": Connector("connectors.mqtt.config:MqttSinkConfig"),
+        "mqtt": Connector(
+            "connectors.mqtt.config:MqttSinkConfig", runtime="connectors.mqtt.sink:MqttSink"
+        ),
         "sparkplug": Connector("connectors.sparkplug.config:SparkplugSinkConfig"),
         "http": Connector(
             "connectors.http.config:HttpSinkConfig", runtime="connectors.http.sink:HttpSink"

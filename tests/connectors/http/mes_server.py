@@ -1,0 +1,230 @@
+"""A real HTTP MES for tests: a `ThreadingHTTPServer` on port 0 in a background thread.
+
+It records every request (headers and body), stores records de-duplicated both by
+`Idempotency-Key` and by `(agent_id, stream, seq)` (the two ways an MES may de-duplicate), and
+can be scripted, request by request, to misbehave:
+
+    Status(500)           answer with that status (and an optional body), store nothing
+    Hang()                read the request, never answer (until the server stops)
+    Reset()               read the request, then drop the connection with a TCP RST
+    CommitThenReset()     store the batch, then drop the connection without answering
+    Close()               read the request, then close the connection cleanly (FIN), no answer
+
+Unscripted requests are accepted (200). With `refuse` set, records it flags are answered with
+`422 {"rejected": [indexes]}` while the others in the batch are stored: the contract the sink's
+README documents.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    code: int
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Hang:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CommitThenReset:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    pass
+
+
+Action = Status | Hang | Reset | CommitThenReset | Close
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One request as it arrived; header names are lower-cased."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    requests: int  # every request that reached a handler
+    deliveries: int  # records stored, counting duplicates
+    batches: int  # distinct Idempotency-Keys stored
+    records: int  # distinct (agent_id, stream, seq)
+    readings: int  # readings in the distinct records
+
+
+@dataclass
+class _State:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
+    script: deque[Action] = field(default_factory=deque)
+    requests: list[Received] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
+    records: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    deliveries: int = 0
+    refuse: Callable[[dict[str, Any]], bool] | None = None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real MES front end would
+    state: _State  # set on a per-server subclass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: tests read `requests`, not stderr
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        received = Received(
+            method="POST",
+            path=self.path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+        )
+        with self.state.lock:
+            self.state.requests.append(received)
+            action = self.state.script.popleft() if self.state.script else None
+        if isinstance(action, Status):
+            self._answer(action.code, action.body)
+        elif isinstance(action, Hang):
+            self.state.release.wait()
+            self._reset()
+        elif isinstance(action, Reset):
+            self._reset()
+        elif isinstance(action, CommitThenReset):
+            self._store(received)
+            self._reset()
+        elif isinstance(action, Close):
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+        else:
+            code, answer = self._store(received)
+            self._answer(code, json.dumps(answer).encode())
+
+    def _store(self, received: Received) -> tuple[int, dict[str, Any]]:
+        try:
+            document = received.json()
+            agent_id = str(document["agent_id"])
+            records: list[dict[str, Any]] = list(document["records"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return 400, {"error": f"bad body: {exc}"}
+        key = received.headers.get("idempotency-key", "")
+        with self.state.lock:
+            refuse = self.state.refuse
+            rejected = [i for i, r in enumerate(records) if refuse is not None and refuse(r)]
+            duplicate = key in self.state.keys
+            for i, record in enumerate(records):
+                if i in rejected:
+                    continue
+                # Every arrival counts; storage by (agent_id, stream, seq) keeps one copy.
+                self.state.deliveries += 1
+                self.state.records.setdefault((agent_id, record["stream"], record["seq"]), record)
+            if rejected:
+                return 422, {"rejected": rejected}
+            self.state.keys.add(key)
+        return 200, {"accepted": len(records), "duplicate": duplicate}
+
+    def _answer(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _reset(self) -> None:
+        # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+
+class MesServer:
+    """Start with `running()`; `url` is the endpoint, `script()` queues misbehaviour."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self._state = _State()
+        handler = type("Handler", (_Handler,), {"state": self._state})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
+        # A short poll interval keeps shutdown (once per test) from costing half a second.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{self._scheme}://{host!s}:{port}/api/lineside"
+
+    def script(self, *actions: Action) -> None:
+        """Answer the next requests with these actions, in order; then accept again."""
+        with self._state.lock:
+            self._state.script.extend(actions)
+
+    def refuse(self, predicate: Callable[[dict[str, Any]], bool] | None) -> None:
+        """Answer 422 naming every record `predicate` flags (the others are stored)."""
+        with self._state.lock:
+            self._state.refuse = predicate
+
+    @property
+    def requests(self) -> list[Received]:
+        with self._state.lock:
+            return list(self._state.requests)
+
+    def stored(self) -> dict[tuple[str, str, int], dict[str, Any]]:
+        with self._state.lock:
+            return dict(self._state.records)
+
+    def totals(self) -> Totals:
+        with self._state.lock:
+            records = self._state.records.values()
+            return Totals(
+                requests=len(self._state.requests),
+                deliveries=self._state.deliveries,
+                batches=len(self._state.keys),
+                records=len(records),
+                readings=sum(len(r.get("readings", ())) for r in records),
+            )
+
+    @contextmanager
+    def running(self) -> Iterator[MesServer]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._state.release.set()  # let hanging handlers finish
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
