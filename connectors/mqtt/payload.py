@@ -1,0 +1,251 @@
+"""Unified-Namespace topics and JSON payloads: pure functions of sink records and tag metadata.
+
+The topic tree (ISA-95 levels, see connectors/mqtt/README.md):
+
+    <prefix>/<site>/<area>/<line>/<machine>/telemetry          one message per record and machine
+    <prefix>/<site>/<area>/<line>/<machine>/telemetry/<tag>    retained last good value (optional)
+    <prefix>/<site>/<area>/<line>/<machine>/event/<kind>       machine events
+    <prefix>/<site>/_agent/<agent_id>/event/<kind>             events of no (known) machine
+    <prefix>/<site>/_agent/<agent_id>/gap                      records dropped before sending
+
+Every payload carries `agent_id`, `stream` and `seq`, the key a consumer de-duplicates on
+(delivery is at least once). Times are UTC milliseconds since the epoch. NaN and infinities
+become `null`: JSON has no such numbers.
+
+Everything that depends only on the tag table (topic strings, tag names, units) is worked out
+once, when the layout is built; the per-message work is one dict per value and one
+`orjson.dumps` per message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from agent.model import Quality
+from agent.sink import EventRecord, GapRecord, Record, TagMeta, TelemetryRecord
+
+# Quality byte → name; a byte outside the enum is not good, so it reads "bad".
+QUALITY_NAMES: tuple[str, ...] = tuple(
+    Quality(q).name.lower() if q in Quality._value2member_map_ else "bad" for q in range(256)
+)
+
+AGENT_LEVEL = "_agent"  # the area-level name under which agent-wide topics live
+NO_SITE = "_"  # the site used when the agent has no tags at all
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One MQTT publish: `index` is the position, in the batch sent, of the record it carries."""
+
+    topic: str
+    payload: bytes
+    index: int
+    retain: bool = False
+
+
+class PayloadError(ValueError):
+    """A record that cannot be put in the topic tree or encoded (the record at `index`)."""
+
+    def __init__(self, message: str, index: int) -> None:
+        self.index = index
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tag:
+    machine: int  # index into UnsLayout.machine_topics
+    name: str
+    unit: str
+    last_topic: str  # where its retained last value goes
+
+
+def _ms(ts_ns: int) -> int:
+    return ts_ns // 1_000_000
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class UnsLayout:
+    """Builds the messages of a batch of records under `prefix`, for one agent's tags."""
+
+    def __init__(self, prefix: str, agent_id: str, tags: Mapping[int, TagMeta]) -> None:
+        self.prefix = prefix
+        self.agent_id = agent_id
+        # A config has one plant site; a store that outlived a config change may hold more,
+        # and then the site most tags use names the agent.
+        sites = Counter(meta.site for meta in tags.values())
+        self.site = min(sites, key=lambda s: (-sites[s], s)) if sites else NO_SITE
+        self.agent_topic = f"{prefix}/{self.site}/{AGENT_LEVEL}/{agent_id}"
+        machines: dict[tuple[str, str, str, str], int] = {}
+        self.machine_topics: list[str] = []  # <prefix>/<site>/<area>/<line>/<machine>
+        self._machine_of_name: dict[str, str] = {}
+        self._tags: dict[int, _Tag] = {}
+        for tag_id in sorted(tags):
+            meta = tags[tag_id]
+            key = (meta.site, meta.area, meta.line, meta.machine)
+            if key not in machines:
+                machines[key] = len(self.machine_topics)
+                base = f"{prefix}/{meta.site}/{meta.area}/{meta.line}/{meta.machine}"
+                self.machine_topics.append(base)
+                self._machine_of_name.setdefault(meta.machine, base)
+            machine = machines[key]
+            base = self.machine_topics[machine]
+            self._tags[tag_id] = _Tag(
+                machine, meta.name, meta.unit, f"{base}/telemetry/{meta.name}"
+            )
+        self._telemetry_topics = [f"{base}/telemetry" for base in self.machine_topics]
+
+    # -----------------------------------------------------------------------------------------
+    # Topics
+
+    def event_topic(self, machine: str | None, kind: str) -> str:
+        """Machine events under the machine; the rest (or an unknown machine) under the agent."""
+        base = self._machine_of_name.get(machine, self.agent_topic) if machine else self.agent_topic
+        return f"{base}/event/{kind}"
+
+    @property
+    def gap_topic(self) -> str:
+        return f"{self.agent_topic}/gap"
+
+    # -----------------------------------------------------------------------------------------
+    # Messages
+
+    def messages(self, records: Sequence[Record], *, retain_last: bool = False) -> list[Message]:
+        """The messages of `records` in order; with `retain_last`, then the last-value ones."""
+        out: list[Message] = []
+        for index, record in enumerate(records):
+            if isinstance(record, TelemetryRecord):
+                out.extend(self._telemetry(index, record))
+            elif isinstance(record, EventRecord):
+                out.append(self._event(index, record))
+            else:
+                out.append(self._gap(index, record))
+        if retain_last:
+            out.extend(self.last_values(records))
+        return out
+
+    def _telemetry(self, index: int, record: TelemetryRecord) -> list[Message]:
+        batch = record.batch
+        n = len(batch)
+        if n == 0:
+            return []
+        ids = batch.tag_ids.tolist()
+        values = batch.values.tolist()
+        quality = batch.quality.tolist()
+        # One timestamp per batch is the common case: then values carry no `ts` of their own.
+        stamps = (batch.ts_ns // 1_000_000).tolist() if batch.ts_ns.shape[0] > 1 else None
+        groups: dict[int, dict[str, dict[str, Any]]] = {}
+        tags = self._tags
+        for row, tag_id in enumerate(ids):
+            tag = tags.get(tag_id)
+            if tag is None:
+                raise PayloadError(f"tag id {tag_id} is not in the tag table", index)
+            entry: dict[str, Any] = {
+                "value": _finite(values[row]),
+                "quality": QUALITY_NAMES[quality[row]],
+                "unit": tag.unit,
+            }
+            if stamps is not None:
+                entry["ts"] = stamps[row]
+            group = groups.get(tag.machine)
+            if group is None:
+                group = groups[tag.machine] = {}
+            group[tag.name] = entry
+        ts = _ms(int(batch.ts_ns[0]))
+        return [
+            Message(
+                self._telemetry_topics[machine],
+                orjson.dumps(
+                    {
+                        "agent_id": self.agent_id,
+                        "stream": record.stream,
+                        "seq": record.seq,
+                        "ts": ts,
+                        "historical": record.historical,
+                        "values": group,
+                    }
+                ),
+                index,
+            )
+            for machine, group in groups.items()
+        ]
+
+    def _event(self, index: int, record: EventRecord) -> Message:
+        event = record.event
+        kind = str(event.kind)
+        body = {
+            "agent_id": self.agent_id,
+            "stream": record.stream,
+            "seq": record.seq,
+            "ts": _ms(event.ts_ns),
+            "historical": record.historical,
+            "kind": kind,
+            "machine": event.machine,
+            "data": event.data,
+        }
+        try:
+            payload = orjson.dumps(body, option=_JSON_OPTIONS)
+        except orjson.JSONEncodeError as exc:
+            raise PayloadError(f"event data cannot be encoded as JSON: {exc}", index) from exc
+        return Message(self.event_topic(event.machine, kind), payload, index)
+
+    def _gap(self, index: int, record: GapRecord) -> Message:
+        body = {
+            "agent_id": self.agent_id,
+            "stream": record.stream,
+            "seq": record.seq,
+            "ts": _ms(record.ts_ns),
+            "historical": record.historical,
+            "of_stream": record.of_stream,
+            "first_seq": record.first_seq,
+            "last_seq": record.last_seq,
+            "count": record.count,
+            "readings": record.readings,
+            "reason": record.reason,
+        }
+        return Message(self.gap_topic, orjson.dumps(body), index)
+
+    def last_values(self, records: Sequence[Record]) -> list[Message]:
+        """One retained message per tag: its latest good, finite value among `records`."""
+        good = Quality.GOOD.value
+        latest: dict[int, tuple[int, TelemetryRecord, float, int]] = {}
+        for index, record in enumerate(records):
+            if not isinstance(record, TelemetryRecord) or not len(record.batch):
+                continue
+            batch = record.batch
+            stamps = batch.timestamps().tolist()
+            for tag_id, value, quality, ts_ns in zip(
+                batch.tag_ids.tolist(),
+                batch.values.tolist(),
+                batch.quality.tolist(),
+                stamps,
+                strict=True,
+            ):
+                if quality == good and math.isfinite(value) and tag_id in self._tags:
+                    latest[tag_id] = (index, record, value, ts_ns)
+        out = []
+        for tag_id in sorted(latest):
+            index, record, value, ts_ns = latest[tag_id]
+            tag = self._tags[tag_id]
+            body = {
+                "agent_id": self.agent_id,
+                "stream": record.stream,
+                "seq": record.seq,
+                "ts": _ms(ts_ns),
+                "historical": record.historical,
+                "value": value,
+                "quality": "good",
+                "unit": tag.unit,
+            }
+            out.append(Message(tag.last_topic, orjson.dumps(body), index, retain=True))
+        return out

@@ -1,0 +1,30 @@
+"""Fixtures shared across the test tree."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.brokers import BrokerFactory, Certificates, make_certificates, mosquitto_binary
+
+
+@pytest.fixture(scope="session")
+def test_certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A test CA, server and client certificates and an unrelated CA (made once per run)."""
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path, test_certificates: Certificates) -> Iterator[BrokerFactory]:
+    """Start private mosquitto brokers: `mosquitto(users=..., tls=..., acl=...)`.
+
+    Every broker started is killed when the test ends. A missing mosquitto fails the test.
+    """
+    mosquitto_binary()
+    factory = BrokerFactory(tmp_path / "mosquitto", test_certificates)
+    try:
+        yield factory
+    finally:
+        factory.close()

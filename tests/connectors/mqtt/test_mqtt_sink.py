@@ -1,0 +1,343 @@
+"""MqttSink against a real mosquitto, read back by an independent paho subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.errors import ConnectError, RequestTimeout, SinkRejected
+from agent.model import Event, EventKind, Quality, ReadingBatch
+from agent.sink import EventRecord, GapRecord, Record, SinkContext, TagMeta, TelemetryRecord
+from connectors.mqtt.config import MqttSinkConfig
+from connectors.mqtt.sink import MqttSink
+from tests.brokers import BrokerFactory, Mosquitto
+
+pytestmark = pytest.mark.timeout(60)
+
+T0 = 1_717_000_000_000_000_000
+TAGS = {
+    1: TagMeta("plant1/press/line1/press1/die_temp", "plant1", "press", "line1", "press1",
+               "die_temp", "°C"),
+    2: TagMeta("plant1/press/line1/press1/strokes", "plant1", "press", "line1", "press1",
+               "strokes", ""),
+    3: TagMeta("plant1/weaving/line2/loom1/speed", "plant1", "weaving", "line2", "loom1",
+               "speed", "rpm"),
+}  # fmt: skip
+CONTEXT = SinkContext(agent_id="edge-7", tags=TAGS)
+PRESS = "uns/plant1/press/line1/press1"
+LOOM = "uns/plant1/weaving/line2/loom1"
+USERS = {"agent": "s3cret-agent", "reader": "s3cret-reader"}
+
+
+class Subscriber:
+    """A separate paho client on its own network thread: what a consumer of the UNS sees."""
+
+    def __init__(self, broker: Mosquitto, topic: str = "uns/#", user: str | None = None) -> None:
+        self.received: list[tuple[str, dict[str, Any], bool]] = []
+        self._changed = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"reader-{id(self)}",
+            protocol=mqtt.MQTTv5,
+        )
+        if user is not None:
+            self.client.username_pw_set(user, USERS[user])
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *args: self._subscribed.set()
+        self.client.on_connect = lambda c, *args: c.subscribe(topic, qos=1)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise AssertionError("the subscriber got no SUBACK")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._changed:
+            self.received.append((message.topic, orjson.loads(message.payload), message.retain))
+            self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, dict[str, Any], bool]]:
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.received) >= count, timeout)
+            return list(self.received)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def subscribers() -> Iterator[list[Subscriber]]:
+    made: list[Subscriber] = []
+    yield made
+    for subscriber in made:
+        subscriber.close()
+
+
+def subscribe(made: list[Subscriber], broker: Mosquitto, **options: Any) -> Subscriber:
+    subscriber = Subscriber(broker, **options)
+    made.append(subscriber)
+    return subscriber
+
+
+def sink_config(broker: Mosquitto, **settings: Any) -> MqttSinkConfig:
+    return MqttSinkConfig.model_validate(
+        {"type": "mqtt", "name": "uns", "host": broker.host, "port": broker.port,
+         "topic_prefix": "uns", **settings}
+    )  # fmt: skip
+
+
+def telemetry(seq: int, machine_tags: list[int], value: float = 60.0) -> TelemetryRecord:
+    batch = ReadingBatch.from_columns(
+        "plc",
+        machine_tags,
+        [value + i for i in range(len(machine_tags))],
+        Quality.GOOD,
+        T0 + seq * 10**9,
+    )
+    return TelemetryRecord(seq, batch)
+
+
+def test_registry_names_the_runtime() -> None:
+    from agent.registry import runtime_class
+
+    assert runtime_class("mqtt") is MqttSink
+
+
+async def test_telemetry_events_and_gaps_arrive_on_their_topics(
+    mosquitto: BrokerFactory, subscribers: list[Subscriber]
+) -> None:
+    broker = mosquitto()
+    reader = subscribe(subscribers, broker)
+    sink = MqttSink(sink_config(broker), CONTEXT)
+    await sink.connect()
+    records: list[Record] = [
+        telemetry(17, [1, 2], 61.5),
+        EventRecord(4, Event(EventKind.STATE, T0, "loom1", {"state": "held"})),
+        GapRecord(2, "telemetry", 5, 9, 5, 15, T0, "store full"),
+    ]
+    await sink.send(records)
+    stats = sink.statistics()
+    assert stats["acknowledged"] == 3
+    assert stats["records"] == 3
+    assert stats["in_flight"] == 0
+    await sink.close()
+    head = {"agent_id": "edge-7", "historical": False}
+    assert reader.wait_for(3) == [
+        (f"{PRESS}/telemetry",
+         {**head, "stream": "telemetry", "seq": 17, "ts": T0 // 10**6 + 17_000,
+          "values": {"die_temp": {"value": 61.5, "quality": "good", "unit": "°C"},
+                     "strokes": {"value": 62.5, "quality": "good", "unit": ""}}},
+         False),
+        (f"{LOOM}/event/state",
+         {**head, "stream": "events", "seq": 4, "ts": T0 // 10**6, "kind": "state",
+          "machine": "loom1", "data": {"state": "held"}},
+         False),
+        ("uns/plant1/_agent/edge-7/gap",
+         {**head, "stream": "gaps", "seq": 2, "ts": T0 // 10**6, "of_stream": "telemetry",
+          "first_seq": 5, "last_seq": 9, "count": 5, "readings": 15, "reason": "store full"},
+         False),
+    ]  # fmt: skip
+    with pytest.raises(ConnectError, match="not connected"):
+        await sink.send(records)
+
+
+async def test_send_waits_for_every_puback_and_fails_when_the_broker_dies(
+    mosquitto: BrokerFactory, subscribers: list[Subscriber]
+) -> None:
+    broker = mosquitto()
+    sink = MqttSink(sink_config(broker), CONTEXT)
+    await sink.connect()
+    records: list[Record] = [telemetry(seq, [1, 2]) for seq in range(1, 51)]
+    broker.pause()  # the broker takes the messages but answers nothing
+    sending = asyncio.create_task(sink.send(records))
+    done, _ = await asyncio.wait({sending}, timeout=0.5)
+    assert not done, "send returned without a PUBACK"
+    assert sink.statistics()["in_flight"] == 50
+    broker.stop()
+    with pytest.raises(ConnectError, match="connection lost"):
+        await sending
+    stats = sink.statistics()
+    assert (stats["acknowledged"], stats["records"], stats["connected"]) == (0, 0, 0)
+    # Back on the same port: a new connection sends the same records again.
+    broker.start()
+    reader = subscribe(subscribers, broker)
+    await sink.connect()
+    await sink.send(records)
+    await sink.close()
+    assert [payload["seq"] for _, payload, _ in reader.wait_for(50)] == list(range(1, 51))
+
+
+async def test_no_puback_in_time_is_a_request_timeout(mosquitto: BrokerFactory) -> None:
+    broker = mosquitto()
+    sink = MqttSink(sink_config(broker), CONTEXT, ack_timeout=0.3)
+    await sink.connect()
+    broker.pause()
+    try:
+        with pytest.raises(RequestTimeout, match=r"2 of 2 messages not acknowledged within 0\.3 s"):
+            await sink.send([telemetry(1, [1]), telemetry(2, [3])])
+        assert sink.statistics()["in_flight"] == 0
+    finally:
+        broker.resume()
+        await sink.close()
+
+
+async def test_tls_with_the_test_ca_client_certificate_and_password_file(
+    mosquitto: BrokerFactory, subscribers: list[Subscriber], tmp_path: Path
+) -> None:
+    broker = mosquitto(users=USERS, tls=True)
+    reader = subscribe(subscribers, broker, user="reader")
+    secret = tmp_path / "mqtt-password"
+    secret.write_text(USERS["agent"] + "\n", encoding="utf-8")
+    config = sink_config(
+        broker,
+        port=broker.tls_port,
+        username="agent",
+        password_file=str(secret),
+        tls={"ca": str(broker.ca), "cert": str(broker.client_cert), "key": str(broker.client_key)},
+    )
+    assert config.endpoint.startswith("mqtts://")
+    sink = MqttSink(config, CONTEXT)
+    await sink.connect()
+    await sink.send([telemetry(1, [3], 99.0)])
+    await sink.close()
+    ((topic, payload, _),) = reader.wait_for(1)
+    assert (topic, payload["values"]["speed"]["value"]) == (f"{LOOM}/telemetry", 99.0)
+
+
+async def test_a_server_certificate_from_another_ca_fails_closed(
+    mosquitto: BrokerFactory,
+) -> None:
+    broker = mosquitto(tls=True)
+    sink = MqttSink(
+        sink_config(broker, port=broker.tls_port, tls={"ca": str(broker.wrong_ca)}), CONTEXT
+    )
+    with pytest.raises(
+        ConnectError,
+        match=r"mqtts://127\.0\.0\.1:\d+: TLS certificate verify failed: \w",
+    ):
+        await sink.connect()
+    assert sink.statistics()["connected"] == 0
+    # The plaintext port is not TLS: the handshake fails, with a message saying so.
+    plain = MqttSink(sink_config(broker, tls={"ca": str(broker.ca)}), CONTEXT, ack_timeout=2)
+    with pytest.raises(ConnectError, match=r"TLS handshake failed: .* a TLS listener"):
+        await plain.connect()
+
+
+async def test_wrong_or_missing_password_fails_closed_without_showing_it(
+    mosquitto: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = mosquitto(users=USERS)
+    monkeypatch.setenv("MQTT_PASSWORD", "not-the-password")
+    sink = MqttSink(sink_config(broker, username="agent", password_env="MQTT_PASSWORD"), CONTEXT)
+    with pytest.raises(ConnectError) as caught:
+        await sink.connect()
+    message = str(caught.value)
+    assert "the broker refused the connection: not authorized" in message
+    assert "not-the-password" not in message
+    monkeypatch.delenv("MQTT_PASSWORD")
+    with pytest.raises(ConnectError, match="environment variable MQTT_PASSWORD is not set"):
+        await sink.connect()
+    monkeypatch.setenv("MQTT_PASSWORD", USERS["agent"])
+    await sink.connect()  # the right one works
+    await sink.close()
+    anonymous = MqttSink(sink_config(broker), CONTEXT)
+    with pytest.raises(ConnectError, match="not authorized"):
+        await anonymous.connect()
+
+
+async def test_refused_and_silent_endpoints_fail_closed() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        config = MqttSinkConfig.model_validate(
+            {"type": "mqtt", "name": "uns", "host": "127.0.0.1", "port": port}
+        )
+        with pytest.raises(ConnectError, match=f"mqtt://127.0.0.1:{port}: connection refused"):
+            await MqttSink(config, CONTEXT).connect()
+        # Listening but never answering (not a broker, or a hung one): no CONNACK.
+        probe.listen()
+        started = time.monotonic()
+        with pytest.raises(ConnectError, match=r"no CONNACK within 0\.3 s"):
+            await MqttSink(config, CONTEXT, ack_timeout=0.3).connect()
+        assert time.monotonic() - started < 5
+
+
+async def test_an_acl_denied_topic_is_rejected_with_its_index(
+    mosquitto: BrokerFactory, subscribers: list[Subscriber]
+) -> None:
+    acl = "user agent\ntopic write uns/plant1/press/#\nuser reader\ntopic read uns/#\n"
+    broker = mosquitto(users=USERS, acl=acl)
+    reader = subscribe(subscribers, broker, user="reader")
+    sink = MqttSink(sink_config(broker, username="agent", password_env="AGENT_PASSWORD"), CONTEXT)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AGENT_PASSWORD", USERS["agent"])
+        await sink.connect()
+    records: list[Record] = [
+        telemetry(1, [1]),
+        telemetry(2, [3]),
+        telemetry(3, [2]),
+        telemetry(4, [3]),
+    ]
+    with pytest.raises(
+        SinkRejected, match=f"the broker refused {LOOM}/telemetry: not authorized"
+    ) as caught:
+        await sink.send(records)
+    assert caught.value.index == 1  # the first refused record; the forwarder resends the rest
+    assert sink.statistics()["refused"] == 2
+    assert sink.statistics()["records"] == 1
+    await sink.close()
+    assert [p["seq"] for _, p, _ in reader.wait_for(2)] == [1, 3]
+
+
+async def test_retained_last_values_reach_a_late_subscriber(
+    mosquitto: BrokerFactory, subscribers: list[Subscriber]
+) -> None:
+    broker = mosquitto()
+    sink = MqttSink(sink_config(broker, retain_last=True), CONTEXT)
+    await sink.connect()
+    await sink.send([telemetry(1, [1, 2, 3], 10.0), telemetry(2, [1], 20.0)])
+    await sink.close()
+    late = subscribe(subscribers, broker, topic="uns/+/+/+/+/telemetry/+")
+    got = {
+        topic: (payload["value"], payload["seq"], retain)
+        for topic, payload, retain in late.wait_for(3)
+    }
+    assert got == {
+        f"{PRESS}/telemetry/die_temp": (20.0, 2, True),
+        f"{PRESS}/telemetry/strokes": (11.0, 1, True),
+        f"{LOOM}/telemetry/speed": (12.0, 1, True),
+    }
+
+
+async def test_qos_0_counts_written_messages_as_sent(mosquitto: BrokerFactory) -> None:
+    broker = mosquitto()
+    sink = MqttSink(sink_config(broker, qos=0), CONTEXT)
+    await sink.connect()
+    await sink.send([telemetry(seq, [1]) for seq in range(1, 11)])
+    assert sink.statistics()["acknowledged"] == 10
+    await sink.close()
+
+
+async def test_send_10k_records_throughput(mosquitto: BrokerFactory) -> None:
+    """Measured, not asserted: records per second for one `send` of 10 000 records."""
+    broker = mosquitto()
+    sink = MqttSink(sink_config(broker), CONTEXT)
+    await sink.connect()
+    records: list[Record] = [telemetry(seq, [1, 2]) for seq in range(1, 10_001)]
+    started = time.perf_counter()
+    await sink.send(records)
+    elapsed = time.perf_counter() - started
+    await sink.close()
+    assert sink.statistics()["acknowledged"] == 10_000
+    print(f"\nMQTT sink, QoS 1, 10 000 records of 2 tags: {10_000 / elapsed:,.0f} records/s")
