@@ -44,7 +44,10 @@ SINKS: Mapping[str, Connector] = MappingProxyType(
         "mqtt": Connector(
             "connectors.mqtt.config:MqttSinkConfig", runtime="connectors.mqtt.sink:MqttSink"
         ),
-        "sparkplug": Connector("connectors.sparkplug.config:SparkplugSinkConfig"),
+        "sparkplug": Connector(
+            "connectors.sparkplug.config:SparkplugSinkConfig",
+            runtime="connectors.sparkplug.sink:SparkplugSink",
+        ),
         "http": Connector(
             "connectors.http.config:HttpSinkConfig", runtime="connectors.http.sink:HttpSink"
         ),

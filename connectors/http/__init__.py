@@ -1,1 +1,1 @@
-"""HTTP sink to an MES: config model now, runtime with the forwarding issue."""
+"""HTTP sink to an MES: batched JSON POSTs with idempotency keys."""

@@ -1,1 +1,1 @@
-"""MQTT sink with a Unified Namespace topic tree (config model; runtime with forwarding)."""
+"""MQTT sink with a Unified Namespace topic tree (ISA-95 levels), PUBACK-driven."""

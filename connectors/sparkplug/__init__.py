@@ -1,1 +1,1 @@
-"""MQTT Sparkplug B 3.0 sink: config model now, runtime with the forwarding issue."""
+"""MQTT Sparkplug B 3.0 sink: births, data by alias, rebirth, primary host STATE."""
