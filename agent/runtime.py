@@ -13,16 +13,18 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.clock import Clock, SystemClock
 from agent.config import Config
 from agent.forward import Forwarder, ForwardSettings
-from agent.model import Event, Quality, ReadingBatch
+from agent.model import DataType, Event, Quality, ReadingBatch
 from agent.pipeline import ReportByException
 from agent.poller import LinkStatistics, run_link
 from agent.registry import runtime_class
@@ -37,6 +39,8 @@ log = logging.getLogger("lineside.agent")
 
 STATUS_FILE = "status.json"
 STATUS_INTERVAL = 2.0  # seconds between rewrites of the status file
+# Tag id arrays whose store ids are remembered (one per unit and poll group is typical).
+_STORE_ID_CACHE = 4096
 
 
 def write_status(data_dir: Path, figures: dict[str, Any]) -> None:
@@ -47,12 +51,16 @@ def write_status(data_dir: Path, figures: dict[str, Any]) -> None:
     os.replace(temporary, target)
 
 
-def sink_tags(stored: dict[int, TagInfo]) -> dict[int, TagMeta]:
-    """The store's tags as sinks see them: each path split into its ISA-95 levels."""
+def sink_tags(
+    stored: dict[int, TagInfo], types: Mapping[str, DataType] | None = None
+) -> dict[int, TagMeta]:
+    """The store's tags as sinks see them: each path split into its ISA-95 levels, with the
+    declared type of the tags this config still has (`types`, by path; others: float64)."""
     tags = {}
     for tag_id, info in stored.items():
         site, area, line, machine, name = info.path.split("/", 4)
-        tags[tag_id] = TagMeta(info.path, site, area, line, machine, name, info.unit)
+        kind = (types or {}).get(info.path, "float64")
+        tags[tag_id] = TagMeta(info.path, site, area, line, machine, name, info.unit, kind)
     return tags
 
 
@@ -73,6 +81,7 @@ class Agent:
         # Stored batches carry the store's tag ids, which stay stable across restarts and
         # config edits; the hot path uses the dense ids of this run's tag table.
         self._store_ids = np.array([ids[t.path] for t in self.tags], dtype=np.int32)
+        self._store_id_cache: dict[int, tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]] = {}
         bounds = config.store
         self.writer = StoreWriter(
             data_dir,
@@ -92,7 +101,8 @@ class Agent:
             )
         sink_names = [s.name for s in config.sinks]
         self.store.register_sinks(sink_names)
-        context = SinkContext(agent_id=config.agent.id, tags=sink_tags(self.store.tags()))
+        types = {t.path: t.type for t in self.tags}
+        context = SinkContext(config.agent.id, sink_tags(self.store.tags(), types))
         forward = config.forward
         settings = ForwardSettings(
             batch_size=forward.batch_size,
@@ -115,24 +125,47 @@ class Agent:
         self.samples = 0
 
     def emit_readings(self, batch: ReadingBatch) -> None:
-        ids = batch.tag_ids
-        self.samples += len(ids)
-        self.latest_values[ids] = batch.values
-        self.latest_quality[ids] = batch.quality
-        self.latest_ts_ns[ids] = batch.timestamps()
+        n = len(batch)
+        self.samples += n
+        # Index with intp once: numpy converts int32 indices on every use otherwise.
+        at = batch.tag_ids.astype(np.intp)
+        self.latest_values[at] = batch.values
+        self.latest_quality[at] = batch.quality
+        ts = batch.ts_ns
+        # One timestamp per batch is stored as a scalar: broadcasting it costs more than it.
+        self.latest_ts_ns[at] = ts[0] if ts.shape[0] == 1 else ts
+        polled = batch
         if self.filter is not None:
             batch = self.filter.filter(batch)
             if not len(batch):
                 return
+        store_ids = (
+            self._store_ids_of(batch.tag_ids) if batch is polled else self._store_ids[batch.tag_ids]
+        )
         self.writer.submit_readings(
             ReadingBatch(
                 source=batch.source,
-                tag_ids=self._store_ids[batch.tag_ids],
+                tag_ids=store_ids,
                 values=batch.values,
                 quality=batch.quality,
                 ts_ns=batch.ts_ns,
             )
         )
+
+    def _store_ids_of(self, tag_ids: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+        """The store's ids for a source's tag id array, mapped once per array.
+
+        Sources hand out the same (planned) id array with every poll of a unit, so the mapping
+        is remembered by array identity; the entry keeps the array alive, so its id cannot be
+        reused by another. Arrays made per batch (a filtered selection) are mapped each time.
+        """
+        entry = self._store_id_cache.get(id(tag_ids))
+        if entry is not None and entry[0] is tag_ids:
+            return entry[1]
+        mapped = self._store_ids[tag_ids]
+        if len(self._store_id_cache) < _STORE_ID_CACHE:
+            self._store_id_cache[id(tag_ids)] = (tag_ids, mapped)
+        return mapped
 
     def emit_event(self, event: Event) -> None:
         self.writer.submit_event(event)

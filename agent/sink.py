@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.model import Event, ReadingBatch
+from agent.model import DataType, Event, ReadingBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,7 @@ class TagMeta:
     machine: str
     name: str
     unit: str
+    type: DataType = "float64"  # as declared in the config (values travel as float64)
 
 
 @dataclass(frozen=True, slots=True)

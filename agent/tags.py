@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.config import Config
+from agent.model import DataType
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class TagInfo:
     unit: str
     deadband_abs: float  # report when the value moved by more than this (0: any change)
     deadband_pct: float  # ... or by more than this percent of the last reported value
+    type: DataType = "float64"  # as declared; values travel as float64 whatever it is
 
 
 class TagTable:
@@ -56,6 +58,7 @@ class TagTable:
                             name=tag.name,
                             source=source.name,
                             unit=tag.unit,
+                            type=getattr(tag, "type", None) or "float64",
                             deadband_abs=band.amount if band and not band.relative else 0.0,
                             deadband_pct=band.amount if band and band.relative else 0.0,
                         )

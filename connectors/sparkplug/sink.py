@@ -91,7 +91,11 @@ class SparkplugSink:
         self.ack_timeout = ack_timeout
         self.keepalive = keepalive
         self.session = NodeSession(
-            config.group_id, config.edge_node_id, context.agent_id, context.tags
+            config.group_id,
+            config.edge_node_id,
+            context.agent_id,
+            context.tags,
+            types={tag_id: meta.type for tag_id, meta in context.tags.items()},
         )
         # A fixed client id: when the agent restarts, the broker drops the old connection (and
         # publishes its Will, with the old bdSeq) before it accepts ours, so a stale NDEATH
