@@ -17,7 +17,7 @@ import sqlite_utils
 
 from agent.errors import StoreError
 from agent.model import Event, ReadingBatch
-from agent.store.blob import EncodedBatch, encode_batch
+from agent.store.blob import encode_batch
 from agent.store.bounds import (
     acknowledged,
     delete_acked,
@@ -85,7 +85,8 @@ class _Counters:
 
 @dataclass(slots=True)
 class _Pending:
-    telemetry: list[EncodedBatch] = field(default_factory=list)
+    # Batches as submitted: encoded into records on the writer thread, at commit time.
+    telemetry: list[ReadingBatch] = field(default_factory=list)
     readings: int = 0
     events: list[tuple[int, str, str | None, str]] = field(default_factory=list)
     acks: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -153,21 +154,25 @@ class StoreWriter:
     # -- submitting (any thread) -----------------------------------------------------------
 
     def submit_readings(self, batch: ReadingBatch) -> bool:
-        """Queue a batch; False when it was dropped because too much is already pending."""
-        if not len(batch):
+        """Queue a batch; False when it was dropped because too much is already pending.
+
+        The batch is kept as it is and encoded by the writer thread, off the caller's path: its
+        arrays must not change after the call (the agent's sources make new ones per poll).
+        """
+        n = len(batch)
+        if not n:
             return True
-        encoded = encode_batch(batch)
         with self._cond:
             self._check_open()
             p = self._pending
-            if p.readings + encoded.n > self._max_pending_readings:
+            if p.readings + n > self._max_pending_readings:
                 b, r = p.unstored_drops
-                p.unstored_drops = (b + 1, r + encoded.n)
+                p.unstored_drops = (b + 1, r + n)
                 self._counters.dropped_batches += 1
-                self._counters.dropped_readings += encoded.n
+                self._counters.dropped_readings += n
                 return False
-            p.telemetry.append(encoded)
-            p.readings += encoded.n
+            p.telemetry.append(batch)
+            p.readings += n
             p.submitted += 1
             if p.readings >= self._flush_rows:
                 self._cond.notify()
@@ -330,6 +335,8 @@ class StoreWriter:
         conn = self._conn
         started = time.perf_counter()
         try:
+            # Encoded here, before the transaction, so it stays as short as the inserts.
+            encoded = [encode_batch(b) for b in work.telemetry]
             if work.page_count is not None:
                 conn.execute(f"PRAGMA max_page_count = {int(work.page_count)}")
             conn.execute("BEGIN IMMEDIATE")
@@ -356,7 +363,7 @@ class StoreWriter:
                         b.quality,
                         b.ts,
                     )
-                    for i, b in enumerate(work.telemetry, start=1)
+                    for i, b in enumerate(encoded, start=1)
                 ],
             )
             e0 = seqs["events"]
@@ -388,7 +395,8 @@ class StoreWriter:
         """Book a committed transaction: dequeue what it wrote, count, wake flush waiters."""
         p, c = self._pending, self._counters
         del p.telemetry[: len(work.telemetry)]
-        p.readings -= sum(b.n for b in work.telemetry)
+        written = sum(len(b) for b in work.telemetry)
+        p.readings -= written
         del p.events[: len(work.events)]
         for key, seq in work.acks.items():
             if p.acks.get(key) == seq:
@@ -400,7 +408,7 @@ class StoreWriter:
         self._last_seq["events"] += len(work.events)
         self._last_seq["gaps"] += gaps
         c.batches += len(work.telemetry)
-        c.readings += sum(b.n for b in work.telemetry)
+        c.readings += written
         c.events += len(work.events)
         c.gaps += gaps
         c.commits += 1
@@ -452,7 +460,7 @@ class StoreWriter:
 
 @dataclass(frozen=True, slots=True)
 class _Work:
-    telemetry: list[EncodedBatch]
+    telemetry: list[ReadingBatch]
     events: list[tuple[int, str, str | None, str]]
     acks: dict[tuple[str, str], int]
     unstored_drops: tuple[int, int]

@@ -10,6 +10,9 @@ client asserts asyncio's own transport class). Framing follows standards.md §5.
   (`RequestTimeout`). A late answer to a timed-out request is recognised by its transaction id
   and dropped; if the timeout leaves half a frame in the buffer the stream can no longer be
   framed, so the connection is closed.
+- `send` + `expire` is the poll loop's cheaper way to read: a group of requests in one write,
+  one timer for all of them (the caller's), a future per request; `read` is one request with
+  its own timeout context.
 - An exception response raises `DeviceError` with the code and its name (§5.3).
 - A malformed answer (protocol id not 0, a length or byte count that does not fit, an
   unexpected function code, unit id or transaction id) raises `ProtocolError` for the request
@@ -23,6 +26,7 @@ import asyncio
 import os
 import struct
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
@@ -58,12 +62,22 @@ def data_bytes(function: int, count: int) -> int:
     return (count + 7) // 8 if function in (1, 2) else 2 * count
 
 
+def _check_read(unit_id: int, function: int, start: int, count: int) -> None:
+    if function not in READ_FUNCTIONS:
+        raise ValueError(f"not a read function code: {function}")
+    if not 1 <= count <= MAX_COUNT[function] or not 0 <= start <= 65536 - count:
+        raise ValueError(f"bad read: function {function:02d}, start {start}, count {count}")
+    if not 0 <= unit_id <= 255:
+        raise ValueError(f"unit id must be 0..255, not {unit_id}")
+
+
 @dataclass(slots=True)
 class _Pending:
     unit_id: int
     function: int
     count: int
     future: asyncio.Future[bytes]
+    start: int
 
 
 class _Protocol(asyncio.Protocol):
@@ -143,12 +157,7 @@ class ModbusTcpClient:
         self, unit_id: int, function: int, start: int, count: int, time_limit: float
     ) -> bytes:
         """The data bytes of one read (FC 01-04): registers big-endian, or packed bits."""
-        if function not in READ_FUNCTIONS:
-            raise ValueError(f"not a read function code: {function}")
-        if not 1 <= count <= MAX_COUNT[function] or not 0 <= start <= 65536 - count:
-            raise ValueError(f"bad read: function {function:02d}, start {start}, count {count}")
-        if not 0 <= unit_id <= 255:
-            raise ValueError(f"unit id must be 0..255, not {unit_id}")
+        _check_read(unit_id, function, start, count)
         try:
             async with asyncio.timeout(time_limit):
                 async with self._slots:
@@ -159,13 +168,86 @@ class ModbusTcpClient:
                 f"at {start} within {time_limit:g}s"
             ) from None
 
+    def send(self, requests: Sequence[tuple[int, int, int, int]]) -> list[asyncio.Future[bytes]]:
+        """Write reads `(unit_id, function, start, count)` at once; a future per read.
+
+        The poll loop's fast path: one transport write and no task or timeout per read. It does
+        not wait for a slot: at most `max_in_flight` reads may be outstanding, so use it on a
+        connection that nothing else reads from at the same time (`read` waits for a slot, this
+        refuses). The caller bounds the wait with `expire`.
+        """
+        transport = self._transport
+        if transport is None:
+            raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
+        if len(self._pending) + len(requests) > self.max_in_flight:
+            raise ValueError(
+                f"{len(requests)} reads with {len(self._pending)} outstanding exceed "
+                f"max_in_flight {self.max_in_flight}"
+            )
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[bytes]] = []
+        frames = bytearray()
+        for unit_id, function, start, count in requests:
+            _check_read(unit_id, function, start, count)
+            tid = self._next_tid()
+            future: asyncio.Future[bytes] = loop.create_future()
+            self._pending[tid] = _Pending(unit_id, function, count, future, start)
+            frames += _READ.pack(tid, 0, 6, unit_id, function, start, count)
+            futures.append(future)
+        transport.write(frames)
+        self.bytes_out += len(frames)
+        return futures
+
+    def expire(self, futures: Sequence[asyncio.Future[bytes]], time_limit: float) -> None:
+        """Fail those of `futures` (from `send`) still unanswered with `RequestTimeout`.
+
+        Their late answers will be dropped; if one left half a frame the connection closes.
+        """
+        self._give_up(futures, time_limit)
+
+    def abandon(self, futures: Sequence[asyncio.Future[bytes]]) -> None:
+        """Cancel those of `futures` still unanswered (the caller is gone); as `expire`."""
+        self._give_up(futures, None)
+
+    def _give_up(self, futures: Sequence[asyncio.Future[bytes]], time_limit: float | None) -> None:
+        waiting = {id(f) for f in futures if not f.done()}
+        if not waiting:
+            return
+        for tid, pending in list(self._pending.items()):
+            if id(pending.future) not in waiting:
+                continue
+            del self._pending[tid]
+            self._abandon(tid, pending)
+            if time_limit is None:
+                pending.future.cancel()
+            else:
+                pending.future.set_exception(
+                    RequestTimeout(
+                        f"{self.host}:{self.port} unit {pending.unit_id}: no answer to function "
+                        f"{pending.function:02d} at {pending.start} within {time_limit:g}s"
+                    )
+                )
+        self._check_half_frame()
+
+    def _abandon(self, tid: int, pending: _Pending) -> None:
+        """Remember a request given up on, so that its late answer is dropped."""
+        self._abandoned[tid] = pending
+        while len(self._abandoned) > _ABANDONED_KEPT:
+            self._abandoned.popitem(last=False)
+
+    def _check_half_frame(self) -> None:
+        # Half of an abandoned request's answer arrived: the stream cannot be framed any more.
+        buf = self._buf
+        if len(buf) >= 2 and int.from_bytes(buf[:2], "big") in self._abandoned:
+            self._shut("connection closed: a timed-out answer left half a frame")
+
     async def _exchange(self, unit_id: int, function: int, start: int, count: int) -> bytes:
         transport = self._transport
         if transport is None:
             raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
         tid = self._next_tid()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[tid] = _Pending(unit_id, function, count, future)
+        self._pending[tid] = _Pending(unit_id, function, count, future, start)
         adu = _READ.pack(tid, 0, 6, unit_id, function, start, count)
         transport.write(adu)
         self.bytes_out += len(adu)
@@ -175,12 +257,8 @@ class ModbusTcpClient:
             # Timed out (or the caller was cancelled): a late answer must not look unexpected.
             abandoned = self._pending.pop(tid, None)
             if abandoned is not None:
-                self._abandoned[tid] = abandoned
-                while len(self._abandoned) > _ABANDONED_KEPT:
-                    self._abandoned.popitem(last=False)
-                # Half of this request's answer arrived: the stream cannot be framed any more.
-                if len(self._buf) >= 2 and int.from_bytes(self._buf[:2], "big") == tid:
-                    self._shut("connection closed: a timed-out answer left half a frame")
+                self._abandon(tid, abandoned)
+                self._check_half_frame()
             raise
 
     def _next_tid(self) -> int:

@@ -5,6 +5,11 @@ unit's tags are planned into coalesced reads (`planner.plan_unit`) and each read
 `RequestDecoder`. A poll then only sends requests, decodes each answer with a few numpy
 operations into a preallocated slice, and returns one `ReadingBatch` per unit and group.
 
+On TCP a poll's requests go out in waves of `max_in_flight`: each wave is one socket write with
+one deadline (`timeout`) for all of it, and the answers' futures are awaited in order, so a
+poll costs no task and no timeout context per request. With `inter_request_delay` set the
+requests go one at a time instead, each with its own deadline.
+
 Poll groups: a unit's tags are polled at its `poll_interval`; a tag with its own `interval`
 joins the group of that interval. Groups are named by their interval ("1s", "250ms") and
 shared by every unit of the source.
@@ -88,6 +93,7 @@ class _Read:
 
     decoder: RequestDecoder
     rows: slice
+    frame: tuple[int, int, int, int]  # (unit_id, function, start, count), as the link sends it
 
     @property
     def function(self) -> int:
@@ -150,6 +156,21 @@ class _Counters:
         self.latency_count += 1
         self.latency_last = seconds
 
+    def record_latencies(self, seconds: list[float]) -> None:
+        """Several at once: one store into the ring (which they never wrap more than once)."""
+        n = len(seconds)
+        if n == 0:
+            return
+        if n > _LATENCY_SAMPLES:
+            seconds = seconds[-_LATENCY_SAMPLES:]
+            n = _LATENCY_SAMPLES
+        at = self.latency_count % _LATENCY_SAMPLES
+        head = min(n, _LATENCY_SAMPLES - at)
+        self.latency[at : at + head] = seconds[:head]
+        self.latency[: n - head] = seconds[head:]
+        self.latency_count += len(seconds)
+        self.latency_last = seconds[-1]
+
 
 class _Failed(Exception):
     """A read failed for good (timeout, exception or malformed); already counted."""
@@ -209,7 +230,8 @@ class _ModbusSource:
         for request in plan.requests:
             decoder = RequestDecoder(request)
             n = decoder.tag_ids.shape[0]
-            reads.append(_Read(decoder, slice(row, row + n)))
+            frame = (unit.unit_id, request.function_code, request.start, request.count)
+            reads.append(_Read(decoder, slice(row, row + n), frame))
             row += n
         tag_ids = (
             np.concatenate([r.decoder.tag_ids for r in reads])
@@ -371,41 +393,139 @@ class ModbusTcpSource(_ModbusSource):
             raise ConnectError(f"{self.name} ({self._tcp.endpoint}): {why}")
         self._stats.polls += 1
         batches = self._new_batches(groups)
-        jobs = iter([(b, r) for b in batches for r in b.unit.reads])
-        delay = self._tcp.inter_request_delay
-        lost: list[ConnectError] = []
-        closed_by_us = False  # the client closed the connection itself in this poll
-
-        async def worker() -> None:
-            nonlocal closed_by_us
-            for batch, read in jobs:
-                if lost or closed_by_us:
-                    batch.bad(read)
-                    self._stats.aborted += 1
-                    continue
-                try:
-                    await self._read(client.read, batch, read, retry_timeouts=True)
-                except _Failed:
-                    batch.bad(read)
-                    # A malformed answer, or a timeout that left half a frame, closes the
-                    # connection: the rest of the poll reads bad, the next poll reconnects.
-                    closed_by_us |= not client.connected
-                except ConnectError as exc:
-                    batch.bad(read)
-                    if closed_by_us:
-                        self._stats.aborted += 1
-                    else:
-                        lost.append(exc)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-
-        # With a pause between requests they go one at a time, so the pause means what it says.
-        workers = 1 if delay > 0 else self._tcp.max_in_flight
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        if lost:
-            raise lost[0]
+        jobs = [(b, r) for b in batches for r in b.unit.reads]
+        if self._tcp.inter_request_delay > 0:
+            await self._poll_spaced(client, jobs)
+        else:
+            await self._poll_pipelined(client, jobs)
         now = self._clock.time_ns()
         return [b.batch(self.name, now) for b in batches]
+
+    async def _poll_spaced(self, client: ModbusTcpClient, jobs: list[tuple[_Batch, _Read]]) -> None:
+        """One request at a time with a pause after each, so the pause means what it says."""
+        delay = self._tcp.inter_request_delay
+        closed_by_us = False  # the client closed the connection itself in this poll
+        for batch, read in jobs:
+            if closed_by_us:
+                batch.bad(read)
+                self._stats.aborted += 1
+                continue
+            try:
+                await self._read(client.read, batch, read, retry_timeouts=True)
+            except _Failed:
+                batch.bad(read)
+                # A malformed answer, or a timeout that left half a frame, closes the
+                # connection: the rest of the poll reads bad, the next poll reconnects.
+                closed_by_us = not client.connected
+            except ConnectError:
+                batch.bad(read)
+                if not closed_by_us:
+                    raise
+                self._stats.aborted += 1
+            await asyncio.sleep(delay)
+
+    async def _poll_pipelined(
+        self, client: ModbusTcpClient, jobs: list[tuple[_Batch, _Read]]
+    ) -> None:
+        """Send the reads in waves of `max_in_flight`, each in one write under one deadline.
+
+        Per wave: one transport write, one timer, and the answers' futures awaited in order (an
+        answer that came with an earlier one costs no wake-up). A read due for another attempt
+        (a timeout, a "busy" exception) joins the next wave.
+        """
+        config = self._tcp
+        stats = self._stats
+        clock = self._clock
+        loop = asyncio.get_running_loop()
+        width = config.max_in_flight
+        retried: dict[
+            int, int
+        ] = {}  # attempts after the first, by id(read): a read is in one batch
+        queue = jobs[::-1]  # popped from the end: the next job last
+        closed_by_us = False  # the client closed the connection itself in this poll
+        latencies: list[float] = []
+        while queue:
+            wave = [queue.pop() for _ in range(min(width, len(queue)))]
+            if closed_by_us:
+                for batch, read in wave:
+                    batch.bad(read)
+                stats.aborted += len(wave)
+                continue
+            futures = client.send([r.frame for _, r in wave])  # ConnectError: the link is gone
+            stats.requests += len(wave)
+            sent = clock.monotonic()
+            timer = loop.call_later(config.timeout, client.expire, futures, config.timeout)
+            retry: list[tuple[_Batch, _Read]] = []
+            gone: ConnectError | None = None
+            arrived_s = sent
+            arrived_ns = 0
+            try:
+                for (batch, read), future in zip(wave, futures, strict=True):
+                    try:
+                        if not future.done():
+                            try:
+                                await future
+                            finally:
+                                arrived_s = clock.monotonic()
+                                arrived_ns = clock.time_ns()
+                        payload = future.result()
+                    except RequestTimeout:
+                        stats.timeouts += 1
+                        if client.connected and self._may_retry(retried, read):
+                            retry.append((batch, read))
+                        else:
+                            batch.bad(read)
+                            closed_by_us |= not client.connected
+                        continue
+                    except DeviceError as exc:
+                        stats.exceptions += 1
+                        if exc.code in _RETRIED_CODES and self._may_retry(retried, read):
+                            retry.append((batch, read))
+                        else:
+                            batch.bad(read)
+                        continue
+                    except ProtocolError:
+                        stats.malformed += 1
+                        batch.bad(read)
+                        closed_by_us |= not client.connected
+                        continue
+                    except ConnectError as exc:
+                        batch.bad(read)
+                        if closed_by_us:
+                            stats.aborted += 1
+                        elif gone is None:
+                            gone = exc
+                        continue
+                    stats.responses += 1
+                    latencies.append(arrived_s - sent)
+                    try:
+                        batch.values[read.rows] = read.decoder.decode(payload)
+                    except ValueError:  # the link checks sizes; this guards the codec's contract
+                        stats.malformed += 1
+                        batch.bad(read)
+                        continue
+                    batch.quality[read.rows] = _GOOD
+                    batch.ts_ns = max(batch.ts_ns, arrived_ns or clock.time_ns())
+            except BaseException:
+                client.abandon(futures)  # cancelled: late answers must not look unexpected
+                raise
+            finally:
+                timer.cancel()
+            if gone is not None:
+                stats.record_latencies(latencies)
+                for batch, read in retry:
+                    batch.bad(read)
+                raise gone
+            queue.extend(reversed(retry))
+        stats.record_latencies(latencies)
+
+    def _may_retry(self, retried: dict[int, int], read: _Read) -> bool:
+        """Whether `read` has an attempt left in this poll; if so, it is booked."""
+        used = retried.get(id(read), 0)
+        if used >= self._tcp.retries:
+            return False
+        retried[id(read)] = used + 1
+        return True
 
 
 @dataclass(slots=True)

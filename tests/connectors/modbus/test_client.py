@@ -332,3 +332,40 @@ def test_runs_on_uvloop() -> None:
         return [_words(g)[0] for g in got]
 
     assert uvloop.run(main()) == [1000, 1001, 1002, 1003]
+
+
+async def test_send_writes_a_wave_and_answers_in_order(client: ModbusTcpClient) -> None:
+    futures = client.send([(1, 3, 0, 2), (2, 3, 5, 1), (1, 4, 10, 1), (2, 1, 0, 3)])
+    answers = [await f for f in futures]
+    assert _words(answers[0]) == [1000, 1001]
+    assert _words(answers[1]) == [3005]
+    assert _words(answers[2]) == [1510]
+    assert _bits(answers[3], 3) == [True, False, False]
+
+
+async def test_send_refuses_more_than_max_in_flight(client: ModbusTcpClient) -> None:
+    with pytest.raises(ValueError):
+        client.send([(1, 3, i, 1) for i in range(5)])  # max_in_flight is 4
+
+
+async def test_expire_fails_only_the_unanswered(sim: ModbusTcpServer) -> None:
+    cl = ModbusTcpClient("127.0.0.1", sim.port, max_in_flight=2, connect_timeout=1.0)
+    await cl.connect()
+    try:
+        sim.units[2].faults.set("slow", delay=0.5)
+        fast, slow = cl.send([(1, 3, 0, 1), (2, 3, 0, 1)])
+        assert _words(await fast) == [1000]
+        cl.expire([fast, slow], 0.05)
+        with pytest.raises(RequestTimeout):
+            await slow
+        sim.units[2].faults.clear()
+    finally:
+        cl.close()
+
+
+async def test_abandon_cancels_the_futures(client: ModbusTcpClient, sim: ModbusTcpServer) -> None:
+    sim.units[1].faults.set("slow", delay=0.3)
+    (future,) = client.send([(1, 3, 0, 1)])
+    client.abandon([future])
+    with pytest.raises(asyncio.CancelledError):
+        await future
