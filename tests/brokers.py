@@ -210,7 +210,9 @@ class Mosquitto:
         users: dict[str, str] | None = None,
         tls: bool = False,
         acl: str | None = None,
+        persistent: bool = False,
     ) -> None:
+        self.persistent = persistent  # keep sessions and queued messages across a graceful stop
         self.folder = folder
         self.certs = certs
         self.users = dict(users or {})
@@ -265,7 +267,11 @@ class Mosquitto:
             # mosquitto started as root drops to the user "mosquitto", which cannot read the
             # test folder; naming the current user keeps it as it is.
             f"user {getpass.getuser()}",
-            "persistence false",
+            *(
+                ["persistence true", f"persistence_location {self.folder}/"]
+                if self.persistent
+                else ["persistence false"]
+            ),
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -323,10 +329,17 @@ class Mosquitto:
         process.wait()
         return False
 
-    def stop(self) -> None:
-        """Kill the broker (connections drop at once); `start()` brings it back on its ports."""
+    def stop(self, *, graceful: bool = False) -> None:
+        """Kill the broker (connections drop at once); `start()` brings it back on its ports.
+
+        `graceful` sends SIGTERM instead, so a persistent broker saves its sessions first.
+        """
         process, self._process = self._process, None
         if process is None:
+            return
+        if graceful:
+            process.terminate()
+            process.wait(timeout=10)
             return
         # SIGKILL ends a paused broker too; a SIGCONT first would let it answer what it holds.
         process.kill()
@@ -361,9 +374,15 @@ class BrokerFactory:
         users: dict[str, str] | None = None,
         tls: bool = False,
         acl: str | None = None,
+        persistent: bool = False,
     ) -> Mosquitto:
         broker = Mosquitto(
-            self.folder / f"broker{len(self.brokers)}", self.certs, users=users, tls=tls, acl=acl
+            self.folder / f"broker{len(self.brokers)}",
+            self.certs,
+            users=users,
+            tls=tls,
+            acl=acl,
+            persistent=persistent,
         )
         self.brokers.append(broker)
         broker.start()
