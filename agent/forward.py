@@ -10,9 +10,10 @@ ordered per stream, and `(agent_id, stream, seq)` lets the receiver drop duplica
 - A record the far side refuses as invalid (`SinkRejected`) is quarantined with the reason and
   the cursor passes it, so one poisoned record never blocks the queue. `lineside quarantine
   retry` asks for quarantined records to be sent again.
-- A record older than `live_window` when it is sent is marked historical (a backlog replayed
-  after an outage); `replay_rate` caps how many historical records per second are sent, so a
-  long backlog does not flood the broker or the MES.
+- After an outage the records older than `live_window` are a backlog: live records go first
+  (so current values keep flowing), the backlog follows marked historical, at most
+  `replay_rate` records per second when that is set. The store's cursor moves only over records
+  with nothing undelivered before them, so a crash resends rather than skips.
 """
 
 from __future__ import annotations
@@ -90,6 +91,37 @@ def _with_historical(record: Record, historical: bool) -> Record:
     )
 
 
+class _Lane:
+    """Where one sink is in one stream.
+
+    `cursor` is the last seq with nothing undelivered at or before it: the store's cursor.
+    Live records sent ahead of a backlog wait in `ahead` until the backlog reaches them, so a
+    crash sends them again (at least once) rather than skipping the backlog.
+    """
+
+    def __init__(self, cursor: int) -> None:
+        self.cursor = cursor
+        self.acked = cursor
+        self.ahead: set[int] = set()
+        self.live_next = cursor + 1  # the next live record to send ahead
+
+    def done(self, seq: int) -> None:
+        if seq == self.cursor + 1:
+            self.skip_to(seq)
+        elif seq > self.cursor:
+            self.ahead.add(seq)
+            self.live_next = max(self.live_next, seq + 1)
+
+    def skip_to(self, seq: int) -> None:
+        """Everything up to `seq` is delivered (or no longer in the store)."""
+        self.cursor = max(self.cursor, seq)
+        self.ahead = {s for s in self.ahead if s > self.cursor}
+        while self.cursor + 1 in self.ahead:
+            self.cursor += 1
+            self.ahead.discard(self.cursor)
+        self.live_next = max(self.live_next, self.cursor + 1)
+
+
 class Forwarder:
     """Runs one sink: its connection, and one ordered lane per stream."""
 
@@ -113,6 +145,8 @@ class Forwarder:
         self._backoff = Backoff()
         self._connected = False
         self._lock = asyncio.Lock()  # one send at a time on the sink's connection
+        self._replay_tokens = 0.0
+        self._replay_at = clock.monotonic()
 
     async def run(self) -> None:
         try:
@@ -124,19 +158,60 @@ class Forwarder:
             await self.sink.close()
 
     async def _lane(self, stream: str) -> None:
-        cursor = self.store.cursor(self.sink.name, stream)
-        while True:
-            records = read_records(self.store, stream, cursor, self.settings.batch_size)
-            if not records:
-                await self.clock.sleep_until(self.clock.monotonic() + self.settings.idle_wait)
-                continue
-            cursor = await self._deliver(stream, records, cursor)
-
-    async def _deliver(self, stream: str, records: list[Record], cursor: int) -> int:
-        """Send until the far side took or refused every record; returns the new cursor."""
-        now_ns = self.clock.time_ns()
+        lane = _Lane(self.store.cursor(self.sink.name, stream))
         window_ns = round(self.settings.live_window * 1e9)
-        marked = [_with_historical(r, now_ns - _ts_ns(r) > window_ns) for r in records]
+        batch = self.settings.batch_size
+        while True:
+            boundary = self.store.first_seq_since(stream, self.clock.time_ns() - window_ns)
+            sent = 0
+            if boundary is not None and boundary > lane.cursor + 1:
+                # A backlog (older than the live window) waits before the live records: live
+                # records go first, then a slice of the backlog as the replay rate allows.
+                live = read_records(self.store, stream, max(boundary, lane.live_next) - 1, batch)
+                sent += await self._deliver(stream, live, lane, historical=False)
+                allowed = self._replay_allowance(batch)
+                if allowed:
+                    older = read_records(self.store, stream, lane.cursor, allowed)
+                    backlog = [r for r in older if r.seq < boundary and r.seq not in lane.ahead]
+                    if not any(r.seq < boundary for r in older):
+                        lane.skip_to(boundary - 1)  # the rest of the backlog was dropped
+                    sent += await self._deliver(stream, backlog, lane, historical=True)
+            else:
+                records = read_records(self.store, stream, lane.cursor, batch)
+                pending = [r for r in records if r.seq not in lane.ahead]
+                if records and not pending:
+                    lane.skip_to(records[-1].seq)
+                sent += await self._deliver(stream, pending, lane, historical=None)
+            self._acknowledge(stream, lane)
+            if not sent:
+                await self.clock.sleep_until(self.clock.monotonic() + self.settings.idle_wait)
+
+    def _replay_allowance(self, batch: int) -> int:
+        """How many historical records may go now (a token bucket at `replay_rate`)."""
+        rate = self.settings.replay_rate
+        if rate <= 0:
+            return batch
+        now = self.clock.monotonic()
+        elapsed = now - self._replay_at
+        self._replay_at = now
+        self._replay_tokens = min(float(batch), self._replay_tokens + elapsed * rate)
+        return int(self._replay_tokens)
+
+    async def _deliver(
+        self, stream: str, records: list[Record], lane: _Lane, *, historical: bool | None
+    ) -> int:
+        """Send until the far side took or refused every record; returns how many it took.
+
+        `historical` None means: decide by each record's age against the live window.
+        """
+        if not records:
+            return 0
+        if historical is None:
+            old_before = self.clock.time_ns() - round(self.settings.live_window * 1e9)
+            marked = [_with_historical(r, _ts_ns(r) < old_before) for r in records]
+        else:
+            marked = [_with_historical(r, historical) for r in records]
+        taken = 0
         while marked:
             try:
                 async with self._lock:
@@ -154,25 +229,31 @@ class Forwarder:
                         "%s: %s seq %d quarantined: %s", self.sink.name, stream, record.seq, exc
                     )
                 done = marked if exc.index is None else marked[: bad + 1]
-                cursor = self._acknowledge(stream, done, counted=len(done) - len(refused))
+                taken += self._took(stream, lane, done, len(done) - len(refused))
                 marked = [] if exc.index is None else marked[bad + 1 :]
             except ConnectorError as exc:
                 await self._failed(exc)
             else:
-                cursor = self._acknowledge(stream, marked, counted=len(marked))
-                historical = sum(1 for r in marked if r.historical)
-                self.stats.historical += historical
-                if historical and self.settings.replay_rate > 0:
-                    pause = historical / self.settings.replay_rate
-                    await self.clock.sleep_until(self.clock.monotonic() + pause)
+                taken += self._took(stream, lane, marked, len(marked))
                 marked = []
-        return cursor
+        return taken
 
-    def _acknowledge(self, stream: str, records: Sequence[Record], *, counted: int) -> int:
-        last = records[-1].seq
-        self.writer.submit_ack(self.sink.name, stream, last)
-        self.stats.sent[stream] += counted
-        return last
+    def _took(self, stream: str, lane: _Lane, records: Sequence[Record], accepted: int) -> int:
+        """The far side answered for `records` (accepted or quarantined): the lane moves on."""
+        for record in records:
+            lane.done(record.seq)
+        historical = sum(1 for r in records if r.historical)
+        self.stats.historical += historical
+        if self.settings.replay_rate > 0:
+            self._replay_tokens = max(0.0, self._replay_tokens - historical)
+        self.stats.sent[stream] += accepted
+        return len(records)
+
+    def _acknowledge(self, stream: str, lane: _Lane) -> None:
+        """Move the store's cursor over what is delivered without a hole before it."""
+        if lane.cursor > lane.acked:
+            self.writer.submit_ack(self.sink.name, stream, lane.cursor)
+            lane.acked = lane.cursor
 
     async def _ensure_connected(self) -> None:
         if self._connected:

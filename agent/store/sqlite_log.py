@@ -281,6 +281,20 @@ class Store:
             Event(EventKind(r[2]), int(r[1]), r[3], json.loads(r[4]), seq=int(r[0])) for r in rows
         ]
 
+    def first_seq_since(self, stream: str, ts_ns: int) -> int | None:
+        """The first seq of `stream` stamped at or after `ts_ns` (None: nothing that recent).
+
+        Records of one stream are stamped in seq order closely enough for the forwarder's
+        live/backlog split; it only decides which records are sent as historical.
+        """
+        check_stream(stream)
+        column = "ts_first_ns" if stream == "telemetry" else "ts_ns"
+        with self._lock:
+            row = self._read.execute(
+                f"SELECT min(seq) FROM {stream} WHERE {column} >= ?", (ts_ns,)
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def read_gaps(self, after_seq: int, limit: int) -> list[Gap]:
         with self._lock:
             rows = self._read.execute(

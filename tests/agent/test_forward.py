@@ -156,3 +156,32 @@ async def test_old_records_go_out_as_historical(tmp_path: Path) -> None:
     assert np.array_equal(telemetry[2].batch.values, [2.0])  # type: ignore[union-attr]
     writer.close()
     store.close()
+
+
+async def test_live_records_flow_while_a_backlog_replays_at_its_rate(tmp_path: Path) -> None:
+    old = SystemClock().time_ns() - 3600 * 10**9
+    fill(tmp_path, 40, ts_ns=old)  # seqs 1..40: an hour-old backlog
+    writer = StoreWriter(tmp_path)
+    for i in range(5):  # seqs 41..45: live
+        now = SystemClock().time_ns()
+        writer.submit_readings(ReadingBatch.from_columns("plc", [1], [100 + i], Quality.GOOD, now))
+    await writer.flush()
+    sink = ScriptedSink()
+    store = Store(tmp_path)
+    settings = ForwardSettings(batch_size=10, idle_wait=0.01, replay_rate=20.0)
+    forwarder = Forwarder(sink, store, writer, SystemClock(), settings)
+    await run_until(forwarder, lambda: {41, 42, 43, 44, 45} <= set(telemetry_seqs(sink)))
+    first = [r for r in sink.received if r.stream == "telemetry"]
+    live = [r for r in first if r.seq > 40]
+    assert live and not any(r.historical for r in live), "live records go out live"
+    assert len([r for r in first if r.seq <= 40]) <= 10, "the backlog waits for its rate"
+    await writer.flush()
+    assert store.cursor("mes", "telemetry") < 41, "the cursor never skips the backlog"
+    await run_until(forwarder, lambda: set(range(1, 46)) <= set(telemetry_seqs(sink)))
+    backlog = [r for r in sink.received if r.stream == "telemetry" and r.seq <= 40]
+    assert all(r.historical for r in backlog)
+    assert [r.seq for r in backlog] == list(range(1, 41)), "the backlog keeps its order"
+    await writer.flush()
+    assert store.cursor("mes", "telemetry") == 45
+    writer.close()
+    store.close()
