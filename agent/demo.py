@@ -23,7 +23,7 @@ from agent.config import load_config
 from agent.eventloop import run as run_loop
 from agent.model import Quality
 from agent.runtime import Agent
-from agent.starter import PlantMachine, plant_config
+from agent.starter import PlantMachine, plant_config, plant_machines
 
 
 def _machine_panel(agent: Agent, machine: str) -> Table:
@@ -81,10 +81,7 @@ def run_demo(
     async def main() -> None:
         clock = ScaledClock(speed)
         async with Plant(spec, clock, opcua=False, rtu=False) as plant:
-            machines = []
-            for e in plant.endpoints():
-                host, _, port = e.modbus_tcp.rpartition(":")
-                machines.append(PlantMachine(e.machine, e.kind, host, int(port), e.unit_id))
+            machines = plant_machines(plant.endpoints())
             agent = Agent(load_config(_write_config(directory, machines)))
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -8,7 +8,9 @@ as it is: one Modbus TCP port per machine from 5020 up, unit id 1, on 127.0.0.1.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from firmware_sim.profile import ProfileTag, load_profile
 
@@ -73,6 +75,28 @@ def _tag_line(tag: ProfileTag) -> str:
     if tag.description:
         fields.append(("description", tag.description))
     return "  { " + ", ".join(f"{k} = {_toml(v)}" for k, v in fields) + " },"
+
+
+class PlantEndpoint(Protocol):
+    """What `firmware_sim.plant.Endpoint` offers (kept structural: no import of the sim)."""
+
+    @property
+    def machine(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def modbus_tcp(self) -> str: ...
+    @property
+    def unit_id(self) -> int: ...
+
+
+def plant_machines(endpoints: Iterable[PlantEndpoint]) -> list[PlantMachine]:
+    """The machines of a running simulated plant, from its endpoints (`host:port`, unit id)."""
+    machines = []
+    for e in endpoints:
+        host, _, port = e.modbus_tcp.rpartition(":")
+        machines.append(PlantMachine(e.machine, e.kind, host, int(port), e.unit_id))
+    return machines
 
 
 def starter_config(profile: str) -> str:

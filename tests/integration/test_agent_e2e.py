@@ -14,18 +14,14 @@ from agent.config import load_config
 from agent.export import export_readings
 from agent.model import EventKind, Quality
 from agent.runtime import Agent
-from agent.starter import PlantMachine, plant_config
+from agent.starter import PlantMachine, plant_config, plant_machines
 from agent.store import Store
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 
 
 def machines_of(plant: Plant) -> list[PlantMachine]:
-    out = []
-    for e in plant.endpoints():
-        host, _, port = e.modbus_tcp.rpartition(":")
-        out.append(PlantMachine(e.machine, e.kind, host, int(port), e.unit_id))
-    return out
+    return plant_machines(plant.endpoints())
 
 
 def write_config(tmp_path: Path, machines: list[PlantMachine], **kw: str) -> Path:

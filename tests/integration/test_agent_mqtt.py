@@ -10,7 +10,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import load_config
 from agent.runtime import Agent
-from agent.starter import PlantMachine, plant_config
+from agent.starter import plant_config, plant_machines
 from agent.store import Store
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
@@ -47,10 +47,7 @@ async def test_agent_publishes_every_poll_to_the_uns(
     try:
         spec = load_plant("press").with_ephemeral_ports()
         async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
-            machines = []
-            for e in plant.endpoints():
-                host, _, port = e.modbus_tcp.rpartition(":")
-                machines.append(PlantMachine(e.machine, e.kind, host, int(port), e.unit_id))
+            machines = plant_machines(plant.endpoints())
             path = tmp_path / "lineside.toml"
             path.write_text(
                 plant_config(machines, poll_interval="100ms", report="all")

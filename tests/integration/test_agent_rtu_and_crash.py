@@ -11,7 +11,7 @@ from agent.config import load_config
 from agent.export import export_readings
 from agent.model import Quality
 from agent.runtime import Agent
-from agent.starter import PlantMachine, plant_config
+from agent.starter import plant_config, plant_machines
 from agent.store import Store
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
@@ -76,10 +76,7 @@ async def test_agent_polls_every_unit_on_an_rtu_bus_and_survives_a_dead_one(
 async def test_kill_9_mid_write_leaves_a_sound_store_that_carries_on(tmp_path: Path) -> None:
     spec = load_plant("press").with_ephemeral_ports()
     async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
-        machines = []
-        for e in plant.endpoints():
-            host, _, port = e.modbus_tcp.rpartition(":")
-            machines.append(PlantMachine(e.machine, e.kind, host, int(port)))
+        machines = plant_machines(plant.endpoints())
         path = tmp_path / "lineside.toml"
         path.write_text(plant_config(machines, poll_interval="20ms", report="all"))
         process = await asyncio.create_subprocess_exec(

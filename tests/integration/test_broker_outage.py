@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 
 from agent.config import load_config
 from agent.runtime import Agent
-from agent.starter import PlantMachine, plant_config
+from agent.starter import plant_config, plant_machines
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 from tests.brokers import BrokerFactory, Mosquitto
@@ -77,10 +77,7 @@ async def outage(tmp_path: Path, broker: Mosquitto, down_for: float) -> None:
     try:
         spec = load_plant("press").with_ephemeral_ports()
         async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
-            machines = []
-            for e in plant.endpoints():
-                host, _, port = e.modbus_tcp.rpartition(":")
-                machines.append(PlantMachine(e.machine, e.kind, host, int(port), e.unit_id))
+            machines = plant_machines(plant.endpoints())
             path = tmp_path / "lineside.toml"
             path.write_text(
                 plant_config(machines, poll_interval=f"{POLL * 1000:g}ms", report="all")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.starter import PlantMachine, plant_config
+from agent.starter import plant_config, plant_machines
 from agent.store import Store
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
@@ -28,10 +28,7 @@ def sink_text(mes_url: str) -> str:
 
 
 def config_text(plant: Plant, mes_url: str) -> str:
-    machines = []
-    for e in plant.endpoints():
-        host, _, port = e.modbus_tcp.rpartition(":")
-        machines.append(PlantMachine(e.machine, e.kind, host, int(port), e.unit_id))
+    machines = plant_machines(plant.endpoints())
     return plant_config(machines, poll_interval="50ms", report="all") + sink_text(mes_url)
 
 
