@@ -593,6 +593,11 @@ def status(
         console.print(f"agent: {state} (status written {agent['status_age_s']:.0f}s ago)")
         for name, link in agent["sources"].items():
             console.print(f"  source {name}: {link.get('state')} {link.get('last_error', '')}")
+        console.print(
+            f"  readings dropped by the store's bounds: {agent['dropped_readings'] or 0:,}"
+        )
+        if agent["store_full"]:
+            console.print("  ALARM: the store is full; events wait in memory", style="bold red")
     table = Table(title="sinks", title_justify="left")
     for column in ("sink", "state", "backlog", "oldest unsent", "quarantined", "last error"):
         table.add_column(column)

@@ -49,6 +49,8 @@ def collect(data_dir: Path) -> dict[str, Any]:
                 name: source.get("link", {}) for name, source in running.get("sources", {}).items()
             },
             "dropped_readings": running.get("store", {}).get("dropped_readings"),
+            # the store is full and events wait in memory: an alarm for the operator
+            "store_full": running.get("store", {}).get("store_full"),
         },
         "sinks": {},
     }

@@ -38,7 +38,7 @@ def test_status_shows_backlog_and_quarantine(tmp_path: Path) -> None:
             "written_ns": 1,
             "sources": {"plc": {"link": {"state": "connected"}}},
             "sinks": {"mes": {"forward": {"state": "failing", "last_error": "HTTP 503"}}},
-            "store": {"dropped_readings": 0},
+            "store": {"dropped_readings": 12, "store_full": True},
         },
     )
     result = lineside("status", "--data", str(tmp_path), "--json")
@@ -55,6 +55,9 @@ def test_status_shows_backlog_and_quarantine(tmp_path: Path) -> None:
     assert table.returncode == 0
     assert "agent: not running" in table.stdout
     assert "HTTP 503" in table.stdout
+    assert "readings dropped by the store's bounds: 12" in table.stdout
+    assert "ALARM: the store is full" in table.stdout
+    assert report["agent"]["store_full"] is True
 
 
 def test_quarantine_list_and_retry(tmp_path: Path) -> None:
