@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 # Each entry is a module run as `python -m <module>`, in this order.
-BENCHMARKS = ("benchmarks.sim_modbus_tcp", "benchmarks.acquisition")
+BENCHMARKS = ("benchmarks.sim_modbus_tcp", "benchmarks.acquisition", "benchmarks.drain")
 
 
 def main() -> int:

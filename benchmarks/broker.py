@@ -1,0 +1,122 @@
+"""A private mosquitto for the forwarding benchmarks: plain TCP on 127.0.0.1, anonymous.
+
+Started the way the tests start theirs (tests/brokers.py): its own config file, a port the
+kernel picked, no persistence, polled until it accepts connections. Broker settings are left at
+mosquitto's defaults, so the figures are those of a stock broker.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+START_TIMEOUT = 10.0  # seconds for the broker to accept connections
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if found is None:
+        raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """One mosquitto process; `with Broker(folder) as broker:` starts it, leaving stops it."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the broker is not running")
+        return self._process.pid
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # mosquitto cannot bind port 0 and report it: pick a free port, retry if it was taken.
+        for _attempt in range(5):
+            self.port = _free_port()
+            if self._launch():
+                return
+        log = (self.folder / "mosquitto.log").read_text(errors="replace")
+        raise RuntimeError(f"mosquitto did not start; its log:\n{log}")
+
+    def _launch(self) -> bool:
+        conf = self.folder / "mosquitto.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"user {getpass.getuser()}",  # started as root it would drop to "mosquitto"
+                    "persistence false",
+                    "log_dest stderr",
+                    "log_type error",
+                    "log_type warning",
+                    f"listener {self.port} 127.0.0.1",
+                    "allow_anonymous true",
+                ]
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        with (self.folder / "mosquitto.log").open("ab") as log:
+            process = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(conf)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        # Another process cannot take an injected clock: poll the listener until it answers.
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            if _accepts(self.port):
+                self._process = process
+                return True
+            time.sleep(0.02)
+        process.kill()
+        process.wait()
+        return False
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> Broker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

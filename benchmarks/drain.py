@@ -1,0 +1,320 @@
+"""Forwarding benchmarks: drain rate of a stored backlog to MQTT, HTTP and Sparkplug B, and the
+latency from poll to broker at W1 load.
+
+    python -m benchmarks.drain [--records 20000] [--tags 50] [--batch 500]
+                               [--latency-duration 8] [--no-latency] [--out FILE]
+
+Drain: a store is filled with `--records` telemetry records (one machine's poll of `--tags`
+float64 readings each, an hour old: a backlog after an outage; benchmarks/backlog.py). Then, one
+after the other, each contender drains a copy of it in its own process pinned to core 0, while
+mosquitto (stock settings) and a minimal HTTP receiver (benchmarks/http_receiver.py) run on
+core 1 (benchmarks/drain_contenders.py):
+
+- `mqtt`: `Forwarder` + `MqttSink` (QoS 1, MQTT 5), against `mqtt-paho`: bare paho publishing
+  as many QoS 1 messages of the same size and waiting for every PUBACK, the ceiling of one MQTT
+  connection with the sink's in-flight window;
+- `http`: `Forwarder` + `HttpSink` in POSTs of `--batch` records, against `http-httpx`: httpx
+  posting the same bodies, built beforehand;
+- `sparkplug`: `Forwarder` + `SparkplugSink` (DDATA at QoS 0, one fence per send), against
+  `sparkplug-paho`: bare paho, same-size QoS 0 messages with one fence per `--batch`.
+
+Reported: records/s (and readings/s), CPU-seconds per 1M records of the draining process (every
+thread), and the ratios forwarder / baseline in the same run.
+
+Latency: the W1 plant (benchmarks/plant.py, core 1) and `lineside run` (core 0) with an MQTT sink
+to the same broker; a subscriber in this process takes `receive time - ts` of every telemetry
+message (`ts` is the poll's timestamp, in whole milliseconds), after one second of warm-up.
+
+JSON goes to benchmarks/results/drain.json, a summary to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from benchmarks import backlog
+from benchmarks.acquisition import machine
+from benchmarks.broker import Broker
+from benchmarks.drain_contenders import BASELINES, FORWARDERS
+from benchmarks.http_receiver import start_receiver
+from benchmarks.plant import start_plant
+from benchmarks.workloads import WORKLOADS, write_agent_config
+
+RESULTS = Path(__file__).parent / "results" / "drain.json"
+TARGET_RECORDS_PER_S = 200_000  # the issue: drained to a local mosquitto in batches
+CONTENDER_TIMEOUT = 900.0  # seconds for one drain process, start-up included
+WARM_UP_S = 1.0  # latency: messages of the agent's first second are left out
+
+
+def _cores() -> tuple[int | None, int | None]:
+    """(the measured process's core, the far sides' core), or None on a one-core machine."""
+    cores = sorted(os.sched_getaffinity(0))
+    return (cores[0], cores[1]) if len(cores) >= 2 else (None, None)
+
+
+def _pin(pid: int, core: int | None) -> None:
+    if core is not None:
+        os.sched_setaffinity(pid, {core})
+
+
+# --- drain ---------------------------------------------------------------------------------
+
+
+def run_contender(
+    kind: str, seed: Path, work: Path, records: int, batch: int, port: int, url: str
+) -> dict[str, Any]:
+    data_dir = work / kind
+    shutil.copytree(seed, data_dir)  # every contender drains the same, untouched backlog
+    core, _ = _cores()
+    cmd = [sys.executable, "-m", "benchmarks.drain_contenders", kind, "--data-dir", str(data_dir)]
+    cmd += ["--records", str(records), "--batch", str(batch), "--port", str(port), "--url", url]
+    try:
+        done = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=CONTENDER_TIMEOUT,
+            preexec_fn=(lambda: _pin(0, core)) if core is not None else None,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{kind} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    seconds, cpu = result["seconds"], result["cpu_s"]
+    result["records_per_s"] = result["records"] / seconds
+    result["cpu_s_per_1m_records"] = cpu / result["records"] * 1e6
+    result["core_percent"] = 100 * cpu / seconds
+    return result
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def run_drains(
+    work: Path, records: int, tags: int, batch: int, broker: Broker, url: str
+) -> dict[str, Any]:
+    seed = work / "seed"
+    started = time.perf_counter()
+    backlog.fill(seed, records, tags)
+    fill_s = time.perf_counter() - started
+    runs: dict[str, Any] = {}
+    for forwarder, baseline in zip(FORWARDERS, BASELINES, strict=True):
+        for kind in (forwarder, baseline):
+            print(f"   {kind} ...", flush=True)
+            runs[kind] = run_contender(kind, seed, work, records, batch, broker.port, url)
+            runs[kind]["readings_per_s"] = runs[kind]["records_per_s"] * tags
+    ratios = {}
+    for forwarder, baseline in zip(FORWARDERS, BASELINES, strict=True):
+        ours, ceiling = runs[forwarder], runs[baseline]
+        ratios[forwarder] = {
+            "rate": _ratio(ours["records_per_s"], ceiling["records_per_s"]),
+            "cpu_per_record": _ratio(ours["cpu_s_per_1m_records"], ceiling["cpu_s_per_1m_records"]),
+        }
+    return {"fill_s": fill_s, "runs": runs, "ratios": ratios}
+
+
+# --- latency -------------------------------------------------------------------------------
+
+
+class Subscriber:
+    """Every telemetry message under `lineside/#`: (receive time ns, the payload's ts in ms)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.samples: list[tuple[int, int]] = []
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-latency"
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port, 30)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            self.close()
+            raise RuntimeError("the latency subscriber could not subscribe")
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        client.subscribe("lineside/#", qos=0)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        received = time.time_ns()  # first, before any parsing
+        if message.topic.endswith("/telemetry"):
+            self.samples.append((received, int(orjson.loads(message.payload)["ts"])))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def run_latency(work: Path, broker: Broker, duration: float) -> dict[str, Any]:
+    workload = WORKLOADS["W1"]
+    core, far_core = _cores()
+    plant = start_plant(workload, far_core)
+    try:
+        config = write_agent_config(workload, plant.endpoints, work / "latency")
+        with config.open("a", encoding="utf-8") as f:
+            f.write(
+                f'\n[[sinks]]\nname = "uns"\ntype = "mqtt"\nhost = "{broker.host}"\n'
+                f"port = {broker.port}\nqos = 1\n"
+            )
+        subscriber = Subscriber(broker.host, broker.port)
+        try:
+            cmd = [sys.executable, "-m", "agent", "run", "-c", str(config)]
+            cmd += ["--duration", str(duration)]
+            done = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=duration + 120,
+                preexec_fn=(lambda: _pin(0, core)) if core is not None else None,
+                check=False,
+            )
+        finally:
+            subscriber.close()
+    finally:
+        plant.stop()
+    if done.returncode != 0:
+        raise RuntimeError(f"lineside run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    samples = subscriber.samples
+    if not samples:
+        raise RuntimeError("no telemetry message reached the broker")
+    first_ms = min(ts for _, ts in samples)
+    kept = sorted(
+        received / 1e6 - ts for received, ts in samples if ts >= first_ms + WARM_UP_S * 1000
+    )
+    if not kept:
+        raise RuntimeError("no telemetry message after the warm-up")
+    return {
+        "workload": workload.name,
+        "duration_s": duration,
+        "messages": len(samples),
+        "measured": len(kept),
+        "latency_p50_ms": _percentile(kept, 0.50),
+        "latency_p99_ms": _percentile(kept, 0.99),
+        "latency_max_ms": kept[-1],
+        "latency_mean_ms": statistics.fmean(kept),
+    }
+
+
+# --- the whole run and its output ------------------------------------------------------------
+
+
+def run(records: int, tags: int, batch: int, latency_duration: float | None) -> dict[str, Any]:
+    core, far_core = _cores()
+    affinity = os.sched_getaffinity(0)
+    if far_core is not None:
+        os.sched_setaffinity(0, {far_core})  # this process mostly waits: off the measured core
+    receiver = start_receiver(far_core)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lineside-drain-") as tmp:
+            work = Path(tmp)
+            with Broker(work / "broker") as broker:
+                _pin(broker.pid, far_core)
+                drains = run_drains(work, records, tags, batch, broker, receiver.url)
+                latency = (
+                    run_latency(work, broker, latency_duration)
+                    if latency_duration is not None
+                    else None
+                )
+        http_requests, _ = receiver.counts()
+    finally:
+        receiver.stop()
+        os.sched_setaffinity(0, affinity)
+    best = drains["runs"]["mqtt"]["records_per_s"]
+    return {
+        "benchmark": "drain",
+        "machine": {**machine(), "measured_core": core, "far_side_core": far_core},
+        "records": records,
+        "tags_per_record": tags,
+        "batch": batch,
+        "http_requests_received": http_requests,
+        **drains,
+        "latency": latency,
+        "target": {
+            "records_per_s": TARGET_RECORDS_PER_S,
+            "mqtt_records_per_s": best,
+            "met_as_records": best >= TARGET_RECORDS_PER_S,
+            "met_as_readings": best * tags >= TARGET_RECORDS_PER_S,
+        },
+    }
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        "| contender | records/s | readings/s | CPU-s per 1M records | % core | messages | MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, r in result["runs"].items():
+        lines.append(
+            f"| {kind} | {_num(r['records_per_s'])} | {_num(r['readings_per_s'])} "
+            f"| {_num(r['cpu_s_per_1m_records'], 1)} | {_num(r['core_percent'], 1)} "
+            f"| {r['messages']:,} | {_num(r['bytes'] / 1e6, 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.drain")
+    parser.add_argument("--records", type=int, default=20_000, help="telemetry records to drain")
+    parser.add_argument("--tags", type=int, default=backlog.TAGS_PER_RECORD, help="per record")
+    parser.add_argument("--batch", type=int, default=500, help="records per send")
+    parser.add_argument("--latency-duration", type=float, default=8.0, help="seconds of W1")
+    parser.add_argument("--no-latency", action="store_true", help="skip the W1 latency run")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.records <= 0 or args.tags <= 0 or args.batch <= 0:
+        parser.error("--records, --tags and --batch must be more than zero")
+    if args.latency_duration <= WARM_UP_S:
+        parser.error(f"--latency-duration must be more than the {WARM_UP_S:g} s warm-up")
+    latency = None if args.no_latency else args.latency_duration
+    result = run(args.records, args.tags, args.batch, latency)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    for kind, ratio in result["ratios"].items():
+        print(f"{kind} / baseline: rate {_num(ratio['rate'], 3)}, "
+              f"CPU per record {_num(ratio['cpu_per_record'], 2)}")  # fmt: skip
+    lat = result["latency"]
+    if lat is not None:
+        print(f"W1 poll-to-broker latency: p50 {lat['latency_p50_ms']:.1f} ms, "
+              f"p99 {lat['latency_p99_ms']:.1f} ms ({lat['measured']:,} messages)")  # fmt: skip
+    target = result["target"]
+    print(f"target {TARGET_RECORDS_PER_S:,} records/s to mosquitto: "
+          f"{_num(target['mqtt_records_per_s'])} records/s "
+          f"({'met' if target['met_as_records'] else 'NOT met'}; counted as readings: "
+          f"{'met' if target['met_as_readings'] else 'NOT met'})")  # fmt: skip
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
