@@ -6,7 +6,12 @@ import subprocess
 import sys
 
 # Each entry is a module run as `python -m <module>`, in this order.
-BENCHMARKS = ("benchmarks.sim_modbus_tcp", "benchmarks.acquisition", "benchmarks.drain")
+BENCHMARKS = (
+    "benchmarks.sim_modbus_tcp",
+    "benchmarks.store_layout",
+    "benchmarks.acquisition",
+    "benchmarks.drain",
+)
 
 
 def main() -> int:
