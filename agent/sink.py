@@ -64,6 +64,17 @@ class GapRecord:
     historical: bool = False
     stream: str = "gaps"
 
+    def describe(self) -> dict[str, object]:
+        """What was lost, as every sink's payload carries it (JSON-ready)."""
+        return {
+            "of_stream": self.of_stream,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "count": self.count,
+            "readings": self.readings,
+            "reason": self.reason,
+        }
+
 
 Record = TelemetryRecord | EventRecord | GapRecord
 

@@ -105,12 +105,7 @@ def _gap(record: GapRecord) -> dict[str, Any]:
         "seq": record.seq,
         "ts": rfc3339_ms(np.array([record.ts_ns], dtype=np.int64))[0],
         "historical": record.historical,
-        "of_stream": record.of_stream,
-        "first_seq": record.first_seq,
-        "last_seq": record.last_seq,
-        "count": record.count,
-        "readings": record.readings,
-        "reason": record.reason,
+        **record.describe(),
     }
 
 

@@ -206,12 +206,7 @@ class UnsLayout:
             "seq": record.seq,
             "ts": _ms(record.ts_ns),
             "historical": record.historical,
-            "of_stream": record.of_stream,
-            "first_seq": record.first_seq,
-            "last_seq": record.last_seq,
-            "count": record.count,
-            "readings": record.readings,
-            "reason": record.reason,
+            **record.describe(),
         }
         return Message(self.gap_topic, orjson.dumps(body), index)
 

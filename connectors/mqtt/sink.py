@@ -39,7 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import Credentials
 from agent.errors import ConnectError, RequestTimeout, SinkRejected
 from agent.sink import Record, SinkContext
-from connectors.mqtt.config import MqttSinkConfig, Tls
+from connectors.mqtt.config import Broker, MqttSinkConfig, Tls
 from connectors.mqtt.payload import PayloadError, UnsLayout
 
 ACK_TIMEOUT = 10.0  # seconds without any acknowledgement before a send gives up
@@ -66,6 +66,16 @@ def read_password(credentials: Credentials) -> str | None:
             ) from None
         return text.rstrip("\r\n")  # an editor's final newline is not part of the password
     return None
+
+
+def apply_broker_settings(client: mqtt.Client, config: Broker) -> None:
+    """Credentials and TLS from a broker config; the MQTT and Sparkplug sinks share them."""
+    if config.username is not None:
+        client.username_pw_set(config.username, read_password(config))
+    if config.tls is not None:
+        client.tls_set_context(tls_context(config.tls))
+        # paho checks the name itself unless the context does; leave it to the context.
+        client.tls_insecure_set(not config.tls.check_hostname)
 
 
 def tls_context(tls: Tls) -> ssl.SSLContext:
@@ -137,12 +147,7 @@ class MqttSink:
         )
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.connect_timeout = self.ack_timeout
-        if config.username is not None:
-            client.username_pw_set(config.username, read_password(config))
-        if config.tls is not None:
-            client.tls_set_context(tls_context(config.tls))
-            # paho checks the name itself unless the context does; leave it to the context.
-            client.tls_insecure_set(not config.tls.check_hostname)
+        apply_broker_settings(client, config)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

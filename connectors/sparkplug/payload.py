@@ -400,15 +400,7 @@ class NodeSession:
         else:
             kind = EventKind.GAP
             ts_ms = _ms(record.ts_ns)
-            body = {
-                "of_stream": record.of_stream,
-                "first_seq": record.first_seq,
-                "last_seq": record.last_seq,
-                "count": record.count,
-                "readings": record.readings,
-                "reason": record.reason,
-                "ts": ts_ms,
-            }
+            body = {**record.describe(), "ts": ts_ms}
         # The de-duplication key of every lineside record, as in the other sinks.
         body = {"agent_id": self.agent_id, "stream": record.stream, "seq": record.seq, **body}
         try:

@@ -47,7 +47,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.clock import Clock, SystemClock
 from agent.errors import ConnectError, ConnectorError, RequestTimeout, SinkRejected
 from agent.sink import Record, SinkContext
-from connectors.mqtt.sink import read_password, tls_context
+from connectors.mqtt.sink import apply_broker_settings
 from connectors.sparkplug.config import SparkplugSinkConfig
 from connectors.sparkplug.payload import (
     HostState,
@@ -150,11 +150,7 @@ class SparkplugSink:
         )
         client.will_set(will.topic, will.payload, qos=WILL_QOS, retain=False)
         client.connect_timeout = self.ack_timeout
-        if config.username is not None:
-            client.username_pw_set(config.username, read_password(config))
-        if config.tls is not None:
-            client.tls_set_context(tls_context(config.tls))
-            client.tls_insecure_set(not config.tls.check_hostname)
+        apply_broker_settings(client, config)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_ack
