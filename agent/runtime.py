@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from agent.clock import Clock, SystemClock
 from agent.config import Config
@@ -40,7 +39,6 @@ log = logging.getLogger("lineside.agent")
 STATUS_FILE = "status.json"
 STATUS_INTERVAL = 2.0  # seconds between rewrites of the status file
 # Tag id arrays whose store ids are remembered (one per unit and poll group is typical).
-_STORE_ID_CACHE = 4096
 
 
 def write_status(data_dir: Path, figures: dict[str, Any]) -> None:
@@ -81,7 +79,6 @@ class Agent:
         # Stored batches carry the store's tag ids, which stay stable across restarts and
         # config edits; the hot path uses the dense ids of this run's tag table.
         self._store_ids = np.array([ids[t.path] for t in self.tags], dtype=np.int32)
-        self._store_id_cache: dict[int, tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]] = {}
         bounds = config.store
         self.writer = StoreWriter(
             data_dir,
@@ -134,38 +131,19 @@ class Agent:
         ts = batch.ts_ns
         # One timestamp per batch is stored as a scalar: broadcasting it costs more than it.
         self.latest_ts_ns[at] = ts[0] if ts.shape[0] == 1 else ts
-        polled = batch
         if self.filter is not None:
             batch = self.filter.filter(batch)
             if not len(batch):
                 return
-        store_ids = (
-            self._store_ids_of(batch.tag_ids) if batch is polled else self._store_ids[batch.tag_ids]
-        )
         self.writer.submit_readings(
             ReadingBatch(
                 source=batch.source,
-                tag_ids=store_ids,
+                tag_ids=self._store_ids[batch.tag_ids],
                 values=batch.values,
                 quality=batch.quality,
                 ts_ns=batch.ts_ns,
             )
         )
-
-    def _store_ids_of(self, tag_ids: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
-        """The store's ids for a source's tag id array, mapped once per array.
-
-        Sources hand out the same (planned) id array with every poll of a unit, so the mapping
-        is remembered by array identity; the entry keeps the array alive, so its id cannot be
-        reused by another. Arrays made per batch (a filtered selection) are mapped each time.
-        """
-        entry = self._store_id_cache.get(id(tag_ids))
-        if entry is not None and entry[0] is tag_ids:
-            return entry[1]
-        mapped = self._store_ids[tag_ids]
-        if len(self._store_id_cache) < _STORE_ID_CACHE:
-            self._store_id_cache[id(tag_ids)] = (tag_ids, mapped)
-        return mapped
 
     def emit_event(self, event: Event) -> None:
         self.writer.submit_event(event)
