@@ -1,10 +1,12 @@
 """Servo stamping press for auto body panels, serving PackML state numbers (standards.md §2.3).
 
 Output is discrete: one part per stroke; each part is rejected with `reject_probability`.
-PackML mapping of the ground-truth states: running -> Execute (6); micro-stops -> Held (11) for
-internal causes (misfeed, double blank) or Suspended (5) when starved of blanks (an external
-cause); breakdowns -> Aborted (9) with the reason as alarm code; die change -> Stopped (2) in
-Manual mode; planned breaks -> Idle (4).
+PackML mapping of the ground-truth states, the inverse of the agent's PackML -> category table
+(agent/kpi/states.py, docs/kpi.md), so the agent's OEE of this press can match its ground truth:
+running -> Execute (6); idle (micro-stops and starved of blanks: the press is available but not
+producing) -> Suspended (5); down (breakdowns) -> Held (11) with the reason as alarm code, all
+in Production mode; die change -> Stopped (2) in Manual mode; planned breaks -> Idle (4) in
+Maintenance mode.
 """
 
 from __future__ import annotations
@@ -38,10 +40,9 @@ STOP_REASONS: dict[int, str] = {
 }
 _BREAKDOWNS = ((101, 0.4), (102, 0.2), (103, 0.3), (104, 0.1))  # reason, share of breakdowns
 _MICRO_STOPS = ((201, 0.5), (202, 0.3), (203, 0.2))
-_STARVED = 202
 
 # PackML StateCurrent
-EXECUTE, HELD, SUSPENDED, ABORTED, STOPPED, IDLE = 6, 11, 5, 9, 2, 4
+EXECUTE, HELD, SUSPENDED, STOPPED, IDLE = 6, 11, 5, 2, 4
 PRODUCTION, MAINTENANCE, MANUAL = 1, 2, 3
 
 DIES = ("DR-HOOD-01", "DR-DOOR-LH", "DR-DOOR-RH", "DR-ROOF-02")
@@ -97,7 +98,7 @@ class Press(SimulatedMachine):
         iv = self.segment.iv
         c = self.counters()
         running = iv.state == "running"
-        state, mode = _packml(iv.state, iv.reason)
+        state, mode = _packml(iv.state)
         parts = int(c.units)
         # Peak force varies stroke to stroke: a pure function of the part number.
         jitter = ((parts * 2654435761) % 1000) / 1000.0 - 0.5
@@ -120,14 +121,15 @@ class Press(SimulatedMachine):
         }
 
 
-def _packml(state: State, reason: int) -> tuple[int, int]:
-    """(StateCurrent, UnitModeCurrent) for a ground-truth state."""
+def _packml(state: State) -> tuple[int, int]:
+    """(StateCurrent, UnitModeCurrent) for a ground-truth state. The stop reason is served on its
+    own tag: the state and mode alone carry the category."""
     if state == "running":
         return EXECUTE, PRODUCTION
     if state == "idle":
-        return (SUSPENDED if reason == _STARVED else HELD), PRODUCTION
+        return SUSPENDED, PRODUCTION
     if state == "down":
-        return ABORTED, MAINTENANCE
+        return HELD, PRODUCTION
     if state == "setup":
         return STOPPED, MANUAL
-    return IDLE, PRODUCTION
+    return IDLE, MAINTENANCE

@@ -190,12 +190,17 @@ def test_press_planned_breaks_and_packml_states() -> None:
         assert isinstance(v["state"], int)
         seen.setdefault(v["state"], set()).add(int(v["stop_reason"]))
         assert v["running"] == (v["state"] == 6)
-        if v["state"] == 9:
+        if v["state"] == 11:
             assert v["alarm_code"] == v["stop_reason"] != 0
+        else:
+            assert v["alarm_code"] == 0
         assert v["stop_reason"] in PRESS_REASONS
-    assert {6, 11, 5, 9, 2, 4} <= set(seen)  # Execute, Held, Suspended, Aborted, Stopped, Idle
+        # Production, except die changes (Stopped, Manual) and planned breaks (Idle, Maintenance)
+        assert v["unit_mode"] == {2: 3, 4: 2}.get(int(v["state"]), 1)
+    assert set(seen) == {6, 11, 5, 2, 4}  # Execute, Held, Suspended, Stopped, Idle
     assert seen[6] == {0}
-    assert seen[5] == {202}  # Suspended only when starved
+    assert seen[5] == {201, 202, 203}  # micro-stops and starved of blanks: available, waiting
+    assert seen[11] <= {101, 102, 103, 104}  # breakdowns
     gt = m.ground_truth()
     planned = gt.summary(0.0, DAY).seconds["planned_stop"]
     assert 0 < planned <= 3 * 3600.0  # at most the scheduled breaks of three shifts
