@@ -101,6 +101,7 @@ class Loom(SimulatedMachine):
             "picks_per_min": round(iv.rate * 60.0),
             "metres_woven": self.wrap("metres_woven", c.units / self.picks_per_metre),
             "pick_count": int(self.wrap("pick_count", c.units)),
+            "faulty_picks": int(self.wrap("faulty_picks", c.rejects)),
             "warp_breaks": int(self.wrap("warp_breaks", c.stops.get(WARP_BREAK, 0))),
             "weft_breaks": int(self.wrap("weft_breaks", c.stops.get(WEFT_BREAK, 0))),
             "stop_reason": iv.reason,

@@ -113,6 +113,7 @@ class Mill(SimulatedMachine):
             "motor_power": iv.power_kw * (1.0 + 0.004 * self.ripple(11.0)),
             "energy_kwh": c.energy_kwh,
             "produced_t": self.wrap("produced_t", c.units),
+            "offspec_t": self.wrap("offspec_t", c.rejects),
             "separator_speed": round(separator, 1),
             "outlet_temp": round(self.temperature() + 0.5 * self.ripple(127.0, 2), 1),
             "cement_grade": GRADES[self.segment.changeovers % len(GRADES)],

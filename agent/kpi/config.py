@@ -1,0 +1,178 @@
+"""The `[machines.kpi]` section: which of a machine's tags feed its OEE, and how to read them.
+
+    [machines.kpi]
+    state = "state"                       # the state tag, raw codes mapped below ...
+    states = { running = [1], idle = [2], down = [3], setup = [4], planned_stop = [5] }
+    # packml = true                       # ... or PackML StateCurrent (+ unit_mode = "mode")
+    reason = "stop_reason"                # optional stop-reason code, labelled by `reasons`
+    reasons = { "101" = "die jam" }
+    total = "part_count"                  # any two of total / good / reject; rework optional
+    good = "good_count"
+    ideal_cycle_time = "2.5s"             # or ideal_rate = 160 with rate_per = "hour"
+    energy = "energy_kwh"                 # optional cumulative kWh meter
+    max_gap = "3m"                        # no state reading for longer: unknown time
+
+This module imports no protocol library and not `agent.config` (which imports it): the checks
+that need the rest of the config (tags exist on the machine, `max_gap` above the heartbeat) are
+in `problems()`, which `agent.config` calls with what it knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from agent.duration import PositiveDuration, format_duration
+
+# Kept in step with agent.kpi.states.Category (minus "unknown", which is never configured).
+StateName = Literal["running", "idle", "down", "setup", "planned_stop"]
+STATE_NAMES: tuple[StateName, ...] = ("running", "idle", "down", "setup", "planned_stop")
+
+RatePer = Literal["second", "minute", "hour"]
+SECONDS_PER: dict[str, float] = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+# Counter widths by declared type: where an unsigned PLC counter wraps. Signed and float types
+# have no useful wrap point (a float totaliser only ever resets), so they get None.
+COUNTER_BITS: dict[str, int | None] = {"uint16": 16, "uint32": 32, "uint64": 64}
+NOT_NUMERIC = ("string",)
+
+COUNTER_ROLES = ("total", "good", "reject", "rework")
+
+
+def _key_error(key: str, message: str) -> PydanticCustomError:
+    # The same error shape as agent.config.key_error (reported at `...kpi.<key>`); repeated here
+    # because importing agent.config from this module would be circular.
+    return PydanticCustomError("at_key", "{message}", {"key": key, "message": message})
+
+
+def _code(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class MachineKpi(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: str
+    states: dict[StateName, tuple[int, ...]] | None = None
+    packml: bool = False
+    unit_mode: str | None = None
+    reason: str | None = None
+    reasons: dict[str, str] = Field(default_factory=dict)
+    total: str | None = None
+    good: str | None = None
+    reject: str | None = None
+    rework: str | None = None
+    ideal_cycle_time: PositiveDuration | None = None
+    ideal_rate: PositiveFloat | None = None
+    rate_per: RatePer | None = None
+    product: str | None = None
+    products: dict[str, PositiveFloat] = Field(default_factory=dict)
+    energy: str | None = None
+    max_gap: PositiveDuration = 180.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.packml and self.states is not None:
+            raise _key_error("states", "use either states (raw codes) or packml = true, not both")
+        if not self.packml and self.states is None:
+            raise _key_error(
+                "state", "say how to read the state: states = { running = [1], ... } or packml"
+            )
+        if self.unit_mode is not None and not self.packml:
+            raise _key_error("unit_mode", "unit_mode is a PackML tag: set packml = true")
+        owner: dict[int, str] = {}
+        for name, codes in (self.states or {}).items():
+            for code in codes:
+                if code in owner:
+                    raise _key_error(
+                        f"states.{name}", f"code {code} is also mapped to {owner[code]}"
+                    )
+                owner[code] = name
+        if self.reasons and self.reason is None:
+            raise _key_error("reasons", "reasons label the codes of a reason tag: set reason")
+        for key in self.reasons:
+            if _code(key) is None:
+                raise _key_error(f"reasons.{key}", f"reason codes are integers, got {key!r}")
+        given = [r for r in ("total", "good", "reject") if getattr(self, r) is not None]
+        if len(given) < 2:
+            raise _key_error("total", "name at least two of the counters total, good and reject")
+        if (self.ideal_cycle_time is None) == (self.ideal_rate is None):
+            raise _key_error(
+                "ideal_rate", "give the ideal as either ideal_cycle_time or ideal_rate (one)"
+            )
+        if self.rate_per is not None and self.ideal_rate is None:
+            raise _key_error("rate_per", "rate_per goes with ideal_rate")
+        if self.products and self.ideal_rate is None:
+            raise _key_error(
+                "products", "products give ideal rates per product: use ideal_rate as the default"
+            )
+        if self.products and self.product is None:
+            raise _key_error("products", "products need the product tag: set product")
+        for key in self.products:
+            if _code(key) is None:
+                raise _key_error(f"products.{key}", f"product codes are integers, got {key!r}")
+        return self
+
+    # -- what the engine reads ---------------------------------------------------------------
+
+    def tag_roles(self) -> Iterator[tuple[str, str]]:
+        """(key, tag name) of every tag this section names."""
+        for key in ("state", "unit_mode", "reason", *COUNTER_ROLES, "product", "energy"):
+            name = getattr(self, key)
+            if name is not None:
+                yield key, name
+
+    def code_table(self) -> dict[int, StateName]:
+        return {code: name for name, codes in (self.states or {}).items() for code in codes}
+
+    def reason_label(self, code: int) -> str:
+        return self.reasons.get(str(code), f"reason {code}")
+
+    def cycle_time_s(self, product: int | None = None) -> float:
+        """Ideal seconds per unit of the product (the default for an unknown or no product)."""
+        if self.ideal_rate is None:
+            assert self.ideal_cycle_time is not None  # the validator requires one of the two
+            return self.ideal_cycle_time
+        per = SECONDS_PER[self.rate_per or "minute"]
+        rate = self.products.get(str(product), self.ideal_rate) if product is not None else None
+        return per / (rate if rate is not None else self.ideal_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class TagFacts:
+    """What the kpi checks need to know of one tag of the machine."""
+
+    type: str  # declared data type ("float64" when the protocol does not declare one)
+    scale: float = 1.0
+
+
+def problems(kpi: MachineKpi, tags: Mapping[str, TagFacts], heartbeat_s: float) -> list[Any]:
+    """(key relative to the kpi section, message) for each tag the section names that the
+    machine lacks or cannot use, and a `max_gap` the heartbeat would always exceed."""
+    out: list[tuple[str, str]] = []
+    known = ", ".join(tags) or "none"
+    for key, name in kpi.tag_roles():
+        facts = tags.get(name)
+        if facts is None:
+            out.append((key, f"no tag {name!r} on this machine (its tags: {known})"))
+        elif facts.type in NOT_NUMERIC:
+            out.append((key, f"tag {name!r} is a {facts.type}: KPI inputs must be numeric"))
+    if heartbeat_s > 0 and kpi.max_gap <= heartbeat_s:
+        out.append(
+            (
+                "max_gap",
+                f"must exceed the agent heartbeat ({format_duration(heartbeat_s)}), or a quiet "
+                "machine counts as unknown time",
+            )
+        )
+    return out

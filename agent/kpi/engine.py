@@ -1,0 +1,592 @@
+"""The incremental KPI engine: readings in, closed KPI windows out (as `Event`s).
+
+Per machine the engine keeps a *cursor*: the time accounted so far, the current state category,
+the last value of every counter and the components of the open windows (hour, shift, day). A
+reading first moves the cursor to its timestamp, adding the elapsed time to every open window
+(split exactly at window and planned-time boundaries), then updates the state or adds the
+counter's delta to the windows holding its timestamp. A window closes when the cursor passes
+its end; it is then emitted once per definition ("classic", "iso22400") for the machine and,
+once every machine of the line has closed it, for the line (components summed, never averaged).
+
+Time rules (docs/kpi.md): a good state reading vouches for its state for `max_gap`; after that,
+and after a bad-quality state reading until the next good one, time is "unknown" (reported,
+excluded from availability, never guessed). Time before a machine's first reading in the windows
+holding it is unknown too; windows that ended before it are not emitted.
+
+Late data. Readings older than the cursor (replayed after an outage, or a second source of the
+machine lagging) are inserted into a per-machine log of the KPI tags' readings, the cursor is
+restored from the last checkpoint (taken at every window boundary) before the reading, and the
+log is folded again up to where the cursor was. Windows that close again with other components
+are emitted again with `revision + 1`. We keep this log in memory, for the last `retain`
+(26 h: a day window plus slack), rather than read the store back: the engine stays pure and
+synchronous, a recompute costs no I/O on the event loop, and the log holds only the few KPI
+tags of each machine, after report-by-exception, in compact arrays (18 bytes a reading).
+Readings older than that are dropped and counted (`statistics()["late_dropped"]`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agent.config import Calendar, Config, Machine
+from agent.kpi.calendar import Window, planned_intervals, window_at, windows
+from agent.kpi.config import MachineKpi
+from agent.kpi.counters import counter_step
+from agent.kpi.formulas import Components, classic, flags, iso22400, rollup
+from agent.kpi.losses import pareto, six_big_losses
+from agent.kpi.states import Category, map_code, packml_category
+from agent.model import Event, EventKind, Quality, ReadingBatch
+
+NS = 1_000_000_000
+RETAIN_NS = 26 * 3600 * NS
+DEFINITIONS = ("classic", "iso22400")
+NO_REASON = "no reason"
+
+# Roles of the KPI tags, as stored in the log (one byte each).
+STATE, UNIT_MODE, REASON, TOTAL, GOOD, REJECT, REWORK, PRODUCT, ENERGY = range(9)
+_ROLE_OF_KEY = {
+    "state": STATE,
+    "unit_mode": UNIT_MODE,
+    "reason": REASON,
+    "total": TOTAL,
+    "good": GOOD,
+    "reject": REJECT,
+    "rework": REWORK,
+    "product": PRODUCT,
+    "energy": ENERGY,
+}
+_COUNTER_FIELD = {TOTAL: "total", GOOD: "good", REJECT: "reject", REWORK: "rework"}
+# Counter widths by declared type (signed registers wrap too: counter_step works modulo 2^bits).
+_BITS: dict[str, int | None] = {
+    "uint16": 16,
+    "int16": 16,
+    "uint32": 32,
+    "int32": 32,
+    "uint64": 64,
+    "int64": 64,
+}
+
+WindowKey = tuple[str, str]  # (kind, name)
+
+
+def _key(w: Window) -> WindowKey:
+    return (w.kind, w.name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """One hour of the calendar, ready for the fold: windows overlapping it, planned pieces and
+    every instant inside it where something changes (a window or planned-time boundary)."""
+
+    start: int
+    end: int
+    windows: tuple[Window, ...]
+    planned: tuple[tuple[int, int], ...]
+    cuts: tuple[int, ...]  # sorted, in (start, end]
+
+    def next_cut(self, t: int) -> int:
+        return self.cuts[bisect_right(self.cuts, t)] if t < self.end else self.end
+
+    def is_planned(self, t: int) -> bool:
+        return any(a <= t < b for a, b in self.planned)
+
+    def windows_at(self, t: int) -> list[Window]:
+        return [w for w in self.windows if w.start_ns <= t < w.end_ns]
+
+
+class _Spans:
+    """Calendar look-ups, cached by hour: the calendar maths converts time zones, too slow to
+    run for every reading."""
+
+    def __init__(self, calendar: Calendar | None) -> None:
+        self.calendar = calendar
+        self._cache: dict[int, _Span] = {}
+        self._last: _Span | None = None
+
+    def at(self, t: int) -> _Span:
+        last = self._last
+        if last is not None and last.start <= t < last.end:
+            return last
+        hour = window_at(self.calendar, "hour", t)
+        assert hour is not None  # there is always an hour
+        span = self._cache.get(hour.start_ns)
+        if span is None:
+            ws = tuple(windows(self.calendar, hour.start_ns, hour.end_ns))
+            planned = tuple(planned_intervals(self.calendar, hour.start_ns, hour.end_ns))
+            edges = {w.start_ns for w in ws} | {w.end_ns for w in ws}
+            edges |= {x for p in planned for x in p}
+            cuts = tuple(sorted(x for x in edges if hour.start_ns < x <= hour.end_ns))
+            span = _Span(hour.start_ns, hour.end_ns, ws, planned, cuts)
+            if len(self._cache) > 64:  # recomputes revisit a day at most
+                self._cache.clear()
+            self._cache[hour.start_ns] = span
+        self._last = span
+        return span
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """The fold state of one machine; copied whole for checkpoints (it is small)."""
+
+    t: int
+    state: float | None = None
+    unit_mode: float | None = None
+    state_bad: bool = True  # no trustworthy state yet
+    valid_until: int = 0
+    reason: str = NO_REASON
+    last_known: Category | None = None  # for failures: transitions into "down"
+    product: int | None = None
+    counters: dict[int, float] = field(default_factory=dict)  # role -> last raw value
+    open: dict[WindowKey, tuple[Window, Components]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Closed:
+    window: Window
+    components: Components
+    revision: int
+
+
+class _Log:
+    """The KPI readings of one machine, in time order, in compact arrays."""
+
+    def __init__(self) -> None:
+        self.ts = array("q")
+        self.role = array("B")
+        self.value = array("d")
+        self.quality = array("B")
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def add(self, ts: int, role: int, value: float, quality: int) -> bool:
+        """Insert in time order (after equal times); False for an exact duplicate (a replay)."""
+        # Appending is the common case; bisect only for late readings.
+        i = len(self.ts) if not self.ts or ts >= self.ts[-1] else bisect_right(self.ts, ts)
+        j = i - 1
+        while j >= 0 and self.ts[j] == ts:
+            same_value = self.value[j] == value or (math.isnan(value) and math.isnan(self.value[j]))
+            if self.role[j] == role and same_value and self.quality[j] == quality:
+                return False
+            j -= 1
+        self.ts.insert(i, ts)
+        self.role.insert(i, role)
+        self.value.insert(i, value)
+        self.quality.insert(i, quality)
+        return True
+
+    def drop_before(self, t: int) -> None:
+        i = bisect_left(self.ts, t)
+        if i:
+            del self.ts[:i], self.role[:i], self.value[:i], self.quality[:i]
+
+
+@dataclass(frozen=True, slots=True)
+class _TagRole:
+    machine: int  # index into KpiEngine._machines
+    role: int
+    bits: int | None
+    scale: float  # counters wrap in raw register units, before scaling
+
+
+class _MachineState:
+    def __init__(self, machine: Machine, kpi: MachineKpi, line: str) -> None:
+        self.name = machine.name
+        self.kpi = kpi
+        self.line = line
+        self.max_gap_ns = round(kpi.max_gap * NS)
+        self.code_table: dict[int, Category] = dict(kpi.code_table())
+        self.cursor: _Cursor | None = None
+        self.log = _Log()
+        self.checkpoints: list[tuple[int, _Cursor]] = []
+        self.closed: dict[WindowKey, _Closed] = {}
+        self.bits: dict[int, int | None] = {}
+        self.scale: dict[int, float] = {}
+
+
+Emit = Callable[[_MachineState, Window, Components], None]
+
+
+class KpiEngine:
+    """OEE and ISO 22400 KPIs per machine and line, window by window, from reading batches.
+
+    `tag_ids` maps tag paths (`site/area/line/machine/tag`) to the ids the batches carry (the
+    store's ids in the agent). Pure and synchronous: the runtime feeds it and stores its events.
+    """
+
+    def __init__(self, config: Config, tag_ids: Mapping[str, int]) -> None:
+        self.calendar = config.calendar
+        self._spans = _Spans(config.calendar)
+        self._machines: list[_MachineState] = []
+        self._lines: dict[str, list[str]] = {}
+        roles: dict[int, _TagRole] = {}
+        for machine in config.machines:
+            if machine.kpi is None:
+                continue
+            line = f"{machine.area}/{machine.line}"
+            m = _MachineState(machine, machine.kpi, line)
+            index = len(self._machines)
+            self._machines.append(m)
+            self._lines.setdefault(line, []).append(machine.name)
+            declared = {t.name: t for t in config.tags_of(machine.name)}
+            for key, name in machine.kpi.tag_roles():
+                tag = declared.get(name)
+                if tag is None:
+                    raise ValueError(f"machine {machine.name!r}: no tag {name!r} for kpi.{key}")
+                path = config.tag_path(machine.name, name)
+                if path not in tag_ids:
+                    raise ValueError(f"no tag id for {path}")
+                role = _ROLE_OF_KEY[key]
+                bits = _BITS.get(str(getattr(tag, "type", None) or "float64"))
+                scale = float(getattr(tag, "scale", 1.0) or 1.0)
+                roles[tag_ids[path]] = _TagRole(index, role, bits, scale)
+                m.bits[role] = bits
+                m.scale[role] = scale
+        size = max(roles, default=-1) + 1
+        # tag id -> index into self._roles (-1: not a KPI tag), so a batch is filtered at once.
+        self._lookup = np.full(size, -1, dtype=np.int64)
+        self._roles = list(roles.values())
+        for i, tag_id in enumerate(roles):
+            self._lookup[tag_id] = i
+        # Line windows: what each machine closed, and the revision the line last emitted.
+        self._line_parts: dict[tuple[str, WindowKey], dict[str, Components]] = {}
+        self._line_windows: dict[tuple[str, WindowKey], Window] = {}
+        self._line_revision: dict[tuple[str, WindowKey], int] = {}
+        self._pending: list[Event] = []
+        self._recomputing = False
+        self.stats = {"readings": 0, "late": 0, "late_dropped": 0, "duplicates": 0,
+                      "recomputes": 0, "resets": 0, "rollovers": 0}  # fmt: skip
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def on_batch(self, batch: ReadingBatch) -> list[Event]:
+        """Fold one batch in; the events of the windows it closed or revised."""
+        ids = batch.tag_ids.astype(np.int64)
+        inside = (ids >= 0) & (ids < self._lookup.shape[0])
+        picked = np.full(ids.shape[0], -1, dtype=np.int64)
+        picked[inside] = self._lookup[ids[inside]]
+        rows = np.flatnonzero(picked >= 0)
+        if rows.size == 0:
+            return self._take()
+        ts = batch.timestamps()[rows]
+        order = np.argsort(ts, kind="stable")
+        late: dict[int, int] = {}  # machine index -> earliest late timestamp
+        for r, t in zip(rows[order].tolist(), ts[order].tolist(), strict=True):
+            role = self._roles[int(picked[r])]
+            value, quality = float(batch.values[r]), int(batch.quality[r])
+            m = self._machines[role.machine]
+            self.stats["readings"] += 1
+            if m.cursor is None:
+                self._start(m, t)
+            assert m.cursor is not None
+            if t >= m.cursor.t:
+                m.log.add(t, role.role, value, quality)
+                self._fold_to(m, m.cursor, t, self._close)
+                self._apply(m, m.cursor, t, role.role, value, quality)
+                continue
+            self.stats["late"] += 1
+            if not m.checkpoints or t < m.checkpoints[0][0]:
+                self.stats["late_dropped"] += 1
+                continue
+            if not m.log.add(t, role.role, value, quality):
+                self.stats["duplicates"] += 1
+                continue
+            late[role.machine] = min(t, late.get(role.machine, t))
+        for index, t in late.items():
+            self._recompute(self._machines[index], t)
+        return self._take()
+
+    def tick(self, now_ns: int) -> list[Event]:
+        """Close the windows of machines that stopped reporting: their time moves on to
+        `now_ns - max_gap` (a reading may still arrive up to max_gap late without being late)."""
+        for m in self._machines:
+            cursor = m.cursor
+            if cursor is not None and now_ns - m.max_gap_ns > cursor.t:
+                self._fold_to(m, cursor, now_ns - m.max_gap_ns, self._close)
+        return self._take()
+
+    def snapshot(self, now_ns: int) -> dict[str, Any]:
+        """Live figures of the window in progress at `now_ns` (the shift, or the day outside
+        shifts) per machine and line, as plain data: `lineside oee`, the status page."""
+        kind = "shift" if window_at(self.calendar, "shift", now_ns) is not None else "day"
+        window = window_at(self.calendar, kind, now_ns)
+        assert window is not None
+        key = _key(window)
+        machines: dict[str, Any] = {}
+        parts: dict[str, list[Components]] = {}
+        for m in self._machines:
+            if m.cursor is None:
+                continue
+            live = copy.deepcopy(m.cursor)
+            if now_ns > live.t:
+                self._fold_to(m, live, now_ns, None)
+            opened = live.open.get(key)
+            if opened is None:
+                closed = m.closed.get(key)
+                c = closed.components if closed is not None else Components()
+            else:
+                c = opened[1]
+            done = self._finished(m.kpi, c)
+            machines[m.name] = {"line": m.line, "as_of_ns": max(now_ns, live.t), **_figures(done)}
+            parts.setdefault(m.line, []).append(done)
+        lines = {line: _figures(rollup(cs)) for line, cs in parts.items()}
+        return {"window": _window_data(window), "machines": machines, "lines": lines}
+
+    def statistics(self) -> dict[str, int]:
+        return dict(self.stats)
+
+    # -- the fold -----------------------------------------------------------------------------
+
+    def _start(self, m: _MachineState, t: int) -> None:
+        """The first reading: the windows holding it count the time before it as unknown.
+
+        Windows that ended before it are not emitted: the agent was not there to see them.
+        """
+        starts = [w.start_ns for w in self._spans.at(t).windows_at(t)]
+        m.cursor = _Cursor(t=min(starts, default=t))
+        self._fold_to(m, m.cursor, t, None)
+        m.checkpoints.append((t, copy.deepcopy(m.cursor)))
+
+    def _category(self, m: _MachineState, cur: _Cursor) -> Category:
+        if cur.state_bad or cur.state is None:
+            return "unknown"
+        if m.kpi.packml:
+            if not math.isfinite(cur.state):
+                return "unknown"
+            mode = cur.unit_mode
+            return packml_category(
+                int(cur.state), int(mode) if mode is not None and math.isfinite(mode) else None
+            )
+        return map_code(cur.state, m.code_table)
+
+    def _open_at(self, m: _MachineState, cur: _Cursor, t: int) -> list[Components]:
+        """The components of every window holding `t`, opening those not yet open."""
+        out = []
+        for w in self._spans.at(t).windows_at(t):
+            entry = cur.open.get(_key(w))
+            if entry is None:
+                entry = (w, Components(has_energy=m.kpi.energy is not None))
+                cur.open[_key(w)] = entry
+            out.append(entry[1])
+        return out
+
+    def _fold_to(self, m: _MachineState, cur: _Cursor, t: int, close: Emit | None) -> None:
+        """Account the time from `cur.t` to `t` in the current category; close passed windows
+        (`close` None: a throw-away copy for a live view, nothing is emitted or kept)."""
+        while cur.t < t:
+            span = self._spans.at(cur.t)
+            end = min(t, span.next_cut(cur.t))
+            category = self._category(m, cur)
+            if category != "unknown":
+                if cur.t >= cur.valid_until:
+                    category = "unknown"
+                else:
+                    end = min(end, cur.valid_until)
+            seconds = (end - cur.t) / NS
+            planned = span.is_planned(cur.t)
+            for c in self._open_at(m, cur, cur.t):
+                c.calendar_s += seconds
+                if not planned:
+                    continue
+                if category == "planned_stop":
+                    c.planned_stop_s += seconds
+                    continue
+                c.planned_s += seconds
+                if category == "running":
+                    c.running_s += seconds
+                elif category == "idle":
+                    c.idle_s += seconds
+                elif category == "down":
+                    c.down_s += seconds
+                    c.down_by_reason[cur.reason] = c.down_by_reason.get(cur.reason, 0.0) + seconds
+                elif category == "setup":
+                    c.setup_s += seconds
+                else:
+                    c.unknown_s += seconds
+            cur.t = end
+            ended = [k for k, (w, _) in cur.open.items() if w.end_ns <= end]
+            for k in ended:
+                w, c = cur.open.pop(k)
+                if close is not None:
+                    close(m, w, c)
+            if ended and close is not None:
+                m.checkpoints.append((end, copy.deepcopy(cur)))
+                if not self._recomputing:  # a recompute walks the log: prune after it
+                    self._prune(m)
+
+    def _apply(
+        self, m: _MachineState, cur: _Cursor, t: int, role: int, value: float, quality: int
+    ) -> None:
+        """Update the cursor with one reading taken at `t` (the cursor is already at `t`)."""
+        usable = quality != Quality.BAD and math.isfinite(value)
+        if role in (STATE, UNIT_MODE):
+            if role == STATE:
+                cur.state_bad = not usable
+                if usable:
+                    cur.state = value
+                    cur.valid_until = t + m.max_gap_ns
+            elif usable:
+                cur.unit_mode = value
+            category = self._category(m, cur)
+            if category == "down" and cur.last_known != "down":
+                for c in self._open_at(m, cur, t):
+                    c.failures += 1
+            if category != "unknown":
+                cur.last_known = category
+            return
+        if not usable:
+            return  # a bad counter reading is skipped; the next good one carries the delta
+        if role == REASON:
+            cur.reason = m.kpi.reason_label(int(value))
+        elif role == PRODUCT:
+            cur.product = int(value)
+        else:
+            scale = m.scale.get(role, 1.0)
+            raw = value / scale
+            step = counter_step(cur.counters.get(role), raw, m.bits.get(role))
+            cur.counters[role] = raw
+            if step.kind == "reset":
+                self.stats["resets"] += 1
+            elif step.kind == "rollover":
+                self.stats["rollovers"] += 1
+            delta = step.delta * scale
+            if delta == 0.0:
+                return
+            kpi = m.kpi
+            # The ideal time of what was made: from the total counter, or from good + reject
+            # when the machine has no total counter.
+            counts_total = role == TOTAL or (kpi.total is None and role in (GOOD, REJECT))
+            ideal = delta * kpi.cycle_time_s(cur.product) if counts_total else 0.0
+            for c in self._open_at(m, cur, t):
+                if role == ENERGY:
+                    c.energy_kwh += delta
+                else:
+                    name = _COUNTER_FIELD[role]
+                    setattr(c, name, getattr(c, name) + delta)
+                    c.ideal_s += ideal
+
+    # -- closing, late data, roll-up ----------------------------------------------------------
+
+    def _close(self, m: _MachineState, w: Window, c: Components) -> None:
+        key = _key(w)
+        previous = m.closed.get(key)
+        if previous is not None and previous.components == c:
+            return  # a recompute that changed nothing in this window
+        revision = 0 if previous is None else previous.revision + 1
+        m.closed[key] = _Closed(w, c, revision)
+        done = self._finished(m.kpi, c)
+        self._pending += _events(w, done, revision, machine=m.name, line=m.line)
+        self._close_line(m, w, done)
+
+    def _close_line(self, m: _MachineState, w: Window, done: Components) -> None:
+        key = (m.line, _key(w))
+        parts = self._line_parts.setdefault(key, {})
+        parts[m.name] = done
+        self._line_windows[key] = w
+        if len(parts) < len(self._lines[m.line]):
+            return  # the line's window closes when every machine of it has closed it
+        revision = self._line_revision.get(key, -1) + 1
+        self._line_revision[key] = revision
+        total = rollup(parts[name] for name in self._lines[m.line])
+        self._pending += _events(w, total, revision, machine=None, line=m.line)
+
+    def _recompute(self, m: _MachineState, t: int) -> None:
+        """Fold the log again from the last checkpoint at or before `t` to where we were."""
+        assert m.cursor is not None
+        self.stats["recomputes"] += 1
+        target = m.cursor.t
+        i = bisect_right([c for c, _ in m.checkpoints], t) - 1
+        start, saved = m.checkpoints[i]
+        del m.checkpoints[i + 1 :]
+        cur = copy.deepcopy(saved)
+        log = m.log
+        self._recomputing = True
+        try:
+            for j in range(bisect_left(log.ts, start), len(log)):
+                ts = log.ts[j]
+                self._fold_to(m, cur, ts, self._close)
+                self._apply(m, cur, ts, log.role[j], log.value[j], log.quality[j])
+            self._fold_to(m, cur, target, self._close)
+        finally:
+            self._recomputing = False
+        m.cursor = cur
+        self._prune(m)
+
+    def _prune(self, m: _MachineState) -> None:
+        assert m.cursor is not None
+        horizon = m.cursor.t - RETAIN_NS
+        keep = bisect_right([c for c, _ in m.checkpoints], horizon) - 1
+        if keep > 0:
+            del m.checkpoints[:keep]
+        oldest = m.checkpoints[0][0]
+        m.log.drop_before(oldest)
+        for k in [k for k, v in m.closed.items() if v.window.end_ns <= oldest]:
+            del m.closed[k]
+            self._line_parts.pop((m.line, k), None)
+            self._line_windows.pop((m.line, k), None)
+            self._line_revision.pop((m.line, k), None)
+
+    def _finished(self, kpi: MachineKpi, c: Components) -> Components:
+        """A copy with the counter the machine does not have derived from the other two."""
+        done = copy.deepcopy(c)
+        if kpi.reject is None:
+            done.reject = max(done.total - done.good, 0.0)
+        elif kpi.good is None:
+            done.good = max(done.total - done.reject, 0.0)
+        elif kpi.total is None:
+            done.total = done.good + done.reject
+        return done
+
+    def _take(self) -> list[Event]:
+        out, self._pending = self._pending, []
+        return out
+
+
+def _window_data(w: Window) -> dict[str, Any]:
+    return {"kind": w.kind, "name": w.name, "start_ns": w.start_ns, "end_ns": w.end_ns}
+
+
+def _figures(c: Components) -> dict[str, Any]:
+    return {
+        "classic": classic(c),
+        "iso22400": iso22400(c),
+        "components": asdict(c),
+        "flags": flags(c),
+        "losses": six_big_losses(c),
+        "pareto": [list(p) for p in pareto(c.down_by_reason)],
+    }
+
+
+def _events(
+    w: Window, c: Components, revision: int, *, machine: str | None, line: str
+) -> list[Event]:
+    """One KPI event per definition for a closed (or revised) window."""
+    shared = {
+        "scope": "machine" if machine is not None else "line",
+        "machine": machine,
+        "line": line,
+        "window": _window_data(w),
+        "components": asdict(c),
+        "flags": flags(c),
+        "losses": six_big_losses(c),
+        "pareto": [list(p) for p in pareto(c.down_by_reason)],
+        "revision": revision,
+    }
+    kpis = {"classic": classic(c), "iso22400": iso22400(c)}
+    return [
+        Event(
+            EventKind.KPI,
+            ts_ns=w.end_ns,
+            machine=machine,
+            data={"definition": d, "kpis": kpis[d], **shared},
+        )
+        for d in DEFINITIONS
+    ]

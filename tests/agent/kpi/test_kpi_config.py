@@ -1,0 +1,221 @@
+"""`[machines.kpi]`: good sections load, each mistake gives one exact problem line.
+
+Checked through `agent.config.load_config`, as `lineside validate` reports them (`FILE: WHERE:
+MESSAGE`, the file prefix stripped here).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.errors import ConfigError
+
+HEAD = 'config_version = 1\n[agent]\nid = "edge-1"\n[plant]\nsite = "suzhou"\n'
+MACHINE = '[[machines]]\nname = "press1"\narea = "stamping"\nline = "line-1"\n'
+SOURCE = """
+[[sources]]
+name = "plc1"
+type = "modbus_tcp"
+host = "127.0.0.1"
+[[sources.units]]
+unit_id = 1
+machine = "press1"
+tags = [
+  { name = "state", address = "hr:0", type = "uint16" },
+  { name = "mode", address = "hr:1", type = "uint16" },
+  { name = "reason", address = "hr:2", type = "uint16" },
+  { name = "parts", address = "hr:4", type = "uint32" },
+  { name = "good", address = "hr:6", type = "uint32" },
+  { name = "scrap", address = "hr:8", type = "uint16" },
+  { name = "product", address = "hr:9", type = "uint16" },
+  { name = "kwh", address = "hr:10", type = "float32" },
+  { name = "die", address = "hr:20", type = "string", length = 4 },
+]
+"""
+KPI = """[machines.kpi]
+state = "state"
+states = { running = [1], idle = [2], down = [3, 6], setup = [4], planned_stop = [5] }
+total = "parts"
+good = "good"
+ideal_cycle_time = "2.5s"
+"""
+
+
+def write(tmp_path: Path, kpi: str, agent_extra: str = "") -> Path:
+    head = HEAD.replace('id = "edge-1"\n', f'id = "edge-1"\n{agent_extra}')
+    path = tmp_path / "lineside.toml"
+    path.write_text(head + MACHINE + kpi + SOURCE, encoding="utf-8")
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    lines = [str(p) for p in caught.value.problems]
+    assert all(line.startswith(f"{path}: ") for line in lines), lines
+    return [line.removeprefix(f"{path}: ") for line in lines]
+
+
+def test_minimal_section_loads(tmp_path: Path) -> None:
+    kpi = load_config(write(tmp_path, KPI)).machines[0].kpi
+    assert kpi is not None
+    assert kpi.code_table() == {1: "running", 2: "idle", 3: "down", 6: "down", 4: "setup",
+                                5: "planned_stop"}  # fmt: skip
+    assert kpi.cycle_time_s() == 2.5
+    assert kpi.max_gap == 180.0
+    assert kpi.reason_label(7) == "reason 7"
+
+
+def test_full_section_loads(tmp_path: Path) -> None:
+    text = """[machines.kpi]
+state = "state"
+packml = true
+unit_mode = "mode"
+reason = "reason"
+reasons = { "101" = "die jam" }
+total = "parts"
+reject = "scrap"
+rework = "good"
+ideal_rate = 24
+rate_per = "minute"
+product = "product"
+products = { "7" = 30.0 }
+energy = "kwh"
+max_gap = "5m"
+"""
+    kpi = load_config(write(tmp_path, text)).machines[0].kpi
+    assert kpi is not None and kpi.packml
+    assert kpi.reason_label(101) == "die jam"
+    assert kpi.cycle_time_s() == 2.5  # 24 per minute
+    assert kpi.cycle_time_s(7) == 2.0  # product 7: 30 per minute
+    assert kpi.cycle_time_s(8) == 2.5  # unknown product: the default
+    assert kpi.max_gap == 300.0
+
+
+def test_rates_per_hour_and_second(tmp_path: Path) -> None:
+    text = KPI.replace('ideal_cycle_time = "2.5s"', 'ideal_rate = 160\nrate_per = "hour"')
+    kpi = load_config(write(tmp_path, text)).machines[0].kpi
+    assert kpi is not None and kpi.cycle_time_s() == pytest.approx(3600 / 160)
+    text = KPI.replace('ideal_cycle_time = "2.5s"', 'ideal_rate = 4\nrate_per = "second"')
+    kpi = load_config(write(tmp_path, text)).machines[0].kpi
+    assert kpi is not None and kpi.cycle_time_s() == 0.25
+
+
+W = "machines[0].kpi"
+BAD = [
+    ("unknown-key", KPI + 'colour = "red"\n', [f"{W}: unknown key 'colour'"]),
+    (
+        "no-state-map",
+        KPI.replace("states = {", "# states = {"),
+        [f"{W}.state: say how to read the state: states = {{ running = [1], ... }} or packml"],
+    ),
+    (
+        "both-state-maps",
+        KPI + "packml = true\n",
+        [f"{W}.states: use either states (raw codes) or packml = true, not both"],
+    ),
+    (
+        "unit-mode-without-packml",
+        KPI + 'unit_mode = "mode"\n',
+        [f"{W}.unit_mode: unit_mode is a PackML tag: set packml = true"],
+    ),
+    (
+        "code-twice",
+        KPI.replace("idle = [2]", "idle = [2, 1]"),
+        [f"{W}.states.idle: code 1 is also mapped to running"],
+    ),
+    (
+        "one-counter",
+        KPI.replace('good = "good"\n', ""),
+        [f"{W}.total: name at least two of the counters total, good and reject"],
+    ),
+    (
+        "no-ideal",
+        KPI.replace('ideal_cycle_time = "2.5s"\n', ""),
+        [f"{W}.ideal_rate: give the ideal as either ideal_cycle_time or ideal_rate (one)"],
+    ),
+    (
+        "two-ideals",
+        KPI + "ideal_rate = 24\n",
+        [f"{W}.ideal_rate: give the ideal as either ideal_cycle_time or ideal_rate (one)"],
+    ),
+    (
+        "rate-per-alone",
+        KPI + 'rate_per = "hour"\n',
+        [f"{W}.rate_per: rate_per goes with ideal_rate"],
+    ),
+    (
+        "rate-per-unknown",
+        KPI.replace('ideal_cycle_time = "2.5s"', 'ideal_rate = 5\nrate_per = "week"'),
+        [f"{W}.rate_per: expected 'second', 'minute' or 'hour', got 'week'"],
+    ),
+    (
+        "zero-rate",
+        KPI.replace('ideal_cycle_time = "2.5s"', "ideal_rate = 0"),
+        [f"{W}.ideal_rate: must be more than 0.0, got 0"],
+    ),
+    (
+        "cycle-without-unit",
+        KPI.replace('"2.5s"', "2.5"),
+        [f'{W}.ideal_cycle_time: durations need a unit, e.g. "500ms" or "5s", got 2.5'],
+    ),
+    (
+        "products-without-rate",
+        KPI + 'product = "product"\nproducts = { "7" = 30.0 }\n',
+        [f"{W}.products: products give ideal rates per product: use ideal_rate as the default"],
+    ),
+    (
+        "products-without-tag",
+        KPI.replace('ideal_cycle_time = "2.5s"', "ideal_rate = 24") + 'products = { "7" = 30.0 }\n',
+        [f"{W}.products: products need the product tag: set product"],
+    ),
+    (
+        "product-code-not-integer",
+        KPI.replace('ideal_cycle_time = "2.5s"', "ideal_rate = 24")
+        + 'product = "product"\nproducts = { "A7" = 30.0 }\n',
+        [f"{W}.products.A7: product codes are integers, got 'A7'"],
+    ),
+    (
+        "reasons-without-tag",
+        KPI + 'reasons = { "101" = "die jam" }\n',
+        [f"{W}.reasons: reasons label the codes of a reason tag: set reason"],
+    ),
+    (
+        "unknown-tag",
+        KPI.replace('good = "good"', 'good = "good_parts"'),
+        [
+            f"{W}.good: no tag 'good_parts' on this machine (its tags: state, mode, reason, "
+            "parts, good, scrap, product, kwh, die)"
+        ],
+    ),
+    (
+        "text-tag",
+        KPI + 'product = "die"\n',
+        [f"{W}.product: tag 'die' is a string: KPI inputs must be numeric"],
+    ),
+    (
+        "gap-below-heartbeat",
+        KPI + 'max_gap = "30s"\n',
+        [
+            f"{W}.max_gap: must exceed the agent heartbeat (1m), or a quiet machine counts as "
+            "unknown time"
+        ],
+    ),
+    ("gap-zero", KPI + 'max_gap = "0s"\n', [f"{W}.max_gap: must be more than zero, got '0s'"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_bad_section(tmp_path: Path, text: str, expected: list[str]) -> None:
+    assert problems(write(tmp_path, text)) == expected
+
+
+def test_gap_checked_against_the_configured_heartbeat(tmp_path: Path) -> None:
+    path = write(tmp_path, KPI + 'max_gap = "30s"\n', agent_extra='heartbeat = "10s"\n')
+    assert load_config(path).machines[0].kpi is not None
+    path = write(tmp_path, KPI + 'max_gap = "2m"\n', agent_extra='heartbeat = "5m"\n')
+    assert problems(path) == [
+        f"{W}.max_gap: must exceed the agent heartbeat (5m), or a quiet machine counts as "
+        "unknown time"
+    ]
