@@ -1,0 +1,89 @@
+"""The real Agent with `[[inspections]]`: verdicts stored as events next to the PLC readings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agent.config import load_config
+from agent.model import EventKind
+from agent.runtime import Agent
+from agent.starter import plant_config, plant_machines
+from agent.store import Store
+from firmware_sim.clock import ScaledClock
+from firmware_sim.plant import Plant, load_plant
+from tests.vision import onnx_graphs as graphs
+
+
+def frames(folder: Path, defects: list[bool]) -> None:
+    folder.mkdir()
+    for i, defect in enumerate(defects):
+        image = np.zeros((96, 96, 3), np.uint8)
+        if defect:
+            image[40:56, 40:56] = 255
+        cv2.imwrite(str(folder / f"part{i:02d}.jpg"), image)
+
+
+async def test_agent_stores_verdict_events_and_contains_a_broken_model(tmp_path: Path) -> None:
+    frames(tmp_path / "frames", [False, True, False, False, True])
+    graphs.anomaly_model(tmp_path / "surface.onnx")
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07 not a protobuf model")
+    spec = load_plant("press").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
+        machines = plant_machines(plant.endpoints())
+        port = machines[0].port
+        text = 'write_allow = ["press1:co:7"]\n' + plant_config(
+            machines, poll_interval="100ms", report="all"
+        )
+        text += """
+[[inspections]]
+name = "surface"
+machine = "press1"
+source = { type = "folder", path = "frames" }
+model = "surface.onnx"
+save = { dir = "rejects", good_sample = 0.0 }
+write_back = { address = "co:7" }
+
+[[inspections]]
+name = "broken"
+machine = "press2"
+source = { type = "folder", path = "frames" }
+model = "broken.onnx"
+"""
+        path = tmp_path / "lineside.toml"
+        path.write_text(text, encoding="utf-8")
+        agent = Agent(load_config(path))
+        await agent.run(duration=1.5)
+        coil = plant.units["press1"].image.coils[7]
+    with Store(tmp_path / "data") as store:
+        events = store.read_events(0, 1000)
+    verdicts = [e.data for e in events if e.kind is EventKind.INSPECTION and "verdict" in e.data]
+    verdicts = [v for v in verdicts if "audit" not in v]
+    assert [(v["source"], v["verdict"]) for v in verdicts] == [
+        ("part00.jpg", "OK"),
+        ("part01.jpg", "NotOK"),
+        ("part02.jpg", "OK"),
+        ("part03.jpg", "OK"),
+        ("part04.jpg", "NotOK"),
+    ]
+    assert all(v["model"] == "surface.onnx" for v in verdicts)
+    audits = [e.data for e in events if e.data.get("audit") == "write_back"]
+    assert [(a["result"], a["value"]) for a in audits] == [
+        ("written", 0),
+        ("written", 1),
+        ("written", 0),
+        ("written", 0),
+        ("written", 1),
+    ]
+    assert coil == 1 and port > 0  # the last part was a reject
+    assert len(list((tmp_path / "rejects").iterdir())) == 2
+    figures = agent.statistics()
+    broken = figures["inspections"]["broken"]
+    assert broken["model_errors"] == 1 and broken["inspected"] == 0
+    assert "broken.onnx: not a usable ONNX model" in broken["last_error"]
+    assert figures["inspections"]["surface"]["latest"]["source"] == "part04.jpg"
+    # polling went on meanwhile
+    assert figures["sources"]["press1-plc"]["polls"] >= 10
+    assert figures["store"]["readings_written"] > 0

@@ -1,0 +1,398 @@
+"""The inspection pipeline with real models, real files, a fake clock and the simulated plant."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from agent.clock import FakeClock
+from agent.model import Event, EventKind
+from connectors.modbus.address import parse_address
+from firmware_sim.clock import ScaledClock
+from firmware_sim.plant import Plant, load_plant
+from tests.vision import onnx_graphs as graphs
+from vision.frames import FolderSource, Frame, FrameSource, SourceGone
+from vision.inspector import (
+    MODEL_RETRY,
+    FpsTrigger,
+    ImageArchive,
+    Inspector,
+    ReplayTrigger,
+    TagTrigger,
+    Trigger,
+)
+from vision.model import Model
+from vision.writeback import ModbusWriteBack
+
+
+def write_jpeg(path: Path, image: np.ndarray) -> None:
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    path.write_bytes(data.tobytes())
+
+
+def part(defect: bool) -> np.ndarray:
+    image = np.zeros((128, 128, 3), np.uint8)
+    if defect:
+        image[56:72, 56:72] = 255  # what the brightness "anomaly model" calls a defect
+    return image
+
+
+def make_inspector(
+    model_path: Path,
+    source: FrameSource | Callable[[Model], FrameSource],
+    trigger: Trigger,
+    clock: FakeClock,
+    events: list[Event],
+    **kw: object,
+) -> Inspector:
+    def open_source(model: Model) -> FrameSource:
+        return source(model) if callable(source) else source
+
+    return Inspector(
+        "surface",
+        "press1",
+        lambda: Model.load(model_path),
+        open_source,
+        trigger,
+        clock=clock,
+        emit_event=events.append,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def until(condition: Callable[[], bool], turns: int = 20_000) -> None:
+    """Let the loop (and worker threads) run until `condition` holds."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0.0005)
+    raise AssertionError("condition not reached")
+
+
+@contextlib.asynccontextmanager
+async def running(inspector: Inspector) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(inspector.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_folder_replay_gives_one_verdict_event_per_image(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    write_jpeg(folder / "p1.jpg", part(False))
+    write_jpeg(folder / "p2.jpg", part(True))
+    (folder / "p3.jpg").write_bytes((folder / "p2.jpg").read_bytes()[:400])  # truncated
+    write_jpeg(folder / "p4.jpg", part(False))
+    model = graphs.anomaly_model(tmp_path / "a.onnx")
+    clock = FakeClock()
+    events: list[Event] = []
+    inspector = make_inspector(model, FolderSource(folder), ReplayTrigger(), clock, events)
+    await asyncio.wait_for(inspector.run(), 10)  # a replay ends with its folder
+    assert [e.kind for e in events] == [EventKind.INSPECTION] * 3
+    assert [(e.data["source"], e.data["verdict"]) for e in events] == [
+        ("p1.jpg", "OK"),
+        ("p2.jpg", "NotOK"),
+        ("p4.jpg", "OK"),
+    ]
+    bad = events[1].data
+    assert bad["model"] == "a.onnx" and bad["adapter"] == "anomaly"
+    assert bad["score"] == pytest.approx(1.0, abs=0.01)
+    (box,) = bad["boxes"]
+    assert box["box"] == pytest.approx([56, 56, 72, 72], abs=2)
+    assert bad["latency_ms"] > 0
+    assert all(e.machine == "press1" and e.ts_ns == clock.time_ns() for e in events)
+    stats = inspector.statistics()
+    assert (stats["inspected"], stats["ok"], stats["not_ok"], stats["frame_errors"]) == (3, 2, 1, 1)
+    assert "p3.jpg: truncated JPEG" in stats["last_error"]
+    assert inspector.latest == events[-1].data
+
+
+async def test_queue_drops_and_counts_when_the_model_is_slow(tmp_path: Path) -> None:
+    model = graphs.heavy_model(tmp_path / "heavy.onnx", layers=60)
+    clock = FakeClock()
+    events: list[Event] = []
+
+    class Camera:
+        name, live, finished = "cam", True, False
+
+        def read(self) -> Frame:
+            return Frame(part(False), "cam", clock.time_ns())
+
+        def close(self) -> None:
+            pass
+
+    inspector = make_inspector(
+        model, Camera(), FpsTrigger(100.0, clock), clock, events, queue_size=2
+    )
+    async with running(inspector):
+        await until(lambda: clock.sleepers() == 1)  # model loaded, waiting for the first tick
+        for _ in range(100):  # one second at 100 frames/s, much faster than the model
+            clock.advance(0.01)
+            await until(lambda: clock.sleepers() == 1)
+        stats = inspector.statistics()
+    assert stats["triggers"] == 101
+    assert stats["dropped"] >= 50, stats
+    assert stats["frames"] + stats["dropped"] == stats["triggers"]
+    assert stats["inspected"] <= stats["frames"] <= stats["inspected"] + 3
+    assert len(events) == stats["inspected"]
+
+
+async def test_tag_trigger_fires_on_the_edge_after_the_delay() -> None:
+    clock = FakeClock()
+    value = [math.nan]  # not read yet
+    trigger = TagTrigger(lambda: value[0], clock, edge="rising", delay=0.05, poll=0.01)
+    # values change between polls (every 10 ms), so the poll that sees them is known
+    wait = asyncio.create_task(trigger.wait())
+    await clock.run_until(0.055)
+    value[0] = 1.0  # unknown → 1 is no edge: the part may have been there all along
+    await clock.run_until(0.105)
+    value[0] = 0.0
+    await clock.run_until(0.205)
+    assert not wait.done()
+    value[0] = 1.0
+    await clock.run_until(0.255)  # seen at 0.21, fires at 0.26
+    assert not wait.done()
+    await clock.run_until(0.265)
+    assert wait.done()
+    wait = asyncio.create_task(trigger.wait())
+    await clock.run_until(0.505)
+    value[0] = 0.0  # a falling edge: nothing
+    await clock.run_until(0.605)
+    assert not wait.done()
+    await clock.run_until(1.0)
+    wait.cancel()
+    falling = TagTrigger(lambda: value[0], clock, edge="falling", poll=0.01)
+    value[0] = 1.0
+    wait = asyncio.create_task(falling.wait())
+    await clock.run_until(1.105)
+    value[0] = 0.0
+    await clock.run_until(1.115)
+    assert wait.done()
+
+
+async def test_tag_edges_give_verdicts(tmp_path: Path) -> None:
+    model = graphs.anomaly_model(tmp_path / "a.onnx")
+    clock = FakeClock()
+    events: list[Event] = []
+    value = [0.0]
+
+    class Camera:
+        name, live, finished = "cam", True, False
+
+        def read(self) -> Frame:
+            return Frame(part(True), "cam", clock.time_ns())
+
+        def close(self) -> None:
+            pass
+
+    trigger = TagTrigger(lambda: value[0], clock, poll=0.01)
+    inspector = make_inspector(model, Camera(), trigger, clock, events)
+    async with running(inspector):
+        await until(lambda: clock.sleepers() == 1)
+        for step in (1.0, 1.0, 0.0, 1.0):  # rising, steady, falling, rising
+            value[0] = step
+            clock.advance(0.01)
+            await until(lambda: clock.sleepers() == 1 and inspector.stats.frames == len(events))
+    assert inspector.stats.triggers == 2
+    assert [e.data["verdict"] for e in events] == ["NotOK", "NotOK"]
+
+
+async def test_missing_model_is_counted_and_retried(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    write_jpeg(folder / "p1.jpg", part(True))
+    model = tmp_path / "later.onnx"
+    clock = FakeClock()
+    events: list[Event] = []
+    inspector = make_inspector(model, FolderSource(folder), ReplayTrigger(), clock, events)
+    task = asyncio.create_task(inspector.run())
+    await until(lambda: inspector.stats.model_errors == 1 and clock.sleepers() == 1)
+    assert inspector.stats.last_error == f"model file not found: {model}"
+    graphs.anomaly_model(model)  # the model arrives
+    clock.advance(MODEL_RETRY)
+    await asyncio.wait_for(task, 10)
+    assert inspector.stats.model_errors == 1
+    assert [e.data["verdict"] for e in events] == ["NotOK"]
+
+
+async def test_a_camera_that_disappears_is_counted_and_retried(tmp_path: Path) -> None:
+    model = graphs.anomaly_model(tmp_path / "a.onnx")
+    clock = FakeClock()
+    events: list[Event] = []
+    plugged = [True]
+
+    class Camera:
+        name, live, finished = "cam", True, False
+
+        def read(self) -> Frame:
+            if not plugged[0]:
+                raise SourceGone("cam: no frame (device gone or stream ended)")
+            return Frame(part(False), "cam", clock.time_ns())
+
+        def close(self) -> None:
+            pass
+
+    inspector = make_inspector(
+        model, Camera(), FpsTrigger(10.0, clock), clock, events, source_retry=1.0
+    )
+    async with running(inspector):
+        await until(lambda: len(events) == 1 and clock.sleepers() == 1)
+        plugged[0] = False
+        clock.advance(0.1)
+        await until(lambda: inspector.stats.frame_errors == 1 and clock.sleepers() == 1)
+        clock.advance(0.5)  # within the retry pause: no new attempt
+        await until(lambda: clock.sleepers() == 1)
+        assert inspector.stats.frame_errors == 1
+        plugged[0] = True
+        clock.advance(0.6)
+        await until(lambda: clock.sleepers() == 1)
+        clock.advance(0.1)
+        await until(lambda: len(events) >= 2)
+    assert inspector.stats.last_error == "cam: no frame (device gone or stream ended)"
+
+
+def test_archive_is_bounded_by_size_and_age(tmp_path: Path) -> None:
+    frame = Frame(part(True), "cam#1", 0)
+    archive = ImageArchive(tmp_path / "img", max_size=10**9, retention=60.0, good_sample=0.5)
+    one = archive.save(frame, "NotOK", 1_000).stat().st_size
+    archive.max_size = 3 * one + one // 2
+    for i in range(2, 7):
+        archive.save(frame, "NotOK", i * 1_000)
+    kept = sorted(p.name for p in (tmp_path / "img").iterdir())
+    assert kept == [f"{i}000_NotOK_cam-1.jpg" for i in (4, 5, 6)]
+    assert archive.total == sum(p.stat().st_size for p in (tmp_path / "img").iterdir())
+    archive.save(frame, "NotOK", 61 * 10**9 + 5_000)  # a minute later: the rest is too old
+    assert len(list((tmp_path / "img").iterdir())) == 1
+    assert [archive.wanted("OK") for _ in range(4)] == [True, False, True, False]
+    assert archive.wanted("NotDecidable")
+    # a restarted agent sees what is already there
+    again = ImageArchive(tmp_path / "img", max_size=10, retention=60.0, good_sample=0.0)
+    assert again.total == archive.total and not again.wanted("OK")
+
+
+async def test_saved_images_go_with_their_events(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(4):
+        write_jpeg(folder / f"p{i}.jpg", part(i == 2))
+    clock = FakeClock()
+    events: list[Event] = []
+    archive = ImageArchive(tmp_path / "saved", max_size=10**8, retention=3600.0, good_sample=0.0)
+    inspector = make_inspector(
+        graphs.anomaly_model(tmp_path / "a.onnx"),
+        FolderSource(folder),
+        ReplayTrigger(),
+        clock,
+        events,
+        archive=archive,
+    )
+    await asyncio.wait_for(inspector.run(), 10)
+    saved = [e.data.get("image") for e in events]
+    assert saved[:2] == [None, None] and saved[3] is None
+    assert saved[2] is not None
+    assert os.listdir(tmp_path / "saved") == [saved[2].rsplit("/", 1)[-1]]
+
+
+@pytest.fixture
+async def plant() -> AsyncIterator[Plant]:
+    spec = load_plant("press").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as running_plant:
+        yield running_plant
+
+
+async def read_coil(port: int, offset: int) -> bool:
+    client = AsyncModbusTcpClient("127.0.0.1", port=port)
+    await client.connect()
+    try:
+        rr = await client.read_coils(offset, count=1, device_id=1)
+        return bool(rr.bits[0])
+    finally:
+        client.close()
+
+
+async def test_write_back_to_the_plant_is_audited(tmp_path: Path, plant: Plant) -> None:
+    endpoint = plant.endpoints()[0]
+    port = int(endpoint.modbus_tcp.rsplit(":", 1)[1])
+    write_back = ModbusWriteBack(
+        "press1",
+        parse_address("co:5"),
+        host="127.0.0.1",
+        port=port,
+        unit_id=endpoint.unit_id,
+        allow=["press1:co:5"],
+    )
+    model = graphs.anomaly_model(tmp_path / "a.onnx")
+    events: list[Event] = []
+    seen = []
+    writes = 0
+    for name, defect in (("reject", True), ("good", False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_jpeg(folder / f"{name}.jpg", part(defect))
+        inspector = make_inspector(
+            model, FolderSource(folder), ReplayTrigger(), FakeClock(), events, write_back=write_back
+        )
+        await asyncio.wait_for(inspector.run(), 10)
+        seen.append(await read_coil(port, 5))  # read back by an independent client
+        writes += inspector.stats.writes
+    audits = [e.data for e in events if e.data.get("audit") == "write_back"]
+    assert audits == [
+        {
+            "inspection": "surface",
+            "audit": "write_back",
+            "target": "press1:co:5",
+            "verdict": verdict,
+            "value": value,
+            "result": "written",
+        }
+        for verdict, value in (("NotOK", 1), ("OK", 0))
+    ]
+    assert [e.kind for e in events] == [EventKind.INSPECTION] * 4
+    assert seen == [True, False]
+    assert writes == 2
+
+
+async def test_write_back_outside_the_allow_list_is_refused(tmp_path: Path, plant: Plant) -> None:
+    endpoint = plant.endpoints()[0]
+    port = int(endpoint.modbus_tcp.rsplit(":", 1)[1])
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    write_jpeg(folder / "p1.jpg", part(True))
+    write_back = ModbusWriteBack(
+        "press1",
+        parse_address("co:6"),
+        host="127.0.0.1",
+        port=port,
+        unit_id=endpoint.unit_id,
+        allow=["press1:co:5"],
+    )
+    events: list[Event] = []
+    inspector = make_inspector(
+        graphs.anomaly_model(tmp_path / "a.onnx"),
+        FolderSource(folder),
+        ReplayTrigger(),
+        FakeClock(),
+        events,
+        write_back=write_back,
+    )
+    await asyncio.wait_for(inspector.run(), 10)
+    (audit,) = [e.data for e in events if e.data.get("audit")]
+    assert audit["result"] == "refused"
+    assert audit["error"] == "write to press1:co:6 refused: not on the write_allow list"
+    assert (inspector.stats.write_refused, inspector.stats.writes) == (1, 0)
+    assert await read_coil(port, 6) is False
+    assert [e.data["verdict"] for e in events if "audit" not in e.data] == ["NotOK"]

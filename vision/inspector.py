@@ -1,0 +1,511 @@
+"""The inspection pipeline of one `[[inspections]]` entry: trigger → frame → model → verdict.
+
+Two stages run at once, so the pipeline goes at the pace of the slower one, not their sum:
+
+- the producer waits for the trigger, reads and preprocesses a frame in a worker thread, and
+  puts it on a small bounded queue. With a live trigger (fps, PLC tag) a frame that finds the
+  queue full is dropped and counted: a late verdict is worth less than the next part's, and
+  nothing upstream may ever wait for vision. A replay (folder, video) waits for room instead.
+- the consumer runs the model in its own single-thread executor (the one thread boundary of
+  the agent), then hands the verdict on: an `Event` to `emit_event`, the image to the archive,
+  the value to the PLC when write-back is configured (every write audited as an event).
+
+Failures are contained and counted: an unreadable frame, a camera gone (retried after a pause),
+a model missing or corrupt (retried every MODEL_RETRY seconds), an inference error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+
+from agent.clock import Clock
+from agent.errors import LinesideError
+from agent.model import Event, EventKind
+from vision.adapters import Verdict
+from vision.config import InspectionConfig
+from vision.frames import Frame, FrameError, FrameSource, SourceGone
+from vision.model import Model, ModelError, Prepared
+from vision.preprocess import Roi
+
+log = logging.getLogger("lineside.vision")
+
+MODEL_RETRY = 30.0  # seconds between attempts to load a missing or corrupt model
+SOURCE_RETRY = 1.0  # pause after a frame source failed (camera gone, folder missing)
+IDLE_POLL = 0.2  # a watched folder or camera with nothing new: look again after this
+
+
+# ---------------------------------------------------------------------------------------------
+# Triggers
+
+
+class Trigger(Protocol):
+    drops: bool  # frames that find the queue full are dropped (live) or waited for (replay)
+
+    async def wait(self) -> None:
+        """Return when the next frame is due."""
+        ...
+
+
+class ReplayTrigger:
+    drops = False
+
+    async def wait(self) -> None:
+        return None
+
+
+class FpsTrigger:
+    """Drift-free ticks on the monotonic clock; a tick missed while busy is skipped."""
+
+    drops = True
+
+    def __init__(self, fps: float, clock: Clock) -> None:
+        self.period = 1.0 / fps
+        self.clock = clock
+        self._next: float | None = None
+
+    async def wait(self) -> None:
+        now = self.clock.monotonic()
+        if self._next is None:
+            self._next = now
+        elif self._next <= now - self.period:
+            self._next += math.floor((now - self._next) / self.period) * self.period
+        await self.clock.sleep_until(self._next)
+        self._next += self.period
+
+
+class TagTrigger:
+    """An edge of a PLC tag (e.g. part present), seen in the agent's latest values, + delay."""
+
+    drops = True
+
+    def __init__(
+        self,
+        read: Callable[[], float],
+        clock: Clock,
+        *,
+        edge: str = "rising",
+        delay: float = 0.0,
+        poll: float = 0.01,
+    ) -> None:
+        self.read = read
+        self.clock = clock
+        self.rising = edge == "rising"
+        self.delay = delay
+        self.poll = poll
+        self._last: bool | None = None
+
+    def _state(self) -> bool | None:
+        value = self.read()
+        return None if math.isnan(value) else value != 0
+
+    async def wait(self) -> None:
+        while True:
+            state = self._state()
+            previous, self._last = self._last, state if state is not None else self._last
+            changed = previous is not None and state is not None and state != previous
+            if changed and state == self.rising:
+                break
+            await self.clock.sleep_until(self.clock.monotonic() + self.poll)
+        if self.delay > 0:
+            await self.clock.sleep_until(self.clock.monotonic() + self.delay)
+
+
+# ---------------------------------------------------------------------------------------------
+# The image archive
+
+
+class ImageArchive:
+    """Saved images of inspected parts, bounded by total bytes and by age.
+
+    Every NotOK and NotDecidable part is kept, OK parts one in round(1 / good_sample). The
+    oldest files go first when the folder passes `max_size`; files older than `retention`
+    seconds go whatever the size.
+    """
+
+    def __init__(
+        self, folder: Path, *, max_size: int, retention: float, good_sample: float
+    ) -> None:
+        self.folder = Path(folder)
+        self.max_size = max_size
+        self.retention_ns = round(retention * 1e9)
+        self.good_every = 0 if good_sample <= 0 else max(1, round(1 / good_sample))
+        self._good_seen = 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # (ts_ns, path, bytes), oldest first; the file names start with the timestamp.
+        self._files: deque[tuple[int, Path, int]] = deque()
+        for path in sorted(self.folder.glob("*.jpg")):
+            head = path.name.split("_", 1)[0]
+            if head.isdigit():
+                self._files.append((int(head), path, path.stat().st_size))
+        self.total = sum(size for _, _, size in self._files)
+        self.deleted = 0
+
+    def wanted(self, verdict: str) -> bool:
+        if verdict != "OK":
+            return True
+        if self.good_every == 0:
+            return False
+        self._good_seen += 1
+        return self._good_seen % self.good_every == 1 or self.good_every == 1
+
+    def save(self, frame: Frame, verdict: str, ts_ns: int) -> Path:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(frame.name).stem)[:80]
+        path = self.folder / f"{ts_ns}_{verdict}_{stem}.jpg"
+        ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise OSError(f"cannot encode {frame.name} as JPEG")
+        path.write_bytes(data.tobytes())
+        self._files.append((ts_ns, path, len(data)))
+        self.total += len(data)
+        self.prune(ts_ns)
+        return path
+
+    def prune(self, now_ns: int) -> None:
+        while self._files and (
+            self.total > self.max_size or self._files[0][0] < now_ns - self.retention_ns
+        ):
+            _, path, size = self._files.popleft()
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self.total -= size
+            self.deleted += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+
+class WriteBack(Protocol):
+    target: str
+
+    async def write(self, verdict: str) -> int: ...
+
+
+@dataclass(slots=True)
+class InspectorStats:
+    triggers: int = 0
+    frames: int = 0  # read and preprocessed
+    dropped: int = 0  # triggered while the model was still busy with earlier frames
+    inspected: int = 0
+    ok: int = 0
+    not_ok: int = 0
+    not_decidable: int = 0
+    frame_errors: int = 0  # unreadable or truncated frames, a device gone
+    model_errors: int = 0  # the model could not be loaded
+    inference_errors: int = 0
+    saved: int = 0
+    save_errors: int = 0
+    writes: int = 0
+    write_refused: int = 0
+    write_errors: int = 0
+    latency_last_ms: float = 0.0  # frame read → verdict
+    latency_max_ms: float = 0.0
+    inference_last_ms: float = 0.0
+    last_error: str | None = None
+
+
+_COUNTER = {"OK": "ok", "NotOK": "not_ok", "NotDecidable": "not_decidable"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    frame: Frame
+    prepared: Prepared
+    ts_ns: int
+    started: float  # perf_counter when the frame was read
+
+
+class Inspector:
+    """One inspection: `await run()` until cancelled (or a replay runs out of frames)."""
+
+    def __init__(
+        self,
+        name: str,
+        machine: str,
+        load_model: Callable[[], Model],
+        open_source: Callable[[Model], FrameSource],
+        trigger: Trigger,
+        *,
+        clock: Clock,
+        emit_event: Callable[[Event], None],
+        roi: Roi | None = None,
+        threshold: float | None = None,
+        margin: int = 16,
+        queue_size: int = 2,
+        archive: ImageArchive | None = None,
+        write_back: WriteBack | None = None,
+        source_retry: float = SOURCE_RETRY,
+        idle_poll: float = IDLE_POLL,
+    ) -> None:
+        self.name = name
+        self.machine = machine
+        self.load_model = load_model
+        self.open_source = open_source
+        self.source: FrameSource | None = None
+        self.trigger = trigger
+        self.clock = clock
+        self.emit_event = emit_event
+        self.roi = roi
+        self.threshold = threshold
+        self.margin = margin
+        self.queue_size = queue_size
+        self.archive = archive
+        self.write_back = write_back
+        self.source_retry = source_retry
+        self.idle_poll = idle_poll
+        self.model: Model | None = None
+        self.stats = InspectorStats()
+        self.latest: dict[str, Any] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- the two stages -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.model = model = await self._load()
+        # The source is opened once the model is known: JPEGs are decoded to fit its input.
+        self.source = source = self.open_source(model)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"inspect-{self.name}")
+        queue: asyncio.Queue[_Work | None] = asyncio.Queue(self.queue_size)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._produce(queue, source, model), name=f"frames-{self.name}")
+                group.create_task(self._consume(queue, model), name=f"model-{self.name}")
+        finally:
+            source.close()
+            # Do not wait for a frame under inference: cancellation must be prompt.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            if self.write_back is not None and hasattr(self.write_back, "close"):
+                with contextlib.suppress(Exception):
+                    await self.write_back.close()
+
+    async def _load(self) -> Model:
+        while True:
+            try:
+                return await asyncio.to_thread(self.load_model)
+            except ModelError as exc:
+                self._fail("model_errors", str(exc))
+            await self.clock.sleep_until(self.clock.monotonic() + MODEL_RETRY)
+
+    def _fail(self, counter: str, message: str) -> None:
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        if self.stats.last_error != message:
+            log.error("inspection %s: %s", self.name, message)
+        self.stats.last_error = message
+
+    def _grab(self, source: FrameSource, model: Model) -> _Work | None:
+        started = time.perf_counter()
+        frame = source.read()
+        if frame is None:
+            return None
+        ts_ns = self.clock.time_ns()
+        prepared = model.prepare(frame.image, roi=self.roi, decode_scale=frame.decode_scale)
+        return _Work(frame, prepared, ts_ns, started)
+
+    async def _produce(
+        self, queue: asyncio.Queue[_Work | None], source: FrameSource, model: Model
+    ) -> None:
+        while not source.finished:
+            await self.trigger.wait()
+            self.stats.triggers += 1
+            if self.trigger.drops and queue.full():
+                self.stats.dropped += 1  # do not even decode what cannot be inspected
+                continue
+            try:
+                work = await asyncio.to_thread(self._grab, source, model)
+            except SourceGone as exc:
+                self._fail("frame_errors", str(exc))
+                await self.clock.sleep_until(self.clock.monotonic() + self.source_retry)
+                continue
+            except (FrameError, ValueError) as exc:  # one bad frame: on to the next
+                self._fail("frame_errors", str(exc))
+                continue
+            if work is None:
+                if not source.finished:
+                    await self.clock.sleep_until(self.clock.monotonic() + self.idle_poll)
+                continue
+            self.stats.frames += 1
+            if not self.trigger.drops:
+                await queue.put(work)
+                continue
+            try:
+                queue.put_nowait(work)
+            except asyncio.QueueFull:
+                self.stats.dropped += 1
+        await queue.put(None)  # the end of a replay: the consumer finishes and returns
+
+    async def _consume(self, queue: asyncio.Queue[_Work | None], model: Model) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            work = await queue.get()
+            if work is None:
+                return
+            begun = time.perf_counter()
+            try:
+                verdict = await loop.run_in_executor(self._executor, self._predict, model, work)
+            except (LinesideError, ValueError, RuntimeError) as exc:
+                self._fail("inference_errors", f"{work.frame.name}: inference failed: {exc}")
+                continue
+            done = time.perf_counter()
+            await self._hand_on(
+                work, verdict, (done - work.started) * 1e3, (done - begun) * 1e3, model
+            )
+
+    def _predict(self, model: Model, work: _Work) -> Verdict:
+        return model.predict(work.prepared, threshold=self.threshold, margin=self.margin)
+
+    async def _hand_on(
+        self, work: _Work, verdict: Verdict, latency_ms: float, inference_ms: float, model: Model
+    ) -> None:
+        stats = self.stats
+        stats.inspected += 1
+        counter = _COUNTER[verdict.verdict]
+        setattr(stats, counter, getattr(stats, counter) + 1)
+        stats.latency_last_ms = latency_ms
+        stats.latency_max_ms = max(stats.latency_max_ms, latency_ms)
+        stats.inference_last_ms = inference_ms
+        data = verdict_data(self.name, work.frame.name, model, verdict, latency_ms)
+        if self.archive is not None and self.archive.wanted(verdict.verdict):
+            try:
+                saved = await asyncio.to_thread(
+                    self.archive.save, work.frame, verdict.verdict, work.ts_ns
+                )
+            except OSError as exc:
+                self._fail("save_errors", f"cannot save image: {exc}")
+            else:
+                stats.saved += 1
+                data["image"] = str(saved)
+        self.emit_event(Event(EventKind.INSPECTION, work.ts_ns, self.machine, data))
+        self.latest = data
+        if self.write_back is not None:
+            await self._write(verdict.verdict, work.ts_ns)
+
+    async def _write(self, verdict: str, ts_ns: int) -> None:
+        assert self.write_back is not None
+        audit: dict[str, Any] = {
+            "inspection": self.name,
+            "audit": "write_back",
+            "target": self.write_back.target,
+            "verdict": verdict,
+        }
+        try:
+            audit["value"] = await self.write_back.write(verdict)
+        except LinesideError as exc:
+            refused = type(exc).__name__ == "WriteRefused"
+            self._fail("write_refused" if refused else "write_errors", str(exc))
+            audit["result"] = "refused" if refused else "failed"
+            audit["error"] = str(exc)
+        else:
+            self.stats.writes += 1
+            audit["result"] = "written"
+        self.emit_event(Event(EventKind.INSPECTION, ts_ns, self.machine, audit))
+
+    def statistics(self) -> dict[str, Any]:
+        figures = asdict(self.stats)
+        figures["model"] = self.model.name if self.model is not None else None
+        figures["queue_size"] = self.queue_size
+        return figures
+
+
+def verdict_data(
+    inspection: str, source: str, model: Model, verdict: Verdict, latency_ms: float
+) -> dict[str, Any]:
+    """An inspection event's payload (JSON-ready)."""
+    return {
+        "inspection": inspection,
+        "source": source,
+        "model": model.name,
+        "adapter": model.kind,
+        "verdict": verdict.verdict,
+        "score": None if math.isnan(verdict.score) else round(verdict.score, 6),
+        "label": verdict.label,
+        "classes": list(verdict.classes),
+        "boxes": [b.as_dict() for b in verdict.boxes],
+        "latency_ms": round(latency_ms, 3),
+    }
+
+
+def open_source(config: InspectionConfig, model: Model, clock: Clock) -> FrameSource:
+    """The frame source an inspection's config describes, sized for the model's input."""
+    from vision.frames import CaptureSource, FolderSource, SimSource
+
+    spec = config.source
+    if spec.type == "folder":
+        return FolderSource(
+            spec.path,
+            pattern=spec.pattern,
+            watch=spec.watch,
+            target=model.input_size,
+            roi=config.roi,
+        )
+    if spec.type == "video":
+        return CaptureSource(spec.path, live=False, clock_ns=clock.time_ns)
+    if spec.type == "camera":
+        return CaptureSource(spec.device, live=True, clock_ns=clock.time_ns)
+    if spec.type == "url":
+        return CaptureSource(spec.url, live=True, clock_ns=clock.time_ns)
+    return SimSource(
+        seed=spec.seed,
+        defect_rate=spec.defect_rate,
+        surfaces=spec.surfaces,
+        size=(spec.width, spec.height),
+        clock_ns=clock.time_ns,
+    )
+
+
+def build_inspector(
+    config: InspectionConfig,
+    *,
+    clock: Clock,
+    emit_event: Callable[[Event], None],
+    read_tag: Callable[[str], Callable[[], float]] | None = None,
+    write_back: WriteBack | None = None,
+) -> Inspector:
+    """An Inspector for one `[[inspections]]` entry. `read_tag(name)` gives a function that
+    returns the latest value of the machine's tag `name` (NaN while unknown)."""
+    spec = config.trigger
+    trigger: Trigger
+    if spec.type == "fps":
+        trigger = FpsTrigger(spec.fps, clock)
+    elif spec.type == "tag":
+        if read_tag is None:
+            raise ValueError(f"inspection {config.name}: a tag trigger needs the agent's tags")
+        trigger = TagTrigger(
+            read_tag(spec.tag), clock, edge=spec.edge, delay=spec.delay, poll=spec.poll
+        )
+    else:
+        trigger = ReplayTrigger()
+    archive = None
+    if config.save is not None:
+        save = config.save
+        archive = ImageArchive(
+            save.dir, max_size=save.max_size, retention=save.retention, good_sample=save.good_sample
+        )
+    path, adapter, threads = config.model, config.adapter, config.threads
+    return Inspector(
+        config.name,
+        config.machine,
+        lambda: Model.load(path, adapter=adapter, threads=threads),
+        lambda model: open_source(config, model, clock),
+        trigger,
+        clock=clock,
+        emit_event=emit_event,
+        roi=config.roi,
+        threshold=config.threshold,
+        margin=config.margin,
+        queue_size=config.queue,
+        archive=archive,
+        write_back=write_back,
+    )

@@ -1,0 +1,123 @@
+"""Writing a verdict back to the PLC: one coil or holding register over Modbus TCP.
+
+lineside is read-only towards PLCs except for addresses on the config's `write_allow` list; the
+check is made here, at the moment of writing, not only when the config is loaded, so no code
+path can write elsewhere. Framing follows standards.md §5: MBAP header, function 05 (write
+single coil, FF00 = on) or 06 (write single register); the answer echoes the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import Collection
+
+from agent.errors import ConnectError, DeviceError, LinesideError, ProtocolError, RequestTimeout
+from connectors.modbus.address import ModbusAddress, Table
+from connectors.modbus.client import exception_message
+from vision.adapters import VERDICT_CODES
+
+_REQUEST = struct.Struct(">HHHBBHH")  # MBAP (tid, protocol 0, length 6, unit) + fc, address, value
+WRITE_SINGLE_COIL = 0x05
+WRITE_SINGLE_REGISTER = 0x06
+
+
+class WriteRefused(LinesideError):
+    """A write to an address that is not on the write_allow list."""
+
+
+def verdict_value(address: ModbusAddress, verdict: str) -> int:
+    """What a verdict writes: a coil is set for NotOK (reject); a register gets the code."""
+    if address.table is Table.COILS:
+        return 1 if verdict == "NotOK" else 0
+    return VERDICT_CODES[verdict]
+
+
+def write_request(tid: int, unit_id: int, address: ModbusAddress, value: int) -> bytes:
+    if address.table is Table.COILS:
+        return _REQUEST.pack(
+            tid, 0, 6, unit_id, WRITE_SINGLE_COIL, address.offset, 0xFF00 if value else 0
+        )
+    if address.table is Table.HOLDING_REGISTERS and address.bit is None:
+        return _REQUEST.pack(
+            tid, 0, 6, unit_id, WRITE_SINGLE_REGISTER, address.offset, value & 0xFFFF
+        )
+    raise ValueError(f"{address} cannot be written (coils and holding registers only)")
+
+
+class ModbusWriteBack:
+    """Writes verdicts of one machine to one address; keeps its connection between writes."""
+
+    def __init__(
+        self,
+        machine: str,
+        address: ModbusAddress,
+        *,
+        host: str,
+        port: int,
+        unit_id: int,
+        allow: Collection[str],
+        timeout: float = 1.0,
+    ) -> None:
+        self.machine = machine
+        self.address = address
+        self.target = f"{machine}:{address}"
+        self.host = host
+        self.port = port
+        self.unit_id = unit_id
+        self.allow = frozenset(allow)
+        self.timeout = timeout
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._tid = 0
+        self._lock = asyncio.Lock()
+
+    async def write(self, verdict: str) -> int:
+        """Write the verdict's value; returns it. Raises WriteRefused or a ConnectorError."""
+        if self.target not in self.allow:
+            raise WriteRefused(f"write to {self.target} refused: not on the write_allow list")
+        value = verdict_value(self.address, verdict)
+        async with self._lock:
+            try:
+                await asyncio.wait_for(self._exchange(value), self.timeout)
+            except TimeoutError:
+                await self.close()
+                raise RequestTimeout(
+                    f"write to {self.target}: no answer in {self.timeout}s"
+                ) from None
+            except OSError as exc:
+                await self.close()
+                raise ConnectError(f"write to {self.target}: {exc.strerror or exc}") from None
+        return value
+
+    async def _exchange(self, value: int) -> None:
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._streams
+        self._tid = (self._tid + 1) & 0xFFFF
+        request = write_request(self._tid, self.unit_id, self.address, value)
+        writer.write(request)
+        await writer.drain()
+        try:
+            header = await reader.readexactly(7)
+            tid, protocol, length, _unit = struct.unpack(">HHHB", header)
+            body = await reader.readexactly(length - 1)
+        except asyncio.IncompleteReadError:
+            await self.close()
+            raise ConnectError(f"write to {self.target}: connection closed") from None
+        if body and body[0] & 0x80:
+            code = body[1] if len(body) > 1 else 0
+            raise DeviceError(
+                f"write to {self.target}: {exception_message(body[0] & 0x7F, code)}", code
+            )
+        if tid != self._tid or protocol != 0 or header + body != request:
+            await self.close()
+            raise ProtocolError(f"write to {self.target}: the answer does not echo the request")
+
+    async def close(self) -> None:
+        if self._streams is not None:
+            _, writer = self._streams
+            self._streams = None
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
