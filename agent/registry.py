@@ -35,7 +35,10 @@ SOURCES: Mapping[str, Connector] = MappingProxyType(
             "connectors.modbus.config:ModbusRtuSourceConfig",
             runtime="connectors.modbus.source:ModbusRtuSource",
         ),
-        "opcua": Connector("connectors.opcua.config:OpcUaSourceConfig"),
+        "opcua": Connector(
+            "connectors.opcua.config:OpcUaSourceConfig",
+            runtime="connectors.opcua.source:OpcUaSource",
+        ),
     }
 )
 

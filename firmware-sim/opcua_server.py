@@ -21,19 +21,22 @@ import hmac
 import math
 import socket
 import struct
-from collections.abc import Iterable, Mapping
-from datetime import UTC
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from asyncua import ua
+from asyncua.common.callback import CallbackType
 from asyncua.common.node import Node
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
 from asyncua.crypto.security_policies import SecurityPolicyFactory, SecurityPolicyNone
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
 from firmware_sim.certs import create_certificate
@@ -194,6 +197,12 @@ class SimOpcUaServer:
         cert_dir: Path | None = None,
         users: Mapping[str, str] | None = None,
         namespace: str = "urn:lineside:sim",
+        max_nodes_per_read: int | None = None,
+        max_monitored_items_per_subscription: int | None = None,
+        policies: Sequence[ua.SecurityPolicyType] = (
+            ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+        ),
+        keep_certificate: bool = False,
     ) -> None:
         self._machines = {m.name: m for m in machines}
         if not self._machines:
@@ -210,6 +219,15 @@ class SimOpcUaServer:
         self.cert_dir = cert_dir
         self.users = dict(users) if users is not None else None
         self.namespace = namespace
+        # Limits to advertise (OperationLimits.MaxNodesPerRead is also enforced: a bigger Read is
+        # refused with BadTooManyOperations, as strict servers do); None keeps asyncua's own.
+        self.max_nodes_per_read = max_nodes_per_read
+        self.max_monitored_items_per_subscription = max_monitored_items_per_subscription
+        # sign_and_encrypt only: the secure endpoints offered (other policies, Sign mode), and
+        # whether a certificate already in cert_dir is served as it is (even expired: for tests
+        # of clients that must refuse it) instead of being renewed.
+        self.policies = tuple(policies)
+        self.keep_certificate = keep_certificate
         self.application_uri = f"{namespace}:server"
         self._server: Server | None = None
         self._ns = 0
@@ -254,7 +272,7 @@ class SimOpcUaServer:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         else:
             await self._load_certificate(server)
-            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            server.set_security_policy(list(self.policies))
             # asyncua builds its policy list at start by appending, so this entry survives; it
             # matches None channels (no endpoint is advertised for it) and refuses their services.
             server._policies.append(
@@ -265,6 +283,7 @@ class SimOpcUaServer:
                 )
             )
         self._ns = await server.register_namespace(self.namespace)
+        await self._advertise_limits(server)
         await self._build(server)
         self._server = server
         # Serve real values from the first request on, never the placeholders.
@@ -297,11 +316,83 @@ class SimOpcUaServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    @property
+    def subscription_count(self) -> int:
+        """Subscriptions the server holds now, of every session (orphans included)."""
+        if self._server is None:
+            raise OpcUaServerError("the server is not started")
+        return len(self._server.iserver.subscription_service.subscriptions)
+
+    def monitored_item_counts(self) -> list[int]:
+        """Monitored items per subscription the server holds now."""
+        if self._server is None:
+            raise OpcUaServerError("the server is not started")
+        subs = self._server.iserver.subscription_service.subscriptions.values()
+        return [len(s.monitored_item_srv._monitored_items) for s in subs]
+
+    async def _advertise_limits(self, server: Server) -> None:
+        limits = (
+            (
+                ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+                self.max_nodes_per_read,
+            ),
+            (
+                ObjectIds.Server_ServerCapabilities_MaxMonitoredItemsPerSubscription,
+                self.max_monitored_items_per_subscription,
+            ),
+        )
+        for node_id, limit in limits:
+            if limit is not None:
+                node = server.get_node(ua.NodeId(ua.Int32(node_id)))
+                await node.write_value(ua.Variant(limit, ua.VariantType.UInt32))
+        if self.max_nodes_per_read is not None:
+            most = self.max_nodes_per_read
+
+            async def refuse_big_reads(event: Any, dispatcher: Any) -> None:
+                if len(event.request_params.NodesToRead) > most:
+                    raise ServiceError(StatusCodes.BadTooManyOperations)
+
+            server.subscribe_server_callback(CallbackType.PreRead, refuse_big_reads)
+
+    async def add_variable(self, machine: str, name: str, value: ua.Variant) -> str:
+        """Serve one more variable `ns=<index>;s=<machine>.<name>` of any type (arrays too).
+
+        For tests of clients that must handle what the profiles do not produce (SByte, Byte,
+        DateTime, arrays). Returns the node id text; `write_variable` changes its value.
+        """
+        if self._server is None:
+            raise OpcUaServerError("the server is not started")
+        node_id = _node_id(f"{machine}.{name}", self._ns)
+        folder = self._server.get_node(_node_id(machine, self._ns))
+        await folder.add_variable(node_id, ua.QualifiedName(name, self._ns), value)
+        return node_id.to_string()
+
+    async def write_variable(
+        self,
+        node_id: str,
+        value: ua.Variant,
+        status: int = StatusCodes.Good,
+        source_time: datetime | None = None,
+    ) -> None:
+        """Write a value (and status) to a node made by `add_variable`.
+
+        The server timestamp is now; the source timestamp too unless `source_time` says when
+        the device sampled it.
+        """
+        if self._server is None:
+            raise OpcUaServerError("the server is not started")
+        now = ua.DateTime.now(UTC)
+        # ua.DateTime only narrows datetime for typing; asyncua encodes any aware datetime.
+        sampled = now if source_time is None else cast(ua.DateTime, source_time)
+        dv = ua.DataValue(value, _status(status), SourceTimestamp=sampled, ServerTimestamp=now)
+        await self._server.write_attribute_value(ua.NodeId.from_string(node_id), dv)
+
     async def _load_certificate(self, server: Server) -> None:
         assert self.cert_dir is not None
         cert = self.cert_dir / "server-cert.der"
         key = self.cert_dir / "server-key.pem"
-        await create_certificate(cert, key, self.application_uri, socket.gethostname())
+        if not (self.keep_certificate and cert.exists() and key.exists()):
+            await create_certificate(cert, key, self.application_uri, socket.gethostname())
         await server.load_certificate(cert)
         await server.load_private_key(key)
 

@@ -1,0 +1,235 @@
+"""`/metrics`: the agent's figures in the Prometheus text format, read at scrape time.
+
+No figure is copied into a prometheus-client Counter as it happens: the hot loop already counts
+everything (agent/poller.py, the sources, the writer, the forwarders), so a custom collector
+reads those counters when Prometheus asks. The store's own figures (depth, bytes, backlog) come
+from the status page's shared look at the store, at most a second old.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from agent import __version__
+from agent.store.writer import LATENCY_BUCKETS_S
+from agent.web.state import REQUEST_ERROR_KINDS, StateBuilder, StoreFigures, finite
+
+if TYPE_CHECKING:
+    from agent.runtime import Agent
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class AgentCollector(Collector):
+    """Every counter and gauge of one running agent, as metric families."""
+
+    def __init__(self, agent: Agent, state: StateBuilder) -> None:
+        self.agent = agent
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._agent()
+        yield from self._sources()
+        store = self.state.cached_store()
+        yield from self._store(store)
+        yield from self._sinks(store)
+        yield from self._inspections()
+
+    def _agent(self) -> Iterator[Metric]:
+        agent = self.agent
+        info = InfoMetricFamily("lineside", "The agent and its version.")
+        info.add_metric([], {"agent_id": agent.config.agent.id, "version": __version__})
+        yield info
+        yield GaugeMetricFamily("lineside_tags", "Tags in the config.", value=len(agent.tags))
+        yield CounterMetricFamily(
+            "lineside_readings", "Readings polled (every sample, stored or not).", agent.samples
+        )
+
+    def _sources(self) -> Iterator[Metric]:
+        agent = self.agent
+        up = GaugeMetricFamily(
+            "lineside_source_up", "1 when the link is connected.", labels=["source"]
+        )
+        polls = CounterMetricFamily(
+            "lineside_source_polls", "Polls that worked.", labels=["source"]
+        )
+        requests = CounterMetricFamily(
+            "lineside_source_requests", "Requests sent to the device.", labels=["source"]
+        )
+        errors = CounterMetricFamily(
+            "lineside_source_errors",
+            "Failed requests and links, by kind.",
+            labels=["source", "kind"],
+        )
+        overruns = CounterMetricFamily(
+            "lineside_source_overruns",
+            "Poll ticks skipped because the previous poll was still running.",
+            labels=["source", "group"],
+        )
+        last_good = GaugeMetricFamily(
+            "lineside_source_last_good_timestamp_seconds",
+            "Wall-clock time of the last poll that worked (Unix seconds).",
+            labels=["source"],
+        )
+        latency = GaugeMetricFamily(
+            "lineside_source_request_latency_seconds",
+            "Request round trip, quantile of the recent requests.",
+            labels=["source", "quantile"],
+        )
+        lateness = GaugeMetricFamily(
+            "lineside_poll_lateness_seconds",
+            "How late poll ticks start against their grid, quantile since start.",
+            labels=["source", "group", "quantile"],
+        )
+        for source in agent.sources:
+            name = source.name
+            link = agent.links[name]
+            stats = source.statistics()
+            up.add_metric([name], 1.0 if link.state == "connected" else 0.0)
+            polls.add_metric([name], link.polls)
+            requests.add_metric([name], stats.get("requests", 0))
+            for kind in REQUEST_ERROR_KINDS:
+                if kind in stats:
+                    errors.add_metric([name, kind], stats[kind])
+            errors.add_metric([name, "connect_failures"], link.connect_failures)
+            errors.add_metric([name, "disconnects"], link.disconnects)
+            if link.last_good_ns:
+                last_good.add_metric([name], link.last_good_ns / 1e9)
+            for quantile, key in (("0.5", "latency_p50_s"), ("0.99", "latency_p99_s")):
+                value = finite(stats.get(key))
+                if value is not None:
+                    latency.add_metric([name, quantile], value)
+            for group, ticker in agent.schedules[name].statistics().items():
+                overruns.add_metric([name, group], ticker.overruns)
+                for quantile, late in (("0.5", ticker.lateness_p50), ("0.99", ticker.lateness_p99)):
+                    if late is not None:
+                        lateness.add_metric([name, group, quantile], late)
+        yield from (up, polls, requests, errors, overruns, last_good, latency, lateness)
+
+    def _store(self, store: StoreFigures | None) -> Iterator[Metric]:
+        writer = self.agent.writer.statistics()
+        if store is not None:
+            depth = GaugeMetricFamily(
+                "lineside_store_depth_records", "Records in the store.", labels=["stream"]
+            )
+            for stream, records in store.depth.items():
+                depth.add_metric([stream], records)
+            yield depth
+            yield GaugeMetricFamily(
+                "lineside_store_bytes", "Store size on disk (database and WAL).", value=store.bytes
+            )
+        yield CounterMetricFamily(
+            "lineside_store_readings_written", "Readings committed.", writer.readings_written
+        )
+        yield CounterMetricFamily(
+            "lineside_store_dropped_readings",
+            "Telemetry readings dropped by the store's bounds before every sink had them.",
+            writer.dropped_readings,
+        )
+        yield CounterMetricFamily(
+            "lineside_store_commit_errors", "Commits that failed (retried).", writer.errors
+        )
+        yield GaugeMetricFamily(
+            "lineside_store_full", "1 while the store is full and events wait.", writer.store_full
+        )
+        yield GaugeMetricFamily(
+            "lineside_store_pending_readings",
+            "Readings handed to the writer, not committed yet.",
+            writer.pending_readings,
+        )
+        commit = HistogramMetricFamily(
+            "lineside_store_commit_latency_seconds", "Time one store transaction took."
+        )
+        cumulative, buckets = 0, []
+        for bound, count in zip(
+            (*(f"{b:g}" for b in LATENCY_BUCKETS_S), "+Inf"),
+            writer.commit_latency_histogram,
+            strict=True,
+        ):
+            cumulative += count
+            buckets.append((bound, float(cumulative)))
+        # The writer keeps bucket counts only, not the sum of latencies: no _sum, no _count.
+        commit.add_metric([], buckets, None)
+        yield commit
+
+    def _sinks(self, store: StoreFigures | None) -> Iterator[Metric]:
+        up = GaugeMetricFamily("lineside_sink_up", "1 when the sink is connected.", labels=["sink"])
+        sent = CounterMetricFamily(
+            "lineside_sink_sent_records", "Records acknowledged.", labels=["sink", "stream"]
+        )
+        failures = CounterMetricFamily(
+            "lineside_sink_failures", "Sends that failed.", labels=["sink"]
+        )
+        quarantined = GaugeMetricFamily(
+            "lineside_sink_quarantined_records", "Records set aside as poisoned.", labels=["sink"]
+        )
+        backlog = GaugeMetricFamily(
+            "lineside_sink_backlog_records",
+            "Records not acknowledged yet.",
+            labels=["sink", "stream"],
+        )
+        age = GaugeMetricFamily(
+            "lineside_sink_oldest_unsent_age_seconds",
+            "Age of the oldest record the sink has not acknowledged.",
+            labels=["sink", "stream"],
+        )
+        for forwarder in self.agent.forwarders:
+            name = forwarder.sink.name
+            stats = forwarder.stats
+            up.add_metric([name], 1.0 if stats.state == "connected" else 0.0)
+            for stream, count in stats.sent.items():
+                sent.add_metric([name, stream], count)
+            failures.add_metric([name], stats.failures)
+            if store is None:
+                continue
+            quarantined.add_metric([name], store.quarantined.get(name, 0))
+            for stream, records in store.backlog.get(name, {}).items():
+                backlog.add_metric([name, stream], records)
+            for stream, seconds in store.oldest_unsent_age_s.get(name, {}).items():
+                if seconds is not None:
+                    age.add_metric([name, stream], seconds)
+        yield from (up, sent, failures, quarantined, backlog, age)
+
+    def _inspections(self) -> Iterator[Metric]:
+        view = self.state.cached_inspections()
+        if not view["available"]:
+            return
+        latency = GaugeMetricFamily(
+            "lineside_inspection_latency_seconds",
+            "Latency of the latest verdict (frame to verdict).",
+            labels=["inspection"],
+        )
+        verdict = GaugeMetricFamily(
+            "lineside_inspection_verdict",
+            "1 for the latest verdict of each inspection.",
+            labels=["inspection", "verdict"],
+        )
+        for row in view["rows"]:
+            name = str(row.get("inspection") or "?")
+            if isinstance(row.get("latency_s"), int | float):
+                latency.add_metric([name], float(row["latency_s"]))
+            if row.get("verdict") is not None:
+                verdict.add_metric([name, str(row["verdict"])], 1.0)
+        yield from (latency, verdict)
+
+
+def metrics_registry(agent: Agent, state: StateBuilder) -> CollectorRegistry:
+    """A registry of its own (not the process-wide default) holding the agent's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(agent, state))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

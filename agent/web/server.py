@@ -1,0 +1,356 @@
+"""A small asyncio HTTP/1.1 server for the status page, `/metrics` and the health endpoints.
+
+GET only, one request per connection (`Connection: close`): the page's updates come over one
+long-lived server-sent-events stream, so keep-alive would buy nothing and cost a parser. Every
+connection is bounded: the request head (8 KiB), the time to send it (10 s), the time a client
+may take to read (10 s), and the number of connections at once (32). Nothing here blocks the
+event loop that polls the PLCs: the one query (the store's figures) runs in a worker thread.
+
+Routes: `/` (the page) and its two static files, `/api/state` (JSON; `?machine=` picks the live
+values), `/api/events` (the same, pushed every second as server-sent events), `/metrics`
+(Prometheus text), `/healthz` (liveness: the process answers) and `/readyz` (200 or 503 with
+the reasons). When a token is configured, every route but `/healthz` asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hmac
+import logging
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from agent.web.config import WebError, WebSection
+from agent.web.health import not_ready
+from agent.web.metrics import CONTENT_TYPE as METRICS_TYPE
+from agent.web.metrics import metrics_registry, render
+from agent.web.state import StateBuilder
+
+if TYPE_CHECKING:
+    from agent.runtime import Agent
+
+log = logging.getLogger("lineside.web")
+
+MAX_HEAD = 8192  # bytes of request line and headers; a browser sends well under 2 KiB
+HEAD_TIMEOUT = 10.0  # seconds a client has to send its request head (WebServer.head_timeout)
+WRITE_TIMEOUT = 10.0  # seconds a client may take to accept what we send
+MAX_CONNECTIONS = 32  # open at once, event streams included
+EVENT_INTERVAL = 1.0  # seconds between two state pushes on /api/events
+COOKIE = "lineside_token"
+
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+ROUTES = frozenset({*STATIC, "/api/state", "/api/events", "/metrics", "/healthz", "/readyz"})
+OPEN_ROUTES = frozenset({"/healthz"})  # liveness probes carry no token
+
+# The page fetches nothing from elsewhere and runs no inline script.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+class HttpError(Exception):
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+def parse_head(head: bytes) -> Request:
+    """The request line and headers (up to the blank line). Raises HttpError(400) when bad."""
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        raise HttpError(HTTPStatus.BAD_REQUEST, "the request head is not ASCII") from None
+    lines = text.removesuffix("\r\n\r\n").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0].isalpha() or parts[2] not in ("HTTP/1.0", "HTTP/1.1"):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "malformed request line")
+    method, target, _ = parts
+    if not target.startswith("/"):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "the request target must be a path")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise HttpError(HTTPStatus.BAD_REQUEST, "malformed header line")
+        key = name.lower()
+        joiner = "; " if key == "cookie" else ", "
+        headers[key] = f"{headers[key]}{joiner}{value.strip()}" if key in headers else value.strip()
+    url = urlsplit(target)
+    return Request(method, url.path, parse_qs(url.query), headers)
+
+
+def _same(offered: str | None, token: str) -> bool:
+    # compare_digest takes the same time wherever the strings differ
+    return offered is not None and hmac.compare_digest(offered.encode(), token.encode())
+
+
+def presented_token(request: Request) -> tuple[str | None, str | None, str | None]:
+    """The token as offered by header, query and cookie (each may be None)."""
+    bearer = None
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        bearer = value.strip()
+    cookie = None
+    if "cookie" in request.headers:
+        jar: SimpleCookie = SimpleCookie()
+        with contextlib.suppress(CookieError):
+            jar.load(request.headers["cookie"])
+        if COOKIE in jar:
+            cookie = jar[COOKIE].value
+    return bearer, request.param("token"), cookie
+
+
+def response(
+    status: HTTPStatus,
+    body: bytes,
+    content_type: str,
+    extra: list[tuple[str, str]] | None = None,
+    *,
+    length: bool = True,
+) -> bytes:
+    headers = [
+        ("Content-Type", content_type),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Connection", "close"),
+        *(extra or []),
+    ]
+    if length:
+        headers.append(("Content-Length", str(len(body))))
+    head = f"HTTP/1.1 {status.value} {status.phrase}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    return head.encode("latin-1") + body
+
+
+def json_response(
+    status: HTTPStatus, data: Any, extra: list[tuple[str, str]] | None = None
+) -> bytes:
+    # orjson writes NaN as null: a bad-quality reading must not break the page's JSON.parse
+    return response(status, orjson.dumps(data), "application/json", extra)
+
+
+def _error(status: HTTPStatus, message: str, extra: list[tuple[str, str]] | None = None) -> bytes:
+    return json_response(status, {"error": message}, extra)
+
+
+def _static_files() -> dict[str, bytes]:
+    folder = resources.files("agent.web") / "static"
+    return {route: (folder / name).read_bytes() for route, (name, _) in STATIC.items()}
+
+
+class WebServer:
+    """The agent's HTTP server. `start` binds (so a taken port fails before polling starts);
+    `serve` runs until cancelled, then closes every connection."""
+
+    def __init__(self, agent: Agent, section: WebSection, token: str | None) -> None:
+        self.agent = agent
+        self.section = section
+        self.token = token
+        self.state = StateBuilder(agent, refresh=EVENT_INTERVAL)
+        self.registry = metrics_registry(agent, self.state)
+        self.files = _static_files()
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+        self.head_timeout = HEAD_TIMEOUT
+
+    @classmethod
+    async def start(cls, agent: Agent) -> WebServer:
+        section: WebSection = agent.config.web
+        server = cls(agent, section, section.token())
+        try:
+            server._server = await asyncio.start_server(
+                server._connection, section.bind, section.port, limit=MAX_HEAD
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise WebError(
+                    f"cannot serve the status page: port {section.port} on {section.bind} is "
+                    "in use; choose another with the [web] port key"
+                ) from None
+            raise WebError(
+                f"cannot serve the status page on {section.bind}:{section.port}: "
+                f"{exc.strerror or exc} (the [web] bind and port keys)"
+            ) from None
+        log.info("status page on %s", server.url)
+        return server
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.section.bind
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"  # the address to type on this machine
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
+
+    async def serve(self) -> None:
+        assert self._server is not None
+        try:
+            await self._server.serve_forever()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        if self._clients:
+            await asyncio.gather(*self._clients, return_exceptions=True)
+        if self._server is not None:
+            # after the clients: from Python 3.12 on it waits for every connection to end
+            await self._server.wait_closed()
+
+    # -- one connection ----------------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            if len(self._clients) > MAX_CONNECTIONS:
+                await self._send(writer, _error(HTTPStatus.SERVICE_UNAVAILABLE, "too many clients"))
+                return
+            await self._exchange(reader, writer)
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away or stopped reading: nothing to tell it
+        except asyncio.CancelledError:
+            # The server is closing. This task is a leaf that asyncio's stream machinery would
+            # report as an error if it ended cancelled, so it ends quietly instead.
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.head_timeout)
+            request = parse_head(head)
+        except asyncio.LimitOverrunError:
+            status, message = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"
+            await self._refuse(reader, writer, _error(status, f"{message} (max {MAX_HEAD} bytes)"))
+            return
+        except asyncio.IncompleteReadError:
+            return  # closed before a whole head arrived
+        except TimeoutError:
+            await self._send(writer, _error(HTTPStatus.REQUEST_TIMEOUT, "request head too slow"))
+            return
+        except HttpError as exc:
+            await self._refuse(reader, writer, _error(exc.status, str(exc)))
+            return
+        await self._route(request, writer)
+
+    async def _route(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        if request.path not in ROUTES:
+            await self._send(writer, _error(HTTPStatus.NOT_FOUND, f"no such page: {request.path}"))
+            return
+        if request.method != "GET":
+            error = _error(HTTPStatus.METHOD_NOT_ALLOWED, "only GET", [("Allow", "GET")])
+            await self._send(writer, error)
+            return
+        extra: list[tuple[str, str]] = []
+        if self.token is not None and request.path not in OPEN_ROUTES:
+            bearer, query, cookie = presented_token(request)
+            if not any(_same(t, self.token) for t in (bearer, query, cookie)):
+                message = "token required: send 'Authorization: Bearer <token>' or open /?token=…"
+                challenge = [("WWW-Authenticate", 'Bearer realm="lineside"')]
+                await self._send(writer, _error(HTTPStatus.UNAUTHORIZED, message, challenge))
+                return
+            if _same(query, self.token) and not _same(cookie, self.token):
+                # The page's own requests (fetch, EventSource) then carry it by themselves.
+                cookie_line = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+                extra.append(("Set-Cookie", cookie_line))
+        if request.path == "/api/events":
+            await self._events(request, writer, extra)
+            return
+        await self._send(writer, await self._answer(request, extra))
+
+    async def _answer(self, request: Request, extra: list[tuple[str, str]]) -> bytes:
+        path = request.path
+        if path in STATIC:
+            headers = extra + ([("Content-Security-Policy", PAGE_POLICY)] if path == "/" else [])
+            return response(HTTPStatus.OK, self.files[path], STATIC[path][1], headers)
+        if path == "/healthz":
+            return json_response(HTTPStatus.OK, {"status": "alive"}, extra)
+        if path == "/api/state":
+            state = await self.state.state(request.param("machine"))
+            return json_response(HTTPStatus.OK, state, extra)
+        if path == "/metrics":
+            await self.state.figures()  # refresh the store's figures the collector reads
+            return response(HTTPStatus.OK, render(self.registry), METRICS_TYPE, extra)
+        # /readyz
+        reasons = not_ready(await self.state.figures(), self.section.sink_max_unsent_age)
+        if reasons:
+            return json_response(
+                HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "reasons": reasons}, extra
+            )
+        return json_response(HTTPStatus.OK, {"ready": True, "reasons": []}, extra)
+
+    async def _events(
+        self, request: Request, writer: asyncio.StreamWriter, extra: list[tuple[str, str]]
+    ) -> None:
+        """Push the state every second until the client leaves or the server stops."""
+        head = response(HTTPStatus.OK, b"", "text/event-stream", extra, length=False)
+        await self._send(writer, head + b"retry: 2000\n\n", close=False)
+        clock = self.agent.clock
+        machine = request.param("machine")
+        deadline = clock.monotonic()
+        while True:
+            # Half the interval: each push shows figures newer than the previous push, whatever
+            # the phase of this stream against the shared refresh.
+            state = await self.state.state(machine, max_age=EVENT_INTERVAL / 2)
+            await self._send(
+                writer, b"event: state\ndata: " + orjson.dumps(state) + b"\n\n", close=False
+            )
+            deadline = max(deadline + EVENT_INTERVAL, clock.monotonic())
+            await clock.sleep_until(deadline)
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes, *, close: bool = True) -> None:
+        if writer.is_closing():
+            raise ConnectionResetError("client gone")
+        writer.write(data)
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        if close and writer.can_write_eof():
+            writer.write_eof()
+
+    async def _refuse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes
+    ) -> None:
+        """Answer a bad request, then read what the client still sends for a moment: closing
+        with unread data resets the connection, and the client would lose our answer."""
+        await self._send(writer, data)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                while await reader.read(65536):
+                    pass

@@ -1,0 +1,348 @@
+"""What the status page shows, as JSON-ready data: sources, sinks, the store, live values, OEE
+and the latest inspection verdicts.
+
+`StateBuilder` reads the running agent. The figures that cost a query (store depth, cursors,
+quarantine) are read in a worker thread at most once per `refresh` seconds and shared by every
+client, so ten open pages and a Prometheus scrape cost the store one look per second. The KPI
+snapshot and the inspection verdicts come from the agent when it has them; `oee_view` and
+`inspections_view` turn whatever shape they have into what the page draws (pure functions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent.model import Quality
+from agent.store import STREAMS, Store
+
+if TYPE_CHECKING:
+    from agent.runtime import Agent
+
+# Source statistics that count failed requests, by kind (Modbus and OPC UA name them alike).
+REQUEST_ERROR_KINDS = ("timeouts", "exceptions", "malformed", "aborted")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFigures:
+    """What the store itself answers (a query each): read in a thread, shared by all clients."""
+
+    depth: Mapping[str, int]
+    bytes: int
+    backlog: Mapping[str, Mapping[str, int]]  # sink -> stream -> records not acknowledged
+    oldest_unsent_age_s: Mapping[str, Mapping[str, float | None]]
+    quarantined: Mapping[str, int]  # sink -> records set aside
+    error: str | None = None  # the store could not be read
+
+
+def read_store(store: Store) -> StoreFigures:
+    """One look at the store (blocking: call it from a thread)."""
+    try:
+        stats = store.stats()
+        sinks = store.sinks()
+        backlog = {
+            sink: {
+                st: max(0, stats.streams[st].last_seq - store.cursor(sink, st)) for st in STREAMS
+            }
+            for sink in sinks
+        }
+        quarantined = dict.fromkeys(sinks, 0)
+        for record in store.quarantined():
+            quarantined[record.sink] = quarantined.get(record.sink, 0) + 1
+    except Exception as exc:  # the page reports a broken store, it does not die with it
+        return StoreFigures({}, 0, {}, {}, {}, error=f"{type(exc).__name__}: {exc}")
+    return StoreFigures(
+        depth={name: s.depth for name, s in stats.streams.items()},
+        bytes=stats.bytes,
+        backlog=backlog,
+        oldest_unsent_age_s=stats.oldest_unsent_age_s,
+        quarantined=quarantined,
+    )
+
+
+def finite(value: float | None) -> float | None:
+    """NaN and infinities become None: JSON has no NaN and the page shows "-"."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass(slots=True)
+class _Rate:
+    """Polls per second of one source, measured between two looks."""
+
+    at: float = 0.0
+    polls: int = 0
+    per_second: float | None = None
+
+    def update(self, now: float, polls: int) -> float | None:
+        if self.at and now > self.at:
+            self.per_second = (polls - self.polls) / (now - self.at)
+        self.at, self.polls = now, polls
+        return self.per_second
+
+
+@dataclass(slots=True)
+class _Cache:
+    at: float = -math.inf
+    figures: dict[str, Any] = field(default_factory=dict)
+    store: StoreFigures | None = None
+
+
+class StateBuilder:
+    def __init__(self, agent: Agent, *, refresh: float = 1.0) -> None:
+        self.agent = agent
+        self.refresh = refresh
+        self._cache = _Cache()
+        self._lock = asyncio.Lock()
+        self._rates: dict[str, _Rate] = {}
+        self.machines = list(dict.fromkeys(t.machine for t in agent.tags))
+
+    def cached_store(self) -> StoreFigures | None:
+        """The last look at the store (None before the first): for the metrics collector."""
+        return self._cache.store
+
+    def cached_inspections(self) -> dict[str, Any]:
+        return self._cache.figures.get("inspections") or inspections_view(None)
+
+    async def figures(self, max_age: float | None = None) -> dict[str, Any]:
+        """Everything but the live values, at most `max_age` (default `refresh`) seconds old."""
+        limit = self.refresh if max_age is None else max_age
+        async with self._lock:  # one refresh at a time; the others wait and share it
+            now = self.agent.clock.monotonic()
+            if now - self._cache.at >= limit or self._cache.store is None:
+                store = await asyncio.to_thread(read_store, self.agent.store)
+                self._cache = _Cache(now, self._build(now, store), store)
+            return self._cache.figures
+
+    async def state(self, machine: str | None, max_age: float | None = None) -> dict[str, Any]:
+        """The whole `/api/state` answer; `machine` picks the live values (default: the first)."""
+        figures = await self.figures(max_age)
+        chosen = machine if machine in self.machines else next(iter(self.machines), None)
+        return {**figures, "machine": chosen, "values": self.values(chosen) if chosen else []}
+
+    def values(self, machine: str) -> list[dict[str, Any]]:
+        agent = self.agent
+        out = []
+        for tag in agent.tags:
+            if tag.machine != machine:
+                continue
+            ts = int(agent.latest_ts_ns[tag.id])
+            quality = Quality(int(agent.latest_quality[tag.id]))
+            out.append(
+                {
+                    "tag": tag.name,
+                    "value": finite(float(agent.latest_values[tag.id])) if ts else None,
+                    "unit": tag.unit,
+                    "quality": quality.name.lower() if ts else "not read",
+                    "ts_ns": ts or None,
+                }
+            )
+        return out
+
+    def _build(self, now: float, store: StoreFigures) -> dict[str, Any]:
+        agent = self.agent
+        wall_ns = agent.clock.time_ns()
+        writer = agent.writer.statistics()
+        sources = []
+        for source, config in zip(agent.sources, agent.config.sources, strict=True):
+            link = agent.links[source.name]
+            stats = source.statistics()
+            overruns = sum(s.overruns for s in agent.schedules[source.name].statistics().values())
+            errors = {k: int(stats[k]) for k in REQUEST_ERROR_KINDS if k in stats}
+            errors["connect_failures"] = link.connect_failures
+            errors["disconnects"] = link.disconnects
+            rate = self._rates.setdefault(source.name, _Rate()).update(now, link.polls)
+            sources.append(
+                {
+                    "name": source.name,
+                    "type": config.type,
+                    "endpoint": config.endpoint,
+                    "state": link.state,
+                    "polls": link.polls,
+                    "poll_rate_hz": rate,
+                    "requests": int(stats.get("requests", 0)),
+                    "errors": errors,
+                    "errors_total": sum(errors.values()),
+                    "overruns": overruns,
+                    "latency_p50_s": finite(stats.get("latency_p50_s")),
+                    "latency_p99_s": finite(stats.get("latency_p99_s")),
+                    "last_good_ns": link.last_good_ns or None,
+                    "last_good_age_s": (
+                        max(0.0, (wall_ns - link.last_good_ns) / 1e9) if link.last_good_ns else None
+                    ),
+                    "last_error": link.last_error or None,
+                }
+            )
+        sinks = []
+        for forwarder, sink_config in zip(agent.forwarders, agent.config.sinks, strict=True):
+            name = forwarder.sink.name
+            ages = [a for a in store.oldest_unsent_age_s.get(name, {}).values() if a is not None]
+            backlog = store.backlog.get(name, {})
+            sinks.append(
+                {
+                    "name": name,
+                    "type": sink_config.type,
+                    "endpoint": sink_config.endpoint,
+                    "state": forwarder.stats.state,
+                    "backlog": sum(backlog.values()),
+                    "backlog_by_stream": dict(backlog),
+                    "oldest_unsent_age_s": max(ages) if ages else None,
+                    "sent": sum(forwarder.stats.sent.values()),
+                    "failures": forwarder.stats.failures,
+                    "quarantined": store.quarantined.get(name, 0),
+                    "last_error": forwarder.stats.last_error or None,
+                }
+            )
+        return {
+            "agent_id": agent.config.agent.id,
+            "now_ns": wall_ns,
+            "tags": len(agent.tags),
+            "samples": agent.samples,
+            "machines": self.machines,
+            "sources": sources,
+            "sinks": sinks,
+            "store": {
+                "path": str(agent.store.path),
+                "depth": dict(store.depth),
+                "bytes": store.bytes,
+                "readings_written": writer.readings_written,
+                "pending_readings": writer.pending_readings,
+                # telemetry the bounds removed before every sink had it (gap records say which)
+                "dropped_readings": writer.dropped_readings,
+                "store_full": writer.store_full,
+                "last_error": writer.last_error or store.error,
+            },
+            "oee": oee_view(_call(agent, "kpi_snapshot")),
+            "inspections": inspections_view(_call(agent, "inspections")),
+        }
+
+
+def _call(agent: Agent, method: str) -> Any:
+    """`agent.<method>()` when the agent has it (KPI engine, vision): None otherwise."""
+    function = getattr(agent, method, None)
+    return function() if callable(function) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes from the KPI engine and the vision inspector, made into what the page draws
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, mappings, tuples and numpy scalars as JSON-ready data; NaN as None."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return plain(asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if hasattr(value, "item"):  # numpy scalar
+        return plain(value.item())
+    if isinstance(value, float):
+        return finite(value)
+    return str(value)
+
+
+_KPI_KEYS = ("availability", "performance", "quality", "oee")
+
+
+def _entries(group: Any, scope: str) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    if isinstance(group, Mapping):
+        for name, entry in group.items():
+            if isinstance(entry, Mapping):
+                yield str(name), entry
+    elif isinstance(group, list | tuple):
+        for entry in group:
+            if isinstance(entry, Mapping):
+                yield str(entry.get(scope) or entry.get("name") or "?"), entry
+
+
+def _kpis(entry: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The classic A/P/Q/OEE figures, wherever the entry keeps them."""
+    for key in ("classic", "kpis"):
+        inner = entry.get(key)
+        if isinstance(inner, Mapping):
+            if isinstance(inner.get("classic"), Mapping):
+                return _kpis(inner)
+            return inner
+    return entry
+
+
+def _pareto(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    raw = entry.get("pareto", entry.get("downtime_pareto", []))
+    out = []
+    for item in raw if isinstance(raw, list | tuple) else []:
+        if isinstance(item, Mapping):
+            reason, seconds, share = item.get("reason"), item.get("seconds"), item.get("share")
+        elif isinstance(item, list | tuple) and len(item) >= 2:
+            reason, seconds = item[0], item[1]
+            share = item[2] if len(item) > 2 else None
+        else:
+            continue
+        out.append({"reason": str(reason), "seconds": plain(seconds), "share": plain(share)})
+    return out
+
+
+def oee_view(snapshot: Any) -> dict[str, Any]:
+    """`Agent.kpi_snapshot()` (machines and lines with their classic KPIs and downtime Pareto)
+    as rows for the page; `available` is False when there is no KPI engine or nothing in it."""
+    rows: list[dict[str, Any]] = []
+    window = None
+    if isinstance(snapshot, Mapping):
+        window = snapshot.get("window")
+        for scope, key in (("machine", "machines"), ("line", "lines")):
+            for name, entry in _entries(snapshot.get(key), scope):
+                kpis = _kpis(entry)
+                row: dict[str, Any] = {"scope": scope, "name": name}
+                row.update({k: plain(kpis.get(k)) for k in _KPI_KEYS})
+                row["pareto"] = _pareto(entry)
+                raw_flags = entry.get("flags")
+                row["flags"] = [str(f) for f in raw_flags] if isinstance(raw_flags, list) else []
+                rows.append(row)
+    return {"available": bool(rows), "window": plain(window), "rows": rows}
+
+
+_VERDICT_KEYS = (
+    "inspection",
+    "machine",
+    "verdict",
+    "score",
+    "label",
+    "model",
+    "latency_s",
+    "ts_ns",
+)
+
+
+def inspections_view(latest: Any) -> dict[str, Any]:
+    """`Agent.inspections()` as rows, one per inspection with its latest verdict (None before
+    the first). It comes as {name: {"machine", "latest": verdict data, counters...}} or as a
+    list of verdicts; `available` is False when the agent has no inspection."""
+    items: list[Any]
+    if isinstance(latest, Mapping):
+        items = [{"inspection": k, **plain(v)} for k, v in latest.items() if v is not None]
+    elif isinstance(latest, list | tuple):
+        items = [plain(v) for v in latest]
+    else:
+        items = []
+    rows = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        merged = dict(item)
+        for nested in ("latest", "data"):  # the verdict itself, as the inspector keeps it
+            inner = merged.pop(nested, None)
+            if isinstance(inner, Mapping):
+                merged.update({k: v for k, v in inner.items() if k != "machine" or v})
+        merged.setdefault("inspection", merged.get("name"))
+        if merged.get("latency_s") is None and isinstance(merged.get("latency_ms"), int | float):
+            merged["latency_s"] = merged["latency_ms"] / 1000
+        rows.append({k: merged.get(k) for k in _VERDICT_KEYS})
+    return {"available": bool(rows), "rows": rows}

@@ -1,0 +1,261 @@
+"""Recovery of the OPC UA source under the agent's link loop: restart, network cut, stall.
+
+Everything is real: the simulated server (in this process, or in a subprocess that can be
+SIGSTOPped), a TCP relay that can cut every connection, and `run_link` reconnecting with its
+own back-off. Timings are the real clock's: the assertions are the issue's bounds (recovery
+within 10 s of the server coming back, a stall noticed within the configured timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+
+import pytest
+
+from agent.clock import SystemClock
+from agent.errors import ConnectError
+from agent.model import Event, Quality, ReadingBatch
+from agent.poller import Backoff, LinkStatistics, run_link
+from connectors.opcua.source import OpcUaSource
+from tests.connectors.opcua.sim import make_config, make_source, start_server, wait_for
+
+TIMEOUT = 1.0  # the source's timeout: each connect attempt, each request, stall detection
+
+
+@dataclass
+class Link:
+    """A source under `run_link`, and what it emitted, with the monotonic time of each batch."""
+
+    source: OpcUaSource
+    stats: LinkStatistics = field(default_factory=LinkStatistics)
+    batches: list[tuple[float, ReadingBatch]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def since(self, t: float) -> list[ReadingBatch]:
+        return [b for at, b in self.batches if at >= t]
+
+    def good_since(self, t: float) -> bool:
+        return any((b.quality == Quality.GOOD).any() for b in self.since(t))
+
+    def bad_since(self, t: float) -> bool:
+        return any((b.quality == Quality.BAD).all() and len(b) for b in self.since(t))
+
+
+@contextlib.asynccontextmanager
+async def running(source: OpcUaSource) -> AsyncIterator[Link]:
+    link = Link(source)
+    task = asyncio.create_task(
+        run_link(
+            source,
+            SystemClock(),
+            lambda b: link.batches.append((time.monotonic(), b)),
+            link.events.append,
+            stats=link.stats,
+            backoff=Backoff(initial=0.2, maximum=1.0),
+        )
+    )
+    try:
+        yield link
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def reconnected(link: Link, times: int) -> bool:
+    return link.stats.connects > times
+
+
+def counter_tags(ns: int) -> list[dict[str, object]]:
+    return [{"name": "level", "node_id": f"ns={ns};s=m1.level"}]
+
+
+class Relay:
+    """A TCP relay to the server whose `cut()` drops every connection: a network cut."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            w.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            transport = writer.transport
+            transport.abort()
+        self._writers = []
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_server_restart_reads_bad_meanwhile_and_resubscribes_within_10s() -> None:
+    server = await start_server()
+    port = int(server.endpoint.rstrip("/").rsplit(":", 1)[1])
+    ns = server.namespace_index
+    config = make_config(server.endpoint, counter_tags(ns), interval="100ms", timeout="1s")
+    source, _ = make_source(config)
+    try:
+        async with running(source) as link:
+            await wait_for(lambda: link.good_since(0))
+            assert server.subscription_count == 1
+            await server.stop()
+            down = time.monotonic()
+            await wait_for(lambda: link.bad_since(down), within=5)
+            assert not link.good_since(down + 0.5)  # never stale good readings while down
+            server = await start_server(port=port)
+            back = time.monotonic()
+            await wait_for(lambda: link.good_since(back), within=10)
+            assert time.monotonic() - back < 10
+            assert server.subscription_count == 1
+            assert link.stats.disconnects >= 1 and link.stats.connects >= 2
+    finally:
+        await server.stop()
+
+
+async def test_five_network_cuts_leave_no_subscriptions_behind() -> None:
+    server = await start_server()
+    relay = Relay(int(server.endpoint.rstrip("/").rsplit(":", 1)[1]))
+    await relay.start()
+    ns = server.namespace_index
+    endpoint = f"opc.tcp://127.0.0.1:{relay.port}/"
+    config = make_config(endpoint, counter_tags(ns), interval="100ms", timeout="1s")
+    source, _ = make_source(config)
+    try:
+        async with running(source) as link:
+            await wait_for(lambda: link.good_since(0))
+            for cut in range(1, 6):
+                relay.cut()  # the server keeps the old session and its subscription (Part 4 6.7)
+                t = time.monotonic()
+                await wait_for(partial(reconnected, link, cut), within=10)
+                await wait_for(partial(link.good_since, t), within=10)
+                # The lost session's subscription was transferred and deleted: never more than
+                # the one live subscription (+ at most the one just lost, before reclaim).
+                assert server.subscription_count <= 2
+            await wait_for(lambda: server.subscription_count == 1, within=5)
+            assert source.statistics()["reclaimed_subscriptions"] >= 4
+    finally:
+        await relay.stop()
+        await server.stop()
+
+
+SUBPROCESS_SERVER = """
+import asyncio, sys
+from asyncua import ua
+from tests.connectors.opcua.sim import start_server
+
+async def main():
+    server = await start_server()
+    print(server.endpoint, server.namespace_index, flush=True)
+    node = f"ns={server.namespace_index};s=m1.level"
+    subs = await server.add_variable("m1", "subscriptions", ua.Variant(0, ua.VariantType.Int32))
+    n = 0.0
+    while True:
+        n += 1
+        await server.write_variable(node, ua.Variant(n, ua.VariantType.Double))
+        count = ua.Variant(server.subscription_count, ua.VariantType.Int32)
+        await server.write_variable(subs, count)
+        await asyncio.sleep(0.1)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_stalled_server_is_noticed_within_the_timeout_and_recovered() -> None:
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SUBPROCESS_SERVER, stdout=asyncio.subprocess.PIPE, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        endpoint, ns = line.decode().split()
+        tags = [
+            {"name": "level", "node_id": f"ns={ns};s=m1.level"},
+            {"name": "subs", "node_id": f"ns={ns};s=m1.subscriptions", "mode": "poll"},
+        ]
+        config = make_config(endpoint, tags, interval="100ms", timeout=f"{TIMEOUT}s")
+        source, table = make_source(config)
+        subs_id = table.id_of("m1", "subs")
+
+        def server_subscriptions(link: Link, since: float) -> list[float]:
+            return [
+                float(v)
+                for b in link.since(since)
+                for i, v, q in zip(b.tag_ids, b.values, b.quality, strict=True)
+                if i == subs_id and q == Quality.GOOD
+            ]
+
+        def counted_since(link: Link, since: float) -> bool:
+            return len(server_subscriptions(link, since)) > 3
+
+        async with running(source) as link:
+            await wait_for(lambda: link.good_since(0), within=10)
+            for _ in range(2):
+                os.kill(proc.pid, signal.SIGSTOP)
+                stopped = time.monotonic()
+                await wait_for(lambda: link.stats.state == "lost", within=3 * TIMEOUT)
+                noticed = time.monotonic() - stopped
+                assert noticed <= 2 * TIMEOUT + 0.5, noticed
+                await wait_for(partial(link.bad_since, stopped), within=TIMEOUT)
+                await asyncio.sleep(0.5)
+                os.kill(proc.pid, signal.SIGCONT)
+                resumed = time.monotonic()
+                await wait_for(lambda: link.stats.state == "connected", within=10)
+                await wait_for(partial(counted_since, link, resumed), within=10)
+            # The session lost to each stall left its subscription on the server; reclaimed.
+            settled = time.monotonic()
+            await asyncio.sleep(0.5)
+            counts = server_subscriptions(link, settled)
+            assert counts and counts[-1] == 1.0, counts
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        await proc.wait()
+
+
+async def test_connect_to_nothing_fails_within_the_timeout() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = make_config(
+        f"opc.tcp://127.0.0.1:{port}/", [{"name": "a", "node_id": "ns=2;s=a"}], timeout="1s"
+    )
+    source, _ = make_source(config)
+    started = time.monotonic()
+    with pytest.raises(ConnectError):
+        await source.connect()
+    assert time.monotonic() - started < 1.5
+    with pytest.raises(ConnectError, match="not connected"):
+        await source.poll(list(source.poll_groups()))
+    assert source.bad_batches(list(source.poll_groups()), 5)[0].quality.tolist() == [Quality.BAD]
