@@ -8,8 +8,7 @@
     │   ├── DeviceError          the device answered with an error (e.g. a Modbus exception code)
     │   ├── ProtocolError        the device answered with something malformed
     │   └── SinkRejected         the far side refused a record as invalid (quarantine it)
-    ├── StoreError               the SQLite log cannot be read or written (full disk, corrupt file)
-    └── NotImplementedConnector  a connector type whose runtime is not built yet
+    └── StoreError               the SQLite log cannot be read or written (full disk, corrupt file)
 
 Library exceptions (pymodbus, asyncua, paho, httpx, sqlite3) are translated into these in one
 place per connector, so the runtime handles one vocabulary.
@@ -84,7 +83,3 @@ class SinkRejected(ConnectorError):
 
 class StoreError(LinesideError):
     """The SQLite log cannot be read or written."""
-
-
-class NotImplementedConnector(LinesideError):
-    """The config names a connector whose runtime is not part of this version yet."""

@@ -14,15 +14,13 @@ from types import MappingProxyType
 
 from pydantic import BaseModel
 
-from agent.errors import NotImplementedConnector
-
 
 @dataclass(frozen=True, slots=True)
 class Connector:
     """Import paths (`module:attribute`) of a connector's config model and runtime class."""
 
     config_model: str
-    runtime: str | None = None  # None while the runtime is not part of this version
+    runtime: str
 
 
 SOURCES: Mapping[str, Connector] = MappingProxyType(
@@ -82,9 +80,7 @@ def config_model(type_name: str) -> type[BaseModel]:
 
 def runtime_class(type_name: str) -> type:
     """The class that runs a source or sink of this type (imports its protocol library)."""
-    role, connector = _find(type_name)
-    if connector.runtime is None:
-        raise NotImplementedConnector(f"{role} type {type_name!r} has no runtime in this version")
+    connector = _find(type_name)[1]
     runtime = _load(connector.runtime)
     if not isinstance(runtime, type):
         raise TypeError(f"{connector.runtime} is not a class")

@@ -184,22 +184,3 @@ def test_demo_runs_the_agent_and_stores_readings(tmp_path: Path, speed: float) -
     assert "stored" in result.stdout
     rows = list(export_readings(tmp_path / "demo" / "data"))
     assert {r.path.split("/")[3] for r in rows} == {"press1", "press2", "mill1", "loom1", "loom2"}
-
-
-def test_lineside_run_with_a_source_that_has_no_runtime_says_so(tmp_path: Path) -> None:
-    import shutil
-    import subprocess
-
-    example = Path(__file__).parents[2] / "examples" / "opcua-loom.toml"
-    config = tmp_path / "opcua-loom.toml"
-    shutil.copy(example, config)
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "-c", str(config), "--duration", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert "source type 'opcua' has no runtime in this version" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "data").exists(), "nothing is created before the config is usable"
