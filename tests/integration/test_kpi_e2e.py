@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from agent.model import EventKind
 from agent.runtime import Agent
 from agent.starter import plant_config, plant_machines
 from agent.store import Store
-from firmware_sim.clock import ScaledClock
+from firmware_sim.clock import ScaledClock, SimulatedWallClock
 from firmware_sim.plant import MachineSpec, Plant, PlantSpec
 
 SPEED = 1200.0  # simulated seconds per wall-clock second
@@ -41,28 +40,6 @@ start = "06:00"
 end = "14:00"
 
 """
-
-
-class SimulatedTime:
-    """The agent's clock: scheduling on the real monotonic clock (polls every few real ms),
-    timestamps on the simulator's clock, so readings carry simulated time."""
-
-    def __init__(self, sim: ScaledClock) -> None:
-        self.sim = sim
-        self.epoch_ns = 0  # wall-clock instant of simulated time 0; set before the agent runs
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time_ns(self) -> int:
-        return self.epoch_ns + round(float(self.sim.now()) * 1e9)
-
-    async def sleep_until(self, deadline: float) -> None:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            await asyncio.sleep(remaining)
 
 
 def shift_events(store: Store) -> dict[str, dict[str, Any]]:
@@ -106,7 +83,7 @@ async def test_shift_oee_agrees_with_ground_truth(tmp_path: Path) -> None:
         path.write_text(text, encoding="utf-8")
         config = load_config(path)
         assert all(m.kpi is not None for m in config.machines)
-        clock = SimulatedTime(sim)
+        clock = SimulatedWallClock(sim)
         agent = Agent(config, clock=clock)
         t0 = sim.now() + LEAD_S  # simulated time at which the shift starts
         clock.epoch_ns = int(SHIFT_START.timestamp()) * 1_000_000_000 - round(t0 * 1e9)
