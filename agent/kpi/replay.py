@@ -1,0 +1,384 @@
+"""KPI windows of any past hour, shift or day, from the stored readings (`lineside oee`, `report`).
+
+The store keeps every reading the live engine saw, in the order it saw them (telemetry sequence
+numbers follow submission order). Replaying the readings of a period, in that order, through a
+fresh `KpiEngine` built from the same config therefore gives the windows the live engine
+computed, whether or not the agent runs now and whether or not it stored KPI events then (it may
+have been stopped before a shift closed, or run with another config).
+
+The replay starts `lead` before the first window asked for: the engine needs the machine's
+state and the counters' last values from before the window (a counter's first reading only sets
+its baseline), and report-by-exception stores an unchanged value once per heartbeat, which is
+shorter than `max_gap`. Windows that end after `now_ns` are still open: the shift (or day) in
+progress comes from the engine's live snapshot, other open windows are left out.
+
+The store is opened read-only: replaying never changes it and works while the agent writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.config import Config
+from agent.errors import StoreError
+from agent.kpi.calendar import Window, WindowKind, window_at, windows
+from agent.kpi.engine import KpiEngine
+from agent.model import Event, EventKind
+from agent.store import DB_NAME, decode_batch
+
+NS = 1_000_000_000
+HOUR_NS = 3600 * NS
+FETCH = 500  # telemetry records per fetch: bounded memory for a long range
+
+Progress = Callable[[int, int], None]  # (records done, records in all)
+
+
+class SelectionError(ValueError):
+    """The period asked for does not exist (a date without a shift, a bad date, no such line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KpiWindow:
+    """One machine's or one line's figures for one window, both definitions together."""
+
+    scope: str  # "machine" or "line"
+    machine: str | None  # None for a line
+    line: str  # "area/line"
+    kind: str  # hour, shift or day
+    name: str  # "2026-11-23/A", "2026-11-23T08", "2026-11-23"
+    start_ns: int
+    end_ns: int
+    classic: dict[str, float | None]
+    iso22400: dict[str, float | None]
+    components: dict[str, Any]
+    flags: list[str]
+    losses: dict[str, float]
+    pareto: list[tuple[str, float, float]]  # (reason, seconds, cumulative share)
+    revision: int = 0
+    complete: bool = True  # False: the window is still running, figures as of `as_of_ns`
+    as_of_ns: int | None = None
+
+    @property
+    def label(self) -> str:
+        """What a row is called: the machine, or the line."""
+        return self.machine if self.machine is not None else self.line
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The windows a command asks for; `start_ns`..`end_ns` covers them all."""
+
+    windows: tuple[Window, ...]
+
+    @property
+    def start_ns(self) -> int:
+        return min(w.start_ns for w in self.windows)
+
+    @property
+    def end_ns(self) -> int:
+        return max(w.end_ns for w in self.windows)
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    windows: list[KpiWindow]  # ordered by window start, then machines before lines
+    records: int = 0  # telemetry records read
+    readings: int = 0  # readings the engine took (its KPI tags)
+    missing: list[str] = field(default_factory=list)  # machines with no figures in the period
+
+
+# ---------------------------------------------------------------------------------------------
+# Which windows: `--shift today|yesterday|DATE|DATE/NAME|current` and `--window`
+
+
+def local_date(config: Config, t_ns: int) -> date:
+    """The plant's local date at an instant (UTC without a calendar)."""
+    day = window_at(config.calendar, "day", t_ns)
+    assert day is not None  # every instant has a day
+    return date.fromisoformat(day.name)
+
+
+def default_kind(config: Config) -> WindowKind:
+    return "shift" if config.calendar is not None and config.calendar.shifts else "day"
+
+
+def select(config: Config, shift: str, kind: WindowKind | None, now_ns: int) -> Selection:
+    """The windows of `kind` (default: shift, or day without shifts) in the period `shift`.
+
+    `shift` is `current` (the shift in progress now, or the day outside shifts), `today`,
+    `yesterday`, a local date `2026-11-23` (every shift starting that day, or its day) or one
+    shift `2026-11-23/A`. Hours are the hours of the shifts selected (of the day without shifts).
+    Raises SelectionError with a message for the user.
+    """
+    calendar = config.calendar
+    has_shifts = calendar is not None and bool(calendar.shifts)
+    asked = kind
+    kind = kind or default_kind(config)
+    if kind == "shift" and not has_shifts:
+        raise SelectionError("the config's [calendar] has no shifts: use --window day or hour")
+    text = shift.strip()
+    if text == "current":
+        at = window_at(calendar, "shift", now_ns) if has_shifts else None
+        if asked == "shift" and at is None:
+            raise SelectionError("no shift is running now: give a date, e.g. --shift today")
+        day_now = window_at(calendar, "day", now_ns)
+        assert day_now is not None
+        # Outside shifts the current period is the day, as in the live snapshot.
+        period = day_now if kind == "day" or at is None else at
+        return _within(config, "day" if kind == "shift" and at is None else kind, [period], now_ns)
+    name: str | None = None
+    if text in ("today", "yesterday"):
+        day = local_date(config, now_ns) - timedelta(days=1 if text == "yesterday" else 0)
+    else:
+        day_text, _, name = text.partition("/")
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            raise SelectionError(
+                f"--shift {shift!r}: expected today, yesterday, current, a date like "
+                "2026-11-23 or one shift like 2026-11-23/A"
+            ) from None
+        name = name or None
+        if name is not None and not has_shifts:
+            raise SelectionError("the config's [calendar] has no shifts to pick one from")
+    day_window = _day(config, day)
+    if not has_shifts:
+        return _within(config, kind, [day_window], now_ns)
+    assert calendar is not None
+    # Shifts belong to the date they start on; a night shift reaches into the next day.
+    found = [
+        w
+        for w in windows(calendar, day_window.start_ns, day_window.end_ns, ("shift",))
+        if w.name.startswith(f"{day.isoformat()}/")
+    ]
+    if name is not None:
+        known = ", ".join(s.name for s in calendar.shifts)
+        found = [w for w in found if w.name == f"{day.isoformat()}/{name}"]
+        if not found:
+            raise SelectionError(
+                f"no shift {name!r} on {day.isoformat()} ({day:%A}); the shifts: {known}"
+            )
+    if not found and kind != "day":
+        off = " (a day off)" if day in calendar.days_off else ""
+        raise SelectionError(f"no shift on {day.isoformat()} ({day:%A}){off}")
+    if kind == "day":
+        return _within(config, kind, [day_window], now_ns)
+    return _within(config, kind, found, now_ns)
+
+
+def _day(config: Config, day: date) -> Window:
+    zone = config.calendar.zone if config.calendar is not None else None
+    noon = datetime.combine(day, datetime.min.time()).replace(hour=12, tzinfo=zone)
+    at = window_at(config.calendar, "day", int(noon.timestamp()) * NS)
+    assert at is not None
+    return at
+
+
+def _within(config: Config, kind: WindowKind, periods: list[Window], now_ns: int) -> Selection:
+    """Windows of `kind` for the periods: the periods themselves, or the hours inside them."""
+    if kind != "hour":
+        return Selection(tuple(periods))
+    hours = hours_of(config, Selection(tuple(periods)), now_ns)
+    if not hours.windows:
+        raise SelectionError("no hour of that period has begun yet")
+    return hours
+
+
+def hours_of(config: Config, selection: Selection, now_ns: int) -> Selection:
+    """The hours inside the selected windows that have begun by `now_ns` (the report's trend)."""
+    hours: dict[str, Window] = {}
+    for p in selection.windows:
+        for w in windows(config.calendar, p.start_ns, p.end_ns, ("hour",)):
+            if w.start_ns < now_ns:  # hours that have not begun have nothing to show
+                hours[w.name] = w
+    return Selection(tuple(sorted(hours.values(), key=lambda w: w.start_ns)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The replay
+
+
+def lead_ns(config: Config) -> int:
+    """How long before a window the replay starts: twice the longest `max_gap`, at least an
+    hour, so the state and every counter have a reading before the window (see the docstring)."""
+    gaps = [m.kpi.max_gap for m in config.machines if m.kpi is not None]
+    return max(HOUR_NS, round(2 * max(gaps, default=0.0) * NS))
+
+
+def _connect(data_dir: Path) -> sqlite3.Connection:
+    path = data_dir / DB_NAME
+    if not path.is_file():
+        raise StoreError(f"{data_dir}: no store here (has the agent run with this data_dir?)")
+    try:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open the store read-only: {exc}") from exc
+
+
+def _tag_ids(conn: sqlite3.Connection, config: Config) -> dict[str, int]:
+    """Store ids of the config's tags; a KPI tag the store never saw gets an unused id (it has
+    no readings, so its machine's time is unknown, as the live engine would say)."""
+    ids = {str(p): int(i) for i, p in conn.execute("SELECT id, path FROM tags")}
+    spare = max(ids.values(), default=0) + 1
+    for machine in config.machines:
+        if machine.kpi is None:
+            continue
+        for _, name in machine.kpi.tag_roles():
+            path = config.tag_path(machine.name, name)
+            if path not in ids:
+                ids[path] = spare
+                spare += 1
+    return ids
+
+
+def _records(
+    conn: sqlite3.Connection, start_ns: int, end_ns: int
+) -> tuple[int, Iterator[tuple[Any, ...]]]:
+    """How many telemetry records begin in [start, end), and the records in storage order."""
+    where = "FROM telemetry INDEXED BY telemetry_ts WHERE ts_first_ns >= ? AND ts_first_ns < ?"
+    (count,) = conn.execute(f"SELECT count(*) {where}", (start_ns, end_ns)).fetchone()
+    cursor = conn.execute(
+        f"SELECT source, n, tag_ids, vals, quality, ts {where} ORDER BY seq", (start_ns, end_ns)
+    )
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        while chunk := cursor.fetchmany(FETCH):
+            yield from chunk
+
+    return int(count), rows()
+
+
+def replay(
+    config: Config,
+    selection: Selection,
+    now_ns: int,
+    *,
+    data_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """The KPI windows of `selection` for every machine and line, from the stored readings.
+
+    Raises StoreError when there is no store or it cannot be read, ValueError when the config
+    has no `[machines.kpi]`.
+    """
+    kpi_machines = [m.name for m in config.machines if m.kpi is not None]
+    if not kpi_machines:
+        raise ValueError("no machine has a [machines.kpi] section: nothing to compute OEE from")
+    lead = lead_ns(config)
+    start = selection.start_ns - lead
+    # Readings up to `lead` after the last window close it as the live engine closed it (at the
+    # first reading past its end), and include readings the agent stored late.
+    end = min(selection.end_ns + lead, now_ns + 1)
+    conn = _connect(data_dir if data_dir is not None else config.agent.data_dir)
+    events: list[Event] = []
+    try:
+        engine = KpiEngine(config, _tag_ids(conn, config))
+        total, records = _records(conn, start, end)
+        done = 0
+        for record in records:
+            events += engine.on_batch(decode_batch(record[0], int(record[1]), *record[2:]))
+            done += 1
+            if progress is not None and (done % FETCH == 0 or done == total):
+                progress(done, total)
+        if progress is not None and total == 0:
+            progress(0, 0)
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"{data_dir or config.agent.data_dir}: cannot read the store: {exc}"
+        ) from exc
+    finally:
+        conn.close()
+    # Close what ended: every machine's time moves to the last window's end (tick moves each
+    # machine to `now - max_gap`), never past now.
+    longest = lead // 2
+    events += engine.tick(min(selection.end_ns + longest, now_ns))
+    found = _closed(events)
+    wanted = {(w.kind, w.name) for w in selection.windows}
+    out = [w for w in found if (w.kind, w.name) in wanted]
+    for w in selection.windows:
+        if w.end_ns > now_ns and w.start_ns <= now_ns and w.kind in ("shift", "day"):
+            out += _live(engine.snapshot(now_ns), w)
+    out.sort(key=lambda k: (k.start_ns, k.scope != "machine", k.label))
+    seen = {w.machine for w in out if w.machine is not None}
+    return ReplayResult(
+        windows=out,
+        records=done,
+        readings=engine.statistics()["readings"],
+        missing=[m for m in kpi_machines if m not in seen],
+    )
+
+
+def _closed(events: Sequence[Event]) -> list[KpiWindow]:
+    """The latest revision of every window the engine closed (the two definitions joined)."""
+    latest: dict[tuple[str, str | None, str, str, str], dict[str, dict[str, Any]]] = {}
+    for e in events:
+        if e.kind is not EventKind.KPI:
+            continue
+        d = e.data
+        key = (d["scope"], d["machine"], d["line"], d["window"]["kind"], d["window"]["name"])
+        pair = latest.setdefault(key, {})
+        held = pair.get(d["definition"])
+        if held is None or d["revision"] >= held["revision"]:
+            pair[d["definition"]] = d
+    out = []
+    for pair in latest.values():
+        c, iso = pair.get("classic"), pair.get("iso22400")
+        if c is None or iso is None:
+            continue
+        w = c["window"]
+        out.append(
+            KpiWindow(
+                scope=c["scope"],
+                machine=c["machine"],
+                line=c["line"],
+                kind=w["kind"],
+                name=w["name"],
+                start_ns=w["start_ns"],
+                end_ns=w["end_ns"],
+                classic=c["kpis"],
+                iso22400=iso["kpis"],
+                components=c["components"],
+                flags=list(c["flags"]),
+                losses=c["losses"],
+                pareto=[(str(r), float(s), float(f)) for r, s, f in c["pareto"]],
+                revision=c["revision"],
+            )
+        )
+    return out
+
+
+def _live(snapshot: dict[str, Any], wanted: Window) -> list[KpiWindow]:
+    """The window in progress from the engine's snapshot, if it is the one asked for."""
+    w = snapshot["window"]
+    if (w["kind"], w["name"]) != (wanted.kind, wanted.name):
+        return []
+    out = []
+    rows = [(name, f["line"], f) for name, f in snapshot["machines"].items()]
+    rows += [(None, line, f) for line, f in snapshot["lines"].items()]
+    as_of = max((f.get("as_of_ns", 0) for f in snapshot["machines"].values()), default=None)
+    for machine, line, f in rows:
+        out.append(
+            KpiWindow(
+                scope="machine" if machine is not None else "line",
+                machine=machine,
+                line=line,
+                kind=w["kind"],
+                name=w["name"],
+                start_ns=w["start_ns"],
+                end_ns=w["end_ns"],
+                classic=f["classic"],
+                iso22400=f["iso22400"],
+                components=f["components"],
+                flags=list(f["flags"]),
+                losses=f["losses"],
+                pareto=[(str(r), float(s), float(x)) for r, s, x in f["pareto"]],
+                complete=False,
+                as_of_ns=f.get("as_of_ns", as_of),
+            )
+        )
+    return out

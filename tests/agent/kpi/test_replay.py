@@ -1,0 +1,326 @@
+"""Replaying the store: the windows asked for, and exactly the figures the live engine stored.
+
+The store is filled by the real Agent polling a simulated plant (two presses on one line, a
+cement mill on another) faster than real time, with timestamps on the simulator's clock, over a
+2 h shift on Monday 2026-11-23 (Asia/Shanghai) with a 10 min break.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent.config import Config, load_config
+from agent.errors import StoreError
+from agent.kpi.engine import KpiEngine
+from agent.kpi.replay import (
+    KpiWindow,
+    Selection,
+    SelectionError,
+    hours_of,
+    lead_ns,
+    replay,
+    select,
+)
+from agent.model import EventKind
+from agent.runtime import Agent
+from agent.starter import plant_config, plant_machines
+from agent.store import Store
+from firmware_sim.clock import ScaledClock
+from firmware_sim.plant import MachineSpec, Plant, PlantSpec
+
+S = 1_000_000_000
+SPEED = 1200.0  # simulated seconds per real second: the 2 h shift takes 6 s
+LEAD_S = 300  # simulated seconds of readings before the shift starts
+ZONE = ZoneInfo("Asia/Shanghai")
+SHIFT_START = datetime(2026, 11, 23, 6, 0, tzinfo=ZONE)  # a Monday, in the past
+SHIFT_S = 2 * 3600
+CALENDAR = """[calendar]
+timezone = "Asia/Shanghai"
+days_off = ["2026-11-24"]
+
+[[calendar.shifts]]
+name = "A"
+start = "06:00"
+end = "08:00"
+days = ["mon", "tue", "wed", "thu", "fri"]
+breaks = [{ start = "07:00", end = "07:10" }]
+
+[[calendar.shifts]]
+name = "N"
+start = "22:00"
+end = "02:00"
+days = ["mon", "tue", "wed", "thu", "fri"]
+
+"""
+NOW = int(datetime(2026, 11, 27, 12, 0, tzinfo=ZONE).timestamp()) * S  # long after the run
+
+
+class SimulatedTime:
+    """The agent's clock: scheduling on the real monotonic clock, timestamps on the
+    simulator's, so readings carry simulated (2026-11-23) times."""
+
+    def __init__(self, sim: ScaledClock) -> None:
+        self.sim = sim
+        self.epoch_ns = 0
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time_ns(self) -> int:
+        return self.epoch_ns + round(self.sim.now() * 1e9)
+
+    async def sleep_until(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+
+
+async def fill_store(tmp: Path) -> Path:
+    """Run the plant and the agent over the shift plus a few minutes; the config's path."""
+    spec = PlantSpec(
+        name="replay",
+        machines=(
+            MachineSpec(name="press1", kind="press", seed=21),
+            MachineSpec(name="press2", kind="press", seed=22),
+            MachineSpec(name="mill1", kind="mill", seed=23),
+        ),
+        ephemeral=True,
+    )
+    sim = ScaledClock(SPEED)
+    async with Plant(spec, sim, opcua=False, rtu=False, tick_interval=0.004) as plant:
+        text = plant_config(
+            plant_machines(plant.endpoints()), data_dir=str(tmp / "data"), poll_interval="10ms"
+        )
+        text = re.sub(r"\[calendar\].*?(?=# Forward)", CALENDAR, text, flags=re.S)
+        path = tmp / "lineside.toml"
+        path.write_text(text, encoding="utf-8")
+        clock = SimulatedTime(sim)
+        agent = Agent(load_config(path), clock=clock)
+        t0 = sim.now() + LEAD_S
+        clock.epoch_ns = int(SHIFT_START.timestamp()) * S - round(t0 * 1e9)
+        stop = asyncio.Event()
+        run = asyncio.create_task(agent.run(stop))
+        # Until four simulated minutes after the shift: readings past its end close it live.
+        await asyncio.wait({run}, timeout=(t0 + SHIFT_S + 240 - sim.now()) / SPEED)
+        stop.set()
+        await run
+    return path
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    path = asyncio.run(fill_store(tmp_path_factory.mktemp("replay")))
+    return load_config(path)
+
+
+def stored_kpis(config: Config) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The live engine's KPI events, latest revision per (scope, who, window, definition)."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    with Store(config.agent.data_dir) as store:
+        after = 0
+        while events := store.read_events(after, 1000):
+            after = events[-1].seq or after
+            for e in events:
+                if e.kind is not EventKind.KPI:
+                    continue
+                d = e.data
+                key = (d["scope"], d["machine"] or d["line"], d["window"]["name"], d["definition"])
+                if d["revision"] >= out.get(key, {}).get("revision", -1):
+                    out[key] = d
+    return out
+
+
+def tree(path: Path) -> dict[str, str]:
+    """The store's content: the database file and a non-empty write-ahead log (SQLite may
+    create an empty WAL and its index for a read-only reader: nothing is written)."""
+    files = [path / "lineside.db", path / "lineside.db-wal"]
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in files
+        if p.exists() and p.stat().st_size
+    }
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Equal figures: a tick may split one fold into two, so float sums may differ in the
+    last bits (never more)."""
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        if isinstance(v, dict):
+            same(v, b[k])
+        elif isinstance(v, float) and isinstance(b[k], float):
+            assert v == pytest.approx(b[k], rel=1e-9, abs=1e-6), k
+        else:
+            assert v == b[k], k
+
+
+# -- against the live engine --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_replayed_shift_and_hours_equal_what_the_live_engine_stored(filled: Config) -> None:
+    config = filled
+    before = tree(config.agent.data_dir)
+    selection = select(config, "2026-11-23/A", None, NOW)
+    selection = Selection(selection.windows + hours_of(config, selection, NOW).windows)
+    calls: list[tuple[int, int]] = []
+    result = replay(config, selection, NOW, progress=lambda d, t: calls.append((d, t)))
+    assert tree(config.agent.data_dir) == before, "replay must not change the store"
+    assert calls and calls[-1][0] == calls[-1][1] == result.records > 0
+    got = {(w.kind, w.name, w.label) for w in result.windows}
+    names = ["2026-11-23/A", "2026-11-23T06", "2026-11-23T07"]
+    who = ["press1", "press2", "mill1", "stamping/body-line-1", "grinding/cement-mill-1"]
+    kinds = {"2026-11-23/A": "shift", "2026-11-23T06": "hour", "2026-11-23T07": "hour"}
+    assert got == {(kinds[n], n, w) for n in names for w in who}
+    assert result.missing == []
+    live = stored_kpis(config)
+    for w in result.windows:
+        for definition, kpis in (("classic", w.classic), ("iso22400", w.iso22400)):
+            stored = live[(w.scope, w.label, w.name, definition)]
+            same(kpis, stored["kpis"])
+            same(w.components, stored["components"])
+            assert w.flags == stored["flags"]
+            same(w.losses, stored["losses"])
+            assert [p[0] for p in w.pareto] == [p[0] for p in stored["pareto"]]
+            for (_, seconds, share), (_, s2, f2) in zip(w.pareto, stored["pareto"], strict=True):
+                assert (seconds, share) == pytest.approx((s2, f2), rel=1e-9)
+    shift = {w.label: w for w in result.windows if w.kind == "shift"}
+    # The break is not planned; the presses ran most of the shift and made parts.
+    for name in ("press1", "press2", "mill1"):
+        c = shift[name].components
+        assert c["planned_s"] + c["planned_stop_s"] == pytest.approx(110 * 60, abs=1)
+        assert c["total"] > 0 and shift[name].classic["oee"] is not None
+    line = shift["stamping/body-line-1"].components
+    assert (
+        line["total"] == shift["press1"].components["total"] + shift["press2"].components["total"]
+    )
+
+
+def test_replay_equals_an_engine_fed_the_stored_batches_directly(filled: Config) -> None:
+    """The day window is not closed live before the run stops; compare it with a fresh engine
+    fed every stored batch and ticked past the day's end."""
+    config = filled
+    selection = select(config, "2026-11-23", "day", NOW)
+    [result] = [w for w in replay(config, selection, NOW).windows if w.label == "press1"]
+    with Store(config.agent.data_dir) as store:
+        ids = {info.path: tag_id for tag_id, info in store.tags().items()}
+        engine = KpiEngine(config, ids)
+        events = []
+        after = 0
+        while batches := store.read_telemetry(after, 500):
+            after = batches[-1].seq
+            for b in batches:
+                events += engine.on_batch(b.batch)
+    events += engine.tick(result.end_ns + lead_ns(config))
+    [direct] = [
+        e.data
+        for e in events
+        if e.machine == "press1"
+        and e.data["window"]["name"] == "2026-11-23"
+        and e.data["definition"] == "classic"
+    ]
+    same(result.components, direct["components"])
+    same(result.classic, direct["kpis"])
+    assert result.complete and "unknown_time" in result.flags  # no readings before 05:55
+
+
+def test_a_window_in_progress_comes_from_the_live_snapshot(filled: Config) -> None:
+    config = filled
+    middle = int(SHIFT_START.timestamp()) * S + 3900 * S  # 07:05, the shift half done
+    selection = select(config, "current", None, middle)
+    assert [(w.kind, w.name) for w in selection.windows] == [("shift", "2026-11-23/A")]
+    result = replay(config, selection, middle)
+    press = [w for w in result.windows if w.label == "press1"]
+    assert len(press) == 1 and not press[0].complete and press[0].as_of_ns == middle
+    c = press[0].components
+    assert c["calendar_s"] == pytest.approx(3900, abs=1)  # only the time that has passed
+    # Hours: the one that closed at 07:00 is there, the one in progress is not.
+    hours = replay(config, select(config, "current", "hour", middle), middle).windows
+    assert {w.name for w in hours} == {"2026-11-23T06"}
+
+
+def test_a_period_without_readings_names_the_machines(filled: Config) -> None:
+    result = replay(filled, select(filled, "2026-11-25/A", None, NOW), NOW)
+    assert result.windows == []
+    assert result.missing == ["press1", "press2", "mill1"]
+
+
+def test_no_store_is_a_store_error(filled: Config, tmp_path: Path) -> None:
+    config = filled.model_copy(
+        update={"agent": filled.agent.model_copy(update={"data_dir": tmp_path / "none"})}
+    )
+    with pytest.raises(StoreError, match="no store here"):
+        replay(config, select(config, "2026-11-23", None, NOW), NOW)
+    assert not (tmp_path / "none").exists(), "reading must not create a store"
+
+
+# -- selecting windows ----------------------------------------------------------------------------
+
+
+def test_select_a_date_gives_its_shifts_including_the_night_one(filled: Config) -> None:
+    sel = select(filled, "2026-11-23", None, NOW)
+    assert [w.name for w in sel.windows] == ["2026-11-23/A", "2026-11-23/N"]
+    night = sel.windows[1]
+    assert (night.end_ns - night.start_ns) // S == 4 * 3600  # into the next day
+    assert [w.name for w in select(filled, "2026-11-23", "day", NOW).windows] == ["2026-11-23"]
+    hours = select(filled, "2026-11-23/A", "hour", NOW).windows
+    assert [w.name for w in hours] == ["2026-11-23T06", "2026-11-23T07"]
+
+
+def test_select_today_and_yesterday_follow_the_plant_clock(filled: Config) -> None:
+    # 2026-11-27 01:00 in Shanghai is still 2026-11-26 in UTC: the plant's date counts.
+    at = int(datetime(2026, 11, 27, 1, 0, tzinfo=ZONE).timestamp()) * S
+    assert [w.name for w in select(filled, "today", "day", at).windows] == ["2026-11-27"]
+    assert [w.name for w in select(filled, "yesterday", "day", at).windows] == ["2026-11-26"]
+    # The night shift of the 26th is running at 01:00 on the 27th.
+    assert [w.name for w in select(filled, "current", None, at).windows] == ["2026-11-26/N"]
+
+
+@pytest.mark.parametrize(
+    ("shift", "kind", "message"),
+    [
+        ("2026-11-24", None, r"no shift on 2026-11-24 \(Tuesday\) \(a day off\)"),
+        ("2026-11-22", None, r"no shift on 2026-11-22 \(Sunday\)"),
+        ("2026-11-23/C", None, r"no shift 'C' on 2026-11-23 .*the shifts: A, N"),
+        ("23.11.2026", None, "expected today, yesterday, current, a date"),
+        ("2026-02-30", None, "expected today"),
+    ],
+)
+def test_select_refuses_periods_that_do_not_exist(
+    filled: Config, shift: str, kind: Any, message: str
+) -> None:
+    with pytest.raises(SelectionError, match=message):
+        select(filled, shift, kind, NOW)
+
+
+def test_select_current_outside_shifts_is_the_day_unless_a_shift_is_asked(filled: Config) -> None:
+    at = int(datetime(2026, 11, 25, 12, 0, tzinfo=ZONE).timestamp()) * S  # between A and N
+    assert [w.name for w in select(filled, "current", None, at).windows] == ["2026-11-25"]
+    with pytest.raises(SelectionError, match="no shift is running now"):
+        select(filled, "current", "shift", at)
+
+
+def test_without_shifts_windows_are_days_and_hours(filled: Config) -> None:
+    bare = filled.model_copy(update={"calendar": None})
+    assert [w.name for w in select(bare, "2026-11-23", None, NOW).windows] == ["2026-11-23"]
+    assert len(select(bare, "2026-11-23", "hour", NOW).windows) == 24
+    with pytest.raises(SelectionError, match="no shifts"):
+        select(bare, "2026-11-23", "shift", NOW)
+    with pytest.raises(SelectionError, match="no shifts"):
+        select(bare, "2026-11-23/A", None, NOW)
+
+
+def test_kpi_window_label_is_the_machine_or_the_line() -> None:
+    base: dict[str, Any] = dict(
+        kind="shift", name="d/A", start_ns=0, end_ns=1, classic={}, iso22400={},
+        components={}, flags=[], losses={}, pareto=[],
+    )  # fmt: skip
+    assert KpiWindow(scope="machine", machine="m1", line="a/l", **base).label == "m1"
+    assert KpiWindow(scope="line", machine=None, line="a/l", **base).label == "a/l"
