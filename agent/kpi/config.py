@@ -11,6 +11,7 @@
     ideal_cycle_time = "2.5s"             # or ideal_rate = 160 with rate_per = "hour"
     energy = "energy_kwh"                 # optional cumulative kWh meter
     max_gap = "3m"                        # no state reading for longer: unknown time
+    # inspection = "panel-surface"        # quality from this [[inspections]] entry's verdicts
 
 This module imports no protocol library and not `agent.config` (which imports it): the checks
 that need the rest of the config (tags exist on the machine, `max_gap` above the heartbeat) are
@@ -79,6 +80,9 @@ class MachineKpi(BaseModel):
     products: dict[str, PositiveFloat] = Field(default_factory=dict)
     energy: str | None = None
     max_gap: PositiveDuration = 180.0
+    # Quality from the verdicts of this `[[inspections]]` entry (OK good, NotOK reject) instead
+    # of the good / reject counters; the counters still give the ideal time (performance).
+    inspection: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -104,7 +108,13 @@ class MachineKpi(BaseModel):
             if _code(key) is None:
                 raise _key_error(f"reasons.{key}", f"reason codes are integers, got {key!r}")
         given = [r for r in ("total", "good", "reject") if getattr(self, r) is not None]
-        if len(given) < 2:
+        if self.inspection is not None:
+            # Verdicts give good and reject; a counter must still say how much was made.
+            if self.total is None and len(given) < 2:
+                raise _key_error(
+                    "total", "with inspection, name the total counter (or both good and reject)"
+                )
+        elif len(given) < 2:
             raise _key_error("total", "name at least two of the counters total, good and reject")
         if (self.ideal_cycle_time is None) == (self.ideal_rate is None):
             raise _key_error(

@@ -22,6 +22,15 @@ are emitted again with `revision + 1`. We keep this log in memory, for the last 
 synchronous, a recompute costs no I/O on the event loop, and the log holds only the few KPI
 tags of each machine, after report-by-exception, in compact arrays (18 bytes a reading).
 Readings older than that are dropped and counted (`statistics()["late_dropped"]`).
+
+Inspection verdicts (`on_event`). A machine whose `[machines.kpi]` names an `inspection` takes
+its quality from that inspection's verdicts: OK counts as good, NotOK as reject, at the
+verdict's timestamp; total is OK + NotOK (the parts whose quality is known); NotDecidable is
+counted apart (`not_decidable`), never guessed. Its counters still give the ideal time
+(performance) and what was made (`produced`). A verdict only adds counts, so one that arrives a
+little behind the readings (they are polled while the model runs) goes straight into the windows
+holding it while they are open; only a verdict for a window already closed takes the late-data
+path above (it is in the log like a reading, so a recompute counts it again).
 """
 
 from __future__ import annotations
@@ -51,7 +60,10 @@ DEFINITIONS = ("classic", "iso22400")
 NO_REASON = "no reason"
 
 # Roles of the KPI tags, as stored in the log (one byte each).
-STATE, UNIT_MODE, REASON, TOTAL, GOOD, REJECT, REWORK, PRODUCT, ENERGY = range(9)
+STATE, UNIT_MODE, REASON, TOTAL, GOOD, REJECT, REWORK, PRODUCT, ENERGY, VERDICT = range(10)
+# Verdicts in the log, by the codes a verdict write-back puts in a register (vision/config.py).
+VERDICT_CODES = {"OK": 1.0, "NotOK": 2.0, "NotDecidable": 3.0}
+OK, NOT_OK = VERDICT_CODES["OK"], VERDICT_CODES["NotOK"]
 _ROLE_OF_KEY = {
     "state": STATE,
     "unit_mode": UNIT_MODE,
@@ -133,6 +145,15 @@ class _Spans:
 
 
 @dataclass(slots=True)
+class InspectedComponents(Components):
+    """The components of a machine whose quality comes from inspection verdicts, with what is
+    reported beside them (sums too; a line roll-up keeps only the `Components` part)."""
+
+    produced: float = 0.0  # the counter's count of parts made (total is the inspected parts)
+    not_decidable: float = 0.0  # verdicts that were neither OK nor NotOK
+
+
+@dataclass(slots=True)
 class _Cursor:
     """The fold state of one machine; copied whole for checkpoints (it is small)."""
 
@@ -167,11 +188,14 @@ class _Log:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def add(self, ts: int, role: int, value: float, quality: int) -> bool:
-        """Insert in time order (after equal times); False for an exact duplicate (a replay)."""
+    def add(self, ts: int, role: int, value: float, quality: int, *, unique: bool = True) -> bool:
+        """Insert in time order (after equal times); False for an exact duplicate (a replay).
+
+        `unique=False` (verdicts): two equal entries are two parts, not a replayed reading.
+        """
         # Appending is the common case; bisect only for late readings.
         i = len(self.ts) if not self.ts or ts >= self.ts[-1] else bisect_right(self.ts, ts)
-        j = i - 1
+        j = i - 1 if unique else -1
         while j >= 0 and self.ts[j] == ts:
             same_value = self.value[j] == value or (math.isnan(value) and math.isnan(self.value[j]))
             if self.role[j] == role and same_value and self.quality[j] == quality:
@@ -210,6 +234,7 @@ class _MachineState:
         self.closed: dict[WindowKey, _Closed] = {}
         self.bits: dict[int, int | None] = {}
         self.scale: dict[int, float] = {}
+        self.inspected = kpi.inspection is not None  # quality from verdicts, not counters
 
 
 Emit = Callable[[_MachineState, Window, Components], None]
@@ -228,6 +253,8 @@ class KpiEngine:
         self._machines: list[_MachineState] = []
         self._lines: dict[str, list[str]] = {}
         roles: dict[int, _TagRole] = {}
+        self._by_inspection: dict[str, int] = {}  # inspection name -> machine index
+        inspections = {i.name: i.machine for i in config.inspections}
         for machine in config.machines:
             if machine.kpi is None:
                 continue
@@ -236,6 +263,14 @@ class KpiEngine:
             index = len(self._machines)
             self._machines.append(m)
             self._lines.setdefault(line, []).append(machine.name)
+            if machine.kpi.inspection is not None:
+                name = machine.kpi.inspection
+                if inspections.get(name) != machine.name:
+                    raise ValueError(
+                        f"machine {machine.name!r}: kpi.inspection {name!r} is no [[inspections]]"
+                        " entry of this machine"
+                    )
+                self._by_inspection[name] = index
             declared = {t.name: t for t in config.tags_of(machine.name)}
             for key, name in machine.kpi.tag_roles():
                 tag = declared.get(name)
@@ -263,7 +298,7 @@ class KpiEngine:
         self._pending: list[Event] = []
         self._recomputing = False
         self.stats = {"readings": 0, "late": 0, "late_dropped": 0, "duplicates": 0,
-                      "recomputes": 0, "resets": 0, "rollovers": 0}  # fmt: skip
+                      "recomputes": 0, "resets": 0, "rollovers": 0, "verdicts": 0}  # fmt: skip
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -302,6 +337,37 @@ class KpiEngine:
             late[role.machine] = min(t, late.get(role.machine, t))
         for index, t in late.items():
             self._recompute(self._machines[index], t)
+        return self._take()
+
+    def on_event(self, event: Event) -> list[Event]:
+        """Fold one inspection verdict into the quality of the machine whose kpi names its
+        inspection; any other event is ignored. The events of the windows it closed or revised.
+        """
+        data = event.data
+        if event.kind is not EventKind.INSPECTION or "audit" in data:
+            return []  # write-back audits repeat the verdict: it is counted once
+        index = self._by_inspection.get(str(data.get("inspection")))
+        code = VERDICT_CODES.get(str(data.get("verdict")))
+        if index is None or code is None:
+            return []
+        m = self._machines[index]
+        if event.machine is not None and event.machine != m.name:
+            return []
+        t = event.ts_ns
+        self.stats["verdicts"] += 1
+        if m.cursor is None:
+            self._start(m, t)
+        assert m.cursor is not None
+        if t >= m.cursor.t or self._holding_open(m.cursor, t):
+            m.log.add(t, VERDICT, code, Quality.GOOD, unique=False)
+            self._verdict(m, m.cursor, t, code)
+            return self._take()
+        self.stats["late"] += 1
+        if not m.checkpoints or t < m.checkpoints[0][0]:
+            self.stats["late_dropped"] += 1
+            return self._take()
+        m.log.add(t, VERDICT, code, Quality.GOOD, unique=False)
+        self._recompute(m, t)
         return self._take()
 
     def tick(self, now_ns: int) -> list[Event]:
@@ -355,6 +421,26 @@ class KpiEngine:
         self._fold_to(m, m.cursor, t, None)
         m.checkpoints.append((t, copy.deepcopy(m.cursor)))
 
+    def _holding_open(self, cur: _Cursor, t: int) -> bool:
+        """Every window holding `t` is open in the cursor: counts at `t` can go straight in."""
+        return all(_key(w) in cur.open for w in self._spans.at(t).windows_at(t))
+
+    def _verdict(self, m: _MachineState, cur: _Cursor, t: int, code: float) -> None:
+        """Count one verdict without moving the cursor where its windows are open: a verdict
+        ahead of the readings must not make the next reading late (and recompute)."""
+        if not self._holding_open(cur, t):
+            self._fold_to(m, cur, t, self._close)
+        for c in self._open_at(m, cur, t):
+            assert isinstance(c, InspectedComponents)
+            if code == OK:
+                c.good += 1
+                c.total += 1
+            elif code == NOT_OK:
+                c.reject += 1
+                c.total += 1
+            else:
+                c.not_decidable += 1
+
     def _category(self, m: _MachineState, cur: _Cursor) -> Category:
         if cur.state_bad or cur.state is None:
             return "unknown"
@@ -373,7 +459,8 @@ class KpiEngine:
         for w in self._spans.at(t).windows_at(t):
             entry = cur.open.get(_key(w))
             if entry is None:
-                entry = (w, Components(has_energy=m.kpi.energy is not None))
+                kind = InspectedComponents if m.inspected else Components
+                entry = (w, kind(has_energy=m.kpi.energy is not None))
                 cur.open[_key(w)] = entry
             out.append(entry[1])
         return out
@@ -468,6 +555,11 @@ class KpiEngine:
             for c in self._open_at(m, cur, t):
                 if role == ENERGY:
                     c.energy_kwh += delta
+                elif m.inspected and role != REWORK:
+                    # Verdicts count good and reject; the counters say what was made.
+                    assert isinstance(c, InspectedComponents)
+                    c.ideal_s += ideal
+                    c.produced += delta if counts_total else 0.0
                 else:
                     name = _COUNTER_FIELD[role]
                     setattr(c, name, getattr(c, name) + delta)
@@ -512,6 +604,9 @@ class KpiEngine:
         try:
             for j in range(bisect_left(log.ts, start), len(log)):
                 ts = log.ts[j]
+                if log.role[j] == VERDICT:
+                    self._verdict(m, cur, ts, log.value[j])
+                    continue
                 self._fold_to(m, cur, ts, self._close)
                 self._apply(m, cur, ts, log.role[j], log.value[j], log.quality[j])
             self._fold_to(m, cur, target, self._close)
@@ -537,6 +632,8 @@ class KpiEngine:
     def _finished(self, kpi: MachineKpi, c: Components) -> Components:
         """A copy with the counter the machine does not have derived from the other two."""
         done = copy.deepcopy(c)
+        if kpi.inspection is not None:
+            return done  # good, reject and total all come from verdicts
         if kpi.reject is None:
             done.reject = max(done.total - done.good, 0.0)
         elif kpi.good is None:
