@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from agent.config import Credentials
 from agent.errors import ConnectError
-from connectors.mqtt.sink import read_password
+from agent.secrets import read_password
 from connectors.opcua.config import OpcUaSourceConfig
 from connectors.opcua.trust import (
     application_uris,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from agent.errors import ConnectError, RequestTimeout
+from agent.secrets import read_password
 from connectors.opcua.config import OpcUaSourceConfig
 
 log = logging.getLogger("lineside.opcua")
@@ -76,20 +76,6 @@ def limits_from_values(values: Sequence[object]) -> ServerLimits:
     return ServerLimits(*(limit(v) for v in padded))
 
 
-def _password(config: OpcUaSourceConfig) -> str | None:
-    if config.password_env is not None:
-        value = os.environ.get(config.password_env)
-        if value is None:
-            raise ConnectError(f"the password environment variable {config.password_env} is unset")
-        return value
-    if config.password_file is not None:
-        try:
-            return config.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConnectError(f"cannot read {config.password_file}: {exc.strerror}") from None
-    return None
-
-
 def translate(exc: BaseException, what: str) -> ConnectError | RequestTimeout:
     """asyncua's (and the socket's) failures in lineside's words."""
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
@@ -119,8 +105,13 @@ async def open_session(config: OpcUaSourceConfig, on_lost: Callable[[str], None]
 
     client.connection_lost_callback = lost
     if config.username is not None:
+        # asyncua logs every request at DEBUG, ActivateSession's user token (the password)
+        # included: filter it out before the first request, whatever the policy.
+        from connectors.opcua.security import keep_secrets_out_of_logs
+
+        keep_secrets_out_of_logs()
         client.set_user(config.username)
-        password = _password(config)
+        password = read_password(config)
         if password is not None:
             client.set_password(password)
     try:
@@ -135,6 +126,11 @@ async def open_session(config: OpcUaSourceConfig, on_lost: Callable[[str], None]
             await client.connect()
     except (TimeoutError, OSError, UaError, ConnectionError, ValueError) as exc:
         await abandon(client)
+        from connectors.opcua.security import refusal
+
+        explained = refusal(exc, config)
+        if explained is not None:
+            raise ConnectError(f"{config.name} ({config.endpoint}): {explained}") from None
         raise translate(exc, f"{config.name} ({config.endpoint})") from None
     except asyncio.CancelledError:
         await abandon(client)

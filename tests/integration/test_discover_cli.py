@@ -101,7 +101,7 @@ async def test_discover_a_dead_port_exits_1_with_one_line() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["opcua", "host"], "only modbus can be discovered in this version"),
+        (["opcua", "host"], 'expected an endpoint like "opc.tcp://host:4840"'),
         (["modbus", "host:99999"], "bad port"),
         (["modbus", "host", "--units", "1-300"], "unit ids are 0..255"),
         (["modbus", "host", "--units", "a"], "bad unit ids"),
