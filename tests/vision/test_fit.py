@@ -1,0 +1,252 @@
+"""`vision.fit`: an anomaly model from good images and a user's backbone, without PyTorch.
+
+The backbone is a real (small) ONNX network built here: two 3x3 convolutions with fixed random
+weights. Random convolution features are weak, but they see local contrast, which is enough
+for the fitted head to rank generated defects above good parts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from vision import synthetic
+from vision.fit import FitError, FitResult, coreset, gaussian, threshold_of
+from vision.fit import fit as fit_model
+from vision.model import Model
+
+SIZE = 128
+SURFACE = "metal"
+
+
+def backbone(path: Path, *, input_name: str = "pixels", flat: bool = False) -> Path:
+    """conv 3→16 stride 2, ReLU, conv 16→24 stride 2, ReLU: a [1, 24, 32, 32] map at 128 px.
+
+    With `flat`, the map is pooled to [1, 24] (not a feature map: the fit must refuse it).
+    """
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((16, 3, 3, 3)).astype(np.float32) / 3
+    w2 = rng.standard_normal((24, 16, 3, 3)).astype(np.float32) / 12
+    nodes = [
+        helper.make_node("Conv", [input_name, "w1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["features"] if not flat else ["r2"]),
+    ]
+    out_shape: list[int | str] = [1, 24, "h", "w"]
+    if flat:
+        nodes += [
+            helper.make_node("GlobalAveragePool", ["r2"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["features"]),
+        ]
+        out_shape = [1, 24]
+    graph = helper.make_graph(
+        nodes,
+        "backbone",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, out_shape)],
+        initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def fit(good: Path, net: Path, out: Path, **options: Any) -> FitResult:
+    return fit_model(good, net, out, size=SIZE, **options)
+
+
+def write_good(folder: Path, count: int, seed: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        sample = synthetic.render(SURFACE, None, seed + i, (SIZE, SIZE))
+        cv2.imwrite(str(folder / f"good{i:03d}.png"), sample.image)
+    return folder
+
+
+def auroc(good: list[float], bad: list[float]) -> float:
+    """P(a defective score > a good score), ties counted half (the Mann-Whitney statistic)."""
+    g, b = np.asarray(good)[:, None], np.asarray(bad)[None, :]
+    return float(np.mean((b > g) + 0.5 * (b == g)))
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("fit")
+    good = write_good(root / "good", 30, seed=100)
+    net = backbone(root / "backbone.onnx")
+    return {"good": good, "backbone": net, "root": root}
+
+
+def fresh_scores(model: Model, seed: int) -> tuple[list[float], list[float]]:
+    good, bad = [], []
+    defects = synthetic.DEFECTS_BY_SURFACE[SURFACE]
+    for i in range(24):
+        ok = synthetic.render(SURFACE, None, seed + i, (SIZE, SIZE))
+        good.append(model.infer(ok.image).score)
+        defect = defects[i % len(defects)]
+        nok = synthetic.render(SURFACE, defect, seed + i, (SIZE, SIZE))
+        bad.append(model.infer(nok.image).score)
+    return good, bad
+
+
+@pytest.mark.parametrize("method", ["gaussian", "coreset"])
+def test_fitted_model_ranks_defects_above_good_parts(fitted: dict[str, Path], method: str) -> None:
+    out = fitted["root"] / f"{method}.onnx"
+    result = fit(fitted["good"], fitted["backbone"], out, method=method)
+    assert result.images == 30 and result.skipped == []
+    assert result.fitted_on == 24 and result.calibrated_on == 6
+    assert result.feature_shape == (24, 32, 32)
+    assert result.threshold == max(result.calibration_scores)
+
+    model = Model.load(out)
+    assert model.kind == "anomaly" and model.input_size == (SIZE, SIZE)
+    assert model.layout.score_output == "pred_score" and model.layout.map_output == "anomaly_map"
+    outputs = model.run(model.prepare(synthetic.render(SURFACE, None, 5, (SIZE, SIZE)).image).blob)
+    assert outputs["pred_score"].shape == (1,)
+    assert outputs["anomaly_map"].shape == (1, 1, SIZE, SIZE)
+    assert 0.0 <= float(outputs["anomaly_map"].min()) <= float(outputs["anomaly_map"].max()) <= 1
+
+    good, bad = fresh_scores(model, seed=9000)  # a seed the fit never saw
+    assert auroc(good, bad) >= 0.8, (good, bad)
+    # The threshold came from good parts: most fresh good parts pass.
+    assert np.mean(np.asarray(good) <= 0.5) >= 0.75
+
+
+def test_scores_in_graph_match_the_threshold(fitted: dict[str, Path]) -> None:
+    """A held-out calibration image at the threshold scores 0.5 through the whole model."""
+    out = fitted["root"] / "check.onnx"
+    result = fit(fitted["good"], fitted["backbone"], out, percentile=100)
+    model = Model.load(out)
+    # Image index 4 is the first held out (every fifth); the one with the top score maps to 0.5.
+    held = sorted(fitted["good"].iterdir())[4::5]
+    scores = [model.infer(np.asarray(cv2.imread(str(p)), np.uint8)).score for p in held]
+    assert max(scores) == pytest.approx(0.5, abs=1e-3)
+    assert result.calibration_scores.index(result.threshold) == int(np.argmax(scores))
+    meta = model.session.get_modelmeta().custom_metadata_map
+    assert meta["fit_method"] == "gaussian" and float(meta["fit_raw_threshold"]) == pytest.approx(
+        result.threshold
+    )
+
+
+def test_unreadable_images_are_skipped_and_counted(fitted: dict[str, Path], tmp_path: Path) -> None:
+    folder = write_good(tmp_path / "good", 6, seed=300)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")  # not an image file: not even looked at
+    result = fit(folder, fitted["backbone"], tmp_path / "m.onnx")
+    assert result.images == 6
+    assert len(result.skipped) == 2
+    assert any("broken.jpg" in s and "truncated" in s for s in result.skipped)
+    Model.load(tmp_path / "m.onnx")
+
+
+def test_empty_folder_is_refused(fitted: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FitError, match="no image files"):
+        fit(tmp_path / "empty", fitted["backbone"], tmp_path / "m.onnx")
+    with pytest.raises(FitError, match="not a folder"):
+        fit(tmp_path / "missing", fitted["backbone"], tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_only_unreadable_images_is_refused(fitted: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.jpg").write_bytes(b"junk")
+    with pytest.raises(FitError, match="none of the 1 image files"):
+        fit(tmp_path / "bad", fitted["backbone"], tmp_path / "m.onnx")
+
+
+def test_backbone_without_a_feature_map_is_refused(fitted: dict[str, Path], tmp_path: Path) -> None:
+    flat = backbone(tmp_path / "flat.onnx", flat=True)
+    with pytest.raises(FitError, match=r"expected a feature map \[1, C, h, w\]"):
+        fit(fitted["good"], flat, tmp_path / "m.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(FitError, match="not a usable ONNX model"):
+        fit(fitted["good"], tmp_path / "junk.onnx", tmp_path / "m.onnx")
+    with pytest.raises(FitError, match="backbone not found"):
+        fit(fitted["good"], tmp_path / "none.onnx", tmp_path / "m.onnx")
+
+
+def test_bad_method_and_percentile(fitted: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(FitError, match="unknown method"):
+        fit(fitted["good"], fitted["backbone"], tmp_path / "m.onnx", method="knn")
+    with pytest.raises(FitError, match="percentile"):
+        fit(fitted["good"], fitted["backbone"], tmp_path / "m.onnx", percentile=0)
+
+
+# --- the pure numpy parts --------------------------------------------------------------------
+
+
+def test_gaussian_whitening_gives_mahalanobis_distance() -> None:
+    rng = np.random.default_rng(0)
+    cov = np.array([[4.0, 1.0], [1.0, 2.0]])
+    x = rng.multivariate_normal([1.0, -2.0], cov, size=20000).astype(np.float32)
+    mean, whiten = gaussian(x, shrinkage=0.0)
+    assert mean == pytest.approx([1.0, -2.0], abs=0.05)
+    point = np.array([3.0, 0.0])
+    expected = float((point - [1, -2]) @ np.linalg.inv(cov) @ (point - [1, -2]))
+    assert float(np.sum((whiten @ (point - mean)) ** 2)) == pytest.approx(expected, rel=0.05)
+
+
+def test_gaussian_shrinkage_makes_singular_covariance_invertible() -> None:
+    x = np.zeros((10, 3), np.float32)
+    x[:, 0] = np.arange(10)  # two dimensions never vary
+    _mean, whiten = gaussian(x, shrinkage=0.01)
+    assert np.all(np.isfinite(whiten))
+    with pytest.raises(FitError):
+        gaussian(x[:1])
+
+
+def test_coreset_covers_the_clusters() -> None:
+    rng = np.random.default_rng(1)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], np.float32)
+    x = np.concatenate([c + rng.normal(0, 0.1, (50, 2)).astype(np.float32) for c in centres])
+    bank = coreset(x, 4)
+    nearest = np.min(np.linalg.norm(centres[:, None] - bank[None], axis=2), axis=1)
+    assert np.all(nearest < 1.0)  # k-center picks one point per far-apart cluster
+    assert coreset(x, 1000).shape == (200, 2)  # never more than the patches
+
+
+def test_threshold_percentile() -> None:
+    scores = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert threshold_of(scores, 100) == 5.0
+    assert threshold_of(scores, 50) == 3.0
+    with pytest.raises(FitError):
+        threshold_of([], 100)
+    with pytest.raises(ValueError):
+        threshold_of(scores, 150)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_cli_fit_writes_a_model_and_refuses_bad_input(
+    fitted: dict[str, Path], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli.onnx"
+    args = ["vision", "fit", "--good", str(fitted["good"]), "--backbone", str(fitted["backbone"])]
+    done = runner.invoke(app, [*args, "--out", str(out), "--size", str(SIZE)])
+    assert done.exit_code == 0, done.output
+    assert "30 good images (24 fitted, 6 for the threshold, 0 skipped)" in done.output
+    assert Model.load(out).kind == "anomaly"
+
+    refused = runner.invoke(app, [*args, "--out", str(out), "--method", "knn"])
+    assert refused.exit_code == 2 and "unknown method" in refused.output
+    (tmp_path / "empty").mkdir()
+    empty = ["vision", "fit", "--good", str(tmp_path / "empty"), "--backbone"]
+    refused = runner.invoke(app, [*empty, str(fitted["backbone"]), "--out", str(out)])
+    assert refused.exit_code == 2 and "no image files" in refused.output
