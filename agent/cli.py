@@ -373,35 +373,50 @@ def export(
 
 @app.command()
 def discover(
-    protocol: Annotated[str, typer.Argument(help="What to discover: modbus.")],
-    target: Annotated[str, typer.Argument(help="HOST or HOST:PORT (port 502 if not given).")],
+    protocol: Annotated[str, typer.Argument(help="What to discover: modbus or opcua.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="modbus: HOST or HOST:PORT (port 502 if not given); opcua: opc.tcp://HOST:PORT"
+        ),
+    ],
     units: Annotated[
         str, typer.Option("--units", help='Unit ids to probe, e.g. "1-247" or "1,2,10-20".')
     ] = "1-247",
     max_address: Annotated[
         int, typer.Option("--max-address", help="Highest 0-based address scanned per table.")
     ] = 9999,
-    timeout: Annotated[str, typer.Option("--timeout", help="Limit per request.")] = "300ms",
+    timeout: Annotated[
+        str | None,
+        typer.Option("--timeout", help="Limit per request (modbus: 300ms, opcua: 5s)."),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Write a tag list (tags_file CSV) of what reads."),
     ] = None,
+    root: Annotated[
+        str, typer.Option("--root", help="opcua: the node to browse from (a node id).")
+    ] = "Objects",
+    depth: Annotated[int, typer.Option("--depth", help="opcua: levels browsed below --root.")] = 5,
+    out_format: Annotated[
+        str, typer.Option("--format", help="opcua: the --out file as csv or toml.")
+    ] = "csv",
     as_json: JsonOption = False,
 ) -> None:
-    """Find the Modbus unit ids that answer and the address ranges each one can read."""
+    """Find the Modbus unit ids and address ranges that read, or an OPC UA server's variables."""
     from rich.progress import Progress
 
     from agent.duration import parse_duration
     from agent.eventloop import run as run_loop
+
+    if protocol == "opcua":
+        _discover_opcua(target, root, depth, timeout or "5s", out, out_format, as_json)
+        return
+    if protocol != "modbus":
+        raise _fail([f"cannot discover {protocol!r}: choose modbus or opcua"])
     from connectors.modbus import discover as found
 
-    if protocol != "modbus":
-        raise _fail(
-            [
-                "only modbus can be discovered in this version; "
-                "OPC UA discovery comes with the OPC UA connector"
-            ]
-        )
+    timeout = timeout or "300ms"
     try:
         host, port = found.parse_target(target)
         unit_ids = found.parse_units(units)
@@ -502,6 +517,150 @@ def discover(
             markup=False,
         )
         raise typer.Exit(1)
+
+
+def _discover_opcua(
+    endpoint: str,
+    root: str,
+    depth: int,
+    timeout: str,
+    out: Path | None,
+    out_format: str,
+    as_json: bool,
+) -> None:
+    """`discover opcua`: browse, describe, and write the tag list (CSV or TOML)."""
+    from rich.progress import Progress
+
+    from agent.duration import parse_duration
+    from agent.eventloop import run as run_loop
+    from connectors.opcua import discover as found
+
+    if out_format not in ("csv", "toml"):
+        raise _fail([f"--format must be csv or toml, got {out_format!r}"])
+    try:
+        found.parse_node_id(root)
+        found.check_depth(depth)
+        time_limit = parse_duration(timeout)
+        if time_limit <= 0:
+            raise ValueError(f"--timeout must be more than zero, got {timeout!r}")
+    except ValueError as exc:
+        raise _fail([str(exc)]) from None
+    if not endpoint.startswith("opc.tcp://"):
+        raise _fail([f'expected an endpoint like "opc.tcp://host:4840", got {endpoint!r}'])
+    if out is not None and not out.parent.is_dir():
+        raise _fail([f"{out}: no such directory: {out.parent}"])
+
+    with Progress(console=err_console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("connecting", total=None)
+
+        def progress(what: str, done: int, total: int | None) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        try:
+            result = run_loop(
+                lambda: found.discover(
+                    endpoint, root=root, depth=depth, time_limit=time_limit, progress=progress
+                )
+            )
+        except LinesideError as exc:
+            err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    rows, left_out = found.tag_rows(result.variables)
+    line = found.summary(result, len(rows), left_out)
+    if out is not None:
+        text = (
+            found.to_csv(rows)
+            if out_format == "csv"
+            else found.to_toml(rows, f"lineside discover opcua {endpoint}\n{line}")
+        )
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail([f"{out}: cannot write: {exc.strerror}"]) from None
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "endpoint": result.endpoint,
+                    "root": result.root,
+                    "depth": result.depth,
+                    "nodes_browsed": result.nodes_browsed,
+                    "requests": result.requests,
+                    "variables": [
+                        {
+                            "node_id": v.node_id,
+                            "browse_path": v.browse_path,
+                            "data_type": v.data_type,
+                            "access": v.access,
+                            "array_length": v.array_length,
+                            "left_out": found.why_left_out(v),
+                        }
+                        for v in result.variables
+                    ],
+                    "tags": len(rows),
+                    "tags_file": str(out) if out is not None else None,
+                },
+                indent=2,
+            )
+        )
+    else:
+        console.print(line, markup=False, highlight=False)
+        if out is not None:
+            console.print(f"wrote {out}: {len(rows)} tags", markup=False, highlight=False)
+    if not result.variables:
+        err_console.print(f"lineside: no variables under {result.root}", markup=False)
+        raise typer.Exit(1)
+
+
+certs_app = typer.Typer(help="The agent's OPC UA application certificate.", no_args_is_help=True)
+app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("create")
+def certs_create(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for cert.der and key.pem.")],
+    uri: Annotated[
+        str, typer.Option("--uri", help="The application URI, e.g. urn:acme:lineside:edge-1.")
+    ],
+    days: Annotated[int, typer.Option("--days", help="How long it is valid.")] = 365,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", help="DNS name in the certificate (this host's).")
+    ] = None,
+    key_password_env: Annotated[
+        str | None,
+        typer.Option("--key-password-env", help="Encrypt the key with this variable's value."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+) -> None:
+    """Create a self-signed client certificate and key (mode 0600) for OPC UA security."""
+    import os
+
+    from connectors.opcua import certs
+
+    passphrase = None
+    if key_password_env is not None:
+        passphrase = os.environ.get(key_password_env)
+        if not passphrase:
+            raise _fail(
+                [f"--key-password-env: the environment variable {key_password_env} is unset"]
+            )
+    try:
+        made = certs.create(
+            out, uri, days=days, hostname=hostname, passphrase=passphrase, overwrite=force
+        )
+    except certs.CertificateError as exc:
+        raise _fail([str(exc)]) from None
+    console.print(made.application_uri, markup=False, highlight=False)
+    err_console.print(
+        f"wrote {made.certificate} (thumbprint {made.thumbprint}, valid until "
+        f"{made.not_after:%Y-%m-%d}) and {made.private_key}; in the source: "
+        f'certificate = "{made.certificate}", private_key = "{made.private_key}", '
+        f'application_uri = "{made.application_uri}"',
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 if TYPE_CHECKING:
@@ -653,6 +812,250 @@ def quarantine(
     for e in entries:
         retry = " (retry asked)" if e.retry else ""
         console.print(f"{e.sink} {e.stream} seq {e.seq}: {e.reason}{retry}", markup=False)
+
+
+@app.command()
+def inspect(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="The ONNX model file.")],
+    adapter: Annotated[
+        str, typer.Option("--adapter", help="auto, classify, detect or anomaly.")
+    ] = "auto",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write annotated images to this folder.")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Override the adapter's threshold.")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Inference threads.")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Run an ONNX inspection model on images: verdicts as a table or JSON."""
+    if adapter not in ("auto", "classify", "detect", "anomaly"):
+        raise _fail([f"unknown adapter {adapter!r}: choose auto, classify, detect or anomaly"])
+    from vision.inspect_cli import run as run_inspect
+
+    code = run_inspect(
+        paths,
+        model,
+        adapter=adapter,
+        out=out,
+        as_json=as_json,
+        threshold=threshold,
+        threads=max(threads, 1),
+        stdout=sys.stdout,
+        stderr=sys.stderr,
+    )
+    raise typer.Exit(code)
+
+
+vision_app = typer.Typer(help="Vision models: fit one from good images, benchmark one.")
+app.add_typer(vision_app, name="vision")
+
+
+@vision_app.command("fit")
+def vision_fit(
+    good: Annotated[Path, typer.Option("--good", help="Folder of images of good parts only.")],
+    backbone: Annotated[
+        Path, typer.Option("--backbone", help="ONNX backbone whose output is a feature map.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The ONNX model to write.")],
+    method: Annotated[str, typer.Option("--method", help="gaussian or coreset.")] = "gaussian",
+    size: Annotated[
+        int | None, typer.Option("--size", help="Input size (px) for a dynamic backbone.")
+    ] = None,
+    percentile: Annotated[
+        float, typer.Option("--percentile", help="Of good scores: the 0.5 boundary.")
+    ] = 100.0,
+) -> None:
+    """Fit an anomaly model (anomalib layout) on good images, without PyTorch."""
+    if method not in ("gaussian", "coreset"):
+        raise _fail([f"unknown method {method!r}: choose gaussian or coreset"])
+    from vision.fit import FitError
+    from vision.fit import run as run_fit
+
+    try:
+        result = run_fit(good, backbone, out, method=method, size=size, percentile=percentile)  # type: ignore[arg-type]
+    except FitError as exc:
+        raise _fail([str(exc)]) from None
+    for problem in result.skipped:
+        err_console.print(f"skipped: {problem}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"{result.path}: {result.method} head on {result.feature_shape} features of "
+        f"{result.images} good images ({result.fitted_on} fitted, {result.calibrated_on} "
+        f"for the threshold, {len(result.skipped)} skipped) in {result.seconds:.1f} s; "
+        f"raw threshold {result.threshold:.4g}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@vision_app.command("bench")
+def vision_bench(
+    model: Annotated[Path, typer.Option("--model", "-m", help="The ONNX model file.")],
+    frames: Annotated[int, typer.Option("--frames", help="JPEG frames per case.")] = 40,
+    threads: Annotated[str, typer.Option("--threads", help="Inference threads to try.")] = "1,2",
+    sizes: Annotated[str, typer.Option("--sizes", help="Frame sizes WxH.")] = "640x480,1280x1024",
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the results as JSON here.")
+    ] = None,
+) -> None:
+    """Bare inference, bare decode+preprocess and full pipeline rates for one model."""
+    try:
+        from benchmarks.vision import main as run_bench
+    except ImportError:
+        raise _fail(["the vision benchmark runs from a source checkout (benchmarks/)"]) from None
+    argv = ["--model", str(model), "--frames", str(frames), "--threads", threads]
+    argv += ["--sizes", sizes]
+    argv += ["--out", str(json_out)] if json_out is not None else ["--no-json"]
+    raise typer.Exit(run_bench(argv))
+
+
+KpiConfig = Annotated[
+    Path, typer.Argument(help="The agent's config (TOML); its store is read, never changed.")
+]
+ShiftOption = Annotated[
+    str,
+    typer.Option(
+        "--shift",
+        help="current, today, yesterday, a date (2026-11-23) or one shift (2026-11-23/A).",
+    ),
+]
+LineOption = Annotated[
+    str | None, typer.Option("--line", help="Only this line (area/line or line).")
+]
+
+if TYPE_CHECKING:
+    from agent.kpi.replay import KpiWindow
+
+
+def _kpi_windows(
+    config: Config,
+    shift: str,
+    window: str | None,
+    line: str | None,
+    machine: str | None,
+    *,
+    with_hours: bool = False,
+) -> tuple[list[KpiWindow], list[str]]:
+    """The KPI windows selected, replayed from the store and kept to the line or machine asked
+    for, and the machines without readings. Exit 2 on bad input, 1 on a store that cannot be
+    read."""
+    import time
+
+    from rich.progress import Progress
+
+    from agent.errors import StoreError
+    from agent.kpi.replay import Selection, SelectionError, hours_of, replay, select
+
+    with_kpi = [m for m in config.machines if m.kpi is not None]
+    if not with_kpi:
+        raise _fail([f"{config.file}: no machine has a [machines.kpi] section (see docs/kpi.md)"])
+    lines = sorted({f"{m.area}/{m.line}" for m in with_kpi})
+
+    def on_line(full: str) -> bool:
+        return line is None or line in (full, full.split("/", 1)[1])
+
+    if machine is not None and machine not in {m.name for m in with_kpi}:
+        known = ", ".join(m.name for m in with_kpi)
+        raise _fail([f"unknown machine {machine!r}; the machines with KPIs: {known}"])
+    if not any(on_line(x) for x in lines):
+        raise _fail([f"unknown line {line!r}; the lines: {', '.join(lines)}"])
+    if window not in (None, "hour", "shift", "day"):
+        raise _fail([f"unknown window {window!r}; choose shift, day or hour"])
+    data_dir = config.agent.data_dir
+    if not (data_dir / "lineside.db").is_file():
+        raise _fail([f"{data_dir}: no store here (has the agent run with this config?)"])
+    now_ns = time.time_ns()
+    try:
+        selection = select(config, shift, window, now_ns)  # type: ignore[arg-type]
+    except SelectionError as exc:
+        raise _fail([str(exc)]) from None
+    if with_hours:
+        selection = Selection(selection.windows + hours_of(config, selection, now_ns).windows)
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("replaying stored readings", total=None, visible=False)
+
+        def progress(done: int, total: int) -> None:
+            # Only long ranges get a bar: a short one is over before it could be read.
+            bar.update(task, completed=done, total=total, visible=total > 20_000)
+
+        try:
+            result = replay(config, selection, now_ns, progress=progress)
+        except StoreError as exc:
+            err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    names = {
+        m.name for m in with_kpi if on_line(f"{m.area}/{m.line}") and machine in (None, m.name)
+    }
+    picked = [
+        w
+        for w in result.windows
+        if on_line(w.line) and (w.machine in names if w.machine is not None else machine is None)
+    ]
+    return picked, [m for m in result.missing if m in names]
+
+
+@app.command()
+def oee(
+    config_file: KpiConfig = Path("lineside.toml"),
+    line: LineOption = None,
+    machine: Annotated[str | None, typer.Option("--machine", help="Only this machine.")] = None,
+    shift: ShiftOption = "today",
+    window: Annotated[
+        str | None,
+        typer.Option("--window", help="shift, day or hour (default: shift; day without shifts)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Both definitions, as JSON.")] = False,
+) -> None:
+    """OEE per machine and line (A, P, Q, counts, times, top losses), replayed from the store."""
+    from datetime import UTC
+
+    from agent.kpi.view import json_rows, tables
+
+    config = _load(config_file)
+    windows, missing = _kpi_windows(config, shift, window, line, machine)
+    if as_json:
+        print(json.dumps({"windows": json_rows(windows), "no_readings": missing}, indent=2))
+        return
+    zone = config.calendar.zone if config.calendar is not None else UTC
+    for table in tables(windows, zone):
+        console.print(table)
+    if not windows:
+        console.print("no KPI figures for this period")
+    for name in missing:
+        console.print(f"{name}: no readings stored for this period", markup=False)
+
+
+@app.command()
+def report(
+    config_file: KpiConfig = Path("lineside.toml"),
+    shift: ShiftOption = "today",
+    line: LineOption = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+) -> None:
+    """Write a shift report as one HTML file (OEE trend and downtime Pareto as inline SVG)."""
+    import time
+    from datetime import UTC
+
+    from agent.kpi.report import render
+
+    config = _load(config_file)
+    if not out.parent.is_dir():
+        raise _fail([f"{out}: no such directory: {out.parent}"])
+    found, _ = _kpi_windows(config, shift, None, line, None, with_hours=True)
+    zone = config.calendar.zone if config.calendar is not None else UTC
+    title = f"{config.agent.id}: shift report {shift}" + (f", line {line}" if line else "")
+    periods = [w for w in found if w.kind != "hour"]
+    hours = [w for w in found if w.kind == "hour"]
+    try:
+        out.write_text(render(title, periods, hours, zone, time.time_ns()), encoding="utf-8")
+    except OSError as exc:
+        raise _fail([f"{out}: cannot write: {exc.strerror}"]) from None
+    console.print(str(out), markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -41,7 +41,10 @@ from pydantic_core import PydanticCustomError
 from agent import registry
 from agent.duration import Duration, PositiveDuration
 from agent.errors import ConfigError, Problem
+from agent.kpi.config import MachineKpi, TagFacts
+from agent.kpi.config import problems as kpi_problems
 from agent.size import Size
+from agent.web.config import WebSection
 
 # Every config model: unknown keys are errors (typos must not pass silently), values immutable.
 STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -184,6 +187,16 @@ class SourceModel(Protocol):
 
 
 @runtime_checkable
+class InspectionModel(Protocol):
+    """An `[[inspections]]` entry (vision/config.py), loaded only when a config has one."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def machine(self) -> str: ...
+
+
+@runtime_checkable
 class SinkModel(Protocol):
     @property
     def type(self) -> str: ...
@@ -258,6 +271,7 @@ class Machine(BaseModel):
     line: Name
     kind: str = ""
     description: str = ""
+    kpi: MachineKpi | None = None  # which tags feed OEE (agent/kpi/config.py)
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -352,6 +366,10 @@ class Config(BaseModel):
     calendar: Calendar | None = None
     store: StoreSection = StoreSection()
     forward: ForwardSection = ForwardSection()
+    inspections: tuple[InspectionModel, ...] = ()
+    web: WebSection = WebSection()  # the status page, /metrics and the health endpoints
+    # Addresses lineside may write, as "machine:address" ("press1:co:5"); nothing else is written.
+    write_allow: tuple[str, ...] = ()
 
     @property
     def machines_by_name(self) -> dict[str, Machine]:
@@ -391,6 +409,9 @@ _TOP_KEYS = (
     "calendar",
     "store",
     "forward",
+    "inspections",
+    "write_allow",
+    "web",
 )
 
 
@@ -635,7 +656,12 @@ class _Loader:
         forward = ForwardSection()
         if "forward" in doc:
             forward = self.validate(ForwardSection, doc["forward"], ("forward",)) or forward
+        web = WebSection()
+        if "web" in doc:
+            web = self.validate(WebSection, doc["web"], ("web",)) or web
         self.cross_check(doc, machines, sources, sinks)
+        self.cross_check_kpi(machines, sources, agent.heartbeat if agent is not None else 0.0)
+        inspections, write_allow = self.inspections(doc, sources)
         if self.problems or agent is None or plant is None:
             raise ConfigError(self.problems)
         return Config(
@@ -649,7 +675,95 @@ class _Loader:
             calendar=calendar,
             store=store,
             forward=forward,
+            inspections=inspections,
+            write_allow=write_allow,
+            web=web,
         )
+
+    def inspections(
+        self, doc: dict[str, Any], sources: list[tuple[int, BaseModel]]
+    ) -> tuple[tuple[InspectionModel, ...], tuple[str, ...]]:
+        """The `[[inspections]]` and `write_allow` keys, checked against machines and tags."""
+        allow: list[str] = []
+        raw_allow = doc.get("write_allow", [])
+        if not isinstance(raw_allow, list):
+            expected = 'expected a list like ["press1:co:5"]'
+            self.problem("write_allow", f"{expected}, got {_show(raw_allow)}")
+            raw_allow = []
+        # Imported here: vision/config.py builds on this module's building blocks.
+        from vision.config import InspectionConfig, allowed_write
+
+        for i, entry in enumerate(raw_allow):
+            try:
+                allow.append(allowed_write(entry))
+            except ValueError as exc:
+                self.problem(f"write_allow[{i}]", str(exc))
+        if "inspections" not in doc:
+            return (), tuple(allow)
+        items = doc["inspections"]
+        if not isinstance(items, list):
+            expected = "expected a list of tables ([[inspections]])"
+            self.problem("inspections", f"{expected}, got {_show(items)}")
+            items = []
+        valid: list[tuple[int, InspectionConfig]] = []
+        for i, item in enumerate(items):
+            try:
+                valid.append((i, InspectionConfig.model_validate(item, context=self.context)))
+            except ValidationError as exc:
+                for error in exc.errors(include_url=False):
+                    # pydantic puts the chosen `type` of a tagged union into the key path
+                    # (trigger.fps.fps); the file has no such key, so leave it out.
+                    loc = error["loc"]
+                    if len(loc) > 2 and loc[0] in ("source", "trigger"):
+                        loc = (loc[0], *loc[2:])
+                    self.problem(*self.translate({**error, "loc": loc}, ("inspections", i)))
+        tags = {
+            (machine, tag)
+            for _, source in sources
+            if isinstance(source, SourceModel)
+            for _, machine, tag in source.tag_places()
+        }
+        raw = doc.get("machines")
+        declared = {
+            m.get("name") for m in (raw if isinstance(raw, list) else []) if isinstance(m, dict)
+        }
+        names: dict[str, int] = {}
+        for i, inspection in valid:
+            if inspection.name in names:
+                first = names[inspection.name]
+                self.problem(
+                    f"inspections[{i}].name",
+                    f"duplicate inspection name {inspection.name!r} (also inspections[{first}])",
+                )
+            names.setdefault(inspection.name, i)
+            if inspection.machine not in declared:
+                self.problem(f"inspections[{i}].machine", f"unknown machine {inspection.machine!r}")
+                continue
+            trigger = inspection.trigger
+            if trigger.type == "tag" and (inspection.machine, trigger.tag) not in tags:
+                self.problem(
+                    f"inspections[{i}].trigger.tag",
+                    f"machine {inspection.machine!r} has no tag {trigger.tag!r}",
+                )
+            if inspection.write_back is not None:
+                served = any(
+                    getattr(source, "type", "") == "modbus_tcp"
+                    and isinstance(source, SourceModel)
+                    and inspection.machine in source.machines()
+                    for _, source in sources
+                )
+                if not served:
+                    self.problem(
+                        f"inspections[{i}].write_back",
+                        f"machine {inspection.machine!r} has no modbus_tcp source to write to",
+                    )
+                target = f"{inspection.machine}:{inspection.write_back.address}"
+                if target not in allow:
+                    self.problem(
+                        f"inspections[{i}].write_back.address",
+                        f"{target} is not on the write_allow list (add it there to allow writes)",
+                    )
+        return tuple(v for _, v in valid), tuple(allow)
 
     def cross_check(
         self,
@@ -697,6 +811,25 @@ class _Loader:
                     )
                 else:
                     tag_seen[machine, tag] = where
+
+    def cross_check_kpi(
+        self,
+        machines: list[tuple[int, Machine]],
+        sources: list[tuple[int, BaseModel]],
+        heartbeat_s: float,
+    ) -> None:
+        """The tags a `[machines.kpi]` section names exist on its machine and are numeric."""
+        for i, machine in machines:
+            if machine.kpi is None:
+                continue
+            tags = {
+                t.name: TagFacts(str(getattr(t, "type", None) or "float64"))
+                for _, source in sources
+                if isinstance(source, SourceModel)
+                for t in source.tags_of(machine.name)
+            }
+            for key, message in kpi_problems(machine.kpi, tags, heartbeat_s):
+                self.problem(f"machines[{i}].kpi.{key}", message)
 
 
 def load_config(path: Path) -> Config:

@@ -24,6 +24,7 @@ from agent.eventloop import run as run_loop
 from agent.model import Quality
 from agent.runtime import Agent
 from agent.starter import PlantMachine, plant_config, plant_machines
+from agent.web.config import WebError
 
 
 def _machine_panel(agent: Agent, machine: str) -> Table:
@@ -54,14 +55,51 @@ def _view(agent: Agent, sim_hours: float, rate: float) -> Group:
         f"{writer.readings_written:,} stored in {agent.store.path}; Ctrl-C stops\n",
         (links, "dim"),
     )
+    if agent.web is not None:
+        header.append(f"\nstatus page {agent.web.url}")
+    header.append(_camera_lines(agent))
     machines = list(dict.fromkeys(t.machine for t in agent.tags))
     return Group(header, Columns([_machine_panel(agent, m) for m in machines]))
 
 
-def _write_config(directory: Path, machines: list[PlantMachine]) -> Path:
+BUNDLED_MODEL = "lineside-surface.onnx"  # vision/models/, trained on generated surfaces
+
+
+def bundled_model() -> str | None:
+    """The bundled surface model, if this install has it: the demo's camera inspection needs it
+    (nothing is downloaded; without it the demo runs without a camera)."""
+    from importlib.resources import files
+
+    path = Path(str(files("vision"))) / "models" / BUNDLED_MODEL
+    return str(path) if path.is_file() else None
+
+
+def _camera_lines(agent: Agent) -> Text:
+    """One line per inspection: verdict counts, and the quality they give the machine's OEE."""
+    text = Text()
+    snapshot = agent.kpi_snapshot() if agent.inspectors else None
+    for inspector in agent.inspectors:
+        s = inspector.stats
+        text.append(
+            f"\ncamera {inspector.name}: {s.inspected:,} parts inspected, {s.ok:,} OK, "
+            f"{s.not_ok:,} NotOK, {s.not_decidable:,} undecided, {s.dropped:,} dropped"
+        )
+        machine = (snapshot or {}).get("machines", {}).get(inspector.machine)
+        quality = machine["classic"]["quality"] if machine is not None else None
+        if quality is not None:
+            text.append(f"; {inspector.machine} quality {quality:.1%}")
+        if s.last_error:
+            text.append(f" ({s.last_error})", style="red")
+    return text
+
+
+def _write_config(directory: Path, machines: list[PlantMachine], port: int | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "lineside.toml"
-    path.write_text(plant_config(machines), encoding="utf-8")
+    text = plant_config(machines, camera_model=bundled_model())
+    if port is not None:
+        text += f"\n[web]\nport = {port}  # the status page\n"
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -71,8 +109,9 @@ def run_demo(
     speed: float = 10.0,
     duration: float | None = None,
     console: Console | None = None,
+    port: int | None = None,
 ) -> None:
-    from firmware_sim.clock import ScaledClock
+    from firmware_sim.clock import ScaledClock, SimulatedWallClock
     from firmware_sim.plant import Plant, load_plant
 
     console = console or Console()
@@ -82,7 +121,14 @@ def run_demo(
         clock = ScaledClock(speed)
         async with Plant(spec, clock, opcua=False, rtu=False) as plant:
             machines = plant_machines(plant.endpoints())
-            agent = Agent(load_config(_write_config(directory, machines)))
+            # Readings carry simulated time, so KPIs see the plant's pace, not 10x the parts per
+            # wall-clock hour; simulated time 0 is now.
+            agent_clock = SimulatedWallClock(clock, time.time_ns() - round(clock.now() * 1e9))
+            config = load_config(_write_config(directory, machines, port))
+            agent = Agent(config, clock=agent_clock)
+            # The page first: a taken port stops the demo here, before anything else shows.
+            web = await agent.start_web()
+            console.print(f"status page: {web.url}", markup=False, highlight=False)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -113,4 +159,10 @@ def run_demo(
             highlight=False,
         )
 
-    run_loop(main)
+    try:
+        run_loop(main)
+    except WebError as exc:
+        Console(stderr=True).print(
+            f"lineside demo: {exc}", markup=False, highlight=False, soft_wrap=True
+        )
+        raise SystemExit(1) from None

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agent.clock import Clock, SystemClock
 from agent.config import Config
+from agent.errors import LinesideError
 from agent.forward import Forwarder, ForwardSettings
+from agent.kpi.engine import KpiEngine
 from agent.model import DataType, Event, Quality, ReadingBatch
 from agent.pipeline import ReportByException
 from agent.poller import LinkStatistics, run_link
@@ -32,12 +35,18 @@ from agent.sink import SinkContext, TagMeta
 from agent.source import Source
 from agent.store import Store, StoreWriter, TagInfo
 from agent.tags import TagTable
+from agent.web.config import WebError
+
+if TYPE_CHECKING:
+    from agent.web.server import WebServer
+    from vision.inspector import Inspector
 
 log = logging.getLogger("lineside.agent")
 
 
 STATUS_FILE = "status.json"
 STATUS_INTERVAL = 2.0  # seconds between rewrites of the status file
+KPI_TICK = 1.0  # seconds between closing the KPI windows of silent machines
 # Tag id arrays whose store ids are remembered (one per unit and poll group is typical).
 
 
@@ -120,6 +129,79 @@ class Agent:
         self.latest_quality = np.full(n, Quality.BAD, dtype=np.uint8)
         self.latest_ts_ns = np.zeros(n, dtype=np.int64)
         self.samples = 0
+        # OEE per machine and line from the stored readings (report-by-exception applied, store
+        # ids), so the KPIs agree with what the store holds; None without [machines.kpi].
+        self.kpi: KpiEngine | None = None
+        if any(m.kpi is not None for m in config.machines):
+            self.kpi = KpiEngine(config, ids)
+        self.web: WebServer | None = None  # the status page, once bound (agent/web/)
+        # Vision is imported only when the config has inspections (onnxruntime, OpenCV).
+        self.inspectors: list[Inspector] = self._inspectors() if config.inspections else []
+
+    def _inspectors(self) -> list[Inspector]:
+        from vision.config import InspectionConfig
+        from vision.inspector import build_inspector
+        from vision.writeback import ModbusWriteBack
+
+        inspectors = []
+        for spec in self.config.inspections:
+            assert isinstance(spec, InspectionConfig)
+            write_back = None
+            if spec.write_back is not None:
+                host, port, unit_id = self._modbus_tcp_of(spec.machine)
+                write_back = ModbusWriteBack(
+                    spec.machine,
+                    spec.write_back.address,
+                    host=host,
+                    port=port,
+                    unit_id=unit_id,
+                    allow=self.config.write_allow,
+                )
+            inspectors.append(
+                build_inspector(
+                    spec,
+                    clock=self.clock,
+                    emit_event=self.emit_event,
+                    read_tag=functools.partial(self._tag_reader, spec.machine),
+                    write_back=write_back,
+                )
+            )
+        return inspectors
+
+    def _tag_reader(self, machine: str, name: str) -> Callable[[], float]:
+        """The latest value of one tag, NaN while unknown or bad (a vision trigger reads it)."""
+        at = self.tags.id_of(machine, name)
+
+        def read() -> float:
+            if self.latest_quality[at] == Quality.BAD:
+                return float("nan")
+            return float(self.latest_values[at])
+
+        return read
+
+    def _modbus_tcp_of(self, machine: str) -> tuple[str, int, int]:
+        """Host, port and unit id of the Modbus TCP source serving `machine` (write-back)."""
+        for source in self.config.sources:
+            if source.type == "modbus_tcp" and machine in source.machines():
+                units = getattr(source, "units", ())
+                unit_id = next(int(u.unit_id) for u in units if u.machine == machine)
+                return str(getattr(source, "host", "")), int(getattr(source, "port", 502)), unit_id
+        raise LinesideError(f"machine {machine!r} has no Modbus TCP source to write to")
+
+    def inspections(self) -> dict[str, Any]:
+        """Each inspection's latest verdict and counters (for the status page)."""
+        return {
+            i.name: {"machine": i.machine, "latest": i.latest, **i.statistics()}
+            for i in self.inspectors
+        }
+
+    async def _inspect(self, inspector: Inspector) -> None:
+        # One inspection failing in an unforeseen way must not stop polling or the others.
+        try:
+            await inspector.run()
+        except Exception as exc:
+            log.exception("inspection %s stopped", inspector.name)
+            inspector.stats.last_error = f"stopped: {type(exc).__name__}: {exc}"
 
     def emit_readings(self, batch: ReadingBatch) -> None:
         n = len(batch)
@@ -135,18 +217,23 @@ class Agent:
             batch = self.filter.filter(batch)
             if not len(batch):
                 return
-        self.writer.submit_readings(
-            ReadingBatch(
-                source=batch.source,
-                tag_ids=self._store_ids[batch.tag_ids],
-                values=batch.values,
-                quality=batch.quality,
-                ts_ns=batch.ts_ns,
-            )
+        stored = ReadingBatch(
+            source=batch.source,
+            tag_ids=self._store_ids[batch.tag_ids],
+            values=batch.values,
+            quality=batch.quality,
+            ts_ns=batch.ts_ns,
         )
+        self.writer.submit_readings(stored)
+        if self.kpi is not None:
+            for event in self.kpi.on_batch(stored):
+                self.writer.submit_event(event)
 
     def emit_event(self, event: Event) -> None:
         self.writer.submit_event(event)
+        if self.kpi is not None:  # inspection verdicts count into quality where configured
+            for kpi_event in self.kpi.on_event(event):
+                self.writer.submit_event(kpi_event)
 
     async def run(self, stop: asyncio.Event | None = None, duration: float | None = None) -> None:
         """Poll until `stop` is set (or `duration` seconds passed), then drain and close."""
@@ -159,6 +246,11 @@ class Agent:
             self.store.path,
         )
         try:
+            if self.config.web.enabled and self.web is None:
+                try:
+                    await self.start_web()
+                except WebError as exc:  # acquisition matters more than the page
+                    log.warning("%s; the agent runs without it", exc)
             async with asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(
@@ -177,12 +269,22 @@ class Agent:
                 tasks += [
                     group.create_task(f.run(), name=f"sink-{f.sink.name}") for f in self.forwarders
                 ]
+                tasks += [
+                    group.create_task(self._inspect(i), name=f"inspect-{i.name}")
+                    for i in self.inspectors
+                ]
                 tasks.append(group.create_task(self._publish_status(), name="status-file"))
+                if self.kpi is not None:
+                    tasks.append(group.create_task(self._tick_kpi(), name="kpi"))
+                if self.web is not None:
+                    tasks.append(group.create_task(self.web.serve(), name="web"))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration)
                 for task in tasks:
                     task.cancel()
         finally:
+            if self.web is not None:
+                await self.web.close()
             with contextlib.suppress(Exception):
                 await self.writer.flush()
             with contextlib.suppress(OSError):
@@ -190,6 +292,27 @@ class Agent:
             self.writer.close()
             self.store.close()
             log.info("agent %s: stopped, store drained", self.config.agent.id)
+
+    async def start_web(self) -> WebServer:
+        """Bind the status page now (`run` serves it); raises WebError naming the port when
+        it is taken, TokenError when the configured token cannot be read."""
+        from agent.web.server import WebServer
+
+        if self.web is None:
+            self.web = await WebServer.start(self)
+        return self.web
+
+    async def _tick_kpi(self) -> None:
+        """Close the KPI windows of machines that stopped reporting, once a second."""
+        assert self.kpi is not None
+        while True:
+            for event in self.kpi.tick(self.clock.time_ns()):
+                self.writer.submit_event(event)
+            await self.clock.sleep_until(self.clock.monotonic() + KPI_TICK)
+
+    def kpi_snapshot(self) -> dict[str, Any] | None:
+        """Live OEE of the shift in progress (the day outside shifts); None without KPIs."""
+        return self.kpi.snapshot(self.clock.time_ns()) if self.kpi is not None else None
 
     async def _publish_status(self) -> None:
         """Write the statistics next to the store every few seconds for `lineside status`."""
@@ -221,4 +344,5 @@ class Agent:
             "sinks": sinks,
             "pipeline": asdict(filtered) if filtered is not None else None,
             "store": asdict(self.writer.statistics()),
+            "inspections": self.inspections(),
         }

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from firmware_sim.machines import loom, mill, press
 from firmware_sim.profile import ProfileTag, load_profile
 
 PROFILES: tuple[str, ...] = ("press", "cement", "loom")
@@ -36,6 +37,74 @@ _LINES = {
 }
 # Where each kind of machine sits when a plant mixes them (the demo plant).
 _PLACE = {line.kind: (line.area, line.line) for line in _LINES.values()}
+
+_CODES = "states = { running = [1], idle = [2], down = [3], setup = [4], planned_stop = [5] }"
+# The `[machines.kpi]` section of each kind: which of its tags feed OEE (docs/kpi.md). The
+# ideal rates are the simulated machines' rated speeds.
+_KPI: dict[str, list[str]] = {
+    "press": [
+        'state = "state"',
+        "packml = true  # PackML StateCurrent, read with the unit mode",
+        'unit_mode = "unit_mode"',
+        'total = "part_count"',
+        'good = "good_count"',
+        'reject = "reject_count"',
+        'ideal_cycle_time = "2.5s"  # 24 strokes per minute',
+    ],
+    "mill": [
+        'state = "state"',
+        f"{_CODES}  # the PLC's state codes",
+        'total = "produced_t"',
+        'reject = "offspec_t"  # good = total - reject',
+        "ideal_rate = 160",
+        'rate_per = "hour"  # tonnes per hour',
+        'energy = "energy_kwh"  # kWh per good tonne',
+    ],
+    "loom": [
+        'state = "state"',
+        f"{_CODES}  # the PLC's state codes",
+        'total = "pick_count"',
+        'reject = "faulty_picks"',
+        "ideal_rate = 800",
+        'rate_per = "minute"  # picks per minute',
+    ],
+}
+_REASONS = {"press": press.STOP_REASONS, "mill": mill.STOP_REASONS, "loom": loom.STOP_REASONS}
+
+
+def _kpi_section(kind: str, inspection: str | None = None) -> list[str]:
+    labels = ", ".join(f'"{code}" = {_toml(text)}' for code, text in _REASONS[kind].items() if code)
+    quality = []
+    if inspection is not None:
+        quality = [f"inspection = {_toml(inspection)}  # quality from the camera's verdicts"]
+    return [
+        "[machines.kpi]  # the tags OEE is computed from (docs/kpi.md)",
+        *_KPI[kind],
+        'reason = "stop_reason"',
+        f"reasons = {{ {labels} }}",
+        *quality,
+    ]
+
+
+CAMERA_DEFECT_RATE = 0.05  # share of the simulated camera's parts painted with a defect
+
+
+def _camera(machine: str, model: str, seed: int = 1) -> list[str]:
+    """A simulated camera inspecting every part of a press (docs/vision.md, "Simulated camera")."""
+    return [
+        "",
+        "# The simulated camera over the press: one generated metal part image per stroke",
+        "# (the rising edge of part_present), judged by the model; its verdicts are the press's",
+        "# quality in OEE (kpi.inspection above).",
+        "[[inspections]]",
+        f'name = "{machine}-surface"',
+        f'machine = "{machine}"',
+        f'source = {{ type = "sim", seed = {seed}, defect_rate = {CAMERA_DEFECT_RATE!r}, '
+        'surfaces = ["metal"] }',
+        'trigger = { type = "tag", tag = "part_present" }',
+        f"model = {_toml(model)}",
+        "threads = 1  # onnxruntime threads: a core stays free for polling",
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +194,15 @@ def plant_config(
     data_dir: str = "data",
     report: str = "changes",
     poll_interval: str = "1s",
+    camera_model: str | None = None,
+    camera_poll: str = "100ms",
 ) -> str:
-    """A config for machines of a running simulated plant (the demo, tests, benchmarks)."""
+    """A config for machines of a running simulated plant (the demo, tests, benchmarks).
+
+    With `camera_model` (an ONNX file), the first press gets a simulated camera inspection
+    whose verdicts are its OEE quality; its PLC is polled every `camera_poll` so that each
+    stroke's part_present edge is seen (it is high for half a stroke).
+    """
     header = ["# lineside config for a simulated plant, written by lineside itself."]
     return render_config(
         header,
@@ -136,6 +212,8 @@ def plant_config(
         data_dir=data_dir,
         report=report,
         poll_interval=poll_interval,
+        camera_model=camera_model,
+        camera_poll=camera_poll,
     )
 
 
@@ -148,7 +226,11 @@ def render_config(
     data_dir: str = "data",
     report: str = "changes",
     poll_interval: str = "1s",
+    camera_model: str | None = None,
+    camera_poll: str = "100ms",
 ) -> str:
+    presses = [m.name for m in machines if m.kind == "press"]
+    camera = presses[0] if camera_model is not None and presses else None
     out = [
         *header,
         "",
@@ -175,6 +257,7 @@ def render_config(
             f'line = "{line_name}"',
             f'kind = "{machine.kind}"',
             f"description = {_toml(load_profile(machine.kind).description)}",
+            *_kpi_section(machine.kind, f"{camera}-surface" if machine.name == camera else None),
         ]
     out += [
         "",
@@ -199,7 +282,7 @@ def render_config(
             "[[sources.units]]",
             f"unit_id = {machine.unit_id}  # the Modbus unit id (slave address) of this PLC",
             f'machine = "{name}"  # which [[machines]] entry these tags belong to',
-            f"poll_interval = {_toml(poll_interval)}",
+            f"poll_interval = {_toml(camera_poll if name == camera else poll_interval)}",
             "tags = [",
             *(_tag_line(tag) for tag in load_profile(machine.kind).tags),
             "]",
@@ -232,6 +315,8 @@ def render_config(
         '# host = "127.0.0.1"',
         "# port = 1883",
         '# topic_prefix = "lineside"',
-        "",
     ]
+    if camera is not None and camera_model is not None:
+        out += _camera(camera, camera_model)
+    out.append("")
     return "\n".join(out)

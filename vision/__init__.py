@@ -1,1 +1,13 @@
-"""Vision: ONNX defect inspection (built by the vision issue; the package fixes the layout)."""
+"""Vision: ONNX defect inspection of parts on the line.
+
+`vision.synthetic` renders procedural part images (brushed metal, woven textile, concrete) with
+defects and pixel masks; `vision.models` holds the bundled demo model and its card;
+`vision.evaluate` measures a model on a generated test set; `vision.training` (needs the
+`train` extra) retrains the demo model.
+
+The runtime: `config` (the `[[inspections]]` section, no heavy imports), `frames` (folder, video,
+camera, stream and simulated-camera sources), `preprocess` and `adapters` (pure pre- and
+post-processing), `model` (onnxruntime sessions, layout detection), `inspector` (trigger, decode,
+inference, verdict events), `writeback` (allow-listed, audited verdict writes to a PLC), `fit`
+(an anomaly head on a user's backbone, without PyTorch) and `inspect_cli` (`lineside inspect`).
+"""
