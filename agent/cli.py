@@ -913,7 +913,10 @@ def vision_bench(
 
 
 KpiConfig = Annotated[
-    Path, typer.Argument(help="The agent's config (TOML); its store is read, never changed.")
+    Path,
+    typer.Option(
+        "--config", "-c", help="The agent's config (TOML); its store is read, never changed."
+    ),
 ]
 ShiftOption = Annotated[
     str,

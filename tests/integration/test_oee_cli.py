@@ -49,7 +49,7 @@ def live_shift_oee(config_path: Path) -> dict[str, Any]:
 
 @pytest.mark.timeout(120)
 def test_oee_json_gives_both_definitions_as_the_live_engine_computed(config_path: Path) -> None:
-    result = lineside("oee", config_path, "--shift", "2026-11-23/A", "--json")
+    result = lineside("oee", "-c", config_path, "--shift", "2026-11-23/A", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["no_readings"] == []
@@ -66,7 +66,7 @@ def test_oee_json_gives_both_definitions_as_the_live_engine_computed(config_path
 
 
 def test_oee_table_for_one_machine_and_for_one_line(config_path: Path) -> None:
-    result = lineside("oee", config_path, "--shift", "2026-11-23", "--machine", "press1")
+    result = lineside("oee", "-c", config_path, "--shift", "2026-11-23", "--machine", "press1")
     assert result.returncode == 0, result.stderr
     assert "shift 2026-11-23/A (2026-11-23 06:00 – 2026-11-23 08:00)" in result.stdout
     assert "press1" in result.stdout
@@ -77,7 +77,15 @@ def test_oee_table_for_one_machine_and_for_one_line(config_path: Path) -> None:
     row = next(line for line in night.splitlines() if "press1" in line)
     assert row.count("—") == 4 and "unknown time 4h 00m" in row and "0.0 %" not in row
     hourly = lineside(
-        "oee", config_path, "--shift", "2026-11-23/A", "--line", "cement-mill-1", "--window", "hour"
+        "oee",
+        "-c",
+        config_path,
+        "--shift",
+        "2026-11-23/A",
+        "--line",
+        "cement-mill-1",
+        "--window",
+        "hour",
     )
     assert hourly.returncode == 0, hourly.stderr
     assert hourly.stdout.count("hour 2026-11-23T0") == 2
@@ -87,7 +95,7 @@ def test_oee_table_for_one_machine_and_for_one_line(config_path: Path) -> None:
 
 def test_report_writes_the_html_file_and_prints_its_path(config_path: Path) -> None:
     out = config_path.parent / "shift.html"
-    result = lineside("report", config_path, "--shift", "2026-11-23", "--out", out)
+    result = lineside("report", "-c", config_path, "--shift", "2026-11-23", "--out", out)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(out)
     html = out.read_text(encoding="utf-8")
@@ -114,7 +122,7 @@ def test_report_writes_the_html_file_and_prints_its_path(config_path: Path) -> N
 def test_oee_refuses_bad_selections_with_exit_2(
     config_path: Path, args: list[str], message: str
 ) -> None:
-    result = lineside("oee", config_path, *args)
+    result = lineside("oee", "-c", config_path, *args)
     assert result.returncode == 2, result.stdout
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -126,7 +134,7 @@ def test_no_store_and_no_kpi_section_exit_2(config_path: Path, tmp_path: Path) -
     elsewhere.write_text(
         re.sub(r'data_dir = ".*?"', f'data_dir = "{tmp_path / "empty"}"', text), encoding="utf-8"
     )
-    result = lineside("oee", elsewhere, "--shift", "2026-11-23")
+    result = lineside("oee", "-c", elsewhere, "--shift", "2026-11-23")
     assert result.returncode == 2
     assert "no store here" in result.stderr
     assert not (tmp_path / "empty" / "lineside.db").exists()
@@ -135,12 +143,12 @@ def test_no_store_and_no_kpi_section_exit_2(config_path: Path, tmp_path: Path) -
         'config_version = 1\n[agent]\nid = "e"\n[plant]\nsite = "s"\n', encoding="utf-8"
     )
     for command in (["oee"], ["report", "--out", tmp_path / "r.html"]):
-        result = lineside(*command, bare, "--shift", "2026-11-23")
+        result = lineside(*command, "-c", bare, "--shift", "2026-11-23")
         assert result.returncode == 2
         assert "no machine has a [machines.kpi] section" in result.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("config_version = 1\n", encoding="utf-8")
-    assert lineside("oee", bad).returncode == 2
+    assert lineside("oee", "-c", bad).returncode == 2
 
 
 def test_an_unreadable_store_exits_1(config_path: Path, tmp_path: Path) -> None:
@@ -151,13 +159,13 @@ def test_an_unreadable_store_exits_1(config_path: Path, tmp_path: Path) -> None:
     path.write_text(
         re.sub(r'data_dir = ".*?"', f'data_dir = "{tmp_path / "broken"}"', text), encoding="utf-8"
     )
-    result = lineside("oee", path, "--shift", "2026-11-23")
+    result = lineside("oee", "-c", path, "--shift", "2026-11-23")
     assert result.returncode == 1
     assert result.stderr.startswith("lineside: ") and "cannot read the store" in result.stderr
 
 
 def test_report_into_a_missing_directory_exits_2(config_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "no" / "such" / "r.html"
-    result = lineside("report", config_path, "--shift", "2026-11-23", "--out", out)
+    result = lineside("report", "-c", config_path, "--shift", "2026-11-23", "--out", out)
     assert result.returncode == 2
     assert "no such directory" in result.stderr
