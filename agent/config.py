@@ -662,6 +662,7 @@ class _Loader:
         self.cross_check(doc, machines, sources, sinks)
         self.cross_check_kpi(machines, sources, agent.heartbeat if agent is not None else 0.0)
         inspections, write_allow = self.inspections(doc, sources)
+        self.cross_check_kpi_inspection(doc, machines)
         if self.problems or agent is None or plant is None:
             raise ConfigError(self.problems)
         return Config(
@@ -830,6 +831,31 @@ class _Loader:
             }
             for key, message in kpi_problems(machine.kpi, tags, heartbeat_s):
                 self.problem(f"machines[{i}].kpi.{key}", message)
+
+    def cross_check_kpi_inspection(
+        self, doc: dict[str, Any], machines: list[tuple[int, Machine]]
+    ) -> None:
+        """`[machines.kpi] inspection` names an `[[inspections]]` entry of the same machine."""
+        # Entries from the raw file, so one with another problem is not also called missing.
+        raw = doc.get("inspections")
+        owner = {
+            e["name"]: e.get("machine")
+            for e in (raw if isinstance(raw, list) else [])
+            if isinstance(e, dict) and isinstance(e.get("name"), str)
+        }
+        for i, machine in machines:
+            name = machine.kpi.inspection if machine.kpi is not None else None
+            if name is None:
+                continue
+            where = f"machines[{i}].kpi.inspection"
+            if name not in owner:
+                known = ", ".join(owner) or "none"
+                self.problem(where, f"no [[inspections]] entry {name!r} (the entries: {known})")
+            elif owner[name] != machine.name:
+                self.problem(
+                    where,
+                    f"inspection {name!r} inspects machine {owner[name]!r}, not {machine.name!r}",
+                )
 
 
 def load_config(path: Path) -> Config:

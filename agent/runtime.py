@@ -26,6 +26,7 @@ from agent.config import Config
 from agent.errors import LinesideError
 from agent.forward import Forwarder, ForwardSettings
 from agent.kpi.engine import KpiEngine
+from agent.kpi.replay import resume
 from agent.model import DataType, Event, Quality, ReadingBatch
 from agent.pipeline import ReportByException
 from agent.poller import LinkStatistics, run_link
@@ -132,6 +133,7 @@ class Agent:
         # OEE per machine and line from the stored readings (report-by-exception applied, store
         # ids), so the KPIs agree with what the store holds; None without [machines.kpi].
         self.kpi: KpiEngine | None = None
+        self._kpi_ids = ids
         if any(m.kpi is not None for m in config.machines):
             self.kpi = KpiEngine(config, ids)
         self.web: WebServer | None = None  # the status page, once bound (agent/web/)
@@ -246,6 +248,8 @@ class Agent:
             self.store.path,
         )
         try:
+            if self.kpi is not None:
+                self._resume_kpi()
             if self.config.web.enabled and self.web is None:
                 try:
                     await self.start_web()
@@ -292,6 +296,35 @@ class Agent:
             self.writer.close()
             self.store.close()
             log.info("agent %s: stopped, store drained", self.config.agent.id)
+
+    def _resume_kpi(self) -> None:
+        """Rebuild the open KPI windows from the stored readings before polling, so a restart
+        mid-shift loses only the time the agent was stopped (agent/kpi/replay.py)."""
+        assert self.kpi is not None
+        data_dir = self.config.agent.data_dir
+        step = [0]
+
+        def progress(done: int, total: int) -> None:
+            tenth = 10 * done // total if total else 10
+            if tenth > step[0]:  # one line per tenth of the way
+                step[0] = tenth
+                log.info("kpi: resuming the open windows, %d of %d stored records", done, total)
+
+        try:
+            resumed = resume(self.kpi, self.config, self.clock.time_ns(), data_dir=data_dir,
+                             progress=progress)  # fmt: skip
+        except LinesideError as exc:  # acquisition matters more than the windows' past
+            log.warning("kpi: cannot resume the open windows (%s); they start again now", exc)
+            self.kpi = KpiEngine(self.config, self._kpi_ids)
+            return
+        for event in resumed.events:
+            self.writer.submit_event(event)
+        log.info(
+            "kpi: resumed from %d stored records; %d KPI records were stored, %d are stored now",
+            resumed.records,
+            resumed.held,
+            len(resumed.events),
+        )
 
     async def start_web(self) -> WebServer:
         """Bind the status page now (`run` serves it); raises WebError naming the port when

@@ -11,7 +11,12 @@ once every machine of the line has closed it, for the line (components summed, n
 Time rules (docs/kpi.md): a good state reading vouches for its state for `max_gap`; after that,
 and after a bad-quality state reading until the next good one, time is "unknown" (reported,
 excluded from availability, never guessed). Time before a machine's first reading in the windows
-holding it is unknown too; windows that ended before it are not emitted.
+holding it is unknown too; windows that ended before it are not emitted. A machine that never
+reports starts, on `tick`, where the first machine of its line did, so the line's windows still
+close (with its time unknown). After a restart `outage` marks where the agent stopped seeing:
+the state does not carry on past it (agent/kpi/replay.py `resume`).
+
+Stop time (down, idle, setup) is also kept per reason, keyed `category: reason`, for the Pareto.
 
 Late data. Readings older than the cursor (replayed after an outage, or a second source of the
 machine lagging) are inserted into a per-machine log of the KPI tags' readings, the cursor is
@@ -46,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import Calendar, Config, Machine
-from agent.kpi.calendar import Window, planned_intervals, window_at, windows
+from agent.kpi.calendar import Window, WindowKind, planned_intervals, window_at, windows
 from agent.kpi.config import MachineKpi
 from agent.kpi.counters import counter_step
 from agent.kpi.formulas import Components, classic, flags, iso22400, rollup
@@ -61,6 +66,7 @@ NO_REASON = "no reason"
 
 # Roles of the KPI tags, as stored in the log (one byte each).
 STATE, UNIT_MODE, REASON, TOTAL, GOOD, REJECT, REWORK, PRODUCT, ENERGY, VERDICT = range(10)
+OUTAGE = 10  # the agent was stopped here: the state before it vouches no further (`outage`)
 # Verdicts in the log, by the codes a verdict write-back puts in a register (vision/config.py).
 VERDICT_CODES = {"OK": 1.0, "NotOK": 2.0, "NotDecidable": 3.0}
 OK, NOT_OK = VERDICT_CODES["OK"], VERDICT_CODES["NotOK"]
@@ -229,6 +235,8 @@ class _MachineState:
         self.max_gap_ns = round(kpi.max_gap * NS)
         self.code_table: dict[int, Category] = dict(kpi.code_table())
         self.cursor: _Cursor | None = None
+        self.began: int | None = None  # the first reading's time (a silent machine: its line's)
+        self.readings = 0  # readings taken; 0: the machine never reported
         self.log = _Log()
         self.checkpoints: list[tuple[int, _Cursor]] = []
         self.closed: dict[WindowKey, _Closed] = {}
@@ -319,6 +327,7 @@ class KpiEngine:
             value, quality = float(batch.values[r]), int(batch.quality[r])
             m = self._machines[role.machine]
             self.stats["readings"] += 1
+            m.readings += 1
             if m.cursor is None:
                 self._start(m, t)
             assert m.cursor is not None
@@ -374,17 +383,22 @@ class KpiEngine:
         """Close the windows of machines that stopped reporting: their time moves on to
         `now_ns - max_gap` (a reading may still arrive up to max_gap late without being late)."""
         for m in self._machines:
+            if m.cursor is None:
+                self._start_silent(m)
             cursor = m.cursor
             if cursor is not None and now_ns - m.max_gap_ns > cursor.t:
                 self._fold_to(m, cursor, now_ns - m.max_gap_ns, self._close)
         return self._take()
 
-    def snapshot(self, now_ns: int) -> dict[str, Any]:
-        """Live figures of the window in progress at `now_ns` (the shift, or the day outside
-        shifts) per machine and line, as plain data: `lineside oee`, the status page."""
-        kind = "shift" if window_at(self.calendar, "shift", now_ns) is not None else "day"
+    def snapshot(self, now_ns: int, kind: WindowKind | None = None) -> dict[str, Any]:
+        """Live figures of the window of `kind` in progress at `now_ns` per machine and line,
+        as plain data: `lineside oee`, the report's trend, the status page. Without `kind`: the
+        shift, or the day outside shifts. ValueError for "shift" when no shift runs then."""
+        if kind is None:
+            kind = "shift" if window_at(self.calendar, "shift", now_ns) is not None else "day"
         window = window_at(self.calendar, kind, now_ns)
-        assert window is not None
+        if window is None:
+            raise ValueError(f"no {kind} window in progress at {now_ns}")
         key = _key(window)
         machines: dict[str, Any] = {}
         parts: dict[str, list[Components]] = {}
@@ -409,6 +423,37 @@ class KpiEngine:
     def statistics(self) -> dict[str, int]:
         return dict(self.stats)
 
+    def silent(self) -> list[str]:
+        """The machines no reading has come from (their windows, if any, are all unknown)."""
+        return [m.name for m in self._machines if m.readings == 0]
+
+    def adopt_revisions(self, held: Mapping[tuple[str | None, str, str, str], int]) -> None:
+        """Number revisions on from the ones already stored, keyed (machine, line, kind, name)
+        with machine None for a line: after a restart the store holds the windows the last run
+        emitted, and a revision must never go back to a number a consumer has seen."""
+        for m in self._machines:
+            for key, closed in m.closed.items():
+                stored = held.get((m.name, m.line, *key))
+                if stored is not None and stored > closed.revision:
+                    closed.revision = stored
+        for (line, key), revision in self._line_revision.items():
+            stored = held.get((None, line, *key))
+            if stored is not None and stored > revision:
+                self._line_revision[(line, key)] = stored
+
+    def outage(self, since_ns: int) -> list[Event]:
+        """The agent saw nothing after `since_ns` (it was stopped): no state vouches for time
+        past it, so the time until the next reading is unknown instead of the last state held
+        on for up to `max_gap`. Kept in the log, so a recompute across it says the same."""
+        for m in self._machines:
+            if m.cursor is None:
+                continue
+            t = max(since_ns, m.cursor.t)
+            self._fold_to(m, m.cursor, t, self._close)
+            m.log.add(t, OUTAGE, 0.0, Quality.GOOD)
+            m.cursor.valid_until = min(m.cursor.valid_until, t)
+        return self._take()
+
     # -- the fold -----------------------------------------------------------------------------
 
     def _start(self, m: _MachineState, t: int) -> None:
@@ -418,8 +463,17 @@ class KpiEngine:
         """
         starts = [w.start_ns for w in self._spans.at(t).windows_at(t)]
         m.cursor = _Cursor(t=min(starts, default=t))
+        m.began = t
         self._fold_to(m, m.cursor, t, None)
         m.checkpoints.append((t, copy.deepcopy(m.cursor)))
+
+    def _start_silent(self, m: _MachineState) -> None:
+        """A machine that never reported, in a line whose other machines did: it starts where
+        the first of them did, its time unknown, so the line's windows can close once they are
+        over by more than max_gap (tick folds it on like any quiet machine)."""
+        began = [o.began for o in self._machines if o.line == m.line and o.began is not None]
+        if began:  # else the whole line is silent: there is nothing to say about it
+            self._start(m, min(began))  # windows the others did not emit, it does not either
 
     def _holding_open(self, cur: _Cursor, t: int) -> bool:
         """Every window holding `t` is open in the cursor: counts at `t` can go straight in."""
@@ -489,13 +543,12 @@ class KpiEngine:
                 c.planned_s += seconds
                 if category == "running":
                     c.running_s += seconds
-                elif category == "idle":
-                    c.idle_s += seconds
-                elif category == "down":
-                    c.down_s += seconds
-                    c.down_by_reason[cur.reason] = c.down_by_reason.get(cur.reason, 0.0) + seconds
-                elif category == "setup":
-                    c.setup_s += seconds
+                elif category in ("idle", "down", "setup"):
+                    setattr(c, f"{category}_s", getattr(c, f"{category}_s") + seconds)
+                    # Every stop in planned time is a loss with a reason; the key names the
+                    # category so the Pareto tells a breakdown from a wait or a changeover.
+                    key = f"{category}: {cur.reason}"
+                    c.down_by_reason[key] = c.down_by_reason.get(key, 0.0) + seconds
                 else:
                     c.unknown_s += seconds
             cur.t = end
@@ -606,6 +659,10 @@ class KpiEngine:
                 ts = log.ts[j]
                 if log.role[j] == VERDICT:
                     self._verdict(m, cur, ts, log.value[j])
+                    continue
+                if log.role[j] == OUTAGE:
+                    self._fold_to(m, cur, ts, self._close)
+                    cur.valid_until = min(cur.valid_until, ts)
                     continue
                 self._fold_to(m, cur, ts, self._close)
                 self._apply(m, cur, ts, log.role[j], log.value[j], log.quality[j])

@@ -9,14 +9,18 @@ have been stopped before a shift closed, or run with another config).
 The replay starts `lead` before the first window asked for: the engine needs the machine's
 state and the counters' last values from before the window (a counter's first reading only sets
 its baseline), and report-by-exception stores an unchanged value once per heartbeat, which is
-shorter than `max_gap`. Windows that end after `now_ns` are still open: the shift (or day) in
-progress comes from the engine's live snapshot, other open windows are left out.
+shorter than `max_gap`. Windows that end after `now_ns` are still open: the hour, shift or day in
+progress comes from the engine's live snapshot.
 
 The store is opened read-only: replaying never changes it and works while the agent writes.
+
+`resume` uses the same replay at the agent's start: it rebuilds the live engine's open windows
+from the stored readings, so a restart mid-shift loses only the time the agent was stopped.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -274,23 +278,13 @@ def replay(
     # Readings up to `lead` after the last window close it as the live engine closed it (at the
     # first reading past its end), and include readings the agent stored late.
     end = min(selection.end_ns + lead, now_ns + 1)
-    conn = _connect(data_dir if data_dir is not None else config.agent.data_dir)
-    events: list[Event] = []
+    where = data_dir if data_dir is not None else config.agent.data_dir
+    conn = _connect(where)
     try:
         engine = KpiEngine(config, _tag_ids(conn, config))
-        total, records = _records(conn, start, end)
-        done = 0
-        for record in records:
-            events += engine.on_batch(decode_batch(record[0], int(record[1]), *record[2:]))
-            done += 1
-            if progress is not None and (done % FETCH == 0 or done == total):
-                progress(done, total)
-        if progress is not None and total == 0:
-            progress(0, 0)
+        events, done = _feed(engine, conn, start, end, progress)
     except sqlite3.Error as exc:
-        raise StoreError(
-            f"{data_dir or config.agent.data_dir}: cannot read the store: {exc}"
-        ) from exc
+        raise StoreError(f"{where}: cannot read the store: {exc}") from exc
     finally:
         conn.close()
     # Close what ended: every machine's time moves to the last window's end (tick moves each
@@ -301,16 +295,130 @@ def replay(
     wanted = {(w.kind, w.name) for w in selection.windows}
     out = [w for w in found if (w.kind, w.name) in wanted]
     for w in selection.windows:
-        if w.end_ns > now_ns and w.start_ns <= now_ns and w.kind in ("shift", "day"):
-            out += _live(engine.snapshot(now_ns), w)
+        if w.end_ns > now_ns and w.start_ns <= now_ns:
+            out += _live(engine.snapshot(now_ns, kind=w.kind), w)
     out.sort(key=lambda k: (k.start_ns, k.scope != "machine", k.label))
     seen = {w.machine for w in out if w.machine is not None}
+    silent = set(engine.silent())
     return ReplayResult(
         windows=out,
         records=done,
         readings=engine.statistics()["readings"],
-        missing=[m for m in kpi_machines if m not in seen],
+        missing=[m for m in kpi_machines if m not in seen or m in silent],
     )
+
+
+def _feed(
+    engine: KpiEngine,
+    conn: sqlite3.Connection,
+    start_ns: int,
+    end_ns: int,
+    progress: Progress | None,
+) -> tuple[list[Event], int]:
+    """Every stored reading of [start, end) through `engine`, in storage order: its events and
+    how many records were read."""
+    events: list[Event] = []
+    total, records = _records(conn, start_ns, end_ns)
+    done = 0
+    for record in records:
+        events += engine.on_batch(decode_batch(record[0], int(record[1]), *record[2:]))
+        done += 1
+        if progress is not None and (done % FETCH == 0 or done == total):
+            progress(done, total)
+    if progress is not None and total == 0:
+        progress(0, 0)
+    return events, done
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming the live engine after a restart
+
+HeldKey = tuple[str | None, str, str, str]  # (machine, or None for a line; line; kind; name)
+
+
+@dataclass(slots=True)
+class Resumed:
+    """What `resume` did to the live engine."""
+
+    events: list[Event]  # windows closed in the replay that the store does not hold yet
+    since_ns: int  # the start of the earliest window still open: replayed from `lead` before
+    records: int = 0  # telemetry records read
+    held: int = 0  # KPI events the replay closed again that the store already holds
+    last_seen_ns: int | None = None  # the last stored reading: the agent saw nothing after it
+
+
+def open_since(config: Config, now_ns: int) -> int:
+    """The start of the earliest window (hour, shift, day) in progress at `now_ns`."""
+    kinds: tuple[WindowKind, ...] = ("hour", "shift", "day")
+    starts = [w.start_ns for k in kinds if (w := window_at(config.calendar, k, now_ns)) is not None]
+    return min(starts)
+
+
+def resume(
+    engine: KpiEngine,
+    config: Config,
+    now_ns: int,
+    *,
+    data_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> Resumed:
+    """Rebuild a fresh live `engine` from the store at start, so the windows still open at
+    `now_ns` go on from what the last run saw instead of starting again as unknown time.
+
+    The stored readings from `lead` before the earliest open window (at most a day and the
+    lead) go through the engine, in storage order; the time after the last of them, until the
+    next reading, is unknown (`KpiEngine.outage`): the agent was not running. KPI events the
+    replay gives again are left out when the store holds their window at that revision or a
+    later one (the engine numbers its revisions on from the stored ones); windows that began
+    before the earliest open window are left out too (the replay saw only their end). What is
+    left (a window the last run closed but could not store) is in `events`, for the store.
+    """
+    since = open_since(config, now_ns)
+    start = since - lead_ns(config)
+    where = data_dir if data_dir is not None else config.agent.data_dir
+    conn = _connect(where)
+    try:
+        events, done = _feed(engine, conn, start, now_ns + 1, progress)
+        (last,) = conn.execute(
+            "SELECT max(ts_last_ns) FROM telemetry INDEXED BY telemetry_ts "
+            "WHERE ts_first_ns >= ? AND ts_first_ns <= ?",
+            (start, now_ns),
+        ).fetchone()
+        held = _held(conn, start)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{where}: cannot read the store: {exc}") from exc
+    finally:
+        conn.close()
+    if last is not None:
+        events += engine.outage(int(last))
+    engine.adopt_revisions(held)
+    fresh: list[Event] = []
+    again = 0
+    for e in events:
+        d = e.data
+        w = d["window"]
+        if e.kind is not EventKind.KPI or w["start_ns"] < since:
+            continue
+        if d["revision"] <= held.get((d["machine"], d["line"], w["kind"], w["name"]), -1):
+            again += 1
+            continue
+        fresh.append(e)
+    return Resumed(fresh, since, done, again, int(last) if last is not None else None)
+
+
+def _held(conn: sqlite3.Connection, start_ns: int) -> dict[HeldKey, int]:
+    """The latest stored revision of every KPI window that ended after `start_ns`."""
+    out: dict[HeldKey, int] = {}
+    rows = conn.execute(
+        "SELECT data FROM events INDEXED BY events_ts WHERE ts_ns > ? AND kind = ?",
+        (start_ns, EventKind.KPI.value),
+    )
+    for (text,) in rows:
+        d = json.loads(text)
+        w = d["window"]
+        key = (d["machine"], d["line"], w["kind"], w["name"])
+        out[key] = max(out.get(key, -1), int(d["revision"]))
+    return out
 
 
 def _closed(events: Sequence[Event]) -> list[KpiWindow]:

@@ -155,7 +155,7 @@ def test_a_day_gives_exact_components_and_classic_oee(tmp_path: Path) -> None:
     assert (c.total, c.reject, c.good) == (402 * 50, 402, 402 * 49)
     assert c.ideal_s == 402 * 50 * 1.0
     assert c.failures == 1
-    assert c.down_by_reason == {"die jam": 47 * 60}
+    assert c.down_by_reason == {"down: die jam": 47 * 60}
     k = classic_a["kpis"]
     assert k["availability"] == pytest.approx(403 / 450, abs=1e-12)
     assert k["performance"] == pytest.approx(20100 / (403 * 60), abs=1e-12)
@@ -163,7 +163,7 @@ def test_a_day_gives_exact_components_and_classic_oee(tmp_path: Path) -> None:
     assert k["oee"] == pytest.approx(19698 / (450 * 60), abs=1e-12)  # simple OEE
     assert classic_a["revision"] == 0
     assert classic_a["window"]["end_ns"] == at("14:00")
-    assert classic_a["pareto"] == [["die jam", 2820.0, 1.0]]
+    assert classic_a["pareto"] == [["down: die jam", 2820.0, 1.0]]
     assert classic_a["losses"]["breakdowns"] == 2820.0
     iso = kpis(feed.events, "shift", f"{DAY}/A", definition="iso22400", scope="machine")
     assert len(iso) == 1 and iso[0]["kpis"]["mttr_s"] == 2820.0
@@ -265,7 +265,7 @@ def test_late_data_reemits_the_window_with_a_new_revision(tmp_path: Path) -> Non
     revised = kpis(late, "hour", f"{DAY}T06", definition="classic", scope="machine")
     assert [r["revision"] for r in revised] == [1, 2]  # one per late batch
     assert parts(revised[-1]).down_s == 600 and parts(revised[-1]).running_s == 3000
-    assert parts(revised[-1]).down_by_reason == {"feeder": 600.0}
+    assert parts(revised[-1]).down_by_reason == {"down: feeder": 600.0}
     assert parts(revised[-1]).failures == 1
     assert parts(revised[-1]).total == 3000  # counters unchanged (07:00's count is hour 07)
     # The line follows with its own revisions; the open windows carry the change.
@@ -369,3 +369,132 @@ def test_snapshot_of_the_shift_in_progress(tmp_path: Path) -> None:
     # The live view changes nothing: the windows still close with what readings said.
     assert engine.snapshot(at("06:31")) == snap
     assert engine.on_batch(ReadingBatch.from_columns("x", [5], [1.0], Quality.GOOD, 0)) == []
+
+
+def test_stop_time_by_reason_names_the_category(tmp_path: Path) -> None:
+    engine, config = make(tmp_path, machine("press1", gap="1h"))
+    feed = Feed(engine, config, "press1")
+    feed.send(at("07:00"), state=1, reason=0, total=0, reject=0)  # running: no loss
+    feed.send(at("07:10"), state=3, reason=101)  # down, die jam
+    feed.send(at("07:20"), state=2, reason=102)  # idle, feeder
+    feed.send(at("07:25"), state=4, reason=101)  # setup, reason 101 again
+    feed.send(at("07:40"), state=5, reason=102)  # a planned stop is no loss
+    feed.send(at("07:50"), state=9, reason=103)  # a code the table lacks: unknown, no loss
+    feed.send(at("07:52"), state=2, reason=103)  # idle, a reason without a label
+    feed.send(at("08:00"), state=1, reason=0)
+    [h07] = kpis(feed.events, "hour", f"{DAY}T07", definition="classic", scope="machine")
+    assert parts(h07).down_by_reason == {
+        "down: die jam": 600.0,
+        "idle: feeder": 300.0,
+        "setup: die jam": 900.0,
+        "idle: reason 103": 480.0,
+    }
+    assert h07["pareto"] == [
+        ["setup: die jam", 900.0, pytest.approx(900 / 2280)],
+        ["down: die jam", 600.0, pytest.approx(1500 / 2280)],
+        ["idle: reason 103", 480.0, pytest.approx(1980 / 2280)],
+        ["idle: feeder", 300.0, 1.0],
+    ]
+    c = parts(h07)
+    assert sum(c.down_by_reason.values()) == c.down_s + c.idle_s + c.setup_s
+
+
+def test_snapshot_of_the_hour_in_progress(tmp_path: Path) -> None:
+    engine, config = make(tmp_path, machine("press1", gap="1h"))
+    feed = Feed(engine, config, "press1")
+    feed.send(at("06:50"), state=1, total=0, reject=0)
+    feed.send(at("07:10"), state=3, reason=101, total=1200, reject=0)
+    snap = engine.snapshot(at("07:15"), kind="hour")
+    assert snap["window"]["name"] == f"{DAY}T07"
+    c = snap["machines"]["press1"]["components"]
+    assert (c["calendar_s"], c["running_s"], c["down_s"]) == (900, 600, 300)
+    assert c["total"] == 1200  # the 07:10 reading's count is in hour 07
+    assert snap["lines"]["stamping/line-1"]["components"]["down_s"] == 300
+    # The same instant seen as the shift and as the day.
+    assert engine.snapshot(at("07:15"), kind="shift")["window"]["name"] == f"{DAY}/A"
+    assert engine.snapshot(at("07:15"), kind="day")["machines"]["press1"]["components"][
+        "running_s"
+    ] == pytest.approx(1200)
+    # No shift runs at 23:00: the shift is refused, the default falls back to the day.
+    with pytest.raises(ValueError, match="no shift window"):
+        engine.snapshot(at("23:00"), kind="shift")
+    assert engine.snapshot(at("23:00"))["window"]["kind"] == "day"
+
+
+def test_a_line_closes_its_windows_when_one_machine_never_reports(tmp_path: Path) -> None:
+    engine, config = make(tmp_path, machine("press1"), machine("press2"), machine("alone", "l2"))
+    feed = Feed(engine, config, "press1")
+    for minute in range(61):  # 06:00 to 07:00
+        feed.send(at("06:00") + minute * MIN, state=1, total=50 * minute, reject=minute // 2)
+    assert engine.tick(at("07:02")) == []  # nothing is over by more than max_gap yet
+    line = [e for e in feed.events if e.data["scope"] == "line"]
+    assert line == []  # press2 has closed nothing: the line waits
+    events = engine.tick(at("07:03", 1))
+    [l06] = kpis(events, "hour", f"{DAY}T06", definition="classic", scope="line")
+    c = parts(l06)
+    assert (c.planned_s, c.running_s, c.unknown_s) == (7200, 3600, 3600)  # press2: unknown
+    assert (c.total, c.reject) == (2950, 29)  # the 07:00 reading counts in hour 07
+    [p2] = kpis(events, "hour", f"{DAY}T06", definition="classic", machine="press2")
+    assert parts(p2).unknown_s == 3600 and p2["kpis"]["oee"] is None
+    assert "unknown_time" in p2["flags"]
+    # A machine alone in a silent line says nothing; the silent ones are named.
+    assert not [e for e in events if e.data["line"] == "stamping/l2"]
+    assert engine.silent() == ["press2", "alone"]
+    # When press2 speaks at last, it goes on from where its unknown time stopped.
+    Feed(engine, config, "press2").send(at("07:10"), state=2, total=5, reject=0)
+    assert engine.silent() == ["alone"]
+    late = engine.tick(at("08:30"))
+    [p2_07] = kpis(late, "hour", f"{DAY}T07", definition="classic", machine="press2")
+    assert parts(p2_07).idle_s == 180 and parts(p2_07).unknown_s == 3600 - 180
+
+
+def test_an_outage_makes_the_time_until_the_next_reading_unknown(tmp_path: Path) -> None:
+    engine, config = make(tmp_path, machine("press1", gap="1h"))
+    feed = Feed(engine, config, "press1")
+    feed.send(at("07:00"), state=1, total=0, reject=0)
+    feed.send(at("07:10"), state=1, total=600, reject=0)
+    assert engine.outage(at("07:15")) == []  # nothing closes before 07:15
+    feed.send(at("07:40"), state=1, total=2400, reject=0)
+    feed.send(at("08:00"), state=1, total=3600, reject=0)
+    [h07] = kpis(feed.events, "hour", f"{DAY}T07", definition="classic", scope="machine")
+    c = parts(h07)
+    # The state vouched until the outage (07:15), not for max_gap: 07:15-07:40 is unknown.
+    assert (c.running_s, c.unknown_s) == (35 * 60, 25 * 60)
+    assert c.total == 3600 - 1200  # the counts after the outage count where they are read
+    # A late reading before the outage recomputes the hour; the outage stays where it was.
+    feed.send(at("07:05"), state=3, reason=101)
+    revised = kpis(feed.events, "hour", f"{DAY}T07", definition="classic", scope="machine")
+    r = parts(revised[-1])
+    assert revised[-1]["revision"] == 1
+    assert (r.running_s, r.down_s, r.unknown_s) == (30 * 60, 5 * 60, 25 * 60)
+
+
+def test_an_outage_closes_the_windows_that_ended_before_it(tmp_path: Path) -> None:
+    engine, config = make(tmp_path, machine("press1", gap="1h"))
+    feed = Feed(engine, config, "press1")
+    feed.send(at("06:30"), state=1, total=0, reject=0)
+    events = engine.outage(at("07:10"))
+    [h06] = kpis(events, "hour", f"{DAY}T06", definition="classic", scope="machine")
+    assert parts(h06).running_s == 1800  # 06:30-07:00 known, the state vouched within max_gap
+
+
+def test_revisions_go_on_from_the_stored_ones(tmp_path: Path) -> None:
+    engine, config = make(tmp_path, machine("press1"))
+    feed = Feed(engine, config, "press1")
+    feed.send(at("06:00"), state=1, total=0, reject=0)
+    feed.send(at("07:00"), state=1, total=3000, reject=0)
+    assert {e.data["revision"] for e in feed.events} == {0}
+    engine.adopt_revisions(
+        {
+            ("press1", "stamping/line-1", "hour", f"{DAY}T06"): 4,
+            (None, "stamping/line-1", "hour", f"{DAY}T06"): 2,
+            ("press1", "stamping/line-1", "hour", f"{DAY}T05"): 9,
+        }
+    )
+    feed.send(at("06:30"), state=3, reason=101)  # late: the hour is revised
+    revised = kpis(feed.events, "hour", f"{DAY}T06", definition="classic")
+    assert [(d["scope"], d["revision"]) for d in revised[-2:]] == [("machine", 5), ("line", 3)]
+    # A lower stored revision changes nothing.
+    engine.adopt_revisions({("press1", "stamping/line-1", "hour", f"{DAY}T06"): 1})
+    feed.send(at("06:40"), state=1)
+    assert kpis(feed.events, "hour", f"{DAY}T06", scope="machine")[-1]["revision"] == 6

@@ -160,10 +160,17 @@ def test_a_machine_without_inspection_keeps_counter_quality(tmp_path: Path) -> N
 
 
 def test_the_kpi_inspection_must_be_an_inspection_of_the_machine(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"kpi\.inspection 'nothing'"):
-        make(tmp_path, inspected(uses="nothing"), inspection())
+    # `lineside validate` refuses both (tests/agent/kpi/test_kpi_config.py); so does the engine
+    # when handed a config that was not loaded through it.
+    engine_config = make(tmp_path, inspected(), inspection())[1]
+    spec: Any = engine_config.inspections[0]  # vision's InspectionConfig (a pydantic model)
+    other = engine_config.model_copy(
+        update={"inspections": (spec.model_copy(update={"name": "x"}),)}
+    )
     with pytest.raises(ValueError, match=r"kpi\.inspection 'surface'"):
-        make(tmp_path, inspected(), machine("press2"), inspection(on="press2"))
+        KpiEngine(other, {})
+    with pytest.raises(ConfigError, match=r"machines\[0\]\.kpi\.inspection: no \[\[insp"):
+        make(tmp_path, inspected(uses="nothing"), inspection())
 
 
 def test_with_inspection_a_counter_of_what_was_made_is_still_needed(tmp_path: Path) -> None:

@@ -219,3 +219,62 @@ def test_gap_checked_against_the_configured_heartbeat(tmp_path: Path) -> None:
         f"{W}.max_gap: must exceed the agent heartbeat (5m), or a quiet machine counts as "
         "unknown time"
     ]
+
+
+def inspection(name: str, machine: str = "press1") -> str:
+    return f"""
+[[inspections]]
+name = "{name}"
+machine = "{machine}"
+source = {{ type = "sim" }}
+model = "surface.onnx"
+"""
+
+
+def with_press2(kpi: str, *entries: str) -> str:
+    """press1 with `kpi`, a second machine press2, and the `[[inspections]]` entries."""
+    return HEAD + MACHINE + kpi + SOURCE + MACHINE.replace("press1", "press2") + "".join(entries)
+
+
+def test_the_kpi_inspection_names_an_inspection_of_the_machine(tmp_path: Path) -> None:
+    path = tmp_path / "lineside.toml"
+    path.write_text(
+        with_press2(KPI + 'inspection = "surface"\n', inspection("surface")), encoding="utf-8"
+    )
+    kpi = load_config(path).machines[0].kpi
+    assert kpi is not None and kpi.inspection == "surface"
+
+
+BAD_INSPECTION = [
+    (
+        "no-such-entry",
+        [inspection("surface"), inspection("edges")],
+        [f"{W}.inspection: no [[inspections]] entry 'surfce' (the entries: surface, edges)"],
+    ),
+    (
+        "no-entry-at-all",
+        [],
+        [f"{W}.inspection: no [[inspections]] entry 'surfce' (the entries: none)"],
+    ),
+    (
+        "another-machine",
+        [inspection("surfce", machine="press2")],
+        [f"{W}.inspection: inspection 'surfce' inspects machine 'press2', not 'press1'"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"), [c[1:] for c in BAD_INSPECTION], ids=[c[0] for c in BAD_INSPECTION]
+)
+def test_bad_kpi_inspection(tmp_path: Path, entries: list[str], expected: list[str]) -> None:
+    path = tmp_path / "lineside.toml"
+    path.write_text(with_press2(KPI + 'inspection = "surfce"\n', *entries), encoding="utf-8")
+    assert problems(path) == expected
+
+
+def test_a_broken_inspection_entry_is_not_also_called_missing(tmp_path: Path) -> None:
+    broken = inspection("surface").replace('model = "surface.onnx"', "model = 5")
+    path = tmp_path / "lineside.toml"
+    path.write_text(with_press2(KPI + 'inspection = "surface"\n', broken), encoding="utf-8")
+    assert [p for p in problems(path) if ".kpi." in p] == []

@@ -241,9 +241,15 @@ def test_a_window_in_progress_comes_from_the_live_snapshot(filled: Config) -> No
     assert len(press) == 1 and not press[0].complete and press[0].as_of_ns == middle
     c = press[0].components
     assert c["calendar_s"] == pytest.approx(3900, abs=1)  # only the time that has passed
-    # Hours: the one that closed at 07:00 is there, the one in progress is not.
+    # Hours: the one that closed at 07:00, and the one in progress as of now.
     hours = replay(config, select(config, "current", "hour", middle), middle).windows
-    assert {w.name for w in hours} == {"2026-11-23T06"}
+    assert {w.name for w in hours} == {"2026-11-23T06", "2026-11-23T07"}
+    [now] = [w for w in hours if w.label == "press1" and w.name == "2026-11-23T07"]
+    assert not now.complete and now.as_of_ns == middle
+    assert now.components["calendar_s"] == pytest.approx(300, abs=1)
+    [done] = [w for w in hours if w.label == "press1" and w.name == "2026-11-23T06"]
+    assert done.complete and done.components["calendar_s"] == pytest.approx(3600)
+    assert any(w.scope == "line" and w.name == "2026-11-23T07" for w in hours)
 
 
 def test_a_period_without_readings_names_the_machines(filled: Config) -> None:
