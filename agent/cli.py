@@ -902,10 +902,8 @@ def vision_bench(
     ] = None,
 ) -> None:
     """Bare inference, bare decode+preprocess and full pipeline rates for one model."""
-    try:
-        from benchmarks.vision import main as run_bench
-    except ImportError:
-        raise _fail(["the vision benchmark runs from a source checkout (benchmarks/)"]) from None
+    from vision.bench import main as run_bench
+
     argv = ["--model", str(model), "--frames", str(frames), "--threads", threads]
     argv += ["--sizes", sizes]
     argv += ["--out", str(json_out)] if json_out is not None else ["--no-json"]

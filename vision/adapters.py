@@ -239,9 +239,14 @@ def anomaly(
     """
     if pred_score is None and anomaly_map is None:
         raise ValueError("an anomaly model needs a pred_score or an anomaly_map output")
-    heat: npt.NDArray[np.float64] | None = None
+    # This runs on the model worker for every frame: the map is read in place (float32 as the
+    # model gives it, no float64 copies), and its regions are labelled only for a NotOK part.
+    raw: npt.NDArray[np.floating[Any]] | None = None
+    heat: npt.NDArray[np.floating[Any]] | None = None
     if anomaly_map is not None:
-        raw = np.asarray(anomaly_map, dtype=np.float64)
+        raw = np.asarray(anomaly_map)
+        if raw.dtype not in (np.float32, np.float64):
+            raw = raw.astype(np.float64)
         raw = raw.reshape(raw.shape[-2:])
         heat = (
             raw
@@ -253,9 +258,7 @@ def anomaly(
         rows = heat.shape[0]
         band = round(margin * rows / input_size[1]) if input_size else margin
         band = min(band, (min(heat.shape) - 1) // 2)
-    if heat is not None and band > 0:
-        assert anomaly_map is not None
-        raw = np.asarray(anomaly_map, dtype=np.float64).reshape(heat.shape)
+    if raw is not None and band > 0:
         inner = raw[band:-band, band:-band]
         peak = float(inner.max())
         if normalization is not None:
@@ -270,24 +273,24 @@ def anomaly(
     else:
         assert heat is not None
         score = float(heat.max())
-    if not math.isfinite(score) or (heat is not None and not np.all(np.isfinite(heat))):
+    if not math.isfinite(score) or (heat is not None and not np.isfinite(heat).all()):
         return Verdict("NotDecidable", math.nan)
-    boxes: tuple[Box, ...] = ()
-    if heat is not None:
-        boxes = _regions(heat, band, placement, input_size)
     kind: VerdictKind = "NotOK" if score > threshold else "OK"
+    boxes: tuple[Box, ...] = ()
+    if heat is not None and kind == "NotOK":
+        boxes = _regions(heat, band, placement, input_size)
     return Verdict(
         kind,
         score,
         label="anomaly" if kind == "NotOK" else None,
         classes=("anomaly",) if kind == "NotOK" else (),
-        boxes=boxes if kind == "NotOK" else (),
-        anomaly_map=None if heat is None else heat.astype(np.float32),
+        boxes=boxes,
+        anomaly_map=None if heat is None else heat.astype(np.float32, copy=False),
     )
 
 
 def _regions(
-    heat: npt.NDArray[np.float64],
+    heat: npt.NDArray[np.floating[Any]],
     band: int,
     placement: Placement,
     input_size: tuple[int, int] | None,
@@ -307,7 +310,8 @@ def _regions(
     for i in range(1, count):
         x, y, w, h = (int(v) for v in stats[i, :4])
         xyxy = np.array([[x * sx, y * sy, (x + w) * sx, (y + h) * sy]])
-        peak = float(heat[labels == i].max())
+        inside = labels[y : y + h, x : x + w] == i  # within its bounding box, not the map
+        peak = float(heat[y : y + h, x : x + w][inside].max())
         found.append((placement.to_frame(xyxy)[0], peak))
     found.sort(key=lambda item: -item[1])
     return tuple(Box(*_corners(b), peak, 0, "anomaly") for b, peak in found)

@@ -1,14 +1,25 @@
 """The inspection pipeline of one `[[inspections]]` entry: trigger → frame → model → verdict.
 
-Two stages run at once, so the pipeline goes at the pace of the slower one, not their sum:
+Two stages run at once, each in its own thread, so the pipeline goes at the pace of the slower
+one, not their sum:
 
-- the producer waits for the trigger, reads and preprocesses a frame in a worker thread, and
-  puts it on a small bounded queue. With a live trigger (fps, PLC tag) a frame that finds the
-  queue full is dropped and counted: a late verdict is worth less than the next part's, and
-  nothing upstream may ever wait for vision. A replay (folder, video) waits for room instead.
-- the consumer runs the model in its own single-thread executor (the one thread boundary of
-  the agent), then hands the verdict on: an `Event` to `emit_event`, the image to the archive,
-  the value to the PLC when write-back is configured (every write audited as an event).
+- the producer waits for the trigger, then reads, decodes and preprocesses a frame in the
+  frame worker (one thread of its own: a shared pool would let other work queue in front of it),
+  and hands the prepared frame straight to the model worker. At most `queue_size` frames wait
+  for the model. With a live trigger (fps, PLC tag) a frame that finds them all taken is
+  dropped and counted: a late verdict is worth less than the next part's, and nothing upstream
+  may ever wait for vision. A replay (folder, video) waits for room instead.
+- the model worker (one thread, the agent's thread boundary for inference) runs the session
+  and the adapter on each prepared frame in turn. Frames are submitted to it directly, so it
+  starts the next one the moment the last is done, without waiting for the event loop; the
+  consumer collects verdicts in order on the loop and hands them on: an `Event` to
+  `emit_event`, the image to the archive, the value to the PLC when write-back is configured
+  (every write audited as an event). A slow archive or PLC write delays the hand-on, not the
+  model.
+
+Both workers spend their time in code that releases the GIL (libjpeg and OpenCV in the frame
+worker, onnxruntime in the model worker), so on two cores they really do run side by side;
+`overlapped` counts the frames whose decode ran while the model was busy with an earlier one.
 
 Failures are contained and counted: an unreadable frame, a camera gone (retried after a pause),
 a model missing or corrupt (retried every MODEL_RETRY seconds), an inference error.
@@ -45,6 +56,11 @@ log = logging.getLogger("lineside.vision")
 MODEL_RETRY = 30.0  # seconds between attempts to load a missing or corrupt model
 SOURCE_RETRY = 1.0  # pause after a frame source failed (camera gone, folder missing)
 IDLE_POLL = 0.2  # a watched folder or camera with nothing new: look again after this
+# OpenCV's own thread pool is turned off (process-wide): the pipeline gets its parallelism from
+# running decode and inference side by side, and on a 2-core box a parallel resize or blob in
+# the frame worker would take the core the model worker (and the PLC poller) is using, then
+# wait for its slowest slice. One thread per stage keeps each stage on one core.
+OPENCV_THREADS = 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +215,7 @@ class InspectorStats:
     triggers: int = 0
     frames: int = 0  # read and preprocessed
     dropped: int = 0  # triggered while the model was still busy with earlier frames
+    overlapped: int = 0  # frames decoded while the model worked on an earlier frame
     inspected: int = 0
     ok: int = 0
     not_ok: int = 0
@@ -226,6 +243,11 @@ class _Work:
     prepared: Prepared
     ts_ns: int
     started: float  # perf_counter when the frame was read
+    overlapped: bool  # the model was busy with an earlier frame while this one was decoded
+
+
+# A frame handed to the model worker, and its (verdict, inference ms) to come.
+_Pending = asyncio.Future[tuple[Verdict, float]]
 
 
 class Inspector:
@@ -269,7 +291,12 @@ class Inspector:
         self.model: Model | None = None
         self.stats = InspectorStats()
         self.latest: dict[str, Any] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the model worker
+        self._frames: ThreadPoolExecutor | None = None  # the frame worker
+        # Written by the model worker only, read by the frame worker: how many inferences have
+        # started and ended. Plain ints: each has one writer, and a stale read only undercounts.
+        self._model_started = 0
+        self._model_ended = 0
 
     # -- the two stages -------------------------------------------------------------------------
 
@@ -277,15 +304,24 @@ class Inspector:
         self.model = model = await self._load()
         # The source is opened once the model is known: JPEGs are decoded to fit its input.
         self.source = source = self.open_source(model)
+        cv2.setNumThreads(OPENCV_THREADS)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"inspect-{self.name}")
-        queue: asyncio.Queue[_Work | None] = asyncio.Queue(self.queue_size)
+        self._frames = ThreadPoolExecutor(1, thread_name_prefix=f"frames-{self.name}")
+        # Frames submitted to the model worker and not yet collected: queue_size waiting plus
+        # the one under inference, as an asyncio.Queue(queue_size) and a busy consumer would be.
+        slots = asyncio.Semaphore(self.queue_size + 1)
+        # Unbounded, but never holds more than the slots allow; None ends a replay.
+        pending: asyncio.Queue[tuple[_Work, _Pending] | None] = asyncio.Queue()
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._produce(queue, source, model), name=f"frames-{self.name}")
-                group.create_task(self._consume(queue, model), name=f"model-{self.name}")
+                group.create_task(
+                    self._produce(slots, pending, source, model), name=f"frames-{self.name}"
+                )
+                group.create_task(self._consume(slots, pending, model), name=f"model-{self.name}")
         finally:
             source.close()
-            # Do not wait for a frame under inference: cancellation must be prompt.
+            # Do not wait for a frame under decode or inference: cancellation must be prompt.
+            self._frames.shutdown(wait=False, cancel_futures=True)
             self._executor.shutdown(wait=False, cancel_futures=True)
             if self.write_back is not None and hasattr(self.write_back, "close"):
                 with contextlib.suppress(Exception):
@@ -306,25 +342,35 @@ class Inspector:
         self.stats.last_error = message
 
     def _grab(self, source: FrameSource, model: Model) -> _Work | None:
+        """The frame worker: read, decode and preprocess one frame."""
         started = time.perf_counter()
+        begun, ended = self._model_started, self._model_ended
         frame = source.read()
         if frame is None:
             return None
         ts_ns = self.clock.time_ns()
         prepared = model.prepare(frame.image, roi=self.roi, decode_scale=frame.decode_scale)
-        return _Work(frame, prepared, ts_ns, started)
+        # The model was busy during this decode if an inference was under way when it began or
+        # one began before it ended.
+        overlapped = begun > ended or self._model_started > begun
+        return _Work(frame, prepared, ts_ns, started, overlapped)
 
     async def _produce(
-        self, queue: asyncio.Queue[_Work | None], source: FrameSource, model: Model
+        self,
+        slots: asyncio.Semaphore,
+        pending: asyncio.Queue[tuple[_Work, _Pending] | None],
+        source: FrameSource,
+        model: Model,
     ) -> None:
+        loop = asyncio.get_running_loop()
         while not source.finished:
             await self.trigger.wait()
             self.stats.triggers += 1
-            if self.trigger.drops and queue.full():
+            if self.trigger.drops and slots.locked():
                 self.stats.dropped += 1  # do not even decode what cannot be inspected
                 continue
             try:
-                work = await asyncio.to_thread(self._grab, source, model)
+                work = await loop.run_in_executor(self._frames, self._grab, source, model)
             except SourceGone as exc:
                 self._fail("frame_errors", str(exc))
                 await self.clock.sleep_until(self.clock.monotonic() + self.source_retry)
@@ -337,34 +383,45 @@ class Inspector:
                     await self.clock.sleep_until(self.clock.monotonic() + self.idle_poll)
                 continue
             self.stats.frames += 1
-            if not self.trigger.drops:
-                await queue.put(work)
-                continue
-            try:
-                queue.put_nowait(work)
-            except asyncio.QueueFull:
+            self.stats.overlapped += work.overlapped
+            if self.trigger.drops and slots.locked():
                 self.stats.dropped += 1
-        await queue.put(None)  # the end of a replay: the consumer finishes and returns
+                continue
+            await slots.acquire()  # a replay waits here; a live trigger found a slot free
+            verdict = loop.run_in_executor(self._executor, self._predict, model, work)
+            pending.put_nowait((work, verdict))
+        await pending.put(None)  # the end of a replay: the consumer finishes and returns
 
-    async def _consume(self, queue: asyncio.Queue[_Work | None], model: Model) -> None:
-        loop = asyncio.get_running_loop()
+    async def _consume(
+        self,
+        slots: asyncio.Semaphore,
+        pending: asyncio.Queue[tuple[_Work, _Pending] | None],
+        model: Model,
+    ) -> None:
         while True:
-            work = await queue.get()
-            if work is None:
+            item = await pending.get()
+            if item is None:
                 return
-            begun = time.perf_counter()
+            work, future = item
             try:
-                verdict = await loop.run_in_executor(self._executor, self._predict, model, work)
+                verdict, inference_ms = await future
             except (LinesideError, ValueError, RuntimeError) as exc:
                 self._fail("inference_errors", f"{work.frame.name}: inference failed: {exc}")
                 continue
-            done = time.perf_counter()
-            await self._hand_on(
-                work, verdict, (done - work.started) * 1e3, (done - begun) * 1e3, model
-            )
+            finally:
+                slots.release()
+            latency_ms = (time.perf_counter() - work.started) * 1e3
+            await self._hand_on(work, verdict, latency_ms, inference_ms, model)
 
-    def _predict(self, model: Model, work: _Work) -> Verdict:
-        return model.predict(work.prepared, threshold=self.threshold, margin=self.margin)
+    def _predict(self, model: Model, work: _Work) -> tuple[Verdict, float]:
+        """The model worker: session and adapter, timed in this thread (queue wait excluded)."""
+        self._model_started += 1
+        begun = time.perf_counter()
+        try:
+            verdict = model.predict(work.prepared, threshold=self.threshold, margin=self.margin)
+        finally:
+            self._model_ended += 1
+        return verdict, (time.perf_counter() - begun) * 1e3
 
     async def _hand_on(
         self, work: _Work, verdict: Verdict, latency_ms: float, inference_ms: float, model: Model

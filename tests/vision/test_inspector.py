@@ -396,3 +396,72 @@ async def test_write_back_outside_the_allow_list_is_refused(tmp_path: Path, plan
     assert (inspector.stats.write_refused, inspector.stats.writes) == (1, 0)
     assert await read_coil(port, 6) is False
     assert [e.data["verdict"] for e in events if "audit" not in e.data] == ["NotOK"]
+
+
+async def test_decode_runs_while_the_model_is_busy(tmp_path: Path) -> None:
+    # A slow decode (a real 2400x2400 JPEG, decoded in full every read) and a slow model
+    # (chained matmuls): each frame's decode should find the model at work on an earlier frame.
+    model = graphs.heavy_model(tmp_path / "heavy.onnx", layers=20)
+    noise = np.random.default_rng(3).integers(0, 256, (2400, 2400, 3), np.uint8)
+    ok, encoded = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    count = 8
+
+    class SlowCamera:
+        name, live = "slow", False
+
+        def __init__(self) -> None:
+            self.read_count = 0
+
+        @property
+        def finished(self) -> bool:
+            return self.read_count >= count
+
+        def read(self) -> Frame:
+            self.read_count += 1
+            image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+            assert image is not None
+            corner = np.ascontiguousarray(image[:128, :128], dtype=np.uint8)
+            return Frame(corner, f"f{self.read_count}", 0)
+
+        def close(self) -> None:
+            pass
+
+    clock = FakeClock()
+    events: list[Event] = []
+    inspector = make_inspector(model, SlowCamera(), ReplayTrigger(), clock, events)
+    await asyncio.wait_for(inspector.run(), 60)
+    stats = inspector.statistics()
+    assert [e.data["source"] for e in events] == [f"f{i}" for i in range(1, count + 1)]
+    assert stats["frames"] == stats["inspected"] == count and stats["dropped"] == 0
+    # The first decode has nothing to overlap; nearly every later one should.
+    assert count // 2 <= stats["overlapped"] <= count - 1, stats
+
+
+async def test_a_serial_pipeline_would_show_no_overlap(tmp_path: Path) -> None:
+    # The counter's other side: one frame at a time (the model idle during every decode)
+    # counts nothing, so the test above can fail.
+    model = graphs.anomaly_model(tmp_path / "a.onnx")
+    clock = FakeClock()
+    events: list[Event] = []
+    value = [0.0]
+
+    class Camera:
+        name, live, finished = "cam", True, False
+
+        def read(self) -> Frame:
+            return Frame(part(False), "cam", clock.time_ns())
+
+        def close(self) -> None:
+            pass
+
+    inspector = make_inspector(
+        model, Camera(), TagTrigger(lambda: value[0], clock, poll=0.01), clock, events
+    )
+    async with running(inspector):
+        await until(lambda: clock.sleepers() == 1)
+        for step in (1.0, 0.0, 1.0, 0.0, 1.0):  # three rising edges, each inspected in full
+            value[0] = step
+            clock.advance(0.01)
+            await until(lambda: clock.sleepers() == 1 and inspector.stats.frames == len(events))
+    assert inspector.stats.inspected == 3 and inspector.stats.overlapped == 0

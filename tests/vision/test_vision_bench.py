@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks import vision as bench
+from benchmarks import vision as entry
+from vision import bench
 from vision.model import Model
 
 
@@ -46,7 +49,38 @@ def test_smoke_run_writes_every_case(tmp_path: Path, capsys: pytest.CaptureFixtu
         slower = min(case["decode"]["rate"], case["infer"]["rate"])
         assert case["ratio"] == pytest.approx(case["pipeline"]["rate"] / slower, rel=1e-2)
         assert case["meets_target"] == (case["ratio"] >= bench.TARGET_RATIO)
+        both = case["alongside"]
+        assert both["decode_rate"] > 0 and both["infer_rate"] > 0
+        slower_both = min(both["decode_rate"], both["infer_rate"])
+        assert case["ratio_alongside"] == pytest.approx(
+            case["pipeline"]["rate"] / slower_both, rel=1e-2
+        )
+    assert result["host"]["opencv_threads"] == 1
     assert "pipeline >= 90%" in capsys.readouterr().out
+
+
+def test_alongside_runs_both_loops_until_the_first_is_done(tmp_path: Path) -> None:
+    model = Model.load(bench.detect_model(tmp_path / "d.onnx", imgsz=160))
+    files = bench.write_frames(tmp_path / "f", (320, 240), 4)
+    both = bench.alongside(model, files, 8)
+    assert both.decode_rate > 0 and both.infer_rate > 0
+    assert both.slower == min(both.decode_rate, both.infer_rate)
+
+
+def test_the_benchmark_is_package_code() -> None:
+    # `lineside vision bench` from an installed package: nothing of benchmarks/ is imported.
+    code = "import sys; sys.modules['benchmarks'] = None; import vision.bench; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert Path(bench.__file__).resolve().parent / "models" == bench.BUNDLED
+    assert entry.RESULTS.parts[-3:] == ("benchmarks", "results", "vision.json")
+
+
+def test_no_json_without_an_out_file(tmp_path: Path) -> None:
+    model = bench.detect_model(tmp_path / "d.onnx", imgsz=160)
+    args = ["--model", str(model), "--frames", "2", "--threads", "1", "--sizes", "160x120"]
+    assert bench.main([*args, "--repeat", "1"]) == 0
+    assert list(tmp_path.glob("*.json")) == []
 
 
 def test_detect_shaped_model_is_read_as_ultralytics(tmp_path: Path) -> None:
@@ -59,6 +93,7 @@ def test_detect_shaped_model_is_read_as_ultralytics(tmp_path: Path) -> None:
 
 def test_bad_arguments(tmp_path: Path) -> None:
     assert bench.main(["--model", str(tmp_path / "none.onnx"), "--no-json"]) == 2
+    assert entry.main(["--model", str(tmp_path / "none.onnx"), "--no-json"]) == 2
     with pytest.raises(SystemExit):
         bench.main(["--frames", "1", "--no-json"])
 
