@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from agent import __version__
+from agent.histogram import HistogramSnapshot, from_statistics
 from agent.store.writer import LATENCY_BUCKETS_S
 from agent.web.state import REQUEST_ERROR_KINDS, StateBuilder, StoreFigures, finite
 
@@ -29,6 +30,14 @@ if TYPE_CHECKING:
     from agent.runtime import Agent
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def add_histogram(
+    family: HistogramMetricFamily, labels: list[str], histogram: HistogramSnapshot
+) -> None:
+    """One labelled histogram: cumulative `_bucket` lines, `_sum` and `_count`."""
+    buckets = [(le, float(n)) for le, n in histogram.cumulative()]
+    family.add_metric(labels, buckets, histogram.sum)
 
 
 class AgentCollector(Collector):
@@ -82,9 +91,14 @@ class AgentCollector(Collector):
             "Wall-clock time of the last poll that worked (Unix seconds).",
             labels=["source"],
         )
-        latency = GaugeMetricFamily(
+        latency = HistogramMetricFamily(
             "lineside_source_request_latency_seconds",
-            "Request round trip, quantile of the recent requests.",
+            "Request round trip of the requests that were answered, since start.",
+            labels=["source"],
+        )
+        recent = GaugeMetricFamily(
+            "lineside_source_request_latency_recent_seconds",
+            "Request round trip, quantile of the recent requests (Modbus).",
             labels=["source", "quantile"],
         )
         lateness = GaugeMetricFamily(
@@ -106,16 +120,19 @@ class AgentCollector(Collector):
             errors.add_metric([name, "disconnects"], link.disconnects)
             if link.last_good_ns:
                 last_good.add_metric([name], link.last_good_ns / 1e9)
+            histogram = from_statistics(stats, "latency")
+            if histogram is not None:
+                add_histogram(latency, [name], histogram)
             for quantile, key in (("0.5", "latency_p50_s"), ("0.99", "latency_p99_s")):
                 value = finite(stats.get(key))
                 if value is not None:
-                    latency.add_metric([name, quantile], value)
+                    recent.add_metric([name, quantile], value)
             for group, ticker in agent.schedules[name].statistics().items():
                 overruns.add_metric([name, group], ticker.overruns)
                 for quantile, late in (("0.5", ticker.lateness_p50), ("0.99", ticker.lateness_p99)):
                     if late is not None:
                         lateness.add_metric([name, group, quantile], late)
-        yield from (up, polls, requests, errors, overruns, last_good, latency, lateness)
+        yield from (up, polls, requests, errors, overruns, last_good, latency, recent, lateness)
 
     def _store(self, store: StoreFigures | None) -> Iterator[Metric]:
         writer = self.agent.writer.statistics()
@@ -151,16 +168,9 @@ class AgentCollector(Collector):
         commit = HistogramMetricFamily(
             "lineside_store_commit_latency_seconds", "Time one store transaction took."
         )
-        cumulative, buckets = 0, []
-        for bound, count in zip(
-            (*(f"{b:g}" for b in LATENCY_BUCKETS_S), "+Inf"),
-            writer.commit_latency_histogram,
-            strict=True,
-        ):
-            cumulative += count
-            buckets.append((bound, float(cumulative)))
-        # The writer keeps bucket counts only, not the sum of latencies: no _sum, no _count.
-        commit.add_metric([], buckets, None)
+        counts = writer.commit_latency_histogram
+        snapshot = HistogramSnapshot(LATENCY_BUCKETS_S, counts, writer.commit_latency_sum_s)
+        add_histogram(commit, [], snapshot)
         yield commit
 
     def _sinks(self, store: StoreFigures | None) -> Iterator[Metric]:
@@ -171,6 +181,12 @@ class AgentCollector(Collector):
         failures = CounterMetricFamily(
             "lineside_sink_failures", "Sends that failed.", labels=["sink"]
         )
+        dropped = CounterMetricFamily(
+            "lineside_sink_dropped_records",
+            "Telemetry records the store's bounds dropped before this sink acknowledged them.",
+            labels=["sink"],
+        )
+        lost = self.agent.writer.statistics().dropped_by_sink
         quarantined = GaugeMetricFamily(
             "lineside_sink_quarantined_records", "Records set aside as poisoned.", labels=["sink"]
         )
@@ -191,6 +207,7 @@ class AgentCollector(Collector):
             for stream, count in stats.sent.items():
                 sent.add_metric([name, stream], count)
             failures.add_metric([name], stats.failures)
+            dropped.add_metric([name], lost.get(name, 0))
             if store is None:
                 continue
             quarantined.add_metric([name], store.quarantined.get(name, 0))
@@ -199,29 +216,35 @@ class AgentCollector(Collector):
             for stream, seconds in store.oldest_unsent_age_s.get(name, {}).items():
                 if seconds is not None:
                     age.add_metric([name, stream], seconds)
-        yield from (up, sent, failures, quarantined, backlog, age)
+        yield from (up, sent, failures, dropped, quarantined, backlog, age)
 
     def _inspections(self) -> Iterator[Metric]:
-        view = self.state.cached_inspections()
-        if not view["available"]:
+        verdicts = self.state.verdicts
+        if verdicts is None or not verdicts.folders:
             return
-        latency = GaugeMetricFamily(
+        latency = HistogramMetricFamily(
             "lineside_inspection_latency_seconds",
-            "Latency of the latest verdict (frame to verdict).",
+            "Frame read to verdict, every verdict since start.",
             labels=["inspection"],
         )
-        verdict = GaugeMetricFamily(
+        for name, histogram in sorted(verdicts.latency.items()):
+            add_histogram(latency, [name], histogram.snapshot())
+        counted = CounterMetricFamily(
+            "lineside_inspection_verdicts",
+            "Verdicts since start, by kind (OK, NotOK, NotDecidable).",
+            labels=["inspection", "verdict"],
+        )
+        for (name, kind), n in sorted(verdicts.verdicts.items()):
+            counted.add_metric([name, kind], n)
+        latest = GaugeMetricFamily(
             "lineside_inspection_verdict",
             "1 for the latest verdict of each inspection.",
             labels=["inspection", "verdict"],
         )
-        for row in view["rows"]:
-            name = str(row.get("inspection") or "?")
-            if isinstance(row.get("latency_s"), int | float):
-                latency.add_metric([name], float(row["latency_s"]))
+        for row in self.state.cached_inspections()["rows"]:
             if row.get("verdict") is not None:
-                verdict.add_metric([name, str(row["verdict"])], 1.0)
-        yield from (latency, verdict)
+                latest.add_metric([str(row.get("inspection") or "?"), str(row["verdict"])], 1.0)
+        yield from (latency, counted, latest)
 
 
 def metrics_registry(agent: Agent, state: StateBuilder) -> CollectorRegistry:

@@ -8,8 +8,9 @@ event loop that polls the PLCs: the one query (the store's figures) runs in a wo
 
 Routes: `/` (the page) and its two static files, `/api/state` (JSON; `?machine=` picks the live
 values), `/api/events` (the same, pushed every second as server-sent events), `/metrics`
-(Prometheus text), `/healthz` (liveness: the process answers) and `/readyz` (200 or 503 with
-the reasons). When a token is configured, every route but `/healthz` asks for it.
+(Prometheus text), `/healthz` (liveness: the process answers), `/readyz` (200 or 503 with
+the reasons) and `/images/<inspection>/<file>` (a saved image of an inspected part, see
+images.py). When a token is configured, every route but `/healthz` asks for it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ import orjson
 
 from agent.web.config import WebError, WebSection
 from agent.web.health import not_ready
+from agent.web.images import PREFIX as IMAGES
+from agent.web.images import NoImage, read_image
 from agent.web.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.web.metrics import metrics_registry, render
 from agent.web.state import StateBuilder
+from agent.web.verdicts import VerdictLog
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -53,6 +57,9 @@ STATIC = {
 }
 ROUTES = frozenset({*STATIC, "/api/state", "/api/events", "/metrics", "/healthz", "/readyz"})
 OPEN_ROUTES = frozenset({"/healthz"})  # liveness probes carry no token
+# Saved images never change under their name (it starts with the time): the browser may keep
+# them, so the page's thumbnails are fetched once, not on every redraw.
+IMAGE_CACHE = "private, max-age=86400, immutable"
 
 # The page fetches nothing from elsewhere and runs no inline script.
 PAGE_POLICY = (
@@ -132,10 +139,11 @@ def response(
     extra: list[tuple[str, str]] | None = None,
     *,
     length: bool = True,
+    cache: str = "no-store",
 ) -> bytes:
     headers = [
         ("Content-Type", content_type),
-        ("Cache-Control", "no-store"),
+        ("Cache-Control", cache),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
         ("Connection", "close"),
@@ -172,7 +180,8 @@ class WebServer:
         self.agent = agent
         self.section = section
         self.token = token
-        self.state = StateBuilder(agent, refresh=EVENT_INTERVAL)
+        self.verdicts = VerdictLog.of(agent.inspectors)
+        self.state = StateBuilder(agent, refresh=EVENT_INTERVAL, verdicts=self.verdicts)
         self.registry = metrics_registry(agent, self.state)
         self.files = _static_files()
         self._server: asyncio.Server | None = None
@@ -220,6 +229,7 @@ class WebServer:
             await self.close()
 
     async def close(self) -> None:
+        self.verdicts.detach()
         if self._server is not None:
             self._server.close()
         for task in list(self._clients):
@@ -272,7 +282,7 @@ class WebServer:
         await self._route(request, writer)
 
     async def _route(self, request: Request, writer: asyncio.StreamWriter) -> None:
-        if request.path not in ROUTES:
+        if request.path not in ROUTES and not request.path.startswith(IMAGES):
             await self._send(writer, _error(HTTPStatus.NOT_FOUND, f"no such page: {request.path}"))
             return
         if request.method != "GET":
@@ -303,6 +313,8 @@ class WebServer:
             return response(HTTPStatus.OK, self.files[path], STATIC[path][1], headers)
         if path == "/healthz":
             return json_response(HTTPStatus.OK, {"status": "alive"}, extra)
+        if path.startswith(IMAGES):
+            return await self._image(path, extra)
         if path == "/api/state":
             state = await self.state.state(request.param("machine"))
             return json_response(HTTPStatus.OK, state, extra)
@@ -316,6 +328,14 @@ class WebServer:
                 HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "reasons": reasons}, extra
             )
         return json_response(HTTPStatus.OK, {"ready": True, "reasons": []}, extra)
+
+    async def _image(self, path: str, extra: list[tuple[str, str]]) -> bytes:
+        try:
+            data, content_type = await asyncio.to_thread(read_image, path, self.verdicts.folders)
+        except NoImage as exc:
+            log.debug("image refused: %s", exc)
+            return _error(HTTPStatus.NOT_FOUND, "no such image")
+        return response(HTTPStatus.OK, data, content_type, extra, cache=IMAGE_CACHE)
 
     async def _events(
         self, request: Request, writer: asyncio.StreamWriter, extra: list[tuple[str, str]]

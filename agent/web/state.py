@@ -21,6 +21,7 @@ from agent.store import STREAMS, Store
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
+    from agent.web.verdicts import VerdictLog
 
 # Source statistics that count failed requests, by kind (Modbus and OPC UA name them alike).
 REQUEST_ERROR_KINDS = ("timeouts", "exceptions", "malformed", "aborted")
@@ -93,9 +94,12 @@ class _Cache:
 
 
 class StateBuilder:
-    def __init__(self, agent: Agent, *, refresh: float = 1.0) -> None:
+    def __init__(
+        self, agent: Agent, *, refresh: float = 1.0, verdicts: VerdictLog | None = None
+    ) -> None:
         self.agent = agent
         self.refresh = refresh
+        self.verdicts = verdicts  # every verdict as emitted: the rejects and the histograms
         self._cache = _Cache()
         self._lock = asyncio.Lock()
         self._rates: dict[str, _Rate] = {}
@@ -193,6 +197,8 @@ class StateBuilder:
                     "oldest_unsent_age_s": max(ages) if ages else None,
                     "sent": sum(forwarder.stats.sent.values()),
                     "failures": forwarder.stats.failures,
+                    # telemetry the store's bounds dropped before this sink acknowledged it
+                    "dropped": writer.dropped_by_sink.get(name, 0),
                     "quarantined": store.quarantined.get(name, 0),
                     "last_error": forwarder.stats.last_error or None,
                 }
@@ -217,7 +223,10 @@ class StateBuilder:
                 "last_error": writer.last_error or store.error,
             },
             "oee": oee_view(_call(agent, "kpi_snapshot")),
-            "inspections": inspections_view(_call(agent, "inspections")),
+            "inspections": {
+                **inspections_view(_call(agent, "inspections")),
+                "rejects": list(self.verdicts.rejects) if self.verdicts is not None else [],
+            },
         }
 
 

@@ -44,6 +44,7 @@ import numpy.typing as npt
 from agent.clock import Clock, SystemClock
 from agent.duration import format_duration
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
+from agent.histogram import Histogram
 from agent.model import Quality, ReadingBatch
 from agent.tags import TagTable
 from connectors.modbus.client import ModbusTcpClient
@@ -150,17 +151,21 @@ class _Counters:
     )
     latency_count: int = 0
     latency_last: float = math.nan
+    # Every request since start, for /metrics (the ring above only keeps the recent ones).
+    latency_histogram: Histogram = field(default_factory=Histogram)
 
     def record_latency(self, seconds: float) -> None:
         self.latency[self.latency_count % _LATENCY_SAMPLES] = seconds
         self.latency_count += 1
         self.latency_last = seconds
+        self.latency_histogram.observe(seconds)
 
     def record_latencies(self, seconds: list[float]) -> None:
         """Several at once: one store into the ring (which they never wrap more than once)."""
         n = len(seconds)
         if n == 0:
             return
+        self.latency_histogram.observe_many(seconds)
         if n > _LATENCY_SAMPLES:
             seconds = seconds[-_LATENCY_SAMPLES:]
             n = _LATENCY_SAMPLES
@@ -285,6 +290,7 @@ class _ModbusSource:
             "connects": s.connects,
             "reconnects": max(s.connects - 1, 0),
             "string_tags": self._string_tags,
+            **s.latency_histogram.statistics("latency"),
         }
 
     # -- shared machinery ------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The status page in a real browser: Debian's headless Chromium, driven over the DevTools
 protocol on a pipe (`--remote-debugging-pipe`: no websocket library, no browser download),
-against a real agent polling the simulated demo plant.
+against a real agent polling the simulated demo plant, with the demo's camera inspection when
+the bundled model is present.
 
-Set LINESIDE_SCREENSHOT=docs/img/status-page.png to keep a screenshot of the page as tested.
+Set LINESIDE_SCREENSHOT=docs/img/status-page.png to keep a screenshot of the page as tested;
+it waits (up to LINESIDE_SCREENSHOT_WAIT seconds, default 120) for a reject's thumbnail first.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from agent.demo import bundled_model
 from tests.agent.web.running import running_agent
 
 CHROMIUM = "/usr/bin/chromium"
@@ -159,12 +162,29 @@ async def wait_for(tools: DevTools, session: str, expression: str) -> Any:
 
 VALUES = "Array.from(document.querySelectorAll('#values td.value')).map(c => c.textContent)"
 OEE_FIGURES = "Array.from(document.querySelectorAll('#oee [data-kpi=oee]')).map(t => t.textContent)"
+INSPECTIONS = (
+    "Array.from(document.querySelectorAll('#inspections tbody tr'))"
+    ".map(r => [r.cells[0].textContent, r.cells[2].textContent])"
+)
+# Every thumbnail shown, as [loaded, natural width]: a broken image has width 0.
+THUMBNAILS = (
+    "Array.from(document.querySelectorAll('#rejects img'))"
+    ".map(i => [i.complete, i.naturalWidth, i.getAttribute('src')])"
+)
 
 
 async def test_page_shows_live_values_and_oee_in_chromium(tmp_path: Path) -> None:
     binary = chromium_or_skip()
+    model = bundled_model()
     async with (
-        running_agent(tmp_path, plant="demo", speed=1.0, poll_interval="200ms") as run,
+        running_agent(
+            tmp_path,
+            plant="demo",
+            speed=1.0,
+            poll_interval="200ms",
+            camera_model=model,
+            camera_save="rejects" if model else None,
+        ) as run,
         chromium(binary, tmp_path / "profile") as tools,
     ):
         target = await tools.call("Target.createTarget", url="about:blank")
@@ -224,15 +244,32 @@ async def test_page_shows_live_values_and_oee_in_chromium(tmp_path: Path) -> Non
                 "!document.getElementById('oee-empty').hidden"
                 " && document.getElementById('oee-empty').textContent",
             )
+        inspections = []
+        if model is not None:
+            # the camera judges a part on every stroke: a verdict shows within a few
+            inspections = await wait_for(
+                tools,
+                session,
+                f"{INSPECTIONS}.some(r => r[1] !== 'waiting') && {INSPECTIONS}",
+            )
         if shot := os.environ.get("LINESIDE_SCREENSHOT"):
             await tools.call("Page.navigate", session, url=run.url)  # back to the first machine
             await wait_for(tools, session, f"{VALUES}.filter(v => v !== '–').length")
+            if model is not None:  # a reject's thumbnail in the picture (one part in twenty)
+                wait = float(os.environ.get("LINESIDE_SCREENSHOT_WAIT", "120"))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        while not await evaluate(  # noqa: ASYNC110
+                            tools, session, f"{THUMBNAILS}.some(t => t[0] && t[1] > 0)"
+                        ):
+                            await asyncio.sleep(0.5)
             await asyncio.sleep(1.5)  # a couple of pushes, so the rates are measured
             image = await tools.call(
                 "Page.captureScreenshot", session, format="png", captureBeyondViewport=True
             )
             await asyncio.to_thread(Path(shot).write_bytes, base64.b64decode(image["data"]))
         await asyncio.sleep(0.3)  # let late console messages arrive
+        thumbnails = await evaluate(tools, session, THUMBNAILS)
         errors = [
             e
             for e in tools.events
@@ -250,6 +287,12 @@ async def test_page_shows_live_values_and_oee_in_chromium(tmp_path: Path) -> Non
         assert any(f.endswith("%") for f in oee), oee
     else:
         assert no_kpi == "no KPI configured"
+    if model is not None:
+        assert inspections and inspections[0][0] == "press1-surface", inspections
+        assert inspections[0][1] in ("OK", "NotOK", "NotDecidable"), inspections
+    # a reject seen so far shows its saved image, loaded (the route served a real JPEG)
+    assert all(loaded and width > 0 for loaded, width, _ in thumbnails), thumbnails
+    assert all(src.startswith("images/press1-surface/") for _, _, src in thumbnails), thumbnails
 
 
 def test_skips_only_outside_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,11 +59,12 @@ function drawSinks(sinks, store) {
   const rows = sinks.map((s) => [
     cell(s.name), cell(s.endpoint, "muted"), cell(s.state, `state ${s.state}`),
     cell(num(s.backlog), "num"), cell(age(s.oldest_unsent_age_s), "num"),
-    cell(num(s.sent), "num"), cell(num(s.quarantined), "num"), cell(s.last_error || "", "error"),
+    cell(num(s.sent), "num"), cell(num(s.dropped), s.dropped ? "num error" : "num"),
+    cell(num(s.quarantined), "num"), cell(s.last_error || "", "error"),
   ]);
   if (!rows.length) {
     const none = el("td", "no sink configured: readings stay in the store", "muted");
-    none.colSpan = 8;
+    none.colSpan = 9;
     rows.push([none]);
   }
   fill($("sinks").tBodies[0], rows);
@@ -156,6 +157,38 @@ function drawInspections(view) {
     cell(r.label || ""), cell(num(r.score, 3), "num"), cell(ms(r.latency_s), "num"),
     cell(r.model || "", "muted"),
   ]));
+  drawRejects(view.rejects || []);
+}
+
+// The latest NotOK parts with a thumbnail of the saved image. Redrawn only when the list
+// changes, so the images are not fetched again every second.
+let shownRejects = "";
+function drawRejects(rejects) {
+  const key = rejects.map((r) => `${r.inspection}/${r.ts_ns}`).join();
+  if (key === shownRejects) return;
+  shownRejects = key;
+  $("rejects-title").hidden = !rejects.length;
+  $("rejects").replaceChildren(...rejects.map((r) => {
+    const item = el("li");
+    if (r.image_url) {
+      const img = el("img");
+      img.src = r.image_url;
+      img.alt = `reject ${r.source || ""}`;
+      img.loading = "lazy";
+      img.width = 96;
+      img.height = 96;
+      const link = el("a");
+      link.href = r.image_url;
+      link.append(img);
+      item.append(link);
+    } else {
+      item.append(el("div", "no image", "noimage muted"));
+    }
+    const when = new Date(r.ts_ns / 1e6).toLocaleTimeString();
+    item.append(el("div", `${r.inspection} · ${when}`),
+      el("div", `${r.label || "NotOK"} ${num(r.score, 3)}`, "muted"));
+    return item;
+  }));
 }
 
 function draw(state) {
@@ -185,12 +218,7 @@ $("machine").addEventListener("change", (event) => {
   url.searchParams.set("machine", machine);
   url.searchParams.delete("token"); // the cookie carries it from here on
   history.replaceState(null, "", url);
-  if (new URLSearchParams(location.search).has("token")) {
-  const url = new URL(location.href);
-  url.searchParams.delete("token"); // keep it out of the history; the cookie carries it now
-  history.replaceState(null, "", url);
-}
-listen();
+  listen();
 });
 
 if (new URLSearchParams(location.search).has("token")) {

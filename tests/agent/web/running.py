@@ -43,12 +43,25 @@ async def running_agent(
     web: str = "port = 0",
     more: str = "",
     poll_interval: str = "100ms",
+    camera_model: str | None = None,
+    camera_save: str | None = None,
 ) -> AsyncIterator[Running]:
-    """`more` is TOML added to the plant's config (sinks ...); `web` the body of `[web]`."""
+    """`more` is TOML added to the plant's config (sinks ...); `web` the body of `[web]`.
+
+    With `camera_model` the first press gets the demo's simulated camera; with `camera_save`
+    (a folder) it keeps the images of its rejects there.
+    """
     spec = load_plant(plant).with_ephemeral_ports()
     async with Plant(spec, ScaledClock(speed), opcua=False, rtu=False) as sim:
         path = tmp_path / "lineside.toml"
-        text = plant_config(plant_machines(sim.endpoints()), poll_interval=poll_interval)
+        text = plant_config(
+            plant_machines(sim.endpoints()), poll_interval=poll_interval, camera_model=camera_model
+        )
+        if camera_save is not None:
+            # The camera's [[inspections]] table comes last: a key added at the end is its own.
+            headers = [line for line in text.splitlines() if line.startswith("[")]
+            assert headers and headers[-1] == "[[inspections]]", headers[-3:]
+            text += f'save = {{ dir = "{camera_save}", good_sample = 0.0 }}\n'
         path.write_text(f"{text}\n{more}\n[web]\n{web}\n", encoding="utf-8")
         agent = Agent(load_config(path))
         server = await agent.start_web()

@@ -70,7 +70,7 @@ async def test_state_has_sources_store_values_and_rates(tmp_path: Path) -> None:
     assert state["oee"]["available"] is (has_kpi and bool(state["oee"]["rows"]))
     if not has_kpi:
         assert state["oee"]["rows"] == []
-    assert state["inspections"] == {"available": False, "rows": []}  # none configured
+    assert state["inspections"] == {"available": False, "rows": [], "rejects": []}  # none
 
 
 async def test_events_push_the_state_every_second(tmp_path: Path) -> None:
@@ -101,6 +101,7 @@ async def test_metrics_parse_and_count(tmp_path: Path) -> None:
     ):
         await until(lambda: run.agent.writer.statistics().commits > 2)
         answer = await client.get("/metrics")
+        sinks = (await client.get("/api/state")).json()["sinks"]
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
     got = samples(answer.text)
@@ -117,7 +118,17 @@ async def test_metrics_parse_and_count(tmp_path: Path) -> None:
     commits = got["lineside_store_commit_latency_seconds_bucket", (("le", "+Inf"),)]
     assert commits > 2
     assert got["lineside_store_commit_latency_seconds_bucket", (("le", "0.001"),)] <= commits
-    assert ("lineside_source_request_latency_seconds", (("quantile", "0.5"), *src)) in got
+    assert got["lineside_store_commit_latency_seconds_count", ()] == commits
+    assert 0 < got["lineside_store_commit_latency_seconds_sum", ()] < commits  # < 1 s each
+    # request latency: a real histogram per source, one observation per answered request
+    answered = got["lineside_source_request_latency_seconds_count", src]
+    assert answered == got["lineside_source_request_latency_seconds_bucket", (("le", "+Inf"), *src)]
+    assert 0 < answered <= got["lineside_source_requests_total", src]
+    assert 0 < got["lineside_source_request_latency_seconds_sum", src] < answered  # < 1 s each
+    local = got["lineside_source_request_latency_seconds_bucket", (("le", "0.1"), *src)]
+    assert local >= got["lineside_source_request_latency_seconds_bucket", (("le", "0.001"), *src)]
+    assert local > 0.9 * answered  # a simulated PLC on this machine answers within 100 ms
+    assert ("lineside_source_request_latency_recent_seconds", (("quantile", "0.5"), *src)) in got
     mes = (("sink", "mes"),)
     assert got["lineside_sink_up", mes] == 0.0  # nothing listens on port 9
     assert got["lineside_sink_backlog_records", (("sink", "mes"), ("stream", "telemetry"))] > 0
@@ -126,6 +137,8 @@ async def test_metrics_parse_and_count(tmp_path: Path) -> None:
         >= 0
     )
     assert got["lineside_sink_quarantined_records", mes] == 0
+    assert got["lineside_sink_dropped_records_total", mes] == 0  # nothing dropped: room enough
+    assert [(s["name"], s["dropped"]) for s in sinks] == [("mes", 0)]
     assert got["lineside_store_dropped_readings_total", ()] == 0
 
 
