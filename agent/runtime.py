@@ -137,6 +137,9 @@ class Agent:
         if any(m.kpi is not None for m in config.machines):
             self.kpi = KpiEngine(config, ids)
         self.web: WebServer | None = None  # the status page, once bound (agent/web/)
+        # Live views that want every event as it happens (the page's verdict log); called after
+        # the store and the KPI engine have it, and never allowed to cost the agent an event.
+        self.event_listeners: list[Callable[[Event], None]] = []
         # Vision is imported only when the config has inspections (onnxruntime, OpenCV).
         self.inspectors: list[Inspector] = self._inspectors() if config.inspections else []
 
@@ -236,6 +239,11 @@ class Agent:
         if self.kpi is not None:  # inspection verdicts count into quality where configured
             for kpi_event in self.kpi.on_event(event):
                 self.writer.submit_event(kpi_event)
+        for listener in self.event_listeners:
+            try:
+                listener(event)
+            except Exception:  # a live view's bug must not stop acquisition
+                log.exception("an event listener failed")
 
     async def run(self, stop: asyncio.Event | None = None, duration: float | None = None) -> None:
         """Poll until `stop` is set (or `duration` seconds passed), then drain and close."""

@@ -181,6 +181,7 @@ class WebServer:
         self.section = section
         self.token = token
         self.verdicts = VerdictLog.of(agent.inspectors)
+        agent.event_listeners.append(self.verdicts.record)
         self.state = StateBuilder(agent, refresh=EVENT_INTERVAL, verdicts=self.verdicts)
         self.registry = metrics_registry(agent, self.state)
         self.files = _static_files()
@@ -229,7 +230,8 @@ class WebServer:
             await self.close()
 
     async def close(self) -> None:
-        self.verdicts.detach()
+        with contextlib.suppress(ValueError):  # closed twice
+            self.agent.event_listeners.remove(self.verdicts.record)
         if self._server is not None:
             self._server.close()
         for task in list(self._clients):

@@ -2,8 +2,8 @@
 inspection and the latest rejects (NotOK) with the image the archive saved of each.
 
 An inspector keeps only its latest verdict, and the store's copies may be gone (forwarded and
-deleted) before anyone looks, so `VerdictLog` sees every verdict as it is emitted: `attach`
-puts it in front of each inspector's `emit_event`, which then goes on to the agent unchanged.
+deleted) before anyone looks, so `VerdictLog` sees every verdict as it is emitted: the web
+server adds its `record` to `Agent.event_listeners`, called after the store has the event.
 `record` is the whole logic and takes a plain `Event`, so it is tested without a model.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -48,7 +48,6 @@ class VerdictLog:
         self.latency: dict[str, Histogram] = {name: Histogram() for name in self.folders}
         self.verdicts: dict[tuple[str, str], int] = {}  # (inspection, verdict) -> count
         self.rejects: deque[dict[str, Any]] = deque(maxlen=keep)  # newest first
-        self._attached: list[tuple[Inspector, Callable[[Event], None]]] = []
 
     def record(self, event: Event) -> None:
         """Count one emitted event if it is a verdict (not a write-back audit, not a KPI)."""
@@ -75,30 +74,9 @@ class VerdictLog:
             }
         )
 
-    def attach(self, inspectors: Iterable[Inspector]) -> None:
-        for inspector in inspectors:
-            forward = inspector.emit_event
-
-            def tap(event: Event, forward: Callable[[Event], None] = forward) -> None:
-                forward(event)  # the agent first: the page must never cost a verdict
-                try:
-                    self.record(event)
-                except Exception:  # a surprise in an event's data: counted by nobody, logged
-                    log.exception("the status page could not count a verdict")
-
-            self._attached.append((inspector, forward))
-            inspector.emit_event = tap
-
-    def detach(self) -> None:
-        for inspector, forward in self._attached:
-            inspector.emit_event = forward
-        self._attached.clear()
-
     @classmethod
     def of(cls, inspectors: Iterable[Inspector]) -> VerdictLog:
-        """A log of these inspectors' verdicts (attached)."""
-        chosen = list(inspectors)
-        folders = {i.name: i.archive.folder if i.archive is not None else None for i in chosen}
-        verdicts = cls(folders)
-        verdicts.attach(chosen)
-        return verdicts
+        """An empty log for these inspectors' verdicts (fed by `Agent.event_listeners`)."""
+        return cls(
+            {i.name: i.archive.folder if i.archive is not None else None for i in inspectors}
+        )

@@ -60,27 +60,16 @@ def test_an_image_link_only_for_a_file_the_route_serves(tmp_path: Path) -> None:
     assert image_url("surface", str(folder / "1.jpg"), None) is None
 
 
-class Emitting:
-    """What VerdictLog needs of an inspector: a name, an archive and `emit_event`."""
+def test_of_names_each_inspection_and_its_image_folder(tmp_path: Path) -> None:
+    class Archive:
+        folder = tmp_path
 
-    def __init__(self, sink: list[Event]) -> None:
-        self.name = "surface"
-        self.archive = None
-        self.emit_event = sink.append
+    class Saving:
+        name, archive = "surface", Archive()
 
+    class NotSaving:
+        name, archive = "edges", None
 
-def test_attach_taps_and_detach_restores() -> None:
-    got: list[Event] = []
-    inspector = Emitting(got)
-    original = inspector.emit_event
-    log = VerdictLog.of([inspector])  # type: ignore[list-item]
-    inspector.emit_event(verdict("surface", "NotOK", 1.0))
-    assert len(got) == 1 and log.verdicts == {("surface", "NotOK"): 1}
-    broken = Event(EventKind.INSPECTION, 1, None, {"verdict": object(), "latency_ms": "x"})
-    broken.data["inspection"] = object()
-    inspector.emit_event(broken)  # odd data: passed on, the tap does not raise
-    assert len(got) == 2
-    log.detach()
-    assert inspector.emit_event == original
-    inspector.emit_event(verdict("surface", "NotOK", 1.0))
-    assert log.verdicts[("surface", "NotOK")] == 1
+    log = VerdictLog.of([Saving(), NotSaving()])  # type: ignore[list-item]
+    assert log.folders == {"surface": tmp_path, "edges": None}
+    assert log.verdicts == {}
