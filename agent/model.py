@@ -118,6 +118,9 @@ class EventKind(StrEnum):
     KPI = "kpi"  # a closed or live KPI window
     CONNECTION = "connection"  # a source or sink connected, lost, restored
     GAP = "gap"  # records dropped from the store, by sequence range
+    # A write lineside made to a PLC (a verdict write-back), refused or failed ones too. Last, so
+    # the kinds before it keep their place (Sparkplug numbers its event aliases in this order).
+    AUDIT = "audit"
 
 
 @dataclass(frozen=True, slots=True)

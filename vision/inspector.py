@@ -205,9 +205,11 @@ class ImageArchive:
 
 
 class WriteBack(Protocol):
-    target: str
-
-    async def write(self, verdict: str) -> int: ...
+    async def write(
+        self, verdict: str, *, inspection: str, verdict_ts_ns: int, ts_ns: int
+    ) -> Event:
+        """Write the verdict; the `EventKind.AUDIT` event of the attempt, whatever its result."""
+        ...
 
 
 @dataclass(slots=True)
@@ -451,23 +453,16 @@ class Inspector:
 
     async def _write(self, verdict: str, ts_ns: int) -> None:
         assert self.write_back is not None
-        audit: dict[str, Any] = {
-            "inspection": self.name,
-            "audit": "write_back",
-            "target": self.write_back.target,
-            "verdict": verdict,
-        }
-        try:
-            audit["value"] = await self.write_back.write(verdict)
-        except LinesideError as exc:
-            refused = type(exc).__name__ == "WriteRefused"
-            self._fail("write_refused" if refused else "write_errors", str(exc))
-            audit["result"] = "refused" if refused else "failed"
-            audit["error"] = str(exc)
-        else:
+        audit = await self.write_back.write(
+            verdict, inspection=self.name, verdict_ts_ns=ts_ns, ts_ns=self.clock.time_ns()
+        )
+        result = audit.data["result"]
+        if result == "ok":
             self.stats.writes += 1
-            audit["result"] = "written"
-        self.emit_event(Event(EventKind.INSPECTION, ts_ns, self.machine, audit))
+        else:
+            counter = "write_refused" if result == "refused" else "write_errors"
+            self._fail(counter, str(audit.data.get("error")))
+        self.emit_event(audit)  # refused and failed writes are audited too
 
     def statistics(self) -> dict[str, Any]:
         figures = asdict(self.stats)

@@ -4,6 +4,10 @@ lineside is read-only towards PLCs except for addresses on the config's `write_a
 check is made here, at the moment of writing, not only when the config is loaded, so no code
 path can write elsewhere. Framing follows standards.md §5: MBAP header, function 05 (write
 single coil, FF00 = on) or 06 (write single register); the answer echoes the request.
+
+Every attempt is audited here too, for the same reason: `write` does not raise for a write that
+was refused or failed, it returns the `EventKind.AUDIT` event saying who wrote what where and
+how it went, so a caller cannot write without getting the record to store.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import asyncio
 import contextlib
 import struct
 from collections.abc import Collection
+from typing import Any, Literal
 
 from agent.errors import ConnectError, DeviceError, LinesideError, ProtocolError, RequestTimeout
+from agent.model import Event, EventKind
 from connectors.modbus.address import ModbusAddress, Table
 from connectors.modbus.client import exception_message
 from vision.adapters import VERDICT_CODES
@@ -21,6 +27,8 @@ from vision.adapters import VERDICT_CODES
 _REQUEST = struct.Struct(">HHHBBHH")  # MBAP (tid, protocol 0, length 6, unit) + fc, address, value
 WRITE_SINGLE_COIL = 0x05
 WRITE_SINGLE_REGISTER = 0x06
+
+WriteResult = Literal["ok", "refused", "failed"]
 
 
 class WriteRefused(LinesideError):
@@ -44,6 +52,38 @@ def write_request(tid: int, unit_id: int, address: ModbusAddress, value: int) ->
             tid, 0, 6, unit_id, WRITE_SINGLE_REGISTER, address.offset, value & 0xFFFF
         )
     raise ValueError(f"{address} cannot be written (coils and holding registers only)")
+
+
+def audit_event(
+    ts_ns: int,
+    *,
+    inspection: str,
+    machine: str,
+    address: ModbusAddress,
+    verdict: str,
+    verdict_ts_ns: int,
+    value: int,
+    result: WriteResult,
+    error: str | None = None,
+) -> Event:
+    """The audit record of one write to a PLC: who (`who` names the kind of writer, the key of
+    that name says which one), what (machine, address, value, and the verdict behind it) and
+    how it went (`result`, with `error` unless ok). `ts_ns` is when the write was attempted;
+    `verdict_ts_ns` finds the verdict's own event."""
+    data: dict[str, Any] = {
+        "who": "inspection",
+        "inspection": inspection,
+        "machine": machine,
+        "address": str(address),
+        "target": f"{machine}:{address}",
+        "value": value,
+        "verdict": verdict,
+        "verdict_ts_ns": verdict_ts_ns,
+        "result": result,
+    }
+    if error is not None:
+        data["error"] = error
+    return Event(EventKind.AUDIT, ts_ns, machine, data)
 
 
 class ModbusWriteBack:
@@ -72,11 +112,37 @@ class ModbusWriteBack:
         self._tid = 0
         self._lock = asyncio.Lock()
 
-    async def write(self, verdict: str) -> int:
-        """Write the verdict's value; returns it. Raises WriteRefused or a ConnectorError."""
+    async def write(
+        self, verdict: str, *, inspection: str, verdict_ts_ns: int, ts_ns: int
+    ) -> Event:
+        """Write the verdict's value for `inspection`; the audit event of the attempt, made at
+        `ts_ns`. A refused write or a failed one (timeout, connection, device exception) is
+        not raised: its audit says `refused` or `failed` and why."""
+        value = verdict_value(self.address, verdict)
+        result: WriteResult = "ok"
+        error: str | None = None
+        try:
+            await self._write(value)
+        except WriteRefused as exc:
+            result, error = "refused", str(exc)
+        except LinesideError as exc:
+            result, error = "failed", str(exc)
+        return audit_event(
+            ts_ns,
+            inspection=inspection,
+            machine=self.machine,
+            address=self.address,
+            verdict=verdict,
+            verdict_ts_ns=verdict_ts_ns,
+            value=value,
+            result=result,
+            error=error,
+        )
+
+    async def _write(self, value: int) -> None:
+        """Raises WriteRefused or a ConnectorError."""
         if self.target not in self.allow:
             raise WriteRefused(f"write to {self.target} refused: not on the write_allow list")
-        value = verdict_value(self.address, verdict)
         async with self._lock:
             try:
                 await asyncio.wait_for(self._exchange(value), self.timeout)
@@ -88,7 +154,6 @@ class ModbusWriteBack:
             except OSError as exc:
                 await self.close()
                 raise ConnectError(f"write to {self.target}: {exc.strerror or exc}") from None
-        return value
 
     async def _exchange(self, value: int) -> None:
         if self._streams is None:

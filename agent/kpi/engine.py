@@ -353,8 +353,10 @@ class KpiEngine:
         inspection; any other event is ignored. The events of the windows it closed or revised.
         """
         data = event.data
+        # Write-back audits are EventKind.AUDIT; stores written before that kind existed hold
+        # them as inspection events marked "audit", and they repeat a verdict counted once.
         if event.kind is not EventKind.INSPECTION or "audit" in data:
-            return []  # write-back audits repeat the verdict: it is counted once
+            return []
         index = self._by_inspection.get(str(data.get("inspection")))
         code = VERDICT_CODES.get(str(data.get("verdict")))
         if index is None or code is None:
@@ -378,6 +380,11 @@ class KpiEngine:
         m.log.add(t, VERDICT, code, Quality.GOOD, unique=False)
         self._recompute(m, t)
         return self._take()
+
+    @property
+    def inspections(self) -> tuple[str, ...]:
+        """The inspections whose verdicts are a machine's quality (`on_event` takes theirs)."""
+        return tuple(self._by_inspection)
 
     def tick(self, now_ns: int) -> list[Event]:
         """Close the windows of machines that stopped reporting: their time moves on to

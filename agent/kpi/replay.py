@@ -6,6 +6,11 @@ fresh `KpiEngine` built from the same config therefore gives the windows the liv
 computed, whether or not the agent runs now and whether or not it stored KPI events then (it may
 have been stopped before a shift closed, or run with another config).
 
+A machine whose quality comes from an inspection (`[machines.kpi] inspection`) needs that
+inspection's verdicts too: they are stored as events, and the replay merges them with the
+readings by time in the same pass (`_feed`), each verdict going in just before the first record
+that begins after it, as it reached the live engine a little after the readings of its instant.
+
 The replay starts `lead` before the first window asked for: the engine needs the machine's
 state and the counters' last values from before the window (a counter's first reading only sets
 its baseline), and report-by-exception stores an unchanged value once per heartbeat, which is
@@ -94,6 +99,7 @@ class ReplayResult:
     records: int = 0  # telemetry records read
     readings: int = 0  # readings the engine took (its KPI tags)
     missing: list[str] = field(default_factory=list)  # machines with no figures in the period
+    verdicts: int = 0  # stored inspection verdicts replayed (machines with inspection quality)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,11 +249,13 @@ def _tag_ids(conn: sqlite3.Connection, config: Config) -> dict[str, int]:
 def _records(
     conn: sqlite3.Connection, start_ns: int, end_ns: int
 ) -> tuple[int, Iterator[tuple[Any, ...]]]:
-    """How many telemetry records begin in [start, end), and the records in storage order."""
+    """How many telemetry records begin in [start, end), and the records in storage order:
+    `decode_batch`'s arguments, then the record's first timestamp."""
     where = "FROM telemetry INDEXED BY telemetry_ts WHERE ts_first_ns >= ? AND ts_first_ns < ?"
     (count,) = conn.execute(f"SELECT count(*) {where}", (start_ns, end_ns)).fetchone()
     cursor = conn.execute(
-        f"SELECT source, n, tag_ids, vals, quality, ts {where} ORDER BY seq", (start_ns, end_ns)
+        f"SELECT source, n, tag_ids, vals, quality, ts, ts_first_ns {where} ORDER BY seq",
+        (start_ns, end_ns),
     )
 
     def rows() -> Iterator[tuple[Any, ...]]:
@@ -255,6 +263,30 @@ def _records(
             yield from chunk
 
     return int(count), rows()
+
+
+def _verdicts(
+    conn: sqlite3.Connection, inspections: Sequence[str], start_ns: int, end_ns: int
+) -> Iterator[Event]:
+    """The stored verdicts of `inspections` in [start, end), by time (then storage order), as
+    the events `KpiEngine.on_event` takes. Only the fields it reads are taken out of the JSON,
+    by SQLite: a verdict's boxes and classes stay in the store. Audits that older stores hold
+    as inspection events (`"audit"` in the data) repeat a verdict and are left out."""
+    if not inspections:
+        return
+    marks = ", ".join("?" * len(inspections))
+    cursor = conn.execute(
+        "SELECT ts_ns, machine, json_extract(data, '$.inspection'), "
+        "json_extract(data, '$.verdict') FROM events INDEXED BY events_ts "
+        "WHERE ts_ns >= ? AND ts_ns < ? AND kind = ? "
+        f"AND json_extract(data, '$.inspection') IN ({marks}) "
+        "AND json_extract(data, '$.audit') IS NULL ORDER BY ts_ns, seq",
+        (start_ns, end_ns, EventKind.INSPECTION.value, *inspections),
+    )
+    while chunk := cursor.fetchmany(FETCH):
+        for ts_ns, machine, inspection, verdict in chunk:
+            data = {"inspection": inspection, "verdict": verdict}
+            yield Event(EventKind.INSPECTION, int(ts_ns), machine, data)
 
 
 def replay(
@@ -282,7 +314,7 @@ def replay(
     conn = _connect(where)
     try:
         engine = KpiEngine(config, _tag_ids(conn, config))
-        events, done = _feed(engine, conn, start, end, progress)
+        events, done, verdicts = _feed(engine, conn, start, end, progress)
     except sqlite3.Error as exc:
         raise StoreError(f"{where}: cannot read the store: {exc}") from exc
     finally:
@@ -305,6 +337,7 @@ def replay(
         records=done,
         readings=engine.statistics()["readings"],
         missing=[m for m in kpi_machines if m not in seen or m in silent],
+        verdicts=verdicts,
     )
 
 
@@ -314,20 +347,38 @@ def _feed(
     start_ns: int,
     end_ns: int,
     progress: Progress | None,
-) -> tuple[list[Event], int]:
-    """Every stored reading of [start, end) through `engine`, in storage order: its events and
-    how many records were read."""
+) -> tuple[list[Event], int, int]:
+    """Every stored reading of [start, end) through `engine`, in storage order, and the stored
+    verdicts of its inspections merged in by time: its events, how many records were read and
+    how many verdicts.
+
+    One pass over both, each in its own order: a verdict goes in before the first record that
+    begins after it (readings of the same instant first). Records from several sources are not
+    strictly in time order, so a verdict may still find the machine's time past it; the engine
+    takes such a verdict as it took it live (straight into its window while that is open, else
+    as late data), so the counts do not depend on where exactly it is merged."""
     events: list[Event] = []
     total, records = _records(conn, start_ns, end_ns)
-    done = 0
+    verdicts = _verdicts(conn, engine.inspections, start_ns, end_ns)
+    due = next(verdicts, None)
+    done = taken = 0
     for record in records:
-        events += engine.on_batch(decode_batch(record[0], int(record[1]), *record[2:]))
+        first = int(record[6])
+        while due is not None and due.ts_ns < first:
+            events += engine.on_event(due)
+            taken += 1
+            due = next(verdicts, None)
+        events += engine.on_batch(decode_batch(record[0], int(record[1]), *record[2:6]))
         done += 1
         if progress is not None and (done % FETCH == 0 or done == total):
             progress(done, total)
+    while due is not None:  # verdicts after the last record
+        events += engine.on_event(due)
+        taken += 1
+        due = next(verdicts, None)
     if progress is not None and total == 0:
         progress(0, 0)
-    return events, done
+    return events, done, taken
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +396,7 @@ class Resumed:
     records: int = 0  # telemetry records read
     held: int = 0  # KPI events the replay closed again that the store already holds
     last_seen_ns: int | None = None  # the last stored reading: the agent saw nothing after it
+    verdicts: int = 0  # stored inspection verdicts replayed
 
 
 def open_since(config: Config, now_ns: int) -> int:
@@ -366,8 +418,10 @@ def resume(
     `now_ns` go on from what the last run saw instead of starting again as unknown time.
 
     The stored readings from `lead` before the earliest open window (at most a day and the
-    lead) go through the engine, in storage order; the time after the last of them, until the
-    next reading, is unknown (`KpiEngine.outage`): the agent was not running. KPI events the
+    lead) go through the engine, in storage order, with the stored verdicts of the inspections
+    that are a machine's quality merged in by time (`_feed`): so verdicts before the restart
+    still count. The time after the last reading, until the next one, is unknown
+    (`KpiEngine.outage`): the agent was not running. KPI events the
     replay gives again are left out when the store holds their window at that revision or a
     later one (the engine numbers its revisions on from the stored ones); windows that began
     before the earliest open window are left out too (the replay saw only their end). What is
@@ -378,7 +432,7 @@ def resume(
     where = data_dir if data_dir is not None else config.agent.data_dir
     conn = _connect(where)
     try:
-        events, done = _feed(engine, conn, start, now_ns + 1, progress)
+        events, done, verdicts = _feed(engine, conn, start, now_ns + 1, progress)
         (last,) = conn.execute(
             "SELECT max(ts_last_ns) FROM telemetry INDEXED BY telemetry_ts "
             "WHERE ts_first_ns >= ? AND ts_first_ns <= ?",
@@ -403,7 +457,8 @@ def resume(
             again += 1
             continue
         fresh.append(e)
-    return Resumed(fresh, since, done, again, int(last) if last is not None else None)
+    last_seen = int(last) if last is not None else None
+    return Resumed(fresh, since, done, again, last_seen, verdicts)
 
 
 def _held(conn: sqlite3.Connection, start_ns: int) -> dict[HeldKey, int]:

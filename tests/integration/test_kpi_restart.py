@@ -6,6 +6,9 @@ stores must equal what an engine that never stopped computes from the same store
 replay of `lineside oee`), except for the agent's real downtime: from the last reading before
 the stop to the first one after the restart, which is unknown time instead of the last state
 carried on. KPI windows the first run stored are not stored again.
+
+A press whose quality is a camera's verdicts keeps, after a restart, the verdicts of the first
+run: the replay merges the stored verdicts with the readings.
 """
 
 from __future__ import annotations
@@ -83,8 +86,8 @@ def first_kpi_reading_after(store: Store, config: Config, after_ns: int) -> int:
 
 
 def wall_s(sim: ScaledClock, until_s: float) -> float:
-    """Wall-clock seconds until the simulated time `until_s` (the plant runs at SPEED)."""
-    return max(0.0, (until_s - float(sim.now())) / SPEED)
+    """Wall-clock seconds until the simulated time `until_s` (at the plant's speed)."""
+    return max(0.0, (until_s - float(sim.now())) / float(sim.speed))
 
 
 async def run_until(agent: Agent, sim: ScaledClock, until_s: float) -> None:
@@ -173,3 +176,62 @@ async def test_a_restart_mid_shift_loses_only_the_downtime(
     # Without the rebuild the 90 minutes before the restart would be unknown.
     assert got["unknown_s"] < downtime_s + 300
     assert got["total"] > 0 and restarted["kpis"]["oee"] is not None
+
+
+CAMERA_SPEED = 20.0  # a stroke (2.5 s) every 125 ms, part_present polled every 10 ms
+CAMERA_RUN_S = 60.0  # simulated seconds each run inspects parts
+CAMERA_START = datetime(2026, 11, 23, 7, 10, tzinfo=ZONE)  # in shift A, inside one hour
+
+
+def verdict_tally(store: Store) -> tuple[int, int, int]:
+    values = []
+    after = 0
+    while events := store.read_events(after, 1000):
+        after = events[-1].seq or after
+        values += [e.data["verdict"] for e in events if e.kind is EventKind.INSPECTION]
+    return values.count("OK"), values.count("NotOK"), values.count("NotDecidable")
+
+
+@pytest.mark.timeout(120)
+async def test_camera_verdicts_before_and_after_a_restart_both_count(tmp_path: Path) -> None:
+    """A press whose quality is a camera's verdicts (the real model on the simulated camera):
+    after a restart its open windows hold the verdicts of both runs, read back from the store."""
+    from tests.vision import onnx_graphs as graphs
+
+    model = graphs.anomaly_model(tmp_path / "surface.onnx")
+    spec = PlantSpec(
+        name="camera-restart", machines=(MachineSpec(name="press1", kind="press", seed=21),),
+        ephemeral=True,
+    )  # fmt: skip
+    sim = ScaledClock(CAMERA_SPEED)
+    async with Plant(spec, sim, opcua=False, rtu=False, tick_interval=0.004) as plant:
+        text = plant_config(
+            plant_machines(plant.endpoints()),
+            data_dir=str(tmp_path / "data"),
+            camera_model=str(model),
+            camera_poll="10ms",
+        )
+        text = re.sub(r"\[calendar\].*?(?=# Forward)", CALENDAR, text, flags=re.S)
+        # A threshold that passes most parts, so both verdicts occur (test_inspection_quality).
+        text = text.replace("threads = 1", "threads = 1\nthreshold = 0.65")
+        path = tmp_path / "lineside.toml"
+        path.write_text(text, encoding="utf-8")
+        config = load_config(path)
+        assert config.machines[0].kpi is not None
+        assert config.machines[0].kpi.inspection == "press1-surface"
+        clock = SimulatedWallClock(sim)
+        clock.epoch_ns = int(CAMERA_START.timestamp()) * NS - round(sim.now() * 1e9)
+        await run_until(Agent(config, clock=clock), sim, sim.now() + CAMERA_RUN_S)
+        with Store(config.agent.data_dir) as store:
+            first = verdict_tally(store)
+        await asyncio.sleep(wall_s(sim, sim.now() + 5))  # five simulated seconds down
+        restarted = Agent(config, clock=clock)
+        await run_until(restarted, sim, sim.now() + CAMERA_RUN_S)
+        now_ns = clock.time_ns()
+    with Store(config.agent.data_dir) as store:
+        both = verdict_tally(store)
+    assert sum(first[:2]) > 10 and sum(both[:2]) - sum(first[:2]) > 10, (first, both)
+    assert restarted.kpi is not None
+    for kind in ("hour", "shift"):
+        c = restarted.kpi.snapshot(now_ns, kind=kind)["machines"]["press1"]["components"]
+        assert (c["good"], c["reject"], c["not_decidable"]) == both, kind

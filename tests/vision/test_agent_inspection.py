@@ -59,8 +59,7 @@ model = "broken.onnx"
         coil = plant.units["press1"].image.coils[7]
     with Store(tmp_path / "data") as store:
         events = store.read_events(0, 1000)
-    verdicts = [e.data for e in events if e.kind is EventKind.INSPECTION and "verdict" in e.data]
-    verdicts = [v for v in verdicts if "audit" not in v]
+    verdicts = [e.data for e in events if e.kind is EventKind.INSPECTION]
     assert [(v["source"], v["verdict"]) for v in verdicts] == [
         ("part00.jpg", "OK"),
         ("part01.jpg", "NotOK"),
@@ -69,14 +68,16 @@ model = "broken.onnx"
         ("part04.jpg", "NotOK"),
     ]
     assert all(v["model"] == "surface.onnx" for v in verdicts)
-    audits = [e.data for e in events if e.data.get("audit") == "write_back"]
-    assert [(a["result"], a["value"]) for a in audits] == [
-        ("written", 0),
-        ("written", 1),
-        ("written", 0),
-        ("written", 0),
-        ("written", 1),
+    # Every write to the PLC is audited in the store, in its own kind, right after its verdict.
+    audits = [e.data for e in events if e.kind is EventKind.AUDIT]
+    assert [(a["result"], a["target"], a["value"]) for a in audits] == [
+        ("ok", "press1:co:7", 0),
+        ("ok", "press1:co:7", 1),
+        ("ok", "press1:co:7", 0),
+        ("ok", "press1:co:7", 0),
+        ("ok", "press1:co:7", 1),
     ]
+    assert [a["verdict"] for a in audits] == [v["verdict"] for v in verdicts]
     assert coil == 1 and port > 0  # the last part was a reject
     assert len(list((tmp_path / "rejects").iterdir())) == 2
     figures = agent.statistics()

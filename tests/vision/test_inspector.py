@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import math
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -349,19 +350,26 @@ async def test_write_back_to_the_plant_is_audited(tmp_path: Path, plant: Plant) 
         await asyncio.wait_for(inspector.run(), 10)
         seen.append(await read_coil(port, 5))  # read back by an independent client
         writes += inspector.stats.writes
-    audits = [e.data for e in events if e.data.get("audit") == "write_back"]
-    assert audits == [
+    # Each verdict, then the audit of its write: its own kind, pointing back at the verdict.
+    assert [e.kind for e in events] == [EventKind.INSPECTION, EventKind.AUDIT] * 2
+    verdicts, audits = events[0::2], events[1::2]
+    assert [a.data for a in audits] == [
         {
+            "who": "inspection",
             "inspection": "surface",
-            "audit": "write_back",
+            "machine": "press1",
+            "address": "co:5",
             "target": "press1:co:5",
-            "verdict": verdict,
             "value": value,
-            "result": "written",
+            "verdict": verdict,
+            "verdict_ts_ns": v.ts_ns,
+            "result": "ok",
         }
-        for verdict, value in (("NotOK", 1), ("OK", 0))
+        for v, (verdict, value) in zip(verdicts, (("NotOK", 1), ("OK", 0)), strict=True)
     ]
-    assert [e.kind for e in events] == [EventKind.INSPECTION] * 4
+    assert all(a.machine == "press1" for a in audits)
+    assert [v.data["verdict"] for v in verdicts] == ["NotOK", "OK"]
+    assert all("audit" not in v.data for v in verdicts)
     assert seen == [True, False]
     assert writes == 2
 
@@ -390,12 +398,64 @@ async def test_write_back_outside_the_allow_list_is_refused(tmp_path: Path, plan
         write_back=write_back,
     )
     await asyncio.wait_for(inspector.run(), 10)
-    (audit,) = [e.data for e in events if e.data.get("audit")]
+    (audit,) = [e.data for e in events if e.kind is EventKind.AUDIT]
     assert audit["result"] == "refused"
     assert audit["error"] == "write to press1:co:6 refused: not on the write_allow list"
+    assert (audit["target"], audit["value"], audit["verdict"]) == ("press1:co:6", 1, "NotOK")
     assert (inspector.stats.write_refused, inspector.stats.writes) == (1, 0)
+    assert inspector.stats.last_error == audit["error"]
     assert await read_coil(port, 6) is False
-    assert [e.data["verdict"] for e in events if "audit" not in e.data] == ["NotOK"]
+    assert [e.data["verdict"] for e in events if e.kind is EventKind.INSPECTION] == ["NotOK"]
+
+
+async def test_a_failed_write_back_is_audited_with_its_reason(tmp_path: Path, plant: Plant) -> None:
+    endpoint = plant.endpoints()[0]
+    port = int(endpoint.modbus_tcp.rsplit(":", 1)[1])
+    # A port nobody listens on (bound, then closed): the connection is refused.
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    allow = ["press1:co:5", "press1:hr:60000"]
+    gone = ModbusWriteBack(
+        "press1", parse_address("co:5"), host="127.0.0.1", port=closed_port, unit_id=1, allow=allow
+    )
+    refused_by_plc = ModbusWriteBack(
+        "press1",
+        parse_address("hr:60000"),  # beyond the press's registers: a Modbus exception
+        host="127.0.0.1",
+        port=port,
+        unit_id=endpoint.unit_id,
+        allow=allow,
+    )
+    audits = [
+        await w.write("NotOK", inspection="surface", verdict_ts_ns=5, ts_ns=7)
+        for w in (gone, refused_by_plc)
+    ]
+    await refused_by_plc.close()
+    assert [a.kind for a in audits] == [EventKind.AUDIT] * 2
+    assert [(a.ts_ns, a.data["verdict_ts_ns"]) for a in audits] == [(7, 5)] * 2
+    assert [a.data["result"] for a in audits] == ["failed", "failed"]
+    assert audits[0].data["error"].startswith("write to press1:co:5: ")
+    assert audits[1].data["error"].startswith("write to press1:hr:60000: ")
+    assert "address" in audits[1].data["error"].lower()
+    assert audits[1].data["value"] == 2  # NotOK's code in a register
+    # Through an inspection: counted as a write error, the audit stored like a verdict.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    write_jpeg(folder / "p1.jpg", part(False))
+    events: list[Event] = []
+    inspector = make_inspector(
+        graphs.anomaly_model(tmp_path / "a.onnx"),
+        FolderSource(folder),
+        ReplayTrigger(),
+        FakeClock(),
+        events,
+        write_back=gone,
+    )
+    await asyncio.wait_for(inspector.run(), 10)
+    assert [e.kind for e in events] == [EventKind.INSPECTION, EventKind.AUDIT]
+    assert events[1].data["result"] == "failed" and events[1].data["value"] == 0
+    assert (inspector.stats.write_errors, inspector.stats.writes) == (1, 0)
 
 
 async def test_decode_runs_while_the_model_is_busy(tmp_path: Path) -> None:

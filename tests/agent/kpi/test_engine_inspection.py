@@ -132,7 +132,9 @@ def test_other_events_and_unknown_verdicts_are_ignored(tmp_path: Path) -> None:
     t = at("06:10")
     ignored = [
         verdict(t, "NotOK", name="other"),  # an inspection the kpi does not name
-        verdict(t, "NotOK", audit="write_back", result="written"),  # the write-back's audit
+        # The write-back's audit, and as stores written before the audit kind hold it.
+        Event(EventKind.AUDIT, t, "press1", {"inspection": "surface", "verdict": "NotOK"}),
+        verdict(t, "NotOK", audit="write_back", result="written"),
         verdict(t, "Maybe"),
         verdict(t, "NotOK", machine="press2"),
         Event(EventKind.ALARM, t, "press1", {"inspection": "surface", "verdict": "NotOK"}),
