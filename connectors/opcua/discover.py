@@ -1,6 +1,11 @@
 """Finding what an OPC UA server serves: its variables, as a tag list a config can load.
 
-`lineside discover opcua URL` browses level by level from a root node (Objects by default) to
+`lineside discover opcua URL` connects anonymously with policy None (`discover`);
+`lineside discover opcua -c CONFIG --source NAME` connects as the agent connects for that
+source (`discover_source`, through `session.open_session`: its endpoint, security policy and
+mode, certificate, key passphrase, trust folder and login), so a server that offers only secure
+endpoints can be browsed, and every refusal reads as the agent's. Then either browses level by
+level from a root node (Objects by default) to
 a depth, many nodes per Browse request (continuation points followed), through hierarchical
 references, never into properties (EngineeringUnits, EURange: metadata, not tags) and never
 twice into the same node. Standard nodes (namespace 0) below the Objects folder, the Server
@@ -15,7 +20,8 @@ those with a fixed length (`array_length`, flattened to `name[i]`). Text, byte s
 structures, arrays of unknown length and unreadable variables are counted and left out.
 The browse path, the OPC UA data type and the access level go into the description.
 
-`browse` and `describe` are the I/O; `tag_rows`, `tag_name`, `to_csv` and `to_toml` are pure.
+`browse` and `describe` are the I/O; `pick_source`, `tag_rows`, `tag_name`, `to_csv` and
+`to_toml` are pure.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
 from asyncua.ua.uaerrors import UaError
 
-from connectors.opcua.session import read_limits, translate
+from agent.config import SourceModel
+from connectors.opcua.config import OpcUaSourceConfig
+from connectors.opcua.session import close_session, open_session, read_limits, translate
 
 DEFAULT_DEPTH = 5
 MAX_DEPTH = 50
@@ -98,6 +106,7 @@ class Discovery:
     variables: tuple[Variable, ...]
     nodes_browsed: int
     requests: int
+    security: str = "None"  # "Basic256Sha256/SignAndEncrypt" when browsed through a source
 
 
 async def discover(
@@ -114,7 +123,7 @@ async def discover(
     """
     root_id = parse_node_id(root)
     check_depth(depth)
-    report = progress or (lambda what, done, total: None)
+    report = progress or _silent
     report(f"connecting to {endpoint}", 0, None)
     client = Client(endpoint, timeout=time_limit)
     client.name = client.description = "lineside discover"
@@ -127,6 +136,46 @@ async def discover(
     except (TimeoutError, OSError, UaError, ConnectionError, ValueError) as exc:
         client.disconnect_socket()
         raise translate(exc, f"cannot connect to {endpoint}") from None
+    return await _explore(client, endpoint, "None", root_id, depth, time_limit, report)
+
+
+async def discover_source(
+    source: OpcUaSourceConfig,
+    *,
+    root: str = "i=85",
+    depth: int = DEFAULT_DEPTH,
+    progress: Progress | None = None,
+) -> Discovery:
+    """Connect as the agent does for `source`, browse and describe; ConnectError if refused.
+
+    The session is the agent's (`open_session`): the same security checks, trust folder and
+    login, and the same one-line refusals; nothing falls back to policy None. The source's
+    `timeout` bounds the connect and each request.
+    """
+    root_id = parse_node_id(root)
+    check_depth(depth)
+    report = progress or _silent
+    report(f"connecting to {source.endpoint} as source {source.name}", 0, None)
+    # A connection lost mid-browse fails the next request, and that error is the one reported.
+    client = await open_session(source, lambda why: None)
+    security = (
+        f"{source.security_policy}/{source.security_mode}"
+        if source.security_policy != "None"
+        else "None"
+    )
+    return await _explore(client, source.endpoint, security, root_id, depth, source.timeout, report)
+
+
+async def _explore(
+    client: Client,
+    endpoint: str,
+    security: str,
+    root_id: ua.NodeId,
+    depth: int,
+    time_limit: float,
+    report: Progress,
+) -> Discovery:
+    """Browse and describe through a connected `client`, then close its session."""
     try:
         browsed, requests = await browse(client, root_id, depth, time_limit, report)
         limits = await read_limits(client, time_limit)
@@ -136,11 +185,7 @@ async def discover(
     except (TimeoutError, OSError, UaError, ConnectionError) as exc:
         raise translate(exc, f"browsing {endpoint}") from None
     finally:
-        try:
-            async with asyncio.timeout(time_limit):
-                await client.disconnect()
-        except (TimeoutError, OSError, UaError, ConnectionError):
-            client.disconnect_socket()
+        await close_session(client, time_limit, [])
     return Discovery(
         endpoint,
         root_id.to_string(),
@@ -148,7 +193,24 @@ async def discover(
         tuple(variables),
         len(browsed.nodes),
         requests + reads + 1,
+        security,
     )
+
+
+def _silent(what: str, done: int, total: int | None) -> None:
+    pass
+
+
+def pick_source(sources: Sequence[SourceModel], name: str) -> OpcUaSourceConfig:
+    """The OPC UA source called `name` among a config's sources; ValueError naming the choices."""
+    names = [s.name for s in sources if isinstance(s, OpcUaSourceConfig)]
+    choices = f"its OPC UA sources: {', '.join(names)}" if names else "it has no OPC UA source"
+    for s in sources:
+        if s.name == name:
+            if isinstance(s, OpcUaSourceConfig):
+                return s
+            raise ValueError(f"--source {name}: a {s.type} source, not OPC UA; {choices}")
+    raise ValueError(f"--source: no source named {name!r}; {choices}")
 
 
 def parse_node_id(text: str) -> ua.NodeId:
@@ -399,8 +461,9 @@ def summary(result: Discovery, rows: int, left_out: Counter[str]) -> str:
     """One line: how much was found, written and left out (and why)."""
     why = ", ".join(f"{n} {reason}" for reason, n in sorted(left_out.items()))
     tail = f"; left out: {why}" if why else ""
+    secured = f" ({result.security})" if result.security != "None" else ""
     return (
-        f"{result.endpoint}: {len(result.variables)} variables under {result.root} "
+        f"{result.endpoint}{secured}: {len(result.variables)} variables under {result.root} "
         f"(depth {result.depth}, {result.nodes_browsed} nodes, {result.requests} requests); "
         f"{rows} tags{tail}"
     )

@@ -229,6 +229,200 @@ async def test_bad_discover_arguments_exit_2(args: list[str], message: str) -> N
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+# -- discover opcua through a source's security -----------------------------------------------
+
+UA_PASSWORD = "Disc-cli-pw-7310-never-shown"
+
+
+@dataclass(frozen=True)
+class Pki:
+    dir: Path
+    cert: Path
+    key: Path  # encrypted with KEY_PASSPHRASE
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    from connectors.opcua import certs
+
+    root = tmp_path_factory.mktemp("pki")
+    made = certs.create(root / "own", "urn:lineside:test:cli", passphrase=KEY_PASSPHRASE)
+    return Pki(root, made.certificate, made.private_key)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def secured(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
+    """Basic256Sha256 SignAndEncrypt only: no None endpoint, no anonymous login."""
+    server = SimOpcUaServer(
+        [Machine("press1", PROFILE)],
+        security="sign_and_encrypt",
+        cert_dir=pki.dir / "server",
+        users={"operator": UA_PASSWORD},
+    )
+    async with server:
+        yield server
+
+
+def secure_config(folder: Path, server: SimOpcUaServer, pki: Pki, tags: str, trust: bool) -> Path:
+    """A config whose source `ua` reaches `server` as the agent would: certificate, key, login."""
+    (folder / "kp").write_text(KEY_PASSPHRASE)
+    (folder / "trusted").mkdir(exist_ok=True)
+    if trust:  # the plant engineer copied the server's certificate into the trust folder
+        assert server.server_certificate is not None
+        (folder / "trusted" / "server.der").write_bytes(server.server_certificate.read_bytes())
+    extra = (
+        "security_policy = 'Basic256Sha256'\nsecurity_mode = 'SignAndEncrypt'\n"
+        f"certificate = '{pki.cert}'\nprivate_key = '{pki.key}'\n"
+        "private_key_password_file = 'kp'\ntrust_dir = 'trusted'\n"
+        "username = 'operator'\npassword_env = 'UA_PASSWORD'\nmode = 'poll'\n" + tags
+    )
+    config = folder / "lineside.toml"
+    config.write_text(
+        HEAD
+        + source(server.endpoint, extra)
+        + "[[sources]]\nname = 'plc'\ntype = 'modbus_tcp'\nhost = '127.0.0.1'\n"
+        "[[sources.units]]\nunit_id = 1\nmachine = 'press1'\n"
+        "[[sources.units.tags]]\nname = 'state'\naddress = 'hr:0'\n"
+    )
+    return config
+
+
+# Until its tags are discovered a source declares one: the server's clock (CurrentTime).
+CLOCK = "[[sources.tags]]\nname = 'clock'\nnode_id = 'i=2258'\n"
+
+
+@module_loop
+async def test_discover_through_a_secure_source_writes_tags_the_agent_then_reads(
+    secured: SimOpcUaServer, pki: Pki, tmp_path: Path
+) -> None:
+    config = secure_config(tmp_path, secured, pki, CLOCK, trust=True)
+    env = {"UA_PASSWORD": UA_PASSWORD}
+    code, out, err = await lineside("discover", "opcua", secured.endpoint, env=env)
+    assert code == 1  # anonymous, policy None: this server offers neither
+    outputs = [out + err]
+    code, out, err = await lineside(
+        "discover",
+        "opcua",
+        "-c",
+        str(config),
+        "--source",
+        "ua",
+        "-o",
+        "tags.csv",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert code == 0, err
+    outputs.append(out + err)
+    assert out.startswith(f"{secured.endpoint} (Basic256Sha256/SignAndEncrypt): 3 variables")
+    assert "2 tags; left out: 1 type String" in out
+    csv_text = (tmp_path / "tags.csv").read_text()
+    outputs.append(csv_text)
+
+    # The tag list replaces the placeholder: the config loads, and the agent reads through it.
+    config = secure_config(tmp_path, secured, pki, "tags_file = 'tags.csv'\n", trust=True)
+    (src, _) = load_config(config).sources
+    ns = secured.namespace_index
+    assert [(t.name, t.node_id) for t in src.tags] == [  # type: ignore[attr-defined]
+        ("press1_count", f"ns={ns};s=press1.count"),
+        ("press1_power", f"ns={ns};s=press1.power"),
+    ]
+    code, out, err = await lineside(
+        "read", "-c", str(config), "--tag", "*press1_*", "--json", env=env
+    )
+    assert code == 0, err
+    outputs.append(out + err)
+    readings = {r["path"].rsplit("/", 1)[-1]: r["value"] for r in json.loads(out)["readings"]}
+    assert readings == {"press1_count": 7, "press1_power": 1.25}
+
+    code, out, err = await lineside(
+        "discover", "opcua", "-c", str(config), "--source", "ua", "--json", env=env
+    )
+    assert code == 0, err
+    outputs.append(out + err)
+    report = json.loads(out)
+    assert (report["source"], report["security"]) == ("ua", "Basic256Sha256/SignAndEncrypt")
+    for text in outputs:
+        assert UA_PASSWORD not in text and KEY_PASSPHRASE not in text
+
+
+@module_loop
+async def test_discover_refuses_an_untrusted_server_like_the_agent(
+    secured: SimOpcUaServer, pki: Pki, tmp_path: Path
+) -> None:
+    config = secure_config(tmp_path, secured, pki, CLOCK, trust=False)
+    env = {"UA_PASSWORD": UA_PASSWORD}
+    code, out, err = await lineside(
+        "discover", "opcua", "-c", str(config), "--source", "ua", env=env
+    )
+    assert (code, out) == (1, "")
+    (line,) = err.strip().splitlines()
+    assert line.startswith("lineside: server certificate not trusted: urn:lineside:sim:server, ")
+    assert f"put it in {tmp_path / 'trusted'}" in line
+    assert not any((tmp_path / "trusted").iterdir())  # never trusted behind the user's back
+
+    # A wrong password: the agent's refusal, and the password nowhere in what is shown.
+    config = secure_config(tmp_path, secured, pki, CLOCK, trust=True)
+    wrong = "Wrong-cli-pw-4040-never-shown"
+    code, out, err = await lineside(
+        "discover", "opcua", "-c", str(config), "--source", "ua", env={"UA_PASSWORD": wrong}
+    )
+    assert (code, out) == (1, "")
+    assert err.strip() == (
+        f"lineside: ua ({secured.endpoint}): the server refused user operator "
+        "(BadUserAccessDenied): wrong user name or password?"
+    )
+    assert wrong not in err and KEY_PASSPHRASE not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "nope"], "--source: no source named 'nope'; its OPC UA sources: ua"),
+        (
+            ["--source", "plc"],
+            "--source plc: a modbus_tcp source, not OPC UA; its OPC UA sources: ua",
+        ),
+        (["--source", "ua", "host:4840"], 'expected an endpoint like "opc.tcp://host:4840"'),
+    ],
+)
+@module_loop
+async def test_bad_source_arguments_exit_2(
+    args: list[str], message: str, pki: Pki, tmp_path: Path
+) -> None:
+    config = tmp_path / "lineside.toml"
+    config.write_text(
+        HEAD
+        + source("opc.tcp://127.0.0.1:4840", CLOCK)
+        + "[[sources]]\nname = 'plc'\ntype = 'modbus_tcp'\nhost = '127.0.0.1'\n"
+        "[[sources.units]]\nunit_id = 1\nmachine = 'press1'\n"
+        "[[sources.units.tags]]\nname = 'state'\naddress = 'hr:0'\n"
+    )
+    code, out, err = await lineside("discover", "opcua", "-c", str(config), *args)
+    assert (code, out) == (2, "")
+    (line,) = err.strip().splitlines()
+    assert message in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["opcua", "--source", "ua"], "--config and --source go together"),
+        (["opcua", "-c", "lineside.toml"], "--config and --source go together"),
+        (["opcua"], 'give an endpoint ("opc.tcp://host:4840") or -c CONFIG --source NAME'),
+        (["opcua", "-c", "/no/such.toml", "--source", "ua"], "/no/such.toml: file not found"),
+        (["modbus"], "discover modbus needs a target"),
+        (["modbus", "h", "-c", "x.toml"], "--config and --source are for discover opcua"),
+    ],
+)
+@module_loop
+async def test_source_options_misused_exit_2(args: list[str], message: str) -> None:
+    code, out, err = await lineside("discover", *args)
+    assert (code, out) == (2, "")
+    (line,) = err.strip().splitlines()
+    assert message in line
+
+
 # -- secrets stay secret --------------------------------------------------------------------
 
 

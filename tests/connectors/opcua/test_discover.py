@@ -8,14 +8,19 @@ import tomllib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from asyncua import ua
 
+from agent.config import load_config
 from agent.errors import ConnectError, RequestTimeout
+from connectors.opcua import certs
 from connectors.opcua import discover as d
-from connectors.opcua.config import OpcUaTag
+from connectors.opcua.config import OpcUaSourceConfig, OpcUaTag
+from connectors.opcua.trust import UntrustedCertificate
 from firmware_sim.opcua_server import SimOpcUaServer
 from firmware_sim.profile import Profile, profile_from_toml
 
@@ -124,8 +129,8 @@ def test_bad_root_is_refused(bad: str) -> None:
 
 
 def test_root_names_and_depth_bounds() -> None:
-    assert d.parse_node_id("Objects") == ua.NodeId(85)
-    assert d.parse_node_id("i=2253") == ua.NodeId(2253)
+    assert d.parse_node_id("Objects") == ua.NodeId(ua.Int32(85))
+    assert d.parse_node_id("i=2253") == ua.NodeId(ua.Int32(2253))
     for bad in (0, d.MAX_DEPTH + 1):
         with pytest.raises(ValueError, match="--depth"):
             d.check_depth(bad)
@@ -144,7 +149,7 @@ def test_tag_name(path: tuple[str, ...], name: str) -> None:
 
 
 def test_variable_from_attributes() -> None:
-    v = d.variable_from("ns=2;s=a", ("a",), ua.NodeId(11), 3, 1, [4])
+    v = d.variable_from("ns=2;s=a", ("a",), ua.NodeId(ua.Int32(11)), 3, 1, [4])
     assert (v.data_type, v.readable, v.writable, v.array_length, v.access) == (
         "Double",
         True,
@@ -152,16 +157,18 @@ def test_variable_from_attributes() -> None:
         4,
         "read/write",
     )
-    unreadable = d.variable_from("ns=2;s=b", ("b",), ua.NodeId(6), 2, -1, None)
+    unreadable = d.variable_from("ns=2;s=b", ("b",), ua.NodeId(ua.Int32(6)), 2, -1, None)
     assert d.why_left_out(unreadable) == "not readable"
-    custom = d.variable_from("ns=2;s=c", ("c",), ua.NodeId(3001, 2), 1, -1, None)
+    custom = d.variable_from(
+        "ns=2;s=c", ("c",), ua.NodeId(ua.Int32(3001), ua.Int16(2)), 1, -1, None
+    )
     assert d.why_left_out(custom) == "type ns=2;i=3001"
 
 
 def test_rows_keep_names_unique_and_arrays_declared() -> None:
-    a = d.variable_from("ns=2;s=a.b", ("a", "b"), ua.NodeId(6), 1, -1, None)
-    b = d.variable_from("ns=2;s=a_b", ("a_b",), ua.NodeId(6), 1, -1, None)
-    arr = d.variable_from("ns=2;s=arr", ("arr",), ua.NodeId(10), 1, 1, [3])
+    a = d.variable_from("ns=2;s=a.b", ("a", "b"), ua.NodeId(ua.Int32(6)), 1, -1, None)
+    b = d.variable_from("ns=2;s=a_b", ("a_b",), ua.NodeId(ua.Int32(6)), 1, -1, None)
+    arr = d.variable_from("ns=2;s=arr", ("arr",), ua.NodeId(ua.Int32(10)), 1, 1, [3])
     rows, left_out = d.tag_rows([a, b, arr])
     assert [r["name"] for r in rows] == ["a_b", "a_b_2", "arr"]
     assert rows[2]["array_length"] == "3" and rows[2]["type"] == "float32"
@@ -169,9 +176,146 @@ def test_rows_keep_names_unique_and_arrays_declared() -> None:
 
 
 def test_toml_output_parses_to_the_same_rows() -> None:
-    v = d.variable_from('ns=2;s=q"uote\\d', ("q",), ua.NodeId(1), 1, -1, None)
+    v = d.variable_from('ns=2;s=q"uote\\d', ("q",), ua.NodeId(ua.Int32(1)), 1, -1, None)
     rows, _ = d.tag_rows([v])
     text = d.to_toml(rows, "heading\nsecond line")
     assert text.startswith("# heading\n# second line\n")
     (tag,) = tomllib.loads(text)["sources"]["tags"]
     assert tag == {k: v for k, v in rows[0].items() if v}
+
+
+# -- through a source's security (the agent's session) --------------------------------------
+
+USER, PASSWORD = "operator", "Disc-pw-5521-not-shown"
+KEY_PASSPHRASE = "Disc-kp-9090-not-shown"
+
+
+@dataclass(frozen=True)
+class Pki:
+    dir: Path
+    cert: Path
+    key: Path  # encrypted with KEY_PASSPHRASE
+    passphrase_file: Path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki")
+    made = certs.create(root / "client", "urn:lineside:test:discover", passphrase=KEY_PASSPHRASE)
+    passphrase_file = root / "key-passphrase"
+    passphrase_file.write_text(KEY_PASSPHRASE)
+    return Pki(root, made.certificate, made.private_key, passphrase_file)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def secured(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
+    """Basic256Sha256 SignAndEncrypt only (no None endpoint), user logins only."""
+    server = SimOpcUaServer(
+        [Machine("press1", PROFILE)],
+        security="sign_and_encrypt",
+        cert_dir=pki.dir / "server",
+        users={USER: PASSWORD},
+    )
+    async with server:
+        yield server
+
+
+@pytest.fixture
+def password_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINESIDE_TEST_DISCOVER_PASSWORD", PASSWORD)
+
+
+def secure_source(
+    server: SimOpcUaServer, pki: Pki, trust: Path, **changes: Any
+) -> OpcUaSourceConfig:
+    fields: dict[str, Any] = {
+        "type": "opcua",
+        "name": "press",
+        "endpoint": server.endpoint,
+        "machine": "press1",
+        "security_policy": "Basic256Sha256",
+        "security_mode": "SignAndEncrypt",
+        "certificate": pki.cert,
+        "private_key": pki.key,
+        "private_key_password_file": pki.passphrase_file,
+        "trust_dir": trust,
+        "username": USER,
+        "password_env": "LINESIDE_TEST_DISCOVER_PASSWORD",
+        "timeout": "5s",
+        "tags": [{"name": "clock", "node_id": "i=2258"}],
+    }
+    fields.update(changes)
+    return OpcUaSourceConfig.model_validate(fields)
+
+
+def trusting(server: SimOpcUaServer, folder: Path) -> Path:
+    """A trust folder holding the server's certificate, as a plant engineer would set it up."""
+    assert server.server_certificate is not None
+    folder.mkdir(parents=True)
+    (folder / "server.der").write_bytes(server.server_certificate.read_bytes())
+    return folder
+
+
+@module_loop
+async def test_discover_through_a_secure_source_with_a_login(
+    secured: SimOpcUaServer, pki: Pki, tmp_path: Path, password_env: None
+) -> None:
+    with pytest.raises(ConnectError):  # anonymous and policy None: nothing to browse with
+        await d.discover(secured.endpoint, time_limit=5.0)
+    source = secure_source(secured, pki, trusting(secured, tmp_path / "trusted"))
+    seen: list[str] = []
+    result = await d.discover_source(source, progress=lambda what, *_: seen.append(what))
+    ns = secured.namespace_index
+    assert {v.node_id for v in result.variables} == {
+        f"ns={ns};s=press1.{t}" for t in ("count", "power", "running", "die")
+    }
+    assert result.security == "Basic256Sha256/SignAndEncrypt"
+    assert seen[0] == f"connecting to {secured.endpoint} as source press"
+    line = d.summary(result, 3, Counter())
+    assert line.startswith(f"{secured.endpoint} (Basic256Sha256/SignAndEncrypt): 4 variables")
+
+
+@module_loop
+async def test_discover_source_refuses_as_the_agent_does(
+    secured: SimOpcUaServer,
+    pki: Pki,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    password_env: None,
+) -> None:
+    empty = tmp_path / "trusted"
+    with pytest.raises(UntrustedCertificate, match=r"^server certificate not trusted: "):
+        await d.discover_source(secure_source(secured, pki, empty))
+    trusted = trusting(secured, tmp_path / "pki" / "trusted")
+    monkeypatch.setenv("LINESIDE_TEST_DISCOVER_PASSWORD", "wrong")
+    with pytest.raises(ConnectError) as caught:
+        await d.discover_source(secure_source(secured, pki, trusted))
+    assert str(caught.value) == (
+        f"press ({secured.endpoint}): the server refused user {USER} (BadUserAccessDenied): "
+        "wrong user name or password?"
+    )
+
+
+def test_pick_source_names_the_opcua_sources(tmp_path: Path) -> None:
+    config = tmp_path / "lineside.toml"
+    config.write_text(
+        "config_version = 1\n[agent]\nid = 'edge-1'\n[plant]\nsite = 's'\n"
+        "[[machines]]\nname = 'press1'\narea = 'a'\nline = 'l'\nkind = 'press'\n"
+        "[[sources]]\nname = 'plc'\ntype = 'modbus_tcp'\nhost = '127.0.0.1'\n"
+        "[[sources.units]]\nunit_id = 1\nmachine = 'press1'\n"
+        "[[sources.units.tags]]\nname = 'count'\naddress = 'hr:0'\n"
+        "[[sources]]\nname = 'ua'\ntype = 'opcua'\nendpoint = 'opc.tcp://h:4840'\n"
+        "machine = 'press1'\n[[sources.tags]]\nname = 'clock'\nnode_id = 'i=2258'\n"
+    )
+    sources = load_config(config).sources
+    assert d.pick_source(sources, "ua").endpoint == "opc.tcp://h:4840"
+    with pytest.raises(ValueError) as caught:
+        d.pick_source(sources, "plc")
+    assert (
+        str(caught.value) == "--source plc: a modbus_tcp source, not OPC UA; its OPC UA sources: ua"
+    )
+    with pytest.raises(ValueError) as caught:
+        d.pick_source(sources, "UA")
+    assert str(caught.value) == "--source: no source named 'UA'; its OPC UA sources: ua"
+    with pytest.raises(ValueError, match=r"it has no OPC UA source$"):
+        d.pick_source(sources[:1], "ua")
