@@ -174,11 +174,15 @@ def demo(
     duration: Annotated[
         float | None, typer.Option("--duration", help="Stop after this many real seconds.")
     ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="The status page's port (default 8470).", min=0, max=65535),
+    ] = None,
 ) -> None:
     """Start the demo plant with the agent polling it into SQLite, and show it live."""
     from agent.demo import run_demo
 
-    run_demo(directory=directory, speed=speed, duration=duration, console=console)
+    run_demo(directory=directory, speed=speed, duration=duration, console=console, port=port)
 
 
 @app.command()
@@ -375,11 +379,12 @@ def export(
 def discover(
     protocol: Annotated[str, typer.Argument(help="What to discover: modbus or opcua.")],
     target: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="modbus: HOST or HOST:PORT (port 502 if not given); opcua: opc.tcp://HOST:PORT"
+            help="modbus: HOST or HOST:PORT (port 502 if not given); opcua: opc.tcp://HOST:PORT "
+            "(with --source: the source's endpoint if not given)"
         ),
-    ],
+    ] = None,
     units: Annotated[
         str, typer.Option("--units", help='Unit ids to probe, e.g. "1-247" or "1,2,10-20".')
     ] = "1-247",
@@ -388,7 +393,10 @@ def discover(
     ] = 9999,
     timeout: Annotated[
         str | None,
-        typer.Option("--timeout", help="Limit per request (modbus: 300ms, opcua: 5s)."),
+        typer.Option(
+            "--timeout",
+            help="Limit per request (modbus: 300ms, opcua: 5s or the --source's timeout).",
+        ),
     ] = None,
     out: Annotated[
         Path | None,
@@ -401,6 +409,17 @@ def discover(
     out_format: Annotated[
         str, typer.Option("--format", help="opcua: the --out file as csv or toml.")
     ] = "csv",
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="opcua: the config file holding --source."),
+    ] = None,
+    source_name: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="opcua: connect as this [[sources]] entry does (security, trust, login).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find the Modbus unit ids and address ranges that read, or an OPC UA server's variables."""
@@ -410,10 +429,16 @@ def discover(
     from agent.eventloop import run as run_loop
 
     if protocol == "opcua":
-        _discover_opcua(target, root, depth, timeout or "5s", out, out_format, as_json)
+        _discover_opcua(
+            target, root, depth, timeout, out, out_format, as_json, config_file, source_name
+        )
         return
     if protocol != "modbus":
         raise _fail([f"cannot discover {protocol!r}: choose modbus or opcua"])
+    if config_file is not None or source_name is not None:
+        raise _fail(["--config and --source are for discover opcua"])
+    if target is None:
+        raise _fail(["discover modbus needs a target: HOST or HOST:PORT"])
     from connectors.modbus import discover as found
 
     timeout = timeout or "300ms"
@@ -520,15 +545,20 @@ def discover(
 
 
 def _discover_opcua(
-    endpoint: str,
+    endpoint: str | None,
     root: str,
     depth: int,
-    timeout: str,
+    timeout: str | None,
     out: Path | None,
     out_format: str,
     as_json: bool,
+    config_file: Path | None,
+    source_name: str | None,
 ) -> None:
-    """`discover opcua`: browse, describe, and write the tag list (CSV or TOML)."""
+    """`discover opcua`: browse, describe, and write the tag list (CSV or TOML).
+
+    Anonymously with policy None, or (`--config --source`) as the agent connects for a source.
+    """
     from rich.progress import Progress
 
     from agent.duration import parse_duration
@@ -540,15 +570,40 @@ def _discover_opcua(
     try:
         found.parse_node_id(root)
         found.check_depth(depth)
-        time_limit = parse_duration(timeout)
+        time_limit = parse_duration(timeout or "5s")
         if time_limit <= 0:
             raise ValueError(f"--timeout must be more than zero, got {timeout!r}")
     except ValueError as exc:
         raise _fail([str(exc)]) from None
-    if not endpoint.startswith("opc.tcp://"):
+    if endpoint is not None and not endpoint.startswith("opc.tcp://"):
         raise _fail([f'expected an endpoint like "opc.tcp://host:4840", got {endpoint!r}'])
+    if (config_file is None) != (source_name is None):
+        raise _fail(["--config and --source go together: -c CONFIG --source NAME"])
     if out is not None and not out.parent.is_dir():
         raise _fail([f"{out}: no such directory: {out.parent}"])
+    source = None
+    if config_file is not None and source_name is not None:
+        try:
+            source = found.pick_source(_load(config_file).sources, source_name)
+        except ValueError as exc:
+            raise _fail([f"{config_file}: {exc}"]) from None
+        # URL given: the same security towards another address of the server (a tunnel, say).
+        changes: dict[str, object] = {"endpoint": endpoint} if endpoint is not None else {}
+        if timeout is not None:
+            changes["timeout"] = time_limit
+        source = source.model_copy(update=changes)
+        endpoint = source.endpoint
+        command = f"lineside discover opcua -c {config_file} --source {source_name}"
+    elif endpoint is None:
+        raise _fail(['give an endpoint ("opc.tcp://host:4840") or -c CONFIG --source NAME'])
+    else:
+        command = f"lineside discover opcua {endpoint}"
+    target = endpoint  # a str here; a name of its own keeps it one inside the closure below
+    import logging
+
+    # asyncua warns of every ServiceFault (a refused login, say) on stderr; the one line below
+    # says it in lineside's words. lineside's own warnings (a certificate pinned) still show.
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
 
     with Progress(console=err_console, transient=True, disable=as_json) as bar:
         task = bar.add_task("connecting", total=None)
@@ -558,8 +613,12 @@ def _discover_opcua(
 
         try:
             result = run_loop(
-                lambda: found.discover(
-                    endpoint, root=root, depth=depth, time_limit=time_limit, progress=progress
+                lambda: (
+                    found.discover(
+                        target, root=root, depth=depth, time_limit=time_limit, progress=progress
+                    )
+                    if source is None
+                    else found.discover_source(source, root=root, depth=depth, progress=progress)
                 )
             )
         except LinesideError as exc:
@@ -570,9 +629,7 @@ def _discover_opcua(
     line = found.summary(result, len(rows), left_out)
     if out is not None:
         text = (
-            found.to_csv(rows)
-            if out_format == "csv"
-            else found.to_toml(rows, f"lineside discover opcua {endpoint}\n{line}")
+            found.to_csv(rows) if out_format == "csv" else found.to_toml(rows, f"{command}\n{line}")
         )
         try:
             out.write_text(text, encoding="utf-8")
@@ -583,6 +640,8 @@ def _discover_opcua(
             json.dumps(
                 {
                     "endpoint": result.endpoint,
+                    "source": source_name,
+                    "security": result.security,
                     "root": result.root,
                     "depth": result.depth,
                     "nodes_browsed": result.nodes_browsed,
@@ -1021,8 +1080,8 @@ def oee(
         print(json.dumps({"windows": json_rows(windows), "no_readings": missing}, indent=2))
         return
     zone = config.calendar.zone if config.calendar is not None else UTC
-    for table in tables(windows, zone):
-        console.print(table)
+    for part in tables(windows, zone):
+        console.print(part)
     if not windows:
         console.print("no KPI figures for this period")
     for name in missing:

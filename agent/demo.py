@@ -96,7 +96,7 @@ def _camera_lines(agent: Agent) -> Text:
 def _write_config(directory: Path, machines: list[PlantMachine], port: int | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "lineside.toml"
-    text = plant_config(machines, camera_model=bundled_model())
+    text = plant_config(machines, camera_model=bundled_model(), camera_save="rejects")
     if port is not None:
         text += f"\n[web]\nport = {port}  # the status page\n"
     path.write_text(text, encoding="utf-8")
@@ -154,6 +154,7 @@ def run_demo(
             stored = agent.writer.statistics().readings_written
         console.print(
             f"stored {stored:,} readings in {directory / 'data'}; look at them with:\n"
+            f"  lineside oee -c {directory / 'lineside.toml'} --shift current\n"
             f"  lineside export -c {directory / 'lineside.toml'} --tag '*/press1/*' | head",
             markup=False,
             highlight=False,

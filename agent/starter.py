@@ -89,7 +89,7 @@ def _kpi_section(kind: str, inspection: str | None = None) -> list[str]:
 CAMERA_DEFECT_RATE = 0.05  # share of the simulated camera's parts painted with a defect
 
 
-def _camera(machine: str, model: str, seed: int = 1) -> list[str]:
+def _camera(machine: str, model: str, save: str | None = None, seed: int = 1) -> list[str]:
     """A simulated camera inspecting every part of a press (docs/vision.md, "Simulated camera")."""
     return [
         "",
@@ -104,6 +104,14 @@ def _camera(machine: str, model: str, seed: int = 1) -> list[str]:
         'trigger = { type = "tag", tag = "part_present" }',
         f"model = {_toml(model)}",
         "threads = 1  # onnxruntime threads: a core stays free for polling",
+        *(
+            []
+            if save is None
+            else [
+                f'save = {{ dir = {_toml(save)}, max_size = "50MB", good_sample = 0.0 }}'
+                "  # rejects only"
+            ]
+        ),
     ]
 
 
@@ -196,12 +204,14 @@ def plant_config(
     poll_interval: str = "1s",
     camera_model: str | None = None,
     camera_poll: str = "100ms",
+    camera_save: str | None = None,
 ) -> str:
     """A config for machines of a running simulated plant (the demo, tests, benchmarks).
 
     With `camera_model` (an ONNX file), the first press gets a simulated camera inspection
     whose verdicts are its OEE quality; its PLC is polled every `camera_poll` so that each
-    stroke's part_present edge is seen (it is high for half a stroke).
+    stroke's part_present edge is seen (it is high for half a stroke); with `camera_save` (a
+    folder) the images of its rejects are kept there, for the status page's thumbnails.
     """
     header = ["# lineside config for a simulated plant, written by lineside itself."]
     return render_config(
@@ -214,6 +224,7 @@ def plant_config(
         poll_interval=poll_interval,
         camera_model=camera_model,
         camera_poll=camera_poll,
+        camera_save=camera_save,
     )
 
 
@@ -228,6 +239,7 @@ def render_config(
     poll_interval: str = "1s",
     camera_model: str | None = None,
     camera_poll: str = "100ms",
+    camera_save: str | None = None,
 ) -> str:
     presses = [m.name for m in machines if m.kind == "press"]
     camera = presses[0] if camera_model is not None and presses else None
@@ -317,6 +329,6 @@ def render_config(
         '# topic_prefix = "lineside"',
     ]
     if camera is not None and camera_model is not None:
-        out += _camera(camera, camera_model)
+        out += _camera(camera, camera_model, camera_save)
     out.append("")
     return "\n".join(out)

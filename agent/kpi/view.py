@@ -12,6 +12,7 @@ from datetime import UTC, datetime, tzinfo
 from itertools import groupby
 from typing import Any
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -78,10 +79,8 @@ def top_losses(w: KpiWindow, top: int = TOP_LOSSES) -> list[str]:
 def flag_texts(w: KpiWindow) -> list[str]:
     out = []
     for f in w.flags:
-        text = FLAG_TEXT.get(f, f.replace("_", " "))
-        if f == "unknown_time":
-            text += f" {duration(w.components.get('unknown_s', 0.0))}"
-        out.append(text)
+        # how much time is unknown is in the time table's own column
+        out.append(FLAG_TEXT.get(f, f.replace("_", " ")))
     return out
 
 
@@ -93,18 +92,24 @@ def window_title(w: KpiWindow, zone: tzinfo) -> str:
     return title
 
 
-COLUMNS = ("", "A", "P", "Q", "OEE", "total", "good", "reject", "run", "down", "setup", "idle",
-           "unknown", "top losses", "flags")  # fmt: skip
+# Two tables per window so each fits an 80-column terminal: the figures, then where the time went.
+FIGURE_COLUMNS = ("", "A", "P", "Q", "OEE", "total", "good", "reject")
+TIME_COLUMNS = ("", "run", "down", "setup", "idle", "unknown", "top losses")
 
 
-def table_row(w: KpiWindow) -> list[str]:
-    """One row of the table: the classic figures, counts, times, top losses and flags."""
+def _name(w: KpiWindow) -> str:
+    # A line by its own name (its area is in --json): the tables stay 80 columns wide.
+    return w.label if w.scope == "machine" else f"line {w.line.rsplit('/', 1)[-1]}"
+
+
+def figure_row(w: KpiWindow) -> list[str]:
+    """The classic figures and the counts of one window ("—" where undefined)."""
     k, c = w.classic, w.components
     performance = percent(k["performance"])
     if "performance_above_100" in w.flags:
         performance += " !"
     return [
-        w.label if w.scope == "machine" else f"line {w.line}",
+        _name(w),
         percent(k["availability"]),
         performance,
         percent(k["quality"]),
@@ -112,30 +117,45 @@ def table_row(w: KpiWindow) -> list[str]:
         count(c["total"]),
         count(c["good"]),
         count(c["reject"]),
+    ]
+
+
+def time_row(w: KpiWindow) -> list[str]:
+    """Run, stop and unknown time of one window, and its top losses."""
+    c = w.components
+    return [
+        _name(w),
         duration(c["running_s"]),
         duration(c["down_s"]),
         duration(c["setup_s"]),
         duration(c["idle_s"]),
         duration(c["unknown_s"]),
         "; ".join(top_losses(w)) or "-",
-        ", ".join(flag_texts(w)),
     ]
 
 
-def tables(windows: Sequence[KpiWindow], zone: tzinfo) -> list[Table]:
-    """One table per window (hour, shift or day): a row per machine, then one per line."""
-    out = []
+def tables(windows: Sequence[KpiWindow], zone: tzinfo) -> list[Text | Table]:
+    """Per window (hour, shift or day): its title, the figures and the time as two tables with a
+    row per machine then one per line, and a line per machine or line that carries flags."""
+    out: list[Text | Table] = []
     for _, group in groupby(windows, key=lambda w: (w.start_ns, w.kind, w.name)):
         rows = list(group)
-        table = Table(title=window_title(rows[0], zone), title_justify="left")
-        for i, column in enumerate(COLUMNS):
-            table.add_column(column, justify="right" if 0 < i < 13 else "left")
+        figures, times = Table(box=box.SIMPLE_HEAD), Table(box=box.SIMPLE_HEAD)
+        for i, column in enumerate(FIGURE_COLUMNS):
+            figures.add_column(column, justify="right" if i else "left")
+        for i, column in enumerate(TIME_COLUMNS):
+            times.add_column(column, justify="right" if 0 < i < 6 else "left", overflow="fold")
+        flagged = Text()
         for w in rows:
             style = "bold" if w.scope == "line" else None
-            cells = table_row(w)
-            flagged = Text(cells[-1], style="yellow") if cells[-1] else Text("")
-            table.add_row(*cells[:-1], flagged, style=style)
-        out.append(table)
+            figures.add_row(*figure_row(w), style=style)
+            times.add_row(*time_row(w), style=style)
+            if w.flags:
+                flagged.append(f"{_name(w)}: {', '.join(flag_texts(w))}\n", style="yellow")
+        out += [Text(window_title(rows[0], zone), style="bold"), figures, times]
+        if flagged:
+            flagged.rstrip()
+            out.append(flagged)
     return out
 
 

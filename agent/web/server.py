@@ -186,6 +186,7 @@ class WebServer:
         self.registry = metrics_registry(agent, self.state)
         self.files = _static_files()
         self._server: asyncio.Server | None = None
+        self._port = section.port
         self._clients: set[asyncio.Task[None]] = set()
         self.head_timeout = HEAD_TIMEOUT
 
@@ -207,13 +208,15 @@ class WebServer:
                 f"cannot serve the status page on {section.bind}:{section.port}: "
                 f"{exc.strerror or exc} (the [web] bind and port keys)"
             ) from None
+        # Kept from binding: the port (0 in the config means any free one) outlives the socket,
+        # so the URL can still be printed after the server closed.
+        server._port = int(server._server.sockets[0].getsockname()[1])
         log.info("status page on %s", server.url)
         return server
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._port
 
     @property
     def url(self) -> str:

@@ -55,13 +55,11 @@ async def running_agent(
     async with Plant(spec, ScaledClock(speed), opcua=False, rtu=False) as sim:
         path = tmp_path / "lineside.toml"
         text = plant_config(
-            plant_machines(sim.endpoints()), poll_interval=poll_interval, camera_model=camera_model
+            plant_machines(sim.endpoints()),
+            poll_interval=poll_interval,
+            camera_model=camera_model,
+            camera_save=camera_save,
         )
-        if camera_save is not None:
-            # The camera's [[inspections]] table comes last: a key added at the end is its own.
-            headers = [line for line in text.splitlines() if line.startswith("[")]
-            assert headers and headers[-1] == "[[inspections]]", headers[-3:]
-            text += f'save = {{ dir = "{camera_save}", good_sample = 0.0 }}\n'
         path.write_text(f"{text}\n{more}\n[web]\n{web}\n", encoding="utf-8")
         agent = Agent(load_config(path))
         server = await agent.start_web()
