@@ -35,6 +35,9 @@ def matches(tag: TagInfo, pattern: str | None) -> bool:
     return fnmatch.fnmatchcase(tag.path, pattern) or fnmatch.fnmatchcase(tag.name, pattern)
 
 
+FIRST_VALUES_WAIT = 1.0  # seconds, beyond two poll intervals, for a subscription's first values
+
+
 async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
     clock = SystemClock()
     tags = TagTable.from_config(config)
@@ -46,9 +49,21 @@ async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
             continue
         source: Source = runtime_class(source_config.type)(source_config, tags, clock)
         groups = list(source.poll_groups())
+        expected = {t.id for t in tags if t.source == source.name}
         try:
             await source.connect()
             batches = await source.poll(groups)
+            # A subscription's first values arrive after connect, not in reply to a poll: poll
+            # again until every tag has one, for at most a few publishing intervals.
+            deadline = (
+                clock.monotonic() + FIRST_VALUES_WAIT + 2 * max(source.poll_groups().values())
+            )
+            seen = {int(i) for b in batches for i in b.tag_ids}
+            while not expected <= seen and clock.monotonic() < deadline:
+                await clock.sleep_until(clock.monotonic() + 0.05)
+                more = await source.poll(groups)
+                seen |= {int(i) for b in more for i in b.tag_ids}
+                batches += more
         except ConnectorError as exc:
             errors[source.name] = str(exc) or type(exc).__name__
             batches = source.bad_batches(groups, clock.time_ns())
@@ -65,5 +80,6 @@ async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
                 tag = tags.tags[tag_id]
                 if matches(tag, pattern):
                     readings.append(OneReading(tag, value, Quality(quality), ts))
-    readings.sort(key=lambda r: r.tag.id)
-    return ReadResult(readings, errors)
+    # A tag polled again while a subscription caught up: its latest reading.
+    latest = {r.tag.id: r for r in readings}
+    return ReadResult(sorted(latest.values(), key=lambda r: r.tag.id), errors)

@@ -274,7 +274,7 @@ def secure_config(folder: Path, server: SimOpcUaServer, pki: Pki, tags: str, tru
         "security_policy = 'Basic256Sha256'\nsecurity_mode = 'SignAndEncrypt'\n"
         f"certificate = '{pki.cert}'\nprivate_key = '{pki.key}'\n"
         "private_key_password_file = 'kp'\ntrust_dir = 'trusted'\n"
-        "username = 'operator'\npassword_env = 'UA_PASSWORD'\nmode = 'poll'\n" + tags
+        "username = 'operator'\npassword_env = 'UA_PASSWORD'\n" + tags  # subscribe mode
     )
     config = folder / "lineside.toml"
     config.write_text(
