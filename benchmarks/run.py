@@ -11,6 +11,7 @@ BENCHMARKS = (
     "benchmarks.store_layout",
     "benchmarks.acquisition",
     "benchmarks.drain",
+    "benchmarks.opcua",
     "benchmarks.vision",
 )
 

@@ -59,6 +59,7 @@ _INT_RANGE = {
 }
 _FLOAT32_MAX = 3.4028234663852886e38
 _F32 = struct.Struct("<f")
+DOUBLES_PER_FOLDER = 100  # see `add_doubles`
 
 
 class ServedMachine(Protocol):
@@ -171,6 +172,21 @@ class _RefuseAll(PermissionRuleset):
         return False
 
 
+class _SharedDataValue(ua.DataValue):
+    """A DataValue nobody mutates once written, so asyncua's monitored items need no copy of it.
+
+    Each monitored item deep-copies every value written to its node (asyncua 2.1,
+    `MonitoredItemValues.set_current_datavalue`), in case the writer changes the object later:
+    about 40 µs for a Double with two timestamps, most of what a change costs the server. The
+    bulk path builds a fresh value per write and keeps no reference to it, so sharing is safe.
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _SharedDataValue:
+        return self
+
+
 class _Node:
     """One served variable and the last (value, status) pair written to it."""
 
@@ -234,6 +250,8 @@ class SimOpcUaServer:
         self._nodes: dict[str, list[_Node]] = {}
         self._frozen: set[str] = set()
         self._endpoint: str | None = None
+        # The Value attribute of every node made by `add_doubles`, resolved once.
+        self._doubles: dict[str, Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -366,6 +384,70 @@ class SimOpcUaServer:
         folder = self._server.get_node(_node_id(machine, self._ns))
         await folder.add_variable(node_id, ua.QualifiedName(name, self._ns), value)
         return node_id.to_string()
+
+    async def add_doubles(self, machine: str, names: Sequence[str]) -> list[str]:
+        """Serve Double variables `ns=<index>;s=<machine>.<name>` (0.0) for `write_doubles`.
+
+        The machine's folder must exist (a machine given to the constructor). The variables are
+        browsed under sub-folders `<machine>#<k>` of at most `DOUBLES_PER_FOLDER` each: asyncua
+        scans a parent's references on every node added to it, so one folder of 20,000 takes
+        minutes to fill. Returns the node id texts, in the order of `names`.
+        """
+        if self._server is None:
+            raise OpcUaServerError("the server is not started")
+        server, ns = self._server, self._ns
+        parent = server.get_node(_node_id(machine, ns))
+        out = []
+        folder: Node | None = None
+        for i, name in enumerate(names):
+            if i % DOUBLES_PER_FOLDER == 0:
+                block = f"{machine}#{i // DOUBLES_PER_FOLDER}"
+                folder = await parent.add_folder(_node_id(block, ns), ua.QualifiedName(block, ns))
+            assert folder is not None
+            node_id = _node_id(f"{machine}.{name}", ns)
+            await folder.add_variable(
+                node_id, ua.QualifiedName(name, ns), ua.Variant(0.0, ua.VariantType.Double)
+            )
+            data = server.iserver.aspace.get(node_id)
+            assert data is not None  # just added
+            text = node_id.to_string()
+            self._doubles[text] = data.attributes[AttributeIds.Value]
+            out.append(text)
+        return out
+
+    async def write_doubles(
+        self, node_ids: Sequence[str], values: Sequence[float], source_time: datetime | None = None
+    ) -> int:
+        """Write many nodes made by `add_doubles` at once (Good status); returns the count.
+
+        The bulk path for load tests, about 4x cheaper per change than `write_variable`: the
+        value attribute is set directly (the node's type is known, so asyncua's per-write type
+        check and node lookup are skipped) and the subscriptions' data-change callbacks are
+        called as asyncua's own write would call them, with a value they need not copy. Each
+        monitored item still applies its own filter and queue, so clients see ordinary
+        notifications. The server timestamp is now, the source timestamp `source_time` or now.
+        """
+        if self._server is None:
+            raise OpcUaServerError("the server is not started")
+        if len(node_ids) != len(values):
+            raise ValueError(f"{len(node_ids)} node ids but {len(values)} values")
+        attrs = self._doubles
+        missing = [n for n in node_ids if n not in attrs]
+        if missing:
+            raise KeyError(f"not made by add_doubles: {missing[0]}")
+        now = ua.DateTime.now(UTC)
+        sampled = now if source_time is None else cast(ua.DateTime, source_time)
+        double = ua.VariantType.Double
+        good = _status(StatusCodes.Good)
+        for node_id, value in zip(node_ids, values, strict=True):
+            attval = attrs[node_id]
+            dv = _SharedDataValue(
+                ua.Variant(float(value), double), good, SourceTimestamp=sampled, ServerTimestamp=now
+            )
+            attval.value = dv
+            for handle, callback in list(attval.datachange_callbacks.items()):
+                await callback(handle, dv)
+        return len(node_ids)
 
     async def write_variable(
         self,

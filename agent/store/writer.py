@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import json
 import sqlite3
@@ -16,6 +15,7 @@ from pathlib import Path
 import sqlite_utils
 
 from agent.errors import StoreError
+from agent.histogram import Histogram
 from agent.model import Event, ReadingBatch
 from agent.store.blob import encode_batch
 from agent.store.bounds import (
@@ -64,6 +64,9 @@ class WriterStats:
     last_error: str | None
     store_full: bool
     last_seq: Mapping[str, int]
+    commit_latency_sum_s: float = 0.0  # with the histogram: Prometheus _sum and _count
+    # telemetry records each sink lost: dropped by a bound before it had acknowledged them
+    dropped_by_sink: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -75,7 +78,8 @@ class _Counters:
     commits: int = 0
     latency_last: float = 0.0
     latency_max: float = 0.0
-    histogram: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    histogram: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    dropped_by_sink: dict[str, int] = field(default_factory=dict)
     dropped_batches: int = 0
     dropped_readings: int = 0
     deleted: int = 0
@@ -148,6 +152,7 @@ class StoreWriter:
         self._stopping = False
         self._urgent = False
         self._waiters: list[tuple[int, Callable[[], None]]] = []
+        self._listeners: list[Callable[[], None]] = []  # told after a commit that wrote records
         self._thread = threading.Thread(target=self._run, name="lineside-store", daemon=True)
         self._thread.start()
 
@@ -201,6 +206,17 @@ class StoreWriter:
             self._page_count_request = pages
             self._urgent = True
             self._cond.notify()
+
+    def add_commit_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (on the writer thread: it must not block) after every commit that
+        wrote records, so readers such as the forwarder look at once instead of polling."""
+        with self._cond:
+            self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[], None]) -> None:
+        with self._cond:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     # -- waiting ---------------------------------------------------------------------------
 
@@ -270,7 +286,9 @@ class StoreWriter:
                 commits=c.commits,
                 commit_latency_last_s=c.latency_last,
                 commit_latency_max_s=c.latency_max,
-                commit_latency_histogram=tuple(c.histogram),
+                commit_latency_histogram=tuple(c.histogram.counts),
+                commit_latency_sum_s=c.histogram.sum,
+                dropped_by_sink=dict(c.dropped_by_sink),
                 pending_batches=len(p.telemetry),
                 pending_readings=p.readings,
                 pending_events=len(p.events),
@@ -343,10 +361,13 @@ class StoreWriter:
             seqs = last_seqs(conn)
             now = self._clock()
             gaps = 0
+            lost: dict[str, int] = {}
             if work.unstored_drops != (0, 0):
                 gaps += insert_gap(
                     conn, "telemetry", None, None, *work.unstored_drops, now, "not stored: full"
                 )
+                # never stored, so no sink had them
+                lost = unsent_dropped(telemetry_cursors(conn), None, None, work.unstored_drops[0])
             t0 = seqs["telemetry"]
             conn.executemany(
                 "INSERT INTO telemetry (seq, source, n, ts_first_ns, ts_last_ns, tag_ids, vals, "
@@ -377,6 +398,8 @@ class StoreWriter:
             if housekeep:
                 housework = self._housekeep(conn, now)
                 gaps += housework.gaps
+                for sink, n in housework.dropped_by_sink.items():
+                    lost[sink] = lost.get(sink, 0) + n
             conn.execute("COMMIT")
         except Exception as exc:  # sqlite3.Error mostly; the thread must survive anything
             with contextlib.suppress(sqlite3.Error):
@@ -389,6 +412,9 @@ class StoreWriter:
         latency = time.perf_counter() - started
         with self._cond:
             self._settle(work, latency, gaps, housework)
+            by_sink = self._counters.dropped_by_sink
+            for sink, n in lost.items():
+                by_sink[sink] = by_sink.get(sink, 0) + n
         return True
 
     def _settle(self, work: _Work, latency: float, gaps: int, hw: _Housework) -> None:
@@ -414,7 +440,7 @@ class StoreWriter:
         c.commits += 1
         c.latency_last = latency
         c.latency_max = max(c.latency_max, latency)
-        c.histogram[bisect.bisect_left(LATENCY_BUCKETS_S, latency)] += 1
+        c.histogram.observe(latency)
         c.dropped_batches += hw.dropped_batches
         c.dropped_readings += hw.dropped_readings
         c.deleted += hw.deleted
@@ -425,6 +451,11 @@ class StoreWriter:
             self._committed = work.submitted
         elif not self._store_full:
             self._urgent = True  # room again: write what was held without waiting an interval
+        if work.telemetry or work.events or gaps:
+            for listener in self._listeners:
+                # A listener must not raise; if one does, the writer thread must survive it.
+                with contextlib.suppress(Exception):
+                    listener()
         woken = [w for w in self._waiters if w[0] <= self._committed]
         self._waiters = [w for w in self._waiters if w[0] > self._committed]
         for _, wake in woken:
@@ -448,14 +479,21 @@ class StoreWriter:
         dropped = (0, 0)
         gaps = 0
         full = False
+        by_sink: dict[str, int] = {}
         if self._max_bytes is not None and used_bytes(conn) > self._max_bytes:
             target = int(self._max_bytes * 0.9)  # hysteresis: do not drop on every commit
             if acked is not None:
                 deleted += delete_acked(conn, acked, 1 << 62)
             if used_bytes(conn) > target:
+                cursors = telemetry_cursors(conn)  # before the drop: who had what
                 dropped, gaps = drop_oldest_telemetry(conn, target, now)
+                if gaps:
+                    first, last = conn.execute(
+                        "SELECT first_seq, last_seq FROM gaps ORDER BY seq DESC LIMIT 1"
+                    ).fetchone()
+                    by_sink = unsent_dropped(cursors, first, last, dropped[0])
             full = used_bytes(conn) > self._max_bytes
-        return _Housework(dropped[0], dropped[1], deleted, full, gaps)
+        return _Housework(dropped[0], dropped[1], deleted, full, gaps, by_sink)
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,3 +514,27 @@ class _Housework:
     deleted: int
     store_full: bool
     gaps: int = 0
+    dropped_by_sink: Mapping[str, int] = field(default_factory=dict)
+
+
+def telemetry_cursors(conn: sqlite3.Connection) -> dict[str, int]:
+    """Each sink's telemetry cursor: the last seq it acknowledged."""
+    rows = conn.execute("SELECT sink, seq FROM cursors WHERE stream = 'telemetry'")
+    return {str(sink): int(seq) for sink, seq in rows}
+
+
+def unsent_dropped(
+    cursors: Mapping[str, int], first_seq: int | None, last_seq: int | None, count: int
+) -> dict[str, int]:
+    """Of `count` telemetry records dropped (seqs `first_seq`..`last_seq`, or None for records
+    dropped before they were stored), how many each sink had not acknowledged yet.
+
+    The records above the lowest cursor were never deleted by retention (it stops at the
+    records every sink has), so the dropped seqs above any sink's cursor are contiguous.
+    """
+    if first_seq is None or last_seq is None:
+        return dict.fromkeys(cursors, count)
+    return {
+        sink: max(0, min(count, last_seq - max(cursor, first_seq - 1)))
+        for sink, cursor in cursors.items()
+    }
