@@ -8,15 +8,24 @@ every record carries `(agent_id, stream, seq)` so the receiver can drop duplicat
 Errors: `ConnectError` / `RequestTimeout` / other `ConnectorError`s are retried with back-off;
 `SinkRejected` (the far side refused a record as invalid) quarantines that record (or the whole
 batch when its `index` is None) so it never blocks the queue.
+
+Telemetry read from the store reaches `send` as a `TelemetryRecords`: a `Sequence` of
+`TelemetryRecord`s that keeps the records column by column. A sink that only iterates gets
+ordinary records; one that can use the columns (an MQTT or HTTP batch built straight from the
+arrays) reads `records.run` and never makes an object per record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, overload
+
+import numpy as np
+import numpy.typing as npt
 
 from agent.model import DataType, Event, ReadingBatch
+from agent.store.blob import TelemetryRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,129 @@ class GapRecord:
 Record = TelemetryRecord | EventRecord | GapRecord
 
 
+class TelemetryRecords(Sequence[TelemetryRecord]):
+    """Telemetry records as one columnar `TelemetryRun`, each with its `historical` mark.
+
+    Indexing makes the `TelemetryRecord` on demand; slicing and `select` stay columnar.
+    """
+
+    __slots__ = ("historical", "run")
+
+    def __init__(self, run: TelemetryRun, historical: npt.NDArray[np.bool_] | bool = False) -> None:
+        self.run = run
+        if isinstance(historical, bool | np.bool_):
+            historical = np.full(len(run), bool(historical), dtype=np.bool_)
+        if historical.shape != (len(run),):
+            raise ValueError("one historical mark per record")
+        self.historical: npt.NDArray[np.bool_] = historical
+
+    @property
+    def seqs(self) -> npt.NDArray[np.int64]:
+        return self.run.seqs
+
+    def __len__(self) -> int:
+        return len(self.run)
+
+    @overload
+    def __getitem__(self, index: int) -> TelemetryRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> TelemetryRecords: ...
+
+    def __getitem__(self, index: int | slice) -> TelemetryRecord | TelemetryRecords:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("telemetry records are sliced with step 1")
+            return TelemetryRecords(self.run.slice(start, stop), self.historical[start:stop])
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(index)
+        i = index % n
+        return TelemetryRecord(int(self.run.seqs[i]), self.run.batch(i), bool(self.historical[i]))
+
+    def __iter__(self) -> Iterator[TelemetryRecord]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def select(self, keep: npt.NDArray[np.bool_]) -> TelemetryRecords:
+        """The records where `keep` (one bool per record) is true, in order."""
+        return TelemetryRecords(self.run.select(keep), self.historical[keep])
+
+    def marked(self, historical: npt.NDArray[np.bool_] | bool) -> TelemetryRecords:
+        """The same records with new historical marks."""
+        return TelemetryRecords(self.run, historical)
+
+    @classmethod
+    def of(cls, records: Sequence[TelemetryRecord]) -> TelemetryRecords:
+        """Telemetry records given one by one, as columns (returned as is when they are)."""
+        if isinstance(records, TelemetryRecords):
+            return records
+        batches = [r.batch for r in records]
+        counts = np.array([len(b) for b in batches], dtype=np.int64)
+        offsets = np.zeros(len(batches) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        per_reading = any(b.ts_ns.shape[0] > 1 for b in batches)
+        run = TelemetryRun(
+            seqs=np.array([r.seq for r in records], dtype=np.int64),
+            sources=tuple(b.source for b in batches),
+            offsets=offsets,
+            tag_ids=np.concatenate([b.tag_ids for b in batches] or [np.zeros(0, np.int32)]),
+            values=np.concatenate([b.values for b in batches] or [np.zeros(0)]),
+            quality=np.concatenate([b.quality for b in batches] or [np.zeros(0, np.uint8)]),
+            ts_ns=np.array(
+                [int(b.ts_ns[0]) if b.ts_ns.shape[0] else 0 for b in batches], dtype=np.int64
+            ),
+            reading_ts_ns=np.concatenate([b.timestamps() for b in batches])
+            if per_reading
+            else None,
+            stamped=np.array([b.ts_ns.shape[0] > 1 for b in batches], dtype=np.bool_)
+            if per_reading
+            else None,
+        )
+        return cls(run, np.array([r.historical for r in records], dtype=np.bool_))
+
+
+@dataclass(frozen=True, slots=True)
+class TagColumns:
+    """How a columnar payload names tags: the ids a run uses, and each reading's index in them.
+
+    `used` are the tag ids present, ascending (the payload's `tags` list, by their names);
+    `index` gives each reading's position in `used`. `unknown_record` is the first record
+    naming a tag outside the tag table, or None.
+    """
+
+    used: list[int]
+    index: npt.NDArray[np.int64]
+    unknown_record: int | None
+    unknown_id: int | None
+
+
+def tag_columns(run: TelemetryRun, known: npt.NDArray[np.bool_]) -> TagColumns:
+    """`TagColumns` of `run` against `known` (True at every id in the tag table).
+
+    A mark per id and a running count: no sort, no object per reading.
+    """
+    ids = run.tag_ids.astype(np.int64)
+    outside = (ids < 0) | (ids >= known.shape[0])
+    outside[~outside] = ~known[ids[~outside]]
+    if bool(outside.any()):
+        row = int(np.argmax(outside))
+        record = int(np.searchsorted(run.offsets, row, side="right")) - 1
+        return TagColumns([], np.zeros(0, dtype=np.int64), record, int(ids[row]))
+    marks = np.zeros(known.shape[0], dtype=np.bool_)
+    marks[ids] = True
+    position = np.cumsum(marks) - 1
+    return TagColumns(np.flatnonzero(marks).tolist(), position[ids], None, None)
+
+
+def known_ids(tags: Mapping[int, TagMeta]) -> npt.NDArray[np.bool_]:
+    """True at every tag id of `tags` (dense by id), for `tag_columns`."""
+    known = np.zeros(max(tags, default=-1) + 1, dtype=np.bool_)
+    known[[i for i in tags if i >= 0]] = True
+    return known
+
+
 @dataclass(frozen=True, slots=True)
 class SinkContext:
     """What every sink runtime is built with, besides its own config model."""
@@ -88,6 +220,11 @@ class SinkContext:
 
 
 class Sink(Protocol):
+    """A northbound sink. Optionally a class attribute `concurrent_sends: int` (default 1)
+    says how many `send` calls may be in flight at once with their records still arriving in
+    call order (one MQTT connection: yes; parallel HTTP requests: no). The forwarder then reads
+    and encodes the next batch while the previous one waits for its acknowledgement."""
+
     name: str
 
     async def connect(self) -> None:

@@ -10,11 +10,12 @@ after the other, each contender drains a copy of it in its own process pinned to
 mosquitto (stock settings) and a minimal HTTP receiver (benchmarks/http_receiver.py) run on
 core 1 (benchmarks/drain_contenders.py):
 
-- `mqtt`: `Forwarder` + `MqttSink` (QoS 1, MQTT 5), against `mqtt-paho`: bare paho publishing
-  as many QoS 1 messages of the same size and waiting for every PUBACK, the ceiling of one MQTT
-  connection with the sink's in-flight window;
-- `http`: `Forwarder` + `HttpSink` in POSTs of `--batch` records, against `http-httpx`: httpx
-  posting the same bodies, built beforehand;
+- `mqtt`: `Forwarder` + `MqttSink` (QoS 1, MQTT 5, `batch = "auto"`: the backlog goes as one
+  columnar message per `--batch` records, two sends in flight), against `mqtt-paho`: bare paho
+  publishing the same messages (built before the clock starts) and waiting for every PUBACK,
+  the ceiling of one MQTT connection and of the broker;
+- `http`: `Forwarder` + `HttpSink` in POSTs of `--batch` records (columnar bodies), against
+  `http-httpx`: httpx posting the same bodies, built beforehand;
 - `sparkplug`: `Forwarder` + `SparkplugSink` (DDATA at QoS 0, one fence per send), against
   `sparkplug-paho`: bare paho, same-size QoS 0 messages with one fence per `--batch`.
 

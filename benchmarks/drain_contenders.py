@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from agent.clock import SystemClock
 from agent.eventloop import run as run_loop
 from agent.forward import Forwarder, ForwardSettings, read_records
-from agent.sink import Record, Sink, TelemetryRecord
+from agent.sink import Record, Sink, TelemetryRecords
 from agent.store import Store, StoreWriter
 from benchmarks import backlog
 from connectors.http import payload as http_payload
@@ -60,6 +60,8 @@ class _Counted:
     def __init__(self, sink: Sink, target: int) -> None:
         self.inner = sink
         self.name = sink.name
+        # The forwarder keeps as many sends in flight as the real sink allows.
+        self.concurrent_sends = int(getattr(sink, "concurrent_sends", 1))
         self.target = target
         self.taken = 0
         self.drained = asyncio.Event()
@@ -141,13 +143,11 @@ async def drain_forwarder(
     }
 
 
-def _backlog(data_dir: Path, records: int) -> tuple[Store, list[Record]]:
+def _backlog(data_dir: Path, records: int) -> tuple[Store, Sequence[Record]]:
     """The records as the forwarder would hand them over (historical: the backlog is old)."""
     store = Store(data_dir, synchronous="NORMAL")
     read = read_records(store, "telemetry", 0, records)
-    marked: list[Record] = [
-        TelemetryRecord(r.seq, r.batch, True) for r in read if isinstance(r, TelemetryRecord)
-    ]
+    marked = read.marked(True) if isinstance(read, TelemetryRecords) else read
     if len(marked) != records:
         store.close()
         raise RuntimeError(f"the store holds {len(marked)} telemetry records, not {records}")
@@ -167,12 +167,18 @@ def _paho_client(protocol: MQTTProtocolVersion, host: str, port: int) -> mqtt.Cl
     return client
 
 
-def drain_mqtt_paho(data_dir: Path, records: int, host: str, port: int) -> dict[str, Any]:
-    """QoS 1, MQTT 5 (as the sink): publish one same-size message per record, await PUBACKs."""
+def drain_mqtt_paho(
+    data_dir: Path, records: int, batch: int, host: str, port: int
+) -> dict[str, Any]:
+    """QoS 1, MQTT 5 (as the sink): publish the messages the sink sends for this backlog (one
+    columnar batch message per `batch` records, historical replay), await every PUBACK."""
     store, backlog_records = _backlog(data_dir, records)
     layout = UnsLayout("lineside", backlog.AGENT_ID, backlog.context(store).tags)
     store.close()
-    sample = layout.messages(backlog_records[:1])[0]  # a real payload: same topic, same size
+    payloads = [
+        layout.batch_messages(backlog_records[start : start + batch])[0]
+        for start in range(0, records, batch)
+    ]  # real payloads: same topics, same sizes
     acked = 0
 
     def on_publish(*_: Any) -> None:
@@ -182,16 +188,17 @@ def drain_mqtt_paho(data_dir: Path, records: int, host: str, port: int) -> dict[
     client = _paho_client(mqtt.MQTTv5, host, port)
     client.on_publish = on_publish
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    for _ in range(records):
-        client.publish(sample.topic, sample.payload, 1)
+    for message in payloads:
+        client.publish(message.topic, message.payload, 1)
     deadline = time.monotonic() + DRAIN_TIMEOUT
-    while acked < records and time.monotonic() < deadline:
+    while acked < len(payloads) and time.monotonic() < deadline:
         client.loop(1.0)
     wall1, cpu1 = time.perf_counter(), time.process_time()
     client.disconnect()
-    if acked < records:
-        raise RuntimeError(f"mqtt-paho: {acked} of {records} PUBACKs")
-    return _baseline(records, records, records * len(sample.payload), wall1 - wall0, cpu1 - cpu0)
+    if acked < len(payloads):
+        raise RuntimeError(f"mqtt-paho: {acked} of {len(payloads)} PUBACKs")
+    size = sum(len(m.payload) for m in payloads)
+    return _baseline(records, len(payloads), size, wall1 - wall0, cpu1 - cpu0)
 
 
 def drain_sparkplug_paho(
@@ -265,7 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
     if kind == "mqtt-paho":
-        return drain_mqtt_paho(args.data_dir, args.records, args.host, args.port)
+        return drain_mqtt_paho(args.data_dir, args.records, args.batch, args.host, args.port)
     if kind == "sparkplug-paho":
         return drain_sparkplug_paho(args.data_dir, args.records, args.batch, args.host, args.port)
     return run_loop(lambda: drain_http_httpx(args.data_dir, args.records, args.batch, args.url))

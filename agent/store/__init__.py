@@ -21,7 +21,7 @@ Modules: `schema` (file, migrations, connections), `blob` (the telemetry record)
 (`Store`), `writer` (`StoreWriter`), `bounds` (retention, age and size, run by the writer).
 """
 
-from agent.store.blob import EncodedBatch, decode_batch, encode_batch
+from agent.store.blob import EncodedBatch, TelemetryRun, decode_batch, decode_run, encode_batch
 from agent.store.schema import (
     DB_NAME,
     MIGRATIONS,
@@ -62,10 +62,12 @@ __all__ = [
     "StreamStats",
     "Synchronous",
     "TagInfo",
+    "TelemetryRun",
     "WriterStats",
     "connect",
     "db_path",
     "decode_batch",
+    "decode_run",
     "encode_batch",
     "migrate",
     "schema_version",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.errors import StoreError
 from agent.model import ReadingBatch
@@ -61,4 +62,122 @@ def decode_batch(
         values=np.frombuffer(vals, dtype=_F64).astype(np.float64),
         quality=np.frombuffer(quality, dtype=np.uint8).copy(),
         ts_ns=np.frombuffer(ts, dtype=_I64).astype(np.int64),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Many records at once, column by column (the forwarder's read path)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryRun:
+    """Consecutive telemetry records read in one query, their columns joined end to end.
+
+    Record `i` holds readings `offsets[i]:offsets[i + 1]` of `tag_ids`, `values` and `quality`.
+    `ts_ns` is one stamp per record (its first reading's); `reading_ts_ns` is one per reading,
+    present only when some record carries a stamp per reading. Built with one `frombuffer` per
+    column instead of four numpy calls per record: at 50 readings a record that is the
+    difference between 100k and 500k records a second read.
+    """
+
+    seqs: npt.NDArray[np.int64]
+    sources: tuple[str, ...]
+    offsets: npt.NDArray[np.int64]  # len(seqs) + 1
+    tag_ids: npt.NDArray[np.int32]
+    values: npt.NDArray[np.float64]
+    quality: npt.NDArray[np.uint8]
+    ts_ns: npt.NDArray[np.int64]
+    reading_ts_ns: npt.NDArray[np.int64] | None = None
+    # Per record: stored with one stamp per reading (only with `reading_ts_ns`).
+    stamped: npt.NDArray[np.bool_] | None = None
+
+    def __len__(self) -> int:
+        return int(self.seqs.shape[0])
+
+    def slice(self, start: int, stop: int) -> TelemetryRun:
+        """Records `start:stop` (clamped, step 1); the columns are views, not copies."""
+        start, stop, _ = slice(start, stop).indices(len(self))
+        stop = max(start, stop)
+        a, b = int(self.offsets[start]), int(self.offsets[stop])
+        return TelemetryRun(
+            seqs=self.seqs[start:stop],
+            sources=self.sources[start:stop],
+            offsets=self.offsets[start : stop + 1] - a,
+            tag_ids=self.tag_ids[a:b],
+            values=self.values[a:b],
+            quality=self.quality[a:b],
+            ts_ns=self.ts_ns[start:stop],
+            reading_ts_ns=None if self.reading_ts_ns is None else self.reading_ts_ns[a:b],
+            stamped=None if self.stamped is None else self.stamped[start:stop],
+        )
+
+    def select(self, keep: npt.NDArray[np.bool_]) -> TelemetryRun:
+        """The records where `keep` (one bool per record) is true."""
+        if bool(keep.all()):
+            return self
+        counts = np.diff(self.offsets)
+        rows = np.repeat(keep, counts)
+        offsets = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+        np.cumsum(counts[keep], out=offsets[1:])
+        return TelemetryRun(
+            seqs=self.seqs[keep],
+            sources=tuple(s for s, k in zip(self.sources, keep.tolist(), strict=True) if k),
+            offsets=offsets,
+            tag_ids=self.tag_ids[rows],
+            values=self.values[rows],
+            quality=self.quality[rows],
+            ts_ns=self.ts_ns[keep],
+            reading_ts_ns=None if self.reading_ts_ns is None else self.reading_ts_ns[rows],
+            stamped=None if self.stamped is None else self.stamped[keep],
+        )
+
+    def batch(self, i: int) -> ReadingBatch:
+        """Record `i` as the `ReadingBatch` it was stored from."""
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        if self.reading_ts_ns is None or self.stamped is None or not self.stamped[i]:
+            ts = self.ts_ns[i : i + 1]
+        else:
+            ts = self.reading_ts_ns[a:b]
+        return ReadingBatch(
+            self.sources[i], self.tag_ids[a:b], self.values[a:b], self.quality[a:b], ts
+        )
+
+
+def decode_run(rows: list[tuple[int, str, int, bytes, bytes, bytes, bytes]]) -> TelemetryRun:
+    """Rows of (seq, source, n, tag_ids, vals, quality, ts) blobs, joined into one run."""
+    counts = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+    tag_blob = b"".join([r[3] for r in rows])
+    val_blob = b"".join([r[4] for r in rows])
+    quality_blob = b"".join([r[5] for r in rows])
+    stamps = [r[6] for r in rows]
+    if len(tag_blob) != 4 * total or len(val_blob) != 8 * total or len(quality_blob) != total:
+        raise StoreError("telemetry records with blobs of the wrong length")
+    stamp_bytes = np.fromiter(map(len, stamps), dtype=np.int64, count=len(stamps))
+    per_row = stamp_bytes != 8
+    if bool((per_row & ((stamp_bytes != 8 * counts) | (counts == 0))).any()):
+        raise StoreError("a telemetry record has a timestamp blob of the wrong length")
+    first = np.frombuffer(b"".join([ts[:8] for ts in stamps]), dtype=_I64).astype(np.int64)
+    per_reading = None
+    if bool(per_row.any()):
+        per_reading = np.concatenate(
+            [
+                np.frombuffer(ts, dtype=_I64)
+                if len(ts) > 8
+                else np.repeat(np.frombuffer(ts, dtype=_I64), n)
+                for n, ts in zip(counts.tolist(), stamps, strict=True)
+            ]
+        ).astype(np.int64)
+    return TelemetryRun(
+        seqs=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+        sources=tuple(r[1] for r in rows),
+        offsets=offsets,
+        tag_ids=np.frombuffer(tag_blob, dtype=_I32).astype(np.int32),
+        values=np.frombuffer(val_blob, dtype=_F64).astype(np.float64),
+        quality=np.frombuffer(quality_blob, dtype=np.uint8).copy(),
+        ts_ns=first,
+        reading_ts_ns=per_reading,
+        stamped=None if per_reading is None else per_row,
     )

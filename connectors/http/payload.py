@@ -1,13 +1,18 @@
 """The JSON body and the idempotency key of one POST to an MES: pure functions, no I/O.
 
-One body carries records of one stream, in seq order:
+One body carries records of one stream, in seq order. Telemetry is columnar (one array per
+field, a reading naming its tag by its index in `tags`), built from the store's arrays with no
+Python object per reading; events and gap records, which are few, are a list of objects:
 
-    {"schema": "lineside.mes/1", "agent_id": "edge-1", "stream": "telemetry",
-     "records": [{"stream": "telemetry", "seq": 41, "ts": "2024-05-01T08:00:00.125Z",
-                  "historical": false, "source": "plc1",
-                  "readings": [{"path": "suzhou/stamping/line-1/press1/speed",
-                                "value": 42.5, "quality": "good", "unit": "spm",
-                                "ts": "2024-05-01T08:00:00.125Z"}]}]}
+    {"schema": "lineside.mes/2", "agent_id": "edge-1", "stream": "telemetry",
+     "seq": [41], "ts": ["2024-05-01T08:00:00.125Z"], "historical": [false],
+     "source": ["plc1"], "n": [1],
+     "tags": ["suzhou/stamping/line-1/press1/speed"], "units": ["spm"],
+     "tag": [0], "value": [42.5], "quality": [0]}
+
+    {"schema": "lineside.mes/2", "agent_id": "edge-1", "stream": "events",
+     "records": [{"stream": "events", "seq": 7, "ts": "...", "historical": false,
+                  "kind": "state", "machine": "press1", "data": {...}}]}
 
 Timestamps are RFC 3339 in UTC with millisecond precision: the finest that every common MES
 stack (JavaScript, .NET, Java, SQL DATETIME(3)) parses without loss or error. A value that is
@@ -24,13 +29,22 @@ import numpy.typing as npt
 import orjson
 
 from agent.errors import SinkRejected
-from agent.model import Quality
-from agent.sink import EventRecord, GapRecord, Record, TagMeta, TelemetryRecord
+from agent.sink import (
+    EventRecord,
+    GapRecord,
+    Record,
+    TagMeta,
+    TelemetryRecord,
+    TelemetryRecords,
+    known_ids,
+    tag_columns,
+)
 
-SCHEMA = "lineside.mes/1"
+SCHEMA = "lineside.mes/2"
+# Telemetry quality codes 0, 1, 2 as the MES reads them (agent.model.Quality); a code the
+# agent does not know is sent as 2, bad: never reported as good.
+QUALITIES = ("good", "uncertain", "bad")
 
-# Quality codes as the MES reads them; indexed by the uint8 stored in ReadingBatch.quality.
-_QUALITY_NAMES: tuple[str, ...] = tuple(q.name.lower() for q in sorted(Quality))
 
 # NaN → null is orjson's behaviour; numpy scalars in event data are serialised natively.
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -49,41 +63,36 @@ def idempotency_key(agent_id: str, records: Sequence[Record]) -> str:
     return f"{agent_id}:{records[0].stream}:{records[0].seq}-{records[-1].seq}"
 
 
-def _quality_name(code: int) -> str:
-    return _QUALITY_NAMES[code] if code < len(_QUALITY_NAMES) else f"code-{code}"
-
-
-def _telemetry(index: int, record: TelemetryRecord, tags: Mapping[int, TagMeta]) -> dict[str, Any]:
-    batch = record.batch
-    stamps = rfc3339_ms(batch.timestamps())
-    readings: list[dict[str, Any]] = []
-    for tag_id, value, quality, ts in zip(
-        batch.tag_ids.tolist(), batch.values.tolist(), batch.quality.tolist(), stamps, strict=True
-    ):
-        meta = tags.get(tag_id)
-        if meta is None:
-            # A record naming a tag the agent no longer knows cannot be sent meaningfully:
-            # quarantine that one record rather than block the stream.
-            raise SinkRejected(
-                f"telemetry seq {record.seq}: tag id {tag_id} is not in the tag table", index
-            )
-        readings.append(
-            {
-                "path": meta.path,
-                "value": value,
-                "quality": _quality_name(quality),
-                "unit": meta.unit,
-                "ts": ts,
-            }
+def telemetry_columns(
+    records: Sequence[TelemetryRecord], tags: Mapping[int, TagMeta]
+) -> dict[str, Any]:
+    """The columns of a telemetry body (README: "Telemetry"). Raises `SinkRejected(index)`
+    for the first record naming a tag the agent no longer knows: that record cannot be sent
+    meaningfully, so it alone is quarantined rather than blocking the stream."""
+    columns = TelemetryRecords.of(records)
+    run = columns.run
+    named = tag_columns(run, known_ids(tags))  # O(tag ids): microseconds per body
+    if named.unknown_record is not None:
+        seq = int(run.seqs[named.unknown_record])
+        raise SinkRejected(
+            f"telemetry seq {seq}: tag id {named.unknown_id} is not in the tag table",
+            named.unknown_record,
         )
-    return {
-        "stream": record.stream,
-        "seq": record.seq,
-        "ts": rfc3339_ms(batch.ts_ns[:1])[0] if batch.ts_ns.shape[0] else None,
-        "historical": record.historical,
-        "source": batch.source,
-        "readings": readings,
+    body: dict[str, Any] = {
+        "seq": run.seqs,
+        "ts": rfc3339_ms(run.ts_ns),
+        "historical": columns.historical,
+        "source": list(run.sources),
+        "n": np.diff(run.offsets),
+        "tags": [tags[i].path for i in named.used],
+        "units": [tags[i].unit for i in named.used],
+        "tag": named.index,
+        "value": run.values,  # NaN: null
+        "quality": np.minimum(run.quality, len(QUALITIES) - 1),
     }
+    if run.reading_ts_ns is not None:
+        body["reading_ts"] = rfc3339_ms(run.reading_ts_ns)
+    return body
 
 
 def _event(record: EventRecord) -> dict[str, Any]:
@@ -109,10 +118,8 @@ def _gap(record: GapRecord) -> dict[str, Any]:
     }
 
 
-def record_json(index: int, record: Record, tags: Mapping[int, TagMeta]) -> dict[str, Any]:
-    """One record as the MES receives it; `index` is its place in the batch (for errors)."""
-    if isinstance(record, TelemetryRecord):
-        return _telemetry(index, record, tags)
+def record_json(record: EventRecord | GapRecord) -> dict[str, Any]:
+    """One event or gap record as the MES receives it."""
     if isinstance(record, EventRecord):
         return _event(record)
     return _gap(record)
@@ -125,11 +132,21 @@ def body(agent_id: str, records: Sequence[Record], tags: Mapping[int, TagMeta]) 
     if not records:
         raise ValueError("an empty batch is not sent")
     stream = records[0].stream
-    for record in records:
-        if record.stream != stream:
-            raise ValueError(f"one batch, one stream: got {stream!r} and {record.stream!r}")
-    items = [record_json(i, r, tags) for i, r in enumerate(records)]
-    document = {"schema": SCHEMA, "agent_id": agent_id, "stream": stream, "records": items}
+    if not isinstance(records, TelemetryRecords):
+        for record in records:
+            if record.stream != stream:
+                raise ValueError(f"one batch, one stream: got {stream!r} and {record.stream!r}")
+    head = {"schema": SCHEMA, "agent_id": agent_id, "stream": stream}
+    if stream == "telemetry":
+        # Columns as read from the store stay columns: no record object is made.
+        telemetry = (
+            records
+            if isinstance(records, TelemetryRecords)
+            else [r for r in records if isinstance(r, TelemetryRecord)]
+        )
+        return orjson.dumps({**head, **telemetry_columns(telemetry, tags)}, option=_JSON_OPTIONS)
+    items = [record_json(r) for r in records if not isinstance(r, TelemetryRecord)]
+    document = {**head, "records": items}
     try:
         return orjson.dumps(document, option=_JSON_OPTIONS)
     except orjson.JSONEncodeError:

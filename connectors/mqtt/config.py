@@ -49,6 +49,11 @@ class MqttSinkConfig(Broker):
     topic_prefix: str = "lineside"  # topics: <prefix>/<site>/<area>/<line>/<machine>/...
     qos: Literal[0, 1] = 1
     retain_last: bool = False  # retain the last value of each tag for late subscribers
+    # Telemetry as one columnar message per machine and send (topic .../telemetry/_batch):
+    # "auto" for a backlog (a send holding historical records or at least batch_min_records),
+    # "always", or "never" (one message per record and machine, as live data goes).
+    batch: Literal["auto", "always", "never"] = "auto"
+    batch_min_records: Annotated[int, Field(ge=1)] = 100
 
     @field_validator("topic_prefix")
     @classmethod

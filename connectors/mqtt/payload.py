@@ -7,6 +7,7 @@ The topic tree (ISA-95 levels, see connectors/mqtt/README.md):
     <prefix>/<site>/<area>/<line>/<machine>/event/<kind>       machine events
     <prefix>/<site>/_agent/<agent_id>/event/<kind>             events of no (known) machine
     <prefix>/<site>/_agent/<agent_id>/gap                      records dropped before sending
+    <prefix>/<site>/_agent/<agent_id>/telemetry/_batch         many records at once, columnar
 
 Every payload carries `agent_id`, `stream` and `seq`, the key a consumer de-duplicates on
 (delivery is at least once). Times are UTC milliseconds since the epoch. NaN and infinities
@@ -14,7 +15,9 @@ become `null`: JSON has no such numbers.
 
 Everything that depends only on the tag table (topic strings, tag names, units) is worked out
 once, when the layout is built; the per-message work is one dict per value and one
-`orjson.dumps` per message.
+`orjson.dumps` per message. A batch message (`batch_messages`, a backlog being replayed) has no
+per-value work at all: its columns are the store's arrays, written by orjson straight from
+numpy, and a reading names its tag by its index in the message's `tags` list.
 """
 
 from __future__ import annotations
@@ -25,10 +28,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from agent.model import Quality
-from agent.sink import EventRecord, GapRecord, Record, TagMeta, TelemetryRecord
+from agent.sink import (
+    EventRecord,
+    GapRecord,
+    Record,
+    TagMeta,
+    TelemetryRecord,
+    TelemetryRecords,
+    known_ids,
+    tag_columns,
+)
 
 # Quality byte → name; a byte outside the enum is not good, so it reads "bad".
 QUALITY_NAMES: tuple[str, ...] = tuple(
@@ -36,6 +49,8 @@ QUALITY_NAMES: tuple[str, ...] = tuple(
 )
 
 AGENT_LEVEL = "_agent"  # the area-level name under which agent-wide topics live
+BATCH_LEVEL = "_batch"  # telemetry/_batch: many records in one columnar message
+BATCH_QUALITIES = ("good", "uncertain", "bad")  # what a batch's quality codes 0, 1, 2 mean
 NO_SITE = "_"  # the site used when the agent has no tags at all
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -104,6 +119,9 @@ class UnsLayout:
                 machine, meta.name, meta.unit, f"{base}/telemetry/{meta.name}"
             )
         self._telemetry_topics = [f"{base}/telemetry" for base in self.machine_topics]
+        # For batch messages: which ids are in the tag table (dense by id), and their paths.
+        self._known = known_ids(tags)
+        self._paths = {tag_id: meta.path for tag_id, meta in tags.items()}
 
     # -----------------------------------------------------------------------------------------
     # Topics
@@ -179,6 +197,53 @@ class UnsLayout:
             )
             for machine, group in groups.items()
         ]
+
+    @property
+    def batch_topic(self) -> str:
+        return f"{self.agent_topic}/telemetry/{BATCH_LEVEL}"
+
+    def batch_messages(self, records: Sequence[Record]) -> list[Message]:
+        """Telemetry `records` as one columnar message (README: "Batches"); none when empty.
+
+        One message per send, under the agent rather than per machine: a batch is a slice of
+        the stream, so its records stay in seq order whatever machines they come from.
+        Raises `PayloadError` for a record that is not telemetry or names a tag not in the
+        tag table.
+        """
+        if not isinstance(records, TelemetryRecords):
+            for index, record in enumerate(records):
+                if not isinstance(record, TelemetryRecord):
+                    raise PayloadError(
+                        f"only telemetry goes in batches, not {record.stream}", index
+                    )
+        columns = TelemetryRecords.of(records)  # type: ignore[arg-type]
+        run, historical = columns.run, columns.historical
+        if not run.tag_ids.shape[0]:
+            return []
+        tags = tag_columns(run, self._known)
+        if tags.unknown_record is not None:
+            raise PayloadError(
+                f"tag id {tags.unknown_id} is not in the tag table", tags.unknown_record
+            )
+        counts = np.diff(run.offsets)
+        present = counts > 0  # a record with no readings carries nothing to send
+        body: dict[str, Any] = {
+            "agent_id": self.agent_id,
+            "stream": "telemetry",
+            "seq": run.seqs[present],
+            "ts": run.ts_ns[present] // 1_000_000,
+            "historical": historical[present],
+            "n": counts[present],
+            "tags": [self._paths[i] for i in tags.used],
+            "units": [self._tags[i].unit for i in tags.used],
+            "tag": tags.index,
+            "value": run.values,  # NaN and infinities: orjson writes null
+            "quality": np.minimum(run.quality, len(BATCH_QUALITIES) - 1),  # unknown codes: bad
+        }
+        if run.reading_ts_ns is not None:
+            body["reading_ts"] = run.reading_ts_ns // 1_000_000
+        index = int(np.argmax(present))
+        return [Message(self.batch_topic, orjson.dumps(body, option=_JSON_OPTIONS), index)]
 
     def _event(self, index: int, record: EventRecord) -> Message:
         event = record.event

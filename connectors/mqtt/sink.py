@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import Credentials
 from agent.errors import ConnectError, RequestTimeout, SinkRejected
-from agent.sink import Record, SinkContext
+from agent.sink import Record, SinkContext, TelemetryRecord, TelemetryRecords
 from connectors.mqtt.config import Broker, MqttSinkConfig, Tls
 from connectors.mqtt.payload import PayloadError, UnsLayout
 
@@ -98,10 +98,15 @@ class _Waiting:
     expected: int
     acknowledged: int = 0
     refused: dict[int, str] = field(default_factory=dict)  # record index → why
+    refusals: int = 0  # messages refused
 
 
 class MqttSink:
     """Publishes records to an MQTT broker under a UNS topic tree (see README.md beside this)."""
+
+    # Sends may overlap: the forwarder encodes the next batch while the broker acknowledges
+    # the previous one. One connection publishes in call order, so order per stream holds.
+    concurrent_sends = 2
 
     def __init__(
         self,
@@ -319,8 +324,14 @@ class MqttSink:
         client = self._client
         if client is None or not self._connected:
             raise ConnectError(f"{self.config.endpoint}: not connected")
+        batched = self._batched(records)
         try:
-            messages = self.layout.messages(records, retain_last=self.config.retain_last)
+            if batched:
+                messages = self.layout.batch_messages(records)
+                if self.config.retain_last:
+                    messages += self.layout.last_values(records)
+            else:
+                messages = self.layout.messages(records, retain_last=self.config.retain_last)
         except PayloadError as exc:
             raise SinkRejected(str(exc), exc.index) from None
         if not messages:
@@ -345,10 +356,25 @@ class MqttSink:
                 waiting.done.cancel()
                 self._forget(waiting)
         if waiting.refused:
+            if batched and waiting.refusals == len(messages):
+                raise SinkRejected(next(iter(waiting.refused.values())), None)  # all refused
             index = min(waiting.refused)
             self._stats["records"] += index  # those before it were taken
             raise SinkRejected(waiting.refused[index], index)
         self._stats["records"] += len(records)
+
+    def _batched(self, records: Sequence[Record]) -> bool:
+        """Whether telemetry `records` go as batch messages (config `batch`, README)."""
+        mode = self.config.batch
+        if mode == "never" or not records:
+            return False
+        if isinstance(records, TelemetryRecords):
+            backlog = bool(records.historical.any())
+        elif all(isinstance(r, TelemetryRecord) for r in records):
+            backlog = any(r.historical for r in records)
+        else:
+            return False  # events and gaps: one message each
+        return mode == "always" or backlog or len(records) >= self.config.batch_min_records
 
     async def _wait(self, waiting: _Waiting) -> None:
         """Until every acknowledgement arrived; time out only when none came for a while."""
@@ -386,6 +412,7 @@ class MqttSink:
         self._stats["acknowledged"] += 1
         if reason.is_failure:
             self._stats["refused"] += 1
+            waiting.refusals += 1
             waiting.refused.setdefault(index, f"the broker refused {topic}: {str(reason).lower()}")
         if waiting.acknowledged == waiting.expected and not waiting.done.done():
             waiting.done.set_result(None)

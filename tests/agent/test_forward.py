@@ -185,3 +185,130 @@ async def test_live_records_flow_while_a_backlog_replays_at_its_rate(tmp_path: P
     assert store.cursor("mes", "telemetry") == 45
     writer.close()
     store.close()
+
+
+class GatedSink:
+    """Two sends may be in flight (`concurrent_sends`); each waits until the test answers it."""
+
+    name = "mes"
+    concurrent_sends = 2
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], asyncio.Future[None]]] = []
+        self.received: list[int] = []
+
+    async def connect(self) -> None:
+        pass
+
+    async def send(self, records: Sequence[Record]) -> None:
+        seqs = [r.seq for r in records]
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.calls.append((seqs, answer))
+        await answer
+        self.received.extend(seqs)
+
+    async def close(self) -> None:
+        pass
+
+    def statistics(self) -> Mapping[str, float]:
+        return {}
+
+
+async def until(condition, limit_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(limit_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_two_sends_in_flight_the_cursor_moves_in_order_on_acknowledgement(
+    tmp_path: Path,
+) -> None:
+    fill(tmp_path, 21)  # and one event, on its own lane
+    sink = GatedSink()
+    store, writer = Store(tmp_path), StoreWriter(tmp_path)
+    forwarder = Forwarder(sink, store, writer, SystemClock(), FAST)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await until(lambda: len([c for c in sink.calls if len(c[0]) == 7]) == 2)
+        telemetry = [c for c in sink.calls if len(c[0]) == 7]
+        assert [seqs for seqs, _ in telemetry] == [list(range(1, 8)), list(range(8, 15))]
+        await asyncio.sleep(0.1)
+        assert len([c for c in sink.calls if len(c[0]) == 7]) == 2, "at most two in flight"
+        telemetry[1][1].set_result(None)  # the second is acknowledged first
+        await asyncio.sleep(0.1)
+        await writer.flush()
+        assert store.cursor("mes", "telemetry") == 0, "the cursor waits for the first"
+        telemetry[0][1].set_result(None)
+        await until(lambda: len([c for c in sink.calls if len(c[0]) == 7]) == 3)
+        await until(lambda: forwarder.stats.sent["telemetry"] == 14)
+        await writer.flush()
+        assert store.cursor("mes", "telemetry") == 14
+        third = [c for c in sink.calls if len(c[0]) == 7][2]
+        assert third[0] == list(range(15, 22))
+        third[1].set_exception(ConnectError("connection lost"))  # fails: sent again
+        forwarder._backoff.initial = 0.01
+        await until(lambda: len([c for c in sink.calls if len(c[0]) == 7]) == 4)
+        again = [c for c in sink.calls if len(c[0]) == 7][3]
+        assert again[0] == list(range(15, 22))
+        again[1].set_result(None)
+        await until(lambda: forwarder.stats.sent["telemetry"] == 21)
+        await writer.flush()
+        assert store.cursor("mes", "telemetry") == 21
+        assert forwarder.stats.failures == 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.close()
+        store.close()
+
+
+async def test_a_failed_first_send_takes_the_one_behind_it_along(tmp_path: Path) -> None:
+    fill(tmp_path, 14)
+    sink = GatedSink()
+    store, writer = Store(tmp_path), StoreWriter(tmp_path)
+    forwarder = Forwarder(sink, store, writer, SystemClock(), FAST)
+    forwarder._backoff.initial = 0.01
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await until(lambda: len([c for c in sink.calls if len(c[0]) == 7]) == 2)
+        first, second = [c for c in sink.calls if len(c[0]) == 7]
+        first[1].set_exception(ConnectError("connection lost"))
+        # The second was abandoned with the first: both go again, in order.
+        await until(lambda: len([c for c in sink.calls if len(c[0]) == 7]) == 4)
+        assert second[1].cancelled()
+        resent = [seqs for seqs, _ in sink.calls if len(seqs) == 7][2:]
+        assert resent == [list(range(1, 8)), list(range(8, 15))]
+        for _, answer in [c for c in sink.calls if len(c[0]) == 7][2:]:
+            answer.set_result(None)
+        await until(lambda: forwarder.stats.sent["telemetry"] == 14)
+        assert sink.received == list(range(1, 15))  # the event's send is never answered
+        await writer.flush()
+        assert store.cursor("mes", "telemetry") == 14
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.close()
+        store.close()
+
+
+async def test_a_commit_wakes_an_idle_lane_at_once(tmp_path: Path) -> None:
+    fill(tmp_path, 1)
+    sink = ScriptedSink()
+    store, writer = Store(tmp_path), StoreWriter(tmp_path, flush_interval=0.01)
+    lazy = ForwardSettings(batch_size=7, idle_wait=60.0)  # polling alone would take a minute
+    forwarder = Forwarder(sink, store, writer, SystemClock(), lazy)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await until(lambda: telemetry_seqs(sink) == [1])
+        await asyncio.sleep(0.1)  # every lane idle now
+        now = SystemClock().time_ns()
+        writer.submit_readings(ReadingBatch.from_columns("plc", [1], [5.0], Quality.GOOD, now))
+        await until(lambda: telemetry_seqs(sink) == [1, 2], limit_s=5.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.close()
+        store.close()

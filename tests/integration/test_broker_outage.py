@@ -43,7 +43,10 @@ class PersistentReader:
             protocol=mqtt.MQTTv5,
         )
         self.client.reconnect_delay_set(min_delay=1, max_delay=1)
-        self.client.on_connect = lambda c, *a: c.subscribe("uns/+/+/+/+/telemetry", qos=1)
+        # Live records come one message each; a backlog may come as batches (a list of seqs).
+        self.client.on_connect = lambda c, *a: c.subscribe(
+            [("uns/+/+/+/+/telemetry", 1), ("uns/+/_agent/+/telemetry/_batch", 1)]
+        )
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_message = self._on_message
         session = Properties(PacketTypes.CONNECT)
@@ -53,8 +56,9 @@ class PersistentReader:
         assert subscribed.wait(10), "no SUBACK"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        seq = orjson.loads(message.payload)["seq"]
         with self._lock:
-            self.seqs.append(orjson.loads(message.payload)["seq"])
+            self.seqs.extend(seq if isinstance(seq, list) else [seq])
 
     def received(self) -> list[int]:
         with self._lock:
@@ -125,5 +129,6 @@ async def test_broker_down_for_seconds(tmp_path: Path, mosquitto: BrokerFactory)
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(600)  # three minutes down, then the drain: past the suite's 120 s limit
 async def test_broker_down_for_minutes(tmp_path: Path, mosquitto: BrokerFactory) -> None:
     await outage(tmp_path, mosquitto(persistent=True), down_for=180.0)

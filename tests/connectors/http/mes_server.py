@@ -133,8 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             document = received.json()
             agent_id = str(document["agent_id"])
-            records: list[dict[str, Any]] = list(document["records"])
-        except (ValueError, KeyError, TypeError) as exc:
+            records = records_of(document)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
             return 400, {"error": f"bad body: {exc}"}
         key = received.headers.get("idempotency-key", "")
         with self.state.lock:
@@ -164,6 +164,47 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
         self.close_connection = True
+
+
+QUALITIES = ("good", "uncertain", "bad")
+
+
+def records_of(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of a body, one dict each; columnar telemetry (`lineside.mes/2`) is taken
+    apart the way an MES would, into records with their readings."""
+    if "records" in document:
+        return list(document["records"])
+    tags, units, tag = document["tags"], document["units"], document["tag"]
+    values, quality = document["value"], document["quality"]
+    stamps = document.get("reading_ts")
+    records = []
+    start = 0
+    for i, seq in enumerate(document["seq"]):
+        rows = range(start, start + document["n"][i])
+        start = rows.stop
+        readings = [
+            {
+                "path": tags[tag[r]],
+                "value": values[r],
+                "quality": QUALITIES[quality[r]],
+                "unit": units[tag[r]],
+                "ts": stamps[r] if stamps is not None else document["ts"][i],
+            }
+            for r in rows
+        ]
+        records.append(
+            {
+                "stream": document["stream"],
+                "seq": seq,
+                "ts": document["ts"][i],
+                "historical": document["historical"][i],
+                "source": document["source"][i],
+                "readings": readings,
+            }
+        )
+    if start != len(values):
+        raise ValueError(f"n adds up to {start} readings, the columns hold {len(values)}")
+    return records
 
 
 class MesServer:

@@ -37,6 +37,7 @@ from tests.connectors.http.mes_server import (
     MesServer,
     Reset,
     Status,
+    records_of,
 )
 
 T0 = 1_714_550_400_000_000_000
@@ -105,8 +106,8 @@ async def test_body_and_headers_exact(
     assert request.body == payload.body("edge-1", batch, TAGS)
     document = request.json()
     assert document["agent_id"] == "edge-1" and document["stream"] == "telemetry"
-    assert [r["seq"] for r in document["records"]] == [41, 42, 43]
-    assert document["records"][1]["readings"][3] == {
+    assert document["seq"] == [41, 42, 43]
+    assert records_of(document)[1]["readings"][3] == {
         "path": "suzhou/stamping/line-1/press1/t3",
         "value": 42.3,
         "quality": "good",

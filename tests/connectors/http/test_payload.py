@@ -51,66 +51,74 @@ def test_rfc3339_ms(ts_ns: int, text: str) -> None:
 
 def test_telemetry_body_exact() -> None:
     assert decoded([telemetry(41), telemetry(42, [T0, T0 + 1_000_000], historical=True)]) == {
-        "schema": "lineside.mes/1",
+        "schema": "lineside.mes/2",
         "agent_id": "edge-1",
         "stream": "telemetry",
-        "records": [
-            {
-                "stream": "telemetry",
-                "seq": 41,
-                "ts": "2024-05-01T08:00:00.125Z",
-                "historical": False,
-                "source": "plc1",
-                "readings": [
-                    {
-                        "path": "suzhou/stamping/line-1/press1/speed",
-                        "value": 42.5,
-                        "quality": "good",
-                        "unit": "spm",
-                        "ts": "2024-05-01T08:00:00.125Z",
-                    },
-                    {
-                        "path": "suzhou/stamping/line-1/press1/state",
-                        "value": None,  # NaN is not JSON
-                        "quality": "bad",
-                        "unit": "",
-                        "ts": "2024-05-01T08:00:00.125Z",
-                    },
-                ],
-            },
-            {
-                "stream": "telemetry",
-                "seq": 42,
-                "ts": "2024-05-01T08:00:00.125Z",
-                "historical": True,
-                "source": "plc1",
-                "readings": [
-                    {
-                        "path": "suzhou/stamping/line-1/press1/speed",
-                        "value": 42.5,
-                        "quality": "good",
-                        "unit": "spm",
-                        "ts": "2024-05-01T08:00:00.125Z",
-                    },
-                    {
-                        "path": "suzhou/stamping/line-1/press1/state",
-                        "value": None,
-                        "quality": "bad",
-                        "unit": "",
-                        "ts": "2024-05-01T08:00:00.126Z",
-                    },
-                ],
-            },
+        "seq": [41, 42],
+        "ts": ["2024-05-01T08:00:00.125Z", "2024-05-01T08:00:00.125Z"],
+        "historical": [False, True],
+        "source": ["plc1", "plc1"],
+        "n": [2, 2],
+        "tags": ["suzhou/stamping/line-1/press1/speed", "suzhou/stamping/line-1/press1/state"],
+        "units": ["spm", ""],
+        "tag": [0, 1, 0, 1],
+        "value": [42.5, None, 42.5, None],  # NaN is not JSON
+        "quality": [0, 2, 0, 2],
+        # record 42 has a stamp per reading: then every reading has one
+        "reading_ts": [
+            "2024-05-01T08:00:00.125Z",
+            "2024-05-01T08:00:00.125Z",
+            "2024-05-01T08:00:00.125Z",
+            "2024-05-01T08:00:00.126Z",
         ],
     }
 
 
-def test_uncertain_quality_and_empty_batch() -> None:
-    batch = ReadingBatch.from_columns("plc1", [1], [1.0], Quality.UNCERTAIN, T0)
+def test_telemetry_body_read_back_as_records_by_a_mes() -> None:
+    from tests.connectors.http.mes_server import records_of
+
+    records = records_of(decoded([telemetry(41), telemetry(42, historical=True)]))
+    assert [(r["seq"], r["historical"]) for r in records] == [(41, False), (42, True)]
+    assert records[1]["readings"] == [
+        {"path": "suzhou/stamping/line-1/press1/speed", "value": 42.5, "quality": "good",
+         "unit": "spm", "ts": "2024-05-01T08:00:00.125Z"},
+        {"path": "suzhou/stamping/line-1/press1/state", "value": None, "quality": "bad",
+         "unit": "", "ts": "2024-05-01T08:00:00.125Z"},
+    ]  # fmt: skip
+    assert "reading_ts" not in decoded([telemetry(41)])
+
+
+def test_uncertain_unknown_quality_and_empty_batch() -> None:
+    batch = ReadingBatch.from_columns("plc1", [1, 2], [1.0, 2.0], [Quality.UNCERTAIN, 77], T0)
     empty = ReadingBatch.from_columns("plc1", [], [], Quality.GOOD, T0)
-    records = decoded([TelemetryRecord(1, batch), TelemetryRecord(2, empty)])["records"]
-    assert records[0]["readings"][0]["quality"] == "uncertain"
-    assert records[1]["readings"] == [] and records[1]["ts"] == "2024-05-01T08:00:00.125Z"
+    document = decoded([TelemetryRecord(1, batch), TelemetryRecord(2, empty)])
+    assert document["quality"] == [1, 2]  # 77 is no quality we know: bad, never good
+    assert document["n"] == [2, 0] and document["seq"] == [1, 2]
+    assert document["ts"] == ["2024-05-01T08:00:00.125Z"] * 2
+
+
+def test_columnar_records_from_the_store_give_the_same_body(tmp_path: Path) -> None:
+    from agent.forward import read_records
+    from agent.store import Store, StoreWriter, TagInfo
+
+    with Store(tmp_path) as store:
+        ids = store.register_tags(TagInfo(m.path, m.machine, m.name, m.unit) for m in TAGS.values())
+    assert sorted(ids.values()) == [1, 2]  # the store gives the ids TAGS uses
+    writer = StoreWriter(tmp_path)
+    for k in range(4):
+        stamps: int | list[int] = T0 + k if k != 2 else [T0, T0 + 1_000_000]
+        writer.submit_readings(
+            ReadingBatch.from_columns("plc1", [1, 2], [k, k + 0.5], [0, 1], stamps)
+        )
+    assert writer.flush_blocking(10)
+    writer.close()
+    with Store(tmp_path) as store:
+        columns = read_records(store, "telemetry", 0, 10)
+    one_by_one = list(columns)
+    assert payload.body("edge-1", columns, TAGS) == payload.body("edge-1", one_by_one, TAGS)
+    assert payload.body("edge-1", columns[1:3], TAGS) == payload.body(
+        "edge-1", one_by_one[1:3], TAGS
+    )
 
 
 def test_event_and_gap_bodies_exact() -> None:
@@ -130,7 +138,7 @@ def test_event_and_gap_bodies_exact() -> None:
     ]
     gap = GapRecord(3, "telemetry", 10, 19, 10, 400, T0, "store full", historical=True)
     assert decoded([gap]) == {
-        "schema": "lineside.mes/1",
+        "schema": "lineside.mes/2",
         "agent_id": "edge-1",
         "stream": "gaps",
         "records": [

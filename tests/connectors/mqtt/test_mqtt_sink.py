@@ -332,12 +332,132 @@ async def test_qos_0_counts_written_messages_as_sent(mosquitto: BrokerFactory) -
 async def test_send_10k_records_throughput(mosquitto: BrokerFactory) -> None:
     """Measured, not asserted: records per second for one `send` of 10 000 records."""
     broker = mosquitto()
-    sink = MqttSink(sink_config(broker), CONTEXT)
-    await sink.connect()
     records: list[Record] = [telemetry(seq, [1, 2]) for seq in range(1, 10_001)]
-    started = time.perf_counter()
-    await sink.send(records)
-    elapsed = time.perf_counter() - started
+    for mode, messages in (("never", 10_000), ("always", 1)):
+        sink = MqttSink(sink_config(broker, batch=mode), CONTEXT)
+        await sink.connect()
+        started = time.perf_counter()
+        await sink.send(records)
+        elapsed = time.perf_counter() - started
+        await sink.close()
+        assert sink.statistics()["acknowledged"] == messages
+        assert sink.statistics()["records"] == 10_000
+        print(
+            f"\nMQTT sink, QoS 1, 10 000 records of 2 tags, batch = {mode}: "
+            f"{10_000 / elapsed:,.0f} records/s"
+        )
+
+
+class BatchReceiver:
+    """What a consumer of the UNS does with batches: decode both message forms and keep each
+    record once by `(agent_id, stream, seq)` (delivery is at least once)."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str, int], dict[str, float | None]] = {}
+        self.deliveries = 0
+
+    def take(self, topic: str, payload: dict[str, Any]) -> None:
+        if topic.endswith("/telemetry/_batch"):
+            offsets = [0]
+            for n in payload["n"]:
+                offsets.append(offsets[-1] + n)
+            for i, seq in enumerate(payload["seq"]):
+                rows = range(offsets[i], offsets[i + 1])
+                values = {payload["tags"][payload["tag"][r]]: payload["value"][r] for r in rows}
+                self.keep(payload["agent_id"], payload["stream"], seq, values)
+        elif topic.endswith("/telemetry"):
+            machine = topic.split("/", 1)[1].removesuffix("/telemetry")  # without the prefix
+            values = {f"{machine}/{name}": v["value"] for name, v in payload["values"].items()}
+            self.keep(payload["agent_id"], payload["stream"], payload["seq"], values)
+
+    def keep(self, agent: str, stream: str, seq: int, values: dict[str, float | None]) -> None:
+        self.deliveries += 1
+        self.records.setdefault((agent, stream, seq), {}).update(values)
+
+
+async def test_batch_modes_and_a_receiver_that_deduplicates(
+    mosquitto: BrokerFactory, subscribers: list[Subscriber]
+) -> None:
+    broker = mosquitto()
+    reader = subscribe(subscribers, broker)
+    auto = MqttSink(sink_config(broker, batch_min_records=5), CONTEXT)
+    await auto.connect()
+    live = [telemetry(seq, [1, 2]) for seq in (1, 2)]
+    await auto.send(live)  # few live records: one message each, for latency
+    backlog = [telemetry(seq, [1, 2, 3]) for seq in range(3, 8)]  # 5 records: a backlog
+    await auto.send(backlog)
+    replay = [TelemetryRecord(r.seq, r.batch, historical=True) for r in live]
+    await auto.send(replay)  # historical: a batch however few (and a duplicate of 1 and 2)
+    await auto.send(backlog[1:3])  # sent again after a reconnect, say: duplicates
+    await auto.close()
+    got = reader.wait_for(8)
+    batch_topic = "uns/plant1/_agent/edge-7/telemetry/_batch"
+    assert [topic for topic, _, _ in got] == [
+        f"{PRESS}/telemetry",
+        f"{PRESS}/telemetry",
+        batch_topic,
+        batch_topic,
+        *[f"{PRESS}/telemetry", f"{LOOM}/telemetry"] * 2,  # 2 records: under the minimum
+    ]
+    receiver = BatchReceiver()
+    for topic, payload, _ in got:
+        receiver.take(topic, payload)
+    assert sorted(seq for _, _, seq in receiver.records) == list(range(1, 8))
+    # every record counted once per message it arrived in (a batch holds both machines)
+    assert receiver.deliveries == 2 + 5 + 2 + (2 + 2)
+    assert receiver.records[("edge-7", "telemetry", 4)] == {
+        "plant1/press/line1/press1/die_temp": 60.0,
+        "plant1/press/line1/press1/strokes": 61.0,
+        "plant1/weaving/line2/loom1/speed": 62.0,
+    }
+    assert receiver.records[("edge-7", "telemetry", 1)] == {
+        "plant1/press/line1/press1/die_temp": 60.0,
+        "plant1/press/line1/press1/strokes": 61.0,
+    }
+    historical = [p["historical"] for t, p, _ in got if t.endswith("_batch")]
+    assert historical == [[False] * 5, [True, True]]
+    # "never" keeps one message per record and machine whatever the size or age.
+    never = MqttSink(sink_config(broker, batch="never", batch_min_records=1), CONTEXT)
+    await never.connect()
+    await never.send(replay)
+    await never.close()
+    assert [t for t, _, _ in reader.wait_for(10)[8:]] == [f"{PRESS}/telemetry"] * 2
+
+
+async def test_an_acl_denied_batch_topic_refuses_the_whole_batch(
+    mosquitto: BrokerFactory, subscribers: list[Subscriber]
+) -> None:
+    acl = "user agent\ntopic write uns/plant1/press/#\nuser reader\ntopic read uns/#\n"
+    broker = mosquitto(users=USERS, acl=acl)  # no write to the agent's topics
+    config = sink_config(broker, username="agent", password_env="AGENT_PASSWORD", batch="always")
+    sink = MqttSink(config, CONTEXT)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AGENT_PASSWORD", USERS["agent"])
+        await sink.connect()
+    with pytest.raises(
+        SinkRejected, match="refused uns/plant1/_agent/edge-7/telemetry/_batch"
+    ) as caught:
+        await sink.send([telemetry(1, [1]), telemetry(2, [3])])
+    assert caught.value.index is None  # every record of the send was refused
+    assert sink.statistics()["records"] == 0
     await sink.close()
-    assert sink.statistics()["acknowledged"] == 10_000
-    print(f"\nMQTT sink, QoS 1, 10 000 records of 2 tags: {10_000 / elapsed:,.0f} records/s")
+
+
+async def test_two_sends_at_once_arrive_in_call_order(
+    mosquitto: BrokerFactory, subscribers: list[Subscriber]
+) -> None:
+    broker = mosquitto()
+    reader = subscribe(subscribers, broker, topic="uns/+/_agent/+/telemetry/_batch")
+    sink = MqttSink(sink_config(broker, batch="always"), CONTEXT)
+    assert sink.concurrent_sends == 2
+    await sink.connect()
+    first = [telemetry(seq, [1, 2]) for seq in range(1, 201)]
+    second = [telemetry(seq, [3]) for seq in range(201, 211)]
+    await asyncio.gather(sink.send(first), sink.send(second))
+    await sink.close()
+    got = reader.wait_for(2)
+    assert [payload["seq"] for _, payload, _ in got] == [
+        list(range(1, 201)),
+        list(range(201, 211)),
+    ]
+    assert sink.statistics()["records"] == 210

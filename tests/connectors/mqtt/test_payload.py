@@ -248,3 +248,128 @@ def test_quality_names_cover_every_byte() -> None:
     assert QUALITY_NAMES[Quality.BAD] == "bad"
     assert QUALITY_NAMES[200] == "bad"  # not a quality we know: never reported as good
     assert len(QUALITY_NAMES) == 256
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch messages: many records of a machine, columnar
+
+
+def batch_head(seqs: list[int], historical: list[bool] | None = None) -> dict[str, Any]:
+    return {
+        "agent_id": "edge-7",
+        "stream": "telemetry",
+        "seq": seqs,
+        "historical": historical if historical is not None else [False] * len(seqs),
+    }
+
+
+BATCH = f"{AGENT}/telemetry/_batch"
+PRESS_TAGS = {
+    "tags": ["plant1/press/line1/press1/die_temp", "plant1/press/line1/press1/strokes"],
+    "units": ["°C", ""],
+}
+
+
+def test_batch_is_one_columnar_message_under_the_agent() -> None:
+    records: list[Record] = [
+        TelemetryRecord(41, batch([1, 2], [61.2, 1040.0], [0, 0])),
+        TelemetryRecord(42, batch([2, 1], [1041.0, math.nan], [0, 2], T0 + 100_000_000), True),
+    ]
+    assert decoded(layout().batch_messages(records)) == [
+        (
+            BATCH,
+            {
+                **batch_head([41, 42], [False, True]),
+                "ts": [T0_MS, T0_MS + 100],
+                "n": [2, 2],
+                **PRESS_TAGS,
+                "tag": [0, 1, 1, 0],
+                "value": [61.2, 1040.0, 1041.0, None],
+                "quality": [0, 0, 0, 2],
+            },
+            0,
+            False,
+        )
+    ]
+
+
+def test_batch_over_two_machines_keeps_the_records_in_seq_order() -> None:
+    records: list[Record] = [
+        TelemetryRecord(1, batch([7], [120.0], [0])),
+        TelemetryRecord(2, batch([7, 2], [120.5, 2.0], [1, 200])),  # 200: no quality we know
+        TelemetryRecord(3, batch([1], [121.0], [0])),
+    ]
+    assert decoded(layout().batch_messages(records)) == [
+        (
+            BATCH,
+            {**batch_head([1, 2, 3]), "ts": [T0_MS] * 3, "n": [1, 2, 1],
+             "tags": [*PRESS_TAGS["tags"], "plant1/weaving/line2/loom1/speed"],
+             "units": ["°C", "", "rpm"],
+             "tag": [2, 2, 1, 0], "value": [120.0, 120.5, 2.0, 121.0], "quality": [0, 1, 2, 0]},
+            0,
+            False,
+        ),
+    ]  # fmt: skip
+
+
+def test_batch_with_per_reading_timestamps_carries_them() -> None:
+    records: list[Record] = [
+        TelemetryRecord(5, batch([1, 2], [1.0, 2.0], [0, 0], [T0, T0 + 5_000_000])),
+        TelemetryRecord(6, batch([1], [3.0], [0], T0 + 9_000_000)),
+    ]
+    (message,) = layout().batch_messages(records)
+    body = orjson.loads(message.payload)
+    assert body["reading_ts"] == [T0_MS, T0_MS + 5, T0_MS + 9]
+    assert body["ts"] == [T0_MS, T0_MS + 9]
+
+
+def test_columnar_records_encode_exactly_as_the_same_records_one_by_one(tmp_path: Any) -> None:
+    from agent.forward import read_records
+    from agent.sink import TelemetryRecords
+    from agent.store import Store, StoreWriter, TagInfo
+
+    with Store(tmp_path) as store:
+        ids = store.register_tags(
+            TagInfo(meta.path, meta.machine, meta.name, meta.unit) for meta in TAGS.values()
+        )
+    writer = StoreWriter(tmp_path)
+    by_path = {meta.path: tag_id for tag_id, meta in TAGS.items()}
+    order = [ids[meta.path] for meta in TAGS.values()]
+    assert order == sorted(order)
+    for k in range(5):
+        stamps: int | list[int] = T0 + k if k != 3 else [T0 + k, T0 + k + 1_000_000]
+        tags = [1, 2] if k != 4 else [7]
+        assert writer.submit_readings(
+            ReadingBatch.from_columns(
+                "plc", [ids[TAGS[t].path] for t in tags], [k * 1.5] * len(tags),
+                [0] * len(tags), stamps,
+            )
+        )  # fmt: skip
+    assert writer.flush_blocking(10)
+    writer.close()
+    # the store's ids are the TAGS ids remapped: a layout over the store's ids
+    tags = {ids[meta.path]: meta for meta in TAGS.values()}
+    assert set(by_path) == {meta.path for meta in tags.values()}
+    store_layout = UnsLayout("uns", "edge-7", tags)
+    with Store(tmp_path) as store:
+        columns = read_records(store, "telemetry", 0, 10)
+    assert isinstance(columns, TelemetryRecords) and len(columns) == 5
+    one_by_one = list(columns)
+    assert [r.seq for r in one_by_one] == [1, 2, 3, 4, 5]
+    assert store_layout.batch_messages(columns) == store_layout.batch_messages(one_by_one)
+    assert store_layout.batch_messages(columns[1:4]) == store_layout.batch_messages(one_by_one[1:4])
+
+
+def test_batch_refuses_unknown_tags_and_other_streams_naming_the_record() -> None:
+    records: list[Record] = [
+        TelemetryRecord(1, batch([1], [1.0], [0])),
+        TelemetryRecord(2, batch([2, 99], [1.0, 2.0], [0, 0])),
+    ]
+    with pytest.raises(PayloadError, match="tag id 99 is not in the tag table") as caught:
+        layout().batch_messages(records)
+    assert caught.value.index == 1
+    mixed: list[Record] = [records[0], EventRecord(3, Event(EventKind.STATE, T0, "press1"))]
+    with pytest.raises(PayloadError, match="only telemetry") as caught:
+        layout().batch_messages(mixed)
+    assert caught.value.index == 1
+    assert layout().batch_messages([TelemetryRecord(5, batch([], [], []))]) == []
