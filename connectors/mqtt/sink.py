@@ -26,7 +26,6 @@ Passwords are read at connect time (environment or file) and never logged.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,8 +35,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config import Credentials
 from agent.errors import ConnectError, RequestTimeout, SinkRejected
+from agent.secrets import read_password
 from agent.sink import Record, SinkContext, TelemetryRecord, TelemetryRecords
 from connectors.mqtt.config import Broker, MqttSinkConfig, Tls
 from connectors.mqtt.payload import PayloadError, UnsLayout
@@ -46,26 +45,6 @@ ACK_TIMEOUT = 10.0  # seconds without any acknowledgement before a send gives up
 KEEPALIVE = 30  # seconds between MQTT pings on an idle connection
 MAX_INFLIGHT = 100  # unacknowledged QoS 1 messages on the wire; more wait in paho's queue
 MISC_INTERVAL = 1.0  # seconds between paho's housekeeping calls (pings, keepalive checks)
-
-
-def read_password(credentials: Credentials) -> str | None:
-    """The password `credentials` point at (environment variable or file), or None."""
-    if credentials.password_env is not None:
-        value = os.environ.get(credentials.password_env)
-        if value is None:
-            raise ConnectError(
-                f"the password environment variable {credentials.password_env} is not set"
-            )
-        return value
-    if credentials.password_file is not None:
-        try:
-            text = credentials.password_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConnectError(
-                f"cannot read the password file {credentials.password_file}: {exc.strerror}"
-            ) from None
-        return text.rstrip("\r\n")  # an editor's final newline is not part of the password
-    return None
 
 
 def apply_broker_settings(client: mqtt.Client, config: Broker) -> None:
