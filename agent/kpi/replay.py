@@ -26,8 +26,10 @@ from the stored readings, so a restart mid-shift loses only the time the agent w
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -220,14 +222,24 @@ def lead_ns(config: Config) -> int:
     return max(HOUR_NS, round(2 * max(gaps, default=0.0) * NS))
 
 
-def _connect(data_dir: Path) -> sqlite3.Connection:
-    path = data_dir / DB_NAME
+@contextmanager
+def _reading(config: Config, data_dir: Path | None) -> Iterator[sqlite3.Connection]:
+    """The store (of `data_dir`, default the config's) open read-only; any SQLite error while
+    reading it is a StoreError."""
+    where = data_dir if data_dir is not None else config.agent.data_dir
+    path = where / DB_NAME
     if not path.is_file():
-        raise StoreError(f"{data_dir}: no store here (has the agent run with this data_dir?)")
+        raise StoreError(f"{where}: no store here (has the agent run with this data_dir?)")
     try:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot open the store read-only: {exc}") from exc
+    try:
+        yield conn
+    except sqlite3.Error as exc:
+        raise StoreError(f"{where}: cannot read the store: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def _tag_ids(conn: sqlite3.Connection, config: Config) -> dict[str, int]:
@@ -310,15 +322,9 @@ def replay(
     # Readings up to `lead` after the last window close it as the live engine closed it (at the
     # first reading past its end), and include readings the agent stored late.
     end = min(selection.end_ns + lead, now_ns + 1)
-    where = data_dir if data_dir is not None else config.agent.data_dir
-    conn = _connect(where)
-    try:
+    with _reading(config, data_dir) as conn:
         engine = KpiEngine(config, _tag_ids(conn, config))
         events, done, verdicts = _feed(engine, conn, start, end, progress)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{where}: cannot read the store: {exc}") from exc
-    finally:
-        conn.close()
     # Close what ended: every machine's time moves to the last window's end (tick moves each
     # machine to `now - max_gap`), never past now.
     longest = lead // 2
@@ -362,20 +368,21 @@ def _feed(
     verdicts = _verdicts(conn, engine.inspections, start_ns, end_ns)
     due = next(verdicts, None)
     done = taken = 0
-    for record in records:
-        first = int(record[6])
-        while due is not None and due.ts_ns < first:
-            events += engine.on_event(due)
+
+    def verdicts_before(t_ns: float) -> None:
+        nonlocal due, taken
+        while due is not None and due.ts_ns < t_ns:
+            events.extend(engine.on_event(due))
             taken += 1
             due = next(verdicts, None)
+
+    for record in records:
+        verdicts_before(int(record[6]))
         events += engine.on_batch(decode_batch(record[0], int(record[1]), *record[2:6]))
         done += 1
         if progress is not None and (done % FETCH == 0 or done == total):
             progress(done, total)
-    while due is not None:  # verdicts after the last record
-        events += engine.on_event(due)
-        taken += 1
-        due = next(verdicts, None)
+    verdicts_before(math.inf)  # verdicts after the last record
     if progress is not None and total == 0:
         progress(0, 0)
     return events, done, taken
@@ -429,9 +436,7 @@ def resume(
     """
     since = open_since(config, now_ns)
     start = since - lead_ns(config)
-    where = data_dir if data_dir is not None else config.agent.data_dir
-    conn = _connect(where)
-    try:
+    with _reading(config, data_dir) as conn:
         events, done, verdicts = _feed(engine, conn, start, now_ns + 1, progress)
         (last,) = conn.execute(
             "SELECT max(ts_last_ns) FROM telemetry INDEXED BY telemetry_ts "
@@ -439,10 +444,6 @@ def resume(
             (start, now_ns),
         ).fetchone()
         held = _held(conn, start)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{where}: cannot read the store: {exc}") from exc
-    finally:
-        conn.close()
     if last is not None:
         events += engine.outage(int(last))
     engine.adopt_revisions(held)
@@ -493,25 +494,10 @@ def _closed(events: Sequence[Event]) -> list[KpiWindow]:
         c, iso = pair.get("classic"), pair.get("iso22400")
         if c is None or iso is None:
             continue
-        w = c["window"]
-        out.append(
-            KpiWindow(
-                scope=c["scope"],
-                machine=c["machine"],
-                line=c["line"],
-                kind=w["kind"],
-                name=w["name"],
-                start_ns=w["start_ns"],
-                end_ns=w["end_ns"],
-                classic=c["kpis"],
-                iso22400=iso["kpis"],
-                components=c["components"],
-                flags=list(c["flags"]),
-                losses=c["losses"],
-                pareto=[(str(r), float(s), float(f)) for r, s, f in c["pareto"]],
-                revision=c["revision"],
-            )
-        )
+        # An event holds one definition's KPIs as `kpis`; the window holds both.
+        figures = {**c, "classic": c["kpis"], "iso22400": iso["kpis"]}
+        scope, machine, line = c["scope"], c["machine"], c["line"]
+        out.append(_window(scope, machine, line, c["window"], figures, revision=c["revision"]))
     return out
 
 
@@ -525,23 +511,36 @@ def _live(snapshot: dict[str, Any], wanted: Window) -> list[KpiWindow]:
     rows += [(None, line, f) for line, f in snapshot["lines"].items()]
     as_of = max((f.get("as_of_ns", 0) for f in snapshot["machines"].values()), default=None)
     for machine, line, f in rows:
+        scope = "machine" if machine is not None else "line"
         out.append(
-            KpiWindow(
-                scope="machine" if machine is not None else "line",
-                machine=machine,
-                line=line,
-                kind=w["kind"],
-                name=w["name"],
-                start_ns=w["start_ns"],
-                end_ns=w["end_ns"],
-                classic=f["classic"],
-                iso22400=f["iso22400"],
-                components=f["components"],
-                flags=list(f["flags"]),
-                losses=f["losses"],
-                pareto=[(str(r), float(s), float(x)) for r, s, x in f["pareto"]],
-                complete=False,
-                as_of_ns=f.get("as_of_ns", as_of),
-            )
+            _window(scope, machine, line, w, f, complete=False, as_of_ns=f.get("as_of_ns", as_of))
         )
     return out
+
+
+def _window(
+    scope: str,
+    machine: str | None,
+    line: str,
+    window: dict[str, Any],
+    figures: dict[str, Any],
+    **state: Any,
+) -> KpiWindow:
+    """A KpiWindow from a window's JSON and its figures (`classic` and `iso22400` KPIs,
+    `components`, `flags`, `losses`, `pareto`), as KPI events and the snapshot hold them."""
+    return KpiWindow(
+        scope=scope,
+        machine=machine,
+        line=line,
+        kind=window["kind"],
+        name=window["name"],
+        start_ns=window["start_ns"],
+        end_ns=window["end_ns"],
+        classic=figures["classic"],
+        iso22400=figures["iso22400"],
+        components=figures["components"],
+        flags=list(figures["flags"]),
+        losses=figures["losses"],
+        pareto=[(str(r), float(s), float(f)) for r, s, f in figures["pareto"]],
+        **state,
+    )

@@ -10,8 +10,8 @@ import asyncio
 import math
 import socket
 import struct
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,8 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from firmware_sim.certs import create_certificate
 from firmware_sim.machines import make_machine
 from firmware_sim.opcua_server import OpcUaServerError, SimOpcUaServer, Value, coerce
-from firmware_sim.profile import Profile, opcua_type, profile_from_toml
+from firmware_sim.profile import opcua_type, profile_from_toml
+from tests.connectors.opcua.sim import PROFILE_TOML, VALUES, TableMachine
 
 # Async tests share the module loop that the server fixtures live on.
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -35,85 +36,19 @@ NS = "urn:lineside:sim"
 CLIENT_URI = "urn:lineside:test:client"
 
 # One tag of every served data type, plus a scaled integer (served as Double).
-PROFILE_TOML = """
-kind = "press"
-description = "every type once"
-
-[[tags]]
-name = "flag"
-address = "co:0"
-
-[[tags]]
-name = "i16"
-address = "hr:0"
-type = "int16"
-
-[[tags]]
-name = "u16"
-address = "hr:1"
-type = "uint16"
-
-[[tags]]
-name = "i32"
-address = "hr:2"
-type = "int32"
-
-[[tags]]
-name = "u32"
-address = "hr:4"
-type = "uint32"
-
-[[tags]]
-name = "i64"
-address = "hr:6"
-type = "int64"
-
-[[tags]]
-name = "u64"
-address = "hr:10"
-type = "uint64"
-
-[[tags]]
-name = "f32"
-address = "hr:14"
-type = "float32"
-unit = "kW"
-description = "Motor power"
-
-[[tags]]
-name = "f64"
-address = "hr:16"
-type = "float64"
-
+PROFILE = profile_from_toml(
+    PROFILE_TOML
+    + """
 [[tags]]
 name = "temp"
 address = "hr:20"
 type = "int16"
 scale = 0.1
 unit = "degC"
-
-[[tags]]
-name = "text"
-address = "hr:21"
-type = "string"
-length = 8
 """
+)
 
-PROFILE = profile_from_toml(PROFILE_TOML)
-
-GOOD_VALUES: dict[str, Value] = {
-    "flag": True,
-    "i16": -32768,
-    "u16": 65535,
-    "i32": -(2**31),
-    "u32": 2**32 - 1,
-    "i64": -(2**63),
-    "u64": 2**64 - 1,
-    "f32": 1.5,
-    "f64": 1e300,
-    "temp": 21.7,
-    "text": "DIE-7",
-}
+GOOD_VALUES: dict[str, Value] = {**VALUES, "temp": 21.7}
 
 VARIANT_OF = {
     "flag": ua.VariantType.Boolean,
@@ -128,18 +63,6 @@ VARIANT_OF = {
     "temp": ua.VariantType.Double,
     "text": ua.VariantType.String,
 }
-
-
-@dataclass
-class TableMachine:
-    """A machine whose values are whatever the test puts in its table."""
-
-    name: str
-    profile: Profile
-    table: dict[str, Value] = field(default_factory=dict)
-
-    def values(self) -> Mapping[str, Value]:
-        return self.table
 
 
 @dataclass(frozen=True)

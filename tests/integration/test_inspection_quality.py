@@ -12,18 +12,23 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from agent.config import load_config
-from agent.model import Event, EventKind
 from agent.runtime import Agent
-from agent.starter import plant_config, plant_machines
-from agent.store import Store
-from firmware_sim.clock import ScaledClock, SimulatedWallClock
-from firmware_sim.plant import MachineSpec, Plant, PlantSpec
+from firmware_sim.clock import ScaledClock
+from firmware_sim.plant import MachineSpec
+from tests.kpi_plant import (
+    clock_at,
+    latest_kpis,
+    modbus_plant,
+    stored_events,
+    tally,
+    verdicts,
+    write_config,
+)
 from tests.vision import onnx_graphs as graphs
 
 SPEED = 20.0  # a stroke (2.5 s) every 125 ms: part_present is high for ~60 ms, polled every 10
@@ -32,46 +37,20 @@ RUN_S = 150.0  # simulated seconds: across the 09:00 hour boundary
 HOUR_END_NS = int(datetime(2026, 11, 23, 9, tzinfo=START.tzinfo).timestamp()) * 1_000_000_000
 
 
-def stored(data_dir: Path) -> list[Event]:
-    out: list[Event] = []
-    with Store(data_dir) as store:
-        after = 0
-        while events := store.read_events(after, 1000):
-            after = events[-1].seq or after
-            out += events
-    return out
-
-
-def tally(verdicts: list[Event]) -> tuple[int, int, int]:
-    values = [e.data["verdict"] for e in verdicts]
-    return values.count("OK"), values.count("NotOK"), values.count("NotDecidable")
-
-
 @pytest.mark.timeout(120)
 async def test_press_quality_follows_the_camera_verdicts(tmp_path: Path) -> None:
     model = graphs.anomaly_model(tmp_path / "surface.onnx")
-    spec = PlantSpec(
-        name="camera",
-        machines=(MachineSpec(name="press1", kind="press", seed=21),),
-        ephemeral=True,
-    )
     sim = ScaledClock(SPEED)
-    async with Plant(spec, sim, opcua=False, rtu=False, tick_interval=0.004) as plant:
-        text = plant_config(
-            plant_machines(plant.endpoints()),
-            data_dir=str(tmp_path / "data"),
-            camera_model=str(model),
-            camera_poll="10ms",
-        )
+    press1 = MachineSpec(name="press1", kind="press", seed=21)
+    async with modbus_plant("camera", sim, press1) as plant:
         # This model scores a part by its brightest spot: a threshold that passes most parts.
-        text = text.replace("threads = 1", "threads = 1\nthreshold = 0.65")
-        path = tmp_path / "lineside.toml"
-        path.write_text(text, encoding="utf-8")
+        path = write_config(
+            plant, tmp_path, threshold=0.65, camera_model=str(model), camera_poll="10ms"
+        )
         config = load_config(path)
         [press] = config.machines
         assert press.kpi is not None and press.kpi.inspection == "press1-surface"
-        clock = SimulatedWallClock(sim)
-        clock.epoch_ns = int(START.timestamp()) * 1_000_000_000 - round(sim.now() * 1e9)
+        clock = clock_at(sim, START, sim.now())
         agent = Agent(config, clock=clock)
         start_parts = None
         end = sim.now() + RUN_S
@@ -88,11 +67,11 @@ async def test_press_quality_follows_the_camera_verdicts(tmp_path: Path) -> None
     live = agent.kpi.snapshot(now_ns)
     figures = agent.inspections()["press1-surface"]
 
-    events = stored(tmp_path / "data")
-    verdicts = [e for e in events if e.kind is EventKind.INSPECTION and "audit" not in e.data]
-    ok, not_ok, undecided = tally(verdicts)
+    events = stored_events(tmp_path / "data")
+    judged = verdicts(events)
+    ok, not_ok, undecided = tally(judged)
     assert ok > 0 and not_ok > 0, (ok, not_ok)  # the threshold gives both kinds
-    assert figures["inspected"] == len(verdicts) and figures["model_errors"] == 0
+    assert figures["inspected"] == len(judged) and figures["model_errors"] == 0
     # The camera saw the press's strokes: one frame per part, give or take the edges of the run.
     made = live["machines"]["press1"]["components"]["produced"]
     assert made > 20
@@ -105,15 +84,8 @@ async def test_press_quality_follows_the_camera_verdicts(tmp_path: Path) -> None
     assert shift["classic"]["quality"] == pytest.approx(ok / (ok + not_ok), abs=1e-12)
 
     # The hour that closed at 09:00, as stored (latest revision): the verdicts stamped in it.
-    hour: dict[str, Any] | None = None
-    for e in events:
-        d = e.data
-        if e.kind is not EventKind.KPI or d["window"]["name"] != "2026-11-23T08":
-            continue
-        if d["scope"] == "machine" and d["definition"] == "classic":
-            hour = d if hour is None or d["revision"] >= hour["revision"] else hour
-    assert hour is not None
-    before = tally([e for e in verdicts if e.ts_ns < HOUR_END_NS])
+    hour = latest_kpis(events)[("machine", "press1", "2026-11-23T08", "classic")]
+    before = tally([e for e in judged if e.ts_ns < HOUR_END_NS])
     h = hour["components"]
     assert (h["good"], h["reject"], h["not_decidable"]) == before
     assert sum(before[:2]) > 0 and h["total"] == before[0] + before[1]

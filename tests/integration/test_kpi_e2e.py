@@ -9,7 +9,6 @@ must agree with the simulator's ground truth within 0.2 percentage points for ev
 from __future__ import annotations
 
 import asyncio
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config import load_config
-from agent.model import EventKind
 from agent.runtime import Agent
-from agent.starter import plant_config, plant_machines
-from agent.store import Store
-from firmware_sim.clock import ScaledClock, SimulatedWallClock
-from firmware_sim.plant import MachineSpec, Plant, PlantSpec
+from firmware_sim.clock import ScaledClock
+from firmware_sim.plant import MachineSpec
+from tests.kpi_plant import clock_at, latest_kpis, modbus_plant, stored_events, write_config
 
 SPEED = 1200.0  # simulated seconds per wall-clock second
 SHIFT_S = 8 * 3600
@@ -42,51 +39,24 @@ end = "14:00"
 """
 
 
-def shift_events(store: Store) -> dict[str, dict[str, Any]]:
-    """The latest classic KPI record of shift A per machine."""
-    out: dict[str, dict[str, Any]] = {}
-    after = 0
-    while events := store.read_events(after, 1000):
-        after = events[-1].seq or after
-        for e in events:
-            d = e.data
-            if e.kind is not EventKind.KPI or d["scope"] != "machine" or e.machine is None:
-                continue
-            latest = d["revision"] >= out.get(e.machine, {}).get("revision", -1)
-            if d["definition"] == "classic" and d["window"]["name"] == "2026-11-23/A" and latest:
-                out[e.machine] = d
-    return out
-
-
 @pytest.mark.timeout(180)
 async def test_shift_oee_agrees_with_ground_truth(tmp_path: Path) -> None:
-    spec = PlantSpec(
-        name="kpi-e2e",
-        machines=(
-            MachineSpec(name="press1", kind="press", seed=11),
-            MachineSpec(name="mill1", kind="mill", seed=12),
-            MachineSpec(name="loom1", kind="loom", seed=13),
-        ),
-        ephemeral=True,
-    )
     sim = ScaledClock(SPEED)
-    plant = Plant(spec, sim, opcua=False, rtu=False, tick_interval=0.004)
+    plant = modbus_plant(
+        "kpi-e2e",
+        sim,
+        MachineSpec(name="press1", kind="press", seed=11),
+        MachineSpec(name="mill1", kind="mill", seed=12),
+        MachineSpec(name="loom1", kind="loom", seed=13),
+    )
     async with plant:
-        text = plant_config(
-            plant_machines(plant.endpoints()), data_dir=str(tmp_path / "data"), poll_interval="10ms"
-        )
         # One 8 h shift without breaks: the simulator's truth knows only its own planned stops.
-        text = re.sub(r"\[calendar\].*?(?=# Forward)", CALENDAR, text, flags=re.S)
-        # A busy shared CPU may stall the poller for a few hundred simulated seconds.
-        text = text.replace('reason = "stop_reason"', 'reason = "stop_reason"\nmax_gap = "30m"')
-        path = tmp_path / "lineside.toml"
-        path.write_text(text, encoding="utf-8")
+        # A busy shared CPU may stall the poller for a few hundred simulated seconds (max_gap).
+        path = write_config(plant, tmp_path, calendar=CALENDAR, max_gap="30m", poll_interval="10ms")
         config = load_config(path)
         assert all(m.kpi is not None for m in config.machines)
-        clock = SimulatedWallClock(sim)
-        agent = Agent(config, clock=clock)
         t0 = sim.now() + LEAD_S  # simulated time at which the shift starts
-        clock.epoch_ns = int(SHIFT_START.timestamp()) * 1_000_000_000 - round(t0 * 1e9)
+        agent = Agent(config, clock=clock_at(sim, SHIFT_START, t0))
         t1 = t0 + SHIFT_S
         stop = asyncio.Event()
         run = asyncio.create_task(agent.run(stop))
@@ -101,8 +71,12 @@ async def test_shift_oee_agrees_with_ground_truth(tmp_path: Path) -> None:
     assert live is not None and live["window"]["name"] == "2026-11-23/A"
     assert sorted(live["machines"]) == ["loom1", "mill1", "press1"]
     assert all(m["classic"]["oee"] is not None for m in live["machines"].values())
-    with Store(tmp_path / "data") as store:
-        found = shift_events(store)
+    latest = latest_kpis(stored_events(tmp_path / "data"))
+    found = {
+        who: d
+        for (scope, who, window, definition), d in latest.items()
+        if (scope, window, definition) == ("machine", "2026-11-23/A", "classic")
+    }
     assert sorted(found) == ["loom1", "mill1", "press1"]
     report = []
     for name, data in sorted(found.items()):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -31,17 +30,26 @@ from agent.kpi.replay import replay as replay_store
 from agent.kpi.replay import select
 from agent.model import EventKind
 from agent.runtime import Agent
-from agent.starter import plant_config, plant_machines
 from agent.store import DB_NAME, Store
-from firmware_sim.clock import ScaledClock, SimulatedWallClock
-from firmware_sim.plant import MachineSpec, Plant, PlantSpec
+from firmware_sim.clock import ScaledClock
+from firmware_sim.plant import MachineSpec
+from tests.kpi_plant import (
+    NS,
+    clock_at,
+    modbus_plant,
+    run_until,
+    stored_events,
+    tally,
+    verdicts,
+    wall_s,
+    write_config,
+)
 
 SPEED = 1200.0  # simulated seconds per wall-clock second
 SHIFT_S = 4 * 3600
 LEAD_S = 400  # simulated seconds between the agent starting and the shift starting
 STOP_AT_S = 5400  # into the shift: the agent is stopped at 07:30
 DOWN_S = 600  # simulated seconds the agent stays stopped
-NS = 1_000_000_000
 ZONE = ZoneInfo("Asia/Shanghai")
 SHIFT_START = datetime(2026, 11, 23, 6, 0, tzinfo=ZONE)  # a Monday
 SHIFT = "2026-11-23/A"
@@ -54,16 +62,12 @@ start = "06:00"
 end = "10:00"
 
 """
+PRESS = MachineSpec(name="press1", kind="press", seed=21)
 KNOWN = ("running_s", "idle_s", "down_s", "setup_s")
 
 
-def kpi_events(store: Store) -> list[dict[str, Any]]:
-    out = []
-    after = 0
-    while events := store.read_events(after, 1000):
-        after = events[-1].seq or after
-        out += [e.data for e in events if e.kind is EventKind.KPI]
-    return out
+def kpi_events(data_dir: Path) -> list[dict[str, Any]]:
+    return [e.data for e in stored_events(data_dir) if e.kind is EventKind.KPI]
 
 
 def first_kpi_reading_after(store: Store, config: Config, after_ns: int) -> int:
@@ -85,46 +89,20 @@ def first_kpi_reading_after(store: Store, config: Config, after_ns: int) -> int:
     return first
 
 
-def wall_s(sim: ScaledClock, until_s: float) -> float:
-    """Wall-clock seconds until the simulated time `until_s` (at the plant's speed)."""
-    return max(0.0, (until_s - float(sim.now())) / float(sim.speed))
-
-
-async def run_until(agent: Agent, sim: ScaledClock, until_s: float) -> None:
-    stop = asyncio.Event()
-    run = asyncio.create_task(agent.run(stop))
-    await asyncio.wait({run}, timeout=wall_s(sim, until_s))
-    stop.set()
-    await run
-
-
 @pytest.mark.timeout(180)
 async def test_a_restart_mid_shift_loses_only_the_downtime(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spec = PlantSpec(
-        name="kpi-restart", machines=(MachineSpec(name="press1", kind="press", seed=21),),
-        ephemeral=True,
-    )  # fmt: skip
     sim = ScaledClock(SPEED)
-    plant = Plant(spec, sim, opcua=False, rtu=False, tick_interval=0.004)
-    async with plant:
-        text = plant_config(
-            plant_machines(plant.endpoints()), data_dir=str(tmp_path / "data"), poll_interval="10ms"
-        )
-        text = re.sub(r"\[calendar\].*?(?=# Forward)", CALENDAR, text, flags=re.S)
+    async with modbus_plant("kpi-restart", sim, PRESS) as plant:
         # The state vouches across the ten minutes the agent is down: the engine that never
         # stopped carries it on, the restarted one must not (it cannot know).
-        text = text.replace('reason = "stop_reason"', 'reason = "stop_reason"\nmax_gap = "30m"')
-        path = tmp_path / "lineside.toml"
-        path.write_text(text, encoding="utf-8")
+        path = write_config(plant, tmp_path, calendar=CALENDAR, max_gap="30m", poll_interval="10ms")
         config = load_config(path)
-        clock = SimulatedWallClock(sim)
         t0 = sim.now() + LEAD_S  # simulated time at which the shift starts
-        clock.epoch_ns = int(SHIFT_START.timestamp()) * NS - round(t0 * 1e9)
+        clock = clock_at(sim, SHIFT_START, t0)
         await run_until(Agent(config, clock=clock), sim, t0 + STOP_AT_S)
-        with Store(config.agent.data_dir) as store:
-            before = kpi_events(store)
+        before = kpi_events(config.agent.data_dir)
         with contextlib.closing(sqlite3.connect(config.agent.data_dir / DB_NAME)) as db:
             (last_ns,) = db.execute("SELECT max(ts_last_ns) FROM telemetry").fetchone()
         await asyncio.sleep(wall_s(sim, t0 + STOP_AT_S + DOWN_S))  # the agent is down
@@ -138,8 +116,8 @@ async def test_a_restart_mid_shift_loses_only_the_downtime(
     }
     assert not [d for d in before if d["window"]["name"] == SHIFT]
 
+    after = kpi_events(config.agent.data_dir)
     with Store(config.agent.data_dir) as store:
-        after = kpi_events(store)
         first_ns = first_kpi_reading_after(store, config, int(last_ns))
     # Nothing stored twice: one record per window, definition and revision.
     keys = [
@@ -183,15 +161,6 @@ CAMERA_RUN_S = 60.0  # simulated seconds each run inspects parts
 CAMERA_START = datetime(2026, 11, 23, 7, 10, tzinfo=ZONE)  # in shift A, inside one hour
 
 
-def verdict_tally(store: Store) -> tuple[int, int, int]:
-    values = []
-    after = 0
-    while events := store.read_events(after, 1000):
-        after = events[-1].seq or after
-        values += [e.data["verdict"] for e in events if e.kind is EventKind.INSPECTION]
-    return values.count("OK"), values.count("NotOK"), values.count("NotDecidable")
-
-
 @pytest.mark.timeout(120)
 async def test_camera_verdicts_before_and_after_a_restart_both_count(tmp_path: Path) -> None:
     """A press whose quality is a camera's verdicts (the real model on the simulated camera):
@@ -199,37 +168,28 @@ async def test_camera_verdicts_before_and_after_a_restart_both_count(tmp_path: P
     from tests.vision import onnx_graphs as graphs
 
     model = graphs.anomaly_model(tmp_path / "surface.onnx")
-    spec = PlantSpec(
-        name="camera-restart", machines=(MachineSpec(name="press1", kind="press", seed=21),),
-        ephemeral=True,
-    )  # fmt: skip
     sim = ScaledClock(CAMERA_SPEED)
-    async with Plant(spec, sim, opcua=False, rtu=False, tick_interval=0.004) as plant:
-        text = plant_config(
-            plant_machines(plant.endpoints()),
-            data_dir=str(tmp_path / "data"),
+    async with modbus_plant("camera-restart", sim, PRESS) as plant:
+        # A threshold that passes most parts, so both verdicts occur (test_inspection_quality).
+        path = write_config(
+            plant,
+            tmp_path,
+            calendar=CALENDAR,
+            threshold=0.65,
             camera_model=str(model),
             camera_poll="10ms",
         )
-        text = re.sub(r"\[calendar\].*?(?=# Forward)", CALENDAR, text, flags=re.S)
-        # A threshold that passes most parts, so both verdicts occur (test_inspection_quality).
-        text = text.replace("threads = 1", "threads = 1\nthreshold = 0.65")
-        path = tmp_path / "lineside.toml"
-        path.write_text(text, encoding="utf-8")
         config = load_config(path)
         assert config.machines[0].kpi is not None
         assert config.machines[0].kpi.inspection == "press1-surface"
-        clock = SimulatedWallClock(sim)
-        clock.epoch_ns = int(CAMERA_START.timestamp()) * NS - round(sim.now() * 1e9)
+        clock = clock_at(sim, CAMERA_START, sim.now())
         await run_until(Agent(config, clock=clock), sim, sim.now() + CAMERA_RUN_S)
-        with Store(config.agent.data_dir) as store:
-            first = verdict_tally(store)
+        first = tally(verdicts(stored_events(config.agent.data_dir)))
         await asyncio.sleep(wall_s(sim, sim.now() + 5))  # five simulated seconds down
         restarted = Agent(config, clock=clock)
         await run_until(restarted, sim, sim.now() + CAMERA_RUN_S)
         now_ns = clock.time_ns()
-    with Store(config.agent.data_dir) as store:
-        both = verdict_tally(store)
+    both = tally(verdicts(stored_events(config.agent.data_dir)))
     assert sum(first[:2]) > 10 and sum(both[:2]) - sum(first[:2]) > 10, (first, both)
     assert restarted.kpi is not None
     for kind in ("hour", "shift"):

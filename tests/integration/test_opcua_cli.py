@@ -9,7 +9,6 @@ import socket
 import stat
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,8 @@ import pytest_asyncio
 
 from agent.config import load_config
 from firmware_sim.opcua_server import SimOpcUaServer
-from firmware_sim.profile import Profile, profile_from_toml
+from firmware_sim.profile import profile_from_toml
+from tests.connectors.opcua.sim import Pki, TableMachine, make_pki
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -32,13 +32,8 @@ PROFILE = profile_from_toml(
 )
 
 
-@dataclass
-class Machine:
-    name: str
-    profile: Profile
-
-    def values(self) -> dict[str, object]:
-        return {"count": 7, "power": 1.25, "die": "D7"}
+def machine(name: str) -> TableMachine:
+    return TableMachine(name, PROFILE, {"count": 7, "power": 1.25, "die": "D7"})
 
 
 async def lineside(
@@ -61,7 +56,7 @@ async def lineside(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server() -> AsyncIterator[SimOpcUaServer]:
-    async with SimOpcUaServer([Machine("press1", PROFILE)]) as s:
+    async with SimOpcUaServer([machine("press1")]) as s:
         yield s
 
 
@@ -234,27 +229,16 @@ async def test_bad_discover_arguments_exit_2(args: list[str], message: str) -> N
 UA_PASSWORD = "Disc-cli-pw-7310-never-shown"
 
 
-@dataclass(frozen=True)
-class Pki:
-    dir: Path
-    cert: Path
-    key: Path  # encrypted with KEY_PASSPHRASE
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    from connectors.opcua import certs
-
-    root = tmp_path_factory.mktemp("pki")
-    made = certs.create(root / "own", "urn:lineside:test:cli", passphrase=KEY_PASSPHRASE)
-    return Pki(root, made.certificate, made.private_key)
+    return make_pki(tmp_path_factory.mktemp("pki"), "urn:lineside:test:cli", KEY_PASSPHRASE)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def secured(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
     """Basic256Sha256 SignAndEncrypt only: no None endpoint, no anonymous login."""
     server = SimOpcUaServer(
-        [Machine("press1", PROFILE)],
+        [machine("press1")],
         security="sign_and_encrypt",
         cert_dir=pki.dir / "server",
         users={"operator": UA_PASSWORD},

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from agent.config import load_config
 from agent.model import EventKind
 from agent.runtime import Agent
@@ -15,19 +12,11 @@ from agent.store import Store
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 from tests.vision import onnx_graphs as graphs
-
-
-def frames(folder: Path, defects: list[bool]) -> None:
-    folder.mkdir()
-    for i, defect in enumerate(defects):
-        image = np.zeros((96, 96, 3), np.uint8)
-        if defect:
-            image[40:56, 40:56] = 255
-        cv2.imwrite(str(folder / f"part{i:02d}.jpg"), image)
+from tests.vision.parts import write_parts
 
 
 async def test_agent_stores_verdict_events_and_contains_a_broken_model(tmp_path: Path) -> None:
-    frames(tmp_path / "frames", [False, True, False, False, True])
+    write_parts(tmp_path / "frames", [False, True, False, False, True])
     graphs.anomaly_model(tmp_path / "surface.onnx")
     (tmp_path / "broken.onnx").write_bytes(b"\x08\x07 not a protobuf model")
     spec = load_plant("press").with_ephemeral_ports()

@@ -7,7 +7,7 @@ import contextlib
 import math
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -48,6 +48,26 @@ def part(defect: bool) -> np.ndarray:
     return image
 
 
+class LiveCamera:
+    """A live camera whose every frame is one part, stamped with the clock's time; unplugged,
+    it is gone (as a device that disappears)."""
+
+    name, live, finished = "cam", True, False
+
+    def __init__(self, clock: FakeClock, defect: bool = False) -> None:
+        self.clock = clock
+        self.defect = defect
+        self.plugged = True
+
+    def read(self) -> Frame:
+        if not self.plugged:
+            raise SourceGone("cam: no frame (device gone or stream ended)")
+        return Frame(part(self.defect), "cam", self.clock.time_ns())
+
+    def close(self) -> None:
+        pass
+
+
 def make_inspector(
     model_path: Path,
     source: FrameSource | Callable[[Model], FrameSource],
@@ -78,6 +98,22 @@ async def until(condition: Callable[[], bool], turns: int = 20_000) -> None:
             return
         await asyncio.sleep(0.0005)
     raise AssertionError("condition not reached")
+
+
+async def step_tag(
+    inspector: Inspector,
+    clock: FakeClock,
+    events: list[Event],
+    value: list[float],
+    steps: Sequence[float],
+) -> None:
+    """Set the trigger tag to each of `steps` in turn, one poll apart, each time until the
+    inspector has emitted a verdict for every frame it took."""
+    await until(lambda: clock.sleepers() == 1)
+    for step in steps:
+        value[0] = step
+        clock.advance(0.01)
+        await until(lambda: clock.sleepers() == 1 and inspector.stats.frames == len(events))
 
 
 @contextlib.asynccontextmanager
@@ -126,18 +162,8 @@ async def test_queue_drops_and_counts_when_the_model_is_slow(tmp_path: Path) -> 
     model = graphs.heavy_model(tmp_path / "heavy.onnx", layers=60)
     clock = FakeClock()
     events: list[Event] = []
-
-    class Camera:
-        name, live, finished = "cam", True, False
-
-        def read(self) -> Frame:
-            return Frame(part(False), "cam", clock.time_ns())
-
-        def close(self) -> None:
-            pass
-
     inspector = make_inspector(
-        model, Camera(), FpsTrigger(100.0, clock), clock, events, queue_size=2
+        model, LiveCamera(clock), FpsTrigger(100.0, clock), clock, events, queue_size=2
     )
     async with running(inspector):
         await until(lambda: clock.sleepers() == 1)  # model loaded, waiting for the first tick
@@ -190,24 +216,11 @@ async def test_tag_edges_give_verdicts(tmp_path: Path) -> None:
     clock = FakeClock()
     events: list[Event] = []
     value = [0.0]
-
-    class Camera:
-        name, live, finished = "cam", True, False
-
-        def read(self) -> Frame:
-            return Frame(part(True), "cam", clock.time_ns())
-
-        def close(self) -> None:
-            pass
-
     trigger = TagTrigger(lambda: value[0], clock, poll=0.01)
-    inspector = make_inspector(model, Camera(), trigger, clock, events)
+    inspector = make_inspector(model, LiveCamera(clock, defect=True), trigger, clock, events)
     async with running(inspector):
-        await until(lambda: clock.sleepers() == 1)
-        for step in (1.0, 1.0, 0.0, 1.0):  # rising, steady, falling, rising
-            value[0] = step
-            clock.advance(0.01)
-            await until(lambda: clock.sleepers() == 1 and inspector.stats.frames == len(events))
+        # Rising, steady, falling, rising: two rising edges.
+        await step_tag(inspector, clock, events, value, (1.0, 1.0, 0.0, 1.0))
     assert inspector.stats.triggers == 2
     assert [e.data["verdict"] for e in events] == ["NotOK", "NotOK"]
 
@@ -234,31 +247,19 @@ async def test_a_camera_that_disappears_is_counted_and_retried(tmp_path: Path) -
     model = graphs.anomaly_model(tmp_path / "a.onnx")
     clock = FakeClock()
     events: list[Event] = []
-    plugged = [True]
-
-    class Camera:
-        name, live, finished = "cam", True, False
-
-        def read(self) -> Frame:
-            if not plugged[0]:
-                raise SourceGone("cam: no frame (device gone or stream ended)")
-            return Frame(part(False), "cam", clock.time_ns())
-
-        def close(self) -> None:
-            pass
-
+    camera = LiveCamera(clock)
     inspector = make_inspector(
-        model, Camera(), FpsTrigger(10.0, clock), clock, events, source_retry=1.0
+        model, camera, FpsTrigger(10.0, clock), clock, events, source_retry=1.0
     )
     async with running(inspector):
         await until(lambda: len(events) == 1 and clock.sleepers() == 1)
-        plugged[0] = False
+        camera.plugged = False
         clock.advance(0.1)
         await until(lambda: inspector.stats.frame_errors == 1 and clock.sleepers() == 1)
         clock.advance(0.5)  # within the retry pause: no new attempt
         await until(lambda: clock.sleepers() == 1)
         assert inspector.stats.frame_errors == 1
-        plugged[0] = True
+        camera.plugged = True
         clock.advance(0.6)
         await until(lambda: clock.sleepers() == 1)
         clock.advance(0.1)
@@ -505,23 +506,9 @@ async def test_a_serial_pipeline_would_show_no_overlap(tmp_path: Path) -> None:
     clock = FakeClock()
     events: list[Event] = []
     value = [0.0]
-
-    class Camera:
-        name, live, finished = "cam", True, False
-
-        def read(self) -> Frame:
-            return Frame(part(False), "cam", clock.time_ns())
-
-        def close(self) -> None:
-            pass
-
-    inspector = make_inspector(
-        model, Camera(), TagTrigger(lambda: value[0], clock, poll=0.01), clock, events
-    )
+    trigger = TagTrigger(lambda: value[0], clock, poll=0.01)
+    inspector = make_inspector(model, LiveCamera(clock), trigger, clock, events)
     async with running(inspector):
-        await until(lambda: clock.sleepers() == 1)
-        for step in (1.0, 0.0, 1.0, 0.0, 1.0):  # three rising edges, each inspected in full
-            value[0] = step
-            clock.advance(0.01)
-            await until(lambda: clock.sleepers() == 1 and inspector.stats.frames == len(events))
+        # Three rising edges, each inspected in full.
+        await step_tag(inspector, clock, events, value, (1.0, 0.0, 1.0, 0.0, 1.0))
     assert inspector.stats.inspected == 3 and inspector.stats.overlapped == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
-from agent.errors import ConfigError
+from tests.agent.test_config import problems
 
 HEAD = 'config_version = 1\n[agent]\nid = "edge-1"\n[plant]\nsite = "suzhou"\n'
 MACHINE = '[[machines]]\nname = "press1"\narea = "stamping"\nline = "line-1"\n'
@@ -47,14 +47,6 @@ def write(tmp_path: Path, kpi: str, agent_extra: str = "") -> Path:
     path = tmp_path / "lineside.toml"
     path.write_text(head + MACHINE + kpi + SOURCE, encoding="utf-8")
     return path
-
-
-def problems(path: Path) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    lines = [str(p) for p in caught.value.problems]
-    assert all(line.startswith(f"{path}: ") for line in lines), lines
-    return [line.removeprefix(f"{path}: ") for line in lines]
 
 
 def test_minimal_section_loads(tmp_path: Path) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,12 +28,18 @@ from agent.kpi.replay import (
     replay,
     select,
 )
-from agent.model import EventKind
 from agent.runtime import Agent
-from agent.starter import plant_config, plant_machines
 from agent.store import Store
 from firmware_sim.clock import ScaledClock
-from firmware_sim.plant import MachineSpec, Plant, PlantSpec
+from firmware_sim.plant import MachineSpec
+from tests.kpi_plant import (
+    clock_at,
+    latest_kpis,
+    modbus_plant,
+    run_until,
+    stored_events,
+    write_config,
+)
 
 S = 1_000_000_000
 SPEED = 1200.0  # simulated seconds per real second: the 2 h shift takes 6 s
@@ -64,53 +68,22 @@ days = ["mon", "tue", "wed", "thu", "fri"]
 NOW = int(datetime(2026, 11, 27, 12, 0, tzinfo=ZONE).timestamp()) * S  # long after the run
 
 
-class SimulatedTime:
-    """The agent's clock: scheduling on the real monotonic clock, timestamps on the
-    simulator's, so readings carry simulated (2026-11-23) times."""
-
-    def __init__(self, sim: ScaledClock) -> None:
-        self.sim = sim
-        self.epoch_ns = 0
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time_ns(self) -> int:
-        return self.epoch_ns + round(self.sim.now() * 1e9)
-
-    async def sleep_until(self, deadline: float) -> None:
-        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-
-
 async def fill_store(tmp: Path) -> Path:
     """Run the plant and the agent over the shift plus a few minutes; the config's path."""
-    spec = PlantSpec(
-        name="replay",
-        machines=(
-            MachineSpec(name="press1", kind="press", seed=21),
-            MachineSpec(name="press2", kind="press", seed=22),
-            MachineSpec(name="mill1", kind="mill", seed=23),
-        ),
-        ephemeral=True,
-    )
     sim = ScaledClock(SPEED)
-    async with Plant(spec, sim, opcua=False, rtu=False, tick_interval=0.004) as plant:
-        text = plant_config(
-            plant_machines(plant.endpoints()), data_dir=str(tmp / "data"), poll_interval="10ms"
-        )
-        text = re.sub(r"\[calendar\].*?(?=# Forward)", CALENDAR, text, flags=re.S)
-        path = tmp / "lineside.toml"
-        path.write_text(text, encoding="utf-8")
-        clock = SimulatedTime(sim)
-        agent = Agent(load_config(path), clock=clock)
+    plant = modbus_plant(
+        "replay",
+        sim,
+        MachineSpec(name="press1", kind="press", seed=21),
+        MachineSpec(name="press2", kind="press", seed=22),
+        MachineSpec(name="mill1", kind="mill", seed=23),
+    )
+    async with plant:
+        path = write_config(plant, tmp, calendar=CALENDAR, poll_interval="10ms")
         t0 = sim.now() + LEAD_S
-        clock.epoch_ns = int(SHIFT_START.timestamp()) * S - round(t0 * 1e9)
-        stop = asyncio.Event()
-        run = asyncio.create_task(agent.run(stop))
+        agent = Agent(load_config(path), clock=clock_at(sim, SHIFT_START, t0))
         # Until four simulated minutes after the shift: readings past its end close it live.
-        await asyncio.wait({run}, timeout=(t0 + SHIFT_S + 240 - sim.now()) / SPEED)
-        stop.set()
-        await run
+        await run_until(agent, sim, t0 + SHIFT_S + 240)
     return path
 
 
@@ -118,23 +91,6 @@ async def fill_store(tmp: Path) -> Path:
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Config:
     path = asyncio.run(fill_store(tmp_path_factory.mktemp("replay")))
     return load_config(path)
-
-
-def stored_kpis(config: Config) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """The live engine's KPI events, latest revision per (scope, who, window, definition)."""
-    out: dict[tuple[Any, ...], dict[str, Any]] = {}
-    with Store(config.agent.data_dir) as store:
-        after = 0
-        while events := store.read_events(after, 1000):
-            after = events[-1].seq or after
-            for e in events:
-                if e.kind is not EventKind.KPI:
-                    continue
-                d = e.data
-                key = (d["scope"], d["machine"] or d["line"], d["window"]["name"], d["definition"])
-                if d["revision"] >= out.get(key, {}).get("revision", -1):
-                    out[key] = d
-    return out
 
 
 def tree(path: Path) -> dict[str, str]:
@@ -180,7 +136,7 @@ def test_replayed_shift_and_hours_equal_what_the_live_engine_stored(filled: Conf
     kinds = {"2026-11-23/A": "shift", "2026-11-23T06": "hour", "2026-11-23T07": "hour"}
     assert got == {(kinds[n], n, w) for n in names for w in who}
     assert result.missing == []
-    live = stored_kpis(config)
+    live = latest_kpis(stored_events(config.agent.data_dir))
     for w in result.windows:
         for definition, kpis in (("classic", w.classic), ("iso22400", w.iso22400)):
             stored = live[(w.scope, w.label, w.name, definition)]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import asdict
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.kpi.formulas import Components, classic, flags, iso22400
-from agent.kpi.losses import pareto, six_big_losses
+from agent.kpi.formulas import Components
+from agent.kpi.losses import pareto
 from agent.kpi.replay import KpiWindow
 from agent.kpi.report import BAR_W, bar_chart, downtime, pareto_chart, render, trend_chart
+from tests.agent.kpi.windows import kpi_window
 
 S = 1_000_000_000
 H = 3600 * S
@@ -25,21 +25,7 @@ def window(
     c: Components, machine: str | None, kind: str = "shift", start: int = START, hours: int = 2
 ) -> KpiWindow:
     name = "2026-11-23/A" if kind == "shift" else f"2026-11-23T{6 + (start - START) // H:02d}"
-    return KpiWindow(
-        scope="machine" if machine is not None else "line",
-        machine=machine,
-        line="stamping/body<line>",
-        kind=kind,
-        name=name,
-        start_ns=start,
-        end_ns=start + hours * H,
-        classic=classic(c),
-        iso22400=iso22400(c),
-        components=asdict(c),
-        flags=flags(c),
-        losses=six_big_losses(c),
-        pareto=pareto(c.down_by_reason),
-    )
+    return kpi_window(c, machine, "stamping/body<line>", kind, name, start, start + hours * H)
 
 
 def comps(oee_hint: float, reasons: dict[str, float], hours: float = 1.0) -> Components:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from zoneinfo import ZoneInfo
 
 import pytest
 from rich.console import Console
 
-from agent.kpi.formulas import Components, classic, flags, iso22400
-from agent.kpi.losses import pareto, six_big_losses
+from agent.kpi.formulas import Components
 from agent.kpi.replay import KpiWindow
 from agent.kpi.view import count, duration, json_row, json_rows, percent, tables, top_losses
+from tests.agent.kpi.windows import kpi_window
 
 S = 1_000_000_000
 START = 1_795_384_800 * S  # 2026-11-23 06:00 Asia/Shanghai
@@ -21,22 +20,8 @@ START = 1_795_384_800 * S  # 2026-11-23 06:00 Asia/Shanghai
 def window(
     c: Components, machine: str | None = "press1", name: str = "2026-11-23/A", **kw: object
 ) -> KpiWindow:
-    return KpiWindow(
-        scope="machine" if machine is not None else "line",
-        machine=machine,
-        line="stamping/body-line-1",
-        kind="shift",
-        name=name,
-        start_ns=START,
-        end_ns=START + 8 * 3600 * S,
-        classic=classic(c),
-        iso22400=iso22400(c),
-        components=asdict(c),
-        flags=flags(c),
-        losses=six_big_losses(c),
-        pareto=pareto(c.down_by_reason),
-        **kw,  # type: ignore[arg-type]
-    )
+    end = START + 8 * 3600 * S
+    return kpi_window(c, machine, "stamping/body-line-1", "shift", name, START, end, **kw)
 
 
 # The oee.com shift (docs/kpi.md, "Worked example") with two stop reasons.

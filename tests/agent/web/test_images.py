@@ -11,15 +11,14 @@ import asyncio
 import os
 from pathlib import Path
 
-import cv2
 import httpx
-import numpy as np
 import pytest
 
 from agent.web.images import MAX_IMAGE, NoImage, image_target, read_image
 from tests.agent.web.running import running_agent, until
 from tests.agent.web.test_server import samples
 from tests.vision import onnx_graphs as graphs
+from tests.vision.parts import write_parts
 
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg body"
 PNG = b"\x89PNG\r\n\x1a\n" + b"png body"
@@ -97,15 +96,6 @@ def test_the_target_is_always_inside_the_folder(folders: dict[str, Path | None])
 # Over HTTP, with the agent's own saved rejects
 
 
-def frames(folder: Path, defects: list[bool]) -> None:
-    folder.mkdir()
-    for i, defect in enumerate(defects):
-        image = np.zeros((96, 96, 3), np.uint8)
-        if defect:
-            image[40:56, 40:56] = 255
-        cv2.imwrite(str(folder / f"part{i:02d}.jpg"), image)
-
-
 INSPECTIONS = """
 [[inspections]]
 name = "surface"
@@ -134,7 +124,7 @@ async def raw_get(port: int, target: bytes, headers: bytes = b"") -> bytes:
 
 
 def prepare(tmp_path: Path) -> None:
-    frames(tmp_path / "frames", [False, True, False, True, True])
+    write_parts(tmp_path / "frames", [False, True, False, True, True])
     graphs.anomaly_model(tmp_path / "surface.onnx")
     (tmp_path / "secret.jpg").write_bytes(JPEG + b"outside")
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,13 +15,14 @@ from asyncua import ua
 from agent.clock import SystemClock
 from agent.model import ReadingBatch
 from agent.tags import TagInfo, TagTable
+from connectors.opcua import certs
 from connectors.opcua.config import OpcUaSourceConfig
 from connectors.opcua.source import OpcUaSource
 from firmware_sim.opcua_server import SimOpcUaServer, Value
 from firmware_sim.profile import Profile, profile_from_toml
 
-PROFILE = profile_from_toml(
-    """
+# One tag of every type a profile can serve; a test that needs more appends its own [[tags]].
+PROFILE_TOML = """
 kind = "press"
 description = "every profile type once"
 
@@ -62,6 +64,8 @@ type = "uint64"
 name = "f32"
 address = "hr:14"
 type = "float32"
+unit = "kW"
+description = "Motor power"
 
 [[tags]]
 name = "f64"
@@ -74,7 +78,7 @@ address = "hr:21"
 type = "string"
 length = 8
 """
-)
+PROFILE = profile_from_toml(PROFILE_TOML)
 
 VALUES: dict[str, Value] = {
     "flag": True,
@@ -124,12 +128,32 @@ BAD = ("text", "ints", "missing")  # String; an undeclared array; a node that do
 
 @dataclass
 class TableMachine:
+    """A machine whose values are whatever the test puts in its table."""
+
     name: str
     profile: Profile
     table: dict[str, Value] = field(default_factory=dict)
 
     def values(self) -> Mapping[str, Value]:
         return self.table
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A client certificate whose key is encrypted, and a file holding the key's passphrase;
+    `dir` has room for the server's certificates too."""
+
+    dir: Path
+    cert: Path
+    key: Path  # encrypted with the passphrase
+    passphrase_file: Path
+
+
+def make_pki(root: Path, application_uri: str, passphrase: str) -> Pki:
+    made = certs.create(root / "client", application_uri, passphrase=passphrase)
+    passphrase_file = root / "key-passphrase"
+    passphrase_file.write_text(passphrase + "\n")  # a file as an editor saves it
+    return Pki(root, made.certificate, made.private_key, passphrase_file)
 
 
 async def start_server(**kwargs: Any) -> SimOpcUaServer:

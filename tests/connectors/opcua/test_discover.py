@@ -7,7 +7,6 @@ import socket
 import tomllib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,12 @@ from asyncua import ua
 
 from agent.config import load_config
 from agent.errors import ConnectError, RequestTimeout
-from connectors.opcua import certs
 from connectors.opcua import discover as d
 from connectors.opcua.config import OpcUaSourceConfig, OpcUaTag
 from connectors.opcua.trust import UntrustedCertificate
 from firmware_sim.opcua_server import SimOpcUaServer
-from firmware_sim.profile import Profile, profile_from_toml
+from firmware_sim.profile import profile_from_toml
+from tests.connectors.opcua.sim import Pki, TableMachine, make_pki
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -35,18 +34,13 @@ PROFILE = profile_from_toml(
 )
 
 
-@dataclass
-class Machine:
-    name: str
-    profile: Profile
-
-    def values(self) -> dict[str, object]:
-        return {"count": 1, "power": 2.5, "running": True, "die": "D7"}
+def machine(name: str) -> TableMachine:
+    return TableMachine(name, PROFILE, {"count": 1, "power": 2.5, "running": True, "die": "D7"})
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server() -> AsyncIterator[SimOpcUaServer]:
-    async with SimOpcUaServer([Machine("press1", PROFILE), Machine("press2", PROFILE)]) as s:
+    async with SimOpcUaServer([machine("press1"), machine("press2")]) as s:
         await s.add_variable("press1", "profile", ua.Variant([1.0, 2.0], ua.VariantType.Double))
         yield s
 
@@ -190,28 +184,16 @@ USER, PASSWORD = "operator", "Disc-pw-5521-not-shown"
 KEY_PASSPHRASE = "Disc-kp-9090-not-shown"
 
 
-@dataclass(frozen=True)
-class Pki:
-    dir: Path
-    cert: Path
-    key: Path  # encrypted with KEY_PASSPHRASE
-    passphrase_file: Path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    root = tmp_path_factory.mktemp("pki")
-    made = certs.create(root / "client", "urn:lineside:test:discover", passphrase=KEY_PASSPHRASE)
-    passphrase_file = root / "key-passphrase"
-    passphrase_file.write_text(KEY_PASSPHRASE)
-    return Pki(root, made.certificate, made.private_key, passphrase_file)
+    return make_pki(tmp_path_factory.mktemp("pki"), "urn:lineside:test:discover", KEY_PASSPHRASE)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def secured(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
     """Basic256Sha256 SignAndEncrypt only (no None endpoint), user logins only."""
     server = SimOpcUaServer(
-        [Machine("press1", PROFILE)],
+        [machine("press1")],
         security="sign_and_encrypt",
         cert_dir=pki.dir / "server",
         users={USER: PASSWORD},

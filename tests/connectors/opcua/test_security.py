@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ from connectors.opcua.security import POLICIES, check_password_protected, refusa
 from connectors.opcua.session import close_session, open_session
 from connectors.opcua.trust import UntrustedCertificate, thumbprint
 from firmware_sim.opcua_server import SimOpcUaServer
-from firmware_sim.profile import Profile, profile_from_toml
+from firmware_sim.profile import profile_from_toml
+from tests.connectors.opcua.sim import Pki, TableMachine, make_pki
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -42,37 +42,20 @@ PROFILE = profile_from_toml(
 )
 
 
-@dataclass
-class OneTag:
-    name: str
-    profile: Profile
-
-    def values(self) -> dict[str, int]:
-        return {"count": 4242}
-
-
-@dataclass(frozen=True)
-class Pki:
-    dir: Path
-    cert: Path
-    key: Path  # encrypted with KEY_PASSPHRASE
-    passphrase_file: Path
+def one_tag(name: str) -> TableMachine:
+    return TableMachine(name, PROFILE, {"count": 4242})
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("pki")
-    made = certs.create(d / "client", CLIENT_URI, passphrase=KEY_PASSPHRASE)
-    passphrase_file = d / "key-passphrase"
-    passphrase_file.write_text(KEY_PASSPHRASE + "\n")
-    return Pki(d, made.certificate, made.private_key, passphrase_file)
+    return make_pki(tmp_path_factory.mktemp("pki"), CLIENT_URI, KEY_PASSPHRASE)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def secured(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
     """Three secure endpoints (never None), logins only."""
     server = SimOpcUaServer(
-        [OneTag("m1", PROFILE)],
+        [one_tag("m1")],
         security="sign_and_encrypt",
         cert_dir=pki.dir / "server",
         users={USER: PASSWORD},
@@ -88,7 +71,7 @@ async def secured(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def plain() -> AsyncIterator[SimOpcUaServer]:
-    async with SimOpcUaServer([OneTag("m1", PROFILE)]) as server:
+    async with SimOpcUaServer([one_tag("m1")]) as server:
         yield server
 
 
@@ -102,7 +85,7 @@ async def expired(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
     old.certificate.rename(cert_dir / "server-cert.der")
     old.private_key.rename(cert_dir / "server-key.pem")
     server = SimOpcUaServer(
-        [OneTag("m1", PROFILE)],
+        [one_tag("m1")],
         security="sign_and_encrypt",
         cert_dir=cert_dir,
         keep_certificate=True,
