@@ -246,7 +246,9 @@ def run(records: int, tags: int, batch: int, latency_duration: float | None) -> 
     finally:
         receiver.stop()
         os.sched_setaffinity(0, affinity)
-    best = drains["runs"]["mqtt"]["records_per_s"]
+    # The target is counted on the faster MQTT form: JSON values (the default) or binary ones.
+    mqtt_kind = max(("mqtt", "mqtt-b64"), key=lambda k: drains["runs"][k]["records_per_s"])
+    best = drains["runs"][mqtt_kind]["records_per_s"]
     return {
         "benchmark": "drain",
         "machine": {**machine(), "measured_core": core, "far_side_core": far_core},
@@ -259,6 +261,7 @@ def run(records: int, tags: int, batch: int, latency_duration: float | None) -> 
         "target": {
             "records_per_s": TARGET_RECORDS_PER_S,
             "mqtt_records_per_s": best,
+            "mqtt_contender": mqtt_kind,
             "met_as_records": best >= TARGET_RECORDS_PER_S,
             "met_as_readings": best * tags >= TARGET_RECORDS_PER_S,
         },
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
               f"p99 {lat['latency_p99_ms']:.1f} ms ({lat['measured']:,} messages)")  # fmt: skip
     target = result["target"]
     print(f"target {TARGET_RECORDS_PER_S:,} records/s to mosquitto: "
-          f"{_num(target['mqtt_records_per_s'])} records/s "
+          f"{_num(target['mqtt_records_per_s'])} records/s ({target['mqtt_contender']}) "
           f"({'met' if target['met_as_records'] else 'NOT met'}; counted as readings: "
           f"{'met' if target['met_as_readings'] else 'NOT met'})")  # fmt: skip
     print(f"results: {args.out}")

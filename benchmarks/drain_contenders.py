@@ -2,13 +2,15 @@
 
 KIND is one of:
 
-- `mqtt`, `http`, `sparkplug`: the agent's path. A `Forwarder` with the real sink reads the
+- `mqtt`, `mqtt-b64`, `http`, `sparkplug`: the agent's path (`mqtt-b64`: the MQTT sink with
+  `value_encoding = "f64le-base64"`). A `Forwarder` with the real sink reads the
   pre-filled store after the sink's cursor and sends until every record is acknowledged
   (MQTT PUBACK at QoS 1, HTTP 200, the Sparkplug fence's UNSUBACK), moving the cursor as it goes.
-- `mqtt-paho`, `http-httpx`, `sparkplug-paho`: the ceiling of the same transport without our
-  code. The same number of messages (or bodies) of the same size, built before the clock starts,
-  sent as fast as the bare client library allows: paho in its own synchronous loop (no asyncio,
-  no thread), httpx's `AsyncClient` posting the bodies one after the other.
+- `mqtt-paho`, `mqtt-b64-paho`, `http-httpx`, `sparkplug-paho`: the ceiling of the same
+  transport without our code. The same number of messages (or bodies) of the same size, built
+  before the clock starts, sent as fast as the bare client library allows: paho in its own
+  synchronous loop (no asyncio, no thread), httpx's `AsyncClient` posting the bodies one after
+  the other.
 
 The last stdout line is a JSON object: records, messages, bytes, seconds, cpu_s (this process,
 every thread, `time.process_time`, from just before the first send to the last
@@ -39,13 +41,19 @@ from connectors.http import payload as http_payload
 from connectors.http.config import HttpSinkConfig
 from connectors.http.sink import HttpSink
 from connectors.mqtt.config import MqttSinkConfig
-from connectors.mqtt.payload import UnsLayout
+from connectors.mqtt.payload import UnsLayout, ValueEncoding
 from connectors.mqtt.sink import MAX_INFLIGHT, MqttSink
 from connectors.sparkplug.config import SparkplugSinkConfig
 from connectors.sparkplug.sink import FENCE_FILTER, SparkplugSink
 
-FORWARDERS = ("mqtt", "http", "sparkplug")
-BASELINES = ("mqtt-paho", "http-httpx", "sparkplug-paho")
+FORWARDERS = ("mqtt", "mqtt-b64", "http", "sparkplug")
+BASELINES = ("mqtt-paho", "mqtt-b64-paho", "http-httpx", "sparkplug-paho")
+# The value column of the MQTT batch messages, by contender: JSON numbers (the default) or
+# base64 of the float64 column (connectors/mqtt/README.md, "Binary values").
+VALUE_ENCODING: dict[str, ValueEncoding] = {
+    "mqtt-b64": "f64le-base64",
+    "mqtt-b64-paho": "f64le-base64",
+}
 KINDS = FORWARDERS + BASELINES
 DRAIN_TIMEOUT = 600.0  # seconds: a drain that takes longer has failed
 GROUP_ID, EDGE_NODE_ID = "bench", "edge1"
@@ -84,8 +92,12 @@ class _Counted:
 
 def _sink(kind: str, store: Store, host: str, port: int, url: str, batch: int) -> Sink:
     context = backlog.context(store)
-    if kind == "mqtt":
-        return MqttSink(MqttSinkConfig(type="mqtt", name=kind, host=host, port=port), context)
+    if kind in ("mqtt", "mqtt-b64"):
+        encoding = VALUE_ENCODING.get(kind, "json")
+        mqtt_config = MqttSinkConfig(
+            type="mqtt", name=kind, host=host, port=port, value_encoding=encoding
+        )
+        return MqttSink(mqtt_config, context)
     if kind == "sparkplug":
         config = SparkplugSinkConfig(
             type="sparkplug",
@@ -168,7 +180,12 @@ def _paho_client(protocol: MQTTProtocolVersion, host: str, port: int) -> mqtt.Cl
 
 
 def drain_mqtt_paho(
-    data_dir: Path, records: int, batch: int, host: str, port: int
+    data_dir: Path,
+    records: int,
+    batch: int,
+    host: str,
+    port: int,
+    value_encoding: ValueEncoding = "json",
 ) -> dict[str, Any]:
     """QoS 1, MQTT 5 (as the sink): publish the messages the sink sends for this backlog (one
     columnar batch message per `batch` records, historical replay), await every PUBACK."""
@@ -176,7 +193,7 @@ def drain_mqtt_paho(
     layout = UnsLayout("lineside", backlog.AGENT_ID, backlog.context(store).tags)
     store.close()
     payloads = [
-        layout.batch_messages(backlog_records[start : start + batch])[0]
+        layout.batch_messages(backlog_records[start : start + batch], value_encoding)[0]
         for start in range(0, records, batch)
     ]  # real payloads: same topics, same sizes
     acked = 0
@@ -271,8 +288,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 kind, args.data_dir, args.records, args.batch, args.host, args.port, args.url
             )
         )
-    if kind == "mqtt-paho":
-        return drain_mqtt_paho(args.data_dir, args.records, args.batch, args.host, args.port)
+    if kind in ("mqtt-paho", "mqtt-b64-paho"):
+        encoding = VALUE_ENCODING.get(kind, "json")
+        return drain_mqtt_paho(
+            args.data_dir, args.records, args.batch, args.host, args.port, encoding
+        )
     if kind == "sparkplug-paho":
         return drain_sparkplug_paho(args.data_dir, args.records, args.batch, args.host, args.port)
     return run_loop(lambda: drain_http_httpx(args.data_dir, args.records, args.batch, args.url))

@@ -54,6 +54,9 @@ class MqttSinkConfig(Broker):
     # "always", or "never" (one message per record and machine, as live data goes).
     batch: Literal["auto", "always", "never"] = "auto"
     batch_min_records: Annotated[int, Field(ge=1)] = 100
+    # The value column of a batch message: JSON numbers, or base64 of the little-endian
+    # float32 (when no value loses precision; else float64) or float64 column (README.md).
+    value_encoding: Literal["json", "f32le-base64", "f64le-base64"] = "json"
 
     @field_validator("topic_prefix")
     @classmethod

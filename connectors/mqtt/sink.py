@@ -306,7 +306,7 @@ class MqttSink:
         batched = self._batched(records)
         try:
             if batched:
-                messages = self.layout.batch_messages(records)
+                messages = self.layout.batch_messages(records, self.config.value_encoding)
                 if self.config.retain_last:
                     messages += self.layout.last_values(records)
             else:

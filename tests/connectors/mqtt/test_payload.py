@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import EventRecord, GapRecord, Record, TagMeta, TelemetryRecord
-from connectors.mqtt.payload import QUALITY_NAMES, Message, PayloadError, UnsLayout
+from connectors.mqtt.payload import (
+    QUALITY_NAMES,
+    Message,
+    PayloadError,
+    UnsLayout,
+    binary_values,
+)
 
 T0 = 1_717_000_000_123_456_789  # ns
 T0_MS = 1_717_000_000_123
@@ -338,11 +348,11 @@ def test_columnar_records_encode_exactly_as_the_same_records_one_by_one(tmp_path
     assert order == sorted(order)
     for k in range(5):
         stamps: int | list[int] = T0 + k if k != 3 else [T0 + k, T0 + k + 1_000_000]
-        tags = [1, 2] if k != 4 else [7]
+        named = [1, 2] if k != 4 else [7]
         assert writer.submit_readings(
             ReadingBatch.from_columns(
-                "plc", [ids[TAGS[t].path] for t in tags], [k * 1.5] * len(tags),
-                [0] * len(tags), stamps,
+                "plc", [ids[TAGS[t].path] for t in named], [k * 1.5] * len(named),
+                [0] * len(named), stamps,
             )
         )  # fmt: skip
     assert writer.flush_blocking(10)
@@ -373,3 +383,75 @@ def test_batch_refuses_unknown_tags_and_other_streams_naming_the_record() -> Non
         layout().batch_messages(mixed)
     assert caught.value.index == 1
     assert layout().batch_messages([TelemetryRecord(5, batch([], [], []))]) == []
+
+
+def test_uniform_records_with_an_unknown_tag_name_the_first_record() -> None:
+    # Every record names the same tags: the tag index is worked out on the first record alone.
+    records: list[Record] = [TelemetryRecord(s, batch([2, 99], [1.0, 2.0], [0, 0])) for s in (1, 2)]
+    with pytest.raises(PayloadError, match="tag id 99 is not in the tag table") as caught:
+        layout().batch_messages(records)
+    assert caught.value.index == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from([1, 2, 7]), min_size=0, max_size=4),
+        min_size=1,
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_tag_index_matches_a_plain_lookup(id_lists: list[list[int]], uniform: bool) -> None:
+    if uniform:  # the repeated-tags case, common in a backlog, taken by a shortcut
+        id_lists = [id_lists[0]] * len(id_lists)
+    records: list[Record] = [
+        TelemetryRecord(seq, batch(ids, [0.0] * len(ids), [0] * len(ids)))
+        for seq, ids in enumerate(id_lists, start=1)
+    ]
+    messages = layout().batch_messages(records)
+    flat = [i for ids in id_lists for i in ids]
+    if not flat:
+        assert messages == []
+        return
+    body = orjson.loads(messages[0].payload)
+    used = sorted(set(flat))
+    assert body["tags"] == [TAGS[i].path for i in used]
+    assert body["tag"] == [used.index(i) for i in flat]
+
+
+VALUES_CASES = [
+    # (values, asked, sent as, decoded: same as the values, bit for bit)
+    ([0.5, -2.0, 2.0**100, -0.0], "f32le-base64", "f32le-base64"),
+    ([0.5, 0.1], "f32le-base64", "f64le-base64"),  # 0.1 is not a float32: the column goes f64
+    ([16_777_217.0], "f32le-base64", "f64le-base64"),  # an int32 past 2**24
+    ([1e300], "f32le-base64", "f64le-base64"),  # overflows float32
+    ([math.nan, math.inf, -math.inf, 3.0], "f32le-base64", "f32le-base64"),
+    ([0.1, math.nan, 1e300], "f64le-base64", "f64le-base64"),
+    ([], "f64le-base64", "f64le-base64"),
+]
+
+
+@pytest.mark.parametrize(("values", "asked", "sent_as"), VALUES_CASES)
+def test_binary_values_round_trip_exactly(values: list[float], asked: str, sent_as: str) -> None:
+    used, text = binary_values(np.array(values, dtype=np.float64), asked)  # type: ignore[arg-type]
+    assert used == sent_as
+    dtype = {"f32le-base64": "<f4", "f64le-base64": "<f8"}[used]
+    back = np.frombuffer(base64.b64decode(text), dtype=dtype).astype(np.float64)
+    assert back.tobytes() == np.array(values, dtype=np.float64).tobytes()
+
+
+def test_binary_values_refuse_json() -> None:
+    with pytest.raises(ValueError, match="not json"):
+        binary_values(np.zeros(2), "json")
+
+
+def test_a_binary_batch_says_how_its_values_are_written() -> None:
+    records: list[Record] = [TelemetryRecord(41, batch([1, 2], [61.25, 1040.0], [0, 0]))]
+    json_body = orjson.loads(layout().batch_messages(records)[0].payload)
+    body = orjson.loads(layout().batch_messages(records, "f32le-base64")[0].payload)
+    assert "value_encoding" not in json_body  # the JSON form is unchanged
+    assert body.pop("value_encoding") == "f32le-base64"
+    assert base64.b64decode(body.pop("value")) == np.array([61.25, 1040.0], "<f4").tobytes()
+    json_body.pop("value")
+    assert body == json_body  # every other column as in the JSON form
