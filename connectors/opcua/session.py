@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -158,6 +159,28 @@ async def read_limits(client: Client, within: float) -> ServerLimits:
     return limits_from_values(values)
 
 
+async def read_start_time(client: Client, within: float) -> datetime | None:
+    """The server's ServerStatus.StartTime: which run of the server this session is on.
+
+    Subscription ids only mean something within one run: a restarted server numbers its
+    subscriptions afresh, so a lost session's ids may by then name another client's. None when
+    the server does not say (the node is mandatory, Part 5 6.3.1, but not every server has it).
+    """
+    read = ua.ReadParameters()
+    item = ua.ReadValueId()
+    item.NodeId = ua.NodeId(ua.Int32(ObjectIds.Server_ServerStatus_StartTime))
+    item.AttributeId = AttributeIds.Value
+    read.NodesToRead.append(item)
+    try:
+        async with asyncio.timeout(within):
+            (result,) = await client.uaclient.read(read)
+    except (TimeoutError, OSError, UaError, ConnectionError) as exc:
+        raise translate(exc, "reading the server's start time") from None
+    good = result.StatusCode is None or result.StatusCode.is_good()
+    value = result.Value.Value if good and result.Value is not None else None
+    return value if isinstance(value, datetime) else None
+
+
 async def close_session(client: Client, within: float, subscription_ids: Sequence[int]) -> bool:
     """Delete our subscriptions and close the session, within `within` seconds; True if it worked.
 
@@ -194,7 +217,8 @@ async def reclaim(client: Client, subscription_ids: Sequence[int], within: float
     After a network cut or a stall the old session outlives its connection (Part 4, 6.7), and so
     do its subscriptions, still sampling. TransferSubscriptions moves them to the new session
     (same user) and DeleteSubscriptions removes them; a server that already dropped them answers
-    BadSubscriptionIdInvalid, which is fine. Returns how many were deleted.
+    BadSubscriptionIdInvalid, which is fine. Returns how many were deleted. Only for ids of the
+    server's current run (see `read_start_time`): another run's ids may be another client's.
     """
     if not subscription_ids:
         return 0

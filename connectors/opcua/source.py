@@ -16,7 +16,9 @@ Liveness: asyncua's probe (see `session.py`), a StatusChangeNotification, or a s
 silent past its keep-alive mark the link dead; the next `poll()` raises `ConnectError` and the
 link loop reconnects with back-off, emitting bad-quality batches meanwhile. On reconnect the
 subscriptions the lost session left on the server are transferred and deleted (`reclaim`), so
-none pile up; what cannot be reclaimed dies with the old session (`session_timeout`).
+none pile up; what cannot be reclaimed dies with the old session (`session_timeout`). Only when
+the server's StartTime is the one the lost session saw: a restarted server kept nothing of ours,
+and its fresh subscription ids may already be another client's.
 
 Types (see `convert.py`): numeric types, Boolean and DateTime become float64. At connect the
 DataType and ValueRank of every node are read once: a node that does not exist, has a
@@ -33,6 +35,7 @@ import math
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -222,6 +225,7 @@ class OpcUaSource:
         self._subscriptions: list[_Subscription] = []
         self._publishers: list[asyncio.Task[None]] = []
         self._stale_ids: list[int] = []  # subscriptions a lost session may have left behind
+        self._server_run: datetime | None = None  # the server's StartTime, for `_stale_ids`
         self._reported: set[tuple[str, str]] = set()  # (node, problem) already logged
         # Rows: one per agent tag of this source, in config order.
         row_ids: list[int] = []
@@ -270,6 +274,12 @@ class OpcUaSource:
         client = await session.open_session(config, self._lost)
         self._client = client
         try:
+            run = await session.read_start_time(client, config.timeout)
+            if run is None or run != self._server_run:
+                # A restarted (or unknown) server: our old ids died with the old run and may now
+                # be another client's subscriptions; never transfer those.
+                self._stale_ids = []
+            self._server_run = run
             limits = await session.read_limits(client, config.timeout)
             per_read = limits.nodes_per_read(config.max_nodes_per_read)
             await self._inspect(client, per_read)

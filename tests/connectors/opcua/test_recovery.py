@@ -1,15 +1,17 @@
 """Recovery of the OPC UA source under the agent's link loop: restart, network cut, stall.
 
 Everything is real: the simulated server (in this process, or in a subprocess that can be
-SIGSTOPped), a TCP relay that can cut every connection, and `run_link` reconnecting with its
-own back-off. Timings are the real clock's: the assertions are the issue's bounds (recovery
-within 10 s of the server coming back, a stall noticed within the configured timeout).
+SIGSTOPped, or SIGKILLed and started again on its port), a TCP relay that can cut every
+connection, and `run_link` reconnecting with its own back-off. Timings are the real clock's:
+the assertions are the issue's bounds (recovery within 10 s of the server coming back, a stall
+noticed within the configured timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -18,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +51,32 @@ class Link:
 
     def bad_since(self, t: float) -> bool:
         return any((b.quality == Quality.BAD).all() and len(b) for b in self.since(t))
+
+    def first_bad_since(self, t: float) -> float:
+        """When the first all-bad batch at or after `t` was emitted (inf: none yet)."""
+        return next(
+            (
+                at
+                for at, b in self.batches
+                if at >= t and len(b) and (b.quality == Quality.BAD).all()
+            ),
+            math.inf,
+        )
+
+    def good_between(self, start: float, end: float) -> bool:
+        return any(
+            start <= at < end and (b.quality == Quality.GOOD).any() for at, b in self.batches
+        )
+
+
+def good_tags(link: Link, since: float) -> set[int]:
+    """The tag ids `link` read good at least once since `since`."""
+    return {
+        int(i)
+        for b in link.since(since)
+        for i, q in zip(b.tag_ids, b.quality, strict=True)
+        if q == Quality.GOOD
+    }
 
 
 @contextlib.asynccontextmanager
@@ -168,16 +197,23 @@ async def test_five_network_cuts_leave_no_subscriptions_behind() -> None:
         await server.stop()
 
 
+# argv: the port (0: any), and how many subscriptions another client (asyncua's own) holds
+# before the endpoint is printed: they take the ids a previous run gave out first.
 SUBPROCESS_SERVER = """
 import asyncio, sys
-from asyncua import ua
+from asyncua import Client, ua
 from tests.connectors.opcua.sim import start_server
 
 async def main():
-    server = await start_server()
+    server = await start_server(port=int(sys.argv[1]))
+    subs = await server.add_variable("m1", "subscriptions", ua.Variant(0, ua.VariantType.Int32))
+    other = Client(server.endpoint)
+    if int(sys.argv[2]):
+        await other.connect()
+    for _ in range(int(sys.argv[2])):
+        await other.create_subscription(1000, None)
     print(server.endpoint, server.namespace_index, flush=True)
     node = f"ns={server.namespace_index};s=m1.level"
-    subs = await server.add_variable("m1", "subscriptions", ua.Variant(0, ua.VariantType.Int32))
     n = 0.0
     while True:
         n += 1
@@ -188,35 +224,74 @@ async def main():
 
 asyncio.run(main())
 """
+# The project root, so the subprocess imports this checkout whatever the working directory.
+ROOT = str(Path(__file__).resolve().parents[3])
 
 
-async def test_a_stalled_server_is_noticed_within_the_timeout_and_recovered() -> None:
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+@dataclass(frozen=True)
+class ServerProcess:
+    """The simulated server in its own process: `m1.level` counts up every 100 ms and
+    `m1.subscriptions` says how many subscriptions the server holds (of every session)."""
+
+    process: asyncio.subprocess.Process
+    endpoint: str
+    namespace_index: int
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rstrip("/").rsplit(":", 1)[1])
+
+
+@contextlib.asynccontextmanager
+async def server_process(port: int = 0, others: int = 0) -> AsyncIterator[ServerProcess]:
+    """A server process listening on `port` (0: any free one) when this yields, another client
+    holding `others` subscriptions on it; ended after."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SUBPROCESS_SERVER, stdout=asyncio.subprocess.PIPE, env=env
+        sys.executable,
+        "-c",
+        SUBPROCESS_SERVER,
+        str(port),
+        str(others),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": ROOT},
     )
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line, f"the server process exited ({await proc.wait()}) before listening"
         endpoint, ns = line.decode().split()
+        yield ServerProcess(proc, endpoint, int(ns))
+    finally:
+        if proc.returncode is None:  # never signal a pid already reaped (it may be reused)
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        await proc.wait()
+
+
+def subscriptions_read(link: Link, subs_id: int, since: float) -> list[float]:
+    """The server's subscription counts read good by `link` (tag `subs_id`) since `since`."""
+    return [
+        float(v)
+        for b in link.since(since)
+        for i, v, q in zip(b.tag_ids, b.values, b.quality, strict=True)
+        if i == subs_id and q == Quality.GOOD
+    ]
+
+
+async def test_a_stalled_server_is_noticed_within_the_timeout_and_recovered() -> None:
+    async with server_process() as server:
+        ns = server.namespace_index
         tags = [
             {"name": "level", "node_id": f"ns={ns};s=m1.level"},
             {"name": "subs", "node_id": f"ns={ns};s=m1.subscriptions", "mode": "poll"},
         ]
-        config = make_config(endpoint, tags, interval="100ms", timeout=f"{TIMEOUT}s")
+        config = make_config(server.endpoint, tags, interval="100ms", timeout=f"{TIMEOUT}s")
         source, table = make_source(config)
         subs_id = table.id_of("m1", "subs")
-
-        def server_subscriptions(link: Link, since: float) -> list[float]:
-            return [
-                float(v)
-                for b in link.since(since)
-                for i, v, q in zip(b.tag_ids, b.values, b.quality, strict=True)
-                if i == subs_id and q == Quality.GOOD
-            ]
+        proc = server.process
 
         def counted_since(link: Link, since: float) -> bool:
-            return len(server_subscriptions(link, since)) > 3
+            return len(subscriptions_read(link, subs_id, since)) > 3
 
         async with running(source) as link:
             await wait_for(lambda: link.good_since(0), within=10)
@@ -235,13 +310,77 @@ async def test_a_stalled_server_is_noticed_within_the_timeout_and_recovered() ->
             # The session lost to each stall left its subscription on the server; reclaimed.
             settled = time.monotonic()
             await asyncio.sleep(0.5)
-            counts = server_subscriptions(link, settled)
+            counts = subscriptions_read(link, subs_id, settled)
             assert counts and counts[-1] == 1.0, counts
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGCONT)
-        proc.kill()
-        await proc.wait()
+
+
+async def test_a_killed_server_process_reads_bad_and_a_new_one_gets_every_subscription() -> None:
+    """SIGKILL the server process, start a new one on its port: a subscriber of two
+    subscriptions, a second subscriber and a poller read bad meanwhile (never a stale good
+    value), then all recover within 10 s of the new process listening, and the new server holds
+    exactly the three subscriptions they recreated besides another client's three, which took
+    the ids the first run gave ours: a stale id must not reclaim (delete) them."""
+    async with server_process() as first:
+        ns = first.namespace_index
+        level = {"name": "level", "node_id": f"ns={ns};s=m1.level"}
+        slow = {"name": "f64", "node_id": f"ns={ns};s=m1.f64", "interval": "300ms"}
+        subs = {"name": "subs", "node_id": f"ns={ns};s=m1.subscriptions"}
+        timing = {"interval": "100ms", "timeout": f"{TIMEOUT}s"}
+        configs = [  # subscriptions: 2 (one per interval), 1, 0
+            make_config(first.endpoint, [level, slow], name="subscriber", **timing),
+            make_config(first.endpoint, [level], name="subscriber2", **timing),
+            make_config(first.endpoint, [level, subs], name="poller", mode="poll", **timing),
+        ]
+        made = [make_source(config) for config in configs]
+        subs_id = made[2][1].id_of("m1", "subs")
+        ours = 3
+
+        async with contextlib.AsyncExitStack() as stack:
+            links = [await stack.enter_async_context(running(source)) for source, _ in made]
+            poller = links[2]
+
+            def all_good_since(t: float) -> bool:
+                # Every tag of every link, so every subscription (group) delivered.
+                return all(
+                    good_tags(link, t) == {tag.id for tag in table}
+                    for link, (_, table) in zip(links, made, strict=True)
+                )
+
+            def counted(t: float, expected: int) -> bool:
+                return subscriptions_read(poller, subs_id, t)[-1:] == [expected]
+
+            await wait_for(lambda: all_good_since(0) and counted(0, ours), within=10)
+
+            os.kill(first.process.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            assert await first.process.wait() == -signal.SIGKILL
+            # Down: every link notices (the socket closes: no timeout needed) and retries in
+            # vain at least twice, reading bad.
+            await wait_for(lambda: all(link.stats.connect_failures >= 2 for link in links))
+            noticed = [link.first_bad_since(killed) for link in links]
+            assert max(noticed) - killed < 0.5, [n - killed for n in noticed]
+
+            async with server_process(first.port, others=ours) as second:
+                back = time.monotonic()
+                # Never a stale good value: bad from the notice until the new process listened.
+                for link, at in zip(links, noticed, strict=True):
+                    assert not link.good_between(at, back), link.source.name
+                await wait_for(lambda: all_good_since(back), within=10)
+                expected = ours + ours
+                await wait_for(
+                    partial(counted, back, expected), within=10 - (time.monotonic() - back)
+                )
+                recovered = time.monotonic() - back
+                assert recovered < 10, recovered
+                assert second.endpoint == first.endpoint
+                # Exactly the expected subscriptions, and it stays so (no late pile-up).
+                settled = time.monotonic()
+                await wait_for(lambda: len(subscriptions_read(poller, subs_id, settled)) >= 5)
+                assert set(subscriptions_read(poller, subs_id, settled)) == {expected}
+                for link, subscriptions in zip(links, [2, 1, 0], strict=True):
+                    stats = link.source.statistics()
+                    assert link.stats.connects == 2 and link.stats.disconnects == 1
+                    assert stats["subscriptions"] == 2 * subscriptions, link.source.name
 
 
 async def test_connect_to_nothing_fails_within_the_timeout() -> None:
