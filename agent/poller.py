@@ -23,6 +23,12 @@ from agent.source import Source
 log = logging.getLogger("lineside.poller")
 
 
+# A link retries at least this often however long its device was gone, so it is back within
+# ~10 s of the device (a restarted PLC or OPC UA server) answering again. A device costs one
+# refused connect per few seconds meanwhile: nothing a PLC or gateway notices.
+LINK_BACKOFF_MAX = 6.0
+
+
 @dataclass(slots=True)
 class Backoff:
     """Exponential back-off with full jitter: 0.5 s, 1 s, 2 s ... up to `maximum`."""
@@ -66,7 +72,7 @@ async def run_link(
 ) -> None:
     """Poll `source` on its schedule (by default one built from its poll groups) until cancelled."""
     stats = stats if stats is not None else LinkStatistics()
-    backoff = backoff or Backoff()
+    backoff = backoff or Backoff(maximum=LINK_BACKOFF_MAX)
     rng = rng or random.Random()
     schedule = schedule or Schedule(dict(source.poll_groups()), clock)
     connected = False

@@ -9,7 +9,7 @@ import numpy as np
 from agent.clock import FakeClock
 from agent.errors import ConnectError
 from agent.model import Event, Quality, ReadingBatch
-from agent.poller import Backoff, LinkStatistics, run_link
+from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
 
 
 class ScriptedSource:
@@ -122,3 +122,22 @@ def test_backoff_grows_to_its_maximum_with_jitter() -> None:
     assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True))
     backoff.reset()
     assert backoff.next(rng) <= 0.5
+
+
+async def test_a_link_down_for_minutes_is_back_within_10s_of_the_device() -> None:
+    waits = []
+    for seed in range(8):  # the jitter differs per seed; the bound holds for every one
+        clock = FakeClock()
+        source = ScriptedSource(clock)
+        source.up = False
+        task, readings, events, _ = await run_for(source, clock, 300.0, rng=random.Random(seed))
+        source.up = True  # the device answers again after five minutes
+        down_readings = len(readings)
+        await clock.run_until(clock.monotonic() + 10.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        after = [r.quality[0] == Quality.GOOD for r in readings[down_readings:]]
+        assert True in after, f"seed {seed}: still down 10 s after the device came back"
+        waits.append(after.index(True))  # ticks (seconds) until the first good reading
+        assert [e.data["state"] for e in events] == ["lost", "connected"]
+    assert max(waits) <= LINK_BACKOFF_MAX + 1, waits
