@@ -3,15 +3,19 @@
 Two stages run at once, each in its own thread, so the pipeline goes at the pace of the slower
 one, not their sum:
 
-- the producer waits for the trigger, then reads, decodes and preprocesses a frame in the
-  frame worker (one thread of its own: a shared pool would let other work queue in front of it),
-  and hands the prepared frame straight to the model worker. At most `queue_size` frames wait
-  for the model. With a live trigger (fps, PLC tag) a frame that finds them all taken is
-  dropped and counted: a late verdict is worth less than the next part's, and nothing upstream
-  may ever wait for vision. A replay (folder, video) waits for room instead.
+- the producer waits for the trigger, takes a slot in the queue, then has the frame worker
+  (one thread of its own: a shared pool would let other work queue in front of it) read,
+  decode and preprocess a frame and submit it to the model worker itself, without a trip
+  through the event loop. At most `queue_size` frames wait for the model, plus the one under
+  inference. With a live trigger (fps, PLC tag) a frame that finds every slot taken is not
+  even read: it is dropped and counted, as a late verdict is worth less than the next part's
+  and nothing upstream may ever wait for vision. A replay (folder, video) waits for a slot
+  instead, before reading, so a decoded frame never waits outside the queue.
 - the model worker (one thread, the agent's thread boundary for inference) runs the session
-  and the adapter on each prepared frame in turn. Frames are submitted to it directly, so it
-  starts the next one the moment the last is done, without waiting for the event loop; the
+  and the adapter on each prepared frame in turn, the next one the moment the last is done, and
+  queues the outcome for the consumer, waking the event loop only when it is not already due to
+  look (one wake-up for all the verdicts that finish while the loop is busy: the loop holds the
+  GIL while it runs, and every moment it does is one the model worker may wait for it). The
   consumer collects verdicts in order on the loop and hands them on: an `Event` to
   `emit_event`, the image to the archive, the value to the PLC when write-back is configured
   (every write audited as an event). A slow archive or PLC write delays the hand-on, not the
@@ -248,8 +252,8 @@ class _Work:
     overlapped: bool  # the model was busy with an earlier frame while this one was decoded
 
 
-# A frame handed to the model worker, and its (verdict, inference ms) to come.
-_Pending = asyncio.Future[tuple[Verdict, float]]
+# A frame the model worker is done with: its (verdict, inference ms), or what went wrong.
+_Outcome = tuple[_Work, tuple[Verdict, float] | Exception]
 
 
 class Inspector:
@@ -299,6 +303,12 @@ class Inspector:
         # started and ended. Plain ints: each has one writer, and a stale read only undercounts.
         self._model_started = 0
         self._model_ended = 0
+        # Outcomes from the model worker, in order (None: the replay ended), and the wake-up
+        # of the consumer on the loop; `_wake_pending` is true while a wake-up is on its way.
+        self._done: deque[_Outcome | None] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Event | None = None
+        self._wake_pending = False
 
     # -- the two stages -------------------------------------------------------------------------
 
@@ -309,17 +319,19 @@ class Inspector:
         cv2.setNumThreads(OPENCV_THREADS)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"inspect-{self.name}")
         self._frames = ThreadPoolExecutor(1, thread_name_prefix=f"frames-{self.name}")
-        # Frames submitted to the model worker and not yet collected: queue_size waiting plus
-        # the one under inference, as an asyncio.Queue(queue_size) and a busy consumer would be.
+        self._loop = asyncio.get_running_loop()
+        self._ready = asyncio.Event()
+        self._done.clear()
+        self._wake_pending = False
+        # A slot is taken before a frame is read and given back when its verdict is collected:
+        # queue_size prepared frames waiting plus the one under inference, as an
+        # asyncio.Queue(queue_size) and a busy consumer would be. Taken before the read, not
+        # after, so no decoded frame waits in the producer (it would only add to its latency).
         slots = asyncio.Semaphore(self.queue_size + 1)
-        # Unbounded, but never holds more than the slots allow; None ends a replay.
-        pending: asyncio.Queue[tuple[_Work, _Pending] | None] = asyncio.Queue()
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(
-                    self._produce(slots, pending, source, model), name=f"frames-{self.name}"
-                )
-                group.create_task(self._consume(slots, pending, model), name=f"model-{self.name}")
+                group.create_task(self._produce(slots, source, model), name=f"frames-{self.name}")
+                group.create_task(self._consume(slots, model), name=f"model-{self.name}")
         finally:
             source.close()
             # Do not wait for a frame under decode or inference: cancellation must be prompt.
@@ -344,7 +356,8 @@ class Inspector:
         self.stats.last_error = message
 
     def _grab(self, source: FrameSource, model: Model) -> _Work | None:
-        """The frame worker: read, decode and preprocess one frame."""
+        """The frame worker: read, decode and preprocess one frame, then hand it to the model
+        worker itself (no trip through the event loop between the two stages)."""
         started = time.perf_counter()
         begun, ended = self._model_started, self._model_ended
         frame = source.read()
@@ -355,15 +368,12 @@ class Inspector:
         # The model was busy during this decode if an inference was under way when it began or
         # one began before it ended.
         overlapped = begun > ended or self._model_started > begun
-        return _Work(frame, prepared, ts_ns, started, overlapped)
+        work = _Work(frame, prepared, ts_ns, started, overlapped)
+        assert self._executor is not None
+        self._executor.submit(self._predict, model, work)
+        return work
 
-    async def _produce(
-        self,
-        slots: asyncio.Semaphore,
-        pending: asyncio.Queue[tuple[_Work, _Pending] | None],
-        source: FrameSource,
-        model: Model,
-    ) -> None:
+    async def _produce(self, slots: asyncio.Semaphore, source: FrameSource, model: Model) -> None:
         loop = asyncio.get_running_loop()
         while not source.finished:
             await self.trigger.wait()
@@ -371,59 +381,80 @@ class Inspector:
             if self.trigger.drops and slots.locked():
                 self.stats.dropped += 1  # do not even decode what cannot be inspected
                 continue
+            await slots.acquire()  # a replay waits here; a live trigger found a slot free
             try:
                 work = await loop.run_in_executor(self._frames, self._grab, source, model)
             except SourceGone as exc:
+                slots.release()
                 self._fail("frame_errors", str(exc))
                 await self.clock.sleep_until(self.clock.monotonic() + self.source_retry)
                 continue
             except (FrameError, ValueError) as exc:  # one bad frame: on to the next
+                slots.release()
                 self._fail("frame_errors", str(exc))
                 continue
+            except BaseException:
+                slots.release()
+                raise
             if work is None:
+                slots.release()
                 if not source.finished:
                     await self.clock.sleep_until(self.clock.monotonic() + self.idle_poll)
                 continue
             self.stats.frames += 1
             self.stats.overlapped += work.overlapped
-            if self.trigger.drops and slots.locked():
-                self.stats.dropped += 1
-                continue
-            await slots.acquire()  # a replay waits here; a live trigger found a slot free
-            verdict = loop.run_in_executor(self._executor, self._predict, model, work)
-            pending.put_nowait((work, verdict))
-        await pending.put(None)  # the end of a replay: the consumer finishes and returns
+        # The end of a replay, queued behind the last inference: the consumer returns on it.
+        assert self._executor is not None
+        self._executor.submit(self._deliver, None)
 
-    async def _consume(
-        self,
-        slots: asyncio.Semaphore,
-        pending: asyncio.Queue[tuple[_Work, _Pending] | None],
-        model: Model,
-    ) -> None:
-        while True:
-            item = await pending.get()
-            if item is None:
-                return
-            work, future = item
-            try:
-                verdict, inference_ms = await future
-            except (LinesideError, ValueError, RuntimeError) as exc:
-                self._fail("inference_errors", f"{work.frame.name}: inference failed: {exc}")
-                continue
-            finally:
-                slots.release()
-            latency_ms = (time.perf_counter() - work.started) * 1e3
-            await self._hand_on(work, verdict, latency_ms, inference_ms, model)
-
-    def _predict(self, model: Model, work: _Work) -> tuple[Verdict, float]:
+    def _predict(self, model: Model, work: _Work) -> None:
         """The model worker: session and adapter, timed in this thread (queue wait excluded)."""
         self._model_started += 1
         begun = time.perf_counter()
+        outcome: tuple[Verdict, float] | Exception
         try:
             verdict = model.predict(work.prepared, threshold=self.threshold, margin=self.margin)
+            outcome = (verdict, (time.perf_counter() - begun) * 1e3)
+        except Exception as exc:  # sorted out on the loop, as any other outcome
+            outcome = exc
         finally:
             self._model_ended += 1
-        return verdict, (time.perf_counter() - begun) * 1e3
+        self._deliver((work, outcome))
+
+    def _deliver(self, item: _Outcome | None) -> None:
+        """Any thread: queue an outcome for the consumer, waking the loop only if it is not
+        already due to look: verdicts that finish while the loop is busy go in one wake-up, so
+        the loop (and the GIL it holds while it runs) costs the model worker less per frame."""
+        self._done.append(item)  # deque.append is atomic
+        if not self._wake_pending:
+            self._wake_pending = True
+            assert self._loop is not None and self._ready is not None
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                self._loop.call_soon_threadsafe(self._ready.set)
+
+    async def _consume(self, slots: asyncio.Semaphore, model: Model) -> None:
+        assert self._ready is not None
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            # Cleared before the deque is read: an outcome added from now on wakes the loop
+            # again (at worst once for nothing), so none is ever left waiting unseen.
+            self._wake_pending = False
+            while self._done:
+                item = self._done.popleft()
+                if item is None:
+                    return
+                slots.release()
+                work, outcome = item
+                if isinstance(outcome, Exception):
+                    if not isinstance(outcome, LinesideError | ValueError | RuntimeError):
+                        raise outcome
+                    message = f"{work.frame.name}: inference failed: {outcome}"
+                    self._fail("inference_errors", message)
+                    continue
+                verdict, inference_ms = outcome
+                latency_ms = (time.perf_counter() - work.started) * 1e3
+                await self._hand_on(work, verdict, latency_ms, inference_ms, model)
 
     async def _hand_on(
         self, work: _Work, verdict: Verdict, latency_ms: float, inference_ms: float, model: Model

@@ -512,3 +512,63 @@ async def test_a_serial_pipeline_would_show_no_overlap(tmp_path: Path) -> None:
         # Three rising edges, each inspected in full.
         await step_tag(inspector, clock, events, value, (1.0, 0.0, 1.0, 0.0, 1.0))
     assert inspector.stats.inspected == 3 and inspector.stats.overlapped == 0
+
+
+async def test_a_replay_reads_no_further_ahead_than_the_queue(tmp_path: Path) -> None:
+    # A fast source and a slow model: the producer takes a slot before it reads, so a decoded
+    # frame never waits outside the queue (it would only add an inference time to its latency).
+    model = graphs.heavy_model(tmp_path / "heavy.onnx", layers=20)
+    events: list[Event] = []
+    ahead: list[int] = []  # frames read and not yet given a verdict, at each read
+    count = 12
+
+    class FastFolder:
+        name, live = "fast", False
+
+        def __init__(self) -> None:
+            self.read_count = 0
+
+        @property
+        def finished(self) -> bool:
+            return self.read_count >= count
+
+        def read(self) -> Frame:
+            ahead.append(self.read_count - len(events))
+            self.read_count += 1
+            return Frame(part(False), f"f{self.read_count}", 0)
+
+        def close(self) -> None:
+            pass
+
+    for queue_size in (1, 3):
+        events.clear()
+        ahead.clear()
+        inspector = make_inspector(
+            model, FastFolder(), ReplayTrigger(), FakeClock(), events, queue_size=queue_size
+        )
+        await asyncio.wait_for(inspector.run(), 60)
+        assert [e.data["source"] for e in events] == [f"f{i}" for i in range(1, count + 1)]
+        # At most queue_size waiting and one under inference when the next one is read; the
+        # model is slow enough that the queue does fill up.
+        assert max(ahead) == queue_size, ahead
+
+
+async def test_inference_errors_are_counted_and_the_replay_goes_on(tmp_path: Path) -> None:
+    # A real model whose output the detect adapter refuses ([1, 4, N]: no class score), for
+    # every frame: each one is an inference error, none stops the pipeline.
+    model = graphs.constant_model(
+        tmp_path / "bad-detect.onnx",
+        np.zeros((1, 4, 8), np.float32),
+        metadata={"task": "detect", "names": "{0: 'x'}", "imgsz": "[64, 64]"},
+    )
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        write_jpeg(folder / f"p{i}.jpg", part(False))
+    events: list[Event] = []
+    inspector = make_inspector(model, FolderSource(folder), ReplayTrigger(), FakeClock(), events)
+    await asyncio.wait_for(inspector.run(), 10)
+    stats = inspector.statistics()
+    assert events == []
+    assert (stats["frames"], stats["inference_errors"], stats["inspected"]) == (3, 3, 0), stats
+    assert "p2.jpg: inference failed: expected a detect output" in stats["last_error"]
