@@ -98,6 +98,8 @@ class Agent:
             max_bytes=bounds.max_size,
             max_age=bounds.max_age,
             retention=bounds.retention,
+            # Age bounds on the clock the records are stamped with (a simulated plant's too).
+            clock=self.clock.time_ns,
         )
         self.filter: ReportByException | None = None
         if config.agent.report == "changes":
