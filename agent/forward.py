@@ -183,7 +183,8 @@ class _Lane:
     def skip_to(self, seq: int) -> None:
         """Everything up to `seq` is delivered (or no longer in the store)."""
         self.cursor = max(self.cursor, seq)
-        self.ahead = {s for s in self.ahead if s > self.cursor}
+        if self.ahead:  # empty in a plain drain: no new set per batch
+            self.ahead = {s for s in self.ahead if s > self.cursor}
         while self.cursor + 1 in self.ahead:
             self.cursor += 1
             self.ahead.discard(self.cursor)

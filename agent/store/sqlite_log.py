@@ -273,12 +273,22 @@ class Store:
     def read_telemetry_run(self, after_seq: int, limit: int) -> TelemetryRun:
         """`read_telemetry` as one columnar run: what the forwarder reads (no object per record)."""
         with self._lock:
+            first = self._read.execute(
+                "SELECT source, tag_ids, quality FROM telemetry WHERE seq > ? ORDER BY seq LIMIT 1",
+                (after_seq,),
+            ).fetchone()
+            if first is None:
+                return decode_run([])
+            # Columns equal to the first record's come back as NULL and one stamp as the
+            # integer column (`StoredRow`): SQLite compares the blobs in C, Python makes no
+            # object for them. Per row that is about 0.3 us of the drain's 5.
             rows = self._read.execute(
-                "SELECT seq, source, n, tag_ids, vals, quality, ts FROM telemetry "
-                "WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
+                "SELECT seq, nullif(source, ?3), ts_first_ns, nullif(tag_ids, ?4), vals, "
+                "nullif(quality, ?5), CASE WHEN length(ts) = 8 THEN NULL ELSE ts END "
+                "FROM telemetry WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                (after_seq, limit, *first),
             ).fetchall()
-        return decode_run(rows)
+        return decode_run(rows, first)
 
     def read_events(self, after_seq: int, limit: int) -> list[Event]:
         with self._lock:

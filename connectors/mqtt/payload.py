@@ -64,6 +64,15 @@ ValueEncoding = Literal["json", "f32le-base64", "f64le-base64"]
 VALUE_ENCODINGS: tuple[ValueEncoding, ...] = ("json", "f32le-base64", "f64le-base64")
 _F32 = np.dtype("<f4")
 _F64 = np.dtype("<f8")
+# With binary values the two small integer columns go binary too (README: "Binary values"):
+# printed as JSON they were a quarter of the batch's encoding. `tag` takes the narrowest
+# unsigned little-endian width that holds the message's tag count, `quality` one byte a code.
+TAG_ENCODINGS: tuple[tuple[int, str, np.dtype[Any]], ...] = (
+    (1 << 8, "u8-base64", np.dtype("u1")),
+    (1 << 16, "u16le-base64", np.dtype("<u2")),
+    (1 << 32, "u32le-base64", np.dtype("<u4")),
+)
+QUALITY_ENCODING = "u8-base64"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +125,22 @@ def binary_values(
             narrow = values.astype(_F32)
         same = narrow.astype(np.float64) == values
         if bool(same.all()) or bool((same | (np.isnan(narrow) & np.isnan(values))).all()):
-            return encoding, binascii.b2a_base64(narrow.data, newline=False).decode("ascii")
+            return encoding, _base64(narrow)
     column = np.ascontiguousarray(values, dtype=_F64)
-    return "f64le-base64", binascii.b2a_base64(column.data, newline=False).decode("ascii")
+    return "f64le-base64", _base64(column)
+
+
+def binary_tags(index: npt.NDArray[np.int64], tags: int) -> tuple[str, str]:
+    """A batch's `tag` column (each reading's index into its `tags` list of `tags` names) as
+    base64 of the narrowest unsigned little-endian integers that hold `tags - 1`."""
+    for limit, name, dtype in TAG_ENCODINGS:
+        if tags <= limit:
+            return name, _base64(index.astype(dtype))
+    raise ValueError(f"{tags} tags do not fit one batch")
+
+
+def _base64(column: npt.NDArray[Any]) -> str:
+    return binascii.b2a_base64(np.ascontiguousarray(column).data, newline=False).decode("ascii")
 
 
 class UnsLayout:
@@ -275,6 +297,9 @@ class UnsLayout:
         }
         if value_encoding != "json":
             body["value_encoding"], body["value"] = binary_values(run.values, value_encoding)
+            body["tag_encoding"], body["tag"] = binary_tags(tags.index, len(tags.used))
+            body["quality_encoding"] = QUALITY_ENCODING
+            body["quality"] = _base64(body["quality"].astype(np.uint8))
         if run.reading_ts_ns is not None:
             body["reading_ts"] = run.reading_ts_ns // 1_000_000
         index = int(np.argmax(present))

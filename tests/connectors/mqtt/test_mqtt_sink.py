@@ -22,6 +22,7 @@ from agent.errors import ConnectError, RequestTimeout, SinkRejected
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import EventRecord, GapRecord, Record, SinkContext, TagMeta, TelemetryRecord
 from connectors.mqtt.config import MqttSinkConfig
+from connectors.mqtt.payload import BATCH_QUALITIES, QUALITY_NAMES
 from connectors.mqtt.sink import MqttSink
 from tests.brokers import BrokerFactory, Mosquitto
 
@@ -361,12 +362,22 @@ def batch_values(batch: dict[str, Any]) -> list[float | None]:
     return [float(v) if math.isfinite(v) else None for v in column.tolist()]
 
 
+def batch_ints(batch: dict[str, Any], key: str) -> list[int]:
+    """A batch's `tag` or `quality` column: JSON integers, or binary with binary values."""
+    dtypes = {"u8-base64": "u1", "u16le-base64": "<u2", "u32le-base64": "<u4"}
+    encoding = batch.get(f"{key}_encoding", "json")
+    if encoding == "json":
+        return list(batch[key])
+    return np.frombuffer(base64.b64decode(batch[key]), dtype=dtypes[encoding]).tolist()  # type: ignore[no-any-return]
+
+
 class BatchReceiver:
     """What a consumer of the UNS does with batches: decode both message forms and keep each
     record once by `(agent_id, stream, seq)` (delivery is at least once)."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, str, int], dict[str, float | None]] = {}
+        self.qualities: dict[tuple[str, str, int], dict[str, str]] = {}
         self.deliveries = 0
 
     def take(self, topic: str, payload: dict[str, Any]) -> None:
@@ -375,18 +386,30 @@ class BatchReceiver:
             for n in payload["n"]:
                 offsets.append(offsets[-1] + n)
             column = batch_values(payload)
+            tag, quality = batch_ints(payload, "tag"), batch_ints(payload, "quality")
+            assert len(tag) == len(quality) == len(column) == offsets[-1]
             for i, seq in enumerate(payload["seq"]):
                 rows = range(offsets[i], offsets[i + 1])
-                values = {payload["tags"][payload["tag"][r]]: column[r] for r in rows}
-                self.keep(payload["agent_id"], payload["stream"], seq, values)
+                values = {payload["tags"][tag[r]]: column[r] for r in rows}
+                names = {payload["tags"][tag[r]]: BATCH_QUALITIES[quality[r]] for r in rows}
+                self.keep(payload["agent_id"], payload["stream"], seq, values, names)
         elif topic.endswith("/telemetry"):
             machine = topic.split("/", 1)[1].removesuffix("/telemetry")  # without the prefix
             values = {f"{machine}/{name}": v["value"] for name, v in payload["values"].items()}
-            self.keep(payload["agent_id"], payload["stream"], payload["seq"], values)
+            names = {f"{machine}/{name}": v["quality"] for name, v in payload["values"].items()}
+            self.keep(payload["agent_id"], payload["stream"], payload["seq"], values, names)
 
-    def keep(self, agent: str, stream: str, seq: int, values: dict[str, float | None]) -> None:
+    def keep(
+        self,
+        agent: str,
+        stream: str,
+        seq: int,
+        values: dict[str, float | None],
+        qualities: dict[str, str],
+    ) -> None:
         self.deliveries += 1
         self.records.setdefault((agent, stream, seq), {}).update(values)
+        self.qualities.setdefault((agent, stream, seq), {}).update(qualities)
 
 
 async def test_batch_modes_and_a_receiver_that_deduplicates(
@@ -477,6 +500,16 @@ async def test_binary_values_decode_to_the_exact_readings_once_each(
         for r in exact + inexact
     }
     assert receiver.records == truth  # bit for bit: no value rounded on the way
+    assert receiver.qualities == {
+        ("edge-7", "telemetry", r.seq): {
+            TAGS[i].path: QUALITY_NAMES[q]
+            for i, q in zip(r.batch.tag_ids.tolist(), r.batch.quality.tolist(), strict=True)
+        }
+        for r in exact + inexact
+    }
+    binary = [p for _, p, _ in got if "value_encoding" in p]
+    assert all(p["tag_encoding"] == p["quality_encoding"] == "u8-base64" for p in binary)
+    assert all("tag_encoding" not in p for _, p, _ in got if "value_encoding" not in p)
 
 
 def test_an_unknown_value_encoding_is_a_config_error() -> None:

@@ -19,6 +19,7 @@ from connectors.mqtt.payload import (
     Message,
     PayloadError,
     UnsLayout,
+    binary_tags,
     binary_values,
 )
 
@@ -453,5 +454,33 @@ def test_a_binary_batch_says_how_its_values_are_written() -> None:
     assert "value_encoding" not in json_body  # the JSON form is unchanged
     assert body.pop("value_encoding") == "f32le-base64"
     assert base64.b64decode(body.pop("value")) == np.array([61.25, 1040.0], "<f4").tobytes()
+    # The small integer columns go binary with the values: one byte a tag index, a quality.
+    assert (body.pop("tag_encoding"), body.pop("quality_encoding")) == ("u8-base64", "u8-base64")
+    assert base64.b64decode(body.pop("tag")) == bytes(json_body.pop("tag")) == b"\0\1"
+    assert base64.b64decode(body.pop("quality")) == bytes(json_body.pop("quality")) == b"\0\0"
     json_body.pop("value")
     assert body == json_body  # every other column as in the JSON form
+
+
+@pytest.mark.parametrize(
+    ("tags", "encoding", "dtype"),
+    [
+        (1, "u8-base64", "u1"),
+        (256, "u8-base64", "u1"),
+        (257, "u16le-base64", "<u2"),
+        (65_536, "u16le-base64", "<u2"),
+        (65_537, "u32le-base64", "<u4"),
+    ],
+)
+def test_binary_tags_take_the_narrowest_width_that_holds_every_index(
+    tags: int, encoding: str, dtype: str
+) -> None:
+    index = np.array([0, tags - 1, tags // 2, 0], dtype=np.int64)
+    used, text = binary_tags(index, tags)
+    assert used == encoding
+    assert np.frombuffer(base64.b64decode(text), dtype=dtype).tolist() == index.tolist()
+
+
+def test_binary_tags_refuse_more_tags_than_32_bits_count() -> None:
+    with pytest.raises(ValueError, match="do not fit"):
+        binary_tags(np.zeros(1, dtype=np.int64), (1 << 32) + 1)
