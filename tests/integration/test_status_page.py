@@ -235,7 +235,10 @@ async def test_page_shows_live_values_and_oee_in_chromium(tmp_path: Path) -> Non
         )
         has_kpi = callable(getattr(run.agent, "kpi_snapshot", None))
         if has_kpi:
-            oee = await wait_for(tools, session, f"{OEE_FIGURES}.length && {OEE_FIGURES}")
+            # the first pushes may come before a KPI window has planned time ("–")
+            oee = await wait_for(
+                tools, session, f"{OEE_FIGURES}.some(f => f.endsWith('%')) && {OEE_FIGURES}"
+            )
         else:
             oee = []
             no_kpi = await evaluate(
