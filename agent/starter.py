@@ -100,7 +100,7 @@ ROUND_THE_CLOCK = [
     "# Shifts give the planned time that OEE is measured against: this plant runs round the",
     "# clock, three shifts a day, every day (add breaks = [...] and days_off as a plant has them).",
     "[calendar]",
-    'timezone = "UTC"',
+    'timezone = "Asia/Shanghai"',
     *(
         line
         for name, start, end in (
