@@ -953,7 +953,7 @@ def vision_fit(
 @vision_app.command("bench")
 def vision_bench(
     model: Annotated[Path, typer.Option("--model", "-m", help="The ONNX model file.")],
-    frames: Annotated[int, typer.Option("--frames", help="JPEG frames per case.")] = 40,
+    frames: Annotated[int, typer.Option("--frames", help="JPEG frames per case.")] = 200,
     threads: Annotated[str, typer.Option("--threads", help="Inference threads to try.")] = "1,2",
     sizes: Annotated[str, typer.Option("--sizes", help="Frame sizes WxH.")] = "640x480,1280x1024",
     json_out: Annotated[

@@ -1,6 +1,6 @@
 """Vision: is the inspection pipeline as fast as its slower stage? (`make bench` entry point)
 
-    python -m benchmarks.vision [--model FILE ...] [--frames 40] [--threads 1,2]
+    python -m benchmarks.vision [--model FILE ...] [--frames 200] [--threads 1,2]
                                 [--sizes 640x480,1280x1024] [--repeat 3] [--out FILE]
 
 The benchmark itself is package code (vision/bench.py, also `lineside vision bench`); this

@@ -1,6 +1,6 @@
 """Vision: is the inspection pipeline as fast as its slower stage?
 
-    lineside vision bench --model FILE [--frames 40] [--threads 1,2] [--sizes 640x480,...]
+    lineside vision bench --model FILE [--frames 200] [--threads 1,2] [--sizes 640x480,...]
     python -m benchmarks.vision        # the bundled model and a detection-shaped one, JSON kept
 
 The pipeline (`vision.inspector`) overlaps two stages: read + decode + preprocess a frame (the
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None, *, default_out: Path | None = None) -> i
         prog="vision-bench", description=__doc__.splitlines()[0] if __doc__ else None
     )
     parser.add_argument("--model", type=Path, action="append", help="ONNX model (repeatable)")
-    parser.add_argument("--frames", type=int, default=40, help="JPEG frames per case")
+    parser.add_argument("--frames", type=int, default=200, help="JPEG frames per case")
     parser.add_argument("--threads", default="1,2", help="onnxruntime intra-op threads")
     parser.add_argument("--sizes", default="640x480,1280x1024", help="frame sizes WxH")
     parser.add_argument("--repeat", type=int, default=3, help="runs per stage; the best counts")

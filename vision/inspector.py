@@ -360,7 +360,8 @@ class Inspector:
         worker itself (no trip through the event loop between the two stages)."""
         started = time.perf_counter()
         begun, ended = self._model_started, self._model_ended
-        frame = source.read()
+        # A read queued ahead may find the source finished by the read before it.
+        frame = None if source.finished else source.read()
         if frame is None:
             return None
         ts_ns = self.clock.time_ns()
@@ -375,37 +376,61 @@ class Inspector:
 
     async def _produce(self, slots: asyncio.Semaphore, source: FrameSource, model: Model) -> None:
         loop = asyncio.get_running_loop()
-        while not source.finished:
-            await self.trigger.wait()
-            self.stats.triggers += 1
-            if self.trigger.drops and slots.locked():
-                self.stats.dropped += 1  # do not even decode what cannot be inspected
-                continue
-            await slots.acquire()  # a replay waits here; a live trigger found a slot free
-            try:
-                work = await loop.run_in_executor(self._frames, self._grab, source, model)
-            except SourceGone as exc:
-                slots.release()
-                self._fail("frame_errors", str(exc))
-                await self.clock.sleep_until(self.clock.monotonic() + self.source_retry)
-                continue
-            except (FrameError, ValueError) as exc:  # one bad frame: on to the next
-                slots.release()
-                self._fail("frame_errors", str(exc))
-                continue
-            except BaseException:
-                slots.release()
-                raise
-            if work is None:
-                slots.release()
-                if not source.finished:
-                    await self.clock.sleep_until(self.clock.monotonic() + self.idle_poll)
-                continue
-            self.stats.frames += 1
-            self.stats.overlapped += work.overlapped
+        # Reads handed to the frame worker, oldest first. A replay (a trigger that waits for
+        # room rather than drop) queues the next read while one is under way, when a slot is
+        # free: the frame worker then goes from one frame to the next without waiting for a
+        # turn of the loop in between, which is what bounds a decode-bound replay.
+        reads: deque[asyncio.Future[_Work | None]] = deque()
+        ahead = 1 if self.trigger.drops else 2
+        try:
+            while not source.finished or reads:
+                while (
+                    not source.finished
+                    and len(reads) < ahead
+                    and not (reads and slots.locked())  # read ahead only into a free slot
+                ):
+                    await self.trigger.wait()
+                    self.stats.triggers += 1
+                    if self.trigger.drops and slots.locked():
+                        self.stats.dropped += 1  # do not even decode what cannot be inspected
+                        continue
+                    await slots.acquire()  # a replay waits here; a live trigger found one free
+                    reads.append(loop.run_in_executor(self._frames, self._grab, source, model))
+                if reads:
+                    await self._read_done(reads.popleft(), slots, source)
+        finally:
+            for read in reads:  # cancelled: their slots go with the inspector
+                read.cancel()
         # The end of a replay, queued behind the last inference: the consumer returns on it.
         assert self._executor is not None
         self._executor.submit(self._deliver, None)
+
+    async def _read_done(
+        self, read: asyncio.Future[_Work | None], slots: asyncio.Semaphore, source: FrameSource
+    ) -> None:
+        """Account for one read of the frame worker; its slot goes back unless a frame went on
+        to the model worker (the consumer gives it back with the verdict)."""
+        try:
+            work = await read
+        except SourceGone as exc:
+            slots.release()
+            self._fail("frame_errors", str(exc))
+            await self.clock.sleep_until(self.clock.monotonic() + self.source_retry)
+            return
+        except (FrameError, ValueError) as exc:  # one bad frame: on to the next
+            slots.release()
+            self._fail("frame_errors", str(exc))
+            return
+        except BaseException:
+            slots.release()
+            raise
+        if work is None:
+            slots.release()
+            if not source.finished:
+                await self.clock.sleep_until(self.clock.monotonic() + self.idle_poll)
+            return
+        self.stats.frames += 1
+        self.stats.overlapped += work.overlapped
 
     def _predict(self, model: Model, work: _Work) -> None:
         """The model worker: session and adapter, timed in this thread (queue wait excluded)."""

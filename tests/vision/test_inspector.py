@@ -553,6 +553,50 @@ async def test_a_replay_reads_no_further_ahead_than_the_queue(tmp_path: Path) ->
         assert max(ahead) == queue_size, ahead
 
 
+async def test_a_decode_bound_replay_reads_the_next_frame_without_waiting_for_the_loop(
+    tmp_path: Path,
+) -> None:
+    # A slow source and a fast model: a replay queues the next read behind the one under way,
+    # so the frame worker starts it before the loop has even collected the previous frame
+    # (reading one frame at a time, as a live trigger does, this counts 0).
+    model = graphs.anomaly_model(tmp_path / "a.onnx")
+    noise = np.random.default_rng(5).integers(0, 256, (1600, 1600, 3), np.uint8)
+    ok, encoded = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    count = 10
+
+    class SlowFolder:
+        name, live = "slow", False
+
+        def __init__(self, inspector: list[Inspector]) -> None:
+            self.read_count = 0
+            self.inspector = inspector
+            self.ahead = 0  # reads begun before the loop had counted the frame before
+
+        @property
+        def finished(self) -> bool:
+            return self.read_count >= count
+
+        def read(self) -> Frame:
+            self.ahead += self.inspector[0].stats.frames < self.read_count
+            self.read_count += 1
+            image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+            assert image is not None
+            return Frame(np.ascontiguousarray(image[:64, :64]), f"f{self.read_count}", 0)
+
+        def close(self) -> None:
+            pass
+
+    holder: list[Inspector] = []
+    source = SlowFolder(holder)
+    events: list[Event] = []
+    holder.append(make_inspector(model, source, ReplayTrigger(), FakeClock(), events))
+    await asyncio.wait_for(holder[0].run(), 60)
+    assert [e.data["source"] for e in events] == [f"f{i}" for i in range(1, count + 1)]
+    assert holder[0].stats.frames == count
+    assert source.ahead >= count // 2, source.ahead
+
+
 async def test_inference_errors_are_counted_and_the_replay_goes_on(tmp_path: Path) -> None:
     # A real model whose output the detect adapter refuses ([1, 4, N]: no class score), for
     # every frame: each one is an inference error, none stops the pipeline.
