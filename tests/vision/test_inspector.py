@@ -68,6 +68,38 @@ class LiveCamera:
         pass
 
 
+class SlowDecode:
+    """A replay of `count` frames, each a real JPEG of noise (`side` px square) decoded in full
+    on every read, then cropped to `crop` px: a slow decode for a small model input."""
+
+    name, live = "slow", False
+
+    def __init__(self, count: int, *, side: int, crop: int) -> None:
+        noise = np.random.default_rng(side).integers(0, 256, (side, side, 3), np.uint8)
+        ok, self.encoded = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        assert ok
+        self.count, self.crop = count, crop
+        self.read_count = 0
+        self.inspector: Inspector | None = None  # set: count reads begun ahead of the loop
+        self.ahead = 0  # reads begun before the loop had counted the frame before
+
+    @property
+    def finished(self) -> bool:
+        return self.read_count >= self.count
+
+    def read(self) -> Frame:
+        if self.inspector is not None:
+            self.ahead += self.inspector.stats.frames < self.read_count
+        self.read_count += 1
+        image = cv2.imdecode(self.encoded, cv2.IMREAD_COLOR)
+        assert image is not None
+        corner = np.ascontiguousarray(image[: self.crop, : self.crop], dtype=np.uint8)
+        return Frame(corner, f"f{self.read_count}", 0)
+
+    def close(self) -> None:
+        pass
+
+
 def make_inspector(
     model_path: Path,
     source: FrameSource | Callable[[Model], FrameSource],
@@ -463,34 +495,11 @@ async def test_decode_runs_while_the_model_is_busy(tmp_path: Path) -> None:
     # A slow decode (a real 2400x2400 JPEG, decoded in full every read) and a slow model
     # (chained matmuls): each frame's decode should find the model at work on an earlier frame.
     model = graphs.heavy_model(tmp_path / "heavy.onnx", layers=20)
-    noise = np.random.default_rng(3).integers(0, 256, (2400, 2400, 3), np.uint8)
-    ok, encoded = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    assert ok
     count = 8
-
-    class SlowCamera:
-        name, live = "slow", False
-
-        def __init__(self) -> None:
-            self.read_count = 0
-
-        @property
-        def finished(self) -> bool:
-            return self.read_count >= count
-
-        def read(self) -> Frame:
-            self.read_count += 1
-            image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
-            assert image is not None
-            corner = np.ascontiguousarray(image[:128, :128], dtype=np.uint8)
-            return Frame(corner, f"f{self.read_count}", 0)
-
-        def close(self) -> None:
-            pass
-
     clock = FakeClock()
     events: list[Event] = []
-    inspector = make_inspector(model, SlowCamera(), ReplayTrigger(), clock, events)
+    source = SlowDecode(count, side=2400, crop=128)
+    inspector = make_inspector(model, source, ReplayTrigger(), clock, events)
     await asyncio.wait_for(inspector.run(), 60)
     stats = inspector.statistics()
     assert [e.data["source"] for e in events] == [f"f{i}" for i in range(1, count + 1)]
@@ -560,40 +569,14 @@ async def test_a_decode_bound_replay_reads_the_next_frame_without_waiting_for_th
     # so the frame worker starts it before the loop has even collected the previous frame
     # (reading one frame at a time, as a live trigger does, this counts 0).
     model = graphs.anomaly_model(tmp_path / "a.onnx")
-    noise = np.random.default_rng(5).integers(0, 256, (1600, 1600, 3), np.uint8)
-    ok, encoded = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    assert ok
     count = 10
-
-    class SlowFolder:
-        name, live = "slow", False
-
-        def __init__(self, inspector: list[Inspector]) -> None:
-            self.read_count = 0
-            self.inspector = inspector
-            self.ahead = 0  # reads begun before the loop had counted the frame before
-
-        @property
-        def finished(self) -> bool:
-            return self.read_count >= count
-
-        def read(self) -> Frame:
-            self.ahead += self.inspector[0].stats.frames < self.read_count
-            self.read_count += 1
-            image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
-            assert image is not None
-            return Frame(np.ascontiguousarray(image[:64, :64]), f"f{self.read_count}", 0)
-
-        def close(self) -> None:
-            pass
-
-    holder: list[Inspector] = []
-    source = SlowFolder(holder)
+    source = SlowDecode(count, side=1600, crop=64)
     events: list[Event] = []
-    holder.append(make_inspector(model, source, ReplayTrigger(), FakeClock(), events))
-    await asyncio.wait_for(holder[0].run(), 60)
+    inspector = make_inspector(model, source, ReplayTrigger(), FakeClock(), events)
+    source.inspector = inspector
+    await asyncio.wait_for(inspector.run(), 60)
     assert [e.data["source"] for e in events] == [f"f{i}" for i in range(1, count + 1)]
-    assert holder[0].stats.frames == count
+    assert inspector.stats.frames == count
     assert source.ahead >= count // 2, source.ahead
 
 
