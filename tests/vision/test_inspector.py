@@ -30,6 +30,7 @@ from vision.inspector import (
     ReplayTrigger,
     TagTrigger,
     Trigger,
+    WriteBack,
 )
 from vision.model import Model
 from vision.writeback import ModbusWriteBack
@@ -358,29 +359,49 @@ async def read_coil(port: int, offset: int) -> bool:
         client.close()
 
 
-async def test_write_back_to_the_plant_is_audited(tmp_path: Path, plant: Plant) -> None:
-    endpoint = plant.endpoints()[0]
-    port = int(endpoint.modbus_tcp.rsplit(":", 1)[1])
-    write_back = ModbusWriteBack(
+def press_port(plant: Plant) -> int:
+    return int(plant.endpoints()[0].modbus_tcp.rsplit(":", 1)[1])
+
+
+def press_write_back(plant: Plant, address: str, allow: list[str]) -> ModbusWriteBack:
+    """A write-back to the simulated press's PLC."""
+    return ModbusWriteBack(
         "press1",
-        parse_address("co:5"),
+        parse_address(address),
         host="127.0.0.1",
-        port=port,
-        unit_id=endpoint.unit_id,
-        allow=["press1:co:5"],
+        port=press_port(plant),
+        unit_id=plant.endpoints()[0].unit_id,
+        allow=allow,
     )
+
+
+def part_folder(folder: Path, defect: bool) -> Path:
+    folder.mkdir()
+    write_jpeg(folder / "part.jpg", part(defect))
+    return folder
+
+
+async def inspect_one_part(
+    folder: Path, model: Path, defect: bool, events: list[Event], write_back: WriteBack
+) -> Inspector:
+    """Replay one generated part (NotOK with a defect, OK without) with a verdict write-back."""
+    source = FolderSource(part_folder(folder, defect))
+    inspector = make_inspector(
+        model, source, ReplayTrigger(), FakeClock(), events, write_back=write_back
+    )
+    await asyncio.wait_for(inspector.run(), 10)
+    return inspector
+
+
+async def test_write_back_to_the_plant_is_audited(tmp_path: Path, plant: Plant) -> None:
+    port = press_port(plant)
+    write_back = press_write_back(plant, "co:5", ["press1:co:5"])
     model = graphs.anomaly_model(tmp_path / "a.onnx")
     events: list[Event] = []
     seen = []
     writes = 0
     for name, defect in (("reject", True), ("good", False)):
-        folder = tmp_path / name
-        folder.mkdir()
-        write_jpeg(folder / f"{name}.jpg", part(defect))
-        inspector = make_inspector(
-            model, FolderSource(folder), ReplayTrigger(), FakeClock(), events, write_back=write_back
-        )
-        await asyncio.wait_for(inspector.run(), 10)
+        inspector = await inspect_one_part(tmp_path / name, model, defect, events, write_back)
         seen.append(await read_coil(port, 5))  # read back by an independent client
         writes += inspector.stats.writes
     # Each verdict, then the audit of its write: its own kind, pointing back at the verdict.
@@ -408,29 +429,11 @@ async def test_write_back_to_the_plant_is_audited(tmp_path: Path, plant: Plant) 
 
 
 async def test_write_back_outside_the_allow_list_is_refused(tmp_path: Path, plant: Plant) -> None:
-    endpoint = plant.endpoints()[0]
-    port = int(endpoint.modbus_tcp.rsplit(":", 1)[1])
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    write_jpeg(folder / "p1.jpg", part(True))
-    write_back = ModbusWriteBack(
-        "press1",
-        parse_address("co:6"),
-        host="127.0.0.1",
-        port=port,
-        unit_id=endpoint.unit_id,
-        allow=["press1:co:5"],
-    )
+    port = press_port(plant)
+    write_back = press_write_back(plant, "co:6", ["press1:co:5"])
     events: list[Event] = []
-    inspector = make_inspector(
-        graphs.anomaly_model(tmp_path / "a.onnx"),
-        FolderSource(folder),
-        ReplayTrigger(),
-        FakeClock(),
-        events,
-        write_back=write_back,
-    )
-    await asyncio.wait_for(inspector.run(), 10)
+    model = graphs.anomaly_model(tmp_path / "a.onnx")
+    inspector = await inspect_one_part(tmp_path / "frames", model, True, events, write_back)
     (audit,) = [e.data for e in events if e.kind is EventKind.AUDIT]
     assert audit["result"] == "refused"
     assert audit["error"] == "write to press1:co:6 refused: not on the write_allow list"
@@ -442,8 +445,6 @@ async def test_write_back_outside_the_allow_list_is_refused(tmp_path: Path, plan
 
 
 async def test_a_failed_write_back_is_audited_with_its_reason(tmp_path: Path, plant: Plant) -> None:
-    endpoint = plant.endpoints()[0]
-    port = int(endpoint.modbus_tcp.rsplit(":", 1)[1])
     # A port nobody listens on (bound, then closed): the connection is refused.
     with contextlib.closing(socket.socket()) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -452,14 +453,8 @@ async def test_a_failed_write_back_is_audited_with_its_reason(tmp_path: Path, pl
     gone = ModbusWriteBack(
         "press1", parse_address("co:5"), host="127.0.0.1", port=closed_port, unit_id=1, allow=allow
     )
-    refused_by_plc = ModbusWriteBack(
-        "press1",
-        parse_address("hr:60000"),  # beyond the press's registers: a Modbus exception
-        host="127.0.0.1",
-        port=port,
-        unit_id=endpoint.unit_id,
-        allow=allow,
-    )
+    # beyond the press's registers: a Modbus exception
+    refused_by_plc = press_write_back(plant, "hr:60000", allow)
     audits = [
         await w.write("NotOK", inspection="surface", verdict_ts_ns=5, ts_ns=7)
         for w in (gone, refused_by_plc)
@@ -473,19 +468,9 @@ async def test_a_failed_write_back_is_audited_with_its_reason(tmp_path: Path, pl
     assert "address" in audits[1].data["error"].lower()
     assert audits[1].data["value"] == 2  # NotOK's code in a register
     # Through an inspection: counted as a write error, the audit stored like a verdict.
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    write_jpeg(folder / "p1.jpg", part(False))
     events: list[Event] = []
-    inspector = make_inspector(
-        graphs.anomaly_model(tmp_path / "a.onnx"),
-        FolderSource(folder),
-        ReplayTrigger(),
-        FakeClock(),
-        events,
-        write_back=gone,
-    )
-    await asyncio.wait_for(inspector.run(), 10)
+    model = graphs.anomaly_model(tmp_path / "a.onnx")
+    inspector = await inspect_one_part(tmp_path / "frames", model, False, events, gone)
     assert [e.kind for e in events] == [EventKind.INSPECTION, EventKind.AUDIT]
     assert events[1].data["result"] == "failed" and events[1].data["value"] == 0
     assert (inspector.stats.write_errors, inspector.stats.writes) == (1, 0)
