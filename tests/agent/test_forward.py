@@ -2,7 +2,7 @@
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -220,15 +220,39 @@ async def until(condition, limit_s: float = 10.0) -> None:  # type: ignore[no-un
             await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def forwarding(
+    sink: ScriptedSink | GatedSink,
+    tmp_path: Path,
+    settings: ForwardSettings = FAST,
+    flush_interval: float | None = None,
+) -> AsyncIterator[tuple[Forwarder, Store, StoreWriter]]:
+    """A forwarder running over the store in `tmp_path`; stopped, and its store closed, on exit."""
+    store = Store(tmp_path)
+    writer = (
+        StoreWriter(tmp_path)
+        if flush_interval is None
+        else StoreWriter(tmp_path, flush_interval=flush_interval)
+    )
+    forwarder = Forwarder(sink, store, writer, SystemClock(), settings)
+    forwarder._backoff.initial = 0.01  # keep the tests short; back-off itself is tested elsewhere
+    task = asyncio.create_task(forwarder.run())
+    try:
+        yield forwarder, store, writer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.close()
+        store.close()
+
+
 async def test_two_sends_in_flight_the_cursor_moves_in_order_on_acknowledgement(
     tmp_path: Path,
 ) -> None:
     fill(tmp_path, 21)  # and one event, on its own lane
     sink = GatedSink()
-    store, writer = Store(tmp_path), StoreWriter(tmp_path)
-    forwarder = Forwarder(sink, store, writer, SystemClock(), FAST)
-    task = asyncio.create_task(forwarder.run())
-    try:
+    async with forwarding(sink, tmp_path) as (forwarder, store, writer):
         await until(lambda: len([c for c in sink.calls if len(c[0]) == 7]) == 2)
         telemetry = [c for c in sink.calls if len(c[0]) == 7]
         assert [seqs for seqs, _ in telemetry] == [list(range(1, 8)), list(range(8, 15))]
@@ -246,7 +270,6 @@ async def test_two_sends_in_flight_the_cursor_moves_in_order_on_acknowledgement(
         third = [c for c in sink.calls if len(c[0]) == 7][2]
         assert third[0] == list(range(15, 22))
         third[1].set_exception(ConnectError("connection lost"))  # fails: sent again
-        forwarder._backoff.initial = 0.01
         await until(lambda: len([c for c in sink.calls if len(c[0]) == 7]) == 4)
         again = [c for c in sink.calls if len(c[0]) == 7][3]
         assert again[0] == list(range(15, 22))
@@ -255,22 +278,12 @@ async def test_two_sends_in_flight_the_cursor_moves_in_order_on_acknowledgement(
         await writer.flush()
         assert store.cursor("mes", "telemetry") == 21
         assert forwarder.stats.failures == 1
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        writer.close()
-        store.close()
 
 
 async def test_a_failed_first_send_takes_the_one_behind_it_along(tmp_path: Path) -> None:
     fill(tmp_path, 14)
     sink = GatedSink()
-    store, writer = Store(tmp_path), StoreWriter(tmp_path)
-    forwarder = Forwarder(sink, store, writer, SystemClock(), FAST)
-    forwarder._backoff.initial = 0.01
-    task = asyncio.create_task(forwarder.run())
-    try:
+    async with forwarding(sink, tmp_path) as (forwarder, store, writer):
         await until(lambda: len([c for c in sink.calls if len(c[0]) == 7]) == 2)
         first, second = [c for c in sink.calls if len(c[0]) == 7]
         first[1].set_exception(ConnectError("connection lost"))
@@ -285,30 +298,15 @@ async def test_a_failed_first_send_takes_the_one_behind_it_along(tmp_path: Path)
         assert sink.received == list(range(1, 15))  # the event's send is never answered
         await writer.flush()
         assert store.cursor("mes", "telemetry") == 14
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        writer.close()
-        store.close()
 
 
 async def test_a_commit_wakes_an_idle_lane_at_once(tmp_path: Path) -> None:
     fill(tmp_path, 1)
     sink = ScriptedSink()
-    store, writer = Store(tmp_path), StoreWriter(tmp_path, flush_interval=0.01)
     lazy = ForwardSettings(batch_size=7, idle_wait=60.0)  # polling alone would take a minute
-    forwarder = Forwarder(sink, store, writer, SystemClock(), lazy)
-    task = asyncio.create_task(forwarder.run())
-    try:
+    async with forwarding(sink, tmp_path, lazy, flush_interval=0.01) as (_, _, writer):
         await until(lambda: telemetry_seqs(sink) == [1])
         await asyncio.sleep(0.1)  # every lane idle now
         now = SystemClock().time_ns()
         writer.submit_readings(ReadingBatch.from_columns("plc", [1], [5.0], Quality.GOOD, now))
         await until(lambda: telemetry_seqs(sink) == [1, 2], limit_s=5.0)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        writer.close()
-        store.close()
