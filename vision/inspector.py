@@ -378,12 +378,15 @@ class Inspector:
         loop = asyncio.get_running_loop()
         # Reads handed to the frame worker, oldest first. A replay (a trigger that waits for
         # room rather than drop) queues the next read while one is under way, when a slot is
-        # free: the frame worker then goes from one frame to the next without waiting for a
-        # turn of the loop in between, which is what bounds a decode-bound replay.
+        # free and the last read gave a frame: the frame worker then goes from one frame to the
+        # next without waiting for a turn of the loop in between, which is what bounds a
+        # decode-bound replay. After a failed or empty read, reads go one at a time again, so a
+        # missing folder is retried (and counted) once per `source_retry`, not twice.
         reads: deque[asyncio.Future[_Work | None]] = deque()
-        ahead = 1 if self.trigger.drops else 2
+        flowing = False
         try:
             while not source.finished or reads:
+                ahead = 2 if flowing and not self.trigger.drops else 1
                 while (
                     not source.finished
                     and len(reads) < ahead
@@ -397,7 +400,7 @@ class Inspector:
                     await slots.acquire()  # a replay waits here; a live trigger found one free
                     reads.append(loop.run_in_executor(self._frames, self._grab, source, model))
                 if reads:
-                    await self._read_done(reads.popleft(), slots, source)
+                    flowing = await self._read_done(reads.popleft(), slots, source)
         finally:
             for read in reads:  # cancelled: their slots go with the inspector
                 read.cancel()
@@ -407,20 +410,21 @@ class Inspector:
 
     async def _read_done(
         self, read: asyncio.Future[_Work | None], slots: asyncio.Semaphore, source: FrameSource
-    ) -> None:
-        """Account for one read of the frame worker; its slot goes back unless a frame went on
-        to the model worker (the consumer gives it back with the verdict)."""
+    ) -> bool:
+        """Account for one read of the frame worker: True when it gave a frame, which went on
+        to the model worker (the consumer gives its slot back with the verdict); otherwise the
+        slot goes back here."""
         try:
             work = await read
         except SourceGone as exc:
             slots.release()
             self._fail("frame_errors", str(exc))
             await self.clock.sleep_until(self.clock.monotonic() + self.source_retry)
-            return
+            return False
         except (FrameError, ValueError) as exc:  # one bad frame: on to the next
             slots.release()
             self._fail("frame_errors", str(exc))
-            return
+            return False
         except BaseException:
             slots.release()
             raise
@@ -428,9 +432,10 @@ class Inspector:
             slots.release()
             if not source.finished:
                 await self.clock.sleep_until(self.clock.monotonic() + self.idle_poll)
-            return
+            return False
         self.stats.frames += 1
         self.stats.overlapped += work.overlapped
+        return True
 
     def _predict(self, model: Model, work: _Work) -> None:
         """The model worker: session and adapter, timed in this thread (queue wait excluded)."""
