@@ -72,10 +72,10 @@ _KPI: dict[str, list[str]] = {
 _REASONS = {"press": press.STOP_REASONS, "mill": mill.STOP_REASONS, "loom": loom.STOP_REASONS}
 
 
-# Shifts give the planned time that OEE is measured against. A starter config shows a common
-# two-shift week with breaks; a simulated plant runs round the clock, every day, so its OEE
-# is defined whenever the demo or a test looks at it.
-TWO_SHIFTS = [
+# The [calendar] section: shifts give the planned time that OEE is measured against. A starter
+# config shows a common two-shift week with breaks; a simulated plant (the demo, tests) runs
+# round the clock, so its OEE is defined whenever someone looks at it.
+TWO_SHIFTS = (
     "# Shifts give the planned time that OEE is measured against.",
     "[calendar]",
     'timezone = "Asia/Shanghai"',
@@ -95,29 +95,29 @@ TWO_SHIFTS = [
     'days = ["mon", "tue", "wed", "thu", "fri", "sat"]',
     'breaks = [{ start = "18:00", end = "18:30" }]',
     "",
-]
-ROUND_THE_CLOCK = [
+)
+ROUND_THE_CLOCK = (
     "# Shifts give the planned time that OEE is measured against: this plant runs round the",
     "# clock, three shifts a day, every day (add breaks = [...] and days_off as a plant has them).",
     "[calendar]",
     'timezone = "Asia/Shanghai"',
-    *(
-        line
-        for name, start, end in (
-            ("A", "06:00", "14:00"),
-            ("B", "14:00", "22:00"),
-            ("C", "22:00", "06:00"),
-        )
-        for line in (
-            "",
-            "[[calendar.shifts]]",
-            f'name = "{name}"',
-            f'start = "{start}"',
-            f'end = "{end}"',
-        )
-    ),
     "",
-]
+    "[[calendar.shifts]]",
+    'name = "A"',
+    'start = "06:00"',
+    'end = "14:00"',
+    "",
+    "[[calendar.shifts]]",
+    'name = "B"',
+    'start = "14:00"',
+    'end = "22:00"',
+    "",
+    "[[calendar.shifts]]",
+    'name = "C"',
+    'start = "22:00"',
+    'end = "06:00"',
+    "",
+)
 
 
 def _kpi_section(kind: str, inspection: str | None = None) -> list[str]:
@@ -289,7 +289,7 @@ def render_config(
     camera_model: str | None = None,
     camera_poll: str = "100ms",
     camera_save: str | None = None,
-    calendar: list[str] = TWO_SHIFTS,
+    calendar: tuple[str, ...] = TWO_SHIFTS,
 ) -> str:
     presses = [m.name for m in machines if m.kind == "press"]
     camera = presses[0] if camera_model is not None and presses else None

@@ -1,13 +1,15 @@
 """Starter configs: each profile validates and matches the simulator's profiles and plants."""
 
 import tomllib
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from agent.config import load_config
-from agent.starter import FIRST_PORT, PROFILES, starter_config
+from agent.kpi.calendar import planned_intervals
+from agent.starter import FIRST_PORT, PROFILES, PlantMachine, plant_config, starter_config
 from connectors.modbus.config import ModbusTag, ModbusTcpSourceConfig
 from firmware_sim.profile import load_profile
 
@@ -64,3 +66,18 @@ def test_starter_is_annotated() -> None:
     assert text.startswith("# lineside starter config: a press line, 2 presses.")
     assert "lineside sim --plant press" in text
     assert sum(line.lstrip().startswith("#") for line in text.splitlines()) >= 10
+
+
+def test_a_simulated_plant_is_planned_round_the_clock(tmp_path: Path) -> None:
+    """The demo and the tests read OEE at any hour: a simulated plant's calendar plans every
+    instant of a week (the starter's two shifts leave nights and Sundays unplanned)."""
+    machines = [PlantMachine("press1", "press", "127.0.0.1", FIRST_PORT)]
+    week_start = int(datetime(2026, 11, 30, tzinfo=UTC).timestamp()) * 10**9  # a Monday
+    week_end = week_start + 7 * 86_400 * 10**9
+    planned = {}
+    for name, text in (("plant", plant_config(machines)), ("starter", starter_config("press"))):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text, encoding="utf-8")
+        planned[name] = planned_intervals(load_config(path).calendar, week_start, week_end)
+    assert planned["plant"] == [(week_start, week_end)]
+    assert len(planned["starter"]) > 1
