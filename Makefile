@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check bench soak lint format typecheck clean
+.PHONY: demo test check bench soak lint format typecheck clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,22 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/lineside demo
 
-test: $(STAMP)
+# The tests run a real mosquitto broker and drive Debian's headless Chromium (never a
+# downloaded browser): install them with apt when missing, as root or through sudo.
+SYSTEM_PROGRAMS := mosquitto:mosquitto chromium:chromium
+system-deps:
+	@missing=""; for pair in $(SYSTEM_PROGRAMS); do prog=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$prog >/dev/null || [ -x /usr/sbin/$$prog ] || [ -x /usr/bin/$$prog ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; \
+	  else echo "make test needs:$$missing; install them with: apt-get install$$missing" >&2; exit 1; fi; \
+	  echo "installing$$missing (apt)"; \
+	  $$sudo apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -42,7 +57,7 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
-soak: $(STAMP)
+soak: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -m soak
 
 clean:
