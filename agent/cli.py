@@ -64,6 +64,24 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        console.print(f"lineside {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Edge agent and MES connector: PLCs in, OEE and KPIs out."""
+
+
 @app.command()
 def version() -> None:
     """Print lineside's version."""
