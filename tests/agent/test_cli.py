@@ -91,10 +91,10 @@ def test_validate_refuses_http_secrets_without_showing_them(tmp_path: Path) -> N
         f"{path}: sinks[0].url: a user name or password in the url is refused: set username "
         "with password_env or password_file (basic auth), or token_env (bearer token)",
         f"{path}: sinks[0].headers.X-Api-Key: the header X-Api-Key looks like a secret and is "
-        'refused in the config file: read it from an environment variable: header_env = { '
+        "refused in the config file: read it from an environment variable: header_env = { "
         'X-Api-Key = "ENV_VAR" }',
         f"{path}: sinks[1].url: the query parameter 'token' looks like a secret and is refused: "
-        'send it as a header from an environment variable, header_env = { X-Api-Key = '
+        "send it as a header from an environment variable, header_env = { X-Api-Key = "
         '"MES_API_KEY" }, or use token_env (bearer token)',
     ]
     for secret in ("hunter2-pw", "key-in-url", "key-in-header", "t0k3n-q"):

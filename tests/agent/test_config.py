@@ -476,16 +476,16 @@ BAD: list[tuple[str, str | bytes, dict[str, str | bytes], list[str]]] = [
             "sinks[0].url: a user name or password in the url is refused: set username with "
             "password_env or password_file (basic auth), or token_env (bearer token)",
             "sinks[0].headers.X-Api-Key: the header X-Api-Key looks like a secret and is refused "
-            'in the config file: read it from an environment variable: header_env = { X-Api-Key '
+            "in the config file: read it from an environment variable: header_env = { X-Api-Key "
             '= "ENV_VAR" }',
             "sinks[1].url: the query parameter 'api_key' looks like a secret and is refused: send "
-            'it as a header from an environment variable, header_env = { X-Api-Key = '
+            "it as a header from an environment variable, header_env = { X-Api-Key = "
             '"MES_API_KEY" }, or use token_env (bearer token)',
             "sinks[1].headers.Api-Key: the header Api-Key looks like a secret and is refused in "
-            'the config file: read it from an environment variable: header_env = { Api-Key = '
+            "the config file: read it from an environment variable: header_env = { Api-Key = "
             '"ENV_VAR" }',
             "sinks[2].url: the query parameter 'Access-Token' looks like a secret and is refused: "
-            'send it as a header from an environment variable, header_env = { X-Api-Key = '
+            "send it as a header from an environment variable, header_env = { X-Api-Key = "
             '"MES_API_KEY" }, or use token_env (bearer token)',
             "sinks[3].url: a user name or password in the url is refused: set username with "
             "password_env or password_file (basic auth), or token_env (bearer token)",
