@@ -95,7 +95,8 @@ class Redactor:
         return text if compiled is None else compiled.sub(MASK, text)
 
     def redact_tree(self, value: T) -> T:
-        """`value` with every string in it redacted (dicts, lists and tuples are copied)."""
+        """`value` with every string in it redacted; dicts, lists and tuples are copied (as
+        plain ones), other values kept as they are."""
         if self._compiled is None:
             return value
         return self._tree(value)  # type: ignore[no-any-return]
@@ -105,8 +106,10 @@ class Redactor:
             return self.redact(value)
         if isinstance(value, dict):
             return {self._tree(k): self._tree(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return type(value)(self._tree(v) for v in value)
+        if isinstance(value, list):
+            return [self._tree(v) for v in value]
+        if isinstance(value, tuple):  # named tuples too: they end up as JSON arrays anyway
+            return tuple(self._tree(v) for v in value)
         return value
 
 
