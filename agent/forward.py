@@ -36,6 +36,7 @@ import numpy as np
 from agent.clock import Clock
 from agent.errors import ConnectorError, SinkRejected
 from agent.poller import Backoff
+from agent.secrets import redact
 from agent.sink import EventRecord, GapRecord, Record, Sink, TelemetryRecord, TelemetryRecords
 from agent.store import STREAMS, Store, StoreWriter
 
@@ -444,7 +445,7 @@ class Forwarder:
 
     async def _failed(self, exc: ConnectorError) -> None:
         self.stats.failures += 1
-        self.stats.last_error = str(exc)
+        self.stats.last_error = redact(str(exc))  # shown in status, status.json and the page
         if self.stats.state != "failing":
             log.warning("%s: %s; holding data in the store and retrying", self.sink.name, exc)
         self.stats.state = "failing"

@@ -32,6 +32,7 @@ from agent.pipeline import ReportByException
 from agent.poller import LinkStatistics, run_link
 from agent.registry import runtime_class
 from agent.scheduler import Schedule
+from agent.secrets import redact_tree
 from agent.sink import SinkContext, TagMeta
 from agent.source import Source
 from agent.store import Store, StoreWriter, TagInfo
@@ -55,7 +56,8 @@ def write_status(data_dir: Path, figures: dict[str, Any]) -> None:
     """Replace `<data_dir>/status.json` atomically (a reader never sees half a file)."""
     target = data_dir / STATUS_FILE
     temporary = target.with_suffix(".tmp")
-    temporary.write_text(json.dumps(figures, default=str), encoding="utf-8")
+    # Last errors in it quote far sides, which may echo a credential.
+    temporary.write_text(json.dumps(redact_tree(figures), default=str), encoding="utf-8")
     os.replace(temporary, target)
 
 

@@ -14,6 +14,7 @@ import sqlite_utils
 
 from agent.errors import StoreError
 from agent.model import Event, EventKind, ReadingBatch
+from agent.secrets import redact
 from agent.store.blob import TelemetryRun, decode_batch, decode_run
 from agent.store.schema import (
     DB_NAME,
@@ -226,7 +227,8 @@ class Store:
                 "INSERT INTO quarantine (sink, stream, seq, ts_ns, reason) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (sink, stream, seq) DO UPDATE SET reason = excluded.reason, "
                 "ts_ns = excluded.ts_ns, retry = 0",
-                (sink, stream, seq, self._clock(), reason),
+                # The reason is the far side's text, which may echo our credentials.
+                (sink, stream, seq, self._clock(), redact(reason)),
             )
 
     def quarantined(

@@ -17,6 +17,7 @@ import sqlite_utils
 from agent.errors import StoreError
 from agent.histogram import Histogram
 from agent.model import Event, ReadingBatch
+from agent.secrets import redact_tree
 from agent.store.blob import encode_batch
 from agent.store.bounds import (
     acknowledged,
@@ -185,7 +186,8 @@ class StoreWriter:
 
     def submit_event(self, event: Event) -> None:
         """Queue an event; events are never dropped. Bad data (not JSON) raises here."""
-        data = json.dumps(event.data, separators=(",", ":"), allow_nan=False)
+        # Event details may quote a far side's error text, which may echo a credential.
+        data = json.dumps(redact_tree(event.data), separators=(",", ":"), allow_nan=False)
         with self._cond:
             self._check_open()
             self._pending.events.append((event.ts_ns, str(event.kind), event.machine, data))

@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from agent.duration import PositiveDuration
 from agent.errors import LinesideError
+from agent.secrets import remember
 
 DEFAULT_PORT = 8470
 
@@ -100,8 +101,7 @@ class WebSection(BaseModel):
             value = os.environ.get(self.token_env, "").strip()
             if not value:
                 raise TokenError(f"[web] token_env: environment variable {self.token_env} is unset")
-            return value
-        if self.token_file is not None:
+        elif self.token_file is not None:
             try:
                 value = self.token_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
@@ -110,5 +110,7 @@ class WebSection(BaseModel):
                 ) from None
             if not value:
                 raise TokenError(f"[web] token_file: {self.token_file} is empty")
-            return value
-        return None
+        else:
+            return None
+        remember(value)  # never written by lineside, whoever echoes it
+        return value

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.model import Quality
+from agent.secrets import redact_tree
 from agent.store import STREAMS, Store
 
 if TYPE_CHECKING:
@@ -119,7 +120,8 @@ class StateBuilder:
             now = self.agent.clock.monotonic()
             if now - self._cache.at >= limit or self._cache.store is None:
                 store = await asyncio.to_thread(read_store, self.agent.store)
-                self._cache = _Cache(now, self._build(now, store), store)
+                # Redacted as a whole: last errors quote far sides, which may echo a credential.
+                self._cache = _Cache(now, redact_tree(self._build(now, store)), store)
             return self._cache.figures
 
     async def state(self, machine: str | None, max_age: float | None = None) -> dict[str, Any]:

@@ -11,8 +11,9 @@ vocabulary. httpx exceptions and HTTP statuses are translated here and nowhere e
     404, 405, 408, 425, 429, 5xx ConnectorError    (retried: the endpoint, not the data, is wrong)
     other 4xx                    SinkRejected      (quarantined; 422 {"rejected": [i]} names one)
 
-Secrets (bearer token, basic-auth password) are read at `connect`, so rotating them needs no
-restart, and never appear in messages or logs.
+Secrets (bearer token, basic-auth password, `header_env` headers) are read at `connect`, so
+rotating them needs no restart, and are remembered by `agent.secrets`: an MES that echoes one in
+its error text has it masked (`***`) in the log, `last_error`, the quarantine table and status.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import httpx
 import orjson
 
 from agent.errors import ConnectError, ConnectorError, RequestTimeout, SinkRejected
+from agent.secrets import remember
 from agent.sink import Record, SinkContext
 from connectors.http import payload
 from connectors.http.config import HttpSinkConfig
@@ -66,19 +68,25 @@ def _excerpt(response: httpx.Response) -> str:
     return text if len(text) <= _EXCERPT else text[:_EXCERPT] + "..."
 
 
-def _read_secret(env: str | None, file: os.PathLike[str] | None, what: str) -> str:
+def _read_secret(
+    env: str | None, file: os.PathLike[str] | None, what: str, user: str | None = None
+) -> str:
+    """A secret from its environment variable or file, remembered so lineside never writes it
+    (nor, with `user`, its basic-auth pair) even when the MES echoes it back."""
     if env is not None:
         value = os.environ.get(env)
         if not value:
             raise ConnectError(f"{what}: environment variable {env} is not set")
-        return value
-    if file is not None:
+    elif file is not None:
         try:
             with open(file, encoding="utf-8") as handle:
-                return handle.read().strip()
+                value = handle.read().strip()
         except OSError as exc:
             raise ConnectError(f"{what}: cannot read {file}: {exc.strerror}") from None
-    raise ConnectError(f"{what}: no password_env or password_file")
+    else:
+        raise ConnectError(f"{what}: no password_env or password_file")
+    remember(value, user)
+    return value
 
 
 def _tls_verify(config: HttpSinkConfig) -> ssl.SSLContext | bool:
@@ -145,15 +153,21 @@ class HttpSink:
 
     def _auth_headers(self) -> dict[str, str]:
         config = self.config
+        headers = {
+            header: _read_secret(env, None, f"header {header}")
+            for header, env in config.header_env.items()
+        }
         if config.token_env is not None:
             token = _read_secret(config.token_env, None, "bearer token")
-            return {"Authorization": f"Bearer {token}"}
-        if config.username is not None:
-            password = _read_secret(config.password_env, config.password_file, "basic auth")
+            headers["Authorization"] = f"Bearer {token}"
+        elif config.username is not None:
+            password = _read_secret(
+                config.password_env, config.password_file, "basic auth", config.username
+            )
             # RFC 7617 basic auth; UTF-8 is the charset it names for user and password.
             pair = base64.b64encode(f"{config.username}:{password}".encode()).decode("ascii")
-            return {"Authorization": f"Basic {pair}"}
-        return {}
+            headers["Authorization"] = f"Basic {pair}"
+        return headers
 
     async def connect(self) -> None:
         """Build the client (no request is made); fails on a missing secret or CA file."""

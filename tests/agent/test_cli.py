@@ -75,6 +75,32 @@ def test_validate_missing_file(tmp_path: Path) -> None:
     assert str(tmp_path / "none.toml") in result.stderr
 
 
+def test_validate_refuses_http_secrets_without_showing_them(tmp_path: Path) -> None:
+    path = tmp_path / "mes.toml"
+    path.write_text(
+        'config_version = 1\n[agent]\nid = "edge-1"\n[plant]\nsite = "suzhou"\n'
+        '[[sinks]]\nname = "mes"\ntype = "http"\n'
+        'url = "https://op:hunter2-pw@mes.local/api?apikey=key-in-url"\n'
+        'headers = { X-Api-Key = "key-in-header" }\n'
+        '[[sinks]]\nname = "mes2"\ntype = "http"\nurl = "https://mes.local/api?token=t0k3n-q"\n',
+        encoding="utf-8",
+    )
+    result = lineside("validate", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{path}: sinks[0].url: a user name or password in the url is refused: set username "
+        "with password_env or password_file (basic auth), or token_env (bearer token)",
+        f"{path}: sinks[0].headers.X-Api-Key: the header X-Api-Key looks like a secret and is "
+        "refused in the config file: read it from an environment variable: header_env = { "
+        'X-Api-Key = "ENV_VAR" }',
+        f"{path}: sinks[1].url: the query parameter 'token' looks like a secret and is refused: "
+        "send it as a header from an environment variable, header_env = { X-Api-Key = "
+        '"MES_API_KEY" }, or use token_env (bearer token)',
+    ]
+    for secret in ("hunter2-pw", "key-in-url", "key-in-header", "t0k3n-q"):
+        assert secret not in result.stderr + result.stdout
+
+
 @pytest.mark.parametrize("profile", ["press", "cement", "loom"])
 def test_init_writes_a_config_that_validates(tmp_path: Path, profile: str) -> None:
     out = tmp_path / f"{profile}.toml"

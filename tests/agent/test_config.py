@@ -454,11 +454,61 @@ BAD: list[tuple[str, str | bytes, dict[str, str | bytes], list[str]]] = [
         {},
         [
             "sinks[0].url: expected an http:// or https:// URL, got 'ftp://mes'",
-            "sinks[0].headers: a literal Authorization header is refused: use token_env "
-            "(an environment variable)",
+            "sinks[0].headers.Authorization: the header Authorization looks like a secret and is "
+            "refused in the config file: use token_env (bearer token), username with password_env "
+            "(basic auth), or header_env",
             "sinks[1].qos: expected 0 or 1, got 2",
             "sinks[2].group_id: may not be empty or contain '/', '+', '#' or spaces, got 'a/b'",
             "sinks[2]: missing key 'edge_node_id'",
+        ],
+    ),
+    (
+        "http-secrets-in-url-and-headers",
+        BASE
+        + '[[sinks]]\nname = "a"\ntype = "http"\nurl = "https://op:hunter2@mes/api"\n'
+        + 'headers = { X-Api-Key = "k1", Cookie = "c", X-Auth-Token = "t", X-Plant = "p" }\n'
+        + '[[sinks]]\nname = "b"\ntype = "http"\nurl = "https://mes/api?line=1&api_key=k2"\n'
+        + 'headers = { "Api-Key" = "k3" }\n'
+        + '[[sinks]]\nname = "c"\ntype = "http"\nurl = "https://mes/api?Access-Token=k4"\n'
+        + '[[sinks]]\nname = "d"\ntype = "http"\nurl = "http://user@mes/api"\n',
+        {},
+        [
+            "sinks[0].url: a user name or password in the url is refused: set username with "
+            "password_env or password_file (basic auth), or token_env (bearer token)",
+            "sinks[0].headers.X-Api-Key: the header X-Api-Key looks like a secret and is refused "
+            "in the config file: read it from an environment variable: header_env = { X-Api-Key "
+            '= "ENV_VAR" }',
+            "sinks[1].url: the query parameter 'api_key' looks like a secret and is refused: send "
+            "it as a header from an environment variable, header_env = { X-Api-Key = "
+            '"MES_API_KEY" }, or use token_env (bearer token)',
+            "sinks[1].headers.Api-Key: the header Api-Key looks like a secret and is refused in "
+            "the config file: read it from an environment variable: header_env = { Api-Key = "
+            '"ENV_VAR" }',
+            "sinks[2].url: the query parameter 'Access-Token' looks like a secret and is refused: "
+            "send it as a header from an environment variable, header_env = { X-Api-Key = "
+            '"MES_API_KEY" }, or use token_env (bearer token)',
+            "sinks[3].url: a user name or password in the url is refused: set username with "
+            "password_env or password_file (basic auth), or token_env (bearer token)",
+        ],
+    ),
+    (
+        "http-header-env",
+        BASE
+        + '[[sinks]]\nname = "a"\ntype = "http"\nurl = "https://mes/api"\n'
+        + 'headers = { X-Plant = "p" }\nheader_env = { x-plant = "PLANT" }\n'
+        + '[[sinks]]\nname = "b"\ntype = "http"\nurl = "https://mes/api"\ntoken_env = "T"\n'
+        + 'header_env = { Authorization = "AUTH" }\n'
+        + '[[sinks]]\nname = "c"\ntype = "http"\nurl = "https://mes/api"\n'
+        + 'header_env = { "X Key" = "K" }\n'
+        + '[[sinks]]\nname = "d"\ntype = "http"\nurl = "https://mes/api"\n'
+        + 'header_env = { X-Api-Key = " " }\n',
+        {},
+        [
+            "sinks[0].header_env.x-plant: x-plant is also in headers: set it in one place",
+            "sinks[1].header_env.Authorization: Authorization comes from token_env or username "
+            "already: set it in one place",
+            "sinks[2].header_env: 'X Key' is not an HTTP header name",
+            "sinks[3].header_env.X-Api-Key: expected the name of an environment variable",
         ],
     ),
     (

@@ -9,6 +9,8 @@ can be scripted, request by request, to misbehave:
     Reset()               read the request, then drop the connection with a TCP RST
     CommitThenReset()     store the batch, then drop the connection without answering
     Close()               read the request, then close the connection cleanly (FIN), no answer
+    Echo(401)             answer with that status and a body quoting the request's credentials
+                          (Authorization, X-Api-Key), as careless MES error pages do
 
 Unscripted requests are accepted (200). With `refuse` set, records it flags are answered with
 `422 {"rejected": [indexes]}` while the others in the batch are stored: the contract the sink's
@@ -56,7 +58,14 @@ class Close:
     pass
 
 
-Action = Status | Hang | Reset | CommitThenReset | Close
+@dataclass(frozen=True, slots=True)
+class Echo:
+    code: int
+
+
+ECHOED = ("authorization", "x-api-key")  # the request headers an `Echo` answer quotes
+
+Action = Status | Hang | Reset | CommitThenReset | Close | Echo
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +134,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(action, Close):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
+        elif isinstance(action, Echo):
+            quoted = {name: received.headers.get(name, "") for name in ECHOED}
+            self._answer(action.code, json.dumps({"error": "not allowed", **quoted}).encode())
         else:
             code, answer = self._store(received)
             self._answer(code, json.dumps(answer).encode())

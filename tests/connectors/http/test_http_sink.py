@@ -131,6 +131,28 @@ async def test_basic_auth_from_a_password_file(
     assert mes.requests[0].headers["authorization"] == f"Basic {expected}"
 
 
+async def test_header_env_sends_secret_headers_read_at_connect(
+    mes: MesServer, make_sink: MakeSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINESIDE_TEST_MES_KEY", "key-one")
+    sink = make_sink(
+        mes.url, header_env={"X-Api-Key": "LINESIDE_TEST_MES_KEY"}, headers={"X-Plant": "p"}
+    )
+    await sink.connect()
+    await sink.send(records(1, 1))
+    monkeypatch.setenv("LINESIDE_TEST_MES_KEY", "key-two")  # rotated: the next connect reads it
+    await sink.connect()
+    await sink.send(records(2, 1))
+    assert [r.headers["x-api-key"] for r in mes.requests] == ["key-one", "key-two"]
+    assert mes.requests[0].headers["x-plant"] == "p"
+    monkeypatch.delenv("LINESIDE_TEST_MES_KEY")
+    with pytest.raises(ConnectError) as caught:
+        await sink.connect()
+    assert str(caught.value) == (
+        "header X-Api-Key: environment variable LINESIDE_TEST_MES_KEY is not set"
+    )
+
+
 async def test_missing_secrets_fail_connect_without_leaking(
     make_sink: MakeSink, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
