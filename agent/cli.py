@@ -366,11 +366,13 @@ def export(
     end: Annotated[str | None, typer.Option("--to", help="ISO-8601 time (excluded).")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Glob on the tag path.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File to write; its folder must exist.")
+    ] = None,
 ) -> None:
     """Export stored readings, one row per reading, as CSV or JSON lines."""
     from agent.errors import StoreError
-    from agent.export import export_readings, parse_time, write_csv, write_jsonl
+    from agent.export import export_readings, parse_time, write_csv, write_file, write_jsonl
 
     if fmt not in ("csv", "jsonl"):
         raise _fail([f"unknown format {fmt!r}; choose csv or jsonl"])
@@ -380,16 +382,23 @@ def export(
         end_ns = parse_time(end) if end else None
     except ValueError as exc:
         raise _fail([str(exc)]) from None
+    if start_ns is not None and end_ns is not None and start_ns >= end_ns:
+        raise _fail([f"--from {start} is not before --to {end}: that range holds no readings"])
+    # A missing folder is refused, not created: it is more likely a typo than a wish.
+    if out is not None and not out.parent.is_dir():
+        raise _fail([f"{out.parent}: no such folder for --out (export does not create one)"])
     writer = write_csv if fmt == "csv" else write_jsonl
     try:
         rows = export_readings(store_dir, start_ns=start_ns, end_ns=end_ns, tag_glob=tag)
         if out is None:
             count = writer(rows, sys.stdout)
         else:
-            with out.open("w", encoding="utf-8", newline="") as f:
-                count = writer(rows, f)
+            count = write_file(out, lambda f: writer(rows, f))
     except StoreError as exc:
         raise _fail([str(exc)]) from None
+    except OSError as exc:  # the store's own errors arrive as StoreError
+        where = out if out is not None else "standard output"
+        raise _fail([f"{where}: cannot write: {exc.strerror}"]) from None
     err_console.print(f"{count} readings exported", markup=False)
 
 

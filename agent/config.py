@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ from agent.duration import Duration, PositiveDuration
 from agent.errors import ConfigError, Problem
 from agent.kpi.config import MachineKpi, TagFacts
 from agent.kpi.config import problems as kpi_problems
-from agent.size import Size
+from agent.size import Size, format_size
 from agent.web.config import WebSection
 
 # Every config model: unknown keys are errors (typos must not pass silently), values immutable.
@@ -437,8 +439,15 @@ class _Loader:
     # -- reading ------------------------------------------------------------------------------
 
     def read(self) -> dict[str, Any]:
-        data = _read_bytes(self.path, self.file)
-        if not data.strip():
+        try:
+            data = read_regular_file(self.path, TOML_LIMIT)
+        except FileNotFoundError:
+            raise ConfigError([Problem(self.file, "", "file not found")]) from None
+        except UnreadableFile as exc:
+            raise ConfigError([Problem(self.file, "", str(exc))]) from None
+        # A BOM is how some Windows editors mark UTF-8; TOML does not allow one, so drop it.
+        text = _decode(data, self.file, "").removeprefix("\ufeff")
+        if not text.strip():
             raise ConfigError(
                 [
                     Problem(
@@ -448,11 +457,16 @@ class _Loader:
                     )
                 ]
             )
-        text = _decode(data, self.file, "")
+        doc: dict[str, Any] | None
         try:
-            return tomllib.loads(text)
+            doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([Problem(self.file, "", f"not valid TOML: {exc}")]) from None
+        except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+            doc = None
+        if doc is None or _too_deep(doc):
+            raise ConfigError([Problem(self.file, "", NESTED_TOO_DEEPLY)])
+        return doc
 
     def read_tag_files(self, node: object, loc: Loc) -> None:
         """Replace every `tags_file` by its rows (as `tags`), wherever it appears."""
@@ -486,24 +500,21 @@ class _Loader:
         self, csv_path: Path, written: str, where: str
     ) -> list[tuple[int, dict[str, str]]] | None:
         try:
-            data = csv_path.read_bytes()
+            data = read_regular_file(csv_path, CSV_LIMIT)
         except FileNotFoundError:
             self.problem(where, f"file not found: {written} (looked for {csv_path})")
             return None
-        except OSError as exc:
-            self.problem(where, f"cannot read {written}: {exc.strerror}")
-            return None
-        except ValueError:  # e.g. a NUL byte in the name
-            self.problem(where, f"not a usable file name: {written!r}")
+        except UnreadableFile as exc:
+            self.problem(where, f"{written}: {exc}")
             return None
         try:
             text = _decode(data, self.file, written)
+            text = text.removeprefix("\ufeff")  # spreadsheets like to start with a BOM
+            table = _csv_rows(text, self.file, written)
         except ConfigError as exc:
             self.problems.extend(exc.problems)
             return None
-        text = text.removeprefix("\ufeff")  # spreadsheets like to start with a BOM
-        reader = csv.reader(io.StringIO(text, newline=""))
-        header = next(reader, None)
+        header = table[0][1] if table else None
         if header is None or not any(h.strip() for h in header):
             self.problem(f"{written}:1", "no header row (the first line names the columns)")
             return None
@@ -519,9 +530,7 @@ class _Loader:
         if bad_header:
             return None
         rows: list[tuple[int, dict[str, str]]] = []
-        line = reader.line_num
-        for cells in reader:
-            start, line = line + 1, reader.line_num
+        for start, cells in table[1:]:
             if not any(c.strip() for c in cells):
                 continue  # blank lines are layout, not rows
             if len(cells) > len(columns):
@@ -867,15 +876,147 @@ def load_config(path: Path) -> Config:
 # Plain messages
 
 
-def _read_bytes(path: Path, file: str) -> bytes:
+# The largest config and tag files lineside reads. Real ones are a few kilobytes; the caps
+# stop a wrong path (a log, a disk image, /dev/zero) from filling memory.
+TOML_LIMIT = 16 * 1024**2
+CSV_LIMIT = 64 * 1024**2
+
+# Tables and arrays inside each other: a real config nests 7 deep (sources[0].units[0].tags[0]).
+# The check keeps the recursive steps after parsing (tags_file, validation) clear of the stack.
+MAX_DEPTH = 64
+NESTED_TOO_DEEPLY = f"nested too deeply: more than {MAX_DEPTH} levels of tables and arrays"
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class UnreadableFile(Exception):
+    """A config or tag file lineside refuses to read; the message says why, without its name."""
+
+
+def _check_regular(info: os.stat_result, limit: int) -> None:
+    for test, kind in _NOT_REGULAR:
+        if test(info.st_mode):
+            raise UnreadableFile(f"is {kind}, not a regular file")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableFile("not a regular file")
+    if info.st_size > limit:
+        raise UnreadableFile(_too_large(info.st_size, limit))
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"too large: {size:,} bytes (the limit is {format_size(limit)})"
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file `path`, at most `limit` of them.
+
+    The type is checked before opening, so a device or a FIFO is never opened (/dev/zero would
+    fill memory, /dev/urandom and a FIFO never end, opening some devices has side effects), and
+    again on the open file in case the path changed in between; O_NONBLOCK keeps even that
+    open from waiting for a FIFO's writer. FileNotFoundError passes through for the caller to
+    word; every other refusal is an UnreadableFile.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError([Problem(file, "", "file not found")]) from None
-    except IsADirectoryError:
-        raise ConfigError([Problem(file, "", "is a directory, not a config file")]) from None
+        _check_regular(os.stat(path), limit)
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as f:
+            _check_regular(os.fstat(f.fileno()), limit)
+            data = f.read(limit + 1)  # +1: a file that grew past the limit since the check
+    except (FileNotFoundError, UnreadableFile):
+        raise
     except OSError as exc:
-        raise ConfigError([Problem(file, "", f"cannot read: {exc.strerror}")]) from None
+        raise UnreadableFile(f"cannot read: {exc.strerror}") from None
+    except ValueError:  # e.g. a NUL byte in the name
+        raise UnreadableFile("not a usable file name") from None
+    if len(data) > limit:
+        raise UnreadableFile(_too_large(len(data), limit))
+    return data
+
+
+def _too_deep(doc: object) -> bool:
+    """Whether tables and arrays nest more than MAX_DEPTH levels (iterative, not recursive)."""
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: list[object] = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if level > MAX_DEPTH:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
+
+
+def _csv_rows(text: str, file: str, written: str) -> list[tuple[int, list[str]]]:
+    """Every row of a CSV text (blank ones too) with the 1-based line it starts on.
+
+    The csv module ends a quoted cell that never closes at the end of the file, taking every
+    later line into it without a word, and it raises for a cell over its field limit or a NUL:
+    each becomes one problem at the line of the row.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for cells in reader:
+            rows.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        if _open_quote(_from_line(text, start)):
+            message = UNTERMINATED_QUOTE
+        elif "field larger than field limit" in str(exc):
+            message = f"cell longer than {csv.field_size_limit():,} characters"
+        else:
+            message = f"not readable as CSV: {exc}"
+        raise ConfigError([Problem(file, f"{written}:{start}", message)]) from None
+    if rows and _open_quote(_from_line(text, rows[-1][0])):
+        raise ConfigError([Problem(file, f"{written}:{rows[-1][0]}", UNTERMINATED_QUOTE)])
+    return rows
+
+
+UNTERMINATED_QUOTE = "unterminated quote: a quoted cell in this row never closes"
+
+_QUOTED_CELL = re.compile(r'"[^"]*+(?:""[^"]*+)*+"')  # "" inside quotes is a quote character
+_CELL_END = re.compile(r"[,\r\n]")
+
+
+def _from_line(text: str, line: int) -> str:
+    """`text` from the start of its 1-based `line`, lines ending as the csv reader sees them."""
+    lines = io.StringIO(text, newline="")
+    for _ in range(line - 1):
+        lines.readline()
+    return lines.read()
+
+
+def _open_quote(text: str) -> bool:
+    """Whether CSV `text` (from the start of a row) ends inside a quoted cell.
+
+    Follows the csv module's rules as lineside reads (excel dialect, not strict): a quote opens
+    a quoted cell only as a cell's first character; after its closing quote, the rest of the
+    cell up to the next comma or line end is plain text.
+    """
+    pos = 0
+    while pos < len(text):
+        if text[pos] == '"':
+            quoted = _QUOTED_CELL.match(text, pos)
+            if quoted is None:
+                return True
+            pos = quoted.end()
+        end = _CELL_END.search(text, pos)
+        if end is None:
+            return False
+        pos = end.end()
+    return False
 
 
 def _decode(data: bytes, file: str, where: str) -> str:

@@ -12,8 +12,10 @@ import fnmatch
 import heapq
 import json
 import math
+import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -24,6 +26,11 @@ import numpy as np
 from agent.errors import StoreError
 from agent.model import Quality
 from agent.store import DB_NAME, decode_batch
+
+# The store keeps time as nanoseconds since the epoch in a signed 64-bit integer: from
+# 1677-09-21 to 2262-04-11. A time asked for outside that range is clamped to it.
+TIME_MIN_NS = -(1 << 63)
+TIME_MAX_NS = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +45,8 @@ def parse_time(text: str, tz: tzinfo | None = None) -> int:
     """An ISO-8601 date or datetime as nanoseconds since the epoch.
 
     Without an offset the time is read in `tz` (default: this machine's local zone, the
-    plant's clock); `Z` or `+02:00` say it explicitly.
+    plant's clock); `Z` or `+02:00` say it explicitly. Times outside the range the store can
+    hold are clamped to it (`--from 0001-01-01` means "from the start").
     """
     try:
         moment = datetime.fromisoformat(text.strip())
@@ -47,9 +55,15 @@ def parse_time(text: str, tz: tzinfo | None = None) -> int:
             f"{text!r} is not an ISO-8601 time (e.g. 2025-03-01T06:00:00+01:00)"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz) if tz is not None else moment.astimezone()
+        try:
+            moment = moment.replace(tzinfo=tz) if tz is not None else moment.astimezone()
+        except (OverflowError, ValueError, OSError):
+            # Year 1 or 9999 in a zone off UTC leaves the calendar; there, far outside the
+            # store's range, the zone makes no difference once clamped.
+            moment = moment.replace(tzinfo=UTC)
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    return min(max(ns, TIME_MIN_NS), TIME_MAX_NS)
 
 
 def _open(store_path: Path | str) -> sqlite3.Connection:
@@ -81,8 +95,8 @@ def export_readings(
             )
             if wanted.size == 0:
                 return
-        lo = -(1 << 63) if start_ns is None else start_ns
-        hi = (1 << 63) - 1 if end_ns is None else end_ns
+        lo = TIME_MIN_NS if start_ns is None else max(start_ns, TIME_MIN_NS)
+        hi = TIME_MAX_NS if end_ns is None else min(end_ns, TIME_MAX_NS)
         batches = conn.execute(
             "SELECT seq, ts_first_ns, source, n, tag_ids, vals, quality, ts FROM telemetry "
             "WHERE ts_first_ns < ? AND ts_last_ns >= ? ORDER BY ts_first_ns, seq",
@@ -146,4 +160,30 @@ def write_jsonl(rows: Iterable[ExportRow], out: TextIO) -> int:
         }
         out.write(json.dumps(record, separators=(",", ":")) + "\n")
         count += 1
+    return count
+
+
+def write_file(out: Path, write: Callable[[TextIO], int]) -> int:
+    """Run `write` on the file `out`; returns what it returns. A file there is always complete.
+
+    A regular file (or a new one) is written as `<out>.partial` next to it and renamed over `out`
+    only when done, so a failed export (disk full, a damaged store, ^C) leaves the old file or
+    none, never a cut one that looks whole. Anything else (/dev/stdout, a FIFO, a device) is
+    written in place. OSError passes through.
+    """
+    try:
+        in_place = not stat.S_ISREG(out.stat().st_mode)
+    except FileNotFoundError:
+        in_place = False
+    if in_place:
+        with out.open("w", encoding="utf-8", newline="") as f:
+            return write(f)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as f:
+            count = write(f)
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return count

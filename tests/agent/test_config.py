@@ -328,6 +328,42 @@ BAD: list[tuple[str, str | bytes, dict[str, str | bytes], list[str]]] = [
         ["tags.csv:1: no header row (the first line names the columns)"],
     ),
     (
+        "csv-unterminated-quote",
+        HEAD + MACHINE + CSV_SOURCE,
+        {"tags.csv": CSV_HEAD + 'state,hr:0\nspeed,"hr:1\nrate,hr:2\n'},
+        ["tags.csv:3: unterminated quote: a quoted cell in this row never closes"],
+    ),
+    (
+        "csv-unterminated-quote-past-the-cell-limit",
+        HEAD + MACHINE + CSV_SOURCE,
+        {"tags.csv": CSV_HEAD + 'state,hr:0,,,"' + "x\n" * 70_000},
+        ["tags.csv:2: unterminated quote: a quoted cell in this row never closes"],
+    ),
+    (
+        "csv-cell-too-long",
+        HEAD + MACHINE + CSV_SOURCE,
+        {"tags.csv": CSV_HEAD + 'state,hr:0\nspeed,hr:1,,,"' + "x" * 140_000 + '"\n'},
+        ["tags.csv:3: cell longer than 131,072 characters"],
+    ),
+    (
+        "toml-nested-arrays",
+        BASE + "deep = " + "[" * 1000 + "]" * 1000 + "\n",
+        {},
+        ["nested too deeply: more than 64 levels of tables and arrays"],
+    ),
+    (
+        "toml-nested-tables",
+        BASE + "[" + ".".join(["t"] * 3000) + "]\n",
+        {},
+        ["nested too deeply: more than 64 levels of tables and arrays"],
+    ),
+    (
+        "bom-only",
+        "\ufeff\n",
+        {},
+        ["empty file; `lineside init --profile press` writes a starter"],
+    ),
+    (
         "tags-and-tags-file",
         BASE.replace('machine = "press1"\n', 'machine = "press1"\ntags_file = "tags.csv"\n'),
         {"tags.csv": CSV_HEAD + "speed,hr:1\n"},
@@ -578,7 +614,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_directory(tmp_path: Path) -> None:
-    assert problems(tmp_path) == ["is a directory, not a config file"]
+    assert problems(tmp_path) == ["is a directory, not a regular file"]
 
 
 def test_base_is_valid(tmp_path: Path) -> None:
@@ -602,6 +638,40 @@ def test_base_is_valid(tmp_path: Path) -> None:
     assert (tag.type, tag.order, tag.scale, tag.offset) == ("uint16", "ABCD", 1.0, 0.0)
     assert config.tag_path("press1", "state") == "suzhou/stamping/line-1/press1/state"
     assert config.calendar is None and config.sinks == ()
+
+
+def test_toml_with_a_bom_is_read(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "\ufeff" + BASE, {}))
+    assert list(config.machines_by_name) == ["press1"]
+
+
+@pytest.mark.parametrize(
+    ("arrays", "expected"),
+    [
+        (63, "unknown key 'deep'"),  # the file's table and 63 arrays: 64 levels, the limit
+        (64, "nested too deeply: more than 64 levels of tables and arrays"),
+    ],
+)
+def test_nesting_limit(tmp_path: Path, arrays: int, expected: str) -> None:
+    config = "deep = " + "[" * arrays + "]" * arrays + "\n" + BASE
+    assert problems(write(tmp_path, config, {})) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("cell", "description"),
+    [
+        ('"a ""quoted"" word"', 'a "quoted" word'),
+        ('"two\nlines"', "two\nlines"),
+        ('5" pipe', '5" pipe'),  # a quote inside a cell is a plain character
+        ('"q"rest', "qrest"),  # after the closing quote the cell goes on as plain text
+        ('""', ""),
+    ],
+)
+def test_csv_quotes_that_close(tmp_path: Path, cell: str, description: str) -> None:
+    csv_text = f"name,address,description\nstate,hr:0,{cell}\nspeed,hr:1\n"
+    path = write(tmp_path, HEAD + MACHINE + CSV_SOURCE, {"tags.csv": csv_text})
+    tags = load_config(path).tags_of("press1")
+    assert [(t.name, t.description) for t in tags] == [("state", description), ("speed", "")]
 
 
 def test_csv_tags_and_datasheet_addresses(tmp_path: Path) -> None:

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from agent.errors import StoreError
-from agent.export import ExportRow, export_readings, parse_time, write_csv, write_jsonl
+from agent.export import (
+    TIME_MAX_NS,
+    TIME_MIN_NS,
+    ExportRow,
+    export_readings,
+    parse_time,
+    write_csv,
+    write_jsonl,
+)
 from agent.model import Quality, ReadingBatch
 from agent.store import Store, StoreWriter, TagInfo
 
@@ -105,3 +113,18 @@ def test_parse_time() -> None:
     for bad in ("yesterday", "2025-13-01", ""):
         with pytest.raises(ValueError, match="not an ISO-8601 time"):
             parse_time(bad)
+
+
+@pytest.mark.parametrize("tz", [None, UTC, timezone(timedelta(hours=14))])
+def test_parse_time_clamps_to_the_store_range(tz: timezone | None) -> None:
+    """Year 1 and year 9999 are outside what 64-bit nanoseconds hold (1677 to 2262); in a zone
+    east of UTC, local midnight of year 1 is not even a date."""
+    assert parse_time("0001-01-01", tz=tz) == TIME_MIN_NS
+    assert parse_time("0001-01-01T00:00+14:00") == TIME_MIN_NS
+    assert parse_time("9999-12-31T23:59:59", tz=tz) == TIME_MAX_NS
+    assert parse_time("1677-09-21T00:12:43.145224192Z") == TIME_MIN_NS
+    assert parse_time("1677-09-21T00:12:43.145225Z") == -9_223_372_036_854_775_000  # inside
+
+
+def test_export_readings_clamps_the_range(store_dir: Path) -> None:
+    assert len(list(export_readings(store_dir, start_ns=-(10**30), end_ns=10**30))) == 6
