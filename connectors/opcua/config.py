@@ -100,6 +100,12 @@ class OpcUaSourceConfig(Credentials):
     @field_validator("endpoint")
     @classmethod
     def _opc_tcp(cls, value: str) -> str:
+        if re.match(r"[a-z.]+://[^/@]*@", value):
+            # Never quote it back: the part before "@" is a user name and likely a password.
+            raise ValueError(
+                "an endpoint must not hold a user name or password: set username and "
+                "password_env (or password_file)"
+            )
         if not re.fullmatch(r"opc\.tcp://[^/:\s]+(:\d+)?(/.*)?", value):
             raise ValueError(f'expected an endpoint like "opc.tcp://host:4840", got {value!r}')
         return value

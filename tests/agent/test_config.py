@@ -447,6 +447,15 @@ BAD: list[tuple[str, str | bytes, dict[str, str | bytes], list[str]]] = [
         ["sources[0].security_policy: security_mode Sign needs a security_policy other than None"],
     ),
     (
+        "opcua-endpoint-with-credentials",
+        HEAD + MACHINE + OPCUA.replace("opc.tcp://", "opc.tcp://operator:s3cret-pw@"),
+        {},
+        [
+            "sources[0].endpoint: an endpoint must not hold a user name or password: set "
+            "username and password_env (or password_file)"
+        ],
+    ),
+    (
         "opcua-bad-endpoint-and-policy",
         HEAD + MACHINE + OPCUA.replace("opc.tcp://", "http://") + 'security_policy = "Basic128"\n',
         {},
