@@ -112,7 +112,7 @@ class Agent:
         sink_names = [s.name for s in config.sinks]
         self.store.register_sinks(sink_names)
         types = {t.path: t.type for t in self.tags}
-        context = SinkContext(config.agent.id, sink_tags(self.store.tags(), types))
+        context = SinkContext(config.agent.id, sink_tags(self.store.tags(), types), self.store)
         forward = config.forward
         settings = ForwardSettings(
             batch_size=forward.batch_size,

@@ -233,12 +233,25 @@ def known_ids(tags: Mapping[int, TagMeta]) -> npt.NDArray[np.bool_]:
     return known
 
 
+class Meta(Protocol):
+    """Small values a sink keeps across restarts (the store's `meta` table: `Store`)."""
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SinkContext:
-    """What every sink runtime is built with, besides its own config model."""
+    """What every sink runtime is built with, besides its own config model.
+
+    `meta`, when given, keeps a sink's small state across restarts (Sparkplug's bdSeq); a sink
+    names its keys `sink.<name>.<what>`.
+    """
 
     agent_id: str
     tags: Mapping[int, TagMeta]
+    meta: Meta | None = None
 
 
 class Sink(Protocol):
