@@ -258,7 +258,12 @@ class Sink(Protocol):
     """A northbound sink. Optionally a class attribute `concurrent_sends: int` (default 1)
     says how many `send` calls may be in flight at once with their records still arriving in
     call order (one MQTT connection: yes; parallel HTTP requests: no). The forwarder then reads
-    and encodes the next batch while the previous one waits for its acknowledgement."""
+    and encodes the next batch while the previous one waits for its acknowledgement.
+
+    Optionally `independent_streams: bool` (default False) says that sends on different
+    streams may run at once and that a failure of one stream needs no reconnect of the others
+    (HTTP: a client per stream). The forwarder then sends each stream on its own, backs a
+    failing stream off alone and does not close the sink on a failure."""
 
     name: str
 
