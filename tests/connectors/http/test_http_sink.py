@@ -628,3 +628,41 @@ async def test_a_hung_events_request_holds_no_telemetry_back(
             await task
         writer.close()
         store.close()
+
+
+async def test_forwarder_retries_a_batch_that_grew_under_its_key(
+    mes: MesServer, tmp_path: Path
+) -> None:
+    """Through the store and forwarder: seqs 1-3 fail without an answer; 4-6 are stored
+    before the retry; the retry is 1-3 again (same key, same body), then 4-6."""
+    context = filled_store(tmp_path, telemetry=3)
+    mes.script(CommitThenReset())
+    config = HttpSinkConfig.model_validate({"type": "http", "name": "mes", "url": mes.url})
+    clock = FakeClock()
+    store, writer = Store(tmp_path), StoreWriter(tmp_path)
+    forwarder = Forwarder(HttpSink(config, context), store, writer, clock)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await until(lambda: forwarder.stats.failures == 1)
+        assert forwarder.stats.failures == 1
+        tag_ids = sorted(context.tags)
+        for n in range(3, 6):
+            batch = ReadingBatch.from_columns("plc1", tag_ids, [n, n, n], Quality.GOOD, T0 + n)
+            writer.submit_readings(batch)
+        await writer.flush()
+
+        def delivered() -> bool:
+            clock.advance(0.05)  # the back-off and the idle waits are on this clock
+            return mes.totals().records == 6
+
+        await until(delivered)
+        keys = [r.headers["idempotency-key"] for r in mes.requests]
+        assert keys == ["edge-1:telemetry:1-3", "edge-1:telemetry:1-3", "edge-1:telemetry:4-6"]
+        assert mes.requests[1].body == mes.requests[0].body
+        assert mes.totals().batches == 2
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.close()
+        store.close()
