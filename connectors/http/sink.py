@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import email.utils
 import os
 import re
@@ -72,7 +73,9 @@ def retry_after(value: str | None, now: float) -> float | None:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
             return None
-        seconds = when.timestamp() - now  # a date without a zone is taken as UTC (GMT)
+        if when.tzinfo is None:  # "-0000": no zone given; HTTP-dates are GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - now
     return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
 

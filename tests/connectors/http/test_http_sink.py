@@ -319,6 +319,7 @@ async def test_retry_after_travels_on_the_error(mes: MesServer, make_sink: MakeS
         ("86400", RETRY_AFTER_MAX),  # bounded
         ("Wed, 01 May 2024 08:00:30 GMT", 30.0),  # HTTP-date, against now
         ("Wednesday, 01-May-24 08:01:00 GMT", 60.0),  # the obsolete RFC 850 form
+        ("Wed, 01 May 2024 08:00:20 -0000", 20.0),  # no zone: GMT, not local time
         ("Wed, 01 May 2024 07:59:00 GMT", 0.0),  # in the past: at once
         ("Fri, 01 May 2026 08:00:00 GMT", RETRY_AFTER_MAX),
         ("-5", None),
