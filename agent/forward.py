@@ -361,7 +361,7 @@ class Forwarder:
         if stream in self._failing:
             self._failing.discard(stream)
             self._stream_backoffs.pop(stream, None)
-            if not self._failing:
+            if not self._failing and self.stats.state != "connected":
                 log.info("%s: delivering again", self.sink.name)
                 self.stats.state = "connected"
 

@@ -588,6 +588,8 @@ async def test_forwarder_waits_as_long_as_retry_after_asks(mes: MesServer, tmp_p
 
         await until(delivered)
         assert mes.totals().records == 3
+        await until(lambda: forwarder.stats.state == "connected")
+        assert forwarder.stats.state == "connected"
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
