@@ -46,7 +46,13 @@ class ConfigError(LinesideError):
 
 
 class ConnectorError(LinesideError):
-    """Talking to a device or upstream system failed."""
+    """Talking to a device or upstream system failed.
+
+    `retry_after` is how long the far side asked to be left alone, in seconds (an HTTP
+    `Retry-After`), or None; the forwarder waits at least that long before the next attempt.
+    """
+
+    retry_after: float | None = None
 
 
 class ConnectError(ConnectorError):

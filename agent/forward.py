@@ -19,6 +19,11 @@ ordered per stream, and `(agent_id, stream, seq)` lets the receiver drop duplica
   batch while the previous one waits for its acknowledgement; the cursor still moves in order,
   and a failure sends both again.
 - An idle lane waits for the store writer's next commit (or `idle_wait` at most), not a poll.
+- A sink whose streams are independent (`independent_streams`, HTTP: a client per stream)
+  sends on each stream on its own: a request hanging on one stream holds back no other, and a
+  failing stream backs off alone without closing the sink under the others.
+- A failure that says how long to wait (`ConnectorError.retry_after`, an HTTP Retry-After)
+  backs off at least that long.
 """
 
 from __future__ import annotations
@@ -94,6 +99,10 @@ def _keep(records: Sequence[Record], ahead: set[int], below: int | None = None) 
         return records.select(keep)
     limit = below if below is not None else 1 << 62
     return [r for r in records if r.seq < limit and r.seq not in ahead]
+
+
+def _stream_of(records: Sequence[Record]) -> str:
+    return "telemetry" if isinstance(records, TelemetryRecords) else records[0].stream
 
 
 def _ts_ns(record: Record) -> int:
@@ -215,6 +224,11 @@ class Forwarder:
         self._backoff = Backoff()
         self._connected = False
         self._lock = asyncio.Lock()  # one send at a time on the sink's connection
+        # Independent streams: one send at a time per stream, a back-off per stream, and the
+        # streams failing now (the sink is "failing" while any is).
+        self._stream_locks: dict[str, asyncio.Lock] = {}
+        self._stream_backoffs: dict[str, Backoff] = {}
+        self._failing: set[str] = set()
         self._replay_tokens = 0.0
         self._replay_at = clock.monotonic()
         # Set by the store writer's commits: an idle lane looks again at once (latency).
@@ -318,8 +332,15 @@ class Forwarder:
         """Sends the sink keeps in flight at once, in order (its `concurrent_sends`, else 1)."""
         return max(1, int(getattr(self.sink, "concurrent_sends", 1)))
 
+    @property
+    def _independent(self) -> bool:
+        return bool(getattr(self.sink, "independent_streams", False))
+
     async def _send(self, records: Sequence[Record]) -> None:
         """One attempt at `records`: connect if need be, send, wait for the acknowledgement."""
+        if self._independent:
+            await self._send_on_stream(records)
+            return
         if self._window > 1:
             # The sink keeps concurrent sends in order on its connection: only connecting is
             # one at a time.
@@ -330,6 +351,20 @@ class Forwarder:
         async with self._lock:
             await self._ensure_connected()
             await self.sink.send(records)
+
+    async def _send_on_stream(self, records: Sequence[Record]) -> None:
+        """`_send` for a sink with independent streams: only connecting is one at a time."""
+        stream = _stream_of(records)
+        async with self._lock:
+            await self._ensure_connected()
+        async with self._stream_locks.setdefault(stream, asyncio.Lock()):
+            await self.sink.send(records)
+        if stream in self._failing:
+            self._failing.discard(stream)
+            self._stream_backoffs.pop(stream, None)
+            if not self._failing and self.stats.state != "connected":
+                log.info("%s: delivering again", self.sink.name)
+                self.stats.state = "connected"
 
     async def _settle(
         self, stream: str, lane: _Lane, in_flight: deque[_Send], *, wait_all: bool
@@ -348,7 +383,7 @@ class Forwarder:
                 return taken + self._rejected(stream, lane, send.records, exc)
             except ConnectorError as exc:
                 await self._abandon(lane, in_flight)
-                await self._failed(exc)
+                await self._failed(exc, stream)
                 return taken
             taken += self._took(stream, lane, send.records, len(send.records))
             if not wait_all:
@@ -395,7 +430,7 @@ class Forwarder:
                 taken += self._rejected(stream, lane, marked, exc)
                 marked = [] if exc.index is None else marked[exc.index + 1 :]
             except ConnectorError as exc:
-                await self._failed(exc)
+                await self._failed(exc, stream)
                 return taken
             else:
                 taken += self._took(stream, lane, marked, len(marked))
@@ -443,16 +478,26 @@ class Forwarder:
             log.info("%s: connected", self.sink.name)
         self.stats.state = "connected"
 
-    async def _failed(self, exc: ConnectorError) -> None:
+    async def _failed(self, exc: ConnectorError, stream: str | None = None) -> None:
         self.stats.failures += 1
         self.stats.last_error = redact(str(exc))  # shown in status, status.json and the page
         if self.stats.state != "failing":
             log.warning("%s: %s; holding data in the store and retrying", self.sink.name, exc)
         self.stats.state = "failing"
-        if self._connected:
+        backoff = self._backoff
+        if self._independent and stream is not None:
+            # The other streams go on: the sink stays open and this stream backs off alone.
+            self._failing.add(stream)
+            backoff = self._stream_backoffs.setdefault(
+                stream, Backoff(initial=self._backoff.initial, maximum=self._backoff.maximum)
+            )
+        elif self._connected:
             self._connected = False
             await self.sink.close()
-        await self.clock.sleep_until(self.clock.monotonic() + self._backoff.next(self._rng))
+        delay = backoff.next(self._rng)
+        if exc.retry_after is not None:  # the far side said how long: not sooner
+            delay = max(delay, exc.retry_after)
+        await self.clock.sleep_until(self.clock.monotonic() + delay)
 
     async def _retries(self) -> None:
         """Send again what `lineside quarantine retry` marked, one record at a time."""
@@ -467,7 +512,7 @@ class Forwarder:
                 except SinkRejected as exc:
                     self.store.quarantine(self.sink.name, entry.stream, entry.seq, str(exc))
                 except ConnectorError as exc:
-                    await self._failed(exc)
+                    await self._failed(exc, entry.stream)
                     break
                 else:
                     self.store.release(entry.id)

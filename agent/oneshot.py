@@ -9,6 +9,7 @@ from agent.clock import SystemClock
 from agent.config import Config
 from agent.errors import ConnectorError
 from agent.model import Quality
+from agent.pipeline import mark_non_finite
 from agent.registry import runtime_class
 from agent.source import Source
 from agent.tags import TagInfo, TagTable
@@ -70,6 +71,7 @@ async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
         finally:
             await source.close()
         for batch in batches:
+            batch, _ = mark_non_finite(batch)  # NaN or ±inf is no good reading here either
             for tag_id, value, quality, ts in zip(
                 batch.tag_ids.tolist(),
                 batch.values.tolist(),

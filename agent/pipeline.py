@@ -30,6 +30,11 @@ one by one: each is compared with what the previous one left as last reported.
 
 The work is vectorised: per-tag state lives in arrays indexed by tag id, and a batch is filtered
 with array operations. Only repeated tag ids cost a pass each (one pass per repeat depth).
+
+Before the filter, `mark_non_finite` gives bad quality to any reading whose value is NaN or
+±inf after decoding, scale and offset (a float register holding a NaN pattern, a huge float
+times its scale, an OPC UA server's NaN): such a value is no measurement, so it must never
+travel upstream as `null` with good quality.
 """
 
 from __future__ import annotations
@@ -46,6 +51,28 @@ _MAX_QUALITY = max(Quality)
 # Stored as a tag's last quality until something is reported, so a first reading always
 # differs from it: any uint8 that is not a quality code will do.
 _NOT_REPORTED = np.uint8(255)
+
+
+def mark_non_finite(
+    batch: ReadingBatch,
+) -> tuple[ReadingBatch, npt.NDArray[np.bool_] | None]:
+    """`batch` with bad quality on every NaN or ±inf value that did not already have it, and
+    a mask of those rows (None, and the batch itself, when there are none: the usual case
+    costs one `isfinite` and one `all`).
+
+    The value is kept as read (NaN, +inf or -inf): with bad quality, a non-finite value where
+    the link was fine is how the reading shows what was wrong with it. Rows already bad (a
+    failed read, NaN by convention) are not counted.
+    """
+    finite = np.isfinite(batch.values)
+    if bool(finite.all()):
+        return batch, None
+    flagged: npt.NDArray[np.bool_] = ~finite & (batch.quality != _BAD)
+    if not bool(flagged.any()):
+        return batch, None
+    quality = np.where(flagged, _BAD, batch.quality)
+    marked = ReadingBatch(batch.source, batch.tag_ids, batch.values, quality, batch.ts_ns)
+    return marked, flagged
 
 
 @dataclass(frozen=True, slots=True)

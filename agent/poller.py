@@ -57,6 +57,7 @@ class LinkStatistics:
     disconnects: int = 0
     last_error: str = ""
     last_good_ns: int = 0
+    non_finite: int = 0  # readings of NaN or ±inf, stored with bad quality (agent/pipeline.py)
 
 
 async def run_link(

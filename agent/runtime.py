@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.clock import Clock, SystemClock
 from agent.config import Config
@@ -28,7 +29,7 @@ from agent.forward import Forwarder, ForwardSettings
 from agent.kpi.engine import KpiEngine
 from agent.kpi.replay import resume
 from agent.model import DataType, Event, Quality, ReadingBatch
-from agent.pipeline import ReportByException
+from agent.pipeline import ReportByException, mark_non_finite
 from agent.poller import LinkStatistics, run_link
 from agent.registry import runtime_class
 from agent.scheduler import Schedule
@@ -113,7 +114,7 @@ class Agent:
         sink_names = [s.name for s in config.sinks]
         self.store.register_sinks(sink_names)
         types = {t.path: t.type for t in self.tags}
-        context = SinkContext(config.agent.id, sink_tags(self.store.tags(), types))
+        context = SinkContext(config.agent.id, sink_tags(self.store.tags(), types), self.store)
         forward = config.forward
         settings = ForwardSettings(
             batch_size=forward.batch_size,
@@ -134,6 +135,8 @@ class Agent:
         self.latest_quality = np.full(n, Quality.BAD, dtype=np.uint8)
         self.latest_ts_ns = np.zeros(n, dtype=np.int64)
         self.samples = 0
+        # Tags whose non-finite value was logged: once per tag and run, the counter does the rest.
+        self._non_finite_logged = np.zeros(n, dtype=np.bool_)
         # OEE per machine and line from the stored readings (report-by-exception applied, store
         # ids), so the KPIs agree with what the store holds; None without [machines.kpi].
         self.kpi: KpiEngine | None = None
@@ -215,6 +218,9 @@ class Agent:
     def emit_readings(self, batch: ReadingBatch) -> None:
         n = len(batch)
         self.samples += n
+        batch, non_finite = mark_non_finite(batch)
+        if non_finite is not None:
+            self._non_finite_read(batch, non_finite)
         # Index with intp once: numpy converts int32 indices on every use otherwise.
         at = batch.tag_ids.astype(np.intp)
         self.latest_values[at] = batch.values
@@ -237,6 +243,30 @@ class Agent:
         if self.kpi is not None:
             for event in self.kpi.on_batch(stored):
                 self.writer.submit_event(event)
+
+    def _non_finite_read(self, batch: ReadingBatch, rows: npt.NDArray[np.bool_]) -> None:
+        """The reason of readings `mark_non_finite` made bad: counted per source (the page's
+        and /metrics' `non_finite` errors) and logged once per tag and run."""
+        link = self.links.get(batch.source)
+        if link is not None:
+            link.non_finite += int(np.count_nonzero(rows))
+        at = np.flatnonzero(rows)
+        ids = batch.tag_ids[at]
+        new = ~self._non_finite_logged[ids]
+        if not bool(new.any()):
+            return
+        self._non_finite_logged[ids[new]] = True
+        named = [
+            f"{self.tags.tags[int(i)].path} = {float(v)}"
+            for i, v in zip(ids[new][:5], batch.values[at][new][:5], strict=True)
+        ]
+        more = int(np.count_nonzero(new)) - len(named)
+        log.warning(
+            "%s: non-finite value read, stored with bad quality: %s%s",
+            batch.source,
+            ", ".join(named),
+            f" and {more} more tags" if more > 0 else "",
+        )
 
     def emit_event(self, event: Event) -> None:
         self.writer.submit_event(event)

@@ -233,19 +233,37 @@ def known_ids(tags: Mapping[int, TagMeta]) -> npt.NDArray[np.bool_]:
     return known
 
 
+class Meta(Protocol):
+    """Small values a sink keeps across restarts (the store's `meta` table: `Store`)."""
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SinkContext:
-    """What every sink runtime is built with, besides its own config model."""
+    """What every sink runtime is built with, besides its own config model.
+
+    `meta`, when given, keeps a sink's small state across restarts (Sparkplug's bdSeq); a sink
+    names its keys `sink.<name>.<what>`.
+    """
 
     agent_id: str
     tags: Mapping[int, TagMeta]
+    meta: Meta | None = None
 
 
 class Sink(Protocol):
     """A northbound sink. Optionally a class attribute `concurrent_sends: int` (default 1)
     says how many `send` calls may be in flight at once with their records still arriving in
     call order (one MQTT connection: yes; parallel HTTP requests: no). The forwarder then reads
-    and encodes the next batch while the previous one waits for its acknowledgement."""
+    and encodes the next batch while the previous one waits for its acknowledgement.
+
+    Optionally `independent_streams: bool` (default False) says that sends on different
+    streams may run at once and that a failure of one stream needs no reconnect of the others
+    (HTTP: a client per stream). The forwarder then sends each stream on its own, backs a
+    failing stream off alone and does not close the sink on a failure."""
 
     name: str
 

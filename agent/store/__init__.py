@@ -10,8 +10,9 @@ neither leave a hole nor reuse a number, even after every row was deleted.
 Two objects:
 
 - `Store` opens, checks and migrates the file, registers tags and sinks, keeps sink cursors and
-  serves the readers (`read_telemetry`, `read_events`, `read_gaps`, `stats`) on a read
-  connection of its own, so WAL readers never block the writer.
+  small values of their own (`get_meta`/`set_meta`: a Sparkplug sink's bdSeq) and serves the
+  readers (`read_telemetry`, `read_events`, `read_gaps`, `stats`) on a read connection of its
+  own, so WAL readers never block the writer.
 - `StoreWriter` owns the one write connection in a dedicated thread
   (docs/decisions/0001-store-writer-thread.md): the event loop submits without blocking, the
   thread commits one transaction per flush interval or per N pending readings, and enforces the

@@ -195,6 +195,32 @@ class Store:
             rows = self._read.execute("SELECT DISTINCT sink FROM cursors ORDER BY sink")
             return [str(r[0]) for r in rows]
 
+    def get_meta(self, key: str) -> str | None:
+        """A value kept in the file's `meta` table (e.g. a sink's session number), or None.
+        StoreError when the file cannot be read."""
+        try:
+            with self._lock:
+                query = "SELECT value FROM meta WHERE key = ?"
+                row = self._read.execute(query, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read {key}: {exc}") from None
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep `value` under `key` in the `meta` table, committed before returning.
+        StoreError when the file cannot be written (full disk, locked)."""
+        if key == "schema_version":
+            raise ValueError("schema_version belongs to the migrations")
+        try:
+            with self._lock, sqlite_utils.Database(self._conn).atomic():
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot write {key}: {exc}") from None
+
     def cursor(self, sink: str, stream: str) -> int:
         """The last seq of `stream` that `sink` acknowledged (0: none yet)."""
         check_stream(stream)

@@ -118,6 +118,7 @@ class AgentCollector(Collector):
                     errors.add_metric([name, kind], stats[kind])
             errors.add_metric([name, "connect_failures"], link.connect_failures)
             errors.add_metric([name, "disconnects"], link.disconnects)
+            errors.add_metric([name, "non_finite"], link.non_finite)
             if link.last_good_ns:
                 last_good.add_metric([name], link.last_good_ns / 1e9)
             histogram = from_statistics(stats, "latency")

@@ -161,6 +161,7 @@ class StateBuilder:
             errors = {k: int(stats[k]) for k in REQUEST_ERROR_KINDS if k in stats}
             errors["connect_failures"] = link.connect_failures
             errors["disconnects"] = link.disconnects
+            errors["non_finite"] = link.non_finite
             rate = self._rates.setdefault(source.name, _Rate()).update(now, link.polls)
             sources.append(
                 {

@@ -213,6 +213,7 @@ class NodeSession:
         tags: Mapping[int, TagMeta],
         *,
         types: Mapping[int, DataType] | None = None,
+        next_bd_seq: int = 0,
     ) -> None:
         self.group_id = check_id(group_id)
         self.edge_node_id = check_id(edge_node_id)
@@ -233,17 +234,19 @@ class NodeSession:
             self._tags[tag_id] = _Tag(tag_id, meta.name, device, datatype)
         self.devices: tuple[str, ...] = tuple(sorted({t.device for t in self._tags.values()}))
         self._event_alias = {kind: NODE_ALIAS_BASE + i for i, kind in enumerate(EventKind)}
-        self._next_bd_seq = 0
-        self.bd_seq = 0
+        if not 0 <= next_bd_seq < SEQ_MODULO:
+            raise ValueError(f"bdSeq runs 0..{SEQ_MODULO - 1}, got {next_bd_seq}")
+        self.next_bd_seq = next_bd_seq  # kept by the sink across restarts
+        self.bd_seq = next_bd_seq
         self._seq = 0
         self._last: dict[int, tuple[float, int, int]] = {}  # tag id → (value, quality, ts ms)
 
     # Numbering ------------------------------------------------------------------------------
 
     def start_session(self) -> int:
-        """The bdSeq of a new MQTT connection (0 first, +1 per connect, 255 → 0)."""
-        self.bd_seq = self._next_bd_seq
-        self._next_bd_seq = (self._next_bd_seq + 1) % SEQ_MODULO
+        """The bdSeq of a new MQTT connection (`next_bd_seq` first, +1 per connect, 255 → 0)."""
+        self.bd_seq = self.next_bd_seq
+        self.next_bd_seq = (self.next_bd_seq + 1) % SEQ_MODULO
         return self.bd_seq
 
     def _take_seq(self) -> int:

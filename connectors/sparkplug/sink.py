@@ -1,7 +1,8 @@
 """The Sparkplug B 3.0 sink: the agent as an edge node, its machines as devices (paho-mqtt 2).
 
 Session (see README.md beside this for the whole story):
-- connect: a new bdSeq, the Will set to NDEATH(bdSeq) at QoS 1, MQTT 3.1.1 with a clean
+- connect: a new bdSeq (kept in the store, so it goes on across restarts), the Will set to
+  NDEATH(bdSeq) at QoS 1, MQTT 3.1.1 with a clean
   session; subscribe to NCMD (and to the primary host's STATE when one is configured) at QoS 1;
   with a primary host, go on only if its STATE says online; then NBIRTH (seq 0) and a DBIRTH
   per machine.
@@ -9,7 +10,8 @@ Session (see README.md beside this for the whole story):
 - NCMD `Node Control/Rebirth` = true: NBIRTH and DBIRTHs again (same bdSeq, seq from 0).
 - STATE online:false: NDEATH, disconnect; `send` then refuses with a retryable error, so the
   store keeps the data and the forwarder reconnects (a new bdSeq and births) once it is back.
-- close: NDEATH, then DISCONNECT (which suppresses the Will).
+- close: NDEATH at QoS 1, its PUBACK awaited (bounded), then DISCONNECT. The DISCONNECT
+  suppresses the Will, so an NDEATH lost on the way would leave the node online at the host.
 
 Acknowledgement. Sparkplug 3.0 says BIRTH and DATA messages MUST go at QoS 0 (TCK assertions
 `topics-nbirth-mqtt`, `topics-ndata-mqtt`, ...), so there is no PUBACK. To return from `send`
@@ -45,11 +47,18 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.clock import Clock, SystemClock
-from agent.errors import ConnectError, ConnectorError, RequestTimeout, SinkRejected
+from agent.errors import (
+    ConnectError,
+    ConnectorError,
+    LinesideError,
+    RequestTimeout,
+    SinkRejected,
+)
 from agent.sink import Record, SinkContext
 from connectors.mqtt.sink import apply_broker_settings
 from connectors.sparkplug.config import SparkplugSinkConfig
 from connectors.sparkplug.payload import (
+    SEQ_MODULO,
     HostState,
     Message,
     MessageType,
@@ -67,7 +76,8 @@ T = TypeVar("T")
 ACK_TIMEOUT = 10.0  # seconds for CONNACK, SUBACK or a fence's UNSUBACK
 KEEPALIVE = 30  # seconds; the broker publishes the Will 1.5 keepalives after we go silent
 WILL_QOS = 1  # Sparkplug 3.0: the NDEATH Will is QoS 1, not retained
-DATA_QOS = 0  # Sparkplug 3.0: BIRTH, DATA and DEATH messages the edge publishes are QoS 0
+DATA_QOS = 0  # Sparkplug 3.0: BIRTH and DATA messages the edge publishes are QoS 0
+DEATH_QOS = 1  # Sparkplug 3.0: NDEATH is QoS 1, the Will and the one sent before DISCONNECT
 COMMAND_QOS = 1  # Sparkplug 3.0: NCMD (and STATE) are subscribed at QoS 1
 FENCE_FILTER = "lineside/sparkplug/fence"  # never subscribed: unsubscribing it only gets an ack
 
@@ -96,10 +106,11 @@ class SparkplugSink:
             context.agent_id,
             context.tags,
             types={tag_id: meta.type for tag_id, meta in context.tags.items()},
+            next_bd_seq=self._stored_bd_seq(),
         )
         # A fixed client id: when the agent restarts, the broker drops the old connection (and
         # publishes its Will, with the old bdSeq) before it accepts ours, so a stale NDEATH
-        # cannot arrive after our NBIRTH even though bdSeq restarts at 0 with the process.
+        # arrives before our NBIRTH, and with the bdSeq kept in the store it is not ours either.
         self.client_id = config.client_id or f"lineside-{context.agent_id}-{config.name}"
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,6 +120,7 @@ class SparkplugSink:
         self._born = False  # NBIRTH published in this session
         self._host: HostState | None = None  # last STATE of the primary host
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Lock()  # one close at a time: its NDEATH waits for a PUBACK
         self._stats = dict.fromkeys(
             (
                 "connects",
@@ -140,6 +152,7 @@ class SparkplugSink:
         config = self.config
         endpoint = config.endpoint
         self.session.start_session()
+        self._store_bd_seq()
         will = self.session.ndeath(self._now_ms())
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -155,6 +168,7 @@ class SparkplugSink:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_ack
         client.on_unsubscribe = self._on_ack
+        client.on_publish = self._on_publish
         client.on_message = self._on_message
         self._connack = loop.create_future()
         self._client = client
@@ -237,25 +251,68 @@ class SparkplugSink:
         await self._fence()
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        connected, self._connected = self._connected, False
-        born, self._born = self._born, False
+        async with self._closing:
+            await self._close()
+
+    async def _close(self) -> None:
+        client, connected, born = self._client, self._connected, self._born
+        self._born = False  # `send` refuses from here on
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:  # close() itself may run as one (primary host offline)
                 task.cancel()
+        if client is not None and connected and born:
+            await self._death()
+        self._client = None
+        self._connected = False
         if self._connack is not None and not self._connack.done():
             self._connack.cancel()  # nobody waits for it any more
         self._fail_all(ConnectError(f"{self.config.endpoint}: connection closed"))
         if client is None:
             return
-        if connected and born:
-            # Sparkplug: NDEATH before a clean DISCONNECT (which suppresses the Will).
-            death = self.session.ndeath(self._now_ms())
-            client.publish(death.topic, death.payload, DATA_QOS, False)
         if connected:
             client.disconnect()  # queued after the NDEATH: paho writes packets in order
         await asyncio.to_thread(client.loop_stop)
+
+    async def _death(self) -> None:
+        """Sparkplug: NDEATH before a clean DISCONNECT, at QoS 1, and wait (bounded) for its
+        PUBACK: the DISCONNECT that follows suppresses the Will, so this NDEATH is the only
+        word the host gets that the node went offline."""
+        death = self.session.ndeath(self._now_ms())
+        try:
+            info = self._require_client().publish(death.topic, death.payload, DEATH_QOS, False)
+            self._check(info.rc, f"publish to {death.topic}")
+            await self._wait_ack(info.mid, "PUBACK for the NDEATH")
+        except ConnectorError as exc:  # the connection is going anyway: say so, go on
+            log.warning("%s: NDEATH not acknowledged: %s", self.name, exc)
+
+    def _stored_bd_seq(self) -> int:
+        """The bdSeq the next connect uses, as kept in the store (0 without one)."""
+        meta = self.context.meta
+        if meta is None:
+            return 0
+        try:
+            raw = meta.get_meta(self._bd_seq_key)
+            value = int(raw) if raw is not None else 0
+        except (LinesideError, ValueError) as exc:
+            log.warning("%s: cannot read the stored bdSeq (%s); starting at 0", self.name, exc)
+            return 0
+        return value if 0 <= value < SEQ_MODULO else 0
+
+    def _store_bd_seq(self) -> None:
+        """Keep the next bdSeq before connecting, so a restart never registers a Will with a
+        bdSeq the broker may still hold from this session."""
+        meta = self.context.meta
+        if meta is None:
+            return
+        try:
+            meta.set_meta(self._bd_seq_key, str(self.session.next_bd_seq))
+        except LinesideError as exc:  # the store's trouble is reported by the store
+            log.warning("%s: cannot keep bdSeq in the store: %s", self.name, exc)
+
+    @property
+    def _bd_seq_key(self) -> str:
+        return f"sink.{self.name}.bd_seq"
 
     def _fail_all(self, error: Exception) -> None:
         acks, self._acks = self._acks, {}
@@ -330,6 +387,12 @@ class SparkplugSink:
         self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any
     ) -> None:
         self._to_loop(self._ack_arrived, client, mid, list(codes))
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
+    ) -> None:
+        # Only the NDEATH waits for this (a QoS 1 PUBACK); QoS 0 publishes find no waiter.
+        self._to_loop(self._ack_arrived, client, mid, [reason])
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._to_loop(self._message_arrived, client, message.topic, bytes(message.payload))

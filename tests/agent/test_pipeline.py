@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.model import Quality, ReadingBatch
-from agent.pipeline import FilterStatistics, ReportByException
+from agent.pipeline import FilterStatistics, ReportByException, mark_non_finite
 
 G, U, B = Quality.GOOD, Quality.UNCERTAIN, Quality.BAD
 NAN, INF = math.nan, math.inf
@@ -436,3 +436,29 @@ def test_vectorised_filter_matches_the_per_row_reference(scenario: Scenario) -> 
         assert kept.quality.tolist() == [r[2] for r in want]
         assert kept.timestamps().tolist() == [r[3] for r in want]
         np.testing.assert_array_equal(kept.values, np.array([r[1] for r in want], dtype=float))
+
+
+def test_non_finite_values_become_bad_and_are_the_only_rows_marked() -> None:
+    batch = ReadingBatch.from_columns(
+        "s",
+        [0, 1, 2, 3, 4, 5],
+        [1.5, NAN, INF, -INF, NAN, 2.0],
+        [G, G, U, G, B, U],
+        7,
+    )
+    marked, rows = mark_non_finite(batch)
+    assert rows is not None
+    assert rows.tolist() == [False, True, True, True, False, False]  # row 4 was bad already
+    assert marked.quality.tolist() == [G, B, B, B, B, U]
+    # the value stays as read: NaN or ±inf with bad quality is the reading's reason
+    assert marked.values.tolist()[2:4] == [INF, -INF]
+    assert math.isnan(marked.values[1])
+    assert batch.quality.tolist() == [G, G, U, G, B, U], "the input batch is not changed"
+
+
+def test_finite_or_already_bad_batches_pass_through_as_they_are() -> None:
+    finite = ReadingBatch.from_columns("s", [0, 1], [1.0, -3.0], G, 7)
+    failed = ReadingBatch.from_columns("s", [0, 1], [NAN, NAN], B, 7)
+    for batch in (finite, failed):
+        out, rows = mark_non_finite(batch)
+        assert out is batch and rows is None

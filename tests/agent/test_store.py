@@ -163,6 +163,19 @@ def test_tag_ids_are_stable_across_restarts_and_new_tags_get_new_ids(tmp_path: P
         assert store.tags()[first["site/a/l1/press/speed"]].unit == "spm"
 
 
+def test_meta_values_survive_a_restart_and_the_schema_version_is_not_theirs(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path) as store:
+        assert store.get_meta("sink.scada.bd_seq") is None
+        store.set_meta("sink.scada.bd_seq", "7")
+        store.set_meta("sink.scada.bd_seq", "8")
+        with pytest.raises(ValueError, match="migrations"):
+            store.set_meta("schema_version", "99")
+    with Store(tmp_path) as store:
+        assert store.get_meta("sink.scada.bd_seq") == "8"
+
+
 # -- sequence numbers and readers -------------------------------------------------------------
 
 

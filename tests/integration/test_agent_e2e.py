@@ -2,8 +2,11 @@
 
 import asyncio
 import json
+import logging
+import math
 import signal
 import socket
+import struct
 import sys
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from agent.runtime import Agent
 from agent.starter import PlantMachine, plant_config, plant_machines
 from agent.store import Store
 from firmware_sim.clock import ScaledClock
+from firmware_sim.image import Table
 from firmware_sim.plant import Plant, load_plant
 
 
@@ -68,6 +72,37 @@ async def test_report_by_exception_stores_changes_only(tmp_path: Path) -> None:
     assert stats["store"]["readings_written"] < agent.samples / 2
     rows = list(export_readings(tmp_path / "data", tag_glob="*/mill1/state"))
     assert len(rows) == 1
+
+
+async def test_nan_and_inf_float_registers_are_stored_bad_with_a_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = load_plant("press").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
+        unit = plant.units["press1"]
+        unit.faults.set("freeze")  # the plant no longer overwrites the registers set here
+        unit.image.set_registers(Table.HOLDING_REGISTERS, 2, struct.pack(">f", math.nan))
+        unit.image.set_registers(Table.HOLDING_REGISTERS, 12, struct.pack(">f", math.inf))
+        config = load_config(
+            write_config(tmp_path, machines_of(plant), poll_interval="100ms", report="all")
+        )
+        agent = Agent(config)
+        with caplog.at_level(logging.WARNING, logger="lineside.agent"):
+            await agent.run(duration=0.6)
+    speed = list(export_readings(tmp_path / "data", tag_glob="*/press1/strokes_per_min"))
+    tonnage = list(export_readings(tmp_path / "data", tag_glob="*/press1/tonnage"))
+    assert speed and tonnage
+    assert all(r.quality is Quality.BAD and math.isnan(r.value) for r in speed)
+    assert all(r.quality is Quality.BAD and r.value == math.inf for r in tonnage)
+    counts = list(export_readings(tmp_path / "data", tag_glob="*/press1/part_count"))
+    assert counts and all(r.quality is Quality.GOOD for r in counts)
+    # the reason: counted per source, and one log line naming both tags (once per run)
+    link = agent.statistics()["sources"]["press1-plc"]["link"]
+    assert link["non_finite"] == len(speed) + len(tonnage)
+    warnings = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "press1/strokes_per_min = nan" in warnings[0]
+    assert "press1/tonnage = inf" in warnings[0]
 
 
 async def test_dead_plc_gives_bad_quality_and_the_others_go_on(tmp_path: Path) -> None:

@@ -4,13 +4,17 @@ It records every request (headers and body), stores records de-duplicated both b
 `Idempotency-Key` and by `(agent_id, stream, seq)` (the two ways an MES may de-duplicate), and
 can be scripted, request by request, to misbehave:
 
-    Status(500)           answer with that status (and an optional body), store nothing
+    Status(500)           answer with that status (and an optional body and headers, e.g.
+                          `Status(503, headers=(("Retry-After", "7"),))`), store nothing
     Hang()                read the request, never answer (until the server stops)
     Reset()               read the request, then drop the connection with a TCP RST
     CommitThenReset()     store the batch, then drop the connection without answering
     Close()               read the request, then close the connection cleanly (FIN), no answer
     Echo(401)             answer with that status and a body quoting the request's credentials
                           (Authorization, X-Api-Key), as careless MES error pages do
+
+`hang_stream("events")` makes every request of that stream hang (until the server stops),
+whatever the script says, as an MES whose events endpoint is stuck would.
 
 Unscripted requests are accepted (200). With `refuse` set, records it flags are answered with
 `422 {"rejected": [indexes]}` while the others in the batch are stored: the contract the sink's
@@ -36,6 +40,7 @@ from typing import Any
 class Status:
     code: int
     body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,7 @@ class _State:
     records: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
     deliveries: int = 0
     refuse: Callable[[dict[str, Any]], bool] | None = None
+    hung_streams: frozenset[str] = frozenset()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -120,9 +126,13 @@ class _Handler(BaseHTTPRequestHandler):
         )
         with self.state.lock:
             self.state.requests.append(received)
-            action = self.state.script.popleft() if self.state.script else None
+            hung = self.state.hung_streams and _stream_of(body) in self.state.hung_streams
+            if hung:
+                action: Action | None = Hang()
+            else:
+                action = self.state.script.popleft() if self.state.script else None
         if isinstance(action, Status):
-            self._answer(action.code, action.body)
+            self._answer(action.code, action.body, action.headers)
         elif isinstance(action, Hang):
             self.state.release.wait()
             self._reset()
@@ -164,10 +174,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.keys.add(key)
         return 200, {"accepted": len(records), "duplicate": duplicate}
 
-    def _answer(self, code: int, body: bytes) -> None:
+    def _answer(self, code: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -179,6 +191,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 QUALITIES = ("good", "uncertain", "bad")
+
+
+def _stream_of(body: bytes) -> str | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    stream = document.get("stream") if isinstance(document, dict) else None
+    return stream if isinstance(stream, str) else None
 
 
 def records_of(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -250,6 +271,11 @@ class MesServer:
         """Answer 422 naming every record `predicate` flags (the others are stored)."""
         with self._state.lock:
             self._state.refuse = predicate
+
+    def hang_stream(self, stream: str) -> None:
+        """Leave every request of `stream` unanswered until the server stops."""
+        with self._state.lock:
+            self._state.hung_streams |= {stream}
 
     @property
     def requests(self) -> list[Received]:

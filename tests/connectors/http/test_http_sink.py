@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent import registry
-from agent.clock import SystemClock
+from agent.clock import FakeClock, SystemClock
 from agent.errors import ConnectError, ConnectorError, RequestTimeout, SinkRejected
 from agent.forward import Forwarder, ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
@@ -29,7 +29,7 @@ from agent.sink import EventRecord, Record, SinkContext, TagMeta, TelemetryRecor
 from agent.store import Store, StoreWriter, TagInfo
 from connectors.http import payload
 from connectors.http.config import HttpSinkConfig
-from connectors.http.sink import HttpSink
+from connectors.http.sink import RETRY_AFTER_MAX, HttpSink, retry_after
 from tests.connectors.http.mes_server import (
     Close,
     CommitThenReset,
@@ -294,6 +294,67 @@ async def test_commit_then_reset_is_delivered_once_after_a_resend(
     assert totals.readings == 50 * TAGS_PER_RECORD
 
 
+async def test_a_retried_batch_that_grew_goes_again_as_it_was(
+    mes: MesServer, make_sink: MakeSink
+) -> None:
+    """10-12 failed without an answer; by the retry 13-15 arrived too: 10-12 goes again, the
+    same bytes under the same key, and 13-15 follows as a batch of its own."""
+    sink = make_sink(mes.url)
+    mes.script(CommitThenReset())
+    with pytest.raises(ConnectError):
+        await sink.send(records(10, 3))
+    await sink.send(records(10, 6))
+
+    first, again, rest = mes.requests
+    assert again.headers["idempotency-key"] == first.headers["idempotency-key"]
+    assert first.headers["idempotency-key"] == "edge-1:telemetry:10-12"
+    assert again.body == first.body
+    assert rest.headers["idempotency-key"] == "edge-1:telemetry:13-15"
+    assert rest.json()["seq"] == [13, 14, 15]
+    totals = mes.totals()
+    assert (totals.batches, totals.records) == (2, 6)
+    assert sink.statistics()["resent"] == 1
+
+    # answered (here: accepted), the batch is forgotten: 10-15 again is one new batch
+    await sink.send(records(10, 6))
+    assert mes.requests[-1].headers["idempotency-key"] == "edge-1:telemetry:10-15"
+
+
+async def test_retry_after_travels_on_the_error(mes: MesServer, make_sink: MakeSink) -> None:
+    sink = make_sink(mes.url)
+    mes.script(Status(503, headers=(("Retry-After", "7"),)), Status(429), Status(400))
+    with pytest.raises(ConnectorError) as caught:
+        await sink.send(records(1, 1))
+    assert caught.value.retry_after == 7.0
+    with pytest.raises(ConnectorError) as caught:
+        await sink.send(records(1, 1))
+    assert caught.value.retry_after is None  # none given: the forwarder's own back-off
+    assert sink.statistics()["retry_after"] == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("7", 7.0),
+        (" 0 ", 0.0),
+        ("86400", RETRY_AFTER_MAX),  # bounded
+        ("Wed, 01 May 2024 08:00:30 GMT", 30.0),  # HTTP-date, against now
+        ("Wednesday, 01-May-24 08:01:00 GMT", 60.0),  # the obsolete RFC 850 form
+        ("Wed, 01 May 2024 08:00:20 -0000", 20.0),  # no zone: GMT, not local time
+        ("Wed, 01 May 2024 07:59:00 GMT", 0.0),  # in the past: at once
+        ("Fri, 01 May 2026 08:00:00 GMT", RETRY_AFTER_MAX),
+        ("-5", None),
+        ("soon", None),
+        ("", None),
+    ],
+)
+def test_retry_after_is_delta_seconds_or_an_http_date(
+    header: str | None, seconds: float | None
+) -> None:
+    assert retry_after(header, now=T0 / 1e9) == seconds
+
+
 async def test_more_than_batch_size_is_split(mes: MesServer, make_sink: MakeSink) -> None:
     sink = make_sink(mes.url, batch_size=3)
     await sink.send(records(1, 7))
@@ -479,5 +540,154 @@ async def test_forwarder_delivers_through_every_fault_effectively_once(
         assert totals.deliveries > totals.records  # the commit-then-reset batch came twice
         assert forwarder.stats.failures == 4
     finally:
+        writer.close()
+        store.close()
+
+
+def filled_store(tmp_path: Path, telemetry: int, events: int = 0) -> SinkContext:
+    """A store with `telemetry` batches of three readings and `events` alarms, sink "mes"."""
+    with Store(tmp_path) as store:
+        ids = store.register_tags(
+            [TagInfo(path=f"suzhou/stamping/line-1/press1/t{i}", unit="bar") for i in range(3)]
+        )
+        store.register_sinks(["mes"])
+        context = SinkContext("edge-1", sink_tags(store.tags()))
+    writer = StoreWriter(tmp_path)
+    try:
+        for n in range(telemetry):
+            values = [n, n + 0.5, n + 0.25]
+            batch = ReadingBatch.from_columns(
+                "plc1", list(ids.values()), values, Quality.GOOD, T0 + n
+            )
+            writer.submit_readings(batch)
+        for n in range(events):
+            writer.submit_event(Event(EventKind.ALARM, T0 + n, "press1", {"code": n}))
+        assert writer.flush_blocking(10)
+    finally:
+        writer.close()
+    return context
+
+
+class RecordingClock(FakeClock):
+    """The fake clock, remembering every deadline a task went to sleep until."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deadlines: list[float] = []
+
+    async def sleep_until(self, deadline: float) -> None:
+        self.deadlines.append(deadline)
+        await super().sleep_until(deadline)
+
+
+async def until(condition: Callable[[], bool], limit: float = 10.0) -> None:
+    """Wait for what the MES (its own thread) or the forwarder does, for `limit` s at most."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            while not condition():  # noqa: ASYNC110 (the MES runs in its own thread)
+                await asyncio.sleep(0.01)
+
+
+async def test_forwarder_waits_as_long_as_retry_after_asks(mes: MesServer, tmp_path: Path) -> None:
+    context = filled_store(tmp_path, telemetry=3)
+    mes.script(Status(503, b"maintenance", (("Retry-After", "7"),)))
+    config = HttpSinkConfig.model_validate({"type": "http", "name": "mes", "url": mes.url})
+    clock = RecordingClock()
+    store, writer = Store(tmp_path), StoreWriter(tmp_path)
+    forwarder = Forwarder(HttpSink(config, context), store, writer, clock)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await until(lambda: forwarder.stats.failures == 1)
+        # the telemetry lane sleeps 7 s (its own back-off would be under a second)
+        await until(lambda: clock.monotonic() + 7.0 in clock.deadlines)
+        assert clock.monotonic() + 7.0 in clock.deadlines
+        assert len(mes.requests) == 1
+        await clock.run_until(clock.monotonic() + 7.0)
+
+        def delivered() -> bool:
+            clock.advance(0.05)  # the lanes' idle waits are on this clock too
+            return mes.totals().records == 3
+
+        await until(delivered)
+        assert mes.totals().records == 3
+        await until(lambda: forwarder.stats.state == "connected")
+        assert forwarder.stats.state == "connected"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.close()
+        store.close()
+
+
+async def test_a_hung_events_request_holds_no_telemetry_back(
+    mes: MesServer, tmp_path: Path
+) -> None:
+    context = filled_store(tmp_path, telemetry=0, events=1)
+    mes.hang_stream("events")
+    config = HttpSinkConfig.model_validate(
+        {"type": "http", "name": "mes", "url": mes.url, "timeout": "60s"}
+    )
+    store, writer = Store(tmp_path), StoreWriter(tmp_path)
+    forwarder = Forwarder(
+        HttpSink(config, context), store, writer, SystemClock(), ForwardSettings(batch_size=10)
+    )
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await until(lambda: any(r.json()["stream"] == "events" for r in mes.requests))
+        assert mes.requests, "the events request reached the MES (and hangs there)"
+        tag_ids = sorted(context.tags)
+        for n in range(5):
+            batch = ReadingBatch.from_columns("plc1", tag_ids, [n, n, n], Quality.GOOD, T0 + n)
+            writer.submit_readings(batch)
+        await writer.flush()
+        # well inside the events request's 60 s timeout
+        await until(lambda: mes.totals().records == 5)
+        assert sorted(seq for _, stream, seq in mes.stored() if stream == "telemetry") == [
+            1, 2, 3, 4, 5,
+        ]  # fmt: skip
+        assert forwarder.stats.failures == 0  # the events request is still hanging
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.close()
+        store.close()
+
+
+async def test_forwarder_retries_a_batch_that_grew_under_its_key(
+    mes: MesServer, tmp_path: Path
+) -> None:
+    """Through the store and forwarder: seqs 1-3 fail without an answer; 4-6 are stored
+    before the retry; the retry is 1-3 again (same key, same body), then 4-6."""
+    context = filled_store(tmp_path, telemetry=3)
+    mes.script(CommitThenReset())
+    config = HttpSinkConfig.model_validate({"type": "http", "name": "mes", "url": mes.url})
+    clock = FakeClock()
+    store, writer = Store(tmp_path), StoreWriter(tmp_path)
+    forwarder = Forwarder(HttpSink(config, context), store, writer, clock)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await until(lambda: forwarder.stats.failures == 1)
+        assert forwarder.stats.failures == 1
+        tag_ids = sorted(context.tags)
+        for n in range(3, 6):
+            batch = ReadingBatch.from_columns("plc1", tag_ids, [n, n, n], Quality.GOOD, T0 + n)
+            writer.submit_readings(batch)
+        await writer.flush()
+
+        def delivered() -> bool:
+            clock.advance(0.05)  # the back-off and the idle waits are on this clock
+            return mes.totals().records == 6
+
+        await until(delivered)
+        keys = [r.headers["idempotency-key"] for r in mes.requests]
+        assert keys == ["edge-1:telemetry:1-3", "edge-1:telemetry:1-3", "edge-1:telemetry:4-6"]
+        assert mes.requests[1].body == mes.requests[0].body
+        assert mes.totals().batches == 2
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         writer.close()
         store.close()

@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -18,6 +19,7 @@ from agent.clock import FakeClock
 from agent.errors import ConnectError, ConnectorError, RequestTimeout, SinkRejected
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import EventRecord, SinkContext, TagMeta, TelemetryRecord
+from agent.store import Store
 from connectors.sparkplug.config import SparkplugSinkConfig
 from connectors.sparkplug.sink import SparkplugSink
 from tests.brokers import BrokerFactory, Mosquitto
@@ -40,6 +42,7 @@ class Host:
 
     def __init__(self, broker: Mosquitto) -> None:
         self.seen: list[tuple[str, Any]] = []
+        self.qos: list[int] = []  # each message's QoS as delivered (subscribed at QoS 1)
         self._births: dict[str, pysparkplug.NBirth | pysparkplug.DBirth] = {}
         self._changed = threading.Condition()
         subscribed = threading.Event()
@@ -69,6 +72,7 @@ class Host:
             self._births[device or ""] = payload  # "": the node's own
         with self._changed:
             self.seen.append((kind if device is None else f"{kind}/{device}", payload))
+            self.qos.append(message.qos)
             self._changed.notify_all()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, Any]]:
@@ -106,12 +110,13 @@ def watch(made: list[Host], broker: Mosquitto) -> Host:
     return host
 
 
-def make_sink(broker: Mosquitto, **settings: Any) -> SparkplugSink:
+def make_sink(broker: Mosquitto, store: Store | None = None, **settings: Any) -> SparkplugSink:
     config = SparkplugSinkConfig.model_validate(
         {"type": "sparkplug", "name": "scada", "host": broker.host, "port": broker.port,
          "group_id": "plant1", "edge_node_id": "edge-7", **settings}
     )  # fmt: skip
-    return SparkplugSink(config, CONTEXT, clock=FakeClock(start_ns=T0), ack_timeout=5.0)
+    context = CONTEXT if store is None else SinkContext(CONTEXT.agent_id, TAGS, store)
+    return SparkplugSink(config, context, clock=FakeClock(start_ns=T0), ack_timeout=5.0)
 
 
 def telemetry(seq: int, value: float = 60.0, historical: bool = False) -> TelemetryRecord:
@@ -175,6 +180,8 @@ async def test_births_on_connect_then_data(mosquitto: BrokerFactory, hosts: list
     await sink.close()  # a clean shutdown: NDEATH with the session's bdSeq, no Will after it
     seen = await host.arrived(7)
     assert host.kinds()[6] == "NDEATH" and bd_seq(seen[6][1]) == 0
+    # QoS 1 (acknowledged before the DISCONNECT that suppresses the Will); BIRTH/DATA QoS 0
+    assert host.qos == [0, 0, 0, 0, 0, 0, 1]
     with pytest.raises(ConnectError, match="not connected"):
         await sink.send([telemetry(4)])
 
@@ -255,6 +262,7 @@ async def test_primary_host_state(mosquitto: BrokerFactory, hosts: list[Host]) -
     host.publish(state, b'{"online": false, "timestamp": 200}', retain=True)
     seen = await host.arrived(6)
     assert host.kinds()[5] == "NDEATH" and bd_seq(seen[5][1]) == 1
+    assert host.qos[5] == 1
     with pytest.raises(ConnectorError, match="primary host scada offline") as caught:
         await sink.send([telemetry(3)])
     assert not isinstance(caught.value, SinkRejected)
@@ -304,19 +312,49 @@ async def test_send_waits_for_the_broker(mosquitto: BrokerFactory, hosts: list[H
 
 
 async def test_restart_stale_will_comes_before_the_new_birth(
-    mosquitto: BrokerFactory, hosts: list[Host]
+    mosquitto: BrokerFactory, hosts: list[Host], tmp_path: Path
 ) -> None:
-    # bdSeq is not persisted: a restarted agent starts at 0 again. Its fixed client id makes the
-    # broker end the old session (publishing the old Will) before the new NBIRTH.
+    # The fixed client id makes the broker end the old session (publishing the old Will) before
+    # the new NBIRTH; bdSeq is kept in the store, so the restarted agent's is the next one.
     broker = mosquitto()
     host = watch(hosts, broker)
-    before = make_sink(broker)
-    await before.connect()
-    await host.arrived(3)
-    after = make_sink(broker)  # the restarted agent
-    await after.connect()
-    seen = await host.arrived(7)
-    assert host.kinds()[3:] == ["NDEATH", "NBIRTH", "DBIRTH/loom1", "DBIRTH/press1"]
-    assert bd_seq(seen[3][1]) == bd_seq(seen[4][1]) == 0
-    await before.close()
-    await after.close()
+    with Store(tmp_path) as store:
+        before = make_sink(broker, store)
+        await before.connect()
+        await host.arrived(3)
+        after = make_sink(broker, store)  # the restarted agent
+        await after.connect()
+        seen = await host.arrived(7)
+        assert host.kinds()[3:] == ["NDEATH", "NBIRTH", "DBIRTH/loom1", "DBIRTH/press1"]
+        assert bd_seq(seen[0][1]) == bd_seq(seen[3][1]) == 0  # the old session's Will
+        assert bd_seq(seen[4][1]) == 1
+        await before.close()
+        await after.close()
+
+
+async def test_bd_seq_persists_across_restarts_and_matches_the_will(
+    mosquitto: BrokerFactory, hosts: list[Host], tmp_path: Path
+) -> None:
+    broker = mosquitto()
+    host = watch(hosts, broker)
+    with Store(tmp_path) as store:
+        first = make_sink(broker, store)
+        await first.connect()
+        await first.close()  # NBIRTH, DBIRTH x2, NDEATH (bdSeq 0)
+        await host.arrived(4)
+    with Store(tmp_path) as store:  # the agent restarted: the store opened again
+        second = make_sink(broker, store)
+        await second.connect()
+        seen = await host.arrived(7)
+        assert host.kinds()[4] == "NBIRTH" and bd_seq(seen[4][1]) == 1
+        client = second._client
+        assert client is not None
+        sock = client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)  # dies without DISCONNECT: the broker sends the Will
+        seen = await host.arrived(8)
+        assert host.kinds()[7] == "NDEATH"
+        assert bd_seq(seen[7][1]) == 1, "the Will registered on connect matches the NBIRTH"
+        assert host.qos[7] == 1
+        await second.close()
+        assert store.get_meta("sink.scada.bd_seq") == "2"  # the next connect's
