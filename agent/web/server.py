@@ -332,7 +332,6 @@ class WebServer:
             pass
         finally:
             self._clients.discard(task)
-            self._heads.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)

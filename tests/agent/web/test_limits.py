@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -132,7 +133,8 @@ async def probe_for(url: str, seconds: float) -> list[int]:
 
 
 async def crowd_member(port: int, refused: list[int]) -> None:
-    """A page that keeps its event stream open, reconnecting a moment after a 503."""
+    """A page that keeps its event stream open; refused, someone reloads it a few seconds on
+    (a browser's EventSource itself gives up on a 503)."""
     while True:
         status, (reader, writer) = await event_stream(port)
         try:
@@ -142,9 +144,11 @@ async def crowd_member(port: int, refused: list[int]) -> None:
             else:
                 refused.append(1)
                 await reader.read()
+        except ConnectionError:
+            pass
         finally:
             writer.close()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(random.uniform(2.0, 8.0))
 
 
 @pytest.mark.soak
