@@ -58,7 +58,9 @@ async def held(streams: list[Stream]) -> AsyncIterator[list[Stream]]:
 async def test_healthz_answers_while_heads_and_event_streams_fill_their_caps(
     tmp_path: Path,
 ) -> None:
-    async with running_agent(tmp_path) as run, held([]) as streams:
+    # a long head_timeout: here only the cap closes slow heads
+    web_config = 'port = 0\nhead_timeout = "1m"'
+    async with running_agent(tmp_path, web=web_config) as run, held([]) as streams:
         port, web = run.web.port, run.web
         limit = web.section.max_event_streams
         statuses = []
