@@ -26,6 +26,7 @@ import hmac
 import ipaddress
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
@@ -221,6 +222,9 @@ def _error(status: HTTPStatus, message: str, extra: list[tuple[str, str]] | None
     return json_response(status, {"error": message}, extra)
 
 
+SLOW_HEAD = _error(HTTPStatus.REQUEST_TIMEOUT, "request head too slow")
+
+
 def _static_files() -> dict[str, bytes]:
     folder = resources.files("agent.web") / "static"
     return {route: (folder / name).read_bytes() for route, (name, _) in STATIC.items()}
@@ -242,8 +246,9 @@ class WebServer:
         self._server: asyncio.Server | None = None
         self._port = section.port
         self._clients: set[asyncio.Task[None]] = set()
-        # Connections still sending their head, oldest first (a dict keeps insertion order).
-        self._heads: dict[asyncio.StreamWriter, None] = {}
+        # Connections the server is reading from, oldest first (a dict keeps insertion order),
+        # each with what to send it should it be closed to make room.
+        self._heads: dict[asyncio.StreamWriter, bytes] = {}
         self._streams = 0  # /api/events streams open
         self.max_connections = MAX_HEADS + section.max_event_streams + ANSWERS
         self.allowed_hosts = frozenset(section.allowed_hosts)
@@ -346,7 +351,7 @@ class WebServer:
         except asyncio.IncompleteReadError:
             return  # closed before a whole head arrived
         except TimeoutError:
-            await self._send(writer, _error(HTTPStatus.REQUEST_TIMEOUT, "request head too slow"))
+            await self._send(writer, SLOW_HEAD)
             return
         except HttpError as exc:
             await self._refuse(reader, writer, _error(exc.status, str(exc)))
@@ -354,17 +359,24 @@ class WebServer:
         await self._route(request, writer)
 
     async def _head(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
-        """The request head, within head_timeout, among at most MAX_HEADS connections."""
-        if len(self._heads) >= MAX_HEADS:
-            slowest = next(iter(self._heads))
-            del self._heads[slowest]
-            # Its own read then ends with the connection (IncompleteReadError).
-            if not slowest.is_closing():
-                slowest.write(_error(HTTPStatus.REQUEST_TIMEOUT, "request head too slow"))
-            slowest.close()
-        self._heads[writer] = None
-        try:
+        """The request head, within head_timeout."""
+        with self._reading(writer, SLOW_HEAD):
             return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.section.head_timeout)
+
+    @contextlib.contextmanager
+    def _reading(self, writer: asyncio.StreamWriter, goodbye: bytes) -> Iterator[None]:
+        """While the client is still sending (its head, or what follows a refused one), among
+        at most MAX_HEADS such connections: a new one closes the one waiting longest, after
+        `goodbye` (b"" when it had its answer)."""
+        if len(self._heads) >= MAX_HEADS:
+            slowest, last_words = next(iter(self._heads.items()))
+            del self._heads[slowest]
+            if last_words and not slowest.is_closing():
+                slowest.write(last_words)
+            slowest.close()  # its own read then ends (IncompleteReadError, or EOF)
+        self._heads[writer] = goodbye
+        try:
+            yield
         finally:
             self._heads.pop(writer, None)
 
@@ -489,7 +501,9 @@ class WebServer:
         """Answer a bad request, then read what the client still sends for a moment: closing
         with unread data resets the connection, and the client would lose our answer."""
         await self._send(writer, data)
-        with contextlib.suppress(Exception):
+        # Counted with the heads: a client that sends a bad head, then holds the connection,
+        # must not take the room left for /healthz.
+        with self._reading(writer, b""), contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 while await reader.read(65536):
                     pass

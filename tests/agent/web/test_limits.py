@@ -88,6 +88,28 @@ async def test_healthz_answers_while_heads_and_event_streams_fill_their_caps(
     assert evicted.startswith(b"HTTP/1.1 408 ")
 
 
+async def test_bad_heads_held_open_leave_room_for_healthz(tmp_path: Path) -> None:
+    async def bad_head(port: int) -> tuple[bytes, Stream]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"HELLO\r\n\r\n")  # ... then hold the connection open
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return await reader.readline(), (reader, writer)
+
+    async with running_agent(tmp_path) as run, held([]) as streams:
+        web = run.web
+        # As many as the server takes at once: each is answered 400, then read from for a
+        # moment (so the client gets its answer), and that moment counts with the heads.
+        bad = [await bad_head(web.port) for _ in range(web.max_connections)]
+        streams.extend(stream for _, stream in bad)
+        async with httpx.AsyncClient(base_url=run.url) as client:
+            health = await client.get("/healthz")
+        waiting = web.waiting_heads
+    assert {status.split(b" ")[1] for status, _ in bad} == {b"400"}
+    assert health.status_code == 200
+    assert waiting <= MAX_HEADS
+
+
 async def test_a_slow_head_is_closed_after_head_timeout(tmp_path: Path) -> None:
     async with running_agent(tmp_path, web='port = 0\nhead_timeout = "300ms"') as run:
         async with held([await slow_head(run.web.port)]) as (stream,):
