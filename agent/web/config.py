@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -19,6 +20,8 @@ from agent.errors import LinesideError
 from agent.secrets import remember
 
 DEFAULT_PORT = 8470
+# One DNS name: labels of letters, digits, `-` and `_` (some plant networks use it), dot-joined.
+HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
 
 
 class TokenError(LinesideError):
@@ -50,6 +53,27 @@ def _check_bind(value: str) -> str:
     return value
 
 
+def canonical_host(value: str) -> str | None:
+    """A host name lower-cased, or an IP address in its short form; None when it is neither.
+
+    The Host header check and `allowed_hosts` compare in this form, so `[0:0::1]` is `::1`."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        name = value.lower()
+        return name if HOST_NAME.fullmatch(name) else None
+
+
+def _check_host(value: str) -> str:
+    host = canonical_host(value)
+    if host is None:
+        raise ValueError(
+            f'expected a host name like "line3-edge.plant.local" or an IP address, without '
+            f"scheme or port, got {value!r}"
+        )
+    return host
+
+
 def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
     return value if base is None else Path(base) / value
@@ -73,6 +97,13 @@ class WebSection(BaseModel):
     token_file: Annotated[Path, AfterValidator(_relative_to_config)] | None = None
     # /readyz reports a sink as failing once its oldest unsent record is older than this.
     sink_max_unsent_age: PositiveDuration = 300.0
+    # A client that has not sent its whole request head by then is closed (slowloris).
+    head_timeout: PositiveDuration = 5.0
+    # /api/events streams at once (one per open page); more are refused with 503.
+    max_event_streams: Annotated[int, Field(ge=1, le=256)] = 32
+    # Names the page answers to besides localhost, loopback addresses and the address a client
+    # connected to: a browser sends the name it resolved, so a DNS-rebound name is refused.
+    allowed_hosts: tuple[Annotated[str, AfterValidator(_check_host)], ...] = ()
 
     @model_validator(mode="before")
     @classmethod

@@ -2,15 +2,19 @@
 
 GET only, one request per connection (`Connection: close`): the page's updates come over one
 long-lived server-sent-events stream, so keep-alive would buy nothing and cost a parser. Every
-connection is bounded: the request head (8 KiB), the time to send it (10 s), the time a client
-may take to read (10 s), and the number of connections at once (32). Nothing here blocks the
-event loop that polls the PLCs: the one query (the store's figures) runs in a worker thread.
+connection is bounded: the request head (8 KiB), the time to send it ([web] head_timeout), the
+time a client may take to read (10 s). Connections still sending their head (32: a newer one
+closes the one waiting longest) and event streams ([web] max_event_streams, 503 beyond) are
+capped apart, below the limit of connections at once, so slow or idle clients cannot take the
+room a liveness probe needs. Nothing here blocks the event loop that polls the PLCs: the one
+query (the store's figures) runs in a worker thread.
 
 Routes: `/` (the page) and its two static files, `/api/state` (JSON; `?machine=` picks the live
 values), `/api/events` (the same, pushed every second as server-sent events), `/metrics`
 (Prometheus text), `/healthz` (liveness: the process answers), `/readyz` (200 or 503 with
 the reasons) and `/images/<inspection>/<file>` (a saved image of an inspected part, see
-images.py). When a token is configured, every route but `/healthz` asks for it.
+images.py). When a token is configured, every route but `/healthz` asks for it. Every route but
+`/healthz` also checks the Host header against the names the page answers to (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import asyncio
 import contextlib
 import errno
 import hmac
+import ipaddress
 import logging
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
@@ -29,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from agent.web.config import WebError, WebSection
+from agent.web.config import WebError, WebSection, canonical_host
 from agent.web.health import not_ready
 from agent.web.images import PREFIX as IMAGES
 from agent.web.images import NoImage, read_image
@@ -44,11 +51,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("lineside.web")
 
 MAX_HEAD = 8192  # bytes of request line and headers; a browser sends well under 2 KiB
-HEAD_TIMEOUT = 10.0  # seconds a client has to send its request head (WebServer.head_timeout)
 WRITE_TIMEOUT = 10.0  # seconds a client may take to accept what we send
-MAX_CONNECTIONS = 32  # open at once, event streams included
+# Connections still sending their request head. A browser or a probe sends its head in the
+# first packet, so when a new connection finds them all taken, the oldest is the slowest.
+MAX_HEADS = 32
+# Room for answers being written, on top of the heads and event streams: the limit of
+# connections at once is the sum, so /healthz finds room while both caps are full.
+ANSWERS = 32
 EVENT_INTERVAL = 1.0  # seconds between two state pushes on /api/events
 COOKIE = "lineside_token"
+# A field value may hold visible ASCII, spaces and tabs; NUL, CR or LF inside one is smuggling.
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -93,6 +106,8 @@ def parse_head(head: bytes) -> Request:
     except UnicodeDecodeError:
         raise HttpError(HTTPStatus.BAD_REQUEST, "the request head is not ASCII") from None
     lines = text.removesuffix("\r\n\r\n").split("\r\n")
+    if any(CONTROL.search(line) for line in lines):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "control character in the request head")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[0].isalpha() or parts[2] not in ("HTTP/1.0", "HTTP/1.1"):
         raise HttpError(HTTPStatus.BAD_REQUEST, "malformed request line")
@@ -109,6 +124,46 @@ def parse_head(head: bytes) -> Request:
         headers[key] = f"{headers[key]}{joiner}{value.strip()}" if key in headers else value.strip()
     url = urlsplit(target)
     return Request(method, url.path, parse_qs(url.query), headers)
+
+
+def host_name(value: str) -> str | None:
+    """The host of a Host header (`name`, `name:port`, `[v6]:port`) in the form `allowed_hosts`
+    keeps (lower case, short IPv6); None when malformed."""
+    if value.startswith("["):
+        inside, bracket, rest = value[1:].partition("]")
+        port = rest.removeprefix(":")
+        if not bracket or (rest and not rest.startswith(":")) or (port and not port.isdigit()):
+            return None
+        try:
+            return str(ipaddress.IPv6Address(inside))
+        except ValueError:
+            return None
+    name, _, port = value.partition(":")
+    if port and not port.isdigit():  # an empty port after the colon is allowed (RFC 9110)
+        return None
+    return canonical_host(name)
+
+
+def host_allowed(host: str, allowed: frozenset[str], local: str | None) -> bool:
+    """Whether to answer a request for `host` (from host_name). A browser names the host of the
+    page's URL, so a DNS-rebound page names the attacker's name and is refused. An IP address
+    cannot be rebound: loopback and the address the client connected to (`local`) are fine."""
+    if host == "localhost" or host in allowed:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or (local is not None and address == _unmapped(local))
+
+
+def _unmapped(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # On a "::" bind an IPv4 client arrives on ::ffff:a.b.c.d, and its Host says a.b.c.d.
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
 
 
 def _same(offered: str | None, token: str) -> bool:
@@ -167,6 +222,9 @@ def _error(status: HTTPStatus, message: str, extra: list[tuple[str, str]] | None
     return json_response(status, {"error": message}, extra)
 
 
+SLOW_HEAD = _error(HTTPStatus.REQUEST_TIMEOUT, "request head too slow")
+
+
 def _static_files() -> dict[str, bytes]:
     folder = resources.files("agent.web") / "static"
     return {route: (folder / name).read_bytes() for route, (name, _) in STATIC.items()}
@@ -188,7 +246,12 @@ class WebServer:
         self._server: asyncio.Server | None = None
         self._port = section.port
         self._clients: set[asyncio.Task[None]] = set()
-        self.head_timeout = HEAD_TIMEOUT
+        # Connections the server is reading from, oldest first (a dict keeps insertion order),
+        # each with what to send it should it be closed to make room.
+        self._heads: dict[asyncio.StreamWriter, bytes] = {}
+        self._streams = 0  # /api/events streams open
+        self.max_connections = MAX_HEADS + section.max_event_streams + ANSWERS
+        self.allowed_hosts = frozenset(section.allowed_hosts)
 
     @classmethod
     async def start(cls, agent: Agent) -> WebServer:
@@ -217,6 +280,16 @@ class WebServer:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def waiting_heads(self) -> int:
+        """Connections still sending their request head."""
+        return len(self._heads)
+
+    @property
+    def event_streams(self) -> int:
+        """/api/events streams open."""
+        return self._streams
 
     @property
     def url(self) -> str:
@@ -252,7 +325,7 @@ class WebServer:
         assert task is not None
         self._clients.add(task)
         try:
-            if len(self._clients) > MAX_CONNECTIONS:
+            if len(self._clients) > self.max_connections:
                 await self._send(writer, _error(HTTPStatus.SERVICE_UNAVAILABLE, "too many clients"))
                 return
             await self._exchange(reader, writer)
@@ -270,8 +343,7 @@ class WebServer:
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.head_timeout)
-            request = parse_head(head)
+            request = parse_head(await self._head(reader, writer))
         except asyncio.LimitOverrunError:
             status, message = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"
             await self._refuse(reader, writer, _error(status, f"{message} (max {MAX_HEAD} bytes)"))
@@ -279,14 +351,54 @@ class WebServer:
         except asyncio.IncompleteReadError:
             return  # closed before a whole head arrived
         except TimeoutError:
-            await self._send(writer, _error(HTTPStatus.REQUEST_TIMEOUT, "request head too slow"))
+            await self._send(writer, SLOW_HEAD)
             return
         except HttpError as exc:
             await self._refuse(reader, writer, _error(exc.status, str(exc)))
             return
         await self._route(request, writer)
 
+    async def _head(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        """The request head, within head_timeout."""
+        with self._reading(writer, SLOW_HEAD):
+            return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.section.head_timeout)
+
+    @contextlib.contextmanager
+    def _reading(self, writer: asyncio.StreamWriter, goodbye: bytes) -> Iterator[None]:
+        """While the client is still sending (its head, or what follows a refused one), among
+        at most MAX_HEADS such connections: a new one closes the one waiting longest, after
+        `goodbye` (b"" when it had its answer)."""
+        if len(self._heads) >= MAX_HEADS:
+            slowest, last_words = next(iter(self._heads.items()))
+            del self._heads[slowest]
+            if last_words and not slowest.is_closing():
+                slowest.write(last_words)
+            slowest.close()  # its own read then ends (IncompleteReadError, or EOF)
+        self._heads[writer] = goodbye
+        try:
+            yield
+        finally:
+            self._heads.pop(writer, None)
+
+    def _misdirected(self, request: Request, writer: asyncio.StreamWriter) -> bytes | None:
+        """The refusal of a request whose Host this page does not answer to, or None."""
+        value = request.headers.get("host")
+        host = None if value is None else host_name(value)
+        if host is None:
+            return _error(HTTPStatus.BAD_REQUEST, "missing or malformed Host header")
+        sockname = writer.get_extra_info("sockname")
+        local = str(sockname[0]) if isinstance(sockname, tuple) else None
+        if host_allowed(host, self.allowed_hosts, local):
+            return None
+        message = f"this page does not answer to {host!r}: add it to [web] allowed_hosts"
+        return _error(HTTPStatus.MISDIRECTED_REQUEST, message)
+
     async def _route(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        if request.path not in OPEN_ROUTES:  # liveness probes may name any host
+            refusal = self._misdirected(request, writer)
+            if refusal is not None:
+                await self._send(writer, refusal)
+                return
         if request.path not in ROUTES and not request.path.startswith(IMAGES):
             await self._send(writer, _error(HTTPStatus.NOT_FOUND, f"no such page: {request.path}"))
             return
@@ -307,7 +419,7 @@ class WebServer:
                 cookie_line = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
                 extra.append(("Set-Cookie", cookie_line))
         if request.path == "/api/events":
-            await self._events(request, writer, extra)
+            await self._stream(request, writer, extra)
             return
         await self._send(writer, await self._answer(request, extra))
 
@@ -342,6 +454,20 @@ class WebServer:
             return _error(HTTPStatus.NOT_FOUND, "no such image")
         return response(HTTPStatus.OK, data, content_type, extra, cache=IMAGE_CACHE)
 
+    async def _stream(
+        self, request: Request, writer: asyncio.StreamWriter, extra: list[tuple[str, str]]
+    ) -> None:
+        limit = self.section.max_event_streams
+        if self._streams >= limit:
+            message = f"too many event streams (max {limit}, [web] max_event_streams)"
+            await self._send(writer, _error(HTTPStatus.SERVICE_UNAVAILABLE, message))
+            return
+        self._streams += 1
+        try:
+            await self._events(request, writer, extra)
+        finally:
+            self._streams -= 1
+
     async def _events(
         self, request: Request, writer: asyncio.StreamWriter, extra: list[tuple[str, str]]
     ) -> None:
@@ -375,7 +501,9 @@ class WebServer:
         """Answer a bad request, then read what the client still sends for a moment: closing
         with unread data resets the connection, and the client would lose our answer."""
         await self._send(writer, data)
-        with contextlib.suppress(Exception):
+        # Counted with the heads: a client that sends a bad head, then holds the connection,
+        # must not take the room left for /healthz.
+        with self._reading(writer, b""), contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 while await reader.read(65536):
                     pass

@@ -115,7 +115,7 @@ model = "surface.onnx"
 async def raw_get(port: int, target: bytes, headers: bytes = b"") -> bytes:
     """A GET sent byte for byte (httpx would normalise `..` and re-encode the path)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n" + headers + b"\r\n")
     await writer.drain()
     async with asyncio.timeout(10):
         answer = await reader.read()

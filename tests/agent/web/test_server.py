@@ -229,20 +229,16 @@ async def raw(port: int, data: bytes) -> bytes:
 async def test_bad_requests_get_clear_answers(tmp_path: Path) -> None:
     async with running_agent(tmp_path) as run:
         port = run.web.port
+        host = b"Host: localhost\r\n"
         oversized = await raw(port, b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
-        post = await raw(port, b"POST /api/state HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
-        unknown = await raw(port, b"GET /etc/passwd HTTP/1.1\r\n\r\n")
-        traversal = await raw(port, b"GET /../agent/config.py HTTP/1.1\r\n\r\n")
+        post = await raw(
+            port, b"POST /api/state HTTP/1.1\r\n" + host + b"Content-Length: 2\r\n\r\n{}"
+        )
+        unknown = await raw(port, b"GET /etc/passwd HTTP/1.1\r\n" + host + b"\r\n")
+        traversal = await raw(port, b"GET /../agent/config.py HTTP/1.1\r\n" + host + b"\r\n")
         garbage = await raw(port, b"HELLO\r\n\r\n")
         absolute = await raw(port, b"GET http://x/ HTTP/1.1\r\n\r\n")
         binary = await raw(port, b"GET /\xff HTTP/1.1\r\n\r\n")
-        run.web.head_timeout = 0.2
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\n")  # ... and never the blank line
-        async with asyncio.timeout(5):
-            slow = await reader.read()
-        writer.close()
-        run.web.head_timeout = 10.0
         # the server still answers after all that
         async with httpx.AsyncClient(base_url=run.url) as client:
             fine = await client.get("/healthz")
@@ -251,7 +247,6 @@ async def test_bad_requests_get_clear_answers(tmp_path: Path) -> None:
     assert unknown.startswith(b"HTTP/1.1 404 ") and traversal.startswith(b"HTTP/1.1 404 ")
     assert garbage.startswith(b"HTTP/1.1 400 ") and absolute.startswith(b"HTTP/1.1 400 ")
     assert binary.startswith(b"HTTP/1.1 400 ")
-    assert slow.startswith(b"HTTP/1.1 408 ")
     assert fine.status_code == 200
 
 

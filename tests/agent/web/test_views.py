@@ -32,6 +32,9 @@ def test_parse_head() -> None:
         b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
         b"GET / HTTP/1.1\r\n Folded: x\r\n\r\n",
         b"GET /\xe9 HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A: a\rHost: evil.example\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
     ],
 )
 def test_bad_heads_are_400(head: bytes) -> None:

@@ -44,12 +44,36 @@ def test_defaults_serve_loopback_on_8470(tmp_path: Path) -> None:
         ("port = -1", "web.port", "must be at least 0"),
         ("prot = 1", "web", "unknown key 'prot'"),
         ('sink_max_unsent_age = "0s"', "web.sink_max_unsent_age", ""),
+        ('head_timeout = "0s"', "web.head_timeout", "must be more than zero"),
+        ("head_timeout = 5", "web.head_timeout", "durations need a unit"),
+        ("max_event_streams = 0", "web.max_event_streams", "must be at least 1"),
+        (
+            'allowed_hosts = ["http://line3-edge"]',
+            "web.allowed_hosts[0]",
+            'expected a host name like "line3-edge.plant.local" or an IP address',
+        ),
+        ('allowed_hosts = ["ok", "line3-edge:8470"]', "web.allowed_hosts[1]", "without scheme"),
+        ('allowed_hosts = "line3-edge"', "web.allowed_hosts", ""),
     ],
 )
 def test_mistakes_name_the_key(tmp_path: Path, web: str, where: str, message: str) -> None:
     (line,) = problems(tmp_path, web)
     assert line.startswith(f"{tmp_path / 'lineside.toml'}: {where}: "), line
     assert message in line
+
+
+def test_limits_and_host_names(tmp_path: Path) -> None:
+    path = tmp_path / "lineside.toml"
+    path.write_text(BASE, encoding="utf-8")
+    web = load_config(path).web
+    assert (web.head_timeout, web.max_event_streams, web.allowed_hosts) == (5.0, 32, ())
+    web = load(
+        tmp_path,
+        'head_timeout = "2s"\nmax_event_streams = 4\n'
+        'allowed_hosts = ["Line3-Edge.Plant.local", "10.0.0.5", "0:0::1", "edge_3"]',
+    )
+    assert (web.head_timeout, web.max_event_streams) == (2.0, 4)
+    assert web.allowed_hosts == ("line3-edge.plant.local", "10.0.0.5", "::1", "edge_3")
 
 
 def test_beyond_loopback_with_a_token_is_fine(
