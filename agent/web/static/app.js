@@ -209,7 +209,12 @@ function listen() {
   const query = machine ? `?machine=${encodeURIComponent(machine)}` : "";
   stream = new EventSource(`api/events${query}`);
   stream.addEventListener("state", (event) => draw(JSON.parse(event.data)));
-  stream.onerror = () => { $("connection").textContent = "connection lost: retrying…"; };
+  stream.onerror = () => {
+    $("connection").textContent = "connection lost: retrying…";
+    // A refused stream (503: the page's stream cap is full) is closed for good by the browser,
+    // which retries only dropped ones: try again ourselves after a few seconds, spread out.
+    if (stream.readyState === EventSource.CLOSED) setTimeout(listen, 2000 + Math.random() * 6000);
+  };
 }
 
 $("machine").addEventListener("change", (event) => {
