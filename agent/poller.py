@@ -5,6 +5,12 @@ reconnecting with exponential back-off, and telling the rest of the agent what h
 the link is down, every due tick still yields readings: bad-quality ones, so nothing
 downstream mistakes an old value for a current one. State changes (connected, lost, restored)
 are logged once each and emitted as events; failures are counted.
+
+A link that connects but then fails its polls (a device that garbles its answers, so each
+connection is closed again at once) is not a healthy link: the reconnect back-off is reset
+only by a poll with at least one good reading, and a lost / restored line and event that
+repeats within a minute is held back and counted, the next one let through saying how many
+were held (`repeats` in the event). "Last good" is the last poll with a good reading.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from dataclasses import dataclass
 
 from agent.clock import Clock
 from agent.errors import ConnectorError
-from agent.model import Event, EventKind, ReadingBatch
+from agent.model import Event, EventKind, Quality, ReadingBatch
+from agent.reasons import REPEAT_WINDOW, Repeats, reasons_of, repeated
 from agent.scheduler import Schedule
 from agent.source import Source
 
@@ -59,6 +66,11 @@ class LinkStatistics:
     last_good_ns: int = 0
 
 
+def any_good(batches: list[ReadingBatch]) -> bool:
+    """Whether any reading of a poll is good (one numpy test per batch)."""
+    return any(bool((b.quality == Quality.GOOD).any()) for b in batches)
+
+
 async def run_link(
     source: Source,
     clock: Clock,
@@ -69,6 +81,7 @@ async def run_link(
     schedule: Schedule | None = None,
     backoff: Backoff | None = None,
     rng: random.Random | None = None,
+    repeat_window: float = REPEAT_WINDOW,
 ) -> None:
     """Poll `source` on its schedule (by default one built from its poll groups) until cancelled."""
     stats = stats if stats is not None else LinkStatistics()
@@ -78,17 +91,19 @@ async def run_link(
     connected = False
     ever_connected = False
     retry_at = clock.monotonic()
+    reasons = reasons_of(source)
+    repeats = Repeats(repeat_window, clock.monotonic)
 
-    def changed(state: str, detail: str) -> None:
+    def changed(state: str, detail: str, held: int = 0) -> None:
         stats.state = state
-        emit_event(
-            Event(
-                EventKind.CONNECTION,
-                ts_ns=clock.time_ns(),
-                machine=None,
-                data={"source": source.name, "state": state, "detail": detail},
-            )
-        )
+        data: dict[str, object] = {"source": source.name, "state": state, "detail": detail}
+        if held:
+            data["repeats"] = held
+        emit_event(Event(EventKind.CONNECTION, ts_ns=clock.time_ns(), machine=None, data=data))
+
+    def link_reason(why: str) -> None:
+        if reasons is not None:
+            reasons.set_link(why)
 
     try:
         while True:
@@ -99,16 +114,25 @@ async def run_link(
                 except ConnectorError as exc:
                     stats.connect_failures += 1
                     stats.last_error = str(exc)
+                    link_reason(str(exc))
                     retry_at = clock.monotonic() + backoff.next(rng)
                     if stats.state != "lost":  # once per outage, not once per attempt
-                        log.warning("%s: cannot connect: %s", source.name, exc)
-                        changed("lost", str(exc))
+                        held = repeats.allow(("lost", str(exc)))
+                        if held is not None:
+                            log.warning("%s: cannot connect: %s%s", source.name, exc, repeated(held))
+                            changed("lost", str(exc), held)
+                        stats.state = "lost"
                 else:
+                    # The back-off is reset by a good poll, not by a connect: a device that
+                    # accepts connections and then garbles every answer must not flap at will.
                     connected = True
                     stats.connects += 1
-                    backoff.reset()
-                    log.info("%s: %s", source.name, "restored" if ever_connected else "connected")
-                    changed("restored" if ever_connected else "connected", "")
+                    link_reason("")
+                    state = "restored" if ever_connected else "connected"
+                    held = repeats.allow((state, ""))
+                    if held is not None:
+                        log.info("%s: %s%s", source.name, state, repeated(held))
+                        changed(state, "", held)
                     stats.state = "connected"
                     ever_connected = True
             if connected:
@@ -118,14 +142,20 @@ async def run_link(
                     connected = False
                     stats.disconnects += 1
                     stats.last_error = str(exc)
+                    link_reason(str(exc))
                     retry_at = clock.monotonic() + backoff.next(rng)
-                    log.warning("%s: connection lost: %s", source.name, exc)
-                    changed("lost", str(exc))
+                    held = repeats.allow(("lost", str(exc)))
+                    if held is not None:
+                        log.warning("%s: connection lost: %s%s", source.name, exc, repeated(held))
+                        changed("lost", str(exc), held)
+                    stats.state = "lost"
                     await source.close()
                     batches = source.bad_batches(groups, clock.time_ns())
                 else:
                     stats.polls += 1
-                    stats.last_good_ns = clock.time_ns()
+                    if any_good(batches):
+                        stats.last_good_ns = clock.time_ns()
+                        backoff.reset()
             else:
                 batches = source.bad_batches(groups, clock.time_ns())
             for batch in batches:
