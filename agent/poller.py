@@ -119,7 +119,9 @@ async def run_link(
                     if stats.state != "lost":  # once per outage, not once per attempt
                         held = repeats.allow(("lost", str(exc)))
                         if held is not None:
-                            log.warning("%s: cannot connect: %s%s", source.name, exc, repeated(held))
+                            log.warning(
+                                "%s: cannot connect: %s%s", source.name, exc, repeated(held)
+                            )
                             changed("lost", str(exc), held)
                         stats.state = "lost"
                 else:

@@ -57,7 +57,7 @@ class Repeats:
 
 
 def repeated(held: int) -> str:
-    """" (3 more times in the last minute)" for a message let through after repeats."""
+    """ " (3 more times in the last minute)" for a message let through after repeats."""
     if held <= 0:
         return ""
     return f" ({held} more {'time' if held == 1 else 'times'} since the last report)"
@@ -171,7 +171,7 @@ def reasons_of(source: object) -> Reasons | None:
 
 
 def one_line(summary: Mapping[str, int], total: int) -> str:
-    """"12 of 20 tags bad: illegal data address (02)" ("" when none is bad)."""
+    """ "12 of 20 tags bad: illegal data address (02)" ("" when none is bad)."""
     if not summary:
         return ""
     bad = sum(summary.values())

@@ -51,8 +51,8 @@ from agent.duration import format_duration
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
 from agent.histogram import Histogram
 from agent.model import Quality, ReadingBatch
-from agent.tags import TagTable
 from agent.reasons import Reasons
+from agent.tags import TagTable
 from connectors.modbus.client import ModbusTcpClient, exception_reason
 from connectors.modbus.codec import RequestDecoder
 from connectors.modbus.config import (
@@ -239,7 +239,9 @@ class _ModbusSource:
         self._stats = _Counters()
         self._string_tags = 0
         self._backoff_max = backoff_max
-        self._units = {u.unit_id: _UnitState(backoff_initial, backoff_initial) for u in config.units}
+        self._units = {
+            u.unit_id: _UnitState(backoff_initial, backoff_initial) for u in config.units
+        }
         self._skipped = 0  # requests not sent: their unit was isolated
         self.reasons = Reasons(config.name, clock=self._clock.monotonic)
         # Reasons in the words of this config, built once.

@@ -84,7 +84,7 @@ async def test_read_names_the_exception_of_each_bad_tag(tmp_path: Path) -> None:
     ) as plant:
         plant.units["press1"].faults.set("exception", code=2)
         path = config_for(tmp_path, plant)
-        code, out, err = await lineside("read", "-c", str(path), "--json")
+        code, out, _ = await lineside("read", "-c", str(path), "--json")
         table_code, table, table_err = await lineside("read", "-c", str(path))
     assert code == 1 and table_code == 1
     result = json.loads(out)

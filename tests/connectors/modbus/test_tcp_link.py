@@ -8,11 +8,10 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from agent.clock import SystemClock
@@ -25,6 +24,7 @@ from connectors.modbus.config import ModbusTcpSourceConfig
 from connectors.modbus.source import ModbusTcpSource
 from firmware_sim.clock import ManualClock
 from firmware_sim.plant import MachineSpec, Plant, PlantSpec
+from tests.agent.web.running import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,8 +101,9 @@ class Link:
 async def linked(source: ModbusTcpSource, **kw: float) -> AsyncIterator[Link]:
     link = Link(source)
     task = asyncio.create_task(
-        run_link(source, SystemClock(), link.batches.append, link.events.append, stats=link.stats,
-                 **kw)  # fmt: skip
+        run_link(
+            source, SystemClock(), link.batches.append, link.events.append, stats=link.stats, **kw
+        )
     )
     try:
         yield link
@@ -110,12 +111,6 @@ async def linked(source: ModbusTcpSource, **kw: float) -> AsyncIterator[Link]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def until(condition: object, limit: float = 10.0) -> None:
-    async with asyncio.timeout(limit):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.02)
 
 
 def unit_tags(config: Config, machine: str) -> set[int]:
@@ -126,9 +121,7 @@ def unit_tags(config: Config, machine: str) -> set[int]:
 async def test_a_silent_unit_does_not_stall_its_neighbour(tmp_path: Path, gateway: Plant) -> None:
     # The gateway answers in order: while it waits 300 ms for press1 (silent, longer than the
     # 200 ms timeout), press2's requests wait behind it, as on a real gateway's serial bus.
-    config = gateway_config(
-        tmp_path, gateway, timeout='"200ms"', retries="1", max_gap="0"
-    )
+    config = gateway_config(tmp_path, gateway, timeout='"200ms"', retries="1", max_gap="0")
     text = config.sources[0]
     assert isinstance(text, ModbusTcpSourceConfig) and len(text.units) == 2
     gateway.units["press1"].faults.set("slow", delay="300ms")
@@ -147,3 +140,29 @@ async def test_a_silent_unit_does_not_stall_its_neighbour(tmp_path: Path, gatewa
     stats = link.source.statistics()
     assert stats["isolations"] >= 1 and stats["skipped_requests"] > 0
     assert set(link.source.reasons.summary()) == {"timeout after 200ms"}
+
+
+async def test_a_flapping_plc_backs_off_and_its_events_are_counted(
+    tmp_path: Path, gateway: Plant, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every answer garbled: each connection is closed again at the first answer.
+    caplog.set_level(logging.INFO, logger="lineside")
+    config = gateway_config(tmp_path, gateway, timeout='"200ms"', poll_interval="100ms")
+    for unit in gateway.units.values():
+        unit.faults.set("malformed")
+    async with linked(tcp_source(config), repeat_window=2.0) as link:
+        await asyncio.sleep(6.0)
+    events = [e for e in link.events if e.data["state"] in ("lost", "restored")]
+    lines = [r.getMessage() for r in caplog.records if r.name == "lineside.poller"]
+    # Before: the back-off was reset by every connect and nothing was held back: 12 connects,
+    # 23 lost / restored events and 24 log lines in these 6 s. Now: 5, 6 and 7; the garbling
+    # units are isolated on back-off (1 s, 2 s, 4 s) and a repeat within 2 s is held back.
+    assert link.stats.connects <= 7, link.stats
+    assert len(events) <= 8, [e.data for e in events]
+    assert len(lines) <= 9, lines
+    # A line or event let through after repeats says how many were held back.
+    assert any(e.data.get("repeats", 0) >= 1 for e in link.events), [e.data for e in events]
+    assert any("since the last report" in line for line in lines), lines
+    stats = link.source.statistics()
+    assert stats["malformed"] <= 6 and stats["isolations"] >= 2
+    assert set(link.source.reasons.summary()) <= {"malformed answer"} | {link.stats.last_error}
