@@ -75,7 +75,9 @@ class Reasons:
     def __init__(self, source: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self._blocks: list[_Block] = []
-        self._now: list[str] = []  # reason by block; "" while it reads good
+        # Reason by block, "" while it reads good. Read it, never write it (`set` does): a hot
+        # loop checks `current[block]` before calling `set` on a good read.
+        self.current: list[str] = []
         self._was: dict[int, str] = {}  # block -> reason at the last report, for changed blocks
         self._link = ""
         self._repeats = Repeats(clock=clock)
@@ -83,17 +85,17 @@ class Reasons:
     def add_block(self, tag_ids: Sequence[int], label: str) -> int:
         """Register a block of tags (at construction); its index for `set`."""
         self._blocks.append(_Block(tuple(int(t) for t in tag_ids), label))
-        self._now.append("")
+        self.current.append("")
         return len(self._blocks) - 1
 
     def set(self, block: int, reason: str) -> None:
         """The block's reason after an attempt ("" when it read good)."""
-        if self._now[block] != reason:
-            self._was.setdefault(block, self._now[block])
-            self._now[block] = reason
+        if self.current[block] != reason:
+            self._was.setdefault(block, self.current[block])
+            self.current[block] = reason
 
     def reason(self, block: int) -> str:
-        return self._now[block]
+        return self.current[block]
 
     def set_link(self, reason: str) -> None:
         """Every tag is bad for `reason` (the link is down); "" when it is up again."""
@@ -111,7 +113,7 @@ class Reasons:
         if self._link:
             return {self._link: self.tags()}
         out: dict[str, int] = {}
-        for block, reason in zip(self._blocks, self._now, strict=True):
+        for block, reason in zip(self._blocks, self.current, strict=True):
             if reason:
                 out[reason] = out.get(reason, 0) + len(block.tag_ids)
         return out
@@ -119,7 +121,7 @@ class Reasons:
     def by_tag(self) -> dict[int, str]:
         """Tag id → reason, for the bad tags only."""
         out: dict[int, str] = {}
-        for block, reason in zip(self._blocks, self._now, strict=True):
+        for block, reason in zip(self._blocks, self.current, strict=True):
             reason = self._link or reason
             if reason:
                 out.update(dict.fromkeys(block.tag_ids, reason))
@@ -132,7 +134,7 @@ class Reasons:
         came: dict[str, list[int]] = {}
         went: dict[str, list[int]] = {}
         for block, before in self._was.items():
-            now = self._now[block]
+            now = self.current[block]
             if now == before:
                 continue
             if now:

@@ -396,9 +396,11 @@ class _ModbusSource:
         state.reason = reason
 
     def _good(self, read: _Read, state: _UnitState) -> None:
-        if self.reasons.reason(read.block):
+        # Called per answered read: two plain tests when nothing changed.
+        if self.reasons.current[read.block]:
             self.reasons.set(read.block, "")
-        state.answered()
+        if state.backoff != state.initial:
+            state.answered()
 
     async def _read(self, reader: Reader, batch: _Batch, read: _Read) -> None:
         """Read one request into its batch rows; `_Failed` (counted) if it failed for good.
@@ -522,6 +524,8 @@ class ModbusTcpSource(_ModbusSource):
         A unit that failed recently goes last: behind a gateway that answers in order, its
         probe then cannot hold up the answers of the healthy units polled with it.
         """
+        if all(b.state.until == -math.inf for b in batches):  # no unit failed: the usual case
+            return [(b, r) for b in batches for r in b.unit.reads]
         now = self._clock.monotonic()
         jobs: list[tuple[_Batch, _Read]] = []
         suspects: list[tuple[_Batch, _Read]] = []
@@ -588,13 +592,14 @@ class ModbusTcpSource(_ModbusSource):
         queue = jobs[::-1]  # popped from the end: the next job last
         closed_by_us = False  # the client closed the connection itself in this poll
         latencies: list[float] = []
+        failures = stats.timeouts + stats.malformed  # what can isolate a unit
         while queue:
             wave = [queue.pop() for _ in range(min(width, len(queue)))]
             if closed_by_us:
                 for batch, read in wave:
                     self._abort(batch, read, client)
                 continue
-            if any(b.state.until != -math.inf for b, _ in wave):  # a unit isolated this poll
+            if stats.timeouts + stats.malformed != failures:  # a unit may be isolated by now
                 now = clock.monotonic()
                 for batch, read in wave:
                     if self._isolated(batch, now):
