@@ -9,6 +9,7 @@ before `run` returns, so SIGTERM loses nothing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -387,7 +388,11 @@ class Agent:
         return {t.id: why for t in self.tags if t.source == source.name} if why else {}
 
     def tags_of_source(self, name: str) -> int:
-        return sum(1 for t in self.tags if t.source == name)
+        return self._tags_by_source.get(name, 0)
+
+    @functools.cached_property
+    def _tags_by_source(self) -> dict[str, int]:
+        return dict(collections.Counter(t.source for t in self.tags))
 
     def statistics(self) -> dict[str, Any]:
         """Every figure the agent keeps, as plain data (JSON-ready)."""

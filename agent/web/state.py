@@ -133,8 +133,9 @@ class StateBuilder:
         agent = self.agent
         out = []
         why: dict[int, str] = {}  # the bad tags' reasons, of the sources serving `machine`
+        serving = {t.source for t in agent.tags if t.machine == machine}
         for source in agent.sources:
-            if any(t.machine == machine and t.source == source.name for t in agent.tags):
+            if source.name in serving:
                 why.update(agent.tag_reasons(source))
         for tag in agent.tags:
             if tag.machine != machine:
