@@ -563,11 +563,10 @@ class ModbusTcpSource(_ModbusSource):
                 # connection: the rest of the poll reads bad, the next poll reconnects.
                 closed_by_us = not client.connected
             except ConnectError:
-                batch.bad(read)
-                self.reasons.set(read.block, client.closed_reason)
                 if not closed_by_us:
-                    raise
-                self._stats.aborted += 1
+                    batch.bad(read)
+                    raise  # the link is gone: its error is every tag's reason (the link loop)
+                self._abort(batch, read, client)
             await asyncio.sleep(delay)
 
     async def _poll_pipelined(
@@ -583,7 +582,6 @@ class ModbusTcpSource(_ModbusSource):
         config = self._tcp
         stats = self._stats
         clock = self._clock
-        reasons = self.reasons
         loop = asyncio.get_running_loop()
         width = config.max_in_flight
         retried: dict[
@@ -644,12 +642,11 @@ class ModbusTcpSource(_ModbusSource):
                         closed_by_us |= not client.connected
                         continue
                     except ConnectError as exc:
-                        batch.bad(read)
-                        reasons.set(read.block, client.closed_reason)
                         if closed_by_us:
-                            stats.aborted += 1
-                        elif gone is None:
-                            gone = exc
+                            self._abort(batch, read, client)
+                        else:  # the link is gone: its error is every tag's reason
+                            batch.bad(read)
+                            gone = gone or exc
                         continue
                     stats.responses += 1
                     latencies.append(arrived_s - sent)
@@ -671,7 +668,6 @@ class ModbusTcpSource(_ModbusSource):
                 stats.record_latencies(latencies)
                 for batch, read in retry:
                     batch.bad(read)
-                    reasons.set(read.block, client.closed_reason)
                 raise gone
             queue.extend(reversed(retry))
         stats.record_latencies(latencies)
