@@ -307,7 +307,9 @@ def read(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Read every tag once and print it (exit 1 when a source cannot be reached)."""
+    """Read every tag once and print it, with the reason of each bad one (exit 1 when a tag
+    reads bad or a source cannot be reached)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from agent.eventloop import run as run_loop
@@ -325,6 +327,7 @@ def read(
                     "value": None if r.value != r.value else r.value,
                     "unit": r.tag.unit,
                     "quality": r.quality.name.lower(),
+                    "reason": r.reason or None,
                     "ts_ns": r.ts_ns,
                 }
                 for r in result.readings
@@ -334,21 +337,25 @@ def read(
         print(json.dumps(out, indent=2))
     else:
         table = Table(title_justify="left")
-        for column in ("tag", "value", "unit", "quality"):
+        columns = ("tag", "value", "unit", "quality", "reason")
+        for column in columns if result.bad else columns[:-1]:
             table.add_column(column, justify="right" if column == "value" else "left")
         for r in result.readings:
             good = r.quality.name == "GOOD"
-            table.add_row(
-                r.tag.path,
-                f"{r.value:g}" if r.value == r.value else "-",
-                r.tag.unit,
-                r.quality.name.lower(),
-                style=None if good else "red",
-            )
+            cells = [r.tag.path, f"{r.value:g}" if r.value == r.value else "-", r.tag.unit]
+            cells.append(r.quality.name.lower())
+            if result.bad:
+                cells.append(escape(r.reason))  # a reason is text, not rich markup
+            table.add_row(*cells, style=None if good else "red")
         console.print(table)
         for name, why in result.errors.items():
             err_console.print(f"{name}: {why}", markup=False, highlight=False)
-    if result.errors:
+        if result.bad and not result.errors:
+            n = len(result.bad)
+            err_console.print(
+                f"{n} of {len(result.readings)} tags read bad", markup=False, highlight=False
+            )
+    if result.errors or result.bad:
         raise typer.Exit(1)
 
 
@@ -815,6 +822,7 @@ def status(
     from rich.table import Table
 
     from agent.errors import StoreError
+    from agent.reasons import one_line
     from agent.status import collect
 
     directory = _data_dir(config_file, data)
@@ -837,7 +845,9 @@ def status(
         state = "running" if agent["status_age_s"] < 10 else "not running"
         console.print(f"agent: {state} (status written {agent['status_age_s']:.0f}s ago)")
         for name, link in agent["sources"].items():
-            console.print(f"  source {name}: {link.get('state')} {link.get('last_error', '')}")
+            line = f"  source {name}: {link.get('state')} {link.get('last_error', '')}".rstrip()
+            bad = one_line(link.get("bad_reasons") or {}, link.get("tags") or 0)
+            console.print(f"{line}; {bad}" if bad else line, markup=False, highlight=False)
         console.print(
             f"  readings dropped by the store's bounds: {agent['dropped_readings'] or 0:,}"
         )

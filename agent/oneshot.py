@@ -1,15 +1,21 @@
-"""`lineside read`: connect to every source once, poll every group once, report each tag."""
+"""`lineside read`: connect to every source once, poll every group once, report each tag.
+
+Each bad reading comes with its reason: the source's own (a Modbus exception by name and
+code, a timeout; agent/reasons.py), or the link's error when the source could not be read.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 
 from agent.clock import SystemClock
 from agent.config import Config
 from agent.errors import ConnectorError
 from agent.model import Quality
-from agent.pipeline import mark_non_finite
+from agent.pipeline import NON_FINITE_REASON, mark_non_finite
+from agent.reasons import reasons_of
 from agent.registry import runtime_class
 from agent.source import Source
 from agent.tags import TagInfo, TagTable
@@ -21,12 +27,17 @@ class OneReading:
     value: float
     quality: Quality
     ts_ns: int
+    reason: str = ""  # why it is bad ("" when good, or when the source gives no reason)
 
 
 @dataclass(frozen=True, slots=True)
 class ReadResult:
     readings: list[OneReading]
     errors: dict[str, str]  # source name → why it could not be read
+
+    @property
+    def bad(self) -> list[OneReading]:
+        return [r for r in self.readings if r.quality != Quality.GOOD]
 
 
 def matches(tag: TagInfo, pattern: str | None) -> bool:
@@ -70,6 +81,9 @@ async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
             batches = source.bad_batches(groups, clock.time_ns())
         finally:
             await source.close()
+        reasons = reasons_of(source)
+        why = reasons.by_tag() if reasons is not None else {}
+        link_error = errors.get(source.name, "")
         for batch in batches:
             batch, _ = mark_non_finite(batch)  # NaN or ±inf is no good reading here either
             for tag_id, value, quality, ts in zip(
@@ -81,7 +95,10 @@ async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
             ):
                 tag = tags.tags[tag_id]
                 if matches(tag, pattern):
-                    readings.append(OneReading(tag, value, Quality(quality), ts))
+                    reason = "" if quality == Quality.GOOD else link_error or why.get(tag_id, "")
+                    if quality != Quality.GOOD and not reason and not math.isfinite(value):
+                        reason = NON_FINITE_REASON
+                    readings.append(OneReading(tag, value, Quality(quality), ts, reason))
     # A tag polled again while a subscription caught up: its latest reading.
     latest = {r.tag.id: r for r in readings}
     return ReadResult(sorted(latest.values(), key=lambda r: r.tag.id), errors)

@@ -53,6 +53,10 @@ _MAX_QUALITY = max(Quality)
 _NOT_REPORTED = np.uint8(255)
 
 
+# The reason `lineside read` gives for a reading `mark_non_finite` made bad.
+NON_FINITE_REASON = "not a finite number (NaN or infinity)"
+
+
 def mark_non_finite(
     batch: ReadingBatch,
 ) -> tuple[ReadingBatch, npt.NDArray[np.bool_] | None]:

@@ -5,18 +5,28 @@ reconnecting with exponential back-off, and telling the rest of the agent what h
 the link is down, every due tick still yields readings: bad-quality ones, so nothing
 downstream mistakes an old value for a current one. State changes (connected, lost, restored)
 are logged once each and emitted as events; failures are counted.
+
+A link that connects but then fails its polls (a device that garbles its answers, so each
+connection is closed again at once) is not a healthy link: the reconnect back-off is reset
+only by a poll with at least one good reading. And a "lost" or "restored" change (a log line
+and an event) comes at most once a minute: those in between are held back and counted, the
+next one told says how many (`repeats` in the event). A change held back is told once its
+minute is over if the link is still so, so the last event always says where the link is.
+"Last good" is the last poll with a good reading.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.clock import Clock
 from agent.errors import ConnectorError
-from agent.model import Event, EventKind, ReadingBatch
+from agent.model import Event, EventKind, Quality, ReadingBatch
+from agent.reasons import REPEAT_WINDOW, reasons_of
 from agent.scheduler import Schedule
 from agent.source import Source
 
@@ -60,6 +70,74 @@ class LinkStatistics:
     non_finite: int = 0  # readings of NaN or ±inf, stored with bad quality (agent/pipeline.py)
 
 
+def any_good(batches: list[ReadingBatch]) -> bool:
+    """Whether any reading of a poll is good (one numpy test per batch)."""
+    return any(bool((b.quality == Quality.GOOD).any()) for b in batches)
+
+
+@dataclass(slots=True)
+class _Change:
+    state: str  # connected | restored | lost
+    detail: str
+    level: int
+    line: str  # what the log says, without the source's name
+
+
+class _Teller:
+    """Tells the link's state changes (log line and event); a lost or a restored told less than
+    `window` seconds after the last one of its kind is held back. See the module's docstring."""
+
+    def __init__(
+        self, source: str, clock: Clock, emit_event: Callable[[Event], None], window: float
+    ) -> None:
+        self.source = source
+        self.clock = clock
+        self.emit_event = emit_event
+        self.window = window
+        self.told = ""  # the state the last event said ("" before the first)
+        self.told_at = {"lost": -math.inf, "restored": -math.inf}  # by kind ("connected": none)
+        self.held = 0  # changes not told since the last one that was
+        self.pending: _Change | None = None  # the latest change held back
+
+    def _due(self, state: str) -> bool:
+        at = self.told_at.get(state)
+        return at is None or self.clock.monotonic() - at >= self.window
+
+    def change(self, change: _Change) -> None:
+        if (change.state == "lost") == (self.told == "lost") and self.told:
+            # It flapped back to what the events say already: nothing to tell but the count.
+            self.held += 1
+            self.pending = None
+        elif self._due(change.state):
+            self._tell(change)
+        else:
+            self.held += 1
+            self.pending = change
+
+    def catch_up(self) -> None:
+        """Tell a change held back once its kind's window is over (the link is still so)."""
+        if self.pending is not None and self._due(self.pending.state):
+            self._tell(self.pending)
+
+    def _tell(self, change: _Change) -> None:
+        held, self.held, self.pending = self.held, 0, None
+        note = f" ({held} more changes since the last report)" if held else ""
+        log.log(change.level, "%s: %s%s", self.source, change.line, note)
+        data: dict[str, object] = {
+            "source": self.source,
+            "state": change.state,
+            "detail": change.detail,
+        }
+        if held:
+            data["repeats"] = held
+        self.emit_event(
+            Event(EventKind.CONNECTION, ts_ns=self.clock.time_ns(), machine=None, data=data)
+        )
+        self.told = change.state
+        if change.state in self.told_at:
+            self.told_at[change.state] = self.clock.monotonic()
+
+
 async def run_link(
     source: Source,
     clock: Clock,
@@ -70,6 +148,7 @@ async def run_link(
     schedule: Schedule | None = None,
     backoff: Backoff | None = None,
     rng: random.Random | None = None,
+    repeat_window: float = REPEAT_WINDOW,
 ) -> None:
     """Poll `source` on its schedule (by default one built from its poll groups) until cancelled."""
     stats = stats if stats is not None else LinkStatistics()
@@ -79,37 +158,37 @@ async def run_link(
     connected = False
     ever_connected = False
     retry_at = clock.monotonic()
+    reasons = reasons_of(source)
+    teller = _Teller(source.name, clock, emit_event, repeat_window)
 
-    def changed(state: str, detail: str) -> None:
-        stats.state = state
-        emit_event(
-            Event(
-                EventKind.CONNECTION,
-                ts_ns=clock.time_ns(),
-                machine=None,
-                data={"source": source.name, "state": state, "detail": detail},
-            )
-        )
+    def link_reason(why: str) -> None:
+        if reasons is not None:
+            reasons.set_link(why)
 
     try:
         while True:
             groups = await schedule.wait()
+            teller.catch_up()
             if not connected and clock.monotonic() >= retry_at:
                 try:
                     await source.connect()
                 except ConnectorError as exc:
                     stats.connect_failures += 1
                     stats.last_error = str(exc)
+                    link_reason(str(exc))
                     retry_at = clock.monotonic() + backoff.next(rng)
                     if stats.state != "lost":  # once per outage, not once per attempt
-                        log.warning("%s: cannot connect: %s", source.name, exc)
-                        changed("lost", str(exc))
+                        stats.state = "lost"
+                        line = f"cannot connect: {exc}"
+                        teller.change(_Change("lost", str(exc), logging.WARNING, line))
                 else:
+                    # The back-off is reset by a good poll, not by a connect: a device that
+                    # accepts connections and then garbles every answer must not flap at will.
                     connected = True
                     stats.connects += 1
-                    backoff.reset()
-                    log.info("%s: %s", source.name, "restored" if ever_connected else "connected")
-                    changed("restored" if ever_connected else "connected", "")
+                    link_reason("")
+                    state = "restored" if ever_connected else "connected"
+                    teller.change(_Change(state, "", logging.INFO, state))
                     stats.state = "connected"
                     ever_connected = True
             if connected:
@@ -119,14 +198,18 @@ async def run_link(
                     connected = False
                     stats.disconnects += 1
                     stats.last_error = str(exc)
+                    link_reason(str(exc))
                     retry_at = clock.monotonic() + backoff.next(rng)
-                    log.warning("%s: connection lost: %s", source.name, exc)
-                    changed("lost", str(exc))
+                    stats.state = "lost"
+                    line = f"connection lost: {exc}"
+                    teller.change(_Change("lost", str(exc), logging.WARNING, line))
                     await source.close()
                     batches = source.bad_batches(groups, clock.time_ns())
                 else:
                     stats.polls += 1
-                    stats.last_good_ns = clock.time_ns()
+                    if any_good(batches):
+                        stats.last_good_ns = clock.time_ns()
+                        backoff.reset()
             else:
                 batches = source.bad_batches(groups, clock.time_ns())
             for batch in batches:

@@ -9,6 +9,7 @@ before `run` returns, so SIGTERM loses nothing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -31,6 +32,7 @@ from agent.kpi.replay import resume
 from agent.model import DataType, Event, Quality, ReadingBatch
 from agent.pipeline import ReportByException, mark_non_finite
 from agent.poller import LinkStatistics, run_link
+from agent.reasons import reasons_of
 from agent.registry import runtime_class
 from agent.scheduler import Schedule
 from agent.secrets import redact_tree
@@ -395,6 +397,35 @@ class Agent:
             write_status(self.config.agent.data_dir, self.statistics())
             await self.clock.sleep_until(self.clock.monotonic() + STATUS_INTERVAL)
 
+    def bad_reasons(self, source: Source) -> dict[str, int]:
+        """Why tags of `source` read bad now: reason → tags; empty when all read good.
+
+        From the source's own reasons (agent/reasons.py); a connector that keeps none is
+        judged by its link alone (every tag bad for the link's error while it is down).
+        """
+        reasons = reasons_of(source)
+        if reasons is not None:
+            return reasons.summary()
+        link = self.links[source.name]
+        if link.state == "connected":
+            return {}
+        return {link.last_error or f"link {link.state}": self.tags_of_source(source.name)}
+
+    def tag_reasons(self, source: Source) -> dict[int, str]:
+        """Tag id → why it reads bad, for the bad tags of `source` (as `bad_reasons`)."""
+        reasons = reasons_of(source)
+        if reasons is not None:
+            return reasons.by_tag()
+        why = next(iter(self.bad_reasons(source)), "")
+        return {t.id: why for t in self.tags if t.source == source.name} if why else {}
+
+    def tags_of_source(self, name: str) -> int:
+        return self._tags_by_source.get(name, 0)
+
+    @functools.cached_property
+    def _tags_by_source(self) -> dict[str, int]:
+        return dict(collections.Counter(t.source for t in self.tags))
+
     def statistics(self) -> dict[str, Any]:
         """Every figure the agent keeps, as plain data (JSON-ready)."""
         sources: dict[str, Any] = {}
@@ -404,6 +435,8 @@ class Agent:
                 **source.statistics(),
                 "link": asdict(self.links[source.name]),
                 "groups": {name: asdict(s) for name, s in schedule.items()},
+                "tags": self.tags_of_source(source.name),
+                "bad_reasons": self.bad_reasons(source),
             }
         sinks = {
             f.sink.name: {**f.sink.statistics(), "forward": asdict(f.stats)}

@@ -3,6 +3,10 @@
 A source owns one physical link (a TCP connection, a serial bus, an OPC UA session) and the
 poll groups on it. It does one attempt at a time and raises; the agent's link loop
 (`agent/poller.py`) owns scheduling, reconnection with back-off and state logging.
+
+A source should also keep `reasons` (an `agent.reasons.Reasons`): why its tags read bad, per
+block of tags (a request, a subscription), set after every attempt. The agent's views read it
+through `agent.reasons.reasons_of`; without one, only the link's error is known.
 """
 
 from __future__ import annotations

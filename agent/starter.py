@@ -339,7 +339,7 @@ def render_config(
             f"host = {_toml(machine.host)}",
             f"port = {machine.port}",
             'timeout = "1s"  # per request',
-            "retries = 1  # before a read counts as failed (its tags turn bad quality)",
+            "retries = 1  # re-sends after a busy (06) answer; a silent unit is isolated instead",
             "",
             "[[sources.units]]",
             f"unit_id = {machine.unit_id}  # the Modbus unit id (slave address) of this PLC",

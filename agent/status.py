@@ -45,8 +45,14 @@ def collect(data_dir: Path) -> dict[str, Any]:
         },
         "agent": {
             "status_age_s": age,
+            # each link's state and last error, and why its tags read bad now (reason -> tags)
             "sources": {
-                name: source.get("link", {}) for name, source in running.get("sources", {}).items()
+                name: {
+                    **source.get("link", {}),
+                    "tags": source.get("tags"),
+                    "bad_reasons": source.get("bad_reasons", {}),
+                }
+                for name, source in running.get("sources", {}).items()
             },
             "dropped_readings": running.get("store", {}).get("dropped_readings"),
             # the store is full and events wait in memory: an alarm for the operator

@@ -13,15 +13,19 @@ from typing import Any
 def not_ready(figures: Mapping[str, Any], sink_max_unsent_age: float) -> list[str]:
     """Why the agent is not ready; empty when it is.
 
-    Ready means: every source is connected, the store takes writes (its last commit worked and
-    it is not full), and no sink has been failing with records waiting longer than
-    `sink_max_unsent_age` seconds. A sink that is down with nothing to send is not a reason.
+    Ready means: every source is connected and its tags read good (a device that answers an
+    exception to every read is connected but not doing its job), the store takes writes (its
+    last commit worked and it is not full), and no sink has been failing with records waiting
+    longer than `sink_max_unsent_age` seconds. A sink that is down with nothing to send is not
+    a reason.
     """
     reasons = []
     for source in figures.get("sources", []):
         if source["state"] != "connected":
             detail = f": {source['last_error']}" if source.get("last_error") else ""
             reasons.append(f"source {source['name']} is {source['state']}{detail}")
+        elif source.get("problem"):
+            reasons.append(f"source {source['name']}: {source['problem']}")
     store = figures.get("store", {})
     if store.get("last_error"):
         reasons.append(f"store cannot be written: {store['last_error']}")

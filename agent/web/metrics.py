@@ -88,8 +88,13 @@ class AgentCollector(Collector):
         )
         last_good = GaugeMetricFamily(
             "lineside_source_last_good_timestamp_seconds",
-            "Wall-clock time of the last poll that worked (Unix seconds).",
+            "Wall-clock time of the last poll with a good reading (Unix seconds).",
             labels=["source"],
+        )
+        bad_tags = GaugeMetricFamily(
+            "lineside_source_bad_tags",
+            "Tags reading bad now, by reason (Modbus exception, timeout, link error...).",
+            labels=["source", "reason"],
         )
         latency = HistogramMetricFamily(
             "lineside_source_request_latency_seconds",
@@ -121,6 +126,8 @@ class AgentCollector(Collector):
             errors.add_metric([name, "non_finite"], link.non_finite)
             if link.last_good_ns:
                 last_good.add_metric([name], link.last_good_ns / 1e9)
+            for reason, tags in sorted(agent.bad_reasons(source).items()):
+                bad_tags.add_metric([name, reason], tags)
             histogram = from_statistics(stats, "latency")
             if histogram is not None:
                 add_histogram(latency, [name], histogram)
@@ -133,7 +140,8 @@ class AgentCollector(Collector):
                 for quantile, late in (("0.5", ticker.lateness_p50), ("0.99", ticker.lateness_p99)):
                     if late is not None:
                         lateness.add_metric([name, group, quantile], late)
-        yield from (up, polls, requests, errors, overruns, last_good, latency, recent, lateness)
+        yield from (up, polls, requests, errors, overruns, last_good, bad_tags, latency, recent)
+        yield lateness
 
     def _store(self, store: StoreFigures | None) -> Iterator[Metric]:
         writer = self.agent.writer.statistics()

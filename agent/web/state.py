@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.model import Quality
+from agent.reasons import one_line
 from agent.secrets import redact_tree
 from agent.store import STREAMS, Store
 
@@ -133,6 +134,11 @@ class StateBuilder:
     def values(self, machine: str) -> list[dict[str, Any]]:
         agent = self.agent
         out = []
+        why: dict[int, str] = {}  # the bad tags' reasons, of the sources serving `machine`
+        serving = {t.source for t in agent.tags if t.machine == machine}
+        for source in agent.sources:
+            if source.name in serving:
+                why.update(agent.tag_reasons(source))
         for tag in agent.tags:
             if tag.machine != machine:
                 continue
@@ -144,6 +150,7 @@ class StateBuilder:
                     "value": finite(float(agent.latest_values[tag.id])) if ts else None,
                     "unit": tag.unit,
                     "quality": quality.name.lower() if ts else "not read",
+                    "reason": why.get(tag.id) if ts and quality != Quality.GOOD else None,
                     "ts_ns": ts or None,
                 }
             )
@@ -163,6 +170,8 @@ class StateBuilder:
             errors["disconnects"] = link.disconnects
             errors["non_finite"] = link.non_finite
             rate = self._rates.setdefault(source.name, _Rate()).update(now, link.polls)
+            bad = agent.bad_reasons(source)
+            tags = agent.tags_of_source(source.name)
             sources.append(
                 {
                     "name": source.name,
@@ -182,6 +191,11 @@ class StateBuilder:
                         max(0.0, (wall_ns - link.last_good_ns) / 1e9) if link.last_good_ns else None
                     ),
                     "last_error": link.last_error or None,
+                    # Why tags read bad now (reason -> tags), and the same in one line.
+                    "tags": tags,
+                    "bad_tags": sum(bad.values()),
+                    "bad_reasons": bad,
+                    "problem": one_line(bad, tags) or None,
                 }
             )
         sinks = []

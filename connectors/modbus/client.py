@@ -57,6 +57,11 @@ def exception_message(function: int, code: int) -> str:
     return f"exception {code:02X} ({name}) to function {function:02d}"
 
 
+def exception_reason(code: int) -> str:
+    """The reason a reading is bad after exception `code`: "illegal data address (02)"."""
+    return f"{EXCEPTION_NAMES.get(code, 'unknown exception code')} ({code:02X})"
+
+
 def data_bytes(function: int, count: int) -> int:
     """Data bytes in the response to a read: 2 per register, or the bits packed 8 per byte."""
     return (count + 7) // 8 if function in (1, 2) else 2 * count

@@ -16,16 +16,21 @@ shared by every unit of the source.
 
 Failures: a request that times out, gets an exception response or a malformed answer gives
 its tags bad quality (NaN) and is counted by kind; `poll` raises `ConnectError` only when the
-link itself is gone. On TCP a malformed answer closes the connection (the stream cannot be
-trusted), and so does a timeout that leaves half an answer behind; the rest of that poll
-reads bad, and the next poll raises `ConnectError` so the agent's loop reconnects.
-`retries` re-sends a request after a timeout (TCP) or a "busy" / "acknowledge" exception
-(codes 05, 06; both links); other exceptions are final.
+link itself is gone. Each request is a block of `reasons` (agent/reasons.py): its reason is
+set after every attempt ("illegal data address (02)", "timeout after 1s", "malformed answer",
+"" when good) and logged once per change. On TCP a malformed answer closes the connection
+(the stream cannot be trusted), and so does a timeout that leaves half an answer behind; the
+rest of that poll reads bad, and the next poll raises `ConnectError` so the agent's loop
+reconnects. `retries` re-sends a request after a "busy" / "acknowledge" exception (codes 05,
+06); other exceptions are final.
 
-RTU: units share one bus and are polled in turn. A unit that times out or garbles its answer
-is isolated: its tags read bad without a request until its back-off expires (1 s doubling
-to 60 s, reset by any answer), so a dead unit costs one timeout per back-off period and the
-other units keep their rate. RTU does not retry timeouts: isolation takes their place.
+Isolation (both links): a unit that times out or garbles its answer is isolated: its other
+requests in that poll and in later polls read bad, with the reason that isolated it, without
+a request until its back-off expires (1 s doubling to 60 s, reset by any answer). So a silent
+unit is bad within one timeout and then costs one timeout per back-off period, and the other
+units on the same bus or gateway connection keep their rate. Timeouts are not retried:
+isolation takes their place. On TCP the requests of a unit that failed recently go last in a
+poll, so a gateway that serialises its requests does not make the healthy units wait for it.
 
 String tags are not read: a reading is a float64. They are left out of the plan (and so of
 every batch); `statistics()["string_tags"]` says how many were skipped.
@@ -46,8 +51,9 @@ from agent.duration import format_duration
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
 from agent.histogram import Histogram
 from agent.model import Quality, ReadingBatch
+from agent.reasons import Reasons
 from agent.tags import TagTable
-from connectors.modbus.client import ModbusTcpClient
+from connectors.modbus.client import ModbusTcpClient, exception_reason
 from connectors.modbus.codec import RequestDecoder
 from connectors.modbus.config import (
     ModbusRtuSourceConfig,
@@ -62,9 +68,14 @@ from connectors.modbus.rtu import RtuLink
 _RETRIED_CODES = frozenset({0x05, 0x06})
 _LATENCY_SAMPLES = 1024  # recent read latencies kept for p50/p99
 _GOOD = np.uint8(Quality.GOOD)
+_MALFORMED = "malformed answer"
 _BAD = np.uint8(Quality.BAD)
 
 Reader = Callable[[int, int, int, int, float], Awaitable[bytes]]
+
+
+def _device_reason(exc: DeviceError) -> str:
+    return exception_reason(exc.code) if exc.code is not None else str(exc)
 
 
 def group_name(interval: float) -> str:
@@ -95,6 +106,7 @@ class _Read:
     decoder: RequestDecoder
     rows: slice
     frame: tuple[int, int, int, int]  # (unit_id, function, start, count), as the link sends it
+    block: int  # its index in the source's `reasons`
 
     @property
     def function(self) -> int:
@@ -114,12 +126,34 @@ class UnitGroup:
 
 
 @dataclass(slots=True)
+class _UnitState:
+    """Isolation of one unit: skipped until `until` (monotonic) after a failure."""
+
+    backoff: float
+    initial: float
+    until: float = -math.inf
+    isolations: int = 0
+    reason: str = ""  # why it was isolated: its skipped requests read bad for this
+
+    @property
+    def suspect(self) -> bool:
+        """It failed and has not answered since (isolated, or due for its probe)."""
+        return self.backoff > self.initial
+
+    def answered(self) -> None:
+        if self.backoff != self.initial:
+            self.backoff = self.initial
+            self.until = -math.inf
+
+
+@dataclass(slots=True)
 class _Batch:
     """One unit-group's readings while a poll fills them in."""
 
     unit: UnitGroup
     values: npt.NDArray[np.float64]
     quality: npt.NDArray[np.uint8]
+    state: _UnitState
     ts_ns: int = 0
 
     def bad(self, read: _Read) -> None:
@@ -144,7 +178,7 @@ class _Counters:
     timeouts: int = 0
     exceptions: int = 0
     malformed: int = 0
-    aborted: int = 0  # reads not sent: link closed mid-poll, or the unit isolated
+    aborted: int = 0  # reads not sent: the link closed mid-poll
     connects: int = 0
     latency: npt.NDArray[np.float64] = field(
         default_factory=lambda: np.zeros(_LATENCY_SAMPLES, dtype=np.float64)
@@ -180,8 +214,9 @@ class _Counters:
 class _Failed(Exception):
     """A read failed for good (timeout, exception or malformed); already counted."""
 
-    def __init__(self, cause: Exception) -> None:
+    def __init__(self, cause: Exception, reason: str) -> None:
         self.cause = cause
+        self.reason = reason
         super().__init__(str(cause))
 
 
@@ -193,12 +228,24 @@ class _ModbusSource:
         config: ModbusTcpSourceConfig | ModbusRtuSourceConfig,
         tags: TagTable,
         clock: Clock | None,
+        backoff_initial: float,
+        backoff_max: float,
     ) -> None:
+        if not 0 < backoff_initial <= backoff_max:
+            raise ValueError("back-off must satisfy 0 < backoff_initial <= backoff_max")
         self.name = config.name
         self._config = config
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._stats = _Counters()
         self._string_tags = 0
+        self._backoff_max = backoff_max
+        self._units = {
+            u.unit_id: _UnitState(backoff_initial, backoff_initial) for u in config.units
+        }
+        self._skipped = 0  # requests not sent: their unit was isolated
+        self.reasons = Reasons(config.name, clock=self._clock.monotonic)
+        # Reasons in the words of this config, built once.
+        self._timeout_reason = f"timeout after {format_duration(config.timeout)}"
         groups: dict[str, float] = {}
         plans: dict[str, list[UnitGroup]] = {}
         for unit in config.units:
@@ -236,7 +283,9 @@ class _ModbusSource:
             decoder = RequestDecoder(request)
             n = decoder.tag_ids.shape[0]
             frame = (unit.unit_id, request.function_code, request.start, request.count)
-            reads.append(_Read(decoder, slice(row, row + n), frame))
+            label = f"unit {unit.unit_id} {request.table}:{request.start}+{request.count}"
+            block = self.reasons.add_block(decoder.tag_ids.tolist(), label)
+            reads.append(_Read(decoder, slice(row, row + n), frame, block))
             row += n
         tag_ids = (
             np.concatenate([r.decoder.tag_ids for r in reads])
@@ -271,6 +320,7 @@ class _ModbusSource:
         return out
 
     def statistics(self) -> Mapping[str, float]:
+        now = self._clock.monotonic()
         s = self._stats
         kept = s.latency[: min(s.latency_count, _LATENCY_SAMPLES)]
         p50, p99 = np.percentile(kept, [50, 99]) if kept.size else (math.nan, math.nan)
@@ -290,6 +340,9 @@ class _ModbusSource:
             "connects": s.connects,
             "reconnects": max(s.connects - 1, 0),
             "string_tags": self._string_tags,
+            "isolated_units": sum(1 for u in self._units.values() if u.until > now),
+            "isolations": sum(u.isolations for u in self._units.values()),
+            "skipped_requests": self._skipped,
             **s.latency_histogram.statistics("latency"),
         }
 
@@ -304,13 +357,55 @@ class _ModbusSource:
             for unit in self._plans[group]:
                 n = unit.tag_ids.shape[0]
                 batches.append(
-                    _Batch(unit, np.empty(n, dtype=np.float64), np.empty(n, dtype=np.uint8))
+                    _Batch(
+                        unit,
+                        np.empty(n, dtype=np.float64),
+                        np.empty(n, dtype=np.uint8),
+                        self._units[unit.unit_id],
+                    )
                 )
         return batches
 
-    async def _read(self, reader: Reader, batch: _Batch, read: _Read, retry_timeouts: bool) -> None:
+    # -- isolation and reasons (both links) ------------------------------------------------
+
+    def _isolated(self, batch: _Batch, now: float) -> bool:
+        return now < batch.state.until
+
+    def _skip(self, batch: _Batch, read: _Read) -> None:
+        """A read of an isolated unit: bad for the reason that isolated it, not sent."""
+        batch.bad(read)
+        self._skipped += 1
+        self.reasons.set(read.block, batch.state.reason)
+
+    def _failed(self, batch: _Batch, read: _Read, reason: str) -> None:
+        """A read that failed for good and does not say the unit is gone (an exception)."""
+        batch.bad(read)
+        self.reasons.set(read.block, reason)
+
+    def _isolate(self, batch: _Batch, read: _Read, reason: str) -> None:
+        """A read the unit left unanswered or garbled: silent or garbling, so stop spending
+        link time on it until its back-off expires."""
+        batch.bad(read)
+        self.reasons.set(read.block, reason)
+        state = batch.state
+        if self._clock.monotonic() < state.until:
+            return  # already isolated by another read of this poll
+        state.until = self._clock.monotonic() + state.backoff
+        state.backoff = min(state.backoff * 2, self._backoff_max)
+        state.isolations += 1
+        state.reason = reason
+
+    def _good(self, read: _Read, state: _UnitState) -> None:
+        # Called per answered read: two plain tests when nothing changed.
+        if self.reasons.current[read.block]:
+            self.reasons.set(read.block, "")
+        if state.backoff != state.initial:
+            state.answered()
+
+    async def _read(self, reader: Reader, batch: _Batch, read: _Read) -> None:
         """Read one request into its batch rows; `_Failed` (counted) if it failed for good.
 
+        Timeouts are not retried (isolation takes their place); "busy" exceptions are.
         `ConnectError` passes through: the link is gone.
         """
         config = self._config
@@ -328,17 +423,16 @@ class _ModbusSource:
                 )
             except RequestTimeout as exc:
                 stats.timeouts += 1
-                if last or not retry_timeouts:
-                    raise _Failed(exc) from None
-                continue
+                raise _Failed(exc, self._timeout_reason) from None
             except DeviceError as exc:
                 stats.exceptions += 1
+                batch.state.answered()
                 if last or exc.code not in _RETRIED_CODES:
-                    raise _Failed(exc) from None
+                    raise _Failed(exc, _device_reason(exc)) from None
                 continue
             except ProtocolError as exc:
                 stats.malformed += 1
-                raise _Failed(exc) from None
+                raise _Failed(exc, _MALFORMED) from None
             arrived = clock.time_ns()
             stats.responses += 1
             stats.record_latency(clock.monotonic() - started)
@@ -346,19 +440,33 @@ class _ModbusSource:
                 batch.values[read.rows] = read.decoder.decode(payload)
             except ValueError as exc:  # the links check sizes; this guards the codec's contract
                 stats.malformed += 1
-                raise _Failed(ProtocolError(str(exc))) from None
+                raise _Failed(ProtocolError(str(exc)), _MALFORMED) from None
             batch.quality[read.rows] = _GOOD
             batch.ts_ns = max(batch.ts_ns, arrived)
+            self._good(read, batch.state)
             return
+
+    def _fail(self, batch: _Batch, read: _Read, failed: _Failed) -> None:
+        """Book a read that failed for good: a timeout or garble isolates its unit."""
+        if isinstance(failed.cause, RequestTimeout | ProtocolError):
+            self._isolate(batch, read, failed.reason)
+        else:
+            self._failed(batch, read, failed.reason)
 
 
 class ModbusTcpSource(_ModbusSource):
     """A Modbus TCP source: one connection, any number of unit ids behind it."""
 
     def __init__(
-        self, config: ModbusTcpSourceConfig, tags: TagTable, clock: Clock | None = None
+        self,
+        config: ModbusTcpSourceConfig,
+        tags: TagTable,
+        clock: Clock | None = None,
+        *,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 60.0,
     ) -> None:
-        super().__init__(config, tags, clock)
+        super().__init__(config, tags, clock, backoff_initial, backoff_max)
         self._tcp = config
         self._client: ModbusTcpClient | None = None
         self._old_bytes = (0, 0)  # bytes of closed connections
@@ -399,13 +507,42 @@ class ModbusTcpSource(_ModbusSource):
             raise ConnectError(f"{self.name} ({self._tcp.endpoint}): {why}")
         self._stats.polls += 1
         batches = self._new_batches(groups)
-        jobs = [(b, r) for b in batches for r in b.unit.reads]
-        if self._tcp.inter_request_delay > 0:
-            await self._poll_spaced(client, jobs)
-        else:
-            await self._poll_pipelined(client, jobs)
+        try:
+            jobs = self._jobs(batches)
+            if self._tcp.inter_request_delay > 0:
+                await self._poll_spaced(client, jobs)
+            else:
+                await self._poll_pipelined(client, jobs)
+        finally:
+            self.reasons.report()
         now = self._clock.time_ns()
         return [b.batch(self.name, now) for b in batches]
+
+    def _jobs(self, batches: list[_Batch]) -> list[tuple[_Batch, _Read]]:
+        """The reads to send, in order; those of isolated units read bad unsent.
+
+        A unit that failed recently goes last: behind a gateway that answers in order, its
+        probe then cannot hold up the answers of the healthy units polled with it.
+        """
+        if all(b.state.until == -math.inf for b in batches):  # no unit failed: the usual case
+            return [(b, r) for b in batches for r in b.unit.reads]
+        now = self._clock.monotonic()
+        jobs: list[tuple[_Batch, _Read]] = []
+        suspects: list[tuple[_Batch, _Read]] = []
+        for batch in batches:
+            if self._isolated(batch, now):
+                for read in batch.unit.reads:
+                    self._skip(batch, read)
+                continue
+            into = suspects if batch.state.suspect else jobs
+            into.extend((batch, read) for read in batch.unit.reads)
+        return jobs + suspects
+
+    def _abort(self, batch: _Batch, read: _Read, client: ModbusTcpClient) -> None:
+        """A read not sent or not answered because the connection closed under it."""
+        batch.bad(read)
+        self._stats.aborted += 1
+        self.reasons.set(read.block, client.closed_reason)
 
     async def _poll_spaced(self, client: ModbusTcpClient, jobs: list[tuple[_Batch, _Read]]) -> None:
         """One request at a time with a pause after each, so the pause means what it says."""
@@ -413,21 +550,23 @@ class ModbusTcpSource(_ModbusSource):
         closed_by_us = False  # the client closed the connection itself in this poll
         for batch, read in jobs:
             if closed_by_us:
-                batch.bad(read)
-                self._stats.aborted += 1
+                self._abort(batch, read, client)
+                continue
+            if self._isolated(batch, self._clock.monotonic()):
+                self._skip(batch, read)  # isolated by an earlier read of this poll
                 continue
             try:
-                await self._read(client.read, batch, read, retry_timeouts=True)
-            except _Failed:
-                batch.bad(read)
+                await self._read(client.read, batch, read)
+            except _Failed as failed:
+                self._fail(batch, read, failed)
                 # A malformed answer, or a timeout that left half a frame, closes the
                 # connection: the rest of the poll reads bad, the next poll reconnects.
                 closed_by_us = not client.connected
             except ConnectError:
-                batch.bad(read)
                 if not closed_by_us:
-                    raise
-                self._stats.aborted += 1
+                    batch.bad(read)
+                    raise  # the link is gone: its error is every tag's reason (the link loop)
+                self._abort(batch, read, client)
             await asyncio.sleep(delay)
 
     async def _poll_pipelined(
@@ -437,7 +576,8 @@ class ModbusTcpSource(_ModbusSource):
 
         Per wave: one transport write, one timer, and the answers' futures awaited in order (an
         answer that came with an earlier one costs no wake-up). A read due for another attempt
-        (a timeout, a "busy" exception) joins the next wave.
+        (a "busy" exception) joins the next wave; a read of a unit isolated in this poll (it
+        timed out or garbled an answer) is not sent.
         """
         config = self._tcp
         stats = self._stats
@@ -450,13 +590,21 @@ class ModbusTcpSource(_ModbusSource):
         queue = jobs[::-1]  # popped from the end: the next job last
         closed_by_us = False  # the client closed the connection itself in this poll
         latencies: list[float] = []
+        failures = stats.timeouts + stats.malformed  # what can isolate a unit
         while queue:
             wave = [queue.pop() for _ in range(min(width, len(queue)))]
             if closed_by_us:
                 for batch, read in wave:
-                    batch.bad(read)
-                stats.aborted += len(wave)
+                    self._abort(batch, read, client)
                 continue
+            if stats.timeouts + stats.malformed != failures:  # a unit may be isolated by now
+                now = clock.monotonic()
+                for batch, read in wave:
+                    if self._isolated(batch, now):
+                        self._skip(batch, read)
+                wave = [(b, r) for b, r in wave if not self._isolated(b, now)]
+                if not wave:
+                    continue
             futures = client.send([r.frame for _, r in wave])  # ConnectError: the link is gone
             stats.requests += len(wave)
             sent = clock.monotonic()
@@ -477,30 +625,28 @@ class ModbusTcpSource(_ModbusSource):
                         payload = future.result()
                     except RequestTimeout:
                         stats.timeouts += 1
-                        if client.connected and self._may_retry(retried, read):
-                            retry.append((batch, read))
-                        else:
-                            batch.bad(read)
-                            closed_by_us |= not client.connected
+                        self._isolate(batch, read, self._timeout_reason)
+                        closed_by_us |= not client.connected
                         continue
                     except DeviceError as exc:
                         stats.exceptions += 1
+                        batch.state.answered()
                         if exc.code in _RETRIED_CODES and self._may_retry(retried, read):
                             retry.append((batch, read))
                         else:
-                            batch.bad(read)
+                            self._failed(batch, read, _device_reason(exc))
                         continue
                     except ProtocolError:
                         stats.malformed += 1
-                        batch.bad(read)
+                        self._isolate(batch, read, _MALFORMED)
                         closed_by_us |= not client.connected
                         continue
                     except ConnectError as exc:
-                        batch.bad(read)
                         if closed_by_us:
-                            stats.aborted += 1
-                        elif gone is None:
-                            gone = exc
+                            self._abort(batch, read, client)
+                        else:  # the link is gone: its error is every tag's reason
+                            batch.bad(read)
+                            gone = gone or exc
                         continue
                     stats.responses += 1
                     latencies.append(arrived_s - sent)
@@ -508,10 +654,11 @@ class ModbusTcpSource(_ModbusSource):
                         batch.values[read.rows] = read.decoder.decode(payload)
                     except ValueError:  # the link checks sizes; this guards the codec's contract
                         stats.malformed += 1
-                        batch.bad(read)
+                        self._isolate(batch, read, _MALFORMED)
                         continue
                     batch.quality[read.rows] = _GOOD
                     batch.ts_ns = max(batch.ts_ns, arrived_ns or clock.time_ns())
+                    self._good(read, batch.state)
             except BaseException:
                 client.abandon(futures)  # cancelled: late answers must not look unexpected
                 raise
@@ -534,15 +681,6 @@ class ModbusTcpSource(_ModbusSource):
         return True
 
 
-@dataclass(slots=True)
-class _UnitState:
-    """Isolation of one RTU unit: skipped until `until` (monotonic) after a failure."""
-
-    backoff: float
-    until: float = -math.inf
-    isolations: int = 0
-
-
 class ModbusRtuSource(_ModbusSource):
     """A Modbus RTU source: one serial bus, its units polled in turn."""
 
@@ -555,16 +693,10 @@ class ModbusRtuSource(_ModbusSource):
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
     ) -> None:
-        super().__init__(config, tags, clock)
-        if not 0 < backoff_initial <= backoff_max:
-            raise ValueError("back-off must satisfy 0 < backoff_initial <= backoff_max")
+        super().__init__(config, tags, clock, backoff_initial, backoff_max)
         self._rtu = config
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._units = {u.unit_id: _UnitState(backoff_initial) for u in config.units}
         self._link: RtuLink | None = None
         self._old_bytes = (0, 0)
-        self._skipped = 0
 
     async def connect(self) -> None:
         await self.close()
@@ -598,11 +730,7 @@ class ModbusRtuSource(_ModbusSource):
         return bytes_in, bytes_out
 
     def statistics(self) -> Mapping[str, float]:
-        now = self._clock.monotonic()
         stats = dict(super().statistics())
-        stats["isolated_units"] = sum(1 for s in self._units.values() if s.until > now)
-        stats["isolations"] = sum(s.isolations for s in self._units.values())
-        stats["skipped_requests"] = self._skipped
         stats["stray_bytes"] = self._link.stray_bytes if self._link is not None else 0
         return stats
 
@@ -612,34 +740,20 @@ class ModbusRtuSource(_ModbusSource):
             raise ConnectError(f"{self.name}: {self._rtu.port} is not open")
         self._stats.polls += 1
         batches = self._new_batches(groups)
-        by_unit: dict[int, list[_Batch]] = {}
+        by_unit: dict[int, list[_Batch]] = {}  # units in turn, each with all its due groups
         for batch in batches:
             by_unit.setdefault(batch.unit.unit_id, []).append(batch)
-        for unit_id, unit_batches in by_unit.items():
-            await self._poll_unit(link, self._units[unit_id], unit_batches)
+        try:
+            for batch in (b for unit_batches in by_unit.values() for b in unit_batches):
+                for read in batch.unit.reads:
+                    if self._isolated(batch, self._clock.monotonic()):
+                        self._skip(batch, read)
+                        continue
+                    try:
+                        await self._read(link.read, batch, read)
+                    except _Failed as failed:
+                        self._fail(batch, read, failed)
+        finally:
+            self.reasons.report()
         now = self._clock.time_ns()
         return [b.batch(self.name, now) for b in batches]
-
-    async def _poll_unit(self, link: RtuLink, state: _UnitState, batches: list[_Batch]) -> None:
-        isolated = self._clock.monotonic() < state.until
-        for batch in batches:
-            for read in batch.unit.reads:
-                if isolated:
-                    batch.bad(read)
-                    self._skipped += 1
-                    continue
-                try:
-                    await self._read(link.read, batch, read, retry_timeouts=False)
-                except _Failed as failed:
-                    batch.bad(read)
-                    if isinstance(failed.cause, RequestTimeout | ProtocolError):
-                        # Silent or garbling: stop spending bus time on it for a while.
-                        state.until = self._clock.monotonic() + state.backoff
-                        state.backoff = min(state.backoff * 2, self._backoff_max)
-                        state.isolations += 1
-                        isolated = True
-                    else:
-                        state.backoff = self._backoff_initial  # it answered
-                else:
-                    state.backoff = self._backoff_initial
-                    state.until = -math.inf

@@ -141,3 +141,38 @@ async def test_a_link_down_for_minutes_is_back_within_10s_of_the_device() -> Non
         waits.append(after.index(True))  # ticks (seconds) until the first good reading
         assert [e.data["state"] for e in events] == ["lost", "connected"]
     assert max(waits) <= LINK_BACKOFF_MAX + 1, waits
+
+
+class FlappingSource(ScriptedSource):
+    """Accepts every connection, then loses it at the first poll while `garbling`."""
+
+    garbling = True
+
+    async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
+        if self.garbling:
+            raise ConnectError("connection closed after a malformed answer")
+        return await super().poll(groups)
+
+
+async def test_a_flapping_link_backs_off_and_its_changes_are_held_back_and_counted() -> None:
+    clock = FakeClock()
+    source = FlappingSource(clock)
+    backoff = Backoff(initial=0.5, maximum=LINK_BACKOFF_MAX)
+    task, _, events, stats = await run_for(source, clock, 300.0, backoff=backoff,
+                                           rng=random.Random(4))  # fmt: skip
+    # The back-off grows though every connect works (it was reset by each): at most one
+    # connect per LINK_BACKOFF_MAX / 2 seconds once grown, not one per tick.
+    assert source.connect_attempts <= 300 / (LINK_BACKOFF_MAX / 2) + 5
+    states = [e.data["state"] for e in events]
+    # connected, then a lost and a restored at most once a minute each.
+    assert states[:3] == ["connected", "lost", "restored"]
+    assert len(states) <= 1 + 2 * (300 // 60 + 1), states
+    assert any(e.data.get("repeats", 0) > 1 for e in events)
+    # The device settles: the held-back change is told once its minute is over, so the last
+    # event says where the link is.
+    source.garbling = False
+    await clock.run_until(clock.monotonic() + 70.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert stats.state == "connected"
+    assert events[-1].data["state"] in ("connected", "restored")

@@ -16,6 +16,8 @@ import pytest
 from agent.config import load_config
 from agent.export import export_readings
 from agent.model import EventKind, Quality
+from agent.oneshot import read_once
+from agent.pipeline import NON_FINITE_REASON
 from agent.runtime import Agent
 from agent.starter import PlantMachine, plant_config, plant_machines
 from agent.store import Store
@@ -103,6 +105,20 @@ async def test_nan_and_inf_float_registers_are_stored_bad_with_a_reason(
     assert len(warnings) == 1, warnings
     assert "press1/strokes_per_min = nan" in warnings[0]
     assert "press1/tonnage = inf" in warnings[0]
+
+
+async def test_read_gives_the_reason_of_a_non_finite_value(tmp_path: Path) -> None:
+    spec = load_plant("press").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
+        unit = plant.units["press1"]
+        unit.faults.set("freeze")
+        unit.image.set_registers(Table.HOLDING_REGISTERS, 12, struct.pack(">f", -math.inf))
+        config = load_config(write_config(tmp_path, machines_of(plant)))
+        result = await read_once(config, "*/press1/*")
+    by_name = {r.tag.path.rsplit("/", 1)[-1]: r for r in result.readings}
+    assert by_name["tonnage"].quality is Quality.BAD
+    assert by_name["tonnage"].reason == NON_FINITE_REASON
+    assert by_name["part_count"].quality is Quality.GOOD and by_name["part_count"].reason == ""
 
 
 async def test_dead_plc_gives_bad_quality_and_the_others_go_on(tmp_path: Path) -> None:

@@ -74,6 +74,30 @@ async def test_read_with_a_dead_plc_exits_1_and_shows_bad_quality(tmp_path: Path
     assert "connection refused" in result["errors"]["press2-plc"]
     press2 = [r for r in result["readings"] if "/press2/" in r["path"]]
     assert press2 and all(r["quality"] == "bad" and r["value"] is None for r in press2)
+    assert all("connection refused" in r["reason"] for r in press2)
+    assert all(r["reason"] is None for r in result["readings"] if "/press1/" in r["path"])
+
+
+async def test_read_names_the_exception_of_each_bad_tag(tmp_path: Path) -> None:
+    async with Plant(
+        load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
+    ) as plant:
+        plant.units["press1"].faults.set("exception", code=2)
+        path = config_for(tmp_path, plant)
+        code, out, _ = await lineside("read", "-c", str(path), "--json")
+        table_code, table, table_err = await lineside("read", "-c", str(path))
+    assert code == 1 and table_code == 1
+    result = json.loads(out)
+    assert result["errors"] == {}  # the link is fine: the PLC answers, with an exception
+    press1 = [r for r in result["readings"] if "/press1/" in r["path"]]
+    assert press1 and all(r["quality"] == "bad" for r in press1)
+    assert {r["reason"] for r in press1} == {"illegal data address (02)"}
+    press2 = [r for r in result["readings"] if "/press2/" in r["path"]]
+    assert press2 and all(r["quality"] == "good" and r["reason"] is None for r in press2)
+    rows = [line for line in table.splitlines() if "/press1/" in line]
+    assert len(rows) == len(press1)
+    assert all("bad" in row and "illegal data address (02)" in row for row in rows), table
+    assert f"{len(press1)} of {len(result['readings'])} tags read bad" in table_err
 
 
 async def test_read_unknown_tag_pattern_exits_2(tmp_path: Path) -> None:

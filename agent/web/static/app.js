@@ -51,7 +51,8 @@ function drawSources(sources) {
     cell(num(s.poll_rate_hz, 3), "num"), cell(num(s.errors_total), "num"),
     cell(num(s.overruns), "num"), cell(ms(s.latency_p50_s), "num"),
     cell(s.last_good_age_s === null ? "never" : `${age(s.last_good_age_s)} ago`),
-    cell(s.last_error || "", "error"),
+    // why tags read bad now (an exception, a timeout) before the link's last error
+    cell(s.problem || s.last_error || "", "error"),
   ]));
 }
 
@@ -89,7 +90,7 @@ function drawMachines(machines, chosen) {
 function drawValues(values) {
   fill($("values").tBodies[0], values.map((v) => [
     cell(v.tag), cell(v.value === null ? dash : num(v.value), "num value"), cell(v.unit, "muted"),
-    cell(v.quality, `quality ${v.quality.replace(" ", "-")}`),
+    cell(v.reason ? `${v.quality}: ${v.reason}` : v.quality, `quality ${v.quality.replace(" ", "-")}`),
   ]));
 }
 

@@ -230,6 +230,11 @@ async def test_a_dead_unit_is_isolated_and_costs_one_timeout_per_backoff(
     assert stats["timeouts"] == 3 and stats["isolations"] == 3
     assert stats["isolated_units"] == 1
     assert stats["skipped_requests"] > 0
+    # Its tags read bad for the timeout that isolated it, the others' are good.
+    press2 = {t.id for t in tags if t.machine == "press2"}
+    why = source.reasons.by_tag()
+    assert set(why) <= press2 and len(why) >= len(press2) - 1  # (a text tag is not read)
+    assert set(why.values()) == {f"timeout after {TIMEOUT * 1000:g}ms"}
 
     # It comes back: the next probe succeeds and it is polled every time again.
     plant.units["press2"].faults.clear()
@@ -239,6 +244,7 @@ async def test_a_dead_unit_is_isolated_and_costs_one_timeout_per_backoff(
     assert source.statistics()["isolated_units"] == 0
     clock.advance(0.1)
     assert _good(_by_machine(tags, await poll_once()), "press2")
+    assert source.reasons.summary() == {}
     await source.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -54,10 +55,10 @@ def _config(tmp_path: Path, profile: str, plant: Plant, **settings: str) -> Conf
     return load_config(path)
 
 
-def _source(config: Config, machine: str) -> ModbusTcpSource:
+def _source(config: Config, machine: str, **backoff: float) -> ModbusTcpSource:
     source = config.sources_by_name[f"{machine}-plc"]
     assert isinstance(source, ModbusTcpSourceConfig)
-    return ModbusTcpSource(source, TagTable.from_config(config))
+    return ModbusTcpSource(source, TagTable.from_config(config), **backoff)
 
 
 def _readings(batches: list[ReadingBatch]) -> dict[int, tuple[float, int]]:
@@ -183,20 +184,29 @@ async def test_device_exception_on_every_request(tmp_path: Path, plant: Plant) -
     assert (batch.quality == GOOD).all()
 
 
-async def test_slow_device_times_out_within_the_deadline(tmp_path: Path, plant: Plant) -> None:
-    config = _config(tmp_path, "press", plant, timeout='"150ms"', retries="0", max_gap="0")
+async def test_a_silent_device_is_bad_within_one_timeout(tmp_path: Path, plant: Plant) -> None:
+    config = _config(tmp_path, "press", plant, timeout='"150ms"', retries="1", max_gap="0")
     source = _source(config, "press1")
     await source.connect()
     planned = len(source.unit_groups("1s")[0].reads)
+    assert planned >= 4
     plant.units["press1"].faults.set("slow", delay="2s")
     started = time.monotonic()
     (batch,) = await source.poll(["1s"])
     elapsed = time.monotonic() - started
     assert (batch.quality == BAD).all()
-    # One request at a time: each waits at most its own 150 ms.
-    assert elapsed < planned * 0.15 + 0.15
+    # The first timeout isolates the unit: its other requests are not sent. Before, each
+    # request waited its timeout, retried: requests x (retries + 1) x timeout.
+    assert elapsed < planned * 2 * 0.15
     stats = source.statistics()
-    assert stats["timeouts"] == planned and stats["responses"] == 0
+    assert stats["timeouts"] == 1 and stats["responses"] == 0
+    assert stats["skipped_requests"] == planned - 1 and stats["isolated_units"] == 1
+    assert source.reasons.summary() == {"timeout after 150ms": len(batch)}
+    # Within its back-off (1 s) the next poll sends nothing and is bad at once, for the reason.
+    (batch,) = await source.poll(["1s"])
+    assert (batch.quality == BAD).all()
+    assert source.statistics()["requests"] == 1
+    assert set(source.reasons.by_tag().values()) == {"timeout after 150ms"}
     await source.close()
 
 
@@ -217,7 +227,7 @@ async def test_pipelined_timeouts_share_the_wait(tmp_path: Path, plant: Plant) -
 async def test_malformed_answer_is_bad_then_the_link_reconnects(
     tmp_path: Path, plant: Plant
 ) -> None:
-    source = _source(_config(tmp_path, "press", plant, max_gap="0"), "press1")
+    source = _source(_config(tmp_path, "press", plant, max_gap="0"), "press1", backoff_initial=0.2)
     await source.connect()
     plant.units["press1"].faults.set("malformed")
     (batch,) = await source.poll(["1s"])
@@ -228,8 +238,17 @@ async def test_malformed_answer_is_bad_then_the_link_reconnects(
         await source.poll(["1s"])
     plant.units["press1"].faults.clear()
     await source.connect()
+    # The unit garbled an answer: it is isolated for its back-off, then asked again.
+    requests = source.statistics()["requests"]
     (batch,) = await source.poll(["1s"])
+    assert (batch.quality == BAD).all() and source.statistics()["requests"] == requests
+    assert set(source.reasons.by_tag().values()) == {"malformed answer"}
+    deadline = time.monotonic() + 5
+    while not (batch.quality == GOOD).all() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        (batch,) = await source.poll(["1s"])
     assert (batch.quality == GOOD).all()
+    assert source.reasons.summary() == {}
     assert source.statistics()["reconnects"] == 1
 
 
