@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.clock import Clock
-from agent.errors import ConnectorError, SinkRejected
+from agent.errors import ConnectError, ConnectorError, SinkRejected, one_line
 from agent.poller import Backoff
 from agent.sink import EventRecord, GapRecord, Record, Sink, TelemetryRecord, TelemetryRecords
 from agent.store import STREAMS, Store, StoreWriter
@@ -318,7 +318,21 @@ class Forwarder:
         return max(1, int(getattr(self.sink, "concurrent_sends", 1)))
 
     async def _send(self, records: Sequence[Record]) -> None:
-        """One attempt at `records`: connect if need be, send, wait for the acknowledgement."""
+        """One attempt at `records`: connect if need be, send, wait for the acknowledgement.
+
+        A sink failing in a way it did not foresee (a KeyError in its encoder, a library's bare
+        assertion) fails the send like a lost connection: the records stay in the store and go
+        again after the back-off, and the reason is one line in the sink's status.
+        """
+        try:
+            await self._attempt(records)
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            log.debug("%s: send failed", self.sink.name, exc_info=exc)
+            raise ConnectError(one_line(exc)) from None
+
+    async def _attempt(self, records: Sequence[Record]) -> None:
         if self._window > 1:
             # The sink keeps concurrent sends in order on its connection: only connecting is
             # one at a time.
@@ -450,7 +464,10 @@ class Forwarder:
         self.stats.state = "failing"
         if self._connected:
             self._connected = False
-            await self.sink.close()
+            try:
+                await self.sink.close()
+            except Exception as closing:
+                log.warning("%s: closing: %s", self.sink.name, one_line(closing))
         await self.clock.sleep_until(self.clock.monotonic() + self._backoff.next(self._rng))
 
     async def _retries(self) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from dataclasses import dataclass
 
 from agent.clock import SystemClock
 from agent.config import Config
-from agent.errors import ConnectorError
+from agent.errors import one_line
 from agent.model import Quality
 from agent.registry import runtime_class
 from agent.source import Source
@@ -64,11 +65,12 @@ async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
                 more = await source.poll(groups)
                 seen |= {int(i) for b in more for i in b.tag_ids}
                 batches += more
-        except ConnectorError as exc:
-            errors[source.name] = str(exc) or type(exc).__name__
+        except Exception as exc:  # a source's unforeseen failure too: one line, no traceback
+            errors[source.name] = one_line(exc)
             batches = source.bad_batches(groups, clock.time_ns())
         finally:
-            await source.close()
+            with contextlib.suppress(Exception):
+                await source.close()
         for batch in batches:
             for tag_id, value, quality, ts in zip(
                 batch.tag_ids.tolist(),

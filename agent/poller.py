@@ -5,6 +5,10 @@ reconnecting with exponential back-off, and telling the rest of the agent what h
 the link is down, every due tick still yields readings: bad-quality ones, so nothing
 downstream mistakes an old value for a current one. State changes (connected, lost, restored)
 are logged once each and emitted as events; failures are counted.
+
+A source that fails in a way it did not foresee (a library's bare assertion, a KeyError) is
+treated as a failed connect or a lost link: one line logged (the traceback only at debug
+level), its tags bad, another attempt after the back-off. One source never ends the agent.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.clock import Clock
-from agent.errors import ConnectorError
+from agent.errors import ConnectorError, one_line
 from agent.model import Event, EventKind, ReadingBatch
 from agent.scheduler import Schedule
 from agent.source import Source
@@ -96,13 +100,17 @@ async def run_link(
             if not connected and clock.monotonic() >= retry_at:
                 try:
                     await source.connect()
-                except ConnectorError as exc:
+                except Exception as exc:
+                    why = one_line(exc)
+                    if not isinstance(exc, ConnectorError):
+                        log.debug("%s: connect failed", source.name, exc_info=exc)
+                        await _close(source)  # it may be half open
                     stats.connect_failures += 1
-                    stats.last_error = str(exc)
+                    stats.last_error = why
                     retry_at = clock.monotonic() + backoff.next(rng)
                     if stats.state != "lost":  # once per outage, not once per attempt
-                        log.warning("%s: cannot connect: %s", source.name, exc)
-                        changed("lost", str(exc))
+                        log.warning("%s: cannot connect: %s", source.name, why)
+                        changed("lost", why)
                 else:
                     connected = True
                     stats.connects += 1
@@ -114,14 +122,17 @@ async def run_link(
             if connected:
                 try:
                     batches = await source.poll(groups)
-                except ConnectorError as exc:
+                except Exception as exc:
+                    why = one_line(exc)
+                    if not isinstance(exc, ConnectorError):
+                        log.debug("%s: poll failed", source.name, exc_info=exc)
                     connected = False
                     stats.disconnects += 1
-                    stats.last_error = str(exc)
+                    stats.last_error = why
                     retry_at = clock.monotonic() + backoff.next(rng)
-                    log.warning("%s: connection lost: %s", source.name, exc)
-                    changed("lost", str(exc))
-                    await source.close()
+                    log.warning("%s: connection lost: %s", source.name, why)
+                    changed("lost", why)
+                    await _close(source)
                     batches = source.bad_batches(groups, clock.time_ns())
                 else:
                     stats.polls += 1
@@ -131,4 +142,13 @@ async def run_link(
             for batch in batches:
                 emit_readings(batch)
     finally:
+        await _close(source)
+
+
+async def _close(source: Source) -> None:
+    """Close `source`; a failure to close is logged, never raised (nothing is left to save)."""
+    try:
         await source.close()
+    except Exception as exc:
+        log.warning("%s: closing: %s", source.name, one_line(exc))
+        log.debug("%s: close failed", source.name, exc_info=exc)

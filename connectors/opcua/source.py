@@ -47,7 +47,7 @@ from asyncua.ua.uaerrors import UaError
 
 from agent.clock import Clock, SystemClock
 from agent.duration import format_duration
-from agent.errors import ConnectError, ConnectorError
+from agent.errors import ConnectError, ConnectorError, one_line
 from agent.histogram import Histogram
 from agent.model import Quality, ReadingBatch
 from agent.tags import TagTable
@@ -300,6 +300,9 @@ class OpcUaSource:
         except (TimeoutError, OSError, UaError, ConnectionError) as exc:
             await self.close()
             raise session.translate(exc, f"{self.name}: setting up") from None
+        except Exception as exc:  # asyncua's bugs too: one line, and the link loop retries
+            await self.close()
+            raise ConnectError(f"{self.name}: setting up: {one_line(exc)}") from None
 
     async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
         client = self._client
