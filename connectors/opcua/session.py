@@ -167,6 +167,25 @@ async def read_limits(client: Client, within: float) -> ServerLimits:
     return limits_from_values(values)
 
 
+async def read_namespaces(client: Client, within: float) -> list[str]:
+    """The server's NamespaceArray (index → URI), which `nsu=` node ids are resolved against."""
+    read = ua.ReadParameters()
+    item = ua.ReadValueId()
+    item.NodeId = ua.NodeId(ua.Int32(ObjectIds.Server_NamespaceArray))
+    item.AttributeId = AttributeIds.Value
+    read.NodesToRead.append(item)
+    try:
+        async with asyncio.timeout(within):
+            (result,) = await client.uaclient.read(read)
+    except (TimeoutError, OSError, UaError, ConnectionError) as exc:
+        raise translate(exc, "reading the server's namespaces") from None
+    good = result.StatusCode is None or result.StatusCode.is_good()
+    value = result.Value.Value if good and result.Value is not None else None
+    if not isinstance(value, list):
+        raise ConnectError("the server's NamespaceArray cannot be read: no nsu= node id resolves")
+    return [str(uri) for uri in value]
+
+
 async def read_start_time(client: Client, within: float) -> datetime | None:
     """The server's ServerStatus.StartTime: which run of the server this session is on.
 

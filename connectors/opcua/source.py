@@ -91,6 +91,10 @@ class _Node:
     first_row: int
     rows: int  # 1, or the declared array length
     excluded: str = ""  # why it is neither read nor monitored this session ("" if it is)
+    # `nsu=<uri>;...`: the namespace URI, looked up in the server's NamespaceArray at every
+    # connect (a restarted server may number its namespaces differently); "" for `ns=<index>`.
+    namespace_uri: str = ""
+    unresolved: str = ""  # why the URI has no index on the server this session ("" if it has)
 
 
 @dataclass(slots=True)
@@ -237,8 +241,9 @@ class OpcUaSource:
             names = element_names(tag)
             mode, interval = config.mode_of(tag), config.interval_of(tag)
             group = f"{mode} {format_duration(interval)}"
-            node_id = ua.NodeId.from_string(tag.node_id)
+            node_id, uri = parse_node_id(tag.node_id)
             node = _Node(tag, node_id, len(self._nodes), group, len(row_ids), len(names))
+            node.namespace_uri = uri
             for name in names:
                 row_ids.append(tags.id_of(config.machine, name))
                 scale.append(tag.scale)
@@ -282,6 +287,8 @@ class OpcUaSource:
             self._server_run = run
             limits = await session.read_limits(client, config.timeout)
             per_read = limits.nodes_per_read(config.max_nodes_per_read)
+            if any(n.namespace_uri for n in self._nodes):
+                self._resolve(await session.read_namespaces(client, config.timeout))
             await self._inspect(client, per_read)
             if self._stale_ids:
                 self._stats.reclaimed += await session.reclaim(
@@ -404,9 +411,27 @@ class OpcUaSource:
         self._stats.error(kind)
         log.warning("%s: tag %s (%s): %s", self.name, node.tag.name, node.tag.node_id, problem)
 
+    def _resolve(self, namespaces: Sequence[str]) -> None:
+        """Give each `nsu=` node the index its URI has on the server this session."""
+        for node in self._nodes:
+            uri = node.namespace_uri
+            if not uri:
+                continue
+            node.unresolved = ""
+            if uri in namespaces:
+                node.node_id = with_namespace(node.node_id, namespaces.index(uri))
+            else:
+                node.unresolved = (
+                    f"namespace {uri} is not on the server (it has: {', '.join(namespaces)})"
+                )
+
     async def _inspect(self, client: Client, per_read: int) -> None:
         """Read DataType and ValueRank of every node; exclude those that cannot be read."""
-        nodes = self._nodes
+        for node in self._nodes:
+            if node.unresolved:
+                node.excluded = node.unresolved
+                self._report(node, "bad_node", node.unresolved)
+        nodes = [n for n in self._nodes if not n.unresolved]
         step = max(per_read // 2, 1)
         for start in range(0, len(nodes), step):
             chunk = nodes[start : start + step]
@@ -423,7 +448,7 @@ class OpcUaSource:
                 kind, node.excluded = self._why_excluded(node, results[2 * i], results[2 * i + 1])
                 if node.excluded:
                     self._report(node, kind, node.excluded)
-        for handle, node in enumerate(nodes):
+        for handle, node in enumerate(self._nodes):
             plain = not node.excluded and node.tag.array_length is None
             self._handle_row[handle] = node.first_row if plain else -1
 
@@ -696,3 +721,18 @@ class OpcUaSource:
             quality=quality,
             ts_ns=ts,
         )
+
+
+def parse_node_id(text: str) -> tuple[ua.NodeId, str]:
+    """A configured node id and its namespace URI: `nsu=<uri>;s=...` gives the URI (its index
+    is the server's to say, see `_resolve`), `ns=<index>;...` and `i=...` give ""."""
+    parsed = ua.NodeId.from_string(text)
+    uri = getattr(parsed, "NamespaceUri", None)
+    if isinstance(parsed, ua.ExpandedNodeId) and uri:
+        return with_namespace(parsed, 0), str(uri)
+    return parsed, ""
+
+
+def with_namespace(node_id: ua.NodeId, index: int) -> ua.NodeId:
+    """The plain NodeId of `node_id` (Expanded or not) in namespace `index`."""
+    return ua.NodeId(node_id.Identifier, ua.Int16(index), node_id.NodeIdType)
