@@ -75,6 +75,25 @@ _BAD_STATUS = 0x80000000
 _NOT_NUMERIC = frozenset({12, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 25})
 _TYPE_NAMES = {12: "String", 14: "Guid", 15: "ByteString", 21: "LocalizedText", 22: "Structure"}
 _SCALAR = -1  # ValueRank
+# Built-in numeric DataTypes (namespace 0): name, the lineside type that is the node's own, and
+# the range of its values (None: not an integer type).
+_NUMERIC: dict[int, tuple[str, str, tuple[int, int] | None]] = {
+    1: ("Boolean", "bool", (0, 1)),
+    2: ("SByte", "int16", (-(2**7), 2**7 - 1)),
+    3: ("Byte", "uint16", (0, 2**8 - 1)),
+    4: ("Int16", "int16", (-(2**15), 2**15 - 1)),
+    5: ("UInt16", "uint16", (0, 2**16 - 1)),
+    6: ("Int32", "int32", (-(2**31), 2**31 - 1)),
+    7: ("UInt32", "uint32", (0, 2**32 - 1)),
+    8: ("Int64", "int64", (-(2**63), 2**63 - 1)),
+    9: ("UInt64", "uint64", (0, 2**64 - 1)),
+    10: ("Float", "float32", None),
+    11: ("Double", "float64", None),
+    13: ("DateTime", "float64", None),
+    290: ("Duration", "float64", None),  # a Double
+    294: ("UtcTime", "float64", None),  # a DateTime
+}
+_INT_RANGE = {name: bounds for _, name, bounds in _NUMERIC.values() if bounds is not None}
 # PublishRequests kept waiting on the server per session (asyncua's own loop keeps one); see
 # `_more_publishers`.
 _PUBLISH_IN_FLIGHT = 4
@@ -466,6 +485,10 @@ class OpcUaSource:
             if isinstance(ident, int) and ident in _NOT_NUMERIC:
                 name = _TYPE_NAMES.get(ident, f"i={ident}")
                 return "unsupported_type", f"unsupported type {name}: a reading is a float64"
+        if node.tag.type is not None and isinstance(type_id, ua.NodeId):
+            refused = type_refusal(node.tag.type, type_id)
+            if refused:
+                return "type_mismatch", refused
         value_rank = rank.Value.Value if rank.Value is not None else _SCALAR
         declared = node.tag.array_length is not None
         if isinstance(value_rank, int):
@@ -736,3 +759,33 @@ def parse_node_id(text: str) -> tuple[ua.NodeId, str]:
 def with_namespace(node_id: ua.NodeId, index: int) -> ua.NodeId:
     """The plain NodeId of `node_id` (Expanded or not) in namespace `index`."""
     return ua.NodeId(node_id.Identifier, ua.Int16(index), node_id.NodeIdType)
+
+
+def type_refusal(declared: str, data_type: ua.NodeId) -> str:
+    """Why a tag declared `declared` cannot take the values of a node of `data_type`, or "".
+
+    The declared type is what sinks announce (a Sparkplug metric's datatype, say), so it must
+    hold every value the node can have: an integer type the node's whole range (an Int16 node
+    fits int32, a UInt16 node does not fit int16), bool only a Boolean node, float32 any integer
+    or Float node but not a Double; float64 holds them all. Unknown and non-standard DataTypes
+    (enumerations, namespaces other than 0) are not checked.
+    """
+    ident = data_type.Identifier
+    if data_type.NamespaceIndex != 0 or not isinstance(ident, int) or ident not in _NUMERIC:
+        return ""
+    name, own, bounds = _NUMERIC[ident]
+    if declared == "float64" or declared == own:
+        return ""
+    if declared == "float32":
+        fits = bounds is not None
+    elif declared == "bool":
+        fits = False
+    else:
+        lo, hi = _INT_RANGE[declared]
+        fits = bounds is not None and lo <= bounds[0] and bounds[1] <= hi
+    if fits:
+        return ""
+    return (
+        f'the node is {name}, which type = "{declared}" cannot hold: '
+        f'declare type = "{own}" or leave type out'
+    )
