@@ -34,7 +34,7 @@ from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
 from agent.registry import runtime_class
 from agent.scheduler import Schedule
 from agent.sink import SinkContext, TagMeta
-from agent.source import Source
+from agent.source import ReportsChanges, Source
 from agent.store import Store, StoreWriter, TagInfo
 from agent.tags import TagTable
 from agent.web.config import WebError
@@ -88,6 +88,9 @@ class Agent:
         self.sources: list[Source] = [
             runtime_class(s.type)(s, self.tags, self.clock) for s in config.sources
         ]
+        for source in self.sources:
+            if isinstance(source, ReportsChanges):
+                source.heartbeat = config.agent.heartbeat
         data_dir = config.agent.data_dir
         self.store = Store(data_dir, synchronous=config.store.synchronous)
         ids = self.store.register_tags(

@@ -127,6 +127,25 @@ class _Group:
 
 
 @dataclass(slots=True)
+class _LastEmitted:
+    """Per row of a subscribe group: what was last emitted and when (the source's clock)."""
+
+    value: npt.NDArray[np.float64]
+    quality: npt.NDArray[np.uint8]
+    emitted_ns: npt.NDArray[np.int64]
+    seen: npt.NDArray[np.bool_]  # emitted this session: a heartbeat may repeat it
+
+    @classmethod
+    def of(cls, n: int) -> _LastEmitted:
+        return cls(
+            np.full(n, math.nan),
+            np.full(n, _BAD, dtype=np.uint8),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.bool_),
+        )
+
+
+@dataclass(slots=True)
 class _Counters:
     polls: int = 0
     requests: int = 0  # Reads of poll groups
@@ -139,6 +158,7 @@ class _Counters:
     subscriptions: int = 0
     monitored_items: int = 0
     reclaimed: int = 0
+    heartbeats: int = 0  # unchanged subscribed values repeated (`heartbeat`)
     latency: Histogram = field(default_factory=Histogram)  # Reads that answered, seconds
 
     def error(self, kind: str) -> None:
@@ -236,9 +256,17 @@ class OpcUaSource:
     """One OPC UA server's session and the tags read from it (the agent's `Source`)."""
 
     def __init__(
-        self, config: OpcUaSourceConfig, tags: TagTable, clock: Clock | None = None
+        self,
+        config: OpcUaSourceConfig,
+        tags: TagTable,
+        clock: Clock | None = None,
+        *,
+        heartbeat: float = 0.0,
     ) -> None:
         self.name = config.name
+        # Seconds after which a subscribed row that has not changed is emitted again (0: never);
+        # the agent sets its `agent.heartbeat` here.
+        self.heartbeat = heartbeat
         self._config = config
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._timestamp: TimestampChoice = config.timestamp
@@ -270,6 +298,7 @@ class OpcUaSource:
             self._nodes.append(node)
             groups.setdefault((mode, interval), []).append(node)
         self._row_ids = np.array(row_ids, dtype=np.int32)
+        self._last = _LastEmitted.of(len(row_ids))
         self._scale = np.array(scale, dtype=np.float64)
         self._offset = np.array(offset, dtype=np.float64)
         self._groups: dict[str, _Group] = {}
@@ -375,6 +404,7 @@ class OpcUaSource:
         self._subscriptions = []
         for inbox in self._inboxes.values():
             inbox.drain()  # values of a lost session must not surface after it
+        self._last.seen[:] = False  # nor be repeated by a heartbeat of the next one
         if client is None:
             return
         if self._dead:
@@ -399,6 +429,7 @@ class OpcUaSource:
             "connects": s.connects,
             "reconnects": max(s.connects - 1, 0),
             "reclaimed_subscriptions": s.reclaimed,
+            "heartbeats": s.heartbeats,
         }
         for kind, count in sorted(s.errors.items()):
             out[f"errors_{kind}"] = count
@@ -733,14 +764,36 @@ class OpcUaSource:
             inbox.put(node.first_row, [math.nan] * n, [int(_BAD)] * n, at)
 
     def _drain(self, group: str) -> ReadingBatch | None:
-        rows, values, quality, ts = self._inboxes[group].drain()
+        """The group's notifications since the last drain, and with `heartbeat` set, its rows
+        that have been quiet that long: their last value again, stamped now. The subscription
+        is alive (`poll` checked it), so an unchanged value is still the current one; without
+        this a quiet tag would never reach the store again and could not be told from a dead
+        one."""
+        rows, raw, quality, ts = self._inboxes[group].drain()
+        values = raw * self._scale[rows] + self._offset[rows]
+        now = self._clock.time_ns()
+        last = self._last
+        if rows.shape[0]:
+            last.value[rows], last.quality[rows], last.emitted_ns[rows] = values, quality, now
+            last.seen[rows] = True
+        if self.heartbeat > 0:
+            mine = self._groups[group].row_ids
+            quiet = now - last.emitted_ns[mine] >= round(self.heartbeat * 1e9)
+            due = mine[last.seen[mine] & quiet]
+            if due.shape[0]:
+                last.emitted_ns[due] = now
+                self._stats.heartbeats += int(due.shape[0])
+                rows = np.concatenate([rows, due])
+                values = np.concatenate([values, last.value[due]])
+                quality = np.concatenate([quality, last.quality[due]])
+                ts = np.concatenate([ts, np.full(due.shape[0], now, dtype=np.int64)])
         if rows.shape[0] == 0:
             return None
         self._stats.drains += 1
         return ReadingBatch(
             source=self.name,
             tag_ids=self._row_ids[rows],
-            values=values * self._scale[rows] + self._offset[rows],
+            values=values,
             quality=quality,
             ts_ns=ts,
         )
