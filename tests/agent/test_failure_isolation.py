@@ -289,3 +289,30 @@ def test_first_leaf_and_one_line() -> None:
     assert one_line(_first_leaf(group)) == "unexpected KeyError: 'k'"
     assert one_line(ConnectError("press: refused")) == "press: refused"
     assert one_line(AssertionError()) == "unexpected AssertionError"
+
+
+async def test_a_page_request_failing_unforeseen_is_a_500_and_the_agent_runs_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx
+
+    from tests.agent.web.running import running_agent
+
+    async with running_agent(tmp_path) as run, httpx.AsyncClient(base_url=run.url) as client:
+        real_state = run.web.state.state
+
+        async def broken(machine: str | None) -> Any:
+            raise KeyError(machine)
+
+        run.web.state.state = broken  # type: ignore[method-assign]
+        failed = await client.get("/api/state", params={"machine": "press1"})
+        run.web.state.state = real_state  # type: ignore[method-assign]
+        polled = run.agent.links["press1-plc"].polls
+        await until(lambda: run.agent.links["press1-plc"].polls > polled + 3)
+        again = await client.get("/api/state")
+    assert failed.status_code == 500
+    assert failed.json() == {"error": "internal error: unexpected KeyError: 'press1'"}
+    assert again.status_code == 200
+    messages = [r.getMessage() for r in caplog.records if r.name == "lineside.web"]
+    assert "status page: a request failed: unexpected KeyError: 'press1'" in messages
+    one_line_logs(caplog)
