@@ -219,17 +219,20 @@ class Agent:
         """Run `run()` until it returns; when it raises, log one line, hand `failed` the reason
         and run it again after a back-off. One source, sink or inspection failing in a way
         nobody foresaw never ends the agent nor stops the others (the traceback goes to the
-        debug log)."""
+        debug log; the same reason again is logged at debug level only)."""
         backoff = Backoff(maximum=LINK_BACKOFF_MAX)
         rng = random.Random()
+        logged = ""
         while True:
             try:
                 await run()
                 return
             except Exception as exc:
                 why = one_line(_first_leaf(exc))
-                log.error("%s failed: %s; starting it again", what, why)
+                level = logging.ERROR if why != logged else logging.DEBUG
+                log.log(level, "%s failed: %s; starting it again", what, why)
                 log.debug("%s failed", what, exc_info=exc)
+                logged = why
                 try:
                     failed(why)
                 except Exception as again:
@@ -250,7 +253,7 @@ class Agent:
 
     @staticmethod
     def _inspection_failed(inspector: Inspector, why: str) -> None:
-        inspector.stats.last_error = f"stopped: {why}"
+        inspector.stats.last_error = why
 
     def emit_readings(self, batch: ReadingBatch) -> None:
         n = len(batch)
