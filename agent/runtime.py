@@ -67,6 +67,16 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def _figures(name: str, statistics: Callable[[], Mapping[str, Any]]) -> Mapping[str, Any]:
+    """A source's or sink's own figures; a bug there costs its figures, not the status file,
+    the page or the agent (they all read them)."""
+    try:
+        return statistics()
+    except Exception as exc:
+        log.debug("%s: statistics failed", name, exc_info=exc)
+        return {"statistics_error": one_line(exc)}
+
+
 def sink_tags(
     stored: dict[int, TagInfo], types: Mapping[str, DataType] | None = None
 ) -> dict[int, TagMeta]:
@@ -432,12 +442,12 @@ class Agent:
         for source in self.sources:
             schedule = self.schedules[source.name].statistics()
             sources[source.name] = {
-                **source.statistics(),
+                **_figures(source.name, source.statistics),
                 "link": asdict(self.links[source.name]),
                 "groups": {name: asdict(s) for name, s in schedule.items()},
             }
         sinks = {
-            f.sink.name: {**f.sink.statistics(), "forward": asdict(f.stats)}
+            f.sink.name: {**_figures(f.sink.name, f.sink.statistics), "forward": asdict(f.stats)}
             for f in self.forwarders
         }
         filtered = self.filter.statistics() if self.filter is not None else None

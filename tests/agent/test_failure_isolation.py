@@ -316,3 +316,41 @@ async def test_a_page_request_failing_unforeseen_is_a_500_and_the_agent_runs_on(
     messages = [r.getMessage() for r in caplog.records if r.name == "lineside.web"]
     assert "status page: a request failed: unexpected KeyError: 'press1'" in messages
     one_line_logs(caplog)
+
+
+async def test_a_source_whose_figures_fail_costs_only_its_figures(tmp_path: Path) -> None:
+    import json
+
+    from agent.runtime import STATUS_FILE
+
+    spec = load_plant("press").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(5.0), opcua=False, rtu=False) as plant:
+        path = tmp_path / "lineside.toml"
+        path.write_text(
+            plant_config(plant_machines(plant.endpoints()), poll_interval="100ms"),
+            encoding="utf-8",
+        )
+        agent = Agent(load_config(path))
+        at = next(i for i, s in enumerate(agent.sources) if s.name == "press1-plc")
+        base = type(agent.sources[at])
+
+        class BrokenFigures(base):  # type: ignore[misc,valid-type]
+            def statistics(self) -> Any:
+                raise KeyError("requests")
+
+        agent.sources[at] = BrokenFigures(agent.config.sources[at], agent.tags, agent.clock)
+        status = tmp_path / "data" / STATUS_FILE
+
+        def written() -> dict[str, Any]:
+            figures: dict[str, Any] = json.loads(status.read_text(encoding="utf-8"))
+            return figures
+
+        def connected() -> bool:
+            return status.exists() and written()["sources"]["press1-plc"]["link"]["polls"] > 0
+
+        async with running(agent):
+            await until(connected)  # the status file is rewritten every 2 s
+    figures = written()["sources"]["press1-plc"]
+    assert figures["statistics_error"] == "unexpected KeyError: 'requests'"
+    assert figures["link"]["state"] == "connected"
+    assert "requests" in written()["sources"]["press2-plc"]
