@@ -62,6 +62,16 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if level.upper() != "DEBUG":
+        _quiet_asyncua()
+
+
+def _quiet_asyncua() -> None:
+    """asyncua logs each refusal and failure itself, some with a traceback; lineside says each
+    one in its own line (the source's status, the command's error), so only debug shows them."""
+    import logging
+
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
 
 
 def _print_version(wanted: bool) -> None:
@@ -316,6 +326,7 @@ def read(
     from agent.oneshot import read_once
 
     config = _load(config_file)
+    _quiet_asyncua()
     result = run_loop(lambda: read_once(config, tag))
     if tag is not None and not result.readings and not result.errors:
         raise _fail([f"no tag matches {tag!r}"])
@@ -633,11 +644,9 @@ def _discover_opcua(
     else:
         command = f"lineside discover opcua {endpoint}"
     target = endpoint  # a str here; a name of its own keeps it one inside the closure below
-    import logging
-
     # asyncua warns of every ServiceFault (a refused login, say) on stderr; the one line below
     # says it in lineside's words. lineside's own warnings (a certificate pinned) still show.
-    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    _quiet_asyncua()
 
     with Progress(console=err_console, transient=True, disable=as_json) as bar:
         task = bar.add_task("connecting", total=None)

@@ -89,3 +89,13 @@ class SinkRejected(ConnectorError):
 
 class StoreError(LinesideError):
     """The SQLite log cannot be read or written."""
+
+
+def one_line(exc: BaseException) -> str:
+    """What went wrong, on one line: lineside's own message, or for an exception nobody foresaw
+    (a library's bug, a bare assertion) its type and message, so a log line or a status field
+    still says something."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, LinesideError):
+        return text or type(exc).__name__
+    return f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")

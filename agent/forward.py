@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.clock import Clock
-from agent.errors import ConnectorError, SinkRejected
+from agent.errors import ConnectError, ConnectorError, SinkRejected, one_line
 from agent.poller import Backoff
 from agent.secrets import redact
 from agent.sink import EventRecord, GapRecord, Record, Sink, TelemetryRecord, TelemetryRecords
@@ -337,7 +337,21 @@ class Forwarder:
         return bool(getattr(self.sink, "independent_streams", False))
 
     async def _send(self, records: Sequence[Record]) -> None:
-        """One attempt at `records`: connect if need be, send, wait for the acknowledgement."""
+        """One attempt at `records`: connect if need be, send, wait for the acknowledgement.
+
+        A sink failing in a way it did not foresee (a KeyError in its encoder, a library's bare
+        assertion) fails the send like a lost connection: the records stay in the store and go
+        again after the back-off, and the reason is one line in the sink's status.
+        """
+        try:
+            await self._attempt(records)
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            log.debug("%s: send failed", self.sink.name, exc_info=exc)
+            raise ConnectError(one_line(exc)) from None
+
+    async def _attempt(self, records: Sequence[Record]) -> None:
         if self._independent:
             await self._send_on_stream(records)
             return
@@ -493,7 +507,10 @@ class Forwarder:
             )
         elif self._connected:
             self._connected = False
-            await self.sink.close()
+            try:
+                await self.sink.close()
+            except Exception as closing:
+                log.warning("%s: closing: %s", self.sink.name, one_line(closing))
         delay = backoff.next(self._rng)
         if exc.retry_after is not None:  # the far side said how long: not sooner
             delay = max(delay, exc.retry_after)

@@ -6,13 +6,14 @@ code, a timeout; agent/reasons.py), or the link's error when the source could no
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 from dataclasses import dataclass
 
 from agent.clock import SystemClock
 from agent.config import Config
-from agent.errors import ConnectorError
+from agent.errors import one_line
 from agent.model import Quality
 from agent.pipeline import NON_FINITE_REASON, mark_non_finite
 from agent.reasons import reasons_of
@@ -76,11 +77,12 @@ async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
                 more = await source.poll(groups)
                 seen |= {int(i) for b in more for i in b.tag_ids}
                 batches += more
-        except ConnectorError as exc:
-            errors[source.name] = str(exc) or type(exc).__name__
+        except Exception as exc:  # a source's unforeseen failure too: one line, no traceback
+            errors[source.name] = one_line(exc)
             batches = source.bad_batches(groups, clock.time_ns())
         finally:
-            await source.close()
+            with contextlib.suppress(Exception):
+                await source.close()
         reasons = reasons_of(source)
         why = reasons.by_tag() if reasons is not None else {}
         link_error = errors.get(source.name, "")

@@ -13,6 +13,10 @@ and an event) comes at most once a minute: those in between are held back and co
 next one told says how many (`repeats` in the event). A change held back is told once its
 minute is over if the link is still so, so the last event always says where the link is.
 "Last good" is the last poll with a good reading.
+
+A source that fails in a way it did not foresee (a library's bare assertion, a KeyError) is
+treated as a failed connect or a lost link: one line logged (the traceback only at debug
+level), its tags bad, another attempt after the back-off. One source never ends the agent.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.clock import Clock
-from agent.errors import ConnectorError
+from agent.errors import ConnectorError, one_line
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.reasons import REPEAT_WINDOW, reasons_of
 from agent.scheduler import Schedule
@@ -172,15 +176,19 @@ async def run_link(
             if not connected and clock.monotonic() >= retry_at:
                 try:
                     await source.connect()
-                except ConnectorError as exc:
+                except Exception as exc:
+                    why = one_line(exc)
+                    if not isinstance(exc, ConnectorError):
+                        log.debug("%s: connect failed", source.name, exc_info=exc)
+                        await _close(source)  # it may be half open
                     stats.connect_failures += 1
-                    stats.last_error = str(exc)
-                    link_reason(str(exc))
+                    stats.last_error = why
+                    link_reason(why)
                     retry_at = clock.monotonic() + backoff.next(rng)
                     if stats.state != "lost":  # once per outage, not once per attempt
                         stats.state = "lost"
-                        line = f"cannot connect: {exc}"
-                        teller.change(_Change("lost", str(exc), logging.WARNING, line))
+                        line = f"cannot connect: {why}"
+                        teller.change(_Change("lost", why, logging.WARNING, line))
                 else:
                     # The back-off is reset by a good poll, not by a connect: a device that
                     # accepts connections and then garbles every answer must not flap at will.
@@ -194,16 +202,19 @@ async def run_link(
             if connected:
                 try:
                     batches = await source.poll(groups)
-                except ConnectorError as exc:
+                except Exception as exc:
+                    why = one_line(exc)
+                    if not isinstance(exc, ConnectorError):
+                        log.debug("%s: poll failed", source.name, exc_info=exc)
                     connected = False
                     stats.disconnects += 1
-                    stats.last_error = str(exc)
-                    link_reason(str(exc))
+                    stats.last_error = why
+                    link_reason(why)
                     retry_at = clock.monotonic() + backoff.next(rng)
                     stats.state = "lost"
-                    line = f"connection lost: {exc}"
-                    teller.change(_Change("lost", str(exc), logging.WARNING, line))
-                    await source.close()
+                    line = f"connection lost: {why}"
+                    teller.change(_Change("lost", why, logging.WARNING, line))
+                    await _close(source)
                     batches = source.bad_batches(groups, clock.time_ns())
                 else:
                     stats.polls += 1
@@ -215,4 +226,13 @@ async def run_link(
             for batch in batches:
                 emit_readings(batch)
     finally:
+        await _close(source)
+
+
+async def _close(source: Source) -> None:
+    """Close `source`; a failure to close is logged, never raised (nothing is left to save)."""
+    try:
         await source.close()
+    except Exception as exc:
+        log.warning("%s: closing: %s", source.name, one_line(exc))
+        log.debug("%s: close failed", source.name, exc_info=exc)

@@ -15,7 +15,8 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import random
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,19 +26,19 @@ import numpy.typing as npt
 
 from agent.clock import Clock, SystemClock
 from agent.config import Config
-from agent.errors import LinesideError
+from agent.errors import LinesideError, one_line
 from agent.forward import Forwarder, ForwardSettings
 from agent.kpi.engine import KpiEngine
 from agent.kpi.replay import resume
 from agent.model import DataType, Event, Quality, ReadingBatch
 from agent.pipeline import ReportByException, mark_non_finite
-from agent.poller import LinkStatistics, run_link
+from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
 from agent.reasons import reasons_of
 from agent.registry import runtime_class
 from agent.scheduler import Schedule
 from agent.secrets import redact_tree
 from agent.sink import SinkContext, TagMeta
-from agent.source import Source
+from agent.source import ReportsChanges, Source
 from agent.store import Store, StoreWriter, TagInfo
 from agent.tags import TagTable
 from agent.web.config import WebError
@@ -64,6 +65,23 @@ def write_status(data_dir: Path, figures: dict[str, Any]) -> None:
     os.replace(temporary, target)
 
 
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception a TaskGroup's group holds (itself when not a group)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _figures(name: str, statistics: Callable[[], Mapping[str, Any]]) -> Mapping[str, Any]:
+    """A source's or sink's own figures; a bug there costs its figures, not the status file,
+    the page or the agent (they all read them)."""
+    try:
+        return statistics()
+    except Exception as exc:
+        log.debug("%s: statistics failed", name, exc_info=exc)
+        return {"statistics_error": one_line(exc)}
+
+
 def sink_tags(
     stored: dict[int, TagInfo], types: Mapping[str, DataType] | None = None
 ) -> dict[int, TagMeta]:
@@ -85,6 +103,9 @@ class Agent:
         self.sources: list[Source] = [
             runtime_class(s.type)(s, self.tags, self.clock) for s in config.sources
         ]
+        for source in self.sources:
+            if isinstance(source, ReportsChanges):
+                source.heartbeat = config.agent.heartbeat
         data_dir = config.agent.data_dir
         self.store = Store(data_dir, synchronous=config.store.synchronous)
         ids = self.store.register_tags(
@@ -209,13 +230,47 @@ class Agent:
             for i in self.inspectors
         }
 
-    async def _inspect(self, inspector: Inspector) -> None:
-        # One inspection failing in an unforeseen way must not stop polling or the others.
-        try:
-            await inspector.run()
-        except Exception as exc:
-            log.exception("inspection %s stopped", inspector.name)
-            inspector.stats.last_error = f"stopped: {type(exc).__name__}: {exc}"
+    async def _supervised(
+        self, what: str, run: Callable[[], Awaitable[None]], failed: Callable[[str], None]
+    ) -> None:
+        """Run `run()` until it returns; when it raises, log one line, hand `failed` the reason
+        and run it again after a back-off. One source, sink or inspection failing in a way
+        nobody foresaw never ends the agent nor stops the others (the traceback goes to the
+        debug log; the same reason again is logged at debug level only)."""
+        backoff = Backoff(maximum=LINK_BACKOFF_MAX)
+        rng = random.Random()
+        logged = ""
+        while True:
+            try:
+                await run()
+                return
+            except Exception as exc:
+                why = one_line(_first_leaf(exc))
+                level = logging.ERROR if why != logged else logging.DEBUG
+                log.log(level, "%s failed: %s; starting it again", what, why)
+                log.debug("%s failed", what, exc_info=exc)
+                logged = why
+                try:
+                    failed(why)
+                except Exception as again:
+                    log.error("%s: %s", what, one_line(again))
+            await self.clock.sleep_until(self.clock.monotonic() + backoff.next(rng))
+
+    def _source_failed(self, source: Source, why: str) -> None:
+        """Its tags read bad until it runs again, and its status says why."""
+        link = self.links[source.name]
+        link.state, link.last_error = "lost", why
+        for batch in source.bad_batches(list(source.poll_groups()), self.clock.time_ns()):
+            self.emit_readings(batch)
+
+    @staticmethod
+    def _sink_failed(forwarder: Forwarder, why: str) -> None:
+        forwarder.stats.failures += 1
+        forwarder.stats.state, forwarder.stats.last_error = "failing", why
+
+    @staticmethod
+    def _inspection_failed(inspector: Inspector, why: str) -> None:
+        inspector.stats.last_error = why
 
     def emit_readings(self, batch: ReadingBatch) -> None:
         n = len(batch)
@@ -302,23 +357,41 @@ class Agent:
             async with asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(
-                        run_link(
-                            source,
-                            self.clock,
-                            self.emit_readings,
-                            self.emit_event,
-                            stats=self.links[source.name],
-                            schedule=self.schedules[source.name],
+                        self._supervised(
+                            f"source {source.name}",
+                            functools.partial(
+                                run_link,
+                                source,
+                                self.clock,
+                                self.emit_readings,
+                                self.emit_event,
+                                stats=self.links[source.name],
+                                schedule=self.schedules[source.name],
+                            ),
+                            functools.partial(self._source_failed, source),
                         ),
                         name=f"link-{source.name}",
                     )
                     for source in self.sources
                 ]
                 tasks += [
-                    group.create_task(f.run(), name=f"sink-{f.sink.name}") for f in self.forwarders
+                    group.create_task(
+                        self._supervised(
+                            f"sink {f.sink.name}", f.run, functools.partial(self._sink_failed, f)
+                        ),
+                        name=f"sink-{f.sink.name}",
+                    )
+                    for f in self.forwarders
                 ]
                 tasks += [
-                    group.create_task(self._inspect(i), name=f"inspect-{i.name}")
+                    group.create_task(
+                        self._supervised(
+                            f"inspection {i.name}",
+                            i.run,
+                            functools.partial(self._inspection_failed, i),
+                        ),
+                        name=f"inspect-{i.name}",
+                    )
                     for i in self.inspectors
                 ]
                 tasks.append(group.create_task(self._publish_status(), name="status-file"))
@@ -432,14 +505,14 @@ class Agent:
         for source in self.sources:
             schedule = self.schedules[source.name].statistics()
             sources[source.name] = {
-                **source.statistics(),
+                **_figures(source.name, source.statistics),
                 "link": asdict(self.links[source.name]),
                 "groups": {name: asdict(s) for name, s in schedule.items()},
                 "tags": self.tags_of_source(source.name),
                 "bad_reasons": self.bad_reasons(source),
             }
         sinks = {
-            f.sink.name: {**f.sink.statistics(), "forward": asdict(f.stats)}
+            f.sink.name: {**_figures(f.sink.name, f.sink.statistics), "forward": asdict(f.stats)}
             for f in self.forwarders
         }
         filtered = self.filter.statistics() if self.filter is not None else None

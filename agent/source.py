@@ -12,7 +12,7 @@ through `agent.reasons.reasons_of`; without one, only the link's error is known.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from agent.model import ReadingBatch
 
@@ -46,3 +46,12 @@ class Source(Protocol):
     def statistics(self) -> Mapping[str, float]:
         """Counters and gauges: requests, errors by kind, bytes, latency, reconnects."""
         ...
+
+
+@runtime_checkable
+class ReportsChanges(Protocol):
+    """A source that emits a tag only when it changes (OPC UA subscriptions) and so repeats an
+    unchanged one every `heartbeat` seconds (0: never), which the agent sets from
+    `agent.heartbeat`: a quiet tag must still reach the store, to be told from a dead one."""
+
+    heartbeat: float

@@ -12,7 +12,13 @@ sign_and_encrypt mode a None channel is given a permission ruleset that refuses 
 after the handshake: such a client can ask for endpoints but cannot browse, read or subscribe.
 With `users`, only those user names and passwords are accepted (anonymous is refused); with
 security "none" the password then crosses the wire in clear, as OPC UA allows: fine on a test
-bench, which is all this server is for.
+bench, which is all this server is for. With `trusted_clients` (a folder of DER certificates),
+a secure channel from a client whose certificate is not in the folder is refused as strict
+servers refuse it: an OpenSecureChannel response with BadSecurityChecksFailed. The folder is
+read at each channel, so trusting a client is copying its certificate there.
+
+`extra_namespaces` are registered before the simulator's own, so its index moves: what a real
+server may do across restarts (start another with them on the same port).
 """
 
 from __future__ import annotations
@@ -32,12 +38,15 @@ from asyncua.common.node import Node
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
 from asyncua.crypto.security_policies import SecurityPolicyFactory, SecurityPolicyNone
+from asyncua.server import binary_server_asyncio
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.server import Server
+from asyncua.server.uaprocessor import UaProcessor
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.ua_binary import struct_from_binary
 
 from firmware_sim.certs import create_certificate
 from firmware_sim.profile import Profile, ProfileTag, opcua_type
@@ -172,6 +181,34 @@ class _RefuseAll(PermissionRuleset):
         return False
 
 
+class _StrictProcessor(UaProcessor):
+    """asyncua's per-connection processor, refusing secure channels from untrusted clients.
+
+    Only for servers that set `lineside_trusted_clients` on their internal server (a folder);
+    every other server in the process behaves as asyncua's own.
+    """
+
+    def open_secure_channel(self, algohdr: Any, seqhdr: Any, body: Any) -> None:
+        folder: Path | None = getattr(self.iserver, "lineside_trusted_clients", None)
+        sender = bytes(algohdr.SenderCertificate or b"")
+        if folder is None or not sender or _trusted(folder, sender):
+            super().open_secure_channel(algohdr, seqhdr, body)  # type: ignore[no-untyped-call]
+            return
+        request = struct_from_binary(ua.OpenSecureChannelRequest, body)
+        self._connection.select_policy(
+            algohdr.SecurityPolicyURI, algohdr.SenderCertificate, request.Parameters.SecurityMode
+        )
+        response = ua.OpenSecureChannelResponse()
+        response.ResponseHeader.ServiceResult = _status(StatusCodes.BadSecurityChecksFailed)
+        self.send_response(  # type: ignore[no-untyped-call]
+            request.RequestHeader.RequestHandle, seqhdr, response, ua.MessageType.SecureOpen
+        )
+
+
+def _trusted(folder: Path, certificate: bytes) -> bool:
+    return any(p.read_bytes() == certificate for p in folder.glob("*.der") if p.is_file())
+
+
 class _SharedDataValue(ua.DataValue):
     """A DataValue nobody mutates once written, so asyncua's monitored items need no copy of it.
 
@@ -219,6 +256,8 @@ class SimOpcUaServer:
             ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
         ),
         keep_certificate: bool = False,
+        trusted_clients: Path | None = None,
+        extra_namespaces: Sequence[str] = (),
     ) -> None:
         self._machines = {m.name: m for m in machines}
         if not self._machines:
@@ -244,6 +283,10 @@ class SimOpcUaServer:
         # of clients that must refuse it) instead of being renewed.
         self.policies = tuple(policies)
         self.keep_certificate = keep_certificate
+        # Client certificates a secure channel is opened for (None: any), and namespaces
+        # registered before ours (both may change between `restart`s).
+        self.trusted_clients = trusted_clients
+        self.extra_namespaces = tuple(extra_namespaces)
         self.application_uri = f"{namespace}:server"
         self._server: Server | None = None
         self._ns = 0
@@ -300,6 +343,11 @@ class SimOpcUaServer:
                     permission_ruleset=_RefuseAll(),
                 )
             )
+            if self.trusted_clients is not None:
+                server.iserver.lineside_trusted_clients = self.trusted_clients  # type: ignore[attr-defined]
+                binary_server_asyncio.UaProcessor = _StrictProcessor  # type: ignore[attr-defined]
+        for extra in self.extra_namespaces:
+            await server.register_namespace(extra)
         self._ns = await server.register_namespace(self.namespace)
         await self._advertise_limits(server)
         await self._build(server)

@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from agent.errors import one_line
 from agent.web.config import WebError, WebSection, canonical_host
 from agent.web.health import not_ready
 from agent.web.images import PREFIX as IMAGES
@@ -335,6 +336,14 @@ class WebServer:
             # The server is closing. This task is a leaf that asyncio's stream machinery would
             # report as an error if it ended cancelled, so it ends quietly instead.
             pass
+        except Exception as exc:  # a page's bug costs this one request, not the agent
+            log.error("status page: a request failed: %s", one_line(exc))
+            log.debug("status page: a request failed", exc_info=exc)
+            with contextlib.suppress(Exception):
+                failed = _error(
+                    HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {one_line(exc)}"
+                )
+                await self._send(writer, failed)
         finally:
             self._clients.discard(task)
             writer.close()

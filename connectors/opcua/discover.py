@@ -41,6 +41,7 @@ from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
 from asyncua.ua.uaerrors import UaError
 
 from agent.config import SourceModel
+from agent.errors import ConnectError, LinesideError, one_line
 from connectors.opcua.config import OpcUaSourceConfig
 from connectors.opcua.session import close_session, open_session, read_limits, translate
 
@@ -133,9 +134,11 @@ async def discover(
     try:
         async with asyncio.timeout(time_limit):
             await client.connect()
-    except (TimeoutError, OSError, UaError, ConnectionError, ValueError) as exc:
+    except Exception as exc:  # asyncua fails in many types, some bare: always one line
         client.disconnect_socket()
-        raise translate(exc, f"cannot connect to {endpoint}") from None
+        if isinstance(exc, TimeoutError | OSError | UaError | ConnectionError | ValueError):
+            raise translate(exc, f"cannot connect to {endpoint}") from None
+        raise ConnectError(f"cannot connect to {endpoint}: {one_line(exc)}") from None
     return await _explore(client, endpoint, "None", root_id, depth, time_limit, report)
 
 
@@ -184,6 +187,10 @@ async def _explore(
         )
     except (TimeoutError, OSError, UaError, ConnectionError) as exc:
         raise translate(exc, f"browsing {endpoint}") from None
+    except LinesideError:
+        raise
+    except Exception as exc:  # asyncua's bugs too: one line, never a traceback
+        raise ConnectError(f"browsing {endpoint}: {one_line(exc)}") from None
     finally:
         await close_session(client, time_limit, [])
     return Discovery(

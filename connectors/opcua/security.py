@@ -25,6 +25,7 @@ it on the wire.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from asyncua.client.client import Client
 from asyncua.crypto import security_policies as sp
 from asyncua.crypto.uacrypto import CertProperties
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uaerrors import UaStatusCodeError
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import (
@@ -283,21 +284,40 @@ def refusal(exc: BaseException, config: OpcUaSourceConfig) -> str | None:
     """One line for a server's refusal that security explains (login, our certificate), or None.
 
     For the code that connects: a `UaStatusCodeError` from `connect()` means more here than its
-    status name alone.
+    status name alone. A server that answers OpenSecureChannel with a bad status (as strict
+    servers do for a certificate they do not trust) makes asyncua fail a bare assertion instead,
+    the status only logged: any failure raised from inside opening the secure channel of a
+    secured connection is that refusal.
     """
+    secured = config.security_policy != "None"
     if not isinstance(exc, UaStatusCodeError):
+        if (
+            secured
+            and not isinstance(exc, TimeoutError | OSError | UaError)
+            and _in_secure_channel(exc)
+        ):
+            return our_certificate_refused(config, "it refused the secure channel")
         return None
     code = exc.code
     name = ua.StatusCode(code).name
     if code in _LOGIN_REFUSED:
         who = f"user {config.username}" if config.username else "anonymous login"
         return f"the server refused {who} ({name}): wrong user name or password?"
-    if code in _OUR_CERT_REFUSED and config.security_policy != "None":
-        return (
-            f"the server refused our certificate {config.certificate} ({name}): add it to the "
-            "server's trusted certificates"
-        )
+    if code in _OUR_CERT_REFUSED and secured:
+        return our_certificate_refused(config, name)
     return None
+
+
+def our_certificate_refused(config: OpcUaSourceConfig, why: str) -> str:
+    return f"the server rejected our certificate ({why}): have it trust {config.certificate}"
+
+
+def _in_secure_channel(exc: BaseException) -> bool:
+    """Whether `exc` was raised while asyncua opened the secure channel."""
+    return any(
+        frame.f_code.co_name == "open_secure_channel"
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
 
 
 def first_certificate(data: bytes | None) -> bytes:

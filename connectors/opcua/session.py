@@ -24,7 +24,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from agent.errors import ConnectError, RequestTimeout
+from agent.errors import ConnectError, ConnectorError, RequestTimeout, one_line
 from agent.secrets import read_password
 from connectors.opcua.config import OpcUaSourceConfig
 
@@ -125,14 +125,22 @@ async def open_session(config: OpcUaSourceConfig, on_lost: Callable[[str], None]
 
                 await secure(client, config)
             await client.connect()
-    except (TimeoutError, OSError, UaError, ConnectionError, ValueError) as exc:
+    except ConnectorError:  # our own checks (`secure`): already one line
+        await abandon(client)
+        raise
+    except Exception as exc:
+        # asyncua fails in many types, some of them bare (an AssertionError when a server
+        # refuses our certificate): each becomes one line here, never a traceback upstream.
         await abandon(client)
         from connectors.opcua.security import refusal
 
+        where = f"{config.name} ({config.endpoint})"
         explained = refusal(exc, config)
         if explained is not None:
-            raise ConnectError(f"{config.name} ({config.endpoint}): {explained}") from None
-        raise translate(exc, f"{config.name} ({config.endpoint})") from None
+            raise ConnectError(f"{where}: {explained}") from None
+        if isinstance(exc, TimeoutError | OSError | UaError | ConnectionError | ValueError):
+            raise translate(exc, where) from None
+        raise ConnectError(f"{where}: {one_line(exc)}") from None
     except asyncio.CancelledError:
         await abandon(client)
         raise
@@ -157,6 +165,25 @@ async def read_limits(client: Client, within: float) -> ServerLimits:
         good = dv.StatusCode is None or dv.StatusCode.is_good()
         values.append(dv.Value.Value if good and dv.Value is not None else None)
     return limits_from_values(values)
+
+
+async def read_namespaces(client: Client, within: float) -> list[str]:
+    """The server's NamespaceArray (index → URI), which `nsu=` node ids are resolved against."""
+    read = ua.ReadParameters()
+    item = ua.ReadValueId()
+    item.NodeId = ua.NodeId(ua.Int32(ObjectIds.Server_NamespaceArray))
+    item.AttributeId = AttributeIds.Value
+    read.NodesToRead.append(item)
+    try:
+        async with asyncio.timeout(within):
+            (result,) = await client.uaclient.read(read)
+    except (TimeoutError, OSError, UaError, ConnectionError) as exc:
+        raise translate(exc, "reading the server's namespaces") from None
+    good = result.StatusCode is None or result.StatusCode.is_good()
+    value = result.Value.Value if good and result.Value is not None else None
+    if not isinstance(value, list):
+        raise ConnectError("the server's NamespaceArray cannot be read: no nsu= node id resolves")
+    return [str(uri) for uri in value]
 
 
 async def read_start_time(client: Client, within: float) -> datetime | None:

@@ -47,7 +47,7 @@ from asyncua.ua.uaerrors import UaError
 
 from agent.clock import Clock, SystemClock
 from agent.duration import format_duration
-from agent.errors import ConnectError, ConnectorError
+from agent.errors import ConnectError, ConnectorError, one_line
 from agent.histogram import Histogram
 from agent.model import Quality, ReadingBatch
 from agent.tags import TagTable
@@ -75,6 +75,25 @@ _BAD_STATUS = 0x80000000
 _NOT_NUMERIC = frozenset({12, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 25})
 _TYPE_NAMES = {12: "String", 14: "Guid", 15: "ByteString", 21: "LocalizedText", 22: "Structure"}
 _SCALAR = -1  # ValueRank
+# Built-in numeric DataTypes (namespace 0): name, the lineside type that is the node's own, and
+# the range of its values (None: not an integer type).
+_NUMERIC: dict[int, tuple[str, str, tuple[int, int] | None]] = {
+    1: ("Boolean", "bool", (0, 1)),
+    2: ("SByte", "int16", (-(2**7), 2**7 - 1)),
+    3: ("Byte", "uint16", (0, 2**8 - 1)),
+    4: ("Int16", "int16", (-(2**15), 2**15 - 1)),
+    5: ("UInt16", "uint16", (0, 2**16 - 1)),
+    6: ("Int32", "int32", (-(2**31), 2**31 - 1)),
+    7: ("UInt32", "uint32", (0, 2**32 - 1)),
+    8: ("Int64", "int64", (-(2**63), 2**63 - 1)),
+    9: ("UInt64", "uint64", (0, 2**64 - 1)),
+    10: ("Float", "float32", None),
+    11: ("Double", "float64", None),
+    13: ("DateTime", "float64", None),
+    290: ("Duration", "float64", None),  # a Double
+    294: ("UtcTime", "float64", None),  # a DateTime
+}
+_INT_RANGE = {name: bounds for _, name, bounds in _NUMERIC.values() if bounds is not None}
 # PublishRequests kept waiting on the server per session (asyncua's own loop keeps one); see
 # `_more_publishers`.
 _PUBLISH_IN_FLIGHT = 4
@@ -91,6 +110,10 @@ class _Node:
     first_row: int
     rows: int  # 1, or the declared array length
     excluded: str = ""  # why it is neither read nor monitored this session ("" if it is)
+    # `nsu=<uri>;...`: the namespace URI, looked up in the server's NamespaceArray at every
+    # connect (a restarted server may number its namespaces differently); "" for `ns=<index>`.
+    namespace_uri: str = ""
+    unresolved: str = ""  # why the URI has no index on the server this session ("" if it has)
 
 
 @dataclass(slots=True)
@@ -101,6 +124,25 @@ class _Group:
     nodes: list[_Node]
     row_ids: npt.NDArray[np.int32]  # the group's rows, node by node (first_row order)
     reads: list[tuple[ua.ReadParameters, list[_Node]]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _LastEmitted:
+    """Per row of a subscribe group: what was last emitted and when (the source's clock)."""
+
+    value: npt.NDArray[np.float64]
+    quality: npt.NDArray[np.uint8]
+    emitted_ns: npt.NDArray[np.int64]
+    seen: npt.NDArray[np.bool_]  # emitted this session: a heartbeat may repeat it
+
+    @classmethod
+    def of(cls, n: int) -> _LastEmitted:
+        return cls(
+            np.full(n, math.nan),
+            np.full(n, _BAD, dtype=np.uint8),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.bool_),
+        )
 
 
 @dataclass(slots=True)
@@ -116,6 +158,7 @@ class _Counters:
     subscriptions: int = 0
     monitored_items: int = 0
     reclaimed: int = 0
+    heartbeats: int = 0  # unchanged subscribed values repeated (`heartbeat`)
     latency: Histogram = field(default_factory=Histogram)  # Reads that answered, seconds
 
     def error(self, kind: str) -> None:
@@ -213,9 +256,17 @@ class OpcUaSource:
     """One OPC UA server's session and the tags read from it (the agent's `Source`)."""
 
     def __init__(
-        self, config: OpcUaSourceConfig, tags: TagTable, clock: Clock | None = None
+        self,
+        config: OpcUaSourceConfig,
+        tags: TagTable,
+        clock: Clock | None = None,
+        *,
+        heartbeat: float = 0.0,
     ) -> None:
         self.name = config.name
+        # Seconds after which a subscribed row that has not changed is emitted again (0: never);
+        # the agent sets its `agent.heartbeat` here.
+        self.heartbeat = heartbeat
         self._config = config
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._timestamp: TimestampChoice = config.timestamp
@@ -237,8 +288,9 @@ class OpcUaSource:
             names = element_names(tag)
             mode, interval = config.mode_of(tag), config.interval_of(tag)
             group = f"{mode} {format_duration(interval)}"
-            node_id = ua.NodeId.from_string(tag.node_id)
+            node_id, uri = parse_node_id(tag.node_id)
             node = _Node(tag, node_id, len(self._nodes), group, len(row_ids), len(names))
+            node.namespace_uri = uri
             for name in names:
                 row_ids.append(tags.id_of(config.machine, name))
                 scale.append(tag.scale)
@@ -246,6 +298,7 @@ class OpcUaSource:
             self._nodes.append(node)
             groups.setdefault((mode, interval), []).append(node)
         self._row_ids = np.array(row_ids, dtype=np.int32)
+        self._last = _LastEmitted.of(len(row_ids))
         self._scale = np.array(scale, dtype=np.float64)
         self._offset = np.array(offset, dtype=np.float64)
         self._groups: dict[str, _Group] = {}
@@ -282,6 +335,8 @@ class OpcUaSource:
             self._server_run = run
             limits = await session.read_limits(client, config.timeout)
             per_read = limits.nodes_per_read(config.max_nodes_per_read)
+            if any(n.namespace_uri for n in self._nodes):
+                self._resolve(await session.read_namespaces(client, config.timeout))
             await self._inspect(client, per_read)
             if self._stale_ids:
                 self._stats.reclaimed += await session.reclaim(
@@ -300,6 +355,9 @@ class OpcUaSource:
         except (TimeoutError, OSError, UaError, ConnectionError) as exc:
             await self.close()
             raise session.translate(exc, f"{self.name}: setting up") from None
+        except Exception as exc:  # asyncua's bugs too: one line, and the link loop retries
+            await self.close()
+            raise ConnectError(f"{self.name}: setting up: {one_line(exc)}") from None
 
     async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
         client = self._client
@@ -346,6 +404,7 @@ class OpcUaSource:
         self._subscriptions = []
         for inbox in self._inboxes.values():
             inbox.drain()  # values of a lost session must not surface after it
+        self._last.seen[:] = False  # nor be repeated by a heartbeat of the next one
         if client is None:
             return
         if self._dead:
@@ -370,6 +429,7 @@ class OpcUaSource:
             "connects": s.connects,
             "reconnects": max(s.connects - 1, 0),
             "reclaimed_subscriptions": s.reclaimed,
+            "heartbeats": s.heartbeats,
         }
         for kind, count in sorted(s.errors.items()):
             out[f"errors_{kind}"] = count
@@ -401,9 +461,27 @@ class OpcUaSource:
         self._stats.error(kind)
         log.warning("%s: tag %s (%s): %s", self.name, node.tag.name, node.tag.node_id, problem)
 
+    def _resolve(self, namespaces: Sequence[str]) -> None:
+        """Give each `nsu=` node the index its URI has on the server this session."""
+        for node in self._nodes:
+            uri = node.namespace_uri
+            if not uri:
+                continue
+            node.unresolved = ""
+            if uri in namespaces:
+                node.node_id = with_namespace(node.node_id, namespaces.index(uri))
+            else:
+                node.unresolved = (
+                    f"namespace {uri} is not on the server (it has: {', '.join(namespaces)})"
+                )
+
     async def _inspect(self, client: Client, per_read: int) -> None:
         """Read DataType and ValueRank of every node; exclude those that cannot be read."""
-        nodes = self._nodes
+        for node in self._nodes:
+            if node.unresolved:
+                node.excluded = node.unresolved
+                self._report(node, "bad_node", node.unresolved)
+        nodes = [n for n in self._nodes if not n.unresolved]
         step = max(per_read // 2, 1)
         for start in range(0, len(nodes), step):
             chunk = nodes[start : start + step]
@@ -420,7 +498,7 @@ class OpcUaSource:
                 kind, node.excluded = self._why_excluded(node, results[2 * i], results[2 * i + 1])
                 if node.excluded:
                     self._report(node, kind, node.excluded)
-        for handle, node in enumerate(nodes):
+        for handle, node in enumerate(self._nodes):
             plain = not node.excluded and node.tag.array_length is None
             self._handle_row[handle] = node.first_row if plain else -1
 
@@ -438,6 +516,10 @@ class OpcUaSource:
             if isinstance(ident, int) and ident in _NOT_NUMERIC:
                 name = _TYPE_NAMES.get(ident, f"i={ident}")
                 return "unsupported_type", f"unsupported type {name}: a reading is a float64"
+        if node.tag.type is not None and isinstance(type_id, ua.NodeId):
+            refused = type_refusal(node.tag.type, type_id)
+            if refused:
+                return "type_mismatch", refused
         value_rank = rank.Value.Value if rank.Value is not None else _SCALAR
         declared = node.tag.array_length is not None
         if isinstance(value_rank, int):
@@ -682,14 +764,81 @@ class OpcUaSource:
             inbox.put(node.first_row, [math.nan] * n, [int(_BAD)] * n, at)
 
     def _drain(self, group: str) -> ReadingBatch | None:
-        rows, values, quality, ts = self._inboxes[group].drain()
+        """The group's notifications since the last drain, and with `heartbeat` set, its rows
+        that have been quiet that long: their last value again, stamped now. The subscription
+        is alive (`poll` checked it), so an unchanged value is still the current one; without
+        this a quiet tag would never reach the store again and could not be told from a dead
+        one."""
+        rows, raw, quality, ts = self._inboxes[group].drain()
+        values = raw * self._scale[rows] + self._offset[rows]
+        now = self._clock.time_ns()
+        last = self._last
+        if rows.shape[0]:
+            last.value[rows], last.quality[rows], last.emitted_ns[rows] = values, quality, now
+            last.seen[rows] = True
+        if self.heartbeat > 0:
+            mine = self._groups[group].row_ids
+            quiet = now - last.emitted_ns[mine] >= round(self.heartbeat * 1e9)
+            due = mine[last.seen[mine] & quiet]
+            if due.shape[0]:
+                last.emitted_ns[due] = now
+                self._stats.heartbeats += int(due.shape[0])
+                rows = np.concatenate([rows, due])
+                values = np.concatenate([values, last.value[due]])
+                quality = np.concatenate([quality, last.quality[due]])
+                ts = np.concatenate([ts, np.full(due.shape[0], now, dtype=np.int64)])
         if rows.shape[0] == 0:
             return None
         self._stats.drains += 1
         return ReadingBatch(
             source=self.name,
             tag_ids=self._row_ids[rows],
-            values=values * self._scale[rows] + self._offset[rows],
+            values=values,
             quality=quality,
             ts_ns=ts,
         )
+
+
+def parse_node_id(text: str) -> tuple[ua.NodeId, str]:
+    """A configured node id and its namespace URI: `nsu=<uri>;s=...` gives the URI (its index
+    is the server's to say, see `_resolve`), `ns=<index>;...` and `i=...` give ""."""
+    parsed = ua.NodeId.from_string(text)
+    uri = getattr(parsed, "NamespaceUri", None)
+    if isinstance(parsed, ua.ExpandedNodeId) and uri:
+        return with_namespace(parsed, 0), str(uri)
+    return parsed, ""
+
+
+def with_namespace(node_id: ua.NodeId, index: int) -> ua.NodeId:
+    """The plain NodeId of `node_id` (Expanded or not) in namespace `index`."""
+    return ua.NodeId(node_id.Identifier, ua.Int16(index), node_id.NodeIdType)
+
+
+def type_refusal(declared: str, data_type: ua.NodeId) -> str:
+    """Why a tag declared `declared` cannot take the values of a node of `data_type`, or "".
+
+    The declared type is what sinks announce (a Sparkplug metric's datatype, say), so it must
+    hold every value the node can have: an integer type the node's whole range (an Int16 node
+    fits int32, a UInt16 node does not fit int16), bool only a Boolean node, float32 any integer
+    or Float node but not a Double; float64 holds them all. Unknown and non-standard DataTypes
+    (enumerations, namespaces other than 0) are not checked.
+    """
+    ident = data_type.Identifier
+    if data_type.NamespaceIndex != 0 or not isinstance(ident, int) or ident not in _NUMERIC:
+        return ""
+    name, own, bounds = _NUMERIC[ident]
+    if declared == "float64" or declared == own:
+        return ""
+    if declared == "float32":
+        fits = bounds is not None
+    elif declared == "bool":
+        fits = False
+    else:
+        lo, hi = _INT_RANGE[declared]
+        fits = bounds is not None and lo <= bounds[0] and bounds[1] <= hi
+    if fits:
+        return ""
+    return (
+        f'the node is {name}, which type = "{declared}" cannot hold: '
+        f'declare type = "{own}" or leave type out'
+    )

@@ -359,6 +359,42 @@ async def test_discover_refuses_an_untrusted_server_like_the_agent(
     assert wrong not in err and KEY_PASSPHRASE not in err
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def strict(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
+    """Trusts no client certificate yet: the normal first day with strict trust."""
+    (pki.dir / "strict-trusts").mkdir()
+    server = SimOpcUaServer(
+        [machine("press1")],
+        security="sign_and_encrypt",
+        cert_dir=pki.dir / "strict",
+        users={"operator": UA_PASSWORD},
+        trusted_clients=pki.dir / "strict-trusts",
+    )
+    async with server:
+        yield server
+
+
+@module_loop
+async def test_read_and_discover_say_the_server_rejected_our_certificate_in_one_line(
+    strict: SimOpcUaServer, pki: Pki, tmp_path: Path
+) -> None:
+    config = secure_config(tmp_path, strict, pki, CLOCK, trust=True)
+    env = {"UA_PASSWORD": UA_PASSWORD}
+    why = (
+        f"ua ({strict.endpoint}): the server rejected our certificate (it refused the secure "
+        f"channel): have it trust {pki.cert}"
+    )
+    code, out, err = await lineside("read", "-c", str(config), "--tag", "clock", env=env)
+    assert code == 1
+    assert err.strip() == f"ua: {why}"
+    assert "bad" in out  # the tag, read bad
+    code, out, err = await lineside(
+        "discover", "opcua", "-c", str(config), "--source", "ua", env=env
+    )
+    assert (code, out) == (1, "")
+    assert err.strip() == f"lineside: {why}"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -398,3 +398,43 @@ async def test_connect_to_nothing_fails_within_the_timeout() -> None:
     with pytest.raises(ConnectError, match="not connected"):
         await source.poll(list(source.poll_groups()))
     assert source.bad_batches(list(source.poll_groups()), 5)[0].quality.tolist() == [Quality.BAD]
+
+
+async def test_nsu_node_ids_resolve_through_the_namespace_array_again_after_a_restart() -> None:
+    """`nsu=<uri>;s=...` reads by the URI's index on the server, whichever it is this run."""
+    server = await start_server()
+    port = int(server.endpoint.rstrip("/").rsplit(":", 1)[1])
+    uri = server.namespace
+    tags = [
+        {"name": "level", "node_id": f"nsu={uri};s=m1.level"},  # subscribed
+        {"name": "i16", "node_id": f"nsu={uri};s=m1.i16", "mode": "poll"},
+        {"name": "gone", "node_id": "nsu=urn:not-here;s=m1.level", "mode": "poll"},
+    ]
+    config = make_config(server.endpoint, tags, interval="100ms", timeout="1s")
+    source, table = make_source(config)
+    ids = {t.name: t.id for t in table}
+
+    def read_good(link: Link, since: float) -> bool:
+        return {ids["level"], ids["i16"]} <= good_tags(link, since)
+
+    try:
+        async with running(source) as link:
+            await wait_for(lambda: read_good(link, 0))
+            assert ids["gone"] not in good_tags(link, 0)
+            assert source.statistics()["errors_bad_node"] == 1
+            await server.stop()
+            # The next run registers two namespaces first: ours moves from index 2 to 4.
+            server = await start_server(port=port, extra_namespaces=["urn:a", "urn:b"])
+            assert server.namespace_index == 4
+            back = time.monotonic()
+            await wait_for(partial(reconnected, link, 1), within=10)
+            await wait_for(lambda: read_good(link, back), within=10)
+            i16 = [
+                float(v)
+                for b in link.since(back)
+                for i, v, q in zip(b.tag_ids, b.values, b.quality, strict=True)
+                if i == ids["i16"] and q == Quality.GOOD
+            ]
+            assert i16 and i16[-1] == -32768.0
+    finally:
+        await server.stop()

@@ -422,3 +422,59 @@ def test_a_password_in_clear_over_a_sign_only_channel_is_refused() -> None:
         check_password_protected(endpoint(SecurityPolicyNone.URI))
     check_password_protected(endpoint(None))  # empty: the endpoint's policy encrypts it
     check_password_protected(endpoint(POLICIES["Basic256Sha256"].URI))
+
+
+# -- a server that does not trust our certificate -------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def strict(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
+    """Trusts only the client certificates in its folder (none yet): strict trust, day one."""
+    folder = pki.dir / "server-trusts"
+    folder.mkdir()
+    server = SimOpcUaServer(
+        [one_tag("m1")],
+        security="sign_and_encrypt",
+        cert_dir=pki.dir / "strict-server",
+        trusted_clients=folder,
+    )
+    async with server:
+        yield server
+
+
+@module_loop
+async def test_a_server_rejecting_our_certificate_is_one_line_until_it_trusts_it(
+    strict: SimOpcUaServer, pki: Pki, tmp_path: Path
+) -> None:
+    # The server answers OpenSecureChannel with BadSecurityChecksFailed, which asyncua turns
+    # into a bare AssertionError: still a ConnectError with the one line saying what to do.
+    cfg = config(strict, pki, tmp_path, username=None, password_env=None)
+    message = await connect_error(cfg)
+    assert message == (
+        f"press ({strict.endpoint}): the server rejected our certificate (it refused the secure "
+        f"channel): have it trust {pki.cert}"
+    )
+    assert strict.trusted_clients is not None
+    (strict.trusted_clients / "lineside.der").write_bytes(pki.cert.read_bytes())
+    assert await read_count(cfg, strict) == 4242
+
+
+def test_a_refused_certificate_status_says_which() -> None:
+    cfg = OpcUaSourceConfig.model_validate(
+        {
+            "type": "opcua",
+            "name": "p",
+            "endpoint": "opc.tcp://127.0.0.1:1",
+            "machine": "m1",
+            "security_policy": "Basic256Sha256",
+            "security_mode": "SignAndEncrypt",
+            "certificate": "pki/own/cert.der",
+            "private_key": "pki/own/key.pem",
+            "tags": [{"name": "a", "node_id": "i=2258"}],
+        }
+    )
+    assert refusal(status_error(StatusCodes.BadCertificateUntrusted), cfg) == (
+        f"the server rejected our certificate (BadCertificateUntrusted): have it trust "
+        f"{cfg.certificate}"
+    )
+    assert refusal(AssertionError(), cfg) is None  # not raised while opening the channel

@@ -300,3 +300,55 @@ def test_bad_source_settings_are_refused() -> None:
     for extra in ({"queue_size": 0}, {"timestamp": "device"}, {"max_nodes_per_read": 0}):
         with pytest.raises(ValidationError):
             make_config("opc.tcp://h:4840", tags, **extra)
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+@module_loop
+async def test_a_declared_type_that_cannot_hold_the_node_is_refused_by_name(
+    server: SimOpcUaServer, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ns = server.namespace_index
+    declared = {  # tag → (node, declared type)
+        "f32_as_i16": ("f32", "int16"),  # the issue's case: a Float node read as int16
+        "u16_as_i16": ("u16", "int16"),  # 65535 does not fit
+        "f64_as_f32": ("f64", "float32"),  # 1e300 does not fit
+        "i16_as_i32": ("i16", "int32"),  # widening is fine
+        "flag_as_u16": ("flag", "uint16"),
+        "f32_as_f32": ("f32", "float32"),
+        "u64_as_f64": ("u64", "float64"),
+    }
+    tags = [
+        {"name": name, "node_id": f"ns={ns};s=m1.{node}", "type": kind}
+        for name, (node, kind) in declared.items()
+    ]
+    source, table = make_source(make_config(server.endpoint, tags, mode=mode, interval="100ms"))
+    await source.connect()
+    try:
+        readings = by_name(table, await read_all(source, len(table)))
+    finally:
+        await source.close()
+    refused = {"f32_as_i16", "u16_as_i16", "f64_as_f32"}
+    for name in declared:
+        assert (readings[name][1] == Quality.BAD) == (name in refused), name
+    assert readings["i16_as_i32"][0] == -32768.0 and readings["flag_as_u16"][0] == 1.0
+    assert source.statistics()["errors_type_mismatch"] == 3
+    assert (
+        f'plc: tag f32_as_i16 (ns={ns};s=m1.f32): the node is Float, which type = "int16" '
+        'cannot hold: declare type = "float32" or leave type out'
+    ) in caplog.messages
+
+
+def test_type_refusal_rules() -> None:
+    from connectors.opcua.source import type_refusal
+
+    def node(ident: int, ns: int = 0) -> ua.NodeId:
+        return ua.NodeId(ident, ns)
+
+    assert type_refusal("int16", node(10)).startswith("the node is Float")
+    assert type_refusal("int32", node(4)) == "" and type_refusal("int16", node(2)) == ""
+    assert type_refusal("uint16", node(4)) != ""  # Int16 has negatives
+    assert type_refusal("int16", node(1)) == "" and type_refusal("bool", node(4)) != ""
+    assert type_refusal("float32", node(9)) == "" and type_refusal("float32", node(11)) != ""
+    assert type_refusal("float64", node(13)) == "" and type_refusal("int64", node(13)) != ""
+    assert type_refusal("int16", node(10, ns=3)) == ""  # not a built-in type: not checked
+    assert type_refusal("int16", node(29)) == ""  # Enumeration: not checked
