@@ -371,7 +371,7 @@ class StoreWriter:
             t0 = seqs["telemetry"]
             conn.executemany(
                 "INSERT INTO telemetry (seq, source, n, ts_first_ns, ts_last_ns, tag_ids, vals, "
-                "quality, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "quality, ts, stored_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         t0 + i,
@@ -383,14 +383,16 @@ class StoreWriter:
                         b.vals,
                         b.quality,
                         b.ts,
+                        now,
                     )
                     for i, b in enumerate(encoded, start=1)
                 ],
             )
             e0 = seqs["events"]
             conn.executemany(
-                "INSERT INTO events (seq, ts_ns, kind, machine, data) VALUES (?, ?, ?, ?, ?)",
-                [(e0 + i, *ev) for i, ev in enumerate(work.events, start=1)],
+                "INSERT INTO events (seq, ts_ns, kind, machine, data, stored_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(e0 + i, *ev, now) for i, ev in enumerate(work.events, start=1)],
             )
             for (sink, stream), seq in work.acks.items():
                 advance_cursor_sql(conn, sink, stream, seq)

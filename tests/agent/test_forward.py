@@ -48,11 +48,15 @@ class ScriptedSink:
         return {}
 
 
-def fill(tmp_path: Path, batches: int, ts_ns: int | None = None) -> None:
+def fill(
+    tmp_path: Path, batches: int, ts_ns: int | None = None, stored_ago_s: float = 0.0
+) -> None:
+    """`batches` telemetry records and one event, stamped `ts_ns` (default now) by the device
+    and stored `stored_ago_s` ago by the agent."""
     with Store(tmp_path) as store:
         store.register_tags([TagInfo(path="s/a/l/m/t", machine="m", name="t")])
         store.register_sinks(["mes"])
-    writer = StoreWriter(tmp_path)
+    writer = StoreWriter(tmp_path, clock=lambda: SystemClock().time_ns() - int(stored_ago_s * 1e9))
     try:
         for i in range(batches):
             ts = ts_ns if ts_ns is not None else SystemClock().time_ns()
@@ -145,7 +149,7 @@ async def test_a_refused_record_is_quarantined_and_never_blocks(tmp_path: Path) 
 
 async def test_old_records_go_out_as_historical(tmp_path: Path) -> None:
     old = SystemClock().time_ns() - 3600 * 10**9
-    fill(tmp_path, 5, ts_ns=old)
+    fill(tmp_path, 5, ts_ns=old, stored_ago_s=3600)
     sink = ScriptedSink()
     store, writer = Store(tmp_path), StoreWriter(tmp_path)
     forwarder = Forwarder(sink, store, writer, SystemClock(), FAST)
@@ -160,7 +164,7 @@ async def test_old_records_go_out_as_historical(tmp_path: Path) -> None:
 
 async def test_live_records_flow_while_a_backlog_replays_at_its_rate(tmp_path: Path) -> None:
     old = SystemClock().time_ns() - 3600 * 10**9
-    fill(tmp_path, 40, ts_ns=old)  # seqs 1..40: an hour-old backlog
+    fill(tmp_path, 40, ts_ns=old, stored_ago_s=3600)  # seqs 1..40: an hour-old backlog
     writer = StoreWriter(tmp_path)
     for i in range(5):  # seqs 41..45: live
         now = SystemClock().time_ns()

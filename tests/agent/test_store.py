@@ -271,9 +271,13 @@ async def test_stats_report_depth_and_oldest_unsent_age_per_sink(tmp_path: Path)
     now = 10_000_000_000_000
     with Store(tmp_path, clock=lambda: now) as store:
         store.register_sinks(["mqtt"])
-        writer = StoreWriter(tmp_path)
-        writer.submit_readings(batch(0, 5, now - 3_000_000_000))
-        writer.submit_readings(batch(0, 5, now - 1_000_000_000))
+        # Aged by when the agent stored a record, not by the device's (much older) stamp.
+        stored = [now - 3_000_000_000]
+        writer = StoreWriter(tmp_path, clock=lambda: stored[0])
+        writer.submit_readings(batch(0, 5, now - 1000_000_000_000))
+        await writer.flush()
+        stored[0] = now - 1_000_000_000
+        writer.submit_readings(batch(0, 5, now - 1000_000_000_000))
         await writer.flush()
         writer.close()
         stats = store.stats()
