@@ -13,6 +13,7 @@ import pytest
 from agent.errors import StoreError
 from agent.model import Event, EventKind, ReadingBatch
 from agent.store import Store, StoreWriter, db_path
+from agent.store.bounds import record_bytes, used_bytes
 
 NOW = 1_700_000_000_000_000_000
 SECOND = 1_000_000_000
@@ -277,3 +278,27 @@ async def test_sqlite_full_is_retried_and_nothing_is_lost_once_there_is_room(
     assert stats.pending_batches == 0 and stats.last_error is None
     assert polls_in_store(store) == list(range(200))  # every reading, in order
     assert [b.seq for b in store.read_telemetry(0, 1000)] == list(range(1, 201))
+
+
+@pytest.mark.parametrize("readings", [1, 20, 50, 400])
+async def test_the_size_estimate_validate_uses_matches_the_store(
+    tmp_path: Path, readings: int
+) -> None:
+    # `lineside validate` says how long max_size holds from `record_bytes`: check it against
+    # the pages the store really uses for such records.
+    Store(tmp_path).close()
+    conn = sqlite3.connect(db_path(tmp_path))
+    before = used_bytes(conn)
+    writer = StoreWriter(tmp_path)
+    rng = np.random.default_rng(1)
+    for i in range(1000):
+        writer.submit_readings(
+            ReadingBatch.from_columns(
+                "press1-plc", np.arange(readings), rng.random(readings), np.zeros(readings), NOW + i
+            )
+        )
+    await writer.flush()
+    writer.close()
+    measured = (used_bytes(conn) - before) / 1000
+    conn.close()
+    assert record_bytes(readings) == pytest.approx(measured, rel=0.15)
