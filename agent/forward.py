@@ -231,6 +231,8 @@ class Forwarder:
         self._replay_at = clock.monotonic()
         # Set by the store writer's commits: an idle lane looks again at once (latency).
         self._commits: dict[str, asyncio.Event] = {}
+        # Set (and replaced) whenever a lane connects the sink again.
+        self._reconnected = asyncio.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -262,15 +264,18 @@ class Forwarder:
         if commit.is_set():
             commit.clear()
             return
-        deadline = self.clock.monotonic() + self.settings.idle_wait
+        await self._sleep_or(commit, self.clock.monotonic() + self.settings.idle_wait)
+        commit.clear()
+
+    async def _sleep_or(self, event: asyncio.Event, deadline: float) -> None:
+        """Until the clock reaches `deadline` or `event` is set, whichever comes first."""
         sleeping = asyncio.ensure_future(self.clock.sleep_until(deadline))
-        waking = asyncio.ensure_future(commit.wait())
+        waking = asyncio.ensure_future(event.wait())
         try:
             await asyncio.wait({sleeping, waking}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeping.cancel()
             waking.cancel()
-        commit.clear()
 
     async def _lane(self, stream: str) -> None:
         lane = _Lane(self.store.cursor(self.sink.name, stream))
@@ -478,6 +483,8 @@ class Forwarder:
         await self.sink.connect()
         self._connected = True
         self._backoff.reset()
+        self._reconnected.set()  # wake the lanes waiting out a back-off
+        self._reconnected = asyncio.Event()
         if self.stats.state != "connected":
             log.info("%s: connected", self.sink.name)
         self.stats.state = "connected"
@@ -491,7 +498,11 @@ class Forwarder:
         if self._connected:
             self._connected = False
             await self.sink.close()
-        await self.clock.sleep_until(self.clock.monotonic() + self._backoff.next(self._rng))
+        # The lanes share the connection: when one of them got through, the others stop
+        # waiting out their back-off (up to 30 s), so every stream drains at once after an
+        # outage, the gap records with the telemetry.
+        back = self._backoff.next(self._rng)
+        await self._sleep_or(self._reconnected, self.clock.monotonic() + back)
 
     async def _retries(self) -> None:
         """Send again what `lineside quarantine retry` marked, one record at a time."""

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 
 from agent.store.schema import STREAMS
 
-
 PAGE_BYTES = 4096  # SQLite's default page size, which the store keeps
 
 

@@ -347,7 +347,10 @@ class Store:
             for sink, stream, seq in conn.execute("SELECT sink, stream, seq FROM cursors"):
                 # Aged by when the agent stored the record, not by the device's timestamp
                 # (records stored before that was kept fall back to the latter).
-                ts_col = {"telemetry": "coalesce(stored_ns, ts_first_ns)", "events": "coalesce(stored_ns, ts_ns)"}.get(stream, "ts_ns")
+                ts_col = {
+                    "telemetry": "coalesce(stored_ns, ts_first_ns)",
+                    "events": "coalesce(stored_ns, ts_ns)",
+                }.get(stream, "ts_ns")
                 row = conn.execute(
                     f"SELECT {ts_col} FROM {stream} WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
                 ).fetchone()

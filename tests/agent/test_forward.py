@@ -48,9 +48,7 @@ class ScriptedSink:
         return {}
 
 
-def fill(
-    tmp_path: Path, batches: int, ts_ns: int | None = None, stored_ago_s: float = 0.0
-) -> None:
+def fill(tmp_path: Path, batches: int, ts_ns: int | None = None, stored_ago_s: float = 0.0) -> None:
     """`batches` telemetry records and one event, stamped `ts_ns` (default now) by the device
     and stored `stored_ago_s` ago by the agent."""
     with Store(tmp_path) as store:
@@ -429,7 +427,7 @@ async def test_a_record_stored_now_goes_live_whatever_its_device_timestamp(
     fill(tmp_path, 5, ts_ns=stale, stored_ago_s=3600)  # seqs 1..5: a backlog
     fill(tmp_path, 2, ts_ns=stale)  # seqs 6..7: stored now, stamped long ago
     sink = ScriptedSink()
-    async with forwarding(sink, tmp_path) as (forwarder, store, writer):
+    async with forwarding(sink, tmp_path):
         await until(lambda: len(telemetry_seqs(sink)) == 7)
         telemetry = [r for r in sink.received if r.stream == "telemetry"]
         assert [r.seq for r in telemetry if not r.historical] == [6, 7]
@@ -445,3 +443,17 @@ async def test_oldest_unsent_age_is_how_long_ago_the_agent_stored_it(tmp_path: P
     with Store(tmp_path) as store:
         age = store.stats().oldest_unsent_age_s["mes"]["telemetry"]
     assert age is not None and 1.0 <= age < 60.0
+
+
+async def test_a_lane_that_connects_again_wakes_the_others_from_their_back_off(
+    tmp_path: Path,
+) -> None:
+    fill(tmp_path, 5)  # and one event: two lanes with something to send
+    sink = ScriptedSink()
+    sink.down = 2  # each lane's first send fails
+    async with forwarding(sink, tmp_path) as (forwarder, _, _):
+        # The first lane to fail waits 50 ms at most, the second 25 s or more: it goes again as
+        # soon as the first got through, not when its own back-off ends.
+        forwarder._backoff.initial, forwarder._backoff.factor = 0.05, 1000.0
+        await until(lambda: len(sink.received) == 6)
+        assert forwarder.stats.failures == 2
