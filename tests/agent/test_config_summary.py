@@ -110,3 +110,26 @@ def test_a_press_line_holds_its_week() -> None:
     config = load_config(EXAMPLES_DIR / "press-line.toml")
     render_summary(config, console)
     assert "records stay for max_age 7d" in console.export_text()
+
+
+def test_each_poll_group_is_one_stored_record_per_poll(tmp_path: Path) -> None:
+    path = tmp_path / "lineside.toml"
+    path.write_text(
+        'config_version = 1\n[agent]\nid = "demo"\n[plant]\nsite = "s"\n'
+        '[[machines]]\nname = "m1"\narea = "a"\nline = "l"\n'
+        '[[machines]]\nname = "m2"\narea = "a"\nline = "l"\n'
+        '[[sources]]\nname = "plc"\ntype = "modbus_tcp"\nhost = "127.0.0.1"\n'
+        '[[sources.units]]\nunit_id = 1\nmachine = "m1"\npoll_interval = "500ms"\n'
+        '[[sources.units.tags]]\nname = "a"\naddress = "hr:0"\ntype = "uint16"\n'
+        '[[sources.units.tags]]\nname = "b"\naddress = "hr:1"\ntype = "uint16"\n'
+        '[[sources.units.tags]]\nname = "c"\naddress = "hr:2"\ntype = "uint16"\n'
+        'interval = "5s"\n'
+        '[[sources]]\nname = "ua"\ntype = "opcua"\nendpoint = "opc.tcp://127.0.0.1:4840"\n'
+        'machine = "m2"\ninterval = "1s"\n'
+        '[[sources.tags]]\nname = "x"\nnode_id = "ns=2;s=x"\n'
+        '[[sources.tags]]\nname = "y"\nnode_id = "ns=2;s=y"\narray_length = 3\n'
+        '[[sources.tags]]\nname = "z"\nnode_id = "ns=2;s=z"\ninterval = "10s"\n'
+    )
+    modbus, opcua = load_config(path).sources
+    assert modbus.poll_groups() == ((0.5, 2), (5.0, 1))
+    assert opcua.poll_groups() == ((1.0, 4), (10.0, 1))  # an array's elements are readings
