@@ -113,8 +113,10 @@ async def test_a_store_from_before_stored_times_opens_and_its_records_are_backlo
     db.execute(
         "INSERT INTO telemetry (source, n, ts_first_ns, ts_last_ns, tag_ids, vals, quality, ts) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [old.source, old.n, old.ts_first_ns, old.ts_last_ns, old.tag_ids, old.vals]
-        + [old.quality, old.ts],
+        [
+            *(old.source, old.n, old.ts_first_ns, old.ts_last_ns),
+            *(old.tag_ids, old.vals, old.quality, old.ts),
+        ],
     )
     db.conn.close()
 
