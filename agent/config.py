@@ -120,6 +120,10 @@ def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
 
 ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
 
+RETENTION_REMOVED = (
+    "retention is no longer a key: records stay for max_age whether sent or not, and only "
+    "max_size drops them earlier; remove it (set max_age to keep less)"
+)
 LITERAL_PASSWORD = (
     "a password in the config file is refused: "
     "use password_env (an environment variable) or password_file"
@@ -179,6 +183,10 @@ class SourceModel(Protocol):
     def machines(self) -> tuple[str, ...]: ...
     def tags_of(self, machine: str) -> tuple[TagModel, ...]: ...
     def poll_intervals(self) -> tuple[float, ...]: ...
+    def poll_groups(self) -> tuple[tuple[float, int], ...]:
+        """(interval in seconds, readings) per poll group: each poll stores one record."""
+        ...
+
     def machine_refs(self) -> Iterator[tuple[Loc, str]]:
         """(key path of a `machine` key, relative to the source; the machine it names)."""
         ...
@@ -241,10 +249,18 @@ class StoreSection(BaseModel):
     # FULL survives power loss; NORMAL is faster and may lose the last commits on power loss.
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     max_size: Size = 1024**3
+    # The store is the plant's local history: every record stays this long, sent or not; only
+    # max_size drops records earlier (delivered ones first).
     max_age: PositiveDuration = 7 * 86400.0
-    retention: Duration = 0.0  # keep rows every sink acknowledged this long (0: delete at once)
     flush_interval: PositiveDuration = 0.1
     flush_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_retention(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "retention" in data:
+            raise key_error("retention", RETENTION_REMOVED)
+        return data
 
 
 class ForwardSection(BaseModel):

@@ -10,10 +10,15 @@ ordered per stream, and `(agent_id, stream, seq)` lets the receiver drop duplica
 - A record the far side refuses as invalid (`SinkRejected`) is quarantined with the reason and
   the cursor passes it, so one poisoned record never blocks the queue. `lineside quarantine
   retry` asks for quarantined records to be sent again.
-- After an outage the records older than `live_window` are a backlog: live records go first
-  (so current values keep flowing), the backlog follows marked historical, at most
-  `replay_rate` records per second when that is set. The store's cursor moves only over records
-  with nothing undelivered before them, so a crash resends rather than skips.
+- After an outage the records the store took in before the last `live_window` are a backlog:
+  live records go first (so current values keep flowing), the backlog follows marked
+  historical, at most `replay_rate` records per second when that is set. When the agent stored a
+  record decides, never the device's timestamp (an OPC UA value that rarely changes keeps an old
+  SourceTimestamp). The store's cursor moves only over records with nothing undelivered before
+  them, so a crash resends rather than skips.
+- A lane moves over ranges of seqs: records the size bound dropped behind its cursor leave a
+  hole that it crosses (a gap record names them), so the backlog drains at full rate after an
+  outage that overflowed the store, and a restart does not stop at the hole either.
 - Telemetry is read as one columnar run per batch (`TelemetryRecords`), never an object per
   reading. A sink that keeps concurrent sends in order (`concurrent_sends`, MQTT) gets the next
   batch while the previous one waits for its acknowledgement; the cursor still moves in order,
@@ -37,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.clock import Clock
 from agent.errors import ConnectError, ConnectorError, SinkRejected, one_line
@@ -82,35 +88,32 @@ def read_records(store: Store, stream: str, after: int, limit: int) -> Sequence[
     ]
 
 
-def _seqs(records: Sequence[Record]) -> list[int]:
+def _seqs(records: Sequence[Record]) -> npt.NDArray[np.int64]:
     if isinstance(records, TelemetryRecords):
-        return records.seqs.tolist()  # type: ignore[no-any-return]
-    return [r.seq for r in records]
+        return records.seqs
+    return np.fromiter((r.seq for r in records), dtype=np.int64, count=len(records))
 
 
-def _keep(records: Sequence[Record], ahead: set[int], below: int | None = None) -> Sequence[Record]:
-    """The records not in `ahead` (already delivered) and, given `below`, with a smaller seq."""
+def _last_seq(records: Sequence[Record]) -> int:
+    return int(records.seqs[-1]) if isinstance(records, TelemetryRecords) else records[-1].seq
+
+
+def _keep(records: Sequence[Record], lane: _Lane, below: int | None = None) -> Sequence[Record]:
+    """The records not already done ahead of the lane's cursor and, given `below`, with a
+    smaller seq."""
+    if not lane.ahead and below is None:
+        return records
+    seqs = _seqs(records)
+    keep = ~lane.is_ahead(seqs)
+    if below is not None:
+        keep &= seqs < below
     if isinstance(records, TelemetryRecords):
-        keep = np.ones(len(records), dtype=np.bool_)
-        if ahead:
-            keep &= ~np.isin(records.seqs, np.fromiter(ahead, dtype=np.int64, count=len(ahead)))
-        if below is not None:
-            keep &= records.seqs < below
         return records.select(keep)
-    limit = below if below is not None else 1 << 62
-    return [r for r in records if r.seq < limit and r.seq not in ahead]
+    return [r for r, k in zip(records, keep.tolist(), strict=True) if k]
 
 
 def _stream_of(records: Sequence[Record]) -> str:
     return "telemetry" if isinstance(records, TelemetryRecords) else records[0].stream
-
-
-def _ts_ns(record: Record) -> int:
-    if isinstance(record, TelemetryRecord):
-        return int(record.batch.ts_ns[0]) if len(record.batch) else 0
-    if isinstance(record, EventRecord):
-        return record.event.ts_ns
-    return record.ts_ns
 
 
 def _with_historical(record: Record, historical: bool) -> Record:
@@ -133,17 +136,12 @@ def _with_historical(record: Record, historical: bool) -> Record:
     )
 
 
-def _marked(
-    records: Sequence[Record], historical: bool | None, old_before_ns: int
-) -> Sequence[Record]:
-    """The records marked historical: all, none, or (None) those stamped before `old_before_ns`."""
+def _marked(records: Sequence[Record], live_from: int) -> Sequence[Record]:
+    """The records marked historical when their seq is below `live_from`: stored before the
+    live window began (when the agent stored them, not the device's timestamp, decides)."""
     if isinstance(records, TelemetryRecords):
-        if historical is None:
-            return records.marked(records.run.ts_ns < old_before_ns)
-        return records.marked(historical)
-    if historical is None:
-        return [_with_historical(r, _ts_ns(r) < old_before_ns) for r in records]
-    return [_with_historical(r, historical) for r in records]
+        return records.marked(records.seqs < live_from)
+    return [_with_historical(r, r.seq < live_from) for r in records]
 
 
 def _historical_count(records: Sequence[Record]) -> int:
@@ -154,9 +152,12 @@ def _historical_count(records: Sequence[Record]) -> int:
 
 @dataclass(slots=True)
 class _Send:
-    """One send in flight on a lane: its records and the task awaiting the acknowledgement."""
+    """One send in flight on a lane: its records, the range of seqs they stand for (`after`
+    exclusive to `last`, holes included) and the task awaiting the acknowledgement."""
 
     records: Sequence[Record]
+    after: int
+    last: int
     task: asyncio.Task[None]
 
 
@@ -166,39 +167,51 @@ class _Lane:
     `cursor` is the last seq with nothing undelivered at or before it: the store's cursor.
     Live records sent ahead of a backlog wait in `ahead` until the backlog reaches them, so a
     crash sends them again (at least once) rather than skipping the backlog.
+
+    The lane moves over ranges of seqs, not single records: a read after seq `a` that returned
+    records up to seq `b` stands for all of `a + 1..b`, and the seqs of that range it did not
+    return are no longer in the store (the size bound dropped them; a gap record names them).
+    So a hole punched into the backlog is crossed like delivered records, and a restart does
+    not stop at it either.
     """
 
     def __init__(self, cursor: int) -> None:
         self.cursor = cursor
         self.acked = cursor
-        self.ahead: set[int] = set()
+        # Ranges `(first, last)` done beyond the cursor, sorted and apart (usually empty).
+        self.ahead: list[tuple[int, int]] = []
         self.live_next = cursor + 1  # the next live record to send ahead
         self.issued = cursor  # the last seq handed to a send still in flight (pipelining)
 
-    def done_all(self, seqs: list[int]) -> None:
-        """`done` for each of `seqs` (ascending); a run right after the cursor in one step."""
-        if seqs and seqs[0] == self.cursor + 1 and seqs[-1] - seqs[0] + 1 == len(seqs):
-            self.skip_to(seqs[-1])
+    def done_range(self, after: int, last: int) -> None:
+        """Every seq in `after + 1..last` is delivered, refused or gone from the store."""
+        if last <= after or last <= self.cursor:
             return
-        for seq in seqs:
-            self.done(seq)
-
-    def done(self, seq: int) -> None:
-        if seq == self.cursor + 1:
-            self.skip_to(seq)
-        elif seq > self.cursor:
-            self.ahead.add(seq)
-            self.live_next = max(self.live_next, seq + 1)
-
-    def skip_to(self, seq: int) -> None:
-        """Everything up to `seq` is delivered (or no longer in the store)."""
-        self.cursor = max(self.cursor, seq)
-        if self.ahead:  # empty in a plain drain: no new set per batch
-            self.ahead = {s for s in self.ahead if s > self.cursor}
-        while self.cursor + 1 in self.ahead:
-            self.cursor += 1
-            self.ahead.discard(self.cursor)
+        self.live_next = max(self.live_next, last + 1)
+        if after <= self.cursor:
+            self.cursor = last
+        else:
+            self.ahead.append((after + 1, last))
+            self.ahead.sort()
+        if not self.ahead:  # a plain drain: nothing more to do per batch
+            return
+        merged: list[tuple[int, int]] = []
+        for first, end in self.ahead:
+            if first <= self.cursor + 1:
+                self.cursor = max(self.cursor, end)
+            elif merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((first, end))
+        self.ahead = [(first, end) for first, end in merged if end > self.cursor]
         self.live_next = max(self.live_next, self.cursor + 1)
+
+    def is_ahead(self, seqs: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Which of `seqs` lie in a range already done beyond the cursor."""
+        done = np.zeros(seqs.shape[0], dtype=np.bool_)
+        for first, last in self.ahead:
+            done |= (seqs >= first) & (seqs <= last)
+        return done
 
 
 class Forwarder:
@@ -233,6 +246,8 @@ class Forwarder:
         self._replay_at = clock.monotonic()
         # Set by the store writer's commits: an idle lane looks again at once (latency).
         self._commits: dict[str, asyncio.Event] = {}
+        # Set (and replaced) whenever a lane connects the sink again.
+        self._reconnected = asyncio.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -264,15 +279,18 @@ class Forwarder:
         if commit.is_set():
             commit.clear()
             return
-        deadline = self.clock.monotonic() + self.settings.idle_wait
+        await self._sleep_or(commit, self.clock.monotonic() + self.settings.idle_wait)
+        commit.clear()
+
+    async def _sleep_or(self, event: asyncio.Event, deadline: float) -> None:
+        """Until the clock reaches `deadline` or `event` is set, whichever comes first."""
         sleeping = asyncio.ensure_future(self.clock.sleep_until(deadline))
-        waking = asyncio.ensure_future(commit.wait())
+        waking = asyncio.ensure_future(event.wait())
         try:
             await asyncio.wait({sleeping, waking}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeping.cancel()
             waking.cancel()
-        commit.clear()
 
     async def _lane(self, stream: str) -> None:
         lane = _Lane(self.store.cursor(self.sink.name, stream))
@@ -281,23 +299,33 @@ class Forwarder:
         in_flight: deque[_Send] = deque()
         try:
             while True:
-                boundary = self.store.first_seq_since(stream, self.clock.time_ns() - window_ns)
+                # Records from `live_from` on were stored within the live window.
+                live_from, live_held = self.store.live_boundary(
+                    stream, self.clock.time_ns() - window_ns
+                )
                 sent = 0
-                if boundary is not None and boundary > lane.cursor + 1:
-                    # A backlog (older than the live window) waits before the live records:
+                if live_held and live_from > lane.cursor + 1:
+                    # A backlog (stored before the live window) waits before the live records:
                     # live records go first, then a slice of the backlog as the replay rate
                     # allows. One send at a time here: the order across the split matters.
                     sent += await self._settle(stream, lane, in_flight, wait_all=True)
-                    after = max(boundary, lane.live_next) - 1
+                    after = max(live_from, lane.live_next) - 1
                     live = read_records(self.store, stream, after, batch)
-                    sent += await self._deliver(stream, live, lane, historical=False)
+                    if len(live):
+                        last = _last_seq(live)
+                        sent += await self._deliver(stream, live, lane, after, last, live_from=0)
                     allowed = self._replay_allowance(batch)
                     if allowed:
-                        older = read_records(self.store, stream, lane.cursor, allowed)
-                        backlog = _keep(older, lane.ahead, below=boundary)
-                        if not any(seq < boundary for seq in _seqs(older)):
-                            lane.skip_to(boundary - 1)  # the rest of the backlog was dropped
-                        sent += await self._deliver(stream, backlog, lane, historical=True)
+                        after = lane.cursor
+                        older = read_records(self.store, stream, after, allowed)
+                        if len(older):
+                            # The read stands for every seq up to its last one, or up to the
+                            # live records when it reached them: what it skipped was dropped.
+                            last = min(_last_seq(older), live_from - 1)
+                            backlog = _keep(older, lane, below=live_from)
+                            sent += await self._deliver(
+                                stream, backlog, lane, after, last, live_from=live_from
+                            )
                     lane.issued = lane.cursor
                 else:
                     # Caught up, or a backlog with no live records behind it: read after what
@@ -305,15 +333,17 @@ class Forwarder:
                     # one waits for its acknowledgement (up to `concurrent_sends` of them).
                     after = max(lane.cursor, lane.issued)
                     records = read_records(self.store, stream, after, batch)
-                    pending = _keep(records, lane.ahead)
-                    if records and not len(pending) and not in_flight:
-                        lane.skip_to(_seqs(records)[-1])
-                    if len(pending):
-                        old_before = self.clock.time_ns() - window_ns
-                        marked = _marked(pending, None, old_before)
-                        task = asyncio.create_task(self._send(marked))
-                        in_flight.append(_Send(marked, task))
-                        lane.issued = _seqs(marked)[-1]
+                    pending = records
+                    if len(records):
+                        last = _last_seq(records)
+                        pending = _keep(records, lane)
+                        if len(pending):
+                            marked = _marked(pending, live_from)
+                            task = asyncio.create_task(self._send(marked))
+                            in_flight.append(_Send(marked, after, last, task))
+                        else:  # all sent ahead already (and holes): nothing to send
+                            lane.done_range(after, last)
+                        lane.issued = last
                     full = len(in_flight) >= self._window
                     if full or (in_flight and not len(pending)):
                         sent += await self._settle(stream, lane, in_flight, wait_all=False)
@@ -394,12 +424,15 @@ class Forwarder:
             except SinkRejected as exc:
                 await self._abandon(lane, in_flight)
                 # The records after the refused one are read again from the store next.
-                return taken + self._rejected(stream, lane, send.records, exc)
+                took, upto = self._rejected(stream, send.records, exc)
+                lane.done_range(send.after, send.last if upto is None else upto)
+                return taken + took
             except ConnectorError as exc:
                 await self._abandon(lane, in_flight)
                 await self._failed(exc, stream)
                 return taken
-            taken += self._took(stream, lane, send.records, len(send.records))
+            taken += self._took(stream, send.records, len(send.records))
+            lane.done_range(send.after, send.last)
             if not wait_all:
                 break
         return taken
@@ -423,38 +456,50 @@ class Forwarder:
         return int(self._replay_tokens)
 
     async def _deliver(
-        self, stream: str, records: Sequence[Record], lane: _Lane, *, historical: bool | None
+        self,
+        stream: str,
+        records: Sequence[Record],
+        lane: _Lane,
+        after: int,
+        last: int,
+        *,
+        live_from: int,
     ) -> int:
-        """Send until the far side took or refused every record, or could not be reached;
-        returns how many it took. A far side that is down costs one back-off, then the lane
-        plans again, so what it sends first after an outage is what is live then, not what
-        was live when the outage began.
+        """Send `records`, which stand for the seqs `after + 1..last`, until the far side took
+        or refused every one, or could not be reached; returns how many it took. A far side
+        that is down costs one back-off, then the lane plans again, so what it sends first
+        after an outage is what is live then, not what was live when the outage began.
 
-        `historical` None means: decide by each record's age against the live window.
+        Records below `live_from` go out marked historical.
         """
-        if not len(records):
-            return 0
-        old_before = self.clock.time_ns() - round(self.settings.live_window * 1e9)
-        marked = _marked(records, historical, old_before)
+        marked = _marked(records, live_from)
         taken = 0
         while len(marked):
             try:
                 await self._send(marked)
             except SinkRejected as exc:
-                taken += self._rejected(stream, lane, marked, exc)
-                marked = [] if exc.index is None else marked[exc.index + 1 :]
+                took, upto = self._rejected(stream, marked, exc)
+                taken += took
+                if upto is None:
+                    break
+                lane.done_range(after, upto)
+                after, marked = upto, marked[exc.index + 1 :] if exc.index is not None else []
             except ConnectorError as exc:
                 await self._failed(exc, stream)
                 return taken
             else:
-                taken += self._took(stream, lane, marked, len(marked))
-                marked = []
+                taken += self._took(stream, marked, len(marked))
+                break
+        lane.done_range(after, last)
         return taken
 
     def _rejected(
-        self, stream: str, lane: _Lane, marked: Sequence[Record], exc: SinkRejected
-    ) -> int:
-        """Quarantine what the far side refused; the records before it were accepted."""
+        self, stream: str, marked: Sequence[Record], exc: SinkRejected
+    ) -> tuple[int, int | None]:
+        """Quarantine what the far side refused; the records before it were accepted.
+
+        Returns how many records the far side answered for and the seq of the refused one
+        (None: it refused the send as a whole, so every record is done)."""
         bad = 0 if exc.index is None else exc.index
         # The far side answered for the batch as a whole only when index is None, and then
         # all are refused.
@@ -464,11 +509,11 @@ class Forwarder:
             self.stats.quarantined += 1
             log.warning("%s: %s seq %d quarantined: %s", self.sink.name, stream, record.seq, exc)
         done = marked if exc.index is None else marked[: bad + 1]
-        return self._took(stream, lane, done, len(done) - len(refused))
+        took = self._took(stream, done, len(done) - len(refused))
+        return took, None if exc.index is None else marked[bad].seq
 
-    def _took(self, stream: str, lane: _Lane, records: Sequence[Record], accepted: int) -> int:
-        """The far side answered for `records` (accepted or quarantined): the lane moves on."""
-        lane.done_all(_seqs(records))
+    def _took(self, stream: str, records: Sequence[Record], accepted: int) -> int:
+        """The far side answered for `records` (accepted or quarantined): count them."""
         historical = _historical_count(records)
         self.stats.historical += historical
         if self.settings.replay_rate > 0:
@@ -488,6 +533,8 @@ class Forwarder:
         await self.sink.connect()
         self._connected = True
         self._backoff.reset()
+        self._reconnected.set()  # wake the lanes waiting out a back-off
+        self._reconnected = asyncio.Event()
         if self.stats.state != "connected":
             log.info("%s: connected", self.sink.name)
         self.stats.state = "connected"
@@ -513,8 +560,12 @@ class Forwarder:
                 log.warning("%s: closing: %s", self.sink.name, one_line(closing))
         delay = backoff.next(self._rng)
         if exc.retry_after is not None:  # the far side said how long: not sooner
-            delay = max(delay, exc.retry_after)
-        await self.clock.sleep_until(self.clock.monotonic() + delay)
+            await self.clock.sleep_until(self.clock.monotonic() + max(delay, exc.retry_after))
+            return
+        # The lanes share the connection: when one of them got through, the others stop
+        # waiting out their back-off (up to 30 s), so every stream drains at once after an
+        # outage, the gap records with the telemetry.
+        await self._sleep_or(self._reconnected, self.clock.monotonic() + delay)
 
     async def _retries(self) -> None:
         """Send again what `lineside quarantine retry` marked, one record at a time."""

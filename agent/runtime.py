@@ -123,7 +123,6 @@ class Agent:
             flush_rows=bounds.flush_rows,
             max_bytes=bounds.max_size,
             max_age=bounds.max_age,
-            retention=bounds.retention,
             # Age bounds on the clock the records are stamped with (a simulated plant's too).
             clock=self.clock.time_ns,
         )

@@ -7,6 +7,8 @@ from rich.table import Table
 
 from agent.config import Config, SourceModel
 from agent.duration import format_duration
+from agent.size import format_size
+from agent.store.bounds import record_bytes
 
 
 def _intervals(source: SourceModel) -> list[str]:
@@ -15,6 +17,45 @@ def _intervals(source: SourceModel) -> list[str]:
 
 def _tag_count(source: SourceModel) -> int:
     return sum(len(source.tags_of(m)) for m in source.machines())
+
+
+def store_bytes_per_day(config: Config) -> float:
+    """What the configured polls add to the store a day if every reading is stored (report
+    "all"; report by exception stores less)."""
+    per_second = sum(
+        record_bytes(readings) / interval
+        for source in config.sources
+        for interval, readings in source.poll_groups()
+        if readings
+    )
+    return per_second * 86400.0
+
+
+def store_days(config: Config) -> float | None:
+    """How many days of records the size bound holds at that rate (None: nothing is polled)."""
+    per_day = store_bytes_per_day(config)
+    return config.store.max_size / per_day if per_day else None
+
+
+def _span(seconds: float) -> str:
+    """`3.2 days`, `5.0 hours`, `1.4 minutes`, `12 seconds`: the span the size bound holds."""
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} seconds"
+
+
+def _store_line(config: Config) -> str:
+    store = config.store
+    days = store_days(config)
+    size, age = format_size(store.max_size), format_duration(store.max_age)
+    if days is None:
+        return f"Store: max_size {size}, max_age {age}; nothing is polled."
+    span = _span(days * 86400.0)
+    held = f"Store: max_size {size} holds about {span} of every reading polled"
+    if days * 86400.0 < store.max_age:
+        return f"{held}: less than max_age {age}, so the oldest go earlier (delivered ones first)."
+    return f"{held}; records stay for max_age {age}."
 
 
 def summary_dict(config: Config) -> dict[str, object]:
@@ -48,6 +89,12 @@ def summary_dict(config: Config) -> dict[str, object]:
             for s in config.sources
         ],
         "sinks": [{"name": s.name, "type": s.type, "endpoint": s.endpoint} for s in config.sinks],
+        "store": {
+            "max_size": config.store.max_size,
+            "max_age_s": config.store.max_age,
+            "bytes_per_day": round(store_bytes_per_day(config)),
+            "days_held": store_days(config),
+        },
         "calendar": None
         if calendar is None
         else {
@@ -108,6 +155,7 @@ def render_summary(config: Config, console: Console) -> None:
         console.print(sinks)
     else:
         console.print("No sinks: readings stay in the local store.")
+    console.print(_store_line(config), highlight=False)
     if config.calendar is not None and config.calendar.shifts:
         shifts = Table(title=f"Shifts ({config.calendar.timezone})", title_justify="left")
         for column in ("name", "time", "days", "breaks"):

@@ -2,8 +2,9 @@
 
 Each record is one `ReadingBatch` of `TAGS_PER_RECORD` float64 readings with one timestamp,
 written through the real `StoreWriter` (the way the agent stores a poll). The timestamps lie an
-hour back, 100 ms apart: after an outage that long every record is older than the forwarder's
-live window, so the drain is a historical replay, the case where rate matters.
+hour back, 100 ms apart, and the writer's clock stores them an hour back: after an outage that
+long every record is older than the forwarder's live window, so the drain is a historical
+replay, the case where rate matters.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ def fill(data_dir: Path, records: int, tags: int = TAGS_PER_RECORD) -> None:
     base = 1000.0 + np.arange(tags, dtype=np.float64)
     quality = np.full(tags, Quality.GOOD, dtype=np.uint8)
     first_ns = time.time_ns() - BACKLOG_AGE_NS
-    writer = StoreWriter(data_dir, synchronous="NORMAL", flush_rows=100_000)
+    # Stored an hour ago too: the forwarder tells a backlog by when the agent stored a record.
+    writer = StoreWriter(
+        data_dir,
+        synchronous="NORMAL",
+        flush_rows=100_000,
+        clock=lambda: time.time_ns() - BACKLOG_AGE_NS,
+    )
     try:
         for k in range(records):
             values = base + np.sin(np.arange(tags) + k * 0.01)  # values that move, as a PLC's

@@ -19,7 +19,7 @@ Two objects:
   bounds every so often.
 
 Modules: `schema` (file, migrations, connections), `blob` (the telemetry record), `sqlite_log`
-(`Store`), `writer` (`StoreWriter`), `bounds` (retention, age and size, run by the writer).
+(`Store`), `writer` (`StoreWriter`), `bounds` (the age and size bounds, run by the writer).
 """
 
 from agent.store.blob import EncodedBatch, TelemetryRun, decode_batch, decode_run, encode_batch

@@ -1,4 +1,5 @@
-"""The bounds, applied inside a commit: retention and age deletes, drop-oldest with gap records."""
+"""The bounds, applied inside a commit: the age bound, and the size bound (delivered records
+first, then the oldest undelivered telemetry with a gap record)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,18 @@ import sqlite3
 from collections.abc import Mapping
 
 from agent.store.schema import STREAMS
+
+PAGE_BYTES = 4096  # SQLite's default page size, which the store keeps
+
+
+def record_bytes(readings: int) -> float:
+    """About how many bytes of the file a telemetry record of `readings` readings (one
+    stamp) takes: 13 bytes a reading, ~100 for the row and its index entries, rounded up to
+    what fits whole into a page (measured on the store: 50 readings ≈ 860 bytes)."""
+    row = 13 * readings + 100
+    if row > PAGE_BYTES - 16:  # spills into overflow pages; the rest shares a page
+        return row * 1.04
+    return PAGE_BYTES / ((PAGE_BYTES - 16) // row)
 
 
 def acknowledged(conn: sqlite3.Connection) -> dict[str, int] | None:
@@ -19,13 +32,19 @@ def acknowledged(conn: sqlite3.Connection) -> dict[str, int] | None:
 
 
 def delete_acked(conn: sqlite3.Connection, acked: Mapping[str, int], cutoff_ns: int) -> int:
+    """Delete the records up to each stream's `acked` seq that the store took in before
+    `cutoff_ns` (records from before the stored time was kept: by their own time)."""
     deleted = 0
-    for stream, ts_col in (("telemetry", "ts_last_ns"), ("events", "ts_ns"), ("gaps", "ts_ns")):
-        cur = conn.execute(
-            f"DELETE FROM {stream} WHERE seq <= ? AND {ts_col} < ?", (acked[stream], cutoff_ns)
-        )
-        deleted += cur.rowcount
-    return deleted
+    for stream, ts_col in (("telemetry", "ts_first_ns"), ("events", "ts_ns")):
+        # Two statements, each on an index (a scan of a week's history every housekeeping
+        # would not do).
+        for where in ("stored_ns < ?", f"stored_ns IS NULL AND {ts_col} < ?"):
+            cur = conn.execute(
+                f"DELETE FROM {stream} WHERE {where} AND seq <= ?", (cutoff_ns, acked[stream])
+            )
+            deleted += cur.rowcount
+    cur = conn.execute("DELETE FROM gaps WHERE ts_ns < ? AND seq <= ?", (cutoff_ns, acked["gaps"]))
+    return deleted + cur.rowcount
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:
@@ -36,30 +55,64 @@ def used_bytes(conn: sqlite3.Connection) -> int:
     return (pages - free) * size
 
 
-def drop_oldest_telemetry(
-    conn: sqlite3.Connection, target: int, now: int
-) -> tuple[tuple[int, int], int]:
-    """Drop the oldest telemetry records until the store is under `target` bytes; one gap
-    record names the dropped range. Returns ((records, readings), gap records written)."""
-    excess = used_bytes(conn) - target
-    freed = 0
-    first = last = None
-    count = readings = 0
-    # The record sizes are estimates (blob bytes plus row overhead); good enough to pick how
-    # many of the oldest to drop in one go.
+# Estimated bytes of a record (its columns plus row overhead): good enough to pick how many of
+# the oldest to delete in one go.
+_ROW_BYTES = {
+    "telemetry": "length(tag_ids) + length(vals) + length(quality) + length(ts) + 48",
+    "events": "length(data) + length(kind) + 48",
+    "gaps": "64",
+}
+
+
+def _oldest(
+    conn: sqlite3.Connection, table: str, excess: int, after: int, upto: int
+) -> tuple[int | None, int | None, int, int, int]:
+    """The oldest records of `table` with `after < seq <= upto` that free `excess` bytes:
+    (first seq, last seq, records, readings, bytes freed)."""
+    readings = "n" if table == "telemetry" else "0"
     rows = conn.execute(
-        "SELECT seq, n, length(tag_ids) + length(vals) + length(quality) + length(ts) + 48 "
-        "FROM telemetry ORDER BY seq"
+        f"SELECT seq, {readings}, {_ROW_BYTES[table]} FROM {table} "
+        "WHERE seq > ? AND seq <= ? ORDER BY seq",
+        (after, upto),
     )
+    first = last = None
+    freed = count = total = 0
     for seq, n, size in rows:
         if freed >= excess:
             break
         first = int(seq) if first is None else first
-        last, freed, count, readings = int(seq), freed + int(size), count + 1, readings + int(n)
+        last, freed, count, total = int(seq), freed + int(size), count + 1, total + int(n)
     rows.close()
+    return first, last, count, total, freed
+
+
+def delete_oldest_delivered(conn: sqlite3.Connection, acked: Mapping[str, int], target: int) -> int:
+    """Delete the oldest records every sink acknowledged until the store is under `target`
+    bytes: telemetry first, then events and gap records. They leave the local history early
+    but no sink lost them, so no gap record. Returns how many were deleted."""
+    deleted = 0
+    for table in ("telemetry", "events", "gaps"):
+        # The estimates leave out page overhead: look again until under target.
+        while (excess := used_bytes(conn) - target) > 0:
+            _, last, count, _, _ = _oldest(conn, table, excess, 0, acked[table])
+            if last is None:
+                break
+            conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (last,))
+            deleted += count
+    return deleted
+
+
+def drop_oldest_telemetry(
+    conn: sqlite3.Connection, target: int, now: int, after: int = 0
+) -> tuple[tuple[int, int], int]:
+    """Drop the oldest telemetry records after seq `after` (the lowest sink cursor: what some
+    sink has not acknowledged) until the store is under `target` bytes; one gap record names
+    the dropped range. Returns ((records, readings), gap records written)."""
+    excess = used_bytes(conn) - target
+    first, last, count, readings, _ = _oldest(conn, "telemetry", excess, after, 1 << 62)
     if first is None or last is None:
         return (0, 0), 0
-    conn.execute("DELETE FROM telemetry WHERE seq <= ?", (last,))
+    conn.execute("DELETE FROM telemetry WHERE seq > ? AND seq <= ?", (after, last))
     gaps = insert_gap(conn, "telemetry", first, last, count, readings, now, "max_bytes")
     return (count, readings), gaps
 

@@ -62,8 +62,18 @@ def _schema_3(db: sqlite_utils.Database) -> None:
     )
 
 
+def _schema_4(db: sqlite_utils.Database) -> None:
+    # When the agent stored each record (its clock, at the commit): the forwarder splits live
+    # from backlog by it, never by the device's timestamp, and `status` ages unsent records by
+    # it. Records stored before this migration have none (NULL): they count as backlog.
+    db.execute("ALTER TABLE telemetry ADD COLUMN stored_ns INTEGER")
+    db.execute("ALTER TABLE events ADD COLUMN stored_ns INTEGER")
+    db.execute("CREATE INDEX telemetry_stored ON telemetry (stored_ns)")
+    db.execute("CREATE INDEX events_stored ON events (stored_ns)")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
-MIGRATIONS: tuple[Migration, ...] = (_schema_1, _schema_2, _schema_3)
+MIGRATIONS: tuple[Migration, ...] = (_schema_1, _schema_2, _schema_3, _schema_4)
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

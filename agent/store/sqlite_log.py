@@ -329,24 +329,29 @@ class Store:
             Event(EventKind(r[2]), int(r[1]), r[3], json.loads(r[4]), seq=int(r[0])) for r in rows
         ]
 
-    def first_seq_since(self, stream: str, ts_ns: int) -> int | None:
-        """The first seq of `stream` stamped at or after `ts_ns` (None: nothing that recent).
+    def live_boundary(self, stream: str, since_ns: int) -> tuple[int, bool]:
+        """Where the records the store took in at or after `since_ns` begin: `(seq, held)`.
 
-        Records of one stream are stamped in seq order closely enough for the forwarder's
-        live/backlog split; it only decides which records are sent as historical.
+        `seq` is the first such record's seq, or one past the last record held when there is
+        none (`held` False). The time is when the agent stored a record (its writer's clock),
+        never the device's timestamp, so it grows with the seq: the forwarder's live/backlog
+        split is one seq.
         """
         check_stream(stream)
-        column = "ts_first_ns" if stream == "telemetry" else "ts_ns"
+        column = "ts_ns" if stream == "gaps" else "stored_ns"  # a gap is stamped when stored
         # Left to itself SQLite answers min(seq) by walking the table in seq order, reading
-        # every old row of a backlog (milliseconds per call); the time index finds the few
-        # recent rows directly. Gap records are few and have no index.
-        index = {"telemetry": " INDEXED BY telemetry_ts", "events": " INDEXED BY events_ts"}
+        # every old row of a backlog (milliseconds per call); the index finds the few recent
+        # rows directly. Gap records are few and have no index.
+        index = {"telemetry": " INDEXED BY telemetry_stored", "events": " INDEXED BY events_stored"}
         with self._lock:
-            row = self._read.execute(
-                f"SELECT min(seq) FROM {stream}{index.get(stream, '')} WHERE {column} >= ?",
-                (ts_ns,),
+            first, last = self._read.execute(
+                f"SELECT (SELECT min(seq) FROM {stream}{index.get(stream, '')} "
+                f"WHERE {column} >= ?), (SELECT max(seq) FROM {stream})",
+                (since_ns,),
             ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        if first is not None:
+            return int(first), True
+        return (0 if last is None else int(last)) + 1, False
 
     def read_gaps(self, after_seq: int, limit: int) -> list[Gap]:
         with self._lock:
@@ -368,7 +373,12 @@ class Store:
                 streams[stream] = StreamStats(int(depth), first, last[stream])
             ages: dict[str, dict[str, float | None]] = {}
             for sink, stream, seq in conn.execute("SELECT sink, stream, seq FROM cursors"):
-                ts_col = "ts_first_ns" if stream == "telemetry" else "ts_ns"
+                # Aged by when the agent stored the record, not by the device's timestamp
+                # (records stored before that was kept fall back to the latter).
+                ts_col = {
+                    "telemetry": "coalesce(stored_ns, ts_first_ns)",
+                    "events": "coalesce(stored_ns, ts_ns)",
+                }.get(stream, "ts_ns")
                 row = conn.execute(
                     f"SELECT {ts_col} FROM {stream} WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
                 ).fetchone()

@@ -22,6 +22,7 @@ from agent.store.blob import encode_batch
 from agent.store.bounds import (
     acknowledged,
     delete_acked,
+    delete_oldest_delivered,
     drop_oldest_telemetry,
     insert_gap,
     used_bytes,
@@ -60,7 +61,7 @@ class WriterStats:
     pending_events: int
     dropped_batches: int  # telemetry records dropped by a bound (stored or not)
     dropped_readings: int
-    deleted_records: int  # acknowledged records removed by retention or age
+    deleted_records: int  # delivered records removed by the age bound or the size bound
     errors: int
     last_error: str | None
     store_full: bool
@@ -119,7 +120,6 @@ class StoreWriter:
         flush_rows: int = 5000,
         max_bytes: int | None = None,
         max_age: float | None = None,
-        retention: float = 0.0,
         housekeeping_interval: float = 5.0,
         max_pending_readings: int = 1_000_000,
         max_page_count: int | None = None,
@@ -132,7 +132,6 @@ class StoreWriter:
         self._flush_rows = flush_rows
         self._max_bytes = max_bytes
         self._max_age = max_age
-        self._retention = retention
         self._housekeeping_interval = housekeeping_interval
         self._max_pending_readings = max_pending_readings
         self._retry = (retry_initial, retry_max)
@@ -373,7 +372,7 @@ class StoreWriter:
             t0 = seqs["telemetry"]
             conn.executemany(
                 "INSERT INTO telemetry (seq, source, n, ts_first_ns, ts_last_ns, tag_ids, vals, "
-                "quality, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "quality, ts, stored_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         t0 + i,
@@ -385,14 +384,16 @@ class StoreWriter:
                         b.vals,
                         b.quality,
                         b.ts,
+                        now,
                     )
                     for i, b in enumerate(encoded, start=1)
                 ],
             )
             e0 = seqs["events"]
             conn.executemany(
-                "INSERT INTO events (seq, ts_ns, kind, machine, data) VALUES (?, ?, ?, ?, ?)",
-                [(e0 + i, *ev) for i, ev in enumerate(work.events, start=1)],
+                "INSERT INTO events (seq, ts_ns, kind, machine, data, stored_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(e0 + i, *ev, now) for i, ev in enumerate(work.events, start=1)],
             )
             for (sink, stream), seq in work.acks.items():
                 advance_cursor_sql(conn, sink, stream, seq)
@@ -464,20 +465,20 @@ class StoreWriter:
             wake()
 
     def _housekeep(self, conn: sqlite3.Connection, now: int) -> _Housework:
-        """Retention, age and size bounds, inside the commit's transaction."""
+        """Age and size bounds, inside the commit's transaction.
+
+        The store is the plant's local history: a record stays for `max_age` whether or not
+        it was sent (an acknowledgement only moves a sink's cursor); only the size bound drops
+        records earlier, delivered ones first.
+        """
         acked = acknowledged(conn)
         deleted = 0
-        # Acknowledged by every sink and past retention (or max_age): no longer needed.
-        if acked is not None:
-            keep_s = self._retention
-            if self._max_age is not None:
-                keep_s = min(keep_s, self._max_age)
-            cutoff = now - int(keep_s * 1e9)
-            deleted += delete_acked(conn, acked, cutoff)
-        elif self._max_age is not None:
-            # No sink: nobody waits for these records; only the bounds keep them.
+        if self._max_age is not None:
+            # Older than max_age and acknowledged by every sink (every record when no sink is
+            # configured: nobody waits for them).
             everything = {s: 1 << 62 for s in STREAMS}
-            deleted += delete_acked(conn, everything, now - int(self._max_age * 1e9))
+            cutoff = now - int(self._max_age * 1e9)
+            deleted += delete_acked(conn, everything if acked is None else acked, cutoff)
         dropped = (0, 0)
         gaps = 0
         full = False
@@ -485,10 +486,11 @@ class StoreWriter:
         if self._max_bytes is not None and used_bytes(conn) > self._max_bytes:
             target = int(self._max_bytes * 0.9)  # hysteresis: do not drop on every commit
             if acked is not None:
-                deleted += delete_acked(conn, acked, 1 << 62)
+                deleted += delete_oldest_delivered(conn, acked, target)
             if used_bytes(conn) > target:
                 cursors = telemetry_cursors(conn)  # before the drop: who had what
-                dropped, gaps = drop_oldest_telemetry(conn, target, now)
+                after = 0 if acked is None else acked["telemetry"]
+                dropped, gaps = drop_oldest_telemetry(conn, target, now, after)
                 if gaps:
                     first, last = conn.execute(
                         "SELECT first_seq, last_seq FROM gaps ORDER BY seq DESC LIMIT 1"
@@ -531,8 +533,8 @@ def unsent_dropped(
     """Of `count` telemetry records dropped (seqs `first_seq`..`last_seq`, or None for records
     dropped before they were stored), how many each sink had not acknowledged yet.
 
-    The records above the lowest cursor were never deleted by retention (it stops at the
-    records every sink has), so the dropped seqs above any sink's cursor are contiguous.
+    The size bound drops only above the lowest cursor (what every sink has goes first, without
+    a gap record), so the dropped seqs above any sink's cursor are contiguous.
     """
     if first_seq is None or last_seq is None:
         return dict.fromkeys(cursors, count)

@@ -5,6 +5,7 @@ No protocol library is imported here: `lineside validate` must stay light.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -156,6 +157,15 @@ class _ModbusSource(BaseModel):
         found = {u.poll_interval for u in self.units}
         found |= {t.interval for u in self.units for t in u.tags if t.interval is not None}
         return tuple(sorted(found))
+
+    def poll_groups(self) -> tuple[tuple[float, int], ...]:
+        groups: list[tuple[float, int]] = []
+        for unit in self.units:
+            readings = Counter(
+                unit.poll_interval if t.interval is None else t.interval for t in unit.tags
+            )
+            groups.extend(sorted(readings.items()))
+        return tuple(groups)
 
     def machine_refs(self) -> Iterator[tuple[Loc, str]]:
         for i, unit in enumerate(self.units):

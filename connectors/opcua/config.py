@@ -12,6 +12,7 @@ No protocol library is imported here: `lineside validate` must stay light.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -168,6 +169,10 @@ class OpcUaSourceConfig(Credentials):
 
     def poll_intervals(self) -> tuple[float, ...]:
         return tuple(sorted({self.interval_of(t) for t in self.tags} or {self.interval}))
+
+    def poll_groups(self) -> tuple[tuple[float, int], ...]:
+        readings = Counter(self.interval_of(t) for t in self.tags_of(self.machine))
+        return tuple(sorted(readings.items()))
 
     def machine_refs(self) -> Iterator[tuple[Loc, str]]:
         yield ("machine",), self.machine

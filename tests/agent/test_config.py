@@ -577,6 +577,16 @@ BAD: list[tuple[str, str | bytes, dict[str, str | bytes], list[str]]] = [
         ],
     ),
     (
+        "store-retention",
+        BASE + '[store]\nretention = "1d"\n',
+        {},
+        [
+            "store.retention: retention is no longer a key: records stay for max_age whether "
+            "sent or not, and only max_size drops them earlier; remove it (set max_age to keep "
+            "less)"
+        ],
+    ),
+    (
         "heartbeat",
         BASE.replace('id = "edge-1"', 'id = "edge-1"\nheartbeat = 60'),
         {},

@@ -3,9 +3,11 @@
 import json
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from agent.config import load_config
+from agent.store.bounds import record_bytes
 from agent.summary import render_summary, summary_dict
 
 EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
@@ -75,3 +77,59 @@ def test_render_summary_fits_one_screen() -> None:
     ):
         assert expected in text, expected
     assert len(text.splitlines()) < 50
+
+
+def test_the_summary_says_how_many_days_the_size_bound_holds(tmp_path: Path) -> None:
+    tags = "".join(
+        f'[[sources.units.tags]]\nname = "t{i}"\naddress = "hr:{i}"\ntype = "uint16"\n'
+        for i in range(50)
+    )
+    path = tmp_path / "lineside.toml"
+    path.write_text(
+        'config_version = 1\n[agent]\nid = "demo"\n[plant]\nsite = "s"\n'
+        '[[machines]]\nname = "press1"\narea = "a"\nline = "l"\n'
+        '[store]\nmax_size = "700kB"\n'
+        '[[sources]]\nname = "plc"\ntype = "modbus_tcp"\nhost = "127.0.0.1"\n'
+        '[[sources.units]]\nunit_id = 1\nmachine = "press1"\npoll_interval = "100ms"\n' + tags
+    )
+    config = load_config(path)
+    store = summary_dict(config)["store"]
+    assert isinstance(store, dict)
+    per_day = 10 * record_bytes(50) * 86400  # ten records of 50 readings a second
+    assert store["bytes_per_day"] == round(per_day)
+    assert store["days_held"] == pytest.approx(700_000 / per_day)
+    console = Console(record=True, width=200)
+    render_summary(config, console)
+    text = console.export_text()
+    assert "max_size 700kB holds about 1.4 minutes" in text
+    assert "less than max_age 7d" in text
+
+
+def test_a_press_line_holds_its_week() -> None:
+    console = Console(record=True, width=200)
+    config = load_config(EXAMPLES_DIR / "press-line.toml")
+    render_summary(config, console)
+    assert "records stay for max_age 7d" in console.export_text()
+
+
+def test_each_poll_group_is_one_stored_record_per_poll(tmp_path: Path) -> None:
+    path = tmp_path / "lineside.toml"
+    path.write_text(
+        'config_version = 1\n[agent]\nid = "demo"\n[plant]\nsite = "s"\n'
+        '[[machines]]\nname = "m1"\narea = "a"\nline = "l"\n'
+        '[[machines]]\nname = "m2"\narea = "a"\nline = "l"\n'
+        '[[sources]]\nname = "plc"\ntype = "modbus_tcp"\nhost = "127.0.0.1"\n'
+        '[[sources.units]]\nunit_id = 1\nmachine = "m1"\npoll_interval = "500ms"\n'
+        '[[sources.units.tags]]\nname = "a"\naddress = "hr:0"\ntype = "uint16"\n'
+        '[[sources.units.tags]]\nname = "b"\naddress = "hr:1"\ntype = "uint16"\n'
+        '[[sources.units.tags]]\nname = "c"\naddress = "hr:2"\ntype = "uint16"\n'
+        'interval = "5s"\n'
+        '[[sources]]\nname = "ua"\ntype = "opcua"\nendpoint = "opc.tcp://127.0.0.1:4840"\n'
+        'machine = "m2"\ninterval = "1s"\n'
+        '[[sources.tags]]\nname = "x"\nnode_id = "ns=2;s=x"\n'
+        '[[sources.tags]]\nname = "y"\nnode_id = "ns=2;s=y"\narray_length = 3\n'
+        '[[sources.tags]]\nname = "z"\nnode_id = "ns=2;s=z"\ninterval = "10s"\n'
+    )
+    modbus, opcua = load_config(path).sources
+    assert modbus.poll_groups() == ((0.5, 2), (5.0, 1))
+    assert opcua.poll_groups() == ((1.0, 4), (10.0, 1))  # an array's elements are readings

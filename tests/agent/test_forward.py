@@ -11,7 +11,7 @@ from agent.clock import SystemClock
 from agent.errors import ConnectError, SinkRejected
 from agent.forward import Forwarder, ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.sink import Record
+from agent.sink import GapRecord, Record
 from agent.store import Store, StoreWriter, TagInfo
 
 FAST = ForwardSettings(batch_size=7, idle_wait=0.01)
@@ -48,11 +48,13 @@ class ScriptedSink:
         return {}
 
 
-def fill(tmp_path: Path, batches: int, ts_ns: int | None = None) -> None:
+def fill(tmp_path: Path, batches: int, ts_ns: int | None = None, stored_ago_s: float = 0.0) -> None:
+    """`batches` telemetry records and one event, stamped `ts_ns` (default now) by the device
+    and stored `stored_ago_s` ago by the agent."""
     with Store(tmp_path) as store:
         store.register_tags([TagInfo(path="s/a/l/m/t", machine="m", name="t")])
         store.register_sinks(["mes"])
-    writer = StoreWriter(tmp_path)
+    writer = StoreWriter(tmp_path, clock=lambda: SystemClock().time_ns() - int(stored_ago_s * 1e9))
     try:
         for i in range(batches):
             ts = ts_ns if ts_ns is not None else SystemClock().time_ns()
@@ -145,7 +147,7 @@ async def test_a_refused_record_is_quarantined_and_never_blocks(tmp_path: Path) 
 
 async def test_old_records_go_out_as_historical(tmp_path: Path) -> None:
     old = SystemClock().time_ns() - 3600 * 10**9
-    fill(tmp_path, 5, ts_ns=old)
+    fill(tmp_path, 5, ts_ns=old, stored_ago_s=3600)
     sink = ScriptedSink()
     store, writer = Store(tmp_path), StoreWriter(tmp_path)
     forwarder = Forwarder(sink, store, writer, SystemClock(), FAST)
@@ -160,7 +162,7 @@ async def test_old_records_go_out_as_historical(tmp_path: Path) -> None:
 
 async def test_live_records_flow_while_a_backlog_replays_at_its_rate(tmp_path: Path) -> None:
     old = SystemClock().time_ns() - 3600 * 10**9
-    fill(tmp_path, 40, ts_ns=old)  # seqs 1..40: an hour-old backlog
+    fill(tmp_path, 40, ts_ns=old, stored_ago_s=3600)  # seqs 1..40: an hour-old backlog
     writer = StoreWriter(tmp_path)
     for i in range(5):  # seqs 41..45: live
         now = SystemClock().time_ns()
@@ -310,3 +312,148 @@ async def test_a_commit_wakes_an_idle_lane_at_once(tmp_path: Path) -> None:
         now = SystemClock().time_ns()
         writer.submit_readings(ReadingBatch.from_columns("plc", [1], [5.0], Quality.GOOD, now))
         await until(lambda: telemetry_seqs(sink) == [1, 2], limit_s=5.0)
+
+
+def poll_of(i: int, readings: int = 50, ago_s: float = 0.0) -> ReadingBatch:
+    ts = SystemClock().time_ns() - int(ago_s * 1e9)
+    return ReadingBatch.from_columns(
+        "plc", np.ones(readings, dtype=np.int32), np.full(readings, float(i)), Quality.GOOD, ts
+    )
+
+
+def accounted(sink: ScriptedSink) -> tuple[list[int], list[int]]:
+    """The telemetry seqs the sink received (once each) and those its gap records named."""
+    delivered = sorted(set(telemetry_seqs(sink)))
+    named = [
+        seq
+        for r in sink.received
+        if isinstance(r, GapRecord) and r.of_stream == "telemetry"
+        for seq in range(r.first_seq or 0, (r.last_seq or -1) + 1)
+    ]
+    return delivered, sorted(named)
+
+
+async def test_a_hole_the_size_bound_punched_behind_the_cursor_is_crossed(tmp_path: Path) -> None:
+    fill(tmp_path, 0)
+    sink = ScriptedSink()
+    settings = ForwardSettings(batch_size=20, idle_wait=0.01, live_window=0.2)
+    store = Store(tmp_path)
+    # During the outage the plant's records are an hour old when the far side is back: the
+    # writer's clock stores them an hour back, the device stamps them so too.
+    ago = [0.0]
+    writer = StoreWriter(
+        tmp_path,
+        max_bytes=150_000,
+        housekeeping_interval=0,
+        flush_interval=0.01,
+        clock=lambda: SystemClock().time_ns() - int(ago[0] * 1e9),
+    )
+    forwarder = Forwarder(sink, store, writer, SystemClock(), settings)
+    forwarder._backoff.initial = 0.01
+    task = asyncio.create_task(forwarder.run())
+
+    async def write(first: int, count: int) -> int:
+        for i in range(first, first + count):
+            writer.submit_readings(poll_of(i, ago_s=ago[0]))
+            if i % 20 == 19:
+                await writer.flush()
+        return (await writer.flush())["telemetry"]
+
+    polled = [0]
+
+    async def polling(first: int) -> int:
+        polled[0] = first
+        while True:
+            writer.submit_readings(poll_of(polled[0]))
+            polled[0] += 1
+            await asyncio.sleep(0.005)
+
+    async def all_accounted(last: int) -> None:
+        """Every record delivered or named in a gap record, never both, and the cursor at
+        the end: the lane crossed every hole."""
+        await until(lambda: store.cursor("mes", "telemetry") == last)
+        gaps = len(store.read_gaps(0, 1000))
+        await until(lambda: len([r for r in sink.received if isinstance(r, GapRecord)]) == gaps)
+        delivered, named = accounted(sink)
+        assert len(named) == len(set(named)), "a seq named by two gap records"
+        assert not set(named) & set(delivered), "a delivered record reported lost"
+        assert sorted(delivered + named) == list(range(1, last + 1))
+        assert writer.statistics().dropped_by_sink.get("mes", 0) == len(named)
+
+    try:
+        last = await write(0, 20)
+        await all_accounted(last)
+        sink.down = 10**9  # the far side goes away; the store overflows behind the cursor
+        ago[0] = 3600.0
+        i = 20
+        while writer.statistics().dropped_batches == 0:
+            await write(i, 20)
+            i += 20
+        last = await write(i, 100)  # and more after the hole
+        i += 100
+        ago[0] = 0.0
+        sink.down = 0
+        # The plant keeps polling through the reconnect: live records keep coming.
+        plant = asyncio.create_task(polling(i))
+        await until(lambda: store.cursor("mes", "telemetry") >= last)
+        plant.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await plant
+        i = polled[0]
+        last = (await writer.flush())["telemetry"]
+        await all_accounted(last)
+        assert accounted(sink)[1], "the outage dropped records"
+        # After the outage the size bound deletes what was delivered first, with no gap record.
+        named_before = accounted(sink)[1]
+        deleted = writer.statistics().deleted_records
+        while writer.statistics().deleted_records == deleted:
+            last = await write(i, 20)
+            i += 20
+        await all_accounted(last)
+        assert accounted(sink)[1] == named_before
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.close()
+        store.close()
+
+
+async def test_a_record_stored_now_goes_live_whatever_its_device_timestamp(
+    tmp_path: Path,
+) -> None:
+    # An OPC UA value that rarely changes keeps an old SourceTimestamp: its record is current.
+    stale = SystemClock().time_ns() - 1583 * 10**9
+    fill(tmp_path, 5, ts_ns=stale, stored_ago_s=3600)  # seqs 1..5: a backlog
+    fill(tmp_path, 2, ts_ns=stale)  # seqs 6..7: stored now, stamped long ago
+    sink = ScriptedSink()
+    async with forwarding(sink, tmp_path):
+        await until(lambda: len(telemetry_seqs(sink)) == 7)
+        telemetry = [r for r in sink.received if r.stream == "telemetry"]
+        assert [r.seq for r in telemetry if not r.historical] == [6, 7]
+        assert [r.seq for r in telemetry if r.historical] == [1, 2, 3, 4, 5]
+        assert [r.seq for r in telemetry][:2] == [6, 7], "live records go first"
+        events = [r for r in sink.received if r.stream == "events"]
+        assert {r.seq: r.historical for r in events} == {1: True, 2: False}
+
+
+async def test_oldest_unsent_age_is_how_long_ago_the_agent_stored_it(tmp_path: Path) -> None:
+    stale = SystemClock().time_ns() - 1583 * 10**9
+    fill(tmp_path, 1, ts_ns=stale, stored_ago_s=1.0)
+    with Store(tmp_path) as store:
+        age = store.stats().oldest_unsent_age_s["mes"]["telemetry"]
+    assert age is not None and 1.0 <= age < 60.0
+
+
+async def test_a_lane_that_connects_again_wakes_the_others_from_their_back_off(
+    tmp_path: Path,
+) -> None:
+    fill(tmp_path, 5)  # and one event: two lanes with something to send
+    sink = ScriptedSink()
+    sink.down = 2  # each lane's first send fails
+    async with forwarding(sink, tmp_path) as (forwarder, _, _):
+        # The first lane to fail waits 50 ms at most, the second 25 s or more: it goes again as
+        # soon as the first got through, not when its own back-off ends.
+        forwarder._backoff.initial, forwarder._backoff.factor = 0.05, 1000.0
+        await until(lambda: len(sink.received) == 6)
+        assert forwarder.stats.failures == 2

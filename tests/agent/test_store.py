@@ -101,6 +101,39 @@ def test_an_older_schema_is_migrated_and_keeps_its_records(tmp_path: Path) -> No
     db.conn.close()
 
 
+async def test_a_store_from_before_stored_times_opens_and_its_records_are_backlog(
+    tmp_path: Path,
+) -> None:
+    # Schema 3 knew no stored time: its records count as stored before any live window and
+    # are aged by their own stamp; new records get one.
+    path = db_path(tmp_path)
+    db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+    assert migrate(db, MIGRATIONS[:3]) == 3
+    old = encode_batch(batch(0, 3, 1_000_000_000))
+    db.execute(
+        "INSERT INTO telemetry (source, n, ts_first_ns, ts_last_ns, tag_ids, vals, quality, ts) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            *(old.source, old.n, old.ts_first_ns, old.ts_last_ns),
+            *(old.tag_ids, old.vals, old.quality, old.ts),
+        ],
+    )
+    db.conn.close()
+
+    now = 1_000_000_000 + 3600 * 10**9
+    with Store(tmp_path, clock=lambda: now) as store:
+        store.register_sinks(["mqtt"])
+        assert store.live_boundary("telemetry", 0) == (2, False)  # not live, at any time
+        assert store.stats().oldest_unsent_age_s["mqtt"]["telemetry"] == pytest.approx(3600.0)
+        writer = StoreWriter(tmp_path, clock=lambda: now)
+        writer.submit_readings(batch(0, 3, 5))  # a device stamp from 1970: stored now
+        await writer.flush()
+        writer.close()
+        assert [b.seq for b in store.read_telemetry(0, 10)] == [1, 2]
+        assert store.live_boundary("telemetry", now) == (2, True)
+        assert store.live_boundary("telemetry", now + 1) == (3, False)
+
+
 def test_a_schema_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     Store(tmp_path).close()
     conn = sqlite3.connect(db_path(tmp_path))
@@ -284,9 +317,13 @@ async def test_stats_report_depth_and_oldest_unsent_age_per_sink(tmp_path: Path)
     now = 10_000_000_000_000
     with Store(tmp_path, clock=lambda: now) as store:
         store.register_sinks(["mqtt"])
-        writer = StoreWriter(tmp_path)
-        writer.submit_readings(batch(0, 5, now - 3_000_000_000))
-        writer.submit_readings(batch(0, 5, now - 1_000_000_000))
+        # Aged by when the agent stored a record, not by the device's (much older) stamp.
+        stored = [now - 3_000_000_000]
+        writer = StoreWriter(tmp_path, clock=lambda: stored[0])
+        writer.submit_readings(batch(0, 5, now - 1000_000_000_000))
+        await writer.flush()
+        stored[0] = now - 1_000_000_000
+        writer.submit_readings(batch(0, 5, now - 1000_000_000_000))
         await writer.flush()
         writer.close()
         stats = store.stats()

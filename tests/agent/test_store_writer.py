@@ -13,6 +13,7 @@ import pytest
 from agent.errors import StoreError
 from agent.model import Event, EventKind, ReadingBatch
 from agent.store import Store, StoreWriter, db_path
+from agent.store.bounds import record_bytes, used_bytes
 
 NOW = 1_700_000_000_000_000_000
 SECOND = 1_000_000_000
@@ -144,9 +145,42 @@ async def test_unacknowledged_events_are_kept_and_the_store_reports_full(
     assert not stats.store_full and stats.pending_events == 0
     writer.close()
     events = store.read_events(0, 1000)
-    assert [e.data["i"] for e in events] == [80]
-    assert events[0].seq == 81
+    # Delivered events leave the local history, oldest first, as far as the size bound
+    # needs; the waiting one landed after them.
+    kept = [e.data["i"] for e in events]
+    assert stats.deleted_records == 81 - len(kept)
+    assert kept == list(range(80 - len(kept) + 1, 81))
+    assert events[-1].seq == 81
+    assert store.read_gaps(0, 10) == []  # they were delivered: no loss
     assert polls_in_store(store) == [0, 1, 2, 3, 4]
+
+
+async def test_the_size_bound_drops_delivered_telemetry_first_and_names_only_the_rest(
+    store: Store, tmp_path: Path
+) -> None:
+    store.register_sinks(["mqtt"])
+    writer = StoreWriter(tmp_path, max_bytes=200_000, housekeeping_interval=0)
+    for i in range(50):
+        writer.submit_readings(poll(i))
+    await writer.flush()
+    writer.submit_ack("mqtt", "telemetry", 50)
+    await writer.flush()
+    assert len(polls_in_store(store)) == 50  # delivered, and kept: no bound is reached yet
+    for i in range(50, 300):
+        writer.submit_readings(poll(i))
+        if i % 50 == 49:
+            await writer.flush()
+    await writer.flush()
+    stats = writer.statistics()
+    writer.close()
+    kept = polls_in_store(store)
+    assert kept == list(range(300 - len(kept), 300))
+    gaps = store.read_gaps(0, 100)
+    named = [s for g in gaps for s in range(g.first_seq or 0, (g.last_seq or -1) + 1)]
+    assert named and min(named) == 51, "a gap names only what the sink never had"
+    assert named == list(range(51, 300 - len(kept) + 1))
+    assert stats.deleted_records == 50
+    assert stats.dropped_by_sink == {"mqtt": len(named)}
 
 
 def test_beyond_the_memory_bound_new_telemetry_is_dropped_never_events(
@@ -165,35 +199,44 @@ def test_beyond_the_memory_bound_new_telemetry_is_dropped_never_events(
     assert polls_in_store(store) == [0, 1]
 
 
-async def test_acknowledged_records_are_deleted_after_retention(tmp_path: Path) -> None:
+async def test_acknowledged_records_stay_until_max_age(tmp_path: Path) -> None:
+    """The store is the plant's local history: an acknowledgement only moves a cursor."""
     now = [NOW]
     store = Store(tmp_path)
     store.register_sinks(["mqtt", "http"])
-    writer = StoreWriter(tmp_path, retention=60, housekeeping_interval=0, clock=lambda: now[0])
+    writer = StoreWriter(tmp_path, max_age=3600, housekeeping_interval=0, clock=lambda: now[0])
     for i in range(4):
         writer.submit_readings(poll(i, ts=NOW + i * SECOND))
     await writer.flush()
-    writer.submit_ack("mqtt", "telemetry", 3)
+    writer.submit_ack("mqtt", "telemetry", 4)
     writer.submit_ack("http", "telemetry", 2)
     await writer.flush()
-    assert polls_in_store(store) == [0, 1, 2, 3]  # acknowledged, but retention still holds
-
-    now[0] = NOW + 120 * SECOND
+    now[0] = NOW + 3599 * SECOND
     writer.submit_ack("http", "telemetry", 2)  # any commit runs housekeeping here
     await writer.flush()
-    assert polls_in_store(store) == [2, 3]  # only what both sinks acknowledged is gone
+    assert polls_in_store(store) == [0, 1, 2, 3]  # every sink has them, and they stay
+    assert writer.statistics().deleted_records == 0
+
+    now[0] = NOW + 3601 * SECOND
+    writer.submit_ack("http", "telemetry", 2)
+    await writer.flush()
+    assert polls_in_store(store) == [2, 3]  # past max_age, only what both sinks have goes
     assert writer.statistics().deleted_records == 2
-    assert store.read_gaps(0, 10) == []  # deleting acknowledged records is no loss
+    assert store.read_gaps(0, 10) == []  # deleting delivered records is no loss
     writer.close()
     store.close()
 
 
-async def test_without_sinks_only_the_age_bound_deletes(tmp_path: Path) -> None:
+async def test_the_age_bound_goes_by_when_a_record_was_stored(tmp_path: Path) -> None:
+    # Without sinks, and with a device stamp far older than max_age: what counts is when the
+    # agent stored the record (an OPC UA value that rarely changes keeps an old stamp).
     now = [NOW]
     store = Store(tmp_path)
     writer = StoreWriter(tmp_path, max_age=3600, housekeeping_interval=0, clock=lambda: now[0])
-    writer.submit_readings(poll(0, ts=NOW))
-    writer.submit_readings(poll(1, ts=NOW + 1800 * SECOND))
+    writer.submit_readings(poll(0, ts=NOW - 86400 * SECOND))
+    await writer.flush()
+    now[0] = NOW + 1800 * SECOND
+    writer.submit_readings(poll(1, ts=NOW - 86400 * SECOND))
     await writer.flush()
     assert polls_in_store(store) == [0, 1]
     now[0] = NOW + 3601 * SECOND
@@ -235,3 +278,27 @@ async def test_sqlite_full_is_retried_and_nothing_is_lost_once_there_is_room(
     assert stats.pending_batches == 0 and stats.last_error is None
     assert polls_in_store(store) == list(range(200))  # every reading, in order
     assert [b.seq for b in store.read_telemetry(0, 1000)] == list(range(1, 201))
+
+
+@pytest.mark.parametrize("readings", [1, 20, 50, 400])
+async def test_the_size_estimate_validate_uses_matches_the_store(
+    tmp_path: Path, readings: int
+) -> None:
+    # `lineside validate` says how long max_size holds from `record_bytes`: check it against
+    # the pages the store really uses for such records.
+    Store(tmp_path).close()
+    conn = sqlite3.connect(db_path(tmp_path))
+    before = used_bytes(conn)
+    writer = StoreWriter(tmp_path)
+    rng = np.random.default_rng(1)
+    for i in range(1000):
+        writer.submit_readings(
+            ReadingBatch.from_columns(
+                "press1-plc", np.arange(readings), rng.random(readings), np.zeros(readings), NOW + i
+            )
+        )
+    await writer.flush()
+    writer.close()
+    measured = (used_bytes(conn) - before) / 1000
+    conn.close()
+    assert record_bytes(readings) == pytest.approx(measured, rel=0.15)
