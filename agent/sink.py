@@ -17,9 +17,9 @@ arrays) reads `records.run` and never makes an object per record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, overload
+from typing import Any, Protocol, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -233,19 +233,29 @@ def known_ids(tags: Mapping[int, TagMeta]) -> npt.NDArray[np.bool_]:
     return known
 
 
+# The agent's status figures for the fleet view, JSON-ready (agent/fleet.py says what is in
+# them); a sink that publishes them calls it each time, and never imports the runtime.
+StatusProvider = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
 @dataclass(frozen=True, slots=True)
 class SinkContext:
     """What every sink runtime is built with, besides its own config model."""
 
     agent_id: str
     tags: Mapping[int, TagMeta]
+    status: StatusProvider | None = None
 
 
 class Sink(Protocol):
     """A northbound sink. Optionally a class attribute `concurrent_sends: int` (default 1)
     says how many `send` calls may be in flight at once with their records still arriving in
     call order (one MQTT connection: yes; parallel HTTP requests: no). The forwarder then reads
-    and encodes the next batch while the previous one waits for its acknowledgement."""
+    and encodes the next batch while the previous one waits for its acknowledgement.
+
+    Optionally `async def background(self) -> None`: work the sink does beside sending (the
+    MQTT sink's retained status for the fleet view), run by the forwarder for as long as it
+    runs and cancelled with it; its failure is logged and never stops the sending."""
 
     name: str
 
