@@ -178,7 +178,8 @@ class MqttSink:
             raise ConnectError(f"{endpoint}: unreachable: {exc.strerror or exc}") from None
         self._attach(client)
         try:
-            reason = await asyncio.wait_for(asyncio.shield(self._connack), self.ack_timeout)
+            async with asyncio.timeout(self.ack_timeout):
+                reason = await asyncio.shield(self._connack)
         except TimeoutError:
             await self.close()
             raise ConnectError(
@@ -292,6 +293,11 @@ class MqttSink:
         self._batches.clear()
 
     async def close(self) -> None:
+        # Nobody waits for these any more (a connect or subscribe cut short): cancelled before
+        # the DISCONNECT below fails them with an exception no one would retrieve.
+        for pending in (self._connack, self._subscribed):
+            if pending is not None and not pending.done():
+                pending.cancel()
         client, self._client = self._client, None
         self._connected = False
         if client is None:
@@ -308,8 +314,6 @@ class MqttSink:
         sock = client.socket()
         if sock is not None:  # DISCONNECT could not be written: close without it
             sock.close()
-        if self._connack is not None and not self._connack.done():
-            self._connack.cancel()
 
     # -----------------------------------------------------------------------------------------
     # Sending
@@ -389,7 +393,10 @@ class MqttSink:
         while True:
             seen = waiting.acknowledged
             try:
-                await asyncio.wait_for(asyncio.shield(waiting.done), self.ack_timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that meets the acknowledgement, and a stop would then never end.
+                async with asyncio.timeout(self.ack_timeout):
+                    await asyncio.shield(waiting.done)
                 return
             except TimeoutError:
                 if waiting.acknowledged == seen:
@@ -449,7 +456,8 @@ class MqttSink:
                 f"{self.config.endpoint}: subscribe failed: {mqtt.error_string(result)}"
             )
         try:
-            granted = await asyncio.wait_for(asyncio.shield(self._subscribed), self.ack_timeout)
+            async with asyncio.timeout(self.ack_timeout):
+                granted = await asyncio.shield(self._subscribed)
         except TimeoutError:
             raise RequestTimeout(
                 f"{self.config.endpoint}: no SUBACK within {self.ack_timeout:g} s"
