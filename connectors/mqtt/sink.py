@@ -26,7 +26,6 @@ Passwords are read at connect time (environment or file) and never logged.
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +40,6 @@ from agent.secrets import read_password
 from agent.sink import Record, SinkContext, TelemetryRecord, TelemetryRecords
 from connectors.mqtt.config import Broker, MqttSinkConfig, Tls
 from connectors.mqtt.payload import Message, PayloadError, UnsLayout
-
-log = logging.getLogger("lineside.mqtt")
 
 ACK_TIMEOUT = 10.0  # seconds without any acknowledgement before a send gives up
 MAX_INFLIGHT = 100  # unacknowledged QoS 1 messages on the wire; more wait in paho's queue
