@@ -38,7 +38,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -264,9 +264,21 @@ class Forwarder:
                 for stream in STREAMS:
                     group.create_task(self._lane(stream), name=f"{self.sink.name}-{stream}")
                 group.create_task(self._retries(), name=f"{self.sink.name}-retries")
+                background = getattr(self.sink, "background", None)
+                if background is not None:
+                    group.create_task(
+                        self._background(background), name=f"{self.sink.name}-background"
+                    )
         finally:
             self.writer.remove_commit_listener(committed)
             await self.sink.close()
+
+    async def _background(self, background: Callable[[], Awaitable[None]]) -> None:
+        """The sink's work beside sending; a bug in it must not stop the lanes."""
+        try:
+            await background()
+        except Exception:
+            log.exception("%s: its background work stopped", self.sink.name)
 
     def _wake_lanes(self) -> None:
         for event in self._commits.values():

@@ -45,6 +45,7 @@ from agent.web.config import WebError
 
 if TYPE_CHECKING:
     from agent.web.server import WebServer
+    from agent.web.state import StateBuilder
     from vision.inspector import Inspector
 
 log = logging.getLogger("lineside.agent")
@@ -136,7 +137,15 @@ class Agent:
         sink_names = [s.name for s in config.sinks]
         self.store.register_sinks(sink_names)
         types = {t.path: t.type for t in self.tags}
-        context = SinkContext(config.agent.id, sink_tags(self.store.tags(), types), self.store)
+        # Sinks that publish the agent's status (the MQTT fleet view) call `fleet_status`.
+        context = SinkContext(
+            config.agent.id,
+            sink_tags(self.store.tags(), types),
+            self.store,
+            status=self.fleet_status,
+        )
+        self._started = self.clock.monotonic()  # for the uptime; `run` sets it again
+        self._state: StateBuilder | None = None  # the status figures when there is no page
         forward = config.forward
         settings = ForwardSettings(
             batch_size=forward.batch_size,
@@ -338,6 +347,7 @@ class Agent:
     async def run(self, stop: asyncio.Event | None = None, duration: float | None = None) -> None:
         """Poll until `stop` is set (or `duration` seconds passed), then drain and close."""
         stop = stop or asyncio.Event()
+        self._started = self.clock.monotonic()
         log.info(
             "agent %s: %d sources, %d tags, store %s",
             self.config.agent.id,
@@ -462,6 +472,23 @@ class Agent:
     def kpi_snapshot(self) -> dict[str, Any] | None:
         """Live OEE of the shift in progress (the day outside shifts); None without KPIs."""
         return self.kpi.snapshot(self.clock.time_ns()) if self.kpi is not None else None
+
+    async def fleet_status(self) -> dict[str, Any]:
+        """The figures of the agent's fleet status message (agent/fleet.py), made from the
+        status page's own figures: the page's builder when it runs, else one of our own."""
+        from agent import __version__
+        from agent.fleet import agent_status
+        from agent.web.state import StateBuilder
+
+        if self.web is not None:
+            builder = self.web.state
+        else:
+            if self._state is None:
+                self._state = StateBuilder(self)
+            builder = self._state
+        figures = await builder.figures()
+        uptime = max(0.0, self.clock.monotonic() - self._started)
+        return agent_status(figures, version=__version__, uptime_s=uptime)
 
     async def _publish_status(self) -> None:
         """Write the statistics next to the store every few seconds for `lineside status`."""

@@ -17,9 +17,9 @@ arrays) reads `records.run` and never makes an object per record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, overload
+from typing import Any, Protocol, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -241,6 +241,11 @@ class Meta(Protocol):
     def set_meta(self, key: str, value: str) -> None: ...
 
 
+# The agent's status figures for the fleet view, JSON-ready (agent/fleet.py says what is in
+# them); a sink that publishes them calls it each time, and never imports the runtime.
+StatusProvider = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
 @dataclass(frozen=True, slots=True)
 class SinkContext:
     """What every sink runtime is built with, besides its own config model.
@@ -252,6 +257,7 @@ class SinkContext:
     agent_id: str
     tags: Mapping[int, TagMeta]
     meta: Meta | None = None
+    status: StatusProvider | None = None
 
 
 class Sink(Protocol):
@@ -263,7 +269,11 @@ class Sink(Protocol):
     Optionally `independent_streams: bool` (default False) says that sends on different
     streams may run at once and that a failure of one stream needs no reconnect of the others
     (HTTP: a client per stream). The forwarder then sends each stream on its own, backs a
-    failing stream off alone and does not close the sink on a failure."""
+    failing stream off alone and does not close the sink on a failure.
+
+    Optionally `async def background(self) -> None`: work the sink does beside sending (the
+    MQTT sink's retained status for the fleet view), run by the forwarder for as long as it
+    runs and cancelled with it; its failure is logged and never stops the sending."""
 
     name: str
 

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from agent.config import STRICT, ConfigPath, Credentials, Name, key_error
+from agent.duration import Duration, PositiveDuration
 
 
 class Tls(BaseModel):
@@ -57,6 +58,20 @@ class MqttSinkConfig(Broker):
     # The value column of a batch message: JSON numbers, or base64 of the little-endian
     # float32 (when no value loses precision; else float64) or float64 column (README.md).
     value_encoding: Literal["json", "f32le-base64", "f64le-base64"] = "json"
+    # The fleet view (README.md, "Fleet view"): a retained status message on
+    # <prefix>/<site>/_agent/<agent_id>/status this often, on a connection of its own whose
+    # Will marks the agent offline; "0s" turns it off.
+    status_interval: Duration = 5.0
+    # Seconds between pings on an idle connection; the broker gives up on a silent client
+    # after 1.5 times this, and then publishes its Will (the status turns offline).
+    keepalive: PositiveDuration = 30.0
+
+    @field_validator("keepalive")
+    @classmethod
+    def _whole_seconds(cls, value: float) -> float:
+        if value < 1 or value != int(value) or value > 65535:
+            raise ValueError("the MQTT keepalive is whole seconds, from 1s to 65535s")
+        return value
 
     @field_validator("topic_prefix")
     @classmethod

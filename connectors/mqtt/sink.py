@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +39,9 @@ from agent.errors import ConnectError, RequestTimeout, SinkRejected
 from agent.secrets import read_password
 from agent.sink import Record, SinkContext, TelemetryRecord, TelemetryRecords
 from connectors.mqtt.config import Broker, MqttSinkConfig, Tls
-from connectors.mqtt.payload import PayloadError, UnsLayout
+from connectors.mqtt.payload import Message, PayloadError, UnsLayout
 
 ACK_TIMEOUT = 10.0  # seconds without any acknowledgement before a send gives up
-KEEPALIVE = 30  # seconds between MQTT pings on an idle connection
 MAX_INFLIGHT = 100  # unacknowledged QoS 1 messages on the wire; more wait in paho's queue
 MISC_INTERVAL = 1.0  # seconds between paho's housekeeping calls (pings, keepalive checks)
 
@@ -93,15 +92,22 @@ class MqttSink:
         context: SinkContext,
         *,
         ack_timeout: float = ACK_TIMEOUT,
-        keepalive: int = KEEPALIVE,
+        keepalive: int | None = None,
+        will: Message | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
         self.context = context
         self.ack_timeout = ack_timeout
-        self.keepalive = keepalive
+        self.keepalive = int(config.keepalive) if keepalive is None else keepalive
+        self.will = will  # published by the broker when this connection dies unannounced
         self.layout = UnsLayout(config.topic_prefix, context.agent_id, context.tags)
-        self.client_id = config.client_id or f"lineside-{context.agent_id}-{config.name}"
+        self.client_id = (
+            client_id or config.client_id or f"lineside-{context.agent_id}-{config.name}"
+        )
+        self._on_message: Callable[[str, bytes], None] | None = None
+        self._subscribed: asyncio.Future[list[ReasonCode]] | None = None
         self._client: mqtt.Client | None = None
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,9 +138,13 @@ class MqttSink:
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.connect_timeout = self.ack_timeout
         apply_broker_settings(client, config)
+        if self.will is not None:
+            client.will_set(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message_received
         self._connack = loop.create_future()
         try:
             await asyncio.to_thread(
@@ -165,7 +175,8 @@ class MqttSink:
             raise ConnectError(f"{endpoint}: unreachable: {exc.strerror or exc}") from None
         self._attach(client)
         try:
-            reason = await asyncio.wait_for(asyncio.shield(self._connack), self.ack_timeout)
+            async with asyncio.timeout(self.ack_timeout):
+                reason = await asyncio.shield(self._connack)
         except TimeoutError:
             await self.close()
             raise ConnectError(
@@ -271,12 +282,19 @@ class MqttSink:
 
     def _fail_all(self, error: Exception) -> None:
         self._waiting.clear()
+        if self._subscribed is not None and not self._subscribed.done():
+            self._subscribed.set_exception(error)
         for waiting in self._batches:
             if not waiting.done.done():
                 waiting.done.set_exception(error)
         self._batches.clear()
 
     async def close(self) -> None:
+        # Nobody waits for these any more (a connect or subscribe cut short): cancelled before
+        # the DISCONNECT below fails them with an exception no one would retrieve.
+        for pending in (self._connack, self._subscribed):
+            if pending is not None and not pending.done():
+                pending.cancel()
         client, self._client = self._client, None
         self._connected = False
         if client is None:
@@ -293,15 +311,12 @@ class MqttSink:
         sock = client.socket()
         if sock is not None:  # DISCONNECT could not be written: close without it
             sock.close()
-        if self._connack is not None and not self._connack.done():
-            self._connack.cancel()
 
     # -----------------------------------------------------------------------------------------
     # Sending
 
     async def send(self, records: Sequence[Record]) -> None:
-        client = self._client
-        if client is None or not self._connected:
+        if self._client is None or not self._connected:
             raise ConnectError(f"{self.config.endpoint}: not connected")
         batched = self._batched(records)
         try:
@@ -315,9 +330,30 @@ class MqttSink:
             raise SinkRejected(str(exc), exc.index) from None
         if not messages:
             return
+        waiting = await self._publish(messages, self.config.qos)
+        if waiting.refused:
+            if batched and waiting.refusals == len(messages):
+                raise SinkRejected(next(iter(waiting.refused.values())), None)  # all refused
+            index = min(waiting.refused)
+            self._stats["records"] += index  # those before it were taken
+            raise SinkRejected(waiting.refused[index], index)
+        self._stats["records"] += len(records)
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publish `messages` at QoS 1 and return once the broker acknowledged them all (the
+        fleet status); raises `SinkRejected` naming the first one it refused."""
+        if self._client is None or not self._connected:
+            raise ConnectError(f"{self.config.endpoint}: not connected")
+        waiting = await self._publish(messages, 1)
+        if waiting.refused:
+            raise SinkRejected(next(iter(waiting.refused.values())), min(waiting.refused))
+
+    async def _publish(self, messages: Sequence[Message], qos: int) -> _Waiting:
+        """Publish in order and wait for every acknowledgement; refusals are in the result."""
+        client = self._client
+        assert client is not None
         waiting = _Waiting(asyncio.get_running_loop().create_future(), len(messages))
         self._batches.add(waiting)
-        qos = self.config.qos
         try:
             for message in messages:
                 info = client.publish(message.topic, message.payload, qos, message.retain)
@@ -334,13 +370,7 @@ class MqttSink:
             if not waiting.done.done():
                 waiting.done.cancel()
                 self._forget(waiting)
-        if waiting.refused:
-            if batched and waiting.refusals == len(messages):
-                raise SinkRejected(next(iter(waiting.refused.values())), None)  # all refused
-            index = min(waiting.refused)
-            self._stats["records"] += index  # those before it were taken
-            raise SinkRejected(waiting.refused[index], index)
-        self._stats["records"] += len(records)
+        return waiting
 
     def _batched(self, records: Sequence[Record]) -> bool:
         """Whether telemetry `records` go as batch messages (config `batch`, README)."""
@@ -360,7 +390,10 @@ class MqttSink:
         while True:
             seen = waiting.acknowledged
             try:
-                await asyncio.wait_for(asyncio.shield(waiting.done), self.ack_timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that meets the acknowledgement, and a stop would then never end.
+                async with asyncio.timeout(self.ack_timeout):
+                    await asyncio.shield(waiting.done)
                 return
             except TimeoutError:
                 if waiting.acknowledged == seen:
@@ -402,3 +435,63 @@ class MqttSink:
             "in_flight": float(len(self._waiting)),
             **{key: float(value) for key, value in self._stats.items()},
         }
+
+    # -----------------------------------------------------------------------------------------
+    # Receiving (the fleet view reads the agents' retained status messages)
+
+    async def subscribe(self, topic_filter: str, on_message: Callable[[str, bytes], None]) -> None:
+        """Subscribe at QoS 1 and return once the broker granted it; every message (retained
+        ones first) goes to `on_message(topic, payload)`, on the event loop."""
+        client = self._client
+        if client is None or not self._connected:
+            raise ConnectError(f"{self.config.endpoint}: not connected")
+        self._on_message = on_message
+        self._subscribed = asyncio.get_running_loop().create_future()
+        result, _mid = client.subscribe(topic_filter, qos=1)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise ConnectError(
+                f"{self.config.endpoint}: subscribe failed: {mqtt.error_string(result)}"
+            )
+        try:
+            async with asyncio.timeout(self.ack_timeout):
+                granted = await asyncio.shield(self._subscribed)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"{self.config.endpoint}: no SUBACK within {self.ack_timeout:g} s"
+            ) from None
+        refused = [code for code in granted if code.is_failure]
+        if refused:
+            raise ConnectError(
+                f"{self.config.endpoint}: the broker refused the subscription to "
+                f"{topic_filter}: {str(refused[0]).lower()}"
+            )
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Any,
+    ) -> None:
+        if self._subscribed is not None and not self._subscribed.done():
+            self._subscribed.set_result(reasons)
+
+    def _on_message_received(
+        self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage
+    ) -> None:
+        if self._on_message is not None:
+            self._on_message(message.topic, bytes(message.payload))
+
+    # -----------------------------------------------------------------------------------------
+    # Beside sending
+
+    async def background(self) -> None:
+        """The agent's retained status for the fleet view, while the forwarder runs this sink
+        (connectors/mqtt/fleet.py); returns at once when `status_interval` is 0 or the agent
+        gives no status figures."""
+        from connectors.mqtt.fleet import StatusPublisher  # it builds on this class
+
+        if self.config.status_interval <= 0 or self.context.status is None:
+            return
+        await StatusPublisher(self, self.context.status).run()
