@@ -24,6 +24,7 @@ import numpy as np
 from agent.clock import Clock, SystemClock
 from agent.config import Config
 from agent.errors import LinesideError
+from agent.extras import needs
 from agent.forward import Forwarder, ForwardSettings
 from agent.kpi.engine import KpiEngine
 from agent.kpi.replay import resume
@@ -149,8 +150,10 @@ class Agent:
 
     def _inspectors(self) -> list[Inspector]:
         from vision.config import InspectionConfig
-        from vision.inspector import build_inspector
         from vision.writeback import ModbusWriteBack
+
+        with needs("Vision", "vision"):
+            from vision.inspector import build_inspector
 
         inspectors = []
         for spec in self.config.inspections:
