@@ -4,6 +4,7 @@ warning, the way a release builds them (`python -m build`: the sdist, then the w
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -31,10 +32,15 @@ DATA_FILES = {
 def test_the_sdist_and_the_wheel_build_without_warnings_and_hold_the_data_files(
     tmp_path: Path,
 ) -> None:
+    # A clean copy: a checkout's lineside.egg-info/SOURCES.txt from an earlier build would
+    # put files in the sdist that a fresh clone's build leaves out.
+    source = tmp_path / "source"
+    junk = shutil.ignore_patterns(".*", "*.egg-info", "build", "dist", "__pycache__", "demo", "data")
+    shutil.copytree(ROOT, source, ignore=junk)
     # Byte-compiling off (PYTHONDONTWRITEBYTECODE) makes setuptools warn that it skips it.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     built = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "build", "--outdir", str(tmp_path), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
