@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RUNTIME := $(VENV)/.runtime
 PORT ?= 8470
 
-.PHONY: demo test check bench soak lint format typecheck clean system-deps
+.PHONY: demo test check bench soak lint format typecheck clean system-deps wheels-matrix bundle
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV)
@@ -68,5 +68,16 @@ bench: $(STAMP)
 soak: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -m soak
 
+# Does every dependency have a wheel for aarch64 and x86-64 on Python 3.11-3.13? (network)
+wheels-matrix: $(STAMP)
+	$(BIN)/python -m benchmarks.wheels matrix
+
+# An offline install: make bundle ARCH=aarch64 PY=3.11 EXTRAS=vision writes dist/*.tar.gz.
+ARCH ?= $(shell uname -m)
+PY ?= 3.11
+EXTRAS ?=
+bundle: $(STAMP)
+	$(BIN)/python -m benchmarks.wheels bundle --arch $(ARCH) --python $(PY) --extras '$(EXTRAS)'
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

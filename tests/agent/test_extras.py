@@ -138,6 +138,7 @@ def test_sim_and_demo_without_their_extras_exit_2_with_one_line(tmp_path: Path) 
     line = "lineside: The simulator needs the sim extra: pip install 'lineside[sim]'\n"
     assert (done.returncode, done.stderr) == (2, line)
     done = _lineside(["onnxruntime"], "demo", "--duration", "0", cwd=tmp_path)
-    line = "lineside: The demo needs the sim and vision extras: pip install 'lineside[sim,vision]'\n"
+    line = "lineside: The demo needs the sim and vision extras: "
+    line += "pip install 'lineside[sim,vision]'\n"
     assert (done.returncode, done.stderr) == (2, line)
     assert not (tmp_path / "demo").exists()  # said before anything started
