@@ -51,7 +51,7 @@ OPCUA_LINE = "lineside: OPC UA needs the opcua extra: pip install 'lineside[opcu
 def test_a_missing_library_of_an_extra_becomes_one_line_naming_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "cv2", None)  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(MissingExtra) as caught, needs("Vision", "vision"):
         import cv2  # noqa: F401
     assert str(caught.value) == "Vision needs the vision extra: pip install 'lineside[vision]'"
@@ -75,7 +75,7 @@ def test_the_message_names_every_extra_needed() -> None:
 def test_the_registry_says_which_extra_an_opcua_source_needs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "asyncua", None)  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "asyncua", None)
     for name in [m for m in sys.modules if m.startswith("connectors.opcua.")]:
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(MissingExtra) as caught:
