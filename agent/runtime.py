@@ -150,10 +150,10 @@ class Agent:
 
     def _inspectors(self) -> list[Inspector]:
         from vision.config import InspectionConfig
-        from vision.writeback import ModbusWriteBack
 
         with needs("Vision", "vision"):
             from vision.inspector import build_inspector
+            from vision.writeback import ModbusWriteBack
 
         inspectors = []
         for spec in self.config.inspections:

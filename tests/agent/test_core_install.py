@@ -70,3 +70,20 @@ def test_inspect_and_sim_on_the_core_say_which_extra(core: Path, tmp_path: Path)
     done = _run([str(core / "lineside"), "sim", "--duration", "0"], cwd=tmp_path)
     line = "lineside: The simulator needs the sim extra: pip install 'lineside[sim]'\n"
     assert (done.returncode, done.stderr) == (2, line)
+
+
+def test_an_inspection_on_the_core_says_to_install_the_vision_extra(
+    core: Path, tmp_path: Path
+) -> None:
+    from agent.starter import starter_config
+
+    (tmp_path / "frames").mkdir()
+    model = ROOT / "vision" / "models" / "lineside-surface.onnx"
+    inspection = (
+        '\n[[inspections]]\nname = "surface"\nmachine = "press1"\n'
+        f'source = {{ type = "folder", path = "frames" }}\nmodel = "{model}"\n'
+    )
+    (tmp_path / "lineside.toml").write_text(starter_config("press") + inspection)
+    done = _run([str(core / "lineside"), "run", "-c", "lineside.toml"], cwd=tmp_path)
+    line = "lineside: Vision needs the vision extra: pip install 'lineside[vision]'\n"
+    assert (done.returncode, done.stderr) == (2, line)

@@ -142,3 +142,21 @@ def test_sim_and_demo_without_their_extras_exit_2_with_one_line(tmp_path: Path) 
     line += "pip install 'lineside[sim,vision]'\n"
     assert (done.returncode, done.stderr) == (2, line)
     assert not (tmp_path / "demo").exists()  # said before anything started
+
+
+def test_run_with_an_inspection_without_the_vision_extra_stops_at_start_up(tmp_path: Path) -> None:
+    from agent.starter import starter_config
+
+    model = ROOT / "vision" / "models" / "lineside-surface.onnx"
+    (tmp_path / "frames").mkdir()
+    inspection = f"""
+[[inspections]]
+name = "surface"
+machine = "press1"
+source = {{ type = "folder", path = "frames" }}
+model = "{model}"
+"""
+    (tmp_path / "lineside.toml").write_text(starter_config("press") + inspection)
+    done = _lineside(["cv2"], "run", "-c", "lineside.toml", "--duration", "1", cwd=tmp_path)
+    line = "lineside: Vision needs the vision extra: pip install 'lineside[vision]'\n"
+    assert (done.returncode, done.stderr) == (2, line)
