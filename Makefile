@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
+PORT ?= 8470
 
-.PHONY: demo test check bench soak lint format typecheck clean system-deps
+.PHONY: demo test check bench soak lint format typecheck clean system-deps wheels-matrix bundle
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall when the project's metadata changes; the install is editable so code edits need none.
 $(STAMP): pyproject.toml | $(BIN)/python
@@ -16,10 +18,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# Tests only: an independent Sparkplug B decoder. It pins paho-mqtt<2 although its
 	# decoding never touches paho, so it goes in without its dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps 'pysparkplug==0.6.1'
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME)
 
-demo: $(STAMP)
-	$(BIN)/lineside demo
+# The demo needs the runtime only: the simulator (sim) and the camera inspection (vision), no
+# dev tools. Quiet, so that the first line it prints is the status page's address.
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -m pip install --quiet -e '.[sim,vision]'
+	@touch $(RUNTIME)
+
+demo: $(RUNTIME)
+	@$(BIN)/lineside demo --port $(PORT)
 
 # The tests run a real mosquitto broker and drive Debian's headless Chromium (never a
 # downloaded browser): install them with apt when missing, as root or through sudo.
@@ -60,5 +68,16 @@ bench: $(STAMP)
 soak: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -m soak
 
+# Does every dependency have a wheel for aarch64 and x86-64 on Python 3.11-3.13? (network)
+wheels-matrix: $(STAMP)
+	$(BIN)/python -m benchmarks.wheels matrix
+
+# An offline install: make bundle ARCH=aarch64 PY=3.11 EXTRAS=vision writes dist/*.tar.gz.
+ARCH ?= $(shell uname -m)
+PY ?= 3.11
+EXTRAS ?=
+bundle: $(STAMP)
+	$(BIN)/python -m benchmarks.wheels bundle --arch $(ARCH) --python $(PY) --extras '$(EXTRAS)'
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

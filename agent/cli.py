@@ -16,6 +16,7 @@ from rich.console import Console
 
 from agent import __version__
 from agent.errors import ConfigError, LinesideError
+from agent.extras import MissingExtra, needs
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -170,9 +171,10 @@ def sim(
     ] = False,
 ) -> None:
     """Run a simulated plant (Modbus TCP, Modbus RTU on a pty, OPC UA) and print its endpoints."""
-    from firmware_sim.plant import load_plant
-    from firmware_sim.runner import PlantError, serve
-    from firmware_sim.watch import watch_plant
+    with needs("The simulator", "sim"):
+        from firmware_sim.plant import load_plant
+        from firmware_sim.runner import PlantError, serve
+        from firmware_sim.watch import watch_plant
 
     try:
         if watch:
@@ -211,6 +213,11 @@ def demo(
     """Start the demo plant with the agent polling it into SQLite, and show it live."""
     from agent.demo import run_demo
 
+    # The plant (the simulator) and its camera inspection (vision): said before anything starts.
+    with needs("The demo", "sim", "vision"):
+        import firmware_sim.plant  # noqa: F401
+        import vision.inspector  # noqa: F401
+
     run_demo(directory=directory, speed=speed, duration=duration, console=console, port=port)
 
 
@@ -248,6 +255,8 @@ def run(
 
     try:
         figures = run_loop(main)
+    except MissingExtra:
+        raise  # exit 2 from main(), like every command
     except LinesideError as exc:
         err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -609,7 +618,9 @@ def _discover_opcua(
 
     from agent.duration import parse_duration
     from agent.eventloop import run as run_loop
-    from connectors.opcua import discover as found
+
+    with needs("OPC UA", "opcua"):
+        from connectors.opcua import discover as found
 
     if out_format not in ("csv", "toml"):
         raise _fail([f"--format must be csv or toml, got {out_format!r}"])
@@ -739,7 +750,8 @@ def certs_create(
     """Create a self-signed client certificate and key (mode 0600) for OPC UA security."""
     import os
 
-    from connectors.opcua import certs
+    with needs("OPC UA", "opcua"):
+        from connectors.opcua import certs
 
     passphrase = None
     if key_password_env is not None:
@@ -939,7 +951,8 @@ def inspect(
     """Run an ONNX inspection model on images: verdicts as a table or JSON."""
     if adapter not in ("auto", "classify", "detect", "anomaly"):
         raise _fail([f"unknown adapter {adapter!r}: choose auto, classify, detect or anomaly"])
-    from vision.inspect_cli import run as run_inspect
+    with needs("Vision", "vision"):
+        from vision.inspect_cli import run as run_inspect
 
     code = run_inspect(
         paths,
@@ -977,8 +990,9 @@ def vision_fit(
     """Fit an anomaly model (anomalib layout) on good images, without PyTorch."""
     if method not in ("gaussian", "coreset"):
         raise _fail([f"unknown method {method!r}: choose gaussian or coreset"])
-    from vision.fit import FitError
-    from vision.fit import run as run_fit
+    with needs("Vision", "vision"):
+        from vision.fit import FitError
+        from vision.fit import run as run_fit
 
     try:
         result = run_fit(good, backbone, out, method=method, size=size, percentile=percentile)  # type: ignore[arg-type]
@@ -1008,7 +1022,8 @@ def vision_bench(
     ] = None,
 ) -> None:
     """Bare inference, bare decode+preprocess and full pipeline rates for one model."""
-    from vision.bench import main as run_bench
+    with needs("Vision", "vision"):
+        from vision.bench import main as run_bench
 
     argv = ["--model", str(model), "--frames", str(frames), "--threads", threads]
     argv += ["--sizes", sizes]
@@ -1316,4 +1331,9 @@ def fleet_status(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except MissingExtra as exc:
+        # A feature whose extra is not installed: one line saying what to install.
+        err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)

@@ -2,7 +2,8 @@
 
 Adding a connector is a folder under `connectors/` plus one line here. Both halves are import
 paths loaded on demand, so reading a config imports the (protocol-free) config models only and
-never pymodbus, asyncua or an MQTT client.
+never pymodbus, asyncua or an MQTT client. A connector whose library comes with an extra names it:
+without the extra installed, its runtime class raises `MissingExtra` (one line: what to install).
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from types import MappingProxyType
 
 from pydantic import BaseModel
 
+from agent.extras import needs
+
 
 @dataclass(frozen=True, slots=True)
 class Connector:
-    """Import paths (`module:attribute`) of a connector's config model and runtime class."""
+    """Import paths (`module:attribute`) of a connector's config model and runtime class, and
+    the extra its runtime's library comes with (None: the core has it), under what name."""
 
     config_model: str
     runtime: str
+    extra: str | None = None
+    feature: str = ""
 
 
 SOURCES: Mapping[str, Connector] = MappingProxyType(
@@ -36,6 +42,8 @@ SOURCES: Mapping[str, Connector] = MappingProxyType(
         "opcua": Connector(
             "connectors.opcua.config:OpcUaSourceConfig",
             runtime="connectors.opcua.source:OpcUaSource",
+            extra="opcua",
+            feature="OPC UA",
         ),
     }
 )
@@ -81,7 +89,11 @@ def config_model(type_name: str) -> type[BaseModel]:
 def runtime_class(type_name: str) -> type:
     """The class that runs a source or sink of this type (imports its protocol library)."""
     connector = _find(type_name)[1]
-    runtime = _load(connector.runtime)
+    if connector.extra is None:
+        runtime = _load(connector.runtime)
+    else:
+        with needs(connector.feature, connector.extra):
+            runtime = _load(connector.runtime)
     if not isinstance(runtime, type):
         raise TypeError(f"{connector.runtime} is not a class")
     return runtime

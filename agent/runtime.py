@@ -27,6 +27,7 @@ import numpy.typing as npt
 from agent.clock import Clock, SystemClock
 from agent.config import Config
 from agent.errors import LinesideError, one_line
+from agent.extras import needs
 from agent.forward import Forwarder, ForwardSettings
 from agent.kpi.engine import KpiEngine
 from agent.kpi.replay import resume
@@ -183,8 +184,10 @@ class Agent:
 
     def _inspectors(self) -> list[Inspector]:
         from vision.config import InspectionConfig
-        from vision.inspector import build_inspector
-        from vision.writeback import ModbusWriteBack
+
+        with needs("Vision", "vision"):
+            from vision.inspector import build_inspector
+            from vision.writeback import ModbusWriteBack
 
         inspectors = []
         for spec in self.config.inspections:
