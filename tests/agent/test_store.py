@@ -107,7 +107,9 @@ def test_a_schema_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     with conn:
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.close()
-    with pytest.raises(StoreError, match="schema version 99 was written by a newer lineside"):
+    with pytest.raises(
+        StoreError, match=r"written by a newer lineside \(schema 99\); this is schema 3"
+    ):
         Store(tmp_path)
 
 
