@@ -115,9 +115,10 @@ def _with_traceback(formatter: logging.Formatter, record: logging.LogRecord, lin
     return f"{line}\n{traceback}" if traceback else line
 
 
-def stderr_is_journal(stream: TextIO = sys.stderr) -> bool:
-    """True when `stream` is connected to journald (`$JOURNAL_STREAM` is its device:inode)."""
+def stderr_is_journal(stream: TextIO | None = None) -> bool:
+    """True when `stream` (stderr) is journald's (`$JOURNAL_STREAM` is its device:inode)."""
     wanted = os.environ.get("JOURNAL_STREAM", "")
+    stream = sys.stderr if stream is None else stream
     try:
         st = os.fstat(stream.fileno())
     except (OSError, ValueError, AttributeError):
