@@ -63,6 +63,9 @@ def unit_text(spec: UnitSpec) -> str:
         f"WatchdogSec={WATCHDOG_SEC}",
         "Restart=on-failure",
         "RestartSec=5",
+        # Exit 2 is bad input (config, a second agent, a store from a newer lineside): a
+        # restart cannot mend it, so systemd shows the failure instead of looping.
+        "RestartPreventExitStatus=2",
         f"TimeoutStopSec={STOP_TIMEOUT_SEC}",
         # SIGTERM drains the store; only what follows TimeoutStopSec is a hard kill.
         "KillMode=mixed",

@@ -42,6 +42,7 @@ def test_the_unit_is_a_hardened_notify_service_with_a_watchdog() -> None:
     assert unit["ExecStart"] == ['/opt/lineside/bin/lineside run --config "/etc/lineside/a b.toml"']
     assert unit["WatchdogSec"] == ["30"]
     assert unit["Restart"] == ["on-failure"]
+    assert unit["RestartPreventExitStatus"] == ["2"]
     assert unit["ProtectSystem"] == ["strict"]
     assert unit["ReadWritePaths"] == ["/var/lib/lineside /var/log/lineside"]
     assert unit["NoNewPrivileges"] == ["yes"]
