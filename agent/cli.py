@@ -776,7 +776,7 @@ def service_install(
     folders = " ".join(str(p) for p in spec.writable)
     err_console.print(
         f"wrote {target}; then, as root:\n"
-        f"  useradd --system --no-create-home --shell /usr/sbin/nologin {user}\n"
+        f"  useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {user}\n"
         f"  install -d -o {user} -g {user} -m 0750 {folders}\n"
         "  systemctl daemon-reload && systemctl enable --now lineside\n"
         "  journalctl -u lineside -f",

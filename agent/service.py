@@ -84,7 +84,8 @@ def unit_text(spec: UnitSpec) -> str:
         "ProtectSystem=strict",
         f"ReadWritePaths={writable}" if writable else "",
         "ProtectHome=read-only",
-        "PrivateTmp=yes",
+        # A private /tmp would hide a data directory kept there (a trial install).
+        "" if any(_in_tmp(p) for p in spec.writable) else "PrivateTmp=yes",
         "NoNewPrivileges=yes",
         "AmbientCapabilities=",
         "CapabilityBoundingSet=",
@@ -106,6 +107,10 @@ def unit_text(spec: UnitSpec) -> str:
         "WantedBy=multi-user.target",
     ]
     return "\n".join(line for i, line in enumerate(lines) if line or _keeps_blank(lines, i)) + "\n"
+
+
+def _in_tmp(path: Path) -> bool:
+    return any(path.is_relative_to(tmp) for tmp in (Path("/tmp"), Path("/var/tmp")))
 
 
 def _keeps_blank(lines: list[str], i: int) -> bool:

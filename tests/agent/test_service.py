@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from agent.service import UnitSpec, unit_text
+from tests.agent.test_cli import HEAVY, imported_after
 
 LINESIDE = Path(sys.executable).parent / "lineside"
 
@@ -49,7 +50,14 @@ def test_the_unit_is_a_hardened_notify_service_with_a_watchdog() -> None:
     assert unit["User"] == unit["Group"] == ["lineside"]
     assert unit["AmbientCapabilities"] == unit["CapabilityBoundingSet"] == [""]
     assert unit["StandardError"] == ["journal"]
+    assert unit["PrivateTmp"] == ["yes"]
     assert "SupplementaryGroups" not in unit
+
+
+def test_a_data_directory_in_tmp_keeps_the_real_tmp() -> None:
+    spec = UnitSpec(Path("/opt/lineside/bin/lineside"), Path("/etc/lineside/lineside.toml"),
+                    writable=(Path("/tmp/trial/data"),))  # fmt: skip
+    assert "PrivateTmp" not in keys(unit_text(spec))
 
 
 def test_print_gives_a_unit_systemd_analyze_accepts(tmp_path: Path) -> None:
@@ -127,3 +135,13 @@ def test_install_into_an_unwritable_place_is_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 2
     assert "cannot write: No such file or directory (run as root, or use --print)" in result.stderr
+
+
+def test_service_install_loads_no_protocol_library(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    loaded = imported_after(
+        "import sys\nsys.argv=['lineside','service','install','--print','-c',"
+        f"{str(path)!r}]\nfrom agent.cli import app\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code"
+    )
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
