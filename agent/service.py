@@ -22,6 +22,7 @@ UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_CONFIG = Path("/etc/lineside/lineside.toml")
 DEFAULT_USER = "lineside"
 WATCHDOG_SEC = 30  # a loop stuck this long is restarted; the agent feeds it every 15 s
+START_TIMEOUT_SEC = 300
 STOP_TIMEOUT_SEC = 90  # the drain on SIGTERM commits what the writer holds; give it time
 
 
@@ -66,6 +67,9 @@ def unit_text(spec: UnitSpec) -> str:
         # Exit 2 is bad input (config, a second agent, a store from a newer lineside): a
         # restart cannot mend it, so systemd shows the failure instead of looping.
         "RestartPreventExitStatus=2",
+        # Before READY the agent checks the store and rebuilds the open KPI windows from it,
+        # which on a large store on an SD card takes more than systemd's default 90 s.
+        f"TimeoutStartSec={START_TIMEOUT_SEC}",
         f"TimeoutStopSec={STOP_TIMEOUT_SEC}",
         # SIGTERM drains the store; only what follows TimeoutStopSec is a hard kill.
         "KillMode=mixed",
