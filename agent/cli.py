@@ -230,18 +230,37 @@ def run(
     stats: Annotated[
         Path | None, typer.Option("--stats", help="Write the agent's statistics here (JSON).")
     ] = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning")] = "info",
+    log_level: Annotated[
+        str | None,
+        typer.Option("--log-level", help="debug, info, warning (default: [log] level)"),
+    ] = None,
 ) -> None:
     """Run the agent: poll every source into the SQLite log until SIGTERM or Ctrl-C."""
     import asyncio
     import contextlib
+    import logging
     import signal
 
+    from agent.errors import AlreadyRunning, StoreTooNew
     from agent.eventloop import run as run_loop
+    from agent.lock import DataDirLock
+    from agent.logs import LogError, configure
     from agent.runtime import Agent
 
     config = _load(config_file)
-    _setup_logging(log_level)
+    if log_level is not None and log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise _fail([f"--log-level: expected debug, info, warning or error, got {log_level!r}"])
+    try:
+        configure(config.log, log_level)
+    except LogError as exc:
+        raise _fail([str(exc)]) from None
+
+    def hang_up() -> None:
+        # Config reload is not built yet: a SIGHUP must neither kill the agent undrained nor
+        # pass silently; the config is applied by a restart.
+        logging.getLogger("lineside.agent").warning(
+            "SIGHUP ignored: lineside does not reload its config yet; restart it to apply one"
+        )
 
     async def main() -> dict[str, object]:
         agent = Agent(config)
@@ -250,13 +269,19 @@ def run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, hang_up)
         await agent.run(stop, duration)
         return agent.statistics()
 
     try:
-        figures = run_loop(main)
+        # One agent per store: a second one would interleave sequence numbers and cursors.
+        with DataDirLock(config.agent.data_dir):
+            figures = run_loop(main)
     except MissingExtra:
         raise  # exit 2 from main(), like every command
+    except (AlreadyRunning, StoreTooNew) as exc:
+        raise _fail([f"lineside: {exc}"]) from None
     except LinesideError as exc:
         err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -725,6 +750,68 @@ def _discover_opcua(
     if not result.variables:
         err_console.print(f"lineside: no variables under {result.root}", markup=False)
         raise typer.Exit(1)
+
+
+service_app = typer.Typer(help="Run the agent as a systemd service.", no_args_is_help=True)
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install(
+    config_file: Annotated[
+        Path, typer.Option("--config", "-c", help="The config file the service runs.")
+    ] = Path("/etc/lineside/lineside.toml"),
+    user: Annotated[
+        str, typer.Option("--user", help="The dedicated unprivileged user it runs as.")
+    ] = "lineside",
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the unit instead of writing it.")
+    ] = False,
+    unit_dir: Annotated[Path, typer.Option("--unit-dir", help="Where the unit file goes.")] = Path(
+        "/etc/systemd/system"
+    ),
+) -> None:
+    """Write the systemd unit (Type=notify, watchdog, restart on failure, hardened)."""
+    import re
+
+    from agent.service import UNIT_NAME, UnitSpec, serial_groups, unit_text, writable_paths
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user) or user == "root":
+        raise _fail([f"--user: expected an unprivileged user name like lineside, got {user!r}"])
+    config = _load(config_file)
+    executable = Path(sys.executable).parent / "lineside"
+    if not executable.is_file():
+        raise _fail([f"{executable}: the lineside command is not next to {sys.executable}"])
+    spec = UnitSpec(
+        executable=executable.absolute(),
+        config=config_file.resolve(),
+        user=user,
+        writable=writable_paths(config),
+        groups=serial_groups(config),
+        description=f"lineside edge agent {config.agent.id}",
+    )
+    text = unit_text(spec)
+    if print_only:
+        sys.stdout.write(text)
+        return
+    target = unit_dir / UNIT_NAME
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _fail(
+            [f"{target}: cannot write: {exc.strerror} (run as root, or use --print)"]
+        ) from None
+    folders = " ".join(str(p) for p in spec.writable)
+    err_console.print(
+        f"wrote {target}; then, as root:\n"
+        f"  useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {user}\n"
+        f"  install -d -o {user} -g {user} -m 0750 {folders}\n"
+        "  systemctl daemon-reload && systemctl enable --now lineside\n"
+        "  journalctl -u lineside -f",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 certs_app = typer.Typer(help="The agent's OPC UA application certificate.", no_args_is_help=True)

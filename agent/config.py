@@ -45,6 +45,7 @@ from agent.duration import Duration, PositiveDuration
 from agent.errors import ConfigError, Problem
 from agent.kpi.config import MachineKpi, TagFacts
 from agent.kpi.config import problems as kpi_problems
+from agent.logs import LogSection
 from agent.size import Size, format_size
 from agent.web.config import WebSection
 
@@ -386,6 +387,7 @@ class Config(BaseModel):
     forward: ForwardSection = ForwardSection()
     inspections: tuple[InspectionModel, ...] = ()
     web: WebSection = WebSection()  # the status page, /metrics and the health endpoints
+    log: LogSection = LogSection()  # levels, format, an optional rotated file
     # Addresses lineside may write, as "machine:address" ("press1:co:5"); nothing else is written.
     write_allow: tuple[str, ...] = ()
 
@@ -430,6 +432,7 @@ _TOP_KEYS = (
     "inspections",
     "write_allow",
     "web",
+    "log",
 )
 
 
@@ -684,6 +687,9 @@ class _Loader:
         web = WebSection()
         if "web" in doc:
             web = self.validate(WebSection, doc["web"], ("web",)) or web
+        logs = LogSection()
+        if "log" in doc:
+            logs = self.validate(LogSection, doc["log"], ("log",)) or logs
         self.cross_check(doc, machines, sources, sinks)
         self.cross_check_kpi(machines, sources, agent.heartbeat if agent is not None else 0.0)
         inspections, write_allow = self.inspections(doc, sources)
@@ -704,6 +710,7 @@ class _Loader:
             inspections=inspections,
             write_allow=write_allow,
             web=web,
+            log=logs,
         )
 
     def inspections(

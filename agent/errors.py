@@ -8,7 +8,9 @@
     │   ├── DeviceError          the device answered with an error (e.g. a Modbus exception code)
     │   ├── ProtocolError        the device answered with something malformed
     │   └── SinkRejected         the far side refused a record as invalid (quarantine it)
-    └── StoreError               the SQLite log cannot be read or written (full disk, corrupt file)
+    ├── StoreError               the SQLite log cannot be read or written (full disk, corrupt file)
+    │   └── StoreTooNew          the file was written by a newer lineside (exit code 2)
+    └── AlreadyRunning           another agent holds the data directory's lock (exit code 2)
 
 Library exceptions (pymodbus, asyncua, paho, httpx, sqlite3) are translated into these in one
 place per connector, so the runtime handles one vocabulary.
@@ -89,6 +91,18 @@ class SinkRejected(ConnectorError):
 
 class StoreError(LinesideError):
     """The SQLite log cannot be read or written."""
+
+
+class StoreTooNew(StoreError):
+    """The store's schema is newer than this lineside knows: a downgrade, refused."""
+
+
+class AlreadyRunning(LinesideError):
+    """Another agent holds the data directory's lock; `pid` is its process id when known."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        self.pid = pid
+        super().__init__(message)
 
 
 def one_line(exc: BaseException) -> str:

@@ -32,6 +32,7 @@ from agent.forward import Forwarder, ForwardSettings
 from agent.kpi.engine import KpiEngine
 from agent.kpi.replay import resume
 from agent.model import DataType, Event, Quality, ReadingBatch
+from agent.notify import Notifier
 from agent.pipeline import ReportByException, mark_non_finite
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
 from agent.reasons import reasons_of
@@ -176,6 +177,8 @@ class Agent:
         if any(m.kpi is not None for m in config.machines):
             self.kpi = KpiEngine(config, ids)
         self.web: WebServer | None = None  # the status page, once bound (agent/web/)
+        # systemd's notify socket (READY, WATCHDOG, STOPPING); silent outside systemd.
+        self.notifier = Notifier.from_environment()
         # Live views that want every event as it happens (the page's verdict log); called after
         # the store and the KPI engine have it, and never allowed to cost the agent an event.
         self.event_listeners: list[Callable[[Event], None]] = []
@@ -411,8 +414,12 @@ class Agent:
                     tasks.append(group.create_task(self._tick_kpi(), name="kpi"))
                 if self.web is not None:
                     tasks.append(group.create_task(self.web.serve(), name="web"))
+                # systemd's READY=1 and watchdog, created last so READY=1 follows every task's
+                # start; fed from this loop, so a loop stuck for WatchdogSec gets restarted.
+                tasks.append(group.create_task(self.notifier.serve(), name="notify"))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration)
+                self.notifier.stopping()
                 for task in tasks:
                     task.cancel()
         finally:

@@ -9,7 +9,7 @@ from typing import Literal
 
 import sqlite_utils
 
-from agent.errors import StoreError
+from agent.errors import StoreError, StoreTooNew
 
 DB_NAME = "lineside.db"
 STREAMS: tuple[str, ...] = ("telemetry", "events", "gaps")
@@ -89,10 +89,12 @@ def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATI
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     version = schema_version(db)
     if version > len(migrations):
-        raise StoreError(
-            f"{db.conn.execute('PRAGMA database_list').fetchone()[2]}: schema version "
-            f"{version} was written by a newer lineside (this one knows {len(migrations)}); "
-            "upgrade lineside or point data_dir elsewhere"
+        # A downgrade: the older code cannot know what the newer schema means, so it touches
+        # nothing (the file stays as the newer lineside left it, ready for it again).
+        path = db.conn.execute("PRAGMA database_list").fetchone()[2]
+        raise StoreTooNew(
+            f"{path}: written by a newer lineside (schema {version}); this is schema "
+            f"{len(migrations)}: upgrade lineside or restore a backup"
         )
     for number, step in enumerate(migrations[version:], start=version + 1):
         with db.atomic():

@@ -185,8 +185,13 @@ async def run_fleet(
             everyone = {agent_id(i) for i in range(agents)}
             await until(lambda: reader.states() == dict.fromkeys(everyone, True), 120)
             await until(lambda: all(s["uptime_s"] > 0 for s in reader.status.values()), 30)
-            # A loaded box may publish a status before a source's first good poll.
-            await until(lambda: reader.status[agent_id(0)]["sources_up"] == 2, 30)
+            # A loaded box may publish a status before a source's first good poll or the KPI
+            # engine's first figures.
+            await until(
+                lambda: reader.status[agent_id(0)]["sources_up"] == 2
+                and set(reader.status[agent_id(0)]["oee"]) == {"press1", "press2"},
+                30,
+            )
             sample = reader.status[agent_id(0)]
             assert sample["sources_up"] == 2 and sample["sources_down"] == 0, sample
             assert set(sample["oee"]) == {"press1", "press2"}, sample
