@@ -815,7 +815,15 @@ def status(
             f"  readings dropped by the store's bounds: {agent['dropped_readings'] or 0:,}"
         )
         if agent["store_full"]:
-            console.print("  ALARM: the store is full; events wait in memory", style="bold red")
+            why = f" ({agent['full_reason']})" if agent.get("full_reason") else ""
+            console.print(
+                f"  ALARM: the store is full{why}; readings wait in memory up to a bound, "
+                "then are dropped and counted; events wait",
+                style="bold red",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     table = Table(title="sinks", title_justify="left")
     for column in ("sink", "state", "backlog", "oldest unsent", "quarantined", "last error"):
         table.add_column(column)

@@ -243,6 +243,8 @@ class StoreSection(BaseModel):
     retention: Duration = 0.0  # keep rows every sink acknowledged this long (0: delete at once)
     flush_interval: PositiveDuration = 0.1
     flush_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    # readings held in memory while the store takes no writes (full); then new ones are dropped
+    max_pending: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
 
 
 class ForwardSection(BaseModel):

@@ -133,7 +133,8 @@ async def test_unacknowledged_events_are_kept_and_the_store_reports_full(
     stats = writer.statistics()
     assert stats.store_full
     assert len(store.read_events(0, 1000)) == 80  # not one event dropped
-    assert stats.pending_events == 1  # the new event waits in memory
+    assert stats.pending_events == 2  # the new event waits in memory, and the alarm's
+    assert stats.full_reason == "max_size reached with events no sink has acknowledged"
     assert not waiting.done()
 
     # The sink catches up: its acknowledgements free the space, the waiting records land.
@@ -144,8 +145,15 @@ async def test_unacknowledged_events_are_kept_and_the_store_reports_full(
     assert not stats.store_full and stats.pending_events == 0
     writer.close()
     events = store.read_events(0, 1000)
-    assert [e.data["i"] for e in events] == [80]
-    assert events[0].seq == 81
+    # The alarm, raised when the store became full (before the new event came), and cleared
+    # when it took writes again, around the event that waited.
+    assert [e.data.get("i") for e in events] == [None, 80, None]
+    assert [e.seq for e in events] == [81, 82, 83]
+    alarms = [events[0], events[2]]
+    assert [(e.kind, e.data["alarm"], e.data["active"]) for e in alarms] == [
+        (EventKind.ALARM, "store_full", True),
+        (EventKind.ALARM, "store_full", False),
+    ]
     assert polls_in_store(store) == [0, 1, 2, 3, 4]
 
 
