@@ -243,3 +243,69 @@ async def test_sqlite_full_is_retried_and_nothing_is_lost_once_there_is_room(
     assert stats.pending_batches == 0 and stats.last_error is None
     assert polls_in_store(store) == list(range(200))  # every reading, in order
     assert [b.seq for b in store.read_telemetry(0, 1000)] == list(range(1, 201))
+
+
+async def test_a_full_disk_raises_the_alarm_once_and_clears_it_with_an_event(
+    store: Store, tmp_path: Path
+) -> None:
+    conn = sqlite3.connect(db_path(tmp_path))
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    writer = StoreWriter(tmp_path, max_page_count=pages, retry_initial=0.01, retry_max=0.05)
+    for i in range(50):
+        writer.submit_readings(poll(i))
+    for _ in range(500):
+        if writer.statistics().errors >= 3:
+            break
+        await asyncio.sleep(0.01)
+    stats = writer.statistics()
+    assert stats.store_full and stats.full_reason is not None
+    assert stats.full_reason.startswith("the disk is full (database or disk is full)")
+    assert stats.pending_events == 1  # the alarm, once for every failed try
+    writer.set_max_page_count(100_000)
+    await asyncio.wait_for(writer.flush(), 10)
+    stats = writer.statistics()
+    writer.close()
+    assert not stats.store_full and stats.full_reason is None
+    events = store.read_events(0, 10)
+    assert [(e.kind, e.data["active"]) for e in events] == [
+        (EventKind.ALARM, True),
+        (EventKind.ALARM, False),
+    ]
+    assert polls_in_store(store) == list(range(50))
+
+
+def test_close_gives_up_after_its_timeout_while_the_disk_is_full(
+    store: Store, tmp_path: Path
+) -> None:
+    conn = sqlite3.connect(db_path(tmp_path))
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    writer = StoreWriter(tmp_path, max_page_count=pages, retry_initial=0.01, retry_max=0.05)
+    for i in range(50):
+        writer.submit_readings(poll(i))
+    assert writer.close(timeout=0.5) is False  # bounded: it returns, the thread stops
+    assert not writer._thread.is_alive()
+    stats = writer.statistics()
+    assert stats.pending_readings == 5000 and stats.store_full  # what was lost, counted
+    assert polls_in_store(store) == []
+
+
+async def test_a_full_store_holding_records_does_not_spin(store: Store, tmp_path: Path) -> None:
+    store.register_sinks(["mqtt"])
+    writer = StoreWriter(tmp_path, max_bytes=60_000, housekeeping_interval=0, flush_rows=100)
+    blob = "x" * 2000
+    for i in range(40):  # ≈ 85 kB of events nobody has acknowledged
+        writer.submit_event(Event(EventKind.INSPECTION, NOW + i, "press", {"b": blob}))
+    await writer.flush()
+    for i in range(5):  # more pending rows than flush_rows: they wait, held back
+        writer.submit_readings(poll(i))
+    for _ in range(300):
+        if writer.statistics().store_full:
+            break
+        await asyncio.sleep(0.01)
+    before = writer.statistics().commits
+    await asyncio.sleep(0.5)
+    # One look per flush interval (0.1 s) while full; a loop that spins makes thousands.
+    assert writer.statistics().commits - before <= 10
+    assert writer.close(timeout=0.5) is False
