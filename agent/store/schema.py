@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -107,7 +109,10 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
     """A connection in WAL mode; transactions are explicit (BEGIN/COMMIT), never implicit."""
     if synchronous not in ("NORMAL", "FULL"):
         raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise corrupt(path, str(exc)) from exc
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -125,6 +130,64 @@ def corrupt(path: Path, detail: str) -> StoreError:
         f"{path}: the store is damaged ({detail}); stop lineside, move the file and its -wal "
         "aside (keep them for analysis) and start again to create a new store"
     )
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# SQLite's primary result codes that say the file cannot be used as it is (CANTOPEN: a
+# directory, no permission; NOTADB: not SQLite; CORRUPT: damaged pages; IOERR: cannot read).
+DAMAGE_CODES = frozenset({10, 11, 14, 26})
+
+
+def check_path(path: Path) -> bool:
+    """What can be seen of the store's file before SQLite opens it, the same for every command:
+    False when there is none; StoreError ("damaged ... move aside") when what is there cannot
+    be a store: not a regular file (a directory), unreadable, no SQLite header, or a -wal left
+    over without its database (SQLite would replay it into a new, empty file)."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise corrupt(path, f"{wal.name} is left over without {path.name}") from None
+        return False
+    except OSError as exc:  # a link that loops, a directory we may not enter
+        raise corrupt(path, f"cannot read it: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise corrupt(path, f"{path.name} is {kind}")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise corrupt(path, f"cannot read it: {exc.strerror}") from exc
+    # An empty file is an empty database to SQLite (a store that was never written).
+    if head and head != SQLITE_HEADER:
+        raise corrupt(path, "file is not a database")
+    return True
+
+
+def check_store(path: Path) -> bool:
+    """`check_path`, then SQLite's quick_check on a read-only connection (it reads the whole
+    file once): False when there is no store, StoreError when it is damaged."""
+    if not check_path(path):
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise read_failed(path, exc) from exc
+    try:
+        check_file(conn, path)
+    finally:
+        conn.close()
+    return True
+
+
+def read_failed(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The StoreError for a failed read: damaged, or (busy, locked ...) cannot read now."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in DAMAGE_CODES:
+        return corrupt(path, str(exc))
+    return StoreError(f"{path}: cannot read the store: {exc}")
 
 
 def check_file(conn: sqlite3.Connection, path: Path) -> None:

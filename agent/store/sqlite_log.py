@@ -24,6 +24,7 @@ from agent.store.schema import (
     Synchronous,
     advance_cursor_sql,
     check_file,
+    check_path,
     check_stream,
     connect,
     corrupt,
@@ -129,6 +130,7 @@ class Store:
             raise StoreError(
                 f"{self.path.parent}: cannot create the data directory: {exc}"
             ) from exc
+        check_path(self.path)  # damage SQLite would not see, or see only as a traceback
         self._conn = connect(self.path, synchronous)
         self._lock = threading.Lock()
         try:
@@ -140,7 +142,11 @@ class Store:
         except BaseException:
             self._conn.close()
             raise
-        self._read = connect(self.path, synchronous)
+        try:
+            self._read = connect(self.path, synchronous)
+        except BaseException:
+            self._conn.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
