@@ -110,7 +110,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "a directory": (directory, "lineside.db is a directory"),
     "not SQLite": (not_sqlite, "file is not a database"),
     "a symlink loop": (symlink_loop, "cannot read it: Too many levels of symbolic links"),
-    "unreadable": (unreadable, "unable to open database file"),
+    "unreadable": (unreadable, "cannot read it: permission denied"),
     "a FIFO": (fifo, "lineside.db is not a regular file"),
     "a WAL left over": (wal_left_over, "lineside.db-wal is left over without lineside.db"),
 }
