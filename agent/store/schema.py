@@ -112,7 +112,7 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise corrupt(path, str(exc)) from exc
+        raise open_failed(path, exc) from exc
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -121,8 +121,29 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
         conn.execute("PRAGMA journal_size_limit = 67108864")
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise corrupt(path, str(exc)) from exc
+        raise open_failed(path, exc) from exc
     return conn
+
+
+def open_failed(path: Path, exc: sqlite3.Error) -> StoreError:
+    """Why a store could not be opened: a full disk (SQLite cannot create its -wal and -shm
+    files; it says "disk I/O error") is not damage, whatever SQLite calls it."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (SQLITE_FULL, SQLITE_IOERR) and no_room(path.parent):
+        return StoreError(
+            f"{path}: cannot open the store: the disk is full ({exc}); free space on it and "
+            "start again"
+        )
+    return corrupt(path, str(exc))
+
+
+def no_room(directory: Path) -> bool:
+    """Whether the filesystem of `directory` has less room than SQLite's -shm file needs."""
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < 65536
 
 
 def corrupt(path: Path, detail: str) -> StoreError:
@@ -132,9 +153,11 @@ def corrupt(path: Path, detail: str) -> StoreError:
     )
 
 
+SQLITE_IOERR = 10
+SQLITE_FULL = 13
 # SQLite's primary result codes that say the file cannot be used as it is (CANTOPEN: a
 # directory, no permission; NOTADB: not SQLite; CORRUPT: damaged pages; IOERR: cannot read).
-DAMAGE_CODES = frozenset({10, 11, 14, 26})
+DAMAGE_CODES = frozenset({SQLITE_IOERR, 11, 14, 26})
 
 
 def check_path(path: Path) -> bool:
@@ -184,7 +207,7 @@ def read_failed(path: Path, exc: sqlite3.Error) -> StoreError:
     """The StoreError for a failed read: damaged, or (busy, locked ...) cannot read now."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None and code & 0xFF in DAMAGE_CODES:
-        return corrupt(path, str(exc))
+        return open_failed(path, exc)
     return StoreError(f"{path}: cannot read the store: {exc}")
 
 

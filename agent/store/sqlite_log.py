@@ -164,35 +164,24 @@ class Store:
     def register_tags(self, tags: Iterable[TagInfo]) -> dict[str, int]:
         """Ids for these tag paths; a path seen before keeps its id across restarts.
 
-        Only new or changed tags are written: a restart with the same tags writes nothing, so
-        the agent starts on a full disk too (and holds its readings until there is room).
+        A tag registered again as it was writes no page (SQLite leaves an identical row
+        alone), so the agent starts on a full disk too.
         """
         tags = list(tags)
-        with self._lock:
-            try:
-                known = {
-                    r[1:]: int(r[0])
-                    for r in self._conn.execute(
-                        "SELECT id, path, machine, name, unit, source FROM tags"
-                    )
-                }
-                rows = [(t.path, t.machine, t.name, t.unit, t.source) for t in tags]
-                changed = [row for row in rows if row not in known]
-                if changed:
-                    with sqlite_utils.Database(self._conn).atomic():
-                        self._conn.executemany(
-                            "INSERT INTO tags (path, machine, name, unit, source) "
-                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
-                            "machine = excluded.machine, name = excluded.name, "
-                            "unit = excluded.unit, source = excluded.source",
-                            changed,
-                        )
+        try:
+            with self._lock, sqlite_utils.Database(self._conn).atomic():
+                self._conn.executemany(
+                    "INSERT INTO tags (path, machine, name, unit, source) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (path) DO UPDATE SET machine = excluded.machine, "
+                    "name = excluded.name, unit = excluded.unit, source = excluded.source",
+                    [(t.path, t.machine, t.name, t.unit, t.source) for t in tags],
+                )
                 ids = {
                     str(path): int(tag_id)
                     for tag_id, path in self._conn.execute("SELECT id, path FROM tags")
                 }
-            except sqlite3.Error as exc:  # a full disk, mostly: one line, no traceback
-                raise StoreError(f"{self.path}: cannot register the tags: {exc}") from exc
+        except sqlite3.Error as exc:  # a full disk, mostly: one line, no traceback
+            raise StoreError(f"{self.path}: cannot register the tags: {exc}") from exc
         return {t.path: ids[t.path] for t in tags}
 
     def tags(self) -> dict[int, TagInfo]:

@@ -28,6 +28,7 @@ from agent.store.bounds import (
     used_bytes,
 )
 from agent.store.schema import (
+    SQLITE_FULL,
     STREAMS,
     Clock,
     Synchronous,
@@ -44,7 +45,6 @@ log = logging.getLogger("lineside.store")
 # ---------------------------------------------------------------------------------------------
 # The writer thread
 
-SQLITE_FULL = 13  # "database or disk is full": the disk, or the file's max_page_count
 ABANDON_WAIT = 1.0  # seconds close() waits for the thread once it was told to give up
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 

@@ -28,7 +28,7 @@ PAGE = 4096
 def make_store(data: Path) -> Path:
     """A real store of 300 batches, checkpointed into its one file (no -wal, no -shm)."""
     with Store(data) as store:
-        store.register_tags([TagInfo(path=f"s/a/l/m/t{i}", machine="m", name=f"t{i}") for i in range(50)])  # fmt: skip
+        store.register_tags(TagInfo(f"s/a/l/m/t{i}", "m", f"t{i}") for i in range(50))
         store.register_sinks(["mes"])
     writer = StoreWriter(data)
     for i in range(300):
@@ -160,7 +160,10 @@ def test_every_command_says_the_store_is_damaged_in_one_line(tmp_path: Path, kin
         assert result.stdout == "", (name, "no partial output")
         said[name] = result.stderr
     line = said["run"]
-    assert line == f"lineside: {db}: the store is damaged ({DAMAGE[kind][1]}); stop lineside, move the file and its -wal aside (keep them for analysis) and start again to create a new store\n"  # fmt: skip
+    assert line == (
+        f"lineside: {db}: the store is damaged ({DAMAGE[kind][1]}); stop lineside, move the "
+        "file and its -wal aside (keep them for analysis) and start again to create a new store\n"
+    )
     assert {name: text for name, text in said.items() if text != line} == {}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "lineside.toml"]  # no export
     assert snapshot(db.parent) == before  # nothing changed, nothing deleted

@@ -29,7 +29,6 @@ from agent.starter import plant_config, plant_machines
 from agent.store import Store
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.agent.web.running import until
 
 
 @pytest.fixture
@@ -53,11 +52,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Write a file until the filesystem refuses more (ENOSPC); it holds the space."""
     filler = disk / "filler"
-    with filler.open("ab") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(bytes(64 * 1024))
-                f.flush()
+    with filler.open("ab") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(bytes(64 * 1024))
+            f.flush()
     return filler
 
 
@@ -78,7 +76,7 @@ class Running:
     async def polled_on(self, polls: int, limit: float = 30.0) -> None:
         start = await self.polls()
         async with asyncio.timeout(limit):
-            while await self.polls() < start + polls:
+            while await self.polls() < start + polls:  # noqa: ASYNC110 (the agent's doing)
                 await asyncio.sleep(0.1)
 
     async def until_state(self, check: Any, limit: float = 30.0) -> dict[str, Any]:
@@ -89,8 +87,10 @@ class Running:
                     return state
                 await asyncio.sleep(0.1)
 
-    def status(self) -> str:
-        shown = subprocess.run(
+    async def status(self) -> str:
+        """What `lineside status` shows (another process; this loop goes on meanwhile)."""
+        shown = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "agent", "status", "--data", str(self.data)],
             capture_output=True,
             text=True,
@@ -103,7 +103,7 @@ class Running:
 @contextlib.asynccontextmanager
 async def lineside_run(tmp_path: Path, disk: Path, store: str = "") -> AsyncIterator[Running]:
     """`lineside run` polling the simulated press line every 100 ms into `disk`/data; its page
-    on a port of its own choosing (read from its log)."""
+    on a port of its own choosing (read from its log). It is yielded once it polled."""
     spec = load_plant("press").with_ephemeral_ports()
     async with Plant(spec, ScaledClock(5.0), opcua=False, rtu=False) as sim:
         config = tmp_path / "lineside.toml"
@@ -123,7 +123,7 @@ async def lineside_run(tmp_path: Path, disk: Path, store: str = "") -> AsyncIter
             url = await _page_url(log)
             async with httpx.AsyncClient(base_url=url, timeout=10) as client:
                 running = Running(process, client, disk / "data", log)
-                await running.until_state(lambda s: s["store"]["readings_written"] > 0)
+                await running.until_state(lambda s: all(x["polls"] for x in s["sources"]))
                 yield running
         finally:
             if process.returncode is None:
@@ -134,7 +134,8 @@ async def lineside_run(tmp_path: Path, disk: Path, store: str = "") -> AsyncIter
 async def _page_url(log: Path) -> str:
     async with asyncio.timeout(30):
         while True:
-            found = re.search(r"status page on (http://\S+/)", log.read_text("utf-8", "replace"))
+            text = await asyncio.to_thread(log.read_text, "utf-8", "replace")
+            found = re.search(r"status page on (http://\S+/)", text)
             if found:
                 return found.group(1)
             await asyncio.sleep(0.05)
@@ -160,10 +161,36 @@ async def test_on_a_full_disk_the_agent_polls_serves_and_stops_on_sigterm(
         ready = await running.client.get("/readyz")
         assert ready.status_code == 503
         assert any("store is full (the disk is full" in r for r in ready.json()["reasons"])
-        assert "ALARM: the store is full (the disk is full" in running.status()
+        assert "ALARM: the store is full (the disk is full" in await running.status()
         log = await stop(running)
     assert "store: full: the disk is full" in log
     assert "stopped; the store took no writes (the disk is full" in log
+
+
+async def test_a_start_on_a_full_disk_says_so_in_one_line(tmp_path: Path, small_disk: Path) -> None:
+    """SQLite cannot even create the -shm file of a store it opens: no start, and no "damaged"
+    either (it calls it a disk I/O error)."""
+    async with lineside_run(tmp_path, small_disk) as running:
+        await running.until_state(lambda s: s["store"]["readings_written"] > 0)
+        await stop(running)
+    filler = fill(small_disk)
+    started = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agent", "run", "-c", str(tmp_path / "lineside.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    db = small_disk / "data" / "lineside.db"
+    assert started.returncode == 1
+    assert started.stderr.splitlines() == [
+        f"lineside: {db}: cannot open the store: the disk is full (disk I/O error); free space "
+        "on it and start again"
+    ]
+    filler.unlink()
+    async with lineside_run(tmp_path, small_disk) as running:  # room again: it starts
+        await running.until_state(lambda s: s["store"]["readings_written"] > 0)
+        await stop(running)
 
 
 @pytest.mark.soak
@@ -178,7 +205,7 @@ async def test_a_full_disk_for_a_minute_then_room_again(tmp_path: Path, small_di
             state = await running.state()
             assert state["store"]["store_full"] and state["store"]["pending_readings"] <= bound
             assert (await running.client.get("/readyz")).status_code == 503
-        assert "ALARM: the store is full" in running.status()
+        assert "ALARM: the store is full" in await running.status()
         dropped = (await running.state())["store"]["dropped_readings"]
         assert dropped > 0  # the bound was reached: new readings dropped and counted
 
@@ -187,9 +214,9 @@ async def test_a_full_disk_for_a_minute_then_room_again(tmp_path: Path, small_di
         written = (await running.state())["store"]["readings_written"]
         await running.until_state(lambda s: s["store"]["readings_written"] > written)
         async with asyncio.timeout(30):
-            while (await running.client.get("/readyz")).status_code != 200:
+            while (await running.client.get("/readyz")).status_code != 200:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
-        assert "ALARM" not in running.status()
+        assert "ALARM" not in await running.status()
 
         fill(small_disk)  # full again, and stopped while full
         await running.until_state(lambda s: s["store"]["store_full"])

@@ -101,7 +101,8 @@ async def test_a_full_store_raises_the_alarm_and_polling_and_the_page_go_on(
         state = (await client.get("/api/state")).json()
         # `lineside status` reads what the agent writes next to the store every two seconds.
         await until(lambda: collect(live.data)["agent"]["store_full"] is True, 10)
-        shown = subprocess.run(
+        shown = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "agent", "status", "--data", str(live.data)],
             capture_output=True,
             text=True,
@@ -136,7 +137,7 @@ async def test_readings_beyond_the_bound_are_dropped_and_counted_and_the_store_r
         written = writer.statistics().readings_written
         await until(lambda: writer.statistics().readings_written > written)  # polling goes on
         async with asyncio.timeout(15):  # ready again: nothing left for /readyz to say
-            while (await client.get("/readyz")).status_code != 200:
+            while (await client.get("/readyz")).status_code != 200:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         await writer.flush()
         dropped = writer.statistics().dropped_readings
