@@ -82,7 +82,10 @@ def write_status(data_dir: Path, figures: dict[str, Any]) -> None:
 
 def _overwrite(target: Path, text: bytes, full: OSError) -> None:
     """Write `text` over the file's blocks, without making it longer (the disk is full)."""
-    fd = os.open(target, os.O_WRONLY)  # no O_CREAT, no O_TRUNC: the blocks it has
+    try:
+        fd = os.open(target, os.O_WRONLY)  # no O_CREAT, no O_TRUNC: the blocks it has
+    except FileNotFoundError:
+        raise full from None  # none yet: nothing to write over
     try:
         size = os.fstat(fd).st_size
         if len(text) > size:
