@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from agent import __version__
-from agent.errors import ConfigError, LinesideError
+from agent.errors import ConfigError, LinesideError, StoreError
 from agent.extras import MissingExtra, needs
 
 if TYPE_CHECKING:
@@ -441,14 +441,16 @@ def export(
     if out is not None and not out.parent.is_dir():
         raise _fail([f"{out.parent}: no such folder for --out (export does not create one)"])
     writer = write_csv if fmt == "csv" else write_jsonl
+    _store_here(store_dir, "has the agent run with this data_dir?")
     try:
+        # Opened and checked whole before the first line is written.
         rows = export_readings(store_dir, start_ns=start_ns, end_ns=end_ns, tag_glob=tag)
         if out is None:
             count = writer(rows, sys.stdout)
         else:
             count = write_file(out, lambda f: writer(rows, f))
     except StoreError as exc:
-        raise _fail([str(exc)]) from None
+        raise _store_failed(exc) from None
     except OSError as exc:  # the store's own errors arrive as StoreError
         where = out if out is not None else "standard output"
         raise _fail([f"{where}: cannot write: {exc.strerror}"]) from None
@@ -909,6 +911,28 @@ def _print_discovery(result: Discovery, files: list[dict[str, object]]) -> None:
         console.print(f"wrote {f['path']}: {f['rows']} tags{note}", markup=False, highlight=False)
 
 
+def _store_failed(exc: StoreError) -> typer.Exit:
+    """A store that cannot be used (damaged, unreadable): one line on stderr, the same for every
+    command (`run` says it so too), and exit 1."""
+    err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _store_here(directory: Path, hint: str, *, whole: bool = False) -> None:
+    """Exit 2 when `directory` holds no store; exit 1 with the one-line "damaged ... move it
+    aside" error when what is there cannot be used. `whole`: read all of it (quick_check) now,
+    for commands that have no other check before their output."""
+    from agent.errors import StoreError
+    from agent.store.schema import check_path, check_store, db_path
+
+    try:
+        exists = (check_store if whole else check_path)(db_path(directory))
+    except StoreError as exc:
+        raise _store_failed(exc) from None
+    if not exists:
+        raise _fail([f"{directory}: no store here ({hint})"])
+
+
 def _data_dir(config_file: Path | None, data: Path | None) -> Path:
     if (config_file is None) == (data is None):
         raise _fail(["give either --config FILE or --data DIR"])
@@ -935,12 +959,11 @@ def status(
     from agent.status import collect
 
     directory = _data_dir(config_file, data)
-    if not (directory / "lineside.db").is_file():
-        raise _fail([f"{directory}: no store here (has the agent run with this data_dir?)"])
+    _store_here(directory, "has the agent run with this data_dir?")
     try:
         report = collect(directory)
     except StoreError as exc:
-        raise _fail([str(exc)]) from None
+        raise _store_failed(exc) from None
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -961,7 +984,15 @@ def status(
             f"  readings dropped by the store's bounds: {agent['dropped_readings'] or 0:,}"
         )
         if agent["store_full"]:
-            console.print("  ALARM: the store is full; events wait in memory", style="bold red")
+            why = f" ({agent['full_reason']})" if agent.get("full_reason") else ""
+            console.print(
+                f"  ALARM: the store is full{why}; readings wait in memory up to a bound, "
+                "then are dropped and counted; events wait",
+                style="bold red",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     table = Table(title="sinks", title_justify="left")
     for column in ("sink", "state", "backlog", "oldest unsent", "quarantined", "last error"):
         table.add_column(column)
@@ -998,8 +1029,7 @@ def quarantine(
     if action not in ("list", "retry"):
         raise _fail([f"unknown action {action!r}; choose list or retry"])
     directory = _data_dir(config_file, data)
-    if not (directory / "lineside.db").is_file():
-        raise _fail([f"{directory}: no store here (has the agent run with this data_dir?)"])
+    _store_here(directory, "has the agent run with this data_dir?")
     try:
         with Store(directory) as store:
             if action == "retry":
@@ -1008,7 +1038,7 @@ def quarantine(
                 return
             entries = store.quarantined(sink)
     except StoreError as exc:
-        raise _fail([str(exc)]) from None
+        raise _store_failed(exc) from None
     if as_json:
         print(json.dumps([asdict(e) for e in entries], indent=2))
         return
@@ -1174,8 +1204,7 @@ def _kpi_windows(
     if window not in (None, "hour", "shift", "day"):
         raise _fail([f"unknown window {window!r}; choose shift, day or hour"])
     data_dir = config.agent.data_dir
-    if not (data_dir / "lineside.db").is_file():
-        raise _fail([f"{data_dir}: no store here (has the agent run with this config?)"])
+    _store_here(data_dir, "has the agent run with this config?", whole=True)
     now_ns = time.time_ns()
     try:
         selection = select(config, shift, window, now_ns)  # type: ignore[arg-type]
@@ -1193,8 +1222,7 @@ def _kpi_windows(
         try:
             result = replay(config, selection, now_ns, progress=progress)
         except StoreError as exc:
-            err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise _store_failed(exc) from None
     names = {
         m.name for m in with_kpi if on_line(f"{m.area}/{m.line}") and machine in (None, m.name)
     }

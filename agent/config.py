@@ -255,6 +255,8 @@ class StoreSection(BaseModel):
     max_age: PositiveDuration = 7 * 86400.0
     flush_interval: PositiveDuration = 0.1
     flush_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    # readings held in memory while the store takes no writes (full); then new ones are dropped
+    max_pending: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
 
     @model_validator(mode="before")
     @classmethod

@@ -26,6 +26,7 @@ import numpy as np
 from agent.errors import StoreError
 from agent.model import Quality
 from agent.store import DB_NAME, decode_batch
+from agent.store.schema import check_file, check_path, corrupt, read_failed
 
 # The store keeps time as nanoseconds since the epoch in a signed 64-bit integer: from
 # 1677-09-21 to 2262-04-11. A time asked for outside that range is clamped to it.
@@ -66,14 +67,25 @@ def parse_time(text: str, tz: tzinfo | None = None) -> int:
     return min(max(ns, TIME_MIN_NS), TIME_MAX_NS)
 
 
-def _open(store_path: Path | str) -> sqlite3.Connection:
+def _open(store_path: Path | str) -> tuple[sqlite3.Connection, Path]:
+    """The store read-only, checked whole (quick_check) before the first row is written, so a
+    damaged store gives its one-line error instead of a partial export."""
     path = Path(store_path)
-    if path.is_dir():
+    if path.name != DB_NAME:
         path = path / DB_NAME
-    if not path.is_file():
+    if not check_path(path):
         raise StoreError(f"{path}: no store here")
     # Read-only: exporting must never change or create a store.
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise read_failed(path, exc) from exc
+    try:
+        check_file(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, path
 
 
 def export_readings(
@@ -84,8 +96,21 @@ def export_readings(
     tag_glob: str | None = None,
 ) -> Iterator[ExportRow]:
     """Every stored reading with start_ns <= ts < end_ns whose tag path matches `tag_glob`
-    (fnmatch, e.g. `site/*/press*/speed`), ordered by time (ties: by storage order)."""
-    conn = _open(store_path)
+    (fnmatch, e.g. `site/*/press*/speed`), ordered by time (ties: by storage order).
+
+    The store is opened and checked now (StoreError: none there, or damaged); the rows come as
+    they are iterated, and a read that fails on the way is a StoreError too."""
+    conn, path = _open(store_path)
+    return _rows(conn, path, start_ns, end_ns, tag_glob)
+
+
+def _rows(
+    conn: sqlite3.Connection,
+    db: Path,
+    start_ns: int | None,
+    end_ns: int | None,
+    tag_glob: str | None,
+) -> Iterator[ExportRow]:
     try:
         paths = {int(i): str(p) for i, p in conn.execute("SELECT id, path FROM tags")}
         wanted: np.ndarray | None = None
@@ -121,6 +146,10 @@ def export_readings(
                 )
         while heap:
             yield _row(heapq.heappop(heap))
+    except sqlite3.Error as exc:
+        raise read_failed(db, exc) from exc
+    except (StoreError, ValueError) as exc:  # a record whose blobs do not decode
+        raise corrupt(db, str(exc)) from exc
     finally:
         conn.close()
 

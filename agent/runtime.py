@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import functools
 import json
 import logging
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -55,17 +57,51 @@ log = logging.getLogger("lineside.agent")
 
 STATUS_FILE = "status.json"
 STATUS_INTERVAL = 2.0  # seconds between rewrites of the status file
+STATUS_BLOCK = 4096  # the status file is padded to whole blocks of this size (write_status)
 KPI_TICK = 1.0  # seconds between closing the KPI windows of silent machines
+# At stop, how long the drain waits for a store that takes no writes (full, failing) before
+# it gives up on what is still pending: SIGTERM is honoured within a few seconds, always.
+DRAIN_STALL = 3.0
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # Tag id arrays whose store ids are remembered (one per unit and poll group is typical).
 
 
 def write_status(data_dir: Path, figures: dict[str, Any]) -> None:
-    """Replace `<data_dir>/status.json` atomically (a reader never sees half a file)."""
+    """Replace `<data_dir>/status.json` atomically (a reader never sees half a file).
+
+    On a full disk no new file can be written: the old one is then overwritten in place. It is
+    padded with spaces (JSON allows them) to whole blocks, which it keeps, so the rewrite needs
+    no new block as long as the figures fit; a reader may then see a torn file and read again.
+    """
     target = data_dir / STATUS_FILE
-    temporary = target.with_suffix(".tmp")
     # Last errors in it quote far sides, which may echo a credential.
-    temporary.write_text(json.dumps(redact_tree(figures), default=str), encoding="utf-8")
-    os.replace(temporary, target)
+    text = json.dumps(redact_tree(figures), default=str).encode()
+    body = text.ljust(-(-len(text) // STATUS_BLOCK) * STATUS_BLOCK)
+    temporary = target.with_suffix(".tmp")
+    try:
+        temporary.write_bytes(body)
+        os.replace(temporary, target)
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        with contextlib.suppress(OSError):
+            temporary.unlink()  # what was written of it, so the space it took is free again
+        _overwrite(target, text, exc)
+
+
+def _overwrite(target: Path, text: bytes, full: OSError) -> None:
+    """Write `text` over the file's blocks, without making it longer (the disk is full)."""
+    try:
+        fd = os.open(target, os.O_WRONLY)  # no O_CREAT, no O_TRUNC: the blocks it has
+    except FileNotFoundError:
+        raise full from None  # none yet: nothing to write over
+    try:
+        size = os.fstat(fd).st_size
+        if len(text) > size:
+            raise full
+        os.pwrite(fd, text.ljust(size), 0)
+    finally:
+        os.close(fd)
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -126,6 +162,7 @@ class Agent:
             flush_rows=bounds.flush_rows,
             max_bytes=bounds.max_size,
             max_age=bounds.max_age,
+            max_pending_readings=bounds.max_pending,
             # Age bounds on the clock the records are stamped with (a simulated plant's too).
             clock=self.clock.time_ns,
         )
@@ -425,13 +462,40 @@ class Agent:
         finally:
             if self.web is not None:
                 await self.web.close()
-            with contextlib.suppress(Exception):
-                await self.writer.flush()
+            drained = await self._drain()
             with contextlib.suppress(OSError):
                 write_status(self.config.agent.data_dir, self.statistics())
-            self.writer.close()
+            # Once the drain gave up, close() only tells the writer thread to stop.
+            drained = self.writer.close(DRAIN_STALL if drained else 0.1) and drained
             self.store.close()
-            log.info("agent %s: stopped, store drained", self.config.agent.id)
+            if drained:
+                log.info("agent %s: stopped, store drained", self.config.agent.id)
+            else:
+                left = self.writer.statistics()
+                log.error(
+                    "agent %s: stopped; the store took no writes (%s): %d readings and %d "
+                    "events that waited in memory were not stored",
+                    self.config.agent.id,
+                    left.full_reason or left.last_error,
+                    left.pending_readings,
+                    left.pending_events,
+                )
+
+    async def _drain(self) -> bool:
+        """Wait until everything submitted is committed, as long as the store takes writes;
+        one that is full or failing gets DRAIN_STALL seconds. False: it gave up."""
+        flushed = asyncio.ensure_future(self.writer.flush())
+        stalled_since = time.monotonic()
+        while True:
+            done, _ = await asyncio.wait({flushed}, timeout=0.05)
+            if done:
+                return not flushed.exception()
+            stats = self.writer.statistics()
+            if not stats.store_full and stats.last_error is None:
+                stalled_since = time.monotonic()  # it commits: a long drain is no stall
+            elif time.monotonic() - stalled_since > DRAIN_STALL:
+                flushed.cancel()
+                return False
 
     def _resume_kpi(self) -> None:
         """Rebuild the open KPI windows from the stored readings before polling, so a restart
@@ -501,9 +565,28 @@ class Agent:
         return agent_status(figures, version=__version__, uptime_s=uptime)
 
     async def _publish_status(self) -> None:
-        """Write the statistics next to the store every few seconds for `lineside status`."""
+        """Write the statistics next to the store every few seconds for `lineside status`.
+
+        A write that fails (a full disk) is logged once and tried again next time: the status
+        file is a view, never a reason to stop polling.
+        """
+        failing: str | None = None
         while True:
-            write_status(self.config.agent.data_dir, self.statistics())
+            try:
+                write_status(self.config.agent.data_dir, self.statistics())
+            except Exception as exc:
+                if str(exc) != failing:
+                    log.warning(
+                        "status file: cannot write it (%s); `lineside status` shows older "
+                        "figures until it can",
+                        exc,
+                        exc_info=not isinstance(exc, OSError),
+                    )
+                failing = str(exc)
+            else:
+                if failing is not None:
+                    log.info("status file: written again")
+                failing = None
             await self.clock.sleep_until(self.clock.monotonic() + STATUS_INTERVAL)
 
     def bad_reasons(self, source: Source) -> dict[str, int]:

@@ -24,13 +24,7 @@ def collect(data_dir: Path) -> dict[str, Any]:
         quarantined = store.quarantined()
         sinks = store.sinks()
         cursors = {s: {st: store.cursor(s, st) for st in STREAMS} for s in sinks}
-    running: dict[str, Any] = {}
-    status_path = data_dir / STATUS_FILE
-    if status_path.is_file():
-        try:
-            running = json.loads(status_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            running = {}
+    running = _running(data_dir / STATUS_FILE)
     age = None
     if running.get("written_ns"):
         age = max(0.0, (time.time_ns() - int(running["written_ns"])) / 1e9)
@@ -55,8 +49,9 @@ def collect(data_dir: Path) -> dict[str, Any]:
                 for name, source in running.get("sources", {}).items()
             },
             "dropped_readings": running.get("store", {}).get("dropped_readings"),
-            # the store is full and events wait in memory: an alarm for the operator
+            # the store is full and records wait in memory: an alarm for the operator
             "store_full": running.get("store", {}).get("store_full"),
+            "full_reason": running.get("store", {}).get("full_reason"),
         },
         "sinks": {},
     }
@@ -73,3 +68,17 @@ def collect(data_dir: Path) -> dict[str, Any]:
             "last_error": live.get("last_error") or None,
         }
     return report
+
+
+def _running(path: Path) -> dict[str, Any]:
+    """The running agent's figures; {} without them. On a full disk the agent overwrites the
+    file in place (agent/runtime.py, write_status): a torn read is read again."""
+    for attempt in range(3):
+        try:
+            figures = json.loads(path.read_text(encoding="utf-8"))
+            return figures if isinstance(figures, dict) else {}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            time.sleep(0.05 * (attempt + 1))
+    return {}

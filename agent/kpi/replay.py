@@ -41,6 +41,7 @@ from agent.kpi.calendar import Window, WindowKind, window_at, windows
 from agent.kpi.engine import KpiEngine
 from agent.model import Event, EventKind
 from agent.store import DB_NAME, decode_batch
+from agent.store.schema import check_path, read_failed
 
 NS = 1_000_000_000
 HOUR_NS = 3600 * NS
@@ -228,16 +229,16 @@ def _reading(config: Config, data_dir: Path | None) -> Iterator[sqlite3.Connecti
     reading it is a StoreError."""
     where = data_dir if data_dir is not None else config.agent.data_dir
     path = where / DB_NAME
-    if not path.is_file():
+    if not check_path(path):  # a damaged one: the same one-line error as every command
         raise StoreError(f"{where}: no store here (has the agent run with this data_dir?)")
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open the store read-only: {exc}") from exc
+        raise read_failed(path, exc) from exc
     try:
         yield conn
     except sqlite3.Error as exc:
-        raise StoreError(f"{where}: cannot read the store: {exc}") from exc
+        raise read_failed(path, exc) from exc
     finally:
         conn.close()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -119,7 +121,10 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
     """A connection in WAL mode; transactions are explicit (BEGIN/COMMIT), never implicit."""
     if synchronous not in ("NORMAL", "FULL"):
         raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise open_failed(path, exc) from exc
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -128,8 +133,29 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
         conn.execute("PRAGMA journal_size_limit = 67108864")
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise corrupt(path, str(exc)) from exc
+        raise open_failed(path, exc) from exc
     return conn
+
+
+def open_failed(path: Path, exc: sqlite3.Error) -> StoreError:
+    """Why a store could not be opened: a full disk (SQLite cannot create its -wal and -shm
+    files; it says "disk I/O error") is not damage, whatever SQLite calls it."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (SQLITE_FULL, SQLITE_IOERR) and no_room(path.parent):
+        return StoreError(
+            f"{path}: cannot open the store: the disk is full ({exc}); free space on it and "
+            "start again"
+        )
+    return corrupt(path, str(exc))
+
+
+def no_room(directory: Path) -> bool:
+    """Whether the filesystem of `directory` has less room than SQLite's -shm file needs."""
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < 65536
 
 
 def corrupt(path: Path, detail: str) -> StoreError:
@@ -137,6 +163,64 @@ def corrupt(path: Path, detail: str) -> StoreError:
         f"{path}: the store is damaged ({detail}); stop lineside, move the file and its -wal "
         "aside (keep them for analysis) and start again to create a new store"
     )
+
+
+SQLITE_IOERR = 10
+SQLITE_FULL = 13
+# SQLite's primary result codes that say the file cannot be used as it is (CANTOPEN: a
+# directory, no permission; NOTADB: not SQLite; CORRUPT: damaged pages; IOERR: cannot read).
+DAMAGE_CODES = frozenset({SQLITE_IOERR, 11, 14, 26})
+
+
+def check_path(path: Path) -> bool:
+    """What can be seen of the store's file before SQLite opens it, the same for every command:
+    False when there is none; StoreError ("damaged ... move aside") when what is there cannot
+    be a store: not a regular file (a directory, a FIFO), unreadable, or a -wal left over without
+    its database (SQLite would replay it into a new, empty file).
+
+    stat() only: opening the file here and closing it would drop every POSIX lock this process
+    holds on it, a running writer's too, and let another process delete its -wal under it
+    (tests/agent/test_store_locks.py). What is inside is for SQLite to judge.
+    """
+    wal = path.with_name(path.name + "-wal")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise corrupt(path, f"{wal.name} is left over without {path.name}") from None
+        return False
+    except OSError as exc:  # a link that loops, a directory we may not enter
+        raise corrupt(path, f"cannot read it: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise corrupt(path, f"{path.name} is {kind}")
+    if not os.access(path, os.R_OK):
+        raise corrupt(path, "cannot read it: permission denied")
+    return True
+
+
+def check_store(path: Path) -> bool:
+    """`check_path`, then SQLite's quick_check on a read-only connection (it reads the whole
+    file once): False when there is no store, StoreError when it is damaged."""
+    if not check_path(path):
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise read_failed(path, exc) from exc
+    try:
+        check_file(conn, path)
+    finally:
+        conn.close()
+    return True
+
+
+def read_failed(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The StoreError for a failed read: damaged, or (busy, locked ...) cannot read now."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in DAMAGE_CODES:
+        return open_failed(path, exc)
+    return StoreError(f"{path}: cannot read the store: {exc}")
 
 
 def check_file(conn: sqlite3.Connection, path: Path) -> None:

@@ -25,6 +25,7 @@ from agent.store.schema import (
     Synchronous,
     advance_cursor_sql,
     check_file,
+    check_path,
     check_stream,
     connect,
     corrupt,
@@ -130,6 +131,7 @@ class Store:
             raise StoreError(
                 f"{self.path.parent}: cannot create the data directory: {exc}"
             ) from exc
+        check_path(self.path)  # damage SQLite would not see, or see only as a traceback
         self._conn = connect(self.path, synchronous)
         self._lock = threading.Lock()
         try:
@@ -141,7 +143,11 @@ class Store:
         except BaseException:
             self._conn.close()
             raise
-        self._read = connect(self.path, synchronous)
+        try:
+            self._read = connect(self.path, synchronous)
+        except BaseException:
+            self._conn.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -157,19 +163,26 @@ class Store:
     # -- tags and sinks --------------------------------------------------------------------
 
     def register_tags(self, tags: Iterable[TagInfo]) -> dict[str, int]:
-        """Ids for these tag paths; a path seen before keeps its id across restarts."""
+        """Ids for these tag paths; a path seen before keeps its id across restarts.
+
+        A tag registered again as it was writes no page (SQLite leaves an identical row
+        alone), so the agent starts on a full disk too.
+        """
         tags = list(tags)
-        with self._lock, sqlite_utils.Database(self._conn).atomic():
-            self._conn.executemany(
-                "INSERT INTO tags (path, machine, name, unit, source) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (path) DO UPDATE SET machine = excluded.machine, "
-                "name = excluded.name, unit = excluded.unit, source = excluded.source",
-                [(t.path, t.machine, t.name, t.unit, t.source) for t in tags],
-            )
-            ids = {
-                str(path): int(tag_id)
-                for tag_id, path in self._conn.execute("SELECT id, path FROM tags")
-            }
+        try:
+            with self._lock, sqlite_utils.Database(self._conn).atomic():
+                self._conn.executemany(
+                    "INSERT INTO tags (path, machine, name, unit, source) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (path) DO UPDATE SET machine = excluded.machine, "
+                    "name = excluded.name, unit = excluded.unit, source = excluded.source",
+                    [(t.path, t.machine, t.name, t.unit, t.source) for t in tags],
+                )
+                ids = {
+                    str(path): int(tag_id)
+                    for tag_id, path in self._conn.execute("SELECT id, path FROM tags")
+                }
+        except sqlite3.Error as exc:  # a full disk, mostly: one line, no traceback
+            raise StoreError(f"{self.path}: cannot register the tags: {exc}") from exc
         return {t.path: ids[t.path] for t in tags}
 
     def tags(self) -> dict[int, TagInfo]:
@@ -182,13 +195,16 @@ class Store:
         everything still held); a sink no longer configured loses its cursors, so it no longer
         holds records back."""
         names = sorted(set(sinks))
-        with self._lock, sqlite_utils.Database(self._conn).atomic():
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO cursors (sink, stream, seq) VALUES (?, ?, 0)",
-                [(s, st) for s in names for st in STREAMS],
-            )
-            marks = ",".join("?" * len(names))
-            self._conn.execute(f"DELETE FROM cursors WHERE sink NOT IN ({marks})", names)
+        try:
+            with self._lock, sqlite_utils.Database(self._conn).atomic():
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO cursors (sink, stream, seq) VALUES (?, ?, 0)",
+                    [(s, st) for s in names for st in STREAMS],
+                )
+                marks = ",".join("?" * len(names))
+                self._conn.execute(f"DELETE FROM cursors WHERE sink NOT IN ({marks})", names)
+        except sqlite3.Error as exc:  # a full disk, mostly: one line, no traceback
+            raise StoreError(f"{self.path}: cannot register the sinks: {exc}") from exc
 
     def sinks(self) -> list[str]:
         with self._lock:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -16,7 +18,7 @@ import sqlite_utils
 
 from agent.errors import StoreError
 from agent.histogram import Histogram
-from agent.model import Event, ReadingBatch
+from agent.model import Event, EventKind, ReadingBatch
 from agent.secrets import redact_tree
 from agent.store.blob import encode_batch
 from agent.store.bounds import (
@@ -28,6 +30,7 @@ from agent.store.bounds import (
     used_bytes,
 )
 from agent.store.schema import (
+    SQLITE_FULL,
     STREAMS,
     Clock,
     Synchronous,
@@ -39,9 +42,12 @@ from agent.store.schema import (
     migrate,
 )
 
+log = logging.getLogger("lineside.store")
+
 # ---------------------------------------------------------------------------------------------
 # The writer thread
 
+ABANDON_WAIT = 1.0  # seconds close() waits for the thread once it was told to give up
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -69,6 +75,9 @@ class WriterStats:
     commit_latency_sum_s: float = 0.0  # with the histogram: Prometheus _sum and _count
     # telemetry records each sink lost: dropped by a bound before it had acknowledged them
     dropped_by_sink: Mapping[str, int] = field(default_factory=dict)
+    # why the store is full (the disk, or max_size with events no sink acknowledged); None: not
+    full_reason: str | None = None
+    max_pending_readings: int = 0  # the memory bound: readings beyond it are dropped, counted
 
 
 @dataclass(slots=True)
@@ -109,6 +118,13 @@ class StoreWriter:
     pending or someone waits in `flush()`. Bounds are enforced every `housekeeping_interval`
     seconds (after every commit while the store is full). A failing write (disk full, I/O
     error) is rolled back, counted and retried with back-off; what was submitted stays pending.
+
+    The store is full when the disk (or SQLite's page limit) refuses a commit, or when
+    `max_bytes` is reached with events no sink has acknowledged. Then the alarm is raised once
+    (a log line, `store_full` and `full_reason` in the statistics, an alarm event stored as
+    soon as there is room), readings wait in memory up to `max_pending_readings` and are then
+    dropped and counted (a gap record says how many), events wait, and the alarm clears by
+    itself (another log line and event) at the first commit that works again.
     """
 
     def __init__(
@@ -148,8 +164,11 @@ class StoreWriter:
         self._counters = _Counters()
         self._committed = 0
         self._last_seq = last_seqs(self._conn)
-        self._store_full = False
+        self._store_full = False  # max_bytes reached with unacknowledged events
+        self._disk_full: str | None = None  # the error while the disk refuses commits
+        self._alarm: _Alarm | None = None  # raised while either holds
         self._stopping = False
+        self._abandoned = False  # close() gave up waiting: stop without committing the rest
         self._urgent = False
         self._waiters: list[tuple[int, Callable[[], None]]] = []
         self._listeners: list[Callable[[], None]] = []  # told after a commit that wrote records
@@ -175,6 +194,12 @@ class StoreWriter:
                 p.unstored_drops = (b + 1, r + n)
                 self._counters.dropped_batches += 1
                 self._counters.dropped_readings += n
+                if b == 0:  # once per run of drops: the gap record that ends it has the count
+                    log.warning(
+                        "store: %d readings wait in memory (the bound); new readings are "
+                        "dropped and counted until the store takes them again",
+                        p.readings,
+                    )
                 return False
             p.telemetry.append(batch)
             p.readings += n
@@ -231,7 +256,9 @@ class StoreWriter:
                 done.set_result(None)
 
         def wake() -> None:
-            loop.call_soon_threadsafe(settle)
+            # RuntimeError: the loop is closed, nobody waits any more (a drain that gave up).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle)
 
         self._request(wake)
         await done
@@ -256,17 +283,24 @@ class StoreWriter:
     def close(self, timeout: float | None = None) -> bool:
         """Commit everything pending, stop the thread, close the connection.
 
-        False when `timeout` passed first (the disk kept failing): what was still pending is
-        then lost, and the statistics say how much.
+        False when `timeout` passed first (the store was full or the disk kept failing): the
+        thread is then told to give up, what was still pending is lost, and the statistics
+        (`pending_*`) say how much.
         """
         with self._cond:
             if self._stopping:
-                return True
+                return not self._thread.is_alive()
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout)
         drained = not self._thread.is_alive()
-        if drained:
+        if not drained:
+            with self._cond:
+                self._abandoned = True
+                self._cond.notify()
+            # It stops at its next turn; a commit under way ends first (or the process does).
+            self._thread.join(ABANDON_WAIT)
+        if not self._thread.is_alive():
             self._conn.close()
         return drained
 
@@ -298,7 +332,9 @@ class StoreWriter:
                 deleted_records=c.deleted,
                 errors=c.errors,
                 last_error=c.last_error,
-                store_full=self._store_full,
+                store_full=self._alarm is not None,
+                full_reason=self._alarm.reason if self._alarm is not None else None,
+                max_pending_readings=self._max_pending_readings,
                 last_seq=dict(self._last_seq),
             )
 
@@ -306,24 +342,31 @@ class StoreWriter:
 
     def _run(self) -> None:
         backoff = 0.0
+        held = False  # the last commit held records back: the store is full
         next_housekeeping = time.monotonic() + self._housekeeping_interval
         while True:
             with self._cond:
                 deadline = time.monotonic() + (backoff or self._flush_interval)
                 # After a failure only a flush request or a new page limit cuts the back-off
-                # short (not even close(): it would spin on a disk that keeps failing).
-                while not self._urgent and (
-                    backoff or not (self._stopping or self._pending.readings >= self._flush_rows)
+                # short (not even close(): it would spin on a disk that keeps failing); while
+                # the store is full, pending rows or close() do not either (the same spin).
+                while not (self._urgent or self._abandoned) and (
+                    backoff
+                    or held
+                    or not (self._stopping or self._pending.readings >= self._flush_rows)
                 ):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
+                if self._abandoned:
+                    return
                 self._urgent = False
                 stopping = self._stopping
                 work = self._take()
             housekeep = self._store_full or time.monotonic() >= next_housekeeping
             ok = self._commit(work, housekeep)
+            held = ok and work.held
             if ok:
                 backoff = 0.0
                 if housekeep:
@@ -411,6 +454,9 @@ class StoreWriter:
             with self._cond:
                 self._counters.errors += 1
                 self._counters.last_error = f"{type(exc).__name__}: {exc}"
+                if disk_full(exc):
+                    self._disk_full = f"the disk is full ({exc})"
+                    self._update_alarm()
             return False
         latency = time.perf_counter() - started
         with self._cond:
@@ -449,6 +495,8 @@ class StoreWriter:
         c.deleted += hw.deleted
         c.last_error = None
         self._store_full = hw.store_full
+        self._disk_full = None
+        self._update_alarm()
         # A full store holds records back: those are not committed yet.
         if not work.held:
             self._committed = work.submitted
@@ -463,6 +511,50 @@ class StoreWriter:
         self._waiters = [w for w in self._waiters if w[0] > self._committed]
         for _, wake in woken:
             wake()
+
+    def _update_alarm(self) -> None:
+        """Raise or clear the store-full alarm (under the lock): a log line and an alarm event
+        per change. The events wait in the queue like any other, so the one that says the store
+        became full is stored as soon as there is room again, before the one that says so."""
+        if self._disk_full is not None:
+            reason: str | None = self._disk_full
+        elif self._store_full:
+            reason = "max_size reached with events no sink has acknowledged"
+        else:
+            reason = None
+        alarm = self._alarm
+        if reason is not None and alarm is None:
+            self._alarm = _Alarm(reason, time.monotonic(), self._counters.dropped_readings)
+            remedy = (
+                f"free space on the disk of {self.path}"
+                if self._disk_full is not None
+                else "the sinks free it as they catch up"
+            )
+            log.error(
+                "store: full: %s; polling goes on, readings wait in memory (up to %d, then "
+                "new ones are dropped and counted), events wait; %s",
+                reason,
+                self._max_pending_readings,
+                remedy,
+            )
+            self._queue_alarm({"alarm": "store_full", "active": True, "reason": reason})
+        elif reason is None and alarm is not None:
+            self._alarm = None
+            seconds = round(time.monotonic() - alarm.since, 1)
+            dropped = self._counters.dropped_readings - alarm.dropped_readings
+            log.warning(
+                "store: takes writes again after %.1f s full; %d readings were dropped "
+                "meanwhile (a gap record counts them)",
+                seconds,
+                dropped,
+            )
+            data = {"alarm": "store_full", "active": False, "reason": alarm.reason}
+            self._queue_alarm({**data, "full_s": seconds, "dropped_readings": dropped})
+
+    def _queue_alarm(self, data: dict[str, object]) -> None:
+        body = json.dumps(data, separators=(",", ":"))
+        self._pending.events.append((self._clock(), str(EventKind.ALARM), None, body))
+        self._pending.submitted += 1
 
     def _housekeep(self, conn: sqlite3.Connection, now: int) -> _Housework:
         """Age and size bounds, inside the commit's transaction.
@@ -509,6 +601,21 @@ class _Work:
     submitted: int
     held: bool  # the store was full: pending records were held back, not written
     page_count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Alarm:
+    reason: str
+    since: float  # time.monotonic() when it was raised
+    dropped_readings: int  # the drop counter then
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error says the disk (or the file's page limit) has no room left."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,8 @@ def not_ready(figures: Mapping[str, Any], sink_max_unsent_age: float) -> list[st
     if store.get("last_error"):
         reasons.append(f"store cannot be written: {store['last_error']}")
     if store.get("store_full"):
-        reasons.append("store is full: events wait in memory")
+        why = f" ({store['full_reason']})" if store.get("full_reason") else ""
+        reasons.append(f"store is full{why}: events wait in memory")
     for sink in figures.get("sinks", []):
         age = sink.get("oldest_unsent_age_s")
         if sink["state"] != "connected" and age is not None and age > sink_max_unsent_age:

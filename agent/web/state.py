@@ -237,6 +237,7 @@ class StateBuilder:
                 # telemetry the bounds removed before every sink had it (gap records say which)
                 "dropped_readings": writer.dropped_readings,
                 "store_full": writer.store_full,
+                "full_reason": writer.full_reason,
                 "last_error": writer.last_error or store.error,
             },
             "oee": oee_view(_call(agent, "kpi_snapshot")),

@@ -134,7 +134,8 @@ async def test_unacknowledged_events_are_kept_and_the_store_reports_full(
     stats = writer.statistics()
     assert stats.store_full
     assert len(store.read_events(0, 1000)) == 80  # not one event dropped
-    assert stats.pending_events == 1  # the new event waits in memory
+    assert stats.pending_events == 2  # the new event waits in memory, and the alarm's
+    assert stats.full_reason == "max_size reached with events no sink has acknowledged"
     assert not waiting.done()
 
     # The sink catches up: its acknowledgements free the space, the waiting records land.
@@ -146,11 +147,18 @@ async def test_unacknowledged_events_are_kept_and_the_store_reports_full(
     writer.close()
     events = store.read_events(0, 1000)
     # Delivered events leave the local history, oldest first, as far as the size bound
-    # needs; the waiting one landed after them.
-    kept = [e.data["i"] for e in events]
-    assert stats.deleted_records == 81 - len(kept)
-    assert kept == list(range(80 - len(kept) + 1, 81))
-    assert events[-1].seq == 81
+    # needs; the waiting one landed after them, between the alarm raised when the store became
+    # full (before the new event came) and the one that cleared it.
+    delivered, landed = events[:-3], events[-3:]
+    kept = [e.data["i"] for e in delivered]
+    assert stats.deleted_records == 80 - len(kept)
+    assert kept == list(range(80 - len(kept), 80))
+    assert [e.data.get("i") for e in landed] == [None, 80, None]
+    assert [e.seq for e in landed] == [81, 82, 83]
+    assert [(e.kind, e.data["alarm"], e.data["active"]) for e in (landed[0], landed[2])] == [
+        (EventKind.ALARM, "store_full", True),
+        (EventKind.ALARM, "store_full", False),
+    ]
     assert store.read_gaps(0, 10) == []  # they were delivered: no loss
     assert polls_in_store(store) == [0, 1, 2, 3, 4]
 
@@ -302,3 +310,69 @@ async def test_the_size_estimate_validate_uses_matches_the_store(
     measured = (used_bytes(conn) - before) / 1000
     conn.close()
     assert record_bytes(readings) == pytest.approx(measured, rel=0.15)
+
+
+async def test_a_full_disk_raises_the_alarm_once_and_clears_it_with_an_event(
+    store: Store, tmp_path: Path
+) -> None:
+    conn = sqlite3.connect(db_path(tmp_path))
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    writer = StoreWriter(tmp_path, max_page_count=pages, retry_initial=0.01, retry_max=0.05)
+    for i in range(50):
+        writer.submit_readings(poll(i))
+    for _ in range(500):
+        if writer.statistics().errors >= 3:
+            break
+        await asyncio.sleep(0.01)
+    stats = writer.statistics()
+    assert stats.store_full and stats.full_reason is not None
+    assert stats.full_reason.startswith("the disk is full (database or disk is full)")
+    assert stats.pending_events == 1  # the alarm, once for every failed try
+    writer.set_max_page_count(100_000)
+    await asyncio.wait_for(writer.flush(), 10)
+    stats = writer.statistics()
+    writer.close()
+    assert not stats.store_full and stats.full_reason is None
+    events = store.read_events(0, 10)
+    assert [(e.kind, e.data["active"]) for e in events] == [
+        (EventKind.ALARM, True),
+        (EventKind.ALARM, False),
+    ]
+    assert polls_in_store(store) == list(range(50))
+
+
+def test_close_gives_up_after_its_timeout_while_the_disk_is_full(
+    store: Store, tmp_path: Path
+) -> None:
+    conn = sqlite3.connect(db_path(tmp_path))
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    writer = StoreWriter(tmp_path, max_page_count=pages, retry_initial=0.01, retry_max=0.05)
+    for i in range(50):
+        writer.submit_readings(poll(i))
+    assert writer.close(timeout=0.5) is False  # bounded: it returns, the thread stops
+    assert not writer._thread.is_alive()
+    stats = writer.statistics()
+    assert stats.pending_readings == 5000 and stats.store_full  # what was lost, counted
+    assert polls_in_store(store) == []
+
+
+async def test_a_full_store_holding_records_does_not_spin(store: Store, tmp_path: Path) -> None:
+    store.register_sinks(["mqtt"])
+    writer = StoreWriter(tmp_path, max_bytes=60_000, housekeeping_interval=0, flush_rows=100)
+    blob = "x" * 2000
+    for i in range(40):  # ≈ 85 kB of events nobody has acknowledged
+        writer.submit_event(Event(EventKind.INSPECTION, NOW + i, "press", {"b": blob}))
+    await writer.flush()
+    for i in range(5):  # more pending rows than flush_rows: they wait, held back
+        writer.submit_readings(poll(i))
+    for _ in range(300):
+        if writer.statistics().store_full:
+            break
+        await asyncio.sleep(0.01)
+    before = writer.statistics().commits
+    await asyncio.sleep(0.5)
+    # One look per flush interval (0.1 s) while full; a loop that spins makes thousands.
+    assert writer.statistics().commits - before <= 10
+    assert writer.close(timeout=0.5) is False

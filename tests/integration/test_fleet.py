@@ -188,8 +188,10 @@ async def run_fleet(
             # A loaded box may publish a status before a source's first good poll or the KPI
             # engine's first figures.
             await until(
-                lambda: reader.status[agent_id(0)]["sources_up"] == 2
-                and set(reader.status[agent_id(0)]["oee"]) == {"press1", "press2"},
+                lambda: (
+                    reader.status[agent_id(0)]["sources_up"] == 2
+                    and set(reader.status[agent_id(0)]["oee"]) == {"press1", "press2"}
+                ),
                 30,
             )
             sample = reader.status[agent_id(0)]

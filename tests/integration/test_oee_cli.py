@@ -163,7 +163,7 @@ def test_an_unreadable_store_exits_1(config_path: Path, tmp_path: Path) -> None:
     )
     result = lineside("oee", "-c", path, "--shift", "2026-11-23")
     assert result.returncode == 1
-    assert result.stderr.startswith("lineside: ") and "cannot read the store" in result.stderr
+    assert result.stderr.startswith("lineside: ") and "the store is damaged" in result.stderr
 
 
 def test_report_into_a_missing_directory_exits_2(config_path: Path, tmp_path: Path) -> None:
