@@ -57,6 +57,7 @@ class Agent:
     def event(self, event: Event) -> None:
         self.writer.submit_event(event)
         self._kpi(self.engine.on_event(event))
+        self._kpi(self.engine.flush())  # the runtime's tick: late verdicts are folded in
 
     def _kpi(self, events: Iterable[Event]) -> None:
         for e in events:
