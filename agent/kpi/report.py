@@ -131,7 +131,8 @@ def trend_chart(
         )
     for i, hour in enumerate(hours):
         out.append(
-            f'<text x="{_num(x(i) - 12)}" y="{_num(PAD + plot_h + 16)}">{_e(hour_label(hour))}</text>'
+            f'<text x="{_num(x(i) - 12)}" y="{_num(PAD + plot_h + 16)}">'
+            f"{_e(hour_label(hour))}</text>"
         )
     for s, (label, values) in enumerate(series):
         colour = COLOURS[s % len(COLOURS)]
