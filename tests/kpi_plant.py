@@ -12,14 +12,14 @@ import re
 import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from agent.model import Event, EventKind
+from agent.config import Config
+from agent.model import Event, EventKind, Quality
 from agent.runtime import Agent
 from agent.starter import plant_config, plant_machines
-from agent.config import Config
-from agent.model import Quality
 from agent.store import DB_NAME, Store, decode_batch
 from firmware_sim.clock import ScaledClock, SimulatedWallClock
 from firmware_sim.plant import MachineSpec, Plant, PlantSpec
@@ -142,7 +142,7 @@ def known_intervals(
     readings.sort()
     gap = round(kpi.max_gap * 1e9)
     out: list[tuple[float, float]] = []
-    for (t, good), (after, _) in zip(readings, readings[1:], strict=False):
+    for (t, good), (after, _) in pairwise(readings):
         if good and after > t:
             end = min(after, t + gap)
             start_s, end_s = (t - epoch_ns) / 1e9, (end - epoch_ns) / 1e9
@@ -153,6 +153,8 @@ def known_intervals(
     return out
 
 
-def clip(intervals: Iterable[tuple[float, float]], t0: float, t1: float) -> list[tuple[float, float]]:
+def clip(
+    intervals: Iterable[tuple[float, float]], t0: float, t1: float
+) -> list[tuple[float, float]]:
     """The parts of `intervals` inside [t0, t1)."""
     return [(max(a, t0), min(b, t1)) for a, b in intervals if b > t0 and a < t1]

@@ -21,10 +21,12 @@ ROLLOVER_SHARE = 0.25
 
 
 # The plausibility bound: no machine makes more than its ideal rate, so a step above
-# ideal rate x elapsed time x PLAUSIBLE_MARGIN (+ PLAUSIBLE_SLACK units for the poll's timing)
-# cannot be true. It tells a PLC reboot from a rollover (the wrapped delta would be far above
-# it) and caps any other impossible step.
+# ideal rate x (elapsed time x PLAUSIBLE_MARGIN + PLAUSIBLE_SLACK_S) + PLAUSIBLE_SLACK units
+# cannot be true. The slack covers timestamps that are not exactly when the value was read (a
+# slow answer, a stalled poller). It tells a PLC reboot from a rollover (the wrapped delta is far
+# above it) and caps any other impossible step.
 PLAUSIBLE_MARGIN = 2.0
+PLAUSIBLE_SLACK_S = 60.0
 PLAUSIBLE_SLACK = 2.0
 
 
@@ -37,7 +39,8 @@ class CounterStep:
 
 def plausible_limit(rate_per_s: float, elapsed_s: float) -> float:
     """The largest count a machine of ideal `rate_per_s` can add in `elapsed_s` (raw units)."""
-    return rate_per_s * max(elapsed_s, 0.0) * PLAUSIBLE_MARGIN + PLAUSIBLE_SLACK
+    span = max(elapsed_s, 0.0) * PLAUSIBLE_MARGIN + PLAUSIBLE_SLACK_S
+    return rate_per_s * span + PLAUSIBLE_SLACK
 
 
 def counter_step(

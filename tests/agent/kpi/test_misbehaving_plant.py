@@ -26,8 +26,8 @@ from agent.tags import TagTable
 from tests.agent.kpi.test_engine import (
     DAY,
     MIN,
-    S,
     Feed,
+    S,
     at,
     kpis,
     machine,
@@ -76,8 +76,8 @@ def test_a_counter_read_bad_while_the_state_is_known_counts_whole(tmp_path: Path
 
 
 def test_the_plausibility_bound_tells_a_reset_from_a_rollover() -> None:
-    limit = plausible_limit(1.0, 60.0)  # 1 part/s for 60 s: at most 2 x 60 + 2
-    assert limit == 122
+    limit = plausible_limit(1.0, 60.0)  # 1 part/s for 60 s: at most (2 x 60 + 60) + 2
+    assert limit == 182
     assert counter_step(60000, 30, 16, limit).kind == "reset"
     assert counter_step(60000, 30, 16, limit).delta == 30  # not 5566
     assert counter_step(60000, 30, 16).delta == 5566  # what the range alone said
@@ -86,7 +86,7 @@ def test_the_plausibility_bound_tells_a_reset_from_a_rollover() -> None:
     assert counter_step(65530, 4, 16, limit) == counter_step(65530, 4, 16)  # a true rollover
     assert counter_step(65530, 4, 16, limit).kind == "rollover"
     step = counter_step(100, 100100, 32, limit)
-    assert (step.delta, step.kind, step.capped) == (122, "normal", True)
+    assert (step.delta, step.kind, step.capped) == (182, "normal", True)
 
 
 def test_a_plc_reboot_adds_the_parts_since_the_reboot_not_a_wrap(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_a_plc_reboot_adds_the_parts_since_the_reboot_not_a_wrap(tmp_path: Path)
     feed.send(at("07:00"), state=2, total=30018, reject=0)
     [h06] = kpis(feed.events, "hour", f"{DAY}T06", definition="classic", scope="machine")
     c = parts(h06)
-    assert c.total == 10 + 8 + 10 + 22  # the jump capped to 2 x 10 s x 1/s + 2
+    assert c.total == 10 + 8 + 10 + 82  # the jump capped to 1/s x (2 x 10 s + 60 s) + 2
     assert c.implausible == 1 and "implausible_count" in h06["flags"]
     stats = engine.statistics()
     assert (stats["resets"], stats["rollovers"], stats["implausible"]) == (1, 0, 1)
@@ -110,7 +110,9 @@ def test_a_plc_reboot_adds_the_parts_since_the_reboot_not_a_wrap(tmp_path: Path)
 
 
 def unlike(name: str, cycle: str, counters: str = 'total = "total"\nreject = "reject"') -> str:
-    text = machine(name, gap="1h").replace('ideal_cycle_time = "1s"', f'ideal_cycle_time = "{cycle}"')
+    text = machine(name, gap="1h").replace(
+        'ideal_cycle_time = "1s"', f'ideal_cycle_time = "{cycle}"'
+    )
     text = text.replace('total = "total"\nreject = "reject"', counters)
     return text.replace(
         '{ name = "reject", address = "hr:4", type = "uint32" },',
