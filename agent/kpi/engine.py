@@ -18,10 +18,19 @@ the state does not carry on past it (agent/kpi/replay.py `resume`).
 
 Stop time (down, idle, setup) is also kept per reason, keyed `category: reason`, for the Pareto.
 
+Counts (docs/kpi.md, "Production in unknown time"). A counter's delta covers the time since
+that counter's last reading; it is shared out over that time by what the cursor folded there:
+known running in planned time counts, unknown time and running outside planned time (overtime)
+are kept apart. The cursor keeps running totals of those three (`run_acc`, `over_acc`,
+`unknown_acc`) and each counter remembers them at its last reading (`marks`), so the share is
+two subtractions. A step above the plausibility bound (ideal rate x elapsed time, with margin)
+is a reset rather than a rollover, or is capped (agent/kpi/counters.py).
+
 Late data. Readings older than the cursor (replayed after an outage, or a second source of the
-machine lagging) are inserted into a per-machine log of the KPI tags' readings, the cursor is
-restored from the last checkpoint (taken at every window boundary) before the reading, and the
-log is folded again up to where the cursor was. Windows that close again with other components
+machine lagging) are inserted into a per-machine log of the KPI tags' readings; at the next
+`flush` (every `tick`) the cursor is restored from the last checkpoint (taken at every window
+boundary) before the earliest of them, and the log is folded again up to where the cursor was:
+one recompute however many late batches came. Windows that close again with other components
 are emitted again with `revision + 1`. We keep this log in memory, for the last `retain`
 (26 h: a day window plus slack), rather than read the store back: the engine stays pure and
 synchronous, a recompute costs no I/O on the event loop, and the log holds only the few KPI

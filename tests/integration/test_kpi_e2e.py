@@ -1,9 +1,14 @@
-"""End to end: the simulated plant's ground truth against the agent's OEE over one shift.
+"""End to end: the simulated plant's ground truth against the agent's OEE, per shift.
 
 A press (PackML), a cement mill (t/h) and a loom (picks/min) run faster than real time; the real
 Agent polls them over Modbus TCP with a clock whose timestamps follow the simulator's time, so a
 simulated 8 h shift passes in well under a minute. The shift's classic OEE in the agent's store
 must agree with the simulator's ground truth within 0.2 percentage points for every machine.
+
+With faults (a PLC reboot, refused connections, dropped requests, frozen values, slow answers)
+the agent cannot see all the time: its OEE must agree, within 0.3 pp per shift, with the truth
+over the time it knew the state (`known_intervals`, `GroundTruth.true_oee_over`); within 0.1
+pp without faults. A 2.5 h run with two faults is in the normal suite; 24 h runs are soaks.
 """
 
 from __future__ import annotations
@@ -238,8 +243,11 @@ async def test_oee_with_a_reboot_and_a_lost_link_agrees_with_the_truth_it_could_
 
 @pytest.mark.soak
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize(("schedule", "tolerance"), [([], CLEAN_TOLERANCE),
-                                                     (EVERY_FAULT, FAULT_TOLERANCE)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("schedule", "tolerance"),
+    [([], CLEAN_TOLERANCE), (EVERY_FAULT, FAULT_TOLERANCE)],
+    ids=["no-faults", "every-fault"],
+)
 async def test_a_day_of_every_fault_agrees_with_the_truth_it_could_see(
     tmp_path: Path, schedule: Schedule, tolerance: float
 ) -> None:
