@@ -18,8 +18,10 @@ import pytest
 from agent.kpi.calendar import planned_intervals, windows
 from agent.kpi.counters import counter_step, plausible_limit
 from agent.kpi.engine import KpiEngine
+from agent.kpi.formulas import Components
 from agent.kpi.replay import replay, resume, select
 from agent.kpi.report import hour_label
+from agent.kpi.view import json_row, time_row
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.store import Store, StoreWriter, TagInfo
 from agent.tags import TagTable
@@ -34,6 +36,7 @@ from tests.agent.kpi.test_engine import (
     make,
     parts,
 )
+from tests.agent.kpi.windows import kpi_window
 
 # -- 1. production during unknown time ---------------------------------------------------------
 
@@ -70,6 +73,15 @@ def test_a_counter_read_bad_while_the_state_is_known_counts_whole(tmp_path: Path
     feed.send(at("07:00"), state=1, total=3600, reject=0)
     [h06] = kpis(feed.events, "hour", f"{DAY}T06", definition="classic", scope="machine")
     assert parts(h06).total == 2400 and parts(h06).unknown_count == 0  # all known running
+
+
+def test_the_unknown_share_is_shown_next_to_the_oee() -> None:
+    c = Components(planned_s=3600, running_s=2460, unknown_s=1140, total=2400, good=2400,
+                   ideal_s=2400, unknown_count=1140, unknown_ideal_s=1140)  # fmt: skip
+    w = kpi_window(c, "press1", "stamping/line-1", "hour", f"{DAY}T06", 0, 3600 * S)
+    assert time_row(w)[5] == "19m 00s (31.7 %, parts 32.2 %)"  # `lineside oee`
+    assert json_row(w)["unknown"] == pytest.approx({"time": 1140 / 3600, "parts": 1140 / 3540})
+    assert "unknown_production" in w.flags
 
 
 # -- 2. a reboot is not a rollover -------------------------------------------------------------
