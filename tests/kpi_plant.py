@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from agent.model import Event, EventKind
+from agent.config import Config
+from agent.model import Event, EventKind, Quality
 from agent.runtime import Agent
 from agent.starter import plant_config, plant_machines
-from agent.store import Store
+from agent.store import DB_NAME, Store, decode_batch
 from firmware_sim.clock import ScaledClock, SimulatedWallClock
 from firmware_sim.plant import MachineSpec, Plant, PlantSpec
 
@@ -115,3 +118,43 @@ def tally(verdicts: Iterable[Event]) -> tuple[int, int, int]:
     """How many verdicts are OK, NotOK and NotDecidable."""
     values = [e.data["verdict"] for e in verdicts]
     return values.count("OK"), values.count("NotOK"), values.count("NotDecidable")
+
+
+def known_intervals(
+    data_dir: Path, config: Config, machine: str, epoch_ns: int
+) -> list[tuple[float, float]]:
+    """The simulated seconds in which the agent knew `machine`'s state, from its stored state
+    readings, by the engine's rule (docs/kpi.md): a good reading vouches until the next reading
+    or for `max_gap`, a bad one for nothing; a stored agent outage ends the vouching. So the
+    simulator's truth can be taken over the time the agent could see."""
+    kpi = next(m.kpi for m in config.machines if m.name == machine)
+    assert kpi is not None
+    path = config.tag_path(machine, kpi.state)
+    with sqlite3.connect(data_dir / DB_NAME) as db:
+        (tag_id,) = db.execute("SELECT id FROM tags WHERE path = ?", (str(path),)).fetchone()
+        rows = db.execute("SELECT source, n, tag_ids, vals, quality, ts FROM telemetry")
+        readings: list[tuple[int, bool]] = []
+        for row in rows:
+            batch = decode_batch(row[0], int(row[1]), *row[2:6])
+            ts = batch.timestamps()
+            for i in (batch.tag_ids == tag_id).nonzero()[0].tolist():
+                readings.append((int(ts[i]), int(batch.quality[i]) != Quality.BAD))
+    readings.sort()
+    gap = round(kpi.max_gap * 1e9)
+    out: list[tuple[float, float]] = []
+    for (t, good), (after, _) in pairwise(readings):
+        if good and after > t:
+            end = min(after, t + gap)
+            start_s, end_s = (t - epoch_ns) / 1e9, (end - epoch_ns) / 1e9
+            if out and out[-1][1] == start_s:
+                out[-1] = (out[-1][0], end_s)
+            else:
+                out.append((start_s, end_s))
+    return out
+
+
+def clip(
+    intervals: Iterable[tuple[float, float]], t0: float, t1: float
+) -> list[tuple[float, float]]:
+    """The parts of `intervals` inside [t0, t1)."""
+    return [(max(a, t0), min(b, t1)) for a, b in intervals if b > t0 and a < t1]

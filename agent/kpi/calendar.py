@@ -201,7 +201,9 @@ def _worked(calendar: Calendar, occ: _Occurrence) -> list[tuple[int, int]]:
         begin = (_minutes(brk.start) - _minutes(occ.shift.start)) % 1440
         finish = (_minutes(brk.end) - _minutes(occ.shift.start)) % 1440
         b0 = _instant(wall + timedelta(minutes=begin), zone)
-        b1 = _instant(wall + timedelta(minutes=finish), zone)
+        # A break lasts its length on the clock: one inside the repeated autumn hour is 30 min,
+        # not the 90 min between the first 02:30 and the (single) 03:00.
+        b1 = b0 + ((finish - begin) % 1440) * 60 * 1_000_000_000
         pieces = [piece for p in pieces for piece in _minus(p, (b0, b1))]
     return pieces
 

@@ -20,13 +20,32 @@ WIDTHS = (16, 32, 64)
 ROLLOVER_SHARE = 0.25
 
 
+# The plausibility bound: no machine makes more than its ideal rate, so a step above
+# ideal rate x (elapsed time x PLAUSIBLE_MARGIN + PLAUSIBLE_SLACK_S) + PLAUSIBLE_SLACK units
+# cannot be true. The slack covers timestamps that are not exactly when the value was read (a
+# slow answer, a stalled poller). It tells a PLC reboot from a rollover (the wrapped delta is far
+# above it) and caps any other impossible step.
+PLAUSIBLE_MARGIN = 2.0
+PLAUSIBLE_SLACK_S = 60.0
+PLAUSIBLE_SLACK = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class CounterStep:
     delta: float
     kind: Literal["normal", "rollover", "reset", "first"]
+    capped: bool = False  # the step was above the plausibility bound and cut to it
 
 
-def counter_step(previous: float | None, current: float, bits: int | None) -> CounterStep:
+def plausible_limit(rate_per_s: float, elapsed_s: float) -> float:
+    """The largest count a machine of ideal `rate_per_s` can add in `elapsed_s` (raw units)."""
+    span = max(elapsed_s, 0.0) * PLAUSIBLE_MARGIN + PLAUSIBLE_SLACK_S
+    return rate_per_s * span + PLAUSIBLE_SLACK
+
+
+def counter_step(
+    previous: float | None, current: float, bits: int | None, limit: float | None = None
+) -> CounterStep:
     """The increase from `previous` to `current` of a counter `bits` wide (None: a float counter
     such as tonnes or kWh, which never wraps).
 
@@ -37,6 +56,9 @@ def counter_step(previous: float | None, current: float, bits: int | None) -> Co
       makes this right for signed registers too (Int32 2147483647 -> -2147483648 is +1).
     - any other decrease: reset, delta = current (counted from 0 since the reset), or 0 if
       current is negative.
+    - `limit` (plausible_limit: ideal rate x elapsed time, with margin): a decrease whose
+      wrapped delta exceeds it is a reset, not a rollover (a uint16 at 60000 -> 30 after a
+      reboot is 30 parts, not 5566); any delta still above it is capped to it (`capped`).
     Raises ValueError for a width other than 16/32/64/None or a non-finite value: a bad reading
     must be dropped before it gets here, not counted.
     """
@@ -47,11 +69,19 @@ def counter_step(previous: float | None, current: float, bits: int | None) -> Co
     if previous is None:
         return CounterStep(0.0, "first")
     if current >= previous:
-        return CounterStep(float(current - previous), "normal")
+        return _capped(float(current - previous), "normal", limit)
     if bits is not None:
         span = 1 << bits
         # Exact integer arithmetic: a 64-bit counter does not fit a float's 53-bit mantissa.
         wrapped = (round(current) - round(previous)) % span
-        if wrapped < span * ROLLOVER_SHARE:
+        if wrapped < span * ROLLOVER_SHARE and (limit is None or wrapped <= limit):
             return CounterStep(float(wrapped), "rollover")
-    return CounterStep(float(max(current, 0.0)), "reset")
+    return _capped(float(max(current, 0.0)), "reset", limit)
+
+
+def _capped(
+    delta: float, kind: Literal["normal", "rollover", "reset", "first"], limit: float | None
+) -> CounterStep:
+    if limit is not None and delta > limit:
+        return CounterStep(limit, kind, capped=True)
+    return CounterStep(delta, kind)

@@ -18,10 +18,19 @@ the state does not carry on past it (agent/kpi/replay.py `resume`).
 
 Stop time (down, idle, setup) is also kept per reason, keyed `category: reason`, for the Pareto.
 
+Counts (docs/kpi.md, "Production in unknown time"). A counter's delta covers the time since
+that counter's last reading; it is shared out over that time by what the cursor folded there:
+known running in planned time counts, unknown time and running outside planned time (overtime)
+are kept apart. The cursor keeps running totals of those three (`run_acc`, `over_acc`,
+`unknown_acc`) and each counter remembers them at its last reading (`marks`), so the share is
+two subtractions. A step above the plausibility bound (ideal rate x elapsed time, with margin)
+is a reset rather than a rollover, or is capped (agent/kpi/counters.py).
+
 Late data. Readings older than the cursor (replayed after an outage, or a second source of the
-machine lagging) are inserted into a per-machine log of the KPI tags' readings, the cursor is
-restored from the last checkpoint (taken at every window boundary) before the reading, and the
-log is folded again up to where the cursor was. Windows that close again with other components
+machine lagging) are inserted into a per-machine log of the KPI tags' readings; at the next
+`flush` (every `tick`) the cursor is restored from the last checkpoint (taken at every window
+boundary) before the earliest of them, and the log is folded again up to where the cursor was:
+one recompute however many late batches came. Windows that close again with other components
 are emitted again with `revision + 1`. We keep this log in memory, for the last `retain`
 (26 h: a day window plus slack), rather than read the store back: the engine stays pure and
 synchronous, a recompute costs no I/O on the event loop, and the log holds only the few KPI
@@ -53,8 +62,16 @@ import numpy as np
 from agent.config import Calendar, Config, Machine
 from agent.kpi.calendar import Window, WindowKind, planned_intervals, window_at, windows
 from agent.kpi.config import MachineKpi
-from agent.kpi.counters import counter_step
-from agent.kpi.formulas import Components, classic, flags, iso22400, rollup
+from agent.kpi.counters import counter_step, plausible_limit
+from agent.kpi.formulas import (
+    COUNT_FIELDS,
+    Components,
+    classic,
+    flags,
+    iso22400,
+    line_rollup,
+    unknown_share,
+)
 from agent.kpi.losses import pareto, six_big_losses
 from agent.kpi.states import Category, map_code, packml_category
 from agent.model import Event, EventKind, Quality, ReadingBatch
@@ -172,6 +189,13 @@ class _Cursor:
     last_known: Category | None = None  # for failures: transitions into "down"
     product: int | None = None
     counters: dict[int, float] = field(default_factory=dict)  # role -> last raw value
+    # Seconds ever folded, by what a counter's delta may be credited to: known running in
+    # planned time, known running outside it (overtime), unknown. A counter remembers them
+    # (`marks`) at each reading, so its next delta is shared out over the time in between.
+    run_acc: float = 0.0
+    over_acc: float = 0.0
+    unknown_acc: float = 0.0
+    marks: dict[int, tuple[int, float, float, float]] = field(default_factory=dict)
     open: dict[WindowKey, tuple[Window, Components]] = field(default_factory=dict)
 
 
@@ -242,6 +266,10 @@ class _MachineState:
         self.closed: dict[WindowKey, _Closed] = {}
         self.bits: dict[int, int | None] = {}
         self.scale: dict[int, float] = {}
+        # The fastest the machine can count (units a second, any product): the plausibility bound.
+        fastest = min(kpi.cycle_time_s(int(p)) for p in ("0", *kpi.products))
+        self.max_rate = 1.0 / fastest
+        self.late_since: int | None = None  # earliest late reading waiting for `flush`
         self.inspected = kpi.inspection is not None  # quality from verdicts, not counters
 
 
@@ -306,7 +334,8 @@ class KpiEngine:
         self._pending: list[Event] = []
         self._recomputing = False
         self.stats = {"readings": 0, "late": 0, "late_dropped": 0, "duplicates": 0,
-                      "recomputes": 0, "resets": 0, "rollovers": 0, "verdicts": 0}  # fmt: skip
+                      "recomputes": 0, "resets": 0, "rollovers": 0, "verdicts": 0,
+                      "implausible": 0}  # fmt: skip
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -321,7 +350,6 @@ class KpiEngine:
             return self._take()
         ts = batch.timestamps()[rows]
         order = np.argsort(ts, kind="stable")
-        late: dict[int, int] = {}  # machine index -> earliest late timestamp
         for r, t in zip(rows[order].tolist(), ts[order].tolist(), strict=True):
             role = self._roles[int(picked[r])]
             value, quality = float(batch.values[r]), int(batch.quality[r])
@@ -343,9 +371,18 @@ class KpiEngine:
             if not m.log.add(t, role.role, value, quality):
                 self.stats["duplicates"] += 1
                 continue
-            late[role.machine] = min(t, late.get(role.machine, t))
-        for index, t in late.items():
-            self._recompute(self._machines[index], t)
+            # Recomputed at the next flush (tick), not now: a backlog of late batches revises
+            # each window once, not once per batch.
+            m.late_since = t if m.late_since is None else min(t, m.late_since)
+        return self._take()
+
+    def flush(self) -> list[Event]:
+        """Fold in the late readings taken since the last flush: one recompute per machine, so
+        at most one revision per window per flush (the runtime flushes on every `tick`)."""
+        for m in self._machines:
+            if m.late_since is not None:
+                t, m.late_since = m.late_since, None
+                self._recompute(m, t)
         return self._take()
 
     def on_event(self, event: Event) -> list[Event]:
@@ -378,7 +415,7 @@ class KpiEngine:
             self.stats["late_dropped"] += 1
             return self._take()
         m.log.add(t, VERDICT, code, Quality.GOOD, unique=False)
-        self._recompute(m, t)
+        m.late_since = t if m.late_since is None else min(t, m.late_since)
         return self._take()
 
     @property
@@ -388,7 +425,9 @@ class KpiEngine:
 
     def tick(self, now_ns: int) -> list[Event]:
         """Close the windows of machines that stopped reporting: their time moves on to
-        `now_ns - max_gap` (a reading may still arrive up to max_gap late without being late)."""
+        `now_ns - max_gap` (a reading may still arrive up to max_gap late without being late).
+        Late readings taken since the last tick are folded in first (`flush`)."""
+        self.flush()
         for m in self._machines:
             if m.cursor is None:
                 self._start_silent(m)
@@ -424,7 +463,7 @@ class KpiEngine:
             done = self._finished(m.kpi, c)
             machines[m.name] = {"line": m.line, "as_of_ns": max(now_ns, live.t), **_figures(done)}
             parts.setdefault(m.line, []).append(done)
-        lines = {line: _figures(rollup(cs)) for line, cs in parts.items()}
+        lines = {line: _figures(line_rollup(cs)) for line, cs in parts.items()}
         return {"window": _window_data(window), "machines": machines, "lines": lines}
 
     def statistics(self) -> dict[str, int]:
@@ -452,6 +491,7 @@ class KpiEngine:
         """The agent saw nothing after `since_ns` (it was stopped): no state vouches for time
         past it, so the time until the next reading is unknown instead of the last state held
         on for up to `max_gap`. Kept in the log, so a recompute across it says the same."""
+        self.flush()
         for m in self._machines:
             if m.cursor is None:
                 continue
@@ -540,9 +580,18 @@ class KpiEngine:
                     end = min(end, cur.valid_until)
             seconds = (end - cur.t) / NS
             planned = span.is_planned(cur.t)
+            if category == "unknown":
+                cur.unknown_acc += seconds
+            elif category == "running":
+                if planned:
+                    cur.run_acc += seconds
+                else:
+                    cur.over_acc += seconds
             for c in self._open_at(m, cur, cur.t):
                 c.calendar_s += seconds
                 if not planned:
+                    if category == "running":
+                        c.overtime_s += seconds  # running outside planned time: overtime
                     continue
                 if category == "planned_stop":
                     c.planned_stop_s += seconds
@@ -596,34 +645,68 @@ class KpiEngine:
         elif role == PRODUCT:
             cur.product = int(value)
         else:
-            scale = m.scale.get(role, 1.0)
-            raw = value / scale
-            step = counter_step(cur.counters.get(role), raw, m.bits.get(role))
-            cur.counters[role] = raw
-            if step.kind == "reset":
-                self.stats["resets"] += 1
-            elif step.kind == "rollover":
-                self.stats["rollovers"] += 1
-            delta = step.delta * scale
-            if delta == 0.0:
-                return
-            kpi = m.kpi
-            # The ideal time of what was made: from the total counter, or from good + reject
-            # when the machine has no total counter.
-            counts_total = role == TOTAL or (kpi.total is None and role in (GOOD, REJECT))
-            ideal = delta * kpi.cycle_time_s(cur.product) if counts_total else 0.0
+            self._count(m, cur, t, role, value)
+
+    def _count(self, m: _MachineState, cur: _Cursor, t: int, role: int, value: float) -> None:
+        """Add one counter reading's delta, shared out over the time since its last reading
+        (docs/kpi.md, "Production in unknown time"): the share on known running time in planned
+        time counts; the share on unknown time or on running outside planned time (overtime) is
+        kept apart. A delta with no running or unknown time in between (the state signal
+        missed the run) counts whole, and the window says `count_without_run_time`."""
+        scale = m.scale.get(role, 1.0)
+        raw = value / scale
+        mark = cur.marks.get(role)
+        cur.marks[role] = (t, cur.run_acc, cur.over_acc, cur.unknown_acc)
+        limit = None
+        if role != ENERGY and mark is not None:
+            limit = plausible_limit(m.max_rate / scale, (t - mark[0]) / NS)
+        step = counter_step(cur.counters.get(role), raw, m.bits.get(role), limit)
+        cur.counters[role] = raw
+        if step.kind == "reset":
+            self.stats["resets"] += 1
+        elif step.kind == "rollover":
+            self.stats["rollovers"] += 1
+        delta = step.delta * scale
+        if step.capped:
+            self.stats["implausible"] += 1
             for c in self._open_at(m, cur, t):
-                if role == ENERGY:
-                    c.energy_kwh += delta
-                elif m.inspected and role != REWORK:
-                    # Verdicts count good and reject; the counters say what was made.
-                    assert isinstance(c, InspectedComponents)
-                    c.ideal_s += ideal
-                    c.produced += delta if counts_total else 0.0
-                else:
-                    name = _COUNTER_FIELD[role]
-                    setattr(c, name, getattr(c, name) + delta)
-                    c.ideal_s += ideal
+                c.implausible += 1
+        if delta == 0.0:
+            return
+        if role == ENERGY:
+            for c in self._open_at(m, cur, t):
+                c.energy_kwh += delta
+            return
+        known, over, unknown = 1.0, 0.0, 0.0
+        if mark is not None:
+            run = cur.run_acc - mark[1]
+            off = cur.over_acc - mark[2]
+            lost = cur.unknown_acc - mark[3]
+            if run + off + lost > 0:
+                known, over, unknown = (x / (run + off + lost) for x in (run, off, lost))
+        kpi = m.kpi
+        # The ideal time of what was made: from the total counter, or from good + reject
+        # (+ rework) when the machine has no total counter.
+        counts_total = role == TOTAL or (kpi.total is None and role in (GOOD, REJECT, REWORK))
+        cycle = kpi.cycle_time_s(cur.product)
+        ideal = delta * cycle * known if counts_total else 0.0
+        for c in self._open_at(m, cur, t):
+            if counts_total:
+                c.unknown_count += delta * unknown
+                c.unknown_ideal_s += delta * cycle * unknown
+                c.overtime_count += delta * over
+            if m.inspected and role != REWORK:
+                # Verdicts count good and reject; the counters say what was made.
+                assert isinstance(c, InspectedComponents)
+                c.ideal_s += ideal
+                c.produced += delta * known if counts_total else 0.0
+            else:
+                name = _COUNTER_FIELD[role]
+                setattr(c, name, getattr(c, name) + delta * known)
+                c.ideal_s += ideal
+                if role != TOTAL:
+                    ideal_name = f"{name}_ideal_s"
+                    setattr(c, ideal_name, getattr(c, ideal_name) + delta * known * cycle)
 
     # -- closing, late data, roll-up ----------------------------------------------------------
 
@@ -647,7 +730,7 @@ class KpiEngine:
             return  # the line's window closes when every machine of it has closed it
         revision = self._line_revision.get(key, -1) + 1
         self._line_revision[key] = revision
-        total = rollup(parts[name] for name in self._lines[m.line])
+        total = line_rollup(parts[name] for name in self._lines[m.line])
         self._pending += _events(w, total, revision, machine=None, line=m.line)
 
     def _recompute(self, m: _MachineState, t: int) -> None:
@@ -655,7 +738,7 @@ class KpiEngine:
         assert m.cursor is not None
         self.stats["recomputes"] += 1
         target = m.cursor.t
-        i = bisect_right([c for c, _ in m.checkpoints], t) - 1
+        i = max(bisect_right([c for c, _ in m.checkpoints], t) - 1, 0)
         start, saved = m.checkpoints[i]
         del m.checkpoints[i + 1 :]
         cur = copy.deepcopy(saved)
@@ -694,16 +777,28 @@ class KpiEngine:
             self._line_revision.pop((m.line, k), None)
 
     def _finished(self, kpi: MachineKpi, c: Components) -> Components:
-        """A copy with the counter the machine does not have derived from the other two."""
+        """A copy with the counter the machine does not have derived from the others
+        (docs/kpi.md, "Counters"): total = good + reject + rework; a reworked part is made but
+        not good (first-time good), so good = total - reject - rework. The ideal times of the
+        counts follow the same sums, so quality by ideal time matches quality by count."""
         done = copy.deepcopy(c)
         if kpi.inspection is not None:
-            return done  # good, reject and total all come from verdicts
-        if kpi.reject is None:
-            done.reject = max(done.total - done.good, 0.0)
-        elif kpi.good is None:
-            done.good = max(done.total - done.reject, 0.0)
-        elif kpi.total is None:
-            done.total = done.good + done.reject
+            # Good, reject and total all come from verdicts: the sample's quality.
+            share = done.good / done.total if done.total > 0 else 0.0
+            done.good_ideal_s = done.ideal_s * share
+            done.reject_ideal_s = done.ideal_s - done.good_ideal_s
+            return done
+        if kpi.total is not None:
+            # The total counter's ideal time is ideal_s; per-role ideal times come from the
+            # counters present, the missing one from the rest.
+            if kpi.good is None:
+                done.good = max(done.total - done.reject - done.rework, 0.0)
+                done.good_ideal_s = max(done.ideal_s - done.reject_ideal_s - done.rework_ideal_s, 0)
+            elif kpi.reject is None:
+                done.reject = max(done.total - done.good - done.rework, 0.0)
+                done.reject_ideal_s = max(done.ideal_s - done.good_ideal_s - done.rework_ideal_s, 0)
+        else:
+            done.total = done.good + done.reject + done.rework
         return done
 
     def _take(self) -> list[Event]:
@@ -715,11 +810,20 @@ def _window_data(w: Window) -> dict[str, Any]:
     return {"kind": w.kind, "name": w.name, "start_ns": w.start_ns, "end_ns": w.end_ns}
 
 
+def _components(c: Components) -> dict[str, Any]:
+    """The components as plain data; counts of a roll-up of machines are null (not added)."""
+    data = asdict(c)
+    if not c.units:
+        data.update(dict.fromkeys(COUNT_FIELDS))
+    return data
+
+
 def _figures(c: Components) -> dict[str, Any]:
     return {
         "classic": classic(c),
         "iso22400": iso22400(c),
-        "components": asdict(c),
+        "components": _components(c),
+        "unknown": unknown_share(c),
         "flags": flags(c),
         "losses": six_big_losses(c),
         "pareto": [list(p) for p in pareto(c.down_by_reason)],
@@ -735,7 +839,8 @@ def _events(
         "machine": machine,
         "line": line,
         "window": _window_data(w),
-        "components": asdict(c),
+        "components": _components(c),
+        "unknown": unknown_share(c),
         "flags": flags(c),
         "losses": six_big_losses(c),
         "pareto": [list(p) for p in pareto(c.down_by_reason)],

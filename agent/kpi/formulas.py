@@ -37,13 +37,32 @@ class Components:
     has_energy: bool = False
     failures: int = 0  # FE: transitions into "down"
     down_by_reason: dict[str, float] = field(default_factory=dict)  # seconds per reason label
+    # Ideal time of the good, rejected and reworked parts (count x ideal cycle time): quality by
+    # ideal time, so a line of machines making different things adds time, never units.
+    good_ideal_s: float = 0.0
+    reject_ideal_s: float = 0.0
+    rework_ideal_s: float = 0.0
+    # Production whose time is unknown (docs/kpi.md, "Production in unknown time"): the share
+    # of a counter's delta that falls on unknown time is kept apart, not credited to known run
+    # time; in units of the total counter and as ideal time.
+    unknown_count: float = 0.0
+    unknown_ideal_s: float = 0.0
+    # Running outside planned time (a calendar break, off shift): overtime, kept apart from
+    # planned time and from the counts of OEE.
+    overtime_s: float = 0.0
+    overtime_count: float = 0.0
+    implausible: int = 0  # counter steps beyond the plausibility bound, capped
+    # False for a roll-up of several machines: their counts are in different units (parts,
+    # tonnes, picks) and are not added; quality and the ratios then go by ideal time.
+    units: bool = True
 
     def __add__(self, other: Components) -> Components:
         summed = Components()
         for f in fields(Components):
-            if f.name not in ("has_energy", "down_by_reason"):
+            if f.name not in ("has_energy", "down_by_reason", "units"):
                 setattr(summed, f.name, getattr(self, f.name) + getattr(other, f.name))
         summed.has_energy = self.has_energy or other.has_energy
+        summed.units = self.units and other.units
         summed.down_by_reason = dict(self.down_by_reason)
         for reason, seconds in other.down_by_reason.items():
             summed.down_by_reason[reason] = summed.down_by_reason.get(reason, 0.0) + seconds
@@ -51,11 +70,25 @@ class Components:
 
 
 def rollup(parts: Iterable[Components]) -> Components:
-    """The components of several windows or machines together (sum, then divide later)."""
+    """The components of several windows of one machine together (sum, then divide later)."""
     total = Components()
     for part in parts:
         total = total + part
     return total
+
+
+def line_rollup(parts: Iterable[Components]) -> Components:
+    """The components of several machines (a line, an area, the site): times and ideal times
+    add (ISO 22400: add the components, then divide); counts do not, as units differ from
+    machine to machine. Quality is then Σ good x ICT / Σ produced x ICT, and OEE
+    Σ good x ICT / Σ known planned time."""
+    total = rollup(parts)
+    total.units = False
+    return total
+
+
+# Count fields that have no meaning across machines (`units` False): null in a line's record.
+COUNT_FIELDS = ("total", "good", "reject", "rework", "unknown_count", "overtime_count")
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -68,12 +101,22 @@ def _known_planned(c: Components) -> float:
     return c.planned_s - c.unknown_s
 
 
+def _made(c: Components) -> float:
+    """How much was made: the count for one machine, the ideal time for a roll-up."""
+    return c.total if c.units else c.ideal_s
+
+
+def _quality(c: Components, num: float, num_ideal_s: float) -> float | None:
+    """A share of what was made: by count for one machine, by ideal time for a roll-up."""
+    return _ratio(num, c.total) if c.units else _ratio(num_ideal_s, c.ideal_s)
+
+
 def _oee(c: Components, a: float | None, p: float | None, q: float | None) -> float | None:
     if a is not None and p is not None and q is not None:
         return a * p * q
     # Known planned time passed and nothing was made: OEE is a true 0 (the "simple OEE"
     # good x ICT / PPT is 0/PPT), even though P or Q alone has no denominator.
-    if a is not None and c.total == 0:
+    if a is not None and _made(c) == 0:
         return 0.0
     return None  # no planned time, or counts without run time (bad state input)
 
@@ -87,7 +130,7 @@ def classic(c: Components) -> dict[str, float | None]:
     """Classic (Nakajima / oee.com) OEE, standards.md §1.5."""
     a = _ratio(c.running_s, _known_planned(c))
     p = _ratio(c.ideal_s, c.running_s)
-    q = _ratio(c.good, c.total)
+    q = _quality(c, c.good, c.good_ideal_s)
     oee = _oee(c, a, p, q)
     return {
         "availability": a,
@@ -95,7 +138,7 @@ def classic(c: Components) -> dict[str, float | None]:
         "quality": q,
         "oee": oee,
         "teep": _teep(c, oee),
-        "energy_per_good": _ratio(c.energy_kwh, c.good) if c.has_energy else None,
+        "energy_per_good": _ratio(c.energy_kwh, c.good) if c.has_energy and c.units else None,
     }
 
 
@@ -110,15 +153,15 @@ def iso22400(c: Components) -> dict[str, float | None]:
     availability = _ratio(apt, pbt)
     # PRU x PQ is the ideal (planned) time of what was produced: ideal_s.
     effectiveness = _ratio(c.ideal_s, apt)
-    quality_ratio = _ratio(c.good, c.total)
+    quality_ratio = _quality(c, c.good, c.good_ideal_s)
     oee = _oee(c, availability, effectiveness, quality_ratio)
     aupt_share = _ratio(aupt, pbt)
     nee = (
         aupt_share * effectiveness * quality_ratio
         if aupt_share is not None and effectiveness is not None and quality_ratio is not None
-        else (0.0 if aupt_share is not None and c.total == 0 else None)
+        else (0.0 if aupt_share is not None and _made(c) == 0 else None)
     )
-    throughput = _ratio(c.total, aoet)
+    throughput = _ratio(c.total, aoet) if c.units else None
     return {
         "availability": availability,
         "effectiveness": effectiveness,
@@ -126,15 +169,20 @@ def iso22400(c: Components) -> dict[str, float | None]:
         "oee_index": oee,
         "nee_index": nee,
         "allocation_efficiency": _ratio(aubt, pbt),
+        # ISO 22400-2 production process ratio APT / AOET and allocation ratio AUBT / AOET.
+        "production_process_ratio": _ratio(apt, aoet),
+        "allocation_ratio": _ratio(aubt, aoet),
         "utilization_efficiency": _ratio(apt, aubt),
         "technical_efficiency": _ratio(apt, apt + adet),
         "setup_rate": _ratio(asut, aupt),
         "throughput_rate": None if throughput is None else throughput * 3600.0,  # per hour
-        "scrap_ratio": _ratio(c.reject, c.total),
-        "rework_ratio": _ratio(c.rework, c.total),
+        "scrap_ratio": _quality(c, c.reject, c.reject_ideal_s),
+        "rework_ratio": _quality(c, c.rework, c.rework_ideal_s),
         # FPY = GP / IP needs serialised parts; from counters, the parts neither scrapped nor
         # reworked out of all produced: (PQ - SQ - RQ) / PQ.
-        "first_pass_yield": _ratio(c.total - c.reject - c.rework, c.total),
+        "first_pass_yield": _quality(
+            c, c.total - c.reject - c.rework, c.ideal_s - c.reject_ideal_s - c.rework_ideal_s
+        ),
         # TBF counts setup and production time but no delays (IEC 60050-191): AUPT per failure.
         "mtbf_s": _ratio(aupt, c.failures),
         "mttr_s": _ratio(adet, c.failures),
@@ -151,6 +199,9 @@ def flags(c: Components, tolerance: float = 1.05) -> list[str]:
       (running outside the plan, a good counter ahead of the total counter).
     - count_without_run_time: parts counted but no run time: the state signal is wrong.
     - unknown_time: some planned time had no trustworthy state.
+    - unknown_production: parts were counted across unknown time and kept out of the OEE.
+    - implausible_count: a counter step beyond ideal rate x elapsed time was capped.
+    - overtime: the machine ran outside planned time (a break, off shift); kept apart.
     - no_planned_time: nothing was planned, so A, P-based OEE and TEEP are undefined.
     """
     out: list[str] = []
@@ -162,10 +213,24 @@ def flags(c: Components, tolerance: float = 1.05) -> list[str]:
         out.append("availability_above_100")
     if q is not None and q > 1.0 + _EPS:
         out.append("quality_above_100")
-    if c.running_s <= 0 and c.total > 0:
+    if c.running_s <= 0 and _made(c) > 0:
         out.append("count_without_run_time")
     if c.unknown_s > 0:
         out.append("unknown_time")
+    if c.unknown_ideal_s > 0 or c.unknown_count > 0:
+        out.append("unknown_production")
+    if c.implausible > 0:
+        out.append("implausible_count")
+    if c.overtime_s > 0 or c.overtime_count > 0:
+        out.append("overtime")
     if c.planned_s <= 0:
         out.append("no_planned_time")
     return out
+
+
+def unknown_share(c: Components) -> dict[str, float | None]:
+    """How much of a window the OEE beside it could not see (shown next to every OEE): the
+    share of planned time whose state is unknown, and the share of production (by ideal time)
+    counted across unknown time. None where there is nothing to share."""
+    made = c.ideal_s + c.unknown_ideal_s
+    return {"time": _ratio(c.unknown_s, c.planned_s), "parts": _ratio(c.unknown_ideal_s, made)}

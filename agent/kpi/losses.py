@@ -25,7 +25,10 @@ def six_big_losses(c: Components) -> dict[str, float]:
     - reduced_yield (startup rejects): 0. Counters do not tell startup rejects from steady-state
       ones, so every reject is a process defect and the quality loss is counted once.
     """
-    defects = c.ideal_s * (c.total - c.good) / c.total if c.total > 0 else 0.0
+    if not c.units:  # a roll-up of machines: by ideal time, counts do not add
+        defects = c.ideal_s - c.good_ideal_s
+    else:
+        defects = c.ideal_s * (c.total - c.good) / c.total if c.total > 0 else 0.0
     return {
         "breakdowns": c.down_s,
         "setup_adjustments": c.setup_s,

@@ -25,6 +25,7 @@ from the stored readings, so a restart mid-shift loses only the time the agent w
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import sqlite3
@@ -302,6 +303,32 @@ def _verdicts(
             yield Event(EventKind.INSPECTION, int(ts_ns), machine, data)
 
 
+OUTAGE = "outage"  # the `state` of a connection event that records an agent outage
+
+
+def outage_event(start_ns: int, end_ns: int, cause: str) -> Event:
+    """The fact that the agent saw nothing from `start_ns` (its last stored reading) to
+    `end_ns`: stored as a connection event, so a replay puts the outage where the live engine
+    had it (`KpiEngine.outage`) and `lineside oee` equals the KPI records sent upstream."""
+    data = {"source": "agent", "state": OUTAGE, "detail": cause, "cause": cause,
+            "start_ns": start_ns, "end_ns": end_ns}  # fmt: skip
+    return Event(EventKind.CONNECTION, start_ns, None, data)
+
+
+def _outages(conn: sqlite3.Connection, start_ns: int, end_ns: int) -> Iterator[Event]:
+    """The stored agent outages that began in [start, end), by time."""
+    cursor = conn.execute(
+        "SELECT ts_ns, data FROM events INDEXED BY events_ts "
+        "WHERE ts_ns >= ? AND ts_ns < ? AND kind = ? "
+        "AND json_extract(data, '$.source') = 'agent' "
+        "AND json_extract(data, '$.state') = ? ORDER BY ts_ns, seq",
+        (start_ns, end_ns, EventKind.CONNECTION.value, OUTAGE),
+    )
+    while chunk := cursor.fetchmany(FETCH):
+        for ts_ns, text in chunk:
+            yield Event(EventKind.CONNECTION, int(ts_ns), None, json.loads(text))
+
+
 def replay(
     config: Config,
     selection: Selection,
@@ -366,16 +393,24 @@ def _feed(
     as late data), so the counts do not depend on where exactly it is merged."""
     events: list[Event] = []
     total, records = _records(conn, start_ns, end_ns)
-    verdicts = _verdicts(conn, engine.inspections, start_ns, end_ns)
-    due = next(verdicts, None)
+    # Verdicts and stored agent outages, merged by time: both are facts at an instant.
+    facts = heapq.merge(
+        _verdicts(conn, engine.inspections, start_ns, end_ns),
+        _outages(conn, start_ns, end_ns),
+        key=lambda e: e.ts_ns,
+    )
+    due = next(facts, None)
     done = taken = 0
 
     def verdicts_before(t_ns: float) -> None:
         nonlocal due, taken
         while due is not None and due.ts_ns < t_ns:
-            events.extend(engine.on_event(due))
-            taken += 1
-            due = next(verdicts, None)
+            if due.kind is EventKind.CONNECTION:
+                events.extend(engine.outage(due.ts_ns))
+            else:
+                events.extend(engine.on_event(due))
+                taken += 1
+            due = next(facts, None)
 
     for record in records:
         verdicts_before(int(record[6]))
@@ -399,7 +434,9 @@ HeldKey = tuple[str | None, str, str, str]  # (machine, or None for a line; line
 class Resumed:
     """What `resume` did to the live engine."""
 
-    events: list[Event]  # windows closed in the replay that the store does not hold yet
+    # The agent's outage (from the last stored reading to now) as a fact for the store, then
+    # windows closed in the replay that the store does not hold yet.
+    events: list[Event]
     since_ns: int  # the start of the earliest window still open: replayed from `lead` before
     records: int = 0  # telemetry records read
     held: int = 0  # KPI events the replay closed again that the store already holds
@@ -445,8 +482,10 @@ def resume(
             (start, now_ns),
         ).fetchone()
         held = _held(conn, start)
+    outage = None
     if last is not None:
         events += engine.outage(int(last))
+        outage = outage_event(int(last), now_ns, "agent stopped")
     engine.adopt_revisions(held)
     fresh: list[Event] = []
     again = 0
@@ -459,6 +498,8 @@ def resume(
             again += 1
             continue
         fresh.append(e)
+    if outage is not None:
+        fresh.insert(0, outage)  # stored, so `lineside oee` replays the outage where it was
     last_seen = int(last) if last is not None else None
     return Resumed(fresh, since, done, again, last_seen, verdicts)
 

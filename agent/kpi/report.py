@@ -15,7 +15,15 @@ from html import escape
 
 from agent.kpi.losses import pareto
 from agent.kpi.replay import KpiWindow
-from agent.kpi.view import UNDEFINED, count, duration, flag_texts, local_time, percent
+from agent.kpi.view import (
+    UNDEFINED,
+    count,
+    duration,
+    flag_texts,
+    local_time,
+    percent,
+    unknown_text,
+)
 
 # Chart geometry, in SVG user units (the page scales them).
 BAR_W = 420.0  # longest bar of a bar chart
@@ -37,6 +45,14 @@ tr.line td { font-weight: bold; background: #f4f4f4; }
 .note { color: #666; font-size: 0.9em; }
 svg text { font-size: 11px; fill: #333; }
 """
+
+
+def hour_label(name: str) -> str:
+    """An hour window's axis label: "08h"; the hour that occurs twice when clocks go back
+    keeps its UTC offset ("02h+02", "02h+01"), so the two are told apart."""
+    clock = name.partition("T")[2]  # "08" or "02+02:00"
+    hour, offset = clock[:2], clock[2:5]
+    return f"{hour}h{offset}"
 
 
 def _e(text: object) -> str:
@@ -115,7 +131,8 @@ def trend_chart(
         )
     for i, hour in enumerate(hours):
         out.append(
-            f'<text x="{_num(x(i) - 12)}" y="{_num(PAD + plot_h + 16)}">{_e(hour[-2:])}h</text>'
+            f'<text x="{_num(x(i) - 12)}" y="{_num(PAD + plot_h + 16)}">'
+            f"{_e(hour_label(hour))}</text>"
         )
     for s, (label, values) in enumerate(series):
         colour = COLOURS[s % len(COLOURS)]
@@ -214,7 +231,7 @@ def _summary(rows: Sequence[KpiWindow]) -> str:
             duration(c["down_s"]),
             duration(c["setup_s"]),
             duration(c["idle_s"]),
-            duration(c["unknown_s"]),
+            unknown_text(w),
         ]
         row = "".join(f"<td>{_e(x)}</td>" for x in cells)
         row += f'<td class="flags">{_e(", ".join(flag_texts(w)))}</td>'

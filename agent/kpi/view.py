@@ -28,8 +28,23 @@ FLAG_TEXT = {
     "quality_above_100": "Q > 100 % (input error)",
     "count_without_run_time": "parts without run time",
     "unknown_time": "unknown time",
+    "unknown_production": "parts in unknown time",
+    "implausible_count": "implausible count capped",
+    "overtime": "overtime (ran outside planned time)",
     "no_planned_time": "no planned time",
 }
+
+
+def unknown_share(w: KpiWindow) -> dict[str, float | None]:
+    """The share of planned time with no known state and of production (by ideal time)
+    counted across unknown time, from a window's components (docs/kpi.md)."""
+    c = w.components
+    planned, lost = float(c.get("planned_s") or 0.0), float(c.get("unknown_s") or 0.0)
+    ideal, lost_ideal = float(c.get("ideal_s") or 0.0), float(c.get("unknown_ideal_s") or 0.0)
+    return {
+        "time": lost / planned if planned > 0 else None,
+        "parts": lost_ideal / (ideal + lost_ideal) if ideal + lost_ideal > 0 else None,
+    }
 
 
 def percent(value: float | None) -> str:
@@ -53,9 +68,10 @@ def duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def count(value: float) -> str:
-    """A count: integers without decimals (parts), fractional amounts with two (tonnes)."""
-    if not math.isfinite(value):
+def count(value: float | None) -> str:
+    """A count: integers without decimals (parts), fractional amounts with two (tonnes); "—"
+    for a line, whose machines' counts are in different units and are not added."""
+    if value is None or not math.isfinite(value):
         return UNDEFINED
     if float(value).is_integer():
         return f"{int(value):,}"
@@ -102,6 +118,17 @@ def _name(w: KpiWindow) -> str:
     return w.label if w.scope == "machine" else f"line {w.line.rsplit('/', 1)[-1]}"
 
 
+def unknown_text(w: KpiWindow) -> str:
+    """The unknown time and its share of planned time, and the share of parts counted across
+    unknown time when some were: `12m 00s (2.5 %)`, `12m 00s (2.5 %, parts 3.1 %)`."""
+    share = unknown_share(w)
+    text = duration(w.components["unknown_s"])
+    shares = [percent(share["time"])] if share["time"] else []
+    if share["parts"]:
+        shares.append(f"parts {percent(share['parts'])}")
+    return f"{text} ({', '.join(shares)})" if shares else text
+
+
 def figure_row(w: KpiWindow) -> list[str]:
     """The classic figures and the counts of one window ("—" where undefined)."""
     k, c = w.classic, w.components
@@ -129,7 +156,7 @@ def time_row(w: KpiWindow) -> list[str]:
         duration(c["down_s"]),
         duration(c["setup_s"]),
         duration(c["idle_s"]),
-        duration(c["unknown_s"]),
+        unknown_text(w),
         "; ".join(top_losses(w)) or "-",
     ]
 
@@ -171,6 +198,7 @@ def json_row(w: KpiWindow) -> dict[str, Any]:
         "revision": w.revision,
         "kpis": {"classic": w.classic, "iso22400": w.iso22400},
         "components": w.components,
+        "unknown": unknown_share(w),
         "flags": w.flags,
         "losses": w.losses,
         "pareto": [{"reason": r, "seconds": s, "cumulative_share": f} for r, s, f in w.pareto],

@@ -317,6 +317,14 @@ def _pareto(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _unknown(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The share of time and of parts the OEE beside it could not see (docs/kpi.md), None
+    where the engine gave none."""
+    raw = entry.get("unknown")
+    shares = raw if isinstance(raw, Mapping) else {}
+    return {key: plain(shares.get(key)) for key in ("time", "parts")}
+
+
 def oee_view(snapshot: Any) -> dict[str, Any]:
     """`Agent.kpi_snapshot()` (machines and lines with their classic KPIs and downtime Pareto)
     as rows for the page; `available` is False when there is no KPI engine or nothing in it."""
@@ -330,6 +338,7 @@ def oee_view(snapshot: Any) -> dict[str, Any]:
                 row: dict[str, Any] = {"scope": scope, "name": name}
                 row.update({k: plain(kpis.get(k)) for k in _KPI_KEYS})
                 row["pareto"] = _pareto(entry)
+                row["unknown"] = _unknown(entry)
                 raw_flags = entry.get("flags")
                 row["flags"] = [str(f) for f in raw_flags] if isinstance(raw_flags, list) else []
                 rows.append(row)

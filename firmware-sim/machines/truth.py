@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -189,3 +190,22 @@ class GroundTruth:
         quality = s.good / s.produced if s.produced > 0 else None
         oee = s.good / (self.ideal_rate * planned) if planned > 0 else None
         return Oee(availability, performance, quality, oee, planned, run)
+
+    def true_oee_over(self, intervals: Sequence[tuple[float, float]]) -> Oee:
+        """Classic OEE over the union of `intervals` (sorted, not overlapping): the truth
+        over the time an observer could see, to compare with an agent whose view had gaps
+        (docs/kpi.md, "Production in unknown time"). Planned time is the intervals minus the
+        planned stops inside them; OEE is good / (ideal rate x planned)."""
+        seen = [self.summary(a, b) for a, b in intervals if b > a]
+        planned = sum((s.t1 - s.t0) - s.seconds["planned_stop"] for s in seen)
+        run = sum(s.seconds["running"] for s in seen)
+        produced = sum(s.produced for s in seen)
+        good = sum(s.good for s in seen)
+        return Oee(
+            run / planned if planned > 0 else None,
+            produced / (self.ideal_rate * run) if run > 0 else None,
+            good / produced if produced > 0 else None,
+            good / (self.ideal_rate * planned) if planned > 0 else None,
+            planned,
+            run,
+        )

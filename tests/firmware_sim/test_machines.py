@@ -112,6 +112,26 @@ def test_summary_splits_windows_exactly(kind: str) -> None:
         gt.summary(10.0, 5.0)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_truth_over_the_time_an_observer_saw(kind: str) -> None:
+    m = make_machine(kind, "m", 9)
+    m.advance_to(SHIFT)
+    gt = m.ground_truth()
+    whole, over = gt.true_oee(0.0, SHIFT), gt.true_oee_over([(0.0, SHIFT)])
+    assert (over.oee, over.planned_s, over.run_s) == pytest.approx(
+        (whole.oee, whole.planned_s, whole.run_s)
+    )
+    # Two hours unseen: the truth is over the rest, its parts and planned time only.
+    seen = [(0.0, 3600.0), (3 * 3600.0, SHIFT)]
+    parts = [gt.summary(a, b) for a, b in seen]
+    planned = sum((p.t1 - p.t0) - p.seconds["planned_stop"] for p in parts)
+    good = sum(p.good for p in parts)
+    truth = gt.true_oee_over(seen)
+    assert truth.planned_s == pytest.approx(planned)
+    assert truth.oee == pytest.approx(good / (gt.ideal_rate * planned))
+    assert gt.true_oee_over([]).oee is None
+
+
 # Long runs: rates measured from the ground truth match the configured ones.
 LONG = {"press": 30 * DAY, "mill": 90 * DAY, "loom": 20 * DAY}
 

@@ -262,17 +262,19 @@ def test_late_data_reemits_the_window_with_a_new_revision(tmp_path: Path) -> Non
     # Replayed after an outage: the machine was down 06:20-06:30 (feeder).
     late = feed.send(at("06:20"), state=3, reason=102)
     late += feed.send(at("06:30"), state=1, reason=0)
+    assert late == []  # late batches wait for the flush (the runtime's tick)
+    late = engine.flush()
     revised = kpis(late, "hour", f"{DAY}T06", definition="classic", scope="machine")
-    assert [r["revision"] for r in revised] == [1, 2]  # one per late batch
+    assert [r["revision"] for r in revised] == [1]  # one per flush, not one per late batch
     assert parts(revised[-1]).down_s == 600 and parts(revised[-1]).running_s == 3000
     assert parts(revised[-1]).down_by_reason == {"down: feeder": 600.0}
     assert parts(revised[-1]).failures == 1
     assert parts(revised[-1]).total == 3000  # counters unchanged (07:00's count is hour 07)
     # The line follows with its own revisions; the open windows carry the change.
     line = kpis(late, "hour", f"{DAY}T06", definition="classic", scope="line")
-    assert [r["revision"] for r in line] == [1, 2]
+    assert [r["revision"] for r in line] == [1]
     # The same reading replayed again changes nothing and emits nothing.
-    assert feed.send(at("06:30"), state=1, reason=0) == []
+    assert feed.send(at("06:30"), state=1, reason=0) == [] and engine.flush() == []
     assert engine.statistics()["duplicates"] >= 1
     feed.send(at("14:00"), state=1, reason=0, total=3600 * 8, reject=0)
     [a] = kpis(feed.events, "shift", f"{DAY}/A", definition="classic", scope="machine")
@@ -306,6 +308,10 @@ def test_two_machines_on_a_line_roll_up_by_components(tmp_path: Path) -> None:
     [line] = kpis(events, "hour", f"{DAY}T07", definition="classic", scope="line")
     assert line["line"] == "stamping/line-1" and line["machine"] is None
     summed = parts(m1) + parts(m2)
+    summed.units = False  # machines' counts are not added: the line's are null
+    for name in ("total", "good", "reject", "rework", "unknown_count", "overtime_count"):
+        assert line["components"][name] is None
+        setattr(summed, name, line["components"][name])
     assert parts(line) == summed
     oee = line["kpis"]["oee"]
     assert oee == pytest.approx(classic(summed)["oee"])
@@ -365,7 +371,8 @@ def test_snapshot_of_the_shift_in_progress(tmp_path: Path) -> None:
     assert m1["classic"]["quality"] == pytest.approx(0.99)
     m2 = snap["machines"]["press2"]
     assert m2["components"]["idle_s"] == 3 * 60 and m2["components"]["unknown_s"] == 28 * 60
-    assert snap["lines"]["stamping/line-1"]["components"]["total"] == 1800
+    assert snap["lines"]["stamping/line-1"]["components"]["total"] is None  # units not added
+    assert snap["lines"]["stamping/line-1"]["components"]["ideal_s"] == 1800
     # The live view changes nothing: the windows still close with what readings said.
     assert engine.snapshot(at("06:31")) == snap
     assert engine.on_batch(ReadingBatch.from_columns("x", [5], [1.0], Quality.GOOD, 0)) == []
@@ -433,7 +440,8 @@ def test_a_line_closes_its_windows_when_one_machine_never_reports(tmp_path: Path
     [l06] = kpis(events, "hour", f"{DAY}T06", definition="classic", scope="line")
     c = parts(l06)
     assert (c.planned_s, c.running_s, c.unknown_s) == (7200, 3600, 3600)  # press2: unknown
-    assert (c.total, c.reject) == (2950, 29)  # the 07:00 reading counts in hour 07
+    assert (c.total, c.reject) == (None, None)  # counts are not added across machines
+    assert (c.ideal_s, c.reject_ideal_s) == (2950, 29)  # the 07:00 reading counts in hour 07
     [p2] = kpis(events, "hour", f"{DAY}T06", definition="classic", machine="press2")
     assert parts(p2).unknown_s == 3600 and p2["kpis"]["oee"] is None
     assert "unknown_time" in p2["flags"]
@@ -460,9 +468,13 @@ def test_an_outage_makes_the_time_until_the_next_reading_unknown(tmp_path: Path)
     c = parts(h07)
     # The state vouched until the outage (07:15), not for max_gap: 07:15-07:40 is unknown.
     assert (c.running_s, c.unknown_s) == (35 * 60, 25 * 60)
-    assert c.total == 3600 - 1200  # the counts after the outage count where they are read
+    # 07:10-07:40 counted 1800 parts over 5 min known running and 25 min unknown: 300 count,
+    # 1500 are production in unknown time (docs/kpi.md), kept out of the OEE.
+    assert c.total == 600 + 300 and c.unknown_count == 1500  # 08:00 counts in hour 08
+    assert "unknown_production" in h07["flags"]
     # A late reading before the outage recomputes the hour; the outage stays where it was.
     feed.send(at("07:05"), state=3, reason=101)
+    feed.events += engine.flush()
     revised = kpis(feed.events, "hour", f"{DAY}T07", definition="classic", scope="machine")
     r = parts(revised[-1])
     assert revised[-1]["revision"] == 1
@@ -492,9 +504,11 @@ def test_revisions_go_on_from_the_stored_ones(tmp_path: Path) -> None:
         }
     )
     feed.send(at("06:30"), state=3, reason=101)  # late: the hour is revised
+    feed.events += engine.flush()
     revised = kpis(feed.events, "hour", f"{DAY}T06", definition="classic")
     assert [(d["scope"], d["revision"]) for d in revised[-2:]] == [("machine", 5), ("line", 3)]
     # A lower stored revision changes nothing.
     engine.adopt_revisions({("press1", "stamping/line-1", "hour", f"{DAY}T06"): 1})
     feed.send(at("06:40"), state=1)
+    feed.events += engine.flush()
     assert kpis(feed.events, "hour", f"{DAY}T06", scope="machine")[-1]["revision"] == 6

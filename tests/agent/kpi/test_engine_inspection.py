@@ -70,15 +70,15 @@ def test_verdicts_are_the_quality_and_the_counter_the_performance(tmp_path: Path
     assert k["oee"] == pytest.approx(1.0 * (300 / 3600) * 0.8, abs=1e-12)
     [iso] = kpis(feed.events, "hour", f"{DAY}T06", definition="iso22400", scope="machine")
     assert iso["kpis"]["scrap_ratio"] == pytest.approx(0.2, abs=1e-12)
-    # The line sums the machine's parts like any other count.
+    # The line weighs the machine's quality by ideal time; its counts are not added.
     [line] = kpis(feed.events, "hour", f"{DAY}T06", definition="classic", scope="line")
-    assert line["components"]["good"] == 8 and line["kpis"]["quality"] == pytest.approx(0.8)
+    assert line["components"]["good"] is None and line["kpis"]["quality"] == pytest.approx(0.8)
     assert engine.statistics()["verdicts"] == 11
 
 
 def test_a_verdict_behind_the_readings_goes_in_without_a_recompute(tmp_path: Path) -> None:
     # The model runs while the PLC is polled: readings stamped after the frame arrive first.
-    engine, config = make(tmp_path, inspected(), inspection())
+    engine, config = make(tmp_path, inspected(gap="1h"), inspection())
     feed = Feed(engine, config, "press1")
     feed.send(at("06:00"), state=1, reason=0, total=0, reject=0)
     feed.send(at("06:20"), state=1, reason=0, total=10, reject=0)
@@ -100,13 +100,15 @@ def test_a_verdict_for_a_closed_window_revises_it(tmp_path: Path) -> None:
     send(engine, feed, verdict(at("06:30"), "OK"))
     first = feed.send(at("07:00", 1), state=1, reason=0, total=100, reject=0)
     assert hour(first, "06")["components"]["good"] == 1
-    late = send(engine, feed, verdict(at("06:59"), "NotOK"))
+    assert send(engine, feed, verdict(at("06:59"), "NotOK")) == []  # waits for the flush
+    late = engine.flush()
     revised = hour(late, "06")
     assert revised["revision"] == 1
     assert (revised["components"]["good"], revised["components"]["reject"]) == (1, 1)
     assert engine.statistics()["late"] == 1 and engine.statistics()["recomputes"] == 1
     # A recompute for a late reading keeps both verdicts (they are in the log).
-    again = feed.send(at("06:45"), state=3, reason=101)
+    feed.send(at("06:45"), state=3, reason=101)
+    again = engine.flush()
     again_06 = kpis(again, "hour", f"{DAY}T06", definition="classic", scope="machine")
     c = again_06[-1]["components"]
     assert (c["good"], c["reject"], c["down_s"]) == (1, 1, 15 * 60)
@@ -126,7 +128,7 @@ def test_two_equal_verdicts_are_two_parts_and_older_than_the_day_are_dropped(
 
 
 def test_other_events_and_unknown_verdicts_are_ignored(tmp_path: Path) -> None:
-    engine, config = make(tmp_path, inspected(), inspection(), inspection("other"))
+    engine, config = make(tmp_path, inspected(gap="1h"), inspection(), inspection("other"))
     feed = Feed(engine, config, "press1")
     feed.send(at("06:00"), state=1, reason=0, total=0, reject=0)
     t = at("06:10")
@@ -151,7 +153,7 @@ def test_other_events_and_unknown_verdicts_are_ignored(tmp_path: Path) -> None:
 
 
 def test_a_machine_without_inspection_keeps_counter_quality(tmp_path: Path) -> None:
-    engine, config = make(tmp_path, machine("press1"), inspection())
+    engine, config = make(tmp_path, machine("press1", gap="1h"), inspection())
     feed = Feed(engine, config, "press1")
     feed.send(at("06:00"), state=1, reason=0, total=0, reject=0)
     assert send(engine, feed, verdict(at("06:10"), "NotOK")) == []

@@ -84,6 +84,8 @@ ISO_EXPECTED = {
     # AUPT = APT + ASUT = 23 400; NEE = 23400/28800 x E x QR = 0.8125 x 0.8333 x 0.94
     "nee_index": (23400 / 28800) * (18000 / 21600) * 0.94,
     "allocation_efficiency": 27000 / 28800,  # AUBT = AUPT + ADET = 27 000 -> 0.9375
+    "production_process_ratio": 21600 / 28800,  # APT/AOET, AOET = AUBT + ADOT = 28 800
+    "allocation_ratio": 27000 / 28800,  # AUBT/AOET
     "utilization_efficiency": 21600 / 27000,  # APT/AUBT = 0.8
     "technical_efficiency": 21600 / (21600 + 3600),  # APT/(APT+ADET) = 0.857
     "setup_rate": 1800 / 23400,  # ASUT/AUPT
@@ -243,9 +245,15 @@ def test_addition_sums_every_field() -> None:
         ideal_s=100, energy_kwh=100, has_energy=True, failures=100,
         down_by_reason={"jam": 10.0, "y": 20.0},
     )  # fmt: skip
+    added = ("good_ideal_s", "reject_ideal_s", "rework_ideal_s", "unknown_count",
+             "unknown_ideal_s", "overtime_s", "overtime_count", "implausible")  # fmt: skip
+    for i, name in enumerate(added):
+        setattr(a, name, 16 + i)
+        setattr(b, name, 100)
     s = a + b
+    assert s.units is True and (a + dataclasses.replace(b, units=False)).units is False
     for f in dataclasses.fields(Components):
-        if f.name not in ("has_energy", "down_by_reason"):
+        if f.name not in ("has_energy", "down_by_reason", "units"):
             assert getattr(s, f.name) == getattr(a, f.name) + 100, f.name
     assert s.has_energy is True
     assert s.down_by_reason == {"jam": 11.0, "x": 2.0, "y": 20.0}

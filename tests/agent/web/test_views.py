@@ -95,6 +95,7 @@ ENGINE_SNAPSHOT = {
             "line": "l1",
             "classic": {"availability": 0.9, "performance": 0.8, "quality": 1.0, "oee": 0.72},
             "flags": ["unknown_time"],
+            "unknown": {"time": 0.05, "parts": 0.02},
             "pareto": [["die change", 600.0, 0.75], ["jam", 200.0, 0.25]],
         },
         "press2": {"classic": {"availability": None, "oee": float("nan")}, "pareto": []},
@@ -119,8 +120,10 @@ def test_oee_view_of_the_engine_snapshot() -> None:
             {"reason": "die change", "seconds": 600.0, "share": 0.75},
             {"reason": "jam", "seconds": 200.0, "share": 0.25},
         ],
+        "unknown": {"time": 0.05, "parts": 0.02},  # the unknown share beside the OEE
         "flags": ["unknown_time"],
     }
+    assert press2["unknown"] == {"time": None, "parts": None}
     assert press2["availability"] is None and press2["oee"] is None  # undefined stays undefined
     assert line["scope"] == "line" and line["oee"] == 0.7
     assert line["pareto"] == [{"reason": "jam", "seconds": 5, "share": None}]
