@@ -139,10 +139,12 @@ def damaged(tmp_path: Path, kind: str) -> tuple[Path, Path]:
 
 
 def snapshot(data: Path) -> dict[str, bytes | None]:
-    """The bytes of every regular file in the data directory (None: not a regular file)."""
+    """The bytes of every regular file in the data directory (None: not a regular file), but
+    the lock file `run` takes (it holds the pid; the kernel's lock goes with the process)."""
     return {
         p.name: p.read_bytes() if p.is_file() and os.access(p, os.R_OK) else None
         for p in sorted(data.iterdir())
+        if p.name != "lineside.lock"
     }
 
 
