@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -116,13 +116,18 @@ def init(
         Path | None, typer.Option("--out", "-o", help="Write here instead of standard output.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="How the PLCs are read: modbus or s7.")
+    ] = "modbus",
 ) -> None:
     """Write an annotated starter config for a kind of line (it matches `lineside sim`)."""
-    from agent.starter import PROFILES, starter_config
+    from agent.starter import PROFILES, PROTOCOLS, starter_config
 
     if profile not in PROFILES:
         raise _fail([f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}"])
-    text = starter_config(profile)
+    if protocol not in PROTOCOLS:
+        raise _fail([f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}"])
+    text = starter_config(profile, protocol)
     if out is None:
         sys.stdout.write(text)
         return
@@ -151,6 +156,9 @@ def sim(
     rtu: Annotated[
         bool, typer.Option("--rtu/--no-rtu", help="Serve Modbus RTU on a pseudo-terminal too.")
     ] = True,
+    s7: Annotated[
+        bool, typer.Option("--s7/--no-s7", help="Serve each machine over S7 too (snap7's server).")
+    ] = False,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Stop after this many real seconds.")
     ] = None,
@@ -176,6 +184,7 @@ def sim(
             ephemeral=ephemeral,
             opcua=opcua,
             rtu=rtu,
+            s7=s7,
             duration=duration,
             console=console,
         )
@@ -246,7 +255,7 @@ def run(
 
 @app.command()
 def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
-    """Print the Modbus read plan: requests per poll, registers, bytes and waste, per unit."""
+    """Print the read plans: Modbus requests per unit, S7 multi-reads per CPU, with waste."""
     from rich.table import Table
 
     from agent.registry import runtime_class
@@ -255,7 +264,11 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
     config = _load(config_file)
     tags = TagTable.from_config(config)
     rows = []
+    s7_rows: list[dict[str, object]] = []
     for source_config in config.sources:
+        if source_config.type == "s7":
+            s7_rows += _s7_plan_rows(source_config, tags)
+            continue
         if not source_config.type.startswith("modbus"):
             continue
         source = runtime_class(source_config.type)(source_config, tags)
@@ -277,10 +290,13 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
                     }
                 )
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([*rows, *s7_rows], indent=2))
         return
+    if s7_rows:
+        _print_s7_plan(s7_rows)
     if not rows:
-        console.print("no Modbus sources in this config")
+        if not s7_rows:
+            console.print("no Modbus or S7 sources in this config")
         return
     table = Table(title="Modbus read plan, per poll", title_justify="left")
     for column in ("source", "unit", "machine", "every"):
@@ -297,6 +313,55 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
     for r in rows:
         reads = ", ".join(r["reads"])
         console.print(f"{r['source']} unit {r['unit_id']} every {r['group']}: {reads}")
+
+
+def _s7_plan_rows(source_config: Any, tags: Any) -> list[dict[str, object]]:
+    from connectors.s7.source import S7Source
+
+    source = S7Source(source_config, tags)
+    rows: list[dict[str, object]] = []
+    for group, plan in source.plans().items():
+        rows.append(
+            {
+                "type": "s7",
+                "source": source_config.name,
+                "machine": source_config.machine,
+                "group": group,
+                "tags": sum(len(i.tags) for r in plan.requests for i in r.items),
+                "requests": plan.requests_per_poll,
+                "minimum_requests": plan.minimum_requests,
+                "items": plan.items,
+                "bytes": plan.bytes_read,
+                "wasted_bytes": plan.wasted_bytes,
+                "pdu_size": plan.pdu_size,
+                "reads": [str(r) for r in plan.requests],
+            }
+        )
+    return rows
+
+
+def _print_s7_plan(rows: list[dict[str, object]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="S7 read plan, per poll", title_justify="left")
+    for column in ("source", "machine", "every"):
+        table.add_column(column)
+    for column in ("tags", "requests", "at least", "items", "bytes", "unused", "PDU"):
+        table.add_column(column, justify="right")
+    keys = ("tags", "requests", "minimum_requests", "items", "bytes", "wasted_bytes", "pdu_size")
+    for r in rows:
+        table.add_row(
+            str(r["source"]), str(r["machine"]), str(r["group"]), *(str(r[k]) for k in keys)
+        )
+    console.print(table)
+    console.print(
+        "PDU: the size asked for (the CPU may grant less; the plan is then made again for it)"
+    )
+    for r in rows:
+        reads = r["reads"]
+        assert isinstance(reads, list)
+        for read in reads:
+            console.print(f"{r['source']} every {r['group']}: {read}", markup=False)
 
 
 @app.command()

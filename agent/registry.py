@@ -37,6 +37,9 @@ SOURCES: Mapping[str, Connector] = MappingProxyType(
             "connectors.opcua.config:OpcUaSourceConfig",
             runtime="connectors.opcua.source:OpcUaSource",
         ),
+        "s7": Connector(
+            "connectors.s7.config:S7SourceConfig", runtime="connectors.s7.source:S7Source"
+        ),
     }
 )
 
