@@ -219,16 +219,21 @@ def _sized(
     expected = _SIZE_LETTER_BYTES[letter]
     if size > 4 and letter != "B":
         raise ValueError(
-            f"address {text}: a {kind} is {size} bytes; give its first byte and the type, "
+            f"address {text}: {_a(kind)} is {size} bytes; give its first byte and the type, "
             f"like {prefix}B{start}:{kind}"
         )
     if size <= 4 and size != expected:
         raise ValueError(
-            f"address {text}: a {kind} is {size} {'byte' if size == 1 else 'bytes'} but "
+            f"address {text}: {_a(kind)} is {size} {'byte' if size == 1 else 'bytes'} but "
             f"{letter} reads {expected}; use {_letter_for(size)} or another type"
         )
     _check_end(start, size, text)
     return S7Address(area, db, start, kind, None, length, text)
+
+
+def _a(kind: str) -> str:
+    """ "a REAL", "an INT", "an LREAL": the article as the type name is spoken."""
+    return f"{'an' if kind in ('INT', 'UINT', 'UDINT', 'USINT', 'SINT', 'LREAL') else 'a'} {kind}"
 
 
 def where_of(text: str) -> str:

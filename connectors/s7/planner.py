@@ -230,24 +230,87 @@ def _merge(
 
 
 def _pack(items: list[ReadItem], pdu_size: int, max_items: int) -> tuple[ReadRequest, ...]:
-    """First-fit decreasing by response size; each request's items back in address order."""
+    """Items into requests: two budgets per request (item count, response bytes), so this is a
+    two-dimensional bin packing. First fit and best fit over a few orders (largest first by
+    bytes, by the larger of the two shares, by their sum) are tried and the fewest kept: a
+    plan is made once, so a few thousand comparisons buy the one round trip that matters."""
     per_request = item_limit(pdu_size, max_items)
     budget = pdu_size - RESPONSE_HEADER - PARAMETER
-    bins: list[list[ReadItem]] = []
-    used: list[int] = []
-    for item in sorted(items, key=lambda i: -i.response_cost):
-        for n, members in enumerate(bins):
-            # Every odd item counted with its fill byte: the order inside is decided later.
-            if len(members) < per_request and used[n] + item.response_cost <= budget:
-                members.append(item)
-                used[n] += item.response_cost
-                break
-        else:
-            bins.append([item])
-            used.append(item.response_cost)
+
+    def bytes_first(i: ReadItem) -> float:
+        return -i.response_cost
+
+    def larger_share(i: ReadItem) -> float:
+        return -max(i.response_cost / budget, 1 / per_request)
+
+    def share_sum(i: ReadItem) -> float:
+        return -(i.response_cost / budget + 1 / per_request)
+
+    best: list[list[ReadItem]] | None = None
+    for key in (bytes_first, larger_share, share_sum):
+        ordered = sorted(items, key=key)
+        for best_fit in (False, True):
+            bins = _fit(ordered, per_request, budget, best_fit)
+            if best is None or len(bins) < len(best):
+                best = bins
+
+    # When the item count is what binds, spreading the largest items over a fixed number of
+    # requests (least loaded first) finds the packings the greedy fits miss.
+    total = sum(i.response_cost for i in items)
+    low = max(math.ceil(len(items) / per_request), math.ceil(total / budget), 1)
+    for k in range(low, len(best or [])):
+        spread = _spread(sorted(items, key=bytes_first), k, per_request, budget)
+        if spread is not None:
+            best = spread
+            break
 
     def order(i: ReadItem) -> tuple[int, int, int]:
         return (i.area, i.db, i.start)
 
-    requests = [ReadRequest(tuple(sorted(b, key=order))) for b in bins]
+    requests = [ReadRequest(tuple(sorted(b, key=order))) for b in best or []]
     return tuple(sorted(requests, key=lambda r: order(r.items[0])))
+
+
+def _spread(
+    items: list[ReadItem], k: int, per_request: int, budget: int
+) -> list[list[ReadItem]] | None:
+    """Worst fit into exactly `k` requests, or None when an item finds no room."""
+    bins: list[list[ReadItem]] = [[] for _ in range(k)]
+    used = [0] * k
+    for item in items:
+        room = [
+            n
+            for n in range(k)
+            if len(bins[n]) < per_request and used[n] + item.response_cost <= budget
+        ]
+        if not room:
+            return None
+        n = min(room, key=lambda m: (used[m], len(bins[m])))
+        bins[n].append(item)
+        used[n] += item.response_cost
+    return [b for b in bins if b]
+
+
+def _fit(
+    items: list[ReadItem], per_request: int, budget: int, best_fit: bool
+) -> list[list[ReadItem]]:
+    # Every odd item is counted with its fill byte: the order inside is decided later.
+    bins: list[list[ReadItem]] = []
+    used: list[int] = []
+    for item in items:
+        cost = item.response_cost
+        chosen = -1
+        for n, members in enumerate(bins):
+            if len(members) < per_request and used[n] + cost <= budget:
+                if not best_fit:
+                    chosen = n
+                    break
+                if chosen < 0 or used[n] > used[chosen]:
+                    chosen = n
+        if chosen < 0:
+            bins.append([item])
+            used.append(cost)
+        else:
+            bins[chosen].append(item)
+            used[chosen] += cost
+    return bins
