@@ -36,6 +36,9 @@ from firmware_sim.faults import FaultMode, Faults
 _STOP = 4  # snap7's CPU status codes
 _RUN = 8
 _SZL_CPU_STATE = 0x0424
+_JOB = 0x01
+_READ_VAR = 0x04
+_WRITE_VAR = 0x05
 
 
 class SimS7Server(Server):
@@ -60,12 +63,18 @@ class SimS7Server(Server):
         return self.get_status()[1] == "Stop"
 
     def _process_request(self, request_data: bytes, client_address: Any) -> bytes | None:
+        # Faults act on reads and writes, as the Modbus ones act on requests: the connection
+        # setup and the SZL reads go through, as a PLC with PUT/GET off still lets them.
+        is_job = len(request_data) > 10 and request_data[1] == _JOB
+        if not (is_job and request_data[10] in (_READ_VAR, _WRITE_VAR)):
+            answer: bytes | None = super()._process_request(request_data, client_address)
+            return answer
         action = self.faults.action()
         if action in (FaultMode.REFUSE, FaultMode.DROP):
             raise ConnectionResetError("fault: closed")
         if action is FaultMode.SLOW:
             time.sleep(self.faults.delay)
-        answer: bytes | None = super()._process_request(request_data, client_address)
+        answer = super()._process_request(request_data, client_address)
         if answer is None or len(answer) < 12:
             return answer
         if action is FaultMode.EXCEPTION:
