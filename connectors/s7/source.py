@@ -17,8 +17,8 @@ Failures, each with a reason per tag (agent/reasons.py) that says what to change
   (the rest of the poll reads bad with it); the next poll raises `ConnectError` and the link
   loop reconnects with back-off, so a CPU that never answers costs one timeout per back-off;
 - the CPU in STOP (asked every `state_check`): every tag reads bad, "CPU in STOP".
-STRING tags are planned (their bytes are read) but, like Modbus strings, are not readings:
-`statistics()["string_tags"]` counts them.
+STRING tags are not readings (a reading is a float): like Modbus strings they are left out of
+the plan, and `statistics()["string_tags"]` counts them.
 """
 
 from __future__ import annotations
@@ -145,13 +145,13 @@ class S7Source:
         by_interval: dict[float, list[PlanTag]] = {}
         self.string_tags = 0
         for tag in config.tags:
+            if tag.address.type == "STRING":  # not a float reading: left out, as on Modbus
+                self.string_tags += 1
+                continue
             tag_id = tags.id_of(config.machine, tag.name)
             interval = tag.interval if tag.interval is not None else config.poll_interval
             by_interval.setdefault(interval, []).append(plan_tag(tag, tag_id))
-            if tag.address.type == "STRING":
-                self.string_tags += 1
-            else:
-                self._blocks[tag_id] = self.reasons.add_block([tag_id], str(tag.address))
+            self._blocks[tag_id] = self.reasons.add_block([tag_id], str(tag.address))
         self._groups = {
             format_duration(interval): Group(format_duration(interval), interval, group_tags)
             for interval, group_tags in sorted(by_interval.items())
