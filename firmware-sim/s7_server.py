@@ -25,6 +25,7 @@ the DB buffers from its tick with whole-slice copies, so a read sees one tick's 
 from __future__ import annotations
 
 import struct
+import threading
 import time
 from typing import Any
 
@@ -48,6 +49,8 @@ class SimS7Server(Server):
         super().__init__(log=False)
         self.faults = faults
         self.dbs = dbs
+        self.reads = 0  # read jobs answered or faulted (the benchmark's requests per poll)
+        self._count = threading.Lock()
         for number, buf in dbs.items():
             self.register_area(SrvArea.DB, number, buf)
 
@@ -69,6 +72,9 @@ class SimS7Server(Server):
         if not (is_job and request_data[10] in (_READ_VAR, _WRITE_VAR)):
             answer: bytes | None = super()._process_request(request_data, client_address)
             return answer
+        if request_data[10] == _READ_VAR:
+            with self._count:
+                self.reads += 1
         action = self.faults.action()
         if action in (FaultMode.REFUSE, FaultMode.DROP):
             raise ConnectionResetError("fault: closed")
