@@ -315,6 +315,76 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
         console.print(f"{r['source']} unit {r['unit_id']} every {r['group']}: {reads}")
 
 
+def _discover_s7(
+    target: str | None, rack: int, slot: int, timeout: str | None, out: Path | None, as_json: bool
+) -> None:
+    from agent.duration import parse_duration
+    from agent.errors import ConnectorError
+    from agent.eventloop import run as run_loop
+
+    if target is None:
+        raise _fail(["discover s7 needs a target: HOST or HOST:PORT"])
+    from connectors.s7 import discover as found
+
+    try:
+        host, port = found.parse_target(target)
+        time_limit = parse_duration(timeout or "3s")
+        if time_limit <= 0 or not 0 <= rack <= 7 or not 0 <= slot <= 31:
+            raise ValueError("--timeout must be more than zero, --rack 0..7, --slot 0..31")
+    except ValueError as exc:
+        raise _fail([str(exc)]) from None
+    if out is not None and not out.parent.is_dir():
+        raise _fail([f"{out}: its folder does not exist"])
+    try:
+        result = run_loop(lambda: found.discover(host, port, rack, slot, time_limit))
+    except ConnectorError as exc:
+        raise _fail([str(exc)]) from None
+    rows, left_out = found.tag_rows(result)
+    if out is not None and rows:
+        try:
+            found.write_tags_file(out, rows)
+        except OSError as exc:
+            raise _fail([f"{out}: cannot write: {exc.strerror}"]) from None
+    if as_json:
+        summary = {
+            "endpoint": result.endpoint,
+            "pdu_size": result.pdu_size,
+            "order_code": result.order_code,
+            "firmware": result.firmware,
+            "module_name": result.module_name,
+            "module_type": result.module_type,
+            "as_name": result.as_name,
+            "serial": result.serial,
+            "data_blocks": None
+            if result.data_blocks is None
+            else [{"number": n, "bytes": b} for n, b in result.data_blocks],
+            "notes": result.notes,
+            "tags_file": None
+            if out is None or not rows
+            else {"path": str(out), "rows": len(rows), "left_out": left_out},
+        }
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(f"S7 CPU at {result.endpoint}, PDU {result.pdu_size}", markup=False)
+    for label, value in (
+        ("order number", result.order_code),
+        ("firmware", result.firmware),
+        ("module", result.module_name),
+        ("module type", result.module_type),
+        ("plant designation", result.as_name),
+        ("serial number", result.serial),
+    ):
+        console.print(f"  {label}: {value or '-'}", markup=False)
+    if result.data_blocks is not None:
+        blocks = ", ".join(f"DB{n} ({b} bytes)" for n, b in result.data_blocks) or "none"
+        console.print(f"  data blocks: {blocks}", markup=False)
+    for note in result.notes:
+        console.print(f"  note: {note}", markup=False)
+    if out is not None and rows:
+        more = f" ({left_out} more left out)" if left_out else ""
+        console.print(f"wrote {len(rows)} rows to {out}{more}: a tags_file to edit", markup=False)
+
+
 def _s7_plan_rows(source_config: Any, tags: Any) -> list[dict[str, object]]:
     from connectors.s7.source import S7Source
 
@@ -476,12 +546,12 @@ def export(
 
 @app.command()
 def discover(
-    protocol: Annotated[str, typer.Argument(help="What to discover: modbus or opcua.")],
+    protocol: Annotated[str, typer.Argument(help="What to discover: modbus, opcua or s7.")],
     target: Annotated[
         str | None,
         typer.Argument(
             help="modbus: HOST or HOST:PORT (port 502 if not given); opcua: opc.tcp://HOST:PORT "
-            "(with --source: the source's endpoint if not given)"
+            "(with --source: the source's endpoint if not given); s7: HOST or HOST:PORT (102)"
         ),
     ] = None,
     units: Annotated[
@@ -519,9 +589,14 @@ def discover(
             help="opcua: connect as this [[sources]] entry does (security, trust, login).",
         ),
     ] = None,
+    rack: Annotated[int, typer.Option("--rack", help="s7: the CPU's rack.")] = 0,
+    slot: Annotated[
+        int, typer.Option("--slot", help="s7: the CPU's slot (S7-1200/1500: 1, S7-300: 2).")
+    ] = 1,
     as_json: JsonOption = False,
 ) -> None:
-    """Find the Modbus unit ids and address ranges that read, or an OPC UA server's variables."""
+    """Find the Modbus unit ids and address ranges that read, an OPC UA server's variables, or
+    an S7 CPU's identity and data blocks."""
     from rich.progress import Progress
 
     from agent.duration import parse_duration
@@ -532,8 +607,11 @@ def discover(
             target, root, depth, timeout, out, out_format, as_json, config_file, source_name
         )
         return
+    if protocol == "s7":
+        _discover_s7(target, rack, slot, timeout, out, as_json)
+        return
     if protocol != "modbus":
-        raise _fail([f"cannot discover {protocol!r}: choose modbus or opcua"])
+        raise _fail([f"cannot discover {protocol!r}: choose modbus, opcua or s7"])
     if config_file is not None or source_name is not None:
         raise _fail(["--config and --source are for discover opcua"])
     if target is None:

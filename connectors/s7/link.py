@@ -43,6 +43,22 @@ def connect_advice(rack_slot: str) -> str:
     )
 
 
+def connect_failure(where: str, exc: S7ConnectionError, rack_slot: str) -> str:
+    """What to check when snap7's connect failed: the TCP connect, or the ISO handshake."""
+    cause = exc.__context__
+    if isinstance(cause, ConnectionRefusedError):
+        return (
+            f"{where} refused the connection: is this the CPU's (or its CP's) address, "
+            "with port 102 open on the way?"
+        )
+    if isinstance(cause, OSError):
+        return f"{where}: cannot connect: {cause.strerror or cause}"
+    return (
+        f"{where}: the CPU refused the ISO connection to {rack_slot} ({exc}): "
+        f"{connect_advice(rack_slot)}"
+    )
+
+
 class S7Link:
     """A connection to one CPU: `open`, then `exchange` jobs one at a time."""
 
@@ -94,7 +110,7 @@ class S7Link:
                 f"{where}: no answer within {format_duration(self.timeout)}"
             ) from None
         except S7ConnectionError as exc:
-            raise ConnectError(self._connect_failure(where, exc)) from None
+            raise ConnectError(connect_failure(where, exc, self.rack_slot)) from None
         conn.timeout = self.timeout
         self._conn = conn
         self.closed_reason = ""
@@ -109,20 +125,6 @@ class S7Link:
             await self.close(str(exc))
             raise ConnectError(f"{where}: Setup Communication failed: {exc}") from None
         self.pdu_size = min(granted, self.pdu_asked)
-
-    def _connect_failure(self, where: str, exc: S7ConnectionError) -> str:
-        cause = exc.__context__
-        if isinstance(cause, ConnectionRefusedError):
-            return (
-                f"{where} refused the connection: is this the CPU's (or its CP's) address, "
-                "with port 102 open on the way?"
-            )
-        if isinstance(cause, OSError):
-            return f"{where}: cannot connect: {cause.strerror or cause}"
-        return (
-            f"{where}: the CPU refused the ISO connection to {self.rack_slot} ({exc}): "
-            f"{connect_advice(self.rack_slot)}"
-        )
 
     async def exchange(self, pdu: bytes) -> bytes:
         """Send one job and return its answer's S7 PDU.
