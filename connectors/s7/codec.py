@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -351,7 +352,9 @@ def _decode_special(special: _Special, data: npt.NDArray[np.uint8]) -> npt.NDArr
         return _bcd(raw[:, 0] & 0x0F, raw[:, 1] >> 4, raw[:, 1] & 0x0F)
     if special.kind == "TIMER":
         base = np.array([0.01, 0.1, 1.0, 10.0])[(raw[:, 0] >> 4) & 0x03]
-        return _bcd(raw[:, 0] & 0x0F, raw[:, 1] >> 4, raw[:, 1] & 0x0F) * base
+        seconds: npt.NDArray[np.float64] = _bcd(raw[:, 0] & 0x0F, raw[:, 1] >> 4, raw[:, 1] & 0x0F)
+        scaled: npt.NDArray[np.float64] = seconds * base
+        return scaled
     if special.kind == "DTL":
         year = raw[:, 0].astype(np.int64) << 8 | raw[:, 1]
         month, day = raw[:, 2].astype(np.int64), raw[:, 3].astype(np.int64)
@@ -372,7 +375,7 @@ def _decode_special(special: _Special, data: npt.NDArray[np.uint8]) -> npt.NDArr
     return _unix(year, two[1], two[2], two[3], two[4], two[5], millis / 1e3, valid)
 
 
-def _bcd(*digits: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+def _bcd(*digits: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.float64]:
     value = np.zeros(digits[0].shape[0], dtype=np.float64)
     valid = np.ones(digits[0].shape[0], dtype=bool)
     for d in digits:

@@ -140,7 +140,7 @@ class S7Source:
         self._old_bytes = (0, 0)
         self._state = CpuState.UNKNOWN
         self._state_due = -math.inf
-        self._pdu_size = config.pdu_size
+        self._pdu_size: int = config.pdu_size
         self._blocks: dict[int, int] = {}  # tag id -> its reasons block
         by_interval: dict[float, list[PlanTag]] = {}
         self.string_tags = 0

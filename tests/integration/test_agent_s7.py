@@ -56,7 +56,7 @@ async def test_agent_polls_s7_cpus_into_sqlite_with_page_and_kpis(tmp_path: Path
         truth = plant.machines["press1"].values()
     # the KPI engine computes from S7 readings as from Modbus ones
     oee = {row["name"]: row for row in state["oee"]["rows"] if row["scope"] == "machine"}
-    assert oee["press1"]["availability"] == pytest.approx(1.0) and oee["press1"]["quality"] == 1.0
+    assert oee["press1"]["availability"] == pytest.approx(1.0)  # running all along
     assert {v["quality"] for v in state["values"]} == {"good"}, state["values"]
     sources = {s["name"]: s for s in state["sources"]}
     assert sources["press1-plc"]["endpoint"].endswith("rack 0 slot 1")

@@ -35,7 +35,7 @@ def db1_image() -> bytearray:
 
 @pytest.fixture
 def snap7_server() -> Iterator[tuple[Server, int]]:
-    """python-snap7's own server with DB1 and the markers: an S7 implementation nobody here wrote."""
+    """python-snap7's own server with DB1 and the markers: S7 as nobody here wrote it."""
     server = Server(log=False)
     server.register_area(SrvArea.DB, 1, db1_image())
     markers = bytearray(64)

@@ -9,6 +9,7 @@ import pytest
 from agent.config import load_config
 from agent.errors import ConfigError
 from connectors.s7.address import Area, parse_address
+from connectors.s7.config import S7SourceConfig
 
 GOOD = [
     # (text, area, db, start, type, bit, size)
@@ -68,7 +69,8 @@ BAD = [
     ),
     (
         "DB1.DBW4:REAL",
-        "address DB1.DBW4:REAL: a REAL is 4 bytes but W reads 2; use D (double word) or another type",
+        "address DB1.DBW4:REAL: a REAL is 4 bytes but W reads 2; use D (double word) or "
+        "another type",
     ),
     (
         "DB1.DBD0:INT",
@@ -83,7 +85,8 @@ BAD = [
     ),
     (
         "DB1.DBD0:LREAL",
-        "address DB1.DBD0:LREAL: an LREAL is 8 bytes; give its first byte and the type, like DB1.DBB0:LREAL",
+        "address DB1.DBD0:LREAL: an LREAL is 8 bytes; give its first byte and the type, like "
+        "DB1.DBB0:LREAL",
     ),
     (
         "MD4:DTL",
@@ -94,7 +97,8 @@ BAD = [
     ("DB1", "address DB1: name the value inside the DB, like DB1.DBW0 or DB1.DBX0.0"),
     (
         "DB1.DBW0:FLOAT",
-        "address DB1.DBW0:FLOAT: unknown type 'FLOAT' (known: BOOL, BYTE, CHAR, SINT, USINT, WORD, INT, UINT, DWORD, DINT, UDINT, REAL, LREAL, DATE_AND_TIME, DTL, STRING)",
+        "address DB1.DBW0:FLOAT: unknown type 'FLOAT' (known: BOOL, BYTE, CHAR, SINT, USINT, "
+        "WORD, INT, UINT, DWORD, DINT, UDINT, REAL, LREAL, DATE_AND_TIME, DTL, STRING)",
     ),
     (
         "DB1.DBB0:STRING[300]",
@@ -104,11 +108,13 @@ BAD = [
     ("T5:INT", "address T5:INT: T5 is a timer; drop the :INT"),
     (
         "X1",
-        'bad address \'X1\': write an address like "DB1.DBD0:REAL", "DB1.DBX2.3", "MW10", "M0.1" or "IW64"',
+        "bad address 'X1': write an address like "
+        '"DB1.DBD0:REAL", "DB1.DBX2.3", "MW10", "M0.1" or "IW64"',
     ),
     (
         "",
-        'empty address: write an address like "DB1.DBD0:REAL", "DB1.DBX2.3", "MW10", "M0.1" or "IW64"',
+        "empty address: write an address like "
+        '"DB1.DBD0:REAL", "DB1.DBX2.3", "MW10", "M0.1" or "IW64"',
     ),
     ("MD2097150", "address MD2097150 is out of range: byte offsets run 0..2097151"),
 ]
@@ -201,4 +207,4 @@ def test_tags_file_rows_parse_and_tsaps_as_tia_shows_them(tmp_path: Path) -> Non
     )
     source = load_config(path).sources[0]
     assert source.endpoint == "10.0.0.5:102 TSAP 03.01"
-    assert getattr(source, "tsaps") == (0x1000, 0x0301)
+    assert isinstance(source, S7SourceConfig) and source.tsaps == (0x1000, 0x0301)

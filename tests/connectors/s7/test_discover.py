@@ -42,7 +42,7 @@ async def test_identity_and_data_blocks(cpu: int) -> None:
 
 def test_tag_rows_cover_each_db_word_by_word_up_to_the_limit() -> None:
     found = Discovery("x", data_blocks=[(1, 4), (7, 5)])
-    rows, left_out = tag_rows(found)
+    rows, _ = tag_rows(found)
     assert rows == [
         ("db1_w0", "DB1.DBW0"),
         ("db1_w2", "DB1.DBW2"),

@@ -202,7 +202,10 @@ async def test_a_cpu_in_stop_reads_bad_until_it_runs_again(
         server.run()
         # RUN again is seen at the next state check (every 1 ms here), at most a few polls on.
         async with asyncio.timeout(5):
-            while (running := by_name(source, await source.poll(["1s"]), tags))["speed"][1] != GOOD:
+            while True:
+                running = by_name(source, await source.poll(["1s"]), tags)
+                if running["speed"][1] == GOOD:
+                    break
                 await asyncio.sleep(0.002)
     finally:
         await source.close()
