@@ -162,6 +162,7 @@ MALFORMED = {
     "wrong item length": answer([(0xFF, b"\0\1\2\3")]),
     "cut in the data": answer([(0xFF, b"\0\1")])[:-1],
     "extra bytes": answer([(0xFF, b"\0\1")]) + b"\xff",
+    "a zero byte the header does not count": answer([(0xFF, b"\0\1")]) + b"\0",
 }
 
 

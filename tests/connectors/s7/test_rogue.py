@@ -59,6 +59,7 @@ class RogueCpu:
         self.cut = cut
         self.refuse_iso = refuse_iso
         self.reads = 0
+        self.called_tsap = b""  # from the connection request: which CPU was asked for
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
@@ -66,6 +67,11 @@ class RogueCpu:
                 head = await reader.readexactly(4)
                 body = await reader.readexactly(struct.unpack(">H", head[2:])[0] - 4)
                 if body[1] == 0xE0:  # connection request
+                    at = 7
+                    while at + 2 <= len(body):
+                        if body[at] == 0xC2:
+                            self.called_tsap = body[at + 2 : at + 2 + body[at + 1]]
+                        at += 2 + body[at + 1]
                     if self.refuse_iso:  # a disconnect request: wrong rack/slot
                         writer.write(tpkt(b"\x06\x80\x00\x01\x00\x01\x00"))
                     else:
@@ -201,3 +207,27 @@ async def test_tags_of_one_tag_table_are_unique_per_source(tmp_path: Path) -> No
     # the config fixture's tag table gives the rogue tests' tags ids of their own
     config = s7_config(tmp_path, 1, {"a": "DB1.DBW0", "b": "DB1.DBW2"})
     assert [t.name for t in TagTable.from_config(config)] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "called"),
+    [
+        ({"rack": "0", "slot": "2"}, b"\x01\x02"),  # an S7-300: PG connection, rack 0 slot 2
+        ({"rack": "1", "slot": "3"}, b"\x01\x23"),
+        ({"local_tsap": '"10.00"', "remote_tsap": '"03.01"'}, b"\x03\x01"),
+    ],
+)
+async def test_rack_slot_and_tsaps_reach_the_connection_request(
+    tmp_path: Path, settings: dict[str, str], called: bytes
+) -> None:
+    cpu = RogueCpu(good_word)
+    async with rogue(cpu) as port:
+        config = s7_config(tmp_path, port, {"word": "DB1.DBW0"}, state_check='"0s"', **settings)
+        source = s7_source(config)
+        await source.connect()
+        try:
+            (batch,) = await source.poll(["1s"])
+        finally:
+            await source.close()
+    assert cpu.called_tsap == called
+    assert batch.values.tolist() == [258.0]
