@@ -43,6 +43,7 @@ from connectors.s7.config import S7SourceConfig, S7Tag
 from connectors.s7.link import CpuState, S7Link
 from connectors.s7.planner import PlanTag, ReadItem, ReadPlan, plan_reads
 
+_LATENCY_SAMPLES = 1024  # recent request latencies kept for p50/p99
 _GOOD = np.uint8(Quality.GOOD)
 _BAD = np.uint8(Quality.BAD)
 STOP_REASON = "CPU in STOP: the values are frozen; switch the CPU to RUN"
@@ -124,7 +125,17 @@ class _Counters:
     replans: int = 0
     stopped_polls: int = 0
     latency_last: float = math.nan
-    latency: Histogram = field(default_factory=Histogram)
+    latency: Histogram = field(default_factory=Histogram)  # every request since start
+    recent: npt.NDArray[np.float64] = field(
+        default_factory=lambda: np.zeros(_LATENCY_SAMPLES, dtype=np.float64)
+    )  # the last requests' latencies, for p50 / p99
+    latency_count: int = 0
+
+    def record_latency(self, seconds: float) -> None:
+        self.recent[self.latency_count % _LATENCY_SAMPLES] = seconds
+        self.latency_count += 1
+        self.latency_last = seconds
+        self.latency.observe(seconds)
 
 
 class S7Source:
@@ -316,8 +327,7 @@ class S7Source:
                 continue
             elapsed = clock.monotonic() - started
             stats.responses += 1
-            stats.latency_last = elapsed
-            stats.latency.observe(elapsed)
+            stats.record_latency(elapsed)
             values[request.rows] = decoded
             quality[request.rows] = _GOOD
             ts_ns = max(ts_ns, clock.time_ns())
@@ -376,11 +386,16 @@ class S7Source:
         if self._link is not None:
             bytes_in += self._link.bytes_in
             bytes_out += self._link.bytes_out
+        kept = s.recent[: min(s.latency_count, _LATENCY_SAMPLES)]
+        p50, p99 = np.percentile(kept, [50, 99]) if kept.size else (math.nan, math.nan)
         return {
             "polls": s.polls,
             "requests": s.requests,
             "responses": s.responses,
             "timeouts": s.timeouts,
+            # The CPU answered with an error (the status page and /metrics count these as
+            # exceptions, as for Modbus): a refused request or a refused item.
+            "exceptions": s.refused + s.item_errors,
             "refused": s.refused,
             "item_errors": s.item_errors,
             "malformed": s.malformed,
@@ -388,6 +403,8 @@ class S7Source:
             "bytes_in": bytes_in,
             "bytes_out": bytes_out,
             "latency_last_s": s.latency_last,
+            "latency_p50_s": float(p50),
+            "latency_p99_s": float(p99),
             "connects": s.connects,
             "reconnects": max(s.connects - 1, 0),
             "replans": s.replans,

@@ -113,6 +113,9 @@ async def test_a_db_that_does_not_exist_makes_only_its_tags_bad(
     assert reasons_by_name(source, tags) == {
         "ghost": "DB9 does not exist on the CPU (0A): create it or fix the DB number"
     }
+    stats = source.statistics()
+    assert (stats["item_errors"], stats["exceptions"], stats["responses"]) == (1, 1, 1)
+    assert stats["latency_p50_s"] > 0 and stats["latency_count"] == 1
 
 
 async def test_an_offset_past_the_end_of_the_db_costs_only_its_own_tag(
