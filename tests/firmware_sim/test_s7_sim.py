@@ -181,3 +181,17 @@ async def test_faults_over_s7_never_store_a_wrong_value_as_good(
     else:
         assert gone is None
         assert set(source.reasons.by_tag()) == {int(i) for i in batches[0].tag_ids}
+
+
+@pytest.mark.parametrize("profile", ["press", "cement", "loom"])
+def test_init_protocol_s7_writes_the_simulators_addresses(tmp_path: Path, profile: str) -> None:
+    path = tmp_path / "lineside.toml"
+    path.write_text(starter_config(profile, "s7"), encoding="utf-8")
+    config = load_config(path)
+    for n, source in enumerate(config.sources):
+        assert isinstance(source, S7SourceConfig)
+        assert (source.port, source.rack, source.slot) == (10200 + n, 0, 1)
+        kind = next(m.kind for m in config.machines if m.name == source.machine)
+        assert kind is not None
+        mapped = {t.name: t.address for t in s7_map(load_profile(kind)).tags}
+        assert {t.name: str(t.address) for t in source.tags} == mapped
