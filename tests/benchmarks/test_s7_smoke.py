@@ -25,4 +25,5 @@ def test_s7_benchmark_runs_and_counts_requests(tmp_path: Path) -> None:
     assert rows["optimizer"]["requests_per_poll"] == 5.0  # snap7's 20-variable chunks
     assert all(r["samples"] > 0 for r in rows.values())
     assert result["requests_target_met"] is True
-    assert code in (0, 1)  # the CPU target is measured, not asserted, on a shared machine
+    assert code == 0  # the CPU target is measured and recorded, not asserted, on a shared machine
+    assert isinstance(result["cpu_target_met"], bool)
