@@ -37,6 +37,7 @@ from connectors.s7.planner import (
 )
 
 JOB = 0x01
+ACK = 0x02
 ACK_DATA = 0x03
 READ_VAR = 0x04
 SETUP_COMMUNICATION = 0xF0
@@ -278,11 +279,14 @@ class RequestCodec:
 def _check_header(pdu: bytes, items: int) -> None:
     if len(pdu) < RESPONSE_HEADER:
         raise ProtocolError(f"answer of {len(pdu)} bytes, shorter than an S7 header")
-    if pdu[0] != 0x32 or pdu[1] != ACK_DATA:
+    # A refusal may come as a plain ack (type 02) as well as an ack with data (03).
+    if pdu[0] != 0x32 or pdu[1] not in (ACK, ACK_DATA):
         raise ProtocolError(f"not an S7 answer (protocol {pdu[0]:02X}, type {pdu[1]:02X})")
     code = pdu[10] << 8 | pdu[11]
     if code:
         raise DeviceError(header_reason(code), code)
+    if pdu[1] != ACK_DATA:
+        raise ProtocolError("an acknowledgement without data, where data was asked for")
     if len(pdu) < RESPONSE_HEADER + PARAMETER or pdu[12] != READ_VAR or pdu[13] != items:
         raise ProtocolError(f"answer is not for a read of {items} items")
     param_length, data_length = struct.unpack_from(">HH", pdu, 6)

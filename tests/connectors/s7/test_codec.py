@@ -145,9 +145,10 @@ def test_octet_string_lengths_in_bytes_are_understood() -> None:
     assert failures == [] and values.tolist() == [0.5]
 
 
-def test_the_header_error_refuses_the_whole_request() -> None:
+@pytest.mark.parametrize("kind", [2, 3], ids=["ack", "ack-data"])
+def test_the_header_error_refuses_the_whole_request(kind: int) -> None:
     codec = codec_of("DB1.DBW0")
-    refused = struct.pack(">BBHHHHBB", 0x32, 3, 0, 1, 0, 0, 0x81, 0x04)
+    refused = struct.pack(">BBHHHHBB", 0x32, kind, 0, 1, 0, 0, 0x81, 0x04)
     with pytest.raises(DeviceError) as caught:
         codec.decode(refused)
     assert caught.value.code == 0x8104
@@ -158,6 +159,7 @@ MALFORMED = {
     "shorter than a header": b"\x32\x03\x00",
     "not S7": b"\x33" + answer([(0xFF, b"\0\1")])[1:],
     "a job, not an answer": b"\x32\x01" + answer([(0xFF, b"\0\1")])[2:],
+    "an ack without data": b"\x32\x02" + answer([(0xFF, b"\0\1")])[2:],
     "other item count": answer([(0xFF, b"\0\1")], count=2),
     "wrong item length": answer([(0xFF, b"\0\1\2\3")]),
     "cut in the data": answer([(0xFF, b"\0\1")])[:-1],
