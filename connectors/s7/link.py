@@ -15,6 +15,7 @@ loop reconnects with back-off.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from enum import StrEnum
 
@@ -27,6 +28,10 @@ from connectors.s7.codec import parse_setup, sequence, setup_frame
 
 USERDATA = 0x07
 SZL_CPU_STATE = 0x0424
+
+# python-snap7 logs every connect and disconnect at INFO; the link loop already says once when
+# a link is lost or restored, so only snap7's warnings and errors are let through.
+logging.getLogger("snap7").setLevel(logging.WARNING)
 
 
 class CpuState(StrEnum):
