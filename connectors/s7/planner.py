@@ -19,6 +19,7 @@ Two steps, both pure:
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -232,10 +233,15 @@ def _merge(
 def _pack(items: list[ReadItem], pdu_size: int, max_items: int) -> tuple[ReadRequest, ...]:
     """Items into requests: two budgets per request (item count, response bytes), so this is a
     two-dimensional bin packing. First fit and best fit over a few orders (largest first by
-    bytes, by the larger of the two shares, by their sum) are tried and the fewest kept: a
-    plan is made once, so a few thousand comparisons buy the one round trip that matters."""
+    bytes, by the larger of the two shares, by their sum) are tried until one reaches the lower
+    bound; when none does, a spread of the largest items over the bound's number of requests
+    (least loaded first) is tried, then over one more, and so on. A plan is made once."""
+    if not items:
+        return ()
     per_request = item_limit(pdu_size, max_items)
     budget = pdu_size - RESPONSE_HEADER - PARAMETER
+    total = sum(i.response_cost for i in items)
+    low = max(math.ceil(len(items) / per_request), math.ceil(total / budget), 1)
 
     def bytes_first(i: ReadItem) -> float:
         return -i.response_cost
@@ -246,20 +252,22 @@ def _pack(items: list[ReadItem], pdu_size: int, max_items: int) -> tuple[ReadReq
     def share_sum(i: ReadItem) -> float:
         return -(i.response_cost / budget + 1 / per_request)
 
-    best: list[list[ReadItem]] | None = None
+    best: list[list[ReadItem]] = []
     for key in (bytes_first, larger_share, share_sum):
         ordered = sorted(items, key=key)
         for best_fit in (False, True):
             bins = _fit(ordered, per_request, budget, best_fit)
-            if best is None or len(bins) < len(best):
+            if not best or len(bins) < len(best):
                 best = bins
-
+            if len(best) == low:
+                break
+        if len(best) == low:
+            break
     # When the item count is what binds, spreading the largest items over a fixed number of
-    # requests (least loaded first) finds the packings the greedy fits miss.
-    total = sum(i.response_cost for i in items)
-    low = max(math.ceil(len(items) / per_request), math.ceil(total / budget), 1)
-    for k in range(low, len(best or [])):
-        spread = _spread(sorted(items, key=bytes_first), k, per_request, budget)
+    # requests finds the packings the greedy fits miss.
+    largest_first = sorted(items, key=bytes_first)
+    for k in range(low, len(best)):
+        spread = _spread(largest_first, k, per_request, budget)
         if spread is not None:
             best = spread
             break
@@ -267,50 +275,56 @@ def _pack(items: list[ReadItem], pdu_size: int, max_items: int) -> tuple[ReadReq
     def order(i: ReadItem) -> tuple[int, int, int]:
         return (i.area, i.db, i.start)
 
-    requests = [ReadRequest(tuple(sorted(b, key=order))) for b in best or []]
+    requests = [ReadRequest(tuple(sorted(b, key=order))) for b in best]
     return tuple(sorted(requests, key=lambda r: order(r.items[0])))
 
 
 def _spread(
     items: list[ReadItem], k: int, per_request: int, budget: int
 ) -> list[list[ReadItem]] | None:
-    """Worst fit into exactly `k` requests, or None when an item finds no room."""
+    """Worst fit into exactly `k` requests (the least loaded first), or None when an item finds
+    no room. A heap keeps the requests with an item free by load."""
     bins: list[list[ReadItem]] = [[] for _ in range(k)]
-    used = [0] * k
+    heap = [(0, n) for n in range(k)]  # (bytes used, request) of requests with an item free
     for item in items:
-        room = [
-            n
-            for n in range(k)
-            if len(bins[n]) < per_request and used[n] + item.response_cost <= budget
-        ]
-        if not room:
+        if not heap:
             return None
-        n = min(room, key=lambda m: (used[m], len(bins[m])))
+        used, n = heapq.heappop(heap)
+        if used + item.response_cost > budget:
+            return None  # the least loaded request has no room: none has
         bins[n].append(item)
-        used[n] += item.response_cost
+        if len(bins[n]) < per_request:
+            heapq.heappush(heap, (used + item.response_cost, n))
     return [b for b in bins if b]
 
 
 def _fit(
     items: list[ReadItem], per_request: int, budget: int, best_fit: bool
 ) -> list[list[ReadItem]]:
+    """First or best fit; a request leaves the candidates once full (items or bytes), so a
+    long list of small items costs a short scan each."""
     # Every odd item is counted with its fill byte: the order inside is decided later.
+    smallest = min(i.response_cost for i in items)
     bins: list[list[ReadItem]] = []
     used: list[int] = []
+    candidates: list[int] = []  # requests that may still take an item, in opening order
     for item in items:
         cost = item.response_cost
         chosen = -1
-        for n, members in enumerate(bins):
-            if len(members) < per_request and used[n] + cost <= budget:
+        for n in candidates:
+            if used[n] + cost <= budget:
                 if not best_fit:
                     chosen = n
                     break
                 if chosen < 0 or used[n] > used[chosen]:
                     chosen = n
         if chosen < 0:
-            bins.append([item])
-            used.append(cost)
-        else:
-            bins[chosen].append(item)
-            used[chosen] += cost
+            chosen = len(bins)
+            bins.append([])
+            used.append(0)
+            candidates.append(chosen)
+        bins[chosen].append(item)
+        used[chosen] += cost
+        if len(bins[chosen]) >= per_request or budget - used[chosen] < smallest:
+            candidates.remove(chosen)
     return bins
