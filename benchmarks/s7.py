@@ -156,7 +156,7 @@ def _config_text(workload: S7Workload, ports: list[int]) -> str:
         lines.append(
             f'[[sources]]\nname = "plc{k:03d}"\ntype = "s7"\nhost = "127.0.0.1"\nport = {port}\n'
             f'machine = "m{k:03d}"\npoll_interval = "{round(workload.interval * 1000)}ms"\n'
-            f'max_gap = 16\ntags = [\n{rows}\n]'
+            f"max_gap = 16\ntags = [\n{rows}\n]"
         )
     return "\n".join(lines) + "\n"
 
