@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -128,13 +128,18 @@ def init(
         Path | None, typer.Option("--out", "-o", help="Write here instead of standard output.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="How the PLCs are read: modbus or s7.")
+    ] = "modbus",
 ) -> None:
     """Write an annotated starter config for a kind of line (it matches `lineside sim`)."""
-    from agent.starter import PROFILES, starter_config
+    from agent.starter import PROFILES, PROTOCOLS, starter_config
 
     if profile not in PROFILES:
         raise _fail([f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}"])
-    text = starter_config(profile)
+    if protocol not in PROTOCOLS:
+        raise _fail([f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}"])
+    text = starter_config(profile, protocol)
     if out is None:
         sys.stdout.write(text)
         return
@@ -163,6 +168,9 @@ def sim(
     rtu: Annotated[
         bool, typer.Option("--rtu/--no-rtu", help="Serve Modbus RTU on a pseudo-terminal too.")
     ] = True,
+    s7: Annotated[
+        bool, typer.Option("--s7/--no-s7", help="Serve each machine over S7 too (snap7's server).")
+    ] = False,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Stop after this many real seconds.")
     ] = None,
@@ -189,6 +197,7 @@ def sim(
             ephemeral=ephemeral,
             opcua=opcua,
             rtu=rtu,
+            s7=s7,
             duration=duration,
             console=console,
         )
@@ -291,7 +300,7 @@ def run(
 
 @app.command()
 def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
-    """Print the Modbus read plan: requests per poll, registers, bytes and waste, per unit."""
+    """Print the read plans: Modbus requests per unit, S7 multi-reads per CPU, with waste."""
     from rich.table import Table
 
     from agent.registry import runtime_class
@@ -300,7 +309,11 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
     config = _load(config_file)
     tags = TagTable.from_config(config)
     rows = []
+    s7_rows: list[dict[str, object]] = []
     for source_config in config.sources:
+        if source_config.type == "s7":
+            s7_rows += _s7_plan_rows(source_config, tags)
+            continue
         if not source_config.type.startswith("modbus"):
             continue
         source = runtime_class(source_config.type)(source_config, tags)
@@ -322,10 +335,13 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
                     }
                 )
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([*rows, *s7_rows], indent=2))
         return
+    if s7_rows:
+        _print_s7_plan(s7_rows)
     if not rows:
-        console.print("no Modbus sources in this config")
+        if not s7_rows:
+            console.print("no Modbus or S7 sources in this config")
         return
     table = Table(title="Modbus read plan, per poll", title_justify="left")
     for column in ("source", "unit", "machine", "every"):
@@ -342,6 +358,126 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
     for r in rows:
         reads = ", ".join(r["reads"])
         console.print(f"{r['source']} unit {r['unit_id']} every {r['group']}: {reads}")
+
+
+def _discover_s7(
+    target: str | None, rack: int, slot: int, timeout: str | None, out: Path | None, as_json: bool
+) -> None:
+    from agent.duration import parse_duration
+    from agent.errors import ConnectorError
+    from agent.eventloop import run as run_loop
+
+    if target is None:
+        raise _fail(["discover s7 needs a target: HOST or HOST:PORT"])
+    with needs("Siemens S7", "s7"):
+        from connectors.s7 import discover as found
+
+    try:
+        host, port = found.parse_target(target)
+        time_limit = parse_duration(timeout or "3s")
+        if time_limit <= 0 or not 0 <= rack <= 7 or not 0 <= slot <= 31:
+            raise ValueError("--timeout must be more than zero, --rack 0..7, --slot 0..31")
+    except ValueError as exc:
+        raise _fail([str(exc)]) from None
+    if out is not None and not out.parent.is_dir():
+        raise _fail([f"{out}: its folder does not exist"])
+    try:
+        result = run_loop(lambda: found.discover(host, port, rack, slot, time_limit))
+    except ConnectorError as exc:
+        raise _fail([str(exc)]) from None
+    rows, left_out = found.tag_rows(result)
+    if out is not None and rows:
+        try:
+            found.write_tags_file(out, rows)
+        except OSError as exc:
+            raise _fail([f"{out}: cannot write: {exc.strerror}"]) from None
+    if as_json:
+        summary = {
+            "endpoint": result.endpoint,
+            "pdu_size": result.pdu_size,
+            "order_code": result.order_code,
+            "firmware": result.firmware,
+            "module_name": result.module_name,
+            "module_type": result.module_type,
+            "as_name": result.as_name,
+            "serial": result.serial,
+            "data_blocks": None
+            if result.data_blocks is None
+            else [{"number": n, "bytes": b} for n, b in result.data_blocks],
+            "notes": result.notes,
+            "tags_file": None
+            if out is None or not rows
+            else {"path": str(out), "rows": len(rows), "left_out": left_out},
+        }
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(f"S7 CPU at {result.endpoint}, PDU {result.pdu_size}", markup=False)
+    for label, value in (
+        ("order number", result.order_code),
+        ("firmware", result.firmware),
+        ("module", result.module_name),
+        ("module type", result.module_type),
+        ("plant designation", result.as_name),
+        ("serial number", result.serial),
+    ):
+        console.print(f"  {label}: {value or '-'}", markup=False)
+    if result.data_blocks is not None:
+        blocks = ", ".join(f"DB{n} ({b} bytes)" for n, b in result.data_blocks) or "none"
+        console.print(f"  data blocks: {blocks}", markup=False)
+    for note in result.notes:
+        console.print(f"  note: {note}", markup=False)
+    if out is not None and rows:
+        more = f" ({left_out} more left out)" if left_out else ""
+        console.print(f"wrote {len(rows)} rows to {out}{more}: a tags_file to edit", markup=False)
+
+
+def _s7_plan_rows(source_config: Any, tags: Any) -> list[dict[str, object]]:
+    from connectors.s7.source import S7Source
+
+    source = S7Source(source_config, tags)
+    rows: list[dict[str, object]] = []
+    for group, plan in source.plans().items():
+        rows.append(
+            {
+                "type": "s7",
+                "source": source_config.name,
+                "machine": source_config.machine,
+                "group": group,
+                "tags": sum(len(i.tags) for r in plan.requests for i in r.items),
+                "requests": plan.requests_per_poll,
+                "minimum_requests": plan.minimum_requests,
+                "items": plan.items,
+                "bytes": plan.bytes_read,
+                "wasted_bytes": plan.wasted_bytes,
+                "pdu_size": plan.pdu_size,
+                "reads": [str(r) for r in plan.requests],
+            }
+        )
+    return rows
+
+
+def _print_s7_plan(rows: list[dict[str, object]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="S7 read plan, per poll", title_justify="left")
+    for column in ("source", "machine", "every"):
+        table.add_column(column)
+    for column in ("tags", "requests", "at least", "items", "bytes", "unused", "PDU"):
+        table.add_column(column, justify="right")
+    keys = ("tags", "requests", "minimum_requests", "items", "bytes", "wasted_bytes", "pdu_size")
+    for r in rows:
+        table.add_row(
+            str(r["source"]), str(r["machine"]), str(r["group"]), *(str(r[k]) for k in keys)
+        )
+    console.print(table)
+    console.print(
+        "PDU: the size asked for (the CPU may grant less; the plan is then made again for it)"
+    )
+    for r in rows:
+        reads = r["reads"]
+        assert isinstance(reads, list)
+        for read in reads:
+            console.print(f"{r['source']} every {r['group']}: {read}", markup=False)
 
 
 @app.command()
@@ -459,12 +595,12 @@ def export(
 
 @app.command()
 def discover(
-    protocol: Annotated[str, typer.Argument(help="What to discover: modbus or opcua.")],
+    protocol: Annotated[str, typer.Argument(help="What to discover: modbus, opcua or s7.")],
     target: Annotated[
         str | None,
         typer.Argument(
             help="modbus: HOST or HOST:PORT (port 502 if not given); opcua: opc.tcp://HOST:PORT "
-            "(with --source: the source's endpoint if not given)"
+            "(with --source: the source's endpoint if not given); s7: HOST or HOST:PORT (102)"
         ),
     ] = None,
     units: Annotated[
@@ -502,9 +638,14 @@ def discover(
             help="opcua: connect as this [[sources]] entry does (security, trust, login).",
         ),
     ] = None,
+    rack: Annotated[int, typer.Option("--rack", help="s7: the CPU's rack.")] = 0,
+    slot: Annotated[
+        int, typer.Option("--slot", help="s7: the CPU's slot (S7-1200/1500: 1, S7-300: 2).")
+    ] = 1,
     as_json: JsonOption = False,
 ) -> None:
-    """Find the Modbus unit ids and address ranges that read, or an OPC UA server's variables."""
+    """Find the Modbus unit ids and address ranges that read, an OPC UA server's variables, or
+    an S7 CPU's identity and data blocks."""
     from rich.progress import Progress
 
     from agent.duration import parse_duration
@@ -515,8 +656,11 @@ def discover(
             target, root, depth, timeout, out, out_format, as_json, config_file, source_name
         )
         return
+    if protocol == "s7":
+        _discover_s7(target, rack, slot, timeout, out, as_json)
+        return
     if protocol != "modbus":
-        raise _fail([f"cannot discover {protocol!r}: choose modbus or opcua"])
+        raise _fail([f"cannot discover {protocol!r}: choose modbus, opcua or s7"])
     if config_file is not None or source_name is not None:
         raise _fail(["--config and --source are for discover opcua"])
     if target is None:

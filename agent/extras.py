@@ -21,7 +21,8 @@ EXTRAS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "opcua": frozenset({"asyncua", "cryptography"}),
         "vision": frozenset({"onnxruntime", "cv2", "onnx"}),
-        "sim": frozenset({"asyncua", "cryptography"}),
+        "sim": frozenset({"asyncua", "cryptography", "snap7"}),
+        "s7": frozenset({"snap7"}),
     }
 )
 

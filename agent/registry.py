@@ -45,6 +45,12 @@ SOURCES: Mapping[str, Connector] = MappingProxyType(
             extra="opcua",
             feature="OPC UA",
         ),
+        "s7": Connector(
+            "connectors.s7.config:S7SourceConfig",
+            runtime="connectors.s7.source:S7Source",
+            extra="s7",
+            feature="Siemens S7",
+        ),
     }
 )
 

@@ -14,10 +14,13 @@ from typing import Protocol
 
 from firmware_sim.machines import loom, mill, press
 from firmware_sim.profile import ProfileTag, load_profile
+from firmware_sim.s7_map import S7Tag, s7_map
 
 PROFILES: tuple[str, ...] = ("press", "cement", "loom")
 
 FIRST_PORT = 5020  # `lineside sim` serves machine n (from 0) on FIRST_PORT + n
+FIRST_S7_PORT = 10200  # `lineside sim --s7` serves machine n's S7 CPU on FIRST_S7_PORT + n
+PROTOCOLS = ("modbus", "s7")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,7 @@ class PlantMachine:
     host: str
     port: int
     unit_id: int = 1
+    protocol: str = "modbus"  # or "s7": port is then its S7 CPU's
 
 
 def _toml(value: str | float | int) -> str:
@@ -202,6 +206,46 @@ def _tag_line(tag: ProfileTag) -> str:
     return "  { " + ", ".join(f"{k} = {_toml(v)}" for k, v in fields) + " },"
 
 
+def _s7_tag_line(tag: S7Tag) -> str:
+    p = tag.profile_tag
+    fields: list[tuple[str, str | float | int]] = [("name", tag.name), ("address", tag.address)]
+    if p.scale != 1.0 and tag.type != "BOOL":
+        fields.append(("scale", p.scale))
+    if p.offset != 0.0 and tag.type != "BOOL":
+        fields.append(("offset", p.offset))
+    if p.unit:
+        fields.append(("unit", p.unit))
+    if p.description:
+        fields.append(("description", p.description))
+    return "  { " + ", ".join(f"{k} = {_toml(v)}" for k, v in fields) + " },"
+
+
+def _s7_source(machine: PlantMachine, poll_interval: str) -> list[str]:
+    mapped = s7_map(load_profile(machine.kind))
+    skipped = (
+        [f"# not served over S7 (no S7-300 type): {', '.join(mapped.skipped)}"]
+        if mapped.skipped
+        else []
+    )
+    return [
+        "",
+        "[[sources]]",
+        f'name = "{machine.name}-plc"',
+        'type = "s7"',
+        f"host = {_toml(machine.host)}",
+        f"port = {machine.port}  # 102 on a real CPU",
+        "rack = 0  # S7-1200/1500: rack 0 slot 1; S7-300: rack 0 slot 2",
+        "slot = 1",
+        'timeout = "1s"  # connect, and per request',
+        f'machine = "{machine.name}"  # which [[machines]] entry these tags belong to',
+        f"poll_interval = {_toml(poll_interval)}",
+        *skipped,
+        "tags = [",
+        *(_s7_tag_line(tag) for tag in mapped.tags),
+        "]",
+    ]
+
+
 class PlantEndpoint(Protocol):
     """What `firmware_sim.plant.Endpoint` offers (kept structural: no import of the sim)."""
 
@@ -224,19 +268,24 @@ def plant_machines(endpoints: Iterable[PlantEndpoint]) -> list[PlantMachine]:
     return machines
 
 
-def starter_config(profile: str) -> str:
+def starter_config(profile: str, protocol: str = "modbus") -> str:
     """An annotated lineside.toml for one kind of line, as `lineside sim --plant` serves it."""
     if profile not in _LINES:
         raise KeyError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    if protocol not in PROTOCOLS:
+        raise KeyError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
     line = _LINES[profile]
+    first = FIRST_S7_PORT if protocol == "s7" else FIRST_PORT
     machines = [
-        PlantMachine(f"{line.kind}{n + 1}", line.kind, "127.0.0.1", FIRST_PORT + n)
+        PlantMachine(f"{line.kind}{n + 1}", line.kind, "127.0.0.1", first + n, protocol=protocol)
         for n in range(line.count)
     ]
+    serve = f"lineside sim --plant {profile}" + (" --s7" if protocol == "s7" else "")
+    over = " over S7" if protocol == "s7" else ""
     header = [
         f"# lineside starter config: {line.what}.",
-        f"# Try it against the simulator: `lineside sim --plant {profile}` serves these machines",
-        f"# on 127.0.0.1, ports {FIRST_PORT}..{FIRST_PORT + line.count - 1}. Check edits with",
+        f"# Try it against the simulator: `{serve}` serves these machines{over}",
+        f"# on 127.0.0.1, ports {first}..{first + line.count - 1}. Check edits with",
         "# `lineside validate <this file>`. Every key is described in docs/configuration.md.",
     ]
     return render_config(header, f"{line.site}-{line.area}-edge-1", line.site, machines)
@@ -329,8 +378,18 @@ def render_config(
         "# int64, uint64, float32, float64, string (with length). order: word order of 32/64-bit",
         "# values (ABCD, CDAB, BADC, DCBA). value = raw * scale + offset.",
     ]
+    if any(m.protocol == "s7" for m in machines):
+        out += [
+            "# S7 addresses as TIA Portal shows them: DB1.DBD4 (a double word), DB1.DBW10:INT,",
+            "# DB1.DBX33.0 (a bit), DB1.DBB8:LREAL; MW10, M0.1, IW64 outside DBs. The type after",
+            "# the colon: BOOL, BYTE, WORD, DWORD, INT, DINT, UINT, UDINT, REAL, LREAL, STRING[n],",
+            "# CHAR, DATE_AND_TIME, DTL (connectors/s7/README.md). value = raw * scale + offset.",
+        ]
     for machine in machines:
         name = machine.name
+        if machine.protocol == "s7":
+            out += _s7_source(machine, camera_poll if name == camera else poll_interval)
+            continue
         out += [
             "",
             "[[sources]]",

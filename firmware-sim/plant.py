@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import tempfile
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -29,8 +30,13 @@ from firmware_sim.modbus_pdu import Unit
 from firmware_sim.modbus_rtu import ModbusRtuServer
 from firmware_sim.modbus_tcp import ModbusTcpServer
 from firmware_sim.opcua_server import SimOpcUaServer
+from firmware_sim.s7_map import make_s7_encoder, s7_map
+
+if TYPE_CHECKING:
+    from firmware_sim.s7_server import SimS7Server
 
 PLANTS = ("demo", "press", "cement", "loom")
+FIRST_S7_PORT = 10200  # machine n's S7 CPU, unless its s7_port says otherwise
 
 
 class PlantError(Exception):
@@ -46,6 +52,7 @@ class MachineSpec(_Strict):
     kind: Literal["press", "mill", "loom"]
     seed: int = 0
     port: int = Field(default=0, ge=0, le=65535)  # Modbus TCP port; 0 picks a free one
+    s7_port: int = Field(default=0, ge=0, le=65535)  # S7, when served; 0: FIRST_S7_PORT + n
     unit_id: int = Field(default=1, ge=0, le=255)  # unit id on its TCP port
     rtu_unit_id: int | None = Field(default=None, ge=1, le=247)  # default: position in the plant
     rates: dict[str, Any] = Field(
@@ -137,6 +144,7 @@ class Endpoint:
     modbus_tcp: str  # host:port
     unit_id: int
     rtu_unit_id: int | None  # on the plant's RTU bus, when it runs
+    s7: str | None = None  # host:port of its S7 CPU, when the plant serves S7
 
 
 class Plant:
@@ -156,6 +164,7 @@ class Plant:
         opcua: bool = True,
         rtu: bool = True,
         cert_dir: Path | None = None,
+        s7: bool = False,
         tick_interval: float = 0.05,
         opcua_interval: float = 0.5,
     ) -> None:
@@ -176,6 +185,15 @@ class Plant:
             self.machines[m.name] = machine
             self.units[m.name] = Unit(image=RegisterImage(), faults=faults)
         self._encoders = {name: make_encoder(m.profile) for name, m in self.machines.items()}
+        # S7: each machine's data blocks (firmware_sim.s7_map), served by its own CPU.
+        self.s7_dbs: dict[str, dict[int, bytearray]] = {}
+        self.s7_servers: dict[str, SimS7Server] = {}  # python-snap7: loaded only with s7
+        self._s7_encoders: dict[str, Callable[[Mapping[str, Any], dict[int, bytearray]], None]] = {}
+        if s7:
+            for name, machine in self.machines.items():
+                sizes = s7_map(machine.profile).db_sizes
+                self.s7_dbs[name] = {n: bytearray(size) for n, size in sizes.items()}
+                self._s7_encoders[name] = make_s7_encoder(machine.profile)
         self._want_opcua = opcua
         self._want_rtu = rtu
         self._cert_dir = cert_dir
@@ -194,11 +212,24 @@ class Plant:
             machine.advance_to(now)
             unit = self.units[name]
             if not unit.faults.frozen:
-                self._encoders[name](machine.values(), unit.image)
+                values = machine.values()
+                self._encoders[name](values, unit.image)
+                if name in self._s7_encoders:
+                    self._encode_s7(name, values)
+
+    def _encode_s7(self, name: str, values: Mapping[str, Any]) -> None:
+        # Into copies first, then one slice copy per DB: a read in snap7's thread sees one
+        # tick's values, never half of one.
+        dbs = self.s7_dbs[name]
+        scratch = {n: bytearray(buf) for n, buf in dbs.items()}
+        self._s7_encoders[name](values, scratch)
+        for n, buf in dbs.items():
+            buf[:] = scratch[n]
 
     async def start(self) -> list[Endpoint]:
         try:
             await self._start_tcp()
+            await self._start_s7()
             if self._want_rtu:
                 units = {uid: self.units[n] for n, uid in self.spec.rtu_unit_ids().items()}
                 self.rtu_server = ModbusRtuServer(units, baudrate=self.spec.rtu.baudrate)
@@ -230,6 +261,23 @@ class Plant:
             self.tcp_servers[port] = server
             for m in members:
                 self._ports[m.name] = port
+
+    async def _start_s7(self) -> None:
+        if not self.s7_dbs:
+            return
+        from firmware_sim.s7_server import SimS7Server  # python-snap7: the optional s7 extra
+
+        for i, m in enumerate(self.spec.machines):
+            if m.name not in self.s7_dbs:
+                continue
+            server = SimS7Server(self.s7_dbs[m.name], self.units[m.name].faults)
+            port = 0 if self.spec.ephemeral else (m.s7_port or FIRST_S7_PORT + i)
+            try:
+                bound = await asyncio.to_thread(server.start_on, self.host, port)
+            except Exception as exc:  # snap7 wraps the OSError in its own error
+                raise PlantError(f"cannot serve S7 on {self.host}:{port}: {exc}") from None
+            self.s7_servers[m.name] = server
+            self._ports[f"s7:{m.name}"] = bound
 
     async def _start_opcua(self) -> None:
         spec = self.spec.opcua
@@ -274,6 +322,9 @@ class Plant:
         for server in self.tcp_servers.values():
             await server.stop()
         self.tcp_servers.clear()
+        for s7_server in self.s7_servers.values():
+            await asyncio.to_thread(s7_server.stop)
+        self.s7_servers.clear()
         if self.rtu_server is not None:
             await self.rtu_server.stop()
             self.rtu_server = None
@@ -297,6 +348,11 @@ class Plant:
                 modbus_tcp=f"{self.host}:{self._ports.get(m.name, m.port)}",
                 unit_id=m.unit_id,
                 rtu_unit_id=rtu_ids.get(m.name),
+                s7=(
+                    f"{self.host}:{self._ports[f's7:{m.name}']}"
+                    if f"s7:{m.name}" in self._ports
+                    else None
+                ),
             )
             for m in self.spec.machines
         ]

@@ -42,9 +42,13 @@ def endpoints_table(plant: Plant) -> Table:
     table.add_column("Modbus TCP")
     table.add_column("unit id", justify="right")
     table.add_column(f"RTU unit on {rtu}" if rtu else "RTU", justify="right")
+    s7 = any(e.s7 for e in plant.endpoints())
+    if s7:
+        table.add_column("S7 (rack 0 slot 1)")
     for e in plant.endpoints():
         rtu_unit = str(e.rtu_unit_id) if e.rtu_unit_id is not None else "-"
-        table.add_row(e.machine, e.kind, e.modbus_tcp, str(e.unit_id), rtu_unit)
+        row = [e.machine, e.kind, e.modbus_tcp, str(e.unit_id), rtu_unit]
+        table.add_row(*row, *([e.s7 or "-"] if s7 else []))
     if plant.opcua_endpoint:
         table.caption = f"OPC UA: {plant.opcua_endpoint} (a folder per machine)"
     return table
@@ -68,6 +72,7 @@ def serve(
     ephemeral: bool = False,
     opcua: bool = True,
     rtu: bool = True,
+    s7: bool = False,
     duration: float | None = None,
     console: Console | None = None,
 ) -> None:
@@ -80,7 +85,7 @@ def serve(
         raise PlantError(f"--speed must be positive, got {speed}")
 
     async def main() -> None:
-        plant = Plant(spec, ScaledClock(speed), host=host, opcua=opcua, rtu=rtu)
+        plant = Plant(spec, ScaledClock(speed), host=host, opcua=opcua, rtu=rtu, s7=s7)
         async with plant:
             console.print(endpoints_table(plant))
             console.print(f"simulated time runs at {speed:g}x; Ctrl-C stops", style="dim")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("pymodbus", "asyncua", "onnxruntime", "cv2", "paho", "httpx", "serial")
+HEAVY = ("pymodbus", "asyncua", "onnxruntime", "cv2", "paho", "httpx", "serial", "snap7")
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.toml"))
 
 

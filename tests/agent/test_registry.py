@@ -32,7 +32,7 @@ def test_unknown_type() -> None:
         registry.config_model("kafka")
     assert caught.value.args[0] == (
         "unknown connector type 'kafka' (known: http, modbus_rtu, modbus_tcp, mqtt, opcua, "
-        "sparkplug)"
+        "s7, sparkplug)"
     )
     with pytest.raises(KeyError):
         registry.runtime_class("kafka")
