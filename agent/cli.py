@@ -128,13 +128,18 @@ def init(
         Path | None, typer.Option("--out", "-o", help="Write here instead of standard output.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="How the PLCs are read: modbus or mc.")
+    ] = "modbus",
 ) -> None:
     """Write an annotated starter config for a kind of line (it matches `lineside sim`)."""
-    from agent.starter import PROFILES, starter_config
+    from agent.starter import PROFILES, PROTOCOLS, starter_config
 
     if profile not in PROFILES:
         raise _fail([f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}"])
-    text = starter_config(profile)
+    if protocol not in PROTOCOLS:
+        raise _fail([f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}"])
+    text = starter_config(profile, protocol)
     if out is None:
         sys.stdout.write(text)
         return
@@ -291,7 +296,7 @@ def run(
 
 @app.command()
 def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
-    """Print the Modbus read plan: requests per poll, registers, bytes and waste, per unit."""
+    """Print the read plan of Modbus and MC sources: requests per poll, words, bytes, waste."""
     from rich.table import Table
 
     from agent.registry import runtime_class
@@ -301,7 +306,7 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
     tags = TagTable.from_config(config)
     rows = []
     for source_config in config.sources:
-        if not source_config.type.startswith("modbus"):
+        if not (source_config.type.startswith("modbus") or source_config.type == "mc"):
             continue
         source = runtime_class(source_config.type)(source_config, tags)
         for group in source.poll_groups():
@@ -325,9 +330,9 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
         print(json.dumps(rows, indent=2))
         return
     if not rows:
-        console.print("no Modbus sources in this config")
+        console.print("no Modbus or MC sources in this config")
         return
-    table = Table(title="Modbus read plan, per poll", title_justify="left")
+    table = Table(title="Read plan, per poll", title_justify="left")
     for column in ("source", "unit", "machine", "every"):
         table.add_column(column)
     for column in ("tags", "requests", "registers", "bits", "unused", "bytes"):

@@ -18,6 +18,8 @@ from firmware_sim.profile import ProfileTag, load_profile
 PROFILES: tuple[str, ...] = ("press", "cement", "loom")
 
 FIRST_PORT = 5020  # `lineside sim` serves machine n (from 0) on FIRST_PORT + n
+FIRST_MC_PORT = 6020  # and the MC protocol on FIRST_MC_PORT + n
+PROTOCOLS: tuple[str, ...] = ("modbus", "mc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,34 @@ class PlantMachine:
     unit_id: int = 1
 
 
+def _mc_sources(machines: list[PlantMachine], poll_interval: str) -> list[str]:
+    out = [
+        "",
+        "# MC protocol (MELSEC): addresses are devices as GX Works writes them (D100, M10, X1F,",
+        "# D16.0 for bit 0 of D16); 32/64-bit values are low word first (order CDAB) unless",
+        "# order says otherwise. See connectors/mc/README.md.",
+    ]
+    for machine in machines:
+        out += [
+            "",
+            "[[sources]]",
+            f'name = "{machine.name}-plc"',
+            'type = "mc"',
+            f"host = {_toml(machine.host)}",
+            f"port = {machine.port}  # the PLC's open MC port (GX Works3: Ethernet settings)",
+            'series = "q"  # fx5 | q | iqr: how X/Y are numbered and which device fields',
+            'code = "binary"  # binary | ascii, as the port is set up',
+            'frame = "3e"  # 3e | 4e',
+            'timeout = "1s"  # per request',
+            f'machine = "{machine.name}"',
+            f"poll_interval = {_toml(poll_interval)}",
+            "tags = [",
+            *(_mc_tag_line(tag) for tag in load_profile(machine.kind).tags),
+            "]",
+        ]
+    return out
+
+
 def _toml(value: str | float | int) -> str:
     # JSON strings are valid TOML basic strings; floats keep their repr (0.1, 1e-05).
     if isinstance(value, str):
@@ -189,6 +219,38 @@ def _tag_line(tag: ProfileTag) -> str:
     ]
     if tag.order != "ABCD":
         fields.append(("order", tag.order))
+    if tag.scale != 1.0:
+        fields.append(("scale", tag.scale))
+    if tag.offset != 0.0:
+        fields.append(("offset", tag.offset))
+    if tag.unit:
+        fields.append(("unit", tag.unit))
+    if tag.type == "string":
+        fields.append(("length", tag.length))
+    if tag.description:
+        fields.append(("description", tag.description))
+    return "  { " + ", ".join(f"{k} = {_toml(v)}" for k, v in fields) + " },"
+
+
+def mc_address(tag: ProfileTag) -> str:
+    """The simulator's MC device for a profile tag: D holding, W input registers (numbered in
+    hex), M coils, X discrete inputs (hex on a Q CPU); one number per Modbus address."""
+    table = tag.table.value
+    if table == "hr":
+        return f"D{tag.index}" + ("" if tag.bit is None else f".{tag.bit}")
+    if table == "ir":
+        return f"W{tag.index:X}" + ("" if tag.bit is None else f".{tag.bit}")
+    return f"M{tag.index}" if table == "co" else f"X{tag.index:X}"
+
+
+def _mc_tag_line(tag: ProfileTag) -> str:
+    fields: list[tuple[str, str | float | int]] = [
+        ("name", tag.name),
+        ("address", mc_address(tag)),
+        ("type", tag.type),
+    ]
+    if tag.type not in ("bool", "int16", "uint16", "string") and tag.order != "CDAB":
+        fields.append(("order", tag.order))  # CDAB (low word first) is the MC default
     if tag.scale != 1.0:
         fields.append(("scale", tag.scale))
     if tag.offset != 0.0:
@@ -224,22 +286,30 @@ def plant_machines(endpoints: Iterable[PlantEndpoint]) -> list[PlantMachine]:
     return machines
 
 
-def starter_config(profile: str) -> str:
-    """An annotated lineside.toml for one kind of line, as `lineside sim --plant` serves it."""
+def starter_config(profile: str, protocol: str = "modbus") -> str:
+    """An annotated lineside.toml for one kind of line, as `lineside sim --plant` serves it,
+    read over Modbus TCP or the MC protocol."""
     if profile not in _LINES:
         raise KeyError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    if protocol not in PROTOCOLS:
+        raise KeyError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
     line = _LINES[profile]
+    first = FIRST_MC_PORT if protocol == "mc" else FIRST_PORT
     machines = [
-        PlantMachine(f"{line.kind}{n + 1}", line.kind, "127.0.0.1", FIRST_PORT + n)
+        PlantMachine(f"{line.kind}{n + 1}", line.kind, "127.0.0.1", first + n)
         for n in range(line.count)
     ]
     header = [
         f"# lineside starter config: {line.what}.",
         f"# Try it against the simulator: `lineside sim --plant {profile}` serves these machines",
-        f"# on 127.0.0.1, ports {FIRST_PORT}..{FIRST_PORT + line.count - 1}. Check edits with",
-        "# `lineside validate <this file>`. Every key is described in docs/configuration.md.",
+        f"# on 127.0.0.1, ports {first}..{first + line.count - 1}"
+        + (" (MC protocol, 3E binary)." if protocol == "mc" else "."),
+        "# Check edits with `lineside validate <this file>`. Every key is described in",
+        "# docs/configuration.md.",
     ]
-    return render_config(header, f"{line.site}-{line.area}-edge-1", line.site, machines)
+    return render_config(
+        header, f"{line.site}-{line.area}-edge-1", line.site, machines, protocol=protocol
+    )
 
 
 def plant_config(
@@ -290,6 +360,7 @@ def render_config(
     camera_poll: str = "100ms",
     camera_save: str | None = None,
     calendar: tuple[str, ...] = TWO_SHIFTS,
+    protocol: str = "modbus",
 ) -> str:
     presses = [m.name for m in machines if m.kind == "press"]
     camera = presses[0] if camera_model is not None and presses else None
@@ -329,7 +400,9 @@ def render_config(
         "# int64, uint64, float32, float64, string (with length). order: word order of 32/64-bit",
         "# values (ABCD, CDAB, BADC, DCBA). value = raw * scale + offset.",
     ]
-    for machine in machines:
+    if protocol == "mc":
+        out += _mc_sources(machines, poll_interval)
+    for machine in machines if protocol == "modbus" else ():
         name = machine.name
         out += [
             "",

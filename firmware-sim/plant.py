@@ -25,12 +25,14 @@ from firmware_sim.encoder import make_encoder
 from firmware_sim.faults import Faults
 from firmware_sim.image import RegisterImage
 from firmware_sim.machines import MachineModel, make_machine
+from firmware_sim.mc_server import McServer
 from firmware_sim.modbus_pdu import Unit
 from firmware_sim.modbus_rtu import ModbusRtuServer
 from firmware_sim.modbus_tcp import ModbusTcpServer
 from firmware_sim.opcua_server import SimOpcUaServer
 
 PLANTS = ("demo", "press", "cement", "loom")
+MC_PORT_OFFSET = 1000  # a machine on Modbus port 5020 serves MC on 6020
 
 
 class PlantError(Exception):
@@ -48,6 +50,8 @@ class MachineSpec(_Strict):
     port: int = Field(default=0, ge=0, le=65535)  # Modbus TCP port; 0 picks a free one
     unit_id: int = Field(default=1, ge=0, le=255)  # unit id on its TCP port
     rtu_unit_id: int | None = Field(default=None, ge=1, le=247)  # default: position in the plant
+    # MC protocol (MELSEC) port; 0: the Modbus port + MC_PORT_OFFSET, or a free one without it.
+    mc_port: int = Field(default=0, ge=0, le=65535)
     rates: dict[str, Any] = Field(
         default_factory=dict
     )  # model rate overrides, checked by make_machine
@@ -137,6 +141,7 @@ class Endpoint:
     modbus_tcp: str  # host:port
     unit_id: int
     rtu_unit_id: int | None  # on the plant's RTU bus, when it runs
+    mc: str = ""  # host:port of its MC protocol server, when it runs
 
 
 class Plant:
@@ -155,6 +160,7 @@ class Plant:
         host: str = "127.0.0.1",
         opcua: bool = True,
         rtu: bool = True,
+        mc: bool = True,
         cert_dir: Path | None = None,
         tick_interval: float = 0.05,
         opcua_interval: float = 0.5,
@@ -178,6 +184,8 @@ class Plant:
         self._encoders = {name: make_encoder(m.profile) for name, m in self.machines.items()}
         self._want_opcua = opcua
         self._want_rtu = rtu
+        self._want_mc = mc
+        self.mc_servers: dict[str, McServer] = {}  # machine → its MC protocol server
         self._cert_dir = cert_dir
         self.tcp_servers: dict[int, ModbusTcpServer] = {}  # bound port → server
         self.rtu_server: ModbusRtuServer | None = None
@@ -199,6 +207,8 @@ class Plant:
     async def start(self) -> list[Endpoint]:
         try:
             await self._start_tcp()
+            if self._want_mc:
+                await self._start_mc()
             if self._want_rtu:
                 units = {uid: self.units[n] for n, uid in self.spec.rtu_unit_ids().items()}
                 self.rtu_server = ModbusRtuServer(units, baudrate=self.spec.rtu.baudrate)
@@ -230,6 +240,22 @@ class Plant:
             self.tcp_servers[port] = server
             for m in members:
                 self._ports[m.name] = port
+
+    async def _start_mc(self) -> None:
+        # One MC port per machine (a MELSEC CPU answers for itself, not for a unit id).
+        ports = [m.port for m in self.spec.machines if m.port]
+        shared = {p for p in ports if ports.count(p) > 1}
+        for m in self.spec.machines:
+            port = m.mc_port or (m.port + MC_PORT_OFFSET if m.port and m.port not in shared else 0)
+            server = McServer(self.units[m.name])
+            try:
+                await server.start(self.host, 0 if self.spec.ephemeral else port)
+            except OSError as exc:
+                raise PlantError(
+                    f"cannot serve MC protocol on {self.host}:{port}: {exc.strerror}"
+                    " (is another plant running? --ephemeral picks free ports)"
+                ) from None
+            self.mc_servers[m.name] = server
 
     async def _start_opcua(self) -> None:
         spec = self.spec.opcua
@@ -274,6 +300,9 @@ class Plant:
         for server in self.tcp_servers.values():
             await server.stop()
         self.tcp_servers.clear()
+        for mc_server in self.mc_servers.values():
+            await mc_server.stop()
+        self.mc_servers.clear()
         if self.rtu_server is not None:
             await self.rtu_server.stop()
             self.rtu_server = None
@@ -297,6 +326,7 @@ class Plant:
                 modbus_tcp=f"{self.host}:{self._ports.get(m.name, m.port)}",
                 unit_id=m.unit_id,
                 rtu_unit_id=rtu_ids.get(m.name),
+                mc=f"{self.host}:{self.mc_servers[m.name].port}" if m.name in self.mc_servers else "",
             )
             for m in self.spec.machines
         ]

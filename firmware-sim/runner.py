@@ -42,9 +42,10 @@ def endpoints_table(plant: Plant) -> Table:
     table.add_column("Modbus TCP")
     table.add_column("unit id", justify="right")
     table.add_column(f"RTU unit on {rtu}" if rtu else "RTU", justify="right")
+    table.add_column("MC protocol")
     for e in plant.endpoints():
         rtu_unit = str(e.rtu_unit_id) if e.rtu_unit_id is not None else "-"
-        table.add_row(e.machine, e.kind, e.modbus_tcp, str(e.unit_id), rtu_unit)
+        table.add_row(e.machine, e.kind, e.modbus_tcp, str(e.unit_id), rtu_unit, e.mc or "-")
     if plant.opcua_endpoint:
         table.caption = f"OPC UA: {plant.opcua_endpoint} (a folder per machine)"
     return table
