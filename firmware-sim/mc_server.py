@@ -246,7 +246,7 @@ def _parse(buf: bytearray) -> tuple[_Request, int] | None:
     """One request from the head of `buf` and its size, None if incomplete; _Malformed."""
     if len(buf) < 2:
         return None
-    if buf[:2] in (b"\x50\x00", b"\x54\x00"):
+    if bytes(buf[:2]) in (b"\x50\x00", b"\x54\x00"):
         e4 = buf[0] == 0x54
         head = 6 if e4 else 2
         if len(buf) < head + 7:
@@ -272,7 +272,7 @@ def _parse(buf: bytearray) -> tuple[_Request, int] | None:
         )
     if len(buf) < 4:
         return None
-    if buf[:4] not in (b"5000", b"5400"):
+    if bytes(buf[:4]) not in (b"5000", b"5400"):
         raise _Malformed
     e4 = buf[:4] == b"5400"
     head = 12 if e4 else 4
@@ -293,8 +293,15 @@ def _parse(buf: bytearray) -> tuple[_Request, int] | None:
     except ValueError:
         raise _Malformed from None
     return (
-        _Request(True, e4, bytes(buf[4:8]) if e4 else b"", bytes(buf[head : head + 10]),
-                 command, subcommand, inner[12:]),
+        _Request(
+            True,
+            e4,
+            bytes(buf[4:8]) if e4 else b"",
+            bytes(buf[head : head + 10]),
+            command,
+            subcommand,
+            inner[12:],
+        ),
         end,
     )
 
@@ -332,7 +339,11 @@ def garble(frame: bytes, kind: int, ascii_: bool) -> bytes:
             out[at : at + 2] = wrong.to_bytes(2, "little")
     else:
         at = route + (2 if ascii_ else 1)
-        out[at] = ord("1") if ascii_ and out[at] != ord("1") else (out[at] ^ 1 if not ascii_ else ord("2"))
+        out[at] = (
+            ord("1")
+            if ascii_ and out[at] != ord("1")
+            else (out[at] ^ 1 if not ascii_ else ord("2"))
+        )
     return bytes(out)
 
 

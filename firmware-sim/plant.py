@@ -326,7 +326,9 @@ class Plant:
                 modbus_tcp=f"{self.host}:{self._ports.get(m.name, m.port)}",
                 unit_id=m.unit_id,
                 rtu_unit_id=rtu_ids.get(m.name),
-                mc=f"{self.host}:{self.mc_servers[m.name].port}" if m.name in self.mc_servers else "",
+                mc=f"{self.host}:{self.mc_servers[m.name].port}"
+                if m.name in self.mc_servers
+                else "",
             )
             for m in self.spec.machines
         ]

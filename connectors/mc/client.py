@@ -224,7 +224,9 @@ class McClient:
                 self._malformed(serial, str(exc))
                 return
             if response.end_code == 0 and len(response.data) != pending.data_bytes:
-                self._malformed(serial, f"{len(response.data)} data bytes, not {pending.data_bytes}")
+                self._malformed(
+                    serial, f"{len(response.data)} data bytes, not {pending.data_bytes}"
+                )
                 return
             del self._pending[serial]
             if pending.future.done():

@@ -65,7 +65,16 @@ class _Bits:
 class RequestDecoder:
     """Turns the data of one `ReadRequest`'s response into its tags' values (`tag_ids` order)."""
 
-    __slots__ = ("_bits", "_groups", "_offset", "_payload_bytes", "_request", "_scale", "_scaled", "tag_ids")
+    __slots__ = (
+        "_bits",
+        "_groups",
+        "_offset",
+        "_payload_bytes",
+        "_request",
+        "_scale",
+        "_scaled",
+        "tag_ids",
+    )
 
     def __init__(self, request: ReadRequest) -> None:
         self._request = request

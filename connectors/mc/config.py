@@ -173,7 +173,9 @@ class McSourceConfig(BaseModel):
         return tuple(sorted(found))
 
     def poll_groups(self) -> tuple[tuple[float, int], ...]:
-        readings = Counter(self.poll_interval if t.interval is None else t.interval for t in self.tags)
+        readings = Counter(
+            self.poll_interval if t.interval is None else t.interval for t in self.tags
+        )
         return tuple(sorted(readings.items()))
 
     def machine_refs(self) -> Iterator[tuple[Loc, str]]:

@@ -162,7 +162,7 @@ class Response:
 class Framing:
     """Builds requests and parses responses for one port's settings."""
 
-    __slots__ = ("code", "frame", "header_size", "route", "series", "timer", "_route_bin")
+    __slots__ = ("_route_bin", "code", "frame", "header_size", "route", "series", "timer")
 
     def __init__(
         self,

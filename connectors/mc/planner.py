@@ -211,9 +211,7 @@ def plan_reads(
     return ReadPlan(tuple(_randomise(batches, max_random_points)))
 
 
-def _coalesce(
-    device: str, tags: Iterable[PlanTag], limit: int, max_gap: int
-) -> list[ReadRequest]:
+def _coalesce(device: str, tags: Iterable[PlanTag], limit: int, max_gap: int) -> list[ReadRequest]:
     requests: list[ReadRequest] = []
     members: list[PlanTag] = []
     start = end = 0
@@ -277,9 +275,10 @@ def _randomise(batches: list[ReadRequest], limit: int) -> list[ReadRequest]:
     return kept + randoms
 
 
-def _close_bin(bin_: list[ReadRequest], kept: list[ReadRequest], randoms: list[ReadRequest]) -> None:
+def _close_bin(
+    bin_: list[ReadRequest], kept: list[ReadRequest], randoms: list[ReadRequest]
+) -> None:
     if len(bin_) >= 2:
         randoms.append(ReadRequest.random([t for r in bin_ for t in r.tags]))
     else:
         kept.extend(bin_)
-

@@ -45,8 +45,8 @@ from connectors.mc.config import McSourceConfig, McTag
 from connectors.mc.frame import (
     BUSY_CODES,
     Code,
-    Framing,
     FrameType,
+    Framing,
     Route,
     Series,
     end_code_reason,
@@ -124,8 +124,16 @@ class McSource:
         self._client: McClient | None = None
         self._old_bytes = (0, 0)
         self.counters: dict[str, int] = dict.fromkeys(
-            ("polls", "requests", "responses", "timeouts", "exceptions", "malformed", "aborted",
-             "connects"),
+            (
+                "polls",
+                "requests",
+                "responses",
+                "timeouts",
+                "exceptions",
+                "malformed",
+                "aborted",
+                "connects",
+            ),
             0,
         )
         self._latency = Histogram()
@@ -136,9 +144,7 @@ class McSource:
             if tag.type != "string":
                 interval = tag.interval if tag.interval is not None else config.poll_interval
                 by_interval.setdefault(interval, []).append(tag)
-        self._intervals = {
-            format_duration(i): i for i in sorted(by_interval)
-        }
+        self._intervals = {format_duration(i): i for i in sorted(by_interval)}
         self._groups = {
             format_duration(i): self._plan(format_duration(i), group, tags)
             for i, group in by_interval.items()

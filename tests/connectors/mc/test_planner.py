@@ -20,7 +20,12 @@ def test_neighbours_share_one_batch_read() -> None:
 
 
 def test_scattered_tags_take_one_random_read_not_three_batches() -> None:
-    tags = [_tag(0, "D", 0), _tag(1, "D", 5000, "float32"), _tag(2, "W", 3), _tag(3, "M", 0, "bool", bit=5)]
+    tags = [
+        _tag(0, "D", 0),
+        _tag(1, "D", 5000, "float32"),
+        _tag(2, "W", 3),
+        _tag(3, "M", 0, "bool", bit=5),
+    ]
     batch_only = plan_reads(tags, max_random_points=0)
     plan = plan_reads(tags)
     assert batch_only.requests_per_poll == 4

@@ -155,7 +155,11 @@ async def test_a_device_past_the_end_is_bad_the_others_good(plant: Plant) -> Non
     port = plant.mc_servers["press1"].port
     config = McSourceConfig.model_validate(
         {
-            "type": "mc", "name": "plc", "host": "127.0.0.1", "port": port, "machine": "m",
+            "type": "mc",
+            "name": "plc",
+            "host": "127.0.0.1",
+            "port": port,
+            "machine": "m",
             "max_random_points": 0,
             "tags": [{"name": "state", "address": "D0"}, {"name": "far", "address": "D60000"}],
         }
