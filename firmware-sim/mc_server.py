@@ -11,7 +11,7 @@ with Q-style (subcommands 0000/0001) and iQ-R-style (0002/0003) device fields:
 Its parsing is its own, not the agent's (`connectors/mc/frame.py`): requests in, responses out,
 written from the protocol's frame layout, so that the tests that read it with pymcprotocol
 check the layout against an implementation nobody here wrote, and the agent's client against
-this one (docs/decisions/0007-mc-simulator-framing.md).
+this one (docs/decisions/0002-mc-simulator-framing.md).
 
 Device memory is the machine's Modbus register image, so the plant's values are the same over
 both protocols: D is the holding registers, W the input registers, M the coils and X the
