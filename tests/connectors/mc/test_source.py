@@ -8,14 +8,17 @@ import asyncio
 import math
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pymcprotocol
 import pytest
 
+from agent.config import load_config
 from agent.errors import ConnectError
 from agent.model import Quality
-from agent.starter import mc_address
+from agent.oneshot import read_once
+from agent.starter import PlantMachine, mc_address, render_config
 from connectors.mc.config import McSourceConfig
 from connectors.mc.source import McSource
 from firmware_sim.clock import ManualClock
@@ -247,3 +250,57 @@ async def test_a_server_that_closes_mid_frame_reads_bad() -> None:
         await source.close()
         server.close()
     assert source.statistics()["responses"] == 0
+
+
+async def test_a_late_3e_answer_is_never_taken_for_the_next_request(plant: Plant) -> None:
+    server = plant.mc_servers["press1"]
+    image = server.unit.image
+    config = McSourceConfig.model_validate(
+        {
+            "type": "mc",
+            "name": "plc",
+            "host": "127.0.0.1",
+            "port": server.port,
+            "machine": "m",
+            "timeout": "200ms",
+            "tags": [{"name": "state", "address": "D0", "type": "uint16"}],
+        }
+    )
+
+    class Ids:
+        def id_of(self, machine: str, name: str) -> int:
+            return 0
+
+    source = McSource(config, Ids())  # type: ignore[arg-type]
+    image.holding[0:2] = (1).to_bytes(2, "big")
+    server.unit.faults.set("slow", delay="400ms")
+    await source.connect()
+    try:
+        [first] = await source.poll(["1s"])
+        assert first.quality.tolist() == [Quality.BAD]
+        image.holding[0:2] = (2).to_bytes(2, "big")  # the PLC's value moves on
+        server.unit.faults.clear()
+        try:
+            [second] = await source.poll(["1s"])
+        except ConnectError:
+            await source.connect()
+            [second] = await source.poll(["1s"])
+        # the answer to the first request (1) carries no serial on 3E: it must not pass
+        assert (second.values.tolist(), second.quality.tolist()) == ([2.0], [Quality.GOOD])
+    finally:
+        await source.close()
+
+
+async def test_the_init_config_reads_every_tag_of_the_plant_good(
+    plant: Plant, tmp_path: Path
+) -> None:
+    machines = [
+        PlantMachine(name, "press", "127.0.0.1", server.port)
+        for name, server in plant.mc_servers.items()
+    ]
+    path = tmp_path / "lineside.toml"
+    path.write_text(render_config(["# test"], "edge-1", "site", machines, protocol="mc"))
+    result = await read_once(load_config(path))
+    assert not result.errors
+    assert len(result.readings) == 2 * len(NUMERIC)
+    assert not result.bad
