@@ -12,6 +12,7 @@ BENCHMARKS = (
     "benchmarks.acquisition",
     "benchmarks.drain",
     "benchmarks.opcua",
+    "benchmarks.mc",
     "benchmarks.vision",
 )
 
