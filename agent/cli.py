@@ -464,11 +464,12 @@ def export(
 
 @app.command()
 def discover(
-    protocol: Annotated[str, typer.Argument(help="What to discover: modbus or opcua.")],
+    protocol: Annotated[str, typer.Argument(help="What to discover: modbus, mc or opcua.")],
     target: Annotated[
         str | None,
         typer.Argument(
-            help="modbus: HOST or HOST:PORT (port 502 if not given); opcua: opc.tcp://HOST:PORT "
+            help="modbus: HOST or HOST:PORT (port 502 if not given); mc: HOST or HOST:PORT "
+            "(port 5007); opcua: opc.tcp://HOST:PORT "
             "(with --source: the source's endpoint if not given)"
         ),
     ] = None,
@@ -520,8 +521,11 @@ def discover(
             target, root, depth, timeout, out, out_format, as_json, config_file, source_name
         )
         return
+    if protocol == "mc":
+        _discover_mc(target, timeout, max_address, out, as_json)
+        return
     if protocol != "modbus":
-        raise _fail([f"cannot discover {protocol!r}: choose modbus or opcua"])
+        raise _fail([f"cannot discover {protocol!r}: choose modbus, mc or opcua"])
     if config_file is not None or source_name is not None:
         raise _fail(["--config and --source are for discover opcua"])
     if target is None:
@@ -629,6 +633,68 @@ def discover(
             markup=False,
         )
         raise typer.Exit(1)
+
+
+def _discover_mc(
+    target: str | None, timeout: str | None, max_number: int, out: Path | None, as_json: bool
+) -> None:
+    """`discover mc`: the CPU model, each device's readable range, a starter tags file."""
+    from rich.table import Table
+
+    from agent.duration import parse_duration
+    from agent.eventloop import run as run_loop
+    from connectors.mc import discover as found
+
+    if target is None:
+        raise _fail(["discover mc needs a target: HOST or HOST:PORT"])
+    try:
+        host, port = found.parse_target(target)
+        time_limit = parse_duration(timeout or "1s")
+        if time_limit <= 0 or not 0 <= max_number <= 0xFFFFFF:
+            raise ValueError("--timeout must be more than zero, --max-address 0..16777215")
+    except ValueError as exc:
+        raise _fail([str(exc)]) from None
+    if out is not None and not out.parent.is_dir():
+        raise _fail([f"{out}: no such directory: {out.parent}"])
+    try:
+        result = run_loop(
+            lambda: found.discover(host, port, max_number=max_number, time_limit=time_limit)
+        )
+    except LinesideError as exc:
+        err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if out is not None:
+        try:
+            found.write_tags(out, result.rows)
+        except OSError as exc:
+            raise _fail([f"{out}: cannot write: {exc.strerror}"]) from None
+    if as_json:
+        devices = [
+            {"device": d.device, "last": d.last, "span": d.span(), "why": d.why}
+            for d in result.devices
+        ]
+        doc = {
+            "target": result.target,
+            "model": result.model,
+            "model_code": result.model_code,
+            "devices": devices,
+            "tags_file": str(out) if out is not None else None,
+            "rows": len(result.rows),
+            "left_out": result.left_out,
+            "requests": result.requests,
+        }
+        print(json.dumps(doc, indent=2))
+        return
+    model = f"{result.model} (code {result.model_code:04X})" if result.model_code else "not told"
+    table = Table(title=f"{result.target}: CPU {model}", title_justify="left")
+    table.add_column("device")
+    table.add_column("reads", justify="right")
+    for d in result.devices:
+        table.add_row(d.device, d.span())
+    console.print(table)
+    if out is not None:
+        more = f" ({result.left_out} more left out)" if result.left_out else ""
+        console.print(f"{len(result.rows)} non-zero words written to {out}{more}")
 
 
 def _discover_opcua(

@@ -6,7 +6,8 @@ with Q-style (subcommands 0000/0001) and iQ-R-style (0002/0003) device fields:
 - 0401 batch read, in word units (a bit device packs 16 points a word, the first in bit 0)
   and in bit units (binary: two points a byte, the first in the high nibble; ASCII: a "0" or
   "1" per point);
-- 0403 random read of words and double words.
+- 0403 random read of words and double words;
+- 0101 read CPU model name (`CPU_MODEL_NAME`).
 
 Its parsing is its own, not the agent's (`connectors/mc/frame.py`): requests in, responses out,
 written from the protocol's frame layout, so that the tests that read it with pymcprotocol
@@ -61,6 +62,9 @@ END_POINTS = 0xC051
 MAX_WORDS = 960
 MAX_BITS = 7168
 MAX_RANDOM = 192
+# What 0101 (read CPU model name) answers: the simulator plays a Q CPU; the code is its own.
+CPU_MODEL_NAME = "Q03UDVCPU"
+CPU_MODEL_CODE = 0x0366
 
 
 class _Reject(Exception):
@@ -187,6 +191,12 @@ def answer(memory: DeviceMemory, command: int, subcommand: int, codec: _Codec) -
     """The data of a good answer (already in the request's code); _Reject for an error."""
     if subcommand not in (0, 1, 2, 3):
         raise _Reject(END_UNSUPPORTED)
+    if command == 0x0101 and subcommand == 0:
+        codec.done()
+        name = CPU_MODEL_NAME.ljust(16).encode("ascii")
+        if codec.ascii:
+            return name + b"%04X" % CPU_MODEL_CODE
+        return name + CPU_MODEL_CODE.to_bytes(2, "little")
     if command == 0x0401:
         code, number = codec.device()
         count = codec.uint(2)

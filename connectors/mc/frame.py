@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+CPU_MODEL = 0x0101
 BATCH_READ = 0x0401
 RANDOM_READ = 0x0403
 MAX_BATCH_WORDS = 960  # words per 0401 in word units (3E and 4E)
@@ -212,6 +213,12 @@ class Framing:
         body += b"".join(self._device(p) for p in (*words, *dwords))
         return self._request(RANDOM_READ, body)
 
+    def cpu_model(self) -> bytes:
+        """A 0101 "read CPU model name" request (binary code only: see `parse_cpu_model`)."""
+        if self.code is Code.ASCII:
+            raise ValueError("the CPU model is read over a binary port")
+        return self._request_sub(CPU_MODEL, 0, b"")
+
     def with_serial(self, request: bytes, serial: int) -> bytes:
         """`request` with its 4E serial number set (3E requests have none)."""
         if self.frame is FrameType.E3:
@@ -221,9 +228,12 @@ class Framing:
         return request[:4] + b"%04X" % serial + request[8:]
 
     def _request(self, command: int, body: bytes) -> bytes:
+        return self._request_sub(command, self.subcommand, body)
+
+    def _request_sub(self, command: int, subcommand: int, body: bytes) -> bytes:
         ascii_ = self.code is Code.ASCII
         tail = self._uint(self.timer, 2) + self._uint(command, 2)
-        tail += self._uint(self.subcommand, 2) + body
+        tail += self._uint(subcommand, 2) + body
         if ascii_:
             head = b"5400" + b"00000000" if self.frame is FrameType.E4 else b"5000"
             route = b"%02X%02X%04X%02X" % (
@@ -321,6 +331,17 @@ class Framing:
         an error with its 9-byte information, and a bare end code."""
         scale = 2 if self.code is Code.ASCII else 1
         return (scale * (2 + data_bytes), scale * 11, scale * 2)
+
+
+CPU_MODEL_BYTES = 18  # the model name (16 ASCII characters, space padded) and its code
+
+
+def parse_cpu_model(data: bytes) -> tuple[str, int]:
+    """(model name, model code) from the data of a 0101 answer."""
+    if len(data) != CPU_MODEL_BYTES:
+        raise FrameError(f"a CPU model answer has {CPU_MODEL_BYTES} data bytes, not {len(data)}")
+    name = data[:16].decode("ascii", "replace").strip(" \0")
+    return name, int.from_bytes(data[16:18], "little")
 
 
 def _digits(number: int, base: int) -> str:
