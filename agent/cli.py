@@ -332,7 +332,9 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
     if not rows:
         console.print("no Modbus or MC sources in this config")
         return
-    table = Table(title="Read plan, per poll", title_justify="left")
+    kinds = {"MC" if s.type == "mc" else "Modbus" for s in config.sources if s.type != "opcua"}
+    title = " and ".join(sorted(kinds, key=lambda k: k != "Modbus"))  # "Modbus and MC"
+    table = Table(title=f"{title} read plan, per poll", title_justify="left")
     for column in ("source", "unit", "machine", "every"):
         table.add_column(column)
     for column in ("tags", "requests", "registers", "bits", "unused", "bytes"):

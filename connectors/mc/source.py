@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ from connectors.mc.planner import PlanTag, ReadPlan, ReadRequest, plan_reads, wi
 _GOOD = np.uint8(Quality.GOOD)
 _BAD = np.uint8(Quality.BAD)
 _MALFORMED = "malformed answer"
+_LATENCY_SAMPLES = 1024  # recent read latencies kept for p50/p99
 
 
 def plan_tag(tag: McTag, tag_id: int, series: Series) -> PlanTag:
@@ -138,6 +140,7 @@ class McSource:
         )
         self._latency = Histogram()
         self._latency_last = math.nan
+        self._recent: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
         self._string_tags = sum(1 for t in config.tags if t.type == "string")
         by_interval: dict[float, list[McTag]] = {}
         for tag in config.tags:
@@ -231,12 +234,16 @@ class McSource:
             bytes_in += self._client.bytes_in
             bytes_out += self._client.bytes_out
         connects = self.counters["connects"]
+        recent = np.fromiter(self._recent, dtype=np.float64)
+        p50, p99 = np.percentile(recent, [50, 99]) if recent.size else (math.nan, math.nan)
         return {
             **self.counters,
             "reconnects": max(connects - 1, 0),
             "bytes_in": bytes_in,
             "bytes_out": bytes_out,
             "latency_last_s": self._latency_last,
+            "latency_p50_s": float(p50),
+            "latency_p99_s": float(p99),
             "string_tags": self._string_tags,
             **self._latency.statistics("latency"),
         }
@@ -359,4 +366,5 @@ class McSource:
         finally:
             if latencies:
                 self._latency.observe_many(latencies)
+                self._recent.extend(latencies)
                 self._latency_last = latencies[-1]

@@ -304,3 +304,55 @@ async def test_the_init_config_reads_every_tag_of_the_plant_good(
     assert not result.errors
     assert len(result.readings) == 2 * len(NUMERIC)
     assert not result.bad
+
+
+async def test_a_late_4e_answer_is_known_by_its_serial_and_dropped(plant: Plant) -> None:
+    server = plant.mc_servers["press1"]
+    image = server.unit.image
+    config = McSourceConfig.model_validate(
+        {
+            "type": "mc",
+            "name": "plc",
+            "host": "127.0.0.1",
+            "port": server.port,
+            "machine": "m",
+            "frame": "4e",
+            "timeout": "200ms",
+            "tags": [{"name": "state", "address": "D0", "type": "uint16"}],
+        }
+    )
+
+    class Ids:
+        def id_of(self, machine: str, name: str) -> int:
+            return 0
+
+    source = McSource(config, Ids())  # type: ignore[arg-type]
+    image.holding[0:2] = (1).to_bytes(2, "big")
+    server.unit.faults.set("slow", delay="400ms")
+    await source.connect()
+    try:
+        [first] = await source.poll(["1s"])
+        assert first.quality.tolist() == [Quality.BAD]
+        image.holding[0:2] = (2).to_bytes(2, "big")
+        server.unit.faults.clear()
+        [second] = await source.poll(["1s"])  # the connection stays: late answers are known
+        assert (second.values.tolist(), second.quality.tolist()) == ([2.0], [Quality.GOOD])
+    finally:
+        await source.close()
+
+
+async def test_statistics_count_requests_answers_bytes_and_latency(plant: Plant) -> None:
+    source = _source(plant.mc_servers["press1"].port)
+    await source.connect()
+    try:
+        for _ in range(3):
+            await source.poll(list(source.poll_groups()))
+    finally:
+        await source.close()
+    stats = source.statistics()
+    assert (stats["polls"], stats["requests"], stats["responses"]) == (3, 3, 3)
+    assert stats["timeouts"] == stats["exceptions"] == stats["malformed"] == 0
+    assert stats["bytes_out"] > 0 and stats["bytes_in"] > 0
+    assert 0 < stats["latency_p50_s"] <= stats["latency_p99_s"]
+    assert stats["latency_count"] == 3
+    assert stats["string_tags"] == 0
