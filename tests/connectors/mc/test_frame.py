@@ -78,3 +78,23 @@ def test_x_is_octal_on_fx5_and_hex_on_q() -> None:
         parse_address("X1F").number(Series.FX5)
     assert parse_address("SD10").device == "SD"
     assert parse_address("zr2000").number(Series.Q) == 2000
+
+
+def test_fx5_ascii_writes_x_in_octal() -> None:
+    framing = Framing(series=Series.FX5, code=Code.ASCII)
+    assert framing.batch_read(Point("X", 0o17), 1).endswith(b"X*0000170001")
+    assert framing.batch_read(Point("W", 0x1F), 1).endswith(b"W*00001F0001")
+
+
+def test_random_read_lists_words_then_double_words() -> None:
+    request = Framing(timer=0).random_read([Point("D", 1)], [Point("M", 16), Point("D", 4)])
+    assert request[11:15] == bytes.fromhex("03040000")
+    assert request[15:17] == bytes([1, 2])  # one word, two double words
+    assert request[17:] == bytes.fromhex("010000a8 100000 90 040000a8")
+
+
+def test_4e_responses_carry_the_serial() -> None:
+    framing = Framing(frame=FrameType.E4)
+    header = bytes.fromhex("d400 3412 0000 00 ff ff03 00 0400")
+    assert framing.header_size == len(header)
+    assert framing.body_length(header) == (0x1234, 4)
