@@ -129,7 +129,7 @@ def init(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     protocol: Annotated[
-        str, typer.Option("--protocol", help="How the PLCs are read: modbus or s7.")
+        str, typer.Option("--protocol", help="How the PLCs are read: modbus, s7 or mc.")
     ] = "modbus",
 ) -> None:
     """Write an annotated starter config for a kind of line (it matches `lineside sim`)."""
@@ -300,7 +300,7 @@ def run(
 
 @app.command()
 def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
-    """Print the read plans: Modbus requests per unit, S7 multi-reads per CPU, with waste."""
+    """Print the read plans: Modbus and MC requests per unit, S7 multi-reads per CPU, with waste."""
     from rich.table import Table
 
     from agent.registry import runtime_class
@@ -314,7 +314,7 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
         if source_config.type == "s7":
             s7_rows += _s7_plan_rows(source_config, tags)
             continue
-        if not source_config.type.startswith("modbus"):
+        if not (source_config.type.startswith("modbus") or source_config.type == "mc"):
             continue
         source = runtime_class(source_config.type)(source_config, tags)
         for group in source.poll_groups():
@@ -341,9 +341,11 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
         _print_s7_plan(s7_rows)
     if not rows:
         if not s7_rows:
-            console.print("no Modbus or S7 sources in this config")
+            console.print("no Modbus, MC or S7 sources in this config")
         return
-    table = Table(title="Modbus read plan, per poll", title_justify="left")
+    kinds = {"MC" if s.type == "mc" else "Modbus" for s in config.sources if s.type != "opcua"}
+    title = " and ".join(sorted(kinds, key=lambda k: k != "Modbus"))  # "Modbus and MC"
+    table = Table(title=f"{title} read plan, per poll", title_justify="left")
     for column in ("source", "unit", "machine", "every"):
         table.add_column(column)
     for column in ("tags", "requests", "registers", "bits", "unused", "bytes"):
@@ -595,12 +597,13 @@ def export(
 
 @app.command()
 def discover(
-    protocol: Annotated[str, typer.Argument(help="What to discover: modbus, opcua or s7.")],
+    protocol: Annotated[str, typer.Argument(help="What to discover: modbus, opcua, s7 or mc.")],
     target: Annotated[
         str | None,
         typer.Argument(
             help="modbus: HOST or HOST:PORT (port 502 if not given); opcua: opc.tcp://HOST:PORT "
-            "(with --source: the source's endpoint if not given); s7: HOST or HOST:PORT (102)"
+            "(with --source: the source's endpoint if not given); s7: HOST or HOST:PORT (102); "
+            "mc: HOST or HOST:PORT (5007)"
         ),
     ] = None,
     units: Annotated[
@@ -659,8 +662,11 @@ def discover(
     if protocol == "s7":
         _discover_s7(target, rack, slot, timeout, out, as_json)
         return
+    if protocol == "mc":
+        _discover_mc(target, timeout, max_address, out, as_json)
+        return
     if protocol != "modbus":
-        raise _fail([f"cannot discover {protocol!r}: choose modbus, opcua or s7"])
+        raise _fail([f"cannot discover {protocol!r}: choose modbus, opcua, s7 or mc"])
     if config_file is not None or source_name is not None:
         raise _fail(["--config and --source are for discover opcua"])
     if target is None:
@@ -768,6 +774,68 @@ def discover(
             markup=False,
         )
         raise typer.Exit(1)
+
+
+def _discover_mc(
+    target: str | None, timeout: str | None, max_number: int, out: Path | None, as_json: bool
+) -> None:
+    """`discover mc`: the CPU model, each device's readable range, a starter tags file."""
+    from rich.table import Table
+
+    from agent.duration import parse_duration
+    from agent.eventloop import run as run_loop
+    from connectors.mc import discover as found
+
+    if target is None:
+        raise _fail(["discover mc needs a target: HOST or HOST:PORT"])
+    try:
+        host, port = found.parse_target(target)
+        time_limit = parse_duration(timeout or "1s")
+        if time_limit <= 0 or not 0 <= max_number <= 0xFFFFFF:
+            raise ValueError("--timeout must be more than zero, --max-address 0..16777215")
+    except ValueError as exc:
+        raise _fail([str(exc)]) from None
+    if out is not None and not out.parent.is_dir():
+        raise _fail([f"{out}: no such directory: {out.parent}"])
+    try:
+        result = run_loop(
+            lambda: found.discover(host, port, max_number=max_number, time_limit=time_limit)
+        )
+    except LinesideError as exc:
+        err_console.print(f"lineside: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if out is not None:
+        try:
+            found.write_tags(out, result.rows)
+        except OSError as exc:
+            raise _fail([f"{out}: cannot write: {exc.strerror}"]) from None
+    if as_json:
+        devices = [
+            {"device": d.device, "last": d.last, "span": d.span(), "why": d.why}
+            for d in result.devices
+        ]
+        doc = {
+            "target": result.target,
+            "model": result.model,
+            "model_code": result.model_code,
+            "devices": devices,
+            "tags_file": str(out) if out is not None else None,
+            "rows": len(result.rows),
+            "left_out": result.left_out,
+            "requests": result.requests,
+        }
+        print(json.dumps(doc, indent=2))
+        return
+    model = f"{result.model} (code {result.model_code:04X})" if result.model_code else "not told"
+    table = Table(title=f"{result.target}: CPU {model}", title_justify="left")
+    table.add_column("device")
+    table.add_column("reads", justify="right")
+    for d in result.devices:
+        table.add_row(d.device, d.span())
+    console.print(table)
+    if out is not None:
+        more = f" ({result.left_out} more left out)" if result.left_out else ""
+        console.print(f"{len(result.rows)} non-zero words written to {out}{more}")
 
 
 def _discover_opcua(

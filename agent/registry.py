@@ -39,6 +39,9 @@ SOURCES: Mapping[str, Connector] = MappingProxyType(
             "connectors.modbus.config:ModbusRtuSourceConfig",
             runtime="connectors.modbus.source:ModbusRtuSource",
         ),
+        "mc": Connector(
+            "connectors.mc.config:McSourceConfig", runtime="connectors.mc.source:McSource"
+        ),
         "opcua": Connector(
             "connectors.opcua.config:OpcUaSourceConfig",
             runtime="connectors.opcua.source:OpcUaSource",

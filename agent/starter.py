@@ -20,7 +20,8 @@ PROFILES: tuple[str, ...] = ("press", "cement", "loom")
 
 FIRST_PORT = 5020  # `lineside sim` serves machine n (from 0) on FIRST_PORT + n
 FIRST_S7_PORT = 10200  # `lineside sim --s7` serves machine n's S7 CPU on FIRST_S7_PORT + n
-PROTOCOLS = ("modbus", "s7")
+FIRST_MC_PORT = 6020  # and the MC protocol on FIRST_MC_PORT + n
+PROTOCOLS: tuple[str, ...] = ("modbus", "s7", "mc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +176,35 @@ class PlantMachine:
     host: str
     port: int
     unit_id: int = 1
-    protocol: str = "modbus"  # or "s7": port is then its S7 CPU's
+    protocol: str = "modbus"  # or "s7", "mc": port is then its S7 CPU's or its MC port
+
+
+def _mc_sources(machines: list[PlantMachine], poll_interval: str) -> list[str]:
+    out = [
+        "",
+        "# MC protocol (MELSEC): addresses are devices as GX Works writes them (D100, M10, X1F,",
+        "# D16.0 for bit 0 of D16); 32/64-bit values are low word first (order CDAB) unless",
+        "# order says otherwise. See connectors/mc/README.md.",
+    ]
+    for machine in machines:
+        out += [
+            "",
+            "[[sources]]",
+            f'name = "{machine.name}-plc"',
+            'type = "mc"',
+            f"host = {_toml(machine.host)}",
+            f"port = {machine.port}  # the PLC's open MC port (GX Works3: Ethernet settings)",
+            'series = "q"  # fx5 | q | iqr: how X/Y are numbered and which device fields',
+            'code = "binary"  # binary | ascii, as the port is set up',
+            'frame = "3e"  # 3e | 4e',
+            'timeout = "1s"  # per request',
+            f'machine = "{machine.name}"',
+            f"poll_interval = {_toml(poll_interval)}",
+            "tags = [",
+            *(_mc_tag_line(tag) for tag in load_profile(machine.kind).tags),
+            "]",
+        ]
+    return out
 
 
 def _toml(value: str | float | int) -> str:
@@ -246,6 +275,38 @@ def _s7_source(machine: PlantMachine, poll_interval: str) -> list[str]:
     ]
 
 
+def mc_address(tag: ProfileTag) -> str:
+    """The simulator's MC device for a profile tag: D holding, W input registers (numbered in
+    hex), M coils, X discrete inputs (hex on a Q CPU); one number per Modbus address."""
+    table = tag.table.value
+    if table == "hr":
+        return f"D{tag.index}" + ("" if tag.bit is None else f".{tag.bit}")
+    if table == "ir":
+        return f"W{tag.index:X}" + ("" if tag.bit is None else f".{tag.bit}")
+    return f"M{tag.index}" if table == "co" else f"X{tag.index:X}"
+
+
+def _mc_tag_line(tag: ProfileTag) -> str:
+    fields: list[tuple[str, str | float | int]] = [
+        ("name", tag.name),
+        ("address", mc_address(tag)),
+        ("type", tag.type),
+    ]
+    if tag.type not in ("bool", "int16", "uint16", "string") and tag.order != "CDAB":
+        fields.append(("order", tag.order))  # CDAB (low word first) is the MC default
+    if tag.scale != 1.0:
+        fields.append(("scale", tag.scale))
+    if tag.offset != 0.0:
+        fields.append(("offset", tag.offset))
+    if tag.unit:
+        fields.append(("unit", tag.unit))
+    if tag.type == "string":
+        fields.append(("length", tag.length))
+    if tag.description:
+        fields.append(("description", tag.description))
+    return "  { " + ", ".join(f"{k} = {_toml(v)}" for k, v in fields) + " },"
+
+
 class PlantEndpoint(Protocol):
     """What `firmware_sim.plant.Endpoint` offers (kept structural: no import of the sim)."""
 
@@ -269,19 +330,20 @@ def plant_machines(endpoints: Iterable[PlantEndpoint]) -> list[PlantMachine]:
 
 
 def starter_config(profile: str, protocol: str = "modbus") -> str:
-    """An annotated lineside.toml for one kind of line, as `lineside sim --plant` serves it."""
+    """An annotated lineside.toml for one kind of line, as `lineside sim --plant` serves it,
+    read over Modbus TCP, S7 or the MC protocol."""
     if profile not in _LINES:
         raise KeyError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     if protocol not in PROTOCOLS:
         raise KeyError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
     line = _LINES[profile]
-    first = FIRST_S7_PORT if protocol == "s7" else FIRST_PORT
+    first = {"s7": FIRST_S7_PORT, "mc": FIRST_MC_PORT}.get(protocol, FIRST_PORT)
     machines = [
         PlantMachine(f"{line.kind}{n + 1}", line.kind, "127.0.0.1", first + n, protocol=protocol)
         for n in range(line.count)
     ]
     serve = f"lineside sim --plant {profile}" + (" --s7" if protocol == "s7" else "")
-    over = " over S7" if protocol == "s7" else ""
+    over = {"s7": " over S7", "mc": " over the MC protocol (3E binary)"}.get(protocol, "")
     header = [
         f"# lineside starter config: {line.what}.",
         f"# Try it against the simulator: `{serve}` serves these machines{over}",
@@ -385,7 +447,12 @@ def render_config(
             "# the colon: BOOL, BYTE, WORD, DWORD, INT, DINT, UINT, UDINT, REAL, LREAL, STRING[n],",
             "# CHAR, DATE_AND_TIME, DTL (connectors/s7/README.md). value = raw * scale + offset.",
         ]
+    mc = [m for m in machines if m.protocol == "mc"]
+    if mc:
+        out += _mc_sources(mc, poll_interval)
     for machine in machines:
+        if machine.protocol == "mc":
+            continue
         name = machine.name
         if machine.protocol == "s7":
             out += _s7_source(machine, camera_poll if name == camera else poll_interval)

@@ -13,6 +13,7 @@ BENCHMARKS = (
     "benchmarks.drain",
     "benchmarks.opcua",
     "benchmarks.s7",
+    "benchmarks.mc",
     "benchmarks.vision",
 )
 

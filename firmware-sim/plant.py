@@ -26,6 +26,7 @@ from firmware_sim.encoder import make_encoder
 from firmware_sim.faults import Faults
 from firmware_sim.image import RegisterImage
 from firmware_sim.machines import MachineModel, make_machine
+from firmware_sim.mc_server import McServer
 from firmware_sim.modbus_pdu import Unit
 from firmware_sim.modbus_rtu import ModbusRtuServer
 from firmware_sim.modbus_tcp import ModbusTcpServer
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 PLANTS = ("demo", "press", "cement", "loom")
 FIRST_S7_PORT = 10200  # machine n's S7 CPU, unless its s7_port says otherwise
+MC_PORT_OFFSET = 1000  # a machine on Modbus port 5020 serves MC on 6020
 
 
 class PlantError(Exception):
@@ -55,6 +57,8 @@ class MachineSpec(_Strict):
     s7_port: int = Field(default=0, ge=0, le=65535)  # S7, when served; 0: FIRST_S7_PORT + n
     unit_id: int = Field(default=1, ge=0, le=255)  # unit id on its TCP port
     rtu_unit_id: int | None = Field(default=None, ge=1, le=247)  # default: position in the plant
+    # MC protocol (MELSEC) port; 0: the Modbus port + MC_PORT_OFFSET, or a free one without it.
+    mc_port: int = Field(default=0, ge=0, le=65535)
     rates: dict[str, Any] = Field(
         default_factory=dict
     )  # model rate overrides, checked by make_machine
@@ -145,6 +149,7 @@ class Endpoint:
     unit_id: int
     rtu_unit_id: int | None  # on the plant's RTU bus, when it runs
     s7: str | None = None  # host:port of its S7 CPU, when the plant serves S7
+    mc: str = ""  # host:port of its MC protocol server, when it runs
 
 
 class Plant:
@@ -163,6 +168,7 @@ class Plant:
         host: str = "127.0.0.1",
         opcua: bool = True,
         rtu: bool = True,
+        mc: bool = True,
         cert_dir: Path | None = None,
         s7: bool = False,
         tick_interval: float = 0.05,
@@ -196,6 +202,8 @@ class Plant:
                 self._s7_encoders[name] = make_s7_encoder(machine.profile)
         self._want_opcua = opcua
         self._want_rtu = rtu
+        self._want_mc = mc
+        self.mc_servers: dict[str, McServer] = {}  # machine → its MC protocol server
         self._cert_dir = cert_dir
         self.tcp_servers: dict[int, ModbusTcpServer] = {}  # bound port → server
         self.rtu_server: ModbusRtuServer | None = None
@@ -230,6 +238,8 @@ class Plant:
         try:
             await self._start_tcp()
             await self._start_s7()
+            if self._want_mc:
+                await self._start_mc()
             if self._want_rtu:
                 units = {uid: self.units[n] for n, uid in self.spec.rtu_unit_ids().items()}
                 self.rtu_server = ModbusRtuServer(units, baudrate=self.spec.rtu.baudrate)
@@ -279,6 +289,22 @@ class Plant:
             self.s7_servers[m.name] = server
             self._ports[f"s7:{m.name}"] = bound
 
+    async def _start_mc(self) -> None:
+        # One MC port per machine (a MELSEC CPU answers for itself, not for a unit id).
+        ports = [m.port for m in self.spec.machines if m.port]
+        shared = {p for p in ports if ports.count(p) > 1}
+        for m in self.spec.machines:
+            port = m.mc_port or (m.port + MC_PORT_OFFSET if m.port and m.port not in shared else 0)
+            server = McServer(self.units[m.name])
+            try:
+                await server.start(self.host, 0 if self.spec.ephemeral else port)
+            except OSError as exc:
+                raise PlantError(
+                    f"cannot serve MC protocol on {self.host}:{port}: {exc.strerror}"
+                    " (is another plant running? --ephemeral picks free ports)"
+                ) from None
+            self.mc_servers[m.name] = server
+
     async def _start_opcua(self) -> None:
         spec = self.spec.opcua
         cert_dir = self._cert_dir
@@ -325,6 +351,9 @@ class Plant:
         for s7_server in self.s7_servers.values():
             await asyncio.to_thread(s7_server.stop)
         self.s7_servers.clear()
+        for mc_server in self.mc_servers.values():
+            await mc_server.stop()
+        self.mc_servers.clear()
         if self.rtu_server is not None:
             await self.rtu_server.stop()
             self.rtu_server = None
@@ -353,6 +382,9 @@ class Plant:
                     if f"s7:{m.name}" in self._ports
                     else None
                 ),
+                mc=f"{self.host}:{self.mc_servers[m.name].port}"
+                if m.name in self.mc_servers
+                else "",
             )
             for m in self.spec.machines
         ]

@@ -45,10 +45,11 @@ def endpoints_table(plant: Plant) -> Table:
     s7 = any(e.s7 for e in plant.endpoints())
     if s7:
         table.add_column("S7 (rack 0 slot 1)")
+    table.add_column("MC protocol")
     for e in plant.endpoints():
         rtu_unit = str(e.rtu_unit_id) if e.rtu_unit_id is not None else "-"
         row = [e.machine, e.kind, e.modbus_tcp, str(e.unit_id), rtu_unit]
-        table.add_row(*row, *([e.s7 or "-"] if s7 else []))
+        table.add_row(*row, *([e.s7 or "-"] if s7 else []), e.mc or "-")
     if plant.opcua_endpoint:
         table.caption = f"OPC UA: {plant.opcua_endpoint} (a folder per machine)"
     return table

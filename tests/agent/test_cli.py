@@ -128,3 +128,18 @@ def test_init_to_stdout() -> None:
     result = lineside("init", "--profile", "cement")
     assert result.returncode == 0
     assert "config_version = 1" in result.stdout
+
+
+def test_init_for_mc_writes_a_config_whose_plan_uses_mc_reads(tmp_path: Path) -> None:
+    out = tmp_path / "press-mc.toml"
+    result = lineside("init", "--profile", "press", "--protocol", "mc", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert 'type = "mc"' in out.read_text()
+    plan = lineside("plan", "-c", str(out), "--json")
+    assert plan.returncode == 0, plan.stderr
+    rows = json.loads(plan.stdout)
+    assert [r["source"] for r in rows] == ["press1-plc", "press2-plc"]
+    assert all(r["requests"] == 1 and r["reads"][0].startswith("0403") for r in rows)
+    wrong = lineside("init", "--profile", "press", "--protocol", "profinet")
+    assert wrong.returncode == 2
+    assert "unknown protocol 'profinet'; choose one of: modbus, s7, mc" in wrong.stderr

@@ -12,7 +12,17 @@ from connectors.modbus.config import ModbusTag
 
 EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.toml"))
-HEAVY = {"pymodbus", "asyncua", "paho", "httpx", "onnxruntime", "cv2", "serial", "snap7"}
+HEAVY = {
+    "pymodbus",
+    "asyncua",
+    "paho",
+    "httpx",
+    "onnxruntime",
+    "cv2",
+    "serial",
+    "snap7",
+    "pymcprotocol",
+}
 
 
 def test_the_examples_are_there() -> None:

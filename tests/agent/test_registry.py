@@ -31,8 +31,8 @@ def test_unknown_type() -> None:
     with pytest.raises(KeyError) as caught:
         registry.config_model("kafka")
     assert caught.value.args[0] == (
-        "unknown connector type 'kafka' (known: http, modbus_rtu, modbus_tcp, mqtt, opcua, "
-        "s7, sparkplug)"
+        "unknown connector type 'kafka' (known: http, mc, modbus_rtu, modbus_tcp, mqtt, "
+        "opcua, s7, sparkplug)"
     )
     with pytest.raises(KeyError):
         registry.runtime_class("kafka")
