@@ -274,6 +274,8 @@ class _MachineState:
 
 
 Emit = Callable[[_MachineState, Window, Components], None]
+# (machine, start_ns, end_ns, category, stop reason, product code, in planned time)
+Trace = Callable[[str, int, int, str, str, int | None, bool], None]
 
 
 class KpiEngine:
@@ -333,6 +335,9 @@ class KpiEngine:
         self._line_revision: dict[tuple[str, WindowKey], int] = {}
         self._pending: list[Event] = []
         self._recomputing = False
+        # Called with every stretch of a machine's time as it is folded (the shift report's
+        # timeline, agent/kpi/timeline.py); a recompute calls it again for the time it redoes.
+        self.trace: Trace | None = None
         self.stats = {"readings": 0, "late": 0, "late_dropped": 0, "duplicates": 0,
                       "recomputes": 0, "resets": 0, "rollovers": 0, "verdicts": 0,
                       "implausible": 0}  # fmt: skip
@@ -580,6 +585,8 @@ class KpiEngine:
                     end = min(end, cur.valid_until)
             seconds = (end - cur.t) / NS
             planned = span.is_planned(cur.t)
+            if self.trace is not None and close is not None:
+                self.trace(m.name, cur.t, end, category, cur.reason, cur.product, planned)
             if category == "unknown":
                 cur.unknown_acc += seconds
             elif category == "running":
