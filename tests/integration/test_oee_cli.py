@@ -102,7 +102,12 @@ def test_report_writes_the_html_file_and_prints_its_path(config_path: Path) -> N
     assert result.stdout.strip() == str(out)
     html = out.read_text(encoding="utf-8")
     assert "shift 2026-11-23/A: 2026-11-23 06:00 – 2026-11-23 08:00" in html
-    assert html.count("<svg") == 2 * 3 and "<script" not in html  # shifts A and N
+    kinds = re.findall(r'<svg [^>]*class="(\w+)"', html)
+    # per shift (A and N): the machine states, a waterfall and a stop Pareto per machine and
+    # line (5 rows), the hourly trend, OEE per machine; no shift before to compare with
+    assert sorted(kinds) == sorted(2 * ["gantt", "trend", "bars", *5 * ["waterfall", "pareto"]])
+    assert "<script" not in html
+    assert len(re.findall(r'<rect class="segment"', html)) > 3, "the states are traced"
     for name in ("press1", "press2", "mill1", "line stamping/body-line-1"):
         assert name in html
     # The hourly trend: a point per machine and line for each of the two hours of A; none for
