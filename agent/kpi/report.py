@@ -42,8 +42,12 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 186mm; }
 svg { max-width: 100%; height: auto; }
 figure { margin: 0.5em 0; break-inside: avoid; }
-table { font-size: 0.85em; }
-@media print { body { margin: 0; } h2 { break-before: page; } h2.first { break-before: auto; }
+table { font-size: 0.85em; max-width: 100%; }
+th { white-space: normal; } td { white-space: nowrap; }
+@media print { td { white-space: normal; } }
+td:first-child, td.flags { white-space: normal; overflow-wrap: anywhere; }
+@media print { body { margin: 0; font-size: 9pt; } table { font-size: 7.5pt; }
+  th, td { padding: 1px 3px; } h2 { break-before: page; } h2.first { break-before: auto; }
   h3 { break-after: avoid; } table, svg { break-inside: avoid; } }
 h1 { font-size: 1.4em; } h2 { font-size: 1.2em; margin-top: 2em; } h3 { font-size: 1em; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; }
@@ -436,7 +440,7 @@ def gantt_chart(
     reason, a thin band below naming the product (when the machine has a product tag); hour
     ticks in local time, then the legend with the time of each colour."""
     colours = timeline_colours(rows)
-    plot_w = GANTT_W - GANTT_LABEL - 10
+    plot_w = GANTT_W - GANTT_LABEL - 20  # room for the last hour's label
     span = max(end_ns - start_ns, 1)
     row_h = 30.0
     top = 18.0
@@ -445,7 +449,7 @@ def gantt_chart(
         return GANTT_LABEL + plot_w * (t - start_ns) / span
 
     keys = sorted(colours, key=lambda k: (k.split(":")[0], k))
-    legend_rows = math.ceil(len(keys) / 3)
+    legend_rows = math.ceil(len(keys) / 2)
     height = top + row_h * len(rows) + 22 + legend_rows * 16 + 6
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="gantt" width="{_num(GANTT_W)}" '
@@ -460,7 +464,7 @@ def gantt_chart(
         out.append(
             f'<line x1="{_num(x(t))}" y1="{_num(top - 4)}" x2="{_num(x(t))}" '
             f'y2="{_num(top + row_h * len(rows))}" stroke="#ddd"/>'
-            f'<text x="{_num(x(t) - 14)}" y="{_num(top - 6)}">{label}</text>'
+            f'<text x="{_num(x(t))}" y="{_num(top - 6)}" text-anchor="middle">{label}</text>'
         )
     names = products or {}
     for i, (machine, segments) in enumerate(rows.items()):
@@ -497,13 +501,13 @@ def gantt_chart(
     legend_y = top + row_h * len(rows) + 14
     out.append(f'<text x="0" y="{_num(legend_y)}" class="axis">time of day (local)</text>')
     for k, key in enumerate(keys):
-        lx = GANTT_LABEL + (k % 3) * (plot_w / 3)
-        ly = legend_y + 6 + (k // 3) * 16
+        lx = GANTT_LABEL + (k % 2) * (plot_w / 2)
+        ly = legend_y + 6 + (k // 2) * 16
         total = sum(s.seconds for segs in rows.values() for s in segs if s.key == key)
         out.append(
             f'<rect x="{_num(lx)}" y="{_num(ly)}" width="10" height="10" '
             f'fill="{colours[key]}"/>'
-            f'<text x="{_num(lx + 14)}" y="{_num(ly + 9)}">{_e(key[:26])} '
+            f'<text x="{_num(lx + 14)}" y="{_num(ly + 9)}">{_e(key[:34])} '
             f"{_e(duration(total))}</text>"
         )
     out.append("</svg>")
@@ -802,18 +806,20 @@ def _section(
     parts.append("<h3>Where the planned time went</h3>")
     for w in rows:
         parts.append(
-            f"<figure>{waterfall_chart(waterfall(w), title=f'Losses, {_row_name(w)}')}"
-            f'<figcaption class="note">{_e(_row_name(w))}: OEE {percent(w.classic["oee"])}'
-            "</figcaption></figure>"
+            f'<figure><figcaption class="note">{_e(_row_name(w))}: OEE '
+            f"{percent(w.classic['oee'])}</figcaption>"
+            f"{waterfall_chart(waterfall(w), title=f'Losses, {_row_name(w)}')}</figure>"
         )
     parts.append("<h4>Six big losses</h4>")
     parts.append(_losses(rows))
     parts.append("<h3>Breakdowns and waiting by reason</h3>")
     for w in rows:
         unplanned, _ = split_stops(w.components.get("down_by_reason", {}))
+        chart = pareto_chart(
+            pareto(unplanned), title=f"Stops, {_row_name(w)}", stops=stops.get(_row_name(w))
+        )
         parts.append(
-            f"<figure>{pareto_chart(pareto(unplanned), title=f'Stops, {_row_name(w)}', stops=stops.get(_row_name(w)) if stops else None)}"  # noqa: E501
-            f'<figcaption class="note">{_e(_row_name(w))}</figcaption></figure>'
+            f'<figure><figcaption class="note">{_e(_row_name(w))}</figcaption>{chart}</figure>'
         )
     parts.append("<h3>Changeovers and setup</h3>")
     parts.append(_changeovers(rows, stops))
