@@ -43,9 +43,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 
 svg { max-width: 100%; height: auto; }
 figure { margin: 0.5em 0; break-inside: avoid; }
 table { font-size: 0.85em; max-width: 100%; }
-th { white-space: normal; } td { white-space: nowrap; }
-@media print { td { white-space: normal; } }
-td:first-child, td.flags { white-space: normal; overflow-wrap: anywhere; }
+td { white-space: nowrap; } td:first-child, td.flags { white-space: normal; }
 @media print { body { margin: 0; font-size: 9pt; } table { font-size: 7.5pt; }
   th, td { padding: 1px 3px; } h2 { break-before: page; } h2.first { break-before: auto; }
   h3 { break-after: avoid; } table, svg { break-inside: avoid; } }
@@ -216,11 +214,12 @@ def pareto_chart(
 ) -> str:
     """Downtime by reason: bars by descending time (heights proportional, left axis in
     minutes), the cumulative share as a line over them (right axis, 0–100 %), each bar's
-    reason written slanted below it in full (up to 28 characters) and, with `stops`, how many
+    reason written slanted below it (up to 24 characters) and, with `stops`, how many
     stops it took."""
     n = max(len(ranked), 1)
     bottom = 96.0  # room for the slanted labels
-    plot_w, plot_h = PARETO_W - 2 * PAD - 20, PARETO_H - PAD - bottom
+    # room on the right for the last slanted label and the cumulative axis
+    plot_w, plot_h = PARETO_W - 2 * PAD - 100, PARETO_H - PAD - bottom
     top_s = max((s for _, s, _ in ranked), default=1.0) or 1.0
     tick_min = _nice(top_s / 60 / 4)
     top_s = max(top_s, tick_min * 60 * math.ceil(top_s / 60 / tick_min))
@@ -270,7 +269,7 @@ def pareto_chart(
             f'<text x="{_num(left)}" y="{_num(base - h - 4)}">{_e(duration(seconds))}'
             f"{_e(stops_text)}</text>"
             f'<text class="reason" transform="translate({_num(centre)},{_num(base + 10)}) '
-            f'rotate(35)">{_e(reason[:28])}</text>'
+            f'rotate(35)">{_e(reason[:24])}</text>'
         )
         points.append((centre, base - plot_h * cumulative, cumulative))
     if points:
@@ -633,13 +632,17 @@ def products_table(machine: str, segments: Sequence[Segment], names: Mapping[str
 
 
 def _summary(rows: Sequence[KpiWindow]) -> str:
-    head = ("", "A", "P", "Q", "OEE", "total", "good", "reject", "run", "down", "setup", "idle",
-            "unknown", "flags")  # fmt: skip
-    out = ["<table>", "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    """Two tables so each fits an A4 page: the figures and counts, then where the time went
+    with the flags."""
+    figures = ("", "A", "P", "Q", "OEE", "total", "good", "reject", "rework")
+    times = ("", "run", "down", "setup", "idle", "unknown", "flags")
+    out = ['<table class="summary">', "<tr>" + "".join(f"<th>{h}</th>" for h in figures) + "</tr>"]
+    second = ['<table class="times">', "<tr>" + "".join(f"<th>{h}</th>" for h in times) + "</tr>"]
     for w in rows:
         k, c = w.classic, w.components
+        cls = ' class="line"' if w.scope == "line" else ""
         cells = [
-            w.label if w.scope == "machine" else f"line {w.line}",
+            _row_name(w),
             percent(k["availability"]),
             percent(k["performance"]),
             percent(k["quality"]),
@@ -647,6 +650,11 @@ def _summary(rows: Sequence[KpiWindow]) -> str:
             count(c["total"]),
             count(c["good"]),
             count(c["reject"]),
+            count(c.get("rework")),
+        ]
+        out.append(f"<tr{cls}>" + "".join(f"<td>{_e(x)}</td>" for x in cells) + "</tr>")
+        cells = [
+            _row_name(w),
             duration(c["running_s"]),
             duration(c["down_s"]),
             duration(c["setup_s"]),
@@ -655,10 +663,8 @@ def _summary(rows: Sequence[KpiWindow]) -> str:
         ]
         row = "".join(f"<td>{_e(x)}</td>" for x in cells)
         row += f'<td class="flags">{_e(", ".join(flag_texts(w)))}</td>'
-        cls = ' class="line"' if w.scope == "line" else ""
-        out.append(f"<tr{cls}>{row}</tr>")
-    out.append("</table>")
-    return "\n".join(out)
+        second.append(f"<tr{cls}>{row}</tr>")
+    return "\n".join([*out, "</table>", *second, "</table>"])
 
 
 def _losses(rows: Sequence[KpiWindow]) -> str:

@@ -89,15 +89,17 @@ def clip(segments: Iterable[Segment], start_ns: int, end_ns: int) -> list[Segmen
 
 
 def stop_counts(segments: Sequence[Segment]) -> dict[str, int]:
-    """How many stops began per key ("down: die jam"), counted in planned time: a stop is a
-    run of segments with the same key, so a product change during a stop is not a new stop."""
+    """How many stops began per key ("down: die jam") in planned time: a stop is a run of
+    segments with the same key, so a product change during a stop is not a new stop, and
+    neither is a stop that goes on across a break (time outside planned time is skipped)."""
     out: dict[str, int] = {}
     previous: str | None = None
     for s in segments:
-        key = s.key if s.planned else None
-        if key is not None and key != previous and s.category in STOPS:
-            out[key] = out.get(key, 0) + 1
-        previous = key
+        if not s.planned:
+            continue
+        if s.key != previous and s.category in STOPS:
+            out[s.key] = out.get(s.key, 0) + 1
+        previous = s.key
     return out
 
 

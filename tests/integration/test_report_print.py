@@ -37,6 +37,12 @@ async def test_the_report_renders_and_fits_a4_in_chromium(tmp_path: Path) -> Non
     binary = chromium_or_skip()
     (tmp_path / "plant").mkdir()
     config_path = await fill_store(tmp_path / "plant")
+    # Targets for every machine: the table and the dashed target lines have something to show.
+    text = config_path.read_text(encoding="utf-8")
+    text = re.sub(
+        r"(\[machines\.kpi\][^\n]*\n)", r"\1target_oee = 0.85\ntarget_output = 2000\n", text
+    )
+    config_path.write_text(text, encoding="utf-8")
     config = load_config(config_path)
     html = shift_report(config, "2026-11-23/A", time.time_ns())
     page = tmp_path / "report.html"
@@ -67,6 +73,7 @@ async def test_the_report_renders_and_fits_a4_in_chromium(tmp_path: Path) -> Non
         segments = await evaluate(
             tools, session, "document.querySelectorAll('rect.segment').length"
         )
+        targets = await evaluate(tools, session, "document.querySelectorAll('line.target').length")
         # Every chart is drawn with a size (a broken SVG renders 0 x 0).
         sizes = await evaluate(
             tools,
@@ -110,6 +117,7 @@ async def test_the_report_renders_and_fits_a4_in_chromium(tmp_path: Path) -> Non
     rows = 5  # press1, press2, mill1 and two lines
     assert counts == {"gantt": 1, "waterfall": rows, "pareto": rows, "trend": 1, "bars": 1}
     assert segments >= 3, "the machines' states are drawn"
+    assert targets == 3, "a target line per machine on the hourly trend"
     assert all(w > 100 and h > 20 for w, h in sizes), sizes
     assert widest <= content_px + 1, f"{widest} CSS px wider than A4 ({content_px:.0f}): {culprit}"
     pages = pdf_pages(pdf)

@@ -114,8 +114,10 @@ def test_stops_count_each_start_in_planned_time() -> None:
         Segment(6 * S, 9 * S, "running", "", 2),
         Segment(9 * S, 10 * S, "down", "jam", 2),
         Segment(10 * S, 11 * S, "down", "jam", 2, planned=False),  # a break: not counted
+        Segment(11 * S, 12 * S, "down", "jam", 2),  # ... and the stop goes on after it
+        Segment(12 * S, 13 * S, "setup", "die change", 2),
     ]
-    assert stop_counts(segs) == {"down: jam": 2}
+    assert stop_counts(segs) == {"down: jam": 2, "setup: die change": 1}
 
 
 def test_the_gantt_colours_each_stop_reason_and_spans_the_shift() -> None:
