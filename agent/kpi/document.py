@@ -7,10 +7,12 @@ with the engine's timeline traced for the Gantt chart; `agent.kpi.report.render`
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 
 from agent.config import Config
+from agent.kpi.config import COUNTER_ROLES
 from agent.kpi.replay import Selection, hours_of, previous, replay, select
 from agent.kpi.report import Extras, Target, render
 from agent.kpi.timeline import Timeline
@@ -21,16 +23,19 @@ def on_line(line: str | None, full: str) -> bool:
     return line is None or line in (full, full.split("/", 1)[1])
 
 
-def extras_of(config: Config) -> tuple[dict[str, Target], dict[str, dict[str, str]]]:
-    """The targets and product names of every machine with KPIs, from its `[machines.kpi]`."""
+def extras_of(config: Config) -> Extras:
+    """The targets, product names and counters of every machine with KPIs (its
+    `[machines.kpi]`)."""
     targets: dict[str, Target] = {}
     products: dict[str, dict[str, str]] = {}
+    counters: dict[str, tuple[str, ...]] = {}
     for m in config.machines:
         if m.kpi is None:
             continue
         targets[m.name] = Target(m.kpi.target_oee, m.kpi.target_output)
         products[m.name] = dict(m.kpi.product_names)
-    return targets, products
+        counters[m.name] = tuple(r for r in COUNTER_ROLES if getattr(m.kpi, r) is not None)
+    return Extras(targets=targets, products=products, counters=counters)
 
 
 def shift_report(
@@ -50,16 +55,15 @@ def shift_report(
     before = previous(config, selection)
     timeline = Timeline()
     everything = Selection(selection.windows + hours.windows + before.windows)
-    result = replay(config, everything, now_ns, data_dir=data_dir, trace=timeline.add)
+    result = replay(config, everything, now_ns, data_dir=data_dir, trace=timeline)
     wanted = {(w.kind, w.name) for w in selection.windows}
     earlier = {(w.kind, w.name) for w in before.windows}
     picked = [w for w in result.windows if on_line(line, w.line)]
     periods = [w for w in picked if (w.kind, w.name) in wanted]
     history = [w for w in picked if (w.kind, w.name) in earlier]
     hour_rows = [w for w in picked if w.kind == "hour"]
-    targets, products = extras_of(config)
+    extras = replace(extras_of(config), timeline=timeline, history=history)
     zone = config.calendar.zone if config.calendar is not None else UTC
     if title is None:
         title = f"{config.agent.id}: shift report {shift}" + (f", line {line}" if line else "")
-    extras = Extras(targets=targets, timeline=timeline, history=history, products=products)
     return render(title, periods, hour_rows, zone, now_ns, extras)

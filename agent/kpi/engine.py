@@ -55,7 +55,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -274,8 +274,28 @@ class _MachineState:
 
 
 Emit = Callable[[_MachineState, Window, Components], None]
-# (machine, start_ns, end_ns, category, stop reason, product code, in planned time)
-Trace = Callable[[str, int, int, str, str, int | None, bool], None]
+
+
+class Trace(Protocol):
+    """What a replay may watch as the engine folds (agent/kpi/timeline.py, the report's
+    timeline and its figures per product)."""
+
+    def segment(
+        self, machine: str, start_ns: int, end_ns: int, category: str, reason: str,
+        product: int | None, planned: bool,
+    ) -> None:  # fmt: skip
+        """A stretch of the machine's time in one category, as counted."""
+
+    def count(
+        self, machine: str, t_ns: int, counter: str, amount: float, ideal_s: float,
+        product: int | None,
+    ) -> None:  # fmt: skip
+        """A counter's delta credited to known run time (`total`, `good`, `reject`, `rework`)
+        and its ideal time (0 for a counter that does not say what was made)."""
+
+    def redo(self, machine: str, from_ns: int) -> None:
+        """A recompute (late data) folds the machine's time from `from_ns` again: what was
+        traced from there on is replaced by what follows."""
 
 
 class KpiEngine:
@@ -586,7 +606,7 @@ class KpiEngine:
             seconds = (end - cur.t) / NS
             planned = span.is_planned(cur.t)
             if self.trace is not None and close is not None:
-                self.trace(m.name, cur.t, end, category, cur.reason, cur.product, planned)
+                self.trace.segment(m.name, cur.t, end, category, cur.reason, cur.product, planned)
             if category == "unknown":
                 cur.unknown_acc += seconds
             elif category == "running":
@@ -697,6 +717,8 @@ class KpiEngine:
         counts_total = role == TOTAL or (kpi.total is None and role in (GOOD, REJECT, REWORK))
         cycle = kpi.cycle_time_s(cur.product)
         ideal = delta * cycle * known if counts_total else 0.0
+        if self.trace is not None and not m.inspected:
+            self.trace.count(m.name, t, _COUNTER_FIELD[role], delta * known, ideal, cur.product)
         for c in self._open_at(m, cur, t):
             if counts_total:
                 c.unknown_count += delta * unknown
@@ -751,6 +773,8 @@ class KpiEngine:
         cur = copy.deepcopy(saved)
         log = m.log
         self._recomputing = True
+        if self.trace is not None:
+            self.trace.redo(m.name, start)
         try:
             for j in range(bisect_left(log.ts, start), len(log)):
                 ts = log.ts[j]

@@ -9,14 +9,14 @@ as text. Undefined figures show as "—" and draw no bar, never a bar of 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from html import escape
 
 from agent.kpi.losses import pareto
 from agent.kpi.replay import KpiWindow
-from agent.kpi.timeline import Segment, Timeline, by_product, stop_counts
+from agent.kpi.timeline import Count, Segment, Timeline, per_product, stop_counts
 from agent.kpi.view import (
     UNDEFINED,
     count,
@@ -321,6 +321,7 @@ class Extras:
     timeline: Timeline | None = None
     history: Sequence[KpiWindow] = ()
     products: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    counters: Mapping[str, Collection[str]] = field(default_factory=dict)  # configured, per machine
 
 
 def axis_top(values: Iterable[float | None], floor: float = 1.0) -> float:
@@ -609,19 +610,32 @@ def split_stops(down_by_reason: Mapping[str, float]) -> tuple[dict[str, float], 
     return unplanned, changeovers
 
 
-def products_table(machine: str, segments: Sequence[Segment], names: Mapping[str, str]) -> str:
-    """Time per product of one machine in planned time: run, stops, unknown, share running."""
-    table = by_product(segments)
-    head = ("product", "run", "down", "setup", "idle", "unknown", "running share")
-    out = [f'<table class="products" data-machine="{_e(machine)}">',
-           "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]  # fmt: skip
+def products_table(
+    machine: str,
+    segments: Sequence[Segment],
+    counts: Sequence[Count],
+    counters: Collection[str],
+    names: Mapping[str, str],
+) -> str:
+    """One machine's figures per product in planned time: time per state, counts, A, P, Q, OEE
+    of the time each product ran."""
+    table = per_product(segments, counts, counters)
+    head = ("product", "run", "down", "setup", "idle", "unknown", "total", "good", "A", "P",
+            "Q", "OEE")  # fmt: skip
+    out = [
+        f'<table class="products" data-machine="{_e(machine)}">',
+        "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>",
+    ]
     for code in sorted(table, key=lambda c: (c is None, c or 0)):
         t = table[code]
         name = "no product" if code is None else names.get(str(code), f"product {code}")
-        planned = sum(v for k, v in t.items() if k != "planned_stop")
-        share = t.get("running", 0.0) / planned if planned > 0 else None
-        cells = [name, *(duration(t.get(k, 0.0)) for k in ("running", "down", "setup", "idle",
-                 "unknown")), percent(share)]  # fmt: skip
+        cells = [
+            name,
+            *(duration(t.get(k) or 0.0) for k in ("running", "down", "setup", "idle", "unknown")),
+            count(t["total"]),
+            count(t["good"]),
+            *(percent(t[k]) for k in ("availability", "performance", "quality", "oee")),
+        ]
         out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
@@ -853,7 +867,11 @@ def _section(
         for machine, segs in segments.items():
             if any(s.product is not None for s in segs):
                 parts.append(f"<h4>{_e(machine)}</h4>")
-                parts.append(products_table(machine, segs, extras.products.get(machine, {})))
+                assert extras.timeline is not None  # segments come from it
+                counts = extras.timeline.counts_between(machine, first.start_ns, end)
+                counters = extras.counters.get(machine, ("total", "good", "reject"))
+                labels = extras.products.get(machine, {})
+                parts.append(products_table(machine, segs, counts, counters, labels))
     return parts
 
 

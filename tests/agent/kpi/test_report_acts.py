@@ -22,7 +22,7 @@ from agent.kpi.report import (
     waterfall,
     waterfall_chart,
 )
-from agent.kpi.timeline import Segment, Timeline, by_product, stop_counts
+from agent.kpi.timeline import Count, Segment, Timeline, by_product, per_product, stop_counts
 from tests.agent.kpi.windows import kpi_window
 
 S = 1_000_000_000
@@ -90,21 +90,53 @@ def test_one_outlier_does_not_flatten_the_trend() -> None:
 
 def test_the_timeline_joins_stretches_and_redoes_what_a_recompute_folds_again() -> None:
     t = Timeline()
-    t.add("m", 0, 10 * S, "running", "no reason", 1, True)
-    t.add("m", 10 * S, 20 * S, "running", "no reason", 1, True)  # joined
-    t.add("m", 20 * S, 30 * S, "down", "die jam", 1, True)
-    t.add("m", 30 * S, 40 * S, "running", "old", 1, True)
-    t.add("m", 40 * S, 50 * S, "down", "die jam", 2, True)
+    t.segment("m", 0, 10 * S, "running", "no reason", 1, True)
+    t.segment("m", 10 * S, 20 * S, "running", "no reason", 1, True)  # joined
+    t.count("m", 20 * S, "total", 8.0, 20.0, 1)
+    t.segment("m", 20 * S, 30 * S, "down", "die jam", 1, True)
+    t.segment("m", 30 * S, 40 * S, "running", "old", 1, True)
+    t.count("m", 40 * S, "total", 4.0, 10.0, 1)
+    t.segment("m", 40 * S, 50 * S, "down", "die jam", 2, True)
     assert [(s.start_ns // S, s.key) for s in t.machines["m"]] == [
         (0, "running"), (20, "down: die jam"), (30, "running"), (40, "down: die jam")]  # fmt: skip
-    # a recompute from 25 s: the stretches after are replaced
-    t.add("m", 25 * S, 45 * S, "setup", "die change", 1, True)
+    # a recompute from a checkpoint at 25 s: what follows is traced again
+    t.redo("m", 25 * S)
+    t.segment("m", 25 * S, 45 * S, "setup", "die change", 1, True)
+    t.count("m", 45 * S, "total", 1.0, 2.5, 1)
     assert [(s.start_ns // S, s.end_ns // S, s.key) for s in t.machines["m"]] == [
         (0, 20, "running"), (20, 25, "down: die jam"), (25, 45, "setup: die change")]  # fmt: skip
+    assert [c.amount for c in t.counts_between("m", 0, 60 * S)] == [8.0, 1.0]
+    assert [c.amount for c in t.counts_between("m", 20 * S, 45 * S)] == [8.0]  # [start, end)
     segs = t.machines["m"]
     assert stop_counts(segs) == {"down: die jam": 1, "setup: die change": 1}
     assert by_product(segs)[1] == {"running": 20.0, "down": 5.0, "setup": 20.0}
     assert t.between("m", 10 * S, 22 * S)[-1] == Segment(20 * S, 22 * S, "down", "die jam", 1)
+
+
+def test_figures_per_product_derive_the_missing_counter() -> None:
+    segs = [
+        Segment(0, 100 * S, "running", "", 1),
+        Segment(100 * S, 150 * S, "down", "jam", 1),
+        Segment(150 * S, 200 * S, "running", "", 2),
+        Segment(200 * S, 300 * S, "running", "", 2, planned=False),  # overtime: left out
+    ]
+    counts = [
+        Count(50 * S, "total", 40.0, 80.0, 1),  # 2 s a part
+        Count(60 * S, "reject", 2.0, 0.0, 1),
+        Count(160 * S, "total", 10.0, 40.0, 2),  # 4 s a part
+    ]
+    rows = per_product(segs, counts, ("total", "reject"))
+    one, two = rows[1], rows[2]
+    assert one["total"] == 40 and one["good"] == 38  # good = total - reject
+    assert one["availability"] == pytest.approx(100 / 150)
+    assert one["performance"] == pytest.approx(80 / 100)
+    assert one["quality"] == pytest.approx(38 / 40)
+    assert one["oee"] == pytest.approx(38 * 2 / 150)  # good x ideal cycle / known planned
+    assert two["oee"] == pytest.approx(10 * 4 / 50)
+    # with good + reject counters the total is their sum
+    counted = [Count(50 * S, "good", 30.0, 60.0, 1), Count(60 * S, "reject", 2.0, 4.0, 1)]
+    rows = per_product(segs, counted, ("good", "reject"))
+    assert rows[1]["total"] == 32 and rows[1]["good"] == 30
 
 
 def test_stops_count_each_start_in_planned_time() -> None:
@@ -169,9 +201,13 @@ def test_the_report_shows_targets_history_and_the_iso_set() -> None:
     before = kpi_window(machine(), "press1", "stamping/body", "shift", "2026-11-22/A",
                         START - 24 * H, START - 16 * H)  # fmt: skip
     t = Timeline()
-    t.add("press1", START, START + H, "running", "", None, True)
-    t.add("press1", START + H, START + 2 * H, "down", "die jam", None, True)
-    extras = Extras(targets={"press1": Target(0.85, 9000)}, timeline=t, history=[before])
+    t.segment("press1", START, START + H, "running", "", 7, True)
+    t.segment("press1", START + H, START + 2 * H, "down", "die jam", 7, True)
+    t.count("press1", START + H, "total", 100.0, 250.0, 7)
+    extras = Extras(
+        targets={"press1": Target(0.85, 9000)}, timeline=t, history=[before],
+        products={"press1": {"7": "Bracket <A>"}}, counters={"press1": ("total", "reject")},
+    )  # fmt: skip
     html = render("r", [shift(machine())], [], ZONE, START, extras)  # type: ignore[list-item]
     kinds = [m for m in re.findall(r'<svg [^>]*class="(\w+)"', html)]
     assert kinds.count("trend") == 1  # no hour closed; the 7 days trend
@@ -180,3 +216,6 @@ def test_the_report_shows_targets_history_and_the_iso_set() -> None:
     assert "MTBF" in html and "MTTR" in html and "first pass yield" in html
     assert "die change" in html  # the changeovers table
     assert "@page { size: A4" in html
+    products = re.search(r'<table class="products".*?</table>', html, flags=re.S)
+    assert products is not None and "Bracket &lt;A&gt;" in products.group(0)
+    assert "<td>100</td>" in products.group(0)  # the count of product 7
