@@ -84,7 +84,7 @@ class MachineKpi(BaseModel):
     energy: str | None = None
     max_gap: PositiveDuration = 180.0
     # Targets of the shift report: OEE as a ratio (0.85), good units per shift.
-    target_oee: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
+    target_oee: PositiveFloat | None = None
     target_output: PositiveFloat | None = None
     product_names: dict[str, str] = Field(default_factory=dict)
     # Quality from the verdicts of this `[[inspections]]` entry (OK good, NotOK reject) instead
@@ -135,6 +135,10 @@ class MachineKpi(BaseModel):
             )
         if self.products and self.product is None:
             raise _key_error("products", "products need the product tag: set product")
+        if self.target_oee is not None and self.target_oee > 1:
+            raise _key_error(
+                "target_oee", f"a ratio up to 1: write 0.85 for 85 %, got {self.target_oee:g}"
+            )
         if self.product_names and self.product is None:
             raise _key_error("product_names", "product_names label the product tag: set product")
         for key in self.product_names:
