@@ -255,6 +255,9 @@ class WebServer:
         self._streams = 0  # /api/events streams open
         self.max_connections = MAX_HEADS + section.max_event_streams + ANSWERS
         self.allowed_hosts = frozenset(section.allowed_hosts)
+        # One report replay at a time: each reads a shift and 7 days of readings, and the
+        # edge box's cores belong to polling first.
+        self._reports = asyncio.Semaphore(1)
 
     @classmethod
     async def start(cls, agent: Agent) -> WebServer:
@@ -478,7 +481,8 @@ class WebServer:
         if shift is None:
             return _error(HTTPStatus.NOT_FOUND, f"no such report: {path}")
         try:
-            page = await asyncio.to_thread(shift_report, config, shift, now_ns)
+            async with self._reports:
+                page = await asyncio.to_thread(shift_report, config, shift, now_ns)
         except SelectionError as exc:
             return _error(HTTPStatus.NOT_FOUND, str(exc))
         except (StoreError, ValueError) as exc:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from agent.kpi.formulas import Components
+from agent.kpi.replay import previous, select
 from agent.kpi.report import (
     Extras,
     Target,
@@ -23,6 +25,8 @@ from agent.kpi.report import (
     waterfall_chart,
 )
 from agent.kpi.timeline import Count, Segment, Timeline, by_product, per_product, stop_counts
+from tests.agent.kpi.test_engine import machine as machine_toml
+from tests.agent.kpi.test_engine import make
 from tests.agent.kpi.windows import kpi_window
 
 S = 1_000_000_000
@@ -219,3 +223,14 @@ def test_the_report_shows_targets_history_and_the_iso_set() -> None:
     products = re.search(r'<table class="products".*?</table>', html, flags=re.S)
     assert products is not None and "Bracket &lt;A&gt;" in products.group(0)
     assert "<td>100</td>" in products.group(0)  # the count of product 7
+
+
+def test_the_comparison_takes_the_shifts_of_the_7_days_before(tmp_path: Path) -> None:
+    _, config = make(tmp_path, machine_toml("press1"))
+    now = START + 30 * 24 * H
+    selection = select(config, "2026-11-23/A", None, now)
+    before = previous(config, selection)
+    names = [w.name for w in before.windows]
+    # two shifts a day (A, B), seven days, every one before shift A of the 23rd
+    assert len(names) == 14 and names[0] == "2026-11-16/A" and names[-1] == "2026-11-22/B"
+    assert all(w.start_ns < selection.start_ns for w in before.windows)
