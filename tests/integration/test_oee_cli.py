@@ -176,3 +176,21 @@ def test_report_into_a_missing_directory_exits_2(config_path: Path, tmp_path: Pa
     result = lineside("report", "-c", config_path, "--shift", "2026-11-23", "--out", out)
     assert result.returncode == 2
     assert "no such directory" in result.stderr
+
+
+def test_report_compares_the_shift_with_the_shifts_before(config_path: Path) -> None:
+    out = config_path.parent / "night.html"
+    result = lineside("report", "-c", config_path, "--shift", "2026-11-23/N", "--out", out)
+    assert result.returncode == 0, result.stderr
+    html = out.read_text(encoding="utf-8")
+    trends = re.findall(r'<svg [^>]*class="trend".*?</svg>', html, flags=re.S)
+    [days] = [t for t in trends if "<title>OEE by shift</title>" in t]
+    # shift A of the same date is the one before with figures; the night saw nothing ("—",
+    # no point); the days before have no readings
+    points = dict(re.findall(r'data-series="([^"]+)" data-value="([^"]+)"', days))
+    live = live_shift_oee(config_path)
+    assert float(points["press1"]) == pytest.approx(live["press1"], abs=1e-9)
+    assert float(points["line stamping/body-line-1"]) == pytest.approx(
+        live["stamping/body-line-1"], abs=1e-9
+    )
+    assert "11-23/A" in days and "11-23/N" in days
