@@ -803,12 +803,11 @@ def _section(
             if w.scope == "machine":
                 segments[w.label] = extras.timeline.between(w.label, first.start_ns, end)
     stops = _stop_counts(rows, segments) if extras.timeline is not None else {}
-    machine_targets = [
-        (_row_name(w), t.oee)
-        for w in rows
-        if w.scope == "machine" and (t := extras.targets.get(w.label)) and t.oee is not None
-    ]
-    targets = [(n, v) for n, v in machine_targets if v is not None]
+    targets: list[tuple[str, float]] = []
+    for w in rows:
+        goal = extras.targets.get(w.label, Target()).oee if w.scope == "machine" else None
+        if goal is not None:
+            targets.append((_row_name(w), goal))
     parts = [_summary(rows), "<h3>Targets: plan against actual</h3>",
              targets_table(rows, extras.targets)]  # fmt: skip
     if segments:
