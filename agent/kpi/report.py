@@ -409,6 +409,13 @@ STOP_PALETTES = {
 GANTT_W, GANTT_LABEL = 640.0, 110.0
 
 
+def first_local_hour(t_ns: int, zone: tzinfo) -> int:
+    """The first instant at or after `t_ns` where the local clock shows a whole hour."""
+    local = datetime.fromtimestamp(t_ns // 1_000_000_000, tz=UTC).astimezone(zone)
+    past = (local.minute * 60 + local.second) * 1_000_000_000 + t_ns % 1_000_000_000
+    return t_ns if past == 0 else t_ns - past + HOUR_NS
+
+
 def timeline_colours(rows: Mapping[str, Sequence[Segment]]) -> dict[str, str]:
     """A colour per key of the segments ("running", "down: die jam"): stops by reason, the
     reason with the most time getting the first colour of its category."""
@@ -456,10 +463,9 @@ def gantt_chart(
         f'height="{_num(height)}" viewBox="0 0 {_num(GANTT_W)} {_num(height)}" role="img">',
         f"<title>{_e(title)}</title>",
     ]
-    # Hour ticks, local time.
+    # Hour ticks on the local clock's whole hours (a +05:30 zone's are at UTC half hours).
     hour = HOUR_NS
-    first = start_ns - start_ns % hour + (hour if start_ns % hour else 0)
-    for t in range(first, end_ns + 1, hour):
+    for t in range(first_local_hour(start_ns, zone), end_ns + 1, hour):
         label = datetime.fromtimestamp(t / 1e9, tz=UTC).astimezone(zone).strftime("%H:%M")
         out.append(
             f'<line x1="{_num(x(t))}" y1="{_num(top - 4)}" x2="{_num(x(t))}" '

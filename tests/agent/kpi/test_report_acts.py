@@ -16,6 +16,7 @@ from agent.kpi.report import (
     Extras,
     Target,
     axis_top,
+    first_local_hour,
     gantt_chart,
     render,
     split_stops,
@@ -234,3 +235,14 @@ def test_the_comparison_takes_the_shifts_of_the_7_days_before(tmp_path: Path) ->
     # two shifts a day (A, B), seven days, every one before shift A of the 23rd
     assert len(names) == 14 and names[0] == "2026-11-16/A" and names[-1] == "2026-11-22/B"
     assert all(w.start_ns < selection.start_ns for w in before.windows)
+
+
+def test_hour_ticks_fall_on_the_local_whole_hours() -> None:
+    kolkata = ZoneInfo("Asia/Kolkata")  # UTC+05:30
+    start = START + 10 * 60 * S  # 06:10 in Shanghai, 03:40 in Kolkata
+    tick = first_local_hour(start, kolkata)
+    assert tick - start == 20 * 60 * S  # 04:00 Kolkata
+    assert first_local_hour(START, ZONE) == START  # already whole
+    rows = {"m": [Segment(start, start + 3 * H, "running", "", None)]}
+    svg = gantt_chart(rows, start, start + 3 * H, kolkata, title="t")
+    assert re.findall(r">(\d\d:\d\d)<", svg) == ["04:00", "05:00", "06:00"]
