@@ -1486,22 +1486,31 @@ def report(
         "report.html"
     ),
 ) -> None:
-    """Write a shift report as one HTML file (OEE trend and downtime Pareto as inline SVG)."""
+    """Write a shift report as one HTML file: targets, machine states, losses, Pareto, trends."""
     import time
-    from datetime import UTC
 
-    from agent.kpi.report import render
+    from agent.errors import StoreError
+    from agent.kpi.document import on_line, shift_report
+    from agent.kpi.replay import SelectionError
 
     config = _load(config_file)
     if not out.parent.is_dir():
         raise _fail([f"{out}: no such directory: {out.parent}"])
-    found, _ = _kpi_windows(config, shift, None, line, None, with_hours=True)
-    zone = config.calendar.zone if config.calendar is not None else UTC
-    title = f"{config.agent.id}: shift report {shift}" + (f", line {line}" if line else "")
-    periods = [w for w in found if w.kind != "hour"]
-    hours = [w for w in found if w.kind == "hour"]
+    with_kpi = [m for m in config.machines if m.kpi is not None]
+    if not with_kpi:
+        raise _fail([f"{config.file}: no machine has a [machines.kpi] section (see docs/kpi.md)"])
+    lines = sorted({f"{m.area}/{m.line}" for m in with_kpi})
+    if not any(on_line(line, x) for x in lines):
+        raise _fail([f"unknown line {line!r}; the lines: {', '.join(lines)}"])
+    _store_here(config.agent.data_dir, "has the agent run with this config?", whole=True)
     try:
-        out.write_text(render(title, periods, hours, zone, time.time_ns()), encoding="utf-8")
+        html = shift_report(config, shift, time.time_ns(), line=line)
+    except SelectionError as exc:
+        raise _fail([str(exc)]) from None
+    except StoreError as exc:
+        raise _store_failed(exc) from None
+    try:
+        out.write_text(html, encoding="utf-8")
     except OSError as exc:
         raise _fail([f"{out}: cannot write: {exc.strerror}"]) from None
     console.print(str(out), markup=False, highlight=False, soft_wrap=True)

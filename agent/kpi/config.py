@@ -11,6 +11,9 @@
     ideal_cycle_time = "2.5s"             # or ideal_rate = 160 with rate_per = "hour"
     energy = "energy_kwh"                 # optional cumulative kWh meter
     max_gap = "3m"                        # no state reading for longer: unknown time
+    target_oee = 0.85                     # optional: the shift report's target line (a ratio)
+    target_output = 9000                  # optional: good units planned per shift
+    product_names = { "1" = "Bracket A" } # optional: names of the product tag's codes
     # inspection = "panel-surface"        # quality from this [[inspections]] entry's verdicts
 
 This module imports no protocol library and not `agent.config` (which imports it): the checks
@@ -80,6 +83,10 @@ class MachineKpi(BaseModel):
     products: dict[str, PositiveFloat] = Field(default_factory=dict)
     energy: str | None = None
     max_gap: PositiveDuration = 180.0
+    # Targets of the shift report: OEE as a ratio (0.85), good units per shift.
+    target_oee: PositiveFloat | None = None
+    target_output: PositiveFloat | None = None
+    product_names: dict[str, str] = Field(default_factory=dict)
     # Quality from the verdicts of this `[[inspections]]` entry (OK good, NotOK reject) instead
     # of the good / reject counters; the counters still give the ideal time (performance).
     inspection: str | None = None
@@ -128,6 +135,15 @@ class MachineKpi(BaseModel):
             )
         if self.products and self.product is None:
             raise _key_error("products", "products need the product tag: set product")
+        if self.target_oee is not None and self.target_oee > 1:
+            raise _key_error(
+                "target_oee", f"a ratio up to 1: write 0.85 for 85 %, got {self.target_oee:g}"
+            )
+        if self.product_names and self.product is None:
+            raise _key_error("product_names", "product_names label the product tag: set product")
+        for key in self.product_names:
+            if _code(key) is None:
+                raise _key_error(f"product_names.{key}", f"product codes are integers, got {key!r}")
         for key in self.products:
             if _code(key) is None:
                 raise _key_error(f"products.{key}", f"product codes are integers, got {key!r}")
@@ -144,6 +160,11 @@ class MachineKpi(BaseModel):
 
     def code_table(self) -> dict[int, StateName]:
         return {code: name for name, codes in (self.states or {}).items() for code in codes}
+
+    def product_label(self, code: int | None) -> str:
+        if code is None:
+            return "no product"
+        return self.product_names.get(str(code), f"product {code}")
 
     def reason_label(self, code: int) -> str:
         return self.reasons.get(str(code), f"reason {code}")

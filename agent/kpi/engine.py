@@ -55,7 +55,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -276,6 +276,28 @@ class _MachineState:
 Emit = Callable[[_MachineState, Window, Components], None]
 
 
+class Trace(Protocol):
+    """What a replay may watch as the engine folds (agent/kpi/timeline.py, the report's
+    timeline and its figures per product)."""
+
+    def segment(
+        self, machine: str, start_ns: int, end_ns: int, category: str, reason: str,
+        product: int | None, planned: bool,
+    ) -> None:  # fmt: skip
+        """A stretch of the machine's time in one category, as counted."""
+
+    def count(
+        self, machine: str, t_ns: int, counter: str, amount: float, ideal_s: float,
+        product: int | None,
+    ) -> None:  # fmt: skip
+        """A counter's delta credited to known run time (`total`, `good`, `reject`, `rework`)
+        and its ideal time (0 for a counter that does not say what was made)."""
+
+    def redo(self, machine: str, from_ns: int) -> None:
+        """A recompute (late data) folds the machine's time from `from_ns` again: what was
+        traced from there on is replaced by what follows."""
+
+
 class KpiEngine:
     """OEE and ISO 22400 KPIs per machine and line, window by window, from reading batches.
 
@@ -333,6 +355,9 @@ class KpiEngine:
         self._line_revision: dict[tuple[str, WindowKey], int] = {}
         self._pending: list[Event] = []
         self._recomputing = False
+        # Called with every stretch of a machine's time as it is folded (the shift report's
+        # timeline, agent/kpi/timeline.py); a recompute calls it again for the time it redoes.
+        self.trace: Trace | None = None
         self.stats = {"readings": 0, "late": 0, "late_dropped": 0, "duplicates": 0,
                       "recomputes": 0, "resets": 0, "rollovers": 0, "verdicts": 0,
                       "implausible": 0}  # fmt: skip
@@ -580,6 +605,8 @@ class KpiEngine:
                     end = min(end, cur.valid_until)
             seconds = (end - cur.t) / NS
             planned = span.is_planned(cur.t)
+            if self.trace is not None and close is not None:
+                self.trace.segment(m.name, cur.t, end, category, cur.reason, cur.product, planned)
             if category == "unknown":
                 cur.unknown_acc += seconds
             elif category == "running":
@@ -690,6 +717,8 @@ class KpiEngine:
         counts_total = role == TOTAL or (kpi.total is None and role in (GOOD, REJECT, REWORK))
         cycle = kpi.cycle_time_s(cur.product)
         ideal = delta * cycle * known if counts_total else 0.0
+        if self.trace is not None and not m.inspected:
+            self.trace.count(m.name, t, _COUNTER_FIELD[role], delta * known, ideal, cur.product)
         for c in self._open_at(m, cur, t):
             if counts_total:
                 c.unknown_count += delta * unknown
@@ -744,6 +773,8 @@ class KpiEngine:
         cur = copy.deepcopy(saved)
         log = m.log
         self._recomputing = True
+        if self.trace is not None:
+            self.trace.redo(m.name, start)
         try:
             for j in range(bisect_left(log.ts, start), len(log)):
                 ts = log.ts[j]

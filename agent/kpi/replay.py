@@ -39,7 +39,7 @@ from typing import Any
 from agent.config import Config
 from agent.errors import StoreError
 from agent.kpi.calendar import Window, WindowKind, window_at, windows
-from agent.kpi.engine import KpiEngine
+from agent.kpi.engine import KpiEngine, Trace
 from agent.model import Event, EventKind
 from agent.store import DB_NAME, decode_batch
 from agent.store.schema import check_path, read_failed
@@ -213,6 +213,19 @@ def hours_of(config: Config, selection: Selection, now_ns: int) -> Selection:
     return Selection(tuple(sorted(hours.values(), key=lambda w: w.start_ns)))
 
 
+def previous(config: Config, selection: Selection, days: int = 7) -> Selection:
+    """The windows of the same kind as the selection's (shifts, or days) that began in the
+    `days` before it: the report's comparison with the shifts before."""
+    kind = selection.windows[0].kind
+    start = selection.start_ns - days * 24 * HOUR_NS
+    found = [
+        w
+        for w in windows(config.calendar, start, selection.start_ns, (kind,))
+        if start <= w.start_ns < selection.start_ns
+    ]
+    return Selection(tuple(found))
+
+
 # ---------------------------------------------------------------------------------------------
 # The replay
 
@@ -336,8 +349,10 @@ def replay(
     *,
     data_dir: Path | None = None,
     progress: Progress | None = None,
+    trace: Trace | None = None,
 ) -> ReplayResult:
-    """The KPI windows of `selection` for every machine and line, from the stored readings.
+    """The KPI windows of `selection` for every machine and line, from the stored readings;
+    `trace` gets every stretch of each machine's time (the report's timeline).
 
     Raises StoreError when there is no store or it cannot be read, ValueError when the config
     has no `[machines.kpi]`.
@@ -352,6 +367,7 @@ def replay(
     end = min(selection.end_ns + lead, now_ns + 1)
     with _reading(config, data_dir) as conn:
         engine = KpiEngine(config, _tag_ids(conn, config))
+        engine.trace = trace
         events, done, verdicts = _feed(engine, conn, start, end, progress)
     # Close what ended: every machine's time moves to the last window's end (tick moves each
     # machine to `now - max_gap`), never past now.

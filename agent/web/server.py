@@ -13,8 +13,9 @@ Routes: `/` (the page) and its two static files, `/api/state` (JSON; `?machine=`
 values), `/api/events` (the same, pushed every second as server-sent events), `/metrics`
 (Prometheus text), `/healthz` (liveness: the process answers), `/readyz` (200 or 503 with
 the reasons) and `/images/<inspection>/<file>` (a saved image of an inspected part, see
-images.py). When a token is configured, every route but `/healthz` asks for it. Every route but
-`/healthz` also checks the Host header against the names the page answers to (DNS rebinding).
+images.py), `/reports` and `/reports/<shift>` (the shift reports, reports.py). When a token
+is configured, every route but `/healthz` asks for it. Every route but `/healthz` also checks
+the Host header against the names the page answers to (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from agent.web.images import PREFIX as IMAGES
 from agent.web.images import NoImage, read_image
 from agent.web.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.web.metrics import metrics_registry, render
+from agent.web.reports import REPORT_POLICY, is_report_path, listing, shift_of
 from agent.web.state import StateBuilder
 from agent.web.verdicts import VerdictLog
 
@@ -253,6 +255,9 @@ class WebServer:
         self._streams = 0  # /api/events streams open
         self.max_connections = MAX_HEADS + section.max_event_streams + ANSWERS
         self.allowed_hosts = frozenset(section.allowed_hosts)
+        # One report replay at a time: each reads a shift and 7 days of readings, and the
+        # edge box's cores belong to polling first.
+        self._reports = asyncio.Semaphore(1)
 
     @classmethod
     async def start(cls, agent: Agent) -> WebServer:
@@ -408,7 +413,8 @@ class WebServer:
             if refusal is not None:
                 await self._send(writer, refusal)
                 return
-        if request.path not in ROUTES and not request.path.startswith(IMAGES):
+        known = request.path.startswith(IMAGES) or is_report_path(request.path)
+        if request.path not in ROUTES and not known:
             await self._send(writer, _error(HTTPStatus.NOT_FOUND, f"no such page: {request.path}"))
             return
         if request.method != "GET":
@@ -441,6 +447,8 @@ class WebServer:
             return json_response(HTTPStatus.OK, {"status": "alive"}, extra)
         if path.startswith(IMAGES):
             return await self._image(path, extra)
+        if is_report_path(path):
+            return await self._report(path, extra)
         if path == "/api/state":
             state = await self.state.state(request.param("machine"))
             return json_response(HTTPStatus.OK, state, extra)
@@ -454,6 +462,32 @@ class WebServer:
                 HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "reasons": reasons}, extra
             )
         return json_response(HTTPStatus.OK, {"ready": True, "reasons": []}, extra)
+
+    async def _report(self, path: str, extra: list[tuple[str, str]]) -> bytes:
+        """`/reports` (the shifts of the last 7 days) or `/reports/<shift>` (its report,
+        replayed from the store in a worker thread: it reads, never writes)."""
+        from agent.errors import StoreError
+        from agent.kpi.document import shift_report
+        from agent.kpi.replay import SelectionError
+
+        config = self.agent.config
+        now_ns = self.agent.clock.time_ns()
+        headers = [*extra, ("Content-Security-Policy", REPORT_POLICY)]
+        html = "text/html; charset=utf-8"
+        if path.rstrip("/") == "/reports":
+            page = listing(config, now_ns)
+            return response(HTTPStatus.OK, page.encode(), html, headers)
+        shift = shift_of(path)
+        if shift is None:
+            return _error(HTTPStatus.NOT_FOUND, f"no such report: {path}")
+        try:
+            async with self._reports:
+                page = await asyncio.to_thread(shift_report, config, shift, now_ns)
+        except SelectionError as exc:
+            return _error(HTTPStatus.NOT_FOUND, str(exc))
+        except (StoreError, ValueError) as exc:
+            return _error(HTTPStatus.SERVICE_UNAVAILABLE, one_line(exc))
+        return response(HTTPStatus.OK, page.encode(), html, headers)
 
     async def _image(self, path: str, extra: list[tuple[str, str]]) -> bytes:
         try:

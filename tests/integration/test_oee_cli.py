@@ -102,7 +102,12 @@ def test_report_writes_the_html_file_and_prints_its_path(config_path: Path) -> N
     assert result.stdout.strip() == str(out)
     html = out.read_text(encoding="utf-8")
     assert "shift 2026-11-23/A: 2026-11-23 06:00 – 2026-11-23 08:00" in html
-    assert html.count("<svg") == 2 * 3 and "<script" not in html  # shifts A and N
+    kinds = re.findall(r'<svg [^>]*class="(\w+)"', html)
+    # per shift (A and N): the machine states, a waterfall and a stop Pareto per machine and
+    # line (5 rows), the hourly trend, OEE per machine; no shift before to compare with
+    assert sorted(kinds) == sorted(2 * ["gantt", "trend", "bars", *5 * ["waterfall", "pareto"]])
+    assert "<script" not in html
+    assert len(re.findall(r'<rect class="segment"', html)) > 3, "the states are traced"
     for name in ("press1", "press2", "mill1", "line stamping/body-line-1"):
         assert name in html
     # The hourly trend: a point per machine and line for each of the two hours of A; none for
@@ -171,3 +176,21 @@ def test_report_into_a_missing_directory_exits_2(config_path: Path, tmp_path: Pa
     result = lineside("report", "-c", config_path, "--shift", "2026-11-23", "--out", out)
     assert result.returncode == 2
     assert "no such directory" in result.stderr
+
+
+def test_report_compares_the_shift_with_the_shifts_before(config_path: Path) -> None:
+    out = config_path.parent / "night.html"
+    result = lineside("report", "-c", config_path, "--shift", "2026-11-23/N", "--out", out)
+    assert result.returncode == 0, result.stderr
+    html = out.read_text(encoding="utf-8")
+    trends = re.findall(r'<svg [^>]*class="trend".*?</svg>', html, flags=re.S)
+    [days] = [t for t in trends if "<title>OEE by shift</title>" in t]
+    # shift A of the same date is the one before with figures; the night saw nothing ("—",
+    # no point); the days before have no readings
+    points = dict(re.findall(r'data-series="([^"]+)" data-value="([^"]+)"', days))
+    live = live_shift_oee(config_path)
+    assert float(points["press1"]) == pytest.approx(live["press1"], abs=1e-9)
+    assert float(points["line stamping/body-line-1"]) == pytest.approx(
+        live["stamping/body-line-1"], abs=1e-9
+    )
+    assert "11-23/A" in days and "11-23/N" in days

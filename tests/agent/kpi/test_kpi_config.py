@@ -75,6 +75,9 @@ product = "product"
 products = { "7" = 30.0 }
 energy = "kwh"
 max_gap = "5m"
+product_names = { "7" = "Bracket A" }
+target_oee = 0.85
+target_output = 9000
 """
     kpi = load_config(write(tmp_path, text)).machines[0].kpi
     assert kpi is not None and kpi.packml
@@ -83,6 +86,8 @@ max_gap = "5m"
     assert kpi.cycle_time_s(7) == 2.0  # product 7: 30 per minute
     assert kpi.cycle_time_s(8) == 2.5  # unknown product: the default
     assert kpi.max_gap == 300.0
+    assert (kpi.target_oee, kpi.target_output) == (0.85, 9000)
+    assert kpi.product_label(7) == "Bracket A" and kpi.product_label(8) == "product 8"
 
 
 def test_rates_per_hour_and_second(tmp_path: Path) -> None:
@@ -96,6 +101,26 @@ def test_rates_per_hour_and_second(tmp_path: Path) -> None:
 
 W = "machines[0].kpi"
 BAD = [
+    (
+        "target-oee-in-percent",
+        KPI + "target_oee = 85\n",
+        [f"{W}.target_oee: a ratio up to 1: write 0.85 for 85 %, got 85"],
+    ),
+    (
+        "target-output-zero",
+        KPI + "target_output = 0\n",
+        [f"{W}.target_output: must be more than 0.0, got 0"],
+    ),
+    (
+        "product-names-without-product",
+        KPI + 'product_names = { "1" = "A" }\n',
+        [f"{W}.product_names: product_names label the product tag: set product"],
+    ),
+    (
+        "product-name-code-not-integer",
+        KPI + 'product = "product"\nproduct_names = { "x1" = "A" }\n',
+        [f"{W}.product_names.x1: product codes are integers, got 'x1'"],
+    ),
     ("unknown-key", KPI + 'colour = "red"\n', [f"{W}: unknown key 'colour'"]),
     (
         "no-state-map",

@@ -67,7 +67,10 @@ def test_the_report_is_self_contained() -> None:
     for forbidden in ("<script", "http://", "https://", "src=", "<link", "@import", "url("):
         # The SVG namespace is the one URI allowed: it is a name, never fetched.
         assert lowered.replace('xmlns="http://www.w3.org/2000/svg"', "").count(forbidden) == 0
-    assert len(svgs(html)) == 3  # trend, OEE per machine, Pareto
+    kinds = [svg.get("class") for svg in svgs(html)]
+    # a waterfall and a stop Pareto per machine and line, the trend, OEE per machine
+    assert sorted(set(kinds)) == ["bars", "pareto", "trend", "waterfall"]
+    assert kinds.count("waterfall") == kinds.count("pareto") == 3
 
 
 def test_names_from_config_and_plc_are_escaped() -> None:
@@ -133,7 +136,9 @@ def test_trend_breaks_at_undefined_hours_instead_of_drawing_zero() -> None:
 
 def test_the_report_holds_the_shift_trend_per_machine_and_the_downtime() -> None:
     html = report()
-    trend, per_machine, pareto_svg = svgs(html)
+    by = {svg.get("class"): svg for svg in svgs(html)}
+    trend, per_machine = by["trend"], by["bars"]
+    line_pareto = [svg for svg in svgs(html) if svg.get("class") == "pareto"][-1]
     series = {p.get("data-series") for p in trend.iter(f"{SVG}circle")}
     assert series == {"press1", "press<2>", "line stamping/body<line>"}
     # press<2> has no planned time in its second hour: one point, not a 0.
@@ -141,7 +146,7 @@ def test_the_report_holds_the_shift_trend_per_machine_and_the_downtime() -> None
     values = [float(b.get("data-value", "")) for b in per_machine.iter(f"{SVG}rect")]
     # OEE = good x ICT / planned; the line sums the machines: (5832 + 3000) / 14400.
     assert values == pytest.approx([5832 / 7200, 3000 / 7200, 8832 / 14400])
-    reasons = [b.get("data-reason") for b in pareto_svg.iter(f"{SVG}rect")]
+    reasons = [b.get("data-reason") for b in line_pareto.iter(f"{SVG}rect")]
     assert reasons == ['coil <b>"end"</b>', "die jam", "feeder"]  # 900, 900 (by name), 120
     assert "2026-11-23 06:00 – 2026-11-23 08:00" in html
 
