@@ -53,7 +53,7 @@ from agent.histogram import Histogram
 from agent.model import Quality, ReadingBatch
 from agent.reasons import Reasons
 from agent.tags import TagTable
-from connectors.modbus.client import ModbusTcpClient, exception_reason
+from connectors.modbus.client import ModbusTcpClient
 from connectors.modbus.codec import RequestDecoder
 from connectors.modbus.config import (
     ModbusRtuSourceConfig,
@@ -61,6 +61,7 @@ from connectors.modbus.config import (
     ModbusTcpSourceConfig,
     ModbusUnit,
 )
+from connectors.modbus.pdu import exception_reason
 from connectors.modbus.planner import PlanTag, ReadPlan, plan_unit, tag_width
 from connectors.modbus.rtu import RtuLink
 
