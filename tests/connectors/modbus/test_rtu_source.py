@@ -28,7 +28,7 @@ from agent.tags import TagInfo, TagTable
 from connectors.modbus.config import ModbusRtuSourceConfig, ModbusTcpSourceConfig
 from connectors.modbus.framing import crc16, rtu_answer_size, rtu_read, with_crc
 from connectors.modbus.rtu import RtuLink, parse_response, silent_interval
-from connectors.modbus.source import ModbusRtuSource
+from connectors.modbus.rtu_source import ModbusRtuSource
 from firmware_sim.clock import ManualClock
 from firmware_sim.plant import Plant, load_plant
 
