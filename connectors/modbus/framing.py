@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from connectors.modbus.pdu import check_read, data_bytes, read_answer_sizes, read_request
+from connectors.modbus.pdu import check_read, data_bytes, read_request
 
 # -- TCP: MBAP header ------------------------------------------------------------------------
 
@@ -43,7 +43,7 @@ def check_mbap_read(unit_id: int, function: int, start: int, count: int) -> None
 def mbap_length_fits(length: int, function: int, count: int) -> bool:
     """Whether an MBAP length can be the answer to a read: an exception or the data. Checked
     from the header alone, before the body comes, so a wrong length never stalls a stream."""
-    return length - 1 in read_answer_sizes(function, count)
+    return length == 3 or length == 3 + data_bytes(function, count)  # unit id + the PDU
 
 
 # -- RTU: address + PDU + CRC-16/MODBUS --------------------------------------------------------

@@ -62,12 +62,6 @@ def data_bytes(function: int, count: int) -> int:
     return (count + 7) // 8 if function in (1, 2) else 2 * count
 
 
-def read_answer_sizes(function: int, count: int) -> tuple[int, int]:
-    """The sizes the PDU answering a read can have: an exception (function, code), or the
-    data (function, byte count, data)."""
-    return 2, 2 + data_bytes(function, count)
-
-
 def check_read(function: int, start: int, count: int) -> None:
     """ValueError unless (function, start, count) is a read a device can answer."""
     if function not in READ_FUNCTIONS:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from agent.clock import Clock
 from agent.errors import ConnectError
 from agent.model import ReadingBatch
-from agent.tags import TagTable
 from connectors.modbus.config import (
     ModbusRtuSourceConfig,
 )
@@ -16,25 +14,14 @@ from connectors.modbus.rtu import RtuLink
 from connectors.modbus.source import ModbusSource
 
 
-class ModbusRtuSource(ModbusSource):
+class ModbusRtuSource(ModbusSource[ModbusRtuSourceConfig]):
     """A Modbus RTU source: one serial bus, its units polled in turn."""
 
-    def __init__(
-        self,
-        config: ModbusRtuSourceConfig,
-        tags: TagTable,
-        clock: Clock | None = None,
-        *,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 60.0,
-    ) -> None:
-        super().__init__(config, tags, clock, backoff_initial, backoff_max)
-        self._rtu = config
-        self._link: RtuLink | None = None
+    _link: RtuLink | None = None
 
     async def connect(self) -> None:
         await self.close()
-        config = self._rtu
+        config = self._config
         link = RtuLink(
             config.port,
             baudrate=config.baudrate,
@@ -64,7 +51,7 @@ class ModbusRtuSource(ModbusSource):
     async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
         link = self._link
         if link is None or not link.is_open:
-            raise ConnectError(f"{self.name}: {self._rtu.port} is not open")
+            raise ConnectError(f"{self.name}: {self._config.port} is not open")
         self._stats.polls += 1
         batches = self._new_batches(groups)
         by_unit: dict[int, list[UnitBatch]] = {}  # units in turn, each with all its due groups

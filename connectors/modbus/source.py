@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -84,21 +84,25 @@ class Wire(Protocol):
     bytes_out: int
 
 
-class ModbusSource:
+Config = TypeVar("Config", ModbusTcpSourceConfig, ModbusRtuSourceConfig)
+
+
+class ModbusSource(Generic[Config]):
     """What both sources share: plans, batches, counters and the retrying read."""
 
     def __init__(
         self,
-        config: ModbusTcpSourceConfig | ModbusRtuSourceConfig,
+        config: Config,
         tags: TagTable,
-        clock: Clock | None,
-        backoff_initial: float,
-        backoff_max: float,
+        clock: Clock | None = None,
+        *,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 60.0,
     ) -> None:
         if not 0 < backoff_initial <= backoff_max:
             raise ValueError("back-off must satisfy 0 < backoff_initial <= backoff_max")
         self.name = config.name
-        self._config = config
+        self._config: Config = config
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._stats = Counters()
         self._string_tags = 0

@@ -6,10 +6,8 @@ import asyncio
 import math
 from collections.abc import Sequence
 
-from agent.clock import Clock
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
 from agent.model import ReadingBatch
-from agent.tags import TagTable
 from connectors.modbus.client import ModbusTcpClient
 from connectors.modbus.config import (
     ModbusTcpSourceConfig,
@@ -26,25 +24,14 @@ from connectors.modbus.reads import (
 from connectors.modbus.source import ModbusSource
 
 
-class ModbusTcpSource(ModbusSource):
+class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
     """A Modbus TCP source: one connection, any number of unit ids behind it."""
 
-    def __init__(
-        self,
-        config: ModbusTcpSourceConfig,
-        tags: TagTable,
-        clock: Clock | None = None,
-        *,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 60.0,
-    ) -> None:
-        super().__init__(config, tags, clock, backoff_initial, backoff_max)
-        self._tcp = config
-        self._client: ModbusTcpClient | None = None
+    _client: ModbusTcpClient | None = None
 
     async def connect(self) -> None:
         await self.close()
-        config = self._tcp
+        config = self._config
         client = ModbusTcpClient(
             config.host,
             config.port,
@@ -68,12 +55,12 @@ class ModbusTcpSource(ModbusSource):
         client = self._client
         if client is None or not client.connected:
             why = client.closed_reason if client is not None else "not connected"
-            raise ConnectError(f"{self.name} ({self._tcp.endpoint}): {why}")
+            raise ConnectError(f"{self.name} ({self._config.endpoint}): {why}")
         self._stats.polls += 1
         batches = self._new_batches(groups)
         try:
             jobs = self._jobs(batches)
-            if self._tcp.inter_request_delay > 0:
+            if self._config.inter_request_delay > 0:
                 await self._poll_spaced(client, jobs)
             else:
                 await self._poll_pipelined(client, jobs)
@@ -112,7 +99,7 @@ class ModbusTcpSource(ModbusSource):
         self, client: ModbusTcpClient, jobs: list[tuple[UnitBatch, Read]]
     ) -> None:
         """One request at a time with a pause after each, so the pause means what it says."""
-        delay = self._tcp.inter_request_delay
+        delay = self._config.inter_request_delay
         closed_by_us = False  # the client closed the connection itself in this poll
         for batch, read in jobs:
             if closed_by_us:
@@ -145,7 +132,7 @@ class ModbusTcpSource(ModbusSource):
         (a "busy" exception) joins the next wave; a read of a unit isolated in this poll (it
         timed out or garbled an answer) is not sent.
         """
-        config = self._tcp
+        config = self._config
         stats = self._stats
         clock = self._clock
         loop = asyncio.get_running_loop()
@@ -241,7 +228,7 @@ class ModbusTcpSource(ModbusSource):
     def _may_retry(self, retried: dict[int, int], read: Read) -> bool:
         """Whether `read` has an attempt left in this poll; if so, it is booked."""
         used = retried.get(id(read), 0)
-        if used >= self._tcp.retries:
+        if used >= self._config.retries:
             return False
         retried[id(read)] = used + 1
         return True

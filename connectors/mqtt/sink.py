@@ -88,19 +88,6 @@ class MqttSink:
             0,
         )
 
-    @property
-    def ack_timeout(self) -> float:
-        """Seconds to wait for an acknowledgement (the connection's, so a change applies)."""
-        return self.connection.ack_timeout
-
-    @ack_timeout.setter
-    def ack_timeout(self, seconds: float) -> None:
-        self.connection.ack_timeout = seconds
-
-    @property
-    def keepalive(self) -> int:
-        return self.connection.keepalive
-
     # -----------------------------------------------------------------------------------------
     # Connection
 
@@ -196,7 +183,7 @@ class MqttSink:
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that meets the acknowledgement, and a stop would then never end.
-                async with asyncio.timeout(self.ack_timeout):
+                async with asyncio.timeout(self.connection.ack_timeout):
                     await asyncio.shield(waiting.done)
                 return
             except TimeoutError:
@@ -205,7 +192,7 @@ class MqttSink:
                     missing = waiting.expected - waiting.acknowledged
                     raise RequestTimeout(
                         f"{self.config.endpoint}: {missing} of {waiting.expected} messages "
-                        f"not acknowledged within {self.ack_timeout:g} s"
+                        f"not acknowledged within {self.connection.ack_timeout:g} s"
                     ) from None
 
     def _forget(self, waiting: _Waiting) -> None:

@@ -126,19 +126,6 @@ class SparkplugSink:
         )
 
     @property
-    def ack_timeout(self) -> float:
-        """Seconds to wait for an acknowledgement (the connection's, so a change applies)."""
-        return self.connection.ack_timeout
-
-    @ack_timeout.setter
-    def ack_timeout(self, seconds: float) -> None:
-        self.connection.ack_timeout = seconds
-
-    @property
-    def keepalive(self) -> int:
-        return self.connection.keepalive
-
-    @property
     def host_online(self) -> bool:
         """Whether data may flow: always without a primary host, else its last STATE."""
         if self.config.primary_host_id is None:

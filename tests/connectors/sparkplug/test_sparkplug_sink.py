@@ -297,7 +297,7 @@ async def test_send_waits_for_the_broker(mosquitto: BrokerFactory, hosts: list[H
     broker = mosquitto()
     host = watch(hosts, broker)
     sink = make_sink(broker)
-    sink.ack_timeout = 0.5
+    sink.connection.ack_timeout = 0.5
     await sink.connect()
     await host.arrived(3)
     broker.pause()  # the connection stays up but nothing is answered
