@@ -161,11 +161,11 @@ class ModbusTcpClient:
         futures: list[asyncio.Future[bytes]] = []
         frames = bytearray()
         for unit_id, function, start, count in requests:
-            check_mbap_read(unit_id, function, start, count)
             tid = self._next_tid()
+            frame = mbap_read(tid, unit_id, function, start, count)  # ValueError: nothing kept
             future: asyncio.Future[bytes] = loop.create_future()
             self._pending[tid] = _Pending(unit_id, function, count, future, start)
-            frames += mbap_read(tid, unit_id, function, start, count)
+            frames += frame
             futures.append(future)
         transport.write(frames)
         self.bytes_out += len(frames)

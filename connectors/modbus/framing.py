@@ -28,16 +28,17 @@ def mbap_frame(tid: int, unit_id: int, pdu: bytes) -> bytes:
 
 
 def mbap_read(tid: int, unit_id: int, function: int, start: int, count: int) -> bytes:
-    """The TCP frame of a read (FC 01-04); the poll loop's hot path, so one `pack`. The read
-    is not checked here: check it once with `check_mbap_read`."""
+    """The TCP frame of a read (FC 01-04); ValueError for a bad read. The poll loop's hot
+    path, so one check and one `pack`."""
+    check_read(function, start, count)
+    if not 0 <= unit_id <= 255:
+        raise ValueError(f"unit id must be 0..255, not {unit_id}")
     return _MBAP_READ.pack(tid, 0, 6, unit_id, function, start, count)
 
 
 def check_mbap_read(unit_id: int, function: int, start: int, count: int) -> None:
     """ValueError unless the read can be framed for TCP (unit ids 0-255)."""
-    check_read(function, start, count)
-    if not 0 <= unit_id <= 255:
-        raise ValueError(f"unit id must be 0..255, not {unit_id}")
+    mbap_read(0, unit_id, function, start, count)
 
 
 def mbap_length_fits(length: int, function: int, count: int) -> bool:

@@ -101,17 +101,17 @@ def read_answer(pdu: bytes, function: int, count: int) -> bytes | ExceptionRespo
 
     MalformedPdu when it answers another function or its byte count does not fit.
     """
-    refused = exception_in(pdu, function)
-    if refused is not None:
-        return refused
-    if not pdu or pdu[0] != function:
-        code = pdu[0] if pdu else "none"
-        raise MalformedPdu(f"function code {code} in the answer to function {function:02d}")
     expected = data_bytes(function, count)
-    if len(pdu) < 2 or pdu[1] != expected or len(pdu) != 2 + expected:
+    if pdu and pdu[0] == function:  # the poll loop's case first: one test, one slice
+        if len(pdu) == 2 + expected and pdu[1] == expected:
+            return pdu[2:]
         given = pdu[1] if len(pdu) > 1 else "none"
         raise MalformedPdu(
             f"byte count {given} and {max(len(pdu) - 2, 0)} data bytes; "
             f"{expected} expected for {count} items"
         )
-    return pdu[2:]
+    refused = exception_in(pdu, function)
+    if refused is None:
+        code = pdu[0] if pdu else "none"
+        raise MalformedPdu(f"function code {code} in the answer to function {function:02d}")
+    return refused
