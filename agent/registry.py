@@ -33,11 +33,11 @@ SOURCES: Mapping[str, Connector] = MappingProxyType(
     {
         "modbus_tcp": Connector(
             "connectors.modbus.config:ModbusTcpSourceConfig",
-            runtime="connectors.modbus.source:ModbusTcpSource",
+            runtime="connectors.modbus.tcp_source:ModbusTcpSource",
         ),
         "modbus_rtu": Connector(
             "connectors.modbus.config:ModbusRtuSourceConfig",
-            runtime="connectors.modbus.source:ModbusRtuSource",
+            runtime="connectors.modbus.rtu_source:ModbusRtuSource",
         ),
         "mc": Connector(
             "connectors.mc.config:McSourceConfig", runtime="connectors.mc.source:McSource"

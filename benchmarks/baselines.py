@@ -36,8 +36,8 @@ import numpy.typing as npt
 
 from benchmarks.workloads import RSS_WORKLOAD, WORKLOADS, Workload, read_blocks
 from connectors.modbus.address import Table
+from connectors.modbus.framing import MBAP_PREFIX, MBAP_SIZE, crc_ok, mbap_read, rtu_read
 from connectors.modbus.planner import ReadRequest
-from firmware_sim.modbus_rtu import crc16
 
 _STRUCT_FORMATS = {
     "int16": ">h",
@@ -52,7 +52,6 @@ _STRUCT_FORMATS = {
 _NUMPY_TYPES = {k: np.dtype(v) for k, v in _STRUCT_FORMATS.items()}
 # The agent's RTU `frame_pause` in the generated config: the same bus discipline here.
 RTU_FRAME_PAUSE = 0.002
-_MBAP = struct.Struct(">HHHB")
 
 
 @dataclass
@@ -282,8 +281,7 @@ class _TcpLink(asyncio.Protocol):
         for i, request in enumerate(self.blocks):
             self.tid = (self.tid + 1) & 0xFFFF
             self.sent[self.tid] = (i, now)
-            out += _MBAP.pack(self.tid, 0, 6, 1)
-            out += struct.pack(">BHH", request.function_code, request.start, request.count)
+            out += mbap_read(self.tid, 1, request.function_code, request.start, request.count)
         self.figures.requests += len(self.blocks)
         self.done = asyncio.get_running_loop().create_future()
         self.transport.write(out)
@@ -293,14 +291,14 @@ class _TcpLink(asyncio.Protocol):
         buf = self.buf
         buf += data
         now = time.monotonic()
-        while len(buf) >= 6:
-            size = 6 + ((buf[4] << 8) | buf[5])
+        while len(buf) >= MBAP_PREFIX:
+            size = MBAP_PREFIX + ((buf[4] << 8) | buf[5])
             if len(buf) < size:
                 break
             tid = (buf[0] << 8) | buf[1]
             i, sent = self.sent.pop(tid, (-1, 0.0))
             figures = self.figures
-            if i < 0 or buf[7] & 0x80 or size != 9 + self.decoders[i].payload_bytes:
+            if i < 0 or buf[MBAP_SIZE] & 0x80 or size != 9 + self.decoders[i].payload_bytes:
                 figures.errors += 1
             else:
                 figures.latency.append(now - sent)
@@ -326,10 +324,7 @@ class _RtuBus:
         self.blocks = blocks
         self.decoders = [NumpyBlock(r) for r in blocks]
         self.frames = [
-            [
-                _with_crc(struct.pack(">BBHH", unit_id, r.function_code, r.start, r.count))
-                for r in blocks
-            ]
+            [rtu_read(unit_id, r.function_code, r.start, r.count) for r in blocks]
             for unit_id in range(1, units + 1)
         ]
         self.buf = bytearray()
@@ -366,10 +361,7 @@ class _RtuBus:
                     continue
                 figures.latency.append(time.monotonic() - sent)
                 answer = bytes(self.buf[: self.want])
-                if (
-                    crc16(answer[:-2]) != int.from_bytes(answer[-2:], "little")
-                    or answer[1] != (frame[1])
-                ):
+                if not crc_ok(answer) or answer[1] != frame[1]:
                     figures.errors += 1
                 else:
                     self.latest[i] = decoder.decode(answer[3:-2])
@@ -383,10 +375,6 @@ class _RtuBus:
 
 def _same(proto: _TcpLink) -> _TcpLink:
     return proto
-
-
-def _with_crc(frame: bytes) -> bytes:
-    return frame + int(crc16(frame)).to_bytes(2, "little")
 
 
 async def run_ceiling(

@@ -25,7 +25,6 @@ import functools
 import json
 import multiprocessing as mp
 import platform
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
+from connectors.modbus.framing import mbap_read
 from firmware_sim.image import RegisterImage, Table
 from firmware_sim.modbus_pdu import Unit
 from firmware_sim.modbus_tcp import ModbusTcpServer
@@ -40,7 +40,6 @@ from firmware_sim.modbus_tcp import ModbusTcpServer
 TARGET_RPS = 20_000
 REGISTERS = 100
 RESULTS = Path(__file__).parent / "results" / "sim_modbus_tcp.json"
-_MBAP = struct.Struct(">HHHB")
 
 
 def _use_uvloop() -> bool:
@@ -111,9 +110,7 @@ class _LeanConnection(asyncio.Protocol):
         assert self.transport is not None
         self.tid = (self.tid + 1) & 0xFFFF
         address = self.tid % (REGISTERS - self.count)
-        self.transport.write(
-            _MBAP.pack(self.tid, 0, 6, self.unit_id) + struct.pack(">BHH", 3, address, self.count)
-        )
+        self.transport.write(mbap_read(self.tid, self.unit_id, 3, address, self.count))
 
     def data_received(self, data: bytes) -> None:
         self.buf += data

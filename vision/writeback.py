@@ -2,8 +2,9 @@
 
 lineside is read-only towards PLCs except for addresses on the config's `write_allow` list; the
 check is made here, at the moment of writing, not only when the config is loaded, so no code
-path can write elsewhere. Framing follows standards.md §5: MBAP header, function 05 (write
-single coil, FF00 = on) or 06 (write single register); the answer echoes the request.
+path can write elsewhere. Function 05 (write single coil, FF00 = on) or 06 (write single
+register) in an MBAP frame, built by connectors/modbus/pdu.py and framing.py; the answer echoes
+the request.
 
 Every attempt is audited here too, for the same reason: `write` does not raise for a write that
 was refused or failed, it returns the `EventKind.AUDIT` event saying who wrote what where and
@@ -14,19 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from collections.abc import Collection
 from typing import Any, Literal
 
 from agent.errors import ConnectError, DeviceError, LinesideError, ProtocolError, RequestTimeout
 from agent.model import Event, EventKind
 from connectors.modbus.address import ModbusAddress, Table
-from connectors.modbus.client import exception_message
+from connectors.modbus.framing import MBAP, MBAP_SIZE, mbap_frame
+from connectors.modbus.pdu import (
+    MalformedPdu,
+    exception_in,
+    write_single_coil,
+    write_single_register,
+)
 from vision.adapters import VERDICT_CODES
-
-_REQUEST = struct.Struct(">HHHBBHH")  # MBAP (tid, protocol 0, length 6, unit) + fc, address, value
-WRITE_SINGLE_COIL = 0x05
-WRITE_SINGLE_REGISTER = 0x06
 
 WriteResult = Literal["ok", "refused", "failed"]
 
@@ -44,13 +46,9 @@ def verdict_value(address: ModbusAddress, verdict: str) -> int:
 
 def write_request(tid: int, unit_id: int, address: ModbusAddress, value: int) -> bytes:
     if address.table is Table.COILS:
-        return _REQUEST.pack(
-            tid, 0, 6, unit_id, WRITE_SINGLE_COIL, address.offset, 0xFF00 if value else 0
-        )
+        return mbap_frame(tid, unit_id, write_single_coil(address.offset, bool(value)))
     if address.table is Table.HOLDING_REGISTERS and address.bit is None:
-        return _REQUEST.pack(
-            tid, 0, 6, unit_id, WRITE_SINGLE_REGISTER, address.offset, value & 0xFFFF
-        )
+        return mbap_frame(tid, unit_id, write_single_register(address.offset, value))
     raise ValueError(f"{address} cannot be written (coils and holding registers only)")
 
 
@@ -164,17 +162,18 @@ class ModbusWriteBack:
         writer.write(request)
         await writer.drain()
         try:
-            header = await reader.readexactly(7)
-            tid, protocol, length, _unit = struct.unpack(">HHHB", header)
+            header = await reader.readexactly(MBAP_SIZE)
+            tid, protocol, length, _unit = MBAP.unpack(header)
             body = await reader.readexactly(length - 1)
         except asyncio.IncompleteReadError:
             await self.close()
             raise ConnectError(f"write to {self.target}: connection closed") from None
-        if body and body[0] & 0x80:
-            code = body[1] if len(body) > 1 else 0
-            raise DeviceError(
-                f"write to {self.target}: {exception_message(body[0] & 0x7F, code)}", code
-            )
+        try:
+            refused = exception_in(body, request[MBAP_SIZE])
+        except MalformedPdu:
+            refused = None  # not an echo either: refused below
+        if refused is not None:
+            raise DeviceError(f"write to {self.target}: {refused.message}", refused.code)
         if tid != self._tid or protocol != 0 or header + body != request:
             await self.close()
             raise ProtocolError(f"write to {self.target}: the answer does not echo the request")

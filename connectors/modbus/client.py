@@ -1,8 +1,8 @@
 """A lean asyncio Modbus TCP client for the poll loop: reads only, pipelined, hard deadlines.
 
 Built on `asyncio.Protocol`, so it runs on uvloop as well as on plain asyncio (pymodbus's
-client asserts asyncio's own transport class). Framing follows standards.md §5.4: MBAP header
-(transaction id, protocol id 0, length = unit id + PDU, unit id), big-endian.
+client asserts asyncio's own transport class). Frames and PDUs are built and checked by the pure
+`framing.py` and `pdu.py` (standards.md §5.3-5.4); this module owns the connection.
 
 - Up to `max_in_flight` requests are outstanding on the connection (pipelining); more wait
   their turn in call order. Responses are matched to requests by transaction id.
@@ -24,56 +24,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
+from connectors.modbus.framing import (
+    MBAP,
+    MBAP_PREFIX,
+    MBAP_SIZE,
+    check_mbap_read,
+    mbap_length_fits,
+    mbap_read,
+)
+from connectors.modbus.pdu import ExceptionResponse, MalformedPdu, read_answer
 
-_MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
-_READ = struct.Struct(">HHHBBHH")  # MBAP + function code, start, count
-READ_FUNCTIONS = (1, 2, 3, 4)
-MAX_COUNT = {1: 2000, 2: 2000, 3: 125, 4: 125}
 # Timed-out transaction ids remembered so that their late answers are dropped, not taken as
 # protocol errors (a slow device answers eventually, and in order).
 _ABANDONED_KEPT = 64
-
-EXCEPTION_NAMES = {
-    0x01: "illegal function",
-    0x02: "illegal data address",
-    0x03: "illegal data value",
-    0x04: "server device failure",
-    0x05: "acknowledge",
-    0x06: "server device busy",
-    0x08: "memory parity error",
-    0x0A: "gateway path unavailable",
-    0x0B: "gateway target device failed to respond",
-}
-
-
-def exception_message(function: int, code: int) -> str:
-    name = EXCEPTION_NAMES.get(code, "unknown exception code")
-    return f"exception {code:02X} ({name}) to function {function:02d}"
-
-
-def exception_reason(code: int) -> str:
-    """The reason a reading is bad after exception `code`: "illegal data address (02)"."""
-    return f"{EXCEPTION_NAMES.get(code, 'unknown exception code')} ({code:02X})"
-
-
-def data_bytes(function: int, count: int) -> int:
-    """Data bytes in the response to a read: 2 per register, or the bits packed 8 per byte."""
-    return (count + 7) // 8 if function in (1, 2) else 2 * count
-
-
-def _check_read(unit_id: int, function: int, start: int, count: int) -> None:
-    if function not in READ_FUNCTIONS:
-        raise ValueError(f"not a read function code: {function}")
-    if not 1 <= count <= MAX_COUNT[function] or not 0 <= start <= 65536 - count:
-        raise ValueError(f"bad read: function {function:02d}, start {start}, count {count}")
-    if not 0 <= unit_id <= 255:
-        raise ValueError(f"unit id must be 0..255, not {unit_id}")
 
 
 @dataclass(slots=True)
@@ -162,7 +130,7 @@ class ModbusTcpClient:
         self, unit_id: int, function: int, start: int, count: int, time_limit: float
     ) -> bytes:
         """The data bytes of one read (FC 01-04): registers big-endian, or packed bits."""
-        _check_read(unit_id, function, start, count)
+        check_mbap_read(unit_id, function, start, count)
         try:
             async with asyncio.timeout(time_limit):
                 async with self._slots:
@@ -193,11 +161,11 @@ class ModbusTcpClient:
         futures: list[asyncio.Future[bytes]] = []
         frames = bytearray()
         for unit_id, function, start, count in requests:
-            _check_read(unit_id, function, start, count)
             tid = self._next_tid()
+            frame = mbap_read(tid, unit_id, function, start, count)  # ValueError: nothing kept
             future: asyncio.Future[bytes] = loop.create_future()
             self._pending[tid] = _Pending(unit_id, function, count, future, start)
-            frames += _READ.pack(tid, 0, 6, unit_id, function, start, count)
+            frames += frame
             futures.append(future)
         transport.write(frames)
         self.bytes_out += len(frames)
@@ -253,7 +221,7 @@ class ModbusTcpClient:
         tid = self._next_tid()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[tid] = _Pending(unit_id, function, count, future, start)
-        adu = _READ.pack(tid, 0, 6, unit_id, function, start, count)
+        adu = mbap_read(tid, unit_id, function, start, count)
         transport.write(adu)
         self.bytes_out += len(adu)
         try:
@@ -278,8 +246,8 @@ class ModbusTcpClient:
         buf += data
         pos = 0
         size = len(buf)
-        while size - pos >= 7:
-            tid, protocol, length, unit_id = _MBAP.unpack_from(buf, pos)
+        while size - pos >= MBAP_SIZE:
+            tid, protocol, length, unit_id = MBAP.unpack_from(buf, pos)
             if protocol != 0:
                 self._malformed(tid, f"bad MBAP header (protocol id {protocol})")
                 return
@@ -290,13 +258,13 @@ class ModbusTcpClient:
                 return
             # The length must fit the request, checked before waiting for the body: a wrong
             # length would otherwise hold every later answer hostage until the timeout.
-            if length not in (3, 3 + data_bytes(pending.function, pending.count)):
+            if not mbap_length_fits(length, pending.function, pending.count):
                 self._malformed(tid, f"length {length} does not fit the request")
                 return
-            end = pos + 6 + length
+            end = pos + MBAP_PREFIX + length
             if end > size:
                 break
-            pdu = bytes(buf[pos + 7 : end])
+            pdu = bytes(buf[pos + MBAP_SIZE : end])
             pos = end
             if late:
                 del self._abandoned[tid]
@@ -311,28 +279,19 @@ class ModbusTcpClient:
 
     def _settle(self, pending: _Pending, unit_id: int, pdu: bytes) -> str | None:
         """Resolve a request from its answer; the problem if the answer is malformed."""
-        function = pending.function
         if unit_id != pending.unit_id:
             return f"answer from unit {unit_id} to a request for unit {pending.unit_id}"
-        if pdu[0] == function | 0x80:
-            if len(pdu) != 2:
-                return f"exception response of {len(pdu)} bytes"
-            if not pending.future.done():
-                message = f"{self.host}:{self.port} unit {unit_id}: " + exception_message(
-                    function, pdu[1]
-                )
-                pending.future.set_exception(DeviceError(message, code=pdu[1]))
+        try:
+            answer = read_answer(pdu, pending.function, pending.count)
+        except MalformedPdu as exc:
+            return str(exc)
+        if pending.future.done():
             return None
-        if pdu[0] != function:
-            return f"function code {pdu[0]} in the answer to function {function:02d}"
-        expected = data_bytes(function, pending.count)
-        if pdu[1] != expected or len(pdu) != 2 + expected:
-            return (
-                f"byte count {pdu[1]} and {len(pdu) - 2} data bytes; "
-                f"{expected} expected for {pending.count} items"
-            )
-        if not pending.future.done():
-            pending.future.set_result(pdu[2:])
+        if isinstance(answer, ExceptionResponse):
+            message = f"{self.host}:{self.port} unit {unit_id}: {answer.message}"
+            pending.future.set_exception(DeviceError(message, code=answer.code))
+        else:
+            pending.future.set_result(answer)
         return None
 
     def _malformed(self, tid: int, problem: str) -> None:

@@ -39,7 +39,8 @@ from pathlib import Path
 
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
 from connectors.modbus.address import TABLE_SIZE, Table
-from connectors.modbus.client import EXCEPTION_NAMES, ModbusTcpClient
+from connectors.modbus.client import ModbusTcpClient
+from connectors.modbus.pdu import EXCEPTION_NAMES
 from connectors.modbus.planner import MAX_BITS, MAX_REGISTERS
 
 DEFAULT_PORT = 502

@@ -1,8 +1,9 @@
-"""Modbus RTU on a serial port: framing, CRC and one request at a time on the bus.
+"""Modbus RTU on a serial port: one request at a time on the bus.
 
-Framing follows standards.md §5.5: address (1) + PDU + CRC-16/MODBUS (low byte first). RTU has
-no length field, so the length of the answer is computed from the request: a read of N
-registers answers 5 + 2N bytes, a read of N bits 5 + ceil(N / 8), and an exception 5. The
+Frames (address + PDU + CRC-16/MODBUS, standards.md §5.5) are built and checked by the pure
+`framing.py` and `pdu.py`. RTU has no length field, so the length of the answer is computed
+from the request: a read of N registers answers 5 + 2N bytes, of N bits 5 + ceil(N / 8), and
+an exception 5. The
 link reads the port without blocking (pyserial with `timeout=0`, the port's file descriptor
 watched by the event loop), so a silent slave costs its timeout and never a blocked thread.
 
@@ -26,33 +27,8 @@ import os
 import serial
 
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
-from connectors.modbus.client import MAX_COUNT, READ_FUNCTIONS, data_bytes, exception_message
-
-
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc16(frame: bytes | bytearray) -> int:
-    """CRC-16/MODBUS: init 0xFFFF, reflected polynomial 0xA001; sent low byte first."""
-    crc = 0xFFFF
-    table = _CRC_TABLE
-    for byte in frame:
-        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
-    return crc
-
-
-def with_crc(frame: bytes) -> bytes:
-    return frame + crc16(frame).to_bytes(2, "little")
+from connectors.modbus.framing import crc_ok, rtu_answer_size, rtu_read, rtu_stated_size
+from connectors.modbus.pdu import ExceptionResponse, MalformedPdu, read_answer
 
 
 def silent_interval(baudrate: int) -> float:
@@ -62,41 +38,19 @@ def silent_interval(baudrate: int) -> float:
     return 3.5 * 11 / baudrate if baudrate <= 19200 else 0.00175
 
 
-def read_request(unit_id: int, function: int, start: int, count: int) -> bytes:
-    """The RTU frame of a read (FC 01-04), CRC included."""
-    if function not in READ_FUNCTIONS:
-        raise ValueError(f"not a read function code: {function}")
-    if not 1 <= count <= MAX_COUNT[function] or not 0 <= start <= 65536 - count:
-        raise ValueError(f"bad read: function {function:02d}, start {start}, count {count}")
-    if not 1 <= unit_id <= 247:
-        raise ValueError(f"RTU unit id must be 1..247, not {unit_id}")
-    pdu = bytes((unit_id, function)) + start.to_bytes(2, "big") + count.to_bytes(2, "big")
-    return with_crc(pdu)
-
-
-def response_length(function: int, count: int, answered_function: int) -> int | None:
-    """Bytes in the whole answer frame, given its function code; None if it fits no answer."""
-    if answered_function == function | 0x80:
-        return 5  # address, function | 0x80, code, CRC
-    if answered_function == function:
-        return 5 + data_bytes(function, count)  # address, function, byte count, data, CRC
-    return None
-
-
 def parse_response(frame: bytes, unit_id: int, function: int, count: int) -> bytes:
     """The data bytes of a complete answer frame; ProtocolError or DeviceError otherwise."""
-    if crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
+    if not crc_ok(frame):
         raise ProtocolError(f"unit {unit_id}: bad CRC in a {len(frame)}-byte answer")
     if frame[0] != unit_id:
         raise ProtocolError(f"unit {unit_id}: answer from address {frame[0]}")
-    if frame[1] == function | 0x80:
-        raise DeviceError(f"unit {unit_id}: {exception_message(function, frame[2])}", frame[2])
-    if frame[1] != function:
-        raise ProtocolError(f"unit {unit_id}: function code {frame[1]} in the answer")
-    expected = data_bytes(function, count)
-    if frame[2] != expected or len(frame) != 5 + expected:
-        raise ProtocolError(f"unit {unit_id}: byte count {frame[2]}, {expected} expected")
-    return frame[3:-2]
+    try:
+        answer = read_answer(frame[1:-2], function, count)
+    except MalformedPdu as exc:
+        raise ProtocolError(f"unit {unit_id}: {exc}") from None
+    if isinstance(answer, ExceptionResponse):
+        raise DeviceError(f"unit {unit_id}: {answer.message}", answer.code)
+    return answer
 
 
 class RtuLink:
@@ -167,7 +121,7 @@ class RtuLink:
         self, unit_id: int, function: int, start: int, count: int, time_limit: float
     ) -> bytes:
         """The data bytes of one read: registers big-endian, or packed bits."""
-        frame = read_request(unit_id, function, start, count)
+        frame = rtu_read(unit_id, function, start, count)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(time_limit):
@@ -219,7 +173,7 @@ class RtuLink:
         await waiter
         answer = bytes(self._buf)
         self._buf.clear()
-        length = response_length(function, count, answer[1]) if len(answer) >= 2 else None
+        length = rtu_answer_size(function, count, answer[1]) if len(answer) >= 2 else None
         if length is None:
             raise ProtocolError(
                 f"{self.port} unit {unit_id}: unexpected {len(answer)}-byte answer "
@@ -253,7 +207,7 @@ class RtuLink:
         if len(self._buf) < 2:
             return
         if self._buf[0] == want[0]:
-            length = response_length(want[1], want[2], self._buf[1])
+            length = rtu_answer_size(want[1], want[2], self._buf[1])
             if length is not None:
                 if len(self._buf) >= length:
                     waiter.set_result(None)
@@ -271,15 +225,8 @@ class RtuLink:
         """
         buf = self._buf
         while len(buf) >= 5 and buf[0] != unit_id:
-            if buf[1] & 0x80:
-                length = 5
-            elif buf[1] in READ_FUNCTIONS:
-                length = 5 + buf[2]
-            else:
-                return
-            if len(buf) < length or crc16(buf[: length - 2]) != int.from_bytes(
-                buf[length - 2 : length], "little"
-            ):
+            length = rtu_stated_size(buf)
+            if length is None or len(buf) < length or not crc_ok(buf[:length]):
                 return
             self.stray_bytes += length
             del buf[:length]

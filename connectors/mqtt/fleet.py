@@ -77,8 +77,8 @@ class StatusPublisher:
         self.connection = MqttSink(
             sink.config,
             sink.context,
-            ack_timeout=sink.ack_timeout,
-            keepalive=sink.keepalive,
+            ack_timeout=sink.connection.ack_timeout,
+            keepalive=sink.connection.keepalive,
             will=Message(self.topic, will, 0, retain=True),
             client_id=f"{sink.client_id}-status",
         )

@@ -20,7 +20,8 @@ from pymodbus.datastore import (
 from pymodbus.server import ModbusTcpServer as PymodbusTcpServer
 
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
-from connectors.modbus.client import ModbusTcpClient, exception_message
+from connectors.modbus.client import ModbusTcpClient
+from connectors.modbus.pdu import exception_message
 from firmware_sim.faults import Faults
 from firmware_sim.image import RegisterImage, Table
 from firmware_sim.modbus_pdu import Unit

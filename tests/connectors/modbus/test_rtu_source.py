@@ -26,16 +26,9 @@ from agent.model import Quality, ReadingBatch
 from agent.starter import starter_config
 from agent.tags import TagInfo, TagTable
 from connectors.modbus.config import ModbusRtuSourceConfig, ModbusTcpSourceConfig
-from connectors.modbus.rtu import (
-    RtuLink,
-    crc16,
-    parse_response,
-    read_request,
-    response_length,
-    silent_interval,
-    with_crc,
-)
-from connectors.modbus.source import ModbusRtuSource
+from connectors.modbus.framing import crc16, rtu_answer_size, rtu_read, with_crc
+from connectors.modbus.rtu import RtuLink, parse_response, silent_interval
+from connectors.modbus.rtu_source import ModbusRtuSource
 from firmware_sim.clock import ManualClock
 from firmware_sim.plant import Plant, load_plant
 
@@ -63,15 +56,15 @@ def test_crc_vectors(frame: str, crc: int) -> None:
 
 
 def test_read_request_and_response_lengths() -> None:
-    assert read_request(0x11, 3, 0x6B, 3) == bytes.fromhex("11 03 00 6B 00 03 76 87")
-    assert response_length(3, 10, 3) == 25
-    assert response_length(1, 10, 1) == 7  # two bytes of bits
-    assert response_length(2, 16, 2) == 7
-    assert response_length(4, 1, 0x84) == 5  # exception
-    assert response_length(4, 1, 0x83) is None  # fits neither
+    assert rtu_read(0x11, 3, 0x6B, 3) == bytes.fromhex("11 03 00 6B 00 03 76 87")
+    assert rtu_answer_size(3, 10, 3) == 25
+    assert rtu_answer_size(1, 10, 1) == 7  # two bytes of bits
+    assert rtu_answer_size(2, 16, 2) == 7
+    assert rtu_answer_size(4, 1, 0x84) == 5  # exception
+    assert rtu_answer_size(4, 1, 0x83) is None  # fits neither
     for bad in [(0, 3, 0, 1), (248, 3, 0, 1), (1, 6, 0, 1), (1, 3, 0, 126), (1, 3, 65535, 2)]:
         with pytest.raises(ValueError):
-            read_request(*bad)
+            rtu_read(*bad)
     with pytest.raises(ValueError):
         silent_interval(0)
     assert silent_interval(9600) == pytest.approx(0.00401, abs=1e-5)
@@ -361,7 +354,7 @@ async def test_a_late_frame_back_to_back_with_the_answer_is_cut_off() -> None:
         requests: asyncio.Queue[bytes] = asyncio.Queue()
         loop.add_reader(master, lambda: requests.put_nowait(os.read(master, 64)))
         reading = asyncio.ensure_future(link.read(3, 4, 0, 2, 0.5))
-        assert await asyncio.wait_for(requests.get(), 1.0) == read_request(3, 4, 0, 2)
+        assert await asyncio.wait_for(requests.get(), 1.0) == rtu_read(3, 4, 0, 2)
         late = with_crc(bytes.fromhex("02 03 02 00 63"))
         ours = with_crc(bytes.fromhex("03 04 04 00 01 00 02"))
         os.write(master, late + ours)
@@ -369,7 +362,7 @@ async def test_a_late_frame_back_to_back_with_the_answer_is_cut_off() -> None:
         assert link.stray_bytes == len(late)
         # A frame with a bad CRC is reported, and the port stays open.
         reading = asyncio.ensure_future(link.read(3, 4, 0, 2, 0.5))
-        assert await asyncio.wait_for(requests.get(), 1.0) == read_request(3, 4, 0, 2)
+        assert await asyncio.wait_for(requests.get(), 1.0) == rtu_read(3, 4, 0, 2)
         os.write(master, ours[:-1] + bytes([ours[-1] ^ 0xFF]))
         with pytest.raises(ProtocolError, match="bad CRC"):
             await reading

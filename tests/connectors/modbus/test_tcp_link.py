@@ -21,7 +21,7 @@ from agent.poller import LinkStatistics, run_link
 from agent.starter import starter_config
 from agent.tags import TagTable
 from connectors.modbus.config import ModbusTcpSourceConfig
-from connectors.modbus.source import ModbusTcpSource
+from connectors.modbus.tcp_source import ModbusTcpSource
 from firmware_sim.clock import ManualClock
 from firmware_sim.plant import MachineSpec, Plant, PlantSpec
 from tests.agent.web.running import until

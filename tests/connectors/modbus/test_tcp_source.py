@@ -18,7 +18,7 @@ from agent.model import Quality, ReadingBatch
 from agent.starter import starter_config
 from agent.tags import TagTable
 from connectors.modbus.config import ModbusTcpSourceConfig
-from connectors.modbus.source import ModbusTcpSource
+from connectors.modbus.tcp_source import ModbusTcpSource
 from firmware_sim.clock import ManualClock
 from firmware_sim.plant import Plant, load_plant
 

@@ -339,7 +339,7 @@ async def test_a_declared_type_that_cannot_hold_the_node_is_refused_by_name(
 
 
 def test_type_refusal_rules() -> None:
-    from connectors.opcua.source import type_refusal
+    from connectors.opcua.nodes import type_refusal
 
     def node(ident: int, ns: int = 0) -> ua.NodeId:
         return ua.NodeId(ident, ns)

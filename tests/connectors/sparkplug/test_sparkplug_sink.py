@@ -194,9 +194,7 @@ async def test_will_is_ndeath_when_the_connection_dies(
     sink = make_sink(broker)
     await sink.connect()
     await host.arrived(3)
-    client = sink._client
-    assert client is not None
-    sock = client.socket()
+    sock = sink.connection.socket()
     assert isinstance(sock, socket.socket)
     sock.shutdown(socket.SHUT_RDWR)  # the TCP connection dies without DISCONNECT
     seen = await host.arrived(4)
@@ -299,7 +297,7 @@ async def test_send_waits_for_the_broker(mosquitto: BrokerFactory, hosts: list[H
     broker = mosquitto()
     host = watch(hosts, broker)
     sink = make_sink(broker)
-    sink.ack_timeout = 0.5
+    sink.connection.ack_timeout = 0.5
     await sink.connect()
     await host.arrived(3)
     broker.pause()  # the connection stays up but nothing is answered
@@ -347,9 +345,7 @@ async def test_bd_seq_persists_across_restarts_and_matches_the_will(
         await second.connect()
         seen = await host.arrived(7)
         assert host.kinds()[4] == "NBIRTH" and bd_seq(seen[4][1]) == 1
-        client = second._client
-        assert client is not None
-        sock = client.socket()
+        sock = second.connection.socket()
         assert isinstance(sock, socket.socket)
         sock.shutdown(socket.SHUT_RDWR)  # dies without DISCONNECT: the broker sends the Will
         seen = await host.arrived(8)
@@ -358,3 +354,32 @@ async def test_bd_seq_persists_across_restarts_and_matches_the_will(
         assert host.qos[7] == 1
         await second.close()
         assert store.get_meta("sink.scada.bd_seq") == "2"  # the next connect's
+
+
+async def test_paho_runs_on_the_event_loop_not_its_own_thread(
+    mosquitto: BrokerFactory, hosts: list[Host]
+) -> None:
+    # One connection module for both sinks (connectors/mqtt/connection.py): no network thread.
+    broker = mosquitto()
+    host = watch(hosts, broker)
+    sink = make_sink(broker)
+    await sink.connect()
+    try:
+        await host.arrived(3)
+        names = [t.name for t in threading.enumerate()]
+        assert f"paho-mqtt-client-{sink.client_id}" not in names  # the test's host has one
+        await sink.send([telemetry(1)])
+        assert host.kinds()[3] == "DDATA/loom1"
+    finally:
+        await sink.close()
+
+
+async def test_tls_errors_are_worded_as_for_the_mqtt_sink(mosquitto: BrokerFactory) -> None:
+    broker = mosquitto(tls=True)
+    sink = make_sink(broker, port=broker.tls_port, tls={"ca": str(broker.wrong_ca)})
+    with pytest.raises(ConnectError, match=r"mqtts://127\.0\.0\.1:\d+: TLS certificate verify"):
+        await sink.connect()
+    assert sink.statistics()["connected"] == 0
+    plain = make_sink(broker, tls={"ca": str(broker.ca)})
+    with pytest.raises(ConnectError, match=r"TLS handshake failed: .* a TLS listener"):
+        await plain.connect()
