@@ -26,10 +26,10 @@ from agent.sink import Record, SinkContext
 from agent.starter import plant_config, plant_machines
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.agent.web.running import until
 from tests.brokers import BrokerFactory
 from tests.connectors.opcua.sim import TableMachine, make_pki
 from tests.connectors.opcua.test_security import PROFILE as ONE_TAG
+from tests.waiting import until
 
 Fault = tuple[str, BaseException]  # ("connect" | "poll", what it raises)
 

@@ -13,6 +13,7 @@ from agent.forward import Forwarder, ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import GapRecord, Record
 from agent.store import Store, StoreWriter, TagInfo
+from tests.waiting import until
 
 FAST = ForwardSettings(batch_size=7, idle_wait=0.01)
 
@@ -216,12 +217,6 @@ class GatedSink:
         return {}
 
 
-async def until(condition, limit_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(limit_s):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
 @contextlib.asynccontextmanager
 async def forwarding(
     sink: ScriptedSink | GatedSink,
@@ -311,7 +306,7 @@ async def test_a_commit_wakes_an_idle_lane_at_once(tmp_path: Path) -> None:
         await asyncio.sleep(0.1)  # every lane idle now
         now = SystemClock().time_ns()
         writer.submit_readings(ReadingBatch.from_columns("plc", [1], [5.0], Quality.GOOD, now))
-        await until(lambda: telemetry_seqs(sink) == [1, 2], limit_s=5.0)
+        await until(lambda: telemetry_seqs(sink) == [1, 2], limit=5.0)
 
 
 def poll_of(i: int, readings: int = 50, ago_s: float = 0.0) -> ReadingBatch:

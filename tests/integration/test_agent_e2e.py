@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import signal
 import socket
 import struct
@@ -224,12 +225,17 @@ def test_demo_runs_the_agent_and_stores_readings(tmp_path: Path, speed: float) -
             "3",
             "--speed",
             str(speed),
+            "--port",
+            "0",  # the demo's default is 8470, which another run may hold
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert re.fullmatch(r"status page: http://127\.0\.0\.1:\d+/", first), first
+    assert first != "status page: http://127.0.0.1:8470/"
     for name in ("press1", "press2", "mill1", "loom1", "loom2"):
         assert name in result.stdout
     assert "stored" in result.stdout

@@ -12,8 +12,6 @@ with the suite; `make soak` holds the broker down for three minutes.
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from agent.starter import plant_config, plant_machines
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 from tests.brokers import BrokerFactory, Mosquitto
+from tests.waiting import until
 
 POLL = 0.1  # seconds; two presses → 20 telemetry records per second
 
@@ -79,13 +78,6 @@ class PersistentReader:
         self.client.loop_stop()
 
 
-async def until(condition: Callable[[], bool], limit_s: float = 30.0) -> None:
-    """Wait for a condition set by another task or thread (the agent, the reader's thread)."""
-    deadline = time.monotonic() + limit_s
-    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-
-
 async def outage(tmp_path: Path, broker: Mosquitto, down_for: float) -> None:
     reader = PersistentReader(broker)
     try:
@@ -110,10 +102,9 @@ async def outage(tmp_path: Path, broker: Mosquitto, down_for: float) -> None:
             broker.start()
             # the drain: from the first record sent after the restart until the lane is live
             await until(lambda: forwarder.stats.sent["telemetry"] > backlog_from)
-            drain_start = time.monotonic()
             target = agent.writer.statistics().last_seq["telemetry"]
             await until(lambda: forwarder.stats.sent["telemetry"] >= target)
-            drain_seconds = time.monotonic() - drain_start
+            produced_meanwhile = agent.writer.statistics().last_seq["telemetry"] - target
             drained = target - backlog_from
             await asyncio.sleep(1.0)
             stop.set()
@@ -135,8 +126,9 @@ async def outage(tmp_path: Path, broker: Mosquitto, down_for: float) -> None:
     if down_for < 10.0:  # shorter than the live window: nothing is historical
         assert first_seen == sorted(first_seen), "order kept"
     assert polls_after > polls_before, "polling went on during the outage and the drain"
-    production = 2 / POLL  # records per second
-    assert drained / max(drain_seconds, 1e-3) >= 5 * production, (drained, drain_seconds)
+    # Counted, not timed: the backlog drained at least five times as fast as the plant filled
+    # it, however fast this machine runs both.
+    assert produced_meanwhile * 5 <= drained, (produced_meanwhile, drained)
 
 
 async def test_broker_down_for_seconds(tmp_path: Path, mosquitto: BrokerFactory) -> None:

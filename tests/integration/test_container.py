@@ -20,7 +20,7 @@ from agent.config import load_config
 from agent.starter import PlantMachine, plant_config
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.integration.test_broker_outage import until
+from tests.waiting import until
 
 ROOT = Path(__file__).parents[2]
 CONFIG_IN_IMAGE = "/etc/lineside/lineside.toml"

@@ -30,7 +30,7 @@ from agent.store import STREAMS, Store
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 from tests.brokers import BrokerFactory, Mosquitto
-from tests.integration.test_broker_outage import until
+from tests.waiting import until
 
 PREFIX = "fleet"
 SITE = "demo"  # plant_config's site

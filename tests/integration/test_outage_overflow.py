@@ -37,7 +37,7 @@ from firmware_sim.plant import Plant, load_plant
 from firmware_sim.profile import profile_from_toml
 from tests.brokers import BrokerFactory, Mosquitto
 from tests.connectors.opcua.sim import TableMachine
-from tests.integration.test_broker_outage import until
+from tests.waiting import until
 
 POLL = 0.05  # seconds; two presses → 40 telemetry records per second
 PROFILE = profile_from_toml(
@@ -138,7 +138,7 @@ async def test_an_outage_past_the_size_bound_drains_and_accounts_for_every_recor
             await until(lambda: agent.store.cursor("uns", "telemetry") > 20)
             broker.stop(graceful=True)
             # Down until the store overflowed, and some more: the drops go on behind the cursor.
-            await until(lambda: agent.writer.statistics().dropped_batches > 0, limit_s=120)
+            await until(lambda: agent.writer.statistics().dropped_batches > 0, limit=120)
             await asyncio.sleep(30.0)
             broker.start()
             reconnect = agent.writer.statistics().last_seq["telemetry"]

@@ -24,8 +24,9 @@ import pytest
 
 from agent.runtime import STATUS_FILE
 from agent.secrets import MASK
-from tests.agent.web.running import running_agent, until
+from tests.agent.web.running import running_agent
 from tests.connectors.http.mes_server import Echo, MesServer
+from tests.waiting import until
 
 TOKEN = "tok-Zx81-bearer-7f3a"
 API_KEY = "key-Qw42-header-9b1c"

@@ -18,7 +18,7 @@ from agent.notify import socket_address
 from agent.starter import PlantMachine, plant_config
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.integration.test_broker_outage import until
+from tests.waiting import until
 
 
 def config_for(tmp_path: Path, plant: Plant) -> Path:

@@ -33,7 +33,7 @@ from agent.status import collect
 from agent.store import Store, db_path
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.agent.web.running import until
+from tests.waiting import until
 
 BOUND = 600  # readings held in memory while the store is full (store.max_pending)
 

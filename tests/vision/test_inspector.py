@@ -21,6 +21,7 @@ from connectors.modbus.address import parse_address
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 from tests.vision import onnx_graphs as graphs
+from tests.waiting import until
 from vision.frames import FolderSource, Frame, FrameSource, SourceGone
 from vision.inspector import (
     MODEL_RETRY,
@@ -122,15 +123,6 @@ def make_inspector(
         emit_event=events.append,
         **kw,  # type: ignore[arg-type]
     )
-
-
-async def until(condition: Callable[[], bool], turns: int = 20_000) -> None:
-    """Let the loop (and worker threads) run until `condition` holds."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0.0005)
-    raise AssertionError("condition not reached")
 
 
 async def step_tag(

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from agent.web.server import MAX_HEADS
-from tests.agent.web.running import running_agent, until
+from tests.agent.web.running import running_agent
+from tests.waiting import until
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 

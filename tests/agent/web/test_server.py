@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.config import load_config
 from agent.runtime import Agent
 from agent.web.config import TokenError, WebError
-from tests.agent.web.running import running_agent, until
+from tests.agent.web.running import running_agent
+from tests.waiting import until
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

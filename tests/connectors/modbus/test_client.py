@@ -122,14 +122,14 @@ def test_exception_names_follow_the_standard() -> None:
 async def test_slow_answer_times_out_within_the_limit_then_is_dropped(
     sim: ModbusTcpServer, client: ModbusTcpClient
 ) -> None:
-    sim.units[1].faults.set("slow", delay="0.4s")
+    sim.units[1].faults.set("slow", delay="1.5s")
     started = time.monotonic()
     with pytest.raises(RequestTimeout, match=r"within 0\.15s"):
         await client.read(1, 3, 0, 1, 0.15)
-    assert time.monotonic() - started < 0.15 + 0.1
+    assert time.monotonic() - started < 1.0  # gave up long before the answer came
     sim.units[1].faults.clear()
     # The late answer arrives before this one; it is recognised by its transaction id.
-    assert _words(await client.read(1, 3, 1, 1, 1.0)) == [1001]
+    assert _words(await client.read(1, 3, 1, 1, 5.0)) == [1001]
     assert client.connected
 
 

@@ -24,7 +24,7 @@ from connectors.modbus.config import ModbusTcpSourceConfig
 from connectors.modbus.source import ModbusTcpSource
 from firmware_sim.clock import ManualClock
 from firmware_sim.plant import MachineSpec, Plant, PlantSpec
-from tests.agent.web.running import until
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -128,14 +128,16 @@ async def test_a_silent_unit_does_not_stall_its_neighbour(tmp_path: Path, gatewa
     window = 4.0
     async with linked(tcp_source(config)) as link:
         await until(lambda: link.stats.polls > 0)
-        start = len(link.batches)
+        start, polls_before = len(link.batches), link.stats.polls
         await asyncio.sleep(window)
         seen = Link(link.source, batches=link.batches[start:])
-    expected = window / 0.25
+        polls = link.stats.polls - polls_before
     healthy = seen.good_polls(unit_tags(config, "press2"))
     # Before: press1's requests each waited a timeout and a retry, and press2 behind them:
     # none of 16 polls. Now press1 is isolated and asked again on back-off, last in its poll.
-    assert healthy >= 0.8 * expected, f"{healthy} good polls of press2, {expected:.0f} due"
+    # Counted against the polls that ran, not the clock: a loaded machine runs fewer.
+    assert polls >= 4, polls
+    assert healthy >= 0.8 * polls, f"{healthy} good polls of press2 in {polls}"
     assert seen.good_polls(unit_tags(config, "press1")) == 0
     stats = link.source.statistics()
     assert stats["isolations"] >= 1 and stats["skipped_requests"] > 0

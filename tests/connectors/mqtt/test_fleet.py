@@ -25,7 +25,7 @@ from connectors.mqtt.fleet import read_statuses
 from connectors.mqtt.sink import MqttSink
 from tests.brokers import BrokerFactory, Mosquitto
 from tests.connectors.mqtt.test_mqtt_sink import TAGS, USERS
-from tests.integration.test_broker_outage import until
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,7 +19,8 @@ from agent.export import export_readings
 from agent.model import Quality, ReadingBatch
 from agent.runtime import Agent
 from firmware_sim.opcua_server import SimOpcUaServer
-from tests.connectors.opcua.sim import make_config, make_source, start_server, wait_for
+from tests.connectors.opcua.sim import make_config, make_source, start_server
+from tests.waiting import until
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -90,7 +91,7 @@ async def test_the_agent_stores_a_quiet_subscribed_tag_at_its_heartbeat(
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:
-        await wait_for(lambda: source.statistics().get("heartbeats", 0) >= 2, within=15)
+        await until(lambda: source.statistics().get("heartbeats", 0) >= 2, limit=15)
     finally:
         stop.set()
         await task
