@@ -37,7 +37,7 @@ Fault = tuple[str, BaseException]  # ("connect" | "poll", what it raises)
 def faulty(cls: Any, faults: Sequence[Fault]) -> Any:
     """`cls` (a source runtime) raising `faults` in order from its connect and poll, then well."""
 
-    class Faulty(cls):  # type: ignore[misc,valid-type]
+    class Faulty(cls):  # type: ignore[misc]
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
             self.faults = list(faults)
@@ -305,7 +305,7 @@ async def test_a_page_request_failing_unforeseen_is_a_500_and_the_agent_runs_on(
         async def broken(machine: str | None) -> Any:
             raise KeyError(machine)
 
-        run.web.state.state = broken  # type: ignore[method-assign]
+        run.web.state.state = broken  # type: ignore[method-assign, assignment]
         failed = await client.get("/api/state", params={"machine": "press1"})
         run.web.state.state = real_state  # type: ignore[method-assign]
         polled = run.agent.links["press1-plc"].polls

@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -20,7 +21,7 @@ def spec_of(text: str) -> PlantSpec:
     return PlantSpec.model_validate(tomllib.loads(text))
 
 
-async def tcp_read(plant: Plant, machine: str) -> dict[str, object]:
+async def tcp_read(plant: Plant, machine: str) -> dict[str, Any]:
     endpoint = next(e for e in plant.endpoints() if e.machine == machine)
     host, _, port = endpoint.modbus_tcp.rpartition(":")
     client = AsyncModbusTcpClient(host, port=int(port), timeout=2, retries=0)
@@ -163,7 +164,7 @@ async def test_rtu_bus_serves_every_machine_by_rtu_unit_id() -> None:
 
 
 async def test_opcua_serves_the_same_values() -> None:
-    from asyncua import Client
+    from asyncua import Client  # type: ignore[attr-defined]
 
     clock = ManualClock()
     plant = Plant(load_plant("cement").with_ephemeral_ports(), clock, opcua=True, rtu=False)

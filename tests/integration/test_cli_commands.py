@@ -5,6 +5,7 @@ import json
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ async def lineside(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-LIGHT = {"opcua": False, "rtu": False}  # Modbus TCP is all these commands use
+LIGHT: dict[str, Any] = {"opcua": False, "rtu": False}  # Modbus TCP is all these commands use
 
 
 def config_for(tmp_path: Path, plant: Plant, dead: str | None = None) -> Path:

@@ -152,11 +152,11 @@ async def test_the_entry_command_runs_and_the_healthcheck_answers(tmp_path: Path
 
         try:
             await until(lambda: page_port() is not None)
-            port = page_port()
-            assert port is not None, err_path.read_text()
+            page = page_port()
+            assert page is not None, err_path.read_text()
             check = healthcheck()
             assert check[0] == "python" and sum("8470" in word for word in check) == 1
-            check = [sys.executable, *(w.replace("8470", str(port)) for w in check[1:])]
+            check = [sys.executable, *(w.replace("8470", str(page)) for w in check[1:])]
             code, stderr = await health(check)
             assert code == 0, stderr
             # STOPSIGNAL: docker stop sends it; the agent drains and exits 0.

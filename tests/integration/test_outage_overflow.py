@@ -71,7 +71,7 @@ class Reader:
         )
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_message = self._on_message
-        session = Properties(PacketTypes.CONNECT)
+        session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         session.SessionExpiryInterval = 3600
         self.client.connect(broker.host, broker.port, clean_start=False, properties=session)
         self.client.loop_start()

@@ -11,6 +11,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,7 @@ def gateway_config(
     return config
 
 
-def tcp_source(config: Config, **backoff: float) -> ModbusTcpSource:
+def tcp_source(config: Config, **backoff: Any) -> ModbusTcpSource:
     (source,) = config.sources
     assert isinstance(source, ModbusTcpSourceConfig)
     return ModbusTcpSource(source, TagTable.from_config(config), **backoff)
@@ -98,7 +99,7 @@ class Link:
 
 
 @contextlib.asynccontextmanager
-async def linked(source: ModbusTcpSource, **kw: float) -> AsyncIterator[Link]:
+async def linked(source: ModbusTcpSource, **kw: Any) -> AsyncIterator[Link]:
     link = Link(source)
     task = asyncio.create_task(
         run_link(

@@ -342,7 +342,7 @@ def test_type_refusal_rules() -> None:
     from connectors.opcua.source import type_refusal
 
     def node(ident: int, ns: int = 0) -> ua.NodeId:
-        return ua.NodeId(ident, ns)
+        return ua.NodeId(ident, ns)  # type: ignore[arg-type]
 
     assert type_refusal("int16", node(10)).startswith("the node is Float")
     assert type_refusal("int32", node(4)) == "" and type_refusal("int16", node(2)) == ""
