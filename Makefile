@@ -58,7 +58,7 @@ format: $(STAMP)
 # mypy cannot take the folder name firmware-sim; a symlink gives it the import name.
 typecheck: $(STAMP)
 	mkdir -p build/mypy-path && ln -sfn ../../firmware-sim build/mypy-path/firmware_sim
-	MYPYPATH=build/mypy-path $(BIN)/mypy -p agent -p connectors -p vision -p firmware_sim tests
+	MYPYPATH=build/mypy-path $(BIN)/mypy -p agent -p connectors -p vision -p firmware_sim -p tests
 
 check: lint typecheck test
 
