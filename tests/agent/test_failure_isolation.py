@@ -108,6 +108,7 @@ def plant_text(plant: Plant) -> str:
     )
 
 
+@pytest.mark.slow
 async def test_each_source_kind_failing_unforeseen_reads_bad_and_comes_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -155,6 +156,7 @@ async def test_each_source_kind_failing_unforeseen_reads_bad_and_comes_back(
     one_line_logs(caplog)
 
 
+@pytest.mark.slow
 async def test_an_untrusting_opcua_server_leaves_the_modbus_sources_polling(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -319,6 +321,7 @@ async def test_a_page_request_failing_unforeseen_is_a_500_and_the_agent_runs_on(
     one_line_logs(caplog)
 
 
+@pytest.mark.slow
 async def test_a_source_whose_figures_fail_costs_only_its_figures(tmp_path: Path) -> None:
     import json
 

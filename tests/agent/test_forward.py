@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agent.clock import SystemClock
 from agent.errors import ConnectError, SinkRejected
@@ -161,6 +162,7 @@ async def test_old_records_go_out_as_historical(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.slow
 async def test_live_records_flow_while_a_backlog_replays_at_its_rate(tmp_path: Path) -> None:
     old = SystemClock().time_ns() - 3600 * 10**9
     fill(tmp_path, 40, ts_ns=old, stored_ago_s=3600)  # seqs 1..40: an hour-old backlog

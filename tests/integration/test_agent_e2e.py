@@ -108,6 +108,7 @@ async def test_nan_and_inf_float_registers_are_stored_bad_with_a_reason(
     assert "press1/tonnage = inf" in warnings[0]
 
 
+@pytest.mark.slow
 async def test_read_gives_the_reason_of_a_non_finite_value(tmp_path: Path) -> None:
     spec = load_plant("press").with_ephemeral_ports()
     async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
@@ -142,6 +143,7 @@ async def test_dead_plc_gives_bad_quality_and_the_others_go_on(tmp_path: Path) -
     assert any(r.quality is Quality.GOOD for r in export_readings(tmp_path / "data"))
 
 
+@pytest.mark.slow
 async def test_plant_outage_marks_bad_then_restores(tmp_path: Path) -> None:
     spec = load_plant("loom").with_ephemeral_ports()
     async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
@@ -166,6 +168,7 @@ async def test_plant_outage_marks_bad_then_restores(tmp_path: Path) -> None:
     assert after < 100, "the reboot reset the PLC's counter"
 
 
+@pytest.mark.slow
 async def test_lineside_run_drains_on_sigterm(tmp_path: Path) -> None:
     spec = load_plant("press").with_ephemeral_ports()
     async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
@@ -210,6 +213,7 @@ def test_lineside_run_with_a_bad_config_exits_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("speed", [20.0])
+@pytest.mark.slow
 def test_demo_runs_the_agent_and_stores_readings(tmp_path: Path, speed: float) -> None:
     import subprocess
 

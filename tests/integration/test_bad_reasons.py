@@ -30,6 +30,7 @@ def lineside(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 async def test_every_read_answered_with_exception_02(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

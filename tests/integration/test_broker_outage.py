@@ -131,6 +131,7 @@ async def outage(tmp_path: Path, broker: Mosquitto, down_for: float) -> None:
     assert produced_meanwhile * 5 <= drained, (produced_meanwhile, drained)
 
 
+@pytest.mark.slow
 async def test_broker_down_for_seconds(tmp_path: Path, mosquitto: BrokerFactory) -> None:
     await outage(tmp_path, mosquitto(persistent=True), down_for=4.0)
 

@@ -46,6 +46,7 @@ def config_for(tmp_path: Path, plant: Plant, dead: str | None = None) -> Path:
     return path
 
 
+@pytest.mark.slow
 async def test_read_json_gives_the_plant_values(tmp_path: Path) -> None:
     async with Plant(
         load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
@@ -63,6 +64,7 @@ async def test_read_json_gives_the_plant_values(tmp_path: Path) -> None:
     assert values["state"]["value"] == truth["state"]
 
 
+@pytest.mark.slow
 async def test_read_with_a_dead_plc_exits_1_and_shows_bad_quality(tmp_path: Path) -> None:
     async with Plant(
         load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
@@ -79,6 +81,7 @@ async def test_read_with_a_dead_plc_exits_1_and_shows_bad_quality(tmp_path: Path
     assert all(r["reason"] is None for r in result["readings"] if "/press1/" in r["path"])
 
 
+@pytest.mark.slow
 async def test_read_names_the_exception_of_each_bad_tag(tmp_path: Path) -> None:
     async with Plant(
         load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
@@ -125,6 +128,7 @@ async def test_plan_shows_requests_per_unit(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.slow
 async def test_run_then_export(tmp_path: Path, fmt: str) -> None:
     async with Plant(
         load_plant("cement").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
@@ -147,6 +151,7 @@ async def test_run_then_export(tmp_path: Path, fmt: str) -> None:
     assert f"{len(lines)} readings exported" in err
 
 
+@pytest.mark.slow
 async def test_export_bad_arguments() -> None:
     code, _, err = await lineside("export", "--format", "csv")
     assert code == 2

@@ -16,6 +16,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from agent.config import load_config
 from agent.starter import PlantMachine, plant_config
 from firmware_sim.clock import ScaledClock
@@ -83,6 +85,7 @@ def test_the_image_is_multi_stage_non_root_from_the_wheel_with_the_store_on_a_vo
     assert CONFIG_IN_IMAGE in exec_form(one(stage, "CMD"))
 
 
+@pytest.mark.slow
 def test_the_wheel_builds_from_the_files_the_build_stage_copies(tmp_path: Path) -> None:
     steps = instructions(ROOT / "Dockerfile")
     build = steps[: max(i for i, (word, _) in enumerate(steps) if word == "FROM")]

@@ -248,6 +248,7 @@ async def run_fleet(
         reader.close()
 
 
+@pytest.mark.slow
 async def test_fleet_of_three_one_killed_one_frozen(
     tmp_path: Path, mosquitto: BrokerFactory
 ) -> None:

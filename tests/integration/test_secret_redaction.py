@@ -52,6 +52,7 @@ def lineside(*args: str) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 async def test_echoed_credentials_are_masked_everywhere_lineside_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agent.config import load_config
 from agent.model import EventKind
 from agent.runtime import Agent
@@ -79,6 +81,7 @@ model = "broken.onnx"
     assert figures["store"]["readings_written"] > 0
 
 
+@pytest.mark.slow
 async def test_a_saturated_inspection_never_delays_plc_polling(tmp_path: Path) -> None:
     # A camera at 200 frames/s into a model whose every inference takes longer than the poll
     # interval: inspection cannot keep up and drops frames, while both PLCs are polled on time

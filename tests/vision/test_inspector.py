@@ -491,6 +491,7 @@ async def test_a_failed_write_back_is_audited_with_its_reason(tmp_path: Path, pl
     assert (inspector.stats.write_errors, inspector.stats.writes) == (1, 0)
 
 
+@pytest.mark.slow
 async def test_decode_runs_while_the_model_is_busy(tmp_path: Path) -> None:
     # A slow decode (a real 2400x2400 JPEG, decoded in full every read) and a slow model
     # (chained matmuls): each frame's decode should find the model at work on an earlier frame.

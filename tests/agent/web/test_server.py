@@ -74,6 +74,7 @@ async def test_state_has_sources_store_values_and_rates(tmp_path: Path) -> None:
     assert state["inspections"] == {"available": False, "rows": [], "rejects": []}  # none
 
 
+@pytest.mark.slow
 async def test_events_push_the_state_every_second(tmp_path: Path) -> None:
     async with (
         running_agent(tmp_path) as run,
@@ -159,6 +160,7 @@ async def test_health_and_readiness_follow_the_plc(tmp_path: Path) -> None:
     assert alive.status_code == 200 and alive.json() == {"status": "alive"}
 
 
+@pytest.mark.slow
 async def test_readiness_names_a_sink_failing_past_its_threshold(tmp_path: Path) -> None:
     sink = '[[sinks]]\nname = "mes"\ntype = "http"\nurl = "http://127.0.0.1:9/ingest"\n'
     web = 'port = 0\nsink_max_unsent_age = "1s"'

@@ -119,6 +119,7 @@ def unit_tags(config: Config, machine: str) -> set[int]:
     return {t.id for t in tags if t.machine == machine}
 
 
+@pytest.mark.slow
 async def test_a_silent_unit_does_not_stall_its_neighbour(tmp_path: Path, gateway: Plant) -> None:
     # The gateway answers in order: while it waits 300 ms for press1 (silent, longer than the
     # 200 ms timeout), press2's requests wait behind it, as on a real gateway's serial bus.
@@ -145,6 +146,7 @@ async def test_a_silent_unit_does_not_stall_its_neighbour(tmp_path: Path, gatewa
     assert set(link.source.reasons.summary()) == {"timeout after 200ms"}
 
 
+@pytest.mark.slow
 async def test_a_flapping_plc_backs_off_and_its_events_are_counted(
     tmp_path: Path, gateway: Plant, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -42,6 +42,7 @@ def rows_of(batches: list[ReadingBatch], tag_id: int) -> list[tuple[float, int, 
 
 
 @module_loop
+@pytest.mark.slow
 async def test_a_quiet_subscribed_tag_is_repeated_at_the_heartbeat(server: SimOpcUaServer) -> None:
     tags = [{"name": "i16", "node_id": f"ns={server.namespace_index};s=m1.i16"}]
     config = make_config(server.endpoint, tags, interval="100ms")

@@ -148,6 +148,7 @@ class Relay:
             await self._server.wait_closed()
 
 
+@pytest.mark.slow
 async def test_server_restart_reads_bad_meanwhile_and_resubscribes_within_10s() -> None:
     server = await start_server()
     port = int(server.endpoint.rstrip("/").rsplit(":", 1)[1])
@@ -172,6 +173,7 @@ async def test_server_restart_reads_bad_meanwhile_and_resubscribes_within_10s() 
         await server.stop()
 
 
+@pytest.mark.slow
 async def test_five_network_cuts_leave_no_subscriptions_behind() -> None:
     server = await start_server()
     relay = Relay(int(server.endpoint.rstrip("/").rsplit(":", 1)[1]))
@@ -279,6 +281,7 @@ def subscriptions_read(link: Link, subs_id: int, since: float) -> list[float]:
     ]
 
 
+@pytest.mark.slow
 async def test_a_stalled_server_is_noticed_within_the_timeout_and_recovered() -> None:
     async with server_process() as server:
         ns = server.namespace_index
@@ -315,6 +318,7 @@ async def test_a_stalled_server_is_noticed_within_the_timeout_and_recovered() ->
             assert counts and counts[-1] == 1.0, counts
 
 
+@pytest.mark.slow
 async def test_a_killed_server_process_reads_bad_and_a_new_one_gets_every_subscription() -> None:
     """SIGKILL the server process, start a new one on its port: a subscriber of two
     subscriptions, a second subscriber and a poller read bad meanwhile (never a stale good
@@ -399,6 +403,7 @@ async def test_connect_to_nothing_fails_within_the_timeout() -> None:
     assert source.bad_batches(list(source.poll_groups()), 5)[0].quality.tolist() == [Quality.BAD]
 
 
+@pytest.mark.slow
 async def test_nsu_node_ids_resolve_through_the_namespace_array_again_after_a_restart() -> None:
     """`nsu=<uri>;s=...` reads by the URI's index on the server, whichever it is this run."""
     server = await start_server()

@@ -76,6 +76,7 @@ async def read_all(source: OpcUaSource, want: int, within: float = 10.0) -> list
 
 @pytest.mark.parametrize("mode", ["poll", "subscribe"])
 @module_loop
+@pytest.mark.slow
 async def test_every_data_type_reads_as_float64_and_the_rest_reads_bad(
     server: SimOpcUaServer, mode: str
 ) -> None:
@@ -192,6 +193,7 @@ async def test_the_reading_time_is_the_configured_timestamp(
 
 
 @module_loop
+@pytest.mark.slow
 async def test_the_server_refuses_reads_above_its_advertised_limit(
     limited: SimOpcUaServer,
 ) -> None:
