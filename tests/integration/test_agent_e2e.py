@@ -1,12 +1,14 @@
 """The agent end to end: the simulated plant → Modbus TCP → pipeline → SQLite → export."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import re
 import signal
 import socket
+import sqlite3
 import struct
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ from agent.store import Store
 from firmware_sim.clock import ScaledClock
 from firmware_sim.image import Table
 from firmware_sim.plant import Plant, load_plant
+from tests.waiting import until
 
 
 def machines_of(plant: Plant) -> list[PlantMachine]:
@@ -168,6 +171,15 @@ async def test_plant_outage_marks_bad_then_restores(tmp_path: Path) -> None:
     assert after < 100, "the reboot reset the PLC's counter"
 
 
+def stored_batches(db: Path) -> int:
+    """Telemetry records committed so far, read-only from another process's store (0: none yet)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return int(conn.execute("SELECT count(*) FROM telemetry").fetchone()[0])
+    except sqlite3.Error:
+        return 0  # not created yet, or not migrated yet
+
+
 @pytest.mark.slow
 async def test_lineside_run_drains_on_sigterm(tmp_path: Path) -> None:
     spec = load_plant("press").with_ephemeral_ports()
@@ -185,7 +197,8 @@ async def test_lineside_run_drains_on_sigterm(tmp_path: Path) -> None:
             str(stats_file),
             stderr=asyncio.subprocess.PIPE,
         )
-        await asyncio.sleep(2.0)
+        db = tmp_path / "data" / "lineside.db"
+        await until(lambda: stored_batches(db) > 0, 60)  # started and polling, however slowly
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, stderr.decode()

@@ -18,16 +18,13 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent.config import load_config
 from agent.runtime import Agent
 from agent.starter import plant_config, plant_machines
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.brokers import BrokerFactory, Mosquitto
+from tests.brokers import BrokerFactory, Mosquitto, persistent_subscriber
 from tests.waiting import until
 
 POLL = 0.1  # seconds; two presses → 20 telemetry records per second
@@ -40,24 +37,9 @@ class PersistentReader:
         self.seqs: list[int] = []
         self.historical: dict[int, bool] = {}  # seq -> sent as historical (first time seen)
         self._lock = threading.Lock()
-        subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id="outage-reader",
-            protocol=mqtt.MQTTv5,
-        )
-        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         # Live records come one message each; a backlog may come as batches (a list of seqs).
-        self.client.on_connect = lambda c, *a: c.subscribe(
-            [("uns/+/+/+/+/telemetry", 1), ("uns/+/_agent/+/telemetry/_batch", 1)]
-        )
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.on_message = self._on_message
-        session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        session.SessionExpiryInterval = 3600
-        self.client.connect(broker.host, broker.port, clean_start=False, properties=session)
-        self.client.loop_start()
-        assert subscribed.wait(10), "no SUBACK"
+        topics = ["uns/+/+/+/+/telemetry", "uns/+/_agent/+/telemetry/_batch"]
+        self.client = persistent_subscriber(broker, "outage-reader", topics, self._on_message)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         body = orjson.loads(message.payload)

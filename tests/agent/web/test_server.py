@@ -127,9 +127,10 @@ async def test_metrics_parse_and_count(tmp_path: Path) -> None:
     assert answered == got["lineside_source_request_latency_seconds_bucket", (("le", "+Inf"), *src)]
     assert 0 < answered <= got["lineside_source_requests_total", src]
     assert 0 < got["lineside_source_request_latency_seconds_sum", src] < answered  # < 1 s each
-    local = got["lineside_source_request_latency_seconds_bucket", (("le", "0.1"), *src)]
-    assert local >= got["lineside_source_request_latency_seconds_bucket", (("le", "0.001"), *src)]
-    assert local > 0.9 * answered  # a simulated PLC on this machine answers within 100 ms
+    local = got["lineside_source_request_latency_seconds_bucket", (("le", "1"), *src)]
+    assert local >= got["lineside_source_request_latency_seconds_bucket", (("le", "0.1"), *src)]
+    # A simulated PLC on this machine answers in a few ms; a wide margin for a loaded machine.
+    assert local > 0.9 * answered
     assert ("lineside_source_request_latency_recent_seconds", (("quantile", "0.5"), *src)) in got
     mes = (("sink", "mes"),)
     assert got["lineside_sink_up", mes] == 0.0  # nothing listens on port 9
