@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -211,16 +212,25 @@ def _snap7_reader(workload: S7Workload) -> tuple[list[dict[str, Any]], list[Call
 
     getters = {"REAL": get_real, "INT": get_int, "DINT": get_dint, "UDINT": get_udint,
                "WORD": get_word, "DWORD": get_udint, "LREAL": get_lreal}  # fmt: skip
-    items, decoders = [], []
+    items: list[dict[str, Any]] = []
+    decoders: list[Callable[[Any], Any]] = []
     for text in workload.tags:
         a = parse_address(text)
         area = Area.DB if a.area is S7Area.DB else Area.MK
         items.append({"area": area, "db_number": a.db, "start": a.start, "size": a.size})
         if a.type == "BOOL":
-            decoders.append(lambda data, bit=a.bit or 0: get_bool(data, 0, bit))
+            decoders.append(functools.partial(_bit, get_bool, bit=a.bit or 0))
         else:
-            decoders.append(lambda data, get=getters[a.type]: get(data, 0))
+            decoders.append(functools.partial(_value, getters[a.type]))
     return items, decoders
+
+
+def _bit(get: Callable[..., Any], data: Any, *, bit: int) -> Any:
+    return get(data, 0, bit)
+
+
+def _value(get: Callable[..., Any], data: Any) -> Any:
+    return get(data, 0)
 
 
 def _snap7_loop(

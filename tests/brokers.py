@@ -18,14 +18,21 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from paho.mqtt import client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 START_TIMEOUT = 10.0  # seconds for a broker to accept connections
 
@@ -391,3 +398,27 @@ class BrokerFactory:
     def close(self) -> None:
         for broker in self.brokers:
             broker.stop()
+
+
+def persistent_subscriber(
+    broker: Mosquitto,
+    client_id: str,
+    topics: list[str],
+    on_message: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None],
+) -> mqtt.Client:
+    """A subscribed MQTT 5 client whose session (its queued QoS 1 messages) outlives a broker
+    restart: it reconnects every second and the broker keeps what arrived meanwhile."""
+    subscribed = threading.Event()
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+    )
+    client.reconnect_delay_set(min_delay=1, max_delay=1)
+    client.on_connect = lambda c, *a: c.subscribe([(topic, 1) for topic in topics])
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = on_message
+    session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    session.SessionExpiryInterval = 3600
+    client.connect(broker.host, broker.port, clean_start=False, properties=session)
+    client.loop_start()
+    assert subscribed.wait(10), "no SUBACK"
+    return client

@@ -10,8 +10,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
-
 from agent.errors import StoreError
 from agent.model import Event, EventKind, ReadingBatch
 from agent.secrets import redact
@@ -31,7 +29,8 @@ from agent.store.schema import (
     corrupt,
     db_path,
     last_seqs,
-    migrate,
+    migrate_connection,
+    transaction,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +135,7 @@ class Store:
         self._lock = threading.Lock()
         try:
             check_file(self._conn, self.path)
-            migrate(sqlite_utils.Database(self._conn), migrations)
+            migrate_connection(self._conn, migrations)
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise corrupt(self.path, str(exc)) from exc
@@ -170,7 +169,7 @@ class Store:
         """
         tags = list(tags)
         try:
-            with self._lock, sqlite_utils.Database(self._conn).atomic():
+            with self._lock, transaction(self._conn):
                 self._conn.executemany(
                     "INSERT INTO tags (path, machine, name, unit, source) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (path) DO UPDATE SET machine = excluded.machine, "
@@ -196,7 +195,7 @@ class Store:
         holds records back."""
         names = sorted(set(sinks))
         try:
-            with self._lock, sqlite_utils.Database(self._conn).atomic():
+            with self._lock, transaction(self._conn):
                 self._conn.executemany(
                     "INSERT OR IGNORE INTO cursors (sink, stream, seq) VALUES (?, ?, 0)",
                     [(s, st) for s in names for st in STREAMS],
@@ -228,7 +227,7 @@ class Store:
         if key == "schema_version":
             raise ValueError("schema_version belongs to the migrations")
         try:
-            with self._lock, sqlite_utils.Database(self._conn).atomic():
+            with self._lock, transaction(self._conn):
                 self._conn.execute(
                     "INSERT INTO meta (key, value) VALUES (?, ?) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -254,7 +253,7 @@ class Store:
         `StoreWriter.submit_ack`, which never waits for a disk flush.
         """
         check_stream(stream)
-        with self._lock, sqlite_utils.Database(self._conn).atomic():
+        with self._lock, transaction(self._conn):
             last = last_seqs(self._conn)[stream]
             if seq > last:
                 raise StoreError(f"cannot acknowledge {stream} seq {seq}: the last is {last}")
@@ -264,7 +263,7 @@ class Store:
 
     def quarantine(self, sink: str, stream: str, seq: int, reason: str) -> None:
         check_stream(stream)
-        with self._lock, sqlite_utils.Database(self._conn).atomic():
+        with self._lock, transaction(self._conn):
             self._conn.execute(
                 "INSERT INTO quarantine (sink, stream, seq, ts_ns, reason) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (sink, stream, seq) DO UPDATE SET reason = excluded.reason, "
@@ -291,7 +290,7 @@ class Store:
 
     def request_retry(self, sink: str | None = None) -> int:
         """Mark quarantined records to be sent again; returns how many."""
-        with self._lock, sqlite_utils.Database(self._conn).atomic():
+        with self._lock, transaction(self._conn):
             cursor = self._conn.execute(
                 "UPDATE quarantine SET retry = 1 WHERE retry = 0 AND (? IS NULL OR sink = ?)",
                 (sink, sink),
@@ -300,7 +299,7 @@ class Store:
 
     def release(self, entry_id: int) -> None:
         """A quarantined record was delivered after all: forget it."""
-        with self._lock, sqlite_utils.Database(self._conn).atomic():
+        with self._lock, transaction(self._conn):
             self._conn.execute("DELETE FROM quarantine WHERE id = ?", (entry_id,))
 
     # -- readers ---------------------------------------------------------------------------

@@ -14,8 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlite_utils
-
 from agent.errors import StoreError
 from agent.histogram import Histogram
 from agent.model import Event, EventKind, ReadingBatch
@@ -39,7 +37,7 @@ from agent.store.schema import (
     connect,
     db_path,
     last_seqs,
-    migrate,
+    migrate_connection,
 )
 
 log = logging.getLogger("lineside.store")
@@ -154,7 +152,7 @@ class StoreWriter:
         self._clock = clock
         self._conn = connect(self.path, synchronous)
         try:
-            migrate(sqlite_utils.Database(self._conn))
+            migrate_connection(self._conn)
         except BaseException:
             self._conn.close()
             raise

@@ -4,7 +4,7 @@ CRC of RTU (§5.5).
 Pure, like h11 or pymodbus's framer: bytes in, frames out, no I/O. The TCP client, the RTU
 link, vision's write-back and the benchmarks' lean clients frame here; what a PDU holds is
 `pdu.py`'s. The simulator in firmware-sim/ keeps its own copy on purpose, so that it stays an
-independent check of this one (docs/decisions/0002-simulator-frames-on-its-own.md).
+independent check of this one (docs/decisions/0006-simulator-independence.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ a coroutine runs: a coroutine that sends a packet registers its message id befor
 and no acknowledgement can come before that. The one exception is paho's `connect()`, which
 resolves the name, opens the TCP connection and does the TLS handshake blocking: it runs in a
 worker thread (`asyncio.to_thread`) before the socket is handed to the loop, so a broker that
-does not answer never stalls acquisition (docs/decisions/0003-mqtt-on-the-event-loop.md).
+does not answer never stalls acquisition (docs/decisions/0007-mqtt-on-the-event-loop.md).
 
 Errors of paho, `ssl` and `socket` are translated here, in one place, into `agent.errors`;
 every wait is bounded by `ack_timeout` with `asyncio.timeout` (not `wait_for`: on 3.11 it can

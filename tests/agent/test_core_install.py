@@ -42,6 +42,7 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin"
 
 
+@pytest.mark.slow
 def test_the_core_install_has_no_library_of_an_extra(core: Path) -> None:
     for module in ("asyncua", "onnxruntime", "cv2", "onnx", "pytest"):
         found = _run([str(core / "python"), "-c", f"import {module}"])

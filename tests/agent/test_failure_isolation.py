@@ -26,10 +26,10 @@ from agent.sink import Record, SinkContext
 from agent.starter import plant_config, plant_machines
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.agent.web.running import until
 from tests.brokers import BrokerFactory
 from tests.connectors.opcua.sim import TableMachine, make_pki
 from tests.connectors.opcua.test_security import PROFILE as ONE_TAG
+from tests.waiting import until
 
 Fault = tuple[str, BaseException]  # ("connect" | "poll", what it raises)
 
@@ -37,7 +37,7 @@ Fault = tuple[str, BaseException]  # ("connect" | "poll", what it raises)
 def faulty(cls: Any, faults: Sequence[Fault]) -> Any:
     """`cls` (a source runtime) raising `faults` in order from its connect and poll, then well."""
 
-    class Faulty(cls):  # type: ignore[misc,valid-type]
+    class Faulty(cls):  # type: ignore[misc]
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
             self.faults = list(faults)
@@ -108,6 +108,7 @@ def plant_text(plant: Plant) -> str:
     )
 
 
+@pytest.mark.slow
 async def test_each_source_kind_failing_unforeseen_reads_bad_and_comes_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -155,6 +156,7 @@ async def test_each_source_kind_failing_unforeseen_reads_bad_and_comes_back(
     one_line_logs(caplog)
 
 
+@pytest.mark.slow
 async def test_an_untrusting_opcua_server_leaves_the_modbus_sources_polling(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -305,7 +307,7 @@ async def test_a_page_request_failing_unforeseen_is_a_500_and_the_agent_runs_on(
         async def broken(machine: str | None) -> Any:
             raise KeyError(machine)
 
-        run.web.state.state = broken  # type: ignore[method-assign]
+        run.web.state.state = broken  # type: ignore[method-assign, assignment]
         failed = await client.get("/api/state", params={"machine": "press1"})
         run.web.state.state = real_state  # type: ignore[method-assign]
         polled = run.agent.links["press1-plc"].polls
@@ -319,6 +321,7 @@ async def test_a_page_request_failing_unforeseen_is_a_500_and_the_agent_runs_on(
     one_line_logs(caplog)
 
 
+@pytest.mark.slow
 async def test_a_source_whose_figures_fail_costs_only_its_figures(tmp_path: Path) -> None:
     import json
 

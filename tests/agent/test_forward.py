@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agent.clock import SystemClock
 from agent.errors import ConnectError, SinkRejected
@@ -13,6 +14,7 @@ from agent.forward import Forwarder, ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import GapRecord, Record
 from agent.store import Store, StoreWriter, TagInfo
+from tests.waiting import until
 
 FAST = ForwardSettings(batch_size=7, idle_wait=0.01)
 
@@ -160,6 +162,7 @@ async def test_old_records_go_out_as_historical(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.slow
 async def test_live_records_flow_while_a_backlog_replays_at_its_rate(tmp_path: Path) -> None:
     old = SystemClock().time_ns() - 3600 * 10**9
     fill(tmp_path, 40, ts_ns=old, stored_ago_s=3600)  # seqs 1..40: an hour-old backlog
@@ -214,12 +217,6 @@ class GatedSink:
 
     def statistics(self) -> Mapping[str, float]:
         return {}
-
-
-async def until(condition, limit_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(limit_s):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -311,7 +308,7 @@ async def test_a_commit_wakes_an_idle_lane_at_once(tmp_path: Path) -> None:
         await asyncio.sleep(0.1)  # every lane idle now
         now = SystemClock().time_ns()
         writer.submit_readings(ReadingBatch.from_columns("plc", [1], [5.0], Quality.GOOD, now))
-        await until(lambda: telemetry_seqs(sink) == [1, 2], limit_s=5.0)
+        await until(lambda: telemetry_seqs(sink) == [1, 2], limit=5.0)
 
 
 def poll_of(i: int, readings: int = 50, ago_s: float = 0.0) -> ReadingBatch:

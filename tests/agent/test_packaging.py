@@ -12,6 +12,7 @@ import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
@@ -29,6 +30,7 @@ DATA_FILES = {
 }
 
 
+@pytest.mark.slow
 def test_the_sdist_and_the_wheel_build_without_warnings_and_hold_the_data_files(
     tmp_path: Path,
 ) -> None:

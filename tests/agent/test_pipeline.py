@@ -411,6 +411,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 
 @settings(max_examples=300, deadline=None)
 @given(scenarios())
+@pytest.mark.slow
 def test_vectorised_filter_matches_the_per_row_reference(scenario: Scenario) -> None:
     n_tags, band_abs, band_pct, heartbeat_ns, steps = scenario
     rbe = ReportByException(n_tags, band_abs, band_pct, heartbeat_ns)

@@ -48,7 +48,9 @@ class ScriptedSource:
         return {}
 
 
-async def run_for(source: ScriptedSource, clock: FakeClock, seconds: float, **kw: object):
+async def run_for(
+    source: ScriptedSource, clock: FakeClock, seconds: float, **kw: object
+) -> tuple[asyncio.Future[None], list[ReadingBatch], list[Event], LinkStatistics]:
     readings: list[ReadingBatch] = []
     events: list[Event] = []
     stats = LinkStatistics()

@@ -40,4 +40,4 @@ def test_unknown_type() -> None:
 
 def test_registry_is_read_only() -> None:
     with pytest.raises(TypeError):
-        registry.SOURCES["x"] = registry.Connector("a:b")  # type: ignore[index]
+        registry.SOURCES["x"] = registry.Connector("a:b")  # type: ignore[index, call-arg]

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,10 @@ def test_the_surrounding_whitespace_of_an_environment_value_is_no_part_of_it() -
 
 def test_a_tree_is_redacted_into_a_copy() -> None:
     redactor = Redactor()
-    figures = {"sinks": [{"last_error": "HTTP 500: tok-9f8e7d", "failures": 3}], "n": (1, "x")}
+    figures: dict[str, Any] = {
+        "sinks": [{"last_error": "HTTP 500: tok-9f8e7d", "failures": 3}],
+        "n": (1, "x"),
+    }
     assert redactor.redact_tree(figures) is figures  # nothing remembered: untouched
     redactor.remember("tok-9f8e7d")
     assert redactor.redact_tree(figures) == {

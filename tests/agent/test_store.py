@@ -338,3 +338,24 @@ async def test_stats_report_depth_and_oldest_unsent_age_per_sink(tmp_path: Path)
         assert stats.bytes > 0
         store.advance_cursor("mqtt", "telemetry", 1)
         assert store.stats().oldest_unsent_age_s["mqtt"]["telemetry"] == pytest.approx(1.0)
+
+
+def test_a_current_store_opens_without_sqlite_utils(tmp_path: Path) -> None:
+    # sqlite-utils brings click, pluggy and dateutil (~2.7 MB of the agent's RSS): only a
+    # migration imports it, so a restarted agent on its existing store never loads them.
+    from tests.agent.test_cli import imported_after
+
+    StoreWriter(tmp_path, flush_interval=30).close()  # created and migrated here
+    loaded = imported_after(
+        "from agent.store import Store, StoreWriter\n"
+        f"w = StoreWriter({str(tmp_path)!r}, flush_interval=30)\n"
+        f"s = Store({str(tmp_path)!r})\n"
+        "s.close()\nw.close()"
+    )
+    assert not loaded & {"sqlite_utils", "click", "pluggy", "dateutil"}, loaded
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    loaded = imported_after(
+        f"from agent.store import StoreWriter\nStoreWriter({str(fresh)!r}).close()"
+    )
+    assert "sqlite_utils" in loaded  # a new file is migrated, with sqlite-utils

@@ -51,6 +51,7 @@ def test_procstat_reads_this_process() -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_benchmark_runs_tcp_and_rtu_workloads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -55,6 +55,7 @@ def test_a_contender_needs_a_store_that_holds_the_records(tmp_path: Path) -> Non
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_benchmark_runs_every_contender_and_the_latency_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

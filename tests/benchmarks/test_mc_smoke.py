@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import mc
+from benchmarks.workloads import WORKLOADS
 
 
 @pytest.mark.timeout(60)
@@ -23,7 +24,7 @@ def test_benchmark_runs_ours_and_naive(tmp_path: Path) -> None:
 
 
 def test_addresses_follow_the_simulators_numbering() -> None:
-    tags = {t.name: mc.mc_address(t) for t in mc.WORKLOADS["W3"].tags}
+    tags = {t.name: mc.mc_address(t) for t in WORKLOADS["W3"].tags}
     assert tags["hr90_float64"] == "D90"
     assert tags["ir130_int16"] == "W82"  # W is numbered in hex
     assert tags["di500_bool"] == "X1F4"  # so is X on a Q CPU

@@ -35,6 +35,7 @@ class _Collect:
         self.changed.set()
 
 
+@pytest.mark.slow
 async def test_write_doubles_reaches_subscriptions_and_reads() -> None:
     names = [f"v{i}" for i in range(DOUBLES_PER_FOLDER + 5)]  # two folders
     async with SimOpcUaServer([_Folder()]) as sim:
@@ -58,6 +59,7 @@ async def test_write_doubles_reaches_subscriptions_and_reads() -> None:
             assert values == [3.5]
 
 
+@pytest.mark.slow
 async def test_write_doubles_refuses_unknown_nodes_and_mismatched_lengths() -> None:
     async with SimOpcUaServer([_Folder()]) as sim:
         ids = await sim.add_doubles("bench", ["a", "b"])
@@ -71,6 +73,7 @@ async def test_write_doubles_refuses_unknown_nodes_and_mismatched_lengths() -> N
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_benchmark_runs_ours_and_naive(tmp_path: Path) -> None:
     out = tmp_path / "opcua.json"
     assert opcua.main(["--items", "300", "--duration", "2", "--out", str(out)]) == 0

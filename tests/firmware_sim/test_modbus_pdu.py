@@ -128,6 +128,7 @@ def test_request_length() -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=260))
+@pytest.mark.slow
 def test_any_bytes_get_a_well_formed_answer(pdu: bytes) -> None:
     answer = handle_pdu(_image(), pdu)
     assert 2 <= len(answer) <= 253

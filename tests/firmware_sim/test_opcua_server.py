@@ -216,6 +216,7 @@ async def test_create_certificate_reuses_a_valid_pair_and_checks_suffixes(tmp_pa
 
 
 @module_loop
+@pytest.mark.slow
 async def test_endpoint_has_the_bound_port(plain: SimOpcUaServer) -> None:
     assert plain.endpoint.startswith("opc.tcp://127.0.0.1:")
     assert not plain.endpoint.endswith(":0/")
@@ -226,6 +227,7 @@ async def test_endpoint_has_the_bound_port(plain: SimOpcUaServer) -> None:
 
 
 @module_loop
+@pytest.mark.slow
 async def test_a_port_in_use_is_a_clear_error(plain: SimOpcUaServer) -> None:
     port = int(plain.endpoint.rstrip("/").rsplit(":", 1)[1])
     second = SimOpcUaServer(machines(), port=port)
@@ -437,6 +439,7 @@ async def test_garbage_from_a_client_does_not_take_the_server_down(plain: SimOpc
 
 
 @module_loop
+@pytest.mark.slow
 async def test_real_machines_are_served_and_move_with_time() -> None:
     real = [make_machine("press", "press1", seed=1), make_machine("mill", "mill1", seed=2)]
     async with SimOpcUaServer(real) as server, Client(server.endpoint) as client:
@@ -475,6 +478,7 @@ async def test_real_machines_are_served_and_move_with_time() -> None:
 
 
 @module_loop
+@pytest.mark.slow
 async def test_secure_server_offers_only_basic256sha256_sign_and_encrypt(
     secure: SimOpcUaServer,
 ) -> None:
@@ -539,6 +543,7 @@ async def test_basic256sha256_client_with_a_certificate_connects_and_reads(
 
 
 @module_loop
+@pytest.mark.slow
 async def test_right_password_is_accepted(with_users: SimOpcUaServer) -> None:
     client = Client(with_users.endpoint, timeout=5)
     client.set_user("operator")
@@ -563,6 +568,7 @@ async def test_wrong_credentials_are_refused(
 
 
 @module_loop
+@pytest.mark.slow
 async def test_anonymous_is_refused_when_users_are_configured(with_users: SimOpcUaServer) -> None:
     with pytest.raises(UaStatusCodeError) as caught:
         async with Client(with_users.endpoint, timeout=5):

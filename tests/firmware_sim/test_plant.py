@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -20,7 +21,7 @@ def spec_of(text: str) -> PlantSpec:
     return PlantSpec.model_validate(tomllib.loads(text))
 
 
-async def tcp_read(plant: Plant, machine: str) -> dict[str, object]:
+async def tcp_read(plant: Plant, machine: str) -> dict[str, Any]:
     endpoint = next(e for e in plant.endpoints() if e.machine == machine)
     host, _, port = endpoint.modbus_tcp.rpartition(":")
     client = AsyncModbusTcpClient(host, port=int(port), timeout=2, retries=0)
@@ -162,8 +163,9 @@ async def test_rtu_bus_serves_every_machine_by_rtu_unit_id() -> None:
             client.close()
 
 
+@pytest.mark.slow
 async def test_opcua_serves_the_same_values() -> None:
-    from asyncua import Client
+    from asyncua import Client  # type: ignore[attr-defined]
 
     clock = ManualClock()
     plant = Plant(load_plant("cement").with_ephemeral_ports(), clock, opcua=True, rtu=False)
@@ -192,6 +194,7 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     ],
     ids=["lineside-sim", "python-m-firmware_sim"],
 )
+@pytest.mark.slow
 def test_sim_commands_print_endpoints(command: list[str]) -> None:
     result = run(*command, "--plant", "loom", "--ephemeral", "--duration", "0.5", "--no-opcua")
     assert result.returncode == 0, result.stderr
@@ -200,6 +203,7 @@ def test_sim_commands_print_endpoints(command: list[str]) -> None:
     assert "127.0.0.1:" in result.stdout
 
 
+@pytest.mark.slow
 def test_sim_with_a_bad_plant_file_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "plant.toml"
     bad.write_text("name='x'\n[[machines]]\nname='a'\nkind='lathe'\n")
@@ -209,6 +213,7 @@ def test_sim_with_a_bad_plant_file_exits_2(tmp_path: Path) -> None:
     assert f"{bad}: machines.0.kind" in result.stderr
 
 
+@pytest.mark.slow
 def test_sim_watch_shows_values_read_over_modbus() -> None:
     result = run(
         sys.executable,

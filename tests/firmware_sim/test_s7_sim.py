@@ -40,8 +40,9 @@ GETTERS = {
 @pytest.fixture
 async def plant() -> AsyncIterator[Plant]:
     spec = load_plant("demo").with_ephemeral_ports()
-    async with Plant(spec, ManualClock(), opcua=False, rtu=False, s7=True) as running:
-        running.clock.advance(900)
+    clock = ManualClock()
+    async with Plant(spec, clock, opcua=False, rtu=False, s7=True) as running:
+        clock.advance(900)
         running.tick()
         yield running
 

@@ -7,6 +7,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.config import load_config
 from agent.export import export_readings
 from agent.model import Quality
@@ -48,6 +50,7 @@ def rtu_config(tmp_path: Path, plant: Plant) -> Path:
     return path
 
 
+@pytest.mark.slow
 async def test_agent_polls_every_unit_on_an_rtu_bus_and_survives_a_dead_one(
     tmp_path: Path,
 ) -> None:
@@ -73,6 +76,7 @@ async def test_agent_polls_every_unit_on_an_rtu_bus_and_survives_a_dead_one(
     assert len(press1_state) >= polls - 1
 
 
+@pytest.mark.slow
 async def test_kill_9_mid_write_leaves_a_sound_store_that_carries_on(tmp_path: Path) -> None:
     spec = load_plant("press").with_ephemeral_ports()
     async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:

@@ -17,8 +17,7 @@ from agent.runtime import Agent
 from agent.starter import PlantMachine, plant_config
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-
-from ..agent.web.running import until
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,6 +64,6 @@ async def test_agent_polls_s7_cpus_into_sqlite_with_page_and_kpis(tmp_path: Path
     rows = list(export_readings(tmp_path / "data", tag_glob="*/press1/part_count"))
     assert rows and all(r.quality is Quality.GOOD for r in rows)
     counts = [r.value for r in rows]
-    assert counts == sorted(counts) and counts[-1] <= truth["part_count"]
+    assert counts == sorted(counts) and counts[-1] <= float(truth["part_count"])
     stats = agent.statistics()["sources"]["press1-plc"]
     assert stats["requests"] == stats["polls"]  # one multi-read per poll: the planner's minimum

@@ -36,7 +36,7 @@ class NodeWatcher:
         kind = str(pysparkplug.Topic.from_str(message.topic).message_type)
         if kind not in ("NBIRTH", "NDEATH"):
             return  # NDATA (events): by alias, not what this test looks at
-        payload: Any = pysparkplug.MessageType(kind).payload.decode(message.payload)
+        payload: Any = pysparkplug.MessageType(kind).payload.decode(message.payload)  # type: ignore[attr-defined]
         if kind == "NDEATH":
             bd_seq = payload.bd_seq_metric.value
         else:

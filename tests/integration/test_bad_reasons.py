@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from agent.status import collect
-from tests.agent.web.running import running_agent, until
+from tests.agent.web.running import running_agent
 from tests.agent.web.test_server import samples
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,6 +30,7 @@ def lineside(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 async def test_every_read_answered_with_exception_02(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,24 +12,20 @@ with the suite; `make soak` holds the broker down for three minutes.
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent.config import load_config
 from agent.runtime import Agent
 from agent.starter import plant_config, plant_machines
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.brokers import BrokerFactory, Mosquitto
+from tests.brokers import BrokerFactory, Mosquitto, persistent_subscriber
+from tests.waiting import until
 
 POLL = 0.1  # seconds; two presses → 20 telemetry records per second
 
@@ -41,24 +37,9 @@ class PersistentReader:
         self.seqs: list[int] = []
         self.historical: dict[int, bool] = {}  # seq -> sent as historical (first time seen)
         self._lock = threading.Lock()
-        subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id="outage-reader",
-            protocol=mqtt.MQTTv5,
-        )
-        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         # Live records come one message each; a backlog may come as batches (a list of seqs).
-        self.client.on_connect = lambda c, *a: c.subscribe(
-            [("uns/+/+/+/+/telemetry", 1), ("uns/+/_agent/+/telemetry/_batch", 1)]
-        )
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.on_message = self._on_message
-        session = Properties(PacketTypes.CONNECT)
-        session.SessionExpiryInterval = 3600
-        self.client.connect(broker.host, broker.port, clean_start=False, properties=session)
-        self.client.loop_start()
-        assert subscribed.wait(10), "no SUBACK"
+        topics = ["uns/+/+/+/+/telemetry", "uns/+/_agent/+/telemetry/_batch"]
+        self.client = persistent_subscriber(broker, "outage-reader", topics, self._on_message)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         body = orjson.loads(message.payload)
@@ -77,13 +58,6 @@ class PersistentReader:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-async def until(condition: Callable[[], bool], limit_s: float = 30.0) -> None:
-    """Wait for a condition set by another task or thread (the agent, the reader's thread)."""
-    deadline = time.monotonic() + limit_s
-    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
 
 
 async def outage(tmp_path: Path, broker: Mosquitto, down_for: float) -> None:
@@ -110,10 +84,9 @@ async def outage(tmp_path: Path, broker: Mosquitto, down_for: float) -> None:
             broker.start()
             # the drain: from the first record sent after the restart until the lane is live
             await until(lambda: forwarder.stats.sent["telemetry"] > backlog_from)
-            drain_start = time.monotonic()
             target = agent.writer.statistics().last_seq["telemetry"]
             await until(lambda: forwarder.stats.sent["telemetry"] >= target)
-            drain_seconds = time.monotonic() - drain_start
+            produced_meanwhile = agent.writer.statistics().last_seq["telemetry"] - target
             drained = target - backlog_from
             await asyncio.sleep(1.0)
             stop.set()
@@ -135,10 +108,12 @@ async def outage(tmp_path: Path, broker: Mosquitto, down_for: float) -> None:
     if down_for < 10.0:  # shorter than the live window: nothing is historical
         assert first_seen == sorted(first_seen), "order kept"
     assert polls_after > polls_before, "polling went on during the outage and the drain"
-    production = 2 / POLL  # records per second
-    assert drained / max(drain_seconds, 1e-3) >= 5 * production, (drained, drain_seconds)
+    # Counted, not timed: the backlog drained at least five times as fast as the plant filled
+    # it, however fast this machine runs both.
+    assert produced_meanwhile * 5 <= drained, (produced_meanwhile, drained)
 
 
+@pytest.mark.slow
 async def test_broker_down_for_seconds(tmp_path: Path, mosquitto: BrokerFactory) -> None:
     await outage(tmp_path, mosquitto(persistent=True), down_for=4.0)
 

@@ -5,6 +5,7 @@ import json
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ async def lineside(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-LIGHT = {"opcua": False, "rtu": False}  # Modbus TCP is all these commands use
+LIGHT: dict[str, Any] = {"opcua": False, "rtu": False}  # Modbus TCP is all these commands use
 
 
 def config_for(tmp_path: Path, plant: Plant, dead: str | None = None) -> Path:
@@ -45,6 +46,7 @@ def config_for(tmp_path: Path, plant: Plant, dead: str | None = None) -> Path:
     return path
 
 
+@pytest.mark.slow
 async def test_read_json_gives_the_plant_values(tmp_path: Path) -> None:
     async with Plant(
         load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
@@ -62,6 +64,7 @@ async def test_read_json_gives_the_plant_values(tmp_path: Path) -> None:
     assert values["state"]["value"] == truth["state"]
 
 
+@pytest.mark.slow
 async def test_read_with_a_dead_plc_exits_1_and_shows_bad_quality(tmp_path: Path) -> None:
     async with Plant(
         load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
@@ -78,6 +81,7 @@ async def test_read_with_a_dead_plc_exits_1_and_shows_bad_quality(tmp_path: Path
     assert all(r["reason"] is None for r in result["readings"] if "/press1/" in r["path"])
 
 
+@pytest.mark.slow
 async def test_read_names_the_exception_of_each_bad_tag(tmp_path: Path) -> None:
     async with Plant(
         load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
@@ -124,6 +128,7 @@ async def test_plan_shows_requests_per_unit(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.slow
 async def test_run_then_export(tmp_path: Path, fmt: str) -> None:
     async with Plant(
         load_plant("cement").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
@@ -146,6 +151,7 @@ async def test_run_then_export(tmp_path: Path, fmt: str) -> None:
     assert f"{len(lines)} readings exported" in err
 
 
+@pytest.mark.slow
 async def test_export_bad_arguments() -> None:
     code, _, err = await lineside("export", "--format", "csv")
     assert code == 2

@@ -16,11 +16,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from agent.config import load_config
 from agent.starter import PlantMachine, plant_config
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.integration.test_broker_outage import until
+from tests.waiting import until
 
 ROOT = Path(__file__).parents[2]
 CONFIG_IN_IMAGE = "/etc/lineside/lineside.toml"
@@ -83,6 +85,7 @@ def test_the_image_is_multi_stage_non_root_from_the_wheel_with_the_store_on_a_vo
     assert CONFIG_IN_IMAGE in exec_form(one(stage, "CMD"))
 
 
+@pytest.mark.slow
 def test_the_wheel_builds_from_the_files_the_build_stage_copies(tmp_path: Path) -> None:
     steps = instructions(ROOT / "Dockerfile")
     build = steps[: max(i for i, (word, _) in enumerate(steps) if word == "FROM")]
@@ -152,11 +155,11 @@ async def test_the_entry_command_runs_and_the_healthcheck_answers(tmp_path: Path
 
         try:
             await until(lambda: page_port() is not None)
-            port = page_port()
-            assert port is not None, err_path.read_text()
+            page = page_port()
+            assert page is not None, err_path.read_text()
             check = healthcheck()
             assert check[0] == "python" and sum("8470" in word for word in check) == 1
-            check = [sys.executable, *(w.replace("8470", str(port)) for w in check[1:])]
+            check = [sys.executable, *(w.replace("8470", str(page)) for w in check[1:])]
             code, stderr = await health(check)
             assert code == 0, stderr
             # STOPSIGNAL: docker stop sends it; the agent drains and exits 0.

@@ -149,6 +149,7 @@ def snapshot(data: Path) -> dict[str, bytes | None]:
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
+@pytest.mark.slow
 def test_every_command_says_the_store_is_damaged_in_one_line(tmp_path: Path, kind: str) -> None:
     config, db = damaged(tmp_path, kind)
     before = snapshot(db.parent)
@@ -171,6 +172,7 @@ def test_every_command_says_the_store_is_damaged_in_one_line(tmp_path: Path, kin
     assert snapshot(db.parent) == before  # nothing changed, nothing deleted
 
 
+@pytest.mark.slow
 def test_a_directory_named_lineside_db_through_real_processes(tmp_path: Path) -> None:
     config, db = damaged(tmp_path, "a directory")
     for args in (["run", "-c", str(config)], ["export", "-c", str(config)]):
@@ -187,6 +189,7 @@ def test_a_directory_named_lineside_db_through_real_processes(tmp_path: Path) ->
         ]
 
 
+@pytest.mark.slow
 def test_a_healthy_store_still_opens_for_every_reader(tmp_path: Path) -> None:
     """The checks refuse only damage: a sound store (with its -wal) exports and shows."""
     config = tmp_path / "lineside.toml"

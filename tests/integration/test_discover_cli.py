@@ -44,6 +44,7 @@ unit_id = 2
 """
 
 
+@pytest.mark.slow
 async def test_discover_a_gateway_and_validate_its_tag_lists(tmp_path: Path) -> None:
     spec = PlantSpec.model_validate(tomllib.loads(GATEWAY)).with_ephemeral_ports()
     async with Plant(spec, ManualClock(), opcua=False, rtu=False) as plant:

@@ -30,7 +30,7 @@ from agent.store import STREAMS, Store
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 from tests.brokers import BrokerFactory, Mosquitto
-from tests.integration.test_broker_outage import until
+from tests.waiting import until
 
 PREFIX = "fleet"
 SITE = "demo"  # plant_config's site
@@ -248,6 +248,7 @@ async def run_fleet(
         reader.close()
 
 
+@pytest.mark.slow
 async def test_fleet_of_three_one_killed_one_frozen(
     tmp_path: Path, mosquitto: BrokerFactory
 ) -> None:

@@ -77,6 +77,7 @@ async def kill_and_restart(tmp_path: Path, kills: int) -> None:
     assert 0 <= duplicates <= kills * BATCH
 
 
+@pytest.mark.slow
 async def test_kill_9_three_times_loses_nothing(tmp_path: Path) -> None:
     await kill_and_restart(tmp_path, kills=3)
 

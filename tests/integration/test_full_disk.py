@@ -151,6 +151,7 @@ async def stop(running: Running, limit: float = 15.0) -> str:
     return text
 
 
+@pytest.mark.slow
 async def test_on_a_full_disk_the_agent_polls_serves_and_stops_on_sigterm(
     tmp_path: Path, small_disk: Path
 ) -> None:
@@ -167,6 +168,7 @@ async def test_on_a_full_disk_the_agent_polls_serves_and_stops_on_sigterm(
     assert "stopped; the store took no writes (the disk is full" in log
 
 
+@pytest.mark.slow
 async def test_a_start_on_a_full_disk_says_so_in_one_line(tmp_path: Path, small_disk: Path) -> None:
     """SQLite cannot even create the -shm file of a store it opens: no start, and no "damaged"
     either (it calls it a disk I/O error)."""

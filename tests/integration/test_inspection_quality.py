@@ -38,6 +38,7 @@ HOUR_END_NS = int(datetime(2026, 11, 23, 9, tzinfo=START.tzinfo).timestamp()) * 
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 async def test_press_quality_follows_the_camera_verdicts(tmp_path: Path) -> None:
     model = graphs.anomaly_model(tmp_path / "surface.onnx")
     sim = ScaledClock(SPEED)

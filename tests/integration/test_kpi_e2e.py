@@ -53,6 +53,7 @@ end = "14:00"
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 async def test_shift_oee_agrees_with_ground_truth(tmp_path: Path) -> None:
     sim = ScaledClock(SPEED)
     plant = modbus_plant(
@@ -232,6 +233,7 @@ async def run_against_truth(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 async def test_oee_with_a_reboot_and_a_lost_link_agrees_with_the_truth_it_could_see(
     tmp_path: Path,
 ) -> None:

@@ -90,6 +90,7 @@ def first_kpi_reading_after(store: Store, config: Config, after_ns: int) -> int:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 async def test_a_restart_mid_shift_loses_only_the_downtime(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -168,6 +169,7 @@ CAMERA_START = datetime(2026, 11, 23, 7, 10, tzinfo=ZONE)  # in shift A, inside 
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 async def test_camera_verdicts_before_and_after_a_restart_both_count(tmp_path: Path) -> None:
     """A press whose quality is a camera's verdicts (the real model on the simulated camera):
     after a restart its open windows hold the verdicts of both runs, read back from the store."""

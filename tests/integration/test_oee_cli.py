@@ -48,6 +48,7 @@ def live_shift_oee(config_path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_oee_json_gives_both_definitions_as_the_live_engine_computed(config_path: Path) -> None:
     result = lineside("oee", "-c", config_path, "--shift", "2026-11-23/A", "--json")
     assert result.returncode == 0, result.stderr
@@ -65,6 +66,7 @@ def test_oee_json_gives_both_definitions_as_the_live_engine_computed(config_path
         assert set(row) >= {"components", "flags", "losses", "pareto"}
 
 
+@pytest.mark.slow
 def test_oee_table_for_one_machine_and_for_one_line(config_path: Path) -> None:
     result = lineside("oee", "-c", config_path, "--shift", "2026-11-23", "--machine", "press1")
     assert result.returncode == 0, result.stderr
@@ -135,6 +137,7 @@ def test_oee_refuses_bad_selections_with_exit_2(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_no_store_and_no_kpi_section_exit_2(config_path: Path, tmp_path: Path) -> None:
     text = config_path.read_text(encoding="utf-8")
     elsewhere = tmp_path / "elsewhere.toml"

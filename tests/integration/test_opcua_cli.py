@@ -132,6 +132,7 @@ async def test_certs_create_encrypts_the_key_with_a_passphrase_from_the_environm
 
 
 @module_loop
+@pytest.mark.slow
 async def test_discover_writes_a_csv_that_loads_straight_into_a_config(
     server: SimOpcUaServer, tmp_path: Path
 ) -> None:
@@ -193,6 +194,7 @@ async def test_discover_a_dead_endpoint_exits_1_with_one_line() -> None:
 
 
 @module_loop
+@pytest.mark.slow
 async def test_discover_a_silent_endpoint_times_out_with_exit_1() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -218,6 +220,7 @@ async def test_discover_a_silent_endpoint_times_out_with_exit_1() -> None:
     ],
 )
 @module_loop
+@pytest.mark.slow
 async def test_bad_discover_arguments_exit_2(args: list[str], message: str) -> None:
     code, out, err = await lineside("discover", "opcua", *args)
     assert (code, out) == (2, "")
@@ -276,6 +279,7 @@ CLOCK = "[[sources.tags]]\nname = 'clock'\nnode_id = 'i=2258'\n"
 
 
 @module_loop
+@pytest.mark.slow
 async def test_discover_through_a_secure_source_writes_tags_the_agent_then_reads(
     secured: SimOpcUaServer, pki: Pki, tmp_path: Path
 ) -> None:
@@ -331,6 +335,7 @@ async def test_discover_through_a_secure_source_writes_tags_the_agent_then_reads
 
 
 @module_loop
+@pytest.mark.slow
 async def test_discover_refuses_an_untrusted_server_like_the_agent(
     secured: SimOpcUaServer, pki: Pki, tmp_path: Path
 ) -> None:
@@ -375,6 +380,7 @@ async def strict(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
 
 
 @module_loop
+@pytest.mark.slow
 async def test_read_and_discover_say_the_server_rejected_our_certificate_in_one_line(
     strict: SimOpcUaServer, pki: Pki, tmp_path: Path
 ) -> None:
@@ -407,6 +413,7 @@ async def test_read_and_discover_say_the_server_rejected_our_certificate_in_one_
     ],
 )
 @module_loop
+@pytest.mark.slow
 async def test_bad_source_arguments_exit_2(
     args: list[str], message: str, pki: Pki, tmp_path: Path
 ) -> None:
@@ -436,6 +443,7 @@ async def test_bad_source_arguments_exit_2(
     ],
 )
 @module_loop
+@pytest.mark.slow
 async def test_source_options_misused_exit_2(args: list[str], message: str) -> None:
     code, out, err = await lineside("discover", *args)
     assert (code, out) == (2, "")
@@ -447,6 +455,7 @@ async def test_source_options_misused_exit_2(args: list[str], message: str) -> N
 
 
 @module_loop
+@pytest.mark.slow
 async def test_passwords_appear_in_no_output_of_validate_or_a_failing_read(
     tmp_path: Path,
 ) -> None:

@@ -24,9 +24,6 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from asyncua import ua
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent.config import load_config
 from agent.runtime import Agent
@@ -35,9 +32,9 @@ from firmware_sim.clock import ScaledClock
 from firmware_sim.opcua_server import SimOpcUaServer
 from firmware_sim.plant import Plant, load_plant
 from firmware_sim.profile import profile_from_toml
-from tests.brokers import BrokerFactory, Mosquitto
+from tests.brokers import BrokerFactory, Mosquitto, persistent_subscriber
 from tests.connectors.opcua.sim import TableMachine
-from tests.integration.test_broker_outage import until
+from tests.waiting import until
 
 POLL = 0.05  # seconds; two presses → 40 telemetry records per second
 PROFILE = profile_from_toml(
@@ -55,27 +52,12 @@ class Reader:
         self.gaps: dict[int, dict[str, Any]] = {}  # gap seq -> its payload
         self.topics: dict[int, str] = {}  # seq -> the topic it first came on
         self._lock = threading.Lock()
-        subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id="overflow-reader",
-            protocol=mqtt.MQTTv5,
-        )
-        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
-        self.client.on_connect = lambda c, *a: c.subscribe(
-            [
-                ("uns/+/+/+/+/telemetry", 1),
-                ("uns/+/_agent/+/telemetry/_batch", 1),
-                ("uns/+/_agent/+/gap", 1),
-            ]
-        )
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.on_message = self._on_message
-        session = Properties(PacketTypes.CONNECT)
-        session.SessionExpiryInterval = 3600
-        self.client.connect(broker.host, broker.port, clean_start=False, properties=session)
-        self.client.loop_start()
-        assert subscribed.wait(10), "no SUBACK"
+        topics = [
+            "uns/+/+/+/+/telemetry",
+            "uns/+/_agent/+/telemetry/_batch",
+            "uns/+/_agent/+/gap",
+        ]
+        self.client = persistent_subscriber(broker, "overflow-reader", topics, self._on_message)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         body = orjson.loads(message.payload)
@@ -138,7 +120,7 @@ async def test_an_outage_past_the_size_bound_drains_and_accounts_for_every_recor
             await until(lambda: agent.store.cursor("uns", "telemetry") > 20)
             broker.stop(graceful=True)
             # Down until the store overflowed, and some more: the drops go on behind the cursor.
-            await until(lambda: agent.writer.statistics().dropped_batches > 0, limit_s=120)
+            await until(lambda: agent.writer.statistics().dropped_batches > 0, limit=120)
             await asyncio.sleep(30.0)
             broker.start()
             reconnect = agent.writer.statistics().last_seq["telemetry"]

@@ -24,8 +24,9 @@ import pytest
 
 from agent.runtime import STATUS_FILE
 from agent.secrets import MASK
-from tests.agent.web.running import running_agent, until
+from tests.agent.web.running import running_agent
 from tests.connectors.http.mes_server import Echo, MesServer
+from tests.waiting import until
 
 TOKEN = "tok-Zx81-bearer-7f3a"
 API_KEY = "key-Qw42-header-9b1c"
@@ -51,6 +52,7 @@ def lineside(*args: str) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 async def test_echoed_credentials_are_masked_everywhere_lineside_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

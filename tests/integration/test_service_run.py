@@ -13,12 +13,14 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.lock import LOCK_NAME
 from agent.notify import socket_address
 from agent.starter import PlantMachine, plant_config
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.integration.test_broker_outage import until
+from tests.waiting import until
 
 
 def config_for(tmp_path: Path, plant: Plant) -> Path:
@@ -32,6 +34,7 @@ def config_for(tmp_path: Path, plant: Plant) -> Path:
     return path
 
 
+@pytest.mark.slow
 async def test_run_notifies_systemd_holds_the_lock_and_survives_sighup(tmp_path: Path) -> None:
     name = f"@lineside-test-{os.getpid()}-{id(tmp_path)}"
     manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.model import Quality, ReadingBatch
 from agent.runtime import write_status
 from agent.store import Store, StoreWriter, TagInfo
@@ -30,6 +32,7 @@ def make_store(data: Path) -> None:
         store.quarantine("mes", "telemetry", 2, "422: unknown tag")
 
 
+@pytest.mark.slow
 def test_status_shows_backlog_and_quarantine(tmp_path: Path) -> None:
     make_store(tmp_path)
     write_status(
@@ -60,6 +63,7 @@ def test_status_shows_backlog_and_quarantine(tmp_path: Path) -> None:
     assert report["agent"]["store_full"] is True
 
 
+@pytest.mark.slow
 def test_quarantine_list_and_retry(tmp_path: Path) -> None:
     make_store(tmp_path)
     listed = lineside("quarantine", "list", "--data", str(tmp_path))
@@ -71,6 +75,7 @@ def test_quarantine_list_and_retry(tmp_path: Path) -> None:
     assert entries[0]["retry"] is True
 
 
+@pytest.mark.slow
 def test_status_and_quarantine_bad_input(tmp_path: Path) -> None:
     result = lineside("status", "--data", str(tmp_path))
     assert result.returncode == 2

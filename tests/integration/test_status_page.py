@@ -173,6 +173,7 @@ THUMBNAILS = (
 )
 
 
+@pytest.mark.slow
 async def test_page_shows_live_values_and_oee_in_chromium(tmp_path: Path) -> None:
     binary = chromium_or_skip()
     model = bundled_model()

@@ -8,6 +8,8 @@ import contextlib
 import socket
 from pathlib import Path
 
+import pytest
+
 from agent.clock import SystemClock
 from agent.forward import Forwarder, ForwardSettings
 from agent.model import Quality, ReadingBatch
@@ -34,6 +36,7 @@ async def forward_for(forwarder: Forwarder, seconds: float) -> None:
         await task
 
 
+@pytest.mark.slow
 async def test_produced_equals_delivered_plus_reported_drops(tmp_path: Path) -> None:
     with Store(tmp_path) as store:
         store.register_tags(

@@ -33,7 +33,7 @@ from agent.status import collect
 from agent.store import Store, db_path
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
-from tests.agent.web.running import until
+from tests.waiting import until
 
 BOUND = 600  # readings held in memory while the store is full (store.max_pending)
 
@@ -89,6 +89,7 @@ async def polled_on(live: Live, polls: int = 10) -> None:
     assert not live.task.done()
 
 
+@pytest.mark.slow
 async def test_a_full_store_raises_the_alarm_and_polling_and_the_page_go_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -121,6 +122,7 @@ async def test_a_full_store_raises_the_alarm_and_polling_and_the_page_go_on(
     assert logged[0].getMessage().startswith("store: full: the disk is full")
 
 
+@pytest.mark.slow
 async def test_readings_beyond_the_bound_are_dropped_and_counted_and_the_store_recovers(
     tmp_path: Path,
 ) -> None:
@@ -155,6 +157,7 @@ async def test_readings_beyond_the_bound_are_dropped_and_counted_and_the_store_r
     assert alarms[1].data["dropped_readings"] == dropped
 
 
+@pytest.mark.slow
 async def test_stop_is_honoured_while_the_store_is_full(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agent.config import load_config
 from agent.model import EventKind
 from agent.runtime import Agent
@@ -79,11 +81,12 @@ model = "broken.onnx"
     assert figures["store"]["readings_written"] > 0
 
 
+@pytest.mark.slow
 async def test_a_saturated_inspection_never_delays_plc_polling(tmp_path: Path) -> None:
     # A camera at 200 frames/s into a model whose every inference takes longer than the poll
     # interval: inspection cannot keep up and drops frames, while both PLCs are polled on time
     # (had an inference run on the event loop, every poll behind it would have overrun).
-    graphs.heavy_model(tmp_path / "heavy.onnx", layers=100)
+    graphs.heavy_model(tmp_path / "heavy.onnx", layers=200)
     spec = load_plant("press").with_ephemeral_ports()
     async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
         text = plant_config(plant_machines(plant.endpoints()), poll_interval="50ms")
@@ -98,12 +101,15 @@ model = "heavy.onnx"
         path = tmp_path / "lineside.toml"
         path.write_text(text, encoding="utf-8")
         agent = Agent(load_config(path))
-        await agent.run(duration=2.0)
+        await agent.run(duration=3.0)
     figures = agent.statistics()
     camera = figures["inspections"]["line-camera"]
-    assert camera["inference_last_ms"] > 50, camera  # each one longer than a poll interval
-    assert camera["inspected"] >= 2 and camera["dropped"] > camera["inspected"], camera
+    assert camera["inspected"] >= 1 and camera["dropped"] > camera["inspected"], camera
     for source in ("press1-plc", "press2-plc"):
         group = figures["sources"][source]["groups"]["50ms"]
         assert group["overruns"] == 0, (source, group)
-        assert group["ticks"] >= 36, (source, group)  # 2 s at 50 ms
+        assert group["ticks"] >= 54, (source, group)  # 3 s at 50 ms
+        # Counted, not timed: fewer inferences than polls ran in the same three seconds, so an
+        # inference lasts longer than a poll interval (about two on an idle machine, more on a
+        # loaded one): had one run on the event loop, the polls behind it would have overrun.
+        assert camera["inspected"] < group["ticks"], (camera, group)

@@ -90,6 +90,7 @@ def test_wrong_input_is_refused() -> None:
         session.run(["pred_score"], {"input": np.zeros((1, 1, 256, 256), np.float32)})
 
 
+@pytest.mark.slow
 def test_fresh_test_set_matches_the_card(fresh: dict[str, evaluate.Row]) -> None:
     card = card_figures()
     assert set(fresh) <= set(card)

@@ -99,6 +99,7 @@ def fresh_scores(model: Model, seed: int) -> tuple[list[float], list[float]]:
 
 
 @pytest.mark.parametrize("method", ["gaussian", "coreset"])
+@pytest.mark.slow
 def test_fitted_model_ranks_defects_above_good_parts(fitted: dict[str, Path], method: str) -> None:
     out = fitted["root"] / f"{method}.onnx"
     result = fit(fitted["good"], fitted["backbone"], out, method=method)

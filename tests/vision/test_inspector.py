@@ -21,6 +21,7 @@ from connectors.modbus.address import parse_address
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 from tests.vision import onnx_graphs as graphs
+from tests.waiting import until
 from vision.frames import FolderSource, Frame, FrameSource, SourceGone
 from vision.inspector import (
     MODEL_RETRY,
@@ -122,15 +123,6 @@ def make_inspector(
         emit_event=events.append,
         **kw,  # type: ignore[arg-type]
     )
-
-
-async def until(condition: Callable[[], bool], turns: int = 20_000) -> None:
-    """Let the loop (and worker threads) run until `condition` holds."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0.0005)
-    raise AssertionError("condition not reached")
 
 
 async def step_tag(
@@ -499,6 +491,7 @@ async def test_a_failed_write_back_is_audited_with_its_reason(tmp_path: Path, pl
     assert (inspector.stats.write_errors, inspector.stats.writes) == (1, 0)
 
 
+@pytest.mark.slow
 async def test_decode_runs_while_the_model_is_busy(tmp_path: Path) -> None:
     # A slow decode (a real 2400x2400 JPEG, decoded in full every read) and a slow model
     # (chained matmuls): each frame's decode should find the model at work on an earlier frame.

@@ -78,6 +78,7 @@ def test_images_vary_in_lighting_and_texture() -> None:
     assert max(means) - min(means) > 20
 
 
+@pytest.mark.slow
 def test_global_statistics_do_not_give_the_defect_away() -> None:
     """A defect is local: image-wide brightness and contrast must not separate good from bad."""
     good, bad = [], []
@@ -89,6 +90,7 @@ def test_global_statistics_do_not_give_the_defect_away() -> None:
         assert 0.3 < a < 0.7, (stat.__name__, a)
 
 
+@pytest.mark.slow
 def test_stream_is_reproducible_and_respects_its_arguments() -> None:
     first = list(itertools.islice(stream(7, defect_rate=0.25), 30))
     again = list(itertools.islice(stream(7, defect_rate=0.25), 30))

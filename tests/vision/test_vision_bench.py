@@ -67,6 +67,7 @@ def test_alongside_runs_both_loops_until_the_first_is_done(tmp_path: Path) -> No
     assert both.slower == min(both.decode_rate, both.infer_rate)
 
 
+@pytest.mark.slow
 def test_the_benchmark_is_package_code() -> None:
     # `lineside vision bench` from an installed package: nothing of benchmarks/ is imported.
     code = "import sys; sys.modules['benchmarks'] = None; import vision.bench; print('ok')"

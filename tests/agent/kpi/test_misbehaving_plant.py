@@ -174,12 +174,13 @@ COMBINATIONS = {
 @pytest.mark.parametrize("combination", sorted(COMBINATIONS))
 def test_rework_is_made_but_not_good(tmp_path: Path, combination: str) -> None:
     counters, counts = COMBINATIONS[combination]
+    counted: dict[str, Any] = dict(counts)
     engine, config = make(tmp_path, unlike("press1", "1s", counters))
     feed = Feed(engine, config, "press1")
-    zero = dict.fromkeys(counts, 0)
+    zero: dict[str, Any] = dict.fromkeys(counts, 0)
     feed.send(at("06:00"), state=1, **zero)
-    feed.send(at("06:30"), state=1, **counts)
-    feed.send(at("07:00"), state=1, **counts)
+    feed.send(at("06:30"), state=1, **counted)
+    feed.send(at("07:00"), state=1, **counted)
     [h06] = kpis(feed.events, "hour", f"{DAY}T06", definition="classic", scope="machine")
     [iso] = kpis(feed.events, "hour", f"{DAY}T06", definition="iso22400", scope="machine")
     c = parts(h06)

@@ -121,6 +121,7 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_replayed_shift_and_hours_equal_what_the_live_engine_stored(filled: Config) -> None:
     config = filled
     before = tree(config.agent.data_dir)

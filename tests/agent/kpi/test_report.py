@@ -69,7 +69,7 @@ def test_the_report_is_self_contained() -> None:
         assert lowered.replace('xmlns="http://www.w3.org/2000/svg"', "").count(forbidden) == 0
     kinds = [svg.get("class") for svg in svgs(html)]
     # a waterfall and a stop Pareto per machine and line, the trend, OEE per machine
-    assert sorted(set(kinds)) == ["bars", "pareto", "trend", "waterfall"]
+    assert sorted({str(kind) for kind in kinds}) == ["bars", "pareto", "trend", "waterfall"]
     assert kinds.count("waterfall") == kinds.count("pareto") == 3
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from agent.starter import plant_config, plant_machines
 from agent.web.server import WebServer
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
+from tests.waiting import until
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +26,6 @@ class Running:
     @property
     def url(self) -> str:
         return self.web.url
-
-
-async def until(condition: Callable[[], bool], limit: float = 15.0) -> None:
-    """Wait for something the plant or the agent does on its own (a real link, real time)."""
-    async with asyncio.timeout(limit):
-        while not condition():  # noqa: ASYNC110 (the condition is another process's doing)
-            await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

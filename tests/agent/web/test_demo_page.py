@@ -13,6 +13,7 @@ from rich.console import Console
 from agent.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_prints_the_page_first(tmp_path: Path) -> None:
     out = io.StringIO()
     run_demo(

@@ -15,10 +15,11 @@ import httpx
 import pytest
 
 from agent.web.images import MAX_IMAGE, NoImage, image_target, read_image
-from tests.agent.web.running import running_agent, until
+from tests.agent.web.running import running_agent
 from tests.agent.web.test_server import samples
 from tests.vision import onnx_graphs as graphs
 from tests.vision.parts import write_parts
+from tests.waiting import until
 
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg body"
 PNG = b"\x89PNG\r\n\x1a\n" + b"png body"

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from agent.web.server import MAX_HEADS
-from tests.agent.web.running import running_agent, until
+from tests.agent.web.running import running_agent
+from tests.waiting import until
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -121,6 +122,7 @@ async def test_a_slow_head_is_closed_after_head_timeout(tmp_path: Path) -> None:
     assert fine.status_code == 200
 
 
+@pytest.mark.slow
 async def test_a_refused_event_stream_is_told_why(tmp_path: Path) -> None:
     async with (
         running_agent(tmp_path, web="port = 0\nmax_event_streams = 2") as run,

@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.config import load_config
 from agent.runtime import Agent
 from agent.web.config import TokenError, WebError
-from tests.agent.web.running import running_agent, until
+from tests.agent.web.running import running_agent
+from tests.waiting import until
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -73,6 +74,7 @@ async def test_state_has_sources_store_values_and_rates(tmp_path: Path) -> None:
     assert state["inspections"] == {"available": False, "rows": [], "rejects": []}  # none
 
 
+@pytest.mark.slow
 async def test_events_push_the_state_every_second(tmp_path: Path) -> None:
     async with (
         running_agent(tmp_path) as run,
@@ -125,9 +127,10 @@ async def test_metrics_parse_and_count(tmp_path: Path) -> None:
     assert answered == got["lineside_source_request_latency_seconds_bucket", (("le", "+Inf"), *src)]
     assert 0 < answered <= got["lineside_source_requests_total", src]
     assert 0 < got["lineside_source_request_latency_seconds_sum", src] < answered  # < 1 s each
-    local = got["lineside_source_request_latency_seconds_bucket", (("le", "0.1"), *src)]
-    assert local >= got["lineside_source_request_latency_seconds_bucket", (("le", "0.001"), *src)]
-    assert local > 0.9 * answered  # a simulated PLC on this machine answers within 100 ms
+    local = got["lineside_source_request_latency_seconds_bucket", (("le", "1"), *src)]
+    assert local >= got["lineside_source_request_latency_seconds_bucket", (("le", "0.1"), *src)]
+    # A simulated PLC on this machine answers in a few ms; a wide margin for a loaded machine.
+    assert local > 0.9 * answered
     assert ("lineside_source_request_latency_recent_seconds", (("quantile", "0.5"), *src)) in got
     mes = (("sink", "mes"),)
     assert got["lineside_sink_up", mes] == 0.0  # nothing listens on port 9
@@ -158,6 +161,7 @@ async def test_health_and_readiness_follow_the_plc(tmp_path: Path) -> None:
     assert alive.status_code == 200 and alive.json() == {"status": "alive"}
 
 
+@pytest.mark.slow
 async def test_readiness_names_a_sink_failing_past_its_threshold(tmp_path: Path) -> None:
     sink = '[[sinks]]\nname = "mes"\ntype = "http"\nurl = "http://127.0.0.1:9/ingest"\n'
     web = 'port = 0\nsink_max_unsent_age = "1s"'

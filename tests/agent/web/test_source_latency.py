@@ -12,6 +12,7 @@ from tests.connectors.opcua.sim import make_config, make_source, start_server, t
 
 
 @pytest.mark.parametrize("mode", ["poll", "subscribe"])
+@pytest.mark.slow
 async def test_every_answered_read_is_in_the_histogram(mode: str) -> None:
     server = await start_server()
     try:

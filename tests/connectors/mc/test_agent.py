@@ -18,7 +18,7 @@ from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 from firmware_sim.profile import load_profile
 from tests.agent.test_failure_isolation import running
-from tests.agent.web.running import until
+from tests.waiting import until
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -42,12 +42,12 @@ async def test_a_rogue_plc_does_not_hold_up_the_other(tmp_path: Path, rogue: Han
     spec = load_plant("press").with_ephemeral_ports()
     async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
         machines = [
-            PlantMachine("press1", "press", "127.0.0.1", plant.mc_servers["press1"].port),
-            PlantMachine("press2", "press", "127.0.0.1", rogue_port),
+            PlantMachine(
+                "press1", "press", "127.0.0.1", plant.mc_servers["press1"].port, protocol="mc"
+            ),
+            PlantMachine("press2", "press", "127.0.0.1", rogue_port, protocol="mc"),
         ]
-        text = render_config(
-            ["# test"], "edge", "site", machines, poll_interval="100ms", protocol="mc"
-        )
+        text = render_config(["# test"], "edge", "site", machines, poll_interval="100ms")
         text = text.replace('timeout = "1s"', 'timeout = "300ms"')
         path = tmp_path / "lineside.toml"
         path.write_text(text.replace('data_dir = "data"', f'data_dir = "{tmp_path / "data"}"'))

@@ -123,14 +123,14 @@ def test_exception_names_follow_the_standard() -> None:
 async def test_slow_answer_times_out_within_the_limit_then_is_dropped(
     sim: ModbusTcpServer, client: ModbusTcpClient
 ) -> None:
-    sim.units[1].faults.set("slow", delay="0.4s")
+    sim.units[1].faults.set("slow", delay="1.5s")
     started = time.monotonic()
     with pytest.raises(RequestTimeout, match=r"within 0\.15s"):
         await client.read(1, 3, 0, 1, 0.15)
-    assert time.monotonic() - started < 0.15 + 0.1
+    assert time.monotonic() - started < 1.0  # gave up long before the answer came
     sim.units[1].faults.clear()
     # The late answer arrives before this one; it is recognised by its transaction id.
-    assert _words(await client.read(1, 3, 1, 1, 1.0)) == [1001]
+    assert _words(await client.read(1, 3, 1, 1, 5.0)) == [1001]
     assert client.connected
 
 
@@ -278,10 +278,10 @@ async def test_answers_split_and_batched_across_segments() -> None:
 
 async def _with_pymodbus_server(body: Callable[[int], Awaitable[None]]) -> None:
     device = ModbusDeviceContext(
-        co=ModbusSequentialDataBlock(1, [i % 3 == 0 for i in range(300)]),
-        di=ModbusSequentialDataBlock(1, [i % 2 == 1 for i in range(300)]),
-        hr=ModbusSequentialDataBlock(1, [1000 + i for i in range(300)]),
-        ir=ModbusSequentialDataBlock(1, [1500 + i for i in range(300)]),
+        co=ModbusSequentialDataBlock(1, [i % 3 == 0 for i in range(300)]),  # type: ignore[no-untyped-call]
+        di=ModbusSequentialDataBlock(1, [i % 2 == 1 for i in range(300)]),  # type: ignore[no-untyped-call]
+        hr=ModbusSequentialDataBlock(1, [1000 + i for i in range(300)]),  # type: ignore[no-untyped-call]
+        ir=ModbusSequentialDataBlock(1, [1500 + i for i in range(300)]),  # type: ignore[no-untyped-call]
     )
     context = ModbusServerContext(devices={1: device}, single=False)
     server = PymodbusTcpServer(context, address=("127.0.0.1", 0))
@@ -292,10 +292,10 @@ async def _with_pymodbus_server(body: Callable[[int], Awaitable[None]]) -> None:
             if transport is not None and transport.sockets:
                 break
             await asyncio.sleep(0.01)  # pymodbus offers no "listening" event to wait on
-        port = server.transport.sockets[0].getsockname()[1]
+        port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         await body(port)
     finally:
-        await server.shutdown()
+        await server.shutdown()  # type: ignore[no-untyped-call]
         task.cancel()
 
 

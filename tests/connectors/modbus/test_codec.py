@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.modbus.address import Table
 from connectors.modbus.codec import RequestDecoder, plan_decoders, register_permutation
-from connectors.modbus.planner import PlanTag, ReadRequest, Table, plan_unit, tag_width
+from connectors.modbus.planner import PlanTag, ReadRequest, plan_unit, tag_width
 
 HR = Table.HOLDING_REGISTERS
 IR = Table.INPUT_REGISTERS

@@ -1,11 +1,11 @@
 import pytest
 
+from connectors.modbus.address import Table
 from connectors.modbus.planner import (
     MAX_BITS,
     MAX_REGISTERS,
     PlanTag,
     ReadPlan,
-    Table,
     plan_unit,
     tag_width,
 )

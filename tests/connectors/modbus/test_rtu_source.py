@@ -92,10 +92,11 @@ def test_parse_response_good_and_bad() -> None:
 
 @pytest.fixture
 async def plant() -> AsyncIterator[Plant]:
+    clock = ManualClock()
     async with Plant(
-        load_plant("demo").with_ephemeral_ports(), ManualClock(), opcua=False, rtu=True
+        load_plant("demo").with_ephemeral_ports(), clock, opcua=False, rtu=True
     ) as running:
-        running.clock.advance(900)
+        clock.advance(900)
         running.tick()
         yield running
 
@@ -128,8 +129,8 @@ def _bus(tmp_path: Path, plant: Plant, **settings: Any) -> tuple[ModbusRtuSource
     infos: list[TagInfo] = []
     for unit in config.units:
         for tag in unit.tags:
-            path = f"site/area/line/{unit.machine}/{tag.name}"
-            infos.append(TagInfo(len(infos), path, unit.machine, tag.name, "bus", "", 0.0, 0.0))
+            tag_path = f"site/area/line/{unit.machine}/{tag.name}"
+            infos.append(TagInfo(len(infos), tag_path, unit.machine, tag.name, "bus", "", 0.0, 0.0))
     return config, TagTable(infos)
 
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from connectors.modbus.config import ModbusTcpSourceConfig
 from connectors.modbus.tcp_source import ModbusTcpSource
 from firmware_sim.clock import ManualClock
 from firmware_sim.plant import MachineSpec, Plant, PlantSpec
-from tests.agent.web.running import until
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,7 +74,7 @@ def gateway_config(
     return config
 
 
-def tcp_source(config: Config, **backoff: float) -> ModbusTcpSource:
+def tcp_source(config: Config, **backoff: Any) -> ModbusTcpSource:
     (source,) = config.sources
     assert isinstance(source, ModbusTcpSourceConfig)
     return ModbusTcpSource(source, TagTable.from_config(config), **backoff)
@@ -98,7 +99,7 @@ class Link:
 
 
 @contextlib.asynccontextmanager
-async def linked(source: ModbusTcpSource, **kw: float) -> AsyncIterator[Link]:
+async def linked(source: ModbusTcpSource, **kw: Any) -> AsyncIterator[Link]:
     link = Link(source)
     task = asyncio.create_task(
         run_link(
@@ -118,6 +119,7 @@ def unit_tags(config: Config, machine: str) -> set[int]:
     return {t.id for t in tags if t.machine == machine}
 
 
+@pytest.mark.slow
 async def test_a_silent_unit_does_not_stall_its_neighbour(tmp_path: Path, gateway: Plant) -> None:
     # The gateway answers in order: while it waits 300 ms for press1 (silent, longer than the
     # 200 ms timeout), press2's requests wait behind it, as on a real gateway's serial bus.
@@ -128,20 +130,23 @@ async def test_a_silent_unit_does_not_stall_its_neighbour(tmp_path: Path, gatewa
     window = 4.0
     async with linked(tcp_source(config)) as link:
         await until(lambda: link.stats.polls > 0)
-        start = len(link.batches)
+        start, polls_before = len(link.batches), link.stats.polls
         await asyncio.sleep(window)
         seen = Link(link.source, batches=link.batches[start:])
-    expected = window / 0.25
+        polls = link.stats.polls - polls_before
     healthy = seen.good_polls(unit_tags(config, "press2"))
     # Before: press1's requests each waited a timeout and a retry, and press2 behind them:
     # none of 16 polls. Now press1 is isolated and asked again on back-off, last in its poll.
-    assert healthy >= 0.8 * expected, f"{healthy} good polls of press2, {expected:.0f} due"
+    # Counted against the polls that ran, not the clock: a loaded machine runs fewer.
+    assert polls >= 4, polls
+    assert healthy >= 0.8 * polls, f"{healthy} good polls of press2 in {polls}"
     assert seen.good_polls(unit_tags(config, "press1")) == 0
     stats = link.source.statistics()
     assert stats["isolations"] >= 1 and stats["skipped_requests"] > 0
     assert set(link.source.reasons.summary()) == {"timeout after 200ms"}
 
 
+@pytest.mark.slow
 async def test_a_flapping_plc_backs_off_and_its_events_are_counted(
     tmp_path: Path, gateway: Plant, caplog: pytest.LogCaptureFixture
 ) -> None:

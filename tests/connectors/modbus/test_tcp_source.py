@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,10 +30,11 @@ GOOD, BAD = Quality.GOOD.value, Quality.BAD.value
 
 @pytest.fixture
 async def plant() -> AsyncIterator[Plant]:
+    clock = ManualClock()
     async with Plant(
-        load_plant("demo").with_ephemeral_ports(), ManualClock(), opcua=False, rtu=False
+        load_plant("demo").with_ephemeral_ports(), clock, opcua=False, rtu=False
     ) as running:
-        running.clock.advance(900)  # a quarter of an hour in: counters and analogs move
+        clock.advance(900)  # a quarter of an hour in: counters and analogs move
         running.tick()
         yield running
 
@@ -55,7 +57,7 @@ def _config(tmp_path: Path, profile: str, plant: Plant, **settings: str) -> Conf
     return load_config(path)
 
 
-def _source(config: Config, machine: str, **backoff: float) -> ModbusTcpSource:
+def _source(config: Config, machine: str, **backoff: Any) -> ModbusTcpSource:
     source = config.sources_by_name[f"{machine}-plc"]
     assert isinstance(source, ModbusTcpSourceConfig)
     return ModbusTcpSource(source, TagTable.from_config(config), **backoff)
@@ -294,6 +296,7 @@ async def test_reboot_drops_the_link_and_counters_restart(tmp_path: Path, plant:
         await source.connect()
         await source.poll(["1s"])
     plant.units["press1"].faults.clear()  # back up
+    assert isinstance(plant.clock, ManualClock)
     plant.clock.advance(60)
     plant.tick()
     await source.connect()

@@ -25,7 +25,7 @@ from connectors.mqtt.fleet import read_statuses
 from connectors.mqtt.sink import MqttSink
 from tests.brokers import BrokerFactory, Mosquitto
 from tests.connectors.mqtt.test_mqtt_sink import TAGS, USERS
-from tests.integration.test_broker_outage import until
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -180,6 +180,7 @@ def tls_config(tmp_path: Path, broker: Mosquitto) -> Path:
     return path
 
 
+@pytest.mark.slow
 async def test_fleet_status_reads_over_tls_with_the_sinks_login(
     tmp_path: Path, mosquitto: BrokerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,6 +235,7 @@ async def test_fleet_status_reads_over_tls_with_the_sinks_login(
     assert [r["state"] for r in json.loads(stopped.stdout)] == ["offline"]
 
 
+@pytest.mark.slow
 def test_fleet_status_bad_options_get_one_line(tmp_path: Path) -> None:
     for args, expected in (
         ((), "give --broker HOST[:PORT] or --config"),
@@ -247,6 +249,7 @@ def test_fleet_status_bad_options_get_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 async def test_fleet_status_of_an_empty_or_unreachable_broker_exits_1(
     mosquitto: BrokerFactory,
 ) -> None:

@@ -333,6 +333,7 @@ async def test_qos_0_counts_written_messages_as_sent(mosquitto: BrokerFactory) -
     await sink.close()
 
 
+@pytest.mark.slow
 async def test_send_10k_records_throughput(mosquitto: BrokerFactory) -> None:
     """Measured, not asserted: records per second for one `send` of 10 000 records."""
     broker = mosquitto()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from asyncua import ua
 
 from agent.clock import SystemClock
@@ -213,13 +211,3 @@ def by_name(table: TagTable, batches: list[ReadingBatch]) -> dict[str, tuple[flo
         ):
             out[table.tags[int(tag_id)].name] = (float(value), int(quality), int(ts))
     return out
-
-
-async def wait_for(predicate: Callable[[], bool], within: float = 10.0, step: float = 0.05) -> None:
-    """Wait until `predicate()` holds on a real server's schedule; fail after `within` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"condition not met within {within} s")
-        await asyncio.sleep(step)

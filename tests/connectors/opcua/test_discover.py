@@ -46,6 +46,7 @@ async def server() -> AsyncIterator[SimOpcUaServer]:
 
 
 @module_loop
+@pytest.mark.slow
 async def test_discover_finds_every_variable_with_type_access_and_path(
     server: SimOpcUaServer,
 ) -> None:
@@ -239,6 +240,7 @@ def trusting(server: SimOpcUaServer, folder: Path) -> Path:
 
 
 @module_loop
+@pytest.mark.slow
 async def test_discover_through_a_secure_source_with_a_login(
     secured: SimOpcUaServer, pki: Pki, tmp_path: Path, password_env: None
 ) -> None:

@@ -19,7 +19,8 @@ from agent.export import export_readings
 from agent.model import Quality, ReadingBatch
 from agent.runtime import Agent
 from firmware_sim.opcua_server import SimOpcUaServer
-from tests.connectors.opcua.sim import make_config, make_source, start_server, wait_for
+from tests.connectors.opcua.sim import make_config, make_source, start_server
+from tests.waiting import until
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -41,6 +42,7 @@ def rows_of(batches: list[ReadingBatch], tag_id: int) -> list[tuple[float, int, 
 
 
 @module_loop
+@pytest.mark.slow
 async def test_a_quiet_subscribed_tag_is_repeated_at_the_heartbeat(server: SimOpcUaServer) -> None:
     tags = [{"name": "i16", "node_id": f"ns={server.namespace_index};s=m1.i16"}]
     config = make_config(server.endpoint, tags, interval="100ms")
@@ -90,7 +92,7 @@ async def test_the_agent_stores_a_quiet_subscribed_tag_at_its_heartbeat(
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:
-        await wait_for(lambda: source.statistics().get("heartbeats", 0) >= 2, within=15)
+        await until(lambda: source.statistics().get("heartbeats", 0) >= 2, limit=15)
     finally:
         stop.set()
         await task

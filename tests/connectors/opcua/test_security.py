@@ -158,6 +158,7 @@ async def connect_error(cfg: OpcUaSourceConfig) -> str:
         ("Aes256_Sha256_RsaPss", "Sign"),
     ],
 )
+@pytest.mark.slow
 async def test_each_policy_and_mode_reads_values(
     secured: SimOpcUaServer, pki: Pki, tmp_path: Path, policy: str, mode: str
 ) -> None:
@@ -189,6 +190,7 @@ async def test_passphrase_from_env_works_too(
 
 
 @module_loop
+@pytest.mark.slow
 async def test_a_server_offering_only_none_is_refused(
     plain: SimOpcUaServer, pki: Pki, tmp_path: Path
 ) -> None:
@@ -263,6 +265,7 @@ async def test_a_pinned_server_certificate_file_must_match(
 
 
 @module_loop
+@pytest.mark.slow
 async def test_an_expired_server_certificate_is_refused(
     expired: SimOpcUaServer, pki: Pki, tmp_path: Path
 ) -> None:
@@ -313,6 +316,7 @@ async def test_the_application_uri_must_match_the_certificate(
 
 
 @module_loop
+@pytest.mark.slow
 async def test_key_passphrase_errors_are_distinct(
     secured: SimOpcUaServer, pki: Pki, tmp_path: Path
 ) -> None:
@@ -351,6 +355,7 @@ async def test_key_passphrase_errors_are_distinct(
 
 
 @module_loop
+@pytest.mark.slow
 async def test_a_wrong_password_fails_with_its_own_error_and_is_never_logged(
     secured: SimOpcUaServer,
     pki: Pki,
@@ -443,6 +448,7 @@ async def strict(pki: Pki) -> AsyncIterator[SimOpcUaServer]:
 
 
 @module_loop
+@pytest.mark.slow
 async def test_a_server_rejecting_our_certificate_is_one_line_until_it_trusts_it(
     strict: SimOpcUaServer, pki: Pki, tmp_path: Path
 ) -> None:
@@ -459,6 +465,7 @@ async def test_a_server_rejecting_our_certificate_is_one_line_until_it_trusts_it
     assert await read_count(cfg, strict) == 4242
 
 
+@pytest.mark.slow
 def test_a_refused_certificate_status_says_which() -> None:
     cfg = OpcUaSourceConfig.model_validate(
         {

@@ -76,6 +76,7 @@ async def read_all(source: OpcUaSource, want: int, within: float = 10.0) -> list
 
 @pytest.mark.parametrize("mode", ["poll", "subscribe"])
 @module_loop
+@pytest.mark.slow
 async def test_every_data_type_reads_as_float64_and_the_rest_reads_bad(
     server: SimOpcUaServer, mode: str
 ) -> None:
@@ -192,6 +193,7 @@ async def test_the_reading_time_is_the_configured_timestamp(
 
 
 @module_loop
+@pytest.mark.slow
 async def test_the_server_refuses_reads_above_its_advertised_limit(
     limited: SimOpcUaServer,
 ) -> None:
@@ -342,7 +344,7 @@ def test_type_refusal_rules() -> None:
     from connectors.opcua.nodes import type_refusal
 
     def node(ident: int, ns: int = 0) -> ua.NodeId:
-        return ua.NodeId(ident, ns)
+        return ua.NodeId(ident, ns)  # type: ignore[arg-type]
 
     assert type_refusal("int16", node(10)).startswith("the node is Float")
     assert type_refusal("int32", node(4)) == "" and type_refusal("int16", node(2)) == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -143,10 +144,10 @@ async def test_an_offset_past_the_end_of_the_db_costs_only_its_own_tag(
 
 
 @pytest.fixture
-def sim_cpu() -> tuple[SimS7Server, int]:
+def sim_cpu() -> Iterator[tuple[SimS7Server, int]]:
     server = SimS7Server({1: db1_image()}, Faults())
     port = server.start_on("127.0.0.1", 0)
-    yield server, port  # type: ignore[misc]
+    yield server, port
     server.stop()
 
 
