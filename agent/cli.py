@@ -1089,11 +1089,24 @@ vision_app = typer.Typer(help="Vision models: fit one from good images, benchmar
 app.add_typer(vision_app, name="vision")
 
 
+def _rate(text: str, option: str) -> float:
+    """ "1%", "1 %" or "0.01" → 0.01; a clear error for anything else."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1].strip()) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise _fail([f"{option} {text!r}: expected a rate such as 1% or 0.01"]) from None
+    if not 0 < value < 1:
+        raise _fail([f"{option} {text!r}: expected a rate between 0 % and 100 %"])
+    return value
+
+
 @vision_app.command("fit")
 def vision_fit(
     good: Annotated[Path, typer.Option("--good", help="Folder of images of good parts only.")],
     backbone: Annotated[
-        Path, typer.Option("--backbone", help="ONNX backbone whose output is a feature map.")
+        Path,
+        typer.Option("--backbone", help="ONNX feature backbone, or an ImageNet classifier to cut."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The ONNX model to write.")],
     method: Annotated[str, typer.Option("--method", help="gaussian or coreset.")] = "gaussian",
@@ -1103,29 +1116,62 @@ def vision_fit(
     percentile: Annotated[
         float, typer.Option("--percentile", help="Of good scores: the 0.5 boundary.")
     ] = 100.0,
+    max_false_reject: Annotated[
+        str | None,
+        typer.Option(
+            "--max-false-reject",
+            help="Target share of good parts rejected, e.g. 1% (overrides --percentile).",
+        ),
+    ] = None,
+    bad: Annotated[
+        Path | None,
+        typer.Option("--bad", help="Folder of defective images: report the escape rate."),
+    ] = None,
 ) -> None:
     """Fit an anomaly model (anomalib layout) on good images, without PyTorch."""
     if method not in ("gaussian", "coreset"):
         raise _fail([f"unknown method {method!r}: choose gaussian or coreset"])
+    rate = None if max_false_reject is None else _rate(max_false_reject, "--max-false-reject")
     with needs("Vision", "vision"):
         from vision.fit import FitError
         from vision.fit import run as run_fit
 
     try:
-        result = run_fit(good, backbone, out, method=method, size=size, percentile=percentile)  # type: ignore[arg-type]
+        result = run_fit(
+            good,
+            backbone,
+            out,
+            method=method,  # type: ignore[arg-type]
+            size=size,
+            percentile=percentile,
+            max_false_reject=rate,
+            bad=bad,
+        )
     except FitError as exc:
         raise _fail([str(exc)]) from None
     for problem in result.skipped:
         err_console.print(f"skipped: {problem}", markup=False, highlight=False, soft_wrap=True)
-    console.print(
-        f"{result.path}: {result.method} head on {result.feature_shape} features of "
-        f"{result.images} good images ({result.fitted_on} fitted, {result.calibrated_on} "
-        f"for the threshold, {len(result.skipped)} skipped) in {result.seconds:.1f} s; "
-        f"raw threshold {result.threshold:.4g}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+    calibration = (
+        f"{result.folds}-fold out-of-fold scores"
+        if result.folds
+        else "the fitted images themselves (too few for folds: expect more false rejects)"
     )
+    rejected = round(result.false_reject * result.calibrated_on)
+    lines = [
+        f"{result.path}: {result.method} head on {result.feature_shape} features of "
+        f"{result.images} good images ({len(result.skipped)} skipped), threshold from "
+        f"{calibration}, in {result.seconds:.1f} s",
+        f"backbone: {result.backbone_cut}",
+        f"false rejects on held-out good images: {result.false_reject:.1%} "
+        f"({rejected} of {result.calibrated_on}); raw threshold {result.threshold:.4g}",
+    ]
+    if result.escape is not None:
+        lines.append(
+            f"escapes (defective images accepted): {result.escape:.1%} of {result.bad_images}"
+        )
+    lines.append(f"measure it: lineside vision evaluate {result.path} --good DIR --bad DIR")
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @vision_app.command("bench")

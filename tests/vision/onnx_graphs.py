@@ -170,3 +170,66 @@ def grey_input_model(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
     )
     return _save(graph, path)
+
+
+def classifier_model(path: Path, *, size: int = 128, classes: int = 10, seed: int = 5) -> Path:
+    """A small ResNet-shaped ImageNet-style classifier: `data` [1, 3, size, size] → `prob`.
+
+    Stem to stride 4, then a stage per stride 4, 8, 16 and 32: a strided 3x3 convolution and
+    one residual block (conv, ReLU, conv, Add with the block's input, ReLU); global average
+    pooling, a Gemm to `classes` logits and a Softmax. Random (He) weights: real convolutions
+    whose features see local contrast, like a trained network's early layers do.
+    """
+    rng = np.random.default_rng(seed)
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def conv(x: str, cin: int, cout: int, name: str, stride: int = 1) -> str:
+        w = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) * np.float32(
+            np.sqrt(2 / (9 * cin))
+        )
+        inits.append(numpy_helper.from_array(w, f"{name}_w"))
+        inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), f"{name}_b"))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, f"{name}_w", f"{name}_b"],
+                [name],
+                strides=[stride, stride],
+                pads=[1, 1, 1, 1],
+            )
+        )
+        return name
+
+    def relu(x: str) -> str:
+        nodes.append(helper.make_node("Relu", [x], [f"{x}_relu"]))
+        return f"{x}_relu"
+
+    x = relu(conv("data", 3, 8, "stem1", 2))
+    x = relu(conv(x, 8, 16, "stem2", 2))
+    channels = 16
+    for stride, cout in ((4, 16), (8, 24), (16, 32), (32, 48)):
+        if stride > 4:
+            x = relu(conv(x, channels, cout, f"down{stride}", 2))
+        inner = conv(relu(conv(x, cout, cout, f"block{stride}a")), cout, cout, f"block{stride}b")
+        nodes.append(helper.make_node("Add", [inner, x], [f"sum{stride}"]))
+        x, channels = relu(f"sum{stride}"), cout
+    fc = rng.standard_normal((classes, channels)).astype(np.float32) / np.float32(np.sqrt(channels))
+    inits += [
+        numpy_helper.from_array(fc, "fc_w"),
+        numpy_helper.from_array(np.zeros(classes, np.float32), "fc_b"),
+    ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [x], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["prob"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "classifier",
+        [_image_input("data", (size, size))],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, classes])],
+        initializer=inits,
+    )
+    return _save(graph, path)
