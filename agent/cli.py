@@ -1085,7 +1085,9 @@ def inspect(
     raise typer.Exit(code)
 
 
-vision_app = typer.Typer(help="Vision models: fit one from good images, benchmark one.")
+vision_app = typer.Typer(
+    help="Vision models: fit one from good images, measure one, benchmark one."
+)
 app.add_typer(vision_app, name="vision")
 
 
@@ -1171,6 +1173,43 @@ def vision_fit(
         )
     lines.append(f"measure it: lineside vision evaluate {result.path} --good DIR --bad DIR")
     for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@vision_app.command("evaluate")
+def vision_evaluate(
+    model: Annotated[Path, typer.Argument(help="The ONNX model to measure.")],
+    good: Annotated[Path, typer.Option("--good", help="Folder of images of good parts.")],
+    bad: Annotated[
+        Path | None,
+        typer.Option("--bad", help="Folder of defective images (one sub-folder per defect)."),
+    ] = None,
+    masks: Annotated[
+        Path | None,
+        typer.Option("--masks", help="Defect masks, laid out as --bad (white = defect)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for index.html, MODEL_CARD.md, evaluation.json."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """AUROC, false-reject and escape rates, pixel metrics and latency on labelled images."""
+    with needs("Vision", "vision"):
+        from vision.model import ModelError
+        from vision.report import ReportError, lines
+        from vision.report import run as run_report
+
+    try:
+        report, folder = run_report(model, good, bad, masks, out)
+    except (ModelError, ReportError) as exc:
+        raise _fail([str(exc)]) from None
+    for problem in report.skipped:
+        err_console.print(f"skipped: {problem}", markup=False, highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    for line in [*lines(report), f"page and model card: {folder}/index.html, MODEL_CARD.md"]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
