@@ -89,7 +89,7 @@ def test_pixel_metrics_reward_the_right_pixels() -> None:
 def test_run_writes_the_page_and_the_model_card(folders: dict[str, Path]) -> None:
     out = folders["root"] / "evaluation"
     report, folder = run(folders["model"], folders["good"], folders["bad"], folders["masks"], out)
-    assert folder == out
+    assert folder == out and report.bad == 5
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "f0.png" in page and "data:image/jpeg;base64," in page
     card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
