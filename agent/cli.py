@@ -1063,6 +1063,9 @@ def inspect(
         float | None, typer.Option("--threshold", help="Override the adapter's threshold.")
     ] = None,
     threads: Annotated[int, typer.Option("--threads", help="Inference threads.")] = 1,
+    tile: Annotated[
+        bool, typer.Option("--tile", help="Cut large images into model-sized tiles.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run an ONNX inspection model on images: verdicts as a table or JSON."""
@@ -1079,6 +1082,7 @@ def inspect(
         as_json=as_json,
         threshold=threshold,
         threads=max(threads, 1),
+        tile=tile,
         stdout=sys.stdout,
         stderr=sys.stderr,
     )
