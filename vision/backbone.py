@@ -214,4 +214,5 @@ def cut(model: onnx.ModelProto, size: int, *, normalize: Normalize = "auto", see
     )
     out = helper.make_model(graph, opset_imports=list(model.opset_import))
     out.ir_version = model.ir_version
+    out.metadata_props.extend(model.metadata_props)  # provenance of the weights travels on
     return Cut(out, FEATURES, layers, channels, normalised)

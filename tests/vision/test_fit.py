@@ -330,6 +330,10 @@ def test_an_imagenet_classifier_is_cut_at_its_feature_layers(
 ) -> None:
     """A classifier (output [1, 10]) is cut at its last residual sums at stride 8 and 16."""
     net = classifier_model(tmp_path / "classifier.onnx", size=SIZE)
+    proto = onnx.load(str(net))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "weights_source", "built in tests/vision/onnx_graphs.py"
+    onnx.save(proto, str(net))
     out = tmp_path / "from-classifier.onnx"
     result = fit(fitted["good"], net, out)
     assert "'sum8' (Add, stride 8, 24 ch) + 'sum16' (Add, stride 16, 32 ch)" in result.backbone_cut
@@ -338,6 +342,7 @@ def test_an_imagenet_classifier_is_cut_at_its_feature_layers(
     model = Model.load(out)
     meta = model.session.get_modelmeta().custom_metadata_map
     assert "sum16" in meta["fit_backbone_cut"]
+    assert meta["weights_source"] == "built in tests/vision/onnx_graphs.py"  # provenance kept
     good, bad = fresh_scores(model, seed=9100)
     # Random weights, not ImageNet ones: the point is the cut, the ranking only has to work.
     assert auroc(good, bad) >= 0.7, (good, bad)
