@@ -1223,41 +1223,24 @@ def vision_backbone(
     variant: Annotated[
         str, typer.Option("--variant", help="EfficientNet-Lite variant: lite0, lite1, lite2.")
     ] = "lite0",
-    blocks: Annotated[
-        str | None,
-        typer.Option("--blocks", help="Block indices to output, e.g. 4,10 (default: stride 8+16)."),
-    ] = None,
     size: Annotated[
-        int, typer.Option("--size", help="Fixed input size in px; 0 for dynamic.")
-    ] = 224,
+        int, typer.Option("--size", help="Fixed input size in px; 0 (default) for dynamic.")
+    ] = 0,
 ) -> None:
-    """Export an ImageNet feature backbone to ONNX for `vision fit` (needs PyTorch)."""
-    try:
-        chosen = None if blocks is None else [int(b) for b in blocks.split(",") if b.strip()]
-    except ValueError:
-        raise _fail([f"--blocks {blocks!r}: expected block indices such as 4,10"]) from None
+    """Export an ImageNet feature backbone to ONNX for `vision fit` (no PyTorch needed)."""
     if size < 0:
         raise _fail([f"--size {size}: expected a size in px, or 0 for dynamic"])
     with needs("Vision", "vision"):
-        from vision.backbone import BackboneError
-        from vision.training.backbone import export
+        from vision.backbone import BackboneError, export
 
     try:
-        result = export(out, variant=variant, blocks=chosen, size=size or None)
+        result = export(out, variant=variant, size=size or None)
     except BackboneError as exc:
         raise _fail([str(exc)]) from None
-    shape = f"{result.size} px" if result.size else "dynamic size"
-    console.print(
-        f"{result.path}: blocks {list(result.blocks)} (strides {list(result.strides)}), "
-        f"{result.channels} channels, {shape}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
+    meta = {p.key: p.value for p in result.model.metadata_props}
+    console.print(f"{out}: {result.describe()}", markup=False, highlight=False, soft_wrap=True)
     for key in ("weights_source", "weights_licence", "weights_sha256"):
-        console.print(
-            f"{key}: {result.metadata[key]}", markup=False, highlight=False, soft_wrap=True
-        )
+        console.print(f"{key}: {meta[key]}", markup=False, highlight=False, soft_wrap=True)
 
 
 @vision_app.command("bench")

