@@ -21,9 +21,9 @@ import onnxruntime as ort
 import pytest
 
 from vision.backbone import (
-    BackboneError,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    BackboneError,
     choose,
     efficientnet_lite,
     export,
@@ -60,7 +60,8 @@ def tiny_state(seed: int = 0) -> dict[str, np.ndarray]:
     conv("_conv_stem", 8, 3, 3)
     bn("_bn0", 8)
     cin, block = 8, 0
-    for stage, (cout, repeats) in enumerate(zip([4, 6, 8, 10, 12, 14, 16], [1, 2, 2, 2, 2, 2, 1])):
+    stages = zip([4, 6, 8, 10, 12, 14, 16], [1, 2, 2, 2, 2, 2, 1], strict=True)
+    for stage, (cout, repeats) in enumerate(stages):
         for r in range(repeats):
             p = f"_blocks.{block}"
             source = cin if r == 0 else cout
@@ -114,7 +115,7 @@ def test_a_weights_file_cannot_run_code(tmp_path: Path) -> None:
         for header in (0x1950A86A20F9469CFC6C, 1001, {}):
             pickle.dump(header, f, protocol=2)
         f.write(b"cos\nsystem\n(S'echo owned'\ntR.")  # os.system("echo owned")
-    with pytest.raises(BackboneError, match="os.system is not allowed"):
+    with pytest.raises(BackboneError, match=r"os\.system is not allowed"):
         read_state(path)
 
 

@@ -64,8 +64,15 @@ def paint(image: np.ndarray, defect: str, seed: int) -> np.ndarray:
         out += sign * rng.uniform(45, 70) * layer[:, :, None]
     elif defect == "hole":
         radius = rng.uniform(3, 7)
-        cv2.circle(layer, (round(cx * 16), round(cy * 16)), round(radius * 16), 1.0, -1,
-                   cv2.LINE_AA, shift=4)
+        cv2.circle(
+            layer,
+            (round(cx * 16), round(cy * 16)),
+            round(radius * 16),
+            1.0,
+            -1,
+            cv2.LINE_AA,
+            shift=4,
+        )
         out = out * (1 - 0.8 * layer[:, :, None]) + 10 * layer[:, :, None]
     elif defect == "stain":
         axes = (round(rng.uniform(6, 14)), round(rng.uniform(4, 10)))
