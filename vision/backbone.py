@@ -48,6 +48,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURES = "lineside_features"
 RGB_INPUT = "lineside_rgb"
+NORMALISED = "lineside_normalised"
 NORMALISING_OPS = frozenset({"Sub", "Div", "Mul", "Add", "BatchNormalization"})
 
 
@@ -209,11 +210,15 @@ def cut(
     )
     graph_input = image
     if normalised:
+        # The normalised tensor gets a name of its own: the classifier's input may be called
+        # `input`, the name `vision fit` gives the image in front of all this.
+        for node in nodes:
+            node.input[:] = [NORMALISED if n == image.name else n for n in node.input]
         mean = const("lineside_mean", np.array(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1))
         std = const("lineside_std", np.array(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1))
         nodes = [
             helper.make_node("Sub", [RGB_INPUT, mean], ["lineside_centred"]),
-            helper.make_node("Div", ["lineside_centred", std], [image.name]),
+            helper.make_node("Div", ["lineside_centred", std], [NORMALISED]),
             *nodes,
         ]
         side: int | str = "H" if dynamic else size

@@ -172,7 +172,9 @@ def grey_input_model(path: Path) -> Path:
     return _save(graph, path)
 
 
-def classifier_model(path: Path, *, size: int = 128, classes: int = 10, seed: int = 5) -> Path:
+def classifier_model(
+    path: Path, *, size: int = 128, classes: int = 10, seed: int = 5, input_name: str = "data"
+) -> Path:
     """A small ResNet-shaped ImageNet-style classifier: `data` [1, 3, size, size] → `prob`.
 
     Stem to stride 4, then a stage per stride 4, 8, 16 and 32: a strided 3x3 convolution and
@@ -205,7 +207,7 @@ def classifier_model(path: Path, *, size: int = 128, classes: int = 10, seed: in
         nodes.append(helper.make_node("Relu", [x], [f"{x}_relu"]))
         return f"{x}_relu"
 
-    x = relu(conv("data", 3, 8, "stem1", 2))
+    x = relu(conv(input_name, 3, 8, "stem1", 2))
     x = relu(conv(x, 8, 16, "stem2", 2))
     channels = 16
     for stride, cout in ((4, 16), (8, 24), (16, 32), (32, 48)):
@@ -228,7 +230,7 @@ def classifier_model(path: Path, *, size: int = 128, classes: int = 10, seed: in
     graph = helper.make_graph(
         nodes,
         "classifier",
-        [_image_input("data", (size, size))],
+        [_image_input(input_name, (size, size))],
         [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, classes])],
         initializer=inits,
     )

@@ -358,3 +358,12 @@ def test_a_model_with_no_feature_map_at_stride_8_or_16_is_refused(
     net = constant_model(tmp_path / "flat.onnx", table, size=(SIZE, SIZE))
     with pytest.raises(FitError, match="cannot be cut: no feature map at stride 8 or 16"):
         fit(fitted["good"], net, tmp_path / "m.onnx")
+
+
+def test_a_classifier_whose_input_is_called_input(tmp_path: Path) -> None:
+    """The fit names the image `input`; the normalisation in front of a cut classifier must
+    not produce a second tensor of that name (the checker refused such a model)."""
+    good = write_good(tmp_path / "good", 6, seed=400)
+    net = classifier_model(tmp_path / "classifier.onnx", size=SIZE, input_name="input")
+    fit(good, net, tmp_path / "m.onnx")
+    assert Model.load(tmp_path / "m.onnx").kind == "anomaly"
