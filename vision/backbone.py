@@ -85,7 +85,8 @@ def _image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
     inputs = [i for i in model.graph.input if i.name not in weights]
     if len(inputs) != 1:
         raise BackboneError(f"expected one image input, the graph has {len(inputs)}")
-    return inputs[0]
+    image: onnx.ValueInfoProto = inputs[0]
+    return image
 
 
 def feature_maps(model: onnx.ModelProto, size: int) -> list[Layer]:
@@ -407,7 +408,8 @@ def efficientnet_lite(state: dict[str, np.ndarray]) -> onnx.ModelProto:
 
 def _licence(distribution: str) -> str:
     meta = importlib.metadata.metadata(distribution)
-    parts = [f"METADATA License: {meta.get('License') or 'none declared'}"]
+    declared = (meta["License"] or "none declared").strip().splitlines()[0][:100]
+    parts = [f"METADATA License: {declared}"]
     classifiers = [c for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
     if classifiers:
         parts.append("classifiers: " + "; ".join(classifiers))

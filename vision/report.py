@@ -134,7 +134,7 @@ def _grid(heat: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     if scale == 1.0:
         return heat.astype(np.float32)
     size = (max(1, round(cols * scale)), max(1, round(rows * scale)))
-    out: npt.NDArray[np.float32] = cv2.resize(heat, size, interpolation=cv2.INTER_AREA)
+    out = np.asarray(cv2.resize(heat, size, interpolation=cv2.INTER_AREA), np.float32)
     return out
 
 
@@ -337,7 +337,7 @@ def _thumbnail(model: Model, path: Path, margin: int) -> str:
     height, width = image.shape[:2]
     scale = min(1.0, 320 / max(height, width))
     if scale < 1.0:
-        image = cv2.resize(image, (round(width * scale), round(height * scale)))
+        image = np.asarray(cv2.resize(image, (round(width * scale), round(height * scale))))
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode() if ok else ""
 
