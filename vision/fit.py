@@ -1,7 +1,8 @@
 """`lineside vision fit`: an anomaly model from good images only, without PyTorch.
 
-A plant without labelled defects starts here. The user brings a backbone ONNX (any network
-whose output is a feature map `[1, C, h, w]`, taking RGB in [0, 1]); lineside
+A plant without labelled defects starts here. The backbone is an ONNX network taking RGB in
+[0, 1]: one whose output is a feature map `[1, C, h, w]` (`lineside vision backbone` writes
+one), or any ImageNet classifier, cut at its feature layers by `vision.backbone.cut`; lineside
 
 1. runs it with onnxruntime on N good images and takes every position of the map as a patch
    feature (C values);
