@@ -2,7 +2,10 @@
 
 - `classify`: `[1, nc]` logits or probabilities (Ultralytics classify exports probabilities).
 - `detect`: the Ultralytics detect layout `[1, 4 + nc, N]` (cx, cy, w, h, one score per class;
-  no objectness, NMS outside the graph), boxes taken back through the letterbox.
+  no objectness, NMS outside the graph), boxes taken back through the letterbox;
+  `detect_end2end`: end-to-end exports `[1, N, 6]` (x1, y1, x2, y2, score, class; NMS done in
+  the graph); `segment`: segmentation exports (`output0` with mask coefficients and `output1`
+  protos), each box tightened to its mask.
 - `anomaly`: anomalib's `pred_score` [N] and `anomaly_map` [N, 1, H, W]; anomalib 2 normalises
   inside the graph (0.5 is the boundary), anomalib ≤ 1 leaves raw values and a metadata.json
   with the thresholds, normalised here the way anomalib did it.
@@ -152,6 +155,33 @@ def nms(boxes: Array, scores: Array, classes: npt.NDArray[np.intp], threshold: f
     return keep
 
 
+def _anchors(
+    out: npt.NDArray[np.float64], classes: int, confidence: float, iou_threshold: float, limit: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.intp], list[int]]:
+    """Rows of `[4 + classes (+ extra), N]` → xyxy, confidence, class of the rows above
+    `confidence`, and the kept (NMS) positions among them, best first."""
+    rows = out.T  # one row per anchor: cx, cy, w, h, class scores, (mask coefficients)
+    class_scores = rows[:, 4 : 4 + classes]
+    cls = np.argmax(class_scores, axis=1)
+    conf = class_scores[np.arange(rows.shape[0]), cls]
+    chosen = np.flatnonzero(conf >= confidence)
+    rows, cls, conf = rows[chosen], cls[chosen], conf[chosen]
+    xyxy = np.empty((rows.shape[0], 4))
+    xyxy[:, 0] = rows[:, 0] - rows[:, 2] / 2
+    xyxy[:, 1] = rows[:, 1] - rows[:, 3] / 2
+    xyxy[:, 2] = rows[:, 0] + rows[:, 2] / 2
+    xyxy[:, 3] = rows[:, 1] + rows[:, 3] / 2
+    keep = nms(xyxy, conf, cls, iou_threshold)[:limit]
+    return xyxy, conf, cls, keep
+
+
+def _boxes_verdict(boxes: tuple[Box, ...]) -> Verdict:
+    if not boxes:
+        return Verdict("OK", 0.0)
+    classes = tuple(sorted({b.label for b in boxes}))
+    return Verdict("NotOK", boxes[0].score, label=boxes[0].label, classes=classes, boxes=boxes)
+
+
 def detect(
     output: Array,
     names: Sequence[str],
@@ -167,29 +197,106 @@ def detect(
         out = out[0]
     if out.ndim != 2 or out.shape[0] < 5:
         raise ValueError(f"expected a detect output [1, 4 + classes, anchors], got {output.shape}")
-    rows = out.T  # one row per anchor: cx, cy, w, h, class scores...
-    if not np.all(np.isfinite(rows)):
+    if not np.all(np.isfinite(out)):
         return Verdict("NotDecidable", math.nan)
-    class_scores = rows[:, 4:]
-    cls = np.argmax(class_scores, axis=1)
-    conf = class_scores[np.arange(rows.shape[0]), cls]
-    chosen = conf >= confidence
-    rows, cls, conf = rows[chosen], cls[chosen], conf[chosen]
-    xyxy = np.empty((rows.shape[0], 4))
-    xyxy[:, 0] = rows[:, 0] - rows[:, 2] / 2
-    xyxy[:, 1] = rows[:, 1] - rows[:, 3] / 2
-    xyxy[:, 2] = rows[:, 0] + rows[:, 2] / 2
-    xyxy[:, 3] = rows[:, 1] + rows[:, 3] / 2
-    keep = nms(xyxy, conf, cls, iou_threshold)[:max_boxes]
+    xyxy, conf, cls, keep = _anchors(out, out.shape[0] - 4, confidence, iou_threshold, max_boxes)
     in_frame = placement.to_frame(xyxy[keep])
-    boxes = tuple(
-        Box(*_corners(in_frame[j]), float(conf[k]), int(cls[k]), _name(names, int(cls[k])))
-        for j, k in enumerate(keep)
+    return _boxes_verdict(
+        tuple(
+            Box(*_corners(in_frame[j]), float(conf[k]), int(cls[k]), _name(names, int(cls[k])))
+            for j, k in enumerate(keep)
+        )
     )
-    if not boxes:
-        return Verdict("OK", 0.0)
-    classes = tuple(sorted({b.label for b in boxes}))
-    return Verdict("NotOK", boxes[0].score, label=boxes[0].label, classes=classes, boxes=boxes)
+
+
+def detect_end2end(
+    output: Array,
+    names: Sequence[str],
+    placement: Placement,
+    *,
+    confidence: float = DETECT_CONFIDENCE,
+) -> Verdict:
+    """Ultralytics end-to-end exports (YOLOv10, YOLO11/26 `end2end`): `[1, N, 6]` rows of
+    x1, y1, x2, y2, score, class, already through NMS in the graph (padding rows score 0)."""
+    out = np.asarray(output, dtype=np.float64)
+    if out.ndim == 3:
+        out = out[0]
+    if out.ndim != 2 or out.shape[1] != 6:
+        raise ValueError(f"expected an end-to-end output [1, N, 6], got {np.shape(output)}")
+    if not np.all(np.isfinite(out)):
+        return Verdict("NotDecidable", math.nan)
+    rows = out[out[:, 4] >= confidence]
+    rows = rows[np.argsort(-rows[:, 4], kind="stable")]
+    in_frame = placement.to_frame(rows[:, :4])
+    return _boxes_verdict(
+        tuple(
+            Box(*_corners(in_frame[j]), float(r[4]), int(r[5]), _name(names, int(r[5])))
+            for j, r in enumerate(rows)
+        )
+    )
+
+
+def segment(
+    output: Array,
+    protos: Array,
+    names: Sequence[str],
+    placement: Placement,
+    input_size: tuple[int, int],
+    *,
+    confidence: float = DETECT_CONFIDENCE,
+    iou_threshold: float = DETECT_IOU,
+    max_boxes: int = 300,
+) -> Verdict:
+    """Ultralytics segmentation: `output0` [1, 4 + nc + nm, N] and `output1` protos
+    [1, nm, mh, mw]. Each kept box's mask is sigmoid(coefficients . protos) inside the box;
+    the box reported is the extent of that mask (where the defect is, not just its anchor box),
+    or the predicted box when the mask is empty."""
+    out = np.asarray(output, dtype=np.float64)
+    proto = np.asarray(protos, dtype=np.float64)
+    if out.ndim == 3:
+        out = out[0]
+    if proto.ndim == 4:
+        proto = proto[0]
+    masks_n = proto.shape[0] if proto.ndim == 3 else 0
+    classes = out.shape[0] - 4 - masks_n if out.ndim == 2 else 0
+    if out.ndim != 2 or proto.ndim != 3 or classes < 1:
+        raise ValueError(
+            f"expected output0 [1, 4 + classes + masks, anchors] and protos [1, masks, h, w], "
+            f"got {np.shape(output)} and {np.shape(protos)}"
+        )
+    if not (np.all(np.isfinite(out)) and np.all(np.isfinite(proto))):
+        return Verdict("NotDecidable", math.nan)
+    xyxy, conf, cls, keep = _anchors(out, classes, confidence, iou_threshold, max_boxes)
+    chosen = np.flatnonzero(np.max(out[4 : 4 + classes], axis=0) >= confidence)
+    coefficients = out[4 + classes :, chosen[keep]].T  # (kept, nm)
+    mh, mw = proto.shape[1:]
+    sx, sy = mw / input_size[0], mh / input_size[1]
+    logits = coefficients @ proto.reshape(masks_n, -1)
+    masks = (logits.reshape(-1, mh, mw) > 0).astype(np.uint8)  # sigmoid > 0.5
+    found = []
+    for j, k in enumerate(keep):
+        x1, y1, x2, y2 = xyxy[k]
+        c1, r1 = max(math.floor(x1 * sx), 0), max(math.floor(y1 * sy), 0)
+        c2, r2 = min(math.ceil(x2 * sx), mw), min(math.ceil(y2 * sy), mh)
+        inside = masks[j, r1:r2, c1:c2]
+        box = xyxy[k]
+        if inside.any():
+            rows, cols = np.nonzero(inside)
+            box = np.array(
+                [
+                    (c1 + cols.min()) / sx,
+                    (r1 + rows.min()) / sy,
+                    (c1 + cols.max() + 1) / sx,
+                    (r1 + rows.max() + 1) / sy,
+                ]
+            )
+        found.append((placement.to_frame(box[None])[0], k))
+    return _boxes_verdict(
+        tuple(
+            Box(*_corners(b), float(conf[k]), int(cls[k]), _name(names, int(cls[k])))
+            for b, k in found
+        )
+    )
 
 
 def _name(names: Sequence[str], index: int) -> str:

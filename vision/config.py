@@ -176,6 +176,8 @@ class InspectionConfig(BaseModel):
     roi: Roi | None = None  # crop before inference: [x, y, width, height]
     threshold: Annotated[float, Field(ge=0, le=1)] | None = None  # the adapter's default if unset
     margin: Annotated[int, Field(ge=0, le=256)] = 16  # anomaly maps: border band ignored, px
+    tile: bool = False  # cut large frames into model-sized tiles, merge the results
+    tile_overlap: Annotated[float, Field(ge=0, lt=1)] = 0.2  # share of a tile shared with the next
     queue: Annotated[int, Field(ge=1, le=64)] = 2  # prepared frames waiting for the model
     save: SaveImages | None = None
     write_back: WriteBack | None = None

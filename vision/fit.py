@@ -1,7 +1,8 @@
 """`lineside vision fit`: an anomaly model from good images only, without PyTorch.
 
-A plant without labelled defects starts here. The user brings a backbone ONNX (any network
-whose output is a feature map `[1, C, h, w]`, taking RGB in [0, 1]); lineside
+A plant without labelled defects starts here. The backbone is an ONNX network taking RGB in
+[0, 1]: one whose output is a feature map `[1, C, h, w]` (`lineside vision backbone` writes
+one), or any ImageNet classifier, cut at its feature layers by `vision.backbone.cut`; lineside
 
 1. runs it with onnxruntime on N good images and takes every position of the map as a patch
    feature (C values);
@@ -18,16 +19,22 @@ whose output is a feature map `[1, C, h, w]`, taking RGB in [0, 1]); lineside
    `pred_score` [1] and `anomaly_map` [1, 1, H, W], both normalised inside the graph the way
    anomalib does it, `clip((x - threshold) / (max - min) + 0.5, 0, 1)`, so 0.5 is the boundary.
 
-The threshold comes from good images only, and from images the head was NOT fitted on: a head
+The threshold comes from good images only, scored by heads that were NOT fitted on them: a head
 scores its own training patches too low (the coreset holds many of them exactly), which would
-put the threshold under the scores of unseen good parts and reject them. So about a fifth of the
-images (at least one, when there are five or more) are held out for calibration; the threshold
-is the `percentile` of their image scores (100, the maximum, by default: no good calibration
-image is rejected). The image score is the map's maximum inside a `margin` px border band, the
+put the threshold under the scores of unseen good parts and reject them. So the images are split
+into five folds and each is scored by a head fitted on the other four (out-of-fold scores);
+every good image counts for the threshold and the model written is fitted on all of them. The
+threshold either rejects at most `max_false_reject` of those scores (which needs at least
+ceil(3 / rate) good images, see `needed_images`) or is their `percentile` (100, the maximum, by
+default). The image score is the map's maximum inside a `margin` px border band, the
 same band `vision.adapters.anomaly` ignores at inspection time (border artefacts caused most
-false alarms in trials). `min` is the smallest map value seen on the calibration images,
+false alarms in trials). `min` is the smallest map value seen out of fold,
 `max` the threshold, so good parts land in [0, 0.5]. The raw figures are stored in the model's
 `metadata_props` (`fit_*` keys) for the record; nothing reads them back to normalise.
+
+The backbone is any ONNX model with one image input: used as it is when its first output is a
+feature map, otherwise (an ImageNet classifier) cut at its mid-level layers by
+`vision.backbone.cut`.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from agent.errors import LinesideError
+from vision.backbone import BackboneError
+from vision.backbone import cut as backbone_cut
 from vision.frames import IMAGE_SUFFIXES, FrameError, read_image
 from vision.model import session_options
 from vision.preprocess import prepare
@@ -57,7 +66,7 @@ Progress = Callable[[int, int], None]  # (images done, images in all)
 DEFAULT_SIZE = 256
 MIN_OPSET = 13  # Resize with `sizes`, ReduceSum with axes as an input
 HEAD_OPSET = 18  # the opset the head's Reduce* nodes are written for when the backbone allows
-CALIBRATION_SHARE = 0.2
+FOLDS = 5  # out-of-fold calibration: each good image scored by a head fitted without it
 BLUR_SIGMA = 4.0  # px at 256; anomalib smooths PaDiM/PatchCore maps with sigma 4
 
 
@@ -77,8 +86,13 @@ class FitResult:
     calibrated_on: int
     threshold: float  # raw image score that maps to 0.5
     minimum: float  # raw value that maps to 0
-    calibration_scores: list[float] = field(default_factory=list)  # raw, held-out images
+    calibration_scores: list[float] = field(default_factory=list)  # raw, out-of-fold
     seconds: float = 0.0
+    folds: int = 0  # 0: too few images, calibrated on the fitted ones
+    false_reject: float = 0.0  # share of out-of-fold good scores above the threshold
+    escape: float | None = None  # share of --bad images accepted, when given
+    bad_images: int = 0
+    backbone_cut: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,8 +373,12 @@ def _session(model: onnx.ModelProto | Path) -> ort.InferenceSession:
     )
 
 
-def _backbone(path: Path, size: int | None) -> tuple[onnx.ModelProto, str, int]:
-    """The backbone, the name of its feature-map output and the input size to use."""
+def _backbone(path: Path, size: int | None) -> tuple[onnx.ModelProto, str, int, str]:
+    """The backbone, the name of its feature-map output, the input size and how it was cut.
+
+    A backbone whose first output is a feature map is used as it is; any other model (an
+    ImageNet classifier) is cut at its mid-level feature layers (`vision.backbone.cut`).
+    """
     if not path.is_file():
         raise FitError(f"backbone not found: {path}")
     try:
@@ -390,22 +408,72 @@ def _backbone(path: Path, size: int | None) -> tuple[onnx.ModelProto, str, int]:
     except Exception as exc:
         raise FitError(f"{path}: the backbone fails on a {size}x{size} image: {exc}") from None
     if (
-        value.ndim != 4
-        or value.shape[0] != 1
-        or min(value.shape[1:]) < 1
-        or value.shape[2] * value.shape[3] < 4
+        value.ndim == 4
+        and value.shape[0] == 1
+        and min(value.shape[1:]) >= 1
+        and value.shape[2] * value.shape[3] >= 4
     ):
+        return model, output.name, size, f"output {output.name!r} as given"
+    try:
+        cut = backbone_cut(model, size)
+    except BackboneError as exc:
+        raise FitError(
+            f"{path}: output {output.name!r} has shape {list(value.shape)}, not a feature map "
+            f"[1, C, h, w], and the graph cannot be cut: {exc}"
+        ) from None
+    except Exception as exc:  # shape inference / extraction of an unusual graph
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise FitError(
             f"{path}: output {output.name!r} has shape {list(value.shape)}; expected a feature "
-            "map [1, C, h, w] (take the backbone's graph up to a convolutional layer)"
-        )
-    return model, output.name, size
+            f"map [1, C, h, w], and cutting the graph at a feature layer failed ({first[:160]})"
+        ) from None
+    return cut.model, cut.output, size, cut.describe()
 
 
 def good_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FitError(f"{folder}: not a folder of good images")
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def needed_images(rate: float) -> int:
+    """Good images needed to check a false-reject rate: ceil(3 / rate).
+
+    The rule of three: with no rejects among n good images, the true rate is below 3/n at 95 %
+    confidence. Fewer images than 3/rate cannot tell a rate of `rate` from one of zero.
+    """
+    return math.ceil(3 / rate - 1e-9)
+
+
+def threshold_for_rate(scores: Sequence[float], rate: float) -> float:
+    """The lowest score that rejects at most floor(rate x n) of these good images.
+
+    A part is rejected when its score is above the threshold, so the image AT the threshold
+    passes: the threshold is the (k+1)-th highest score, k = floor(rate x n).
+    """
+    if not scores:
+        raise FitError("no calibration scores")
+    ranked = sorted(scores, reverse=True)
+    allowed = min(math.floor(rate * len(ranked) + 1e-9), len(ranked) - 1)
+    return float(ranked[allowed])
+
+
+def _fit_head(
+    maps: Sequence[Features],
+    indices: Sequence[int],
+    method: Method,
+    shrinkage: float,
+    coreset_ratio: float,
+    coreset_max: int,
+    seed: int,
+) -> dict[str, Features]:
+    channels = maps[0].shape[0]
+    patches = np.concatenate([maps[i].reshape(channels, -1).T for i in indices])
+    if method == "gaussian":
+        mean, whiten = gaussian(patches, shrinkage)
+        return {"mean": mean, "whiten": whiten}
+    k = min(coreset_max, max(1, round(patches.shape[0] * coreset_ratio)))
+    return {"bank": coreset(patches, k, seed=seed)}
 
 
 def fit(
@@ -416,25 +484,44 @@ def fit(
     method: Method = "gaussian",
     size: int | None = None,
     percentile: float = 100.0,
+    max_false_reject: float | None = None,
+    bad: Path | None = None,
     margin: int = 16,
     shrinkage: float = 0.01,
     coreset_ratio: float = 0.1,
     coreset_max: int = 2048,
     blur_sigma: float | None = None,
+    folds: int = FOLDS,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> FitResult:
-    """Fit an anomaly head on the good images in `good` and write the model to `out`."""
+    """Fit an anomaly head on the good images in `good` and write the model to `out`.
+
+    The threshold comes from out-of-fold scores: the good images are split into `folds`
+    folds, and each image is scored by a head fitted on the other folds, so every good image
+    gives one honest score (a head scores its own training patches too low). The model written
+    is fitted on all of them. With `max_false_reject`, the threshold rejects at most that share
+    of the out-of-fold scores; otherwise it is their `percentile`. With `bad` (a folder of
+    defective images, sub-folders allowed), the written model is run on them and the share it
+    accepts is the expected escape rate.
+    """
     started = time.perf_counter()
     if method not in ("gaussian", "coreset"):
         raise FitError(f"unknown method {method!r}: choose gaussian or coreset")
     if not 0 < percentile <= 100:
         raise FitError(f"percentile must be within (0, 100], got {percentile}")
+    if max_false_reject is not None and not 0 < max_false_reject < 1:
+        raise FitError(f"--max-false-reject must be within (0 %, 100 %), got {max_false_reject}")
     files = good_images(Path(good))
     if not files:
         raise FitError(f"{good}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    model, feature_output, size = _backbone(Path(backbone), size)
-    session = _session(Path(backbone))
+    if max_false_reject is not None:
+        _enough(len(files), max_false_reject, good)
+    bad_files = defect_images(Path(bad)) if bad is not None else []
+    if bad is not None and not bad_files:
+        raise FitError(f"{bad}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    model, feature_output, size, cut = _backbone(Path(backbone), size)
+    session = _session(model)
     input_name = session.get_inputs()[0].name
     maps: list[Features] = []
     skipped: list[str] = []
@@ -451,46 +538,60 @@ def fit(
             progress(i + 1, len(files))
     if not maps:
         raise FitError(f"{good}: none of the {len(files)} image files could be read")
+    if max_false_reject is not None:
+        _enough(len(maps), max_false_reject, good)
     channels, h, w = maps[0].shape
-    # Hold out every fifth image for the threshold (spread over the folder's name order).
-    held = [i for i in range(len(maps)) if len(maps) >= 5 and i % 5 == 4]
-    fitted = [i for i in range(len(maps)) if i not in held]
-    patches = np.concatenate([maps[i].reshape(channels, -1).T for i in fitted])
-    params: dict[str, Features]
-    if method == "gaussian":
-        mean, whiten = gaussian(patches, shrinkage)
-        params = {"mean": mean, "whiten": whiten}
-    else:
-        k = min(coreset_max, max(1, round(patches.shape[0] * coreset_ratio)))
-        params = {"bank": coreset(patches, k, seed=seed)}
-    sigma = BLUR_SIGMA * size / 256 if blur_sigma is None else blur_sigma
     shape = (int(channels), int(h), int(w))
-    head = _session(head_model(shape, method, params, size=size, margin=margin, sigma=sigma))
-    # Too few images to hold any out: calibrate on the fitted ones (the threshold comes out
-    # low, so good parts may be rejected; the result says so: calibrated_on == fitted_on).
-    calibration = held or fitted
-    scores: list[float] = []
+    sigma = BLUR_SIGMA * size / 256 if blur_sigma is None else blur_sigma
+    everything = list(range(len(maps)))
+
+    def head_for(indices: Sequence[int]) -> tuple[dict[str, Features], ort.InferenceSession]:
+        params = _fit_head(maps, indices, method, shrinkage, coreset_ratio, coreset_max, seed)
+        graph = head_model(shape, method, params, size=size, margin=margin, sigma=sigma)
+        return params, _session(graph)
+
+    # Out-of-fold scores: image i is scored by the head fitted without its fold (i % folds).
+    # Too few images for folds: calibrate on the fitted ones (the threshold comes out low, so
+    # good parts may be rejected; the result says so: folds == 0).
+    k = folds if len(maps) >= max(folds, 2) else 0
+    scores = [0.0] * len(maps)
     minimum = math.inf
-    for i in calibration:
-        heat, peak = head.run(None, {"features": maps[i][None]})
-        scores.append(float(peak.reshape(-1)[0]))
-        minimum = min(minimum, float(np.min(heat)))
-    threshold = threshold_of(scores, percentile)
+    groups = [[i for i in everything if i % k == f] for f in range(k)] if k else [everything]
+    for held in groups:
+        rest = [i for i in everything if i not in held] if k else everything
+        _, head = head_for(rest)
+        for i in held:
+            heat, peak = head.run(None, {"features": maps[i][None]})
+            scores[i] = float(peak.reshape(-1)[0])
+            minimum = min(minimum, float(np.min(heat)))
+    params, _ = head_for(everything)
+    if max_false_reject is not None:
+        threshold = threshold_for_rate(scores, max_false_reject)
+        rule = f"rejects at most {max_false_reject:.2%} of {len(scores)} out-of-fold good scores"
+    else:
+        threshold = threshold_of(scores, percentile)
+        rule = f"percentile {percentile:g} of {len(scores)} out-of-fold good scores"
     minimum = min(minimum, threshold - 1e-6)
+    frr = float(np.mean(np.asarray(scores) > threshold))
     metadata = {
         "fit_method": method,
         "fit_backbone": Path(backbone).name,
+        "fit_backbone_cut": cut,
         "fit_feature_output": feature_output,
         "fit_input_size": str(size),
         "fit_margin": str(margin),
         "fit_images": str(len(maps)),
-        "fit_fitted_on": str(len(fitted)),
-        "fit_calibrated_on": str(len(calibration)),
+        "fit_folds": str(k),
+        "fit_threshold_rule": rule,
         "fit_percentile": str(percentile),
+        "fit_max_false_reject": "" if max_false_reject is None else repr(max_false_reject),
+        "fit_false_reject_out_of_fold": repr(frr),
         "fit_raw_threshold": repr(threshold),
         "fit_raw_min": repr(minimum),
         "fit_normalisation": "in graph: clip((x - threshold) / (threshold - min) + 0.5, 0, 1)",
     }
+    provenance = {p.key: p.value for p in model.metadata_props if p.key.startswith("weights_")}
+    metadata.update(provenance)  # where an exported backbone's weights came from, and licence
     final = build_model(
         model,
         feature_output,
@@ -507,20 +608,67 @@ def fit(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(final.SerializeToString())
+    escape, bad_count = None, 0
+    if bad_files:
+        escape, bad_count = _escape(out, bad_files, margin)
     return FitResult(
         path=out,
         method=method,
         input_size=size,
-        feature_shape=(channels, h, w),
+        feature_shape=shape,
         images=len(maps),
         skipped=skipped,
-        fitted_on=len(fitted),
-        calibrated_on=len(calibration),
+        fitted_on=len(maps),
+        calibrated_on=len(scores),
         threshold=threshold,
         minimum=minimum,
         calibration_scores=scores,
         seconds=time.perf_counter() - started,
+        folds=k,
+        false_reject=frr,
+        escape=escape,
+        bad_images=bad_count,
+        backbone_cut=cut,
     )
+
+
+def _enough(count: int, rate: float, folder: Path) -> None:
+    need = needed_images(rate)
+    if count < need:
+        raise FitError(
+            f"{folder}: --max-false-reject {rate:.2%} needs at least {need} good images "
+            f"(ceil(3 / rate): with no rejects among n good images the rate is below 3/n at "
+            f"95 % confidence), there are {count}; add {need - count} more, or ask for "
+            f"{3 / count:.2%} or more"
+        )
+
+
+def defect_images(folder: Path) -> list[Path]:
+    """Image files in `folder` and its sub-folders (one per defect type), in name order."""
+    if not folder.is_dir():
+        raise FitError(f"{folder}: not a folder of images")
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _escape(model_path: Path, files: Sequence[Path], margin: int) -> tuple[float, int]:
+    """The share of defective images the written model accepts (score at or under 0.5)."""
+    from vision.model import Model
+
+    model = Model.load(model_path)
+    accepted = read = 0
+    for path in files:
+        try:
+            frame = read_image(path, target=model.input_size)
+        except FrameError:
+            continue
+        verdict = model.infer(frame.image, margin=margin, decode_scale=frame.decode_scale)
+        read += 1
+        accepted += verdict.verdict == "OK"
+    if read == 0:
+        raise FitError("none of the defective images could be read")
+    return accepted / read, read
 
 
 def run(
@@ -531,6 +679,8 @@ def run(
     method: Method = "gaussian",
     size: int | None = None,
     percentile: float = 100.0,
+    max_false_reject: float | None = None,
+    bad: Path | None = None,
 ) -> FitResult:
     """`fit` with a progress bar over the images on stderr (the CLI's shell)."""
     from rich.console import Console
@@ -555,5 +705,7 @@ def run(
             method=method,
             size=size,
             percentile=percentile,
+            max_false_reject=max_false_reject,
+            bad=bad,
             progress=advance,
         )

@@ -21,6 +21,7 @@ from vision.adapters import Verdict
 from vision.frames import IMAGE_SUFFIXES, FrameError, read_image
 from vision.model import Model, ModelError
 from vision.preprocess import Image, Roi
+from vision.tiles import DEFAULT_OVERLAP
 
 COLOURS = {"OK": (60, 180, 75), "NotOK": (40, 40, 230), "NotDecidable": (0, 200, 255)}
 EXIT_OK, EXIT_UNREADABLE, EXIT_BAD_MODEL = 0, 1, 2
@@ -127,12 +128,14 @@ def run(
     as_json: bool = False,
     threshold: float | None = None,
     threads: int = 1,
+    tile: bool = False,
     stdout: TextIO,
     stderr: TextIO,
 ) -> int:
     """The body of `lineside inspect`; returns the exit code."""
     try:
-        model = Model.load(model_path, adapter=adapter, threads=threads)
+        overlap = DEFAULT_OVERLAP if tile else None
+        model = Model.load(model_path, adapter=adapter, threads=threads, tile_overlap=overlap)
     except ModelError as exc:
         print(f"error: {exc}", file=stderr)
         return EXIT_BAD_MODEL

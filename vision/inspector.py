@@ -560,7 +560,8 @@ def open_source(config: InspectionConfig, model: Model, clock: Clock) -> FrameSo
             spec.path,
             pattern=spec.pattern,
             watch=spec.watch,
-            target=model.input_size,
+            # Tiles need the frame at full resolution: no reduced JPEG decoding.
+            target=None if model.tile_overlap is not None else model.input_size,
             roi=config.roi,
         )
     if spec.type == "video":
@@ -607,10 +608,11 @@ def build_inspector(
             save.dir, max_size=save.max_size, retention=save.retention, good_sample=save.good_sample
         )
     path, adapter, threads = config.model, config.adapter, config.threads
+    overlap = config.tile_overlap if config.tile else None
     return Inspector(
         config.name,
         config.machine,
-        lambda: Model.load(path, adapter=adapter, threads=threads),
+        lambda: Model.load(path, adapter=adapter, threads=threads, tile_overlap=overlap),
         lambda model: open_source(config, model, clock),
         trigger,
         clock=clock,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,11 +27,12 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from agent.errors import LinesideError
-from vision import adapters
+from vision import adapters, tiles
 from vision.adapters import Normalization, Verdict
 from vision.preprocess import Blob, Image, Placement, ResizeMode, Roi, Size, prepare
 
 Kind = Literal["classify", "detect", "anomaly"]
+DetectFormat = Literal["anchors", "end2end", "segment"]
 SENSITIVITY_INPUTS = ("image_sensitivity", "pixel_sensitivity")
 DEFAULT_SIZE: dict[str, int] = {"classify": 224, "detect": 640, "anomaly": 256}
 SIDECARS = ("metadata.json",)
@@ -52,14 +53,23 @@ class Layout:
     sensitivity_inputs: tuple[str, ...] = ()
     score_output: str | None = None
     map_output: str | None = None
+    # detect: "anchors" [1, 4 + nc, N]; "end2end" [1, N, 6] (NMS in the graph); "segment"
+    # output0 [1, 4 + nc + nm, N] with the mask protos [1, nm, h, w] in `protos_output`.
+    detect_format: DetectFormat = "anchors"
+    protos_output: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A frame ready for the model: the input tensor and where it sits in the frame."""
+    """A frame ready for the model: the input tensor and where it sits in the frame.
+
+    A tiled frame (`Model.tile_overlap`) carries every tile in `tiles`; `blob` and
+    `placement` are the first tile's.
+    """
 
     blob: Blob
     placement: Placement
+    tiles: tuple[Prepared, ...] = ()
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -171,8 +181,12 @@ def detect_layout(session: ort.InferenceSession, path: Path, adapter: str = "aut
     outputs = {o.name: list(o.shape) for o in session.get_outputs()}
     meta = _metadata(session)
     kind: Kind
+    ranks = sorted(len(shape) for shape in outputs.values())
+    segmentation = meta.get("task") == "segment" or (len(outputs) == 2 and ranks == [3, 4])
     if "pred_score" in outputs or "anomaly_map" in outputs:
         kind = "anomaly"
+    elif segmentation:
+        kind = "detect"
     elif meta.get("task") in ("detect", "classify"):
         kind = meta["task"]
     elif len(outputs) == 1 and len(next(iter(outputs.values()))) == 3:
@@ -187,12 +201,29 @@ def detect_layout(session: ort.InferenceSession, path: Path, adapter: str = "aut
         )
     if adapter != "auto" and adapter != kind:
         raise ModelError(f"{path}: the model's outputs are a {kind} layout, not {adapter}")
-    if kind in ("detect", "classify"):
+    detect_format: DetectFormat = "anchors"
+    protos: str | None = None
+    if kind == "detect" and segmentation:
+        if ranks != [3, 4]:
+            described = ", ".join(f"{n} {s}" for n, s in outputs.items())
+            raise ModelError(
+                f"{path}: a segmentation model has output0 [1, 4 + classes + masks, anchors] "
+                f"and protos [1, masks, h, w], this one {described}"
+            )
+        detect_format = "segment"
+        protos = next(n for n, dims in outputs.items() if len(dims) == 4)
+    elif kind in ("detect", "classify"):
         if len(outputs) != 1:
             raise ModelError(f"{path}: a {kind} model has one output, this one {len(outputs)}")
-        rank = len(next(iter(outputs.values())))
-        if rank != (3 if kind == "detect" else 2):
-            raise ModelError(f"{path}: a {kind} output of rank {rank} is not supported")
+        out_shape = next(iter(outputs.values()))
+        if len(out_shape) != (3 if kind == "detect" else 2):
+            raise ModelError(f"{path}: a {kind} output of rank {len(out_shape)} is not supported")
+        # End-to-end exports: [1, N, 6] (x1, y1, x2, y2, score, class); the anchors layout of
+        # a two-class model is [1, 6, N], so the 6 must be last and N not 6.
+        if kind == "detect" and (
+            meta.get("end2end") is True or (out_shape[2] == 6 and out_shape[1] != 6)
+        ):
+            detect_format = "end2end"
     return Layout(
         kind=kind,
         input_name=image.name,
@@ -203,27 +234,47 @@ def detect_layout(session: ort.InferenceSession, path: Path, adapter: str = "aut
         sensitivity_inputs=sensitivity,
         score_output="pred_score" if "pred_score" in outputs else None,
         map_output="anomaly_map" if "anomaly_map" in outputs else None,
+        detect_format=detect_format,
+        protos_output=protos,
     )
 
 
 class Model:
     """A loaded, warmed-up model. `prepare` is pure; `predict` runs the session (thread-safe)."""
 
-    def __init__(self, path: Path, session: ort.InferenceSession, layout: Layout) -> None:
+    def __init__(
+        self,
+        path: Path,
+        session: ort.InferenceSession,
+        layout: Layout,
+        *,
+        tile_overlap: float | None = None,
+    ) -> None:
         self.path = path
         self.session = session
         self.layout = layout
         self.ok = adapters.ok_classes(layout.names)
+        # Not None: frames are cut into model-sized tiles overlapping by this share (tiles.py).
+        self.tile_overlap = tile_overlap
 
     @classmethod
     def load(
-        cls, path: Path | str, *, adapter: str = "auto", threads: int = 1, warm_up: bool = True
+        cls,
+        path: Path | str,
+        *,
+        adapter: str = "auto",
+        threads: int = 1,
+        warm_up: bool = True,
+        tile_overlap: float | None = None,
     ) -> Model:
         path = Path(path)
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
+        if tile_overlap is not None and not 0 <= tile_overlap < 1:
+            raise ValueError(f"tile overlap must be within [0, 1), got {tile_overlap}")
         session = _open(path, threads)
-        model = cls(path, session, detect_layout(session, path, adapter))
+        layout = detect_layout(session, path, adapter)
+        model = cls(path, session, layout, tile_overlap=tile_overlap)
         if warm_up:
             width, height = model.layout.input_size
             try:
@@ -247,6 +298,8 @@ class Model:
         return self.layout.input_size
 
     def prepare(self, image: Image, *, roi: Roi | None = None, decode_scale: int = 1) -> Prepared:
+        if self.tile_overlap is not None:
+            return self._tiles(image, roi, decode_scale, self.tile_overlap)
         blob, placement = prepare(
             image,
             self.layout.input_size,
@@ -255,6 +308,26 @@ class Model:
             decode_scale=decode_scale,
         )
         return Prepared(blob, placement)
+
+    def _tiles(self, image: Image, roi: Roi | None, decode_scale: int, overlap: float) -> Prepared:
+        """Model-sized tiles of the ROI (of the whole image without one), each prepared."""
+        height, width = image.shape[:2]
+        region = (0, 0, width, height)
+        if roi is not None:  # frame pixels → pixels of this (maybe reduced) image, clipped
+            x, y = roi[0] // decode_scale, roi[1] // decode_scale
+            x2 = min(x + max(1, roi[2] // decode_scale), width)
+            y2 = min(y + max(1, roi[3] // decode_scale), height)
+            x, y = max(x, 0), max(y, 0)
+            if x2 <= x or y2 <= y:
+                raise ValueError(f"the ROI {list(roi)} lies outside the {width}x{height} frame")
+            region = (x, y, x2 - x, y2 - y)
+        parts = []
+        for tile in tiles.grid(region, self.layout.input_size, overlap):
+            blob, placement = prepare(
+                image, self.layout.input_size, mode=self.layout.resize, roi=tile
+            )
+            parts.append(Prepared(blob, replace(placement, decode_scale=decode_scale)))
+        return Prepared(parts[0].blob, parts[0].placement, tuple(parts))
 
     def run(self, blob: Blob) -> dict[str, npt.NDArray[Any]]:
         feed: dict[str, Any] = {self.layout.input_name: blob}
@@ -267,6 +340,10 @@ class Model:
     def predict(
         self, prepared: Prepared, *, threshold: float | None = None, margin: int = 16
     ) -> Verdict:
+        if prepared.tiles:
+            return tiles.merge(
+                [self.predict(t, threshold=threshold, margin=margin) for t in prepared.tiles]
+            )
         outputs = self.run(prepared.blob)
         layout = self.layout
         if layout.kind == "anomaly":
@@ -279,14 +356,25 @@ class Model:
                 margin=margin,
                 input_size=layout.input_size,
             )
-        (output,) = outputs.values()
-        if layout.kind == "detect":
-            return adapters.detect(
+        confidence = adapters.DETECT_CONFIDENCE if threshold is None else threshold
+        if layout.kind == "detect" and layout.protos_output is not None:
+            protos = outputs.pop(layout.protos_output)
+            (output,) = outputs.values()
+            return adapters.segment(
                 output,
+                protos,
                 layout.names,
                 prepared.placement,
-                confidence=adapters.DETECT_CONFIDENCE if threshold is None else threshold,
+                layout.input_size,
+                confidence=confidence,
             )
+        (output,) = outputs.values()
+        if layout.kind == "detect" and layout.detect_format == "end2end":
+            return adapters.detect_end2end(
+                output, layout.names, prepared.placement, confidence=confidence
+            )
+        if layout.kind == "detect":
+            return adapters.detect(output, layout.names, prepared.placement, confidence=confidence)
         return adapters.classify(
             output,
             layout.names,

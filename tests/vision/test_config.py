@@ -50,6 +50,16 @@ def test_a_full_inspection_entry_loads(tmp_path: Path) -> None:
     assert spec.roi == (10, 20, 300, 200)
     assert spec.save is not None and spec.save.max_size == 200 * 10**6
     assert spec.write_back is not None and str(spec.write_back.address) == "co:5"
+    assert (spec.tile, spec.tile_overlap) == (False, 0.2)
+
+
+def test_tiling_keys(tmp_path: Path) -> None:
+    text = GOOD.replace('model = "models/surface.onnx"', 'model = "m.onnx"\ntile = true')
+    (spec,) = load_config(config_with(tmp_path, text + "tile_overlap = 0.25\n")).inspections
+    assert isinstance(spec, InspectionConfig)
+    assert (spec.tile, spec.tile_overlap) == (True, 0.25)
+    with pytest.raises(ConfigError, match="tile_overlap"):
+        load_config(config_with(tmp_path, text + "tile_overlap = 1.0\n"))
 
 
 def test_no_inspections_is_the_default(tmp_path: Path) -> None:

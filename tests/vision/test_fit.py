@@ -17,9 +17,19 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from vision import synthetic
-from vision.fit import FitError, FitResult, coreset, gaussian, threshold_of
+from vision.fit import (
+    FitError,
+    FitResult,
+    coreset,
+    gaussian,
+    needed_images,
+    threshold_for_rate,
+    threshold_of,
+)
 from vision.fit import fit as fit_model
 from vision.model import Model
+
+from .onnx_graphs import classifier_model
 
 SIZE = 128
 SURFACE = "metal"
@@ -104,7 +114,8 @@ def test_fitted_model_ranks_defects_above_good_parts(fitted: dict[str, Path], me
     out = fitted["root"] / f"{method}.onnx"
     result = fit(fitted["good"], fitted["backbone"], out, method=method)
     assert result.images == 30 and result.skipped == []
-    assert result.fitted_on == 24 and result.calibrated_on == 6
+    # Out-of-fold calibration: every image fitted on and every image scored for the threshold.
+    assert result.fitted_on == 30 and result.calibrated_on == 30 and result.folds == 5
     assert result.feature_shape == (24, 32, 32)
     assert result.threshold == max(result.calibration_scores)
 
@@ -123,12 +134,16 @@ def test_fitted_model_ranks_defects_above_good_parts(fitted: dict[str, Path], me
 
 
 def test_scores_in_graph_match_the_threshold(fitted: dict[str, Path]) -> None:
-    """A held-out calibration image at the threshold scores 0.5 through the whole model."""
+    """A calibration image at the threshold scores 0.5 through the whole model.
+
+    Without folds the head that scores the calibration images is the one written, so the
+    image with the top raw score must come out at exactly 0.5.
+    """
     out = fitted["root"] / "check.onnx"
-    result = fit(fitted["good"], fitted["backbone"], out, percentile=100)
+    result = fit(fitted["good"], fitted["backbone"], out, percentile=100, folds=0)
+    assert result.folds == 0
     model = Model.load(out)
-    # Image index 4 is the first held out (every fifth); the one with the top score maps to 0.5.
-    held = sorted(fitted["good"].iterdir())[4::5]
+    held = sorted(fitted["good"].iterdir())
     scores = [model.infer(np.asarray(cv2.imread(str(p)), np.uint8)).score for p in held]
     assert max(scores) == pytest.approx(0.5, abs=1e-3)
     assert result.calibration_scores.index(result.threshold) == int(np.argmax(scores))
@@ -168,7 +183,9 @@ def test_only_unreadable_images_is_refused(fitted: dict[str, Path], tmp_path: Pa
 
 def test_backbone_without_a_feature_map_is_refused(fitted: dict[str, Path], tmp_path: Path) -> None:
     flat = backbone(tmp_path / "flat.onnx", flat=True)
-    with pytest.raises(FitError, match=r"expected a feature map \[1, C, h, w\]"):
+    with pytest.raises(
+        FitError, match=r"not a feature map \[1, C, h, w\], and the graph cannot be cut"
+    ):
         fit(fitted["good"], flat, tmp_path / "m.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(FitError, match="not a usable ONNX model"):
@@ -242,8 +259,21 @@ def test_cli_fit_writes_a_model_and_refuses_bad_input(
     args = ["vision", "fit", "--good", str(fitted["good"]), "--backbone", str(fitted["backbone"])]
     done = runner.invoke(app, [*args, "--out", str(out), "--size", str(SIZE)])
     assert done.exit_code == 0, done.output
-    assert "30 good images (24 fitted, 6 for the threshold, 0 skipped)" in done.output
+    assert "30 good images (0 skipped), threshold from 5-fold out-of-fold scores" in done.output
+    assert "output 'features' as given" in done.output
     assert Model.load(out).kind == "anomaly"
+
+    rate = runner.invoke(app, [*args, "--out", str(out), "--max-false-reject", "1%"])
+    assert rate.exit_code == 2
+    assert "1.00% needs at least 300 good images" in rate.output, rate.output
+    assert "Traceback" not in rate.output
+    rate = runner.invoke(
+        app, [*args, "--out", str(out), "--size", str(SIZE), "--max-false-reject", "10%"]
+    )
+    assert rate.exit_code == 0, rate.output
+    assert "false rejects on held-out good images: 10.0% (3 of 30)" in rate.output
+    junk = runner.invoke(app, [*args, "--out", str(out), "--max-false-reject", "lots"])
+    assert junk.exit_code == 2 and "--max-false-reject" in junk.output
 
     refused = runner.invoke(app, [*args, "--out", str(out), "--method", "knn"])
     assert refused.exit_code == 2 and "unknown method" in refused.output
@@ -251,3 +281,90 @@ def test_cli_fit_writes_a_model_and_refuses_bad_input(
     empty = ["vision", "fit", "--good", str(tmp_path / "empty"), "--backbone"]
     refused = runner.invoke(app, [*empty, str(fitted["backbone"]), "--out", str(out)])
     assert refused.exit_code == 2 and "no image files" in refused.output
+
+
+# --- thresholds with a false-reject rate, escapes, a classifier as backbone -----------------
+
+
+def test_threshold_for_a_false_reject_rate() -> None:
+    scores = [float(i) for i in range(1, 101)]
+    # 5 % of 100: five images above the threshold, the sixth highest sits on it and passes.
+    assert threshold_for_rate(scores, 0.05) == 95.0
+    assert sum(s > threshold_for_rate(scores, 0.05) for s in scores) == 5
+    assert threshold_for_rate(scores, 0.001) == 100.0  # under one image: reject none
+    assert needed_images(0.01) == 300 and needed_images(0.05) == 60 and needed_images(0.1) == 30
+
+
+def test_max_false_reject_refuses_too_few_images(fitted: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    with pytest.raises(FitError, match=r"5\.00% needs at least 60 good images.*there are 30"):
+        fit(fitted["good"], fitted["backbone"], out, max_false_reject=0.05)
+    assert not out.exists()
+    result = fit(fitted["good"], fitted["backbone"], out, max_false_reject=0.1)
+    # 10 % of 30 out-of-fold scores: three above the threshold, the fourth highest on it.
+    assert result.threshold == sorted(result.calibration_scores)[-4]
+    assert result.false_reject == pytest.approx(0.1)
+    meta = Model.load(out).session.get_modelmeta().custom_metadata_map
+    assert meta["fit_max_false_reject"] == "0.1" and meta["fit_folds"] == "5"
+
+
+def test_escape_rate_from_defective_images(fitted: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    for defect in ("scratch", "hole"):
+        (bad / defect).mkdir(parents=True)
+        for i in range(4):
+            sample = synthetic.render(SURFACE, defect, 700 + i, (SIZE, SIZE))
+            cv2.imwrite(str(bad / defect / f"{i}.png"), sample.image)
+    result = fit(fitted["good"], fitted["backbone"], tmp_path / "m.onnx", bad=bad)
+    assert result.bad_images == 8
+    assert result.escape is not None and 0.0 <= result.escape <= 0.5
+    model = Model.load(tmp_path / "m.onnx")
+    accepted = [
+        model.infer(np.asarray(cv2.imread(str(p)), np.uint8)).verdict == "OK"
+        for p in sorted(bad.rglob("*.png"))
+    ]
+    assert result.escape == pytest.approx(sum(accepted) / 8)
+
+
+def test_an_imagenet_classifier_is_cut_at_its_feature_layers(
+    fitted: dict[str, Path], tmp_path: Path
+) -> None:
+    """A classifier (output [1, 10]) is cut at its last residual sums at stride 8 and 16."""
+    net = classifier_model(tmp_path / "classifier.onnx", size=SIZE)
+    proto = onnx.load(str(net))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "weights_source", "built in tests/vision/onnx_graphs.py"
+    onnx.save(proto, str(net))
+    out = tmp_path / "from-classifier.onnx"
+    result = fit(fitted["good"], net, out)
+    assert "'sum8' (Add, stride 8, 24 ch) + 'sum16' (Add, stride 16, 32 ch)" in result.backbone_cut
+    assert "ImageNet mean/std added" in result.backbone_cut
+    assert result.feature_shape == (24 + 32, SIZE // 8, SIZE // 8)
+    model = Model.load(out)
+    meta = model.session.get_modelmeta().custom_metadata_map
+    assert "sum16" in meta["fit_backbone_cut"]
+    assert meta["weights_source"] == "built in tests/vision/onnx_graphs.py"  # provenance kept
+    good, bad = fresh_scores(model, seed=9100)
+    # Random weights, not ImageNet ones: the point is the cut, the ranking only has to work.
+    assert auroc(good, bad) >= 0.7, (good, bad)
+    assert np.mean(np.asarray(good) <= 0.5) >= 0.75
+
+
+def test_a_model_with_no_feature_map_at_stride_8_or_16_is_refused(
+    fitted: dict[str, Path], tmp_path: Path
+) -> None:
+    from .onnx_graphs import constant_model
+
+    table = np.array([[0.2, 0.8]], np.float32)
+    net = constant_model(tmp_path / "flat.onnx", table, size=(SIZE, SIZE))
+    with pytest.raises(FitError, match="cannot be cut: no feature map at stride 8 or 16"):
+        fit(fitted["good"], net, tmp_path / "m.onnx")
+
+
+def test_a_classifier_whose_input_is_called_input(tmp_path: Path) -> None:
+    """The fit names the image `input`; the normalisation in front of a cut classifier must
+    not produce a second tensor of that name (the checker refused such a model)."""
+    good = write_good(tmp_path / "good", 6, seed=400)
+    net = classifier_model(tmp_path / "classifier.onnx", size=SIZE, input_name="input")
+    fit(good, net, tmp_path / "m.onnx")
+    assert Model.load(tmp_path / "m.onnx").kind == "anomaly"
