@@ -417,9 +417,11 @@ class Agent:
             except ConfigError as exc:
                 for problem in exc.problems:
                     log.error("reload refused: %s", problem)
+                n = len(exc.problems)
                 log.error(
-                    "reload refused: %d problems in %s; the running config is kept",
-                    len(exc.problems),
+                    "reload refused: %d problem%s in %s; the running config is kept",
+                    n,
+                    "" if n == 1 else "s",
                     self.config.file,
                 )
                 return False

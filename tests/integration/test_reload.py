@@ -107,9 +107,7 @@ async def test_reload_adds_a_tag_and_a_sink_removes_a_source_and_refuses_a_bad_f
                 assert readings(agent, f"{base}/press1/tonnage") > 3
 
                 def published_tonnage() -> bool:
-                    return any(
-                        "tonnage" in p.get("values", {}) for t, p in list(reader.messages)
-                    )
+                    return any("tonnage" in p.get("values", {}) for t, p in list(reader.messages))
 
                 await until(published_tonnage)
                 assert published_tonnage()
