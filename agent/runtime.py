@@ -407,6 +407,10 @@ class Agent:
             self.notifier.reloading()
             try:
                 return await self._reload(config)
+            except Exception as exc:  # a bug of ours: logged, never the end of the agent
+                log.error("reload failed: %s", one_line(exc))
+                log.debug("reload failed", exc_info=exc)
+                return False
             finally:
                 self.notifier.ready()
 
@@ -424,6 +428,9 @@ class Agent:
                     "" if n == 1 else "s",
                     self.config.file,
                 )
+                return False
+            except Exception as exc:  # the file cannot be read at all
+                log.error("reload refused: %s; the running config is kept", one_line(exc))
                 return False
         change = difference(self.config, config)
         for key in change.needs_restart:
@@ -643,9 +650,9 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration)
                 self.notifier.stopping()
-                self._group = None  # no reload starts a task from now on
-                async with self._reloading:  # one under way finishes first
-                    for task in [*tasks, *self._tasks.values()]:
+                async with self._reloading:  # a reload under way finishes first
+                    self._group = None  # and none starts a task from now on
+                    for task in [*tasks, *self._tasks.values(), *self._reloads]:
                         task.cancel()
         finally:
             if self.web is not None:
