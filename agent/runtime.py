@@ -511,6 +511,10 @@ class Agent:
         except LinesideError as exc:
             log.error("reload: %s", exc)
         self.config = plan.config
+        machines = list(dict.fromkeys(t.machine for t in self.tags))
+        for builder in (self.web.state if self.web is not None else None, self._state):
+            if builder is not None:  # the page's machines: a reload may add some
+                builder.machines = machines
         for source in self.sources:
             if source.name in plan.sources:
                 self._start_source(source)

@@ -13,6 +13,7 @@ import pytest
 from agent.config import load_config
 from agent.runtime import Agent
 from agent.starter import PlantMachine, plant_config, plant_machines
+from agent.web.state import StateBuilder
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 from tests.brokers import BrokerFactory
@@ -130,6 +131,9 @@ async def test_reload_adds_a_tag_and_a_sink_removes_a_source_and_refuses_a_bad_f
                 await until(lambda: readings(agent, f"{base}/press1/die_temp") > polled + 10)
                 assert readings(agent, f"{base}/press1/die_temp") > polled + 10
                 assert readings(agent, f"{base}/press2/die_temp") == stopped_at
+                # The page's and the fleet view's figures follow the reloaded sources and sinks.
+                figures = await StateBuilder(agent).figures()
+                assert [s["name"] for s in figures["sources"]] == ["press1-plc"]
                 # The shift's windows went on through the reloads: the same window, counts on.
                 after = agent.kpi_snapshot()
                 assert agent.kpi is kpi
