@@ -9,7 +9,7 @@ and their tags, and adds machines. Everything else is fixed for a run: a change 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.config import Config, Machine
@@ -114,30 +114,16 @@ def merged_tags(running: TagTable, config: Config) -> tuple[TagTable, int]:
     """The tag table after the reload, and how many tags it added.
 
     Every running tag keeps its id, so the sources that do not change keep polling with the ids
-    they were built with (a tag no longer configured keeps its id, unpolled, until a restart);
-    a tag the config still has takes its new settings (unit, deadband, source); new tags get
-    the next ids."""
+    they were built with; a tag the config still has takes its new settings (unit, deadband,
+    source); one it no longer has keeps its id with no source (nothing polls it) until a
+    restart; new tags get the next ids."""
     fresh = {(t.machine, t.name): t for t in TagTable.from_config(config)}
     tags: list[TagInfo] = []
     for tag in running:
         now = fresh.pop((tag.machine, tag.name), None)
-        tags.append(tag if now is None else _with_id(now, tag.id))
-    added = [_with_id(t, len(tags) + i) for i, t in enumerate(fresh.values())]
+        tags.append(replace(tag, source="") if now is None else replace(now, id=tag.id))
+    added = [replace(t, id=len(tags) + i) for i, t in enumerate(fresh.values())]
     return TagTable([*tags, *added]), len(added)
-
-
-def _with_id(tag: TagInfo, tag_id: int) -> TagInfo:
-    return TagInfo(
-        id=tag_id,
-        path=tag.path,
-        machine=tag.machine,
-        name=tag.name,
-        source=tag.source,
-        unit=tag.unit,
-        deadband_abs=tag.deadband_abs,
-        deadband_pct=tag.deadband_pct,
-        type=tag.type,
-    )
 
 
 Names = Sequence[str]

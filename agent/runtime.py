@@ -452,6 +452,7 @@ class Agent:
         ids = self.store.register_tags(
             TagInfo(path=t.path, machine=t.machine, name=t.name, unit=t.unit, source=t.source)
             for t in tags
+            if t.source  # the store keeps the source a tag no longer configured came from
         )
         old_sources = self.config.sources_by_name
         sources: dict[str, Source] = {}
@@ -478,7 +479,10 @@ class Agent:
                 forwarders[s.name] = Forwarder(
                     sink, self.store, self.writer, self.clock, self._settings
                 )
-        store_ids = np.array([ids[t.path] for t in tags], dtype=np.int32)
+        running = self._store_ids
+        store_ids = np.array(
+            [ids[t.path] if t.path in ids else running[t.id] for t in tags], dtype=np.int32
+        )
         return _ReloadPlan(target, change, tags, added, store_ids, sources, forwarders)
 
     async def _apply_reload(self, plan: _ReloadPlan) -> None:

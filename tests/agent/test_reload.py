@@ -71,6 +71,9 @@ def test_a_removed_source_and_machine_need_a_restart_only_for_the_machine(tmp_pa
     assert [m.name for m in running.machines] == ["press1", "press2"]  # kept until a restart
     tags, added = merged_tags(TagTable.from_config(old), running)
     assert added == 0 and len(tags) == len(TagTable.from_config(old))
+    # press2's tags keep their ids, polled by nothing until a restart.
+    assert {t.source for t in tags if t.machine == "press2"} == {""}
+    assert {t.source for t in tags if t.machine == "press1"} == {"press1-plc"}
     line = summary(change, added)
     assert line == "reload: +0 sources, -1, ~0 changed; sinks unchanged; 0 tags added"
 

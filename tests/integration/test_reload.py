@@ -125,6 +125,9 @@ async def test_reload_adds_a_tag_and_a_sink_removes_a_source_and_refuses_a_bad_f
                     caplog.text
                 )
                 assert "source press2-plc" not in agent._tasks
+                stored = {t.path: t.source for t in agent.store.tags().values()}
+                assert stored[f"{base}/press2/die_temp"] == "press2-plc"  # as it was polled
+                assert agent.tags_of_source("press1-plc") == 14  # tonnage counted, none of press2
                 await agent.writer.flush()
                 stopped_at = readings(agent, f"{base}/press2/die_temp")
                 polled = readings(agent, f"{base}/press1/die_temp")
