@@ -402,7 +402,7 @@ class Agent:
         logged one a line and the running config kept."""
         async with self._reloading:
             if self._group is None:
-                log.warning("reload: the agent is not running; ignored")
+                log.warning("reload: the agent is not polling (starting or stopping); ignored")
                 return False
             self.notifier.reloading()
             try:
