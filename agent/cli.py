@@ -244,10 +244,11 @@ def run(
         typer.Option("--log-level", help="debug, info, warning (default: [log] level)"),
     ] = None,
 ) -> None:
-    """Run the agent: poll every source into the SQLite log until SIGTERM or Ctrl-C."""
+    """Run the agent: poll every source into the SQLite log until SIGTERM or Ctrl-C.
+
+    SIGHUP reloads the config file: changed sources, sinks and tags apply while it polls."""
     import asyncio
     import contextlib
-    import logging
     import signal
 
     from agent.errors import AlreadyRunning, StoreTooNew
@@ -264,13 +265,6 @@ def run(
     except LogError as exc:
         raise _fail([str(exc)]) from None
 
-    def hang_up() -> None:
-        # Config reload is not built yet: a SIGHUP must neither kill the agent undrained nor
-        # pass silently; the config is applied by a restart.
-        logging.getLogger("lineside.agent").warning(
-            "SIGHUP ignored: lineside does not reload its config yet; restart it to apply one"
-        )
-
     async def main() -> dict[str, object]:
         agent = Agent(config)
         stop = asyncio.Event()
@@ -279,7 +273,8 @@ def run(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, hang_up)
+            # SIGHUP reloads the config file (agent/reload.py); SIGTERM stops and drains.
+            loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
         await agent.run(stop, duration)
         return agent.statistics()
 

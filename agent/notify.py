@@ -4,7 +4,8 @@ Under systemd with `Type=notify`, `$NOTIFY_SOCKET` names a unix datagram socket 
 '@' means the abstract namespace). The agent sends `READY=1` once the store is open and its
 sources started, `WATCHDOG=1` every half `WatchdogSec` (systemd passes it as `$WATCHDOG_USEC`)
 from a task on the event loop, so a stuck loop stops feeding the watchdog and systemd restarts
-the agent, and `STOPPING=1` when it starts draining. Without `$NOTIFY_SOCKET` every call is a
+the agent, `RELOADING=1` ... `READY=1` around a config reload (SIGHUP) and `STOPPING=1`
+when it starts draining. Without `$NOTIFY_SOCKET` every call is a
 no-op, so the agent behaves the same outside systemd.
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger("lineside.agent")
@@ -65,6 +67,14 @@ class Notifier:
                 self._failed = True
             return False
         return True
+
+    def reloading(self) -> None:
+        """A config reload starts (SIGHUP); `ready` says it is over, applied or refused."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send(f"RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading the config")
+
+    def ready(self) -> None:
+        self.send("READY=1\nSTATUS=polling")
 
     def stopping(self) -> None:
         self.send("STOPPING=1\nSTATUS=draining the store")

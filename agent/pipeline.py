@@ -135,6 +135,19 @@ class ReportByException:
     def n_tags(self) -> int:
         return self._n_tags
 
+    def resized(
+        self, n_tags: int, deadband_abs: npt.ArrayLike, deadband_pct: npt.ArrayLike
+    ) -> ReportByException:
+        """A filter for a grown tag table (a config reload): the tags both know keep what was
+        last reported, so a reload stores no extra reading of a tag that did not move."""
+        kept = min(n_tags, self._n_tags)
+        grown = ReportByException(n_tags, deadband_abs, deadband_pct, self._heartbeat_ns)
+        grown._last_value[:kept] = self._last_value[:kept]
+        grown._last_quality[:kept] = self._last_quality[:kept]
+        grown._last_ts[:kept] = self._last_ts[:kept]
+        grown._rows_in, grown._rows_out = self._rows_in, self._rows_out
+        return grown
+
     def filter(self, batch: ReadingBatch) -> ReadingBatch:
         """The rows of `batch` to store, in their original order; updates per-tag state."""
         n = len(batch)

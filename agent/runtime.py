@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,18 +27,26 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.clock import Clock, SystemClock
-from agent.config import Config
-from agent.errors import LinesideError, one_line
+from agent.config import Config, load_config
+from agent.errors import ConfigError, LinesideError, one_line
 from agent.extras import needs
 from agent.forward import Forwarder, ForwardSettings
 from agent.kpi.engine import KpiEngine
 from agent.kpi.replay import resume
-from agent.model import DataType, Event, Quality, ReadingBatch
+from agent.model import DataType, Event, EventKind, Quality, ReadingBatch
 from agent.notify import Notifier
 from agent.pipeline import ReportByException, mark_non_finite
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
 from agent.reasons import reasons_of
 from agent.registry import runtime_class
+from agent.reload import (
+    ConfigChange,
+    audit_data,
+    difference,
+    effective,
+    merged_tags,
+    summary,
+)
 from agent.scheduler import Schedule
 from agent.secrets import redact_tree
 from agent.sink import SinkContext, TagMeta
@@ -134,6 +142,19 @@ def sink_tags(
     return tags
 
 
+@dataclass(frozen=True)
+class _ReloadPlan:
+    """What a reload built, ready to swap in (`Agent._reload_plan`)."""
+
+    config: Config
+    change: ConfigChange
+    tags: TagTable
+    tags_added: int
+    store_ids: npt.NDArray[np.int32]
+    sources: dict[str, Source]  # the sources added or changed, by name
+    forwarders: dict[str, Forwarder]  # the sinks added or started again, by name
+
+
 class Agent:
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         self.config = config
@@ -197,6 +218,8 @@ class Agent:
             )
             for s in config.sinks
         ]
+        self._settings = settings
+        self._sink_types = types
         self.links = {s.name: LinkStatistics() for s in self.sources}
         self.schedules = {s.name: Schedule(dict(s.poll_groups()), self.clock) for s in self.sources}
         # The latest reading of every tag, for live views (`lineside demo`, the status page).
@@ -221,6 +244,12 @@ class Agent:
         self.event_listeners: list[Callable[[Event], None]] = []
         # Vision is imported only when the config has inspections (onnxruntime, OpenCV).
         self.inspectors: list[Inspector] = self._inspectors() if config.inspections else []
+        # The running TaskGroup and each source's and sink's task in it ("source a", "sink b"),
+        # so a config reload can stop and start them one by one.
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._reloading = asyncio.Lock()
+        self._reloads: set[asyncio.Task[bool]] = set()
 
     def _inspectors(self) -> list[Inspector]:
         from vision.config import InspectionConfig
@@ -323,6 +352,200 @@ class Agent:
     def _inspection_failed(inspector: Inspector, why: str) -> None:
         inspector.stats.last_error = why
 
+    def _start_source(self, source: Source) -> None:
+        """Poll `source` in the running TaskGroup, supervised (a reload starts sources too)."""
+        assert self._group is not None
+        self._tasks[f"source {source.name}"] = self._group.create_task(
+            self._supervised(
+                f"source {source.name}",
+                functools.partial(
+                    run_link,
+                    source,
+                    self.clock,
+                    self.emit_readings,
+                    self.emit_event,
+                    stats=self.links[source.name],
+                    schedule=self.schedules[source.name],
+                ),
+                functools.partial(self._source_failed, source),
+            ),
+            name=f"link-{source.name}",
+        )
+
+    def _start_sink(self, forwarder: Forwarder) -> None:
+        """Forward to `forwarder`'s sink in the running TaskGroup, supervised."""
+        assert self._group is not None
+        name = forwarder.sink.name
+        self._tasks[f"sink {name}"] = self._group.create_task(
+            self._supervised(
+                f"sink {name}", forwarder.run, functools.partial(self._sink_failed, forwarder)
+            ),
+            name=f"sink-{name}",
+        )
+
+    async def _stop_task(self, key: str) -> None:
+        """Cancel one source's or sink's task and wait until it closed its connection."""
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the config file in a task of its own (a signal handler cannot wait)."""
+        task = asyncio.ensure_future(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self, config: Config | None = None) -> bool:
+        """Read the config file again (or take `config`) and apply what changed while polling
+        (agent/reload.py says what can change). True: applied; False: refused, the problems
+        logged one a line and the running config kept."""
+        async with self._reloading:
+            if self._group is None:
+                log.warning("reload: the agent is not polling (starting or stopping); ignored")
+                return False
+            self.notifier.reloading()
+            try:
+                return await self._reload(config)
+            except Exception as exc:  # a bug of ours: logged, never the end of the agent
+                log.error("reload failed: %s", one_line(exc))
+                log.debug("reload failed", exc_info=exc)
+                return False
+            finally:
+                self.notifier.ready()
+
+    async def _reload(self, config: Config | None) -> bool:
+        if config is None:
+            try:
+                config = await asyncio.to_thread(load_config, self.config.file)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("reload refused: %s", problem)
+                n = len(exc.problems)
+                log.error(
+                    "reload refused: %d problem%s in %s; the running config is kept",
+                    n,
+                    "" if n == 1 else "s",
+                    self.config.file,
+                )
+                return False
+            except Exception as exc:  # the file cannot be read at all
+                log.error("reload refused: %s; the running config is kept", one_line(exc))
+                return False
+        change = difference(self.config, config)
+        for key in change.needs_restart:
+            log.warning("reload: needs a restart: %s; the running value is kept", key)
+        target = effective(self.config, config, change)
+        try:
+            plan = self._reload_plan(target, change)
+        except Exception as exc:  # a connector that cannot be built, a store that is full
+            log.error("reload refused: %s; the running config is kept", one_line(exc))
+            log.debug("reload refused", exc_info=exc)
+            return False
+        await self._apply_reload(plan)
+        return True
+
+    def _reload_plan(self, target: Config, change: ConfigChange) -> _ReloadPlan:
+        """Everything the reload builds, built before anything running is stopped, so a
+        failure here refuses the reload with the agent untouched."""
+        tags, added = merged_tags(self.tags, target)
+        ids = self.store.register_tags(
+            TagInfo(path=t.path, machine=t.machine, name=t.name, unit=t.unit, source=t.source)
+            for t in tags
+            if t.source  # the store keeps the source a tag no longer configured came from
+        )
+        old_sources = self.config.sources_by_name
+        sources: dict[str, Source] = {}
+        for spec in target.sources:
+            if spec.name in old_sources and old_sources[spec.name] == spec:
+                continue
+            source = runtime_class(spec.type)(spec, tags, self.clock)
+            if isinstance(source, ReportsChanges):
+                source.heartbeat = target.agent.heartbeat
+            sources[spec.name] = source
+        # New tags must reach every sink's description of them (a Sparkplug birth, a tag
+        # table): then every sink starts again, from its cursor, so nothing is sent twice.
+        old_sinks = self.config.sinks_by_name
+        restart = {s.name for s in target.sinks if added or old_sinks.get(s.name) != s}
+        types = {t.path: t.type for t in tags}
+        context = SinkContext(
+            target.agent.id, sink_tags(self.store.tags(), types), self.store,
+            status=self.fleet_status,
+        )  # fmt: skip
+        forwarders = {}
+        for s in target.sinks:
+            if s.name in restart:
+                sink = runtime_class(s.type)(s, context)
+                forwarders[s.name] = Forwarder(
+                    sink, self.store, self.writer, self.clock, self._settings
+                )
+        running = self._store_ids
+        store_ids = np.array(
+            [ids[t.path] if t.path in ids else running[t.id] for t in tags], dtype=np.int32
+        )
+        return _ReloadPlan(target, change, tags, added, store_ids, sources, forwarders)
+
+    async def _apply_reload(self, plan: _ReloadPlan) -> None:
+        """Stop what goes or changes, swap the tables, start what is new; the store writer,
+        the KPI engine's open windows and the unchanged sources and sinks run on."""
+        target_sources = {s.name for s in plan.config.sources}
+        for source in self.sources:
+            if source.name not in target_sources or source.name in plan.sources:
+                await self._stop_task(f"source {source.name}")
+        target_sinks = {s.name for s in plan.config.sinks}
+        for forwarder in self.forwarders:
+            name = forwarder.sink.name
+            if name not in target_sinks or name in plan.forwarders:
+                await self._stop_task(f"sink {name}")
+        # From here on nothing awaits until the new tasks run: the page and the pipeline
+        # never see half a reload.
+        self._grow_tags(plan.tags, plan.store_ids)
+        running = {s.name: s for s in self.sources}
+        self.sources = [plan.sources.get(s.name) or running[s.name] for s in plan.config.sources]
+        for source in self.sources:
+            if source.name in plan.sources or source.name not in self.links:
+                self.links[source.name] = LinkStatistics()
+                self.schedules[source.name] = Schedule(dict(source.poll_groups()), self.clock)
+        for name in set(self.links) - target_sources:
+            del self.links[name], self.schedules[name]
+        sinks = {f.sink.name: f for f in self.forwarders}
+        self.forwarders = [plan.forwarders.get(s.name) or sinks[s.name] for s in plan.config.sinks]
+        try:  # a new sink starts at the store's first record; a removed one lets records go
+            self.store.register_sinks(target_sinks)
+        except LinesideError as exc:
+            log.error("reload: %s", exc)
+        self.config = plan.config
+        machines = list(dict.fromkeys(t.machine for t in self.tags))
+        for builder in (self.web.state if self.web is not None else None, self._state):
+            if builder is not None:  # the page's machines: a reload may add some
+                builder.machines = machines
+        for source in self.sources:
+            if source.name in plan.sources:
+                self._start_source(source)
+        for forwarder in self.forwarders:
+            if forwarder.sink.name in plan.forwarders:
+                self._start_sink(forwarder)
+        line = summary(plan.change, plan.tags_added)
+        log.info("%s", line)
+        data = audit_data(plan.change, plan.tags_added, line)
+        self.writer.submit_event(Event(EventKind.AUDIT, self.clock.time_ns(), None, data))
+
+    def _grow_tags(self, tags: TagTable, store_ids: npt.NDArray[np.int32]) -> None:
+        """Take the reloaded tag table: the running tags keep their ids and their latest
+        values; the arrays grow by the tags added."""
+        n, more = len(tags), len(tags) - len(self.tags)
+        self.latest_values = np.concatenate([self.latest_values, np.full(more, np.nan)])
+        quality = np.full(more, Quality.BAD, dtype=np.uint8)
+        self.latest_quality = np.concatenate([self.latest_quality, quality])
+        self.latest_ts_ns = np.concatenate([self.latest_ts_ns, np.zeros(more, dtype=np.int64)])
+        logged = np.zeros(more, dtype=np.bool_)
+        self._non_finite_logged = np.concatenate([self._non_finite_logged, logged])
+        if self.filter is not None:
+            self.filter = self.filter.resized(n, *tags.deadbands())
+        self.tags = tags
+        self._store_ids = store_ids
+        self.__dict__.pop("_tags_by_source", None)  # counted again from the new table
+
     def emit_readings(self, batch: ReadingBatch) -> None:
         n = len(batch)
         self.samples += n
@@ -407,34 +630,12 @@ class Agent:
                 except WebError as exc:  # acquisition matters more than the page
                     log.warning("%s; the agent runs without it", exc)
             async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(
-                        self._supervised(
-                            f"source {source.name}",
-                            functools.partial(
-                                run_link,
-                                source,
-                                self.clock,
-                                self.emit_readings,
-                                self.emit_event,
-                                stats=self.links[source.name],
-                                schedule=self.schedules[source.name],
-                            ),
-                            functools.partial(self._source_failed, source),
-                        ),
-                        name=f"link-{source.name}",
-                    )
-                    for source in self.sources
-                ]
-                tasks += [
-                    group.create_task(
-                        self._supervised(
-                            f"sink {f.sink.name}", f.run, functools.partial(self._sink_failed, f)
-                        ),
-                        name=f"sink-{f.sink.name}",
-                    )
-                    for f in self.forwarders
-                ]
+                self._group = group
+                for source in self.sources:
+                    self._start_source(source)
+                for forwarder in self.forwarders:
+                    self._start_sink(forwarder)
+                tasks: list[asyncio.Task[None]] = []
                 tasks += [
                     group.create_task(
                         self._supervised(
@@ -457,8 +658,10 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration)
                 self.notifier.stopping()
-                for task in tasks:
-                    task.cancel()
+                async with self._reloading:  # a reload under way finishes first
+                    self._group = None  # and none starts a task from now on
+                    for task in [*tasks, *self._tasks.values(), *self._reloads]:
+                        task.cancel()
         finally:
             if self.web is not None:
                 await self.web.close()

@@ -61,6 +61,8 @@ def unit_text(spec: UnitSpec) -> str:
         "Type=notify",
         "NotifyAccess=main",
         f"ExecStart={_quote(str(spec.executable))} run --config {_quote(str(spec.config))}",
+        # `systemctl reload lineside`: the agent reads its config again and applies it.
+        "ExecReload=/bin/kill -HUP $MAINPID",
         f"WatchdogSec={WATCHDOG_SEC}",
         "Restart=on-failure",
         "RestartSec=5",

@@ -32,6 +32,23 @@ def test_messages_reach_a_path_socket(tmp_path: Path) -> None:
         assert manager.recv(4096) == b"STOPPING=1\nSTATUS=draining the store"
 
 
+def test_a_reload_is_framed_by_reloading_and_ready(tmp_path: Path) -> None:
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(str(path))
+        manager.settimeout(10)
+        notifier = Notifier(str(path), watchdog=None)
+        notifier.reloading()
+        notifier.ready()
+        reloading, ready = manager.recv(4096).decode(), manager.recv(4096)
+    first, usec, status = reloading.split("\n")
+    assert first == "RELOADING=1"
+    # systemd wants the CLOCK_MONOTONIC time of the reload's start with RELOADING=1.
+    assert usec.startswith("MONOTONIC_USEC=") and int(usec.partition("=")[2]) > 0
+    assert status == "STATUS=reloading the config"
+    assert ready == b"READY=1\nSTATUS=polling"
+
+
 def test_serve_says_ready_then_feeds_the_watchdog() -> None:
     name = f"@lineside-test-notify-{os.getpid()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:

@@ -463,3 +463,16 @@ def test_finite_or_already_bad_batches_pass_through_as_they_are() -> None:
     for batch in (finite, failed):
         out, rows = mark_non_finite(batch)
         assert out is batch and rows is None
+
+
+def test_a_resized_filter_keeps_what_each_known_tag_last_reported() -> None:
+    """A config reload grows the tag table: the tags it had store nothing extra for it."""
+    rbe = ReportByException(2, [0.5, 0.0], [0.0, 0.0], 0)
+    first = ReadingBatch.from_columns("s", [0, 1], [10.0, 1.0], [G, G], 1)
+    assert len(rbe.filter(first)) == 2
+    grown = rbe.resized(3, [0.5, 0.0, 0.0], [0.0, 0.0, 0.0])
+    assert grown.n_tags == 3
+    again = ReadingBatch.from_columns("s", [0, 1, 2], [10.4, 1.0, 7.0], [G, G, G], 2)
+    kept = grown.filter(again)
+    assert kept.tag_ids.tolist() == [2]  # tag 0 within its band, tag 1 unchanged, tag 2 new
+    assert grown.statistics().rows_in == 5

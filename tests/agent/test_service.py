@@ -42,6 +42,7 @@ def test_the_unit_is_a_hardened_notify_service_with_a_watchdog() -> None:
     assert unit["Type"] == ["notify"]
     assert unit["ExecStart"] == ['/opt/lineside/bin/lineside run --config "/etc/lineside/a b.toml"']
     assert unit["WatchdogSec"] == ["30"]
+    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # SIGHUP reloads the config
     assert unit["TimeoutStartSec"] == ["300"]
     assert unit["Restart"] == ["on-failure"]
     assert unit["RestartPreventExitStatus"] == ["2"]

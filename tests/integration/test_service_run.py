@@ -1,4 +1,5 @@
-"""`lineside run` as systemd runs it: the notify socket, the watchdog, SIGHUP, one agent per store.
+"""`lineside run` as systemd runs it: the notify socket, the watchdog, SIGHUP (a config reload),
+one agent per store.
 
 The test binds the datagram socket systemd would (`$NOTIFY_SOCKET`, abstract here) and runs the
 real command against a simulated plant.
@@ -35,7 +36,7 @@ def config_for(tmp_path: Path, plant: Plant) -> Path:
 
 
 @pytest.mark.slow
-async def test_run_notifies_systemd_holds_the_lock_and_survives_sighup(tmp_path: Path) -> None:
+async def test_run_notifies_systemd_holds_the_lock_and_reloads_on_sighup(tmp_path: Path) -> None:
     name = f"@lineside-test-{os.getpid()}-{id(tmp_path)}"
     manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     manager.bind(socket_address(name))
@@ -85,7 +86,19 @@ async def test_run_notifies_systemd_holds_the_lock_and_survives_sighup(tmp_path:
                 assert second.returncode == 2
                 assert f"already running (pid {agent.pid})" in second_err.decode()
 
+                # A broken file: refused, the agent polls on with the config it has.
+                good = path.read_text(encoding="utf-8")
+                path.write_text(good.replace("[web]", "[web]\nbogus = 1"), encoding="utf-8")
                 agent.send_signal(signal.SIGHUP)
+                await until(lambda: len(said("READY=1")) == 2)
+                assert len(said("RELOADING=1")) == 1
+                # A changed source (its poll interval): applied, systemd told around it.
+                path.write_text(good.replace('"200ms"', '"300ms"', 1), encoding="utf-8")
+                agent.send_signal(signal.SIGHUP)
+                await until(lambda: len(said("READY=1")) == 3)
+                reloading = said("RELOADING=1")
+                assert len(reloading) == 2
+                assert all("MONOTONIC_USEC=" in m for m in reloading)
                 fed = len(said("WATCHDOG=1"))
                 await until(lambda: len(said("WATCHDOG=1")) >= fed + 3)
                 assert agent.returncode is None  # still running, still feeding the watchdog
@@ -106,7 +119,12 @@ async def test_run_notifies_systemd_holds_the_lock_and_survives_sighup(tmp_path:
     assert said("STOPPING=1") == ["STOPPING=1\nSTATUS=draining the store"]
     messages = [m for m, _, _ in received]
     assert messages.index("READY=1\nSTATUS=polling") < messages.index(said("STOPPING=1")[0])
-    assert "SIGHUP ignored: lineside does not reload its config yet" in stderr
+    assert [m.split("\n")[0] for m in messages if m.startswith(("RELOADING", "READY"))] == [
+        "READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1"
+    ]  # fmt: skip
+    assert "reload refused: " in stderr and "web: unknown key 'bogus'" in stderr
+    assert "reload refused: 1 problem in" in stderr
+    assert "reload: +0 sources, -0, ~1 changed; sinks unchanged; 0 tags added" in stderr
     assert "stopped, store drained" in stderr
     status = json.loads((data / "status.json").read_text())
     assert status["samples"] > 0
