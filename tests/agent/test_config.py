@@ -123,14 +123,14 @@ BAD: list[tuple[str, str | bytes, dict[str, str | bytes], list[str]]] = [
         {},
         [
             "sources[0].type: unknown source type 'modbus_tpc' "
-            "(known: modbus_rtu, modbus_tcp, opcua, s7)"
+            "(known: mc, modbus_rtu, modbus_tcp, opcua, s7)"
         ],
     ),
     (
         "missing-source-type",
         BASE.replace('type = "modbus_tcp"\n', ""),
         {},
-        ["sources[0]: missing key 'type' (known: modbus_rtu, modbus_tcp, opcua, s7)"],
+        ["sources[0]: missing key 'type' (known: mc, modbus_rtu, modbus_tcp, opcua, s7)"],
     ),
     (
         "unknown-sink-type",
