@@ -214,13 +214,19 @@ def _toml(value: str | float | int) -> str:
     return repr(value)
 
 
-def _tag_line(tag: ProfileTag) -> str:
+def _tag_line(
+    tag: ProfileTag, address: str | None = None, order: str = "ABCD", *, words_only: bool = False
+) -> str:
+    """A profile tag as one inline TOML table. For a protocol other than Modbus: its `address`,
+    and the `order` its source assumes (written only when the tag's differs; with `words_only`,
+    only for values of more than one word, as MC orders words, never bytes)."""
     fields: list[tuple[str, str | float | int]] = [
         ("name", tag.name),
-        ("address", tag.address),
+        ("address", tag.address if address is None else address),
         ("type", tag.type),
     ]
-    if tag.order != "ABCD":
+    one_word = tag.type in ("bool", "int16", "uint16", "string")
+    if tag.order != order and not (words_only and one_word):
         fields.append(("order", tag.order))
     if tag.scale != 1.0:
         fields.append(("scale", tag.scale))
@@ -287,24 +293,7 @@ def mc_address(tag: ProfileTag) -> str:
 
 
 def _mc_tag_line(tag: ProfileTag) -> str:
-    fields: list[tuple[str, str | float | int]] = [
-        ("name", tag.name),
-        ("address", mc_address(tag)),
-        ("type", tag.type),
-    ]
-    if tag.type not in ("bool", "int16", "uint16", "string") and tag.order != "CDAB":
-        fields.append(("order", tag.order))  # CDAB (low word first) is the MC default
-    if tag.scale != 1.0:
-        fields.append(("scale", tag.scale))
-    if tag.offset != 0.0:
-        fields.append(("offset", tag.offset))
-    if tag.unit:
-        fields.append(("unit", tag.unit))
-    if tag.type == "string":
-        fields.append(("length", tag.length))
-    if tag.description:
-        fields.append(("description", tag.description))
-    return "  { " + ", ".join(f"{k} = {_toml(v)}" for k, v in fields) + " },"
+    return _tag_line(tag, mc_address(tag), order="CDAB", words_only=True)  # low word first
 
 
 class PlantEndpoint(Protocol):
