@@ -225,7 +225,7 @@ class AlarmBook:
 
     def view(self, now_ns: int) -> list[dict[str, Any]]:
         """The active alarms for the page, longest active first."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for rule in self.rules:
             state = self.states[rule.name]
             if state.since_ns is None:
@@ -243,5 +243,5 @@ class AlarmBook:
                     "acknowledged_by": state.acknowledged_by,
                 }
             )
-        rows.sort(key=lambda r: int(r["since_ns"]))
+        rows.sort(key=lambda r: r["since_ns"])
         return rows

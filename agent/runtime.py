@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.alarms import AlarmBook
 from agent.clock import Clock, SystemClock
 from agent.config import Config
 from agent.errors import LinesideError, one_line
@@ -213,6 +214,12 @@ class Agent:
         self._kpi_ids = ids
         if any(m.kpi is not None for m in config.machines):
             self.kpi = KpiEngine(config, ids)
+        # The [[alarms]] conditions, evaluated on the stored batches (store ids), like the KPIs.
+        self.alarms = AlarmBook.from_config(
+            config.alarms,
+            {(t.machine, t.name): ids[t.path] for t in self.tags},
+            self.clock.time_ns(),
+        )
         self.web: WebServer | None = None  # the status page, once bound (agent/web/)
         # systemd's notify socket (READY, WATCHDOG, STOPPING); silent outside systemd.
         self.notifier = Notifier.from_environment()
@@ -351,6 +358,8 @@ class Agent:
         if self.kpi is not None:
             for event in self.kpi.on_batch(stored):
                 self.writer.submit_event(event)
+        for alarm in self.alarms.on_batch(stored):
+            self.emit_event(alarm)
 
     def _non_finite_read(self, batch: ReadingBatch, rows: npt.NDArray[np.bool_]) -> None:
         """The reason of readings `mark_non_finite` made bad: counted per source (the page's
@@ -449,6 +458,8 @@ class Agent:
                 tasks.append(group.create_task(self._publish_status(), name="status-file"))
                 if self.kpi is not None:
                     tasks.append(group.create_task(self._tick_kpi(), name="kpi"))
+                if self.alarms.rules:
+                    tasks.append(group.create_task(self._tick_alarms(), name="alarms"))
                 if self.web is not None:
                     tasks.append(group.create_task(self.web.serve(), name="web"))
                 # systemd's READY=1 and watchdog, created last so READY=1 follows every task's
@@ -542,6 +553,23 @@ class Agent:
             for event in self.kpi.tick(self.clock.time_ns()):
                 self.writer.submit_event(event)
             await self.clock.sleep_until(self.clock.monotonic() + KPI_TICK)
+
+    async def _tick_alarms(self) -> None:
+        """Raise the alarms whose delay or staleness ran out between readings, once a second."""
+        while True:
+            for event in self.alarms.tick(self.clock.time_ns()):
+                self.emit_event(event)
+            await self.clock.sleep_until(self.clock.monotonic() + KPI_TICK)
+
+    def acknowledge_alarm(self, name: str, by: str) -> bool:
+        """An operator acknowledged an active alarm: stored and forwarded as an audit event.
+        False when there is no such active, unacknowledged alarm."""
+        event = self.alarms.acknowledge(name, by, self.clock.time_ns())
+        if event is None:
+            return False
+        log.info("alarm %s acknowledged by %s", name, by)
+        self.emit_event(event)
+        return True
 
     def kpi_snapshot(self) -> dict[str, Any] | None:
         """Live OEE of the shift in progress (the day outside shifts); None without KPIs."""

@@ -241,11 +241,18 @@ class StateBuilder:
                 "last_error": writer.last_error or store.error,
             },
             "oee": oee_view(_call(agent, "kpi_snapshot")),
+            "alarms": alarms_view(agent),
             "inspections": {
                 **inspections_view(_call(agent, "inspections")),
                 "rejects": list(self.verdicts.rejects) if self.verdicts is not None else [],
             },
         }
+
+
+def alarms_view(agent: Agent) -> list[dict[str, Any]]:
+    """The active alarms, longest active first (agent/alarms.py); none without `[[alarms]]`."""
+    book = getattr(agent, "alarms", None)
+    return book.view(agent.clock.time_ns()) if book is not None else []
 
 
 def _call(agent: Agent, method: str) -> Any:
