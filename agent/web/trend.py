@@ -22,7 +22,7 @@ from agent.store import Store
 PAGE = 2000  # stored batches read at once
 MAX_MINUTES = 24 * 60
 MAX_POINTS = 2000
-MAX_TAGS = 8
+MAX_TAGS = 64  # the sparklines of a machine come in one request
 
 
 class TrendError(ValueError):
