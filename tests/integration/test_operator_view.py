@@ -57,7 +57,7 @@ SPARKS = (
 OVERFLOW = (
     "Array.from(document.querySelectorAll('#oee [data-kpi], .andon-row, #alarms'))"
     ".filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5)"
-    ".map(e => e.id || e.className.baseVal || e.className)"
+    ".map(e => `${e.tagName} ${e.id || e.dataset.kpi || e.dataset.machine || ''}`)"
 )
 
 
