@@ -1,7 +1,7 @@
 """`/api/trend`: a few tags of one machine over the last minutes, from the store itself.
 
 No second database: the stored telemetry batches after the window's start (found by
-`Store.live_boundary`, which uses the stored-time index) are read in pages, the rows of the
+`Store.live_boundary`, which uses the stored-time index) are read in columnar pages, the rows of the
 asked tags kept with numpy, and each tag downsampled on the server to at most `points`
 buckets of min / max / last, so a Raspberry Pi sends a phone 300 points, not 36,000. Good
 readings only: a bad one has no value worth drawing (the page shows the gap).
@@ -19,7 +19,7 @@ import numpy.typing as npt
 from agent.model import Quality
 from agent.store import Store
 
-PAGE = 2000  # stored batches read at once
+PAGE = 5000  # stored batches read at once
 MAX_MINUTES = 24 * 60
 MAX_POINTS = 2000
 MAX_TAGS = 64  # the sparklines of a machine come in one request
@@ -99,17 +99,21 @@ def read_trend(store: Store, query: TrendQuery, now_ns: int) -> dict[str, Any]:
     found_values: list[npt.NDArray[np.float64]] = []
     after = seq - 1
     while held:
-        page = store.read_telemetry(after, PAGE)
-        for stored in page:
-            batch = stored.batch
-            keep = np.isin(batch.tag_ids, ids) & (batch.quality == Quality.GOOD)
-            if bool(keep.any()):
-                found_ts.append(batch.timestamps()[keep])
-                found_ids.append(batch.tag_ids[keep])
-                found_values.append(batch.values[keep])
-        if len(page) < PAGE:
+        # Columnar runs (the forwarder's read): one numpy pass per page, no object per record.
+        run = store.read_telemetry_run(after, PAGE)
+        if not len(run):
             break
-        after = page[-1].seq
+        keep = np.isin(run.tag_ids, ids) & (run.quality == Quality.GOOD)
+        if bool(keep.any()):
+            stamps = run.reading_ts_ns
+            if stamps is None:  # one stamp per record: repeat it over the record's readings
+                stamps = np.repeat(run.ts_ns, np.diff(run.offsets))
+            found_ts.append(stamps[keep])
+            found_ids.append(run.tag_ids[keep])
+            found_values.append(run.values[keep])
+        if len(run) < PAGE:
+            break
+        after = int(run.seqs[-1])
     ts = np.concatenate(found_ts) if found_ts else np.zeros(0, np.int64)
     tag_ids = np.concatenate(found_ids) if found_ids else np.zeros(0, np.int32)
     values = np.concatenate(found_values) if found_values else np.zeros(0, np.float64)

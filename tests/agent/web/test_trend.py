@@ -89,3 +89,28 @@ def test_buckets_keep_the_latest_as_last_even_out_of_order() -> None:
     values = np.array([50.0, 10.0, 30.0, 2.0, 1.0])
     got = buckets(ts, values, 0, 20 * NS, 2)
     assert got == {"t": [0, 10_000], "min": [10.0, 1.0], "max": [50.0, 2.0], "last": [50.0, 2.0]}
+
+
+def test_readings_stamped_one_by_one_keep_their_own_time(tmp_path: Path) -> None:
+    """A run mixing records with one stamp and records with a stamp per reading (OPC UA)."""
+    clock = [NOW - 60 * NS]
+    store = Store(tmp_path, clock=lambda: clock[0])
+    ids = store.register_tags(
+        TagInfo(path=f"s/a/l/m/{n}", machine="m", name=n, source="plc") for n in ("a", "b")
+    )
+    a, b = ids["s/a/l/m/a"], ids["s/a/l/m/b"]
+    writer = StoreWriter(tmp_path, clock=lambda: clock[0])
+    one = ReadingBatch.from_columns("plc", [a, b], [1.0, 2.0], Quality.GOOD, NOW - 50 * NS)
+    each = ReadingBatch.from_columns(
+        "plc", [a, b], [3.0, 4.0], Quality.GOOD, [NOW - 40 * NS, NOW - 5 * NS]
+    )
+    writer.submit_readings(one)
+    writer.submit_readings(each)
+    assert writer.flush_blocking(10)
+    writer.close(10)
+    with store:
+        trend = read_trend(store, TrendQuery.parse("m", ["a", "b"], "1", "6"), NOW)
+    ms = (NOW - 60 * NS) // 1_000_000
+    assert trend["tags"]["a"]["t"] == [ms + 10_000, ms + 20_000]  # 50 s and 40 s ago
+    assert trend["tags"]["b"]["t"] == [ms + 10_000, ms + 50_000]  # 50 s and 5 s ago
+    assert trend["tags"]["b"]["last"] == [2.0, 4.0]
