@@ -14,6 +14,7 @@ The event data keeps the shape of the store's own `store_full` alarm (`alarm`, `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +23,20 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.config import AlarmSection
+from agent.kpi.config import MachineKpi
+from agent.kpi.states import PACKML_PRODUCTION
 from agent.model import Event, EventKind, Quality, ReadingBatch
 
 NS = 1_000_000_000
+
+
+def state_codes(kpi: MachineKpi, state: str) -> tuple[float, ...]:
+    """The raw codes of the machine's state tag that mean `state`: its code table, or the
+    PackML states of that category in Production mode (the config refuses PackML's setup and
+    planned stop, which the unit mode decides)."""
+    if kpi.packml:
+        return tuple(float(c) for c, name in PACKML_PRODUCTION.items() if name == state)
+    return tuple(float(c) for c in (kpi.states or {}).get(state, ()))  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,30 +47,44 @@ class AlarmRule:
     machine: str
     tag: str
     tag_id: int
-    condition: str  # above, below, equals, stale
+    condition: str  # state, above, below, equals, stale
     limit: float  # the limit or value compared with; the stale duration in seconds for stale
     hysteresis: float
     delay_ns: int
     severity: str
     message: str
+    state: str | None = None  # a state alarm: the state's name and its codes
+    codes: tuple[float, ...] = ()
 
     @classmethod
-    def of(cls, section: AlarmSection, tag_id: int) -> AlarmRule:
+    def of(cls, section: AlarmSection, tag_id: int, kpi: MachineKpi | None = None) -> AlarmRule:
+        """The rule of one entry; a state alarm needs its machine's `[machines.kpi]`."""
         condition = section.condition
-        limit = getattr(section, condition)
+        codes: tuple[float, ...] = ()
+        tag = section.tag
+        if section.state is not None:
+            assert kpi is not None  # the config's cross-check
+            tag = kpi.state
+            codes = state_codes(kpi, section.state)
+            limit = math.nan
+        else:
+            limit = float(getattr(section, condition))
         # Stale is "no good reading for `stale`": a bad-quality condition with that delay.
         delay = limit if condition == "stale" else section.delay
+        assert tag is not None  # the config model's check
         return cls(
             name=section.name,
             machine=section.machine,
-            tag=section.tag,
+            tag=tag,
             tag_id=tag_id,
             condition=condition,
-            limit=float(limit),
+            limit=limit,
             hysteresis=section.hysteresis,
             delay_ns=int(delay * NS),
             severity=section.severity,
             message=section.message,
+            state=section.state,
+            codes=codes,
         )
 
     def conditions(
@@ -69,6 +95,9 @@ class AlarmRule:
         good = quality == Quality.GOOD
         if self.condition == "stale":
             return ~good, good
+        if self.condition == "state":
+            on = np.isin(values, self.codes)
+            return on & good, ~on & good
         if self.condition == "above":
             on, off = values > self.limit, values <= self.limit - self.hysteresis
         elif self.condition == "below":
@@ -83,6 +112,8 @@ class AlarmRule:
             return self.message
         if self.condition == "stale":
             return f"{self.tag}: no good reading for {self.limit:g} s"
+        if self.condition == "state":
+            return f"{self.machine} is {str(self.state).replace('_', ' ')}"
         shown = "no value" if value is None else f"{value:g}"
         word = "=" if self.condition == "equals" else self.condition
         return f"{self.tag} {shown} {word} {self.limit:g}"
@@ -111,10 +142,20 @@ class AlarmBook:
 
     @classmethod
     def from_config(
-        cls, sections: Sequence[AlarmSection], ids: Mapping[tuple[str, str], int], start_ns: int
+        cls,
+        sections: Sequence[AlarmSection],
+        ids: Mapping[tuple[str, str], int],
+        start_ns: int,
+        kpis: Mapping[str, MachineKpi] | None = None,
     ) -> AlarmBook:
-        """Rules from the config; `ids` maps (machine, tag) to the tag's store id."""
-        return cls([AlarmRule.of(s, ids[s.machine, s.tag]) for s in sections], start_ns)
+        """Rules from the config; `ids` maps (machine, tag) to the tag's store id, `kpis` the
+        machines' `[machines.kpi]` sections (for state alarms)."""
+        rules = []
+        for s in sections:
+            kpi = (kpis or {}).get(s.machine)
+            tag = kpi.state if s.state is not None and kpi is not None else s.tag
+            rules.append(AlarmRule.of(s, ids[s.machine, str(tag)], kpi))
+        return cls(rules, start_ns)
 
     def on_batch(self, batch: ReadingBatch) -> list[Event]:
         if not self.rules:
@@ -199,6 +240,9 @@ class AlarmBook:
         }
         if value is not None and rule.condition != "stale":
             data["value"] = value
+        if rule.state is not None:
+            data["state"] = rule.state
+            del data["limit"]
         return data
 
     def acknowledge(self, name: str, by: str, now_ns: int) -> Event | None:

@@ -219,6 +219,7 @@ class Agent:
             config.alarms,
             {(t.machine, t.name): ids[t.path] for t in self.tags},
             self.clock.time_ns(),
+            {m.name: m.kpi for m in config.machines if m.kpi is not None},
         )
         self.web: WebServer | None = None  # the status page, once bound (agent/web/)
         # systemd's notify socket (READY, WATCHDOG, STOPPING); silent outside systemd.

@@ -11,6 +11,7 @@ import pytest
 from agent.alarms import NS, AlarmBook, AlarmRule
 from agent.config import AlarmSection, load_config
 from agent.errors import ConfigError
+from agent.kpi.config import MachineKpi
 from agent.model import EventKind, Quality, ReadingBatch
 
 TAG = 7
@@ -131,6 +132,43 @@ def test_events_keep_the_store_full_shape_and_say_why() -> None:
     assert cleared.data["active_s"] == 30.0
 
 
+CODES_KPI = MachineKpi.model_validate(
+    {
+        "state": "state",
+        "states": {"running": [1], "idle": [2], "down": [3, 7], "setup": [4]},
+        "total": "count",
+        "good": "ok",
+        "ideal_rate": 1.0,
+    }
+)
+PACKML_KPI = MachineKpi.model_validate(
+    {"state": "state", "packml": True, "total": "count", "good": "ok", "ideal_rate": 1.0}
+)
+
+
+@pytest.mark.parametrize(
+    ("kpi", "readings", "expected"),
+    [
+        (CODES_KPI, [(1, 1, G), (2, 3, G), (3, 7, G), (4, 1, G)], [(2, True), (4, False)]),
+        (CODES_KPI, [(1, 3, B), (2, 1, G)], []),  # a bad reading is no state
+        (PACKML_KPI, [(1, 6, G), (2, 11, G), (3, 9, G), (4, 6, G)], [(2, True), (4, False)]),
+    ],
+    ids=["code table", "bad reading", "packml held and aborted"],
+)
+def test_state_alarm(
+    kpi: MachineKpi,
+    readings: list[tuple[float, float, int]],
+    expected: list[tuple[float, bool]],
+) -> None:
+    section = AlarmSection(name="down", machine="press1", state="down")
+    book = AlarmBook([AlarmRule.of(section, TAG, kpi)], start_ns=0)
+    events = book.on_batch(batch(readings))
+    assert [(e.ts_ns / NS, e.data["active"]) for e in events] == expected
+    if events:
+        assert events[0].data["reason"] == "press1 is down"
+        assert events[0].data["state"] == "down" and events[0].data["tag"] == "state"
+
+
 def test_other_tags_are_ignored() -> None:
     book = AlarmBook([rule(above=60)], start_ns=0)
     assert book.on_batch(batch([(1, 99, G)], tag=OTHER)) == []
@@ -210,7 +248,7 @@ tags = [{ name = "oil_temp", address = "hr:0", type = "float32" }]
         ),
         (
             'name = "x"\nmachine = "press1"\ntag = "oil_temp"',
-            "alarms[0]: set one condition: above, below, equals or stale",
+            "alarms[0]: set one condition: state, above, below, equals or stale",
         ),
         (
             'name = "x"\nmachine = "press1"\ntag = "oil_temp"\nabove = 1\nbelow = 0',
@@ -221,6 +259,18 @@ tags = [{ name = "oil_temp", address = "hr:0", type = "float32" }]
             "alarms[0]: hysteresis applies to an above or below limit only",
         ),
         ('name = "x"\nmachine = "press1"\ntag = "oil_temp"\nabove = 1\ndelay = "soon"', "delay"),
+        (
+            'name = "x"\nmachine = "press1"\nstate = "down"',
+            "alarms[0].state: machine 'press1' has no [machines.kpi] state tag to watch",
+        ),
+        (
+            'name = "x"\nmachine = "press1"\nstate = "down"\ntag = "oil_temp"',
+            "alarms[0].tag: a state alarm watches the [machines.kpi] state tag: leave out tag",
+        ),
+        (
+            'name = "x"\nmachine = "press1"\nabove = 1',
+            "alarms[0].tag: missing key 'tag': the tag this alarm watches",
+        ),
     ],
 )
 def test_config_errors_are_one_line(tmp_path: Path, alarm: str, message: str) -> None:
