@@ -245,6 +245,42 @@ class AlarmBook:
             del data["limit"]
         return data
 
+    def active(self) -> dict[str, dict[str, Any]]:
+        """The active alarms' state, to keep across a restart (`restore`)."""
+        return {
+            name: {
+                "since_ns": state.since_ns,
+                "value": state.value,
+                "acknowledged": state.acknowledged,
+                "acknowledged_by": state.acknowledged_by,
+            }
+            for name, state in self.states.items()
+            if state.since_ns is not None
+        }
+
+    def restore(self, active: Mapping[str, Any]) -> int:
+        """Take back the alarms a previous run left active, so a restart neither raises them
+        again nor leaves them raised upstream for good: the next reading clears them if the
+        condition is gone. Alarms no longer configured, or malformed entries, are skipped.
+        Returns how many were restored."""
+        restored = 0
+        for name, saved in active.items():
+            state = self.states.get(name)
+            if state is None or not isinstance(saved, dict):
+                continue
+            since = saved.get("since_ns")
+            if not isinstance(since, int):
+                continue
+            value = saved.get("value")
+            state.since_ns = since
+            state.pending_ns = None
+            state.value = float(value) if isinstance(value, int | float) else None
+            state.acknowledged = saved.get("acknowledged") is True
+            by = saved.get("acknowledged_by")
+            state.acknowledged_by = by if isinstance(by, str) else None
+            restored += 1
+        return restored
+
     def acknowledge(self, name: str, by: str, now_ns: int) -> Event | None:
         """Mark an alarm acknowledged; the audit event to store, or None for an unknown name
         or one with nothing to acknowledge."""

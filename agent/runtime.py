@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from agent.web.state import StateBuilder
     from vision.inspector import Inspector
 
+ALARMS_META = "alarms_active"  # the store's meta key of the alarms active at the last stop
 log = logging.getLogger("lineside.agent")
 
 
@@ -221,6 +222,7 @@ class Agent:
             self.clock.time_ns(),
             {m.name: m.kpi for m in config.machines if m.kpi is not None},
         )
+        self._restore_alarms()
         self.web: WebServer | None = None  # the status page, once bound (agent/web/)
         # systemd's notify socket (READY, WATCHDOG, STOPPING); silent outside systemd.
         self.notifier = Notifier.from_environment()
@@ -475,6 +477,7 @@ class Agent:
             if self.web is not None:
                 await self.web.close()
             drained = await self._drain()
+            self._keep_alarms()
             with contextlib.suppress(OSError):
                 write_status(self.config.agent.data_dir, self.statistics())
             # Once the drain gave up, close() only tells the writer thread to stop.
@@ -554,6 +557,26 @@ class Agent:
             for event in self.kpi.tick(self.clock.time_ns()):
                 self.writer.submit_event(event)
             await self.clock.sleep_until(self.clock.monotonic() + KPI_TICK)
+
+    def _restore_alarms(self) -> None:
+        """The alarms the last run left active (kept in the store's meta on stop)."""
+        raw = self.store.get_meta(ALARMS_META)
+        if not raw or not self.alarms.rules:
+            return
+        try:
+            saved = json.loads(raw)
+        except ValueError:
+            log.warning("alarms: the active alarms kept at the last stop are unreadable")
+            return
+        if isinstance(saved, dict) and (n := self.alarms.restore(saved)):
+            log.info("alarms: %d active at the last stop, still active until cleared", n)
+
+    def _keep_alarms(self) -> None:
+        """Keep the active alarms for the next run: it clears them, never raises them twice."""
+        try:
+            self.store.set_meta(ALARMS_META, json.dumps(self.alarms.active()))
+        except Exception as exc:  # a store that takes no writes: the next run raises anew
+            log.warning("alarms: cannot keep the active alarms: %s", exc)
 
     async def _tick_alarms(self) -> None:
         """Raise the alarms whose delay or staleness ran out between readings, once a second."""

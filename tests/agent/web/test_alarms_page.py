@@ -118,3 +118,13 @@ async def test_trend_route_reads_the_running_store(tmp_path: Path) -> None:
     assert set(tags) == {"die_temp", "state"}
     assert tags["die_temp"]["t"] and len(tags["die_temp"]["t"]) <= 300
     assert bad.status_code == 400 and "no stored tag 'nope'" in bad.json()["error"]
+
+
+async def test_an_alarm_active_at_a_restart_is_not_raised_twice(tmp_path: Path) -> None:
+    raised: list[dict[str, Any]] = []
+    for _ in range(2):
+        async with running_agent(tmp_path, more=ALARMS) as run:
+            await until(lambda: "die_cold" in [a["alarm"] for a in run.agent.alarms.view(0)])
+            await run.agent.writer.flush()
+            raised = [a for a in stored(run, EventKind.ALARM) if a["alarm"] == "die_cold"]
+    assert [a["active"] for a in raised] == [True]  # once, across both runs
