@@ -149,6 +149,10 @@ async function refreshSparklines(values) {
         if (series.t.length) {
           const s = scale(trend, [name], 120, 24, 2);
           chart.append(svg("path", { d: path(series, s.x, s.y), class: "spark-line" }));
+          // the latest value as a dot: alone it is all there is (an agent started a minute ago)
+          const i = series.t.length - 1;
+          chart.append(svg("circle", { cx: s.x(series.t[i]), cy: s.y(series.last[i]), r: 2,
+            class: "spark-dot" }));
         }
         sparklines.set(name, chart);
       }
@@ -198,6 +202,10 @@ async function drawTrend() {
     if (series.t.length) chart.append(svg("path", { d: band + "Z", class: `band c${k}` }));
     chart.append(svg("path", { d: series.t.length ? path(series, s.x, s.y) : "", class: `line c${k}`,
       "data-tag": name, "data-points": series.t.length }));
+    if (series.t.length) {
+      const i = series.t.length - 1;
+      chart.append(svg("circle", { cx: s.x(series.t[i]), cy: s.y(series.last[i]), r: 3, class: `c${k}` }));
+    }
     chart.append(svg("text", { x: pad + 4 + 110 * k, y: 14, class: `legend c${k}` }, name));
   });
   $("trend").replaceChildren(chart);
