@@ -43,7 +43,7 @@ from pydantic_core import PydanticCustomError
 from agent import registry
 from agent.duration import Duration, PositiveDuration
 from agent.errors import ConfigError, Problem
-from agent.kpi.config import MachineKpi, TagFacts
+from agent.kpi.config import MachineKpi, StateName, TagFacts
 from agent.kpi.config import problems as kpi_problems
 from agent.logs import LogSection
 from agent.size import Size, format_size
@@ -372,6 +372,54 @@ class Calendar(BaseModel):
         return ZoneInfo(self.timezone)
 
 
+ALARM_CONDITIONS = ("state", "above", "below", "equals", "stale")
+
+
+class AlarmSection(BaseModel):
+    """One `[[alarms]]` entry: a condition on one tag of one machine (agent/alarms.py)."""
+
+    model_config = STRICT
+
+    name: Name
+    machine: Name
+    tag: str | None = None  # for a state alarm: the machine's [machines.kpi] state tag
+    state: StateName | None = None  # raised while the machine is in this state
+    above: float | None = None  # raised above this value, cleared below it minus hysteresis
+    below: float | None = None  # raised below this value, cleared above it plus hysteresis
+    equals: float | None = None  # a state code or a bit (true = 1): raised while equal
+    stale: PositiveDuration | None = None  # raised when the tag has no good reading this long
+    hysteresis: Annotated[float, Field(ge=0)] = 0.0
+    delay: Duration = 0.0  # the condition holds this long before the alarm is raised
+    severity: Literal["info", "warning", "critical"] = "warning"
+    message: str = ""
+
+    @field_validator("equals", mode="before")
+    @classmethod
+    def _bit(cls, value: object) -> object:
+        return float(value) if isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> Self:
+        given = [k for k in ALARM_CONDITIONS if getattr(self, k) is not None]
+        if not given:
+            raise ValueError("set one condition: state, above, below, equals or stale")
+        if len(given) > 1:
+            raise ValueError(f"set one condition, not {' and '.join(given)} (make two alarms)")
+        if self.hysteresis and given[0] not in ("above", "below"):
+            raise ValueError("hysteresis applies to an above or below limit only")
+        if given[0] == "state" and self.tag is not None:
+            raise key_error(
+                "tag", "a state alarm watches the [machines.kpi] state tag: leave out tag"
+            )
+        if given[0] != "state" and self.tag is None:
+            raise key_error("tag", "missing key 'tag': the tag this alarm watches")
+        return self
+
+    @property
+    def condition(self) -> str:
+        return next(k for k in ALARM_CONDITIONS if getattr(self, k) is not None)
+
+
 class Config(BaseModel):
     """A whole, valid config: what the runtime gets."""
 
@@ -390,6 +438,7 @@ class Config(BaseModel):
     inspections: tuple[InspectionModel, ...] = ()
     web: WebSection = WebSection()  # the status page, /metrics and the health endpoints
     log: LogSection = LogSection()  # levels, format, an optional rotated file
+    alarms: tuple[AlarmSection, ...] = ()  # conditions raised and cleared as alarm events
     # Addresses lineside may write, as "machine:address" ("press1:co:5"); nothing else is written.
     write_allow: tuple[str, ...] = ()
 
@@ -435,6 +484,7 @@ _TOP_KEYS = (
     "write_allow",
     "web",
     "log",
+    "alarms",
 )
 
 
@@ -696,6 +746,7 @@ class _Loader:
         self.cross_check_kpi(machines, sources, agent.heartbeat if agent is not None else 0.0)
         inspections, write_allow = self.inspections(doc, sources)
         self.cross_check_kpi_inspection(doc, machines)
+        alarms = self.alarms(doc, machines, sources)
         if self.problems or agent is None or plant is None:
             raise ConfigError(self.problems)
         return Config(
@@ -713,7 +764,54 @@ class _Loader:
             write_allow=write_allow,
             web=web,
             log=logs,
+            alarms=alarms,
         )
+
+    def alarms(
+        self,
+        doc: dict[str, Any],
+        machines: list[tuple[int, Machine]],
+        sources: list[tuple[int, BaseModel]],
+    ) -> tuple[AlarmSection, ...]:
+        """The `[[alarms]]` entries: unique names, each on a tag its machine has."""
+        valid = self.validate_list(doc, "alarms", AlarmSection)
+        kpis = {m.name: m.kpi for _, m in machines if m.kpi is not None}
+        tags = {
+            (machine, tag)
+            for _, source in sources
+            if isinstance(source, SourceModel)
+            for _, machine, tag in source.tag_places()
+        }
+        first: dict[str, int] = {}
+        for i, alarm in valid:
+            if alarm.name in first:
+                self.problem(
+                    f"alarms[{i}].name",
+                    f"duplicate alarm name {alarm.name!r} (also alarms[{first[alarm.name]}])",
+                )
+            first.setdefault(alarm.name, i)
+            if alarm.state is not None:
+                kpi = kpis.get(alarm.machine)
+                if kpi is None:
+                    self.problem(
+                        f"alarms[{i}].state",
+                        f"machine {alarm.machine!r} has no [machines.kpi] state tag to watch",
+                    )
+                elif kpi.packml and alarm.state in ("setup", "planned_stop"):
+                    self.problem(
+                        f"alarms[{i}].state",
+                        f"a PackML machine is in {alarm.state} by its unit mode: watch the "
+                        f"{kpi.unit_mode or 'unit mode'} tag with equals instead",
+                    )
+                continue
+            if (alarm.machine, alarm.tag) not in tags:
+                known = sorted(t for m, t in tags if m == alarm.machine)
+                hint = f" (its tags: {', '.join(known[:8])}{', ...' if len(known) > 8 else ''})"
+                self.problem(
+                    f"alarms[{i}].tag",
+                    f"machine {alarm.machine!r} has no tag {alarm.tag!r}" + (hint if known else ""),
+                )
+        return tuple(a for _, a in valid)
 
     def inspections(
         self, doc: dict[str, Any], sources: list[tuple[int, BaseModel]]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.alarms import AlarmBook
 from agent.clock import Clock, SystemClock
 from agent.config import Config, load_config
 from agent.errors import ConfigError, LinesideError, one_line
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from agent.web.state import StateBuilder
     from vision.inspector import Inspector
 
+ALARMS_META = "alarms_active"  # the store's meta key of the alarms active at the last stop
 log = logging.getLogger("lineside.agent")
 
 
@@ -236,6 +238,14 @@ class Agent:
         self._kpi_ids = ids
         if any(m.kpi is not None for m in config.machines):
             self.kpi = KpiEngine(config, ids)
+        # The [[alarms]] conditions, evaluated on the stored batches (store ids), like the KPIs.
+        self.alarms = AlarmBook.from_config(
+            config.alarms,
+            {(t.machine, t.name): ids[t.path] for t in self.tags},
+            self.clock.time_ns(),
+            {m.name: m.kpi for m in config.machines if m.kpi is not None},
+        )
+        self._restore_alarms()
         self.web: WebServer | None = None  # the status page, once bound (agent/web/)
         # systemd's notify socket (READY, WATCHDOG, STOPPING); silent outside systemd.
         self.notifier = Notifier.from_environment()
@@ -574,6 +584,8 @@ class Agent:
         if self.kpi is not None:
             for event in self.kpi.on_batch(stored):
                 self.writer.submit_event(event)
+        for alarm in self.alarms.on_batch(stored):
+            self.emit_event(alarm)
 
     def _non_finite_read(self, batch: ReadingBatch, rows: npt.NDArray[np.bool_]) -> None:
         """The reason of readings `mark_non_finite` made bad: counted per source (the page's
@@ -650,6 +662,8 @@ class Agent:
                 tasks.append(group.create_task(self._publish_status(), name="status-file"))
                 if self.kpi is not None:
                     tasks.append(group.create_task(self._tick_kpi(), name="kpi"))
+                if self.alarms.rules:
+                    tasks.append(group.create_task(self._tick_alarms(), name="alarms"))
                 if self.web is not None:
                     tasks.append(group.create_task(self.web.serve(), name="web"))
                 # systemd's READY=1 and watchdog, created last so READY=1 follows every task's
@@ -666,6 +680,7 @@ class Agent:
             if self.web is not None:
                 await self.web.close()
             drained = await self._drain()
+            self._keep_alarms()
             with contextlib.suppress(OSError):
                 write_status(self.config.agent.data_dir, self.statistics())
             # Once the drain gave up, close() only tells the writer thread to stop.
@@ -745,6 +760,43 @@ class Agent:
             for event in self.kpi.tick(self.clock.time_ns()):
                 self.writer.submit_event(event)
             await self.clock.sleep_until(self.clock.monotonic() + KPI_TICK)
+
+    def _restore_alarms(self) -> None:
+        """The alarms the last run left active (kept in the store's meta on stop)."""
+        raw = self.store.get_meta(ALARMS_META)
+        if not raw or not self.alarms.rules:
+            return
+        try:
+            saved = json.loads(raw)
+        except ValueError:
+            log.warning("alarms: the active alarms kept at the last stop are unreadable")
+            return
+        if isinstance(saved, dict) and (n := self.alarms.restore(saved)):
+            log.info("alarms: %d active at the last stop, still active until cleared", n)
+
+    def _keep_alarms(self) -> None:
+        """Keep the active alarms for the next run: it clears them, never raises them twice."""
+        try:
+            self.store.set_meta(ALARMS_META, json.dumps(self.alarms.active()))
+        except Exception as exc:  # a store that takes no writes: the next run raises anew
+            log.warning("alarms: cannot keep the active alarms: %s", exc)
+
+    async def _tick_alarms(self) -> None:
+        """Raise the alarms whose delay or staleness ran out between readings, once a second."""
+        while True:
+            for event in self.alarms.tick(self.clock.time_ns()):
+                self.emit_event(event)
+            await self.clock.sleep_until(self.clock.monotonic() + KPI_TICK)
+
+    def acknowledge_alarm(self, name: str, by: str) -> bool:
+        """An operator acknowledged an active alarm: stored and forwarded as an audit event.
+        False when there is no such active, unacknowledged alarm."""
+        event = self.alarms.acknowledge(name, by, self.clock.time_ns())
+        if event is None:
+            return False
+        log.info("alarm %s acknowledged by %s", name, by)
+        self.emit_event(event)
+        return True
 
     def kpi_snapshot(self) -> dict[str, Any] | None:
         """Live OEE of the shift in progress (the day outside shifts); None without KPIs."""

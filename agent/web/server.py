@@ -1,19 +1,21 @@
 """A small asyncio HTTP/1.1 server for the status page, `/metrics` and the health endpoints.
 
-GET only, one request per connection (`Connection: close`): the page's updates come over one
-long-lived server-sent-events stream, so keep-alive would buy nothing and cost a parser. Every
-connection is bounded: the request head (8 KiB), the time to send it ([web] head_timeout), the
-time a client may take to read (10 s). Connections still sending their head (32: a newer one
-closes the one waiting longest) and event streams ([web] max_event_streams, 503 beyond) are
-capped apart, below the limit of connections at once, so slow or idle clients cannot take the
-room a liveness probe needs. Nothing here blocks the event loop that polls the PLCs: the one
-query (the store's figures) runs in a worker thread.
+GET only (but for acknowledging an alarm), one request per connection (`Connection: close`):
+the page's updates come over one long-lived server-sent-events stream, so keep-alive would buy
+nothing and cost a parser. Every connection is bounded: the request head (8 KiB), the time to
+send it ([web] head_timeout), the time a client may take to read (10 s). Connections still
+sending their head (32: a newer one closes the one waiting longest) and event streams ([web]
+max_event_streams, 503 beyond) are capped apart, below the limit of connections at once, so
+slow or idle clients cannot take the room a liveness probe needs. Nothing here blocks the event
+loop that polls the PLCs: the one query (the store's figures) runs in a worker thread.
 
 Routes: `/` (the page) and its two static files, `/api/state` (JSON; `?machine=` picks the live
 values), `/api/events` (the same, pushed every second as server-sent events), `/metrics`
 (Prometheus text), `/healthz` (liveness: the process answers), `/readyz` (200 or 503 with
 the reasons) and `/images/<inspection>/<file>` (a saved image of an inspected part, see
-images.py), `/reports` and `/reports/<shift>` (the shift reports, reports.py). When a token
+images.py), `/reports` and `/reports/<shift>` (the shift reports, reports.py), `/api/trend`
+(tags of a machine over the last minutes, downsampled: trend.py) and `POST /api/alarms/ack`
+(the one route that changes anything; see POST_ROUTES). When a token
 is configured, every route but `/healthz` asks for it. Every route but `/healthz` also checks
 the Host header against the names the page answers to (DNS rebinding).
 """
@@ -46,6 +48,7 @@ from agent.web.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.web.metrics import metrics_registry, render
 from agent.web.reports import REPORT_POLICY, is_report_path, listing, shift_of
 from agent.web.state import StateBuilder
+from agent.web.trend import TrendError, TrendQuery, read_trend
 from agent.web.verdicts import VerdictLog
 
 if TYPE_CHECKING:
@@ -71,7 +74,14 @@ STATIC = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-ROUTES = frozenset({*STATIC, "/api/state", "/api/events", "/metrics", "/healthz", "/readyz"})
+ROUTES = frozenset(
+    {*STATIC, "/api/state", "/api/events", "/api/trend", "/metrics", "/healthz", "/readyz"}
+)
+# The one route that changes anything: acknowledging an alarm. POST, and refused unless the
+# request carries ACTION_HEADER (a cross-site form cannot send one, and a cross-site fetch
+# with one needs a CORS preflight this server never answers) and any Origin is this page's.
+POST_ROUTES = frozenset({"/api/alarms/ack"})
+ACTION_HEADER = "x-lineside-action"
 OPEN_ROUTES = frozenset({"/healthz"})  # liveness probes carry no token
 # Saved images never change under their name (it starts with the time): the browser may keep
 # them, so the page's thumbnails are fetched once, not on every redraw.
@@ -414,11 +424,13 @@ class WebServer:
                 await self._send(writer, refusal)
                 return
         known = request.path.startswith(IMAGES) or is_report_path(request.path)
-        if request.path not in ROUTES and not known:
+        posting = request.path in POST_ROUTES
+        if request.path not in ROUTES and not known and not posting:
             await self._send(writer, _error(HTTPStatus.NOT_FOUND, f"no such page: {request.path}"))
             return
-        if request.method != "GET":
-            error = _error(HTTPStatus.METHOD_NOT_ALLOWED, "only GET", [("Allow", "GET")])
+        method = "POST" if posting else "GET"
+        if request.method != method:
+            error = _error(HTTPStatus.METHOD_NOT_ALLOWED, f"only {method}", [("Allow", method)])
             await self._send(writer, error)
             return
         extra: list[tuple[str, str]] = []
@@ -436,7 +448,34 @@ class WebServer:
         if request.path == "/api/events":
             await self._stream(request, writer, extra)
             return
+        if posting:
+            await self._send(writer, self._acknowledge(request, writer, extra))
+            return
         await self._send(writer, await self._answer(request, extra))
+
+    def _acknowledge(
+        self, request: Request, writer: asyncio.StreamWriter, extra: list[tuple[str, str]]
+    ) -> bytes:
+        """`POST /api/alarms/ack?alarm=NAME`: with the token (checked before) or from loopback,
+        with the action header, and from this page's origin when the browser names one."""
+        peer = writer.get_extra_info("peername")
+        address = _unmapped(str(peer[0])) if isinstance(peer, tuple) else None
+        if self.token is None and (address is None or not address.is_loopback):
+            return _error(HTTPStatus.FORBIDDEN, "acknowledging needs a token beyond loopback")
+        if ACTION_HEADER not in request.headers:
+            return _error(HTTPStatus.FORBIDDEN, f"missing the {ACTION_HEADER} header")
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            return _error(HTTPStatus.FORBIDDEN, "cross-origin request refused")
+        name = request.param("alarm")
+        if not name:
+            return _error(HTTPStatus.BAD_REQUEST, "name the alarm: ?alarm=...")
+        by = "token" if self.token is not None else "loopback"
+        if address is not None:
+            by = f"{by} {address}"
+        if not self.agent.acknowledge_alarm(name, by):
+            return _error(HTTPStatus.CONFLICT, f"no active, unacknowledged alarm {name!r}")
+        return json_response(HTTPStatus.OK, {"acknowledged": name, "by": by}, extra)
 
     async def _answer(self, request: Request, extra: list[tuple[str, str]]) -> bytes:
         path = request.path
@@ -452,6 +491,8 @@ class WebServer:
         if path == "/api/state":
             state = await self.state.state(request.param("machine"))
             return json_response(HTTPStatus.OK, state, extra)
+        if path == "/api/trend":
+            return await self._trend(request, extra)
         if path == "/metrics":
             await self.state.figures()  # refresh the store's figures the collector reads
             return response(HTTPStatus.OK, render(self.registry), METRICS_TYPE, extra)
@@ -462,6 +503,22 @@ class WebServer:
                 HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "reasons": reasons}, extra
             )
         return json_response(HTTPStatus.OK, {"ready": True, "reasons": []}, extra)
+
+    async def _trend(self, request: Request, extra: list[tuple[str, str]]) -> bytes:
+        """`/api/trend?machine=M&tag=T[&tag=U]&minutes=60&points=300`, read in a worker thread."""
+        try:
+            query = TrendQuery.parse(
+                request.param("machine"),
+                request.query.get("tag", []),
+                request.param("minutes"),
+                request.param("points"),
+            )
+            data = await asyncio.to_thread(
+                read_trend, self.agent.store, query, self.agent.clock.time_ns()
+            )
+        except TrendError as exc:
+            return _error(HTTPStatus.BAD_REQUEST, str(exc))
+        return json_response(HTTPStatus.OK, data, extra)
 
     async def _report(self, path: str, extra: list[tuple[str, str]]) -> bytes:
         """`/reports` (the shifts of the last 7 days) or `/reports/<shift>` (its report,

@@ -20,6 +20,7 @@ from agent.model import Quality
 from agent.reasons import one_line
 from agent.secrets import redact_tree
 from agent.store import STREAMS, Store
+from agent.web.andon import AndonBoard
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -106,6 +107,7 @@ class StateBuilder:
         self._lock = asyncio.Lock()
         self._rates: dict[str, _Rate] = {}
         self.machines = list(dict.fromkeys(t.machine for t in agent.tags))
+        self.andon = AndonBoard(agent)  # state per machine, how long, parts against target
 
     def cached_store(self) -> StoreFigures | None:
         """The last look at the store (None before the first): for the metrics collector."""
@@ -240,12 +242,24 @@ class StateBuilder:
                 "full_reason": writer.full_reason,
                 "last_error": writer.last_error or store.error,
             },
-            "oee": oee_view(_call(agent, "kpi_snapshot")),
+            **self._operator_view(wall_ns),
+            "alarms": alarms_view(agent),
             "inspections": {
                 **inspections_view(_call(agent, "inspections")),
                 "rejects": list(self.verdicts.rejects) if self.verdicts is not None else [],
             },
         }
+
+    def _operator_view(self, wall_ns: int) -> dict[str, Any]:
+        """The OEE bars and the andon rows and timelines, from one KPI snapshot."""
+        snapshot = _call(self.agent, "kpi_snapshot")
+        return {"oee": oee_view(snapshot), "andon": self.andon.rows(wall_ns, snapshot)}
+
+
+def alarms_view(agent: Agent) -> list[dict[str, Any]]:
+    """The active alarms, longest active first (agent/alarms.py); none without `[[alarms]]`."""
+    book = getattr(agent, "alarms", None)
+    return book.view(agent.clock.time_ns()) if book is not None else []
 
 
 def _call(agent: Agent, method: str) -> Any:

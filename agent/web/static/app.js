@@ -88,10 +88,227 @@ function drawMachines(machines, chosen) {
 }
 
 function drawValues(values) {
-  fill($("values").tBodies[0], values.map((v) => [
-    cell(v.tag), cell(v.value === null ? dash : num(v.value), "num value"), cell(v.unit, "muted"),
-    cell(v.reason ? `${v.quality}: ${v.reason}` : v.quality, `quality ${v.quality.replace(" ", "-")}`),
-  ]));
+  fill($("values").tBodies[0], values.map((v) => {
+    const spark = cell(null, "spark");
+    const line = sparklines.get(v.tag);
+    if (line) spark.append(line);
+    spark.title = `trend of ${v.tag}`;
+    spark.addEventListener("click", () => openTrend(v.tag));
+    return [
+      cell(v.tag), cell(v.value === null ? dash : num(v.value), "num value"), cell(v.unit, "muted"),
+      cell(v.reason ? `${v.quality}: ${v.reason}` : v.quality, `quality ${v.quality.replace(" ", "-")}`),
+      spark,
+    ];
+  }));
+}
+
+// Trends: the server reads its store and downsamples (api/trend: min, max, last per bucket).
+// The sparklines of the chosen machine are fetched every 30 s and kept as nodes, so the values
+// table's redraw every second moves them instead of drawing them again.
+const sparklines = new Map();
+let sparkMachine = null, sparkTags = [], sparkTimer = null;
+const trendPicks = new Set();
+
+async function fetchTrend(tags, points) {
+  const query = new URLSearchParams({ machine, minutes: "60", points: String(points) });
+  tags.forEach((t) => query.append("tag", t));
+  const answer = await fetch(`api/trend?${query}`);
+  if (!answer.ok) throw new Error((await answer.json()).error || answer.statusText);
+  return answer.json();
+}
+
+function path(series, x, y) {
+  return series.t.map((t, i) => `${i ? "L" : "M"}${x(t).toFixed(1)},${y(series.last[i]).toFixed(1)}`).join("");
+}
+
+function scale(trend, names, width, height, pad) {
+  const all = names.flatMap((n) => [...trend.tags[n].min, ...trend.tags[n].max]);
+  let lo = Math.min(...all), hi = Math.max(...all);
+  if (!Number.isFinite(lo)) { lo = 0; hi = 1; }
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const t0 = trend.from_ns / 1e6, t1 = trend.to_ns / 1e6;
+  return {
+    x: (t) => pad + ((t - t0) / (t1 - t0)) * (width - 2 * pad),
+    y: (v) => height - pad - ((v - lo) / (hi - lo)) * (height - 2 * pad),
+    lo, hi,
+  };
+}
+
+async function refreshSparklines(values) {
+  const tags = values.map((v) => v.tag);
+  if (machine === sparkMachine && tags.join() === sparkTags.join() && sparkTimer) return;
+  sparkMachine = machine; sparkTags = tags;
+  clearInterval(sparkTimer);
+  const draw = async () => {
+    try {
+      const trend = await fetchTrend(sparkTags, 60);
+      for (const name of sparkTags) {
+        const series = trend.tags[name];
+        const chart = svg("svg", { viewBox: "0 0 120 24", width: 120, height: 24, role: "img",
+          "aria-label": `${name}, last hour`, "data-tag": name, "data-points": series.t.length });
+        if (series.t.length) {
+          const s = scale(trend, [name], 120, 24, 2);
+          chart.append(svg("path", { d: path(series, s.x, s.y), class: "spark-line" }));
+          // the latest value as a dot: alone it is all there is (an agent started a minute ago)
+          const i = series.t.length - 1;
+          chart.append(svg("circle", { cx: s.x(series.t[i]), cy: s.y(series.last[i]), r: 2,
+            class: "spark-dot" }));
+        }
+        sparklines.set(name, chart);
+      }
+    } catch (error) { /* the sparklines wait for the next round; the values still show */ }
+  };
+  await draw();
+  sparkTimer = setInterval(draw, 30000);
+}
+
+function openTrend(tag) {
+  trendPicks.clear();
+  trendPicks.add(tag);
+  $("trend-box").hidden = false;
+  drawTrend();
+}
+
+async function drawTrend() {
+  const picks = $("trend-picks");
+  picks.replaceChildren(...sparkTags.map((name) => {
+    const label = el("label");
+    const box = el("input");
+    box.type = "checkbox"; box.checked = trendPicks.has(name); box.value = name;
+    box.addEventListener("change", () => {
+      if (box.checked) trendPicks.add(name); else trendPicks.delete(name);
+      drawTrend();
+    });
+    label.append(box, ` ${name}`);
+    return label;
+  }));
+  const names = [...trendPicks].slice(0, 8);
+  $("trend-of").textContent = `(${machine}, last hour)`;
+  if (!names.length) { $("trend").replaceChildren(); return; }
+  let trend;
+  try { trend = await fetchTrend(names, 300); } catch (error) {
+    $("trend").replaceChildren(el("p", `no trend: ${error.message}`, "error")); return;
+  }
+  const width = 640, height = 240, pad = 28;
+  const s = scale(trend, names, width, height, pad);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "trend", role: "img",
+    "aria-label": `trend of ${names.join(", ")}` });
+  chart.append(svg("text", { x: 2, y: pad }, num(s.hi, 4)), svg("text", { x: 2, y: height - pad }, num(s.lo, 4)));
+  names.forEach((name, k) => {
+    const series = trend.tags[name];
+    // the band from min to max of each bucket, then the last value as the line
+    const band = series.t.map((t, i) => `${i ? "L" : "M"}${s.x(t).toFixed(1)},${s.y(series.max[i]).toFixed(1)}`).join("") +
+      series.t.map((t, i) => i).reverse().map((i) => `L${s.x(series.t[i]).toFixed(1)},${s.y(series.min[i]).toFixed(1)}`).join("");
+    if (series.t.length) chart.append(svg("path", { d: band + "Z", class: `band c${k}` }));
+    chart.append(svg("path", { d: series.t.length ? path(series, s.x, s.y) : "", class: `line c${k}`,
+      "data-tag": name, "data-points": series.t.length }));
+    if (series.t.length) {
+      const i = series.t.length - 1;
+      chart.append(svg("circle", { cx: s.x(series.t[i]), cy: s.y(series.last[i]), r: 3, class: `c${k}` }));
+    }
+    chart.append(svg("text", { x: pad + 4 + 110 * k, y: 14, class: `legend c${k}` }, name));
+  });
+  $("trend").replaceChildren(chart);
+}
+
+$("trend-close").addEventListener("click", () => { $("trend-box").hidden = true; trendPicks.clear(); });
+
+// The andon board: a row per machine, its state in colour, how long, good parts against the
+// shift's target, and the state timeline of the shift.
+const STATE_NAMES = { running: "running", idle: "idle", down: "down", setup: "setup",
+  planned_stop: "planned stop", unknown: "unknown" };
+
+function drawAndon(andon, now_ns) {
+  const w = andon.window;
+  $("andon-window").textContent = w ? `(${w.kind} ${w.name})` : "";
+  $("andon").replaceChildren(...andon.rows.map((r) => {
+    const row = el("div", null, `andon-row st-${r.state}`);
+    row.dataset.machine = r.machine;
+    const name = el("div", r.machine, "andon-name");
+    const state = el("div", r.reason ? `${STATE_NAMES[r.state]}: ${r.reason}` : STATE_NAMES[r.state],
+      "andon-state");
+    const since = el("div", `${r.since_start ? "≥ " : ""}${age(r.in_state_s)}`, "andon-since");
+    let parts = dash;
+    if (r.good !== null && r.good !== undefined) {
+      // counts are shared out over the time between two readings: whole parts on the board
+      const good = Math.floor(r.good);
+      parts = r.target ? `${num(good)} / ${num(r.target)} good` : `${num(good)} good`;
+    }
+    const count = el("div", parts, "andon-parts");
+    if (r.target && r.good !== null) {
+      const bar = el("div", null, "andon-bar");
+      const done = el("span");
+      done.style.width = `${Math.min(100, (100 * r.good) / r.target).toFixed(1)}%`;
+      bar.append(done);
+      count.append(bar);
+    }
+    row.append(name, state, since, count, timeline(r.timeline, w, now_ns));
+    return row;
+  }));
+  const first = andon.rows.length && andon.rows[0].timeline.length ? andon.rows[0].timeline[0].start_ns : null;
+  $("timeline-from").textContent = first ? new Date(first / 1e6).toLocaleTimeString() : "the agent started";
+}
+
+function timeline(stretches, w, now_ns) {
+  const start = w ? w.start_ns : (stretches.length ? stretches[0].start_ns : now_ns);
+  const end = w ? Math.max(w.end_ns, now_ns) : now_ns;
+  const width = 600, chart = svg("svg", { viewBox: `0 0 ${width} 14`, preserveAspectRatio: "none",
+    class: "timeline", role: "img", "aria-label": "state timeline" });
+  chart.append(svg("rect", { x: 0, y: 0, width, height: 14, class: "track" }));
+  const x = (t) => ((t - start) / Math.max(1, end - start)) * width;
+  stretches.forEach((s, i) => {
+    const until = i + 1 < stretches.length ? stretches[i + 1].start_ns : now_ns;
+    const rect = svg("rect", { x: x(s.start_ns), y: 0, width: Math.max(0.5, x(until) - x(s.start_ns)), height: 14,
+      class: `st-${s.state}` });
+    rect.append(svg("title", {}, `${STATE_NAMES[s.state]}${s.reason ? ": " + s.reason : ""} from ` +
+      new Date(s.start_ns / 1e6).toLocaleTimeString()));
+    chart.append(rect);
+  });
+  return chart;
+}
+
+// Active alarms, each acknowledgeable (POST with the page's header; the cookie carries a token).
+function drawAlarms(alarms) {
+  $("alarms-empty").hidden = alarms.length > 0;
+  $("alarms").hidden = !alarms.length;
+  $("alarm-count").textContent = alarms.length ? `(${alarms.length} active)` : "";
+  fill($("alarms").tBodies[0], alarms.map((a) => {
+    const action = cell(null);
+    if (a.acknowledged) {
+      action.textContent = "acknowledged";
+      action.className = "muted";
+    } else {
+      const button = el("button", "acknowledge");
+      button.type = "button";
+      button.dataset.alarm = a.alarm;
+      button.addEventListener("click", () => acknowledge(a.alarm));
+      action.append(button);
+    }
+    return [cell(a.alarm), cell(a.machine), cell(a.severity, `severity ${a.severity}`),
+      cell(a.reason), cell(age(a.active_s), "num"), action];
+  }));
+}
+
+async function acknowledge(name) {
+  const answer = await fetch(`api/alarms/ack?alarm=${encodeURIComponent(name)}`,
+    { method: "POST", headers: { "X-Lineside-Action": "ack" } });
+  $("ack-error").hidden = answer.ok;
+  if (!answer.ok) $("ack-error").textContent = `not acknowledged: ${(await answer.json()).error}`;
+}
+
+// The health banner: what has failed now, in one line per thing.
+function drawBanner(state) {
+  const problems = [];
+  for (const s of state.sources) {
+    if (s.state === "lost") problems.push(`source ${s.name} is ${s.state}${s.last_error ? ": " + s.last_error : ""}`);
+  }
+  for (const s of state.sinks) {
+    if (s.state === "failing") problems.push(`sink ${s.name} is ${s.state}${s.last_error ? ": " + s.last_error : ""}`);
+  }
+  if (state.store.store_full) problems.push(`the store is full: ${state.store.full_reason || ""}`);
+  if (state.store.last_error) problems.push(`store: ${state.store.last_error}`);
+  $("banner").hidden = !problems.length;
+  $("banner").replaceChildren(...problems.map((p) => el("div", p)));
 }
 
 // One row of four bars (A, P, Q, OEE) per machine and line; a figure above 100 % (performance
@@ -110,8 +327,8 @@ function drawOee(oee, chosen) {
     box.append(title);
     const kpis = [["A", "availability", "bar-a"], ["P", "performance", "bar-p"],
       ["Q", "quality", "bar-q"], ["OEE", "oee", "bar-oee"]];
-    const chart = svg("svg", { width: width, height: kpis.length * (barH + gap), role: "img",
-      "aria-label": `OEE of ${row.name}` });
+    const chart = svg("svg", { viewBox: `0 0 ${width} ${kpis.length * (barH + gap)}`,
+      class: "oee-bars", role: "img", "aria-label": `OEE of ${row.name}` });
     kpis.forEach(([label, key, cls], i) => {
       const y = i * (barH + gap), span = width - labelW - valueW, v = row[key];
       chart.append(svg("text", { x: 0, y: y + barH - 3 }, label));
@@ -192,14 +409,33 @@ function drawRejects(rejects) {
   }));
 }
 
+// Live or not: the page says "live" only while states arrive; 5 s without one, or a dropped
+// stream, greys the page out so nobody reads old values as current.
+let lastState = 0;
+function setLink(live, text) {
+  const link = $("connection");
+  link.className = `link ${live ? "live" : "lost"}`;
+  link.textContent = text;
+  document.body.classList.toggle("stale", !live);
+}
+setInterval(() => {
+  if (lastState && Date.now() - lastState > 5000) {
+    setLink(false, `not live: no update since ${new Date(lastState).toLocaleTimeString()}, retrying…`);
+  }
+}, 1000);
+
 function draw(state) {
+  lastState = Date.now();
   $("agent-id").textContent = state.agent_id;
-  $("connection").textContent = `live · ${new Date(state.now_ns / 1e6).toLocaleTimeString()} · ` +
-    `${num(state.tags)} tags`;
+  setLink(true, `live · ${new Date(state.now_ns / 1e6).toLocaleTimeString()} · ${num(state.tags)} tags`);
   machine = state.machine;
+  drawBanner(state);
+  if (state.andon) drawAndon(state.andon, state.now_ns);
+  drawAlarms(state.alarms || []);
   drawSources(state.sources);
   drawMachines(state.machines, state.machine);
   drawValues(state.values);
+  refreshSparklines(state.values);
   drawOee(state.oee, state.machine);
   drawInspections(state.inspections);
   drawSinks(state.sinks, state.store);
@@ -211,7 +447,8 @@ function listen() {
   stream = new EventSource(`api/events${query}`);
   stream.addEventListener("state", (event) => draw(JSON.parse(event.data)));
   stream.onerror = () => {
-    $("connection").textContent = "connection lost: retrying…";
+    const when = lastState ? ` since ${new Date(lastState).toLocaleTimeString()}` : "";
+    setLink(false, `not live: the event stream was lost${when}, retrying…`);
     // A refused stream (503: the page's stream cap is full) is closed for good by the browser,
     // which retries only dropped ones: try again ourselves after a few seconds, spread out.
     if (stream.readyState === EventSource.CLOSED) setTimeout(listen, 2000 + Math.random() * 6000);

@@ -28,6 +28,30 @@ def test_demo_prints_the_page_first(tmp_path: Path) -> None:
     assert "[web]\nport = 0" in (tmp_path / "demo" / "lineside.toml").read_text()
 
 
+def test_demo_forwards_to_its_own_mosquitto(tmp_path: Path) -> None:
+    """With mosquitto installed the demo starts one and adds an MQTT sink: records go out."""
+    from agent.demo import mosquitto_binary
+
+    assert mosquitto_binary() is not None, "mosquitto is not installed (apt-get install mosquitto)"
+    out = io.StringIO()
+    run_demo(
+        directory=tmp_path / "demo",
+        speed=20.0,
+        duration=4.0,
+        console=Console(file=out, width=200),
+        port=0,
+    )
+    lines = out.getvalue().splitlines()
+    assert re.fullmatch(
+        r"forwarding to the demo's mosquitto on mqtt://127\.0\.0\.1:\d+ \(topics lineside/#\)",
+        lines[1],
+    ), lines[1]
+    done = re.search(r"; ([\d,]+) records forwarded over MQTT;", out.getvalue())
+    assert done is not None and int(done.group(1).replace(",", "")) > 0, out.getvalue()[-400:]
+    config = (tmp_path / "demo" / "lineside.toml").read_text()
+    assert '[[sinks]]\nname = "mqtt"\ntype = "mqtt"' in config
+
+
 def test_demo_on_a_taken_port_says_which(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

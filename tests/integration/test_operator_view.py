@@ -1,0 +1,213 @@
+"""The operator's view in headless Chromium, at 1920x1080 and on a 400 px phone: the andon
+rows, alarms raised and cleared by the simulator's faults and acknowledged from the page, the
+health banner, trends (read through the DevTools protocol, not the HTML), and "not live" once
+the event stream is gone.
+
+Set LINESIDE_SCREENSHOTS=docs/img to keep the screenshots the docs show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+from tests.agent.web.running import running_agent
+from tests.integration.test_status_page import (
+    DevTools,
+    chromium,
+    chromium_or_skip,
+    evaluate,
+    wait_for,
+)
+from tests.waiting import until
+
+ALARMS = """
+[[alarms]]
+name = "press1_silent"
+machine = "press1"
+tag = "part_count"
+stale = "500ms"
+severity = "critical"
+message = "press1 sends no good readings"
+
+[[alarms]]
+name = "die_cold"
+machine = "press1"
+tag = "die_temp"
+below = 1000
+message = "die below working temperature"
+"""
+
+ANDON = (
+    "Array.from(document.querySelectorAll('#andon .andon-row'))"
+    ".map(r => [r.dataset.machine, r.querySelector('.andon-state').textContent,"
+    " getComputedStyle(r).borderLeftColor])"
+)
+ALARM_ROWS = (
+    "Array.from(document.querySelectorAll('#alarms tbody tr'))"
+    ".map(r => [r.cells[0].textContent, r.cells[5].textContent])"
+)
+# Per sparkline: its tag, the points the server sent, and whether anything was drawn (the
+# rendered size of its line and dot, as the browser laid them out).
+SPARKS = (
+    "Array.from(document.querySelectorAll('#values td.spark svg'))"
+    ".map(s => [s.dataset.tag, Number(s.dataset.points),"
+    " Array.from(s.querySelectorAll('path, circle'))"
+    ".some(e => e.getBoundingClientRect().width > 0)])"
+)
+# Everything drawn must fit the viewport's width: nothing cut off on a phone.
+OVERFLOW = (
+    "Array.from(document.querySelectorAll('#oee [data-kpi], .andon-row, #alarms'))"
+    ".filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5)"
+    ".map(e => `${e.tagName} ${e.id || e.dataset.kpi || e.dataset.machine || ''}`)"
+)
+
+
+async def page(tools: DevTools, url: str, width: int, height: int, mobile: bool) -> str:
+    target = await tools.call("Target.createTarget", url="about:blank")
+    attached = await tools.call("Target.attachToTarget", targetId=target["targetId"], flatten=True)
+    session: str = attached["sessionId"]
+    for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
+        await tools.call(domain, session)
+    await tools.call(
+        "Emulation.setDeviceMetricsOverride",
+        session,
+        width=width,
+        height=height,
+        deviceScaleFactor=1,
+        mobile=mobile,
+    )
+    await tools.call("Page.navigate", session, url=url)
+    return session
+
+
+async def screenshot(tools: DevTools, session: str, name: str) -> None:
+    folder = os.environ.get("LINESIDE_SCREENSHOTS")
+    if not folder:
+        return
+    image = await tools.call("Page.captureScreenshot", session, format="png")
+    await asyncio.to_thread((Path(folder) / name).write_bytes, base64.b64decode(image["data"]))
+
+
+def errors_of(tools: DevTools) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in tools.events
+        if e["method"] == "Runtime.exceptionThrown"
+        or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
+    ]
+
+
+async def test_operator_view_in_chromium(tmp_path: Path) -> None:
+    binary = chromium_or_skip()
+    async with (
+        running_agent(tmp_path, more=ALARMS, poll_interval="200ms") as run,
+        chromium(binary, tmp_path / "profile") as tools,
+    ):
+        session = await page(tools, run.url, 1920, 1080, mobile=False)
+        andon = await wait_for(tools, session, f"{ANDON}.length === 2 && {ANDON}")
+        await wait_for(tools, session, f"{ALARM_ROWS}.length === 1")
+        # Trends: the sparklines come from /api/trend (the store), drawn as SVG paths.
+        sparks = await wait_for(
+            tools, session, f"{SPARKS}.filter(s => s[1] > 0 && s[2]).length >= 3 && {SPARKS}"
+        )
+        await evaluate(
+            tools,
+            session,
+            "document.querySelector('#values td.spark svg[data-tag=die_temp]')"
+            ".parentNode.click() || true",
+        )
+        await evaluate(
+            tools,
+            session,
+            "(() => { const b = document.querySelector("
+            "'#trend-picks input[value=strokes_per_min]');"
+            " b.click(); return true; })()",
+        )
+        trend = await wait_for(
+            tools,
+            session,
+            "(() => { const p = Array.from(document.querySelectorAll('#trend path.line'));"
+            " return p.length === 2 && p.map(x => [x.dataset.tag, Number(x.dataset.points)]); })()",
+        )
+        # A fault: press1 drops every request; its source is lost, its alarm raised.
+        faults = run.plant.units["press1"].faults
+        faults.set("drop")
+        raised = await wait_for(
+            tools, session, f"{ALARM_ROWS}.some(r => r[0] === 'press1_silent') && {ALARM_ROWS}"
+        )
+        banner = await wait_for(
+            tools,
+            session,
+            "!document.getElementById('banner').hidden"
+            " && document.getElementById('banner').textContent",
+        )
+        await screenshot(tools, session, "status-page-1080p.png")
+        faults.clear()
+        await wait_for(tools, session, f"{ALARM_ROWS}.length === 1")  # cleared: die_cold left
+        await wait_for(tools, session, "document.getElementById('banner').hidden")
+        # Acknowledge from the page: the button POSTs with the page's header.
+        await evaluate(
+            tools, session, "document.querySelector('#alarms button[data-alarm=die_cold]').click()"
+        )
+        acknowledged = await wait_for(
+            tools, session, f"{ALARM_ROWS}[0] && {ALARM_ROWS}[0][1] === 'acknowledged'"
+        )
+
+        phone = await page(tools, run.url, 400, 800, mobile=True)
+        await wait_for(tools, phone, f"{ANDON}.length === 2")
+        await wait_for(
+            tools,
+            phone,
+            "Array.from(document.querySelectorAll('#oee [data-kpi=oee]')).length > 0",
+        )
+        overflow = await evaluate(tools, phone, OVERFLOW)
+        await screenshot(tools, phone, "status-page-phone.png")
+
+        # The stream goes away: the page must stop saying "live".
+        await run.web.close()
+        lost = await wait_for(
+            tools,
+            session,
+            "document.getElementById('connection').className.includes('lost')"
+            " && document.body.classList.contains('stale')"
+            " && document.getElementById('connection').textContent",
+        )
+        await asyncio.sleep(0.3)
+        errors = errors_of(tools)
+        await run.agent.writer.flush()
+        audits = [e.data for e in run.agent.store.read_events(0, 10_000) if e.kind == "audit"]
+    assert errors == [], errors
+    assert {m for m, _, _ in andon} == {"press1", "press2"}
+    assert all(
+        s.split(":")[0] in ("running", "idle", "down", "setup", "planned stop", "unknown")
+        for _, s, _ in andon
+    ), andon
+    assert len({tag for tag, _, _ in sparks}) == len(sparks)
+    assert dict(trend).keys() == {"die_temp", "strokes_per_min"}
+    assert all(points > 0 for _, points in trend), trend
+    assert ["press1_silent", "acknowledge"] in raised, raised
+    assert "source press1-plc is lost" in banner, banner
+    assert acknowledged
+    assert overflow == [], overflow
+    assert lost.startswith("not live"), lost
+    assert [a["alarm"] for a in audits] == ["die_cold"]
+
+
+async def test_trend_route_serves_a_phone_few_points(tmp_path: Path) -> None:
+    """Downsampled on the server: an hour of 5 polls a second comes as at most `points`."""
+    import httpx
+
+    async with (
+        running_agent(tmp_path, poll_interval="200ms") as run,
+        httpx.AsyncClient(base_url=run.url) as client,
+    ):
+        await until(lambda: run.agent.writer.statistics().readings_written > 100)
+        answer = await client.get(
+            "/api/trend", params={"machine": "press1", "tag": "die_temp", "points": "10"}
+        )
+    series = answer.json()["tags"]["die_temp"]
+    assert 0 < len(series["t"]) <= 10
