@@ -20,6 +20,7 @@ from agent.extras import MissingExtra, needs
 
 if TYPE_CHECKING:
     from agent.config import Config
+    from agent.export import Labels
     from connectors.mqtt.config import MqttSinkConfig
 
 app = typer.Typer(
@@ -495,12 +496,15 @@ def read(
     from rich.markup import escape
     from rich.table import Table
 
+    from agent.codenames import CodeNames
     from agent.eventloop import run as run_loop
     from agent.oneshot import read_once
+    from agent.values import models_by_path, plain, text
 
     config = _load(config_file)
     _quiet_asyncua()
     result = run_loop(lambda: read_once(config, tag))
+    models, names = models_by_path(config), CodeNames.of(config)
     if tag is not None and not result.readings and not result.errors:
         raise _fail([f"no tag matches {tag!r}"])
     if as_json:
@@ -508,7 +512,8 @@ def read(
             "readings": [
                 {
                     "path": r.tag.path,
-                    "value": None if r.value != r.value else r.value,
+                    "value": plain(r.value, models.get(r.tag.path)),
+                    "name": names.name(r.tag.path, r.value),
                     "unit": r.tag.unit,
                     "quality": r.quality.name.lower(),
                     "reason": r.reason or None,
@@ -526,7 +531,8 @@ def read(
             table.add_column(column, justify="right" if column == "value" else "left")
         for r in result.readings:
             good = r.quality.name == "GOOD"
-            cells = [r.tag.path, f"{r.value:g}" if r.value == r.value else "-", r.tag.unit]
+            shown, name = text(r.value, models.get(r.tag.path)), names.name(r.tag.path, r.value)
+            cells = [r.tag.path, escape(f"{name} ({shown})" if name else shown), r.tag.unit]
             cells.append(r.quality.name.lower())
             if result.bad:
                 cells.append(escape(r.reason))  # a reason is text, not rich markup
@@ -578,7 +584,10 @@ def export(
     # A missing folder is refused, not created: it is more likely a typo than a wish.
     if out is not None and not out.parent.is_dir():
         raise _fail([f"{out.parent}: no such folder for --out (export does not create one)"])
-    writer = write_csv if fmt == "csv" else write_jsonl
+    from functools import partial
+
+    labels = _export_labels(config_file)
+    writer = partial(write_csv if fmt == "csv" else write_jsonl, labels=labels)
     _store_here(store_dir, "has the agent run with this data_dir?")
     try:
         # Opened and checked whole before the first line is written.
@@ -593,6 +602,18 @@ def export(
         where = out if out is not None else "standard output"
         raise _fail([f"{where}: cannot write: {exc.strerror}"]) from None
     err_console.print(f"{count} readings exported", markup=False)
+
+
+def _export_labels(config_file: Path | None) -> Labels:
+    """The config's tag types and code names for `export` (none with --data)."""
+    from agent.codenames import CodeNames
+    from agent.export import Labels
+    from agent.values import models_by_path
+
+    if config_file is None:
+        return Labels()
+    config = _load(config_file)
+    return Labels(models_by_path(config), CodeNames.of(config))
 
 
 @app.command()

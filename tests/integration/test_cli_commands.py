@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.codenames import PACKML_STATES, PACKML_UNIT_MODES
 from agent.starter import PlantMachine, plant_config
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
@@ -60,6 +61,27 @@ async def test_read_json_gives_the_plant_values(tmp_path: Path) -> None:
     assert not any("press2" in r["path"] for r in result["readings"])
     assert values["tonnage"]["quality"] == "good"
     assert values["state"]["value"] == truth["state"]
+
+
+async def test_read_names_state_codes_and_prints_no_float_noise(tmp_path: Path) -> None:
+    async with Plant(
+        load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
+    ) as plant:
+        path = config_for(tmp_path, plant)
+        code, out, err = await lineside("read", "-c", str(path), "--tag", "*/press1/*", "--json")
+        table_code, table, _ = await lineside("read", "-c", str(path), "--tag", "*/press1/*")
+    assert code == 0 and table_code == 0, err
+    values = {r["path"].rsplit("/", 1)[1]: r for r in json.loads(out)["readings"]}
+    state = values["state"]
+    assert isinstance(state["value"], int)
+    assert state["name"] == PACKML_STATES[state["value"]]
+    assert values["unit_mode"]["name"] == PACKML_UNIT_MODES[values["unit_mode"]["value"]]
+    assert values["die_temp"]["name"] is None
+    # Every value is the shortest text of its type: a float32 has at most 9 significant digits.
+    for r in values.values():
+        assert r["value"] is None or len(repr(r["value"]).replace(".", "").lstrip("-0")) <= 9, r
+    row = next(line for line in table.splitlines() if "/press1/state " in line)
+    assert f"{state['name']} ({state['value']})" in row, table
 
 
 async def test_read_with_a_dead_plc_exits_1_and_shows_bad_quality(tmp_path: Path) -> None:
@@ -138,10 +160,12 @@ async def test_run_then_export(tmp_path: Path, fmt: str) -> None:
     assert code == 0, err
     lines = out_file.read_text().strip().splitlines()
     if fmt == "csv":
-        assert lines[0] == "time,ts_ns,path,value,quality"
+        assert lines[0] == "time,ts_ns,path,value,quality,unit,name"
         lines = lines[1:]
+        assert lines[0].split(",")[5] == "t/h"
     else:
         assert json.loads(lines[0])["path"].endswith("/mill1/feed_rate")
+        assert json.loads(lines[0])["unit"] == "t/h"
     assert lines
     assert f"{len(lines)} readings exported" in err
 
