@@ -97,3 +97,21 @@ def test_a_flapping_block_logs_once_per_window_with_a_count(
         "plc: 1 tag (unit 1 hr:0+1) bad: timeout after 1s",
         "plc: 1 tag (unit 1 hr:0+1) bad: timeout after 1s (3 more times since the last report)",
     ]
+
+
+def test_seen_lists_each_reason_with_first_and_last_time_and_a_count() -> None:
+    wall = iter([100.0, 101.0, 102.0, 103.0, 104.0]).__next__
+    reasons = Reasons("plc", wall=wall)
+    a, b = reasons.add_block([0, 1], "hr:0+2"), reasons.add_block([2], "hr:10+1")
+    reasons.set(a, "timeout after 1s")  # 100
+    reasons.set(b, "illegal data address (02)")  # 101
+    reasons.set(a, "timeout after 1s")  # 102
+    reasons.set(a, "")
+    reasons.set_link("connection refused")  # 103
+    seen = {s.reason: s for s in reasons.seen()}
+    assert next(s.reason for s in reasons.seen()) == "connection refused"  # latest first
+    timeout = seen["timeout after 1s"]
+    assert (timeout.first, timeout.last, timeout.count) == (100.0, 102.0, 2)
+    address = seen["illegal data address (02)"]
+    assert (address.first, address.last, address.count) == (101.0, 101.0, 1)
+    assert seen["connection refused"].count == 1
