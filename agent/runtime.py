@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.clock import Clock, SystemClock
+from agent.codenames import CodeNames
 from agent.config import Config
 from agent.errors import LinesideError, one_line
 from agent.extras import needs
@@ -182,6 +183,7 @@ class Agent:
             sink_tags(self.store.tags(), types),
             self.store,
             status=self.fleet_status,
+            names=CodeNames.of(config),
         )
         self._started = self.clock.monotonic()  # for the uptime; `run` sets it again
         self._state: StateBuilder | None = None  # the status figures when there is no page

@@ -9,6 +9,7 @@ float32, a scaled integer to the decimals of its scale, integers and booleans as
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -41,8 +42,9 @@ def plain(value: float, tag: object | None = None) -> Plain:
     if kind == "bool":
         return bool(value)
     if kind in _INTEGER_TYPES:
-        if scale == 1.0 and offset == 0.0 and value == int(value):
-            return int(value)
+        if scale == 1.0 and offset == 0.0:
+            # A whole number as such; anything else came scaled by a config we do not see.
+            return int(value) if value == int(value) else float(value)
         places = max(_decimals(scale), _decimals(offset))
         rounded = round(value, places)
         return int(rounded) if places == 0 else rounded
@@ -79,3 +81,12 @@ def models_by_path(config: Any) -> dict[str, Any]:
 def is_text(tag: object | None) -> bool:
     """A text tag: no float reading will ever come for it (strings are not stored yet)."""
     return str(getattr(tag, "type", None) or "").lower() == "string"
+
+
+def shaper(tag: object | None) -> Callable[[float], Plain] | None:
+    """`plain` for one tag, or None when its values go as they are (float64: nothing to do),
+    so a hot loop pays only for the tags that need it."""
+    kind = str(getattr(tag, "type", None) or "").lower()
+    if kind in _INTEGER_TYPES or kind in _FLOAT32_TYPES or kind == "bool":
+        return lambda value: plain(value, tag)
+    return None

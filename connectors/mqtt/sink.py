@@ -102,7 +102,9 @@ class MqttSink:
         self.ack_timeout = ack_timeout
         self.keepalive = int(config.keepalive) if keepalive is None else keepalive
         self.will = will  # published by the broker when this connection dies unannounced
-        self.layout = UnsLayout(config.topic_prefix, context.agent_id, context.tags)
+        self.layout = UnsLayout(
+            config.topic_prefix, context.agent_id, context.tags, names=context.names
+        )
         self.client_id = (
             client_id or config.client_id or f"lineside-{context.agent_id}-{config.name}"
         )

@@ -54,3 +54,7 @@ def test_read_does_not_wait_for_a_text_tag(tmp_path) -> None:  # type: ignore[no
     wanted = awaited(tags, models, die_id.source)
     assert die_id.id not in wanted
     assert {t.id for t in tags if t.name != "die_id"} == wanted
+
+
+def test_an_integer_tag_scaled_elsewhere_keeps_its_fraction() -> None:
+    assert plain(2.5, tag("int16")) == 2.5  # a sink sees the type, not the scale
