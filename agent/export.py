@@ -24,7 +24,8 @@ import numpy as np
 
 from agent.codenames import CodeNames
 from agent.errors import StoreError
-from agent.model import Quality
+from agent.model import EventKind, Quality
+from agent.reasonlog import ReasonAt, changes
 from agent.store import DB_NAME, decode_batch
 from agent.store.schema import check_file, check_path, corrupt, read_failed
 from agent.values import Plain, plain
@@ -42,6 +43,7 @@ class ExportRow:
     value: float
     quality: Quality
     unit: str = ""
+    reason: str = ""  # why a bad reading is bad, from the store's `reasons` events
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,28 @@ def export_readings(
     The store is opened and checked now (StoreError: none there, or damaged); the rows come as
     they are iterated, and a read that fails on the way is a StoreError too."""
     conn, path = _open(store_path)
-    return _rows(conn, path, start_ns, end_ns, tag_glob)
+    try:
+        hi = TIME_MAX_NS if end_ns is None else min(end_ns, TIME_MAX_NS)
+        events = changes(
+            conn.execute(
+                "SELECT ts_ns, data FROM events WHERE kind = ? AND ts_ns < ? ORDER BY ts_ns, seq",
+                (EventKind.REASONS.value, hi),
+            )
+        )
+    except sqlite3.Error as exc:
+        conn.close()
+        raise read_failed(path, exc) from exc
+    return _with_reasons(_rows(conn, path, start_ns, end_ns, tag_glob), ReasonAt(events))
+
+
+def _with_reasons(rows: Iterable[ExportRow], reasons: ReasonAt) -> Iterator[ExportRow]:
+    """The rows (in time order), each bad one with its reason at its time if one is known."""
+    for row in rows:
+        if row.quality != Quality.GOOD:
+            why = reasons.at(row.ts_ns, row.path)
+            if why:
+                row = ExportRow(row.ts_ns, row.path, row.value, row.quality, row.unit, why)
+        yield row
 
 
 def _rows(
@@ -190,7 +213,7 @@ def write_csv(rows: Iterable[ExportRow], out: TextIO, labels: Labels | None = No
     """Header then one line per reading; returns the number of readings written."""
     labels = labels or Labels()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["time", "ts_ns", "path", "value", "quality", "unit", "name"])
+    writer.writerow(["time", "ts_ns", "path", "value", "quality", "unit", "name", "reason"])
     count = 0
     for r in rows:
         value = labels.value(r)
@@ -206,6 +229,7 @@ def write_csv(rows: Iterable[ExportRow], out: TextIO, labels: Labels | None = No
                 r.quality.name.lower(),
                 r.unit,
                 labels.name(r) or "",
+                r.reason,
             ]
         )
         count += 1
@@ -228,6 +252,8 @@ def write_jsonl(rows: Iterable[ExportRow], out: TextIO, labels: Labels | None = 
         name = labels.name(r)
         if name is not None:
             record["name"] = name
+        if r.reason:
+            record["reason"] = r.reason
         out.write(json.dumps(record, separators=(",", ":")) + "\n")
         count += 1
     return count

@@ -98,6 +98,8 @@ class Reasons:
         self.source = source
         self._wall = wall
         self._seen: dict[str, Seen] = {}
+        self.version = 0  # counts the changes of any tag's reason (agent/reasonlog.py asks)
+        self.changed_at = 0.0  # epoch seconds of the latest change
         self._blocks: list[_Block] = []
         # Reason by block, "" while it reads good. Read it, never write it (`set` does): a hot
         # loop checks `current[block]` before calling `set` on a good read.
@@ -117,8 +119,13 @@ class Reasons:
         if self.current[block] != reason:
             self._was.setdefault(block, self.current[block])
             self.current[block] = reason
+            self._changed()
         if reason:
             self._saw(reason)
+
+    def _changed(self) -> None:
+        self.version += 1
+        self.changed_at = self._wall()
 
     def _saw(self, reason: str) -> None:
         now = self._wall()
@@ -139,6 +146,8 @@ class Reasons:
 
     def set_link(self, reason: str) -> None:
         """Every tag is bad for `reason` (the link is down); "" when it is up again."""
+        if self._link != reason:
+            self._changed()
         self._link = reason
         if reason:
             self._saw(reason)

@@ -38,6 +38,7 @@ from agent.model import DataType, Event, Quality, ReadingBatch
 from agent.notify import Notifier
 from agent.pipeline import ReportByException, mark_non_finite
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
+from agent.reasonlog import record_reasons
 from agent.reasons import reasons_of
 from agent.registry import runtime_class
 from agent.scheduler import Schedule
@@ -449,6 +450,16 @@ class Agent:
                     for i in self.inspectors
                 ]
                 tasks.append(group.create_task(self._publish_status(), name="status-file"))
+                # Why tags read bad, stored as it changes: export names the reason of a row.
+                paths = [t.path for t in self.tags]
+                tasks.append(
+                    group.create_task(
+                        record_reasons(
+                            self.sources, paths.__getitem__, self.clock, self.emit_event
+                        ),
+                        name="reasons",
+                    )
+                )
                 if self.kpi is not None:
                     tasks.append(group.create_task(self._tick_kpi(), name="kpi"))
                 if self.web is not None:

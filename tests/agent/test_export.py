@@ -24,7 +24,7 @@ from agent.export import (
     write_csv,
     write_jsonl,
 )
-from agent.model import Quality, ReadingBatch
+from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.store import Store, StoreWriter, TagInfo
 
 T0 = 1_735_689_600_000_000_000  # 2025-01-01T00:00:00Z
@@ -85,13 +85,14 @@ def test_csv_and_jsonl(store_dir: Path) -> None:
     out = io.StringIO()
     assert write_csv(export_readings(store_dir), out) == 6
     lines = list(csv.reader(io.StringIO(out.getvalue())))
-    assert lines[0] == ["time", "ts_ns", "path", "value", "quality", "unit", "name"]
+    assert lines[0] == ["time", "ts_ns", "path", "value", "quality", "unit", "name", "reason"]
     assert lines[1] == [
         "2025-01-01T00:00:00.000000000Z",
         str(T0),
         "site/a/l1/press/speed",
         "1.0",
         "good",
+        "",
         "",
         "",
     ]
@@ -162,9 +163,9 @@ def test_rows_carry_the_unit_the_typed_value_and_the_code_name(tmp_path: Path) -
     write_csv(export_readings(tmp_path), out, labels)
     lines = list(csv.reader(io.StringIO(out.getvalue())))
     assert [line[2:] for line in lines[1:]] == [
-        ["site/a/l1/press/force", "806.864", "good", "kN", ""],
-        ["site/a/l1/press/state", "6", "good", "", "Execute"],
-        ["site/a/l1/press/temp", "23.7", "good", "degC", ""],
+        ["site/a/l1/press/force", "806.864", "good", "kN", "", ""],
+        ["site/a/l1/press/state", "6", "good", "", "Execute", ""],
+        ["site/a/l1/press/temp", "23.7", "good", "degC", "", ""],
     ]
     out = io.StringIO()
     write_jsonl(export_readings(tmp_path), out, labels)
@@ -172,3 +173,29 @@ def test_rows_carry_the_unit_the_typed_value_and_the_code_name(tmp_path: Path) -
     assert [r["value"] for r in records] == [806.864, 6, 23.7]
     assert records[1]["name"] == "Execute" and "name" not in records[0]
     assert records[0]["unit"] == "kN"
+
+
+def test_a_bad_row_gets_the_reason_its_source_had_at_its_time(tmp_path: Path) -> None:
+    speed, count = "site/a/l1/press/speed", "site/a/l1/press/count"
+    with Store(tmp_path) as store:
+        ids = store.register_tags([TagInfo(speed), TagInfo(count)])
+    writer = StoreWriter(tmp_path)
+    tags = [ids[speed], ids[count]]
+    for k in range(4):
+        writer.submit_readings(
+            ReadingBatch.from_columns("plc1", tags, [np.nan, 1.0], [2, 0], T0 + k * S)
+        )
+    timeout = {"source": "plc1", "bad": {speed: "timeout after 1s"}}
+    address = {"source": "plc1", "bad": {speed: "illegal data address (02)"}}
+    writer.submit_event(Event(EventKind.REASONS, T0 - S, None, timeout))
+    writer.submit_event(Event(EventKind.REASONS, T0 + 2 * S, None, address))
+    writer.submit_event(Event(EventKind.REASONS, T0 + 3 * S, None, {"source": "plc1", "bad": {}}))
+    writer.close()
+    rows = [r for r in export_readings(tmp_path) if r.path == speed]
+    assert [r.reason for r in rows] == [
+        "timeout after 1s",
+        "timeout after 1s",
+        "illegal data address (02)",
+        "",  # the source said every tag reads good again
+    ]
+    assert all(r.reason == "" for r in export_readings(tmp_path) if r.path == count)

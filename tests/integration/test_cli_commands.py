@@ -160,7 +160,7 @@ async def test_run_then_export(tmp_path: Path, fmt: str) -> None:
     assert code == 0, err
     lines = out_file.read_text().strip().splitlines()
     if fmt == "csv":
-        assert lines[0] == "time,ts_ns,path,value,quality,unit,name"
+        assert lines[0] == "time,ts_ns,path,value,quality,unit,name,reason"
         lines = lines[1:]
         assert lines[0].split(",")[5] == "t/h"
     else:
@@ -168,6 +168,31 @@ async def test_run_then_export(tmp_path: Path, fmt: str) -> None:
         assert json.loads(lines[0])["unit"] == "t/h"
     assert lines
     assert f"{len(lines)} readings exported" in err
+
+
+async def test_export_names_the_reason_of_each_bad_row(tmp_path: Path) -> None:
+    async with Plant(
+        load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
+    ) as plant:
+        plant.units["press1"].faults.set("exception", code=2)
+        path = config_for(tmp_path, plant)
+        code, _, err = await lineside("run", "-c", str(path), "--duration", "2.5")
+    assert code == 0, err
+    code, out, err = await lineside("export", "-c", str(path), "--format", "jsonl")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    press1 = [r for r in rows if "/press1/" in r["path"]]
+    press2 = [r for r in rows if "/press2/" in r["path"]]
+    assert press1 and all(r["quality"] == "bad" for r in press1)
+    named = [r for r in press1 if r.get("reason") == "illegal data address (02)"]
+    # Every bad row from the first poll on has its reason (the event carries the change's time).
+    assert len(named) == len(press1), [r for r in press1 if "reason" not in r][:3]
+    assert press2 and not any("reason" in r for r in press2)
+    code, csv_out, err = await lineside("export", "-c", str(path), "--tag", "*/press1/state")
+    assert code == 0, err
+    header, first = csv_out.splitlines()[:2]
+    assert header.endswith(",unit,name,reason")
+    assert first.endswith(",illegal data address (02)")
 
 
 async def test_export_bad_arguments() -> None:
