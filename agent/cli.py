@@ -17,6 +17,7 @@ from rich.console import Console
 from agent import __version__
 from agent.errors import ConfigError, LinesideError, StoreError
 from agent.extras import MissingExtra, needs
+from agent.helptext import plain_flags
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -30,6 +31,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+plain_flags()
 
 EXIT_BAD_INPUT = 2
 
@@ -46,6 +49,23 @@ def _fail(lines: list[str]) -> typer.Exit:
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The config file (TOML).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _seconds(text: str) -> float:
+    from agent.duration import parse_cli_duration
+
+    try:
+        return parse_cli_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+DurationOption = Annotated[
+    float | None,
+    typer.Option(
+        "--duration", parser=_seconds, metavar="DURATION", help='Stop after this long ("30s").'
+    ),
+]
 
 
 def _load(file: Path) -> Config:
@@ -103,12 +123,22 @@ def version() -> None:
 
 @app.command()
 def validate(
-    file: Annotated[Path, typer.Argument(help="The config file (TOML).")],
+    file: Annotated[
+        Path | None, typer.Argument(help="The config file (TOML), or give it with -c.")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", "-c", help="The config file (TOML).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Check a config file: a summary when it is valid, one line per problem (exit 2) when not."""
     from agent.config import load_config
     from agent.summary import render_summary, summary_dict
+
+    if (file is None) == (config_file is None):
+        raise _fail(["give the config file once: lineside validate -c FILE (or validate FILE)"])
+    file = file if file is not None else config_file
+    assert file is not None
 
     try:
         config = load_config(file)
@@ -172,9 +202,7 @@ def sim(
     s7: Annotated[
         bool, typer.Option("--s7/--no-s7", help="Serve each machine over S7 too (snap7's server).")
     ] = False,
-    duration: Annotated[
-        float | None, typer.Option("--duration", help="Stop after this many real seconds.")
-    ] = None,
+    duration: DurationOption = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Show the values live, read back over Modbus TCP.")
     ] = False,
@@ -212,9 +240,7 @@ def demo(
         Path, typer.Option("--dir", help="Where the demo's config and SQLite store go.")
     ] = Path("demo"),
     speed: Annotated[float, typer.Option("--speed", help="Simulated seconds per second.")] = 10.0,
-    duration: Annotated[
-        float | None, typer.Option("--duration", help="Stop after this many real seconds.")
-    ] = None,
+    duration: DurationOption = None,
     port: Annotated[
         int | None,
         typer.Option("--port", help="The status page's port (default 8470).", min=0, max=65535),
@@ -234,15 +260,13 @@ def demo(
 @app.command()
 def run(
     config_file: ConfigOption,
-    duration: Annotated[
-        float | None, typer.Option("--duration", help="Stop after this many seconds.")
-    ] = None,
+    duration: DurationOption = None,
     stats: Annotated[
         Path | None, typer.Option("--stats", help="Write the agent's statistics here (JSON).")
     ] = None,
     log_level: Annotated[
         str | None,
-        typer.Option("--log-level", help="debug, info, warning (default: [log] level)"),
+        typer.Option("--log-level", help="debug, info, warning (default: \\[log] level)"),
     ] = None,
 ) -> None:
     """Run the agent: poll every source into the SQLite log until SIGTERM or Ctrl-C."""
@@ -659,7 +683,7 @@ def discover(
         str | None,
         typer.Option(
             "--source",
-            help="opcua: connect as this [[sources]] entry does (security, trust, login).",
+            help="opcua: connect as this \\[\\[sources]] entry does (security, trust, login).",
         ),
     ] = None,
     rack: Annotated[int, typer.Option("--rack", help="s7: the CPU's rack.")] = 0,
@@ -1611,7 +1635,7 @@ def _fleet_broker(
 def fleet_status(
     broker: Annotated[
         str | None,
-        typer.Option("--broker", help="HOST[:PORT] of the MQTT broker (default port 1883)."),
+        typer.Option("--broker", help="HOST\\[:PORT] of the MQTT broker (default port 1883)."),
     ] = None,
     config_file: Annotated[
         Path | None,
