@@ -582,9 +582,16 @@ def export(
         Path | None, typer.Option("--data", help="The data directory, instead of -c.")
     ] = None,
     start: Annotated[
-        str | None, typer.Option("--from", help="ISO-8601 time, e.g. 2026-03-01T06:00")
+        str | None,
+        typer.Option(
+            "--from",
+            help="ISO-8601 (2026-03-01T06:00), today, yesterday, now or back from now (-2h); "
+            "read in the plant calendar's zone (UTC without one).",
+        ),
     ] = None,
-    end: Annotated[str | None, typer.Option("--to", help="ISO-8601 time (excluded).")] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="As --from; the first moment excluded.")
+    ] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Glob on the tag path.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
     out: Annotated[
@@ -597,10 +604,16 @@ def export(
 
     if fmt not in ("csv", "jsonl"):
         raise _fail([f"unknown format {fmt!r}; choose csv or jsonl"])
+    import time
+
+    from agent.timerange import parse_moment, plant_zone, zone_name
+
     store_dir = _data_dir(config_file, data)
+    config = _load(config_file) if config_file is not None else None
+    zone, now_ns = plant_zone(config), time.time_ns()
     try:
-        start_ns = parse_time(start) if start else None
-        end_ns = parse_time(end) if end else None
+        start_ns = parse_moment(start, zone, now_ns, parse_time) if start else None
+        end_ns = parse_moment(end, zone, now_ns, parse_time) if end else None
     except ValueError as exc:
         raise _fail([str(exc)]) from None
     if start_ns is not None and end_ns is not None and start_ns >= end_ns:
@@ -610,7 +623,7 @@ def export(
         raise _fail([f"{out.parent}: no such folder for --out (export does not create one)"])
     from functools import partial
 
-    labels = _export_labels(config_file)
+    labels = _export_labels(config)
     writer = partial(write_csv if fmt == "csv" else write_jsonl, labels=labels)
     _store_here(store_dir, "has the agent run with this data_dir?")
     try:
@@ -625,18 +638,17 @@ def export(
     except OSError as exc:  # the store's own errors arrive as StoreError
         where = out if out is not None else "standard output"
         raise _fail([f"{where}: cannot write: {exc.strerror}"]) from None
-    err_console.print(f"{count} readings exported", markup=False)
+    err_console.print(f"{count} readings exported (times read in {zone_name(zone)})", markup=False)
 
 
-def _export_labels(config_file: Path | None) -> Labels:
+def _export_labels(config: Config | None) -> Labels:
     """The config's tag types and code names for `export` (none with --data)."""
     from agent.codenames import CodeNames
     from agent.export import Labels
     from agent.values import models_by_path
 
-    if config_file is None:
+    if config is None:
         return Labels()
-    config = _load(config_file)
     return Labels(models_by_path(config), CodeNames.of(config))
 
 
@@ -1504,18 +1516,18 @@ def oee(
     as_json: Annotated[bool, typer.Option("--json", help="Both definitions, as JSON.")] = False,
 ) -> None:
     """OEE per machine and line (A, P, Q, counts, times, top losses), replayed from the store."""
-    from datetime import UTC
-
     from agent.kpi.view import json_rows, tables
+    from agent.timerange import plant_zone, zone_name
 
     config = _load(config_file)
     windows, missing = _kpi_windows(config, shift, window, line, machine)
     if as_json:
         print(json.dumps({"windows": json_rows(windows), "no_readings": missing}, indent=2))
         return
-    zone = config.calendar.zone if config.calendar is not None else UTC
+    zone = plant_zone(config)
     for part in tables(windows, zone):
         console.print(part)
+    console.print(f"times in {zone_name(zone)}", markup=False, style="dim")
     if not windows:
         console.print("no KPI figures for this period")
     for name in missing:

@@ -167,7 +167,7 @@ async def test_run_then_export(tmp_path: Path, fmt: str) -> None:
         assert json.loads(lines[0])["path"].endswith("/mill1/feed_rate")
         assert json.loads(lines[0])["unit"] == "t/h"
     assert lines
-    assert f"{len(lines)} readings exported" in err
+    assert f"{len(lines)} readings exported (times read in UTC)" in err
 
 
 async def test_export_names_the_reason_of_each_bad_row(tmp_path: Path) -> None:
@@ -205,6 +205,9 @@ async def test_export_bad_arguments() -> None:
     code, _, err = await lineside("export", "--data", "/nonexistent")
     assert code == 2
     assert "no store here" in err
-    code, _, err = await lineside("export", "--data", "/tmp", "--from", "yesterday")
+    code, _, err = await lineside("export", "--data", "/tmp", "--from", "the day before")
     assert code == 2
-    assert "not an ISO-8601 time" in err
+    assert err.strip() == (
+        "'the day before' is not a time: write an ISO-8601 time (2026-03-01T06:00), "
+        'today, yesterday, now, or a time back from now ("-2h")'
+    )
