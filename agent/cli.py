@@ -666,6 +666,13 @@ def discover(
     units: Annotated[
         str, typer.Option("--units", help='Unit ids to probe, e.g. "1-247" or "1,2,10-20".')
     ] = "1-247",
+    unit: Annotated[
+        int | None, typer.Option("--unit", help="modbus: only this unit id (as --units N).")
+    ] = None,
+    focus: Annotated[
+        str | None,
+        typer.Option("--range", help='modbus: scan only these addresses, e.g. "hr:0-99".'),
+    ] = None,
     max_address: Annotated[
         int, typer.Option("--max-address", help="Highest 0-based address scanned per table.")
     ] = 9999,
@@ -733,7 +740,8 @@ def discover(
     timeout = timeout or "300ms"
     try:
         host, port = found.parse_target(target)
-        unit_ids = found.parse_units(units)
+        unit_ids = found.parse_units(units if unit is None else str(unit))
+        focused = found.parse_focus(focus) if focus is not None else None
         found.check_max_address(max_address)
         time_limit = parse_duration(timeout)
         if time_limit <= 0:
@@ -758,6 +766,8 @@ def discover(
                     max_address=max_address,
                     time_limit=time_limit,
                     progress=progress,
+                    focus=focused,
+                    read_values=out is not None,
                 )
             )
         except LinesideError as exc:
