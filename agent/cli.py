@@ -988,14 +988,19 @@ def _discover_opcua(
 
     rows, left_out = found.tag_rows(result.variables)
     line = found.summary(result, len(rows), left_out)
-    if out is not None:
+    # A CSV per machine folder when the server has several: each is one unit's tags_file.
+    files = {out: rows} if out is not None else {}
+    groups = found.by_machine(result.variables)
+    if out is not None and out_format == "csv" and len(groups) > 1:
+        files = {found.machine_path(out, m): found.tag_rows(vs)[0] for m, vs in groups.items()}
+    for path, part in files.items():
         text = (
-            found.to_csv(rows) if out_format == "csv" else found.to_toml(rows, f"{command}\n{line}")
+            found.to_csv(part) if out_format == "csv" else found.to_toml(part, f"{command}\n{line}")
         )
         try:
-            out.write_text(text, encoding="utf-8")
+            path.write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise _fail([f"{out}: cannot write: {exc.strerror}"]) from None
+            raise _fail([f"{path}: cannot write: {exc.strerror}"]) from None
     if as_json:
         print(
             json.dumps(
@@ -1019,15 +1024,16 @@ def _discover_opcua(
                         for v in result.variables
                     ],
                     "tags": len(rows),
-                    "tags_file": str(out) if out is not None else None,
+                    "tags_file": str(out) if out is not None and out in files else None,
+                    "tags_files": {str(p): len(part) for p, part in files.items()},
                 },
                 indent=2,
             )
         )
     else:
         console.print(line, markup=False, highlight=False)
-        if out is not None:
-            console.print(f"wrote {out}: {len(rows)} tags", markup=False, highlight=False)
+        for path, part in files.items():
+            console.print(f"wrote {path}: {len(part)} tags", markup=False, highlight=False)
     if not result.variables:
         err_console.print(f"lineside: no variables under {result.root}", markup=False)
         raise typer.Exit(1)
