@@ -21,7 +21,7 @@ from agent.model import Quality
 from agent.reasons import one_line, reasons_of
 from agent.secrets import redact_tree
 from agent.store import STREAMS, Store
-from agent.values import models_by_path, text
+from agent.values import TEXT_NOT_STORED, is_text, models_by_path, text
 from agent.values import plain as typed
 
 if TYPE_CHECKING:
@@ -159,7 +159,13 @@ class StateBuilder:
                     "name": self._names.name(tag.path, value) if ts else None,
                     "unit": tag.unit,
                     "quality": quality.name.lower() if ts else "not read",
-                    "reason": why.get(tag.id) if ts and quality != Quality.GOOD else None,
+                    "reason": (
+                        why.get(tag.id)
+                        if ts and quality != Quality.GOOD
+                        else TEXT_NOT_STORED
+                        if is_text(self._models.get(tag.path))
+                        else None
+                    ),
                     "ts_ns": ts or None,
                 }
             )
