@@ -167,7 +167,8 @@ async def test_run_then_export(tmp_path: Path, fmt: str) -> None:
         assert json.loads(lines[0])["path"].endswith("/mill1/feed_rate")
         assert json.loads(lines[0])["unit"] == "t/h"
     assert lines
-    assert f"{len(lines)} readings exported (times read in UTC)" in err
+    # The starter's calendar is the plant's zone: export reads times in it, and says so.
+    assert f"{len(lines)} readings exported (times read in Asia/Shanghai)" in err
 
 
 async def test_export_names_the_reason_of_each_bad_row(tmp_path: Path) -> None:
