@@ -104,6 +104,7 @@ function drawMachines(machines, chosen) {
 
 function drawValues(values) {
   fill($("values").tBodies[0], values.map((v) => [
+    cell(v.tag),
     // the value as its type prints it (no float noise), a code with its name from the config
     cell(v.text === null || v.text === "-" ? dash : (v.name ? `${v.name} (${v.text})` : v.text), "num value"),
     cell(v.unit, "muted"),
