@@ -17,9 +17,11 @@ from rich.console import Console
 from agent import __version__
 from agent.errors import ConfigError, LinesideError, StoreError
 from agent.extras import MissingExtra, needs
+from agent.helptext import plain_flags
 
 if TYPE_CHECKING:
     from agent.config import Config
+    from agent.export import Labels
     from connectors.mqtt.config import MqttSinkConfig
 
 app = typer.Typer(
@@ -29,6 +31,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+plain_flags()
 
 EXIT_BAD_INPUT = 2
 
@@ -45,6 +49,23 @@ def _fail(lines: list[str]) -> typer.Exit:
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The config file (TOML).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _seconds(text: str) -> float:
+    from agent.duration import parse_cli_duration
+
+    try:
+        return parse_cli_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+DurationOption = Annotated[
+    float | None,
+    typer.Option(
+        "--duration", parser=_seconds, metavar="DURATION", help='Stop after this long ("30s").'
+    ),
+]
 
 
 def _load(file: Path) -> Config:
@@ -102,12 +123,22 @@ def version() -> None:
 
 @app.command()
 def validate(
-    file: Annotated[Path, typer.Argument(help="The config file (TOML).")],
+    file: Annotated[
+        Path | None, typer.Argument(help="The config file (TOML), or give it with -c.")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", "-c", help="The config file (TOML).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Check a config file: a summary when it is valid, one line per problem (exit 2) when not."""
     from agent.config import load_config
     from agent.summary import render_summary, summary_dict
+
+    if (file is None) == (config_file is None):
+        raise _fail(["give the config file once: lineside validate -c FILE (or validate FILE)"])
+    file = file if file is not None else config_file
+    assert file is not None
 
     try:
         config = load_config(file)
@@ -171,9 +202,7 @@ def sim(
     s7: Annotated[
         bool, typer.Option("--s7/--no-s7", help="Serve each machine over S7 too (snap7's server).")
     ] = False,
-    duration: Annotated[
-        float | None, typer.Option("--duration", help="Stop after this many real seconds.")
-    ] = None,
+    duration: DurationOption = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Show the values live, read back over Modbus TCP.")
     ] = False,
@@ -211,9 +240,7 @@ def demo(
         Path, typer.Option("--dir", help="Where the demo's config and SQLite store go.")
     ] = Path("demo"),
     speed: Annotated[float, typer.Option("--speed", help="Simulated seconds per second.")] = 10.0,
-    duration: Annotated[
-        float | None, typer.Option("--duration", help="Stop after this many real seconds.")
-    ] = None,
+    duration: DurationOption = None,
     port: Annotated[
         int | None,
         typer.Option("--port", help="The status page's port (default 8470).", min=0, max=65535),
@@ -233,15 +260,13 @@ def demo(
 @app.command()
 def run(
     config_file: ConfigOption,
-    duration: Annotated[
-        float | None, typer.Option("--duration", help="Stop after this many seconds.")
-    ] = None,
+    duration: DurationOption = None,
     stats: Annotated[
         Path | None, typer.Option("--stats", help="Write the agent's statistics here (JSON).")
     ] = None,
     log_level: Annotated[
         str | None,
-        typer.Option("--log-level", help="debug, info, warning (default: [log] level)"),
+        typer.Option("--log-level", help="debug, info, warning (default: \\[log] level)"),
     ] = None,
 ) -> None:
     """Run the agent: poll every source into the SQLite log until SIGTERM or Ctrl-C.
@@ -490,12 +515,15 @@ def read(
     from rich.markup import escape
     from rich.table import Table
 
+    from agent.codenames import CodeNames
     from agent.eventloop import run as run_loop
     from agent.oneshot import read_once
+    from agent.values import models_by_path, plain, text
 
     config = _load(config_file)
     _quiet_asyncua()
     result = run_loop(lambda: read_once(config, tag))
+    models, names = models_by_path(config), CodeNames.of(config)
     if tag is not None and not result.readings and not result.errors:
         raise _fail([f"no tag matches {tag!r}"])
     if as_json:
@@ -503,7 +531,8 @@ def read(
             "readings": [
                 {
                     "path": r.tag.path,
-                    "value": None if r.value != r.value else r.value,
+                    "value": plain(r.value, models.get(r.tag.path)),
+                    "name": names.name(r.tag.path, r.value),
                     "unit": r.tag.unit,
                     "quality": r.quality.name.lower(),
                     "reason": r.reason or None,
@@ -521,7 +550,8 @@ def read(
             table.add_column(column, justify="right" if column == "value" else "left")
         for r in result.readings:
             good = r.quality.name == "GOOD"
-            cells = [r.tag.path, f"{r.value:g}" if r.value == r.value else "-", r.tag.unit]
+            shown, name = text(r.value, models.get(r.tag.path)), names.name(r.tag.path, r.value)
+            cells = [r.tag.path, escape(f"{name} ({shown})" if name else shown), r.tag.unit]
             cells.append(r.quality.name.lower())
             if result.bad:
                 cells.append(escape(r.reason))  # a reason is text, not rich markup
@@ -547,9 +577,16 @@ def export(
         Path | None, typer.Option("--data", help="The data directory, instead of -c.")
     ] = None,
     start: Annotated[
-        str | None, typer.Option("--from", help="ISO-8601 time, e.g. 2026-03-01T06:00")
+        str | None,
+        typer.Option(
+            "--from",
+            help="ISO-8601 (2026-03-01T06:00), today, yesterday, now or back from now (-2h); "
+            "read in the plant calendar's zone (UTC without one).",
+        ),
     ] = None,
-    end: Annotated[str | None, typer.Option("--to", help="ISO-8601 time (excluded).")] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="As --from; the first moment excluded.")
+    ] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Glob on the tag path.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
     out: Annotated[
@@ -562,10 +599,16 @@ def export(
 
     if fmt not in ("csv", "jsonl"):
         raise _fail([f"unknown format {fmt!r}; choose csv or jsonl"])
+    import time
+
+    from agent.timerange import parse_moment, plant_zone, zone_name
+
     store_dir = _data_dir(config_file, data)
+    config = _load(config_file) if config_file is not None else None
+    zone, now_ns = plant_zone(config), time.time_ns()
     try:
-        start_ns = parse_time(start) if start else None
-        end_ns = parse_time(end) if end else None
+        start_ns = parse_moment(start, zone, now_ns, parse_time) if start else None
+        end_ns = parse_moment(end, zone, now_ns, parse_time) if end else None
     except ValueError as exc:
         raise _fail([str(exc)]) from None
     if start_ns is not None and end_ns is not None and start_ns >= end_ns:
@@ -573,7 +616,10 @@ def export(
     # A missing folder is refused, not created: it is more likely a typo than a wish.
     if out is not None and not out.parent.is_dir():
         raise _fail([f"{out.parent}: no such folder for --out (export does not create one)"])
-    writer = write_csv if fmt == "csv" else write_jsonl
+    from functools import partial
+
+    labels = _export_labels(config)
+    writer = partial(write_csv if fmt == "csv" else write_jsonl, labels=labels)
     _store_here(store_dir, "has the agent run with this data_dir?")
     try:
         # Opened and checked whole before the first line is written.
@@ -587,7 +633,18 @@ def export(
     except OSError as exc:  # the store's own errors arrive as StoreError
         where = out if out is not None else "standard output"
         raise _fail([f"{where}: cannot write: {exc.strerror}"]) from None
-    err_console.print(f"{count} readings exported", markup=False)
+    err_console.print(f"{count} readings exported (times read in {zone_name(zone)})", markup=False)
+
+
+def _export_labels(config: Config | None) -> Labels:
+    """The config's tag types and code names for `export` (none with --data)."""
+    from agent.codenames import CodeNames
+    from agent.export import Labels
+    from agent.values import models_by_path
+
+    if config is None:
+        return Labels()
+    return Labels(models_by_path(config), CodeNames.of(config))
 
 
 @app.command()
@@ -604,6 +661,13 @@ def discover(
     units: Annotated[
         str, typer.Option("--units", help='Unit ids to probe, e.g. "1-247" or "1,2,10-20".')
     ] = "1-247",
+    unit: Annotated[
+        int | None, typer.Option("--unit", help="modbus: only this unit id (as --units N).")
+    ] = None,
+    focus: Annotated[
+        str | None,
+        typer.Option("--range", help='modbus: scan only these addresses, e.g. "hr:0-99".'),
+    ] = None,
     max_address: Annotated[
         int, typer.Option("--max-address", help="Highest 0-based address scanned per table.")
     ] = 9999,
@@ -633,7 +697,7 @@ def discover(
         str | None,
         typer.Option(
             "--source",
-            help="opcua: connect as this [[sources]] entry does (security, trust, login).",
+            help="opcua: connect as this \\[\\[sources]] entry does (security, trust, login).",
         ),
     ] = None,
     rack: Annotated[int, typer.Option("--rack", help="s7: the CPU's rack.")] = 0,
@@ -671,7 +735,8 @@ def discover(
     timeout = timeout or "300ms"
     try:
         host, port = found.parse_target(target)
-        unit_ids = found.parse_units(units)
+        unit_ids = found.parse_units(units if unit is None else str(unit))
+        focused = found.parse_focus(focus) if focus is not None else None
         found.check_max_address(max_address)
         time_limit = parse_duration(timeout)
         if time_limit <= 0:
@@ -696,6 +761,8 @@ def discover(
                     max_address=max_address,
                     time_limit=time_limit,
                     progress=progress,
+                    focus=focused,
+                    read_values=out is not None,
                 )
             )
         except LinesideError as exc:
@@ -916,14 +983,19 @@ def _discover_opcua(
 
     rows, left_out = found.tag_rows(result.variables)
     line = found.summary(result, len(rows), left_out)
-    if out is not None:
+    # A CSV per machine folder when the server has several: each is one unit's tags_file.
+    files = {out: rows} if out is not None else {}
+    groups = found.by_machine(result.variables)
+    if out is not None and out_format == "csv" and len(groups) > 1:
+        files = {found.machine_path(out, m): found.tag_rows(vs)[0] for m, vs in groups.items()}
+    for path, part in files.items():
         text = (
-            found.to_csv(rows) if out_format == "csv" else found.to_toml(rows, f"{command}\n{line}")
+            found.to_csv(part) if out_format == "csv" else found.to_toml(part, f"{command}\n{line}")
         )
         try:
-            out.write_text(text, encoding="utf-8")
+            path.write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise _fail([f"{out}: cannot write: {exc.strerror}"]) from None
+            raise _fail([f"{path}: cannot write: {exc.strerror}"]) from None
     if as_json:
         print(
             json.dumps(
@@ -947,15 +1019,16 @@ def _discover_opcua(
                         for v in result.variables
                     ],
                     "tags": len(rows),
-                    "tags_file": str(out) if out is not None else None,
+                    "tags_file": str(out) if out is not None and out in files else None,
+                    "tags_files": {str(p): len(part) for p, part in files.items()},
                 },
                 indent=2,
             )
         )
     else:
         console.print(line, markup=False, highlight=False)
-        if out is not None:
-            console.print(f"wrote {out}: {len(rows)} tags", markup=False, highlight=False)
+        for path, part in files.items():
+            console.print(f"wrote {path}: {len(part)} tags", markup=False, highlight=False)
     if not result.variables:
         err_console.print(f"lineside: no variables under {result.root}", markup=False)
         raise typer.Exit(1)
@@ -1569,18 +1642,18 @@ def oee(
     as_json: Annotated[bool, typer.Option("--json", help="Both definitions, as JSON.")] = False,
 ) -> None:
     """OEE per machine and line (A, P, Q, counts, times, top losses), replayed from the store."""
-    from datetime import UTC
-
     from agent.kpi.view import json_rows, tables
+    from agent.timerange import plant_zone, zone_name
 
     config = _load(config_file)
     windows, missing = _kpi_windows(config, shift, window, line, machine)
     if as_json:
         print(json.dumps({"windows": json_rows(windows), "no_readings": missing}, indent=2))
         return
-    zone = config.calendar.zone if config.calendar is not None else UTC
+    zone = plant_zone(config)
     for part in tables(windows, zone):
         console.print(part)
+    console.print(f"times in {zone_name(zone)}", markup=False, style="dim")
     if not windows:
         console.print("no KPI figures for this period")
     for name in missing:
@@ -1700,7 +1773,7 @@ def _fleet_broker(
 def fleet_status(
     broker: Annotated[
         str | None,
-        typer.Option("--broker", help="HOST[:PORT] of the MQTT broker (default port 1883)."),
+        typer.Option("--broker", help="HOST\\[:PORT] of the MQTT broker (default port 1883)."),
     ] = None,
     config_file: Annotated[
         Path | None,

@@ -6,6 +6,7 @@ on who wrote the config, and a wrong guess polls a PLC a thousand times too fast
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -77,3 +78,15 @@ Duration = Annotated[
 PositiveDuration = Annotated[
     float, BeforeValidator(_positive_duration), PlainSerializer(format_duration, return_type=str)
 ]
+
+
+def parse_cli_duration(text: str) -> float:
+    """A duration on the command line: the config's form ("30s", "1m30s"), or a bare number
+    of seconds as earlier versions took it (a command line has one obvious unit)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return parse_duration(text)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f'expected a duration like "30s", got {text!r}')
+    return seconds

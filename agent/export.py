@@ -11,22 +11,24 @@ import csv
 import fnmatch
 import heapq
 import json
-import math
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
+from agent.codenames import CodeNames
 from agent.errors import StoreError
-from agent.model import Quality
+from agent.model import EventKind, Quality
+from agent.reasonlog import ReasonAt, changes
 from agent.store import DB_NAME, decode_batch
 from agent.store.schema import check_file, check_path, corrupt, read_failed
+from agent.values import Plain, plain
 
 # The store keeps time as nanoseconds since the epoch in a signed 64-bit integer: from
 # 1677-09-21 to 2262-04-11. A time asked for outside that range is clamped to it.
@@ -37,9 +39,30 @@ TIME_MAX_NS = (1 << 63) - 1
 @dataclass(frozen=True, slots=True)
 class ExportRow:
     ts_ns: int
-    path: str
+    path: str  # the tag's ISA-95 path, site/area/line/machine/tag
     value: float
     quality: Quality
+    unit: str = ""
+    reason: str = ""  # why a bad reading is bad, from the store's `reasons` events
+
+
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """What the config adds to a row: the value in its tag's type, the name of a code.
+
+    Without a config (`--data`) values are written as stored and codes have no name."""
+
+    models: Mapping[str, Any] = field(default_factory=dict)
+    names: CodeNames = field(default_factory=CodeNames)
+
+    def value(self, row: ExportRow) -> Plain:
+        return plain(row.value, self.models.get(row.path, _STORED))
+
+    def name(self, row: ExportRow) -> str | None:
+        return self.names.name(row.path, row.value)
+
+
+_STORED = object()  # a tag the config does not know: its float64 as stored
 
 
 def parse_time(text: str, tz: tzinfo | None = None) -> int:
@@ -101,7 +124,28 @@ def export_readings(
     The store is opened and checked now (StoreError: none there, or damaged); the rows come as
     they are iterated, and a read that fails on the way is a StoreError too."""
     conn, path = _open(store_path)
-    return _rows(conn, path, start_ns, end_ns, tag_glob)
+    try:
+        hi = TIME_MAX_NS if end_ns is None else min(end_ns, TIME_MAX_NS)
+        events = changes(
+            conn.execute(
+                "SELECT ts_ns, data FROM events WHERE kind = ? AND ts_ns < ? ORDER BY ts_ns, seq",
+                (EventKind.REASONS.value, hi),
+            )
+        )
+    except sqlite3.Error as exc:
+        conn.close()
+        raise read_failed(path, exc) from exc
+    return _with_reasons(_rows(conn, path, start_ns, end_ns, tag_glob), ReasonAt(events))
+
+
+def _with_reasons(rows: Iterable[ExportRow], reasons: ReasonAt) -> Iterator[ExportRow]:
+    """The rows (in time order), each bad one with its reason at its time if one is known."""
+    for row in rows:
+        if row.quality != Quality.GOOD:
+            why = reasons.at(row.ts_ns, row.path)
+            if why:
+                row = ExportRow(row.ts_ns, row.path, row.value, row.quality, row.unit, why)
+        yield row
 
 
 def _rows(
@@ -113,6 +157,7 @@ def _rows(
 ) -> Iterator[ExportRow]:
     try:
         paths = {int(i): str(p) for i, p in conn.execute("SELECT id, path FROM tags")}
+        units = {str(p): str(u) for p, u in conn.execute("SELECT path, unit FROM tags")}
         wanted: np.ndarray | None = None
         if tag_glob is not None:
             wanted = np.array(
@@ -131,7 +176,7 @@ def _rows(
         for seq, first_ns, *record in batches:
             # Rows earlier than this batch's first reading can no longer be overtaken.
             while heap and heap[0][0] < first_ns:
-                yield _row(heapq.heappop(heap))
+                yield _row(heapq.heappop(heap), units)
             b = decode_batch(*record)
             ts = b.timestamps()
             mask = (ts >= lo) & (ts < hi)
@@ -145,7 +190,7 @@ def _rows(
                     (int(ts[k]), int(seq), int(k), path, float(b.values[k]), int(b.quality[k])),
                 )
         while heap:
-            yield _row(heapq.heappop(heap))
+            yield _row(heapq.heappop(heap), units)
     except sqlite3.Error as exc:
         raise read_failed(db, exc) from exc
     except (StoreError, ValueError) as exc:  # a record whose blobs do not decode
@@ -154,8 +199,8 @@ def _rows(
         conn.close()
 
 
-def _row(item: tuple[int, int, int, str, float, int]) -> ExportRow:
-    return ExportRow(item[0], item[3], item[4], Quality(item[5]))
+def _row(item: tuple[int, int, int, str, float, int], units: Mapping[str, str]) -> ExportRow:
+    return ExportRow(item[0], item[3], item[4], Quality(item[5]), units.get(item[3], ""))
 
 
 def _iso(ts_ns: int) -> str:
@@ -164,29 +209,51 @@ def _iso(ts_ns: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
 
 
-def write_csv(rows: Iterable[ExportRow], out: TextIO) -> int:
+def write_csv(rows: Iterable[ExportRow], out: TextIO, labels: Labels | None = None) -> int:
     """Header then one line per reading; returns the number of readings written."""
+    labels = labels or Labels()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["time", "ts_ns", "path", "value", "quality"])
+    writer.writerow(["time", "ts_ns", "path", "value", "quality", "unit", "name", "reason"])
     count = 0
     for r in rows:
-        writer.writerow([_iso(r.ts_ns), r.ts_ns, r.path, repr(r.value), r.quality.name.lower()])
+        value = labels.value(r)
+        text = "" if value is None else str(value).lower() if isinstance(value, bool) else value
+        if value is None:
+            text = repr(r.value)  # nan, inf: as stored, the quality says why
+        writer.writerow(
+            [
+                _iso(r.ts_ns),
+                r.ts_ns,
+                r.path,
+                text,
+                r.quality.name.lower(),
+                r.unit,
+                labels.name(r) or "",
+                r.reason,
+            ]
+        )
         count += 1
     return count
 
 
-def write_jsonl(rows: Iterable[ExportRow], out: TextIO) -> int:
+def write_jsonl(rows: Iterable[ExportRow], out: TextIO, labels: Labels | None = None) -> int:
     """One JSON object per line; NaN and infinities (not JSON) become null."""
+    labels = labels or Labels()
     count = 0
     for r in rows:
-        value = r.value if math.isfinite(r.value) else None
         record = {
             "time": _iso(r.ts_ns),
             "ts_ns": r.ts_ns,
             "path": r.path,
-            "value": value,
+            "value": labels.value(r),
             "quality": r.quality.name.lower(),
+            "unit": r.unit,
         }
+        name = labels.name(r)
+        if name is not None:
+            record["name"] = name
+        if r.reason:
+            record["reason"] = r.reason
         out.write(json.dumps(record, separators=(",", ":")) + "\n")
         count += 1
     return count

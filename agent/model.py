@@ -121,6 +121,9 @@ class EventKind(StrEnum):
     # A write lineside made to a PLC (a verdict write-back), refused or failed ones too. Last, so
     # the kinds before it keep their place (Sparkplug numbers its event aliases in this order).
     AUDIT = "audit"
+    # Why a source's tags read bad, each time that changed (agent/reasonlog.py): export joins
+    # a bad reading to its reason by time. Last, for the same reason as AUDIT.
+    REASONS = "reasons"
 
 
 @dataclass(frozen=True, slots=True)

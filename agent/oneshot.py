@@ -20,6 +20,7 @@ from agent.reasons import reasons_of
 from agent.registry import runtime_class
 from agent.source import Source
 from agent.tags import TagInfo, TagTable
+from agent.values import is_text, models_by_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +52,17 @@ def matches(tag: TagInfo, pattern: str | None) -> bool:
 FIRST_VALUES_WAIT = 1.0  # seconds, beyond two poll intervals, for a subscription's first values
 
 
+def awaited(tags: TagTable, models: dict[str, object], source: str) -> set[int]:
+    """The ids of the tags of `source` that `read` waits for. Text tags never give a float
+    reading (strings are not stored yet): waiting for them would only run out the clock."""
+    return {t.id for t in tags if t.source == source and not is_text(models.get(t.path))}
+
+
 async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
     clock = SystemClock()
     tags = TagTable.from_config(config)
     wanted = {t.source for t in tags if matches(t, pattern)}
+    models = models_by_path(config)
     readings: list[OneReading] = []
     errors: dict[str, str] = {}
     for source_config in config.sources:
@@ -62,7 +70,7 @@ async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
             continue
         source: Source = runtime_class(source_config.type)(source_config, tags, clock)
         groups = list(source.poll_groups())
-        expected = {t.id for t in tags if t.source == source.name}
+        expected = awaited(tags, models, source.name)
         try:
             await source.connect()
             batches = await source.poll(groups)

@@ -12,7 +12,8 @@ While the link itself is down, `set_link` gives every tag of the source the link
 `report()` logs the changes since the last call, one line per reason that appeared (WARNING)
 or went away (INFO), each line rate limited (`Repeats`) so a flapping device costs a line per
 minute with a count rather than a line per poll. The readers (`read`, the page, `/metrics`,
-`status`, `/readyz`) ask `summary()` (reason → tags bad for it) or `by_tag()`.
+`status`, `/readyz`) ask `summary()` (reason → tags bad for it) or `by_tag()`; the page's
+error list asks `seen()`: every reason since start with its first and last time and a count.
 """
 
 from __future__ import annotations
@@ -64,6 +65,21 @@ def repeated(held: int) -> str:
 
 
 @dataclass(slots=True)
+class Seen:
+    """One reason in a source's error list: first and last seen (epoch seconds), how often."""
+
+    reason: str
+    first: float
+    last: float
+    count: int = 0  # bad block attempts (or link failures) that gave this reason
+
+
+# A source's error list keeps this many reasons at most (the oldest last-seen goes first): a
+# device that puts a counter in its error text must not grow the list without bound.
+MAX_SEEN = 50
+
+
+@dataclass(slots=True)
 class _Block:
     tag_ids: tuple[int, ...]
     label: str  # where it reads, for the log: "unit 1 hr:0+20"
@@ -72,8 +88,18 @@ class _Block:
 class Reasons:
     """The current reason of every block of one source (empty: good)."""
 
-    def __init__(self, source: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.source = source
+        self._wall = wall
+        self._seen: dict[str, Seen] = {}
+        self.version = 0  # counts the changes of any tag's reason (agent/reasonlog.py asks)
+        self.changed_at = 0.0  # epoch seconds of the latest change
         self._blocks: list[_Block] = []
         # Reason by block, "" while it reads good. Read it, never write it (`set` does): a hot
         # loop checks `current[block]` before calling `set` on a good read.
@@ -93,13 +119,38 @@ class Reasons:
         if self.current[block] != reason:
             self._was.setdefault(block, self.current[block])
             self.current[block] = reason
+            self._changed()
+        if reason:
+            self._saw(reason)
+
+    def _changed(self) -> None:
+        self.version += 1
+        self.changed_at = self._wall()
+
+    def _saw(self, reason: str) -> None:
+        now = self._wall()
+        seen = self._seen.get(reason)
+        if seen is None:
+            if len(self._seen) >= MAX_SEEN:
+                del self._seen[min(self._seen.values(), key=lambda s: s.last).reason]
+            seen = self._seen[reason] = Seen(reason, now, now)
+        seen.last = now
+        seen.count += 1
+
+    def seen(self) -> list[Seen]:
+        """Every reason this source has had since start, the latest seen first."""
+        return sorted(self._seen.values(), key=lambda s: -s.last)
 
     def reason(self, block: int) -> str:
         return self.current[block]
 
     def set_link(self, reason: str) -> None:
         """Every tag is bad for `reason` (the link is down); "" when it is up again."""
+        if self._link != reason:
+            self._changed()
         self._link = reason
+        if reason:
+            self._saw(reason)
 
     @property
     def link(self) -> str:

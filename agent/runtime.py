@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from agent.alarms import AlarmBook
 from agent.clock import Clock, SystemClock
+from agent.codenames import CodeNames
 from agent.config import Config, load_config
 from agent.errors import ConfigError, LinesideError, one_line
 from agent.extras import needs
@@ -38,6 +39,7 @@ from agent.model import DataType, Event, EventKind, Quality, ReadingBatch
 from agent.notify import Notifier
 from agent.pipeline import ReportByException, mark_non_finite
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
+from agent.reasonlog import record_reasons
 from agent.reasons import reasons_of
 from agent.registry import runtime_class
 from agent.reload import (
@@ -205,6 +207,7 @@ class Agent:
             sink_tags(self.store.tags(), types),
             self.store,
             status=self.fleet_status,
+            names=CodeNames.of(config),
         )
         self._started = self.clock.monotonic()  # for the uptime; `run` sets it again
         self._state: StateBuilder | None = None  # the status figures when there is no page
@@ -660,6 +663,16 @@ class Agent:
                     for i in self.inspectors
                 ]
                 tasks.append(group.create_task(self._publish_status(), name="status-file"))
+                # Why tags read bad, stored as it changes: export names the reason of a row.
+                paths = [t.path for t in self.tags]
+                tasks.append(
+                    group.create_task(
+                        record_reasons(
+                            self.sources, paths.__getitem__, self.clock, self.emit_event
+                        ),
+                        name="reasons",
+                    )
+                )
                 if self.kpi is not None:
                     tasks.append(group.create_task(self._tick_kpi(), name="kpi"))
                 if self.alarms.rules:

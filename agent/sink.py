@@ -24,6 +24,7 @@ from typing import Any, Protocol, overload
 import numpy as np
 import numpy.typing as npt
 
+from agent.codenames import CodeNames
 from agent.model import DataType, Event, ReadingBatch
 from agent.store.blob import TelemetryRun
 
@@ -258,6 +259,7 @@ class SinkContext:
     tags: Mapping[int, TagMeta]
     meta: Meta | None = None
     status: StatusProvider | None = None
+    names: CodeNames | None = None  # the names of coded values (states, stop reasons)
 
 
 class Sink(Protocol):

@@ -16,10 +16,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent.codenames import CodeNames
 from agent.model import Quality
-from agent.reasons import one_line
+from agent.reasons import one_line, reasons_of
 from agent.secrets import redact_tree
 from agent.store import STREAMS, Store
+from agent.values import TEXT_NOT_STORED, is_text, models_by_path, text
+from agent.values import plain as typed
 from agent.web.andon import AndonBoard
 
 if TYPE_CHECKING:
@@ -108,6 +111,9 @@ class StateBuilder:
         self._rates: dict[str, _Rate] = {}
         self.machines = list(dict.fromkeys(t.machine for t in agent.tags))
         self.andon = AndonBoard(agent)  # state per machine, how long, parts against target
+        # How each tag's value is shown: its type and the names of its codes (from the config).
+        self._models = models_by_path(agent.config)
+        self._names = CodeNames.of(agent.config)
 
     def cached_store(self) -> StoreFigures | None:
         """The last look at the store (None before the first): for the metrics collector."""
@@ -146,13 +152,22 @@ class StateBuilder:
                 continue
             ts = int(agent.latest_ts_ns[tag.id])
             quality = Quality(int(agent.latest_quality[tag.id]))
+            value = float(agent.latest_values[tag.id])
             out.append(
                 {
                     "tag": tag.name,
-                    "value": finite(float(agent.latest_values[tag.id])) if ts else None,
+                    "value": typed(value, self._models.get(tag.path)) if ts else None,
+                    "text": text(value, self._models.get(tag.path)) if ts else None,
+                    "name": self._names.name(tag.path, value) if ts else None,
                     "unit": tag.unit,
                     "quality": quality.name.lower() if ts else "not read",
-                    "reason": why.get(tag.id) if ts and quality != Quality.GOOD else None,
+                    "reason": (
+                        why.get(tag.id)
+                        if ts and quality != Quality.GOOD
+                        else TEXT_NOT_STORED
+                        if is_text(self._models.get(tag.path))
+                        else None
+                    ),
                     "ts_ns": ts or None,
                 }
             )
@@ -198,6 +213,8 @@ class StateBuilder:
                     "bad_tags": sum(bad.values()),
                     "bad_reasons": bad,
                     "problem": one_line(bad, tags) or None,
+                    # Every reason since start: first and last seen, how often, whether now.
+                    "error_list": _error_list(source, bad),
                 }
             )
         sinks = []
@@ -260,6 +277,22 @@ def alarms_view(agent: Agent) -> list[dict[str, Any]]:
     """The active alarms, longest active first (agent/alarms.py); none without `[[alarms]]`."""
     book = getattr(agent, "alarms", None)
     return book.view(agent.clock.time_ns()) if book is not None else []
+
+
+def _error_list(source: object, bad: Mapping[str, int]) -> list[dict[str, Any]]:
+    reasons = reasons_of(source)
+    if reasons is None:
+        return []
+    return [
+        {
+            "reason": seen.reason,
+            "first_s": seen.first,
+            "last_s": seen.last,
+            "count": seen.count,
+            "active": seen.reason in bad,
+        }
+        for seen in reasons.seen()
+    ]
 
 
 def _call(agent: Agent, method: str) -> Any:

@@ -31,15 +31,17 @@ I/O shell around `ModbusTcpClient`. `tag_rows` turns the result into the rows of
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
 from connectors.modbus.address import TABLE_SIZE, Table
 from connectors.modbus.client import ModbusTcpClient
+from connectors.modbus.guess import guesses
 from connectors.modbus.pdu import EXCEPTION_NAMES
 from connectors.modbus.planner import MAX_BITS, MAX_REGISTERS
 
@@ -183,6 +185,9 @@ class TableScan:
 class UnitScan:
     unit_id: int
     tables: tuple[TableScan, ...]
+    # Register values read twice a moment apart (table -> address -> value), with `values`.
+    first: Mapping[Table, Mapping[int, int]] = field(default_factory=dict)
+    second: Mapping[Table, Mapping[int, int]] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
@@ -381,6 +386,28 @@ class _Link:
                     return DROPPED
         raise AssertionError("unreachable")
 
+    async def registers(self, unit_id: int, table: Table, start: int, count: int) -> list[int]:
+        """The values of `count` registers from `start` (empty when the read fails)."""
+        await self.client.connect()
+        self.requests += 1
+        try:
+            data = await self.client.read(unit_id, table.function_code, start, count, self.timeout)
+        except (DeviceError, RequestTimeout, ProtocolError, ConnectError):
+            return []
+        return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data) - 1, 2)]
+
+    async def values(self, unit_id: int, scan: TableScan, cap: int) -> dict[int, int]:
+        """The first `cap` readable registers of `scan`, address -> value."""
+        out: dict[int, int] = {}
+        for start, end in scan.readable:
+            end = min(end, start + cap - len(out))
+            for at in range(start, end, MAX_REGISTERS):
+                count = min(MAX_REGISTERS, end - at)
+                out.update(enumerate(await self.registers(unit_id, scan.table, at, count), at))
+            if len(out) >= cap:
+                break
+        return out
+
     def reader(self, unit_id: int) -> TableRead:
         async def read(table: Table, start: int, count: int) -> Answer:
             return await self.read(unit_id, table, start, count)
@@ -397,10 +424,15 @@ async def discover(
     time_limit: float = 0.3,
     connect_timeout: float = 3.0,
     progress: Progress | None = None,
+    focus: tuple[Table, int, int] | None = None,
+    read_values: bool = False,
+    pause: float = 1.0,
 ) -> Discovery:
     """Probe `units` on host:port, then scan each answering unit. ConnectError if unreachable.
 
-    `time_limit` bounds each read; a read that passes it counts as unanswered.
+    `time_limit` bounds each read; a read that passes it counts as unanswered. `focus`
+    (table, first, last address) scans that range only. With `read_values` the registers that
+    go in the tag list are read twice, `pause` seconds apart, for their values and guesses.
     """
     check_max_address(max_address)
     client = ModbusTcpClient(host, port, max_in_flight=1, connect_timeout=connect_timeout)
@@ -420,11 +452,44 @@ async def discover(
         to_scan = found.answering[:1] if found.any_unit else found.answering
         scans = []
         for unit_id in to_scan:
-            tables = await scan_unit(link.reader(unit_id), max_address, progress, unit_id)
+            if focus is None:
+                tables = await scan_unit(link.reader(unit_id), max_address, progress, unit_id)
+            else:
+                table, first, last = focus
+                whole = await scan_table(link.reader(unit_id), table, last)
+                tables = (_clip(whole, first, last + 1),)
             scans.append(UnitScan(unit_id, tables))
+        if read_values:
+            scans = [await _with_values(link, scan, pause) for scan in scans]
     finally:
         client.close()
     return Discovery(host, port, time_limit, tuple(probes), tuple(scans), link.requests)
+
+
+def _clip(scan: TableScan, start: int, end: int) -> TableScan:
+    """`scan` with its readable ranges cut to start..end (half-open)."""
+    kept = tuple((max(s, start), min(e, end)) for s, e in scan.readable if s < end and e > start)
+    return TableScan(scan.table, kept, scan.requests, scan.doubtful, scan.unsupported)
+
+
+async def _with_values(link: _Link, scan: UnitScan, pause: float) -> UnitScan:
+    registers = [t for t in scan.tables if not t.table.is_bits]
+    first = {t.table: await link.values(scan.unit_id, t, MAX_ROWS) for t in registers}
+    await asyncio.sleep(pause)  # long enough for a counter to move, short for a person
+    second = {t.table: await link.values(scan.unit_id, t, MAX_ROWS) for t in registers}
+    return UnitScan(scan.unit_id, scan.tables, first, second)
+
+
+def parse_focus(text: str) -> tuple[Table, int, int]:
+    """`hr:0-99` or `ir:10` as (table, first, last); ValueError naming the form."""
+    match = re.fullmatch(r"(co|di|ir|hr):(\d+)(?:-(\d+))?", text.strip())
+    if match is None:
+        raise ValueError(f'--range {text!r}: write a table and addresses, e.g. "hr:0-99"')
+    first = int(match.group(2))
+    last = int(match.group(3)) if match.group(3) is not None else first
+    if last < first or last > TABLE_SIZE - 1:
+        raise ValueError(f"--range {text!r}: addresses run from 0 to {TABLE_SIZE - 1}, low first")
+    return Table(match.group(1)), first, last
 
 
 # -- the tag list ------------------------------------------------------------------------------
@@ -462,14 +527,21 @@ def tag_rows(scan: UnitScan, cap: int = MAX_ROWS) -> tuple[list[dict[str, str]],
     for table_scan, share in zip(tables, shares, strict=True):
         kind = "bool" if table_scan.table.is_bits else "uint16"
         addresses = (a for start, end in table_scan.readable for a in range(start, end))
+        first = scan.first.get(table_scan.table, {})
+        guessed = guesses(first, scan.second.get(table_scan.table))
         for _, address in zip(range(share), addresses, strict=False):
+            notes = [f"readable on unit {scan.unit_id} (lineside discover)"]
+            if address in first:
+                notes.append(f"value {first[address]}")
+            if address in guessed:
+                notes.append(guessed[address])
             rows.append(
                 {
                     "name": f"{table_scan.table}_{address}",
                     "address": f"{table_scan.table}:{address}",
                     "type": kind,
                     "unit": "",
-                    "description": f"readable on unit {scan.unit_id} (lineside discover)",
+                    "description": "; ".join(notes),
                 }
             )
     return rows, sum(sizes) - len(rows)

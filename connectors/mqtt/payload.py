@@ -25,7 +25,7 @@ from __future__ import annotations
 import binascii
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from agent.codenames import CodeNames
 from agent.model import Quality
 from agent.sink import (
     EventRecord,
@@ -44,6 +45,7 @@ from agent.sink import (
     known_ids,
     tag_columns,
 )
+from agent.values import Plain, shaper
 
 # Quality byte → name; a byte outside the enum is not good, so it reads "bad".
 QUALITY_NAMES: tuple[str, ...] = tuple(
@@ -99,6 +101,22 @@ class _Tag:
     name: str
     unit: str
     last_topic: str  # where its retained last value goes
+    shape: Callable[[float], Plain] | None = None  # its value in its type (None: as it is)
+    codes: Mapping[int, str] | None = None  # the names of its codes (a state, a stop reason)
+
+
+def _entry(tag: _Tag, value: float, quality: str) -> dict[str, Any]:
+    """A value as a message carries it: in its tag's type, with its code's name if it has one."""
+    entry: dict[str, Any] = {
+        "value": _finite(value) if tag.shape is None else tag.shape(value),
+        "quality": quality,
+        "unit": tag.unit,
+    }
+    if tag.codes is not None and math.isfinite(value) and value == int(value):
+        name = tag.codes.get(int(value))
+        if name is not None:
+            entry["name"] = name
+    return entry
 
 
 def _ms(ts_ns: int) -> int:
@@ -146,7 +164,14 @@ def _base64(column: npt.NDArray[Any]) -> str:
 class UnsLayout:
     """Builds the messages of a batch of records under `prefix`, for one agent's tags."""
 
-    def __init__(self, prefix: str, agent_id: str, tags: Mapping[int, TagMeta]) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        agent_id: str,
+        tags: Mapping[int, TagMeta],
+        *,
+        names: CodeNames | None = None,
+    ) -> None:
         self.prefix = prefix
         self.agent_id = agent_id
         # A config has one plant site; a store that outlived a config change may hold more,
@@ -169,7 +194,12 @@ class UnsLayout:
             machine = machines[key]
             base = self.machine_topics[machine]
             self._tags[tag_id] = _Tag(
-                machine, meta.name, meta.unit, f"{base}/telemetry/{meta.name}"
+                machine,
+                meta.name,
+                meta.unit,
+                f"{base}/telemetry/{meta.name}",
+                shaper(meta),
+                (names or CodeNames()).tables.get(meta.path),
             )
         self._telemetry_topics = [f"{base}/telemetry" for base in self.machine_topics]
         # For batch messages: which ids are in the tag table (dense by id), and their paths.
@@ -221,11 +251,7 @@ class UnsLayout:
             tag = tags.get(tag_id)
             if tag is None:
                 raise PayloadError(f"tag id {tag_id} is not in the tag table", index)
-            entry: dict[str, Any] = {
-                "value": _finite(values[row]),
-                "quality": QUALITY_NAMES[quality[row]],
-                "unit": tag.unit,
-            }
+            entry = _entry(tag, values[row], QUALITY_NAMES[quality[row]])
             if stamps is not None:
                 entry["ts"] = stamps[row]
             group = groups.get(tag.machine)
@@ -363,9 +389,7 @@ class UnsLayout:
                 "seq": record.seq,
                 "ts": _ms(ts_ns),
                 "historical": record.historical,
-                "value": value,
-                "quality": "good",
-                "unit": tag.unit,
+                **_entry(tag, value, "good"),
             }
             out.append(Message(tag.last_topic, orjson.dumps(body), index, retain=True))
         return out

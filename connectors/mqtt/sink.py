@@ -64,7 +64,9 @@ class MqttSink:
         self.config = config
         self.context = context
         self.will = will  # published by the broker when this connection dies unannounced
-        self.layout = UnsLayout(config.topic_prefix, context.agent_id, context.tags)
+        self.layout = UnsLayout(
+            config.topic_prefix, context.agent_id, context.tags, names=context.names
+        )
         self.client_id = (
             client_id or config.client_id or f"lineside-{context.agent_id}-{config.name}"
         )

@@ -33,6 +33,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -432,6 +433,20 @@ def tag_rows(variables: Sequence[Variable]) -> tuple[list[dict[str, str]], Count
             }
         )
     return rows, left_out
+
+
+def by_machine(variables: Sequence[Variable]) -> dict[str, list[Variable]]:
+    """The variables grouped by the folder right below the root (a server's machine folders:
+    `press1/count` goes with `press1`); variables at the root itself group under ""."""
+    groups: dict[str, list[Variable]] = {}
+    for v in variables:
+        groups.setdefault(v.path[0] if len(v.path) > 1 else "", []).append(v)
+    return groups
+
+
+def machine_path(out: Path, machine: str) -> Path:
+    """Where one machine's tag list goes: `tags.csv` -> `tags_press1.csv`."""
+    return out.with_name(f"{out.stem}_{tag_name([machine or 'root'])}{out.suffix}")
 
 
 def to_csv(rows: Sequence[dict[str, str]]) -> str:

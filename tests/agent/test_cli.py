@@ -143,3 +143,44 @@ def test_init_for_mc_writes_a_config_whose_plan_uses_mc_reads(tmp_path: Path) ->
     wrong = lineside("init", "--profile", "press", "--protocol", "profinet")
     assert wrong.returncode == 2
     assert "unknown protocol 'profinet'; choose one of: modbus, s7, mc" in wrong.stderr
+
+
+def test_validate_takes_the_config_as_c_too(tmp_path: Path) -> None:
+    example = next(e for e in EXAMPLES if e.name == "press-line.toml")
+    by_option = lineside("validate", "-c", str(example), "--json")
+    by_position = lineside("validate", str(example), "--json")
+    assert by_option.returncode == 0, by_option.stderr
+    assert json.loads(by_option.stdout) == json.loads(by_position.stdout)
+    neither = lineside("validate")
+    both = lineside("validate", str(example), "-c", str(example))
+    for result in (neither, both):
+        assert result.returncode == 2
+        assert result.stderr.strip() == (
+            "give the config file once: lineside validate -c FILE (or validate FILE)"
+        )
+
+
+def test_help_shows_flags_without_a_type_and_brackets_as_written() -> None:
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    helps = [
+        subprocess.run(
+            [sys.executable, "-m", "agent", *args, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        ).stdout
+        for args in ([], ["discover"], ["run"], ["read"])
+    ]
+    assert all("<bool>" not in text for text in helps), helps
+    assert "connect as this [[sources]] entry does" in helps[1]
+    assert "(default: [log] level)" in helps[2]
+    assert 'DURATION  Stop after this long ("30s").' in helps[2]
+
+
+def test_a_duration_on_the_command_line_is_written_as_in_the_config() -> None:
+    result = lineside("sim", "--ephemeral", "--no-opcua", "--no-rtu", "--duration", "1x")
+    assert result.returncode == 2
+    assert "Invalid value for '--duration': bad duration '1x'" in result.stderr
+    result = lineside("sim", "--ephemeral", "--no-opcua", "--no-rtu", "--duration", "200ms")
+    assert result.returncode == 0, result.stderr

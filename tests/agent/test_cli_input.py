@@ -292,6 +292,6 @@ def test_export_clamps_times_outside_the_store_range(
     result = lineside("export", "--data", str(store_dir), "--out", str(out), *arguments)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines() == [f"{expected} readings exported"]
+    assert result.stderr.splitlines() == [f"{expected} readings exported (times read in UTC)"]
     assert len(out.read_text().splitlines()) == expected + 1  # and the header
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]

@@ -7,21 +7,24 @@ import io
 import json
 from datetime import UTC, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from agent.codenames import CodeNames
 from agent.errors import StoreError
 from agent.export import (
     TIME_MAX_NS,
     TIME_MIN_NS,
     ExportRow,
+    Labels,
     export_readings,
     parse_time,
     write_csv,
     write_jsonl,
 )
-from agent.model import Quality, ReadingBatch
+from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.store import Store, StoreWriter, TagInfo
 
 T0 = 1_735_689_600_000_000_000  # 2025-01-01T00:00:00Z
@@ -82,13 +85,16 @@ def test_csv_and_jsonl(store_dir: Path) -> None:
     out = io.StringIO()
     assert write_csv(export_readings(store_dir), out) == 6
     lines = list(csv.reader(io.StringIO(out.getvalue())))
-    assert lines[0] == ["time", "ts_ns", "path", "value", "quality"]
+    assert lines[0] == ["time", "ts_ns", "path", "value", "quality", "unit", "name", "reason"]
     assert lines[1] == [
         "2025-01-01T00:00:00.000000000Z",
         str(T0),
         "site/a/l1/press/speed",
         "1.0",
         "good",
+        "",
+        "",
+        "",
     ]
     out = io.StringIO()
     assert write_jsonl(export_readings(store_dir), out) == 6
@@ -128,3 +134,68 @@ def test_parse_time_clamps_to_the_store_range(tz: timezone | None) -> None:
 
 def test_export_readings_clamps_the_range(store_dir: Path) -> None:
     assert len(list(export_readings(store_dir, start_ns=-(10**30), end_ns=10**30))) == 6
+
+
+def test_rows_carry_the_unit_the_typed_value_and_the_code_name(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        ids = store.register_tags(
+            [
+                TagInfo("site/a/l1/press/force", unit="kN"),
+                TagInfo("site/a/l1/press/state"),
+                TagInfo("site/a/l1/press/temp", unit="degC"),
+            ]
+        )
+    writer = StoreWriter(tmp_path)
+    tag_ids = [ids["site/a/l1/press/force"], ids["site/a/l1/press/state"]]
+    tag_ids.append(ids["site/a/l1/press/temp"])
+    values = [806.864013671875, 6.0, 237 * 0.1]
+    writer.submit_readings(ReadingBatch.from_columns("plc1", tag_ids, values, Quality.GOOD, T0))
+    writer.close()
+    labels = Labels(
+        {
+            "site/a/l1/press/force": SimpleNamespace(type="float32"),
+            "site/a/l1/press/state": SimpleNamespace(type="uint16"),
+            "site/a/l1/press/temp": SimpleNamespace(type="int16", scale=0.1),
+        },
+        CodeNames({"site/a/l1/press/state": {6: "Execute"}}),
+    )
+    out = io.StringIO()
+    write_csv(export_readings(tmp_path), out, labels)
+    lines = list(csv.reader(io.StringIO(out.getvalue())))
+    assert [line[2:] for line in lines[1:]] == [
+        ["site/a/l1/press/force", "806.864", "good", "kN", "", ""],
+        ["site/a/l1/press/state", "6", "good", "", "Execute", ""],
+        ["site/a/l1/press/temp", "23.7", "good", "degC", "", ""],
+    ]
+    out = io.StringIO()
+    write_jsonl(export_readings(tmp_path), out, labels)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["value"] for r in records] == [806.864, 6, 23.7]
+    assert records[1]["name"] == "Execute" and "name" not in records[0]
+    assert records[0]["unit"] == "kN"
+
+
+def test_a_bad_row_gets_the_reason_its_source_had_at_its_time(tmp_path: Path) -> None:
+    speed, count = "site/a/l1/press/speed", "site/a/l1/press/count"
+    with Store(tmp_path) as store:
+        ids = store.register_tags([TagInfo(speed), TagInfo(count)])
+    writer = StoreWriter(tmp_path)
+    tags = [ids[speed], ids[count]]
+    for k in range(4):
+        writer.submit_readings(
+            ReadingBatch.from_columns("plc1", tags, [np.nan, 1.0], [2, 0], T0 + k * S)
+        )
+    timeout = {"source": "plc1", "bad": {speed: "timeout after 1s"}}
+    address = {"source": "plc1", "bad": {speed: "illegal data address (02)"}}
+    writer.submit_event(Event(EventKind.REASONS, T0 - S, None, timeout))
+    writer.submit_event(Event(EventKind.REASONS, T0 + 2 * S, None, address))
+    writer.submit_event(Event(EventKind.REASONS, T0 + 3 * S, None, {"source": "plc1", "bad": {}}))
+    writer.close()
+    rows = [r for r in export_readings(tmp_path) if r.path == speed]
+    assert [r.reason for r in rows] == [
+        "timeout after 1s",
+        "timeout after 1s",
+        "illegal data address (02)",
+        "",  # the source said every tag reads good again
+    ]
+    assert all(r.reason == "" for r in export_readings(tmp_path) if r.path == count)

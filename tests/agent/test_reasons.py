@@ -97,3 +97,36 @@ def test_a_flapping_block_logs_once_per_window_with_a_count(
         "plc: 1 tag (unit 1 hr:0+1) bad: timeout after 1s",
         "plc: 1 tag (unit 1 hr:0+1) bad: timeout after 1s (3 more times since the last report)",
     ]
+
+
+def test_seen_lists_each_reason_with_first_and_last_time_and_a_count() -> None:
+    now = [100.0]
+    reasons = Reasons("plc", wall=lambda: now[0])
+    a, b = reasons.add_block([0, 1], "hr:0+2"), reasons.add_block([2], "hr:10+1")
+    reasons.set(a, "timeout after 1s")
+    now[0] = 101.0
+    reasons.set(b, "illegal data address (02)")
+    now[0] = 102.0
+    reasons.set(a, "timeout after 1s")
+    reasons.set(a, "")
+    now[0] = 103.0
+    reasons.set_link("connection refused")
+    seen = {s.reason: s for s in reasons.seen()}
+    assert next(s.reason for s in reasons.seen()) == "connection refused"  # latest first
+    timeout = seen["timeout after 1s"]
+    assert (timeout.first, timeout.last, timeout.count) == (100.0, 102.0, 2)
+    address = seen["illegal data address (02)"]
+    assert (address.first, address.last, address.count) == (101.0, 101.0, 1)
+    assert seen["connection refused"].count == 1
+
+
+def test_version_counts_changes_and_changed_at_says_when() -> None:
+    now = [10.0]
+    reasons = Reasons("plc", wall=lambda: now[0])
+    block = reasons.add_block([0], "hr:0+1")
+    reasons.set(block, "timeout after 1s")
+    now[0] = 11.0
+    reasons.set(block, "timeout after 1s")  # no change
+    assert (reasons.version, reasons.changed_at) == (1, 10.0)
+    reasons.set_link("connection refused")
+    assert (reasons.version, reasons.changed_at) == (2, 11.0)

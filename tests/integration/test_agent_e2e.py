@@ -158,7 +158,9 @@ async def test_plant_outage_marks_bad_then_restores(tmp_path: Path) -> None:
         await task
     with Store(tmp_path / "data") as store:
         states = [
-            e.data["state"] for e in store.read_events(0, 100) if e.data["source"] == "loom1-plc"
+            e.data["state"]
+            for e in store.read_events(0, 100)
+            if e.kind is EventKind.CONNECTION and e.data["source"] == "loom1-plc"
         ]
     assert states[0] == "connected"
     assert "lost" in states

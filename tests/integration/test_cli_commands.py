@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from agent.codenames import PACKML_STATES, PACKML_UNIT_MODES
 from agent.starter import PlantMachine, plant_config
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
@@ -62,6 +63,27 @@ async def test_read_json_gives_the_plant_values(tmp_path: Path) -> None:
     assert not any("press2" in r["path"] for r in result["readings"])
     assert values["tonnage"]["quality"] == "good"
     assert values["state"]["value"] == truth["state"]
+
+
+async def test_read_names_state_codes_and_prints_no_float_noise(tmp_path: Path) -> None:
+    async with Plant(
+        load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
+    ) as plant:
+        path = config_for(tmp_path, plant)
+        code, out, err = await lineside("read", "-c", str(path), "--tag", "*/press1/*", "--json")
+        table_code, table, _ = await lineside("read", "-c", str(path), "--tag", "*/press1/*")
+    assert code == 0 and table_code == 0, err
+    values = {r["path"].rsplit("/", 1)[1]: r for r in json.loads(out)["readings"]}
+    state = values["state"]
+    assert isinstance(state["value"], int)
+    assert state["name"] == PACKML_STATES[state["value"]]
+    assert values["unit_mode"]["name"] == PACKML_UNIT_MODES[values["unit_mode"]["value"]]
+    assert values["die_temp"]["name"] is None
+    # Every value is the shortest text of its type: a float32 has at most 9 significant digits.
+    for r in values.values():
+        assert r["value"] is None or len(repr(r["value"]).replace(".", "").lstrip("-0")) <= 9, r
+    row = next(line for line in table.splitlines() if "/press1/state " in line)
+    assert f"{state['name']} ({state['value']})" in row, table
 
 
 @pytest.mark.slow
@@ -143,12 +165,40 @@ async def test_run_then_export(tmp_path: Path, fmt: str) -> None:
     assert code == 0, err
     lines = out_file.read_text().strip().splitlines()
     if fmt == "csv":
-        assert lines[0] == "time,ts_ns,path,value,quality"
+        assert lines[0] == "time,ts_ns,path,value,quality,unit,name,reason"
         lines = lines[1:]
+        assert lines[0].split(",")[5] == "t/h"
     else:
         assert json.loads(lines[0])["path"].endswith("/mill1/feed_rate")
+        assert json.loads(lines[0])["unit"] == "t/h"
     assert lines
-    assert f"{len(lines)} readings exported" in err
+    # The starter's calendar is the plant's zone: export reads times in it, and says so.
+    assert f"{len(lines)} readings exported (times read in Asia/Shanghai)" in err
+
+
+async def test_export_names_the_reason_of_each_bad_row(tmp_path: Path) -> None:
+    async with Plant(
+        load_plant("press").with_ephemeral_ports(), ScaledClock(1.0), **LIGHT
+    ) as plant:
+        plant.units["press1"].faults.set("exception", code=2)
+        path = config_for(tmp_path, plant)
+        code, _, err = await lineside("run", "-c", str(path), "--duration", "2.5")
+    assert code == 0, err
+    code, out, err = await lineside("export", "-c", str(path), "--format", "jsonl")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    press1 = [r for r in rows if "/press1/" in r["path"]]
+    press2 = [r for r in rows if "/press2/" in r["path"]]
+    assert press1 and all(r["quality"] == "bad" for r in press1)
+    named = [r for r in press1 if r.get("reason") == "illegal data address (02)"]
+    # Every bad row from the first poll on has its reason (the event carries the change's time).
+    assert len(named) == len(press1), [r for r in press1 if "reason" not in r][:3]
+    assert press2 and not any("reason" in r for r in press2)
+    code, csv_out, err = await lineside("export", "-c", str(path), "--tag", "*/press1/state")
+    assert code == 0, err
+    header, first = csv_out.splitlines()[:2]
+    assert header.endswith(",unit,name,reason")
+    assert first.endswith(",illegal data address (02)")
 
 
 @pytest.mark.slow
@@ -162,6 +212,9 @@ async def test_export_bad_arguments() -> None:
     code, _, err = await lineside("export", "--data", "/nonexistent")
     assert code == 2
     assert "no store here" in err
-    code, _, err = await lineside("export", "--data", "/tmp", "--from", "yesterday")
+    code, _, err = await lineside("export", "--data", "/tmp", "--from", "the day before")
     assert code == 2
-    assert "not an ISO-8601 time" in err
+    assert err.strip() == (
+        "'the day before' is not a time: write an ISO-8601 time (2026-03-01T06:00), "
+        'today, yesterday, now, or a time back from now ("-2h")'
+    )

@@ -1,15 +1,17 @@
 """`lineside discover modbus` as a user runs it, against a simulated gateway."""
 
 import asyncio
+import csv
 import json
 import socket
 import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from firmware_sim.clock import ManualClock
+from firmware_sim.clock import ManualClock, ScaledClock
 from firmware_sim.plant import Plant, PlantSpec
 
 
@@ -89,6 +91,34 @@ async def test_discover_a_gateway_and_validate_its_tag_lists(tmp_path: Path) -> 
     assert json.loads(out)["sources"][0]["tags"] == 2 * 2000  # two units, each at the cap
 
 
+async def test_discover_a_range_of_one_unit_with_values_and_guesses(tmp_path: Path) -> None:
+    spec = PlantSpec.model_validate(tomllib.loads(GATEWAY)).with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
+        (endpoint,) = {e.modbus_tcp for e in plant.endpoints()}
+        rate = float(plant.machines["press1"].values()["strokes_per_min"])
+        state = plant.machines["press1"].values()["state"]
+        code, out, err = await lineside(
+            "discover", "modbus", endpoint, "--unit", "1", "--range", "hr:0-19",
+            "--out", str(tmp_path / "map.csv"), "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert [p["unit_id"] for p in result["probes"]] == [1]
+    (unit,) = result["units"]
+    assert unit["tables"]["hr"]["readable"] == [{"first": 0, "last": 19, "count": 20}]
+    rows = {
+        r["address"]: r["description"]
+        for r in csv.DictReader((tmp_path / "map.csv").open(encoding="utf-8"))
+    }
+    assert list(rows) == [f"hr:{a}" for a in range(20)]
+    assert rows["hr:0"] == f"readable on unit 1 (lineside discover); value {state}"
+    # The press keeps its stroke rate as a float32 ABCD at hr:2: guessed, with its value.
+    assert rate > 0
+    shortest = np.format_float_positional(np.float32(rate), trim="-")
+    assert f"guess: float32 ABCD = {shortest}" in rows["hr:2"], rows
+    assert "guess" not in rows["hr:3"]  # the float's second register
+
+
 async def test_discover_a_dead_port_exits_1_with_one_line() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -109,6 +139,8 @@ async def test_discover_a_dead_port_exits_1_with_one_line() -> None:
         (["modbus", "host", "--timeout", "300"], "durations need a unit"),
         (["modbus", "host", "--max-address", "70000"], "--max-address must be 0..65535"),
         (["modbus", "host", "--out", "/no/such/dir/map.csv"], "no such directory"),
+        (["modbus", "host", "--range", "hr:9-3"], "--range 'hr:9-3': addresses run from 0"),
+        (["modbus", "host", "--range", "x"], "--range 'x': write a table and addresses"),
     ],
 )
 async def test_bad_arguments_exit_2(args: list[str], message: str) -> None:

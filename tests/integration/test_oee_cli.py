@@ -72,6 +72,7 @@ def test_oee_table_for_one_machine_and_for_one_line(config_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "shift 2026-11-23/A (2026-11-23 06:00 – 2026-11-23 08:00)" in result.stdout
     assert "press1" in result.stdout
+    assert result.stdout.rstrip().endswith("times in Asia/Shanghai")  # the calendar's zone
     assert "press2" not in result.stdout and "mill1" not in result.stdout
     assert re.search(r"press1 .*\d+\.\d %", result.stdout)
     # The agent stopped before the night shift: its planned time is unknown, not 0 % OEE.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import socket
@@ -152,6 +153,27 @@ async def test_discover_writes_a_csv_that_loads_straight_into_a_config(
         ("press1_count", f"ns={ns};s=press1.count", "uint16"),
         ("press1_power", f"ns={ns};s=press1.power", "float64"),
     ]
+
+
+def names_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+async def test_discover_writes_one_csv_per_machine(tmp_path: Path) -> None:
+    async with SimOpcUaServer([machine("press1"), machine("press2")]) as two:
+        code, out, err = await lineside(
+            "discover", "opcua", two.endpoint, "--out", str(tmp_path / "tags.csv")
+        )
+        ns = two.namespace_index
+    assert code == 0, err
+    assert names_in(tmp_path) == ["tags_press1.csv", "tags_press2.csv"]
+    for name in ("press1", "press2"):
+        rows = list(csv.DictReader((tmp_path / f"tags_{name}.csv").open(encoding="utf-8")))
+        assert [r["node_id"] for r in rows] == [
+            f"ns={ns};s={name}.count",
+            f"ns={ns};s={name}.power",
+        ]
+        assert f"wrote {tmp_path / f'tags_{name}.csv'}: 2 tags" in out
 
 
 @module_loop

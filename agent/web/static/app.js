@@ -56,6 +56,21 @@ function drawSources(sources) {
   ]));
 }
 
+// Every reason a source's tags read bad for since start: first and last seen, how often.
+function drawErrors(sources) {
+  const when = (s) => new Date(1000 * s).toLocaleString();
+  const rows = sources.flatMap((s) => (s.error_list || []).map((e) => [
+    cell(s.name), cell(e.reason, e.active ? "error" : "muted"), cell(when(e.first_s)),
+    cell(when(e.last_s)), cell(num(e.count), "num"), cell(e.active ? "now" : "cleared"),
+  ]));
+  if (!rows.length) {
+    const none = el("td", "no errors since start", "muted");
+    none.colSpan = 6;
+    rows.push([none]);
+  }
+  fill($("errors").tBodies[0], rows);
+}
+
 function drawSinks(sinks, store) {
   const rows = sinks.map((s) => [
     cell(s.name), cell(s.endpoint, "muted"), cell(s.state, `state ${s.state}`),
@@ -95,7 +110,11 @@ function drawValues(values) {
     spark.title = `trend of ${v.tag}`;
     spark.addEventListener("click", () => openTrend(v.tag));
     return [
-      cell(v.tag), cell(v.value === null ? dash : num(v.value), "num value"), cell(v.unit, "muted"),
+      cell(v.tag),
+      // the value as its type prints it (no float noise), a code with its name from the config
+      cell(v.text === null || v.text === undefined || v.text === "-" ? dash
+        : (v.name ? `${v.name} (${v.text})` : v.text), "num value"),
+      cell(v.unit, "muted"),
       cell(v.reason ? `${v.quality}: ${v.reason}` : v.quality, `quality ${v.quality.replace(" ", "-")}`),
       spark,
     ];
@@ -433,6 +452,7 @@ function draw(state) {
   if (state.andon) drawAndon(state.andon, state.now_ns);
   drawAlarms(state.alarms || []);
   drawSources(state.sources);
+  drawErrors(state.sources);
   drawMachines(state.machines, state.machine);
   drawValues(state.values);
   refreshSparklines(state.values);

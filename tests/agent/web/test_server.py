@@ -6,11 +6,13 @@ import asyncio
 import itertools
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.codenames import PACKML_STATES
 from agent.config import load_config
 from agent.runtime import Agent
 from agent.web.config import TokenError, WebError
@@ -63,15 +65,47 @@ async def test_state_has_sources_store_values_and_rates(tmp_path: Path) -> None:
     assert state["machine"] == "press2"
     values = {v["tag"]: v for v in state["values"]}
     assert values["part_count"]["quality"] == "good"
-    assert isinstance(values["part_count"]["value"], float)
+    assert isinstance(values["part_count"]["value"], int)  # a counter, not 123.0
     assert values["die_id"]["quality"] == "not read"  # text tags are not acquired yet
     assert values["die_id"]["value"] is None
+    assert values["die_id"]["reason"] == "text tag: strings are not read or stored yet"
     assert unknown["machine"] == "press1"
     has_kpi = callable(getattr(run.agent, "kpi_snapshot", None))
     assert state["oee"]["available"] is (has_kpi and bool(state["oee"]["rows"]))
     if not has_kpi:
         assert state["oee"]["rows"] == []
     assert state["inspections"] == {"available": False, "rows": [], "rejects": []}  # none
+
+
+async def test_state_names_codes_and_lists_each_sources_errors(tmp_path: Path) -> None:
+    async with running_agent(tmp_path) as run, httpx.AsyncClient(base_url=run.url) as client:
+        run.plant.units["press1"].faults.set("exception", code=2)
+
+        async def look() -> dict[str, Any]:
+            return dict((await client.get("/api/state", params={"machine": "press2"})).json())
+
+        state = await look()
+        async with asyncio.timeout(15):
+            while not (error := _press1_errors(state)) or error[0]["count"] < 2:
+                await asyncio.sleep(0.2)
+                state = await look()
+        run.plant.units["press1"].faults.clear()
+        async with asyncio.timeout(15):
+            while _press1_errors(state)[0]["active"]:
+                await asyncio.sleep(0.2)
+                state = await look()
+    (listed,) = _press1_errors(state)
+    assert listed["reason"] == "illegal data address (02)"
+    assert listed["first_s"] < listed["last_s"] and listed["count"] >= 2
+    assert listed["active"] is False  # cleared, and still listed with its times
+    values = {v["tag"]: v for v in state["values"]}
+    assert values["state"]["name"] == PACKML_STATES[values["state"]["value"]]
+    assert values["state"]["text"] == str(values["state"]["value"])
+
+
+def _press1_errors(state: dict[str, Any]) -> list[dict[str, Any]]:
+    (press1,) = [s for s in state["sources"] if s["name"] == "press1-plc"]
+    return list(press1["error_list"])
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.codenames import CodeNames
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import EventRecord, GapRecord, Record, TagMeta, TelemetryRecord
 from connectors.mqtt.payload import (
@@ -213,6 +214,37 @@ def test_retained_last_values_take_the_latest_good_finite_value_per_tag() -> Non
         True
     ] * 3  # record 1 spans two machines
     assert layout().last_values([TelemetryRecord(1, batch([1], [1.0], [2]))]) == []
+
+
+def test_values_go_in_their_type_and_codes_with_their_name() -> None:
+    typed = {
+        1: TagMeta("p/a/l/m/state", "p", "a", "l", "m", "state", "", "uint16"),
+        2: TagMeta("p/a/l/m/force", "p", "a", "l", "m", "force", "kN", "float32"),
+        3: TagMeta("p/a/l/m/running", "p", "a", "l", "m", "running", "", "bool"),
+    }
+    names = CodeNames({"p/a/l/m/state": {6: "Execute"}})
+    records: list[Record] = [
+        TelemetryRecord(5, batch([1, 2, 3], [6.0, 806.864013671875, 1.0], [0, 0, 0]))
+    ]
+    got = decoded(UnsLayout("uns", "edge-7", typed, names=names).messages(records))
+    assert got == [
+        (
+            "uns/p/a/l/m/telemetry",
+            {
+                **head("telemetry", 5),
+                "values": {
+                    "state": {"value": 6, "quality": "good", "unit": "", "name": "Execute"},
+                    "force": {"value": 806.864, "quality": "good", "unit": "kN"},
+                    "running": {"value": True, "quality": "good", "unit": ""},
+                },
+            },
+            0,
+            False,
+        )
+    ]
+    assert b'"value":6,' in UnsLayout("uns", "e", typed, names=names).messages(records)[0].payload
+    (state, _, _) = decoded(UnsLayout("uns", "edge-7", typed, names=names).last_values(records))
+    assert state[1]["name"] == "Execute" and state[1]["value"] == 6
 
 
 def test_unknown_tag_names_its_record() -> None:

@@ -1,0 +1,96 @@
+"""How a reading is printed and sent: the shortest text that round-trips the tag's stored type.
+
+The store keeps every reading as a float64, so a float32 register (806.864) comes back as
+806.864013671875 and a scaled integer (237 * 0.1) as 23.700000000000003. Both are noise the
+device never meant: a float32 is shown as the shortest decimal that reads back to the same
+float32, a scaled integer to the decimals of its scale, integers and booleans as such.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+_INTEGER_TYPES = frozenset(
+    {"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "byte", "word"}
+    | {"dword", "int", "dint", "sint", "usint", "uint", "udint", "lint", "ulint"}
+)
+_FLOAT32_TYPES = frozenset({"float32", "float", "real"})
+
+
+Plain = bool | int | float | None
+
+
+def _decimals(step: float) -> int:
+    """The decimals a multiple of `step` needs: 0.1 -> 1, 0.25 -> 2, 2 -> 0."""
+    exponent = Decimal(repr(abs(step))).normalize().as_tuple().exponent
+    return max(0, -int(exponent))
+
+
+def plain(value: float, tag: object | None = None) -> Plain:
+    """The reading as JSON wants it: None for a missing or non-finite value, a bool or an int
+    for a boolean or integer tag, else a float rounded to what its type can say."""
+    if value != value or not math.isfinite(value):
+        return None
+    kind = str(getattr(tag, "type", None) or "").lower()
+    scale = float(getattr(tag, "scale", 1.0) or 1.0)
+    offset = float(getattr(tag, "offset", 0.0) or 0.0)
+    if kind == "bool":
+        return bool(value)
+    if kind in _INTEGER_TYPES:
+        if scale == 1.0 and offset == 0.0:
+            # A whole number as such; anything else came scaled by a config we do not see.
+            return int(value) if value == int(value) else float(value)
+        places = max(_decimals(scale), _decimals(offset))
+        rounded = round(value, places)
+        return int(rounded) if places == 0 else rounded
+    if kind in _FLOAT32_TYPES:
+        # The shortest decimal that reads back to the same float32 (numpy's repr does that).
+        return float(np.format_float_positional(np.float32(value), trim="-"))
+    return float(value)
+
+
+def text(value: float, tag: object | None = None) -> str:
+    """The reading as printed: "23.7", "806.864", "42", "true"; "-" when there is none."""
+    shown = plain(value, tag)
+    if shown is None:
+        return "-"
+    if isinstance(shown, bool):
+        return "true" if shown else "false"
+    if isinstance(shown, int):
+        return str(shown)
+    if shown == int(shown) and abs(shown) < 1e16:
+        return str(int(shown))
+    return repr(shown)
+
+
+def models_by_path(config: Any) -> dict[str, Any]:
+    """Tag path -> the tag's config model (its `type`, `scale`, `offset`), for formatting."""
+    out: dict[str, Any] = {}
+    for source in config.sources:
+        for machine in source.machines():
+            for tag in source.tags_of(machine):
+                out[config.tag_path(machine, tag.name)] = tag
+    return out
+
+
+# Why a text tag has no value (the page says it): strings are validated but not read yet.
+TEXT_NOT_STORED = "text tag: strings are not read or stored yet"
+
+
+def is_text(tag: object | None) -> bool:
+    """A text tag: no float reading will ever come for it (strings are not stored yet)."""
+    return str(getattr(tag, "type", None) or "").lower() == "string"
+
+
+def shaper(tag: object | None) -> Callable[[float], Plain] | None:
+    """`plain` for one tag, or None when its values go as they are (float64: nothing to do),
+    so a hot loop pays only for the tags that need it."""
+    kind = str(getattr(tag, "type", None) or "").lower()
+    if kind in _INTEGER_TYPES or kind in _FLOAT32_TYPES or kind == "bool":
+        return lambda value: plain(value, tag)
+    return None

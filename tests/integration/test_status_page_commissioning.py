@@ -1,0 +1,47 @@
+"""The status page in headless Chromium, for commissioning: state names beside their codes and
+each source's error list, read from the page's DOM over the DevTools protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.codenames import PACKML_STATES
+from tests.agent.web.running import running_agent
+from tests.integration.test_status_page import chromium, chromium_or_skip, wait_for
+
+ERRORS = (
+    "Array.from(document.querySelectorAll('#errors tbody tr'))"
+    ".map(r => Array.from(r.cells).map(c => c.textContent))"
+)
+STATE = (
+    "Array.from(document.querySelectorAll('#values tbody tr'))"
+    ".filter(r => r.cells[0].textContent === 'state').map(r => r.cells[1].textContent)[0]"
+)
+
+
+async def test_page_names_states_and_lists_errors_in_chromium(tmp_path: Path) -> None:
+    binary = chromium_or_skip()
+    async with (
+        running_agent(tmp_path, speed=1.0, poll_interval="200ms") as run,
+        chromium(binary, tmp_path / "profile") as tools,
+    ):
+        target = await tools.call("Target.createTarget", url="about:blank")
+        attached = await tools.call(
+            "Target.attachToTarget", targetId=target["targetId"], flatten=True
+        )
+        session = attached["sessionId"]
+        for domain in ("Runtime.enable", "Page.enable"):
+            await tools.call(domain, session)
+        await tools.call("Page.navigate", session, url=f"{run.url}?machine=press2")
+        state = await wait_for(tools, session, STATE + " || ''")
+        none = await wait_for(tools, session, f"{ERRORS}.length && {ERRORS}")
+        run.plant.units["press1"].faults.set("exception", code=2)
+        errors = await wait_for(
+            tools, session, f"{ERRORS}.some(r => r[0] === 'press1-plc') && {ERRORS}"
+        )
+        code = int(state.rsplit("(", 1)[1].rstrip(")"))
+    assert state == f"{PACKML_STATES[code]} ({code})", state
+    assert none == [["no errors since start"]]
+    (row,) = [r for r in errors if r[0] == "press1-plc"]
+    assert row[1] == "illegal data address (02)"
+    assert row[2] and row[3] and int(row[4].replace(",", "")) >= 1 and row[5] == "now", row
