@@ -923,14 +923,14 @@ def _store_here(directory: Path, hint: str, *, whole: bool = False) -> None:
     aside" error when what is there cannot be used. `whole`: read all of it (quick_check) now,
     for commands that have no other check before their output."""
     from agent.errors import StoreError
-    from agent.store.schema import check_path, check_store, db_path
+    from agent.store import NoStore, find_store
 
     try:
-        exists = (check_store if whole else check_path)(db_path(directory))
+        find_store(directory, whole=whole)
+    except NoStore:
+        raise _fail([f"{directory}: no store here ({hint})"]) from None
     except StoreError as exc:
         raise _store_failed(exc) from None
-    if not exists:
-        raise _fail([f"{directory}: no store here ({hint})"])
 
 
 def _data_dir(config_file: Path | None, data: Path | None) -> Path:

@@ -26,27 +26,22 @@ from the stored readings, so a restart mid-shift loses only the time the agent w
 from __future__ import annotations
 
 import heapq
-import json
 import math
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agent.config import Config
-from agent.errors import StoreError
 from agent.kpi.calendar import Window, WindowKind, window_at, windows
 from agent.kpi.engine import KpiEngine
 from agent.model import Event, EventKind
-from agent.store import DB_NAME, decode_batch
-from agent.store.schema import check_path, read_failed
+from agent.store import StoreReader
 
 NS = 1_000_000_000
 HOUR_NS = 3600 * NS
-FETCH = 500  # telemetry records per fetch: bounded memory for a long range
+FETCH = 500  # progress is reported every FETCH records
 
 Progress = Callable[[int, int], None]  # (records done, records in all)
 
@@ -224,30 +219,15 @@ def lead_ns(config: Config) -> int:
     return max(HOUR_NS, round(2 * max(gaps, default=0.0) * NS))
 
 
-@contextmanager
-def _reading(config: Config, data_dir: Path | None) -> Iterator[sqlite3.Connection]:
-    """The store (of `data_dir`, default the config's) open read-only; any SQLite error while
-    reading it is a StoreError."""
-    where = data_dir if data_dir is not None else config.agent.data_dir
-    path = where / DB_NAME
-    if not check_path(path):  # a damaged one: the same one-line error as every command
-        raise StoreError(f"{where}: no store here (has the agent run with this data_dir?)")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise read_failed(path, exc) from exc
-    try:
-        yield conn
-    except sqlite3.Error as exc:
-        raise read_failed(path, exc) from exc
-    finally:
-        conn.close()
+def _reading(config: Config, data_dir: Path | None) -> StoreReader:
+    """The store (of `data_dir`, default the config's) open read-only."""
+    return StoreReader.open(data_dir if data_dir is not None else config.agent.data_dir)
 
 
-def _tag_ids(conn: sqlite3.Connection, config: Config) -> dict[str, int]:
+def _tag_ids(store: StoreReader, config: Config) -> dict[str, int]:
     """Store ids of the config's tags; a KPI tag the store never saw gets an unused id (it has
     no readings, so its machine's time is unknown, as the live engine would say)."""
-    ids = {str(p): int(i) for i, p in conn.execute("SELECT id, path FROM tags")}
+    ids = store.tag_ids()
     spare = max(ids.values(), default=0) + 1
     for machine in config.machines:
         if machine.kpi is None:
@@ -260,47 +240,14 @@ def _tag_ids(conn: sqlite3.Connection, config: Config) -> dict[str, int]:
     return ids
 
 
-def _records(
-    conn: sqlite3.Connection, start_ns: int, end_ns: int
-) -> tuple[int, Iterator[tuple[Any, ...]]]:
-    """How many telemetry records begin in [start, end), and the records in storage order:
-    `decode_batch`'s arguments, then the record's first timestamp."""
-    where = "FROM telemetry INDEXED BY telemetry_ts WHERE ts_first_ns >= ? AND ts_first_ns < ?"
-    (count,) = conn.execute(f"SELECT count(*) {where}", (start_ns, end_ns)).fetchone()
-    cursor = conn.execute(
-        f"SELECT source, n, tag_ids, vals, quality, ts, ts_first_ns {where} ORDER BY seq",
-        (start_ns, end_ns),
-    )
-
-    def rows() -> Iterator[tuple[Any, ...]]:
-        while chunk := cursor.fetchmany(FETCH):
-            yield from chunk
-
-    return int(count), rows()
-
-
 def _verdicts(
-    conn: sqlite3.Connection, inspections: Sequence[str], start_ns: int, end_ns: int
+    store: StoreReader, inspections: Sequence[str], start_ns: int, end_ns: int
 ) -> Iterator[Event]:
-    """The stored verdicts of `inspections` in [start, end), by time (then storage order), as
-    the events `KpiEngine.on_event` takes. Only the fields it reads are taken out of the JSON,
-    by SQLite: a verdict's boxes and classes stay in the store. Audits that older stores hold
-    as inspection events (`"audit"` in the data) repeat a verdict and are left out."""
-    if not inspections:
-        return
-    marks = ", ".join("?" * len(inspections))
-    cursor = conn.execute(
-        "SELECT ts_ns, machine, json_extract(data, '$.inspection'), "
-        "json_extract(data, '$.verdict') FROM events INDEXED BY events_ts "
-        "WHERE ts_ns >= ? AND ts_ns < ? AND kind = ? "
-        f"AND json_extract(data, '$.inspection') IN ({marks}) "
-        "AND json_extract(data, '$.audit') IS NULL ORDER BY ts_ns, seq",
-        (start_ns, end_ns, EventKind.INSPECTION.value, *inspections),
-    )
-    while chunk := cursor.fetchmany(FETCH):
-        for ts_ns, machine, inspection, verdict in chunk:
-            data = {"inspection": inspection, "verdict": verdict}
-            yield Event(EventKind.INSPECTION, int(ts_ns), machine, data)
+    """The stored verdicts of `inspections` in [start, end), by time, as the events
+    `KpiEngine.on_event` takes (only the fields it reads)."""
+    for ts_ns, machine, inspection, verdict in store.verdicts(inspections, start_ns, end_ns):
+        data = {"inspection": inspection, "verdict": verdict}
+        yield Event(EventKind.INSPECTION, ts_ns, machine, data)
 
 
 OUTAGE = "outage"  # the `state` of a connection event that records an agent outage
@@ -315,18 +262,10 @@ def outage_event(start_ns: int, end_ns: int, cause: str) -> Event:
     return Event(EventKind.CONNECTION, start_ns, None, data)
 
 
-def _outages(conn: sqlite3.Connection, start_ns: int, end_ns: int) -> Iterator[Event]:
+def _outages(store: StoreReader, start_ns: int, end_ns: int) -> Iterator[Event]:
     """The stored agent outages that began in [start, end), by time."""
-    cursor = conn.execute(
-        "SELECT ts_ns, data FROM events INDEXED BY events_ts "
-        "WHERE ts_ns >= ? AND ts_ns < ? AND kind = ? "
-        "AND json_extract(data, '$.source') = 'agent' "
-        "AND json_extract(data, '$.state') = ? ORDER BY ts_ns, seq",
-        (start_ns, end_ns, EventKind.CONNECTION.value, OUTAGE),
-    )
-    while chunk := cursor.fetchmany(FETCH):
-        for ts_ns, text in chunk:
-            yield Event(EventKind.CONNECTION, int(ts_ns), None, json.loads(text))
+    for ts_ns, data in store.connection_events("agent", OUTAGE, start_ns, end_ns):
+        yield Event(EventKind.CONNECTION, ts_ns, None, data)
 
 
 def replay(
@@ -350,9 +289,9 @@ def replay(
     # Readings up to `lead` after the last window close it as the live engine closed it (at the
     # first reading past its end), and include readings the agent stored late.
     end = min(selection.end_ns + lead, now_ns + 1)
-    with _reading(config, data_dir) as conn:
-        engine = KpiEngine(config, _tag_ids(conn, config))
-        events, done, verdicts = _feed(engine, conn, start, end, progress)
+    with _reading(config, data_dir) as store:
+        engine = KpiEngine(config, _tag_ids(store, config))
+        events, done, verdicts = _feed(engine, store, start, end, progress)
     # Close what ended: every machine's time moves to the last window's end (tick moves each
     # machine to `now - max_gap`), never past now.
     longest = lead // 2
@@ -377,7 +316,7 @@ def replay(
 
 def _feed(
     engine: KpiEngine,
-    conn: sqlite3.Connection,
+    store: StoreReader,
     start_ns: int,
     end_ns: int,
     progress: Progress | None,
@@ -392,11 +331,11 @@ def _feed(
     takes such a verdict as it took it live (straight into its window while that is open, else
     as late data), so the counts do not depend on where exactly it is merged."""
     events: list[Event] = []
-    total, records = _records(conn, start_ns, end_ns)
+    total, records = store.telemetry_from(start_ns, end_ns)
     # Verdicts and stored agent outages, merged by time: both are facts at an instant.
     facts = heapq.merge(
-        _verdicts(conn, engine.inspections, start_ns, end_ns),
-        _outages(conn, start_ns, end_ns),
+        _verdicts(store, engine.inspections, start_ns, end_ns),
+        _outages(store, start_ns, end_ns),
         key=lambda e: e.ts_ns,
     )
     due = next(facts, None)
@@ -412,9 +351,9 @@ def _feed(
                 taken += 1
             due = next(facts, None)
 
-    for record in records:
-        verdicts_before(int(record[6]))
-        events += engine.on_batch(decode_batch(record[0], int(record[1]), *record[2:6]))
+    for first_ns, batch in records:
+        verdicts_before(first_ns)
+        events += engine.on_batch(batch)
         done += 1
         if progress is not None and (done % FETCH == 0 or done == total):
             progress(done, total)
@@ -474,14 +413,10 @@ def resume(
     """
     since = open_since(config, now_ns)
     start = since - lead_ns(config)
-    with _reading(config, data_dir) as conn:
-        events, done, verdicts = _feed(engine, conn, start, now_ns + 1, progress)
-        (last,) = conn.execute(
-            "SELECT max(ts_last_ns) FROM telemetry INDEXED BY telemetry_ts "
-            "WHERE ts_first_ns >= ? AND ts_first_ns <= ?",
-            (start, now_ns),
-        ).fetchone()
-        held = _held(conn, start)
+    with _reading(config, data_dir) as store:
+        events, done, verdicts = _feed(engine, store, start, now_ns + 1, progress)
+        last = store.last_reading_ns(start, now_ns)
+        held = _held(store, start)
     outage = None
     if last is not None:
         events += engine.outage(int(last))
@@ -504,15 +439,10 @@ def resume(
     return Resumed(fresh, since, done, again, last_seen, verdicts)
 
 
-def _held(conn: sqlite3.Connection, start_ns: int) -> dict[HeldKey, int]:
+def _held(store: StoreReader, start_ns: int) -> dict[HeldKey, int]:
     """The latest stored revision of every KPI window that ended after `start_ns`."""
     out: dict[HeldKey, int] = {}
-    rows = conn.execute(
-        "SELECT data FROM events INDEXED BY events_ts WHERE ts_ns > ? AND kind = ?",
-        (start_ns, EventKind.KPI.value),
-    )
-    for (text,) in rows:
-        d = json.loads(text)
+    for d in store.events_of(EventKind.KPI, start_ns):
         w = d["window"]
         key = (d["machine"], d["line"], w["kind"], w["name"])
         out[key] = max(out.get(key, -1), int(d["revision"]))
