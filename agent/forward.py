@@ -517,7 +517,7 @@ class Forwarder:
         # all are refused.
         refused = list(marked) if exc.index is None else [marked[bad]]
         for record in refused:
-            self.store.quarantine(self.sink.name, stream, record.seq, str(exc))
+            self.writer.submit_quarantine(self.sink.name, stream, record.seq, str(exc))
             self.stats.quarantined += 1
             log.warning("%s: %s seq %d quarantined: %s", self.sink.name, stream, record.seq, exc)
         done = marked if exc.index is None else marked[: bad + 1]
@@ -581,20 +581,29 @@ class Forwarder:
 
     async def _retries(self) -> None:
         """Send again what `lineside quarantine retry` marked, one record at a time."""
+        released: set[int] = set()  # submitted to the writer, maybe not committed yet
         while True:
-            for entry in self.store.quarantined(self.sink.name, retry_only=True):
+            entries = self.store.quarantined(self.sink.name, retry_only=True)
+            released &= {e.id for e in entries}
+            for entry in entries:
+                if entry.id in released:
+                    continue
                 records = read_records(self.store, entry.stream, entry.seq - 1, 1)
                 if not records or records[0].seq != entry.seq:
-                    self.store.release(entry.id)  # no longer held by the store
+                    self._release(entry.id, released)  # no longer held by the store
                     continue
                 try:
                     await self._send(records)
                 except SinkRejected as exc:
-                    self.store.quarantine(self.sink.name, entry.stream, entry.seq, str(exc))
+                    self.writer.submit_quarantine(self.sink.name, entry.stream, entry.seq, str(exc))
                 except ConnectorError as exc:
                     await self._failed(exc, entry.stream)
                     break
                 else:
-                    self.store.release(entry.id)
+                    self._release(entry.id, released)
                     self.stats.sent[entry.stream] += 1
             await self.clock.sleep_until(self.clock.monotonic() + 1.0)
+
+    def _release(self, entry_id: int, released: set[int]) -> None:
+        self.writer.submit_release(entry_id)
+        released.add(entry_id)

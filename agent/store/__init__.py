@@ -27,6 +27,7 @@ Modules: `schema` (file, migrations, connections), `blob` (the telemetry record)
 """
 
 from agent.store.blob import EncodedBatch, TelemetryRun, decode_batch, decode_run, encode_batch
+from agent.store.figures import LATENCY_BUCKETS_S, WriterStats
 from agent.store.reader import (
     Gap,
     NoStore,
@@ -51,7 +52,7 @@ from agent.store.schema import (
     schema_version,
 )
 from agent.store.sqlite_log import Store
-from agent.store.writer import LATENCY_BUCKETS_S, StoreWriter, WriterStats
+from agent.store.writer import StoreWriter
 
 __all__ = [
     "DB_NAME",

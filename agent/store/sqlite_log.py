@@ -10,7 +10,6 @@ from pathlib import Path
 import sqlite_utils
 
 from agent.errors import StoreError
-from agent.secrets import redact
 from agent.store.reader import (
     Gap,
     NoStore,
@@ -172,18 +171,7 @@ class Store(StoreReader):
                 raise StoreError(f"cannot acknowledge {stream} seq {seq}: the last is {last}")
             return advance_cursor_sql(self._conn, sink, stream, seq)
 
-    # -- quarantine ------------------------------------------------------------------------
-
-    def quarantine(self, sink: str, stream: str, seq: int, reason: str) -> None:
-        check_stream(stream)
-        with self._lock, sqlite_utils.Database(self._conn).atomic():
-            self._conn.execute(
-                "INSERT INTO quarantine (sink, stream, seq, ts_ns, reason) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (sink, stream, seq) DO UPDATE SET reason = excluded.reason, "
-                "ts_ns = excluded.ts_ns, retry = 0",
-                # The reason is the far side's text, which may echo our credentials.
-                (sink, stream, seq, self._clock(), redact(reason)),
-            )
+    # -- quarantine: the agent writes it through `StoreWriter.submit_quarantine` -------------
 
     def request_retry(self, sink: str | None = None) -> int:
         """Mark quarantined records to be sent again; returns how many."""
@@ -193,8 +181,3 @@ class Store(StoreReader):
                 (sink, sink),
             )
             return int(cursor.rowcount)
-
-    def release(self, entry_id: int) -> None:
-        """A quarantined record was delivered after all: forget it."""
-        with self._lock, sqlite_utils.Database(self._conn).atomic():
-            self._conn.execute("DELETE FROM quarantine WHERE id = ?", (entry_id,))

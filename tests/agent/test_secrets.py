@@ -127,9 +127,9 @@ def test_status_file_stored_events_and_quarantine_reasons_are_masked(tmp_path: P
         event = Event(EventKind.CONNECTION, 1, None, {"detail": f"HTTP 500: {secret}"})
         writer.submit_event(event)
         writer.submit_readings(ReadingBatch.from_columns("plc", [1], [1.0], Quality.GOOD, 10))
+        writer.submit_quarantine("mes", "telemetry", 1, f"HTTP 400: {{'x-api-key': '{secret}'}}")
         assert writer.flush_blocking(10)
         writer.close()
-        store.quarantine("mes", "telemetry", 1, f"HTTP 400: {{'x-api-key': '{secret}'}}")
         [stored] = store.read_events(0, 10)
         assert stored.data == {"detail": f"HTTP 500: {MASK}"}
         [held] = store.quarantined("mes")

@@ -24,10 +24,9 @@ def make_store(data: Path) -> None:
     for i in range(5):
         writer.submit_readings(ReadingBatch.from_columns("plc", [1], [i], Quality.GOOD, 10**18))
     writer.submit_ack("uns", "telemetry", 3)
+    writer.submit_quarantine("mes", "telemetry", 2, "422: unknown tag")
     assert writer.flush_blocking(10)
     writer.close()
-    with Store(data) as store:
-        store.quarantine("mes", "telemetry", 2, "422: unknown tag")
 
 
 def test_status_shows_backlog_and_quarantine(tmp_path: Path) -> None:
