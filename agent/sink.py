@@ -18,7 +18,7 @@ arrays) reads `records.run` and never makes an object per record.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, overload
 
 import numpy as np
@@ -95,6 +95,7 @@ class TelemetryRecords(Sequence[TelemetryRecord]):
     """
 
     __slots__ = ("historical", "run")
+    stream = "telemetry"
 
     def __init__(self, run: TelemetryRun, historical: npt.NDArray[np.bool_] | bool = False) -> None:
         self.run = run
@@ -141,6 +142,9 @@ class TelemetryRecords(Sequence[TelemetryRecord]):
         """The same records with new historical marks."""
         return TelemetryRecords(self.run, historical)
 
+    def historical_count(self) -> int:
+        return int(self.historical.sum())
+
     @classmethod
     def of(cls, records: Sequence[TelemetryRecord]) -> TelemetryRecords:
         """Telemetry records given one by one, as columns (returned as is when they are)."""
@@ -169,6 +173,66 @@ class TelemetryRecords(Sequence[TelemetryRecord]):
             else None,
         )
         return cls(run, np.array([r.historical for r in records], dtype=np.bool_))
+
+
+class Records(Sequence[EventRecord | GapRecord]):
+    """Event or gap records of one stream, with the methods of `TelemetryRecords`, so the
+    forwarder handles every stream's batch the same way (`RecordBatch`)."""
+
+    __slots__ = ("_items", "stream")
+
+    def __init__(self, stream: str, items: Sequence[EventRecord | GapRecord]) -> None:
+        self.stream = stream
+        self._items = list(items)
+
+    @property
+    def seqs(self) -> npt.NDArray[np.int64]:
+        return np.fromiter((r.seq for r in self._items), dtype=np.int64, count=len(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> EventRecord | GapRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Records: ...
+
+    def __getitem__(self, index: int | slice) -> EventRecord | GapRecord | Records:
+        if isinstance(index, slice):
+            return Records(self.stream, self._items[index])
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[EventRecord | GapRecord]:
+        return iter(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Records):
+            return (self.stream, self._items) == (other.stream, other._items)
+        return isinstance(other, list) and self._items == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def select(self, keep: npt.NDArray[np.bool_]) -> Records:
+        """The records where `keep` (one bool per record) is true, in order."""
+        return Records(
+            self.stream, [r for r, k in zip(self._items, keep.tolist(), strict=True) if k]
+        )
+
+    def marked(self, historical: npt.NDArray[np.bool_] | bool) -> Records:
+        """The same records with new historical marks."""
+        marks = [historical] * len(self) if isinstance(historical, bool) else historical.tolist()
+        return Records(
+            self.stream,
+            [replace(r, historical=bool(h)) for r, h in zip(self._items, marks, strict=True)],
+        )
+
+    def historical_count(self) -> int:
+        return sum(1 for r in self._items if r.historical)
+
+
+# What the forwarder reads and sends: one stream's records, the same methods on each.
+RecordBatch = TelemetryRecords | Records
 
 
 @dataclass(frozen=True, slots=True)
