@@ -18,7 +18,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from agent.extras import needs
 from agent.forward import Forwarder, ForwardSettings
 from agent.kpi.engine import KpiEngine
 from agent.kpi.replay import resume
-from agent.model import DataType, Event, Quality, ReadingBatch
+from agent.model import Event, Quality, ReadingBatch
 from agent.notify import Notifier
 from agent.pipeline import ReportByException, mark_non_finite
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
@@ -41,10 +41,10 @@ from agent.reasons import reasons_of
 from agent.registry import runtime_class
 from agent.scheduler import Schedule
 from agent.secrets import redact_tree
-from agent.sink import SinkContext, TagMeta
+from agent.sink import SinkContext
 from agent.source import ReportsChanges, Source
-from agent.store import Store, StoreWriter, TagInfo
-from agent.tags import TagTable
+from agent.store import Store, StoreWriter
+from agent.tags import Tag, TagTable, config_tags
 from agent.web.config import WebError
 
 if TYPE_CHECKING:
@@ -121,39 +121,28 @@ def _figures(name: str, statistics: Callable[[], Mapping[str, Any]]) -> Mapping[
         return {"statistics_error": one_line(exc)}
 
 
-def sink_tags(
-    stored: dict[int, TagInfo], types: Mapping[str, DataType] | None = None
-) -> dict[int, TagMeta]:
-    """The store's tags as sinks see them: each path split into its ISA-95 levels, with the
-    declared type of the tags this config still has (`types`, by path; others: float64)."""
-    tags = {}
-    for tag_id, info in stored.items():
-        site, area, line, machine, name = info.path.split("/", 4)
-        kind = (types or {}).get(info.path, "float64")
-        tags[tag_id] = TagMeta(info.path, site, area, line, machine, name, info.unit, kind)
-    return tags
+def sink_tags(stored: Mapping[int, Tag], table: Iterable[Tag] = ()) -> dict[int, Tag]:
+    """Every tag the store knows, as sinks see them: this run's own `Tag` records where the
+    config still has the tag (with its declared type), the store's for the others (a backlog
+    may hold their readings; their values travel as float64)."""
+    return {**stored, **{t.id: t for t in table}}
 
 
 class Agent:
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.tags = TagTable.from_config(config)
+        data_dir = config.agent.data_dir
+        self.store = Store(data_dir, synchronous=config.store.synchronous)
+        # The one Tag record of each configured tag, with the store's id (stable across
+        # restarts and config edits): the id every ReadingBatch carries, from source to sink.
+        self.tags = TagTable.registered(config_tags(config), self.store.register_tags)
         self.sources: list[Source] = [
             runtime_class(s.type)(s, self.tags, self.clock) for s in config.sources
         ]
         for source in self.sources:
             if isinstance(source, ReportsChanges):
                 source.heartbeat = config.agent.heartbeat
-        data_dir = config.agent.data_dir
-        self.store = Store(data_dir, synchronous=config.store.synchronous)
-        ids = self.store.register_tags(
-            TagInfo(path=t.path, machine=t.machine, name=t.name, unit=t.unit, source=t.source)
-            for t in self.tags
-        )
-        # Stored batches carry the store's tag ids, which stay stable across restarts and
-        # config edits; the hot path uses the dense ids of this run's tag table.
-        self._store_ids = np.array([ids[t.path] for t in self.tags], dtype=np.int32)
         bounds = config.store
         self.writer = StoreWriter(
             data_dir,
@@ -169,17 +158,16 @@ class Agent:
         self.filter: ReportByException | None = None
         if config.agent.report == "changes":
             self.filter = ReportByException(
-                len(self.tags),
+                self.tags.size,
                 *self.tags.deadbands(),
                 heartbeat_ns=round(config.agent.heartbeat * 1e9),
             )
         sink_names = [s.name for s in config.sinks]
         self.store.register_sinks(sink_names)
-        types = {t.path: t.type for t in self.tags}
         # Sinks that publish the agent's status (the MQTT fleet view) call `fleet_status`.
         context = SinkContext(
             config.agent.id,
-            sink_tags(self.store.tags(), types),
+            sink_tags(self.store.tags(), self.tags),
             self.store,
             status=self.fleet_status,
         )
@@ -200,7 +188,7 @@ class Agent:
         self.links = {s.name: LinkStatistics() for s in self.sources}
         self.schedules = {s.name: Schedule(dict(s.poll_groups()), self.clock) for s in self.sources}
         # The latest reading of every tag, for live views (`lineside demo`, the status page).
-        n = len(self.tags)
+        n = self.tags.size  # indexed by tag id
         self.latest_values = np.full(n, np.nan)
         self.latest_quality = np.full(n, Quality.BAD, dtype=np.uint8)
         self.latest_ts_ns = np.zeros(n, dtype=np.int64)
@@ -210,6 +198,7 @@ class Agent:
         # OEE per machine and line from the stored readings (report-by-exception applied, store
         # ids), so the KPIs agree with what the store holds; None without [machines.kpi].
         self.kpi: KpiEngine | None = None
+        ids = {t.path: t.id for t in self.tags}
         self._kpi_ids = ids
         if any(m.kpi is not None for m in config.machines):
             self.kpi = KpiEngine(config, ids)
@@ -340,16 +329,9 @@ class Agent:
             batch = self.filter.filter(batch)
             if not len(batch):
                 return
-        stored = ReadingBatch(
-            source=batch.source,
-            tag_ids=self._store_ids[batch.tag_ids],
-            values=batch.values,
-            quality=batch.quality,
-            ts_ns=batch.ts_ns,
-        )
-        self.writer.submit_readings(stored)
+        self.writer.submit_readings(batch)
         if self.kpi is not None:
-            for event in self.kpi.on_batch(stored):
+            for event in self.kpi.on_batch(batch):
                 self.writer.submit_event(event)
 
     def _non_finite_read(self, batch: ReadingBatch, rows: npt.NDArray[np.bool_]) -> None:
@@ -365,7 +347,7 @@ class Agent:
             return
         self._non_finite_logged[ids[new]] = True
         named = [
-            f"{self.tags.tags[int(i)].path} = {float(v)}"
+            f"{self.tags.by_id(int(i)).path} = {float(v)}"
             for i, v in zip(ids[new][:5], batch.values[at][new][:5], strict=True)
         ]
         more = int(np.count_nonzero(new)) - len(named)

@@ -24,22 +24,13 @@ from typing import Any, Protocol, overload
 import numpy as np
 import numpy.typing as npt
 
-from agent.model import DataType, Event, ReadingBatch
+from agent.model import Event, ReadingBatch
 from agent.store.blob import TelemetryRun
+from agent.tags import Tag
 
-
-@dataclass(frozen=True, slots=True)
-class TagMeta:
-    """A tag as sinks need it: its ISA-95 place and its unit. Keyed by the store's tag id."""
-
-    path: str  # site/area/line/machine/tag
-    site: str
-    area: str
-    line: str
-    machine: str
-    name: str
-    unit: str
-    type: DataType = "float64"  # as declared in the config (values travel as float64)
+# The tag as sinks see it is the agent's one `Tag` record (its ISA-95 levels, unit, declared
+# type). `TagMeta` is the name the connectors' payload modules import.
+TagMeta = Tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +281,7 @@ def _repeated_ids(run: TelemetryRun) -> npt.NDArray[np.int32] | None:
     return rows[0] if bool((rows == rows[0]).all()) else None
 
 
-def known_ids(tags: Mapping[int, TagMeta]) -> npt.NDArray[np.bool_]:
+def known_ids(tags: Mapping[int, Tag]) -> npt.NDArray[np.bool_]:
     """True at every tag id of `tags` (dense by id), for `tag_columns`."""
     known = np.zeros(max(tags, default=-1) + 1, dtype=np.bool_)
     known[[i for i in tags if i >= 0]] = True
@@ -319,7 +310,7 @@ class SinkContext:
     """
 
     agent_id: str
-    tags: Mapping[int, TagMeta]
+    tags: Mapping[int, Tag]
     meta: Meta | None = None
     status: StatusProvider | None = None
 

@@ -316,8 +316,8 @@ class KpiEngine:
                 if path not in tag_ids:
                     raise ValueError(f"no tag id for {path}")
                 role = _ROLE_OF_KEY[key]
-                bits = _BITS.get(str(getattr(tag, "type", None) or "float64"))
-                scale = float(getattr(tag, "scale", 1.0) or 1.0)
+                bits = _BITS.get(tag.type or "float64")
+                scale = tag.scale or 1.0
                 roles[tag_ids[path]] = _TagRole(index, role, bits, scale)
                 m.bits[role] = bits
                 m.scale[role] = scale

@@ -36,7 +36,6 @@ from agent.store.reader import (
     StoreReader,
     StoreStats,
     StreamStats,
-    TagInfo,
     find_store,
 )
 from agent.store.schema import (
@@ -72,7 +71,6 @@ __all__ = [
     "StoredBatch",
     "StreamStats",
     "Synchronous",
-    "TagInfo",
     "TelemetryRun",
     "WriterStats",
     "connect",

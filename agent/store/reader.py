@@ -35,22 +35,12 @@ from agent.store.schema import (
     last_seqs,
     read_failed,
 )
+from agent.tags import Tag
 
 FETCH = 500  # rows per fetch for the long reads: bounded memory for a long range
 
 # ---------------------------------------------------------------------------------------------
 # Records
-
-
-@dataclass(frozen=True, slots=True)
-class TagInfo:
-    """A tag as registered in the store: `path` is `site/area/line/machine/tag`."""
-
-    path: str
-    machine: str = ""
-    name: str = ""
-    unit: str = ""
-    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,10 +181,12 @@ class StoreReader:
 
     # -- tags, sinks, cursors, meta ----------------------------------------------------------
 
-    def tags(self) -> dict[int, TagInfo]:
+    def tags(self) -> dict[int, Tag]:
+        """Every tag the store knows, by id, as known from its path (the one place a path is
+        split: the running agent's own tags come from its config, `agent/tags.py`)."""
         with self._lock:
-            rows = self._read.execute("SELECT id, path, machine, name, unit, source FROM tags")
-            return {int(r[0]): TagInfo(*r[1:]) for r in rows}
+            rows = self._read.execute("SELECT id, path, unit, source FROM tags").fetchall()
+        return {int(i): Tag.from_path(p, id=int(i), unit=u, source=s) for i, p, u, s in rows}
 
     def tag_ids(self) -> dict[str, int]:
         """Every registered tag path and its id."""

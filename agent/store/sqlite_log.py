@@ -18,7 +18,6 @@ from agent.store.reader import (
     StoreReader,
     StoreStats,
     StreamStats,
-    TagInfo,
 )
 from agent.store.schema import (
     MIGRATIONS,
@@ -36,6 +35,7 @@ from agent.store.schema import (
     last_seqs,
     migrate,
 )
+from agent.tags import Tag
 
 __all__ = [
     "Gap",
@@ -45,7 +45,6 @@ __all__ = [
     "StoreStats",
     "StoredBatch",
     "StreamStats",
-    "TagInfo",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +102,7 @@ class Store(StoreReader):
 
     # -- tags and sinks --------------------------------------------------------------------
 
-    def register_tags(self, tags: Iterable[TagInfo]) -> dict[str, int]:
+    def register_tags(self, tags: Iterable[Tag]) -> dict[str, int]:
         """Ids for these tag paths; a path seen before keeps its id across restarts.
 
         A tag registered again as it was writes no page (SQLite leaves an identical row

@@ -13,7 +13,8 @@ from agent.errors import ConnectError, SinkRejected
 from agent.forward import Forwarder, ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import GapRecord, Record
-from agent.store import Store, StoreWriter, TagInfo, db_path
+from agent.store import Store, StoreWriter, db_path
+from agent.tags import Tag
 
 FAST = ForwardSettings(batch_size=7, idle_wait=0.01)
 
@@ -53,7 +54,7 @@ def fill(tmp_path: Path, batches: int, ts_ns: int | None = None, stored_ago_s: f
     """`batches` telemetry records and one event, stamped `ts_ns` (default now) by the device
     and stored `stored_ago_s` ago by the agent."""
     with Store(tmp_path) as store:
-        store.register_tags([TagInfo(path="s/a/l/m/t", machine="m", name="t")])
+        store.register_tags([Tag(path="s/a/l/m/t", machine="m", name="t")])
         store.register_sinks(["mes"])
     writer = StoreWriter(tmp_path, clock=lambda: SystemClock().time_ns() - int(stored_ago_s * 1e9))
     try:

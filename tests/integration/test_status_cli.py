@@ -7,7 +7,8 @@ from pathlib import Path
 
 from agent.model import Quality, ReadingBatch
 from agent.runtime import write_status
-from agent.store import Store, StoreWriter, TagInfo
+from agent.store import Store, StoreWriter
+from agent.tags import Tag
 
 
 def lineside(*args: str) -> subprocess.CompletedProcess[str]:
@@ -18,7 +19,7 @@ def lineside(*args: str) -> subprocess.CompletedProcess[str]:
 
 def make_store(data: Path) -> None:
     with Store(data) as store:
-        store.register_tags([TagInfo(path="s/a/l/m/t", machine="m", name="t")])
+        store.register_tags([Tag(path="s/a/l/m/t", machine="m", name="t")])
         store.register_sinks(["uns", "mes"])
     writer = StoreWriter(data)
     for i in range(5):

@@ -22,9 +22,9 @@ from agent.config import Config
 from agent.kpi.engine import KpiEngine
 from agent.kpi.replay import replay, resume, select
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.store import DB_NAME, StoreWriter, TagInfo
+from agent.store import DB_NAME, StoreWriter
 from agent.store import Store as StoreLog
-from agent.tags import TagTable
+from agent.tags import Tag, TagTable
 from tests.agent.kpi.test_engine import DAY, MIN, S, at, make
 from tests.agent.kpi.test_engine_inspection import inspected, inspection
 
@@ -39,7 +39,9 @@ class Agent:
         _, self.config = make(tmp_path, inspected(gap="10m"), inspection(), inspection("other"))
         table = TagTable.from_config(self.config)
         with StoreLog(self.data) as store:
-            ids = store.register_tags(TagInfo(t.path, t.machine, t.name) for t in table)
+            ids = store.register_tags(
+                Tag(path=t.path, machine=t.machine, name=t.name) for t in table
+            )
         self.ids = ids
         self.tag = {t.name: ids[t.path] for t in table if t.machine == "press1"}
         self.writer = StoreWriter(self.data)
