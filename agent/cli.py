@@ -295,15 +295,20 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
     from rich.table import Table
 
     from agent.registry import runtime_class
+    from agent.source import PlansReads
     from agent.tags import TagTable
 
     config = _load(config_file)
     tags = TagTable.from_config(config)
     rows = []
     for source_config in config.sources:
-        if not source_config.type.startswith("modbus"):
+        try:
+            runtime = runtime_class(source_config.type)
+        except MissingExtra:  # its library is not installed, and it plans no reads (OPC UA)
             continue
-        source = runtime_class(source_config.type)(source_config, tags)
+        source = runtime(source_config, tags)
+        if not isinstance(source, PlansReads):  # a source that plans no reads (OPC UA)
+            continue
         for group in source.poll_groups():
             for unit in source.unit_groups(group):
                 rows.append(

@@ -48,6 +48,7 @@ from agent.kpi.config import problems as kpi_problems
 from agent.logs import LogSection
 from agent.model import DataType
 from agent.size import Size, format_size
+from agent.source import WritesToPlc
 from agent.web.config import WebSection
 
 # Every config model: unknown keys are errors (typos must not pass silently), values immutable.
@@ -791,9 +792,8 @@ class _Loader:
                 )
             if inspection.write_back is not None:
                 served = any(
-                    getattr(source, "type", "") == "modbus_tcp"
-                    and isinstance(source, SourceModel)
-                    and inspection.machine in source.machines()
+                    isinstance(source, WritesToPlc)
+                    and source.write_target(inspection.machine) is not None
                     for _, source in sources
                 )
                 if not served:

@@ -46,7 +46,7 @@ from agent.errors import ConnectError, ConnectorError, SinkRejected, one_line
 from agent.lane import Lane, Send, keep, mark_historical, read_records
 from agent.poller import Backoff
 from agent.secrets import redact
-from agent.sink import RecordBatch, Sink
+from agent.sink import HasBackground, IndependentStreams, RecordBatch, SendsAhead, Sink
 from agent.store import STREAMS, Store, StoreWriter
 
 log = logging.getLogger("lineside.forward")
@@ -120,10 +120,10 @@ class Forwarder:
                 for stream in STREAMS:
                     group.create_task(self._lane(stream), name=f"{self.sink.name}-{stream}")
                 group.create_task(self._retries(), name=f"{self.sink.name}-retries")
-                background = getattr(self.sink, "background", None)
-                if background is not None:
+                if isinstance(self.sink, HasBackground):
                     group.create_task(
-                        self._background(background), name=f"{self.sink.name}-background"
+                        self._background(self.sink.background),
+                        name=f"{self.sink.name}-background",
                     )
         finally:
             self.writer.remove_commit_listener(committed)
@@ -228,11 +228,11 @@ class Forwarder:
     @property
     def _window(self) -> int:
         """Sends the sink keeps in flight at once, in order (its `concurrent_sends`, else 1)."""
-        return max(1, int(getattr(self.sink, "concurrent_sends", 1)))
+        return max(1, self.sink.concurrent_sends) if isinstance(self.sink, SendsAhead) else 1
 
     @property
     def _independent(self) -> bool:
-        return bool(getattr(self.sink, "independent_streams", False))
+        return isinstance(self.sink, IndependentStreams) and self.sink.independent_streams
 
     async def _send(self, records: RecordBatch) -> None:
         """One attempt at `records`: connect if need be, send, wait for the acknowledgement.

@@ -42,7 +42,7 @@ from agent.registry import runtime_class
 from agent.scheduler import Schedule
 from agent.secrets import redact_tree
 from agent.sink import SinkContext
-from agent.source import ReportsChanges, Source
+from agent.source import ReportsChanges, Source, WritesToPlc, WriteTarget
 from agent.store import Store, StoreWriter
 from agent.tags import Tag, TagTable, config_tags
 from agent.web.config import WebError
@@ -223,13 +223,13 @@ class Agent:
             assert isinstance(spec, InspectionConfig)
             write_back = None
             if spec.write_back is not None:
-                host, port, unit_id = self._modbus_tcp_of(spec.machine)
+                target = self._write_target(spec.machine)
                 write_back = ModbusWriteBack(
                     spec.machine,
                     spec.write_back.address,
-                    host=host,
-                    port=port,
-                    unit_id=unit_id,
+                    host=target.host,
+                    port=target.port,
+                    unit_id=target.unit_id,
                     allow=self.config.write_allow,
                 )
             inspectors.append(
@@ -254,13 +254,11 @@ class Agent:
 
         return read
 
-    def _modbus_tcp_of(self, machine: str) -> tuple[str, int, int]:
-        """Host, port and unit id of the Modbus TCP source serving `machine` (write-back)."""
+    def _write_target(self, machine: str) -> WriteTarget:
+        """Where verdicts of `machine` are written: the source that declares it (`WritesToPlc`)."""
         for source in self.config.sources:
-            if source.type == "modbus_tcp" and machine in source.machines():
-                units = getattr(source, "units", ())
-                unit_id = next(int(u.unit_id) for u in units if u.machine == machine)
-                return str(getattr(source, "host", "")), int(getattr(source, "port", 502)), unit_id
+            if isinstance(source, WritesToPlc) and (target := source.write_target(machine)):
+                return target
         raise LinesideError(f"machine {machine!r} has no Modbus TCP source to write to")
 
     def inspections(self) -> dict[str, Any]:

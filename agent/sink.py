@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, overload
+from typing import Any, Protocol, overload, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -316,19 +316,9 @@ class SinkContext:
 
 
 class Sink(Protocol):
-    """A northbound sink. Optionally a class attribute `concurrent_sends: int` (default 1)
-    says how many `send` calls may be in flight at once with their records still arriving in
-    call order (one MQTT connection: yes; parallel HTTP requests: no). The forwarder then reads
-    and encodes the next batch while the previous one waits for its acknowledgement.
-
-    Optionally `independent_streams: bool` (default False) says that sends on different
-    streams may run at once and that a failure of one stream needs no reconnect of the others
-    (HTTP: a client per stream). The forwarder then sends each stream on its own, backs a
-    failing stream off alone and does not close the sink on a failure.
-
-    Optionally `async def background(self) -> None`: work the sink does beside sending (the
-    MQTT sink's retained status for the fleet view), run by the forwarder for as long as it
-    runs and cancelled with it; its failure is logged and never stops the sending."""
+    """A northbound sink. What it can do beyond sending is declared by the protocols below
+    (`SendsAhead`, `IndependentStreams`, `HasBackground`): the forwarder asks those, never a
+    sink's type name."""
 
     name: str
 
@@ -343,3 +333,32 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
     def statistics(self) -> Mapping[str, float]: ...
+
+
+@runtime_checkable
+class SendsAhead(Protocol):
+    """`concurrent_sends` `send` calls may be in flight at once with their records still
+    arriving in call order (one MQTT connection: yes; parallel HTTP requests: no). The
+    forwarder then reads and encodes the next batch while the previous one waits for its
+    acknowledgement."""
+
+    concurrent_sends: int
+
+
+@runtime_checkable
+class IndependentStreams(Protocol):
+    """Sends on different streams may run at once, and a failure of one stream needs no
+    reconnect of the others (HTTP: a client per stream), when `independent_streams` is true.
+    The forwarder then sends each stream on its own, backs a failing stream off alone and does
+    not close the sink on a failure."""
+
+    independent_streams: bool
+
+
+@runtime_checkable
+class HasBackground(Protocol):
+    """Work the sink does beside sending (the MQTT sink's retained status for the fleet view),
+    run by the forwarder for as long as it runs and cancelled with it; its failure is logged
+    and never stops the sending."""
+
+    async def background(self) -> None: ...
