@@ -36,7 +36,7 @@ from typing import Any
 from agent.config import Config
 from agent.kpi.calendar import Window, WindowKind, window_at, windows
 from agent.kpi.engine import KpiEngine
-from agent.model import Event, EventKind
+from agent.model import OUTAGE, Event, EventKind, Outage
 from agent.store import StoreReader
 
 NS = 1_000_000_000
@@ -250,18 +250,6 @@ def _verdicts(
         yield Event(EventKind.INSPECTION, ts_ns, machine, data)
 
 
-OUTAGE = "outage"  # the `state` of a connection event that records an agent outage
-
-
-def outage_event(start_ns: int, end_ns: int, cause: str) -> Event:
-    """The fact that the agent saw nothing from `start_ns` (its last stored reading) to
-    `end_ns`: stored as a connection event, so a replay puts the outage where the live engine
-    had it (`KpiEngine.outage`) and `lineside oee` equals the KPI records sent upstream."""
-    data = {"source": "agent", "state": OUTAGE, "detail": cause, "cause": cause,
-            "start_ns": start_ns, "end_ns": end_ns}  # fmt: skip
-    return Event(EventKind.CONNECTION, start_ns, None, data)
-
-
 def _outages(store: StoreReader, start_ns: int, end_ns: int) -> Iterator[Event]:
     """The stored agent outages that began in [start, end), by time."""
     for ts_ns, data in store.connection_events("agent", OUTAGE, start_ns, end_ns):
@@ -420,7 +408,7 @@ def resume(
     outage = None
     if last is not None:
         events += engine.outage(int(last))
-        outage = outage_event(int(last), now_ns, "agent stopped")
+        outage = Outage(int(last), now_ns, "agent stopped").event()
     engine.adopt_revisions(held)
     fresh: list[Event] = []
     again = 0

@@ -2,7 +2,7 @@
 agent asks those, never a connector's type name or its config's attributes."""
 
 from agent.sink import HasBackground, IndependentStreams, SendsAhead
-from agent.source import PlansReads, WriteTarget, WritesToPlc
+from agent.source import PlansReads, WritesToPlc, WriteTarget
 from connectors.http.sink import HttpSink
 from connectors.modbus.config import ModbusRtuSourceConfig, ModbusTcpSourceConfig
 from connectors.modbus.source import ModbusTcpSource

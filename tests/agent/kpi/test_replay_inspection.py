@@ -165,7 +165,7 @@ def test_verdicts_before_and_after_a_restart_both_count(
     assert resumed.verdicts == len(before)
     assert again.statistics()["verdicts"] == len(before)
     # The replay closed the hours the first run closed and stored: none is stored again.
-    # Only the outage is new, as a fact (agent/kpi/replay.py `outage_event`).
+    # Only the outage is new, as a fact (`agent.model.Outage`).
     assert [e.data["state"] for e in resumed.events] == ["outage"] and resumed.held > 0
 
     # After the restart the agent goes on: new readings and verdicts into the resumed engine.
