@@ -11,16 +11,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import errno
 import functools
-import json
 import logging
-import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,10 +24,10 @@ import numpy.typing as npt
 from agent.clock import Clock, SystemClock
 from agent.config import Config
 from agent.errors import LinesideError, one_line
-from agent.extras import needs
 from agent.forward import Forwarder, ForwardSettings
+from agent.inspections import build_inspectors
 from agent.kpi.engine import KpiEngine
-from agent.kpi.replay import resume
+from agent.kpi.resume import resume
 from agent.model import Event, Quality, ReadingBatch
 from agent.notify import Notifier
 from agent.pipeline import ReportByException, mark_non_finite
@@ -40,9 +35,10 @@ from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
 from agent.reasons import reasons_of
 from agent.registry import runtime_class
 from agent.scheduler import Schedule
-from agent.secrets import redact_tree
 from agent.sink import SinkContext
-from agent.source import ReportsChanges, Source, WritesToPlc, WriteTarget
+from agent.source import ReportsChanges, Source
+from agent.status_file import STATUS_FILE as STATUS_FILE
+from agent.status_file import keep_status_file, status_figures, write_status
 from agent.store import Store, StoreWriter
 from agent.tags import Tag, TagTable, config_tags
 from agent.web.config import WebError
@@ -55,53 +51,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("lineside.agent")
 
 
-STATUS_FILE = "status.json"
 STATUS_INTERVAL = 2.0  # seconds between rewrites of the status file
-STATUS_BLOCK = 4096  # the status file is padded to whole blocks of this size (write_status)
 KPI_TICK = 1.0  # seconds between closing the KPI windows of silent machines
 # At stop, how long the drain waits for a store that takes no writes (full, failing) before
 # it gives up on what is still pending: SIGTERM is honoured within a few seconds, always.
 DRAIN_STALL = 3.0
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-# Tag id arrays whose store ids are remembered (one per unit and poll group is typical).
-
-
-def write_status(data_dir: Path, figures: dict[str, Any]) -> None:
-    """Replace `<data_dir>/status.json` atomically (a reader never sees half a file).
-
-    On a full disk no new file can be written: the old one is then overwritten in place. It is
-    padded with spaces (JSON allows them) to whole blocks, which it keeps, so the rewrite needs
-    no new block as long as the figures fit; a reader may then see a torn file and read again.
-    """
-    target = data_dir / STATUS_FILE
-    # Last errors in it quote far sides, which may echo a credential.
-    text = json.dumps(redact_tree(figures), default=str).encode()
-    body = text.ljust(-(-len(text) // STATUS_BLOCK) * STATUS_BLOCK)
-    temporary = target.with_suffix(".tmp")
-    try:
-        temporary.write_bytes(body)
-        os.replace(temporary, target)
-    except OSError as exc:
-        if exc.errno not in NO_SPACE:
-            raise
-        with contextlib.suppress(OSError):
-            temporary.unlink()  # what was written of it, so the space it took is free again
-        _overwrite(target, text, exc)
-
-
-def _overwrite(target: Path, text: bytes, full: OSError) -> None:
-    """Write `text` over the file's blocks, without making it longer (the disk is full)."""
-    try:
-        fd = os.open(target, os.O_WRONLY)  # no O_CREAT, no O_TRUNC: the blocks it has
-    except FileNotFoundError:
-        raise full from None  # none yet: nothing to write over
-    try:
-        size = os.fstat(fd).st_size
-        if len(text) > size:
-            raise full
-        os.pwrite(fd, text.ljust(size), 0)
-    finally:
-        os.close(fd)
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -109,16 +63,6 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
-
-
-def _figures(name: str, statistics: Callable[[], Mapping[str, Any]]) -> Mapping[str, Any]:
-    """A source's or sink's own figures; a bug there costs its figures, not the status file,
-    the page or the agent (they all read them)."""
-    try:
-        return statistics()
-    except Exception as exc:
-        log.debug("%s: statistics failed", name, exc_info=exc)
-        return {"statistics_error": one_line(exc)}
 
 
 def sink_tags(stored: Mapping[int, Tag], table: Iterable[Tag] = ()) -> dict[int, Tag]:
@@ -212,36 +156,12 @@ class Agent:
         self.inspectors: list[Inspector] = self._inspectors() if config.inspections else []
 
     def _inspectors(self) -> list[Inspector]:
-        from vision.config import InspectionConfig
-
-        with needs("Vision", "vision"):
-            from vision.inspector import build_inspector
-            from vision.writeback import ModbusWriteBack
-
-        inspectors = []
-        for spec in self.config.inspections:
-            assert isinstance(spec, InspectionConfig)
-            write_back = None
-            if spec.write_back is not None:
-                target = self._write_target(spec.machine)
-                write_back = ModbusWriteBack(
-                    spec.machine,
-                    spec.write_back.address,
-                    host=target.host,
-                    port=target.port,
-                    unit_id=target.unit_id,
-                    allow=self.config.write_allow,
-                )
-            inspectors.append(
-                build_inspector(
-                    spec,
-                    clock=self.clock,
-                    emit_event=self.emit_event,
-                    read_tag=functools.partial(self._tag_reader, spec.machine),
-                    write_back=write_back,
-                )
-            )
-        return inspectors
+        return build_inspectors(
+            self.config,
+            clock=self.clock,
+            emit_event=self.emit_event,
+            read_tag=lambda machine: functools.partial(self._tag_reader, machine),
+        )
 
     def _tag_reader(self, machine: str, name: str) -> Callable[[], float]:
         """The latest value of one tag, NaN while unknown or bad (a vision trigger reads it)."""
@@ -253,13 +173,6 @@ class Agent:
             return float(self.latest_values[at])
 
         return read
-
-    def _write_target(self, machine: str) -> WriteTarget:
-        """Where verdicts of `machine` are written: the source that declares it (`WritesToPlc`)."""
-        for source in self.config.sources:
-            if isinstance(source, WritesToPlc) and (target := source.write_target(machine)):
-                return target
-        raise LinesideError(f"machine {machine!r} has no Modbus TCP source to write to")
 
     def inspections(self) -> dict[str, Any]:
         """Each inspection's latest verdict and counters (for the status page)."""
@@ -545,29 +458,7 @@ class Agent:
         return agent_status(figures, version=__version__, uptime_s=uptime)
 
     async def _publish_status(self) -> None:
-        """Write the statistics next to the store every few seconds for `lineside status`.
-
-        A write that fails (a full disk) is logged once and tried again next time: the status
-        file is a view, never a reason to stop polling.
-        """
-        failing: str | None = None
-        while True:
-            try:
-                write_status(self.config.agent.data_dir, self.statistics())
-            except Exception as exc:
-                if str(exc) != failing:
-                    log.warning(
-                        "status file: cannot write it (%s); `lineside status` shows older "
-                        "figures until it can",
-                        exc,
-                        exc_info=not isinstance(exc, OSError),
-                    )
-                failing = str(exc)
-            else:
-                if failing is not None:
-                    log.info("status file: written again")
-                failing = None
-            await self.clock.sleep_until(self.clock.monotonic() + STATUS_INTERVAL)
+        await keep_status_file(self, STATUS_INTERVAL)
 
     def bad_reasons(self, source: Source) -> dict[str, int]:
         """Why tags of `source` read bad now: reason → tags; empty when all read good.
@@ -599,30 +490,5 @@ class Agent:
         return dict(collections.Counter(t.source for t in self.tags))
 
     def statistics(self) -> dict[str, Any]:
-        """Every figure the agent keeps, as plain data (JSON-ready)."""
-        sources: dict[str, Any] = {}
-        for source in self.sources:
-            schedule = self.schedules[source.name].statistics()
-            sources[source.name] = {
-                **_figures(source.name, source.statistics),
-                "link": asdict(self.links[source.name]),
-                "groups": {name: asdict(s) for name, s in schedule.items()},
-                "tags": self.tags_of_source(source.name),
-                "bad_reasons": self.bad_reasons(source),
-            }
-        sinks = {
-            f.sink.name: {**_figures(f.sink.name, f.sink.statistics), "forward": asdict(f.stats)}
-            for f in self.forwarders
-        }
-        filtered = self.filter.statistics() if self.filter is not None else None
-        return {
-            "agent_id": self.config.agent.id,
-            "written_ns": self.clock.time_ns(),
-            "tags": len(self.tags),
-            "samples": self.samples,
-            "sources": sources,
-            "sinks": sinks,
-            "pipeline": asdict(filtered) if filtered is not None else None,
-            "store": asdict(self.writer.statistics()),
-            "inspections": self.inspections(),
-        }
+        """Every figure the agent keeps, as plain data (JSON-ready): `status.json`."""
+        return status_figures(self)

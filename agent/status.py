@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.runtime import STATUS_FILE
+from agent.status_file import STATUS_FILE
 from agent.store import STREAMS, StoreReader
 
 

@@ -14,7 +14,7 @@ excluded from availability, never guessed). Time before a machine's first readin
 holding it is unknown too; windows that ended before it are not emitted. A machine that never
 reports starts, on `tick`, where the first machine of its line did, so the line's windows still
 close (with its time unknown). After a restart `outage` marks where the agent stopped seeing:
-the state does not carry on past it (agent/kpi/replay.py `resume`).
+the state does not carry on past it (agent/kpi/resume.py).
 
 Stop time (down, idle, setup) is also kept per reason, keyed `category: reason`, for the Pareto.
 

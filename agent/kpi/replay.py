@@ -8,7 +8,7 @@ have been stopped before a shift closed, or run with another config).
 
 A machine whose quality comes from an inspection (`[machines.kpi] inspection`) needs that
 inspection's verdicts too: they are stored as events, and the replay merges them with the
-readings by time in the same pass (`_feed`), each verdict going in just before the first record
+readings by time in the same pass (`feed`), each verdict going in just before the first record
 that begins after it, as it reached the live engine a little after the readings of its instant.
 
 The replay starts `lead` before the first window asked for: the engine needs the machine's
@@ -19,8 +19,9 @@ progress comes from the engine's live snapshot.
 
 The store is opened read-only: replaying never changes it and works while the agent writes.
 
-`resume` uses the same replay at the agent's start: it rebuilds the live engine's open windows
-from the stored readings, so a restart mid-shift loses only the time the agent was stopped.
+`agent/kpi/resume.py` uses the same replay at the agent's start: it rebuilds the live engine's
+open windows from the stored readings, so a restart mid-shift loses only the time the agent was
+stopped.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 from agent.config import Config
 from agent.kpi.calendar import Window, WindowKind, window_at, windows
 from agent.kpi.engine import KpiEngine
-from agent.model import OUTAGE, Event, EventKind, Outage
+from agent.model import OUTAGE, Event, EventKind
 from agent.store import StoreReader
 
 NS = 1_000_000_000
@@ -219,7 +220,7 @@ def lead_ns(config: Config) -> int:
     return max(HOUR_NS, round(2 * max(gaps, default=0.0) * NS))
 
 
-def _reading(config: Config, data_dir: Path | None) -> StoreReader:
+def open_store(config: Config, data_dir: Path | None) -> StoreReader:
     """The store (of `data_dir`, default the config's) open read-only."""
     return StoreReader.open(data_dir if data_dir is not None else config.agent.data_dir)
 
@@ -277,9 +278,9 @@ def replay(
     # Readings up to `lead` after the last window close it as the live engine closed it (at the
     # first reading past its end), and include readings the agent stored late.
     end = min(selection.end_ns + lead, now_ns + 1)
-    with _reading(config, data_dir) as store:
+    with open_store(config, data_dir) as store:
         engine = KpiEngine(config, _tag_ids(store, config))
-        events, done, verdicts = _feed(engine, store, start, end, progress)
+        events, done, verdicts = feed(engine, store, start, end, progress)
     # Close what ended: every machine's time moves to the last window's end (tick moves each
     # machine to `now - max_gap`), never past now.
     longest = lead // 2
@@ -302,7 +303,7 @@ def replay(
     )
 
 
-def _feed(
+def feed(
     engine: KpiEngine,
     store: StoreReader,
     start_ns: int,
@@ -349,92 +350,6 @@ def _feed(
     if progress is not None and total == 0:
         progress(0, 0)
     return events, done, taken
-
-
-# ---------------------------------------------------------------------------------------------
-# Resuming the live engine after a restart
-
-HeldKey = tuple[str | None, str, str, str]  # (machine, or None for a line; line; kind; name)
-
-
-@dataclass(slots=True)
-class Resumed:
-    """What `resume` did to the live engine."""
-
-    # The agent's outage (from the last stored reading to now) as a fact for the store, then
-    # windows closed in the replay that the store does not hold yet.
-    events: list[Event]
-    since_ns: int  # the start of the earliest window still open: replayed from `lead` before
-    records: int = 0  # telemetry records read
-    held: int = 0  # KPI events the replay closed again that the store already holds
-    last_seen_ns: int | None = None  # the last stored reading: the agent saw nothing after it
-    verdicts: int = 0  # stored inspection verdicts replayed
-
-
-def open_since(config: Config, now_ns: int) -> int:
-    """The start of the earliest window (hour, shift, day) in progress at `now_ns`."""
-    kinds: tuple[WindowKind, ...] = ("hour", "shift", "day")
-    starts = [w.start_ns for k in kinds if (w := window_at(config.calendar, k, now_ns)) is not None]
-    return min(starts)
-
-
-def resume(
-    engine: KpiEngine,
-    config: Config,
-    now_ns: int,
-    *,
-    data_dir: Path | None = None,
-    progress: Progress | None = None,
-) -> Resumed:
-    """Rebuild a fresh live `engine` from the store at start, so the windows still open at
-    `now_ns` go on from what the last run saw instead of starting again as unknown time.
-
-    The stored readings from `lead` before the earliest open window (at most a day and the
-    lead) go through the engine, in storage order, with the stored verdicts of the inspections
-    that are a machine's quality merged in by time (`_feed`): so verdicts before the restart
-    still count. The time after the last reading, until the next one, is unknown
-    (`KpiEngine.outage`): the agent was not running. KPI events the
-    replay gives again are left out when the store holds their window at that revision or a
-    later one (the engine numbers its revisions on from the stored ones); windows that began
-    before the earliest open window are left out too (the replay saw only their end). What is
-    left (a window the last run closed but could not store) is in `events`, for the store.
-    """
-    since = open_since(config, now_ns)
-    start = since - lead_ns(config)
-    with _reading(config, data_dir) as store:
-        events, done, verdicts = _feed(engine, store, start, now_ns + 1, progress)
-        last = store.last_reading_ns(start, now_ns)
-        held = _held(store, start)
-    outage = None
-    if last is not None:
-        events += engine.outage(int(last))
-        outage = Outage(int(last), now_ns, "agent stopped").event()
-    engine.adopt_revisions(held)
-    fresh: list[Event] = []
-    again = 0
-    for e in events:
-        d = e.data
-        w = d["window"]
-        if e.kind is not EventKind.KPI or w["start_ns"] < since:
-            continue
-        if d["revision"] <= held.get((d["machine"], d["line"], w["kind"], w["name"]), -1):
-            again += 1
-            continue
-        fresh.append(e)
-    if outage is not None:
-        fresh.insert(0, outage)  # stored, so `lineside oee` replays the outage where it was
-    last_seen = int(last) if last is not None else None
-    return Resumed(fresh, since, done, again, last_seen, verdicts)
-
-
-def _held(store: StoreReader, start_ns: int) -> dict[HeldKey, int]:
-    """The latest stored revision of every KPI window that ended after `start_ns`."""
-    out: dict[HeldKey, int] = {}
-    for d in store.events_of(EventKind.KPI, start_ns):
-        w = d["window"]
-        key = (d["machine"], d["line"], w["kind"], w["name"])
-        out[key] = max(out.get(key, -1), int(d["revision"]))
-    return out
 
 
 def _closed(events: Sequence[Event]) -> list[KpiWindow]:
