@@ -106,14 +106,17 @@ class NoStore(StoreError):
 
 
 def find_store(data_dir: Path | str, *, whole: bool = False) -> Path:
-    """The store file of `data_dir`. NoStore when there is none; StoreError ("damaged ... move
-    it aside") when what is there cannot be used. `whole`: SQLite's quick_check reads all of it
-    now, for commands with no other check before their output."""
-    path = db_path(data_dir)
+    """The store file of `data_dir` (or the file itself). NoStore when there is none;
+    StoreError ("damaged ... move it aside") when what is there cannot be used. `whole`:
+    SQLite's quick_check reads all of it now, for commands with no other check before their
+    output. The one "is there a store here" check of every command."""
+    path = Path(data_dir)
+    if path.name != DB_NAME:
+        path = db_path(path)
     if not check_path(path):
-        raise NoStore(f"{data_dir}: no store here (has the agent run with this data_dir?)")
+        raise NoStore(f"{path.parent}: no store here (has the agent run with this data_dir?)")
     if whole:
-        with StoreReader.open(data_dir, whole=True):
+        with StoreReader.open(path, whole=True):
             pass
     return path
 
@@ -136,11 +139,7 @@ class StoreReader:
     def open(cls, data_dir: Path | str, *, whole: bool = False) -> StoreReader:
         """The store of `data_dir` read-only (NoStore: none there; StoreError: damaged or
         unreadable). `whole`: quick_check it first."""
-        path = Path(data_dir)
-        if path.name != DB_NAME:
-            path = db_path(path)
-        if not check_path(path):
-            raise NoStore(f"{path.parent}: no store here (has the agent run with this data_dir?)")
+        path = find_store(data_dir)
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         except sqlite3.Error as exc:
