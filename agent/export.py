@@ -13,7 +13,6 @@ import heapq
 import json
 import math
 import os
-import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,10 +22,8 @@ from typing import TextIO
 
 import numpy as np
 
-from agent.errors import StoreError
 from agent.model import Quality
-from agent.store import DB_NAME, decode_batch
-from agent.store.schema import check_file, check_path, corrupt, read_failed
+from agent.store import StoreReader
 
 # The store keeps time as nanoseconds since the epoch in a signed 64-bit integer: from
 # 1677-09-21 to 2262-04-11. A time asked for outside that range is clamped to it.
@@ -67,27 +64,6 @@ def parse_time(text: str, tz: tzinfo | None = None) -> int:
     return min(max(ns, TIME_MIN_NS), TIME_MAX_NS)
 
 
-def _open(store_path: Path | str) -> tuple[sqlite3.Connection, Path]:
-    """The store read-only, checked whole (quick_check) before the first row is written, so a
-    damaged store gives its one-line error instead of a partial export."""
-    path = Path(store_path)
-    if path.name != DB_NAME:
-        path = path / DB_NAME
-    if not check_path(path):
-        raise StoreError(f"{path}: no store here")
-    # Read-only: exporting must never change or create a store.
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise read_failed(path, exc) from exc
-    try:
-        check_file(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn, path
-
-
 def export_readings(
     store_path: Path | str,
     *,
@@ -100,19 +76,20 @@ def export_readings(
 
     The store is opened and checked now (StoreError: none there, or damaged); the rows come as
     they are iterated, and a read that fails on the way is a StoreError too."""
-    conn, path = _open(store_path)
-    return _rows(conn, path, start_ns, end_ns, tag_glob)
+    # Read-only, checked whole (quick_check) before the first row is written, so a damaged
+    # store gives its one-line error instead of a partial export.
+    reader = StoreReader.open(store_path, whole=True)
+    return _rows(reader, start_ns, end_ns, tag_glob)
 
 
 def _rows(
-    conn: sqlite3.Connection,
-    db: Path,
+    reader: StoreReader,
     start_ns: int | None,
     end_ns: int | None,
     tag_glob: str | None,
 ) -> Iterator[ExportRow]:
-    try:
-        paths = {int(i): str(p) for i, p in conn.execute("SELECT id, path FROM tags")}
+    with reader:
+        paths = {i: p for p, i in reader.tag_ids().items()}
         wanted: np.ndarray | None = None
         if tag_glob is not None:
             wanted = np.array(
@@ -122,17 +99,11 @@ def _rows(
                 return
         lo = TIME_MIN_NS if start_ns is None else max(start_ns, TIME_MIN_NS)
         hi = TIME_MAX_NS if end_ns is None else min(end_ns, TIME_MAX_NS)
-        batches = conn.execute(
-            "SELECT seq, ts_first_ns, source, n, tag_ids, vals, quality, ts FROM telemetry "
-            "WHERE ts_first_ns < ? AND ts_last_ns >= ? ORDER BY ts_first_ns, seq",
-            (hi, lo),
-        )
         heap: list[tuple[int, int, int, str, float, int]] = []
-        for seq, first_ns, *record in batches:
+        for seq, first_ns, b in reader.batches_overlapping(lo, hi):
             # Rows earlier than this batch's first reading can no longer be overtaken.
             while heap and heap[0][0] < first_ns:
                 yield _row(heapq.heappop(heap))
-            b = decode_batch(*record)
             ts = b.timestamps()
             mask = (ts >= lo) & (ts < hi)
             if wanted is not None:
@@ -146,12 +117,6 @@ def _rows(
                 )
         while heap:
             yield _row(heapq.heappop(heap))
-    except sqlite3.Error as exc:
-        raise read_failed(db, exc) from exc
-    except (StoreError, ValueError) as exc:  # a record whose blobs do not decode
-        raise corrupt(db, str(exc)) from exc
-    finally:
-        conn.close()
 
 
 def _row(item: tuple[int, int, int, str, float, int]) -> ExportRow:

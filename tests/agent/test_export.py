@@ -22,7 +22,8 @@ from agent.export import (
     write_jsonl,
 )
 from agent.model import Quality, ReadingBatch
-from agent.store import Store, StoreWriter, TagInfo
+from agent.store import Store, StoreWriter
+from agent.tags import Tag
 
 T0 = 1_735_689_600_000_000_000  # 2025-01-01T00:00:00Z
 S = 1_000_000_000
@@ -34,9 +35,9 @@ def store_dir(tmp_path: Path) -> Path:
     with Store(tmp_path) as store:
         ids = store.register_tags(
             [
-                TagInfo("site/a/l1/press/speed"),
-                TagInfo("site/a/l1/press/count"),
-                TagInfo("site/a/l2/loom/speed"),
+                Tag.from_path("site/a/l1/press/speed"),
+                Tag.from_path("site/a/l1/press/count"),
+                Tag.from_path("site/a/l2/loom/speed"),
             ]
         )
     press = [ids["site/a/l1/press/speed"], ids["site/a/l1/press/count"]]

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.sink import EventRecord, GapRecord, Record, TagMeta, TelemetryRecord
+from agent.sink import EventRecord, GapRecord, Record, TelemetryRecord
+from agent.tags import Tag
 from connectors.mqtt.payload import (
     QUALITY_NAMES,
     Message,
@@ -27,12 +28,9 @@ T0 = 1_717_000_000_123_456_789  # ns
 T0_MS = 1_717_000_000_123
 
 TAGS = {
-    1: TagMeta("plant1/press/line1/press1/die_temp", "plant1", "press", "line1", "press1",
-               "die_temp", "°C"),
-    2: TagMeta("plant1/press/line1/press1/strokes", "plant1", "press", "line1", "press1",
-               "strokes", ""),
-    7: TagMeta("plant1/weaving/line2/loom1/speed", "plant1", "weaving", "line2", "loom1",
-               "speed", "rpm"),
+    1: Tag.from_path("plant1/press/line1/press1/die_temp", unit="°C"),
+    2: Tag.from_path("plant1/press/line1/press1/strokes", unit=""),
+    7: Tag.from_path("plant1/weaving/line2/loom1/speed", unit="rpm"),
 }  # fmt: skip
 PRESS = "uns/plant1/press/line1/press1"
 LOOM = "uns/plant1/weaving/line2/loom1"
@@ -246,9 +244,9 @@ def test_numpy_scalars_in_event_data_are_plain_numbers() -> None:
 def test_agent_site_and_prefix() -> None:
     assert UnsLayout("uns", "a1", {}).agent_topic == "uns/_/_agent/a1"
     two_sites = {
-        1: TagMeta("s2/a/l/m/t", "s2", "a", "l", "m", "t", ""),
-        2: TagMeta("s1/a/l/m/t", "s1", "a", "l", "m", "t", ""),
-        3: TagMeta("s1/a/l/n/t", "s1", "a", "l", "n", "t", ""),
+        1: Tag.from_path("s2/a/l/m/t", unit=""),
+        2: Tag.from_path("s1/a/l/m/t", unit=""),
+        3: Tag.from_path("s1/a/l/n/t", unit=""),
     }
     assert UnsLayout("p/q", "a1", two_sites).gap_topic == "p/q/s1/_agent/a1/gap"
 
@@ -335,13 +333,14 @@ def test_batch_with_per_reading_timestamps_carries_them() -> None:
 
 
 def test_columnar_records_encode_exactly_as_the_same_records_one_by_one(tmp_path: Any) -> None:
-    from agent.forward import read_records
+    from agent.lane import read_records
     from agent.sink import TelemetryRecords
-    from agent.store import Store, StoreWriter, TagInfo
+    from agent.store import Store, StoreWriter
 
     with Store(tmp_path) as store:
         ids = store.register_tags(
-            TagInfo(meta.path, meta.machine, meta.name, meta.unit) for meta in TAGS.values()
+            Tag(path=meta.path, machine=meta.machine, name=meta.name, unit=meta.unit)
+            for meta in TAGS.values()
         )
     writer = StoreWriter(tmp_path)
     by_path = {meta.path: tag_id for tag_id, meta in TAGS.items()}
