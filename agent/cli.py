@@ -324,6 +324,7 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
     from rich.table import Table
 
     from agent.registry import runtime_class
+    from agent.source import PlansReads
     from agent.tags import TagTable
 
     config = _load(config_file)
@@ -331,12 +332,16 @@ def plan(config_file: ConfigOption, as_json: JsonOption = False) -> None:
     rows = []
     s7_rows: list[dict[str, object]] = []
     for source_config in config.sources:
-        if source_config.type == "s7":
+        if source_config.type == "s7":  # multi-reads per CPU, not requests per unit
             s7_rows += _s7_plan_rows(source_config, tags)
             continue
-        if not (source_config.type.startswith("modbus") or source_config.type == "mc"):
+        try:
+            runtime = runtime_class(source_config.type)
+        except MissingExtra:  # its library is not installed, and it plans no reads (OPC UA)
             continue
-        source = runtime_class(source_config.type)(source_config, tags)
+        source = runtime(source_config, tags)
+        if not isinstance(source, PlansReads):  # a source that plans no reads (OPC UA)
+            continue
         for group in source.poll_groups():
             for unit in source.unit_groups(group):
                 rows.append(
@@ -1203,14 +1208,14 @@ def _store_here(directory: Path, hint: str, *, whole: bool = False) -> None:
     aside" error when what is there cannot be used. `whole`: read all of it (quick_check) now,
     for commands that have no other check before their output."""
     from agent.errors import StoreError
-    from agent.store.schema import check_path, check_store, db_path
+    from agent.store import NoStore, find_store
 
     try:
-        exists = (check_store if whole else check_path)(db_path(directory))
+        find_store(directory, whole=whole)
+    except NoStore:
+        raise _fail([f"{directory}: no store here ({hint})"]) from None
     except StoreError as exc:
         raise _store_failed(exc) from None
-    if not exists:
-        raise _fail([f"{directory}: no store here ({hint})"])
 
 
 def _data_dir(config_file: Path | None, data: Path | None) -> Path:

@@ -43,10 +43,12 @@ from pydantic_core import PydanticCustomError
 from agent import registry
 from agent.duration import Duration, PositiveDuration
 from agent.errors import ConfigError, Problem
-from agent.kpi.config import MachineKpi, StateName, TagFacts
+from agent.kpi.config import MachineKpi, StateName
 from agent.kpi.config import problems as kpi_problems
 from agent.logs import LogSection
+from agent.model import DataType
 from agent.size import Size, format_size
+from agent.source import WritesToPlc
 from agent.web.config import WebSection
 
 # Every config model: unknown keys are errors (typos must not pass silently), values immutable.
@@ -168,6 +170,14 @@ class TagModel(Protocol):
     def description(self) -> str: ...
     @property
     def deadband(self) -> Deadband | None: ...
+    @property
+    def type(self) -> DataType | None:
+        """The declared data type; None: the protocol tells at run time (float64 for the KPI
+        checks)."""
+        ...
+
+    @property
+    def scale(self) -> float: ...
 
 
 @runtime_checkable
@@ -880,9 +890,8 @@ class _Loader:
                 )
             if inspection.write_back is not None:
                 served = any(
-                    getattr(source, "type", "") == "modbus_tcp"
-                    and isinstance(source, SourceModel)
-                    and inspection.machine in source.machines()
+                    isinstance(source, WritesToPlc)
+                    and source.write_target(inspection.machine) is not None
                     for _, source in sources
                 )
                 if not served:
@@ -956,7 +965,7 @@ class _Loader:
             if machine.kpi is None:
                 continue
             tags = {
-                t.name: TagFacts(str(getattr(t, "type", None) or "float64"))
+                t.name: t
                 for _, source in sources
                 if isinstance(source, SourceModel)
                 for t in source.tags_of(machine.name)

@@ -12,7 +12,6 @@ import fnmatch
 import heapq
 import json
 import os
-import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,11 +22,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from agent.codenames import CodeNames
-from agent.errors import StoreError
 from agent.model import EventKind, Quality
 from agent.reasonlog import ReasonAt, changes
-from agent.store import DB_NAME, decode_batch
-from agent.store.schema import check_file, check_path, corrupt, read_failed
+from agent.store import StoreReader
 from agent.values import Plain, plain
 
 # The store keeps time as nanoseconds since the epoch in a signed 64-bit integer: from
@@ -90,27 +87,6 @@ def parse_time(text: str, tz: tzinfo | None = None) -> int:
     return min(max(ns, TIME_MIN_NS), TIME_MAX_NS)
 
 
-def _open(store_path: Path | str) -> tuple[sqlite3.Connection, Path]:
-    """The store read-only, checked whole (quick_check) before the first row is written, so a
-    damaged store gives its one-line error instead of a partial export."""
-    path = Path(store_path)
-    if path.name != DB_NAME:
-        path = path / DB_NAME
-    if not check_path(path):
-        raise StoreError(f"{path}: no store here")
-    # Read-only: exporting must never change or create a store.
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise read_failed(path, exc) from exc
-    try:
-        check_file(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn, path
-
-
 def export_readings(
     store_path: Path | str,
     *,
@@ -123,19 +99,16 @@ def export_readings(
 
     The store is opened and checked now (StoreError: none there, or damaged); the rows come as
     they are iterated, and a read that fails on the way is a StoreError too."""
-    conn, path = _open(store_path)
+    # Read-only, checked whole (quick_check) before the first row is written, so a damaged
+    # store gives its one-line error instead of a partial export.
+    reader = StoreReader.open(store_path, whole=True)
     try:
         hi = TIME_MAX_NS if end_ns is None else min(end_ns, TIME_MAX_NS)
-        events = changes(
-            conn.execute(
-                "SELECT ts_ns, data FROM events WHERE kind = ? AND ts_ns < ? ORDER BY ts_ns, seq",
-                (EventKind.REASONS.value, hi),
-            )
-        )
-    except sqlite3.Error as exc:
-        conn.close()
-        raise read_failed(path, exc) from exc
-    return _with_reasons(_rows(conn, path, start_ns, end_ns, tag_glob), ReasonAt(events))
+        events = changes(reader.event_texts(EventKind.REASONS, before_ns=hi))
+    except BaseException:
+        reader.close()
+        raise
+    return _with_reasons(_rows(reader, start_ns, end_ns, tag_glob), ReasonAt(events))
 
 
 def _with_reasons(rows: Iterable[ExportRow], reasons: ReasonAt) -> Iterator[ExportRow]:
@@ -149,15 +122,15 @@ def _with_reasons(rows: Iterable[ExportRow], reasons: ReasonAt) -> Iterator[Expo
 
 
 def _rows(
-    conn: sqlite3.Connection,
-    db: Path,
+    reader: StoreReader,
     start_ns: int | None,
     end_ns: int | None,
     tag_glob: str | None,
 ) -> Iterator[ExportRow]:
-    try:
-        paths = {int(i): str(p) for i, p in conn.execute("SELECT id, path FROM tags")}
-        units = {str(p): str(u) for p, u in conn.execute("SELECT path, unit FROM tags")}
+    with reader:
+        tags = reader.tags()
+        paths = {i: t.path for i, t in tags.items()}
+        units = {t.path: t.unit for t in tags.values()}
         wanted: np.ndarray | None = None
         if tag_glob is not None:
             wanted = np.array(
@@ -167,17 +140,11 @@ def _rows(
                 return
         lo = TIME_MIN_NS if start_ns is None else max(start_ns, TIME_MIN_NS)
         hi = TIME_MAX_NS if end_ns is None else min(end_ns, TIME_MAX_NS)
-        batches = conn.execute(
-            "SELECT seq, ts_first_ns, source, n, tag_ids, vals, quality, ts FROM telemetry "
-            "WHERE ts_first_ns < ? AND ts_last_ns >= ? ORDER BY ts_first_ns, seq",
-            (hi, lo),
-        )
         heap: list[tuple[int, int, int, str, float, int]] = []
-        for seq, first_ns, *record in batches:
+        for seq, first_ns, b in reader.batches_overlapping(lo, hi):
             # Rows earlier than this batch's first reading can no longer be overtaken.
             while heap and heap[0][0] < first_ns:
                 yield _row(heapq.heappop(heap), units)
-            b = decode_batch(*record)
             ts = b.timestamps()
             mask = (ts >= lo) & (ts < hi)
             if wanted is not None:
@@ -191,12 +158,6 @@ def _rows(
                 )
         while heap:
             yield _row(heapq.heappop(heap), units)
-    except sqlite3.Error as exc:
-        raise read_failed(db, exc) from exc
-    except (StoreError, ValueError) as exc:  # a record whose blobs do not decode
-        raise corrupt(db, str(exc)) from exc
-    finally:
-        conn.close()
 
 
 def _row(item: tuple[int, int, int, str, float, int], units: Mapping[str, str]) -> ExportRow:

@@ -38,17 +38,15 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-
-import numpy as np
-import numpy.typing as npt
 
 from agent.clock import Clock
 from agent.errors import ConnectError, ConnectorError, SinkRejected, one_line
+from agent.lane import Lane, Send, keep, mark_historical, read_records
 from agent.poller import Backoff
 from agent.secrets import redact
-from agent.sink import EventRecord, GapRecord, Record, Sink, TelemetryRecord, TelemetryRecords
+from agent.sink import HasBackground, IndependentStreams, RecordBatch, SendsAhead, Sink
 from agent.store import STREAMS, Store, StoreWriter
 
 log = logging.getLogger("lineside.forward")
@@ -70,148 +68,6 @@ class SinkStatistics:
     quarantined: int = 0
     failures: int = 0
     last_error: str = ""
-
-
-def read_records(store: Store, stream: str, after: int, limit: int) -> Sequence[Record]:
-    """Up to `limit` records of `stream` after seq `after`, as sinks receive them.
-
-    Telemetry comes as one columnar `TelemetryRecords` (no object per record until a sink
-    asks for one).
-    """
-    if stream == "telemetry":
-        return TelemetryRecords(store.read_telemetry_run(after, limit))
-    if stream == "events":
-        return [EventRecord(e.seq or 0, e) for e in store.read_events(after, limit)]
-    return [
-        GapRecord(g.seq, g.stream, g.first_seq, g.last_seq, g.count, g.readings, g.ts_ns, g.reason)
-        for g in store.read_gaps(after, limit)
-    ]
-
-
-def _seqs(records: Sequence[Record]) -> npt.NDArray[np.int64]:
-    if isinstance(records, TelemetryRecords):
-        return records.seqs
-    return np.fromiter((r.seq for r in records), dtype=np.int64, count=len(records))
-
-
-def _last_seq(records: Sequence[Record]) -> int:
-    return int(records.seqs[-1]) if isinstance(records, TelemetryRecords) else records[-1].seq
-
-
-def _keep(records: Sequence[Record], lane: _Lane, below: int | None = None) -> Sequence[Record]:
-    """The records not already done ahead of the lane's cursor and, given `below`, with a
-    smaller seq."""
-    if not lane.ahead and below is None:
-        return records
-    seqs = _seqs(records)
-    keep = ~lane.is_ahead(seqs)
-    if below is not None:
-        keep &= seqs < below
-    if isinstance(records, TelemetryRecords):
-        return records.select(keep)
-    return [r for r, k in zip(records, keep.tolist(), strict=True) if k]
-
-
-def _stream_of(records: Sequence[Record]) -> str:
-    return "telemetry" if isinstance(records, TelemetryRecords) else records[0].stream
-
-
-def _with_historical(record: Record, historical: bool) -> Record:
-    if not historical:
-        return record
-    if isinstance(record, TelemetryRecord):
-        return TelemetryRecord(record.seq, record.batch, True)
-    if isinstance(record, EventRecord):
-        return EventRecord(record.seq, record.event, True)
-    return GapRecord(
-        record.seq,
-        record.of_stream,
-        record.first_seq,
-        record.last_seq,
-        record.count,
-        record.readings,
-        record.ts_ns,
-        record.reason,
-        True,
-    )
-
-
-def _marked(records: Sequence[Record], live_from: int) -> Sequence[Record]:
-    """The records marked historical when their seq is below `live_from`: stored before the
-    live window began (when the agent stored them, not the device's timestamp, decides)."""
-    if isinstance(records, TelemetryRecords):
-        return records.marked(records.seqs < live_from)
-    return [_with_historical(r, r.seq < live_from) for r in records]
-
-
-def _historical_count(records: Sequence[Record]) -> int:
-    if isinstance(records, TelemetryRecords):
-        return int(records.historical.sum())
-    return sum(1 for r in records if r.historical)
-
-
-@dataclass(slots=True)
-class _Send:
-    """One send in flight on a lane: its records, the range of seqs they stand for (`after`
-    exclusive to `last`, holes included) and the task awaiting the acknowledgement."""
-
-    records: Sequence[Record]
-    after: int
-    last: int
-    task: asyncio.Task[None]
-
-
-class _Lane:
-    """Where one sink is in one stream.
-
-    `cursor` is the last seq with nothing undelivered at or before it: the store's cursor.
-    Live records sent ahead of a backlog wait in `ahead` until the backlog reaches them, so a
-    crash sends them again (at least once) rather than skipping the backlog.
-
-    The lane moves over ranges of seqs, not single records: a read after seq `a` that returned
-    records up to seq `b` stands for all of `a + 1..b`, and the seqs of that range it did not
-    return are no longer in the store (the size bound dropped them; a gap record names them).
-    So a hole punched into the backlog is crossed like delivered records, and a restart does
-    not stop at it either.
-    """
-
-    def __init__(self, cursor: int) -> None:
-        self.cursor = cursor
-        self.acked = cursor
-        # Ranges `(first, last)` done beyond the cursor, sorted and apart (usually empty).
-        self.ahead: list[tuple[int, int]] = []
-        self.live_next = cursor + 1  # the next live record to send ahead
-        self.issued = cursor  # the last seq handed to a send still in flight (pipelining)
-
-    def done_range(self, after: int, last: int) -> None:
-        """Every seq in `after + 1..last` is delivered, refused or gone from the store."""
-        if last <= after or last <= self.cursor:
-            return
-        self.live_next = max(self.live_next, last + 1)
-        if after <= self.cursor:
-            self.cursor = last
-        else:
-            self.ahead.append((after + 1, last))
-            self.ahead.sort()
-        if not self.ahead:  # a plain drain: nothing more to do per batch
-            return
-        merged: list[tuple[int, int]] = []
-        for first, end in self.ahead:
-            if first <= self.cursor + 1:
-                self.cursor = max(self.cursor, end)
-            elif merged and first <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-            else:
-                merged.append((first, end))
-        self.ahead = [(first, end) for first, end in merged if end > self.cursor]
-        self.live_next = max(self.live_next, self.cursor + 1)
-
-    def is_ahead(self, seqs: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-        """Which of `seqs` lie in a range already done beyond the cursor."""
-        done = np.zeros(seqs.shape[0], dtype=np.bool_)
-        for first, last in self.ahead:
-            done |= (seqs >= first) & (seqs <= last)
-        return done
 
 
 class Forwarder:
@@ -264,10 +120,10 @@ class Forwarder:
                 for stream in STREAMS:
                     group.create_task(self._lane(stream), name=f"{self.sink.name}-{stream}")
                 group.create_task(self._retries(), name=f"{self.sink.name}-retries")
-                background = getattr(self.sink, "background", None)
-                if background is not None:
+                if isinstance(self.sink, HasBackground):
                     group.create_task(
-                        self._background(background), name=f"{self.sink.name}-background"
+                        self._background(self.sink.background),
+                        name=f"{self.sink.name}-background",
                     )
         finally:
             self.writer.remove_commit_listener(committed)
@@ -305,10 +161,10 @@ class Forwarder:
             waking.cancel()
 
     async def _lane(self, stream: str) -> None:
-        lane = _Lane(self.store.cursor(self.sink.name, stream))
+        lane = Lane(self.store.cursor(self.sink.name, stream))
         window_ns = round(self.settings.live_window * 1e9)
         batch = self.settings.batch_size
-        in_flight: deque[_Send] = deque()
+        in_flight: deque[Send] = deque()
         try:
             while True:
                 # Records from `live_from` on were stored within the live window.
@@ -324,7 +180,7 @@ class Forwarder:
                     after = max(live_from, lane.live_next) - 1
                     live = read_records(self.store, stream, after, batch)
                     if len(live):
-                        last = _last_seq(live)
+                        last = int(live.seqs[-1])
                         sent += await self._deliver(stream, live, lane, after, last, live_from=0)
                     allowed = self._replay_allowance(batch)
                     if allowed:
@@ -333,8 +189,8 @@ class Forwarder:
                         if len(older):
                             # The read stands for every seq up to its last one, or up to the
                             # live records when it reached them: what it skipped was dropped.
-                            last = min(_last_seq(older), live_from - 1)
-                            backlog = _keep(older, lane, below=live_from)
+                            last = min(int(older.seqs[-1]), live_from - 1)
+                            backlog = keep(older, lane, below=live_from)
                             sent += await self._deliver(
                                 stream, backlog, lane, after, last, live_from=live_from
                             )
@@ -347,12 +203,12 @@ class Forwarder:
                     records = read_records(self.store, stream, after, batch)
                     pending = records
                     if len(records):
-                        last = _last_seq(records)
-                        pending = _keep(records, lane)
+                        last = int(records.seqs[-1])
+                        pending = keep(records, lane)
                         if len(pending):
-                            marked = _marked(pending, live_from)
+                            marked = mark_historical(pending, live_from)
                             task = asyncio.create_task(self._send(marked))
-                            in_flight.append(_Send(marked, after, last, task))
+                            in_flight.append(Send(marked, after, last, task))
                         else:  # all sent ahead already (and holes): nothing to send
                             lane.done_range(after, last)
                         lane.issued = last
@@ -372,13 +228,13 @@ class Forwarder:
     @property
     def _window(self) -> int:
         """Sends the sink keeps in flight at once, in order (its `concurrent_sends`, else 1)."""
-        return max(1, int(getattr(self.sink, "concurrent_sends", 1)))
+        return max(1, self.sink.concurrent_sends) if isinstance(self.sink, SendsAhead) else 1
 
     @property
     def _independent(self) -> bool:
-        return bool(getattr(self.sink, "independent_streams", False))
+        return isinstance(self.sink, IndependentStreams) and self.sink.independent_streams
 
-    async def _send(self, records: Sequence[Record]) -> None:
+    async def _send(self, records: RecordBatch) -> None:
         """One attempt at `records`: connect if need be, send, wait for the acknowledgement.
 
         A sink failing in a way it did not foresee (a KeyError in its encoder, a library's bare
@@ -393,7 +249,7 @@ class Forwarder:
             log.debug("%s: send failed", self.sink.name, exc_info=exc)
             raise ConnectError(one_line(exc)) from None
 
-    async def _attempt(self, records: Sequence[Record]) -> None:
+    async def _attempt(self, records: RecordBatch) -> None:
         if self._independent:
             await self._send_on_stream(records)
             return
@@ -408,9 +264,9 @@ class Forwarder:
             await self._ensure_connected()
             await self.sink.send(records)
 
-    async def _send_on_stream(self, records: Sequence[Record]) -> None:
+    async def _send_on_stream(self, records: RecordBatch) -> None:
         """`_send` for a sink with independent streams: only connecting is one at a time."""
-        stream = _stream_of(records)
+        stream = records.stream
         async with self._lock:
             await self._ensure_connected()
         async with self._stream_locks.setdefault(stream, asyncio.Lock()):
@@ -423,7 +279,7 @@ class Forwarder:
                 self.stats.state = "connected"
 
     async def _settle(
-        self, stream: str, lane: _Lane, in_flight: deque[_Send], *, wait_all: bool
+        self, stream: str, lane: Lane, in_flight: deque[Send], *, wait_all: bool
     ) -> int:
         """Wait for the oldest send in flight (or all), in order; returns how many records the
         far side answered for. A failure abandons the later sends: the lane reads again from
@@ -449,7 +305,7 @@ class Forwarder:
                 break
         return taken
 
-    async def _abandon(self, lane: _Lane, in_flight: deque[_Send]) -> None:
+    async def _abandon(self, lane: Lane, in_flight: deque[Send]) -> None:
         for send in in_flight:
             send.task.cancel()
         await asyncio.gather(*(s.task for s in in_flight), return_exceptions=True)
@@ -470,8 +326,8 @@ class Forwarder:
     async def _deliver(
         self,
         stream: str,
-        records: Sequence[Record],
-        lane: _Lane,
+        records: RecordBatch,
+        lane: Lane,
         after: int,
         last: int,
         *,
@@ -484,7 +340,7 @@ class Forwarder:
 
         Records below `live_from` go out marked historical.
         """
-        marked = _marked(records, live_from)
+        marked = mark_historical(records, live_from)
         taken = 0
         while len(marked):
             try:
@@ -492,10 +348,10 @@ class Forwarder:
             except SinkRejected as exc:
                 took, upto = self._rejected(stream, marked, exc)
                 taken += took
-                if upto is None:
+                if upto is None or exc.index is None:  # refused as a whole: all are done
                     break
                 lane.done_range(after, upto)
-                after, marked = upto, marked[exc.index + 1 :] if exc.index is not None else []
+                after, marked = upto, marked[exc.index + 1 :]
             except ConnectorError as exc:
                 await self._failed(exc, stream)
                 return taken
@@ -506,7 +362,7 @@ class Forwarder:
         return taken
 
     def _rejected(
-        self, stream: str, marked: Sequence[Record], exc: SinkRejected
+        self, stream: str, marked: RecordBatch, exc: SinkRejected
     ) -> tuple[int, int | None]:
         """Quarantine what the far side refused; the records before it were accepted.
 
@@ -517,23 +373,23 @@ class Forwarder:
         # all are refused.
         refused = list(marked) if exc.index is None else [marked[bad]]
         for record in refused:
-            self.store.quarantine(self.sink.name, stream, record.seq, str(exc))
+            self.writer.submit_quarantine(self.sink.name, stream, record.seq, str(exc))
             self.stats.quarantined += 1
             log.warning("%s: %s seq %d quarantined: %s", self.sink.name, stream, record.seq, exc)
         done = marked if exc.index is None else marked[: bad + 1]
         took = self._took(stream, done, len(done) - len(refused))
         return took, None if exc.index is None else marked[bad].seq
 
-    def _took(self, stream: str, records: Sequence[Record], accepted: int) -> int:
+    def _took(self, stream: str, records: RecordBatch, accepted: int) -> int:
         """The far side answered for `records` (accepted or quarantined): count them."""
-        historical = _historical_count(records)
+        historical = records.historical_count()
         self.stats.historical += historical
         if self.settings.replay_rate > 0:
             self._replay_tokens = max(0.0, self._replay_tokens - historical)
         self.stats.sent[stream] += accepted
         return len(records)
 
-    def _acknowledge(self, stream: str, lane: _Lane) -> None:
+    def _acknowledge(self, stream: str, lane: Lane) -> None:
         """Move the store's cursor over what is delivered without a hole before it."""
         if lane.cursor > lane.acked:
             self.writer.submit_ack(self.sink.name, stream, lane.cursor)
@@ -581,20 +437,29 @@ class Forwarder:
 
     async def _retries(self) -> None:
         """Send again what `lineside quarantine retry` marked, one record at a time."""
+        released: set[int] = set()  # submitted to the writer, maybe not committed yet
         while True:
-            for entry in self.store.quarantined(self.sink.name, retry_only=True):
+            entries = self.store.quarantined(self.sink.name, retry_only=True)
+            released &= {e.id for e in entries}
+            for entry in entries:
+                if entry.id in released:
+                    continue
                 records = read_records(self.store, entry.stream, entry.seq - 1, 1)
                 if not records or records[0].seq != entry.seq:
-                    self.store.release(entry.id)  # no longer held by the store
+                    self._release(entry.id, released)  # no longer held by the store
                     continue
                 try:
                     await self._send(records)
                 except SinkRejected as exc:
-                    self.store.quarantine(self.sink.name, entry.stream, entry.seq, str(exc))
+                    self.writer.submit_quarantine(self.sink.name, entry.stream, entry.seq, str(exc))
                 except ConnectorError as exc:
                     await self._failed(exc, entry.stream)
                     break
                 else:
-                    self.store.release(entry.id)
+                    self._release(entry.id, released)
                     self.stats.sent[entry.stream] += 1
             await self.clock.sleep_until(self.clock.monotonic() + 1.0)
+
+    def _release(self, entry_id: int, released: set[int]) -> None:
+        self.writer.submit_release(entry_id)
+        released.add(entry_id)

@@ -135,3 +135,84 @@ class Event:
     machine: str | None
     data: dict[str, Any] = field(default_factory=dict)
     seq: int | None = None
+
+
+class Verdict(StrEnum):
+    """An inspection's verdict: stored and sent as its value ("OK", "NotOK", "NotDecidable"),
+    written to a PLC register as its `code` (vision write-back), and counted by the KPI engine
+    (OK good, NotOK reject, NotDecidable neither)."""
+
+    OK = "OK"
+    NOT_OK = "NotOK"
+    NOT_DECIDABLE = "NotDecidable"
+
+    @property
+    def code(self) -> int:
+        """The register value of a verdict write-back: 1 OK, 2 NotOK, 3 NotDecidable."""
+        return _VERDICT_CODES[self]
+
+    @classmethod
+    def parse(cls, value: object) -> Verdict | None:
+        """The verdict `value` names, or None (a verdict this version does not know)."""
+        try:
+            return cls(str(value))
+        except ValueError:
+            return None
+
+
+_VERDICT_CODES = {Verdict.OK: 1, Verdict.NOT_OK: 2, Verdict.NOT_DECIDABLE: 3}
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed payloads of the events the agent reads back itself. Each keeps the stored JSON (`data`)
+# exactly as it was, so stored rows and every sink's wire format stay the same.
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionVerdict:
+    """What counts of an inspection event: which inspection, what verdict."""
+
+    inspection: str
+    verdict: Verdict
+
+    @classmethod
+    def of(cls, event: Event) -> InspectionVerdict | None:
+        """The verdict of an inspection event; None for any other event, for a write-back
+        audit that older stores keep as an inspection event (it repeats a verdict), and for a
+        verdict this version does not know."""
+        data = event.data
+        if event.kind is not EventKind.INSPECTION or "audit" in data:
+            return None
+        verdict = Verdict.parse(data.get("verdict"))
+        if verdict is None:
+            return None
+        return cls(str(data.get("inspection")), verdict)
+
+
+OUTAGE = "outage"  # the `state` of a connection event that records an agent outage
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """The fact that the agent saw nothing from `start_ns` (its last stored reading) to
+    `end_ns`, stored as a connection event of the source "agent"."""
+
+    start_ns: int
+    end_ns: int
+    cause: str
+
+    def event(self) -> Event:
+        data = {"source": "agent", "state": OUTAGE, "detail": self.cause, "cause": self.cause,
+                "start_ns": self.start_ns, "end_ns": self.end_ns}  # fmt: skip
+        return Event(EventKind.CONNECTION, self.start_ns, None, data)
+
+    @classmethod
+    def of(cls, event: Event) -> Outage | None:
+        d = event.data
+        if event.kind is not EventKind.CONNECTION or (d.get("source"), d.get("state")) != (
+            "agent",
+            OUTAGE,
+        ):
+            return None
+        return cls(int(d.get("start_ns", event.ts_ns)), int(d.get("end_ns", event.ts_ns)),
+                   str(d.get("cause", "")))  # fmt: skip

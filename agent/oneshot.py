@@ -19,13 +19,13 @@ from agent.pipeline import NON_FINITE_REASON, mark_non_finite
 from agent.reasons import reasons_of
 from agent.registry import runtime_class
 from agent.source import Source
-from agent.tags import TagInfo, TagTable
+from agent.tags import Tag, TagTable
 from agent.values import is_text, models_by_path
 
 
 @dataclass(frozen=True, slots=True)
 class OneReading:
-    tag: TagInfo
+    tag: Tag
     value: float
     quality: Quality
     ts_ns: int
@@ -42,7 +42,7 @@ class ReadResult:
         return [r for r in self.readings if r.quality != Quality.GOOD]
 
 
-def matches(tag: TagInfo, pattern: str | None) -> bool:
+def matches(tag: Tag, pattern: str | None) -> bool:
     """A glob on the tag's path (`*/press1/*`) or on its name (`die_*`)."""
     if pattern is None:
         return True
@@ -103,7 +103,7 @@ async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
                 batch.timestamps().tolist(),
                 strict=True,
             ):
-                tag = tags.tags[tag_id]
+                tag = tags.by_id(tag_id)
                 if matches(tag, pattern):
                     reason = "" if quality == Quality.GOOD else link_error or why.get(tag_id, "")
                     if quality != Quality.GOOD and not reason and not math.isfinite(value):

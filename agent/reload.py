@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.config import Config, Machine
-from agent.tags import TagInfo, TagTable
+from agent.tags import Register, Tag, TagTable, config_tags
 
 # Sections a running agent cannot change: the store and its bounds are open, the page is bound,
 # the KPI engine's windows and the tag paths (plant, machines) are built, vision is loaded.
@@ -110,19 +110,27 @@ def effective(old: Config, new: Config, change: ConfigChange) -> Config:
     return new.model_copy(update={**kept, "machines": machines, "file": old.file})
 
 
-def merged_tags(running: TagTable, config: Config) -> tuple[TagTable, int]:
+def merged_tags(
+    running: TagTable, config: Config, register: Register | None = None
+) -> tuple[TagTable, int]:
     """The tag table after the reload, and how many tags it added.
 
     Every running tag keeps its id, so the sources that do not change keep polling with the ids
     they were built with; a tag the config still has takes its new settings (unit, deadband,
     source); one it no longer has keeps its id with no source (nothing polls it) until a
-    restart; new tags get the next ids."""
-    fresh = {(t.machine, t.name): t for t in TagTable.from_config(config)}
-    tags: list[TagInfo] = []
+    restart; new tags get the ids `register` gives them (`Store.register_tags`: the store's
+    ids; without it the next ids after the running table's)."""
+    fresh = {(t.machine, t.name): t for t in config_tags(config)}
+    tags: list[Tag] = []
     for tag in running:
         now = fresh.pop((tag.machine, tag.name), None)
         tags.append(replace(tag, source="") if now is None else replace(now, id=tag.id))
-    added = [replace(t, id=len(tags) + i) for i, t in enumerate(fresh.values())]
+    new = list(fresh.values())
+    if register is None:
+        ids = {t.path: running.size + i for i, t in enumerate(new)}
+    else:
+        ids = dict(register(new))
+    added = [replace(t, id=ids[t.path]) for t in new]
     return TagTable([*tags, *added]), len(added)
 
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import errno
 import functools
 import json
 import logging
-import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,11 +28,11 @@ from agent.clock import Clock, SystemClock
 from agent.codenames import CodeNames
 from agent.config import Config, load_config
 from agent.errors import ConfigError, LinesideError, one_line
-from agent.extras import needs
 from agent.forward import Forwarder, ForwardSettings
+from agent.inspections import build_inspectors
 from agent.kpi.engine import KpiEngine
-from agent.kpi.replay import resume
-from agent.model import DataType, Event, EventKind, Quality, ReadingBatch
+from agent.kpi.resume import resume
+from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.notify import Notifier
 from agent.pipeline import ReportByException, mark_non_finite
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
@@ -51,11 +48,12 @@ from agent.reload import (
     summary,
 )
 from agent.scheduler import Schedule
-from agent.secrets import redact_tree
-from agent.sink import SinkContext, TagMeta
+from agent.sink import SinkContext
 from agent.source import ReportsChanges, Source
-from agent.store import Store, StoreWriter, TagInfo
-from agent.tags import TagTable
+from agent.status_file import STATUS_FILE as STATUS_FILE
+from agent.status_file import keep_status_file, status_figures, write_status
+from agent.store import Store, StoreWriter
+from agent.tags import Tag, TagTable, config_tags
 from agent.web.config import WebError
 
 if TYPE_CHECKING:
@@ -67,53 +65,11 @@ ALARMS_META = "alarms_active"  # the store's meta key of the alarms active at th
 log = logging.getLogger("lineside.agent")
 
 
-STATUS_FILE = "status.json"
 STATUS_INTERVAL = 2.0  # seconds between rewrites of the status file
-STATUS_BLOCK = 4096  # the status file is padded to whole blocks of this size (write_status)
 KPI_TICK = 1.0  # seconds between closing the KPI windows of silent machines
 # At stop, how long the drain waits for a store that takes no writes (full, failing) before
 # it gives up on what is still pending: SIGTERM is honoured within a few seconds, always.
 DRAIN_STALL = 3.0
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-# Tag id arrays whose store ids are remembered (one per unit and poll group is typical).
-
-
-def write_status(data_dir: Path, figures: dict[str, Any]) -> None:
-    """Replace `<data_dir>/status.json` atomically (a reader never sees half a file).
-
-    On a full disk no new file can be written: the old one is then overwritten in place. It is
-    padded with spaces (JSON allows them) to whole blocks, which it keeps, so the rewrite needs
-    no new block as long as the figures fit; a reader may then see a torn file and read again.
-    """
-    target = data_dir / STATUS_FILE
-    # Last errors in it quote far sides, which may echo a credential.
-    text = json.dumps(redact_tree(figures), default=str).encode()
-    body = text.ljust(-(-len(text) // STATUS_BLOCK) * STATUS_BLOCK)
-    temporary = target.with_suffix(".tmp")
-    try:
-        temporary.write_bytes(body)
-        os.replace(temporary, target)
-    except OSError as exc:
-        if exc.errno not in NO_SPACE:
-            raise
-        with contextlib.suppress(OSError):
-            temporary.unlink()  # what was written of it, so the space it took is free again
-        _overwrite(target, text, exc)
-
-
-def _overwrite(target: Path, text: bytes, full: OSError) -> None:
-    """Write `text` over the file's blocks, without making it longer (the disk is full)."""
-    try:
-        fd = os.open(target, os.O_WRONLY)  # no O_CREAT, no O_TRUNC: the blocks it has
-    except FileNotFoundError:
-        raise full from None  # none yet: nothing to write over
-    try:
-        size = os.fstat(fd).st_size
-        if len(text) > size:
-            raise full
-        os.pwrite(fd, text.ljust(size), 0)
-    finally:
-        os.close(fd)
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -123,27 +79,11 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _figures(name: str, statistics: Callable[[], Mapping[str, Any]]) -> Mapping[str, Any]:
-    """A source's or sink's own figures; a bug there costs its figures, not the status file,
-    the page or the agent (they all read them)."""
-    try:
-        return statistics()
-    except Exception as exc:
-        log.debug("%s: statistics failed", name, exc_info=exc)
-        return {"statistics_error": one_line(exc)}
-
-
-def sink_tags(
-    stored: dict[int, TagInfo], types: Mapping[str, DataType] | None = None
-) -> dict[int, TagMeta]:
-    """The store's tags as sinks see them: each path split into its ISA-95 levels, with the
-    declared type of the tags this config still has (`types`, by path; others: float64)."""
-    tags = {}
-    for tag_id, info in stored.items():
-        site, area, line, machine, name = info.path.split("/", 4)
-        kind = (types or {}).get(info.path, "float64")
-        tags[tag_id] = TagMeta(info.path, site, area, line, machine, name, info.unit, kind)
-    return tags
+def sink_tags(stored: Mapping[int, Tag], table: Iterable[Tag] = ()) -> dict[int, Tag]:
+    """Every tag the store knows, as sinks see them: this run's own `Tag` records where the
+    config still has the tag (with its declared type), the store's for the others (a backlog
+    may hold their readings; their values travel as float64)."""
+    return {**stored, **{t.id: t for t in table}}
 
 
 @dataclass(frozen=True)
@@ -154,7 +94,6 @@ class _ReloadPlan:
     change: ConfigChange
     tags: TagTable
     tags_added: int
-    store_ids: npt.NDArray[np.int32]
     sources: dict[str, Source]  # the sources added or changed, by name
     forwarders: dict[str, Forwarder]  # the sinks added or started again, by name
 
@@ -163,22 +102,17 @@ class Agent:
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.tags = TagTable.from_config(config)
+        data_dir = config.agent.data_dir
+        self.store = Store(data_dir, synchronous=config.store.synchronous)
+        # The one Tag record of each configured tag, with the store's id (stable across
+        # restarts and config edits): the id every ReadingBatch carries, from source to sink.
+        self.tags = TagTable.registered(config_tags(config), self.store.register_tags)
         self.sources: list[Source] = [
             runtime_class(s.type)(s, self.tags, self.clock) for s in config.sources
         ]
         for source in self.sources:
             if isinstance(source, ReportsChanges):
                 source.heartbeat = config.agent.heartbeat
-        data_dir = config.agent.data_dir
-        self.store = Store(data_dir, synchronous=config.store.synchronous)
-        ids = self.store.register_tags(
-            TagInfo(path=t.path, machine=t.machine, name=t.name, unit=t.unit, source=t.source)
-            for t in self.tags
-        )
-        # Stored batches carry the store's tag ids, which stay stable across restarts and
-        # config edits; the hot path uses the dense ids of this run's tag table.
-        self._store_ids = np.array([ids[t.path] for t in self.tags], dtype=np.int32)
         bounds = config.store
         self.writer = StoreWriter(
             data_dir,
@@ -194,17 +128,16 @@ class Agent:
         self.filter: ReportByException | None = None
         if config.agent.report == "changes":
             self.filter = ReportByException(
-                len(self.tags),
+                self.tags.size,
                 *self.tags.deadbands(),
                 heartbeat_ns=round(config.agent.heartbeat * 1e9),
             )
         sink_names = [s.name for s in config.sinks]
         self.store.register_sinks(sink_names)
-        types = {t.path: t.type for t in self.tags}
         # Sinks that publish the agent's status (the MQTT fleet view) call `fleet_status`.
         context = SinkContext(
             config.agent.id,
-            sink_tags(self.store.tags(), types),
+            sink_tags(self.store.tags(), self.tags),
             self.store,
             status=self.fleet_status,
             names=CodeNames.of(config),
@@ -224,11 +157,10 @@ class Agent:
             for s in config.sinks
         ]
         self._settings = settings
-        self._sink_types = types
         self.links = {s.name: LinkStatistics() for s in self.sources}
         self.schedules = {s.name: Schedule(dict(s.poll_groups()), self.clock) for s in self.sources}
         # The latest reading of every tag, for live views (`lineside demo`, the status page).
-        n = len(self.tags)
+        n = self.tags.size  # indexed by tag id
         self.latest_values = np.full(n, np.nan)
         self.latest_quality = np.full(n, Quality.BAD, dtype=np.uint8)
         self.latest_ts_ns = np.zeros(n, dtype=np.int64)
@@ -238,6 +170,7 @@ class Agent:
         # OEE per machine and line from the stored readings (report-by-exception applied, store
         # ids), so the KPIs agree with what the store holds; None without [machines.kpi].
         self.kpi: KpiEngine | None = None
+        ids = {t.path: t.id for t in self.tags}
         self._kpi_ids = ids
         if any(m.kpi is not None for m in config.machines):
             self.kpi = KpiEngine(config, ids)
@@ -265,36 +198,12 @@ class Agent:
         self._reloads: set[asyncio.Task[bool]] = set()
 
     def _inspectors(self) -> list[Inspector]:
-        from vision.config import InspectionConfig
-
-        with needs("Vision", "vision"):
-            from vision.inspector import build_inspector
-            from vision.writeback import ModbusWriteBack
-
-        inspectors = []
-        for spec in self.config.inspections:
-            assert isinstance(spec, InspectionConfig)
-            write_back = None
-            if spec.write_back is not None:
-                host, port, unit_id = self._modbus_tcp_of(spec.machine)
-                write_back = ModbusWriteBack(
-                    spec.machine,
-                    spec.write_back.address,
-                    host=host,
-                    port=port,
-                    unit_id=unit_id,
-                    allow=self.config.write_allow,
-                )
-            inspectors.append(
-                build_inspector(
-                    spec,
-                    clock=self.clock,
-                    emit_event=self.emit_event,
-                    read_tag=functools.partial(self._tag_reader, spec.machine),
-                    write_back=write_back,
-                )
-            )
-        return inspectors
+        return build_inspectors(
+            self.config,
+            clock=self.clock,
+            emit_event=self.emit_event,
+            read_tag=lambda machine: functools.partial(self._tag_reader, machine),
+        )
 
     def _tag_reader(self, machine: str, name: str) -> Callable[[], float]:
         """The latest value of one tag, NaN while unknown or bad (a vision trigger reads it)."""
@@ -306,15 +215,6 @@ class Agent:
             return float(self.latest_values[at])
 
         return read
-
-    def _modbus_tcp_of(self, machine: str) -> tuple[str, int, int]:
-        """Host, port and unit id of the Modbus TCP source serving `machine` (write-back)."""
-        for source in self.config.sources:
-            if source.type == "modbus_tcp" and machine in source.machines():
-                units = getattr(source, "units", ())
-                unit_id = next(int(u.unit_id) for u in units if u.machine == machine)
-                return str(getattr(source, "host", "")), int(getattr(source, "port", 502)), unit_id
-        raise LinesideError(f"machine {machine!r} has no Modbus TCP source to write to")
 
     def inspections(self) -> dict[str, Any]:
         """Each inspection's latest verdict and counters (for the status page)."""
@@ -461,12 +361,10 @@ class Agent:
     def _reload_plan(self, target: Config, change: ConfigChange) -> _ReloadPlan:
         """Everything the reload builds, built before anything running is stopped, so a
         failure here refuses the reload with the agent untouched."""
-        tags, added = merged_tags(self.tags, target)
-        ids = self.store.register_tags(
-            TagInfo(path=t.path, machine=t.machine, name=t.name, unit=t.unit, source=t.source)
-            for t in tags
-            if t.source  # the store keeps the source a tag no longer configured came from
-        )
+        # New tags get the store's ids; the store takes the new settings (unit, source) of the
+        # others and keeps the source a tag no longer configured came from.
+        tags, added = merged_tags(self.tags, target, self.store.register_tags)
+        self.store.register_tags([t for t in tags if t.source])
         old_sources = self.config.sources_by_name
         sources: dict[str, Source] = {}
         for spec in target.sources:
@@ -480,9 +378,8 @@ class Agent:
         # table): then every sink starts again, from its cursor, so nothing is sent twice.
         old_sinks = self.config.sinks_by_name
         restart = {s.name for s in target.sinks if added or old_sinks.get(s.name) != s}
-        types = {t.path: t.type for t in tags}
         context = SinkContext(
-            target.agent.id, sink_tags(self.store.tags(), types), self.store,
+            target.agent.id, sink_tags(self.store.tags(), tags), self.store,
             status=self.fleet_status,
         )  # fmt: skip
         forwarders = {}
@@ -492,11 +389,7 @@ class Agent:
                 forwarders[s.name] = Forwarder(
                     sink, self.store, self.writer, self.clock, self._settings
                 )
-        running = self._store_ids
-        store_ids = np.array(
-            [ids[t.path] if t.path in ids else running[t.id] for t in tags], dtype=np.int32
-        )
-        return _ReloadPlan(target, change, tags, added, store_ids, sources, forwarders)
+        return _ReloadPlan(target, change, tags, added, sources, forwarders)
 
     async def _apply_reload(self, plan: _ReloadPlan) -> None:
         """Stop what goes or changes, swap the tables, start what is new; the store writer,
@@ -512,7 +405,7 @@ class Agent:
                 await self._stop_task(f"sink {name}")
         # From here on nothing awaits until the new tasks run: the page and the pipeline
         # never see half a reload.
-        self._grow_tags(plan.tags, plan.store_ids)
+        self._grow_tags(plan.tags)
         running = {s.name: s for s in self.sources}
         self.sources = [plan.sources.get(s.name) or running[s.name] for s in plan.config.sources]
         for source in self.sources:
@@ -543,10 +436,10 @@ class Agent:
         data = audit_data(plan.change, plan.tags_added, line)
         self.writer.submit_event(Event(EventKind.AUDIT, self.clock.time_ns(), None, data))
 
-    def _grow_tags(self, tags: TagTable, store_ids: npt.NDArray[np.int32]) -> None:
+    def _grow_tags(self, tags: TagTable) -> None:
         """Take the reloaded tag table: the running tags keep their ids and their latest
-        values; the arrays grow by the tags added."""
-        n, more = len(tags), len(tags) - len(self.tags)
+        values; the arrays (indexed by the store's ids) grow to the new table's size."""
+        n, more = tags.size, tags.size - self.tags.size
         self.latest_values = np.concatenate([self.latest_values, np.full(more, np.nan)])
         quality = np.full(more, Quality.BAD, dtype=np.uint8)
         self.latest_quality = np.concatenate([self.latest_quality, quality])
@@ -556,7 +449,6 @@ class Agent:
         if self.filter is not None:
             self.filter = self.filter.resized(n, *tags.deadbands())
         self.tags = tags
-        self._store_ids = store_ids
         self.__dict__.pop("_tags_by_source", None)  # counted again from the new table
 
     def emit_readings(self, batch: ReadingBatch) -> None:
@@ -576,18 +468,11 @@ class Agent:
             batch = self.filter.filter(batch)
             if not len(batch):
                 return
-        stored = ReadingBatch(
-            source=batch.source,
-            tag_ids=self._store_ids[batch.tag_ids],
-            values=batch.values,
-            quality=batch.quality,
-            ts_ns=batch.ts_ns,
-        )
-        self.writer.submit_readings(stored)
+        self.writer.submit_readings(batch)
         if self.kpi is not None:
-            for event in self.kpi.on_batch(stored):
+            for event in self.kpi.on_batch(batch):
                 self.writer.submit_event(event)
-        for alarm in self.alarms.on_batch(stored):
+        for alarm in self.alarms.on_batch(batch):
             self.emit_event(alarm)
 
     def _non_finite_read(self, batch: ReadingBatch, rows: npt.NDArray[np.bool_]) -> None:
@@ -603,7 +488,7 @@ class Agent:
             return
         self._non_finite_logged[ids[new]] = True
         named = [
-            f"{self.tags.tags[int(i)].path} = {float(v)}"
+            f"{self.tags.by_id(int(i)).path} = {float(v)}"
             for i, v in zip(ids[new][:5], batch.values[at][new][:5], strict=True)
         ]
         more = int(np.count_nonzero(new)) - len(named)
@@ -833,29 +718,7 @@ class Agent:
         return agent_status(figures, version=__version__, uptime_s=uptime)
 
     async def _publish_status(self) -> None:
-        """Write the statistics next to the store every few seconds for `lineside status`.
-
-        A write that fails (a full disk) is logged once and tried again next time: the status
-        file is a view, never a reason to stop polling.
-        """
-        failing: str | None = None
-        while True:
-            try:
-                write_status(self.config.agent.data_dir, self.statistics())
-            except Exception as exc:
-                if str(exc) != failing:
-                    log.warning(
-                        "status file: cannot write it (%s); `lineside status` shows older "
-                        "figures until it can",
-                        exc,
-                        exc_info=not isinstance(exc, OSError),
-                    )
-                failing = str(exc)
-            else:
-                if failing is not None:
-                    log.info("status file: written again")
-                failing = None
-            await self.clock.sleep_until(self.clock.monotonic() + STATUS_INTERVAL)
+        await keep_status_file(self, STATUS_INTERVAL)
 
     def bad_reasons(self, source: Source) -> dict[str, int]:
         """Why tags of `source` read bad now: reason → tags; empty when all read good.
@@ -887,30 +750,5 @@ class Agent:
         return dict(collections.Counter(t.source for t in self.tags))
 
     def statistics(self) -> dict[str, Any]:
-        """Every figure the agent keeps, as plain data (JSON-ready)."""
-        sources: dict[str, Any] = {}
-        for source in self.sources:
-            schedule = self.schedules[source.name].statistics()
-            sources[source.name] = {
-                **_figures(source.name, source.statistics),
-                "link": asdict(self.links[source.name]),
-                "groups": {name: asdict(s) for name, s in schedule.items()},
-                "tags": self.tags_of_source(source.name),
-                "bad_reasons": self.bad_reasons(source),
-            }
-        sinks = {
-            f.sink.name: {**_figures(f.sink.name, f.sink.statistics), "forward": asdict(f.stats)}
-            for f in self.forwarders
-        }
-        filtered = self.filter.statistics() if self.filter is not None else None
-        return {
-            "agent_id": self.config.agent.id,
-            "written_ns": self.clock.time_ns(),
-            "tags": len(self.tags),
-            "samples": self.samples,
-            "sources": sources,
-            "sinks": sinks,
-            "pipeline": asdict(filtered) if filtered is not None else None,
-            "store": asdict(self.writer.statistics()),
-            "inspections": self.inspections(),
-        }
+        """Every figure the agent keeps, as plain data (JSON-ready): `status.json`."""
+        return status_figures(self)

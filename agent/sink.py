@@ -18,29 +18,20 @@ arrays) reads `records.run` and never makes an object per record.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, overload
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, overload, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from agent.codenames import CodeNames
-from agent.model import DataType, Event, ReadingBatch
+from agent.model import Event, ReadingBatch
 from agent.store.blob import TelemetryRun
+from agent.tags import Tag
 
-
-@dataclass(frozen=True, slots=True)
-class TagMeta:
-    """A tag as sinks need it: its ISA-95 place and its unit. Keyed by the store's tag id."""
-
-    path: str  # site/area/line/machine/tag
-    site: str
-    area: str
-    line: str
-    machine: str
-    name: str
-    unit: str
-    type: DataType = "float64"  # as declared in the config (values travel as float64)
+# The tag as sinks see it is the agent's one `Tag` record (its ISA-95 levels, unit, declared
+# type). `TagMeta` is the name the connectors' payload modules import.
+TagMeta = Tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +87,7 @@ class TelemetryRecords(Sequence[TelemetryRecord]):
     """
 
     __slots__ = ("historical", "run")
+    stream = "telemetry"
 
     def __init__(self, run: TelemetryRun, historical: npt.NDArray[np.bool_] | bool = False) -> None:
         self.run = run
@@ -142,6 +134,9 @@ class TelemetryRecords(Sequence[TelemetryRecord]):
         """The same records with new historical marks."""
         return TelemetryRecords(self.run, historical)
 
+    def historical_count(self) -> int:
+        return int(self.historical.sum())
+
     @classmethod
     def of(cls, records: Sequence[TelemetryRecord]) -> TelemetryRecords:
         """Telemetry records given one by one, as columns (returned as is when they are)."""
@@ -170,6 +165,66 @@ class TelemetryRecords(Sequence[TelemetryRecord]):
             else None,
         )
         return cls(run, np.array([r.historical for r in records], dtype=np.bool_))
+
+
+class Records(Sequence[EventRecord | GapRecord]):
+    """Event or gap records of one stream, with the methods of `TelemetryRecords`, so the
+    forwarder handles every stream's batch the same way (`RecordBatch`)."""
+
+    __slots__ = ("_items", "stream")
+
+    def __init__(self, stream: str, items: Sequence[EventRecord | GapRecord]) -> None:
+        self.stream = stream
+        self._items = list(items)
+
+    @property
+    def seqs(self) -> npt.NDArray[np.int64]:
+        return np.fromiter((r.seq for r in self._items), dtype=np.int64, count=len(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> EventRecord | GapRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Records: ...
+
+    def __getitem__(self, index: int | slice) -> EventRecord | GapRecord | Records:
+        if isinstance(index, slice):
+            return Records(self.stream, self._items[index])
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[EventRecord | GapRecord]:
+        return iter(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Records):
+            return (self.stream, self._items) == (other.stream, other._items)
+        return isinstance(other, list) and self._items == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def select(self, keep: npt.NDArray[np.bool_]) -> Records:
+        """The records where `keep` (one bool per record) is true, in order."""
+        return Records(
+            self.stream, [r for r, k in zip(self._items, keep.tolist(), strict=True) if k]
+        )
+
+    def marked(self, historical: npt.NDArray[np.bool_] | bool) -> Records:
+        """The same records with new historical marks."""
+        marks = [historical] * len(self) if isinstance(historical, bool) else historical.tolist()
+        return Records(
+            self.stream,
+            [replace(r, historical=bool(h)) for r, h in zip(self._items, marks, strict=True)],
+        )
+
+    def historical_count(self) -> int:
+        return sum(1 for r in self._items if r.historical)
+
+
+# What the forwarder reads and sends: one stream's records, the same methods on each.
+RecordBatch = TelemetryRecords | Records
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +282,7 @@ def _repeated_ids(run: TelemetryRun) -> npt.NDArray[np.int32] | None:
     return rows[0] if bool((rows == rows[0]).all()) else None
 
 
-def known_ids(tags: Mapping[int, TagMeta]) -> npt.NDArray[np.bool_]:
+def known_ids(tags: Mapping[int, Tag]) -> npt.NDArray[np.bool_]:
     """True at every tag id of `tags` (dense by id), for `tag_columns`."""
     known = np.zeros(max(tags, default=-1) + 1, dtype=np.bool_)
     known[[i for i in tags if i >= 0]] = True
@@ -256,26 +311,16 @@ class SinkContext:
     """
 
     agent_id: str
-    tags: Mapping[int, TagMeta]
+    tags: Mapping[int, Tag]
     meta: Meta | None = None
     status: StatusProvider | None = None
     names: CodeNames | None = None  # the names of coded values (states, stop reasons)
 
 
 class Sink(Protocol):
-    """A northbound sink. Optionally a class attribute `concurrent_sends: int` (default 1)
-    says how many `send` calls may be in flight at once with their records still arriving in
-    call order (one MQTT connection: yes; parallel HTTP requests: no). The forwarder then reads
-    and encodes the next batch while the previous one waits for its acknowledgement.
-
-    Optionally `independent_streams: bool` (default False) says that sends on different
-    streams may run at once and that a failure of one stream needs no reconnect of the others
-    (HTTP: a client per stream). The forwarder then sends each stream on its own, backs a
-    failing stream off alone and does not close the sink on a failure.
-
-    Optionally `async def background(self) -> None`: work the sink does beside sending (the
-    MQTT sink's retained status for the fleet view), run by the forwarder for as long as it
-    runs and cancelled with it; its failure is logged and never stops the sending."""
+    """A northbound sink. What it can do beyond sending is declared by the protocols below
+    (`SendsAhead`, `IndependentStreams`, `HasBackground`): the forwarder asks those, never a
+    sink's type name."""
 
     name: str
 
@@ -290,3 +335,32 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
     def statistics(self) -> Mapping[str, float]: ...
+
+
+@runtime_checkable
+class SendsAhead(Protocol):
+    """`concurrent_sends` `send` calls may be in flight at once with their records still
+    arriving in call order (one MQTT connection: yes; parallel HTTP requests: no). The
+    forwarder then reads and encodes the next batch while the previous one waits for its
+    acknowledgement."""
+
+    concurrent_sends: int
+
+
+@runtime_checkable
+class IndependentStreams(Protocol):
+    """Sends on different streams may run at once, and a failure of one stream needs no
+    reconnect of the others (HTTP: a client per stream), when `independent_streams` is true.
+    The forwarder then sends each stream on its own, backs a failing stream off alone and does
+    not close the sink on a failure."""
+
+    independent_streams: bool
+
+
+@runtime_checkable
+class HasBackground(Protocol):
+    """Work the sink does beside sending (the MQTT sink's retained status for the fleet view),
+    run by the forwarder for as long as it runs and cancelled with it; its failure is logged
+    and never stops the sending."""
+
+    async def background(self) -> None: ...

@@ -4,6 +4,11 @@ A source owns one physical link (a TCP connection, a serial bus, an OPC UA sessi
 poll groups on it. It does one attempt at a time and raises; the agent's link loop
 (`agent/poller.py`) owns scheduling, reconnection with back-off and state logging.
 
+What a source can do beyond polling is declared by the protocols below, never found out from
+its type name or its config's attributes: `ReportsChanges` (emits on change, repeats on a
+heartbeat), `WritesToPlc` (its config names where the agent may write a verdict),
+`PlansReads` (its runtime shows its read plan, `lineside plan`).
+
 A source should also keep `reasons` (an `agent.reasons.Reasons`): why its tags read bad, per
 block of tags (a request, a subscription), set after every attempt. The agent's views read it
 through `agent.reasons.reasons_of`; without one, only the link's error is known.
@@ -12,7 +17,8 @@ through `agent.reasons.reasons_of`; without one, only the link's error is known.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from agent.model import ReadingBatch
 
@@ -55,3 +61,32 @@ class ReportsChanges(Protocol):
     `agent.heartbeat`: a quiet tag must still reach the store, to be told from a dead one."""
 
     heartbeat: float
+
+
+@dataclass(frozen=True, slots=True)
+class WriteTarget:
+    """Where verdicts of a machine are written: a Modbus TCP device and unit."""
+
+    host: str
+    port: int
+    unit_id: int
+
+
+@runtime_checkable
+class WritesToPlc(Protocol):
+    """A source config whose link can take the agent's writes (vision write-back)."""
+
+    def write_target(self, machine: str) -> WriteTarget | None:
+        """Where to write for `machine`; None when this source does not serve it."""
+        ...
+
+
+@runtime_checkable
+class PlansReads(Protocol):
+    """A source runtime that plans its reads ahead (Modbus, MC): `lineside plan` shows the plan."""
+
+    def poll_groups(self) -> Mapping[str, float]: ...
+
+    def unit_groups(self, group: str) -> tuple[Any, ...]:
+        """The planned reads of one poll group, unit by unit."""
+        ...

@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.runtime import STATUS_FILE
-from agent.store import STREAMS, Store
+from agent.status_file import STATUS_FILE
+from agent.store import STREAMS, StoreReader
 
 
 def collect(data_dir: Path) -> dict[str, Any]:
-    """Everything `lineside status` shows, as plain data. Raises StoreError without a store."""
-    with Store(data_dir) as store:
+    """Everything `lineside status` shows, as plain data. Raises StoreError without a store.
+    The store is read-only here: `status` never changes it."""
+    with StoreReader.open(data_dir) as store:
         stats = store.stats()
         quarantined = store.quarantined()
         sinks = store.sinks()

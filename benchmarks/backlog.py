@@ -17,7 +17,8 @@ import numpy as np
 from agent.model import Quality, ReadingBatch
 from agent.runtime import sink_tags
 from agent.sink import SinkContext
-from agent.store import Store, StoreWriter, TagInfo
+from agent.store import Store, StoreWriter
+from agent.tags import Tag
 
 AGENT_ID = "bench-drain"
 SITE, AREA, LINE, MACHINE = "bench", "a", "l", "m000"
@@ -27,9 +28,15 @@ BACKLOG_AGE_NS = 3600 * 1_000_000_000  # the first record is an hour old
 SUBMIT_CHUNK = 2000  # records between flushes while filling (stays under the pending bound)
 
 
-def tag_infos(n: int = TAGS_PER_RECORD) -> list[TagInfo]:
+def tag_infos(n: int = TAGS_PER_RECORD) -> list[Tag]:
     return [
-        TagInfo(f"{SITE}/{AREA}/{LINE}/{MACHINE}/f{i:03d}", MACHINE, f"f{i:03d}", "bar", "plc000")
+        Tag(
+            path=f"{SITE}/{AREA}/{LINE}/{MACHINE}/f{i:03d}",
+            machine=MACHINE,
+            name=f"f{i:03d}",
+            unit="bar",
+            source="plc000",
+        )
         for i in range(n)
     ]
 

@@ -174,7 +174,7 @@ async def _ours(workload: S7Workload, ports: list[int], duration: float) -> dict
         path.write_text(_config_text(workload, ports), encoding="utf-8")
         config = load_config(path)
     tags = TagTable.from_config(config)
-    sources = []
+    sources: list[S7Source] = []
     for source_config in config.sources:
         assert isinstance(source_config, S7SourceConfig)
         source = S7Source(source_config, tags)

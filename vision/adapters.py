@@ -25,10 +25,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from agent.model import Verdict as AgentVerdict
 from vision.preprocess import Placement
 
-VerdictKind = Literal["OK", "NotOK", "NotDecidable"]
-VERDICT_CODES: dict[str, int] = {"OK": 1, "NotOK": 2, "NotDecidable": 3}
+VerdictKind = Literal["OK", "NotOK", "NotDecidable"]  # the values of agent.model.Verdict
+VERDICT_CODES: dict[str, int] = {v.value: v.code for v in AgentVerdict}  # one definition
 
 Array = npt.NDArray[np.floating[Any]]
 

@@ -24,8 +24,7 @@ in `problems()`, which `agent.config` calls with what it knows.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -179,15 +178,14 @@ class MachineKpi(BaseModel):
         return per / (rate if rate is not None else self.ideal_rate)
 
 
-@dataclass(frozen=True, slots=True)
-class TagFacts:
-    """What the kpi checks need to know of one tag of the machine."""
+class Declared(Protocol):
+    """What the kpi checks read of a configured tag (`agent.config.TagModel`)."""
 
-    type: str  # declared data type ("float64" when the protocol does not declare one)
-    scale: float = 1.0
+    @property
+    def type(self) -> str | None: ...
 
 
-def problems(kpi: MachineKpi, tags: Mapping[str, TagFacts], heartbeat_s: float) -> list[Any]:
+def problems(kpi: MachineKpi, tags: Mapping[str, Declared], heartbeat_s: float) -> list[Any]:
     """(key relative to the kpi section, message) for each tag the section names that the
     machine lacks or cannot use, and a `max_gap` the heartbeat would always exceed."""
     out: list[tuple[str, str]] = []

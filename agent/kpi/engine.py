@@ -14,7 +14,7 @@ excluded from availability, never guessed). Time before a machine's first readin
 holding it is unknown too; windows that ended before it are not emitted. A machine that never
 reports starts, on `tick`, where the first machine of its line did, so the line's windows still
 close (with its time unknown). After a restart `outage` marks where the agent stopped seeing:
-the state does not carry on past it (agent/kpi/replay.py `resume`).
+the state does not carry on past it (agent/kpi/resume.py).
 
 Stop time (down, idle, setup) is also kept per reason, keyed `category: reason`, for the Pareto.
 
@@ -74,7 +74,7 @@ from agent.kpi.formulas import (
 )
 from agent.kpi.losses import pareto, six_big_losses
 from agent.kpi.states import Category, map_code, packml_category
-from agent.model import Event, EventKind, Quality, ReadingBatch
+from agent.model import Event, EventKind, InspectionVerdict, Quality, ReadingBatch, Verdict
 
 NS = 1_000_000_000
 RETAIN_NS = 26 * 3600 * NS
@@ -84,9 +84,8 @@ NO_REASON = "no reason"
 # Roles of the KPI tags, as stored in the log (one byte each).
 STATE, UNIT_MODE, REASON, TOTAL, GOOD, REJECT, REWORK, PRODUCT, ENERGY, VERDICT = range(10)
 OUTAGE = 10  # the agent was stopped here: the state before it vouches no further (`outage`)
-# Verdicts in the log, by the codes a verdict write-back puts in a register (vision/config.py).
-VERDICT_CODES = {"OK": 1.0, "NotOK": 2.0, "NotDecidable": 3.0}
-OK, NOT_OK = VERDICT_CODES["OK"], VERDICT_CODES["NotOK"]
+# Verdicts in the log, by the codes a verdict write-back puts in a register (`Verdict.code`).
+OK, NOT_OK = float(Verdict.OK.code), float(Verdict.NOT_OK.code)
 _ROLE_OF_KEY = {
     "state": STATE,
     "unit_mode": UNIT_MODE,
@@ -338,8 +337,8 @@ class KpiEngine:
                 if path not in tag_ids:
                     raise ValueError(f"no tag id for {path}")
                 role = _ROLE_OF_KEY[key]
-                bits = _BITS.get(str(getattr(tag, "type", None) or "float64"))
-                scale = float(getattr(tag, "scale", 1.0) or 1.0)
+                bits = _BITS.get(tag.type or "float64")
+                scale = tag.scale or 1.0
                 roles[tag_ids[path]] = _TagRole(index, role, bits, scale)
                 m.bits[role] = bits
                 m.scale[role] = scale
@@ -414,15 +413,13 @@ class KpiEngine:
         """Fold one inspection verdict into the quality of the machine whose kpi names its
         inspection; any other event is ignored. The events of the windows it closed or revised.
         """
-        data = event.data
-        # Write-back audits are EventKind.AUDIT; stores written before that kind existed hold
-        # them as inspection events marked "audit", and they repeat a verdict counted once.
-        if event.kind is not EventKind.INSPECTION or "audit" in data:
+        fact = InspectionVerdict.of(event)  # None: no verdict, or an audit of one
+        if fact is None:
             return []
-        index = self._by_inspection.get(str(data.get("inspection")))
-        code = VERDICT_CODES.get(str(data.get("verdict")))
-        if index is None or code is None:
+        index = self._by_inspection.get(fact.inspection)
+        if index is None:
             return []
+        code = float(fact.verdict.code)
         m = self._machines[index]
         if event.machine is not None and event.machine != m.name:
             return []

@@ -8,7 +8,7 @@ have been stopped before a shift closed, or run with another config).
 
 A machine whose quality comes from an inspection (`[machines.kpi] inspection`) needs that
 inspection's verdicts too: they are stored as events, and the replay merges them with the
-readings by time in the same pass (`_feed`), each verdict going in just before the first record
+readings by time in the same pass (`feed`), each verdict going in just before the first record
 that begins after it, as it reached the live engine a little after the readings of its instant.
 
 The replay starts `lead` before the first window asked for: the engine needs the machine's
@@ -19,34 +19,30 @@ progress comes from the engine's live snapshot.
 
 The store is opened read-only: replaying never changes it and works while the agent writes.
 
-`resume` uses the same replay at the agent's start: it rebuilds the live engine's open windows
-from the stored readings, so a restart mid-shift loses only the time the agent was stopped.
+`agent/kpi/resume.py` uses the same replay at the agent's start: it rebuilds the live engine's
+open windows from the stored readings, so a restart mid-shift loses only the time the agent was
+stopped.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import math
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agent.config import Config
-from agent.errors import StoreError
 from agent.kpi.calendar import Window, WindowKind, window_at, windows
 from agent.kpi.engine import KpiEngine, Trace
-from agent.model import Event, EventKind
-from agent.store import DB_NAME, decode_batch
-from agent.store.schema import check_path, read_failed
+from agent.model import OUTAGE, Event, EventKind
+from agent.store import StoreReader
 
 NS = 1_000_000_000
 HOUR_NS = 3600 * NS
-FETCH = 500  # telemetry records per fetch: bounded memory for a long range
+FETCH = 500  # progress is reported every FETCH records
 
 Progress = Callable[[int, int], None]  # (records done, records in all)
 
@@ -237,30 +233,15 @@ def lead_ns(config: Config) -> int:
     return max(HOUR_NS, round(2 * max(gaps, default=0.0) * NS))
 
 
-@contextmanager
-def _reading(config: Config, data_dir: Path | None) -> Iterator[sqlite3.Connection]:
-    """The store (of `data_dir`, default the config's) open read-only; any SQLite error while
-    reading it is a StoreError."""
-    where = data_dir if data_dir is not None else config.agent.data_dir
-    path = where / DB_NAME
-    if not check_path(path):  # a damaged one: the same one-line error as every command
-        raise StoreError(f"{where}: no store here (has the agent run with this data_dir?)")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise read_failed(path, exc) from exc
-    try:
-        yield conn
-    except sqlite3.Error as exc:
-        raise read_failed(path, exc) from exc
-    finally:
-        conn.close()
+def open_store(config: Config, data_dir: Path | None) -> StoreReader:
+    """The store (of `data_dir`, default the config's) open read-only."""
+    return StoreReader.open(data_dir if data_dir is not None else config.agent.data_dir)
 
 
-def _tag_ids(conn: sqlite3.Connection, config: Config) -> dict[str, int]:
+def _tag_ids(store: StoreReader, config: Config) -> dict[str, int]:
     """Store ids of the config's tags; a KPI tag the store never saw gets an unused id (it has
     no readings, so its machine's time is unknown, as the live engine would say)."""
-    ids = {str(p): int(i) for i, p in conn.execute("SELECT id, path FROM tags")}
+    ids = store.tag_ids()
     spare = max(ids.values(), default=0) + 1
     for machine in config.machines:
         if machine.kpi is None:
@@ -273,73 +254,20 @@ def _tag_ids(conn: sqlite3.Connection, config: Config) -> dict[str, int]:
     return ids
 
 
-def _records(
-    conn: sqlite3.Connection, start_ns: int, end_ns: int
-) -> tuple[int, Iterator[tuple[Any, ...]]]:
-    """How many telemetry records begin in [start, end), and the records in storage order:
-    `decode_batch`'s arguments, then the record's first timestamp."""
-    where = "FROM telemetry INDEXED BY telemetry_ts WHERE ts_first_ns >= ? AND ts_first_ns < ?"
-    (count,) = conn.execute(f"SELECT count(*) {where}", (start_ns, end_ns)).fetchone()
-    cursor = conn.execute(
-        f"SELECT source, n, tag_ids, vals, quality, ts, ts_first_ns {where} ORDER BY seq",
-        (start_ns, end_ns),
-    )
-
-    def rows() -> Iterator[tuple[Any, ...]]:
-        while chunk := cursor.fetchmany(FETCH):
-            yield from chunk
-
-    return int(count), rows()
-
-
 def _verdicts(
-    conn: sqlite3.Connection, inspections: Sequence[str], start_ns: int, end_ns: int
+    store: StoreReader, inspections: Sequence[str], start_ns: int, end_ns: int
 ) -> Iterator[Event]:
-    """The stored verdicts of `inspections` in [start, end), by time (then storage order), as
-    the events `KpiEngine.on_event` takes. Only the fields it reads are taken out of the JSON,
-    by SQLite: a verdict's boxes and classes stay in the store. Audits that older stores hold
-    as inspection events (`"audit"` in the data) repeat a verdict and are left out."""
-    if not inspections:
-        return
-    marks = ", ".join("?" * len(inspections))
-    cursor = conn.execute(
-        "SELECT ts_ns, machine, json_extract(data, '$.inspection'), "
-        "json_extract(data, '$.verdict') FROM events INDEXED BY events_ts "
-        "WHERE ts_ns >= ? AND ts_ns < ? AND kind = ? "
-        f"AND json_extract(data, '$.inspection') IN ({marks}) "
-        "AND json_extract(data, '$.audit') IS NULL ORDER BY ts_ns, seq",
-        (start_ns, end_ns, EventKind.INSPECTION.value, *inspections),
-    )
-    while chunk := cursor.fetchmany(FETCH):
-        for ts_ns, machine, inspection, verdict in chunk:
-            data = {"inspection": inspection, "verdict": verdict}
-            yield Event(EventKind.INSPECTION, int(ts_ns), machine, data)
+    """The stored verdicts of `inspections` in [start, end), by time, as the events
+    `KpiEngine.on_event` takes (only the fields it reads)."""
+    for ts_ns, machine, inspection, verdict in store.verdicts(inspections, start_ns, end_ns):
+        data = {"inspection": inspection, "verdict": verdict}
+        yield Event(EventKind.INSPECTION, ts_ns, machine, data)
 
 
-OUTAGE = "outage"  # the `state` of a connection event that records an agent outage
-
-
-def outage_event(start_ns: int, end_ns: int, cause: str) -> Event:
-    """The fact that the agent saw nothing from `start_ns` (its last stored reading) to
-    `end_ns`: stored as a connection event, so a replay puts the outage where the live engine
-    had it (`KpiEngine.outage`) and `lineside oee` equals the KPI records sent upstream."""
-    data = {"source": "agent", "state": OUTAGE, "detail": cause, "cause": cause,
-            "start_ns": start_ns, "end_ns": end_ns}  # fmt: skip
-    return Event(EventKind.CONNECTION, start_ns, None, data)
-
-
-def _outages(conn: sqlite3.Connection, start_ns: int, end_ns: int) -> Iterator[Event]:
+def _outages(store: StoreReader, start_ns: int, end_ns: int) -> Iterator[Event]:
     """The stored agent outages that began in [start, end), by time."""
-    cursor = conn.execute(
-        "SELECT ts_ns, data FROM events INDEXED BY events_ts "
-        "WHERE ts_ns >= ? AND ts_ns < ? AND kind = ? "
-        "AND json_extract(data, '$.source') = 'agent' "
-        "AND json_extract(data, '$.state') = ? ORDER BY ts_ns, seq",
-        (start_ns, end_ns, EventKind.CONNECTION.value, OUTAGE),
-    )
-    while chunk := cursor.fetchmany(FETCH):
-        for ts_ns, text in chunk:
-            yield Event(EventKind.CONNECTION, int(ts_ns), None, json.loads(text))
+    for ts_ns, data in store.connection_events("agent", OUTAGE, start_ns, end_ns):
+        yield Event(EventKind.CONNECTION, ts_ns, None, data)
 
 
 def replay(
@@ -365,10 +293,10 @@ def replay(
     # Readings up to `lead` after the last window close it as the live engine closed it (at the
     # first reading past its end), and include readings the agent stored late.
     end = min(selection.end_ns + lead, now_ns + 1)
-    with _reading(config, data_dir) as conn:
-        engine = KpiEngine(config, _tag_ids(conn, config))
+    with open_store(config, data_dir) as store:
+        engine = KpiEngine(config, _tag_ids(store, config))
         engine.trace = trace
-        events, done, verdicts = _feed(engine, conn, start, end, progress)
+        events, done, verdicts = feed(engine, store, start, end, progress)
     # Close what ended: every machine's time moves to the last window's end (tick moves each
     # machine to `now - max_gap`), never past now.
     longest = lead // 2
@@ -391,9 +319,9 @@ def replay(
     )
 
 
-def _feed(
+def feed(
     engine: KpiEngine,
-    conn: sqlite3.Connection,
+    store: StoreReader,
     start_ns: int,
     end_ns: int,
     progress: Progress | None,
@@ -408,11 +336,11 @@ def _feed(
     takes such a verdict as it took it live (straight into its window while that is open, else
     as late data), so the counts do not depend on where exactly it is merged."""
     events: list[Event] = []
-    total, records = _records(conn, start_ns, end_ns)
+    total, records = store.telemetry_from(start_ns, end_ns)
     # Verdicts and stored agent outages, merged by time: both are facts at an instant.
     facts = heapq.merge(
-        _verdicts(conn, engine.inspections, start_ns, end_ns),
-        _outages(conn, start_ns, end_ns),
+        _verdicts(store, engine.inspections, start_ns, end_ns),
+        _outages(store, start_ns, end_ns),
         key=lambda e: e.ts_ns,
     )
     due = next(facts, None)
@@ -428,9 +356,9 @@ def _feed(
                 taken += 1
             due = next(facts, None)
 
-    for record in records:
-        verdicts_before(int(record[6]))
-        events += engine.on_batch(decode_batch(record[0], int(record[1]), *record[2:6]))
+    for first_ns, batch in records:
+        verdicts_before(first_ns)
+        events += engine.on_batch(batch)
         done += 1
         if progress is not None and (done % FETCH == 0 or done == total):
             progress(done, total)
@@ -438,101 +366,6 @@ def _feed(
     if progress is not None and total == 0:
         progress(0, 0)
     return events, done, taken
-
-
-# ---------------------------------------------------------------------------------------------
-# Resuming the live engine after a restart
-
-HeldKey = tuple[str | None, str, str, str]  # (machine, or None for a line; line; kind; name)
-
-
-@dataclass(slots=True)
-class Resumed:
-    """What `resume` did to the live engine."""
-
-    # The agent's outage (from the last stored reading to now) as a fact for the store, then
-    # windows closed in the replay that the store does not hold yet.
-    events: list[Event]
-    since_ns: int  # the start of the earliest window still open: replayed from `lead` before
-    records: int = 0  # telemetry records read
-    held: int = 0  # KPI events the replay closed again that the store already holds
-    last_seen_ns: int | None = None  # the last stored reading: the agent saw nothing after it
-    verdicts: int = 0  # stored inspection verdicts replayed
-
-
-def open_since(config: Config, now_ns: int) -> int:
-    """The start of the earliest window (hour, shift, day) in progress at `now_ns`."""
-    kinds: tuple[WindowKind, ...] = ("hour", "shift", "day")
-    starts = [w.start_ns for k in kinds if (w := window_at(config.calendar, k, now_ns)) is not None]
-    return min(starts)
-
-
-def resume(
-    engine: KpiEngine,
-    config: Config,
-    now_ns: int,
-    *,
-    data_dir: Path | None = None,
-    progress: Progress | None = None,
-) -> Resumed:
-    """Rebuild a fresh live `engine` from the store at start, so the windows still open at
-    `now_ns` go on from what the last run saw instead of starting again as unknown time.
-
-    The stored readings from `lead` before the earliest open window (at most a day and the
-    lead) go through the engine, in storage order, with the stored verdicts of the inspections
-    that are a machine's quality merged in by time (`_feed`): so verdicts before the restart
-    still count. The time after the last reading, until the next one, is unknown
-    (`KpiEngine.outage`): the agent was not running. KPI events the
-    replay gives again are left out when the store holds their window at that revision or a
-    later one (the engine numbers its revisions on from the stored ones); windows that began
-    before the earliest open window are left out too (the replay saw only their end). What is
-    left (a window the last run closed but could not store) is in `events`, for the store.
-    """
-    since = open_since(config, now_ns)
-    start = since - lead_ns(config)
-    with _reading(config, data_dir) as conn:
-        events, done, verdicts = _feed(engine, conn, start, now_ns + 1, progress)
-        (last,) = conn.execute(
-            "SELECT max(ts_last_ns) FROM telemetry INDEXED BY telemetry_ts "
-            "WHERE ts_first_ns >= ? AND ts_first_ns <= ?",
-            (start, now_ns),
-        ).fetchone()
-        held = _held(conn, start)
-    outage = None
-    if last is not None:
-        events += engine.outage(int(last))
-        outage = outage_event(int(last), now_ns, "agent stopped")
-    engine.adopt_revisions(held)
-    fresh: list[Event] = []
-    again = 0
-    for e in events:
-        d = e.data
-        w = d["window"]
-        if e.kind is not EventKind.KPI or w["start_ns"] < since:
-            continue
-        if d["revision"] <= held.get((d["machine"], d["line"], w["kind"], w["name"]), -1):
-            again += 1
-            continue
-        fresh.append(e)
-    if outage is not None:
-        fresh.insert(0, outage)  # stored, so `lineside oee` replays the outage where it was
-    last_seen = int(last) if last is not None else None
-    return Resumed(fresh, since, done, again, last_seen, verdicts)
-
-
-def _held(conn: sqlite3.Connection, start_ns: int) -> dict[HeldKey, int]:
-    """The latest stored revision of every KPI window that ended after `start_ns`."""
-    out: dict[HeldKey, int] = {}
-    rows = conn.execute(
-        "SELECT data FROM events INDEXED BY events_ts WHERE ts_ns > ? AND kind = ?",
-        (start_ns, EventKind.KPI.value),
-    )
-    for (text,) in rows:
-        d = json.loads(text)
-        w = d["window"]
-        key = (d["machine"], d["line"], w["kind"], w["name"])
-        out[key] = max(out.get(key, -1), int(d["revision"]))
-    return out
 
 
 def _closed(events: Sequence[Event]) -> list[KpiWindow]:

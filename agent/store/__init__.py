@@ -9,20 +9,35 @@ neither leave a hole nor reuse a number, even after every row was deleted.
 
 Two objects:
 
-- `Store` opens, checks and migrates the file, registers tags and sinks, keeps sink cursors and
-  small values of their own (`get_meta`/`set_meta`: a Sparkplug sink's bdSeq) and serves the
-  readers (`read_telemetry`, `read_events`, `read_gaps`, `stats`) on a read connection of its
-  own, so WAL readers never block the writer.
+- `StoreReader` owns every read (`read_telemetry`, `read_events`, `read_gaps`, `stats`, the
+  KPI replay's and export's queries) on a connection of its own, so WAL readers never block
+  the writer; `StoreReader.open(data_dir)` is the read-only store of `status`, `export`, `oee`
+  and `report`, and `find_store` the one "no store here" check. Nothing outside
+  `agent/store/` names a table, an index or opens the file.
+- `Store` (a `StoreReader`) opens, checks and migrates the file, registers tags and sinks and
+  keeps small values of their own (`get_meta`/`set_meta`: a Sparkplug sink's bdSeq).
 - `StoreWriter` owns the one write connection in a dedicated thread
   (docs/decisions/0001-store-writer-thread.md): the event loop submits without blocking, the
   thread commits one transaction per flush interval or per N pending readings, and enforces the
   bounds every so often.
 
-Modules: `schema` (file, migrations, connections), `blob` (the telemetry record), `sqlite_log`
-(`Store`), `writer` (`StoreWriter`), `bounds` (the age and size bounds, run by the writer).
+Modules: `schema` (file, migrations, connections), `blob` (the telemetry record), `reader`
+(`StoreReader`, the records it returns), `sqlite_log` (`Store`), `writer` (`StoreWriter`),
+`bounds` (the age and size bounds, run by the writer).
 """
 
 from agent.store.blob import EncodedBatch, TelemetryRun, decode_batch, decode_run, encode_batch
+from agent.store.figures import LATENCY_BUCKETS_S, WriterStats
+from agent.store.reader import (
+    Gap,
+    NoStore,
+    Quarantined,
+    StoredBatch,
+    StoreReader,
+    StoreStats,
+    StreamStats,
+    find_store,
+)
 from agent.store.schema import (
     DB_NAME,
     MIGRATIONS,
@@ -35,16 +50,8 @@ from agent.store.schema import (
     migrate,
     schema_version,
 )
-from agent.store.sqlite_log import (
-    Gap,
-    Quarantined,
-    Store,
-    StoredBatch,
-    StoreStats,
-    StreamStats,
-    TagInfo,
-)
-from agent.store.writer import LATENCY_BUCKETS_S, StoreWriter, WriterStats
+from agent.store.sqlite_log import Store
+from agent.store.writer import StoreWriter
 
 __all__ = [
     "DB_NAME",
@@ -55,14 +62,15 @@ __all__ = [
     "EncodedBatch",
     "Gap",
     "Migration",
+    "NoStore",
     "Quarantined",
     "Store",
+    "StoreReader",
     "StoreStats",
     "StoreWriter",
     "StoredBatch",
     "StreamStats",
     "Synchronous",
-    "TagInfo",
     "TelemetryRun",
     "WriterStats",
     "connect",
@@ -70,6 +78,7 @@ __all__ = [
     "decode_batch",
     "decode_run",
     "encode_batch",
+    "find_store",
     "migrate",
     "schema_version",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from agent.store.schema import STREAMS
 
@@ -133,3 +134,76 @@ def insert_gap(
         (stream, first_seq, last_seq, count, readings, ts_ns, reason),
     )
     return 1
+
+
+@dataclass(frozen=True, slots=True)
+class Housework:
+    """What one pass of the bounds did."""
+
+    dropped_batches: int
+    dropped_readings: int
+    deleted: int
+    store_full: bool
+    gaps: int = 0
+    dropped_by_sink: Mapping[str, int] = field(default_factory=dict)
+
+
+def housekeep(
+    conn: sqlite3.Connection, now: int, max_age: float | None, max_bytes: int | None
+) -> Housework:
+    """Age and size bounds, inside the commit's transaction.
+
+    The store is the plant's local history: a record stays for `max_age` whether or not
+    it was sent (an acknowledgement only moves a sink's cursor); only the size bound drops
+    records earlier, delivered ones first.
+    """
+    acked = acknowledged(conn)
+    deleted = 0
+    if max_age is not None:
+        # Older than max_age and acknowledged by every sink (every record when no sink is
+        # configured: nobody waits for them).
+        everything = {s: 1 << 62 for s in STREAMS}
+        cutoff = now - int(max_age * 1e9)
+        deleted += delete_acked(conn, everything if acked is None else acked, cutoff)
+    dropped = (0, 0)
+    gaps = 0
+    full = False
+    by_sink: dict[str, int] = {}
+    if max_bytes is not None and used_bytes(conn) > max_bytes:
+        target = int(max_bytes * 0.9)  # hysteresis: do not drop on every commit
+        if acked is not None:
+            deleted += delete_oldest_delivered(conn, acked, target)
+        if used_bytes(conn) > target:
+            cursors = telemetry_cursors(conn)  # before the drop: who had what
+            after = 0 if acked is None else acked["telemetry"]
+            dropped, gaps = drop_oldest_telemetry(conn, target, now, after)
+            if gaps:
+                first, last = conn.execute(
+                    "SELECT first_seq, last_seq FROM gaps ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                by_sink = unsent_dropped(cursors, first, last, dropped[0])
+        full = used_bytes(conn) > max_bytes
+    return Housework(dropped[0], dropped[1], deleted, full, gaps, by_sink)
+
+
+def telemetry_cursors(conn: sqlite3.Connection) -> dict[str, int]:
+    """Each sink's telemetry cursor: the last seq it acknowledged."""
+    rows = conn.execute("SELECT sink, seq FROM cursors WHERE stream = 'telemetry'")
+    return {str(sink): int(seq) for sink, seq in rows}
+
+
+def unsent_dropped(
+    cursors: Mapping[str, int], first_seq: int | None, last_seq: int | None, count: int
+) -> dict[str, int]:
+    """Of `count` telemetry records dropped (seqs `first_seq`..`last_seq`, or None for records
+    dropped before they were stored), how many each sink had not acknowledged yet.
+
+    The size bound drops only above the lowest cursor (what every sink has goes first, without
+    a gap record), so the dropped seqs above any sink's cursor are contiguous.
+    """
+    if first_seq is None or last_seq is None:
+        return dict.fromkeys(cursors, count)
+    return {
+        sink: max(0, min(count, last_seq - max(cursor, first_seq - 1)))
+        for sink, cursor in cursors.items()
+    }

@@ -4,41 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import StoreError
-from agent.histogram import Histogram
 from agent.model import Event, EventKind, ReadingBatch
-from agent.secrets import redact_tree
+from agent.secrets import redact, redact_tree
 from agent.store.blob import encode_batch
-from agent.store.bounds import (
-    acknowledged,
-    delete_acked,
-    delete_oldest_delivered,
-    drop_oldest_telemetry,
-    insert_gap,
-    used_bytes,
-)
+from agent.store.bounds import Housework
+from agent.store.figures import Counters, WriterStats
 from agent.store.schema import (
-    SQLITE_FULL,
-    STREAMS,
     Clock,
     Synchronous,
-    advance_cursor_sql,
     check_stream,
     connect,
     db_path,
     last_seqs,
     migrate_connection,
 )
+from agent.store.transaction import Bounds, EventRow, QuarantineRow, Work, disk_full, write
 
 log = logging.getLogger("lineside.store")
 
@@ -46,54 +36,6 @@ log = logging.getLogger("lineside.store")
 # The writer thread
 
 ABANDON_WAIT = 1.0  # seconds close() waits for the thread once it was told to give up
-LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-@dataclass(frozen=True, slots=True)
-class WriterStats:
-    batches_written: int
-    readings_written: int
-    events_written: int
-    gaps_written: int
-    commits: int
-    commit_latency_last_s: float
-    commit_latency_max_s: float
-    # counts per bucket: commits that took <= LATENCY_BUCKETS_S[i]; the last is "longer"
-    commit_latency_histogram: tuple[int, ...]
-    pending_batches: int
-    pending_readings: int
-    pending_events: int
-    dropped_batches: int  # telemetry records dropped by a bound (stored or not)
-    dropped_readings: int
-    deleted_records: int  # delivered records removed by the age bound or the size bound
-    errors: int
-    last_error: str | None
-    store_full: bool
-    last_seq: Mapping[str, int]
-    commit_latency_sum_s: float = 0.0  # with the histogram: Prometheus _sum and _count
-    # telemetry records each sink lost: dropped by a bound before it had acknowledged them
-    dropped_by_sink: Mapping[str, int] = field(default_factory=dict)
-    # why the store is full (the disk, or max_size with events no sink acknowledged); None: not
-    full_reason: str | None = None
-    max_pending_readings: int = 0  # the memory bound: readings beyond it are dropped, counted
-
-
-@dataclass(slots=True)
-class _Counters:
-    batches: int = 0
-    readings: int = 0
-    events: int = 0
-    gaps: int = 0
-    commits: int = 0
-    latency_last: float = 0.0
-    latency_max: float = 0.0
-    histogram: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
-    dropped_by_sink: dict[str, int] = field(default_factory=dict)
-    dropped_batches: int = 0
-    dropped_readings: int = 0
-    deleted: int = 0
-    errors: int = 0
-    last_error: str | None = None
 
 
 @dataclass(slots=True)
@@ -101,8 +43,10 @@ class _Pending:
     # Batches as submitted: encoded into records on the writer thread, at commit time.
     telemetry: list[ReadingBatch] = field(default_factory=list)
     readings: int = 0
-    events: list[tuple[int, str, str | None, str]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
     acks: dict[tuple[str, str], int] = field(default_factory=dict)
+    quarantine: list[QuarantineRow] = field(default_factory=list)
+    releases: list[int] = field(default_factory=list)
     # telemetry dropped in memory since the last gap record about it: (batches, readings)
     unstored_drops: tuple[int, int] = (0, 0)
     submitted: int = 0  # submissions so far; flush() waits for `committed` to reach it
@@ -159,7 +103,7 @@ class StoreWriter:
         self._page_count_request = max_page_count
         self._cond = threading.Condition()
         self._pending = _Pending()
-        self._counters = _Counters()
+        self._counters = Counters()
         self._committed = 0
         self._last_seq = last_seqs(self._conn)
         self._store_full = False  # max_bytes reached with unacknowledged events
@@ -222,6 +166,24 @@ class StoreWriter:
             self._check_open()
             key = (sink, stream)
             self._pending.acks[key] = max(seq, self._pending.acks.get(key, 0))
+            self._pending.submitted += 1
+
+    def submit_quarantine(self, sink: str, stream: str, seq: int, reason: str) -> None:
+        """Keep a record the far side refused, with its reason, in the next transaction (a
+        refusal repeated replaces the reason and clears a retry request)."""
+        check_stream(stream)
+        # The reason is the far side's text, which may echo our credentials.
+        row = (sink, stream, seq, self._clock(), redact(reason))
+        with self._cond:
+            self._check_open()
+            self._pending.quarantine.append(row)
+            self._pending.submitted += 1
+
+    def submit_release(self, entry_id: int) -> None:
+        """A quarantined record was delivered after all: forget it in the next transaction."""
+        with self._cond:
+            self._check_open()
+            self._pending.releases.append(entry_id)
             self._pending.submitted += 1
 
     def set_max_page_count(self, pages: int) -> None:
@@ -375,13 +337,13 @@ class StoreWriter:
                 if stopping and ok and self._committed >= self._pending.submitted:
                     return
 
-    def _take(self) -> _Work:
+    def _take(self) -> Work:
         """A snapshot of what is pending; it leaves the queue only once committed."""
         p = self._pending
         # While the store is full, records wait here; acknowledgements still go through,
         # because they are what frees space.
         full = self._store_full
-        return _Work(
+        return Work(
             telemetry=[] if full else list(p.telemetry),
             events=[] if full else list(p.events),
             acks=dict(p.acks),
@@ -389,9 +351,11 @@ class StoreWriter:
             submitted=p.submitted,
             held=full and bool(p.telemetry or p.events),
             page_count=self._page_count_request,
+            quarantine=list(p.quarantine),
+            releases=list(p.releases),
         )
 
-    def _commit(self, work: _Work, housekeep: bool) -> bool:
+    def _commit(self, work: Work, housekeep: bool) -> bool:
         conn = self._conn
         started = time.perf_counter()
         try:
@@ -400,50 +364,8 @@ class StoreWriter:
             if work.page_count is not None:
                 conn.execute(f"PRAGMA max_page_count = {int(work.page_count)}")
             conn.execute("BEGIN IMMEDIATE")
-            seqs = last_seqs(conn)
-            now = self._clock()
-            gaps = 0
-            lost: dict[str, int] = {}
-            if work.unstored_drops != (0, 0):
-                gaps += insert_gap(
-                    conn, "telemetry", None, None, *work.unstored_drops, now, "not stored: full"
-                )
-                # never stored, so no sink had them
-                lost = unsent_dropped(telemetry_cursors(conn), None, None, work.unstored_drops[0])
-            t0 = seqs["telemetry"]
-            conn.executemany(
-                "INSERT INTO telemetry (seq, source, n, ts_first_ns, ts_last_ns, tag_ids, vals, "
-                "quality, ts, stored_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        t0 + i,
-                        b.source,
-                        b.n,
-                        b.ts_first_ns,
-                        b.ts_last_ns,
-                        b.tag_ids,
-                        b.vals,
-                        b.quality,
-                        b.ts,
-                        now,
-                    )
-                    for i, b in enumerate(encoded, start=1)
-                ],
-            )
-            e0 = seqs["events"]
-            conn.executemany(
-                "INSERT INTO events (seq, ts_ns, kind, machine, data, stored_ns) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(e0 + i, *ev, now) for i, ev in enumerate(work.events, start=1)],
-            )
-            for (sink, stream), seq in work.acks.items():
-                advance_cursor_sql(conn, sink, stream, seq)
-            housework = _Housework(0, 0, 0, self._store_full)
-            if housekeep:
-                housework = self._housekeep(conn, now)
-                gaps += housework.gaps
-                for sink, n in housework.dropped_by_sink.items():
-                    lost[sink] = lost.get(sink, 0) + n
+            bounds = Bounds(self._max_age, self._max_bytes) if housekeep else None
+            written = write(conn, work, encoded, self._clock(), bounds, self._store_full)
             conn.execute("COMMIT")
         except Exception as exc:  # sqlite3.Error mostly; the thread must survive anything
             with contextlib.suppress(sqlite3.Error):
@@ -458,13 +380,13 @@ class StoreWriter:
             return False
         latency = time.perf_counter() - started
         with self._cond:
-            self._settle(work, latency, gaps, housework)
+            self._settle(work, latency, written.gaps, written.housework)
             by_sink = self._counters.dropped_by_sink
-            for sink, n in lost.items():
+            for sink, n in written.lost.items():
                 by_sink[sink] = by_sink.get(sink, 0) + n
         return True
 
-    def _settle(self, work: _Work, latency: float, gaps: int, hw: _Housework) -> None:
+    def _settle(self, work: Work, latency: float, gaps: int, hw: Housework) -> None:
         """Book a committed transaction: dequeue what it wrote, count, wake flush waiters."""
         p, c = self._pending, self._counters
         del p.telemetry[: len(work.telemetry)]
@@ -474,6 +396,8 @@ class StoreWriter:
         for key, seq in work.acks.items():
             if p.acks.get(key) == seq:
                 del p.acks[key]
+        del p.quarantine[: len(work.quarantine)]
+        del p.releases[: len(work.releases)]
         if work.unstored_drops != (0, 0):
             b, r = p.unstored_drops
             p.unstored_drops = (b - work.unstored_drops[0], r - work.unstored_drops[1])
@@ -554,96 +478,9 @@ class StoreWriter:
         self._pending.events.append((self._clock(), str(EventKind.ALARM), None, body))
         self._pending.submitted += 1
 
-    def _housekeep(self, conn: sqlite3.Connection, now: int) -> _Housework:
-        """Age and size bounds, inside the commit's transaction.
-
-        The store is the plant's local history: a record stays for `max_age` whether or not
-        it was sent (an acknowledgement only moves a sink's cursor); only the size bound drops
-        records earlier, delivered ones first.
-        """
-        acked = acknowledged(conn)
-        deleted = 0
-        if self._max_age is not None:
-            # Older than max_age and acknowledged by every sink (every record when no sink is
-            # configured: nobody waits for them).
-            everything = {s: 1 << 62 for s in STREAMS}
-            cutoff = now - int(self._max_age * 1e9)
-            deleted += delete_acked(conn, everything if acked is None else acked, cutoff)
-        dropped = (0, 0)
-        gaps = 0
-        full = False
-        by_sink: dict[str, int] = {}
-        if self._max_bytes is not None and used_bytes(conn) > self._max_bytes:
-            target = int(self._max_bytes * 0.9)  # hysteresis: do not drop on every commit
-            if acked is not None:
-                deleted += delete_oldest_delivered(conn, acked, target)
-            if used_bytes(conn) > target:
-                cursors = telemetry_cursors(conn)  # before the drop: who had what
-                after = 0 if acked is None else acked["telemetry"]
-                dropped, gaps = drop_oldest_telemetry(conn, target, now, after)
-                if gaps:
-                    first, last = conn.execute(
-                        "SELECT first_seq, last_seq FROM gaps ORDER BY seq DESC LIMIT 1"
-                    ).fetchone()
-                    by_sink = unsent_dropped(cursors, first, last, dropped[0])
-            full = used_bytes(conn) > self._max_bytes
-        return _Housework(dropped[0], dropped[1], deleted, full, gaps, by_sink)
-
-
-@dataclass(frozen=True, slots=True)
-class _Work:
-    telemetry: list[ReadingBatch]
-    events: list[tuple[int, str, str | None, str]]
-    acks: dict[tuple[str, str], int]
-    unstored_drops: tuple[int, int]
-    submitted: int
-    held: bool  # the store was full: pending records were held back, not written
-    page_count: int | None
-
 
 @dataclass(frozen=True, slots=True)
 class _Alarm:
     reason: str
     since: float  # time.monotonic() when it was raised
     dropped_readings: int  # the drop counter then
-
-
-def disk_full(exc: BaseException) -> bool:
-    """Whether an error says the disk (or the file's page limit) has no room left."""
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        return code is not None and code & 0xFF == SQLITE_FULL
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-@dataclass(frozen=True, slots=True)
-class _Housework:
-    dropped_batches: int
-    dropped_readings: int
-    deleted: int
-    store_full: bool
-    gaps: int = 0
-    dropped_by_sink: Mapping[str, int] = field(default_factory=dict)
-
-
-def telemetry_cursors(conn: sqlite3.Connection) -> dict[str, int]:
-    """Each sink's telemetry cursor: the last seq it acknowledged."""
-    rows = conn.execute("SELECT sink, seq FROM cursors WHERE stream = 'telemetry'")
-    return {str(sink): int(seq) for sink, seq in rows}
-
-
-def unsent_dropped(
-    cursors: Mapping[str, int], first_seq: int | None, last_seq: int | None, count: int
-) -> dict[str, int]:
-    """Of `count` telemetry records dropped (seqs `first_seq`..`last_seq`, or None for records
-    dropped before they were stored), how many each sink had not acknowledged yet.
-
-    The size bound drops only above the lowest cursor (what every sink has goes first, without
-    a gap record), so the dropped seqs above any sink's cursor are contiguous.
-    """
-    if first_seq is None or last_seq is None:
-        return dict.fromkeys(cursors, count)
-    return {
-        sink: max(0, min(count, last_seq - max(cursor, first_seq - 1)))
-        for sink, cursor in cursors.items()
-    }

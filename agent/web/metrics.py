@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.histogram import HistogramSnapshot, from_statistics
-from agent.store.writer import LATENCY_BUCKETS_S
+from agent.store.figures import LATENCY_BUCKETS_S
 from agent.web.state import REQUEST_ERROR_KINDS, StateBuilder, StoreFigures, finite
 
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ from pydantic import (
 from agent.config import STRICT, DeadbandField, Loc, Name, key_error
 from agent.duration import Duration, PositiveDuration
 from agent.model import DATA_TYPES, DataType
+from agent.source import WriteTarget
 from connectors.modbus.address import ModbusAddress, check_tag, parse_address
 
 WORD_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
@@ -187,6 +188,11 @@ class ModbusTcpSourceConfig(_ModbusSource):
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def write_target(self, machine: str) -> WriteTarget | None:
+        """Where the agent writes verdicts of `machine` (agent.source.WritesToPlc)."""
+        unit = next((u for u in self.units if u.machine == machine), None)
+        return None if unit is None else WriteTarget(self.host, self.port, unit.unit_id)
 
 
 class ModbusRtuSourceConfig(_ModbusSource):

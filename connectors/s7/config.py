@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, PlainSerializer, PlainValidator, model_va
 
 from agent.config import STRICT, DeadbandField, Loc, Name, key_error
 from agent.duration import Duration, PositiveDuration
+from agent.model import DataType
 from connectors.s7.address import S7Address, parse_address
 
 
@@ -65,6 +66,12 @@ class S7Tag(BaseModel):
     deadband: DeadbandField | None = None
     description: str = ""
     interval: PositiveDuration | None = None  # its own poll group, instead of the source's
+
+    @property
+    def type(self) -> DataType | None:
+        """None: the address tells the CPU's type at run time, and values travel as float64
+        (what `TagModel` asks of every tag; `agent.tags.config_tags` reads it)."""
+        return None
 
     @model_validator(mode="before")
     @classmethod

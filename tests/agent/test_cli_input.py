@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from agent.model import Quality, ReadingBatch
-from agent.store import Store, StoreWriter, TagInfo
+from agent.store import Store, StoreWriter
+from agent.tags import Tag
 
 T0 = 1_735_689_600_000_000_000  # 2025-01-01T00:00:00Z
 READINGS = 5000  # about 470 kB as CSV
@@ -210,7 +211,7 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real store with one reading a second from 2025-01-01T00:00:00Z."""
     folder = tmp_path_factory.mktemp("store")
     with Store(folder) as store:
-        ids = store.register_tags([TagInfo("suzhou/stamping/line-1/press1/speed")])
+        ids = store.register_tags([Tag.from_path("suzhou/stamping/line-1/press1/speed")])
     writer = StoreWriter(folder)
     tag = [ids["suzhou/stamping/line-1/press1/speed"]]
     for i in range(READINGS):

@@ -25,7 +25,8 @@ from agent.export import (
     write_jsonl,
 )
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.store import Store, StoreWriter, TagInfo
+from agent.store import Store, StoreWriter
+from agent.tags import Tag
 
 T0 = 1_735_689_600_000_000_000  # 2025-01-01T00:00:00Z
 S = 1_000_000_000
@@ -37,9 +38,9 @@ def store_dir(tmp_path: Path) -> Path:
     with Store(tmp_path) as store:
         ids = store.register_tags(
             [
-                TagInfo("site/a/l1/press/speed"),
-                TagInfo("site/a/l1/press/count"),
-                TagInfo("site/a/l2/loom/speed"),
+                Tag.from_path("site/a/l1/press/speed"),
+                Tag.from_path("site/a/l1/press/count"),
+                Tag.from_path("site/a/l2/loom/speed"),
             ]
         )
     press = [ids["site/a/l1/press/speed"], ids["site/a/l1/press/count"]]
@@ -140,9 +141,9 @@ def test_rows_carry_the_unit_the_typed_value_and_the_code_name(tmp_path: Path) -
     with Store(tmp_path) as store:
         ids = store.register_tags(
             [
-                TagInfo("site/a/l1/press/force", unit="kN"),
-                TagInfo("site/a/l1/press/state"),
-                TagInfo("site/a/l1/press/temp", unit="degC"),
+                Tag.from_path("site/a/l1/press/force", unit="kN"),
+                Tag.from_path("site/a/l1/press/state"),
+                Tag.from_path("site/a/l1/press/temp", unit="degC"),
             ]
         )
     writer = StoreWriter(tmp_path)
@@ -178,7 +179,7 @@ def test_rows_carry_the_unit_the_typed_value_and_the_code_name(tmp_path: Path) -
 def test_a_bad_row_gets_the_reason_its_source_had_at_its_time(tmp_path: Path) -> None:
     speed, count = "site/a/l1/press/speed", "site/a/l1/press/count"
     with Store(tmp_path) as store:
-        ids = store.register_tags([TagInfo(speed), TagInfo(count)])
+        ids = store.register_tags([Tag.from_path(speed), Tag.from_path(count)])
     writer = StoreWriter(tmp_path)
     tags = [ids[speed], ids[count]]
     for k in range(4):

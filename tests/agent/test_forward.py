@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from agent.errors import ConnectError, SinkRejected
 from agent.forward import Forwarder, ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import GapRecord, Record
-from agent.store import Store, StoreWriter, TagInfo
+from agent.store import Store, StoreWriter, db_path
+from agent.tags import Tag
 from tests.waiting import until
 
 FAST = ForwardSettings(batch_size=7, idle_wait=0.01)
@@ -54,7 +56,7 @@ def fill(tmp_path: Path, batches: int, ts_ns: int | None = None, stored_ago_s: f
     """`batches` telemetry records and one event, stamped `ts_ns` (default now) by the device
     and stored `stored_ago_s` ago by the agent."""
     with Store(tmp_path) as store:
-        store.register_tags([TagInfo(path="s/a/l/m/t", machine="m", name="t")])
+        store.register_tags([Tag(path="s/a/l/m/t", machine="m", name="t")])
         store.register_sinks(["mes"])
     writer = StoreWriter(tmp_path, clock=lambda: SystemClock().time_ns() - int(stored_ago_s * 1e9))
     try:
@@ -135,6 +137,7 @@ async def test_a_refused_record_is_quarantined_and_never_blocks(tmp_path: Path) 
     forwarder = Forwarder(sink, store, writer, SystemClock(), FAST)
     await run_until(forwarder, lambda: 10 in telemetry_seqs(sink))
     assert telemetry_seqs(sink) == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+    await writer.flush()  # the quarantine row goes through the writer like every write
     [entry] = store.quarantined("mes")
     assert (entry.stream, entry.seq, entry.reason) == ("telemetry", 4, "seq 4 is not valid")
     assert forwarder.stats.quarantined == 1
@@ -142,7 +145,34 @@ async def test_a_refused_record_is_quarantined_and_never_blocks(tmp_path: Path) 
     sink.refuse.clear()
     assert store.request_retry("mes") == 1
     await run_until(forwarder, lambda: 4 in telemetry_seqs(sink))
+    await writer.flush()
     assert store.quarantined("mes") == []
+    writer.close()
+    store.close()
+
+
+async def test_quarantining_never_waits_for_the_disk_on_the_event_loop(tmp_path: Path) -> None:
+    """Another connection holds the write lock: the refused record is quarantined through the
+    writer thread, so the forwarder goes on delivering (a write on the event loop would wait
+    out SQLite's busy timeout, then fail)."""
+    fill(tmp_path, 10)
+    sink = ScriptedSink()
+    sink.refuse = {4}
+    store, writer = Store(tmp_path), StoreWriter(tmp_path)
+    forwarder = Forwarder(sink, store, writer, SystemClock(), FAST)
+    blocker = sqlite3.connect(db_path(tmp_path), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        await run_until(forwarder, lambda: 10 in telemetry_seqs(sink), limit_s=5.0)
+        assert telemetry_seqs(sink) == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+        assert forwarder.stats.quarantined == 1
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await writer.flush()
+    [entry] = store.quarantined("mes")
+    assert (entry.stream, entry.seq) == ("telemetry", 4)
+    assert store.cursor("mes", "telemetry") == 10
     writer.close()
     store.close()
 

@@ -13,8 +13,8 @@ import pytest
 from agent.config import Credentials
 from agent.errors import ConnectError
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.runtime import STATUS_FILE, write_status
 from agent.secrets import MASK, Redactor, read_password, remember
+from agent.status_file import STATUS_FILE, write_status
 from agent.store import Store, StoreWriter
 
 
@@ -131,9 +131,9 @@ def test_status_file_stored_events_and_quarantine_reasons_are_masked(tmp_path: P
         event = Event(EventKind.CONNECTION, 1, None, {"detail": f"HTTP 500: {secret}"})
         writer.submit_event(event)
         writer.submit_readings(ReadingBatch.from_columns("plc", [1], [1.0], Quality.GOOD, 10))
+        writer.submit_quarantine("mes", "telemetry", 1, f"HTTP 400: {{'x-api-key': '{secret}'}}")
         assert writer.flush_blocking(10)
         writer.close()
-        store.quarantine("mes", "telemetry", 1, f"HTTP 400: {{'x-api-key': '{secret}'}}")
         [stored] = store.read_events(0, 10)
         assert stored.data == {"detail": f"HTTP 500: {MASK}"}
         [held] = store.quarantined("mes")

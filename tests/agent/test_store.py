@@ -15,12 +15,12 @@ from agent.store import (
     MIGRATIONS,
     Store,
     StoreWriter,
-    TagInfo,
     db_path,
     decode_batch,
     encode_batch,
     migrate,
 )
+from agent.tags import Tag
 
 
 def batch(first_tag: int, n: int, ts: int, per_row: bool = False) -> ReadingBatch:
@@ -160,7 +160,7 @@ def test_a_file_that_is_not_a_database_gives_a_one_line_store_error(tmp_path: Pa
 
 def test_a_damaged_page_is_found_at_open(tmp_path: Path) -> None:
     with Store(tmp_path) as store:
-        ids = store.register_tags(TagInfo(f"s/a/l/m/t{i}") for i in range(2000))
+        ids = store.register_tags(Tag.from_path(f"s/a/l/m/t{i}") for i in range(2000))
         assert len(ids) == 2000
     conn = sqlite3.connect(db_path(tmp_path))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -186,13 +186,26 @@ def test_bad_synchronous_setting_is_refused(tmp_path: Path) -> None:
 
 
 def test_tag_ids_are_stable_across_restarts_and_new_tags_get_new_ids(tmp_path: Path) -> None:
-    tags = [TagInfo("site/a/l1/press/speed", "press", "speed", "spm", "plc1")]
-    tags.append(TagInfo("site/a/l1/press/count", "press", "count", "", "plc1"))
+    tags = [
+        Tag(path="site/a/l1/press/speed", machine="press", name="speed", unit="spm", source="plc1")
+    ]
+    tags.append(
+        Tag(path="site/a/l1/press/count", machine="press", name="count", unit="", source="plc1")
+    )
     with Store(tmp_path) as store:
         first = store.register_tags(tags)
     assert len(set(first.values())) == 2
     with Store(tmp_path) as store:
-        more = [TagInfo("site/a/l1/press/temp", "press", "temp", "degC", "plc1"), *tags[::-1]]
+        more = [
+            Tag(
+                path="site/a/l1/press/temp",
+                machine="press",
+                name="temp",
+                unit="degC",
+                source="plc1",
+            ),
+            *tags[::-1],
+        ]
         again = store.register_tags(more)
         assert {k: again[k] for k in first} == first
         assert again["site/a/l1/press/temp"] not in first.values()

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from agent.export import export_readings
 from agent.model import Quality, ReadingBatch
-from agent.store import Store, StoreWriter, TagInfo, db_path
+from agent.store import Store, StoreWriter, db_path
 from agent.store.schema import check_path, check_store
+from agent.tags import Tag
 
 OTHER_PROCESS = """
 import sqlite3, sys
@@ -29,7 +30,7 @@ conn.close()  # the last connection to the file checkpoints it and deletes the -
 
 def test_checks_in_the_writers_process_leave_its_locks(tmp_path: Path) -> None:
     with Store(tmp_path) as store:
-        store.register_tags([TagInfo(path="s/a/l/m/t", machine="m", name="t")])
+        store.register_tags([Tag(path="s/a/l/m/t", machine="m", name="t")])
     writer = StoreWriter(tmp_path)
     try:
         for i in range(20):

@@ -8,8 +8,9 @@ import pytest
 from agent.errors import StoreError
 from agent.model import Quality, ReadingBatch
 from agent.sink import TelemetryRecords
-from agent.store import Store, StoreWriter, TagInfo, decode_run, encode_batch
+from agent.store import Store, StoreWriter, decode_run, encode_batch
 from agent.store.blob import StoredRow
+from agent.tags import Tag
 
 T0 = 1_700_000_000_000_000_000
 
@@ -114,7 +115,7 @@ def test_a_column_left_as_null_is_the_reference_records() -> None:
 
 def test_read_telemetry_run_matches_read_telemetry(tmp_path: Path) -> None:
     with Store(tmp_path) as store:
-        store.register_tags(TagInfo(f"s/a/l/m/t{i}") for i in range(3))
+        store.register_tags(Tag.from_path(f"s/a/l/m/t{i}") for i in range(3))
     writer = StoreWriter(tmp_path)
     # Records repeating the first one read (source, tags, qualities) and records that do not.
     for batch in [*BATCHES, BATCHES[0], BATCHES[1], BATCHES[0]]:

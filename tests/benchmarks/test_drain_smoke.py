@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.forward import read_records
+from agent.lane import read_records
 from agent.sink import TelemetryRecord
 from agent.store import Store
 from benchmarks import backlog, drain, drain_contenders

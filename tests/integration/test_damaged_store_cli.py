@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from agent.cli import app
 from agent.model import Quality, ReadingBatch
 from agent.starter import starter_config
-from agent.store import Store, StoreWriter, TagInfo
+from agent.store import Store, StoreWriter
+from agent.tags import Tag
 
 PAGE = 4096
 
@@ -28,7 +29,7 @@ PAGE = 4096
 def make_store(data: Path) -> Path:
     """A real store of 300 batches, checkpointed into its one file (no -wal, no -shm)."""
     with Store(data) as store:
-        store.register_tags(TagInfo(f"s/a/l/m/t{i}", "m", f"t{i}") for i in range(50))
+        store.register_tags(Tag(path=f"s/a/l/m/t{i}", machine="m", name=f"t{i}") for i in range(50))
         store.register_sinks(["mes"])
     writer = StoreWriter(data)
     for i in range(300):

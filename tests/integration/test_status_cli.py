@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from agent.model import Quality, ReadingBatch
-from agent.runtime import write_status
-from agent.store import Store, StoreWriter, TagInfo
+from agent.status_file import write_status
+from agent.store import Store, StoreWriter
+from agent.tags import Tag
 
 
 def lineside(*args: str) -> subprocess.CompletedProcess[str]:
@@ -20,16 +21,15 @@ def lineside(*args: str) -> subprocess.CompletedProcess[str]:
 
 def make_store(data: Path) -> None:
     with Store(data) as store:
-        store.register_tags([TagInfo(path="s/a/l/m/t", machine="m", name="t")])
+        store.register_tags([Tag(path="s/a/l/m/t", machine="m", name="t")])
         store.register_sinks(["uns", "mes"])
     writer = StoreWriter(data)
     for i in range(5):
         writer.submit_readings(ReadingBatch.from_columns("plc", [1], [i], Quality.GOOD, 10**18))
     writer.submit_ack("uns", "telemetry", 3)
+    writer.submit_quarantine("mes", "telemetry", 2, "422: unknown tag")
     assert writer.flush_blocking(10)
     writer.close()
-    with Store(data) as store:
-        store.quarantine("mes", "telemetry", 2, "422: unknown tag")
 
 
 @pytest.mark.slow

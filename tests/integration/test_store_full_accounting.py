@@ -15,7 +15,8 @@ from agent.forward import Forwarder, ForwardSettings
 from agent.model import Quality, ReadingBatch
 from agent.runtime import sink_tags
 from agent.sink import SinkContext
-from agent.store import Store, StoreWriter, TagInfo
+from agent.store import Store, StoreWriter
+from agent.tags import Tag
 from connectors.http.config import HttpSinkConfig
 from connectors.http.sink import HttpSink
 from tests.connectors.http.mes_server import MesServer
@@ -40,7 +41,7 @@ async def forward_for(forwarder: Forwarder, seconds: float) -> None:
 async def test_produced_equals_delivered_plus_reported_drops(tmp_path: Path) -> None:
     with Store(tmp_path) as store:
         store.register_tags(
-            [TagInfo(path=f"s/a/l/m/t{i}", machine="m", name=f"t{i}") for i in range(TAGS)]
+            [Tag(path=f"s/a/l/m/t{i}", machine="m", name=f"t{i}") for i in range(TAGS)]
         )
         store.register_sinks(["mes"])
     store = Store(tmp_path)

@@ -27,9 +27,10 @@ import pytest
 
 from agent.config import load_config
 from agent.model import EventKind
-from agent.runtime import STATUS_FILE, Agent, write_status
+from agent.runtime import STATUS_FILE, Agent
 from agent.starter import plant_config, plant_machines
 from agent.status import collect
+from agent.status_file import write_status
 from agent.store import Store, db_path
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant

@@ -19,12 +19,13 @@ from agent.kpi.calendar import planned_intervals, windows
 from agent.kpi.counters import counter_step, plausible_limit
 from agent.kpi.engine import KpiEngine
 from agent.kpi.formulas import Components
-from agent.kpi.replay import replay, resume, select
+from agent.kpi.replay import replay, select
 from agent.kpi.report import hour_label
+from agent.kpi.resume import resume
 from agent.kpi.view import json_row, time_row
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.store import Store, StoreWriter, TagInfo
-from agent.tags import TagTable
+from agent.store import Store, StoreWriter
+from agent.tags import Tag, TagTable
 from tests.agent.kpi.test_engine import (
     DAY,
     MIN,
@@ -278,7 +279,9 @@ class Agent:
         self.engine, self.config = make(tmp_path, machine("press1", gap="1h"))
         table = TagTable.from_config(self.config)
         with Store(self.data) as store:
-            self.ids = store.register_tags(TagInfo(t.path, t.machine, t.name) for t in table)
+            self.ids = store.register_tags(
+                Tag(path=t.path, machine=t.machine, name=t.name) for t in table
+            )
         self.engine = KpiEngine(self.config, self.ids)
         self.tag = {t.name: self.ids[t.path] for t in table if t.machine == "press1"}
         self.writer = StoreWriter(self.data)

@@ -20,11 +20,12 @@ import pytest
 
 from agent.config import Config
 from agent.kpi.engine import KpiEngine
-from agent.kpi.replay import replay, resume, select
+from agent.kpi.replay import replay, select
+from agent.kpi.resume import resume
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.store import DB_NAME, StoreWriter, TagInfo
+from agent.store import DB_NAME, StoreWriter
 from agent.store import Store as StoreLog
-from agent.tags import TagTable
+from agent.tags import Tag, TagTable
 from tests.agent.kpi.test_engine import DAY, MIN, S, at, make
 from tests.agent.kpi.test_engine_inspection import inspected, inspection
 
@@ -39,7 +40,9 @@ class Agent:
         _, self.config = make(tmp_path, inspected(gap="10m"), inspection(), inspection("other"))
         table = TagTable.from_config(self.config)
         with StoreLog(self.data) as store:
-            ids = store.register_tags(TagInfo(t.path, t.machine, t.name) for t in table)
+            ids = store.register_tags(
+                Tag(path=t.path, machine=t.machine, name=t.name) for t in table
+            )
         self.ids = ids
         self.tag = {t.name: ids[t.path] for t in table if t.machine == "press1"}
         self.writer = StoreWriter(self.data)
@@ -163,7 +166,7 @@ def test_verdicts_before_and_after_a_restart_both_count(
     assert resumed.verdicts == len(before)
     assert again.statistics()["verdicts"] == len(before)
     # The replay closed the hours the first run closed and stored: none is stored again.
-    # Only the outage is new, as a fact (agent/kpi/replay.py `outage_event`).
+    # Only the outage is new, as a fact (`agent.model.Outage`).
     assert [e.data["state"] for e in resumed.events] == ["outage"] and resumed.held > 0
 
     # After the restart the agent goes on: new readings and verdicts into the resumed engine.

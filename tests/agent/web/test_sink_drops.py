@@ -13,7 +13,7 @@ import pytest
 
 from agent.model import ReadingBatch
 from agent.store import Store, StoreWriter
-from agent.store.writer import unsent_dropped
+from agent.store.bounds import unsent_dropped
 
 NOW = 1_700_000_000_000_000_000
 

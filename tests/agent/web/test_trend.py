@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from agent.model import Quality, ReadingBatch
-from agent.store import Store, StoreWriter, TagInfo
+from agent.store import Store, StoreWriter
+from agent.tags import Tag
 from agent.web.trend import TrendError, TrendQuery, buckets, read_trend
 
 NS = 1_000_000_000
@@ -19,7 +20,7 @@ def filled_store(tmp_path: Path) -> tuple[Store, dict[str, int]]:
     clock = [NOW - 7200 * NS]
     store = Store(tmp_path, clock=lambda: clock[0])
     ids = store.register_tags(
-        TagInfo(path=f"s/a/l/press1/{n}", machine="press1", name=n, unit=u, source="plc")
+        Tag(path=f"s/a/l/press1/{n}", machine="press1", name=n, unit=u, source="plc")
         for n, u in (("temp", "degC"), ("speed", "1/min"), ("count", ""))
     )
     temp, speed, count = (ids[f"s/a/l/press1/{n}"] for n in ("temp", "speed", "count"))
@@ -96,7 +97,7 @@ def test_readings_stamped_one_by_one_keep_their_own_time(tmp_path: Path) -> None
     clock = [NOW - 60 * NS]
     store = Store(tmp_path, clock=lambda: clock[0])
     ids = store.register_tags(
-        TagInfo(path=f"s/a/l/m/{n}", machine="m", name=n, source="plc") for n in ("a", "b")
+        Tag(path=f"s/a/l/m/{n}", machine="m", name=n, source="plc") for n in ("a", "b")
     )
     a, b = ids["s/a/l/m/a"], ids["s/a/l/m/b"]
     writer = StoreWriter(tmp_path, clock=lambda: clock[0])

@@ -25,8 +25,9 @@ from agent.errors import ConnectError, ConnectorError, RequestTimeout, SinkRejec
 from agent.forward import Forwarder, ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.runtime import sink_tags
-from agent.sink import EventRecord, Record, SinkContext, TagMeta, TelemetryRecord
-from agent.store import Store, StoreWriter, TagInfo
+from agent.sink import EventRecord, Record, SinkContext, TelemetryRecord
+from agent.store import Store, StoreWriter
+from agent.tags import Tag
 from connectors.http import payload
 from connectors.http.config import HttpSinkConfig
 from connectors.http.sink import RETRY_AFTER_MAX, HttpSink, retry_after
@@ -44,10 +45,9 @@ from tests.waiting import until
 T0 = 1_714_550_400_000_000_000
 TAGS_PER_RECORD = 10
 TAGS = {
-    i: TagMeta(f"suzhou/stamping/line-1/press1/t{i}", "suzhou", "stamping", "line-1", "press1",
-               f"t{i}", "bar")
+    i: Tag.from_path(f"suzhou/stamping/line-1/press1/t{i}", unit="bar")
     for i in range(TAGS_PER_RECORD)
-}  # fmt: skip
+}
 CONTEXT = SinkContext(agent_id="edge-1", tags=TAGS)
 
 MakeSink = Callable[..., HttpSink]
@@ -496,7 +496,7 @@ async def test_forwarder_delivers_through_every_fault_effectively_once(
     and one invalid record: the MES ends with every valid record once, the bad one quarantined."""
     with Store(tmp_path) as store:
         ids = store.register_tags(
-            [TagInfo(path=f"suzhou/stamping/line-1/press1/t{i}", unit="bar") for i in range(3)]
+            [Tag.from_path(f"suzhou/stamping/line-1/press1/t{i}", unit="bar") for i in range(3)]
         )
         store.register_sinks(["mes"])
         context = SinkContext("edge-1", sink_tags(store.tags()))
@@ -550,7 +550,7 @@ def filled_store(tmp_path: Path, telemetry: int, events: int = 0) -> SinkContext
     """A store with `telemetry` batches of three readings and `events` alarms, sink "mes"."""
     with Store(tmp_path) as store:
         ids = store.register_tags(
-            [TagInfo(path=f"suzhou/stamping/line-1/press1/t{i}", unit="bar") for i in range(3)]
+            [Tag.from_path(f"suzhou/stamping/line-1/press1/t{i}", unit="bar") for i in range(3)]
         )
         store.register_sinks(["mes"])
         context = SinkContext("edge-1", sink_tags(store.tags()))

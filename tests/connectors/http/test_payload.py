@@ -12,17 +12,16 @@ import pytest
 from agent.config import load_config
 from agent.errors import ConfigError, SinkRejected
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.sink import EventRecord, GapRecord, Record, TagMeta, TelemetryRecord
+from agent.sink import EventRecord, GapRecord, Record, TelemetryRecord
+from agent.tags import Tag
 from connectors.http import payload
 from connectors.http.config import HttpSinkConfig
 from connectors.http.sink import rejected_index
 
 T0 = 1_714_550_400_125_999_999  # 2024-05-01T08:00:00.125999999Z
 TAGS = {
-    1: TagMeta("suzhou/stamping/line-1/press1/speed", "suzhou", "stamping", "line-1", "press1",
-               "speed", "spm"),
-    2: TagMeta("suzhou/stamping/line-1/press1/state", "suzhou", "stamping", "line-1", "press1",
-               "state", ""),
+    1: Tag.from_path("suzhou/stamping/line-1/press1/speed", unit="spm"),
+    2: Tag.from_path("suzhou/stamping/line-1/press1/state", unit=""),
 }  # fmt: skip
 
 
@@ -98,11 +97,13 @@ def test_uncertain_unknown_quality_and_empty_batch() -> None:
 
 
 def test_columnar_records_from_the_store_give_the_same_body(tmp_path: Path) -> None:
-    from agent.forward import read_records
-    from agent.store import Store, StoreWriter, TagInfo
+    from agent.lane import read_records
+    from agent.store import Store, StoreWriter
 
     with Store(tmp_path) as store:
-        ids = store.register_tags(TagInfo(m.path, m.machine, m.name, m.unit) for m in TAGS.values())
+        ids = store.register_tags(
+            Tag(path=m.path, machine=m.machine, name=m.name, unit=m.unit) for m in TAGS.values()
+        )
     assert sorted(ids.values()) == [1, 2]  # the store gives the ids TAGS uses
     writer = StoreWriter(tmp_path)
     for k in range(4):

@@ -24,7 +24,7 @@ from agent.config import load_config
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
 from agent.model import Quality, ReadingBatch
 from agent.starter import starter_config
-from agent.tags import TagInfo, TagTable
+from agent.tags import Tag, TagTable
 from connectors.modbus.config import ModbusRtuSourceConfig, ModbusTcpSourceConfig
 from connectors.modbus.framing import crc16, rtu_answer_size, rtu_read, with_crc
 from connectors.modbus.rtu import RtuLink, parse_response, silent_interval
@@ -126,11 +126,11 @@ def _bus(tmp_path: Path, plant: Plant, **settings: Any) -> tuple[ModbusRtuSource
             "units": units,
         }
     )
-    infos: list[TagInfo] = []
+    infos: list[Tag] = []
     for unit in config.units:
         for tag in unit.tags:
             tag_path = f"site/area/line/{unit.machine}/{tag.name}"
-            infos.append(TagInfo(len(infos), tag_path, unit.machine, tag.name, "bus", "", 0.0, 0.0))
+            infos.append(Tag(len(infos), tag_path, unit.machine, tag.name, "bus", "", 0.0, 0.0))
     return config, TagTable(infos)
 
 
@@ -338,7 +338,7 @@ def test_backoff_settings_are_checked(tmp_path: Path) -> None:
             "units": [{"unit_id": 1, "machine": "m", "tags": [{"name": "a", "address": "hr:0"}]}],
         }
     )
-    tags = TagTable([TagInfo(0, "s/a/l/m/a", "m", "a", "bus", "", 0, 0)])
+    tags = TagTable([Tag(0, "s/a/l/m/a", "m", "a", "bus", "", 0, 0)])
     with pytest.raises(ValueError):
         ModbusRtuSource(config, tags, backoff_initial=2.0, backoff_max=1.0)
     assert ModbusRtuSource(config, tags).poll_groups() == {"1s": 1.0}

@@ -20,7 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.errors import ConnectError, RequestTimeout, SinkRejected
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.sink import EventRecord, GapRecord, Record, SinkContext, TagMeta, TelemetryRecord
+from agent.sink import EventRecord, GapRecord, Record, SinkContext, TelemetryRecord
+from agent.tags import Tag
 from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.payload import BATCH_QUALITIES, QUALITY_NAMES
 from connectors.mqtt.sink import MqttSink
@@ -30,12 +31,9 @@ pytestmark = pytest.mark.timeout(60)
 
 T0 = 1_717_000_000_000_000_000
 TAGS = {
-    1: TagMeta("plant1/press/line1/press1/die_temp", "plant1", "press", "line1", "press1",
-               "die_temp", "°C"),
-    2: TagMeta("plant1/press/line1/press1/strokes", "plant1", "press", "line1", "press1",
-               "strokes", ""),
-    3: TagMeta("plant1/weaving/line2/loom1/speed", "plant1", "weaving", "line2", "loom1",
-               "speed", "rpm"),
+    1: Tag.from_path("plant1/press/line1/press1/die_temp", unit="°C"),
+    2: Tag.from_path("plant1/press/line1/press1/strokes", unit=""),
+    3: Tag.from_path("plant1/weaving/line2/loom1/speed", unit="rpm"),
 }  # fmt: skip
 CONTEXT = SinkContext(agent_id="edge-7", tags=TAGS)
 PRESS = "uns/plant1/press/line1/press1"

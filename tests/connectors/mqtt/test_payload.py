@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.codenames import CodeNames
-from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.sink import EventRecord, GapRecord, Record, TagMeta, TelemetryRecord
+from agent.model import DataType, Event, EventKind, Quality, ReadingBatch
+from agent.sink import EventRecord, GapRecord, Record, TelemetryRecord
+from agent.tags import Tag
 from connectors.mqtt.payload import (
     QUALITY_NAMES,
     Message,
@@ -28,12 +30,9 @@ T0 = 1_717_000_000_123_456_789  # ns
 T0_MS = 1_717_000_000_123
 
 TAGS = {
-    1: TagMeta("plant1/press/line1/press1/die_temp", "plant1", "press", "line1", "press1",
-               "die_temp", "°C"),
-    2: TagMeta("plant1/press/line1/press1/strokes", "plant1", "press", "line1", "press1",
-               "strokes", ""),
-    7: TagMeta("plant1/weaving/line2/loom1/speed", "plant1", "weaving", "line2", "loom1",
-               "speed", "rpm"),
+    1: Tag.from_path("plant1/press/line1/press1/die_temp", unit="°C"),
+    2: Tag.from_path("plant1/press/line1/press1/strokes", unit=""),
+    7: Tag.from_path("plant1/weaving/line2/loom1/speed", unit="rpm"),
 }  # fmt: skip
 PRESS = "uns/plant1/press/line1/press1"
 LOOM = "uns/plant1/weaving/line2/loom1"
@@ -216,11 +215,42 @@ def test_retained_last_values_take_the_latest_good_finite_value_per_tag() -> Non
     assert layout().last_values([TelemetryRecord(1, batch([1], [1.0], [2]))]) == []
 
 
+def _tag(name: str, unit: str, type: DataType) -> Tag:
+    return replace(Tag.from_path(f"p/a/l/m/{name}", unit=unit), type=type)
+
+
 def test_values_go_in_their_type_and_codes_with_their_name() -> None:
     typed = {
-        1: TagMeta("p/a/l/m/state", "p", "a", "l", "m", "state", "", "uint16"),
-        2: TagMeta("p/a/l/m/force", "p", "a", "l", "m", "force", "kN", "float32"),
-        3: TagMeta("p/a/l/m/running", "p", "a", "l", "m", "running", "", "bool"),
+        1: Tag(
+            path="p/a/l/m/state",
+            site="p",
+            area="a",
+            line="l",
+            machine="m",
+            name="state",
+            unit="",
+            type="uint16",
+        ),
+        2: Tag(
+            path="p/a/l/m/force",
+            site="p",
+            area="a",
+            line="l",
+            machine="m",
+            name="force",
+            unit="kN",
+            type="float32",
+        ),
+        3: Tag(
+            path="p/a/l/m/running",
+            site="p",
+            area="a",
+            line="l",
+            machine="m",
+            name="running",
+            unit="",
+            type="bool",
+        ),
     }
     names = CodeNames({"p/a/l/m/state": {6: "Execute"}})
     records: list[Record] = [
@@ -278,9 +308,9 @@ def test_numpy_scalars_in_event_data_are_plain_numbers() -> None:
 def test_agent_site_and_prefix() -> None:
     assert UnsLayout("uns", "a1", {}).agent_topic == "uns/_/_agent/a1"
     two_sites = {
-        1: TagMeta("s2/a/l/m/t", "s2", "a", "l", "m", "t", ""),
-        2: TagMeta("s1/a/l/m/t", "s1", "a", "l", "m", "t", ""),
-        3: TagMeta("s1/a/l/n/t", "s1", "a", "l", "n", "t", ""),
+        1: Tag.from_path("s2/a/l/m/t", unit=""),
+        2: Tag.from_path("s1/a/l/m/t", unit=""),
+        3: Tag.from_path("s1/a/l/n/t", unit=""),
     }
     assert UnsLayout("p/q", "a1", two_sites).gap_topic == "p/q/s1/_agent/a1/gap"
 
@@ -367,13 +397,14 @@ def test_batch_with_per_reading_timestamps_carries_them() -> None:
 
 
 def test_columnar_records_encode_exactly_as_the_same_records_one_by_one(tmp_path: Any) -> None:
-    from agent.forward import read_records
+    from agent.lane import read_records
     from agent.sink import TelemetryRecords
-    from agent.store import Store, StoreWriter, TagInfo
+    from agent.store import Store, StoreWriter
 
     with Store(tmp_path) as store:
         ids = store.register_tags(
-            TagInfo(meta.path, meta.machine, meta.name, meta.unit) for meta in TAGS.values()
+            Tag(path=meta.path, machine=meta.machine, name=meta.name, unit=meta.unit)
+            for meta in TAGS.values()
         )
     writer = StoreWriter(tmp_path)
     by_path = {meta.path: tag_id for tag_id, meta in TAGS.items()}

@@ -12,7 +12,7 @@ from asyncua import ua
 
 from agent.clock import SystemClock
 from agent.model import ReadingBatch
-from agent.tags import TagInfo, TagTable
+from agent.tags import Tag, TagTable
 from connectors.opcua import certs
 from connectors.opcua.config import OpcUaSourceConfig
 from connectors.opcua.source import OpcUaSource
@@ -186,7 +186,7 @@ def make_config(endpoint: str, tags: list[dict[str, Any]], **extra: Any) -> OpcU
 
 def make_source(config: OpcUaSourceConfig) -> tuple[OpcUaSource, TagTable]:
     infos = [
-        TagInfo(
+        Tag(
             id=i,
             path=f"s/a/l/m1/{t.name}",
             machine="m1",

@@ -11,7 +11,8 @@ import pysparkplug
 import pytest
 
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.sink import EventRecord, GapRecord, TagMeta, TelemetryRecord
+from agent.sink import EventRecord, GapRecord, TelemetryRecord
+from agent.tags import Tag
 from connectors.sparkplug import sparkplug_b_pb2 as pb
 from connectors.sparkplug.payload import (
     NODE_ALIAS_BASE,
@@ -31,9 +32,9 @@ from connectors.sparkplug.payload import (
 NOW = 1_717_000_000_123  # ms
 T0 = 1_717_000_000_000_000_000  # ns
 TAGS = {
-    1: TagMeta("p/press/l1/press1/die_temp", "p", "press", "l1", "press1", "die_temp", "°C"),
-    2: TagMeta("p/press/l1/press1/strokes", "p", "press", "l1", "press1", "strokes", ""),
-    7: TagMeta("p/weave/l2/loom1/speed", "p", "weave", "l2", "loom1", "speed", "rpm"),
+    1: Tag.from_path("p/press/l1/press1/die_temp", unit="°C"),
+    2: Tag.from_path("p/press/l1/press1/strokes", unit=""),
+    7: Tag.from_path("p/weave/l2/loom1/speed", unit="rpm"),
 }
 
 
@@ -356,12 +357,12 @@ def test_declared_types_in_birth() -> None:
 
 
 def test_session_refuses_a_bad_tag_table() -> None:
-    twin = TagMeta("p/a/l3/press1/die_temp", "p", "a", "l3", "press1", "die_temp", "")
+    twin = Tag.from_path("p/a/l3/press1/die_temp", unit="")
     with pytest.raises(ValueError, match="two metrics named 'die_temp'"):
         NodeSession("g", "e", "a", {**TAGS, 8: twin})
     with pytest.raises(ValueError, match="alias"):
         NodeSession("g", "e", "a", {-1: TAGS[1]})
-    slash = TagMeta("p/a/l/m/t", "p", "a", "l", "m/x", "t", "")
+    slash = Tag(path="p/a/l/m/t", site="p", area="a", line="l", machine="m/x", name="t", unit="")
     with pytest.raises(ValueError, match="may not be empty"):
         NodeSession("g", "e", "a", {1: slash})
 

@@ -18,8 +18,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.clock import FakeClock
 from agent.errors import ConnectError, ConnectorError, RequestTimeout, SinkRejected
 from agent.model import Event, EventKind, Quality, ReadingBatch
-from agent.sink import EventRecord, SinkContext, TagMeta, TelemetryRecord
+from agent.sink import EventRecord, SinkContext, TelemetryRecord
 from agent.store import Store
+from agent.tags import Tag
 from connectors.sparkplug.config import SparkplugSinkConfig
 from connectors.sparkplug.sink import SparkplugSink
 from tests.brokers import BrokerFactory, Mosquitto
@@ -28,9 +29,9 @@ pytestmark = pytest.mark.timeout(60)
 
 T0 = 1_717_000_000_000_000_000
 TAGS = {
-    1: TagMeta("p/press/l1/press1/die_temp", "p", "press", "l1", "press1", "die_temp", "°C"),
-    2: TagMeta("p/press/l1/press1/strokes", "p", "press", "l1", "press1", "strokes", ""),
-    7: TagMeta("p/weave/l2/loom1/speed", "p", "weave", "l2", "loom1", "speed", "rpm"),
+    1: Tag.from_path("p/press/l1/press1/die_temp", unit="°C"),
+    2: Tag.from_path("p/press/l1/press1/strokes", unit=""),
+    7: Tag.from_path("p/weave/l2/loom1/speed", unit="rpm"),
 }
 CONTEXT = SinkContext(agent_id="agent-7", tags=TAGS)
 NODE = "spBv1.0/plant1/{}/edge-7"

@@ -1,0 +1,119 @@
+"""One sink's place in one stream (`Lane`), the sends in flight on it, and the records it
+reads: the forwarder's bookkeeping, without I/O beyond the store's reads."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.sink import EventRecord, GapRecord, RecordBatch, Records, TelemetryRecords
+from agent.store import StoreReader
+
+
+def read_records(store: StoreReader, stream: str, after: int, limit: int) -> RecordBatch:
+    """Up to `limit` records of `stream` after seq `after`, as sinks receive them.
+
+    Telemetry comes as one columnar `TelemetryRecords` (no object per record until a sink
+    asks for one).
+    """
+    if stream == "telemetry":
+        return TelemetryRecords(store.read_telemetry_run(after, limit))
+    if stream == "events":
+        return Records(
+            stream, [EventRecord(e.seq or 0, e) for e in store.read_events(after, limit)]
+        )
+    gaps = store.read_gaps(after, limit)
+    return Records(
+        stream,
+        [
+            GapRecord(
+                g.seq, g.stream, g.first_seq, g.last_seq, g.count, g.readings, g.ts_ns, g.reason
+            )
+            for g in gaps
+        ],
+    )
+
+
+def keep(records: RecordBatch, lane: Lane, below: int | None = None) -> RecordBatch:
+    """The records not already done ahead of the lane's cursor and, given `below`, with a
+    smaller seq."""
+    if not lane.ahead and below is None:
+        return records
+    seqs = records.seqs
+    keep = ~lane.is_ahead(seqs)
+    if below is not None:
+        keep &= seqs < below
+    return records.select(keep)
+
+
+def mark_historical(records: RecordBatch, live_from: int) -> RecordBatch:
+    """The records marked historical when their seq is below `live_from`: stored before the
+    live window began (when the agent stored them, not the device's timestamp, decides)."""
+    return records.marked(records.seqs < live_from)
+
+
+@dataclass(slots=True)
+class Send:
+    """One send in flight on a lane: its records, the range of seqs they stand for (`after`
+    exclusive to `last`, holes included) and the task awaiting the acknowledgement."""
+
+    records: RecordBatch
+    after: int
+    last: int
+    task: asyncio.Task[None]
+
+
+class Lane:
+    """Where one sink is in one stream.
+
+    `cursor` is the last seq with nothing undelivered at or before it: the store's cursor.
+    Live records sent ahead of a backlog wait in `ahead` until the backlog reaches them, so a
+    crash sends them again (at least once) rather than skipping the backlog.
+
+    The lane moves over ranges of seqs, not single records: a read after seq `a` that returned
+    records up to seq `b` stands for all of `a + 1..b`, and the seqs of that range it did not
+    return are no longer in the store (the size bound dropped them; a gap record names them).
+    So a hole punched into the backlog is crossed like delivered records, and a restart does
+    not stop at it either.
+    """
+
+    def __init__(self, cursor: int) -> None:
+        self.cursor = cursor
+        self.acked = cursor
+        # Ranges `(first, last)` done beyond the cursor, sorted and apart (usually empty).
+        self.ahead: list[tuple[int, int]] = []
+        self.live_next = cursor + 1  # the next live record to send ahead
+        self.issued = cursor  # the last seq handed to a send still in flight (pipelining)
+
+    def done_range(self, after: int, last: int) -> None:
+        """Every seq in `after + 1..last` is delivered, refused or gone from the store."""
+        if last <= after or last <= self.cursor:
+            return
+        self.live_next = max(self.live_next, last + 1)
+        if after <= self.cursor:
+            self.cursor = last
+        else:
+            self.ahead.append((after + 1, last))
+            self.ahead.sort()
+        if not self.ahead:  # a plain drain: nothing more to do per batch
+            return
+        merged: list[tuple[int, int]] = []
+        for first, end in self.ahead:
+            if first <= self.cursor + 1:
+                self.cursor = max(self.cursor, end)
+            elif merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((first, end))
+        self.ahead = [(first, end) for first, end in merged if end > self.cursor]
+        self.live_next = max(self.live_next, self.cursor + 1)
+
+    def is_ahead(self, seqs: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Which of `seqs` lie in a range already done beyond the cursor."""
+        done = np.zeros(seqs.shape[0], dtype=np.bool_)
+        for first, last in self.ahead:
+            done |= (seqs >= first) & (seqs <= last)
+        return done

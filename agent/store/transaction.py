@@ -1,0 +1,116 @@
+"""The SQL of one writer commit: what `StoreWriter` took from its queue, written in one
+transaction (records, acknowledgements, quarantine rows, the bounds). Runs on the writer
+thread only: the store has one writer."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agent.model import ReadingBatch
+from agent.store.blob import EncodedBatch
+from agent.store.bounds import Housework, housekeep, insert_gap, telemetry_cursors, unsent_dropped
+from agent.store.schema import SQLITE_FULL, advance_cursor_sql, last_seqs
+
+EventRow = tuple[int, str, str | None, str]  # ts_ns, kind, machine, data (JSON)
+QuarantineRow = tuple[str, str, int, int, str]  # sink, stream, seq, ts_ns, reason (redacted)
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A snapshot of the writer's queue: written in one transaction, or not at all."""
+
+    telemetry: list[ReadingBatch]
+    events: list[EventRow]
+    acks: dict[tuple[str, str], int]
+    unstored_drops: tuple[int, int]
+    submitted: int
+    held: bool  # the store was full: pending records were held back, not written
+    page_count: int | None
+    quarantine: list[QuarantineRow] = field(default_factory=list)
+    releases: list[int] = field(default_factory=list)  # quarantine entries delivered after all
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    gaps: int  # gap records written
+    lost: Mapping[str, int]  # telemetry records each sink lost to a bound
+    housework: Housework
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    max_age: float | None
+    max_bytes: int | None
+
+
+def write(
+    conn: sqlite3.Connection,
+    work: Work,
+    encoded: list[EncodedBatch],
+    now: int,
+    bounds: Bounds | None,
+    store_full: bool,
+) -> Written:
+    """Everything in `work`, inside the caller's open transaction; `bounds` when housekeeping
+    is due this time."""
+    seqs = last_seqs(conn)
+    gaps = 0
+    lost: dict[str, int] = {}
+    if work.unstored_drops != (0, 0):
+        gaps += insert_gap(
+            conn, "telemetry", None, None, *work.unstored_drops, now, "not stored: full"
+        )
+        # never stored, so no sink had them
+        lost = unsent_dropped(telemetry_cursors(conn), None, None, work.unstored_drops[0])
+    t0 = seqs["telemetry"]
+    conn.executemany(
+        "INSERT INTO telemetry (seq, source, n, ts_first_ns, ts_last_ns, tag_ids, vals, "
+        "quality, ts, stored_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                t0 + i,
+                b.source,
+                b.n,
+                b.ts_first_ns,
+                b.ts_last_ns,
+                b.tag_ids,
+                b.vals,
+                b.quality,
+                b.ts,
+                now,
+            )
+            for i, b in enumerate(encoded, start=1)
+        ],
+    )
+    e0 = seqs["events"]
+    conn.executemany(
+        "INSERT INTO events (seq, ts_ns, kind, machine, data, stored_ns) VALUES (?, ?, ?, ?, ?, ?)",
+        [(e0 + i, *ev, now) for i, ev in enumerate(work.events, start=1)],
+    )
+    for (sink, stream), seq in work.acks.items():
+        advance_cursor_sql(conn, sink, stream, seq)
+    conn.executemany(
+        "INSERT INTO quarantine (sink, stream, seq, ts_ns, reason) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (sink, stream, seq) DO UPDATE SET reason = excluded.reason, "
+        "ts_ns = excluded.ts_ns, retry = 0",
+        work.quarantine,
+    )
+    conn.executemany("DELETE FROM quarantine WHERE id = ?", [(i,) for i in work.releases])
+    housework = Housework(0, 0, 0, store_full)
+    if bounds is not None:
+        housework = housekeep(conn, now, bounds.max_age, bounds.max_bytes)
+        gaps += housework.gaps
+        for sink, n in housework.dropped_by_sink.items():
+            lost[sink] = lost.get(sink, 0) + n
+    return Written(gaps, lost, housework)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error says the disk (or the file's page limit) has no room left."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -1,0 +1,36 @@
+"""One tag, one id: the store's id is the id a reading carries from the source to the store."""
+
+from pathlib import Path
+
+from agent.config import load_config
+from agent.model import Quality, ReadingBatch
+from agent.runtime import Agent
+from agent.starter import starter_config
+from agent.store import Store
+from agent.tags import Tag
+
+
+def test_a_reading_carries_the_store_id_from_source_to_store(tmp_path: Path) -> None:
+    path = tmp_path / "lineside.toml"
+    path.write_text(starter_config("press"), encoding="utf-8")
+    config = load_config(path)
+    with Store(config.agent.data_dir) as store:  # an earlier config's tag holds the first id
+        [old] = store.register_tags([Tag.from_path("old/a/l/m/gone")]).values()
+    agent = Agent(config)
+    try:
+        ids = agent.store.tag_ids()
+        assert all(ids[t.path] == t.id for t in agent.tags)
+        assert old not in {t.id for t in agent.tags}
+        assert agent.tags.size == max(ids.values()) + 1
+        first = agent.tags.tags[0]
+        batch = ReadingBatch.from_columns(first.source, [first.id], [1.5], Quality.GOOD, 10)
+        agent.emit_readings(batch)
+        assert agent.writer.flush_blocking(10)
+        [stored] = agent.store.read_telemetry(0, 10)
+        assert stored.batch.tag_ids.tolist() == [first.id]
+        assert agent.latest_values[first.id] == 1.5
+        # the store makes a Tag of its own only for the tag this config no longer has
+        assert agent.store.tags()[old].machine == "m"
+    finally:
+        agent.writer.close()
+        agent.store.close()
