@@ -12,13 +12,17 @@ gets the reason its tag had at that time in its source's latest event.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from agent.clock import Clock
+from agent.errors import one_line
 from agent.model import Event, EventKind
 from agent.reasons import reasons_of
+
+log = logging.getLogger("lineside.reasons")
 
 CHECK_INTERVAL = 1.0  # seconds between looks at the sources' reasons
 
@@ -36,16 +40,30 @@ async def record_reasons(
     told: dict[str, int] = {}
     while True:
         for source in sources:
-            reasons = reasons_of(source)
-            if reasons is None or told.get(source.name, 0) == reasons.version:
-                continue
-            told[source.name] = reasons.version
-            bad = {path_of(tag): why for tag, why in sorted(reasons.by_tag().items())}
-            # Stamped when it changed (up to `interval` ago), on the clock readings carry.
-            age_ns = max(0, round((wall() - reasons.changed_at) * 1e9))
-            data = {"source": source.name, "bad": bad}
-            emit_event(Event(EventKind.REASONS, clock.time_ns() - age_ns, None, data))
+            try:
+                _tell(source, told, path_of, clock, emit_event, wall)
+            except Exception as exc:  # a view of the reasons never ends the agent
+                log.warning("reasons of %s not stored: %s", source.name, one_line(exc))
         await clock.sleep_until(clock.monotonic() + interval)
+
+
+def _tell(
+    source: Any,
+    told: dict[str, int],
+    path_of: Callable[[int], str],
+    clock: Clock,
+    emit_event: Callable[[Event], None],
+    wall: Callable[[], float],
+) -> None:
+    reasons = reasons_of(source)
+    if reasons is None or told.get(source.name, 0) == reasons.version:
+        return
+    told[source.name] = reasons.version
+    bad = {path_of(tag): why for tag, why in sorted(reasons.by_tag().items())}
+    # Stamped when it changed (up to `interval` ago), on the clock readings carry.
+    age_ns = max(0, round((wall() - reasons.changed_at) * 1e9))
+    data = {"source": source.name, "bad": bad}
+    emit_event(Event(EventKind.REASONS, clock.time_ns() - age_ns, None, data))
 
 
 def changes(rows: Iterable[tuple[int, str]]) -> list[tuple[int, str, dict[str, str]]]:

@@ -475,6 +475,13 @@ class Agent:
         for alarm in self.alarms.on_batch(batch):
             self.emit_event(alarm)
 
+    def _tag_path(self, tag_id: int) -> str:
+        """A tag's path by its id (the table of the running config, reloads included)."""
+        try:
+            return self.tags.by_id(tag_id).path
+        except KeyError:
+            return f"#{tag_id}"
+
     def _non_finite_read(self, batch: ReadingBatch, rows: npt.NDArray[np.bool_]) -> None:
         """The reason of readings `mark_non_finite` made bad: counted per source (the page's
         and /metrics' `non_finite` errors) and logged once per tag and run."""
@@ -549,12 +556,9 @@ class Agent:
                 ]
                 tasks.append(group.create_task(self._publish_status(), name="status-file"))
                 # Why tags read bad, stored as it changes: export names the reason of a row.
-                paths = [t.path for t in self.tags]
                 tasks.append(
                     group.create_task(
-                        record_reasons(
-                            self.sources, paths.__getitem__, self.clock, self.emit_event
-                        ),
+                        record_reasons(self.sources, self._tag_path, self.clock, self.emit_event),
                         name="reasons",
                     )
                 )
