@@ -305,7 +305,9 @@ async def test_a_stalled_server_is_noticed_within_the_timeout_and_recovered() ->
                 await until(lambda: link.stats.state == "lost", limit=3 * TIMEOUT)
                 noticed = time.monotonic() - stopped
                 assert noticed <= 2 * TIMEOUT + 0.5, noticed
-                await until(partial(link.bad_since, stopped), limit=TIMEOUT)
+                # Bad readings follow the next due poll; a wide margin for a loaded box (the
+                # bound that matters, noticing the stall, is asserted above).
+                await until(partial(link.bad_since, stopped), limit=5 * TIMEOUT)
                 await asyncio.sleep(0.5)
                 os.kill(proc.pid, signal.SIGCONT)
                 resumed = time.monotonic()
