@@ -143,7 +143,10 @@ class ModbusWriteBack:
             raise WriteRefused(f"write to {self.target} refused: not on the write_allow list")
         async with self._lock:
             try:
-                await asyncio.wait_for(self._exchange(value), self.timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the exchange finishes, and the agent's stop would hang.
+                async with asyncio.timeout(self.timeout):
+                    await self._exchange(value)
             except TimeoutError:
                 await self.close()
                 raise RequestTimeout(
