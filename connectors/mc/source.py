@@ -18,7 +18,7 @@ Failures, each a reason on the request's block (agent/reasons.py) and counted by
   link loop reconnects with back-off. A PLC that never answers costs one timeout per attempt,
   and it is alone on its link: the other PLCs' sources are polled on their own schedule.
 
-String tags are not read (a reading is a float64): `statistics()["string_tags"]` counts them.
+String tags are not read (a reading is a float64): `statistics().extras["string_tags"]` counts them.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ isolation takes their place. On TCP the requests of a unit that failed recently 
 poll, so a gateway that serialises its requests does not make the healthy units wait for it.
 
 String tags are not read: a reading is a float64. They are left out of the plan (and so of
-every batch); `statistics()["string_tags"]` says how many were skipped.
+every batch); `statistics().extras["string_tags"]` says how many were skipped.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Failures, each with a reason per tag (agent/reasons.py) that says what to change
   loop reconnects with back-off, so a CPU that never answers costs one timeout per back-off;
 - the CPU in STOP (asked every `state_check`): every tag reads bad, "CPU in STOP".
 STRING tags are not readings (a reading is a float): like Modbus strings they are left out of
-the plan, and `statistics()["string_tags"]` counts them.
+the plan, and `statistics().extras["string_tags"]` counts them.
 """
 
 from __future__ import annotations
