@@ -219,6 +219,8 @@ class WriteBack(Protocol):
 
 @dataclass(slots=True)
 class InspectorStats:
+    """The counters of `InspectionStatistics` (agent/statistics.py), counted in place."""
+
     triggers: int = 0
     frames: int = 0  # read and preprocessed
     dropped: int = 0  # triggered while the model was still busy with earlier frames

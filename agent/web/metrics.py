@@ -24,7 +24,6 @@ from prometheus_client.registry import Collector
 from agent import __version__
 from agent.histogram import HistogramSnapshot
 from agent.snapshot import AgentSnapshot, StoreFigures
-from agent.store.figures import LATENCY_BUCKETS_S
 from agent.web.state import finite, inspections_view
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -173,9 +172,7 @@ class SnapshotCollector(Collector):
         commit = HistogramMetricFamily(
             "lineside_store_commit_latency_seconds", "Time one store transaction took."
         )
-        counts = writer.commit_latency_histogram
-        snapshot = HistogramSnapshot(LATENCY_BUCKETS_S, counts, writer.commit_latency_sum_s)
-        add_histogram(commit, [], snapshot)
+        add_histogram(commit, [], writer.commit_latency)
         yield commit
 
     def _sinks(self, store: StoreFigures | None) -> Iterator[Metric]:
