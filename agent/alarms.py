@@ -126,6 +126,7 @@ class AlarmState:
     value: float | None = None  # the reading that raised it
     acknowledged: bool = False
     acknowledged_by: str | None = None
+    raised: int = 0  # times raised in this run (`/metrics`)
 
 
 class AlarmBook:
@@ -212,6 +213,7 @@ class AlarmBook:
     def _raise(self, rule: AlarmRule, state: AlarmState, ts_ns: int, value: float | None) -> Event:
         state.since_ns = ts_ns
         state.pending_ns = None
+        state.raised += 1
         state.acknowledged = False
         state.acknowledged_by = None
         data = self._data(rule, True, value)

@@ -5,9 +5,8 @@ could not be added up across agents or over time, bucket counts can. The buckets
 construction, so one observation is a bisection over a dozen bounds and two additions (no
 numpy, no allocation): cheap enough for every request of the hot loop.
 
-`statistics(prefix)` flattens a histogram into the `Mapping[str, float]` that sources report
-(`<prefix>_bucket_<i>` non-cumulative counts, `<prefix>_sum_s`, `<prefix>_count`), and
-`from_statistics` reads it back, so `/metrics` and `status.json` need no other channel.
+A component reports `snapshot()`, a frozen `HistogramSnapshot`, as a typed field of its
+statistics (agent/statistics.py); `/metrics` renders its buckets as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 # Seconds, from a fast local Modbus request (sub-millisecond) to a PLC on a slow serial line or
@@ -96,25 +95,3 @@ class Histogram:
 
     def snapshot(self) -> HistogramSnapshot:
         return HistogramSnapshot(self.bounds, tuple(self.counts), self.sum)
-
-    def statistics(self, prefix: str) -> dict[str, float]:
-        """The histogram as flat figures for a `statistics()` mapping (see the module doc)."""
-        out: dict[str, float] = {f"{prefix}_bucket_{i}": n for i, n in enumerate(self.counts)}
-        out[f"{prefix}_sum_s"] = self.sum
-        out[f"{prefix}_count"] = sum(self.counts)
-        return out
-
-
-def from_statistics(
-    stats: Mapping[str, float], prefix: str, bounds: Sequence[float] = LATENCY_BUCKETS_S
-) -> HistogramSnapshot | None:
-    """The histogram `Histogram.statistics(prefix)` wrote into `stats`; None when `stats` has
-    none (a source that keeps no latency histogram) or one with other buckets."""
-    checked = _checked(bounds)
-    keys = [f"{prefix}_bucket_{i}" for i in range(len(checked) + 1)]
-    sum_key = f"{prefix}_sum_s"
-    if sum_key not in stats or not all(k in stats for k in keys):
-        return None
-    if f"{prefix}_bucket_{len(checked) + 1}" in stats:
-        return None  # more buckets than `bounds`: written with other bounds
-    return HistogramSnapshot(checked, tuple(int(stats[k]) for k in keys), float(stats[sum_key]))

@@ -49,6 +49,7 @@ from agent.reload import (
 )
 from agent.scheduler import Schedule
 from agent.sink import SinkContext
+from agent.snapshot import AgentSnapshot, take_snapshot
 from agent.source import ReportsChanges, Source
 from agent.status_file import STATUS_FILE as STATUS_FILE
 from agent.status_file import keep_status_file, status_figures, write_status
@@ -217,11 +218,8 @@ class Agent:
         return read
 
     def inspections(self) -> dict[str, Any]:
-        """Each inspection's latest verdict and counters (for the status page)."""
-        return {
-            i.name: {"machine": i.machine, "latest": i.latest, **i.statistics()}
-            for i in self.inspectors
-        }
+        """Each inspection's latest verdict and counters (as status.json has them)."""
+        return self.snapshot().inspection_figures()
 
     async def _supervised(
         self, what: str, run: Callable[[], Awaitable[None]], failed: Callable[[str], None]
@@ -753,6 +751,11 @@ class Agent:
     def _tags_by_source(self) -> dict[str, int]:
         return dict(collections.Counter(t.source for t in self.tags))
 
+    def snapshot(self) -> AgentSnapshot:
+        """Every figure the agent keeps now (agent/snapshot.py), typed and frozen: taken on
+        the status tick for status.json and by the page for `/api/state` and `/metrics`."""
+        return take_snapshot(self)
+
     def statistics(self) -> dict[str, Any]:
         """Every figure the agent keeps, as plain data (JSON-ready): `status.json`."""
-        return status_figures(self)
+        return status_figures(self.snapshot())

@@ -49,6 +49,7 @@ import cv2
 from agent.clock import Clock
 from agent.errors import LinesideError
 from agent.model import Event, EventKind
+from agent.statistics import InspectionStatistics
 from vision.adapters import Verdict
 from vision.config import InspectionConfig
 from vision.frames import Frame, FrameError, FrameSource, SourceGone
@@ -218,6 +219,8 @@ class WriteBack(Protocol):
 
 @dataclass(slots=True)
 class InspectorStats:
+    """The counters of `InspectionStatistics` (agent/statistics.py), counted in place."""
+
     triggers: int = 0
     frames: int = 0  # read and preprocessed
     dropped: int = 0  # triggered while the model was still busy with earlier frames
@@ -525,11 +528,12 @@ class Inspector:
             self._fail(counter, str(audit.data.get("error")))
         self.emit_event(audit)  # refused and failed writes are audited too
 
-    def statistics(self) -> dict[str, Any]:
-        figures = asdict(self.stats)
-        figures["model"] = self.model.name if self.model is not None else None
-        figures["queue_size"] = self.queue_size
-        return figures
+    def statistics(self) -> InspectionStatistics:
+        return InspectionStatistics(
+            **asdict(self.stats),
+            model=self.model.name if self.model is not None else None,
+            queue_size=self.queue_size,
+        )
 
 
 def verdict_data(

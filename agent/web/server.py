@@ -45,7 +45,7 @@ from agent.web.health import not_ready
 from agent.web.images import PREFIX as IMAGES
 from agent.web.images import NoImage, read_image
 from agent.web.metrics import CONTENT_TYPE as METRICS_TYPE
-from agent.web.metrics import metrics_registry, render
+from agent.web.metrics import render_metrics
 from agent.web.reports import REPORT_POLICY, is_report_path, listing, shift_of
 from agent.web.state import StateBuilder
 from agent.web.trend import TrendError, TrendQuery, read_trend
@@ -254,7 +254,6 @@ class WebServer:
         self.verdicts = VerdictLog.of(agent.inspectors)
         agent.event_listeners.append(self.verdicts.record)
         self.state = StateBuilder(agent, refresh=EVENT_INTERVAL, verdicts=self.verdicts)
-        self.registry = metrics_registry(agent, self.state)
         self.files = _static_files()
         self._server: asyncio.Server | None = None
         self._port = section.port
@@ -494,8 +493,8 @@ class WebServer:
         if path == "/api/trend":
             return await self._trend(request, extra)
         if path == "/metrics":
-            await self.state.figures()  # refresh the store's figures the collector reads
-            return response(HTTPStatus.OK, render(self.registry), METRICS_TYPE, extra)
+            metrics = render_metrics(await self.state.snapshot())
+            return response(HTTPStatus.OK, metrics, METRICS_TYPE, extra)
         # /readyz
         reasons = not_ready(await self.state.figures(), self.section.sink_max_unsent_age)
         if reasons:

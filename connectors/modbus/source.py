@@ -33,7 +33,7 @@ isolation takes their place. On TCP the requests of a unit that failed recently 
 poll, so a gateway that serialises its requests does not make the healthy units wait for it.
 
 String tags are not read: a reading is a float64. They are left out of the plan (and so of
-every batch); `statistics()["string_tags"]` says how many were skipped.
+every batch); `statistics().extras["string_tags"]` says how many were skipped.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from agent.duration import format_duration
 from agent.errors import DeviceError, ProtocolError, RequestTimeout
 from agent.model import ReadingBatch
 from agent.reasons import Reasons
+from agent.statistics import SourceStatistics
 from agent.tags import TagTable
 from connectors.modbus.codec import RequestDecoder
 from connectors.modbus.config import (
@@ -186,31 +187,37 @@ class ModbusSource(Generic[Config]):
                 )
         return out
 
-    def statistics(self) -> Mapping[str, float]:
+    def statistics(self) -> SourceStatistics:
         now = self._clock.monotonic()
         s = self._stats
         kept = s.latency[: min(s.latency_count, LATENCY_SAMPLES)]
         p50, p99 = np.percentile(kept, [50, 99]) if kept.size else (math.nan, math.nan)
+        bytes_in, bytes_out = self._bytes()
+        return SourceStatistics(
+            polls=s.polls,
+            requests=s.requests,
+            responses=s.responses,
+            timeouts=s.timeouts,
+            exceptions=s.exceptions,
+            malformed=s.malformed,
+            aborted=s.aborted,
+            connects=s.connects,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            latency_last_s=s.latency_last,
+            latency_p50_s=float(p50),
+            latency_p99_s=float(p99),
+            latency=s.latency_histogram.snapshot(),
+            extras=self._extras(now),
+        )
+
+    def _extras(self, now: float) -> dict[str, float]:
+        """The figures only a Modbus source keeps (the RTU source adds its own)."""
         return {
-            "polls": s.polls,
-            "requests": s.requests,
-            "responses": s.responses,
-            "timeouts": s.timeouts,
-            "exceptions": s.exceptions,
-            "malformed": s.malformed,
-            "aborted": s.aborted,
-            "bytes_in": self._bytes()[0],
-            "bytes_out": self._bytes()[1],
-            "latency_last_s": s.latency_last,
-            "latency_p50_s": float(p50),
-            "latency_p99_s": float(p99),
-            "connects": s.connects,
-            "reconnects": max(s.connects - 1, 0),
             "string_tags": self._string_tags,
             "isolated_units": sum(1 for u in self._units.values() if u.until > now),
             "isolations": sum(u.isolations for u in self._units.values()),
             "skipped_requests": self._skipped,
-            **s.latency_histogram.statistics("latency"),
         }
 
     # -- shared machinery ------------------------------------------------------------------

@@ -47,6 +47,7 @@ from agent.clock import Clock, SystemClock
 from agent.duration import format_duration
 from agent.errors import ConnectError, ConnectorError, one_line
 from agent.model import ReadingBatch
+from agent.statistics import SourceStatistics
 from agent.tags import TagTable
 from connectors.opcua import session
 from connectors.opcua.config import Mode, OpcUaSourceConfig, element_names
@@ -236,26 +237,27 @@ class OpcUaSource(Subscribing):
         elif not await session.close_session(client, min(self._config.timeout, 2.0), ids):
             self._stale_ids.extend(ids)
 
-    def statistics(self) -> Mapping[str, float]:
+    def statistics(self) -> SourceStatistics:
         s = self._stats
-        out: dict[str, float] = {
-            "polls": s.polls,
-            "requests": s.requests,
+        extras: dict[str, float] = {
             "request_errors": s.request_errors,
             "notifications": s.notifications,
             "publishes": s.publishes,
             "drains": s.drains,
             "subscriptions": s.subscriptions,
             "monitored_items": s.monitored_items,
-            "connects": s.connects,
-            "reconnects": max(s.connects - 1, 0),
             "reclaimed_subscriptions": s.reclaimed,
             "heartbeats": s.heartbeats,
         }
         for kind, count in sorted(s.errors.items()):
-            out[f"errors_{kind}"] = count
-        out.update(s.latency.statistics("latency"))
-        return out
+            extras[f"errors_{kind}"] = count
+        return SourceStatistics(
+            polls=s.polls,
+            requests=s.requests,
+            connects=s.connects,
+            latency=s.latency.snapshot(),
+            extras=extras,
+        )
 
     # -- liveness --------------------------------------------------------------------------
 

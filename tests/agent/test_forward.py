@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from agent.errors import ConnectError, SinkRejected
 from agent.forward import Forwarder, ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import GapRecord, Record
+from agent.statistics import SinkStatistics
 from agent.store import Store, StoreWriter, db_path
 from agent.tags import Tag
 from tests.waiting import until
@@ -48,8 +49,8 @@ class ScriptedSink:
     async def close(self) -> None:
         pass
 
-    def statistics(self) -> Mapping[str, float]:
-        return {}
+    def statistics(self) -> SinkStatistics:
+        return SinkStatistics()
 
 
 def fill(tmp_path: Path, batches: int, ts_ns: int | None = None, stored_ago_s: float = 0.0) -> None:
@@ -245,8 +246,8 @@ class GatedSink:
     async def close(self) -> None:
         pass
 
-    def statistics(self) -> Mapping[str, float]:
-        return {}
+    def statistics(self) -> SinkStatistics:
+        return SinkStatistics()
 
 
 @contextlib.asynccontextmanager

@@ -10,6 +10,7 @@ from agent.clock import FakeClock
 from agent.errors import ConnectError
 from agent.model import Event, Quality, ReadingBatch
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
+from agent.statistics import SourceStatistics
 
 
 class ScriptedSource:
@@ -44,8 +45,8 @@ class ScriptedSource:
     async def close(self) -> None:
         self.closed += 1
 
-    def statistics(self) -> Mapping[str, float]:
-        return {}
+    def statistics(self) -> SourceStatistics:
+        return SourceStatistics()
 
 
 async def run_for(

@@ -129,3 +129,46 @@ async def test_an_alarm_active_at_a_restart_is_not_raised_twice(tmp_path: Path) 
             await run.agent.writer.flush()
             raised = [a for a in stored(run, EventKind.ALARM) if a["alarm"] == "die_cold"]
     assert [a["active"] for a in raised] == [True]  # once, across both runs
+
+
+async def test_metrics_show_each_alarm_active_acknowledged_and_raised(tmp_path: Path) -> None:
+    """The `[[alarms]]` in /metrics of the running agent: a simulator fault raises one, a
+    reading below its limit the other, an operator acknowledges it."""
+    from tests.agent.web.test_server import samples
+
+    silent = (("alarm", "press1_silent"), ("machine", "press1"), ("severity", "critical"))
+    cold = (("alarm", "die_cold"), ("machine", "press1"), ("severity", "warning"))
+
+    async def scraped(client: httpx.AsyncClient) -> dict[Any, float]:
+        await run.web.state.figures(max_age=0)  # /metrics renders a snapshot up to 1 s old
+        answer = await client.get("/metrics")
+        assert answer.status_code == 200
+        return samples(answer.text)
+
+    async with (
+        running_agent(tmp_path, more=ALARMS) as run,
+        httpx.AsyncClient(base_url=run.url) as client,
+    ):
+        agent = run.agent
+        await until(lambda: [a["alarm"] for a in agent.alarms.view(0)] == ["die_cold"])
+        before = await scraped(client)
+        faults = run.plant.units["press1"].faults
+        faults.set("drop")  # every request of press1 closes its connection: readings go bad
+        await until(lambda: "press1_silent" in [a["alarm"] for a in agent.alarms.view(0)])
+        raised = await scraped(client)
+        faults.clear()
+        await until(lambda: "press1_silent" not in [a["alarm"] for a in agent.alarms.view(0)])
+        assert agent.acknowledge_alarm("die_cold", "tester")
+        await until(lambda: agent.alarms.states["die_cold"].acknowledged)
+        after = await scraped(client)
+    assert before["lineside_alarm_active", silent] == 0
+    assert before["lineside_alarm_raised_total", silent] == 0
+    assert before["lineside_alarm_active", cold] == 1
+    assert before["lineside_alarm_acknowledged", cold] == 0
+    assert before["lineside_alarm_raised_total", cold] == 1
+    assert raised["lineside_alarm_active", silent] == 1
+    assert raised["lineside_alarm_raised_total", silent] == 1
+    assert after["lineside_alarm_active", silent] == 0  # cleared, and counted still
+    assert after["lineside_alarm_raised_total", silent] == 1
+    assert after["lineside_alarm_acknowledged", cold] == 1
+    assert after["lineside_alarm_acknowledged", silent] == 0
