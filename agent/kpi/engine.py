@@ -61,7 +61,7 @@ import numpy as np
 
 from agent.config import Calendar, Config, Machine
 from agent.kpi.calendar import Window, WindowKind, planned_intervals, window_at, windows
-from agent.kpi.config import MachineKpi
+from agent.kpi.config import MachineKpi, product_code, product_key
 from agent.kpi.counters import counter_step, plausible_limit
 from agent.kpi.formulas import (
     COUNT_FIELDS,
@@ -75,6 +75,7 @@ from agent.kpi.formulas import (
 from agent.kpi.losses import pareto, six_big_losses
 from agent.kpi.states import Category, map_code, packml_category
 from agent.model import Event, EventKind, InspectionVerdict, Quality, ReadingBatch, Verdict
+from agent.texts import TextReading
 
 NS = 1_000_000_000
 RETAIN_NS = 26 * 3600 * NS
@@ -266,7 +267,7 @@ class _MachineState:
         self.bits: dict[int, int | None] = {}
         self.scale: dict[int, float] = {}
         # The fastest the machine can count (units a second, any product): the plausibility bound.
-        fastest = min(kpi.cycle_time_s(int(p)) for p in ("0", *kpi.products))
+        fastest = min(kpi.cycle_time_s(product_key(p)) for p in ("0", *kpi.products))
         self.max_rate = 1.0 / fastest
         self.late_since: int | None = None  # earliest late reading waiting for `flush`
         self.inspected = kpi.inspection is not None  # quality from verdicts, not counters
@@ -348,6 +349,8 @@ class KpiEngine:
         self._roles = list(roles.values())
         for i, tag_id in enumerate(roles):
             self._lookup[tag_id] = i
+        # Product tags: a text one's strings come as `text` events (`on_event`).
+        self.product_tags = frozenset(i for i, r in roles.items() if r.role == PRODUCT)
         # Line windows: what each machine closed, and the revision the line last emitted.
         self._line_parts: dict[tuple[str, WindowKey], dict[str, Components]] = {}
         self._line_windows: dict[tuple[str, WindowKey], Window] = {}
@@ -413,6 +416,8 @@ class KpiEngine:
         """Fold one inspection verdict into the quality of the machine whose kpi names its
         inspection; any other event is ignored. The events of the windows it closed or revised.
         """
+        if event.kind is EventKind.TEXT:
+            return self._product_text(event)
         fact = InspectionVerdict.of(event)  # None: no verdict, or an audit of one
         if fact is None:
             return []
@@ -563,6 +568,17 @@ class KpiEngine:
                 c.total += 1
             else:
                 c.not_decidable += 1
+
+    def _product_text(self, event: Event) -> list[Event]:
+        """A text product tag's string (agent/texts.py), folded in as the reading of its code
+        (`product_code`): the product in force from then on."""
+        reading = TextReading.of(event)
+        if reading is None or reading.tag_id not in self.product_tags:
+            return []
+        value = math.nan if reading.value is None else float(product_code(reading.value))
+        quality = Quality.BAD if reading.value is None else reading.quality
+        ids, at = [reading.tag_id], reading.ts_ns
+        return self.on_batch(ReadingBatch.from_columns("text", ids, [value], quality, at))
 
     def _category(self, m: _MachineState, cur: _Cursor) -> Category:
         if cur.state_bad or cur.state is None:
