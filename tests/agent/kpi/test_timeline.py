@@ -90,8 +90,14 @@ def test_a_text_product_tag_keys_the_products_by_their_strings(tmp_path: Path) -
 
     def die(t: int, value: str | None) -> None:
         quality = "good" if value is not None else "bad"
-        data = {"tag_id": feed.ids["die"], "tag": "s/stamping/line-1/press1/die",
-                "source": "press1-plc", "value": value, "quality": quality, "reason": ""}  # fmt: skip
+        data = {
+            "tag_id": feed.ids["die"],
+            "tag": "s/stamping/line-1/press1/die",
+            "source": "press1-plc",
+            "value": value,
+            "quality": quality,
+            "reason": "",
+        }
         feed.events += engine.on_event(Event(EventKind.TEXT, t, "press1", data))
 
     total = 0
