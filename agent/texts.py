@@ -103,12 +103,16 @@ class Texts:
 
     def put(self, tag_id: int, value: str | None, quality: Quality, ts_ns: int,
             reason: str = "") -> None:  # fmt: skip
-        self.latest[tag_id] = TextReading(tag_id, value, quality, ts_ns, reason)
+        """Keep a reading; the same string again keeps the time it was first read, so the
+        stored change is stamped when it happened, not when the recorder looked."""
+        reading = TextReading(tag_id, value, quality, ts_ns, reason)
+        if not reading.same(self.latest.get(tag_id)):
+            self.latest[tag_id] = reading
 
     def decoded(self, tag_id: int, raw: bytes, ts_ns: int) -> None:
         """Keep the string `raw` holds (see `decode_text`)."""
         text, quality, reason = decode_text(raw)
-        self.latest[tag_id] = TextReading(tag_id, text, quality, ts_ns, reason)
+        self.put(tag_id, text, quality, ts_ns, reason)
 
 
 def texts_of(source: object) -> Texts | None:
@@ -163,6 +167,7 @@ class TextRecorder:
             bad = down or why.get(tag_id, "")
             if bad:  # the block or the link failed: the text reads bad for its reason
                 reading = TextReading(tag_id, None, Quality.BAD, now, bad)
+                texts.latest.pop(tag_id, None)  # the next string read is a change, stamped anew
             if reading is None or reading.same(self.latest.get(tag_id)):
                 continue
             self.latest[tag_id] = reading

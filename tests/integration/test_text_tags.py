@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,19 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import load_config
 from agent.export import Labels, export_readings, write_csv, write_jsonl
+from agent.kpi.config import product_code
+from agent.kpi.replay import replay, select
+from agent.kpi.timeline import Timeline
 from agent.model import EventKind, Quality
 from agent.oneshot import read_once
 from agent.runtime import Agent
 from agent.starter import plant_config, plant_machines
 from agent.store import Store
+from agent.texts import NOT_ASCII
 from agent.values import models_by_path
 from agent.web.state import StateBuilder
 from firmware_sim.clock import ScaledClock
+from firmware_sim.image import Table
 from firmware_sim.machines.press import DIES
 from firmware_sim.plant import Plant, load_plant
 from tests.brokers import BrokerFactory
@@ -74,7 +80,8 @@ async def test_die_id_is_read_stored_exported_shown_and_forwarded(
     spec = load_plant("press").with_ephemeral_ports()
     try:
         with MesServer().running() as mes:
-            async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
+            # Five times real time: the press strokes, so its KPI tags have readings.
+            async with Plant(spec, ScaledClock(5.0), opcua=False, rtu=False) as plant:
                 path = tmp_path / "lineside.toml"
                 path.write_text(
                     plant_config(plant_machines(plant.endpoints()), poll_interval="100ms")
@@ -146,6 +153,16 @@ async def test_die_id_is_read_stored_exported_shown_and_forwarded(
     ]
     assert truth in [die.value, *values]  # in the birth if the string came before it
 
+    # The KPIs: the die is the product of the press's time (`lineside oee` and the report
+    # replay the stored strings beside the readings).
+    timeline = Timeline()
+    now = time.time_ns()
+    replay(config, select(config, "current", "hour", now), now, trace=timeline)
+    products = {s.product for s in timeline.machines["press1"]}
+    assert products == {product_code(truth)}
+    assert config.machines[0].kpi is not None
+    assert config.machines[0].kpi.product_label(product_code(truth)) == truth
+
     # HTTP: an event record of kind text with the reading at its top.
     records = [r for (_, stream, _), r in stored.items() if stream == "events"]
     text_records = [r for r in records if r["kind"] == "text" and r["machine"] == "press1"]
@@ -157,3 +174,27 @@ async def test_die_id_is_read_stored_exported_shown_and_forwarded(
 def agent_values(agent: Agent, machine: str) -> list[dict[str, Any]]:
     """The page's values of `machine`, as `/api/state` answers them."""
     return StateBuilder(agent).values(machine)
+
+
+async def test_a_malformed_string_is_kept_with_its_bytes_replaced_and_says_so(
+    tmp_path: Path,
+) -> None:
+    # die_id: hr:20, 10 characters in 5 registers. Bytes that are not ASCII and no NUL at the
+    # end: every character is kept, the others as U+FFFD, and the reading says why.
+    spec = load_plant("press").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(1.0), opcua=False, rtu=False) as plant:
+        unit = plant.units["press1"]
+        unit.faults.set("freeze")  # the plant no longer overwrites the registers set here
+        unit.image.set_registers(Table.HOLDING_REGISTERS, 20, b"DIE\xb0\xff-42XY")
+        path = tmp_path / "lineside.toml"
+        path.write_text(plant_config(plant_machines(plant.endpoints()), poll_interval="100ms"))
+        await Agent(load_config(path)).run(duration=0.8)
+        await Agent(load_config(path)).run(duration=0.5)  # the stored strings survive a restart
+    rows = list(export_readings(tmp_path / "data", tag_glob="*/press1/die_id"))
+    assert len(rows) == 2  # one per run: each run stores the string it first reads
+    for row in rows:
+        assert (row.text, row.quality, row.reason) == (
+            "DIE\ufffd\ufffd-42XY",
+            Quality.UNCERTAIN,
+            NOT_ASCII,
+        )
