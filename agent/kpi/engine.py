@@ -351,6 +351,7 @@ class KpiEngine:
             self._lookup[tag_id] = i
         # Product tags: a text one's strings come as `text` events (`on_event`).
         self.product_tags = frozenset(i for i, r in roles.items() if r.role == PRODUCT)
+        self._products_before: dict[str, int] = {}  # machine -> a text product before its start
         # Line windows: what each machine closed, and the revision the line last emitted.
         self._line_parts: dict[tuple[str, WindowKey], dict[str, Components]] = {}
         self._line_windows: dict[tuple[str, WindowKey], Window] = {}
@@ -536,7 +537,9 @@ class KpiEngine:
         Windows that ended before it are not emitted: the agent was not there to see them.
         """
         starts = [w.start_ns for w in self._spans.at(t).windows_at(t)]
-        m.cursor = _Cursor(t=min(starts, default=t))
+        m.cursor = _Cursor(
+            t=min(starts, default=t), product=self._products_before.pop(m.name, None)
+        )
         m.began = t
         self._fold_to(m, m.cursor, t, None)
         m.checkpoints.append((t, copy.deepcopy(m.cursor)))
@@ -574,6 +577,11 @@ class KpiEngine:
         (`product_code`): the product in force from then on."""
         reading = TextReading.of(event)
         if reading is None or reading.tag_id not in self.product_tags:
+            return []
+        m = self._machines[self._roles[int(self._lookup[reading.tag_id])].machine]
+        if m.cursor is None:  # before its first reading: in force from it, not a start
+            if reading.value is not None:
+                self._products_before[m.name] = product_code(reading.value)
             return []
         value = math.nan if reading.value is None else float(product_code(reading.value))
         quality = Quality.BAD if reading.value is None else reading.quality

@@ -121,7 +121,7 @@ def test_a_text_product_tag_keys_the_products_by_their_strings(tmp_path: Path) -
     assert set(names) == {"DR-HOOD-01", "DR-DOOR-LH"}
     # The count the 08:00 reading brings is the new die's: its string came first.
     assert names["DR-HOOD-01"]["total"] == 119 * 60
-    assert sum(r["total"] for r in rows.values()) == pytest.approx(parts(shift).total)
+    assert sum(r["total"] or 0.0 for r in rows.values()) == pytest.approx(parts(shift).total)
     # The die's own ideal rate: DR-DOOR-LH at 60 a minute runs at twice its 30 a minute.
     assert names["DR-DOOR-LH"]["performance"] == pytest.approx(2.0)
     assert names["DR-HOOD-01"]["performance"] == pytest.approx(119 / 120)  # its default rate
