@@ -46,7 +46,7 @@ def _machine_panel(agent: Agent, machine: str) -> Table:
         string = agent.texts.latest.get(tag.id)  # a text tag's string (agent/texts.py)
         if string is not None:
             shown = string.value if string.value is not None else string.quality.name.lower()
-            text = Text(shown, style=None if string.quality is Quality.GOOD else "red")
+            text = Text(shown, style="" if string.quality is Quality.GOOD else "red")
         elif not agent.latest_ts_ns[tag.id]:
             text = Text("not read", style="dim")
         elif quality is Quality.GOOD:
