@@ -536,7 +536,9 @@ def read(
             "readings": [
                 {
                     "path": r.tag.path,
-                    "value": plain(r.value, models.get(r.tag.path)),
+                    "value": r.text
+                    if r.text is not None
+                    else plain(r.value, models.get(r.tag.path)),
                     "name": names.name(r.tag.path, r.value),
                     "unit": r.tag.unit,
                     "quality": r.quality.name.lower(),
@@ -556,6 +558,7 @@ def read(
         for r in result.readings:
             good = r.quality.name == "GOOD"
             shown, name = text(r.value, models.get(r.tag.path)), names.name(r.tag.path, r.value)
+            shown = r.text if r.text is not None else shown  # a text tag's string
             cells = [r.tag.path, escape(f"{name} ({shown})" if name else shown), r.tag.unit]
             cells.append(r.quality.name.lower())
             if result.bad:

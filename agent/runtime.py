@@ -55,6 +55,7 @@ from agent.status_file import STATUS_FILE as STATUS_FILE
 from agent.status_file import keep_status_file, status_figures, write_status
 from agent.store import Store, StoreWriter
 from agent.tags import Tag, TagTable, config_tags
+from agent.texts import TextRecorder
 from agent.web.config import WebError
 
 if TYPE_CHECKING:
@@ -189,6 +190,10 @@ class Agent:
         # Live views that want every event as it happens (the page's verdict log); called after
         # the store and the KPI engine have it, and never allowed to cost the agent an event.
         self.event_listeners: list[Callable[[Event], None]] = []
+        # Text tags' strings, stored on change as `text` events beside the batches.
+        self.texts = TextRecorder(
+            lambda: self.sources, lambda: self.tags, self.links, self.clock, self.emit_event
+        )
         # Vision is imported only when the config has inspections (onnxruntime, OpenCV).
         self.inspectors: list[Inspector] = self._inspectors() if config.inspections else []
         # The running TaskGroup and each source's and sink's task in it ("source a", "sink b"),
@@ -560,6 +565,7 @@ class Agent:
                         name="reasons",
                     )
                 )
+                tasks.append(group.create_task(self.texts.run(), name="texts"))
                 if self.kpi is not None:
                     tasks.append(group.create_task(self._tick_kpi(), name="kpi"))
                 if self.alarms.rules:

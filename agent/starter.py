@@ -54,6 +54,7 @@ _KPI: dict[str, list[str]] = {
         'good = "good_count"',
         'reject = "reject_count"',
         'ideal_cycle_time = "2.5s"  # 24 strokes per minute',
+        'product = "die_id"  # a text tag: the die mounted is the product (its string)',
     ],
     "mill": [
         'state = "state"',

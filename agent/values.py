@@ -78,12 +78,8 @@ def models_by_path(config: Any) -> dict[str, Any]:
     return out
 
 
-# Why a text tag has no value (the page says it): strings are validated but not read yet.
-TEXT_NOT_STORED = "text tag: strings are not read or stored yet"
-
-
 def is_text(tag: object | None) -> bool:
-    """A text tag: no float reading will ever come for it (strings are not stored yet)."""
+    """A text tag: its readings are strings, carried beside the batches (agent/texts.py)."""
     return str(getattr(tag, "type", None) or "").lower() == "string"
 
 

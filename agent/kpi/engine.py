@@ -61,7 +61,7 @@ import numpy as np
 
 from agent.config import Calendar, Config, Machine
 from agent.kpi.calendar import Window, WindowKind, planned_intervals, window_at, windows
-from agent.kpi.config import MachineKpi
+from agent.kpi.config import MachineKpi, product_code, product_key
 from agent.kpi.counters import counter_step, plausible_limit
 from agent.kpi.formulas import (
     COUNT_FIELDS,
@@ -75,6 +75,7 @@ from agent.kpi.formulas import (
 from agent.kpi.losses import pareto, six_big_losses
 from agent.kpi.states import Category, map_code, packml_category
 from agent.model import Event, EventKind, InspectionVerdict, Quality, ReadingBatch, Verdict
+from agent.texts import TextReading
 
 NS = 1_000_000_000
 RETAIN_NS = 26 * 3600 * NS
@@ -266,7 +267,7 @@ class _MachineState:
         self.bits: dict[int, int | None] = {}
         self.scale: dict[int, float] = {}
         # The fastest the machine can count (units a second, any product): the plausibility bound.
-        fastest = min(kpi.cycle_time_s(int(p)) for p in ("0", *kpi.products))
+        fastest = min(kpi.cycle_time_s(product_key(p)) for p in ("0", *kpi.products))
         self.max_rate = 1.0 / fastest
         self.late_since: int | None = None  # earliest late reading waiting for `flush`
         self.inspected = kpi.inspection is not None  # quality from verdicts, not counters
@@ -348,6 +349,9 @@ class KpiEngine:
         self._roles = list(roles.values())
         for i, tag_id in enumerate(roles):
             self._lookup[tag_id] = i
+        # Product tags: a text one's strings come as `text` events (`on_event`).
+        self.product_tags = frozenset(i for i, r in roles.items() if r.role == PRODUCT)
+        self._products_before: dict[str, int] = {}  # machine -> a text product before its start
         # Line windows: what each machine closed, and the revision the line last emitted.
         self._line_parts: dict[tuple[str, WindowKey], dict[str, Components]] = {}
         self._line_windows: dict[tuple[str, WindowKey], Window] = {}
@@ -413,6 +417,8 @@ class KpiEngine:
         """Fold one inspection verdict into the quality of the machine whose kpi names its
         inspection; any other event is ignored. The events of the windows it closed or revised.
         """
+        if event.kind is EventKind.TEXT:
+            return self._product_text(event)
         fact = InspectionVerdict.of(event)  # None: no verdict, or an audit of one
         if fact is None:
             return []
@@ -531,7 +537,9 @@ class KpiEngine:
         Windows that ended before it are not emitted: the agent was not there to see them.
         """
         starts = [w.start_ns for w in self._spans.at(t).windows_at(t)]
-        m.cursor = _Cursor(t=min(starts, default=t))
+        m.cursor = _Cursor(
+            t=min(starts, default=t), product=self._products_before.pop(m.name, None)
+        )
         m.began = t
         self._fold_to(m, m.cursor, t, None)
         m.checkpoints.append((t, copy.deepcopy(m.cursor)))
@@ -563,6 +571,22 @@ class KpiEngine:
                 c.total += 1
             else:
                 c.not_decidable += 1
+
+    def _product_text(self, event: Event) -> list[Event]:
+        """A text product tag's string (agent/texts.py), folded in as the reading of its code
+        (`product_code`): the product in force from then on."""
+        reading = TextReading.of(event)
+        if reading is None or reading.tag_id not in self.product_tags:
+            return []
+        m = self._machines[self._roles[int(self._lookup[reading.tag_id])].machine]
+        if m.cursor is None:  # before its first reading: in force from it, not a start
+            if reading.value is not None:
+                self._products_before[m.name] = product_code(reading.value)
+            return []
+        value = math.nan if reading.value is None else float(product_code(reading.value))
+        quality = Quality.BAD if reading.value is None else reading.quality
+        ids, at = [reading.tag_id], reading.ts_ns
+        return self.on_batch(ReadingBatch.from_columns("text", ids, [value], quality, at))
 
     def _category(self, m: _MachineState, cur: _Cursor) -> Category:
         if cur.state_bad or cur.state is None:

@@ -27,8 +27,9 @@ stopped.
 from __future__ import annotations
 
 import heapq
+import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -270,6 +271,28 @@ def _outages(store: StoreReader, start_ns: int, end_ns: int) -> Iterator[Event]:
         yield Event(EventKind.CONNECTION, ts_ns, None, data)
 
 
+def _product_texts(
+    store: StoreReader, tags: Collection[int], start_ns: int, end_ns: int
+) -> Iterator[Event]:
+    """The stored strings of text product tags (agent/texts.py) in [start, end), by time; the
+    one in force at `start` first, stamped at `start`: a product string is stored when it
+    changes, which may be long before the period."""
+    if not tags:
+        return
+    before: dict[int, Event] = {}
+    during: list[Event] = []
+    for ts_ns, stored in store.event_texts(EventKind.TEXT, before_ns=end_ns):
+        data = json.loads(stored)
+        if data.get("tag_id") not in tags:
+            continue
+        if ts_ns < start_ns:
+            before[int(data["tag_id"])] = Event(EventKind.TEXT, start_ns, None, data)
+        else:
+            during.append(Event(EventKind.TEXT, ts_ns, None, data))
+    yield from before.values()
+    yield from during
+
+
 def replay(
     config: Config,
     selection: Selection,
@@ -341,6 +364,7 @@ def feed(
     facts = heapq.merge(
         _verdicts(store, engine.inspections, start_ns, end_ns),
         _outages(store, start_ns, end_ns),
+        _product_texts(store, engine.product_tags, start_ns, end_ns),
         key=lambda e: e.ts_ns,
     )
     due = next(facts, None)
@@ -353,7 +377,7 @@ def feed(
                 events.extend(engine.outage(due.ts_ns))
             else:
                 events.extend(engine.on_event(due))
-                taken += 1
+                taken += due.kind is EventKind.INSPECTION
             due = next(facts, None)
 
     for first_ns, batch in records:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from html import escape
 
+from agent.kpi.config import product_name
 from agent.kpi.losses import pareto
 from agent.kpi.replay import KpiWindow
 from agent.kpi.timeline import Count, Segment, Timeline, per_product, stop_counts
@@ -634,7 +635,7 @@ def products_table(
     ]
     for code in sorted(table, key=lambda c: (c is None, c or 0)):
         t = table[code]
-        name = "no product" if code is None else names.get(str(code), f"product {code}")
+        name = "no product" if code is None else product_name(code, names)
         cells = [
             name,
             *(duration(t.get(k) or 0.0) for k in ("running", "down", "setup", "idle", "unknown")),

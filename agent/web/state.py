@@ -25,12 +25,14 @@ from agent.reasons import one_line
 from agent.secrets import redact_tree
 from agent.snapshot import AgentSnapshot, StoreFigures
 from agent.snapshot import read_store as read_store
-from agent.values import TEXT_NOT_STORED, is_text, models_by_path, text
+from agent.texts import TextReading
+from agent.values import is_text, models_by_path, text
 from agent.values import plain as typed
 from agent.web.andon import AndonBoard
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
+    from agent.tags import Tag
     from agent.web.verdicts import VerdictLog
 
 
@@ -126,6 +128,9 @@ class StateBuilder:
         for tag in agent.tags:
             if tag.machine != machine:
                 continue
+            if is_text(self._models.get(tag.path)):
+                out.append(text_value(tag, agent.texts.latest.get(tag.id)))
+                continue
             ts = int(agent.latest_ts_ns[tag.id])
             quality = Quality(int(agent.latest_quality[tag.id]))
             value = float(agent.latest_values[tag.id])
@@ -137,13 +142,7 @@ class StateBuilder:
                     "name": self._names.name(tag.path, value) if ts else None,
                     "unit": tag.unit,
                     "quality": quality.name.lower() if ts else "not read",
-                    "reason": (
-                        why.get(tag.id)
-                        if ts and quality != Quality.GOOD
-                        else TEXT_NOT_STORED
-                        if is_text(self._models.get(tag.path))
-                        else None
-                    ),
+                    "reason": why.get(tag.id) if ts and quality != Quality.GOOD else None,
                     "ts_ns": ts or None,
                 }
             )
@@ -414,3 +413,20 @@ def inspections_view(latest: Any) -> dict[str, Any]:
             merged["latency_s"] = merged["latency_ms"] / 1000
         rows.append({k: merged.get(k) for k in _VERDICT_KEYS})
     return {"available": bool(rows), "rows": rows}
+
+
+def text_value(tag: Tag, reading: TextReading | None) -> dict[str, Any]:
+    """A text tag's row of the page's values: its string as `value` and `text`."""
+    if reading is None:
+        return {"tag": tag.name, "value": None, "text": None, "name": None, "unit": tag.unit,
+                "quality": "not read", "reason": None, "ts_ns": None}  # fmt: skip
+    return {
+        "tag": tag.name,
+        "value": reading.value,
+        "text": reading.value,
+        "name": None,
+        "unit": tag.unit,
+        "quality": reading.quality.name.lower(),
+        "reason": reading.reason or None,
+        "ts_ns": reading.ts_ns,
+    }

@@ -32,8 +32,10 @@ units on the same bus or gateway connection keep their rate. Timeouts are not re
 isolation takes their place. On TCP the requests of a unit that failed recently go last in a
 poll, so a gateway that serialises its requests does not make the healthy units wait for it.
 
-String tags are not read: a reading is a float64. They are left out of the plan (and so of
-every batch); `statistics().extras["string_tags"]` says how many were skipped.
+String tags are planned and read with the others but never enter a batch (a reading is a
+float64): a request that holds one decodes its bytes into the source's `texts`
+(agent/texts.py), and its reason covers them as it covers its numeric tags.
+`statistics().extras["string_tags"]` says how many there are.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from agent.model import ReadingBatch
 from agent.reasons import Reasons
 from agent.statistics import SourceStatistics
 from agent.tags import TagTable
+from agent.texts import Texts
 from connectors.modbus.codec import RequestDecoder
 from connectors.modbus.config import (
     ModbusRtuSourceConfig,
@@ -123,13 +126,21 @@ class ModbusSource(Generic[Config]):
                 plans.setdefault(name, []).append(self._plan(unit, name, unit_tags, ids))
         self._intervals = dict(sorted(groups.items(), key=lambda kv: kv[1]))
         self._plans = {name: tuple(units) for name, units in plans.items()}
+        self.texts = Texts(self._text_ids())  # the strings of the text tags (agent/texts.py)
+
+    def _text_ids(self) -> list[int]:
+        out: list[int] = []
+        for units in self._plans.values():
+            for unit_group in units:
+                for planned in unit_group.reads:
+                    out += planned.decoder.string_tag_ids.tolist()
+        return out
 
     def _unit_groups(self, unit: ModbusUnit) -> Iterator[tuple[str, float, list[ModbusTag]]]:
         by_interval: dict[float, list[ModbusTag]] = {}
         for tag in unit.tags:
             if tag.type == "string":
                 self._string_tags += 1
-                continue
             interval = tag.interval if tag.interval is not None else unit.poll_interval
             by_interval.setdefault(interval, []).append(tag)
         for interval, group_tags in by_interval.items():
@@ -148,11 +159,13 @@ class ModbusSource(Generic[Config]):
         reads: list[Read] = []
         row = 0
         for request in plan.requests:
-            decoder = RequestDecoder(request)
+            decoder: RequestDecoder = RequestDecoder(request)
             n = decoder.tag_ids.shape[0]
             frame = (unit.unit_id, request.function_code, request.start, request.count)
             label = f"unit {unit.unit_id} {request.table}:{request.start}+{request.count}"
-            block = self.reasons.add_block(decoder.tag_ids.tolist(), label)
+            # A request's reason covers its text tags too (agent/texts.py reads it).
+            strings: list[int] = decoder.string_tag_ids.tolist()
+            block = self.reasons.add_block([*decoder.tag_ids.tolist(), *strings], label)
             reads.append(Read(decoder, slice(row, row + n), frame, block))
             row += n
         tag_ids = (
@@ -331,10 +344,17 @@ class ModbusSource(Generic[Config]):
             except ValueError as exc:  # the links check sizes; this guards the codec's contract
                 stats.malformed += 1
                 raise ReadFailed(ProtocolError(str(exc)), MALFORMED) from None
+            if read.decoder.has_strings:
+                self._read_texts(read, payload, arrived)
             batch.quality[read.rows] = GOOD
             batch.ts_ns = max(batch.ts_ns, arrived)
             self._good(read, batch.state)
             return
+
+    def _read_texts(self, read: Read, payload: bytes | bytearray | memoryview, ts_ns: int) -> None:
+        """Keep the strings of an answered request (the side channel of text tags)."""
+        for tag_id, raw in read.decoder.decode_strings(payload).items():
+            self.texts.decoded(tag_id, raw, ts_ns)
 
     def _fail(self, batch: UnitBatch, read: Read, failed: ReadFailed) -> None:
         """Book a read that failed for good: a timeout or garble isolates its unit."""

@@ -209,6 +209,8 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
                         stats.malformed += 1
                         self._isolate(batch, read, MALFORMED)
                         continue
+                    if read.decoder.has_strings:  # text tags: their side channel (rare)
+                        self._read_texts(read, payload, arrived_ns or clock.time_ns())
                     batch.quality[read.rows] = GOOD
                     batch.ts_ns = max(batch.ts_ns, arrived_ns or clock.time_ns())
                     self._good(read, batch.state)

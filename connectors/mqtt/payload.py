@@ -5,6 +5,7 @@ The topic tree (ISA-95 levels, see connectors/mqtt/README.md):
     <prefix>/<site>/<area>/<line>/<machine>/telemetry          one message per record and machine
     <prefix>/<site>/<area>/<line>/<machine>/telemetry/<tag>    retained last good value (optional)
     <prefix>/<site>/<area>/<line>/<machine>/event/<kind>       machine events
+    (a text tag's string, a `text` event, goes to the machine's telemetry topic as a value)
     <prefix>/<site>/_agent/<agent_id>/event/<kind>             events of no (known) machine
     <prefix>/<site>/_agent/<agent_id>/gap                      records dropped before sending
     <prefix>/<site>/_agent/<agent_id>/telemetry/_batch         many records at once, columnar
@@ -34,7 +35,7 @@ import numpy.typing as npt
 import orjson
 
 from agent.codenames import CodeNames
-from agent.model import Quality
+from agent.model import EventKind, Quality
 from agent.sink import (
     EventRecord,
     GapRecord,
@@ -228,7 +229,10 @@ class UnsLayout:
             if isinstance(record, TelemetryRecord):
                 out.extend(self._telemetry(index, record))
             elif isinstance(record, EventRecord):
-                out.append(self._event(index, record))
+                if record.event.kind is EventKind.TEXT:  # a text tag's string: a value
+                    out.extend(self._text(index, record, retain_last))
+                else:
+                    out.append(self._event(index, record))
             else:
                 out.append(self._gap(index, record))
         if retain_last:
@@ -349,6 +353,34 @@ class UnsLayout:
         except orjson.JSONEncodeError as exc:
             raise PayloadError(f"event data cannot be encoded as JSON: {exc}", index) from exc
         return Message(self.event_topic(event.machine, kind), payload, index)
+
+    def _text(self, index: int, record: EventRecord, retain_last: bool) -> list[Message]:
+        """A text tag's string (a `text` event, agent/texts.py) as its tag's value, on its
+        machine's telemetry topic: `"values": {"die_id": {"value": "DIE-42", ...}}`; a good
+        one also retained on the tag's topic with `retain_last`."""
+        event = record.event
+        tag = self._tags.get(int(event.data.get("tag_id", -1)))
+        if tag is None:
+            return [self._event(index, record)]  # a tag this config lost: as the event it is
+        entry: dict[str, Any] = {
+            "value": event.data.get("value"),
+            "quality": str(event.data.get("quality", "bad")),
+            "unit": tag.unit,
+        }
+        if event.data.get("reason"):
+            entry["reason"] = str(event.data["reason"])
+        head = {
+            "agent_id": self.agent_id,
+            "stream": record.stream,
+            "seq": record.seq,
+            "ts": _ms(event.ts_ns),
+            "historical": record.historical,
+        }
+        topic = self._telemetry_topics[tag.machine]
+        out = [Message(topic, orjson.dumps({**head, "values": {tag.name: entry}}), index)]
+        if retain_last and entry["quality"] == "good":
+            out.append(Message(tag.last_topic, orjson.dumps({**head, **entry}), index, True))
+        return out
 
     def _gap(self, index: int, record: GapRecord) -> Message:
         body = {

@@ -66,9 +66,10 @@ async def test_state_has_sources_store_values_and_rates(tmp_path: Path) -> None:
     values = {v["tag"]: v for v in state["values"]}
     assert values["part_count"]["quality"] == "good"
     assert isinstance(values["part_count"]["value"], int)  # a counter, not 123.0
-    assert values["die_id"]["quality"] == "not read"  # text tags are not acquired yet
-    assert values["die_id"]["value"] is None
-    assert values["die_id"]["reason"] == "text tag: strings are not read or stored yet"
+    # A text tag: its string, read beside the numbers (agent/texts.py).
+    assert values["die_id"]["quality"] == "good", values["die_id"]
+    assert values["die_id"]["value"].startswith("DR-")  # the press's die, e.g. DR-HOOD-01
+    assert values["die_id"]["reason"] is None
     assert unknown["machine"] == "press1"
     has_kpi = callable(getattr(run.agent, "kpi_snapshot", None))
     assert state["oee"]["available"] is (has_kpi and bool(state["oee"]["rows"]))

@@ -203,7 +203,10 @@ async def test_a_silent_device_is_bad_within_one_timeout(tmp_path: Path, plant: 
     stats = source.statistics()
     assert stats.timeouts == 1 and stats.responses == 0
     assert stats.extras["skipped_requests"] == planned - 1 and stats.extras["isolated_units"] == 1
-    assert source.reasons.summary() == {"timeout after 150ms": len(batch)}
+    # The text tag (die_id) is bad for the reason of its request too.
+    texts = len(source.texts.tag_ids)
+    assert texts == 1
+    assert source.reasons.summary() == {"timeout after 150ms": len(batch) + texts}
     # Within its back-off (1 s) the next poll sends nothing and is bad at once, for the reason.
     (batch,) = await source.poll(["1s"])
     assert (batch.quality == BAD).all()
