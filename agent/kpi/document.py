@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 
-from agent.config import Config
+from agent.config.sections import Config
 from agent.kpi.config import COUNTER_ROLES
 from agent.kpi.replay import Selection, hours_of, previous, replay, select
 from agent.kpi.report import Extras, Target, render

@@ -34,7 +34,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config
+from agent.config.sections import Config
 from agent.kpi.calendar import Window, WindowKind, window_at, windows
 from agent.kpi.engine import KpiEngine, Trace
 from agent.model import OUTAGE, Event, EventKind
