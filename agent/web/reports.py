@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from agent.config.sections import Config
 from agent.kpi.calendar import windows
-from agent.kpi.replay import local_date
+from agent.kpi.period import local_date
 from agent.kpi.view import local_time
 
 PREFIX = "/reports"
