@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.config import AlarmSection
+from agent.config.sections import AlarmSection
 from agent.kpi.config import MachineKpi
 from agent.kpi.states import PACKML_PRODUCTION
 from agent.model import Event, EventKind, Quality, ReadingBatch

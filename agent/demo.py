@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agent.config import load_config
+from agent.config.loader import load_config
 from agent.eventloop import run as run_loop
 from agent.model import Quality
 from agent.runtime import Agent

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from agent.clock import SystemClock
-from agent.config import Config
+from agent.config.sections import Config
 from agent.errors import one_line
 from agent.model import Quality
 from agent.pipeline import NON_FINITE_REASON, mark_non_finite

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agent.config import Config, Machine
+from agent.config.sections import Config, Machine
 from agent.tags import Register, Tag, TagTable, config_tags
 
 # Sections a running agent cannot change: the store and its bounds are open, the page is bound,

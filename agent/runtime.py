@@ -26,7 +26,8 @@ import numpy.typing as npt
 from agent.alarms import AlarmBook
 from agent.clock import Clock, SystemClock
 from agent.codenames import CodeNames
-from agent.config import Config, load_config
+from agent.config.loader import load_config
+from agent.config.sections import Config
 from agent.errors import ConfigError, LinesideError, one_line
 from agent.forward import Forwarder, ForwardSettings
 from agent.inspections import build_inspectors

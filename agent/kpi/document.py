@@ -11,16 +11,12 @@ from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 
-from agent.config import Config
+from agent.config.sections import Config
 from agent.kpi.config import COUNTER_ROLES
-from agent.kpi.replay import Selection, hours_of, previous, replay, select
+from agent.kpi.period import Selection, hours_of, on_line, previous, select
+from agent.kpi.replay import replay
 from agent.kpi.report import Extras, Target, render
 from agent.kpi.timeline import Timeline
-
-
-def on_line(line: str | None, full: str) -> bool:
-    """Whether the line `full` ("area/line") is the one asked for (all when None)."""
-    return line is None or line in (full, full.split("/", 1)[1])
 
 
 def extras_of(config: Config) -> Extras:

@@ -59,7 +59,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agent.config import Calendar, Config, Machine
+from agent.config.calendar import Calendar
+from agent.config.sections import Config, Machine
 from agent.kpi.calendar import Window, WindowKind, planned_intervals, window_at, windows
 from agent.kpi.config import MachineKpi, product_code, product_key
 from agent.kpi.counters import counter_step, plausible_limit

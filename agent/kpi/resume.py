@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import Config
+from agent.config.sections import Config
 from agent.kpi.calendar import WindowKind, window_at
 from agent.kpi.engine import KpiEngine
 from agent.kpi.replay import Progress, feed, lead_ns, open_store

@@ -524,7 +524,7 @@ class WebServer:
         replayed from the store in a worker thread: it reads, never writes)."""
         from agent.errors import StoreError
         from agent.kpi.document import shift_report
-        from agent.kpi.replay import SelectionError
+        from agent.kpi.period import SelectionError
 
         config = self.agent.config
         now_ns = self.agent.clock.time_ns()

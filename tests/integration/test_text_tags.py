@@ -18,7 +18,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config import load_config
 from agent.export import Labels, export_readings, write_csv, write_jsonl
 from agent.kpi.config import product_code
-from agent.kpi.replay import replay, select
+from agent.kpi.period import select
+from agent.kpi.replay import replay
 from agent.kpi.timeline import Timeline
 from agent.model import EventKind, Quality
 from agent.oneshot import read_once
