@@ -54,6 +54,7 @@ from agent.status_file import STATUS_FILE as STATUS_FILE
 from agent.status_file import keep_status_file, status_figures, write_status
 from agent.store import Store, StoreWriter
 from agent.tags import Tag, TagTable, config_tags
+from agent.web.andon import StateTrace
 from agent.web.config import WebError
 
 if TYPE_CHECKING:
@@ -172,8 +173,12 @@ class Agent:
         self.kpi: KpiEngine | None = None
         ids = {t.path: t.id for t in self.tags}
         self._kpi_ids = ids
+        # Each machine's state as the engine folds it, from the store at start on: the page's
+        # andon timeline of the shift (agent/web/andon.py).
+        self.state_trace = StateTrace()
         if any(m.kpi is not None for m in config.machines):
             self.kpi = KpiEngine(config, ids)
+            self.kpi.trace = self.state_trace
         # The [[alarms]] conditions, evaluated on the stored batches (store ids), like the KPIs.
         self.alarms = AlarmBook.from_config(
             config.alarms,
@@ -636,6 +641,8 @@ class Agent:
         except LinesideError as exc:  # acquisition matters more than the windows' past
             log.warning("kpi: cannot resume the open windows (%s); they start again now", exc)
             self.kpi = KpiEngine(self.config, self._kpi_ids)
+            self.state_trace.machines.clear()  # what the failed replay traced, half done
+            self.kpi.trace = self.state_trace
             return
         for event in resumed.events:
             self.writer.submit_event(event)
