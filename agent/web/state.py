@@ -148,7 +148,7 @@ class StateBuilder:
             if source.name in serving:
                 why.update(agent.tag_reasons(source))
         for tag in agent.tags:
-            if tag.machine != machine:
+            if tag.machine != machine or not tag.source:  # no source: a reload removed it
                 continue
             ts = int(agent.latest_ts_ns[tag.id])
             quality = Quality(int(agent.latest_quality[tag.id]))
