@@ -54,6 +54,8 @@ _KPI: dict[str, list[str]] = {
         'good = "good_count"',
         'reject = "reject_count"',
         'ideal_cycle_time = "2.5s"  # 24 strokes per minute',
+        "target_oee = 0.85  # the page's and the report's targets: OEE as a ratio,",
+        "target_output = 9000  # and good parts planned per shift",
     ],
     "mill": [
         'state = "state"',
@@ -63,6 +65,8 @@ _KPI: dict[str, list[str]] = {
         "ideal_rate = 160",
         'rate_per = "hour"  # tonnes per hour',
         'energy = "energy_kwh"  # kWh per good tonne',
+        "target_oee = 0.8",
+        "target_output = 1000  # good tonnes planned per shift",
     ],
     "loom": [
         'state = "state"',
@@ -71,6 +75,8 @@ _KPI: dict[str, list[str]] = {
         'reject = "faulty_picks"',
         "ideal_rate = 800",
         'rate_per = "minute"  # picks per minute',
+        "target_oee = 0.8",
+        "target_output = 300000  # good picks planned per shift",
     ],
 }
 _REASONS = {"press": press.STOP_REASONS, "mill": mill.STOP_REASONS, "loom": loom.STOP_REASONS}

@@ -24,6 +24,7 @@ from agent.store import STREAMS, Store
 from agent.values import TEXT_NOT_STORED, is_text, models_by_path, text
 from agent.values import plain as typed
 from agent.web.andon import AndonBoard
+from agent.web.targets import with_targets
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -270,7 +271,9 @@ class StateBuilder:
     def _operator_view(self, wall_ns: int) -> dict[str, Any]:
         """The OEE bars and the andon rows and timelines, from one KPI snapshot."""
         snapshot = _call(self.agent, "kpi_snapshot")
-        return {"oee": oee_view(snapshot), "andon": self.andon.rows(wall_ns, snapshot)}
+        oee = oee_view(snapshot)
+        with_targets(oee, self.agent.config, snapshot, wall_ns)  # target OEE, plan vs good
+        return {"oee": oee, "andon": self.andon.rows(wall_ns, snapshot)}
 
 
 def alarms_view(agent: Agent) -> list[dict[str, Any]]:
