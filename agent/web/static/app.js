@@ -392,14 +392,14 @@ function targets(row) {
     line.dataset.planOf = row.name;
     const good = row.good === null || row.good === undefined ? dash : num(Math.floor(row.good));
     const plan = row.plan === null || row.plan === undefined ? dash : num(Math.round(row.plan));
-    line.append(el("span", `${good} good`, "oee-good"), el("span", ` / plan ${plan}`, "oee-of"));
+    line.append(el("span", `${good} good`, "oee-good"));
     const bar = el("div", null, "plan-bar");
     const done = el("span");
     done.style.width = `${Math.min(100, (100 * (row.good || 0)) / row.plan_shift).toFixed(1)}%`;
     const planned = el("i");  // where the plan stands now
     planned.style.left = `${Math.min(100, (100 * (row.plan || 0)) / row.plan_shift).toFixed(1)}%`;
     bar.append(done, planned);
-    line.append(bar, el("div", `shift plan ${num(row.plan_shift)}`, "muted oee-shift"));
+    line.append(bar, el("div", `plan so far ${plan} · shift ${num(row.plan_shift)}`, "oee-of"));
     out.push(line);
   }
   return out;
