@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.alarms import AlarmBook
+from agent.alarms import AlarmBook, AlarmRule, rules_of
 from agent.clock import Clock, SystemClock
 from agent.codenames import CodeNames
 from agent.config.loader import load_config
@@ -57,6 +57,7 @@ from agent.status_file import keep_status_file, status_figures, write_status
 from agent.store import Store, StoreWriter
 from agent.tags import Tag, TagTable, config_tags
 from agent.texts import TextRecorder
+from agent.web.andon import StateTrace
 from agent.web.config import WebError
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class _ReloadPlan:
     tags_added: int
     sources: dict[str, Source]  # the sources added or changed, by name
     forwarders: dict[str, Forwarder]  # the sinks added or started again, by name
+    alarms: list[AlarmRule]  # the [[alarms]] of the new config, bound to the new tags' ids
 
 
 class Agent:
@@ -175,8 +177,12 @@ class Agent:
         self.kpi: KpiEngine | None = None
         ids = {t.path: t.id for t in self.tags}
         self._kpi_ids = ids
+        # Each machine's state as the engine folds it, from the store at start on: the page's
+        # andon timeline of the shift (agent/web/andon.py).
+        self.state_trace = StateTrace()
         if any(m.kpi is not None for m in config.machines):
             self.kpi = KpiEngine(config, ids)
+            self.kpi.trace = self.state_trace
         # The [[alarms]] conditions, evaluated on the stored batches (store ids), like the KPIs.
         self.alarms = AlarmBook.from_config(
             config.alarms,
@@ -393,7 +399,9 @@ class Agent:
                 forwarders[s.name] = Forwarder(
                     sink, self.store, self.writer, self.clock, self._settings
                 )
-        return _ReloadPlan(target, change, tags, added, sources, forwarders)
+        kpis = {m.name: m.kpi for m in target.machines if m.kpi is not None}
+        alarms = rules_of(target.alarms, {(t.machine, t.name): t.id for t in tags}, kpis)
+        return _ReloadPlan(target, change, tags, added, sources, forwarders, alarms)
 
     async def _apply_reload(self, plan: _ReloadPlan) -> None:
         """Stop what goes or changes, swap the tables, start what is new; the store writer,
@@ -425,7 +433,10 @@ class Agent:
         except LinesideError as exc:
             log.error("reload: %s", exc)
         self.config = plan.config
-        machines = list(dict.fromkeys(t.machine for t in self.tags))
+        # Alarms added, removed or changed; the others keep their state and acknowledgement.
+        for event in self.alarms.reconfigure(plan.alarms, self.clock.time_ns()):
+            self.emit_event(event)
+        machines = list(dict.fromkeys(t.machine for t in self.tags if t.source))
         for builder in (self.web.state if self.web is not None else None, self._state):
             if builder is not None:  # the page's machines: a reload may add some
                 builder.machines = machines
@@ -569,8 +580,8 @@ class Agent:
                 tasks.append(group.create_task(self.texts.run(), name="texts"))
                 if self.kpi is not None:
                     tasks.append(group.create_task(self._tick_kpi(), name="kpi"))
-                if self.alarms.rules:
-                    tasks.append(group.create_task(self._tick_alarms(), name="alarms"))
+                # always: a reload may add alarms to an agent that started without any
+                tasks.append(group.create_task(self._tick_alarms(), name="alarms"))
                 if self.web is not None:
                     tasks.append(group.create_task(self.web.serve(), name="web"))
                 # systemd's READY=1 and watchdog, created last so READY=1 follows every task's
@@ -641,6 +652,8 @@ class Agent:
         except LinesideError as exc:  # acquisition matters more than the windows' past
             log.warning("kpi: cannot resume the open windows (%s); they start again now", exc)
             self.kpi = KpiEngine(self.config, self._kpi_ids)
+            self.state_trace.machines.clear()  # what the failed replay traced, half done
+            self.kpi.trace = self.state_trace
             return
         for event in resumed.events:
             self.writer.submit_event(event)

@@ -55,6 +55,8 @@ _KPI: dict[str, list[str]] = {
         'reject = "reject_count"',
         'ideal_cycle_time = "2.5s"  # 24 strokes per minute',
         'product = "die_id"  # a text tag: the die mounted is the product (its string)',
+        "target_oee = 0.85  # the page's and the report's targets: OEE as a ratio,",
+        "target_output = 9000  # and good parts planned per shift",
     ],
     "mill": [
         'state = "state"',
@@ -64,6 +66,8 @@ _KPI: dict[str, list[str]] = {
         "ideal_rate = 160",
         'rate_per = "hour"  # tonnes per hour',
         'energy = "energy_kwh"  # kWh per good tonne',
+        "target_oee = 0.8",
+        "target_output = 1000  # good tonnes planned per shift",
     ],
     "loom": [
         'state = "state"',
@@ -72,6 +76,8 @@ _KPI: dict[str, list[str]] = {
         'reject = "faulty_picks"',
         "ideal_rate = 800",
         'rate_per = "minute"  # picks per minute',
+        "target_oee = 0.8",
+        "target_output = 300000  # good picks planned per shift",
     ],
 }
 _REASONS = {"press": press.STOP_REASONS, "mill": mill.STOP_REASONS, "loom": loom.STOP_REASONS}

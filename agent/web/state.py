@@ -29,6 +29,7 @@ from agent.texts import TextReading
 from agent.values import is_text, models_by_path, text
 from agent.values import plain as typed
 from agent.web.andon import AndonBoard
+from agent.web.targets import with_targets
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -126,7 +127,7 @@ class StateBuilder:
             if source.name in serving:
                 why.update(agent.tag_reasons(source))
         for tag in agent.tags:
-            if tag.machine != machine:
+            if tag.machine != machine or not tag.source:  # no source: a reload removed it
                 continue
             if is_text(self._models.get(tag.path)):
                 out.append(text_value(tag, agent.texts.latest.get(tag.id)))
@@ -151,7 +152,9 @@ class StateBuilder:
     def _operator_view(self, wall_ns: int) -> dict[str, Any]:
         """The OEE bars and the andon rows and timelines, from one KPI snapshot."""
         snapshot = _call(self.agent, "kpi_snapshot")
-        return {"oee": oee_view(snapshot), "andon": self.andon.rows(wall_ns, snapshot)}
+        oee = oee_view(snapshot)
+        with_targets(oee, self.agent.config, snapshot, wall_ns)  # target OEE, plan vs good
+        return {"oee": oee, "andon": self.andon.rows(wall_ns, snapshot)}
 
 
 def state_figures(

@@ -172,3 +172,51 @@ async def test_metrics_show_each_alarm_active_acknowledged_and_raised(tmp_path: 
     assert after["lineside_alarm_raised_total", silent] == 1
     assert after["lineside_alarm_acknowledged", cold] == 1
     assert after["lineside_alarm_acknowledged", silent] == 0
+
+
+def _alarm(name: str, body: str) -> str:
+    return f'\n[[alarms]]\nname = "{name}"\nmachine = "press1"\n{body}\n'
+
+
+async def test_a_reload_adds_removes_and_changes_alarms(tmp_path: Path) -> None:
+    """SIGHUP's reload applies `[[alarms]]`: the unchanged alarm keeps its state and its
+    acknowledgement, a removed or changed active alarm is cleared with an event, an added one
+    is raised by its condition."""
+    kept = _alarm("die_cold", 'tag = "die_temp"\nbelow = 1000')
+    gone = _alarm("die_cold_too", 'tag = "die_temp"\nbelow = 1001')
+    changed = _alarm("die_not_hot", 'tag = "die_temp"\nbelow = 1002')
+    async with running_agent(tmp_path, more=kept + gone + changed) as run:
+        agent = run.agent
+        names = ["die_cold", "die_cold_too", "die_not_hot"]
+        await until(lambda: sorted(a["alarm"] for a in agent.alarms.view(0)) == names)
+        assert agent.acknowledge_alarm("die_cold", "test")
+        since = agent.alarms.view(0)[0]["since_ns"]
+        path = tmp_path / "lineside.toml"
+        text = path.read_text(encoding="utf-8")
+        added = _alarm("press1_silent", 'tag = "part_count"\nstale = "300ms"')
+        now = kept + _alarm("die_not_hot", 'tag = "die_temp"\nbelow = -50') + added
+        path.write_text(text.replace(kept + gone + changed, now), encoding="utf-8")
+        assert await agent.reload() is True
+        after = {a["alarm"]: a for a in agent.alarms.view(0)}
+        run.plant.units["press1"].faults.set("drop")  # press1's readings go bad: stale
+        await until(lambda: "press1_silent" in [a["alarm"] for a in agent.alarms.view(0)])
+        run.plant.units["press1"].faults.clear()
+        await agent.writer.flush()
+        alarms = stored(run, EventKind.ALARM)
+        audits = stored(run, EventKind.AUDIT)
+    assert list(after) == ["die_cold"]  # the removed and the changed alarm are cleared
+    assert after["die_cold"]["acknowledged"] is True and after["die_cold"]["since_ns"] == since
+    cleared = {a["alarm"]: a for a in alarms if not a["active"]}
+    assert cleared["die_cold_too"]["cleared_by"] == "config reload"
+    assert cleared["die_not_hot"]["cleared_by"] == "config reload"
+    assert cleared["die_not_hot"]["limit"] == 1002  # the rule that was active
+    assert "die_cold" not in cleared
+    raised = [a["alarm"] for a in alarms if a["active"]]
+    assert raised.count("die_cold") == 1 and raised.count("press1_silent") == 1
+    reload = next(a for a in audits if a["action"] == "config reload")
+    assert reload["alarms"] == {
+        "added": ["press1_silent"],
+        "removed": ["die_cold_too"],
+        "changed": ["die_not_hot"],
+    }
+    assert "+1 alarm, -1, ~1 changed" in reload["summary"]

@@ -309,3 +309,24 @@ async def test_a_taken_port_is_named(tmp_path: Path) -> None:
         "choose another with the [web] port key"
     )
     assert agent.web is None
+
+
+async def test_a_tag_removed_by_a_reload_leaves_the_page(tmp_path: Path) -> None:
+    tonnage = '  { name = "tonnage", address = "hr:12", type = "float32", unit = "t", '
+    async with running_agent(tmp_path) as run:
+        builder = run.web.state
+
+        async def tags(machine: str) -> list[str]:
+            return [v["tag"] for v in (await builder.state(machine, max_age=0))["values"]]
+
+        before = await tags("press1")
+        path = tmp_path / "lineside.toml"
+        text = path.read_text(encoding="utf-8")
+        start = text.index(tonnage)  # press1's
+        path.write_text(text[:start] + text[text.index("\n", start) + 1 :], encoding="utf-8")
+        assert await run.agent.reload() is True
+        after = await tags("press1")
+        other = await tags("press2")
+    assert "tonnage" in before and "tonnage" not in after
+    assert sorted(after) == sorted(t for t in before if t != "tonnage")
+    assert "tonnage" in other  # press2 keeps its own
