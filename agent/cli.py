@@ -1586,7 +1586,7 @@ def _kpi_windows(
     from rich.progress import Progress
 
     from agent.errors import StoreError
-    from agent.kpi.replay import Selection, SelectionError, hours_of, replay, select
+    from agent.kpi.replay import Selection, SelectionError, hours_of, keep, replay, select
 
     with_kpi = [m for m in config.machines if m.kpi is not None]
     if not with_kpi:
@@ -1626,11 +1626,7 @@ def _kpi_windows(
     names = {
         m.name for m in with_kpi if on_line(f"{m.area}/{m.line}") and machine in (None, m.name)
     }
-    picked = [
-        w
-        for w in result.windows
-        if on_line(w.line) and (w.machine in names if w.machine is not None else machine is None)
-    ]
+    picked = keep(result.windows, line, machine, names)
     return picked, [m for m in result.missing if m in names]
 
 

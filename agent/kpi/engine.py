@@ -55,7 +55,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -109,10 +109,26 @@ _BITS: dict[str, int | None] = {
 }
 
 WindowKey = tuple[str, str]  # (kind, name)
+Scope = Literal["machine", "line", "area", "site"]
+SCOPES: tuple[Scope, ...] = ("machine", "line", "area", "site")
+Group = tuple[Scope, str]  # a roll-up of machines: ("line", "area/line"), ("area", a), ("site", s)
+# A KPI record's identity: (scope, who: the machine, "area/line", area or site, kind, name).
+RecordKey = tuple[str, str, str, str]
 
 
 def _key(w: Window) -> WindowKey:
     return (w.kind, w.name)
+
+
+def product_code(value: float) -> int:
+    """The product a product tag's reading names. The one place that reads it: the store keeps
+    numbers, so a product is a numeric code, labelled by `product_names`."""
+    return int(value)
+
+
+def product_key(code: int | None) -> str:
+    """A window's per-product key (JSON `product`): the code as text, "" for no product."""
+    return "" if code is None else str(code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,10 +267,15 @@ class _TagRole:
 
 
 class _MachineState:
-    def __init__(self, machine: Machine, kpi: MachineKpi, line: str) -> None:
+    def __init__(self, machine: Machine, kpi: MachineKpi, line: str, site: str, unit: str) -> None:
         self.name = machine.name
         self.kpi = kpi
         self.line = line
+        self.area = machine.area
+        self.site = site
+        self.unit = unit  # the unit its output counter declares ("" when none)
+        # The roll-ups it belongs to, each closed once all their machines closed a window.
+        self.groups: tuple[Group, ...] = (("line", line), ("area", machine.area), ("site", site))
         self.max_gap_ns = round(kpi.max_gap * NS)
         self.code_table: dict[int, Category] = dict(kpi.code_table())
         self.cursor: _Cursor | None = None
@@ -308,7 +329,7 @@ class KpiEngine:
         self.calendar = config.calendar
         self._spans = _Spans(config.calendar)
         self._machines: list[_MachineState] = []
-        self._lines: dict[str, list[str]] = {}
+        self._groups: dict[Group, list[str]] = {}  # roll-up -> its machines, in config order
         roles: dict[int, _TagRole] = {}
         self._by_inspection: dict[str, int] = {}  # inspection name -> machine index
         inspections = {i.name: i.machine for i in config.inspections}
@@ -316,10 +337,14 @@ class KpiEngine:
             if machine.kpi is None:
                 continue
             line = f"{machine.area}/{machine.line}"
-            m = _MachineState(machine, machine.kpi, line)
+            declared = {t.name: t for t in config.tags_of(machine.name)}
+            output = machine.kpi.total or machine.kpi.good
+            unit = declared[output].unit if output in declared else ""
+            m = _MachineState(machine, machine.kpi, line, config.plant.site, unit)
             index = len(self._machines)
             self._machines.append(m)
-            self._lines.setdefault(line, []).append(machine.name)
+            for group in m.groups:
+                self._groups.setdefault(group, []).append(machine.name)
             if machine.kpi.inspection is not None:
                 name = machine.kpi.inspection
                 if inspections.get(name) != machine.name:
@@ -328,7 +353,6 @@ class KpiEngine:
                         " entry of this machine"
                     )
                 self._by_inspection[name] = index
-            declared = {t.name: t for t in config.tags_of(machine.name)}
             for key, name in machine.kpi.tag_roles():
                 tag = declared.get(name)
                 if tag is None:
@@ -348,10 +372,15 @@ class KpiEngine:
         self._roles = list(roles.values())
         for i, tag_id in enumerate(roles):
             self._lookup[tag_id] = i
-        # Line windows: what each machine closed, and the revision the line last emitted.
-        self._line_parts: dict[tuple[str, WindowKey], dict[str, Components]] = {}
-        self._line_windows: dict[tuple[str, WindowKey], Window] = {}
-        self._line_revision: dict[tuple[str, WindowKey], int] = {}
+        # Roll-up windows (line, area, site): what each machine closed, and the revision the
+        # roll-up last emitted.
+        self._group_parts: dict[tuple[Group, WindowKey], dict[str, Components]] = {}
+        self._group_revision: dict[tuple[Group, WindowKey], int] = {}
+        # The count unit of each roll-up: the one unit all its machines declare, else None.
+        self._group_unit: dict[Group, str | None] = {}
+        for group, names in self._groups.items():
+            units = {m.unit for m in self._machines if m.name in names}
+            self._group_unit[group] = units.pop() if len(units) == 1 and "" not in units else None
         self._pending: list[Event] = []
         self._recomputing = False
         # Called with every stretch of a machine's time as it is folded (the shift report's
@@ -469,7 +498,8 @@ class KpiEngine:
             raise ValueError(f"no {kind} window in progress at {now_ns}")
         key = _key(window)
         machines: dict[str, Any] = {}
-        parts: dict[str, list[Components]] = {}
+        parts: dict[Group, list[Components]] = {}
+        places: dict[Group, _Place] = {}
         for m in self._machines:
             if m.cursor is None:
                 continue
@@ -483,10 +513,18 @@ class KpiEngine:
             else:
                 c = opened[1]
             done = self._finished(m.kpi, c)
-            machines[m.name] = {"line": m.line, "as_of_ns": max(now_ns, live.t), **_figures(done)}
-            parts.setdefault(m.line, []).append(done)
-        lines = {line: _figures(line_rollup(cs)) for line, cs in parts.items()}
-        return {"window": _window_data(window), "machines": machines, "lines": lines}
+            place = _Place("machine", m.name, m.line, m.area, m.site, m.unit, labels=m.kpi)
+            machines[m.name] = {**place.data(), "as_of_ns": max(now_ns, live.t),
+                                **_figures(done, place)}  # fmt: skip
+            for group in m.groups:
+                parts.setdefault(group, []).append(done)
+                places[group] = self._place(group, m)
+        rollups: dict[Scope, dict[str, Any]] = {"line": {}, "area": {}, "site": {}}
+        for (scope, who), cs in parts.items():
+            place = places[(scope, who)]
+            rollups[scope][who] = {**place.data(), **_figures(line_rollup(cs), place)}
+        return {"window": _window_data(window), "machines": machines, "lines": rollups["line"],
+                "areas": rollups["area"], "sites": rollups["site"]}  # fmt: skip
 
     def statistics(self) -> dict[str, int]:
         return dict(self.stats)
@@ -495,19 +533,19 @@ class KpiEngine:
         """The machines no reading has come from (their windows, if any, are all unknown)."""
         return [m.name for m in self._machines if m.readings == 0]
 
-    def adopt_revisions(self, held: Mapping[tuple[str | None, str, str, str], int]) -> None:
-        """Number revisions on from the ones already stored, keyed (machine, line, kind, name)
-        with machine None for a line: after a restart the store holds the windows the last run
-        emitted, and a revision must never go back to a number a consumer has seen."""
+    def adopt_revisions(self, held: Mapping[RecordKey, int]) -> None:
+        """Number revisions on from the ones already stored, keyed by `record_key`: after a
+        restart the store holds the windows the last run emitted, and a revision must never go
+        back to a number a consumer has seen."""
         for m in self._machines:
             for key, closed in m.closed.items():
-                stored = held.get((m.name, m.line, *key))
+                stored = held.get(("machine", m.name, *key))
                 if stored is not None and stored > closed.revision:
                     closed.revision = stored
-        for (line, key), revision in self._line_revision.items():
-            stored = held.get((None, line, *key))
+        for ((scope, who), key), revision in self._group_revision.items():
+            stored = held.get((scope, who, *key))
             if stored is not None and stored > revision:
-                self._line_revision[(line, key)] = stored
+                self._group_revision[((scope, who), key)] = stored
 
     def outage(self, since_ns: int) -> list[Event]:
         """The agent saw nothing after `since_ns` (it was stopped): no state vouches for time
@@ -577,16 +615,28 @@ class KpiEngine:
         return map_code(cur.state, m.code_table)
 
     def _open_at(self, m: _MachineState, cur: _Cursor, t: int) -> list[Components]:
-        """The components of every window holding `t`, opening those not yet open."""
+        """The components of every window holding `t`, opening those not yet open; with a
+        product tag, also each window's components of the product in force (so everything
+        counted goes to the window and to its product, docs/kpi.md "Per product")."""
         out = []
         for w in self._spans.at(t).windows_at(t):
             entry = cur.open.get(_key(w))
             if entry is None:
-                kind = InspectedComponents if m.inspected else Components
-                entry = (w, kind(has_energy=m.kpi.energy is not None))
+                entry = (w, self._fresh(m))
                 cur.open[_key(w)] = entry
             out.append(entry[1])
+        if m.kpi.product is not None:
+            key = product_key(cur.product)
+            for c in out[:]:
+                part = c.products.get(key)
+                if part is None:
+                    part = c.products[key] = self._fresh(m)
+                out.append(part)
         return out
+
+    def _fresh(self, m: _MachineState) -> Components:
+        kind = InspectedComponents if m.inspected else Components
+        return kind(has_energy=m.kpi.energy is not None)
 
     def _fold_to(self, m: _MachineState, cur: _Cursor, t: int, close: Emit | None) -> None:
         """Account the time from `cur.t` to `t` in the current category; close passed windows
@@ -667,7 +717,7 @@ class KpiEngine:
         if role == REASON:
             cur.reason = m.kpi.reason_label(int(value))
         elif role == PRODUCT:
-            cur.product = int(value)
+            cur.product = product_code(value)
         else:
             self._count(m, cur, t, role, value)
 
@@ -744,20 +794,46 @@ class KpiEngine:
         revision = 0 if previous is None else previous.revision + 1
         m.closed[key] = _Closed(w, c, revision)
         done = self._finished(m.kpi, c)
-        self._pending += _events(w, done, revision, machine=m.name, line=m.line)
-        self._close_line(m, w, done)
+        place = _Place("machine", m.name, m.line, m.area, m.site, m.unit, labels=m.kpi)
+        self._pending += _events(w, done, revision, place)
+        for group in m.groups:
+            self._close_group(group, m, w, done)
 
-    def _close_line(self, m: _MachineState, w: Window, done: Components) -> None:
-        key = (m.line, _key(w))
-        parts = self._line_parts.setdefault(key, {})
+    def _close_group(self, group: Group, m: _MachineState, w: Window, done: Components) -> None:
+        """A line's, area's or the site's window closes when every machine of it has closed it
+        (and again, revised, when one of them revises it)."""
+        key = (group, _key(w))
+        parts = self._group_parts.setdefault(key, {})
         parts[m.name] = done
-        self._line_windows[key] = w
-        if len(parts) < len(self._lines[m.line]):
-            return  # the line's window closes when every machine of it has closed it
-        revision = self._line_revision.get(key, -1) + 1
-        self._line_revision[key] = revision
-        total = line_rollup(parts[name] for name in self._lines[m.line])
-        self._pending += _events(w, total, revision, machine=None, line=m.line)
+        names = self._groups[group]
+        if len(parts) < len(names):
+            return
+        revision = self._group_revision.get(key, -1) + 1
+        self._group_revision[key] = revision
+        total = line_rollup(parts[name] for name in names)
+        self._pending += _events(w, total, revision, self._place(group, m))
+
+    def _place(self, group: Group, m: _MachineState) -> _Place:
+        scope, _ = group
+        unit = self._group_unit[group]
+        notes: tuple[str, ...] = ()
+        if unit is None:
+            units = sorted(
+                {o.unit or "undeclared" for o in self._machines if o.name in self._groups[group]}
+            )
+            notes = (
+                "counts not added: the machines count in different or undeclared units"
+                f" ({', '.join(units)})",
+            )
+        return _Place(
+            scope,
+            None,
+            m.line if scope == "line" else None,
+            m.area if scope in ("line", "area") else None,
+            m.site,
+            unit,
+            notes,
+        )
 
     def _recompute(self, m: _MachineState, t: int) -> None:
         """Fold the log again from the last checkpoint at or before `t` to where we were."""
@@ -800,9 +876,9 @@ class KpiEngine:
         m.log.drop_before(oldest)
         for k in [k for k, v in m.closed.items() if v.window.end_ns <= oldest]:
             del m.closed[k]
-            self._line_parts.pop((m.line, k), None)
-            self._line_windows.pop((m.line, k), None)
-            self._line_revision.pop((m.line, k), None)
+            for group in m.groups:
+                self._group_parts.pop((group, k), None)
+                self._group_revision.pop((group, k), None)
 
     def _finished(self, kpi: MachineKpi, c: Components) -> Components:
         """A copy with the counter the machine does not have derived from the others
@@ -810,6 +886,7 @@ class KpiEngine:
         not good (first-time good), so good = total - reject - rework. The ideal times of the
         counts follow the same sums, so quality by ideal time matches quality by count."""
         done = copy.deepcopy(c)
+        done.products = {k: self._finished(kpi, p) for k, p in c.products.items()}
         if kpi.inspection is not None:
             # Good, reject and total all come from verdicts: the sample's quality.
             share = done.good / done.total if done.total > 0 else 0.0
@@ -838,49 +915,91 @@ def _window_data(w: Window) -> dict[str, Any]:
     return {"kind": w.kind, "name": w.name, "start_ns": w.start_ns, "end_ns": w.end_ns}
 
 
-def _components(c: Components) -> dict[str, Any]:
-    """The components as plain data; counts of a roll-up of machines are null (not added)."""
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Whose record it is: a machine or a roll-up (line, area, site), its ISA-95 path and the
+    unit its counts are in (None: a roll-up of unlike units, whose counts are not added)."""
+
+    scope: Scope
+    machine: str | None
+    line: str | None  # "area/line"; None for an area or the site
+    area: str | None  # None for the site
+    site: str
+    unit: str | None
+    notes: tuple[str, ...] = ()
+    labels: MachineKpi | None = None  # a machine's kpi section: names its products
+
+    def data(self) -> dict[str, Any]:
+        return {"scope": self.scope, "machine": self.machine, "line": self.line,
+                "area": self.area, "site": self.site}  # fmt: skip
+
+
+def record_key(data: Mapping[str, Any]) -> RecordKey:
+    """The identity of a KPI record (event data): the same window of the same machine, line,
+    area or site, whatever its revision or definition."""
+    scope = str(data.get("scope", "machine" if data.get("machine") else "line"))
+    who = data.get(scope) or data.get("machine") or data.get("line")
+    w = data["window"]
+    return (scope, str(who), str(w["kind"]), str(w["name"]))
+
+
+def _components(c: Components, place: _Place) -> dict[str, Any]:
+    """The components as plain data; the counts of a roll-up whose machines count in
+    different units are null (not added)."""
     data = asdict(c)
-    if not c.units:
+    del data["products"]  # given apart, with their KPIs (`products`)
+    if not c.units and place.unit is None:
         data.update(dict.fromkeys(COUNT_FIELDS))
     return data
 
 
-def _figures(c: Components) -> dict[str, Any]:
+def _figures(c: Components, place: _Place) -> dict[str, Any]:
     return {
         "classic": classic(c),
         "iso22400": iso22400(c),
-        "components": _components(c),
+        "components": _components(c, place),
+        "unit": place.unit,
+        "notes": list(place.notes),
         "unknown": unknown_share(c),
         "flags": flags(c),
         "losses": six_big_losses(c),
         "pareto": [list(p) for p in pareto(c.down_by_reason)],
+        "products": _products(c, place),
     }
 
 
-def _events(
-    w: Window, c: Components, revision: int, *, machine: str | None, line: str
-) -> list[Event]:
-    """One KPI event per definition for a closed (or revised) window."""
-    shared = {
-        "scope": "machine" if machine is not None else "line",
-        "machine": machine,
-        "line": line,
-        "window": _window_data(w),
-        "components": _components(c),
-        "unknown": unknown_share(c),
-        "flags": flags(c),
-        "losses": six_big_losses(c),
-        "pareto": [list(p) for p in pareto(c.down_by_reason)],
-        "revision": revision,
-    }
-    kpis = {"classic": classic(c), "iso22400": iso22400(c)}
-    return [
-        Event(
-            EventKind.KPI,
-            ts_ns=w.end_ns,
-            machine=machine,
-            data={"definition": d, "kpis": kpis[d], **shared},
+def _products(c: Components, place: _Place) -> list[dict[str, Any]]:
+    """A machine's figures per product code (sorted; no product last), both definitions."""
+    out = []
+    for key in sorted(c.products, key=lambda k: (k == "", int(k) if k.isdigit() else 0, k)):
+        p = c.products[key]
+        label = place.labels.product_label(int(key) if key else None) if place.labels else key
+        out.append(
+            {
+                "product": key or None,
+                "label": label,
+                "classic": classic(p),
+                "iso22400": iso22400(p),
+                "components": _components(p, place),
+                "unknown": unknown_share(p),
+                "flags": flags(p),
+            }
         )
-        for d in DEFINITIONS
-    ]
+    return out
+
+
+def _events(w: Window, c: Components, revision: int, place: _Place) -> list[Event]:
+    """One KPI event per definition for a closed (or revised) window; per product, each event
+    carries its definition's KPIs as `kpis` too."""
+    figures = _figures(c, place)
+    kpis = {d: figures.pop(d) for d in DEFINITIONS}
+    products = figures.pop("products")
+    shared = {**place.data(), "window": _window_data(w), **figures, "revision": revision}
+    out = []
+    for d in DEFINITIONS:
+        mine = [
+            {**{k: v for k, v in p.items() if k not in DEFINITIONS}, "kpis": p[d]} for p in products
+        ]
+        data = {"definition": d, "kpis": kpis[d], **shared, "products": mine}
+        out.append(Event(EventKind.KPI, ts_ns=w.end_ns, machine=place.machine, data=data))
+    return out

@@ -55,17 +55,25 @@ class Components:
     # False for a roll-up of several machines: their counts are in different units (parts,
     # tonnes, picks) and are not added; quality and the ratios then go by ideal time.
     units: bool = True
+    # One machine's window per product code (docs/kpi.md, Per product), when it has a product
+    # tag: the same components, counted while that product was in force. Empty otherwise and
+    # in a roll-up of machines (product codes are the machine's own).
+    products: dict[str, Components] = field(default_factory=dict)
 
     def __add__(self, other: Components) -> Components:
         summed = Components()
         for f in fields(Components):
-            if f.name not in ("has_energy", "down_by_reason", "units"):
+            if f.name not in ("has_energy", "down_by_reason", "units", "products"):
                 setattr(summed, f.name, getattr(self, f.name) + getattr(other, f.name))
         summed.has_energy = self.has_energy or other.has_energy
         summed.units = self.units and other.units
         summed.down_by_reason = dict(self.down_by_reason)
         for reason, seconds in other.down_by_reason.items():
             summed.down_by_reason[reason] = summed.down_by_reason.get(reason, 0.0) + seconds
+        summed.products = dict(self.products)
+        for code, part in other.products.items():
+            held = summed.products.get(code)
+            summed.products[code] = part if held is None else held + part
         return summed
 
 
@@ -84,6 +92,7 @@ def line_rollup(parts: Iterable[Components]) -> Components:
     Σ good x ICT / Σ known planned time."""
     total = rollup(parts)
     total.units = False
+    total.products = {}  # a product code means something on its own machine only
     return total
 
 

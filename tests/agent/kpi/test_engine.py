@@ -174,7 +174,8 @@ def test_a_day_gives_exact_components_and_classic_oee(tmp_path: Path) -> None:
     [h08] = kpis(feed.events, "hour", f"{DAY}T08", definition="classic", scope="machine")
     assert parts(h08).down_s == 47 * 60 and parts(h08).failures == 1
     # Every hour of the shift closed once; the day is still open.
-    assert len(kpis(feed.events, "hour", f"{DAY}T13", definition="classic")) == 2  # +line
+    # + the line, the area and the site
+    assert len(kpis(feed.events, "hour", f"{DAY}T13", definition="classic")) == 4
     assert kpis(feed.events, "day", DAY) == []
 
 
@@ -498,17 +499,19 @@ def test_revisions_go_on_from_the_stored_ones(tmp_path: Path) -> None:
     assert {e.data["revision"] for e in feed.events} == {0}
     engine.adopt_revisions(
         {
-            ("press1", "stamping/line-1", "hour", f"{DAY}T06"): 4,
-            (None, "stamping/line-1", "hour", f"{DAY}T06"): 2,
-            ("press1", "stamping/line-1", "hour", f"{DAY}T05"): 9,
+            ("machine", "press1", "hour", f"{DAY}T06"): 4,
+            ("line", "stamping/line-1", "hour", f"{DAY}T06"): 2,
+            ("area", "stamping", "hour", f"{DAY}T06"): 7,
+            ("machine", "press1", "hour", f"{DAY}T05"): 9,
         }
     )
     feed.send(at("06:30"), state=3, reason=101)  # late: the hour is revised
     feed.events += engine.flush()
     revised = kpis(feed.events, "hour", f"{DAY}T06", definition="classic")
-    assert [(d["scope"], d["revision"]) for d in revised[-2:]] == [("machine", 5), ("line", 3)]
+    assert [(d["scope"], d["revision"]) for d in revised[-4:]] == [
+        ("machine", 5), ("line", 3), ("area", 8), ("site", 1)]  # fmt: skip
     # A lower stored revision changes nothing.
-    engine.adopt_revisions({("press1", "stamping/line-1", "hour", f"{DAY}T06"): 1})
+    engine.adopt_revisions({("machine", "press1", "hour", f"{DAY}T06"): 1})
     feed.send(at("06:40"), state=1)
     feed.events += engine.flush()
     assert kpis(feed.events, "hour", f"{DAY}T06", scope="machine")[-1]["revision"] == 6
