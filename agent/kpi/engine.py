@@ -84,6 +84,9 @@ NO_REASON = "no reason"
 # Roles of the KPI tags, as stored in the log (one byte each).
 STATE, UNIT_MODE, REASON, TOTAL, GOOD, REJECT, REWORK, PRODUCT, ENERGY, VERDICT = range(10)
 OUTAGE = 10  # the agent was stopped here: the state before it vouches no further (`outage`)
+HEARTBEAT = 11  # a tag that only proves the values move (`[machines.kpi] heartbeat`)
+FROZEN = 12  # the values stopped moving here: unknown time until one changes (docs/kpi.md)
+MOVED = 13  # one of the machine's other values (not a KPI tag) changed here
 # Verdicts in the log, by the codes a verdict write-back puts in a register (`Verdict.code`).
 OK, NOT_OK = float(Verdict.OK.code), float(Verdict.NOT_OK.code)
 _ROLE_OF_KEY = {
@@ -96,6 +99,7 @@ _ROLE_OF_KEY = {
     "rework": REWORK,
     "product": PRODUCT,
     "energy": ENERGY,
+    "heartbeat": HEARTBEAT,
 }
 _COUNTER_FIELD = {TOTAL: "total", GOOD: "good", REJECT: "reject", REWORK: "rework"}
 # Counter widths by declared type (signed registers wrap too: counter_step works modulo 2^bits).
@@ -212,6 +216,11 @@ class _Cursor:
     unknown_acc: float = 0.0
     marks: dict[int, tuple[int, float, float, float]] = field(default_factory=dict)
     open: dict[WindowKey, tuple[Window, Components]] = field(default_factory=dict)
+    # Frozen values: the last value of every KPI tag, when one last changed, and whether the
+    # values are frozen since (docs/kpi.md, "Frozen values").
+    seen: dict[int, float] = field(default_factory=dict)
+    changed_at: int = 0
+    frozen: bool = False
 
 
 @dataclass(slots=True)
@@ -290,6 +299,11 @@ class _MachineState:
         fastest = min(kpi.cycle_time_s(int(p)) for p in ("0", *kpi.products))
         self.max_rate = 1.0 / fastest
         self.late_since: int | None = None  # earliest late reading waiting for `flush`
+        # Frozen values: how long no value may move; all states are watched with a heartbeat
+        # tag, else only running (a running machine counts).
+        self.frozen_ns = round(kpi.frozen_after_s() * NS)
+        self.watch_all = kpi.heartbeat is not None
+        self.freezes: list[int] = []  # found during a recompute: logged after it
         self.inspected = kpi.inspection is not None  # quality from verdicts, not counters
 
 
@@ -331,6 +345,7 @@ class KpiEngine:
         self._machines: list[_MachineState] = []
         self._groups: dict[Group, list[str]] = {}  # roll-up -> its machines, in config order
         roles: dict[int, _TagRole] = {}
+        others: dict[int, int] = {}  # tag id -> machine index: the machines' other tags
         self._by_inspection: dict[str, int] = {}  # inspection name -> machine index
         inspections = {i.name: i.machine for i in config.inspections}
         for machine in config.machines:
@@ -366,12 +381,24 @@ class KpiEngine:
                 roles[tag_ids[path]] = _TagRole(index, role, bits, scale)
                 m.bits[role] = bits
                 m.scale[role] = scale
-        size = max(roles, default=-1) + 1
+            # Every other tag of the machine only says whether its values still move (frozen
+            # values): taken a batch at a time, with numpy, not reading by reading.
+            kpi_tags = {name for _, name in machine.kpi.tag_roles()}
+            for tag in declared.values():
+                path = config.tag_path(machine.name, tag.name)
+                if tag.name not in kpi_tags and path in tag_ids:
+                    others[tag_ids[path]] = index
+        size = max([*roles, *others], default=-1) + 1
         # tag id -> index into self._roles (-1: not a KPI tag), so a batch is filtered at once.
         self._lookup = np.full(size, -1, dtype=np.int64)
         self._roles = list(roles.values())
         for i, tag_id in enumerate(roles):
             self._lookup[tag_id] = i
+        # tag id -> machine index for the machines' other tags, and their last values.
+        self._others = np.full(size, -1, dtype=np.int64)
+        for tag_id, index in others.items():
+            self._others[tag_id] = index
+        self._other_last = np.full(size, np.nan)
         # Roll-up windows (line, area, site): what each machine closed, and the revision the
         # roll-up last emitted.
         self._group_parts: dict[tuple[Group, WindowKey], dict[str, Components]] = {}
@@ -388,7 +415,7 @@ class KpiEngine:
         self.trace: Trace | None = None
         self.stats = {"readings": 0, "late": 0, "late_dropped": 0, "duplicates": 0,
                       "recomputes": 0, "resets": 0, "rollovers": 0, "verdicts": 0,
-                      "implausible": 0}  # fmt: skip
+                      "implausible": 0, "frozen": 0}  # fmt: skip
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -399,7 +426,9 @@ class KpiEngine:
         picked = np.full(ids.shape[0], -1, dtype=np.int64)
         picked[inside] = self._lookup[ids[inside]]
         rows = np.flatnonzero(picked >= 0)
+        moved = self._moved_machines(batch, ids, inside)
         if rows.size == 0:
+            self._mark_moved(moved)
             return self._take()
         ts = batch.timestamps()[rows]
         order = np.argsort(ts, kind="stable")
@@ -427,7 +456,42 @@ class KpiEngine:
             # Recomputed at the next flush (tick), not now: a backlog of late batches revises
             # each window once, not once per batch.
             m.late_since = t if m.late_since is None else min(t, m.late_since)
+        self._mark_moved(moved)
         return self._take()
+
+    def _moved_machines(
+        self, batch: ReadingBatch, ids: np.ndarray[Any, Any], inside: np.ndarray[Any, Any]
+    ) -> dict[int, int]:
+        """Machine index -> the latest time in the batch at which one of its other (not KPI)
+        tags changed value: those values only prove the source is not frozen."""
+        owner = np.full(ids.shape[0], -1, dtype=np.int64)
+        owner[inside] = self._others[ids[inside]]
+        rows = np.flatnonzero((owner >= 0) & (batch.quality != Quality.BAD))
+        if rows.size == 0:
+            return {}
+        tags, values = ids[rows], batch.values[rows]
+        before = self._other_last[tags]
+        changed = ~((values == before) | (np.isnan(values) & np.isnan(before)))
+        self._other_last[tags] = values
+        if not changed.any():
+            return {}
+        ts = batch.timestamps()[rows[changed]]
+        out: dict[int, int] = {}
+        for index, t in zip(owner[rows[changed]].tolist(), ts.tolist(), strict=True):
+            out[index] = max(t, out.get(index, t))
+        return out
+
+    def _mark_moved(self, moved: Mapping[int, int]) -> None:
+        """A machine's other values moved at `t`: its values are not frozen (at most one log
+        entry a second, so the log stays small and a recompute says the same)."""
+        for index, t in moved.items():
+            m = self._machines[index]
+            cur = m.cursor
+            if cur is None or t < cur.t or t - cur.changed_at < NS:
+                continue  # not started, late (an older value says nothing new) or just moved
+            m.log.add(t, MOVED, 0.0, Quality.GOOD)
+            self._fold_to(m, cur, t, self._close)
+            cur.changed_at, cur.frozen = t, False
 
     def flush(self) -> list[Event]:
         """Fold in the late readings taken since the last flush: one recompute per machine, so
@@ -569,7 +633,7 @@ class KpiEngine:
         Windows that ended before it are not emitted: the agent was not there to see them.
         """
         starts = [w.start_ns for w in self._spans.at(t).windows_at(t)]
-        m.cursor = _Cursor(t=min(starts, default=t))
+        m.cursor = _Cursor(t=min(starts, default=t), changed_at=t)
         m.began = t
         self._fold_to(m, m.cursor, t, None)
         m.checkpoints.append((t, copy.deepcopy(m.cursor)))
@@ -650,6 +714,16 @@ class KpiEngine:
                     category = "unknown"
                 else:
                     end = min(end, cur.valid_until)
+            frozen = False
+            if category != "unknown" and (cur.frozen or m.watch_all or category == "running"):
+                # Frozen values: the same values for longer than frozen_after (docs/kpi.md).
+                limit = cur.changed_at + m.frozen_ns
+                if cur.frozen or cur.t >= limit:
+                    if not cur.frozen and close is not None:
+                        self._freeze(m, cur)
+                    category, frozen = "unknown", True
+                else:
+                    end = min(end, limit)
             seconds = (end - cur.t) / NS
             planned = span.is_planned(cur.t)
             if self.trace is not None and close is not None:
@@ -681,6 +755,8 @@ class KpiEngine:
                     c.down_by_reason[key] = c.down_by_reason.get(key, 0.0) + seconds
                 else:
                     c.unknown_s += seconds
+                    if frozen:
+                        c.frozen_s += seconds
             cur.t = end
             ended = [k for k, (w, _) in cur.open.items() if w.end_ns <= end]
             for k in ended:
@@ -697,6 +773,12 @@ class KpiEngine:
     ) -> None:
         """Update the cursor with one reading taken at `t` (the cursor is already at `t`)."""
         usable = quality != Quality.BAD and math.isfinite(value)
+        if usable and cur.seen.get(role) != value:
+            cur.seen[role] = value  # a value moved: nothing is frozen
+            cur.changed_at = t
+            cur.frozen = False
+        if role == HEARTBEAT:
+            return
         if role in (STATE, UNIT_MODE):
             if role == STATE:
                 cur.state_bad = not usable
@@ -727,6 +809,11 @@ class KpiEngine:
         time counts; the share on unknown time or on running outside planned time (overtime) is
         kept apart. A delta with no running or unknown time in between (the state signal
         missed the run) counts whole, and the window says `count_without_run_time`."""
+        if cur.frozen:
+            # The same value from a frozen source says nothing about the time since: the
+            # counter's last real reading stays its mark, so the step after the freeze is
+            # shared out over (and bounded by) the whole frozen time.
+            return
         scale = m.scale.get(role, 1.0)
         raw = value / scale
         mark = cur.marks.get(role)
@@ -858,6 +945,14 @@ class KpiEngine:
                     self._fold_to(m, cur, ts, self._close)
                     cur.valid_until = min(cur.valid_until, ts)
                     continue
+                if log.role[j] == FROZEN:
+                    self._fold_to(m, cur, ts, self._close)
+                    cur.frozen = cur.changed_at <= ts  # unless a value moved since
+                    continue
+                if log.role[j] == MOVED:
+                    self._fold_to(m, cur, ts, self._close)
+                    cur.changed_at, cur.frozen = ts, False
+                    continue
                 self._fold_to(m, cur, ts, self._close)
                 self._apply(m, cur, ts, log.role[j], log.value[j], log.quality[j])
             self._fold_to(m, cur, target, self._close)
@@ -865,6 +960,24 @@ class KpiEngine:
             self._recomputing = False
         m.cursor = cur
         self._prune(m)
+        for since in m.freezes:  # found while folding the log: logged now, folded next flush
+            self._log_freeze(m, since)
+        m.freezes.clear()
+
+    def _freeze(self, m: _MachineState, cur: _Cursor) -> None:
+        """The values have not moved for `frozen_after`: frozen since their last change. From
+        now on the fold counts unknown time; the time since the last change, already folded
+        as the state said, is folded again (at the next flush) from a mark in the log."""
+        cur.frozen = True
+        self.stats["frozen"] += 1
+        if self._recomputing:
+            m.freezes.append(cur.changed_at)  # the log is being walked: mark it after
+        else:
+            self._log_freeze(m, cur.changed_at)
+
+    def _log_freeze(self, m: _MachineState, since: int) -> None:
+        if m.log.add(since, FROZEN, 0.0, Quality.GOOD):
+            m.late_since = since if m.late_since is None else min(since, m.late_since)
 
     def _prune(self, m: _MachineState) -> None:
         assert m.cursor is not None

@@ -28,6 +28,7 @@ class Components:
     setup_s: float = 0.0  # ASUT
     planned_stop_s: float = 0.0  # planned stops signalled by the machine inside planned time
     unknown_s: float = 0.0  # planned time with no trustworthy state (bad quality, gaps)
+    frozen_s: float = 0.0  # the part of unknown_s whose values were frozen (docs/kpi.md)
     total: float = 0.0  # PQ
     good: float = 0.0  # GQ (first-time good: reworked parts are not good)
     reject: float = 0.0  # SQ
@@ -208,6 +209,7 @@ def flags(c: Components, tolerance: float = 1.05) -> list[str]:
       (running outside the plan, a good counter ahead of the total counter).
     - count_without_run_time: parts counted but no run time: the state signal is wrong.
     - unknown_time: some planned time had no trustworthy state.
+    - frozen: some of it because the source's values stopped moving (frozen values).
     - unknown_production: parts were counted across unknown time and kept out of the OEE.
     - implausible_count: a counter step beyond ideal rate x elapsed time was capped.
     - overtime: the machine ran outside planned time (a break, off shift); kept apart.
@@ -226,6 +228,8 @@ def flags(c: Components, tolerance: float = 1.05) -> list[str]:
         out.append("count_without_run_time")
     if c.unknown_s > 0:
         out.append("unknown_time")
+    if c.frozen_s > 0:
+        out.append("frozen")
     if c.unknown_ideal_s > 0 or c.unknown_count > 0:
         out.append("unknown_production")
     if c.implausible > 0:

@@ -28,6 +28,7 @@ FLAG_TEXT = {
     "quality_above_100": "Q > 100 % (input error)",
     "count_without_run_time": "parts without run time",
     "unknown_time": "unknown time",
+    "frozen": "frozen values (unknown time)",
     "unknown_production": "parts in unknown time",
     "implausible_count": "implausible count capped",
     "overtime": "overtime (ran outside planned time)",

@@ -40,8 +40,18 @@ end = "22:00"
 """
 
 
+# The hand-made readings here are sparse (a running state once in half an hour, nothing else
+# moving): frozen values (docs/kpi.md) are tested on their own, in test_frozen.py.
+NOT_FROZEN = 'frozen_after = "24h"'
+
+
 def machine(
-    name: str, line: str = "line-1", counter: str = "uint32", extra: str = "", gap: str = "3m"
+    name: str,
+    line: str = "line-1",
+    counter: str = "uint32",
+    extra: str = "",
+    gap: str = "3m",
+    frozen: str = NOT_FROZEN,
 ) -> str:
     return f"""
 [[machines]]
@@ -57,6 +67,7 @@ total = "total"
 reject = "reject"
 ideal_cycle_time = "1s"
 max_gap = "{gap}"
+{frozen}
 {extra}
 [[sources]]
 name = "{name}-plc"

@@ -246,7 +246,8 @@ def test_addition_sums_every_field() -> None:
         down_by_reason={"jam": 10.0, "y": 20.0},
     )  # fmt: skip
     added = ("good_ideal_s", "reject_ideal_s", "rework_ideal_s", "unknown_count",
-             "unknown_ideal_s", "overtime_s", "overtime_count", "implausible")  # fmt: skip
+             "unknown_ideal_s", "overtime_s", "overtime_count", "implausible",
+             "frozen_s")  # fmt: skip
     for i, name in enumerate(added):
         setattr(a, name, 16 + i)
         setattr(b, name, 100)
