@@ -220,6 +220,7 @@ class _Cursor:
     # values are frozen since (docs/kpi.md, "Frozen values").
     seen: dict[int, float] = field(default_factory=dict)
     changed_at: int = 0
+    answered_at: int = 0  # the last reading that repeated a value
     frozen: bool = False
 
 
@@ -705,6 +706,17 @@ class KpiEngine:
     def _fold_to(self, m: _MachineState, cur: _Cursor, t: int, close: Emit | None) -> None:
         """Account the time from `cur.t` to `t` in the current category; close passed windows
         (`close` None: a throw-away copy for a live view, nothing is emitted or kept)."""
+        if (
+            cur.answered_at - cur.changed_at > m.frozen_ns
+            and not cur.frozen
+            and t > cur.t
+            and close is not None
+            and (m.watch_all or self._category(m, cur) == "running")
+        ):
+            # Every reading up to `cur.t` is in: the source answered the same values for
+            # longer than frozen_after while the machine should move them (running, or any
+            # state with a heartbeat tag).
+            self._freeze(m, cur)
         while cur.t < t:
             span = self._spans.at(cur.t)
             end = min(t, span.next_cut(cur.t))
@@ -714,16 +726,9 @@ class KpiEngine:
                     category = "unknown"
                 else:
                     end = min(end, cur.valid_until)
-            frozen = False
-            if category != "unknown" and (cur.frozen or m.watch_all or category == "running"):
-                # Frozen values: the same values for longer than frozen_after (docs/kpi.md).
-                limit = cur.changed_at + m.frozen_ns
-                if cur.frozen or cur.t >= limit:
-                    if not cur.frozen and close is not None:
-                        self._freeze(m, cur)
-                    category, frozen = "unknown", True
-                else:
-                    end = min(end, limit)
+            frozen = cur.frozen and category != "unknown"
+            if frozen:
+                category = "unknown"  # the values are frozen (docs/kpi.md): not run, not stop
             seconds = (end - cur.t) / NS
             planned = span.is_planned(cur.t)
             if self.trace is not None and close is not None:
@@ -777,6 +782,8 @@ class KpiEngine:
             cur.seen[role] = value  # a value moved: nothing is frozen
             cur.changed_at = t
             cur.frozen = False
+        elif usable:
+            cur.answered_at = t  # the same value again (checked for a freeze in `_fold_to`)
         if role == HEARTBEAT:
             return
         if role in (STATE, UNIT_MODE):
@@ -967,7 +974,8 @@ class KpiEngine:
     def _freeze(self, m: _MachineState, cur: _Cursor) -> None:
         """The values have not moved for `frozen_after`: frozen since their last change. From
         now on the fold counts unknown time; the time since the last change, already folded
-        as the state said, is folded again (at the next flush) from a mark in the log."""
+        as the state said, is folded again (at the next flush) from a mark in the log. A gap
+        without readings is not a freeze (nothing answered): that is `max_gap`'s business."""
         cur.frozen = True
         self.stats["frozen"] += 1
         if self._recomputing:

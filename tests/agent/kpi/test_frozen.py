@@ -97,3 +97,16 @@ def test_frozen_after_defaults_to_ten_cycles_and_at_least_a_minute(tmp_path: Pat
     _, config = make(tmp_path, slow)
     kpi = config.machines[0].kpi
     assert kpi is not None and kpi.frozen_after_s() == 300.0
+
+
+def test_a_gap_without_readings_is_not_a_freeze(tmp_path: Path) -> None:
+    engine, config = make(tmp_path, press())
+    feed = Feed(engine, config, "press1")
+    # Nothing is read from 06:20 to 06:30 (the link is down): the state vouches for max_gap
+    # (3 min), the rest is unknown, but nothing answered the same values: not frozen.
+    for minute in [*range(21), *range(30, 61)]:
+        send(feed, at("06:00") + minute * MIN, state=1, total=60 * minute, reject=0, temp=minute)
+    [h] = kpis(feed.events, "hour", f"{DAY}T06", definition="classic", scope="machine")
+    c = parts(h)
+    assert (c.running_s, c.unknown_s, c.frozen_s) == (3600 - 420, 420, 0)
+    assert "frozen" not in h["flags"] and engine.statistics()["frozen"] == 0
