@@ -543,14 +543,14 @@ class KpiEngine:
         """Close the windows of machines that stopped reporting: their time moves on to
         `now_ns - max_gap` (a reading may still arrive up to max_gap late without being late).
         Late readings taken since the last tick are folded in first (`flush`)."""
-        self.flush()
+        flushed = self.flush()  # the windows it revised are events too
         for m in self._machines:
             if m.cursor is None:
                 self._start_silent(m)
             cursor = m.cursor
             if cursor is not None and now_ns - m.max_gap_ns > cursor.t:
                 self._fold_to(m, cursor, now_ns - m.max_gap_ns, self._close)
-        return self._take()
+        return flushed + self._take()
 
     def snapshot(self, now_ns: int, kind: WindowKind | None = None) -> dict[str, Any]:
         """Live figures of the window of `kind` in progress at `now_ns` per machine and line,
@@ -616,7 +616,7 @@ class KpiEngine:
         """The agent saw nothing after `since_ns` (it was stopped): no state vouches for time
         past it, so the time until the next reading is unknown instead of the last state held
         on for up to `max_gap`. Kept in the log, so a recompute across it says the same."""
-        self.flush()
+        flushed = self.flush()
         for m in self._machines:
             if m.cursor is None:
                 continue
@@ -624,7 +624,7 @@ class KpiEngine:
             self._fold_to(m, m.cursor, t, self._close)
             m.log.add(t, OUTAGE, 0.0, Quality.GOOD)
             m.cursor.valid_until = min(m.cursor.valid_until, t)
-        return self._take()
+        return flushed + self._take()
 
     # -- the fold -----------------------------------------------------------------------------
 

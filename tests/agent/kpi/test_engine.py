@@ -293,6 +293,23 @@ def test_late_data_reemits_the_window_with_a_new_revision(tmp_path: Path) -> Non
     assert parts(a).down_s == 600 and a["revision"] == 0
 
 
+def test_the_tick_emits_the_revisions_of_the_late_data_it_folds_in(tmp_path: Path) -> None:
+    # The runtime only ticks (and the tick flushes): the revised windows must come out of it.
+    engine, config = make(tmp_path, machine("press1", gap="1h"))
+    feed = Feed(engine, config, "press1")
+    feed.send(at("06:00"), state=1, reason=0, total=0, reject=0)
+    feed.send(at("07:00"), state=1, reason=0, total=3600, reject=0)
+    assert feed.send(at("06:20"), state=3, reason=102) == []
+    revised = kpis(engine.tick(at("07:00")), "hour", f"{DAY}T06", definition="classic")
+    assert [(r["scope"], r["revision"]) for r in revised] == [
+        ("machine", 1), ("line", 1), ("area", 1), ("site", 1)]  # fmt: skip
+    assert parts(revised[0]).down_s == 2400
+    # An outage flushes too.
+    assert feed.send(at("06:40"), state=1, reason=0) == []
+    revised = kpis(engine.outage(at("07:00")), "hour", f"{DAY}T06", scope="machine")
+    assert [r["revision"] for r in revised] == [2, 2]
+
+
 def test_late_data_older_than_the_retained_day_is_dropped(tmp_path: Path) -> None:
     engine, config = make(tmp_path, machine("press1"))
     feed = Feed(engine, config, "press1")
