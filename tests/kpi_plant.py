@@ -45,13 +45,17 @@ def write_config(
     calendar: str | None = None,
     max_gap: str | None = None,
     threshold: float | None = None,
+    frozen_after: str = "5m",
     **options: str,
 ) -> Path:
     """The starter's config for the running plant, stored under `tmp/data`; its path.
 
     `calendar` replaces the starter's [calendar] section; `max_gap` lets the state vouch for
     longer (a busy CPU may stall the poller, a test may stop the agent); `threshold` is the
-    camera inspection's anomaly threshold. `options` go to `plant_config`.
+    camera inspection's anomaly threshold. `options` go to `plant_config`. `frozen_after`: the
+    plant runs 1 200 times faster than real time, so a plant tick that a busy CPU holds back by
+    50 ms leaves the registers still for a simulated minute (the default frozen_after); five
+    minutes is 250 ms.
     """
     text = plant_config(plant_machines(plant.endpoints()), data_dir=str(tmp / "data"), **options)
     if calendar is not None:
@@ -61,6 +65,7 @@ def write_config(
         text = text.replace(
             'reason = "stop_reason"', f'reason = "stop_reason"\nmax_gap = "{max_gap}"'
         )
+    text = re.sub(r"(\[machines\.kpi\]\n)", f'\\1frozen_after = "{frozen_after}"\n', text)
     if threshold is not None:
         text = text.replace("threads = 1", f"threads = 1\nthreshold = {threshold}")
     path = tmp / "lineside.toml"
