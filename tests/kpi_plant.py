@@ -110,7 +110,7 @@ def latest_kpis(events: Iterable[Event]) -> dict[KpiKey, dict[str, Any]]:
         if e.kind is not EventKind.KPI:
             continue
         d = e.data
-        who = d["machine"] or d["line"] or d.get("area") or d.get("site")
+        who = str(d["machine"] or d["line"] or d.get("area") or d.get("site"))
         key = (d["scope"], who, d["window"]["name"], d["definition"])
         if d["revision"] >= out.get(key, {}).get("revision", -1):
             out[key] = d

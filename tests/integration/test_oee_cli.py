@@ -42,7 +42,7 @@ def live_shift_oee(config_path: Path) -> dict[str, Any]:
             d = e.data
             if e.kind is not EventKind.KPI or d["definition"] != "classic":
                 continue
-            who = d["machine"] or d["line"] or d.get("area") or d.get("site")
+            who = str(d["machine"] or d["line"] or d.get("area") or d.get("site"))
             if d["window"]["name"] == "2026-11-23/A" and d["revision"] >= out.get(who, (-1,))[0]:
                 out[who] = (d["revision"], d["kpis"]["oee"])
     return {k: v for k, (_, v) in out.items()}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.kpi.formulas import classic
+from agent.model import Quality
 from tests.agent.kpi.test_engine import DAY, MIN, Feed, at, kpis, machine, make, parts
 
 TAGS = '  { name = "reject", address = "hr:4", type = "uint32" },\n'
@@ -23,7 +24,7 @@ def press(frozen: str = 'frozen_after = "5m"', extra: str = "") -> str:
 
 
 def send(feed: Feed, t: int, **values: float) -> None:
-    feed.send(t, **values)
+    feed.send(t, Quality.GOOD, **values)
     feed.events += feed.engine.flush()
 
 
