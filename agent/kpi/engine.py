@@ -390,16 +390,15 @@ class KpiEngine:
                 if tag.name not in kpi_tags and path in tag_ids:
                     others[tag_ids[path]] = index
         size = max([*roles, *others], default=-1) + 1
-        # tag id -> index into self._roles (-1: not a KPI tag), so a batch is filtered at once.
+        # tag id -> index into self._roles, or -2 - machine index for a machine's other tags
+        # (-1: neither), so a batch is sorted out at once.
         self._lookup = np.full(size, -1, dtype=np.int64)
         self._roles = list(roles.values())
         for i, tag_id in enumerate(roles):
             self._lookup[tag_id] = i
-        # tag id -> machine index for the machines' other tags, and their last values.
-        self._others = np.full(size, -1, dtype=np.int64)
         for tag_id, index in others.items():
-            self._others[tag_id] = index
-        self._other_last = np.full(size, np.nan)
+            self._lookup[tag_id] = -2 - index
+        self._other_last = np.full(size, np.nan)  # the last value of every other tag
         # Roll-up windows (line, area, site): what each machine closed, and the revision the
         # roll-up last emitted.
         self._group_parts: dict[tuple[Group, WindowKey], dict[str, Components]] = {}
@@ -427,11 +426,12 @@ class KpiEngine:
         picked = np.full(ids.shape[0], -1, dtype=np.int64)
         picked[inside] = self._lookup[ids[inside]]
         rows = np.flatnonzero(picked >= 0)
-        moved = self._moved_machines(batch, ids, inside)
+        stamps = batch.timestamps()
+        moved = self._moved_machines(batch, ids, picked, stamps)
         if rows.size == 0:
             self._mark_moved(moved)
             return self._take()
-        ts = batch.timestamps()[rows]
+        ts = stamps[rows]
         order = np.argsort(ts, kind="stable")
         for r, t in zip(rows[order].tolist(), ts[order].tolist(), strict=True):
             role = self._roles[int(picked[r])]
@@ -461,24 +461,26 @@ class KpiEngine:
         return self._take()
 
     def _moved_machines(
-        self, batch: ReadingBatch, ids: np.ndarray[Any, Any], inside: np.ndarray[Any, Any]
+        self,
+        batch: ReadingBatch,
+        ids: np.ndarray[Any, Any],
+        picked: np.ndarray[Any, Any],
+        stamps: np.ndarray[Any, Any],
     ) -> dict[int, int]:
         """Machine index -> the latest time in the batch at which one of its other (not KPI)
         tags changed value: those values only prove the source is not frozen."""
-        owner = np.full(ids.shape[0], -1, dtype=np.int64)
-        owner[inside] = self._others[ids[inside]]
-        rows = np.flatnonzero((owner >= 0) & (batch.quality != Quality.BAD))
+        rows = np.flatnonzero((picked <= -2) & (batch.quality != Quality.BAD))
         if rows.size == 0:
             return {}
         tags, values = ids[rows], batch.values[rows]
-        before = self._other_last[tags]
-        changed = ~((values == before) | (np.isnan(values) & np.isnan(before)))
+        changed = values != self._other_last[tags]  # a good NaN counts as a move: rare
         self._other_last[tags] = values
         if not changed.any():
             return {}
-        ts = batch.timestamps()[rows[changed]]
+        rows = rows[changed]
+        owners, ts = (-2 - picked[rows]).tolist(), stamps[rows].tolist()
         out: dict[int, int] = {}
-        for index, t in zip(owner[rows[changed]].tolist(), ts.tolist(), strict=True):
+        for index, t in zip(owners, ts, strict=True):
             out[index] = max(t, out.get(index, t))
         return out
 
