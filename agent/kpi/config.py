@@ -11,6 +11,8 @@
     ideal_cycle_time = "2.5s"             # or ideal_rate = 160 with rate_per = "hour"
     energy = "energy_kwh"                 # optional cumulative kWh meter
     max_gap = "3m"                        # no state reading for longer: unknown time
+    frozen_after = "2m"                   # no value moving for longer: frozen, unknown time
+    heartbeat = "plc_clock"               # optional: a tag that moves whatever the machine does
     target_oee = 0.85                     # optional: the shift report's target line (a ratio)
     target_output = 9000                  # optional: good units planned per shift
     product = "product_code"              # optional product tag: a code, or a text tag whose
@@ -84,6 +86,11 @@ class MachineKpi(BaseModel):
     products: dict[str, PositiveFloat] = Field(default_factory=dict)
     energy: str | None = None
     max_gap: PositiveDuration = 180.0
+    # Frozen values (docs/kpi.md, Frozen values): none of the machine's KPI tags (nor its
+    # `heartbeat` tag) changed for longer than this while it ran (any state with a heartbeat):
+    # the time since the last change is unknown. Default: `frozen_after_s()`.
+    frozen_after: PositiveDuration | None = None
+    heartbeat: str | None = None
     # Targets of the shift report: OEE as a ratio (0.85), good units per shift.
     target_oee: PositiveFloat | None = None
     target_output: PositiveFloat | None = None
@@ -150,10 +157,19 @@ class MachineKpi(BaseModel):
 
     def tag_roles(self) -> Iterator[tuple[str, str]]:
         """(key, tag name) of every tag this section names."""
-        for key in ("state", "unit_mode", "reason", *COUNTER_ROLES, "product", "energy"):
+        keys = ("state", "unit_mode", "reason", *COUNTER_ROLES, "product", "energy", "heartbeat")
+        for key in keys:
             name = getattr(self, key)
             if name is not None:
                 yield key, name
+
+    def frozen_after_s(self) -> float:
+        """How long the values may stay the same before they count as frozen: as configured,
+        else 10 cycles of the slowest product, at least a minute (a running machine counts)."""
+        if self.frozen_after is not None:
+            return self.frozen_after
+        slowest = max(self.cycle_time_s(int(p)) for p in ("0", *self.products))
+        return max(60.0, 10.0 * slowest)
 
     def code_table(self) -> dict[int, StateName]:
         return {code: name for name, codes in (self.states or {}).items() for code in codes}

@@ -54,7 +54,8 @@ def shift_report(
     result = replay(config, everything, now_ns, data_dir=data_dir, trace=timeline)
     wanted = {(w.kind, w.name) for w in selection.windows}
     earlier = {(w.kind, w.name) for w in before.windows}
-    picked = [w for w in result.windows if on_line(line, w.line)]
+    # The report shows machines and lines (areas and the site are in `lineside oee`).
+    picked = [w for w in result.windows if w.line is not None and on_line(line, w.line)]
     periods = [w for w in picked if (w.kind, w.name) in wanted]
     history = [w for w in picked if (w.kind, w.name) in earlier]
     hour_rows = [w for w in picked if w.kind == "hour"]

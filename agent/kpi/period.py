@@ -181,9 +181,11 @@ class Placed(Protocol):
     """What a scope reads of a KPI window: whose figures they are."""
 
     @property
+    def scope(self) -> str: ...  # machine, line, area or site
+    @property
     def machine(self) -> str | None: ...
     @property
-    def line(self) -> str: ...
+    def line(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,12 +198,15 @@ class Scope:
     machine: str | None = None
 
     def keeps(self, window: Placed) -> bool:
-        """A machine's window of the scope, or a line's when no single machine is asked for."""
-        if not on_line(self.line, window.line):
-            return False
-        if window.machine is None:
-            return self.machine is None
-        return window.machine in self.machines
+        """A machine's window of the scope; a line's when no single machine is asked for; an
+        area's and the site's only when neither a line nor a machine is."""
+        if window.scope == "machine":
+            return window.machine in self.machines
+        if window.scope == "line":
+            return (
+                self.machine is None and window.line is not None and on_line(self.line, window.line)
+            )
+        return self.machine is None and self.line is None
 
 
 def scope_of(config: Config, line: str | None = None, machine: str | None = None) -> Scope:

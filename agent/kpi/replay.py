@@ -36,7 +36,7 @@ from typing import Any
 
 from agent.config.sections import Config
 from agent.kpi.calendar import Window
-from agent.kpi.engine import KpiEngine, Trace
+from agent.kpi.engine import SCOPES, KpiEngine, Trace, record_key
 from agent.kpi.period import Selection
 from agent.model import OUTAGE, Event, EventKind
 from agent.store import StoreReader
@@ -50,11 +50,12 @@ Progress = Callable[[int, int], None]  # (records done, records in all)
 
 @dataclass(frozen=True, slots=True)
 class KpiWindow:
-    """One machine's or one line's figures for one window, both definitions together."""
+    """One machine's, line's, area's or the site's figures for one window, both definitions
+    together."""
 
-    scope: str  # "machine" or "line"
-    machine: str | None  # None for a line
-    line: str  # "area/line"
+    scope: str  # "machine", "line", "area" or "site"
+    machine: str | None  # None for a roll-up
+    line: str | None  # "area/line"; None for an area or the site
     kind: str  # hour, shift or day
     name: str  # "2026-11-23/A", "2026-11-23T08", "2026-11-23"
     start_ns: int
@@ -68,11 +69,21 @@ class KpiWindow:
     revision: int = 0
     complete: bool = True  # False: the window is still running, figures as of `as_of_ns`
     as_of_ns: int | None = None
+    area: str | None = None  # None for the site
+    site: str | None = None
+    unit: str | None = None  # the unit of the counts; None: a roll-up of unlike units
+    notes: tuple[str, ...] = ()
+    # Per product (a machine with a `product` tag): {"product", "label", "classic",
+    # "iso22400", "components", "unknown", "flags"} (docs/kpi.md, Per product).
+    products: tuple[dict[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
-        """What a row is called: the machine, or the line."""
-        return self.machine if self.machine is not None else self.line
+        """What a row is called: the machine, line, area or site."""
+        for who in (self.machine, self.line, self.area, self.site):
+            if who is not None:
+                return who
+        return "?"
 
 
 @dataclass(slots=True)
@@ -191,7 +202,7 @@ def replay(
     for w in selection.windows:
         if w.end_ns > now_ns and w.start_ns <= now_ns:
             out += _live(engine.snapshot(now_ns, kind=w.kind), w)
-    out.sort(key=lambda k: (k.start_ns, k.scope != "machine", k.label))
+    out.sort(key=lambda k: (k.start_ns, SCOPES.index(k.scope), k.label))
     seen = {w.machine for w in out if w.machine is not None}
     silent = set(engine.silent())
     return ReplayResult(
@@ -255,12 +266,12 @@ def feed(
 
 def _closed(events: Sequence[Event]) -> list[KpiWindow]:
     """The latest revision of every window the engine closed (the two definitions joined)."""
-    latest: dict[tuple[str, str | None, str, str, str], dict[str, dict[str, Any]]] = {}
+    latest: dict[tuple[str, str, str, str], dict[str, dict[str, Any]]] = {}
     for e in events:
         if e.kind is not EventKind.KPI:
             continue
         d = e.data
-        key = (d["scope"], d["machine"], d["line"], d["window"]["kind"], d["window"]["name"])
+        key = record_key(d)
         pair = latest.setdefault(key, {})
         held = pair.get(d["definition"])
         if held is None or d["revision"] >= held["revision"]:
@@ -272,8 +283,19 @@ def _closed(events: Sequence[Event]) -> list[KpiWindow]:
             continue
         # An event holds one definition's KPIs as `kpis`; the window holds both.
         figures = {**c, "classic": c["kpis"], "iso22400": iso["kpis"]}
-        scope, machine, line = c["scope"], c["machine"], c["line"]
-        out.append(_window(scope, machine, line, c["window"], figures, revision=c["revision"]))
+        figures["products"] = _both(c.get("products", []), iso.get("products", []))
+        out.append(_window(c, c["window"], figures, revision=c["revision"]))
+    return out
+
+
+def _both(classic: list[dict[str, Any]], iso: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-product figures of the two definitions' events joined (each holds its own
+    definition's KPIs as `kpis`)."""
+    other = {p["product"]: p["kpis"] for p in iso}
+    out = []
+    for p in classic:
+        row = {k: v for k, v in p.items() if k != "kpis"}
+        out.append({**row, "classic": p["kpis"], "iso22400": other.get(p["product"], {})})
     return out
 
 
@@ -283,31 +305,31 @@ def _live(snapshot: dict[str, Any], wanted: Window) -> list[KpiWindow]:
     if (w["kind"], w["name"]) != (wanted.kind, wanted.name):
         return []
     out = []
-    rows = [(name, f["line"], f) for name, f in snapshot["machines"].items()]
-    rows += [(None, line, f) for line, f in snapshot["lines"].items()]
+    rows = [f for key in ("machines", "lines", "areas", "sites") for f in snapshot[key].values()]
     as_of = max((f.get("as_of_ns", 0) for f in snapshot["machines"].values()), default=None)
-    for machine, line, f in rows:
-        scope = "machine" if machine is not None else "line"
-        out.append(
-            _window(scope, machine, line, w, f, complete=False, as_of_ns=f.get("as_of_ns", as_of))
-        )
+    for f in rows:
+        out.append(_window(f, w, f, complete=False, as_of_ns=f.get("as_of_ns", as_of)))
     return out
 
 
 def _window(
-    scope: str,
-    machine: str | None,
-    line: str,
+    place: dict[str, Any],
     window: dict[str, Any],
     figures: dict[str, Any],
     **state: Any,
 ) -> KpiWindow:
-    """A KpiWindow from a window's JSON and its figures (`classic` and `iso22400` KPIs,
-    `components`, `flags`, `losses`, `pareto`), as KPI events and the snapshot hold them."""
+    """A KpiWindow from a record's place (`scope`, `machine`, `line`, `area`, `site`), its
+    window's JSON and its figures (`classic` and `iso22400` KPIs, `components`, `flags`,
+    `losses`, `pareto`, `products`), as KPI events and the snapshot hold them."""
     return KpiWindow(
-        scope=scope,
-        machine=machine,
-        line=line,
+        scope=place["scope"],
+        machine=place["machine"],
+        line=place["line"],
+        area=place.get("area"),
+        site=place.get("site"),
+        unit=figures.get("unit"),
+        notes=tuple(figures.get("notes", ())),
+        products=tuple(figures.get("products", ())),
         kind=window["kind"],
         name=window["name"],
         start_ns=window["start_ns"],

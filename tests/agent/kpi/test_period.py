@@ -174,6 +174,7 @@ def test_an_unknown_window_is_refused() -> None:
 class Placed:
     def __init__(self, machine: str | None, line: str) -> None:
         self.machine, self.line = machine, line
+        self.scope = "line" if machine is None else "machine"
 
 
 def test_the_scope_is_every_machine_with_kpis_by_default(plant: Config) -> None:

@@ -127,6 +127,7 @@ def test_replayed_shift_and_hours_equal_what_the_live_engine_stored(filled: Conf
     got = {(w.kind, w.name, w.label) for w in result.windows}
     names = ["2026-11-23/A", "2026-11-23T06", "2026-11-23T07"]
     who = ["press1", "press2", "mill1", "stamping/body-line-1", "grinding/cement-mill-1"]
+    who += ["stamping", "grinding", config.plant.site]  # the areas and the site
     kinds = {"2026-11-23/A": "shift", "2026-11-23T06": "hour", "2026-11-23T07": "hour"}
     assert got == {(kinds[n], n, w) for n in names for w in who}
     assert result.missing == []
