@@ -147,21 +147,13 @@ def test_oee_prints_a_row_per_line_area_and_site(tmp_path: Path) -> None:
     assert [d["area"] for d in data if d["scope"] == "area"] == ["grinding", "stamping"]
     # --line or --machine: the roll-ups above the line are left out.
     names = {"press1", "press2", "mill1"}
-    assert {
-        w.scope for w in (w for w in windows if Scope(frozenset(names), None, None).keeps(w))
-    } == {
-        "machine",
-        "line",
-        "area",
-        "site",
-    }
-    assert {
-        w.scope for w in (w for w in windows if Scope(frozenset({"press1"}), "l1", None).keeps(w))
-    } == {"machine", "line"}
-    assert {
-        w.scope
-        for w in (w for w in windows if Scope(frozenset({"press1"}), None, "press1").keeps(w))
-    } == {"machine"}
+
+    def kept(line: str | None, machine: str | None, names: set[str]) -> set[str]:
+        return {w.scope for w in windows if Scope(frozenset(names), line, machine).keeps(w)}
+
+    assert kept(None, None, names) == {"machine", "line", "area", "site"}
+    assert kept("l1", None, {"press1"}) == {"machine", "line"}
+    assert kept(None, "press1", {"press1"}) == {"machine"}
 
 
 # -- per product ---------------------------------------------------------------------------------
