@@ -380,16 +380,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result))
+    if result["runs"]:
+        print(table(result))
     for kind, ratio in result["ratios"].items():
         print(f"{kind} / baseline: rate {_num(ratio['rate'], 3)}, "
               f"CPU per record {_num(ratio['cpu_per_record'], 2)}")  # fmt: skip
     for lat in result["latencies"]:
-        print(f"{lat['workload']} poll-to-broker latency (report {lat['report']}): "
-              f"p50 {lat['latency_p50_ms']:.1f} ms, p99 {lat['latency_p99_ms']:.1f} ms, "
-              f"max {lat['latency_max_ms']:.1f} ms ({lat['measured']:,} records); "
-              f"delivered {lat['delivered_records']:,} of {lat['stored_records']:,} stored "
-              f"records ({lat['delivered_readings']:,} of {lat['stored_readings']:,} readings)")  # fmt: skip
+        print(
+            f"{lat['workload']} poll-to-broker latency (report {lat['report']}): "
+            f"p50 {lat['latency_p50_ms']:.1f} ms, p99 {lat['latency_p99_ms']:.1f} ms, "
+            f"max {lat['latency_max_ms']:.1f} ms ({lat['measured']:,} records); "
+            f"delivered {lat['delivered_records']:,} of {lat['stored_records']:,} stored "
+            f"records ({lat['delivered_readings']:,} of {lat['stored_readings']:,} readings)"
+        )
     if not result["runs"]:
         print(f"results: {args.out}")
         return 0
