@@ -155,6 +155,7 @@ class Subscriber:
 
     def __init__(self, host: str, port: int) -> None:
         self.samples: list[tuple[int, int]] = []
+        self.received_at: dict[int, int] = {}  # seq → receive time ns (the first message's)
         self.seqs: set[int] = set()
         self.readings = 0
         self._subscribed = threading.Event()
@@ -179,11 +180,14 @@ class Subscriber:
             body = orjson.loads(message.payload)
             self.samples.append((received, int(body["ts"])))
             self.seqs.add(int(body["seq"]))
+            self.received_at.setdefault(int(body["seq"]), received)
             self.readings += len(body["values"])
         elif message.topic.endswith("/telemetry/_batch"):
             body = orjson.loads(message.payload)
             self.samples.extend((received, int(ts)) for ts in body["ts"])
             self.seqs.update(int(seq) for seq in body["seq"])
+            for seq in body["seq"]:
+                self.received_at.setdefault(int(seq), received)
             self.readings += sum(body["n"])
 
     def close(self) -> None:
@@ -196,13 +200,42 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-def _stored_records(data_dir: Path) -> tuple[int, int]:
-    """(telemetry records, readings) the agent stored: what the live path had to deliver."""
+def _stored_records(data_dir: Path) -> tuple[int, int, dict[int, tuple[int, int]]]:
+    """(telemetry records, readings) the agent stored: what the live path had to deliver; and
+    each record's (first timestamp, stored_ns: its commit's start) in ns, by seq."""
     with sqlite3.connect(f"file:{data_dir / DB_NAME}?mode=ro", uri=True) as conn:
         records, readings = conn.execute(
             "SELECT count(*), coalesce(sum(n), 0) FROM telemetry"
         ).fetchone()
-    return int(records), int(readings)
+        times = {
+            int(seq): (int(ts), int(stored))
+            for seq, ts, stored in conn.execute("SELECT seq, ts_first_ns, stored_ns FROM telemetry")
+        }
+    return int(records), int(readings), times
+
+
+def _split(
+    times: dict[int, tuple[int, int]], received_at: dict[int, int], from_ns: int
+) -> dict[str, float]:
+    """Where the age goes: poll → commit start (acquisition, the writer's queue) and commit
+    start → receipt (the fsync, the forwarder, the broker, the subscriber), p50 and p99 in ms,
+    records polled after `from_ns`."""
+    to_commit, to_broker = [], []
+    for seq, received in received_at.items():
+        if seq in times and times[seq][0] >= from_ns:
+            ts, stored = times[seq]
+            to_commit.append((stored - ts) / 1e6)
+            to_broker.append((received - stored) / 1e6)
+    if not to_commit:
+        return {}
+    to_commit.sort()
+    to_broker.sort()
+    return {
+        "poll_to_commit_p50_ms": _percentile(to_commit, 0.50),
+        "poll_to_commit_p99_ms": _percentile(to_commit, 0.99),
+        "commit_to_receipt_p50_ms": _percentile(to_broker, 0.50),
+        "commit_to_receipt_p99_ms": _percentile(to_broker, 0.99),
+    }
 
 
 def run_latency(
@@ -248,7 +281,7 @@ def run_latency(
     )
     if not kept:
         raise RuntimeError("no telemetry message after the warm-up")
-    stored, stored_readings = _stored_records(directory / "data")
+    stored, stored_readings, times = _stored_records(directory / "data")
     return {
         "workload": workload.name,
         "report": workload.report,
@@ -257,6 +290,7 @@ def run_latency(
         "stored_readings": stored_readings,
         "delivered_records": len(subscriber.seqs),
         "delivered_readings": subscriber.readings,
+        **_split(times, subscriber.received_at, (first_ms + round(WARM_UP_S * 1000)) * 1_000_000),
         "messages": len(samples),
         "measured": len(kept),
         "latency_p50_ms": _percentile(kept, 0.50),
@@ -393,6 +427,13 @@ def main(argv: list[str] | None = None) -> int:
             f"delivered {lat['delivered_records']:,} of {lat['stored_records']:,} stored "
             f"records ({lat['delivered_readings']:,} of {lat['stored_readings']:,} readings)"
         )
+        if "poll_to_commit_p50_ms" in lat:
+            print(
+                f"   poll → commit p50 {lat['poll_to_commit_p50_ms']:.1f} / p99 "
+                f"{lat['poll_to_commit_p99_ms']:.1f} ms, commit → receipt p50 "
+                f"{lat['commit_to_receipt_p50_ms']:.1f} / p99 "
+                f"{lat['commit_to_receipt_p99_ms']:.1f} ms"
+            )
     if not result["runs"]:
         print(f"results: {args.out}")
         return 0
