@@ -233,6 +233,11 @@ class StoreWriter:
         with self._cond:
             self._listeners.append(listener)
 
+    def committed_seq(self, stream: str) -> int:
+        """The last seq of `stream` committed so far (cheap: for a commit listener)."""
+        with self._cond:
+            return self._last_seq[stream]
+
     def remove_commit_listener(self, listener: Callable[[], None]) -> None:
         with self._cond:
             if listener in self._listeners:

@@ -339,6 +339,9 @@ async def test_a_commit_wakes_an_idle_lane_at_once(tmp_path: Path) -> None:
         now = SystemClock().time_ns()
         writer.submit_readings(ReadingBatch.from_columns("plc", [1], [5.0], Quality.GOOD, now))
         await until(lambda: telemetry_seqs(sink) == [1, 2], limit=5.0)
+        # A commit wakes the lane of the stream it wrote to: the events lane for an event.
+        writer.submit_event(Event(EventKind.ALARM, ts_ns=now, machine="m", data={"code": 8}))
+        await until(lambda: [r.seq for r in sink.received if r.stream == "events"] == [1, 2], 5.0)
 
 
 async def test_a_record_goes_to_a_sink_only_once_it_is_committed(tmp_path: Path) -> None:
