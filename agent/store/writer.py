@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import sqlite3
 import threading
 import time
@@ -134,8 +133,9 @@ class StoreWriter:
         # How soon the submissions since the thread last took its queue want it awake (_IDLE
         # .. _NOW): a submission notifies only when it raises this.
         self._wanted = _IDLE
-        # When the last commit started (monotonic); none yet: the first record goes at once.
-        self._last_start = -math.inf
+        # When the last commit started (monotonic). The start counts as one: a writer gathers
+        # for its first `flush_interval` (tests hold records in memory with a long one).
+        self._last_start = time.monotonic()
         self._waiters: list[tuple[int, Callable[[], None]]] = []
         self._listeners: list[Callable[[], None]] = []  # told after a commit that wrote records
         self._thread = threading.Thread(target=self._run, name="lineside-store", daemon=True)
