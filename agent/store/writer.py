@@ -382,7 +382,8 @@ class StoreWriter:
         limit cuts the wait short (not even close(): it would spin on a disk that keeps
         failing). Else: at once when closing or `flush_rows` readings wait; records one
         `flush_interval` after the last commit started (at once when that is past: the writer
-        was idle); acknowledgements alone after `ACK_INTERVAL`; the bounds on their interval.
+        was idle); acknowledgements alone, and the bounds alone (on their interval), at most
+        every `ACK_INTERVAL`.
         """
         if self._urgent:
             return now
@@ -391,9 +392,10 @@ class StoreWriter:
         p = self._pending
         if self._stopping or p.readings >= self._flush_rows:
             return now
-        # The bounds alone: not sooner than records would be (a housekeeping interval of 0
-        # means "with every commit", not a commit loop).
-        due = max(next_housekeeping, self._last_start + self._flush_interval)
+        # The bounds alone, like acknowledgements alone, every ACK_INTERVAL at most (a
+        # housekeeping interval of 0 means "with every commit", not a commit loop): each
+        # commit grows the WAL, which the size bound counts.
+        due = max(next_housekeeping, self._last_start + max(self._flush_interval, ACK_INTERVAL))
         if p.telemetry or p.events or p.quarantine or p.releases or p.unstored_drops != (0, 0):
             due = min(due, self._last_start + self._flush_interval)
         elif p.acks:
