@@ -328,10 +328,14 @@ def run(
                     if drain
                     else {"runs": {}, "ratios": {}}
                 )
-                latencies = [
-                    run_latency(work, broker, latency_duration, name, latency_report)
-                    for name in (latency_workloads if latency_duration is not None else ())
-                ]
+                latencies = (
+                    [
+                        run_latency(work, broker, latency_duration, name, latency_report)
+                        for name in latency_workloads
+                    ]
+                    if latency_duration is not None
+                    else []
+                )
         http_requests, _ = receiver.counts()
     finally:
         receiver.stop()
