@@ -354,7 +354,9 @@ class UnsLayout:
                 narrow = values[f32].astype(np.float32)
             finite = np.isfinite(narrow)
             # The shortest float32 decimals, read back as float64: still one C call each way.
-            shortest = orjson.loads(orjson.dumps(np.where(finite, narrow, 0), option=_JSON_OPTIONS))
+            shortest = orjson.loads(
+                orjson.dumps(np.where(finite, narrow, np.float32(0)), option=_JSON_OPTIONS)
+            )
             values = values.copy()
             values[f32] = np.where(finite, np.asarray(shortest, dtype=np.float64), np.nan)
         shaped: list[Plain] = orjson.loads(orjson.dumps(values, option=_JSON_OPTIONS))
