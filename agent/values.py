@@ -83,6 +83,11 @@ def is_text(tag: object | None) -> bool:
     return str(getattr(tag, "type", None) or "").lower() == "string"
 
 
+def is_float32(tag: object | None) -> bool:
+    """Whether `tag` is declared a float32 (its values go as the shortest float32 decimal)."""
+    return str(getattr(tag, "type", None) or "").lower() in _FLOAT32_TYPES
+
+
 def shaper(tag: object | None) -> Callable[[float], Plain] | None:
     """`plain` for one tag, or None when its values go as they are (float64: nothing to do),
     so a hot loop pays only for the tags that need it."""

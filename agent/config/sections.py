@@ -55,7 +55,7 @@ class StoreSection(BaseModel):
     # The store is the plant's local history: every record stays this long, sent or not; only
     # max_size drops records earlier (delivered ones first).
     max_age: PositiveDuration = 7 * 86400.0
-    flush_interval: PositiveDuration = 0.1
+    flush_interval: PositiveDuration = 0.01  # group commit: at most one per interval
     flush_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
     # readings held in memory while the store takes no writes (full); then new ones are dropped
     max_pending: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000

@@ -180,6 +180,20 @@ async def test_send_waits_for_every_puback_and_fails_when_the_broker_dies(
     assert [payload["seq"] for _, payload, _ in reader.wait_for(50)] == list(range(1, 51))
 
 
+async def test_publishes_leave_without_waiting_for_nagle(mosquitto: BrokerFactory) -> None:
+    # With Nagle's algorithm a PUBLISH written while an earlier segment waits for its TCP ack
+    # is held back, up to the broker's delayed ack (40 ms on Linux): live data would age.
+    broker = mosquitto()
+    sink = MqttSink(sink_config(broker), CONTEXT)
+    await sink.connect()
+    try:
+        sock = sink.connection.socket()
+        assert sock is not None
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        await sink.close()
+
+
 async def test_no_puback_in_time_is_a_request_timeout(mosquitto: BrokerFactory) -> None:
     broker = mosquitto()
     sink = MqttSink(sink_config(broker), CONTEXT, ack_timeout=0.3)
