@@ -131,14 +131,15 @@ ROUND_THE_CLOCK = (
 )
 
 
-def _kpi_section(kind: str, inspection: str | None = None) -> list[str]:
+def _kpi_section(kind: str, protocol: str, inspection: str | None = None) -> list[str]:
     labels = ", ".join(f'"{code}" = {_toml(text)}' for code, text in _REASONS[kind].items() if code)
     quality = []
     if inspection is not None:
         quality = [f"inspection = {_toml(inspection)}  # quality from the camera's verdicts"]
     return [
         "[machines.kpi]  # the tags OEE is computed from (docs/kpi.md)",
-        *_KPI[kind],
+        # Text tags are read over Modbus and OPC UA only: elsewhere the die is no product key.
+        *(k for k in _KPI[kind] if protocol == "modbus" or not k.startswith("product =")),
         'reason = "stop_reason"',
         f"reasons = {{ {labels} }}",
         *quality,
@@ -426,7 +427,11 @@ def render_config(
             f'line = "{line_name}"',
             f'kind = "{machine.kind}"',
             f"description = {_toml(load_profile(machine.kind).description)}",
-            *_kpi_section(machine.kind, f"{camera}-surface" if machine.name == camera else None),
+            *_kpi_section(
+                machine.kind,
+                machine.protocol,
+                f"{camera}-surface" if machine.name == camera else None,
+            ),
         ]
     out += [
         "",
