@@ -18,7 +18,7 @@ from agent.cli.output import console, err_console, print_json
 from agent.extras import needs
 
 if TYPE_CHECKING:
-    from connectors.modbus.discover import Discovery
+    from connectors.modbus.findings import Discovery
 
 TimeoutOption = Annotated[
     str | None,
@@ -74,7 +74,7 @@ class ModbusReport:
 
 
 def _modbus_report(result: Discovery, files: list[TagsFile], time_limit: float) -> ModbusReport:
-    from connectors.modbus.discover import describe
+    from connectors.modbus.findings import describe
 
     return ModbusReport(
         target=f"{result.host}:{result.port}",
@@ -139,6 +139,7 @@ def modbus(
     if target is None:
         raise Refused("discover modbus needs a target: HOST or HOST:PORT")
     from connectors.modbus import discover as found
+    from connectors.modbus import findings
 
     timeout = timeout or "300ms"
     with refusing(ValueError):
@@ -174,10 +175,10 @@ def modbus(
     files: list[TagsFile] = []
     if out is not None:
         for scan in result.scans:
-            path = found.tags_path(out, scan.unit_id, len(result.scans) > 1)
-            rows, left_out = found.tag_rows(scan)
+            path = findings.tags_path(out, scan.unit_id, len(result.scans) > 1)
+            rows, left_out = findings.tag_rows(scan)
             with writing(path):
-                found.write_tags(path, rows)
+                findings.write_tags(path, rows)
             files.append(TagsFile(scan.unit_id, str(path), len(rows), left_out))
     if as_json:
         print_json(_modbus_report(result, files, time_limit))
@@ -194,7 +195,7 @@ def modbus(
 def _print_modbus(result: Discovery, files: list[TagsFile]) -> None:
     from rich.table import Table
 
-    from connectors.modbus.discover import format_units
+    from connectors.modbus.findings import format_units
 
     where = f"{result.host}:{result.port}"
     console.print(
