@@ -1,6 +1,6 @@
 """The OEE panel's targets: each machine's OEE against its `target_oee` and its good units
 against the plan of the shift so far (`target_output`, pro rata over the shift's time, as the
-shift report's targets table reckons it, agent/kpi/report.py).
+shift report's targets table reckons it, agent/kpi/tables.py).
 
 Pure: `with_targets` adds the figures to the rows `oee_view` (agent/web/state.py) made from the
 KPI snapshot; the page colours them (at or above target, below).
