@@ -406,8 +406,11 @@ def test_close_gives_up_after_its_timeout_while_the_disk_is_full(
     assert writer.close(timeout=0.5) is False  # bounded: it returns, the thread stops
     assert not writer._thread.is_alive()
     stats = writer.statistics()
-    assert stats.pending_readings == 5000 and stats.store_full  # what was lost, counted
-    assert polls_in_store(store) == []
+    # An idle writer commits the first poll at once (group commit), so one may have fit before
+    # the file was full; every other reading is held and counted as lost.
+    written = polls_in_store(store)
+    assert written == list(range(len(written))) and len(written) <= 1
+    assert stats.pending_readings == 5000 - 100 * len(written) and stats.store_full
 
 
 async def test_a_full_store_holding_records_does_not_spin(store: Store, tmp_path: Path) -> None:
