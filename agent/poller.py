@@ -225,6 +225,10 @@ async def run_link(
                 batches = source.bad_batches(groups, clock.time_ns())
             for batch in batches:
                 emit_readings(batch)
+            if not connected and schedule.back_to_back:
+                # Back to back, a link that is down would spin out bad readings as fast as
+                # the loop turns: one poll's worth per connect attempt is enough.
+                await clock.sleep_until(retry_at)
     finally:
         await _close(source)
 

@@ -108,7 +108,8 @@ class ModbusUnit(BaseModel):
 
     unit_id: Annotated[int, Field(ge=0, le=255)]
     machine: Name
-    poll_interval: PositiveDuration = 1.0
+    # "0s": back to back, each poll as soon as the previous one of the link ended.
+    poll_interval: Duration = 1.0
     tags_file: Path | None = (
         None  # read by the loader into `tags`; kept to say where they came from
     )
