@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.clock import Clock
+from agent.histogram import percentiles
 
 # Lateness percentiles are taken over the most recent ticks only: a fixed-size ring costs one
 # store per tick, and recent behaviour is what an operator looking at the status page wants.
@@ -140,7 +141,7 @@ class Ticker:
         if self._ticks == 0:
             return TickerStatistics(0, self._overruns, None, None, None)
         recent = self._lateness[: min(self._ticks, LATENESS_WINDOW)]
-        p50, p99 = np.percentile(recent, [50.0, 99.0])
+        p50, p99 = percentiles(recent, (50.0, 99.0))
         return TickerStatistics(
             ticks=self._ticks,
             overruns=self._overruns,

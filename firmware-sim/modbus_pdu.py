@@ -66,9 +66,7 @@ def _u16(pdu: bytes, offset: int) -> int:
     return (pdu[offset] << 8) | pdu[offset + 1]
 
 
-def _read_bits(
-    image: RegisterImage, table: Table, buf: bytearray, fc: int, pdu: bytes
-) -> bytes:
+def _read_bits(image: RegisterImage, table: Table, buf: bytearray, fc: int, pdu: bytes) -> bytes:
     if len(pdu) != 5:
         return exception_pdu(fc, ILLEGAL_DATA_VALUE)
     address, count = _u16(pdu, 1), _u16(pdu, 3)
@@ -105,7 +103,8 @@ def _read_discrete(image: RegisterImage, pdu: bytes) -> bytes:
 
 def _read_holding(image: RegisterImage, pdu: bytes) -> bytes:
     return _read_registers(
-        image, Table.HOLDING_REGISTERS, image.holding, READ_HOLDING_REGISTERS, pdu)
+        image, Table.HOLDING_REGISTERS, image.holding, READ_HOLDING_REGISTERS, pdu
+    )
 
 
 def _read_input(image: RegisterImage, pdu: bytes) -> bytes:

@@ -55,6 +55,7 @@ import numpy as np
 from agent.clock import Clock, SystemClock
 from agent.duration import format_duration
 from agent.errors import DeviceError, ProtocolError, RequestTimeout
+from agent.histogram import percentiles
 from agent.model import ReadingBatch
 from agent.reasons import Reasons
 from agent.tags import TagTable
@@ -89,7 +90,6 @@ from connectors.modbus.reads import (
     group_name,
     plan_tag,
 )
-
 
 log = logging.getLogger("lineside.source")
 
@@ -195,7 +195,8 @@ class ModbusSource(Generic[Config]):
             return ()
         labels = [_label(unit_id, r) for r in requests]
         blocks = self.reasons.split_block(
-            read.block, [(d.tag_ids.tolist(), label) for d, label in zip(decoders, labels)]
+            read.block,
+            [(d.tag_ids.tolist(), label) for d, label in zip(decoders, labels, strict=True)],
         )
         parts: list[Read] = []
         row = read.rows.start
@@ -265,7 +266,7 @@ class ModbusSource(Generic[Config]):
         now = self._clock.monotonic()
         s = self._stats
         kept = s.latency[: min(s.latency_count, LATENCY_SAMPLES)]
-        p50, p99 = np.percentile(kept, [50, 99]) if kept.size else (math.nan, math.nan)
+        p50, p99 = percentiles(kept, (50.0, 99.0)) if kept.size else (math.nan, math.nan)
         return {
             "polls": s.polls,
             "requests": s.requests,

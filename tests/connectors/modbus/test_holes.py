@@ -30,7 +30,13 @@ pytestmark = pytest.mark.timeout(30)
 
 HR, CO = Table.HOLDING_REGISTERS, Table.COILS
 # Tags either side of a hole in each table; the holes are inside what one read would bridge.
-TAGS = [("a", "hr:0", 11), ("b", "hr:30", 22), ("c", "hr:40", 33), ("d", "co:0", 1), ("e", "co:90", 1)]
+TAGS = [
+    ("a", "hr:0", 11),
+    ("b", "hr:30", 22),
+    ("c", "hr:40", 33),
+    ("d", "co:0", 1),
+    ("e", "co:90", 1),
+]
 HOLES = {HR: ((10, 19),), CO: ((50, 60),)}
 
 
@@ -90,7 +96,9 @@ def _values(batches: list[ReadingBatch], table: TagTable) -> dict[str, float]:
 
 
 def _spans(source: ModbusTcpSource) -> list[str]:
-    return [f"{r.table.value}:{r.start}+{r.count}" for r in source.unit_groups("1s")[0].plan.requests]
+    return [
+        f"{r.table.value}:{r.start}+{r.count}" for r in source.unit_groups("1s")[0].plan.requests
+    ]
 
 
 @pytest.mark.parametrize("spacing", [{}, {"inter_request_delay": '"5ms"'}], ids=["waves", "spaced"])
