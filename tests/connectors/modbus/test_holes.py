@@ -18,6 +18,7 @@ from agent.config import load_config
 from agent.model import Quality, ReadingBatch
 from agent.tags import TagTable
 from benchmarks.workloads import scattered_mixed
+from connectors.modbus.address import Table as WireTable
 from connectors.modbus.config import ModbusTcpSourceConfig
 from connectors.modbus.planner import PlanTag, plan_unit, split_request
 from connectors.modbus.tcp_source import ModbusTcpSource
@@ -60,12 +61,15 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[ModbusTcpServe
 
 
 def _source(
-    tmp_path: Path, port: int, tags: list[tuple[str, str, str]] | None = None, **settings: str
+    tmp_path: Path,
+    port: int,
+    tags: list[tuple[str, str, str]] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> tuple[ModbusTcpSource, TagTable]:
     """A TCP source of one unit with `tags` (name, address, type), by default TAGS."""
     if tags is None:
         tags = [(n, a, "bool" if a.startswith("co") else "uint16") for n, a, _ in TAGS]
-    extra = "".join(f"{key} = {value}\n" for key, value in settings.items())
+    extra = "".join(f"{key} = {value}\n" for key, value in (settings or {}).items())
     rows = "\n".join(
         f'[[sources.units.tags]]\nname = "{name}"\naddress = "{address}"\ntype = "{kind}"'
         for name, address, kind in tags
@@ -109,7 +113,7 @@ async def test_a_refused_bridged_read_is_split_in_the_same_poll_and_kept(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     holes = bool(server.units[1].image.unmapped)
-    source, table = _source(tmp_path, server.port, max_in_flight="4", **spacing)
+    source, table = _source(tmp_path, server.port, settings={"max_in_flight": "4", **spacing})
     # The default bridges both gaps: one read per table.
     assert _spans(source) == ["co:0+91", "hr:0+41"]
     expected = {name: float(value) for name, _, value in TAGS}
@@ -175,6 +179,7 @@ def test_the_default_gap_reaches_the_fewest_reads_of_w3(tmp_path: Path) -> None:
 
 
 def test_a_split_keeps_the_tags_in_the_reads_order() -> None:
+    HR = WireTable.HOLDING_REGISTERS
     tags = [
         PlanTag(3, HR, 0, 2, "float32"),
         PlanTag(1, HR, 2, 1, "uint16"),
