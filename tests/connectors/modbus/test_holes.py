@@ -19,12 +19,14 @@ from agent.model import Quality, ReadingBatch
 from agent.tags import TagTable
 from benchmarks.workloads import scattered_mixed
 from connectors.modbus.address import Table as WireTable
-from connectors.modbus.config import ModbusTcpSourceConfig
+from connectors.modbus.config import ModbusRtuSourceConfig, ModbusTcpSourceConfig
 from connectors.modbus.planner import PlanTag, plan_unit, split_request
+from connectors.modbus.rtu_source import ModbusRtuSource
 from connectors.modbus.tcp_source import ModbusTcpSource
 from firmware_sim.faults import Faults
 from firmware_sim.image import RegisterImage, Table
 from firmware_sim.modbus_pdu import Unit
+from firmware_sim.modbus_rtu import ModbusRtuServer
 from firmware_sim.modbus_tcp import ModbusTcpServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -193,3 +195,46 @@ def test_a_split_keeps_the_tags_in_the_reads_order() -> None:
     assert [t.tag_id for p in parts for t in p.tags] == [t.tag_id for t in request.tags]
     assert all(p.wasted == 0 for p in parts)
     assert split_request(parts[0]) == (parts[0],)
+
+
+async def test_on_rtu_a_refused_bridged_read_is_split_too(tmp_path: Path) -> None:
+    """The serial source reads the parts one at a time, in the same poll."""
+    server = ModbusRtuServer({1: Unit(_image(True), Faults())}, baudrate=115200)
+    port = await server.start()
+    source, table = _source(tmp_path, 502, settings={"max_gap": "40"})
+    tcp = source.unit_groups("1s")[0]
+    assert len(tcp.reads) == 2  # co:0+91 (40 registers are 640 bits), hr:0+41
+    spec = ModbusRtuSourceConfig.model_validate(
+        {
+            "name": "bus",
+            "type": "modbus_rtu",
+            "port": port,
+            "baudrate": 115200,
+            "timeout": "200ms",
+            "frame_pause": "0s",
+            "max_gap": 40,
+            "units": [
+                {
+                    "unit_id": 1,
+                    "machine": "m",
+                    "tags": [
+                        {"name": n, "address": a, "type": "bool" if a[:2] == "co" else "uint16"}
+                        for n, a, _ in TAGS
+                    ],
+                }
+            ],
+        }
+    )
+    rtu = ModbusRtuSource(spec, table)
+    await rtu.connect()
+    try:
+        first = await rtu.poll(["1s"])
+        second = await rtu.poll(["1s"])
+    finally:
+        await rtu.close()
+        await server.stop()
+    expected = {name: float(value) for name, _, value in TAGS}
+    assert _values(first, table) == expected and _values(second, table) == expected
+    assert rtu.statistics()["exceptions"] == 2  # co:0+91 and hr:0+41, once each
+    spans = [f"{r.table.value}:{r.start}+{r.count}" for r in rtu.unit_groups("1s")[0].plan.requests]
+    assert spans == ["co:0+1", "co:90+1", "hr:0+1", "hr:30+1", "hr:40+1"]
