@@ -211,7 +211,11 @@ class ModbusSource(Generic[Config]):
         labels = [_label(unit_id, r) for r in requests]
         blocks = self.reasons.split_block(
             read.block,
-            [(d.tag_ids.tolist(), label) for d, label in zip(decoders, labels, strict=True)],
+            # each part's reason covers its text tags too, as the read's did
+            [
+                ([*d.tag_ids.tolist(), *d.string_tag_ids.tolist()], label)
+                for d, label in zip(decoders, labels, strict=True)
+            ],
         )
         parts: list[Read] = []
         row = read.rows.start
