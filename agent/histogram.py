@@ -7,6 +7,9 @@ numpy, no allocation): cheap enough for every request of the hot loop.
 
 A component reports `snapshot()`, a frozen `HistogramSnapshot`, as a typed field of its
 statistics (agent/statistics.py); `/metrics` renders its buckets as they are.
+
+`percentiles` is the p50 / p99 of a ring of recent samples (a link's poll lateness, a source's
+request latencies) that the status file asks for every two seconds, per link.
 """
 
 from __future__ import annotations
@@ -16,6 +19,26 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+def percentiles(values: npt.NDArray[np.float64], qs: Sequence[float]) -> list[float]:
+    """`np.percentile(values, qs)` (its linear estimate; `values` not empty) from one
+    `np.partition`: about ten times cheaper on a ring of a thousand samples, which matters
+    when fifty links are asked every two seconds."""
+    top = values.shape[0] - 1
+    places = [q / 100.0 * top for q in qs]
+    below = [math.floor(p) for p in places]
+    kth = sorted({*below, *(min(b + 1, top) for b in below)})
+    part = np.partition(values, kth)
+    out = []
+    for place, low in zip(places, below, strict=True):
+        a, b = float(part[low]), float(part[min(low + 1, top)])
+        out.append(a + (b - a) * (place - low))
+    return out
+
 
 # Seconds, from a fast local Modbus request (sub-millisecond) to a PLC on a slow serial line or
 # a stalled OPC UA server; anything slower lands in +Inf.

@@ -35,7 +35,7 @@ from agent.kpi.engine import KpiEngine
 from agent.kpi.resume import resume
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.notify import Notifier
-from agent.pipeline import ReportByException, mark_non_finite
+from agent.pipeline import ReportByException, mark_non_finite, merge
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
 from agent.reasonlog import record_reasons
 from agent.reasons import reasons_of
@@ -48,7 +48,7 @@ from agent.reload import (
     merged_tags,
     summary,
 )
-from agent.scheduler import Schedule
+from agent.scheduler import Schedule, Wakeups
 from agent.sink import SinkContext
 from agent.snapshot import AgentSnapshot, take_snapshot
 from agent.source import ReportsChanges, Source
@@ -163,7 +163,11 @@ class Agent:
         ]
         self._settings = settings
         self.links = {s.name: LinkStatistics() for s in self.sources}
-        self.schedules = {s.name: Schedule(dict(s.poll_groups()), self.clock) for s in self.sources}
+        # Every link's grid aligned on one set of timers: links due at the same instant wake in
+        # one turn of the loop, and their readings go on as one batch (`collect_readings`).
+        self.wakeups = Wakeups(self.clock)
+        self.schedules = {s.name: self._schedule(s) for s in self.sources}
+        self._turn: list[ReadingBatch] = []  # readings of this turn of the loop, not yet merged
         # The latest reading of every tag, for live views (`lineside demo`, the status page).
         n = self.tags.size  # indexed by tag id
         self.latest_values = np.full(n, np.nan)
@@ -209,6 +213,9 @@ class Agent:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[bool]] = set()
+
+    def _schedule(self, source: Source) -> Schedule:
+        return Schedule(dict(source.poll_groups()), self.clock, align=True, wakeups=self.wakeups)
 
     def _inspectors(self) -> list[Inspector]:
         return build_inspectors(
@@ -285,7 +292,7 @@ class Agent:
                     run_link,
                     source,
                     self.clock,
-                    self.emit_readings,
+                    self.collect_readings,
                     self.emit_event,
                     stats=self.links[source.name],
                     schedule=self.schedules[source.name],
@@ -423,7 +430,7 @@ class Agent:
         for source in self.sources:
             if source.name in plan.sources or source.name not in self.links:
                 self.links[source.name] = LinkStatistics()
-                self.schedules[source.name] = Schedule(dict(source.poll_groups()), self.clock)
+                self.schedules[source.name] = self._schedule(source)
         for name in set(self.links) - target_sources:
             del self.links[name], self.schedules[name]
         sinks = {f.sink.name: f for f in self.forwarders}
@@ -466,6 +473,19 @@ class Agent:
         self.tags = tags
         self.__dict__.pop("_tags_by_source", None)  # counted again from the new table
 
+    def collect_readings(self, batch: ReadingBatch) -> None:
+        """A link's readings, merged with those of every link whose poll ended in this same
+        turn of the event loop (woken by one timer, their answers came in together) and then
+        emitted as one batch: one pass through the pipeline, one record in the store."""
+        self._turn.append(batch)
+        if len(self._turn) == 1:
+            asyncio.get_running_loop().call_soon(self._emit_turn)
+
+    def _emit_turn(self) -> None:
+        batches, self._turn = self._turn, []
+        if batches:
+            self.emit_readings(merge(batches))
+
     def emit_readings(self, batch: ReadingBatch) -> None:
         n = len(batch)
         self.samples += n
@@ -497,14 +517,22 @@ class Agent:
         except KeyError:
             return f"#{tag_id}"
 
+    def _tag_source(self, tag_id: int) -> str:
+        try:
+            return self.tags.by_id(tag_id).source
+        except KeyError:
+            return ""
+
     def _non_finite_read(self, batch: ReadingBatch, rows: npt.NDArray[np.bool_]) -> None:
         """The reason of readings `mark_non_finite` made bad: counted per source (the page's
         and /metrics' `non_finite` errors) and logged once per tag and run."""
-        link = self.links.get(batch.source)
-        if link is not None:
-            link.non_finite += int(np.count_nonzero(rows))
         at = np.flatnonzero(rows)
         ids = batch.tag_ids[at]
+        # A merged batch holds several sources' readings: each is counted by its tag's source.
+        for name, count in collections.Counter(self._tag_source(int(i)) for i in ids).items():
+            link = self.links.get(name)
+            if link is not None:
+                link.non_finite += count
         new = ~self._non_finite_logged[ids]
         if not bool(new.any()):
             return
@@ -597,6 +625,7 @@ class Agent:
         finally:
             if self.web is not None:
                 await self.web.close()
+            self._emit_turn()  # readings of the last turn, if its callback has not run
             drained = await self._drain()
             self._keep_alarms()
             with contextlib.suppress(OSError):

@@ -64,7 +64,7 @@ class ModbusRtuSource(ModbusSource[ModbusRtuSourceConfig]):
                         self._skip(batch, read)
                         continue
                     try:
-                        await self._read(link.read, batch, read)
+                        await self._read_or_split(link.read, batch, read)
                     except ReadFailed as failed:
                         self._fail(batch, read, failed)
         finally:
