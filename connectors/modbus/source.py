@@ -204,19 +204,18 @@ class ModbusSource(Generic[Config]):
         if len(requests) == 1:
             return ()
         unit_id = batch.unit.unit_id
-        decoders = [RequestDecoder(r) for r in requests]
+        decoders: list[RequestDecoder] = [RequestDecoder(r) for r in requests]
         ids = np.concatenate([d.tag_ids for d in decoders])
         if not np.array_equal(ids, read.decoder.tag_ids):  # the parts must fill its rows
             return ()
         labels = [_label(unit_id, r) for r in requests]
-        blocks = self.reasons.split_block(
-            read.block,
-            # each part's reason covers its text tags too, as the read's did
-            [
-                ([*d.tag_ids.tolist(), *d.string_tag_ids.tolist()], label)
-                for d, label in zip(decoders, labels, strict=True)
-            ],
-        )
+        # Each part's reason covers its text tags too, as the read's did.
+        members: list[tuple[list[int], str]] = []
+        for each, label in zip(decoders, labels, strict=True):
+            numeric: list[int] = each.tag_ids.tolist()
+            strings: list[int] = each.string_tag_ids.tolist()
+            members.append((numeric + strings, label))
+        blocks = self.reasons.split_block(read.block, members)
         parts: list[Read] = []
         row = read.rows.start
         for part, decoder, block in zip(requests, decoders, blocks, strict=True):
