@@ -49,7 +49,7 @@ class Count:
 @dataclass(slots=True)
 class Timeline:
     """Segments and counts per machine, in time order, adjacent equal segments joined: the
-    engine's `Trace` (agent/kpi/engine.py) during a replay."""
+    engine's `Trace` (agent/kpi/machine.py) during a replay."""
 
     machines: dict[str, list[Segment]] = field(default_factory=dict)
     counts: dict[str, list[Count]] = field(default_factory=dict)
