@@ -24,7 +24,9 @@ Two objects:
   forwarder) after each commit, and enforces the bounds every so often.
 
 Modules: `schema` (file, migrations, connections), `blob` (the telemetry record), `reader`
-(`StoreReader`, the records it returns), `sqlite_log` (`Store`), `writer` (`StoreWriter`),
+(`StoreReader`, the records it returns), `sqlite_log` (`Store`), `writer` (`StoreWriter` and its
+thread), `pending` (the writer's queue), `schedule` (when the writer commits), `alarm` (the
+store-full state), `transaction` (the SQL of one commit), `figures` (the writer's figures),
 `bounds` (the age and size bounds, run by the writer).
 """
 

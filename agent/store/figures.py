@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.histogram import Histogram, HistogramSnapshot
+from agent.store.bounds import Housework
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -62,3 +63,60 @@ class Counters:
     deleted: int = 0
     errors: int = 0
     last_error: str | None = None
+
+    def count_commit(
+        self, batches: int, readings: int, events: int, gaps: int, latency: float, hw: Housework
+    ) -> None:
+        """Book a commit that wrote these records in `latency` seconds, and its bounds' work."""
+        self.batches += batches
+        self.readings += readings
+        self.events += events
+        self.gaps += gaps
+        self.commits += 1
+        self.latency_last = latency
+        self.latency_max = max(self.latency_max, latency)
+        self.histogram.observe(latency)
+        self.dropped_batches += hw.dropped_batches
+        self.dropped_readings += hw.dropped_readings
+        self.deleted += hw.deleted
+        self.last_error = None
+
+    def count_lost(self, lost: Mapping[str, int]) -> None:
+        """Book the telemetry records each sink lost to a bound before it acknowledged them."""
+        for sink, n in lost.items():
+            self.dropped_by_sink[sink] = self.dropped_by_sink.get(sink, 0) + n
+
+    def snapshot(
+        self,
+        *,
+        pending: tuple[int, int, int],
+        full_reason: str | None,
+        max_pending_readings: int,
+        last_seq: Mapping[str, int],
+    ) -> WriterStats:
+        """The figures now, with the writer's own: its `pending` (batches, readings, events),
+        why the store is full (None: it is not), its memory bound and its last seqs."""
+        return WriterStats(
+            batches_written=self.batches,
+            readings_written=self.readings,
+            events_written=self.events,
+            gaps_written=self.gaps,
+            commits=self.commits,
+            commit_latency_last_s=self.latency_last,
+            commit_latency_max_s=self.latency_max,
+            commit_latency_histogram=tuple(self.histogram.counts),
+            commit_latency_sum_s=self.histogram.sum,
+            dropped_by_sink=dict(self.dropped_by_sink),
+            pending_batches=pending[0],
+            pending_readings=pending[1],
+            pending_events=pending[2],
+            dropped_batches=self.dropped_batches,
+            dropped_readings=self.dropped_readings,
+            deleted_records=self.deleted,
+            errors=self.errors,
+            last_error=self.last_error,
+            store_full=full_reason is not None,
+            full_reason=full_reason,
+            max_pending_readings=max_pending_readings,
+            last_seq=dict(last_seq),
+        )

@@ -4,15 +4,16 @@ thread only: the store has one writer."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.model import ReadingBatch
-from agent.store.blob import EncodedBatch
+from agent.store.blob import EncodedBatch, encode_batch
 from agent.store.bounds import Housework, housekeep, insert_gap, telemetry_cursors, unsent_dropped
-from agent.store.schema import SQLITE_FULL, advance_cursor_sql, last_seqs
+from agent.store.schema import SQLITE_FULL, Clock, advance_cursor_sql, last_seqs
 
 EventRow = tuple[int, str, str | None, str]  # ts_ns, kind, machine, data (JSON)
 QuarantineRow = tuple[str, str, int, int, str]  # sink, stream, seq, ts_ns, reason (redacted)
@@ -44,6 +45,26 @@ class Written:
 class Bounds:
     max_age: float | None
     max_bytes: int | None
+
+
+def commit(
+    conn: sqlite3.Connection, work: Work, clock: Clock, bounds: Bounds | None, store_full: bool
+) -> Written:
+    """`work` in a transaction of its own: committed, or rolled back and the error raised."""
+    try:
+        # Encoded here, before the transaction, so it stays as short as the inserts.
+        encoded = [encode_batch(b) for b in work.telemetry]
+        if work.page_count is not None:
+            conn.execute(f"PRAGMA max_page_count = {int(work.page_count)}")
+        conn.execute("BEGIN IMMEDIATE")
+        written = write(conn, work, encoded, clock(), bounds, store_full)
+        conn.execute("COMMIT")
+    except Exception:
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        raise
+    return written
 
 
 def write(

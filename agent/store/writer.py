@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import StoreError
 from agent.model import Event, EventKind, ReadingBatch
 from agent.secrets import redact, redact_tree
-from agent.store.blob import encode_batch
+from agent.store.alarm import FullState
 from agent.store.bounds import Housework
 from agent.store.figures import Counters, WriterStats
+from agent.store.pending import Pending
+from agent.store.schedule import Schedule
 from agent.store.schema import (
     Clock,
     Synchronous,
@@ -28,40 +27,14 @@ from agent.store.schema import (
     last_seqs,
     migrate_connection,
 )
-from agent.store.transaction import Bounds, EventRow, QuarantineRow, Work, disk_full, write
-
-log = logging.getLogger("lineside.store")
-
-# ---------------------------------------------------------------------------------------------
-# The writer thread
+from agent.store.transaction import Bounds, Work, commit, disk_full
 
 ABANDON_WAIT = 1.0  # seconds close() waits for the thread once it was told to give up
-# Acknowledgements alone (no record waiting) are committed at most this often: a sink's cursor
-# may lag its deliveries by this much (a crash then resends, never skips), and a delivery does
-# not cost an fsync of its own. They ride with the next commit of records in any case.
-ACK_INTERVAL = 0.1
-# While the store is full and holds records back, commits (each with the bounds) are retried
-# this often at most, however short the flush interval.
-FULL_RETRY = 0.1
 
 # How soon a submission wants the writer thread awake (docs/decisions/0008): submitting
 # notifies the thread only when this rises, so one writer cycle costs one wake-up, not one
 # per batch.
 _IDLE, _ACKS, _RECORDS, _NOW = 0, 1, 2, 3
-
-
-@dataclass(slots=True)
-class _Pending:
-    # Batches as submitted: encoded into records on the writer thread, at commit time.
-    telemetry: list[ReadingBatch] = field(default_factory=list)
-    readings: int = 0
-    events: list[EventRow] = field(default_factory=list)
-    acks: dict[tuple[str, str], int] = field(default_factory=dict)
-    quarantine: list[QuarantineRow] = field(default_factory=list)
-    releases: list[int] = field(default_factory=list)
-    # telemetry dropped in memory since the last gap record about it: (batches, readings)
-    unstored_drops: tuple[int, int] = (0, 0)
-    submitted: int = 0  # submissions so far; flush() waits for `committed` to reach it
 
 
 class StoreWriter:
@@ -104,13 +77,13 @@ class StoreWriter:
         clock: Clock = time.time_ns,
     ) -> None:
         self.path = db_path(data_dir)
-        self._flush_interval = flush_interval
-        self._flush_rows = flush_rows
+        # When the thread commits: group commit, the bounds, back-off (agent/store/schedule.py).
+        self._schedule = Schedule(
+            flush_interval, flush_rows, housekeeping_interval, retry_initial, retry_max
+        )
         self._max_bytes = max_bytes
         self._max_age = max_age
-        self._housekeeping_interval = housekeeping_interval
         self._max_pending_readings = max_pending_readings
-        self._retry = (retry_initial, retry_max)
         self._clock = clock
         self._conn = connect(self.path, synchronous)
         try:
@@ -120,13 +93,11 @@ class StoreWriter:
             raise
         self._page_count_request = max_page_count
         self._cond = threading.Condition()
-        self._pending = _Pending()
+        self._pending = Pending()  # agent/store/pending.py
         self._counters = Counters()
         self._committed = 0
         self._last_seq = last_seqs(self._conn)
-        self._store_full = False  # max_bytes reached with unacknowledged events
-        self._disk_full: str | None = None  # the error while the disk refuses commits
-        self._alarm: _Alarm | None = None  # raised while either holds
+        self._full = FullState()  # the store full, and its alarm (agent/store/alarm.py)
         self._stopping = False
         self._abandoned = False  # close() gave up waiting: stop without committing the rest
         self._urgent = False
@@ -156,21 +127,14 @@ class StoreWriter:
             self._check_open()
             p = self._pending
             if p.readings + n > self._max_pending_readings:
-                b, r = p.unstored_drops
-                p.unstored_drops = (b + 1, r + n)
+                p.drop(n)
                 self._counters.dropped_batches += 1
                 self._counters.dropped_readings += n
-                if b == 0:  # once per run of drops: the gap record that ends it has the count
-                    log.warning(
-                        "store: %d readings wait in memory (the bound); new readings are "
-                        "dropped and counted until the store takes them again",
-                        p.readings,
-                    )
                 return False
             p.telemetry.append(batch)
             p.readings += n
             p.submitted += 1
-            self._want(_NOW if p.readings >= self._flush_rows else _RECORDS)
+            self._want(_NOW if p.readings >= self._schedule.flush_rows else _RECORDS)
             return True
 
     def submit_event(self, event: Event) -> None:
@@ -311,40 +275,23 @@ class StoreWriter:
 
     def statistics(self) -> WriterStats:
         with self._cond:
-            c, p = self._counters, self._pending
-            return WriterStats(
-                batches_written=c.batches,
-                readings_written=c.readings,
-                events_written=c.events,
-                gaps_written=c.gaps,
-                commits=c.commits,
-                commit_latency_last_s=c.latency_last,
-                commit_latency_max_s=c.latency_max,
-                commit_latency_histogram=tuple(c.histogram.counts),
-                commit_latency_sum_s=c.histogram.sum,
-                dropped_by_sink=dict(c.dropped_by_sink),
-                pending_batches=len(p.telemetry),
-                pending_readings=p.readings,
-                pending_events=len(p.events),
-                dropped_batches=c.dropped_batches,
-                dropped_readings=c.dropped_readings,
-                deleted_records=c.deleted,
-                errors=c.errors,
-                last_error=c.last_error,
-                store_full=self._alarm is not None,
-                full_reason=self._alarm.reason if self._alarm is not None else None,
+            p, alarm = self._pending, self._full.alarm
+            return self._counters.snapshot(
+                pending=(len(p.telemetry), p.readings, len(p.events)),
+                full_reason=alarm.reason if alarm is not None else None,
                 max_pending_readings=self._max_pending_readings,
-                last_seq=dict(self._last_seq),
+                last_seq=self._last_seq,
             )
 
     # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        schedule = self._schedule
         backoff = 0.0
         # No commit before this (monotonic) but on request: a failure's back-off, or the
         # store full and holding records back.
         retry_at = 0.0
-        next_housekeeping = time.monotonic() + self._housekeeping_interval
+        next_housekeeping = time.monotonic() + schedule.housekeeping_interval
         while True:
             with self._cond:
                 while not self._abandoned:
@@ -360,134 +307,71 @@ class StoreWriter:
                 stopping = self._stopping
                 work = self._take()
             self._last_start = time.monotonic()
-            housekeep = self._store_full or self._last_start >= next_housekeeping
+            housekeep = self._full.store_full or self._last_start >= next_housekeeping
             ok = self._commit(work, housekeep)
             if ok:
                 backoff = 0.0
                 held = work.held  # the store is full: records wait in the queue
-                retry_at = time.monotonic() + max(self._flush_interval, FULL_RETRY) if held else 0.0
+                retry_at = time.monotonic() + schedule.full_retry if held else 0.0
                 if housekeep:
-                    next_housekeeping = time.monotonic() + self._housekeeping_interval
+                    next_housekeeping = time.monotonic() + schedule.housekeeping_interval
             else:
-                backoff = min(self._retry[1], max(self._retry[0], backoff * 2))
+                backoff = schedule.backoff(backoff)
                 retry_at = time.monotonic() + backoff
             with self._cond:
                 if stopping and ok and self._committed >= self._pending.submitted:
                     return
 
     def _due(self, now: float, retry_at: float, next_housekeeping: float) -> float:
-        """When the next commit is due (monotonic; under the lock).
-
-        After a failure, and while the store is full, only a flush request or a new page
-        limit cuts the wait short (not even close(): it would spin on a disk that keeps
-        failing). Else: at once when closing or `flush_rows` readings wait; records one
-        `flush_interval` after the last commit started (at once when that is past: the writer
-        was idle); acknowledgements alone, and the bounds alone (on their interval), at most
-        every `ACK_INTERVAL`.
-        """
-        if self._urgent:
-            return now
-        if retry_at > now:
-            return retry_at
-        p = self._pending
-        if self._stopping or p.readings >= self._flush_rows:
-            return now
-        # The bounds alone, like acknowledgements alone, every ACK_INTERVAL at most (a
-        # housekeeping interval of 0 means "with every commit", not a commit loop): each
-        # commit grows the WAL, which the size bound counts.
-        due = max(next_housekeeping, self._last_start + max(self._flush_interval, ACK_INTERVAL))
-        if p.telemetry or p.events or p.quarantine or p.releases or p.unstored_drops != (0, 0):
-            due = min(due, self._last_start + self._flush_interval)
-        elif p.acks:
-            due = min(due, self._last_start + max(self._flush_interval, ACK_INTERVAL))
-        return due
+        """When the next commit is due (monotonic; under the lock): `Schedule.due`."""
+        return self._schedule.due(
+            self._pending,
+            now,
+            self._last_start,
+            retry_at,
+            next_housekeeping,
+            urgent=self._urgent,
+            stopping=self._stopping,
+        )
 
     def _take(self) -> Work:
         """A snapshot of what is pending; it leaves the queue only once committed."""
-        p = self._pending
-        # While the store is full, records wait here; acknowledgements still go through,
-        # because they are what frees space.
-        full = self._store_full
-        return Work(
-            telemetry=[] if full else list(p.telemetry),
-            events=[] if full else list(p.events),
-            acks=dict(p.acks),
-            unstored_drops=(0, 0) if full else p.unstored_drops,
-            submitted=p.submitted,
-            held=full and bool(p.telemetry or p.events),
-            page_count=self._page_count_request,
-            quarantine=list(p.quarantine),
-            releases=list(p.releases),
-        )
+        return self._pending.take(self._full.store_full, self._page_count_request)
 
     def _commit(self, work: Work, housekeep: bool) -> bool:
-        conn = self._conn
         started = time.perf_counter()
+        bounds = Bounds(self._max_age, self._max_bytes) if housekeep else None
         try:
-            # Encoded here, before the transaction, so it stays as short as the inserts.
-            encoded = [encode_batch(b) for b in work.telemetry]
-            if work.page_count is not None:
-                conn.execute(f"PRAGMA max_page_count = {int(work.page_count)}")
-            conn.execute("BEGIN IMMEDIATE")
-            bounds = Bounds(self._max_age, self._max_bytes) if housekeep else None
-            written = write(conn, work, encoded, self._clock(), bounds, self._store_full)
-            conn.execute("COMMIT")
+            written = commit(self._conn, work, self._clock, bounds, self._full.store_full)
         except Exception as exc:  # sqlite3.Error mostly; the thread must survive anything
-            with contextlib.suppress(sqlite3.Error):
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
             with self._cond:
                 self._counters.errors += 1
                 self._counters.last_error = f"{type(exc).__name__}: {exc}"
                 if disk_full(exc):
-                    self._disk_full = f"the disk is full ({exc})"
+                    self._full.disk_full = f"the disk is full ({exc})"
                     self._update_alarm()
             return False
         latency = time.perf_counter() - started
         with self._cond:
             self._settle(work, latency, written.gaps, written.housework)
-            by_sink = self._counters.dropped_by_sink
-            for sink, n in written.lost.items():
-                by_sink[sink] = by_sink.get(sink, 0) + n
+            self._counters.count_lost(written.lost)
         return True
 
     def _settle(self, work: Work, latency: float, gaps: int, hw: Housework) -> None:
         """Book a committed transaction: dequeue what it wrote, count, wake flush waiters."""
-        p, c = self._pending, self._counters
-        del p.telemetry[: len(work.telemetry)]
-        written = sum(len(b) for b in work.telemetry)
-        p.readings -= written
-        del p.events[: len(work.events)]
-        for key, seq in work.acks.items():
-            if p.acks.get(key) == seq:
-                del p.acks[key]
-        del p.quarantine[: len(work.quarantine)]
-        del p.releases[: len(work.releases)]
-        if work.unstored_drops != (0, 0):
-            b, r = p.unstored_drops
-            p.unstored_drops = (b - work.unstored_drops[0], r - work.unstored_drops[1])
+        written = self._pending.settle(work)
         self._last_seq["telemetry"] += len(work.telemetry)
         self._last_seq["events"] += len(work.events)
         self._last_seq["gaps"] += gaps
-        c.batches += len(work.telemetry)
-        c.readings += written
-        c.events += len(work.events)
-        c.gaps += gaps
-        c.commits += 1
-        c.latency_last = latency
-        c.latency_max = max(c.latency_max, latency)
-        c.histogram.observe(latency)
-        c.dropped_batches += hw.dropped_batches
-        c.dropped_readings += hw.dropped_readings
-        c.deleted += hw.deleted
-        c.last_error = None
-        self._store_full = hw.store_full
-        self._disk_full = None
+        batches, events = len(work.telemetry), len(work.events)
+        self._counters.count_commit(batches, written, events, gaps, latency, hw)
+        self._full.store_full = hw.store_full
+        self._full.disk_full = None
         self._update_alarm()
         # A full store holds records back: those are not committed yet.
         if not work.held:
             self._committed = work.submitted
-        elif not self._store_full:
+        elif not self._full.store_full:
             self._urgent = True  # room again: write what was held without waiting an interval
         if work.telemetry or work.events or gaps:
             for listener in self._listeners:
@@ -503,49 +387,13 @@ class StoreWriter:
         """Raise or clear the store-full alarm (under the lock): a log line and an alarm event
         per change. The events wait in the queue like any other, so the one that says the store
         became full is stored as soon as there is room again, before the one that says so."""
-        if self._disk_full is not None:
-            reason: str | None = self._disk_full
-        elif self._store_full:
-            reason = "max_size reached with events no sink has acknowledged"
-        else:
-            reason = None
-        alarm = self._alarm
-        if reason is not None and alarm is None:
-            self._alarm = _Alarm(reason, time.monotonic(), self._counters.dropped_readings)
-            remedy = (
-                f"free space on the disk of {self.path}"
-                if self._disk_full is not None
-                else "the sinks free it as they catch up"
-            )
-            log.error(
-                "store: full: %s; polling goes on, readings wait in memory (up to %d, then "
-                "new ones are dropped and counted), events wait; %s",
-                reason,
-                self._max_pending_readings,
-                remedy,
-            )
-            self._queue_alarm({"alarm": "store_full", "active": True, "reason": reason})
-        elif reason is None and alarm is not None:
-            self._alarm = None
-            seconds = round(time.monotonic() - alarm.since, 1)
-            dropped = self._counters.dropped_readings - alarm.dropped_readings
-            log.warning(
-                "store: takes writes again after %.1f s full; %d readings were dropped "
-                "meanwhile (a gap record counts them)",
-                seconds,
-                dropped,
-            )
-            data = {"alarm": "store_full", "active": False, "reason": alarm.reason}
-            self._queue_alarm({**data, "full_s": seconds, "dropped_readings": dropped})
+        data = self._full.update(
+            self.path, self._max_pending_readings, self._counters.dropped_readings
+        )
+        if data is not None:
+            self._queue_alarm(data)
 
     def _queue_alarm(self, data: dict[str, object]) -> None:
         body = json.dumps(data, separators=(",", ":"))
         self._pending.events.append((self._clock(), str(EventKind.ALARM), None, body))
         self._pending.submitted += 1
-
-
-@dataclass(frozen=True, slots=True)
-class _Alarm:
-    reason: str
-    since: float  # time.monotonic() when it was raised
-    dropped_readings: int  # the drop counter then

@@ -1,0 +1,204 @@
+"""Live telemetry messages: one per record and machine, its values shaped in their tags' types.
+
+Everything that depends only on the tag table (topic strings, tag names, units, how each tag's
+values are shaped) is worked out once, when the layout is built; the per-message work is one
+dict per value and one `orjson.dumps` per message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from agent.model import Quality, ReadingBatch
+from agent.sink import TelemetryRecord
+from agent.values import Plain
+from connectors.mqtt.message import Message, PayloadError, ms
+
+# Quality byte → name; a byte outside the enum is not good, so it reads "bad".
+QUALITY_NAMES: tuple[str, ...] = tuple(
+    Quality(q).name.lower() if q in Quality._value2member_map_ else "bad" for q in range(256)
+)
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True, slots=True)
+class UnsTag:
+    """A tag as its messages need it, worked out once per layout."""
+
+    machine: int  # index into UnsLayout.machine_topics
+    name: str
+    unit: str
+    last_topic: str  # where its retained last value goes
+    shape: Callable[[float], Plain] | None = None  # its value in its type (None: as it is)
+    codes: Mapping[int, str] | None = None  # the names of its codes (a state, a stop reason)
+    float32: bool = False  # shaped as the shortest float32 decimal, a whole record at once
+
+
+# How a live message's values are shaped, per tag id (LiveTelemetry._kinds): float64 as it is
+# and float32 as its shortest decimal, both a whole record in one C call (orjson prints a
+# float32 array in shortest round-trip form: the text `agent/values.py` gives one value at a
+# time); anything else (integers, booleans, scaled values) one value at a time by its tag's
+# shaper.
+_AS_IS, _FLOAT32, _ONE_BY_ONE = 0, 1, 2
+
+
+def value_entry(tag: UnsTag, value: float, quality: str) -> dict[str, Any]:
+    """A value as a message carries it: in its tag's type, with its code's name if it has one."""
+    out: dict[str, Any] = {
+        "value": _finite(value) if tag.shape is None else tag.shape(value),
+        "quality": quality,
+        "unit": tag.unit,
+    }
+    if tag.codes is not None and math.isfinite(value) and value == int(value):
+        name = tag.codes.get(int(value))
+        if name is not None:
+            out["name"] = name
+    return out
+
+
+def _name(entry: dict[str, Any], codes: Mapping[int, str], value: float) -> None:
+    """Put the name of a coded value beside it (as `value_entry` does)."""
+    if math.isfinite(value) and value == int(value):
+        name = codes.get(int(value))
+        if name is not None:
+            entry["name"] = name
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class LiveTelemetry:
+    """The live messages of telemetry records, for one agent's tags (by id) and the telemetry
+    topic of each machine (by `UnsTag.machine`)."""
+
+    def __init__(self, agent_id: str, tags: Mapping[int, UnsTag], topics: Sequence[str]) -> None:
+        self.agent_id = agent_id
+        self._tags = tags
+        self._topics = topics
+        # Per tag id, how its live values are shaped (an id beyond the table: one by one, where
+        # the record's loop finds it unknown).
+        size = max(tags, default=-1) + 1
+        self._kinds = np.full(size, _ONE_BY_ONE, dtype=np.uint8)
+        for tag_id, tag in tags.items():
+            if tag.float32:
+                self._kinds[tag_id] = _FLOAT32
+            elif tag.shape is None:
+                self._kinds[tag_id] = _AS_IS
+        self._any_codes = any(tag.codes is not None for tag in tags.values())
+        # Every tag shaped the same way (the usual PLC of float32 registers): no masks per record.
+        kinds = set(self._kinds[list(tags)].tolist())
+        self._uniform = kinds.pop() if len(kinds) == 1 else None
+
+    def messages(self, index: int, record: TelemetryRecord) -> list[Message]:
+        """The messages of `record`, the one at `index` in the batch sent: one per machine."""
+        batch = record.batch
+        n = len(batch)
+        if n == 0:
+            return []
+        ids = batch.tag_ids.tolist()
+        values = self._shaped(batch.tag_ids, batch.values)
+        quality = batch.quality.tolist()
+        tags = self._tags
+        rows = [tags.get(tag_id) for tag_id in ids]
+        if None in rows:
+            unknown = ids[rows.index(None)]
+            raise PayloadError(f"tag id {unknown} is not in the tag table", index)
+        known: list[UnsTag] = rows  # type: ignore[assignment]  # no None, checked above
+        names = QUALITY_NAMES
+        machines = {tag.machine for tag in known}
+        groups: dict[int, dict[str, dict[str, Any]]]
+        if len(machines) == 1 and not self._any_codes and batch.ts_ns.shape[0] == 1:
+            # One machine's poll, one timestamp, no coded values: the common case, one pass.
+            groups = {
+                machines.pop(): {
+                    tag.name: {"value": value, "quality": names[q], "unit": tag.unit}
+                    for tag, value, q in zip(known, values, quality, strict=True)
+                }
+            }
+        else:
+            groups = self._grouped(batch, known, values, quality)
+        ts = ms(int(batch.ts_ns[0]))
+        return [
+            Message(
+                self._topics[machine],
+                orjson.dumps(
+                    {
+                        "agent_id": self.agent_id,
+                        "stream": record.stream,
+                        "seq": record.seq,
+                        "ts": ts,
+                        "historical": record.historical,
+                        "values": group,
+                    }
+                ),
+                index,
+            )
+            for machine, group in groups.items()
+        ]
+
+    def _grouped(
+        self,
+        batch: ReadingBatch,
+        known: list[UnsTag],
+        values: list[Plain],
+        quality: list[int],
+    ) -> dict[int, dict[str, dict[str, Any]]]:
+        """A record's entries by machine, with code names and per-reading times if any."""
+        raw = batch.values.tolist()
+        # One timestamp per batch is the common case: then values carry no `ts` of their own.
+        stamps = (batch.ts_ns // 1_000_000).tolist() if batch.ts_ns.shape[0] > 1 else None
+        groups: dict[int, dict[str, dict[str, Any]]] = {}
+        for row, tag in enumerate(known):
+            entry: dict[str, Any] = {
+                "value": values[row],
+                "quality": QUALITY_NAMES[quality[row]],
+                "unit": tag.unit,
+            }
+            if tag.codes is not None:
+                _name(entry, tag.codes, raw[row])
+            if stamps is not None:
+                entry["ts"] = stamps[row]
+            groups.setdefault(tag.machine, {})[tag.name] = entry
+        return groups
+
+    def _shaped(self, ids: npt.NDArray[Any], values: npt.NDArray[np.float64]) -> list[Plain]:
+        """A record's values in their tags' types, as `value_entry` gives them one at a time:
+        float64 and float32 tags in one C call each (non-finite: None), the others one by one."""
+        uniform = self._uniform
+        if uniform == _AS_IS:  # an id not in the table is refused by the caller
+            return orjson.loads(orjson.dumps(values, option=_JSON_OPTIONS))  # type: ignore[no-any-return]
+        if uniform == _FLOAT32:
+            kinds = np.full(ids.shape[0], _FLOAT32, dtype=np.uint8)
+        else:
+            known = ids < self._kinds.shape[0]
+            kinds = np.full(ids.shape[0], _ONE_BY_ONE, dtype=np.uint8)
+            kinds[known] = self._kinds[ids[known]]
+        f32 = kinds == _FLOAT32
+        if f32.any():
+            with np.errstate(over="ignore", invalid="ignore"):  # too large: inf, sent as null
+                narrow = values[f32].astype(np.float32)
+            finite = np.isfinite(narrow)
+            # The shortest float32 decimals, read back as float64: still one C call each way.
+            shortest = orjson.loads(
+                orjson.dumps(np.where(finite, narrow, np.float32(0)), option=_JSON_OPTIONS)
+            )
+            values = values.copy()
+            values[f32] = np.where(finite, np.asarray(shortest, dtype=np.float64), np.nan)
+        shaped: list[Plain] = orjson.loads(orjson.dumps(values, option=_JSON_OPTIONS))
+        others = np.flatnonzero(kinds == _ONE_BY_ONE) if uniform != _FLOAT32 else ()
+        if len(others):
+            tags = self._tags
+            for row in np.asarray(others).tolist():
+                tag = tags.get(int(ids[row]))
+                if tag is not None and tag.shape is not None:
+                    shaped[row] = tag.shape(float(values[row]))
+        return shaped
