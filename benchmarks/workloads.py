@@ -9,7 +9,7 @@ register map), how often they are polled and over what link. From it come the ag
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -116,6 +116,27 @@ RSS_WORKLOAD = Workload(
 )
 
 
+# End to end (benchmarks/endtoend.py): every sample stored and forwarded (`report = "all"`),
+# and two workloads at the scale of a plant.
+END_TO_END: dict[str, Workload] = {
+    "W1": replace(WORKLOADS["W1"], report="all"),
+    "W3": replace(WORKLOADS["W3"], report="all"),
+    "W2": WORKLOADS["W2"],
+    "S200": Workload("S200", "200 PLCs x 100 float32, contiguous, every 1 s", 200,
+                     contiguous_float32(100), 1.0, report="all"),
+    "C1000": Workload("C1000", "1,000 PLC connections x 10 float32, every 1 s", 1000,
+                      contiguous_float32(10), 1.0, report="all"),
+}  # fmt: skip
+
+# Every workload by name, for the baselines' command line (the end-to-end W1-W3 read the same
+# blocks as those of the acquisition benchmark).
+ALL_WORKLOADS: dict[str, Workload] = {
+    **END_TO_END,
+    **WORKLOADS,
+    RSS_WORKLOAD.name: RSS_WORKLOAD,
+}
+
+
 def read_blocks(tags: tuple[TagSpec, ...]) -> tuple[ReadRequest, ...]:
     """The reads one poll of one PLC sends: the agent's own coalescing (planned once)."""
     plan = plan_unit(
@@ -130,11 +151,19 @@ def _duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms" if seconds < 1 else f"{seconds:g}s"
 
 
-def write_agent_config(workload: Workload, endpoints: list[int] | str, directory: Path) -> Path:
+def write_agent_config(
+    workload: Workload,
+    endpoints: list[int] | str,
+    directory: Path,
+    *,
+    fast_interval: str = FAST_INTERVAL,
+    extra: str = "",
+) -> Path:
     """Write the agent's config for `workload` into `directory`; return the TOML's path.
 
     `endpoints` is one TCP port per PLC (unit id 1 on each), or the pty path of the RTU bus
-    (unit ids 1..plcs).
+    (unit ids 1..plcs). `fast_interval` is the poll interval of an "as fast as possible"
+    workload; `extra` is TOML appended at the end (a sink).
     """
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "tags.csv", "w", newline="", encoding="utf-8") as f:
@@ -142,7 +171,7 @@ def write_agent_config(workload: Workload, endpoints: list[int] | str, directory
         out.writerow(["name", "address", "type"])
         for tag in workload.tags:
             out.writerow([tag.name, tag.address, tag.type])
-    interval = FAST_INTERVAL if workload.interval is None else _duration(workload.interval)
+    interval = fast_interval if workload.interval is None else _duration(workload.interval)
     lines = [
         "config_version = 1",
         "",
@@ -196,5 +225,5 @@ def write_agent_config(workload: Workload, endpoints: list[int] | str, directory
                 *unit_keys,
             ]
     path = directory / "lineside.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
     return path
