@@ -425,12 +425,19 @@ def run_workload(
     try:
         for name in contenders:
             subscriber.take()  # whatever a previous contender left in flight
-            if name == "agent":
-                folder = work / f"{workload.name}-{rep}"
-                m, extra = run_agent(workload, plant, broker, duration, core, folder, fast_interval)
-                shutil.rmtree(folder, ignore_errors=True)
-            else:
-                m, extra = run_baseline(name, workload, plant, broker, duration, core)
+            try:
+                if name == "agent":
+                    folder = work / f"{workload.name}-{rep}"
+                    m, extra = run_agent(
+                        workload, plant, broker, duration, core, folder, fast_interval
+                    )
+                    shutil.rmtree(folder, ignore_errors=True)
+                else:
+                    m, extra = run_baseline(name, workload, plant, broker, duration, core)
+            except RuntimeError as exc:  # recorded, and the other runs go on
+                print(f"{workload.name} {name} failed: {exc}", file=sys.stderr, flush=True)
+                runs[name] = {"failed": str(exc)[-3000:]}
+                continue
             time.sleep(0.5)  # the last messages of the window reach the subscriber
             runs[name] = figures(workload, m, extra, subscriber.take(), name != "naive")
     finally:
@@ -454,11 +461,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def ratios(runs: dict[str, Any]) -> dict[str, float | None]:
     agent = runs.get("agent")
     out: dict[str, float | None] = {}
-    if agent is None:
+    if agent is None or "failed" in agent:
         return out
     for base in ("ceiling-mqtt", "naive"):
         other = runs.get(base)
-        if other is not None:
+        if other is not None and "failed" not in other:
             out[f"cpu_per_sample_agent_over_{base}"] = _ratio(
                 agent["cpu_s_per_1m_samples"], other["cpu_s_per_1m_samples"]
             )
@@ -475,7 +482,11 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"rep": rep, "target": name, "value": value, "limit": limit, "met": met})
 
     for w in result["runs"]:
-        agent, rep, name = w["runs"]["agent"], w["rep"], w["workload"]
+        rep, name = w["rep"], w["workload"]
+        agent = w["runs"].get("agent", {"failed": "not run"})
+        if "failed" in agent:
+            target(rep, f"{name}: the agent ran", None, 1, True)
+            continue
         if name == "W1":
             target(rep, "W1 CPU-s per 1M <=", agent["cpu_s_per_1m_samples"],
                    TARGET_W1_CPU_PER_1M, False)  # fmt: skip
@@ -554,6 +565,9 @@ TABLE_HEAD = (
 def table_rows(w: dict[str, Any]) -> str:
     rows = []
     for name, r in w["runs"].items():
+        if "failed" in r:
+            rows.append(f"| {w['workload']} | {w['rep']} | {name} | failed |")
+            continue
         core = r["core_percent"]
         pi4 = "-" if core is None else f"{core * PI4_SLOWDOWN[0]:.0f}-{core * PI4_SLOWDOWN[1]:.0f}"
         rows.append(
