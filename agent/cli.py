@@ -280,6 +280,7 @@ def run(
     from agent.eventloop import run as run_loop
     from agent.lock import DataDirLock
     from agent.logs import LogError, configure
+    from agent.openfiles import raise_for
     from agent.runtime import Agent
 
     config = _load(config_file)
@@ -289,6 +290,7 @@ def run(
         configure(config.log, log_level)
     except LogError as exc:
         raise _fail([str(exc)]) from None
+    raise_for(config)  # 1,000 PLC connections need more than a soft limit of 1024
 
     async def main() -> dict[str, object]:
         agent = Agent(config)
