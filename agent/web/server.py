@@ -44,14 +44,14 @@ from agent.web.config import WebError, WebSection, canonical_host
 from agent.web.health import not_ready
 from agent.web.images import PREFIX as IMAGES
 from agent.web.images import NoImage, read_image
-from agent.web.metrics import CONTENT_TYPE as METRICS_TYPE
-from agent.web.metrics import metrics_registry, render
 from agent.web.reports import REPORT_POLICY, is_report_path, listing, shift_of
 from agent.web.state import StateBuilder
 from agent.web.trend import TrendError, TrendQuery, read_trend
 from agent.web.verdicts import VerdictLog
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from agent.runtime import Agent
 
 log = logging.getLogger("lineside.web")
@@ -254,7 +254,9 @@ class WebServer:
         self.verdicts = VerdictLog.of(agent.inspectors)
         agent.event_listeners.append(self.verdicts.record)
         self.state = StateBuilder(agent, refresh=EVENT_INTERVAL, verdicts=self.verdicts)
-        self.registry = metrics_registry(agent, self.state)
+        # Built at the first scrape: prometheus-client costs memory an agent never scraped
+        # does not need.
+        self.registry: CollectorRegistry | None = None
         self.files = _static_files()
         self._server: asyncio.Server | None = None
         self._port = section.port
@@ -494,8 +496,12 @@ class WebServer:
         if path == "/api/trend":
             return await self._trend(request, extra)
         if path == "/metrics":
+            from agent.web.metrics import CONTENT_TYPE, metrics_registry, render
+
+            if self.registry is None:
+                self.registry = metrics_registry(self.agent, self.state)
             await self.state.figures()  # refresh the store's figures the collector reads
-            return response(HTTPStatus.OK, render(self.registry), METRICS_TYPE, extra)
+            return response(HTTPStatus.OK, render(self.registry), CONTENT_TYPE, extra)
         # /readyz
         reasons = not_ready(await self.state.figures(), self.section.sink_max_unsent_age)
         if reasons:
