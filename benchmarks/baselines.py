@@ -39,7 +39,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.workloads import ALL_WORKLOADS, Workload, read_blocks
+from benchmarks.workloads import ALL_WORKLOADS, MAX_GAP, Workload, read_blocks
 from connectors.modbus.address import Table
 from connectors.modbus.framing import MBAP_PREFIX, MBAP_SIZE, crc_ok, mbap_read, rtu_read
 from connectors.modbus.planner import ReadRequest
@@ -138,11 +138,11 @@ def _struct_decoder(request: ReadRequest) -> Callable[[Any], list[float]]:
 
 
 async def run_naive(
-    workload: Workload, endpoints: list[int] | str, duration: float
+    workload: Workload, endpoints: list[int] | str, duration: float, max_gap: int = MAX_GAP
 ) -> dict[str, Any]:
     from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
-    blocks = read_blocks(workload.tags)
+    blocks = read_blocks(workload.tags, max_gap)
     decoders = [_struct_decoder(r) for r in blocks]
     clients: list[Any] = []
     if isinstance(endpoints, str):
@@ -435,9 +435,13 @@ def _same(proto: _TcpLink) -> _TcpLink:
 
 
 async def run_ceiling(
-    workload: Workload, endpoints: list[int] | str, duration: float, broker: str | None = None
+    workload: Workload,
+    endpoints: list[int] | str,
+    duration: float,
+    broker: str | None = None,
+    max_gap: int = MAX_GAP,
 ) -> dict[str, Any]:
-    blocks = read_blocks(workload.tags)
+    blocks = read_blocks(workload.tags, max_gap)
     loop = asyncio.get_running_loop()
     publisher = None if broker is None else MqttPublisher(broker, workload, blocks)
     if isinstance(endpoints, str):
@@ -484,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoints", required=True, help="JSON: a list of ports or a pty path")
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--broker", help="ceiling-mqtt: the broker's HOST:PORT")
+    parser.add_argument("--max-gap", type=int, default=MAX_GAP, help="registers/bits bridged")
     args = parser.parse_args(argv)
     if args.workload not in ALL_WORKLOADS:
         parser.error(f"unknown workload {args.workload!r}: one of {', '.join(ALL_WORKLOADS)}")
@@ -493,14 +498,18 @@ def main(argv: list[str] | None = None) -> int:
     endpoints = json.loads(args.endpoints)
     broker = args.broker if args.kind == "ceiling-mqtt" else None
     if args.kind == "naive":
-        result = asyncio.run(run_naive(workload, endpoints, args.duration))
+        result = asyncio.run(run_naive(workload, endpoints, args.duration, args.max_gap))
     else:
         try:
             import uvloop
         except ImportError:
-            result = asyncio.run(run_ceiling(workload, endpoints, args.duration, broker))
+            result = asyncio.run(
+                run_ceiling(workload, endpoints, args.duration, broker, args.max_gap)
+            )
         else:
-            result = uvloop.run(run_ceiling(workload, endpoints, args.duration, broker))
+            result = uvloop.run(
+                run_ceiling(workload, endpoints, args.duration, broker, args.max_gap)
+            )
     print(json.dumps(result), flush=True)
     return 0
 

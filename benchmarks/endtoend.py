@@ -13,9 +13,13 @@ contender polls it from its own process pinned to core 0:
   `report = "all"`, SQLite with `synchronous = FULL` (the default), an MQTT sink to the broker
   (QoS 1, `batch = "auto"`);
 - `ceiling-mqtt`: the raw-socket ceiling (benchmarks/baselines.py: uvloop, pipelined
-  hand-framed reads, numpy decoding) publishing one JSON message per poll and PLC with paho
+  hand-framed reads planned with every gap bridged that a read's size allows, numpy decoding)
+  publishing one JSON message per poll and PLC with paho
   (QoS 1), in the agent's payload format; no storage;
-- `naive`: one pymodbus client per PLC, struct decoding, no storage, no MQTT.
+- `naive`: one pymodbus client per PLC, the ceiling's reads, struct decoding, no storage, no
+  MQTT.
+
+The agent plans its reads itself (its default `max_gap`); the others use the bridging plan.
 
 The repetitions are interleaved (rep 1: every workload, every contender; then rep 2, the
 contenders in reverse order), so a change in the shared machine's load hits all of them.
@@ -62,7 +66,13 @@ from benchmarks.acquisition import machine
 from benchmarks.broker import Broker
 from benchmarks.plant import Plant, start_plant
 from benchmarks.procstat import reap, tree_cpu_seconds, tree_rss_bytes
-from benchmarks.workloads import END_TO_END, Workload, read_blocks, write_agent_config
+from benchmarks.workloads import (
+    BRIDGING_GAP,
+    END_TO_END,
+    Workload,
+    read_blocks,
+    write_agent_config,
+)
 
 RESULTS = Path(__file__).parent / "results" / "endtoend.json"
 CONTENDERS = ("agent", "ceiling-mqtt", "naive")
@@ -323,7 +333,12 @@ def run_agent(
 ) -> tuple[Window, dict[str, Any]]:
     assert isinstance(plant.endpoints, list)
     config = write_agent_config(
-        workload, plant.endpoints, work, fast_interval=fast_interval, extra=sink_toml(broker)
+        workload,
+        plant.endpoints,
+        work,
+        fast_interval=fast_interval,
+        extra=sink_toml(broker),
+        max_gap=None,  # the agent's own default plan, measured against the bridging one
     )
     stats_file = work / "stats.json"
     cmd = [*_lineside(), "run", "-c", str(config), "--duration", str(duration)]
@@ -359,6 +374,7 @@ def run_baseline(
 ) -> tuple[Window, dict[str, Any]]:
     cmd = [sys.executable, "-m", "benchmarks.baselines", kind, "--workload", workload.name]
     cmd += ["--endpoints", json.dumps(plant.endpoints), "--duration", str(duration)]
+    cmd += ["--max-gap", str(BRIDGING_GAP)]
     if kind == "ceiling-mqtt":
         cmd += ["--broker", f"{broker.host}:{broker.port}"]
     m = measure(cmd, lambda line: line == "start", core, duration, plant)
@@ -449,7 +465,7 @@ def run_workload(
         "rep": rep + 1,
         "tags": workload.total_tags,
         "interval_s": workload.interval,
-        "ceiling_plan_requests_per_poll": len(read_blocks(workload.tags)),
+        "ceiling_plan_requests_per_poll": len(read_blocks(workload.tags, BRIDGING_GAP)),
         "runs": runs,
         "ratios": ratios(runs),
     }

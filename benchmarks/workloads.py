@@ -18,6 +18,9 @@ from connectors.modbus.planner import PlanTag, ReadRequest, plan_unit, tag_width
 
 # Coalescing shared by the agent's config and the baselines' blocks.
 MAX_GAP = 10
+# The end-to-end ceiling's plan: every gap bridged that a read's size allows (125 registers,
+# 2,000 bits), the fewest requests a hand-written reader would send.
+BRIDGING_GAP = 2000
 MAX_REGISTERS = 125
 # "As fast as possible" for the agent: a grid this fine is always overrun, so every poll starts
 # as soon as the previous one ended (each skipped grid point is counted as an overrun).
@@ -137,12 +140,12 @@ ALL_WORKLOADS: dict[str, Workload] = {
 }
 
 
-def read_blocks(tags: tuple[TagSpec, ...]) -> tuple[ReadRequest, ...]:
+def read_blocks(tags: tuple[TagSpec, ...], max_gap: int = MAX_GAP) -> tuple[ReadRequest, ...]:
     """The reads one poll of one PLC sends: the agent's own coalescing (planned once)."""
     plan = plan_unit(
         [PlanTag(i, t.table, t.offset, t.width, t.type) for i, t in enumerate(tags)],
         max_registers=MAX_REGISTERS,
-        max_gap=MAX_GAP,
+        max_gap=max_gap,
     )
     return plan.requests
 
@@ -158,12 +161,14 @@ def write_agent_config(
     *,
     fast_interval: str = FAST_INTERVAL,
     extra: str = "",
+    max_gap: int | None = MAX_GAP,
 ) -> Path:
     """Write the agent's config for `workload` into `directory`; return the TOML's path.
 
     `endpoints` is one TCP port per PLC (unit id 1 on each), or the pty path of the RTU bus
     (unit ids 1..plcs). `fast_interval` is the poll interval of an "as fast as possible"
-    workload; `extra` is TOML appended at the end (a sink).
+    workload; `extra` is TOML appended at the end (a sink); `max_gap` None leaves the agent's
+    default.
     """
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "tags.csv", "w", newline="", encoding="utf-8") as f:
@@ -171,6 +176,7 @@ def write_agent_config(
         out.writerow(["name", "address", "type"])
         for tag in workload.tags:
             out.writerow([tag.name, tag.address, tag.type])
+    gap = [] if max_gap is None else [f"max_gap = {max_gap}"]
     interval = fast_interval if workload.interval is None else _duration(workload.interval)
     lines = [
         "config_version = 1",
@@ -198,7 +204,7 @@ def write_agent_config(
             # t3.5 at 115200 baud is 1.75 ms: the shortest pause the bus allows.
             'frame_pause = "2ms"',
             'timeout = "500ms"',
-            f"max_gap = {MAX_GAP}",
+            *gap,
         ]
         for k in range(workload.plcs):
             lines += ["", "[[sources.units]]", f"unit_id = {k + 1}", f'machine = "m{k:03d}"']
@@ -215,7 +221,7 @@ def write_agent_config(
                 'host = "127.0.0.1"',
                 f"port = {port}",
                 'timeout = "1s"',
-                f"max_gap = {MAX_GAP}",
+                *gap,
                 # Every block of one poll in flight at once, as the ceiling does.
                 "max_in_flight = 4",
                 "",
