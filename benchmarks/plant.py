@@ -118,8 +118,8 @@ def _count_served(workload: Workload) -> ServedCounter:
     """Route both servers' PDU handling through a counter (this plant process only)."""
     counter = ServedCounter(workload.tags)
     counted = counter.wrap(modbus_pdu.handle_pdu)
-    modbus_tcp.handle_pdu = counted  # type: ignore[attr-defined]
-    modbus_rtu.handle_pdu = counted  # type: ignore[attr-defined]
+    modbus_tcp.handle_pdu = counted  # type: ignore[assignment,attr-defined]
+    modbus_rtu.handle_pdu = counted  # type: ignore[assignment,attr-defined]
     return counter
 
 
