@@ -391,7 +391,10 @@ def run_baseline(
     m = measure(cmd, lambda line: line == "start", core, duration, plant)
     if m.returncode != 0 or not m.stdout:
         raise RuntimeError(f"{kind} failed ({m.returncode}):\n" + "\n".join(m.stderr[-20:]))
-    result = json.loads(m.stdout[-1])
+    try:
+        result = json.loads(m.stdout[-1])
+    except ValueError as exc:
+        raise RuntimeError(f"{kind}: its result line is not JSON ({exc})") from None
     lateness = [q for _, q in result["lateness"]]
     return m, {
         "agent_id": f"ceiling-{workload.name.lower()}",
