@@ -55,6 +55,9 @@ _STRUCT_FORMATS = {
     "float64": ">d",
 }
 _NUMPY_TYPES = {k: np.dtype(v) for k, v in _STRUCT_FORMATS.items()}
+# The first poll comes this long after "start", so that a parent that reads its counters
+# (CPU, the plant's samples served) on that line sees every poll of the window, the first too.
+FIRST_POLL_DELAY = 0.1
 # The agent's RTU `frame_pause` in the generated config: the same bus discipline here.
 RTU_FRAME_PAUSE = 0.002
 
@@ -201,7 +204,7 @@ async def _timed(
     clients: list[Any],
 ) -> dict[str, Any]:
     print("start", flush=True)
-    t0 = time.monotonic()
+    t0 = time.monotonic() + FIRST_POLL_DELAY
     figures = [LinkFigures() for _ in links]
     await asyncio.gather(
         *(
@@ -463,7 +466,7 @@ async def run_ceiling(
                 publisher.publish(machine, ts_ns, link.latest)
 
     print("start", flush=True)
-    t0 = time.monotonic()
+    t0 = time.monotonic() + FIRST_POLL_DELAY
     await asyncio.gather(
         *(poll(k, Grid(workload.interval, t0, t0 + duration), k.figures) for k in links)
     )
