@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from agent.config import AlarmSection
+from agent.config.sections import AlarmSection
 from agent.kpi.config import MachineKpi
 from agent.kpi.states import PACKML_PRODUCTION
 from agent.model import Event, EventKind, Quality, ReadingBatch
@@ -119,6 +119,33 @@ class AlarmRule:
         return f"{self.tag} {shown} {word} {self.limit:g}"
 
 
+def rules_of(
+    sections: Sequence[AlarmSection],
+    ids: Mapping[tuple[str, str], int],
+    kpis: Mapping[str, MachineKpi] | None = None,
+) -> list[AlarmRule]:
+    """The rules of the `[[alarms]]` entries; `ids` maps (machine, tag) to the tag's store id,
+    `kpis` the running machines' `[machines.kpi]` sections (for state alarms). ValueError when
+    a state alarm's machine runs without KPIs (added by a reload: a restart adds its KPIs)."""
+    rules = []
+    for s in sections:
+        kpi = (kpis or {}).get(s.machine)
+        if s.state is not None and kpi is None:
+            raise ValueError(
+                f"alarm {s.name!r}: machine {s.machine!r} runs without [machines.kpi] until a "
+                "restart, so its state is not known"
+            )
+        tag = kpi.state if s.state is not None and kpi is not None else s.tag
+        rules.append(AlarmRule.of(s, ids[s.machine, str(tag)], kpi))
+    return rules
+
+
+def _same(a: AlarmRule, b: AlarmRule) -> bool:
+    """Equal rules; a state alarm's limit is NaN, which equals nothing."""
+    both_nan = math.isnan(a.limit) and math.isnan(b.limit)
+    return a == b or (both_nan and replace(a, limit=0.0) == replace(b, limit=0.0))
+
+
 @dataclass(slots=True)
 class AlarmState:
     pending_ns: int | None = None  # when the condition began to hold (the delay runs)
@@ -126,6 +153,13 @@ class AlarmState:
     value: float | None = None  # the reading that raised it
     acknowledged: bool = False
     acknowledged_by: str | None = None
+    raised: int = 0  # times raised in this run (`/metrics`)
+
+
+def _watched(rules: Sequence[AlarmRule]) -> npt.NDArray[np.int32]:
+    """The tag ids the rules watch, sorted and distinct, as np.unique gives, without it:
+    np.unique imports numpy.ma (1.3 MB of the running agent's memory) to look for masks."""
+    return np.array(sorted({r.tag_id for r in rules}), dtype=np.int32)
 
 
 class AlarmBook:
@@ -138,9 +172,7 @@ class AlarmBook:
         for rule in self.rules:
             if rule.condition == "stale":
                 self.states[rule.name].pending_ns = start_ns
-        # Sorted and distinct, as np.unique gives, without it: np.unique imports numpy.ma
-        # (1.3 MB of the running agent's memory) to check for masked arrays.
-        self._watched = np.array(sorted({r.tag_id for r in self.rules}), dtype=np.int32)
+        self._watched = _watched(self.rules)
 
     @classmethod
     def from_config(
@@ -152,12 +184,41 @@ class AlarmBook:
     ) -> AlarmBook:
         """Rules from the config; `ids` maps (machine, tag) to the tag's store id, `kpis` the
         machines' `[machines.kpi]` sections (for state alarms)."""
-        rules = []
-        for s in sections:
-            kpi = (kpis or {}).get(s.machine)
-            tag = kpi.state if s.state is not None and kpi is not None else s.tag
-            rules.append(AlarmRule.of(s, ids[s.machine, str(tag)], kpi))
-        return cls(rules, start_ns)
+        return cls(rules_of(sections, ids, kpis), start_ns)
+
+    def reconfigure(self, rules: Sequence[AlarmRule], now_ns: int) -> list[Event]:
+        """Take the rules of a reloaded config. An alarm whose rule is the same keeps its
+        state (active, pending, acknowledged); one removed or changed is cleared with an event
+        when it is active (`cleared_by`: "config reload"), and a changed or added one starts
+        clear, as at start. The events to store, in the old rules' order."""
+        before = {r.name: r for r in self.rules}
+        states: dict[str, AlarmState] = {}
+        events: list[Event] = []
+        for rule in rules:
+            old = before.pop(rule.name, None)
+            if old is not None and _same(old, rule):
+                states[rule.name] = self.states[rule.name]
+                continue
+            if old is not None:
+                events += self._retire(old, now_ns)
+            states[rule.name] = AlarmState(now_ns if rule.condition == "stale" else None)
+        for old in before.values():
+            events += self._retire(old, now_ns)
+        self.rules = tuple(rules)
+        self.states = states
+        self._watched = _watched(self.rules)
+        return events
+
+    def _retire(self, rule: AlarmRule, now_ns: int) -> list[Event]:
+        """The clear event of an active alarm that a reload removes or changes."""
+        state = self.states[rule.name]
+        if state.since_ns is None:
+            return []
+        data = self._data(rule, False, None)
+        data["reason"] = rule.reason(state.value)  # why it was raised
+        data["active_s"] = round((now_ns - state.since_ns) / NS, 3)
+        data["cleared_by"] = "config reload"
+        return [Event(EventKind.ALARM, now_ns, rule.machine, data)]
 
     def on_batch(self, batch: ReadingBatch) -> list[Event]:
         if not self.rules:
@@ -214,6 +275,7 @@ class AlarmBook:
     def _raise(self, rule: AlarmRule, state: AlarmState, ts_ns: int, value: float | None) -> Event:
         state.since_ns = ts_ns
         state.pending_ns = None
+        state.raised += 1
         state.acknowledged = False
         state.acknowledged_by = None
         data = self._data(rule, True, value)

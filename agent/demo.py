@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agent.config import load_config
+from agent.config.loader import load_config
 from agent.eventloop import run as run_loop
 from agent.model import Quality
 from agent.runtime import Agent
@@ -43,8 +43,12 @@ def _machine_panel(agent: Agent, machine: str) -> Table:
             continue
         quality = Quality(int(agent.latest_quality[tag.id]))
         value = float(agent.latest_values[tag.id])
-        if not agent.latest_ts_ns[tag.id]:
-            text = Text("not read", style="dim")  # text tags are not acquired yet
+        string = agent.texts.latest.get(tag.id)  # a text tag's string (agent/texts.py)
+        if string is not None:
+            shown = string.value if string.value is not None else string.quality.name.lower()
+            text = Text(shown, style="" if string.quality is Quality.GOOD else "red")
+        elif not agent.latest_ts_ns[tag.id]:
+            text = Text("not read", style="dim")
         elif quality is Quality.GOOD:
             text = Text(f"{value:,.6g} {tag.unit}".rstrip())
         else:

@@ -1,5 +1,8 @@
 """`lineside export`: the stored telemetry as one row per reading, in time order, csv or jsonl.
 
+Text tags' strings are stored as `text` events (agent/texts.py), one per change: each is a
+row too, its string the value, merged in by time.
+
 The store keeps one record per batch; export unrolls them. Batches from different sources
 overlap in time, so rows are merged through a heap that only ever holds the batches whose time
 range has begun, not the whole store.
@@ -11,6 +14,7 @@ import csv
 import fnmatch
 import heapq
 import json
+import math
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,9 +26,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from agent.codenames import CodeNames
-from agent.model import EventKind, Quality
+from agent.model import Event, EventKind, Quality
 from agent.reasonlog import ReasonAt, changes
 from agent.store import StoreReader
+from agent.texts import TextReading
 from agent.values import Plain, plain
 
 # The store keeps time as nanoseconds since the epoch in a signed 64-bit integer: from
@@ -41,6 +46,10 @@ class ExportRow:
     quality: Quality
     unit: str = ""
     reason: str = ""  # why a bad reading is bad, from the store's `reasons` events
+    # A text tag's row (from a stored `text` event, agent/texts.py): its string, None when bad;
+    # `value` is NaN.
+    text: str | None = None
+    textual: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +61,9 @@ class Labels:
     models: Mapping[str, Any] = field(default_factory=dict)
     names: CodeNames = field(default_factory=CodeNames)
 
-    def value(self, row: ExportRow) -> Plain:
+    def value(self, row: ExportRow) -> Plain | str:
+        if row.textual:
+            return row.text
         return plain(row.value, self.models.get(row.path, _STORED))
 
     def name(self, row: ExportRow) -> str | None:
@@ -105,16 +116,37 @@ def export_readings(
     try:
         hi = TIME_MAX_NS if end_ns is None else min(end_ns, TIME_MAX_NS)
         events = changes(reader.event_texts(EventKind.REASONS, before_ns=hi))
+        lo = TIME_MIN_NS if start_ns is None else max(start_ns, TIME_MIN_NS)
+        texts = _text_rows(reader, lo, hi, tag_glob)
     except BaseException:
         reader.close()
         raise
-    return _with_reasons(_rows(reader, start_ns, end_ns, tag_glob), ReasonAt(events))
+    rows = heapq.merge(_rows(reader, start_ns, end_ns, tag_glob), texts, key=lambda r: r.ts_ns)
+    return _with_reasons(rows, ReasonAt(events))
+
+
+def _text_rows(reader: StoreReader, lo: int, hi: int, tag_glob: str | None) -> list[ExportRow]:
+    """The stored `text` events of [lo, hi) as rows, in time order (strings change rarely:
+    read at once)."""
+    units = {t.path: t.unit for t in reader.tags().values()}
+    out = []
+    for ts_ns, stored in reader.event_texts(EventKind.TEXT, before_ns=hi):
+        if ts_ns < lo:
+            continue
+        data = json.loads(stored)
+        reading = TextReading.of(Event(EventKind.TEXT, ts_ns, None, data))
+        path = str(data.get("tag", ""))
+        if reading is None or (tag_glob is not None and not fnmatch.fnmatchcase(path, tag_glob)):
+            continue
+        out.append(ExportRow(ts_ns, path, math.nan, reading.quality, units.get(path, ""),
+                             reading.reason, reading.value, textual=True))  # fmt: skip
+    return out
 
 
 def _with_reasons(rows: Iterable[ExportRow], reasons: ReasonAt) -> Iterator[ExportRow]:
     """The rows (in time order), each bad one with its reason at its time if one is known."""
     for row in rows:
-        if row.quality != Quality.GOOD:
+        if row.quality != Quality.GOOD and not row.textual:  # a text row has its reason
             why = reasons.at(row.ts_ns, row.path)
             if why:
                 row = ExportRow(row.ts_ns, row.path, row.value, row.quality, row.unit, why)
@@ -179,8 +211,8 @@ def write_csv(rows: Iterable[ExportRow], out: TextIO, labels: Labels | None = No
     for r in rows:
         value = labels.value(r)
         text = "" if value is None else str(value).lower() if isinstance(value, bool) else value
-        if value is None:
-            text = repr(r.value)  # nan, inf: as stored, the quality says why
+        if value is None:  # nan, inf: as stored, the quality says why; a bad text: empty
+            text = "" if r.textual else repr(r.value)
         writer.writerow(
             [
                 _iso(r.ts_ns),

@@ -23,7 +23,10 @@ ordered per stream, and `(agent_id, stream, seq)` lets the receiver drop duplica
   reading. A sink that keeps concurrent sends in order (`concurrent_sends`, MQTT) gets the next
   batch while the previous one waits for its acknowledgement; the cursor still moves in order,
   and a failure sends both again.
-- An idle lane waits for the store writer's next commit (or `idle_wait` at most), not a poll.
+- An idle lane waits for the store writer's next commit to its stream (or `idle_wait` at most),
+  not a poll; the writer commits a record at once when it was idle (group commit,
+  docs/decisions/0008-group-commit-and-live-forwarding.md), so a live record is sent within a
+  commit of its poll, and never before that commit.
 - A sink whose streams are independent (`independent_streams`, HTTP: a client per stream)
   sends on each stream on its own: a request hanging on one stream holds back no other, and a
   failing stream backs off alone without closing the sink under the others.
@@ -102,6 +105,7 @@ class Forwarder:
         self._replay_at = clock.monotonic()
         # Set by the store writer's commits: an idle lane looks again at once (latency).
         self._commits: dict[str, asyncio.Event] = {}
+        self._committed: dict[str, int] = {}  # the writer's last seq per stream, lanes woken for
         # Set (and replaced) whenever a lane connects the sink again.
         self._reconnected = asyncio.Event()
 
@@ -137,8 +141,12 @@ class Forwarder:
             log.exception("%s: its background work stopped", self.sink.name)
 
     def _wake_lanes(self) -> None:
-        for event in self._commits.values():
-            event.set()
+        """After a commit: wake the lanes whose stream it wrote to (telemetry, mostly)."""
+        for stream, event in self._commits.items():
+            seq = self.writer.committed_seq(stream)
+            if seq != self._committed.get(stream):
+                self._committed[stream] = seq
+                event.set()
 
     async def _idle(self, stream: str) -> None:
         """Wait for the writer's next commit, or `idle_wait` at most (the clock's, for tests

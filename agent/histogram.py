@@ -5,9 +5,11 @@ could not be added up across agents or over time, bucket counts can. The buckets
 construction, so one observation is a bisection over a dozen bounds and two additions (no
 numpy, no allocation): cheap enough for every request of the hot loop.
 
-`statistics(prefix)` flattens a histogram into the `Mapping[str, float]` that sources report
-(`<prefix>_bucket_<i>` non-cumulative counts, `<prefix>_sum_s`, `<prefix>_count`), and
-`from_statistics` reads it back, so `/metrics` and `status.json` need no other channel.
+A component reports `snapshot()`, a frozen `HistogramSnapshot`, as a typed field of its
+statistics (agent/statistics.py); `/metrics` renders its buckets as they are.
+
+`percentiles` is the p50 / p99 of a ring of recent samples (a link's poll lateness, a source's
+request latencies) that the status file asks for every two seconds, per link.
 """
 
 from __future__ import annotations
@@ -15,8 +17,28 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+def percentiles(values: npt.NDArray[np.float64], qs: Sequence[float]) -> list[float]:
+    """`np.percentile(values, qs)` (its linear estimate; `values` not empty) from one
+    `np.partition`: about ten times cheaper on a ring of a thousand samples, which matters
+    when fifty links are asked every two seconds."""
+    top = values.shape[0] - 1
+    places = [q / 100.0 * top for q in qs]
+    below = [math.floor(p) for p in places]
+    kth = sorted({*below, *(min(b + 1, top) for b in below)})
+    part = np.partition(values, kth)
+    out = []
+    for place, low in zip(places, below, strict=True):
+        a, b = float(part[low]), float(part[min(low + 1, top)])
+        out.append(a + (b - a) * (place - low))
+    return out
+
 
 # Seconds, from a fast local Modbus request (sub-millisecond) to a PLC on a slow serial line or
 # a stalled OPC UA server; anything slower lands in +Inf.
@@ -96,25 +118,3 @@ class Histogram:
 
     def snapshot(self) -> HistogramSnapshot:
         return HistogramSnapshot(self.bounds, tuple(self.counts), self.sum)
-
-    def statistics(self, prefix: str) -> dict[str, float]:
-        """The histogram as flat figures for a `statistics()` mapping (see the module doc)."""
-        out: dict[str, float] = {f"{prefix}_bucket_{i}": n for i, n in enumerate(self.counts)}
-        out[f"{prefix}_sum_s"] = self.sum
-        out[f"{prefix}_count"] = sum(self.counts)
-        return out
-
-
-def from_statistics(
-    stats: Mapping[str, float], prefix: str, bounds: Sequence[float] = LATENCY_BUCKETS_S
-) -> HistogramSnapshot | None:
-    """The histogram `Histogram.statistics(prefix)` wrote into `stats`; None when `stats` has
-    none (a source that keeps no latency histogram) or one with other buckets."""
-    checked = _checked(bounds)
-    keys = [f"{prefix}_bucket_{i}" for i in range(len(checked) + 1)]
-    sum_key = f"{prefix}_sum_s"
-    if sum_key not in stats or not all(k in stats for k in keys):
-        return None
-    if f"{prefix}_bucket_{len(checked) + 1}" in stats:
-        return None  # more buckets than `bounds`: written with other bounds
-    return HistogramSnapshot(checked, tuple(int(stats[k]) for k in keys), float(stats[sum_key]))

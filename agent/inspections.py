@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.clock import Clock
-from agent.config import Config
+from agent.config.sections import Config
 from agent.errors import LinesideError
 from agent.extras import needs
 from agent.model import Event

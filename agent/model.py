@@ -14,8 +14,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-# The value types a tag may declare, whatever the protocol. Text is read but not yet stored:
-# ReadingBatch values are float64.
+# The value types a tag may declare, whatever the protocol. ReadingBatch values are float64:
+# "string" tags travel beside the batches, as `text` events (agent/texts.py).
 DataType = Literal[
     "bool",
     "int16",
@@ -124,6 +124,9 @@ class EventKind(StrEnum):
     # Why a source's tags read bad, each time that changed (agent/reasonlog.py): export joins
     # a bad reading to its reason by time. Last, for the same reason as AUDIT.
     REASONS = "reasons"
+    # A text tag's string, each time it changed (agent/texts.py): strings are not float64, so
+    # they travel beside the batches. Last, for the same reason as AUDIT.
+    TEXT = "text"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from agent.clock import SystemClock
-from agent.config import Config
+from agent.config.sections import Config
 from agent.errors import one_line
 from agent.model import Quality
 from agent.pipeline import NON_FINITE_REASON, mark_non_finite
@@ -20,6 +20,7 @@ from agent.reasons import reasons_of
 from agent.registry import runtime_class
 from agent.source import Source
 from agent.tags import Tag, TagTable
+from agent.texts import texts_of
 from agent.values import is_text, models_by_path
 
 
@@ -30,6 +31,7 @@ class OneReading:
     quality: Quality
     ts_ns: int
     reason: str = ""  # why it is bad ("" when good, or when the source gives no reason)
+    text: str | None = None  # a text tag's string (its `value` is NaN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,8 @@ FIRST_VALUES_WAIT = 1.0  # seconds, beyond two poll intervals, for a subscriptio
 
 
 def awaited(tags: TagTable, models: dict[str, object], source: str) -> set[int]:
-    """The ids of the tags of `source` that `read` waits for. Text tags never give a float
-    reading (strings are not stored yet): waiting for them would only run out the clock."""
+    """The ids of the tags of `source` that `read` waits for in the batches. Text tags are
+    never in a batch (their strings come beside it, agent/texts.py): they are not waited for."""
     return {t.id for t in tags if t.source == source and not is_text(models.get(t.path))}
 
 
@@ -109,6 +111,28 @@ async def read_once(config: Config, pattern: str | None = None) -> ReadResult:
                     if quality != Quality.GOOD and not reason and not math.isfinite(value):
                         reason = NON_FINITE_REASON
                     readings.append(OneReading(tag, value, Quality(quality), ts, reason))
+        readings += _texts(source, tags, pattern, link_error, why)
     # A tag polled again while a subscription caught up: its latest reading.
     latest = {r.tag.id: r for r in readings}
     return ReadResult(sorted(latest.values(), key=lambda r: r.tag.id), errors)
+
+
+def _texts(
+    source: Source, tags: TagTable, pattern: str | None, link_error: str, why: dict[int, str]
+) -> list[OneReading]:
+    """The strings of the text tags of `source` the poll read, bad with a reason otherwise."""
+    texts = texts_of(source)
+    out: list[OneReading] = []
+    for tag_id in texts.tag_ids if texts is not None else ():
+        tag = tags.by_id(tag_id)
+        if not matches(tag, pattern):
+            continue
+        got = texts.latest.get(tag_id) if texts is not None else None
+        reason = link_error or why.get(tag_id, "")
+        if got is None or reason or got.quality is Quality.BAD:
+            bad = reason or (got.reason if got is not None else "") or "no string read"
+            ts = got.ts_ns if got is not None else 0
+            out.append(OneReading(tag, math.nan, Quality.BAD, ts, bad))
+        else:
+            out.append(OneReading(tag, math.nan, got.quality, got.ts_ns, got.reason, got.value))
+    return out

@@ -31,6 +31,9 @@ one by one: each is compared with what the previous one left as last reported.
 The work is vectorised: per-tag state lives in arrays indexed by tag id, and a batch is filtered
 with array operations. Only repeated tag ids cost a pass each (one pass per repeat depth).
 
+The agent merges the batches of the links whose polls ended in the same turn of the event
+loop (`merge`) before anything else, so a tick of fifty links costs one pass, not fifty.
+
 Before the filter, `mark_non_finite` gives bad quality to any reading whose value is NaN or
 ±inf after decoding, scale and offset (a float register holding a NaN pattern, a huge float
 times its scale, an OPC UA server's NaN): such a value is no measurement, so it must never
@@ -39,6 +42,7 @@ travel upstream as `null` with good quality.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +81,31 @@ def mark_non_finite(
     quality = np.where(flagged, _BAD, batch.quality)
     marked = ReadingBatch(batch.source, batch.tag_ids, batch.values, quality, batch.ts_ns)
     return marked, flagged
+
+
+def merge(batches: Sequence[ReadingBatch]) -> ReadingBatch:
+    """Several batches as one (the links' polls that ended in one turn of the event loop), in
+    order: one concatenation per column, so the pipeline and the store pay for one batch.
+
+    Its source names every source once, comma-separated. Batches of one timestamp each keep one:
+    the latest, as a poll's batch is stamped with its last answer (the polls merged ended
+    within one turn of the loop, a millisecond or so apart); a batch with a timestamp per
+    reading makes the merged one have a timestamp per reading.
+    """
+    if len(batches) == 1:
+        return batches[0]
+    sources = dict.fromkeys(b.source for b in batches)
+    if all(b.ts_ns.shape[0] == 1 for b in batches):
+        ts = np.array([max(int(b.ts_ns[0]) for b in batches)], dtype=np.int64)
+    else:
+        ts = np.concatenate([b.timestamps() for b in batches])
+    return ReadingBatch(
+        ",".join(sources),
+        np.concatenate([b.tag_ids for b in batches]),
+        np.concatenate([b.values for b in batches]),
+        np.concatenate([b.quality for b in batches]),
+        ts,
+    )
 
 
 @dataclass(frozen=True, slots=True)

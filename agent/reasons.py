@@ -114,6 +114,13 @@ class Reasons:
         self.current.append("")
         return len(self._blocks) - 1
 
+    def split_block(self, block: int, parts: Sequence[tuple[Sequence[int], str]]) -> list[int]:
+        """Replace `block` by `parts` (tag ids and label each: a read split in several), and
+        return their indexes; the old block keeps no tag and reads good."""
+        self.set(block, "")
+        self._blocks[block] = _Block((), self._blocks[block].label)
+        return [self.add_block(tag_ids, label) for tag_ids, label in parts]
+
     def set(self, block: int, reason: str) -> None:
         """The block's reason after an attempt ("" when it read good)."""
         if self.current[block] != reason:

@@ -2,8 +2,9 @@
 the agent runs with afterwards.
 
 Pure functions; the agent applies the result (`Agent.reload`). A reload changes sources, sinks
-and their tags, and adds machines. Everything else is fixed for a run: a change there is named
-("needs a restart: store.max_size") and the running value kept, so the rest still applies.
+and their tags and `[[alarms]]`, and adds machines. Everything else is fixed for a run: a
+change there is named ("needs a restart: store.max_size") and the running value kept, so the
+rest still applies.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agent.config import Config, Machine
+from agent.config.sections import Config, Machine
 from agent.tags import Register, Tag, TagTable, config_tags
 
 # Sections a running agent cannot change: the store and its bounds are open, the page is bound,
@@ -42,6 +43,9 @@ class ConfigChange:
     sinks_removed: tuple[str, ...] = ()
     sinks_changed: tuple[str, ...] = ()
     machines_added: tuple[str, ...] = ()
+    alarms_added: tuple[str, ...] = ()
+    alarms_removed: tuple[str, ...] = ()
+    alarms_changed: tuple[str, ...] = ()
     needs_restart: tuple[str, ...] = ()  # dotted keys whose running value is kept
 
     @property
@@ -54,6 +58,9 @@ class ConfigChange:
             or self.sinks_removed
             or self.sinks_changed
             or self.machines_added
+            or self.alarms_added
+            or self.alarms_removed
+            or self.alarms_changed
         )
 
 
@@ -83,6 +90,9 @@ def difference(old: Config, new: Config) -> ConfigChange:
     s_added, s_removed, s_changed = _by_name(old.sources_by_name, new.sources_by_name)
     k_added, k_removed, k_changed = _by_name(old.sinks_by_name, new.sinks_by_name)
     m_added, m_removed, m_changed = _by_name(old.machines_by_name, new.machines_by_name)
+    a_added, a_removed, a_changed = _by_name(
+        {a.name: a for a in old.alarms}, {a.name: a for a in new.alarms}
+    )
     restart = _fixed_keys(old, new)
     restart += [f"machines.{m}" for m in (*m_removed, *m_changed)]
     restart += [f"machines.{m}.kpi" for m in m_added if new.machines_by_name[m].kpi is not None]
@@ -94,6 +104,9 @@ def difference(old: Config, new: Config) -> ConfigChange:
         sinks_removed=k_removed,
         sinks_changed=k_changed,
         machines_added=m_added,
+        alarms_added=a_added,
+        alarms_removed=a_removed,
+        alarms_changed=a_changed,
         needs_restart=tuple(restart),
     )
 
@@ -156,6 +169,10 @@ def summary(change: ConfigChange, tags_added: int) -> str:
     ]
     if change.machines_added:
         parts.append(f"{_count(len(change.machines_added), 'machine')} added")
+    if change.alarms_added or change.alarms_removed or change.alarms_changed:
+        parts.append(
+            part(change.alarms_added, change.alarms_removed, change.alarms_changed, "alarm")
+        )
     return "reload: " + "; ".join(parts)
 
 
@@ -173,6 +190,11 @@ def audit_data(change: ConfigChange, tags_added: int, line: str) -> dict[str, An
             "added": list(change.sinks_added),
             "removed": list(change.sinks_removed),
             "changed": list(change.sinks_changed),
+        },
+        "alarms": {
+            "added": list(change.alarms_added),
+            "removed": list(change.alarms_removed),
+            "changed": list(change.alarms_changed),
         },
         "tags_added": tags_added,
         "needs_restart": list(change.needs_restart),

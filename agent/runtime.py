@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.alarms import AlarmBook
+from agent.alarms import AlarmBook, AlarmRule, rules_of
 from agent.clock import Clock, SystemClock
 from agent.codenames import CodeNames
-from agent.config import Config, load_config
+from agent.config.loader import load_config
+from agent.config.sections import Config
 from agent.errors import ConfigError, LinesideError, one_line
 from agent.forward import Forwarder, ForwardSettings
 from agent.inspections import build_inspectors
@@ -34,7 +35,7 @@ from agent.kpi.engine import KpiEngine
 from agent.kpi.resume import resume
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.notify import Notifier
-from agent.pipeline import ReportByException, mark_non_finite
+from agent.pipeline import ReportByException, mark_non_finite, merge
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
 from agent.reasonlog import record_reasons
 from agent.reasons import reasons_of
@@ -47,13 +48,16 @@ from agent.reload import (
     merged_tags,
     summary,
 )
-from agent.scheduler import Schedule
+from agent.scheduler import Schedule, Wakeups
 from agent.sink import SinkContext
+from agent.snapshot import AgentSnapshot, take_snapshot
 from agent.source import ReportsChanges, Source
 from agent.status_file import STATUS_FILE as STATUS_FILE
 from agent.status_file import keep_status_file, status_figures, write_status
 from agent.store import Store, StoreWriter
 from agent.tags import Tag, TagTable, config_tags
+from agent.texts import TextRecorder
+from agent.web.andon import StateTrace
 from agent.web.config import WebError
 
 if TYPE_CHECKING:
@@ -96,6 +100,7 @@ class _ReloadPlan:
     tags_added: int
     sources: dict[str, Source]  # the sources added or changed, by name
     forwarders: dict[str, Forwarder]  # the sinks added or started again, by name
+    alarms: list[AlarmRule]  # the [[alarms]] of the new config, bound to the new tags' ids
 
 
 class Agent:
@@ -158,7 +163,11 @@ class Agent:
         ]
         self._settings = settings
         self.links = {s.name: LinkStatistics() for s in self.sources}
-        self.schedules = {s.name: Schedule(dict(s.poll_groups()), self.clock) for s in self.sources}
+        # Every link's grid aligned on one set of timers: links due at the same instant wake in
+        # one turn of the loop, and their readings go on as one batch (`collect_readings`).
+        self.wakeups = Wakeups(self.clock)
+        self.schedules = {s.name: self._schedule(s) for s in self.sources}
+        self._turn: list[ReadingBatch] = []  # readings of this turn of the loop, not yet merged
         # The latest reading of every tag, for live views (`lineside demo`, the status page).
         n = self.tags.size  # indexed by tag id
         self.latest_values = np.full(n, np.nan)
@@ -172,8 +181,12 @@ class Agent:
         self.kpi: KpiEngine | None = None
         ids = {t.path: t.id for t in self.tags}
         self._kpi_ids = ids
+        # Each machine's state as the engine folds it, from the store at start on: the page's
+        # andon timeline of the shift (agent/web/andon.py).
+        self.state_trace = StateTrace()
         if any(m.kpi is not None for m in config.machines):
             self.kpi = KpiEngine(config, ids)
+            self.kpi.trace = self.state_trace
         # The [[alarms]] conditions, evaluated on the stored batches (store ids), like the KPIs.
         self.alarms = AlarmBook.from_config(
             config.alarms,
@@ -188,6 +201,10 @@ class Agent:
         # Live views that want every event as it happens (the page's verdict log); called after
         # the store and the KPI engine have it, and never allowed to cost the agent an event.
         self.event_listeners: list[Callable[[Event], None]] = []
+        # Text tags' strings, stored on change as `text` events beside the batches.
+        self.texts = TextRecorder(
+            lambda: self.sources, lambda: self.tags, self.links, self.clock, self.emit_event
+        )
         # Vision is imported only when the config has inspections (onnxruntime, OpenCV).
         self.inspectors: list[Inspector] = self._inspectors() if config.inspections else []
         # The running TaskGroup and each source's and sink's task in it ("source a", "sink b"),
@@ -196,6 +213,9 @@ class Agent:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[bool]] = set()
+
+    def _schedule(self, source: Source) -> Schedule:
+        return Schedule(dict(source.poll_groups()), self.clock, align=True, wakeups=self.wakeups)
 
     def _inspectors(self) -> list[Inspector]:
         return build_inspectors(
@@ -217,11 +237,8 @@ class Agent:
         return read
 
     def inspections(self) -> dict[str, Any]:
-        """Each inspection's latest verdict and counters (for the status page)."""
-        return {
-            i.name: {"machine": i.machine, "latest": i.latest, **i.statistics()}
-            for i in self.inspectors
-        }
+        """Each inspection's latest verdict and counters (as status.json has them)."""
+        return self.snapshot().inspection_figures()
 
     async def _supervised(
         self, what: str, run: Callable[[], Awaitable[None]], failed: Callable[[str], None]
@@ -275,7 +292,7 @@ class Agent:
                     run_link,
                     source,
                     self.clock,
-                    self.emit_readings,
+                    self.collect_readings,
                     self.emit_event,
                     stats=self.links[source.name],
                     schedule=self.schedules[source.name],
@@ -389,7 +406,9 @@ class Agent:
                 forwarders[s.name] = Forwarder(
                     sink, self.store, self.writer, self.clock, self._settings
                 )
-        return _ReloadPlan(target, change, tags, added, sources, forwarders)
+        kpis = {m.name: m.kpi for m in target.machines if m.kpi is not None}
+        alarms = rules_of(target.alarms, {(t.machine, t.name): t.id for t in tags}, kpis)
+        return _ReloadPlan(target, change, tags, added, sources, forwarders, alarms)
 
     async def _apply_reload(self, plan: _ReloadPlan) -> None:
         """Stop what goes or changes, swap the tables, start what is new; the store writer,
@@ -411,7 +430,7 @@ class Agent:
         for source in self.sources:
             if source.name in plan.sources or source.name not in self.links:
                 self.links[source.name] = LinkStatistics()
-                self.schedules[source.name] = Schedule(dict(source.poll_groups()), self.clock)
+                self.schedules[source.name] = self._schedule(source)
         for name in set(self.links) - target_sources:
             del self.links[name], self.schedules[name]
         sinks = {f.sink.name: f for f in self.forwarders}
@@ -421,7 +440,10 @@ class Agent:
         except LinesideError as exc:
             log.error("reload: %s", exc)
         self.config = plan.config
-        machines = list(dict.fromkeys(t.machine for t in self.tags))
+        # Alarms added, removed or changed; the others keep their state and acknowledgement.
+        for event in self.alarms.reconfigure(plan.alarms, self.clock.time_ns()):
+            self.emit_event(event)
+        machines = list(dict.fromkeys(t.machine for t in self.tags if t.source))
         for builder in (self.web.state if self.web is not None else None, self._state):
             if builder is not None:  # the page's machines: a reload may add some
                 builder.machines = machines
@@ -450,6 +472,19 @@ class Agent:
             self.filter = self.filter.resized(n, *tags.deadbands())
         self.tags = tags
         self.__dict__.pop("_tags_by_source", None)  # counted again from the new table
+
+    def collect_readings(self, batch: ReadingBatch) -> None:
+        """A link's readings, merged with those of every link whose poll ended in this same
+        turn of the event loop (woken by one timer, their answers came in together) and then
+        emitted as one batch: one pass through the pipeline, one record in the store."""
+        self._turn.append(batch)
+        if len(self._turn) == 1:
+            asyncio.get_running_loop().call_soon(self._emit_turn)
+
+    def _emit_turn(self) -> None:
+        batches, self._turn = self._turn, []
+        if batches:
+            self.emit_readings(merge(batches))
 
     def emit_readings(self, batch: ReadingBatch) -> None:
         n = len(batch)
@@ -482,14 +517,22 @@ class Agent:
         except KeyError:
             return f"#{tag_id}"
 
+    def _tag_source(self, tag_id: int) -> str:
+        try:
+            return self.tags.by_id(tag_id).source
+        except KeyError:
+            return ""
+
     def _non_finite_read(self, batch: ReadingBatch, rows: npt.NDArray[np.bool_]) -> None:
         """The reason of readings `mark_non_finite` made bad: counted per source (the page's
         and /metrics' `non_finite` errors) and logged once per tag and run."""
-        link = self.links.get(batch.source)
-        if link is not None:
-            link.non_finite += int(np.count_nonzero(rows))
         at = np.flatnonzero(rows)
         ids = batch.tag_ids[at]
+        # A merged batch holds several sources' readings: each is counted by its tag's source.
+        for name, count in collections.Counter(self._tag_source(int(i)) for i in ids).items():
+            link = self.links.get(name)
+            if link is not None:
+                link.non_finite += count
         new = ~self._non_finite_logged[ids]
         if not bool(new.any()):
             return
@@ -562,10 +605,11 @@ class Agent:
                         name="reasons",
                     )
                 )
+                tasks.append(group.create_task(self.texts.run(), name="texts"))
                 if self.kpi is not None:
                     tasks.append(group.create_task(self._tick_kpi(), name="kpi"))
-                if self.alarms.rules:
-                    tasks.append(group.create_task(self._tick_alarms(), name="alarms"))
+                # always: a reload may add alarms to an agent that started without any
+                tasks.append(group.create_task(self._tick_alarms(), name="alarms"))
                 if self.web is not None:
                     tasks.append(group.create_task(self.web.serve(), name="web"))
                 # systemd's READY=1 and watchdog, created last so READY=1 follows every task's
@@ -581,6 +625,7 @@ class Agent:
         finally:
             if self.web is not None:
                 await self.web.close()
+            self._emit_turn()  # readings of the last turn, if its callback has not run
             drained = await self._drain()
             self._keep_alarms()
             with contextlib.suppress(OSError):
@@ -636,6 +681,8 @@ class Agent:
         except LinesideError as exc:  # acquisition matters more than the windows' past
             log.warning("kpi: cannot resume the open windows (%s); they start again now", exc)
             self.kpi = KpiEngine(self.config, self._kpi_ids)
+            self.state_trace.machines.clear()  # what the failed replay traced, half done
+            self.kpi.trace = self.state_trace
             return
         for event in resumed.events:
             self.writer.submit_event(event)
@@ -753,6 +800,11 @@ class Agent:
     def _tags_by_source(self) -> dict[str, int]:
         return dict(collections.Counter(t.source for t in self.tags))
 
+    def snapshot(self) -> AgentSnapshot:
+        """Every figure the agent keeps now (agent/snapshot.py), typed and frozen: taken on
+        the status tick for status.json and by the page for `/api/state` and `/metrics`."""
+        return take_snapshot(self)
+
     def statistics(self) -> dict[str, Any]:
         """Every figure the agent keeps, as plain data (JSON-ready): `status.json`."""
-        return status_figures(self)
+        return status_figures(self.snapshot())

@@ -10,10 +10,18 @@ already slow (Telegraf's gatherOnce does the same).
 
 `Schedule` runs several poll groups on one link (one TCP connection or serial bus) on one shared
 grid origin, and hands back together the groups due at the same instant, so one poll serves them.
+A group of interval 0 is back to back: it is due again as soon as the link asks, so each poll
+starts when the previous one ended (the link loop never overlaps two polls of one link).
+
+The agent's links share one `Wakeups` and align their grids (`align=True`: tick k of an
+interval is due at a whole multiple of that interval on the monotonic clock), so every link
+due at the same instant sleeps on one timer, is woken in the same turn of the event loop, and
+their readings reach the store together (agent/runtime.py merges them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.clock import Clock
+from agent.histogram import percentiles
 
 # Lateness percentiles are taken over the most recent ticks only: a fixed-size ring costs one
 # store per tick, and recent behaviour is what an operator looking at the status page wants.
@@ -72,6 +81,10 @@ class Ticker:
     The grid starts at `start + phase`; `start` defaults to the monotonic time of the first
     `wait()`, so time spent connecting before the first poll is not counted as overruns. `phase`
     (0 ≤ phase < interval) staggers links that share an interval so they do not all poll at once.
+    With `align`, the grid is instead whole multiples of the interval (plus `phase`) on the
+    monotonic clock, so tickers of one interval tick at the very same instants; the first tick
+    is then the grid point at or before the first `wait()`, served at once, and its lateness is
+    left out of the figures (it measures when the agent started, not how late a poll was).
     """
 
     def __init__(
@@ -81,6 +94,8 @@ class Ticker:
         *,
         phase: float = 0.0,
         start: float | None = None,
+        align: bool = False,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self._interval_ns = _grid_ns("interval", interval)
         if isinstance(phase, bool) or not isinstance(phase, int | float):
@@ -90,8 +105,13 @@ class Ticker:
         if start is not None and not math.isfinite(start):
             raise ValueError(f"start must be finite, got {start!r}")
         self._clock = clock
+        self._sleep = wakeups.sleep_until if wakeups is not None else clock.sleep_until
         self._phase = float(phase)
-        self._t0: float | None = None if start is None else start + self._phase
+        self._align = align
+        self._t0: float | None = None
+        self._k0 = 0  # aligned: the grid's first point, in intervals since monotonic 0
+        if start is not None:
+            self._anchor(start)
         self._next = 0  # the grid index of the next tick to hand out
         self._ticks = 0
         self._overruns = 0
@@ -106,20 +126,22 @@ class Ticker:
         """The monotonic time tick `index` is due (the grid must have started)."""
         if self._t0 is None:
             raise RuntimeError("the grid starts at the first wait()")
+        if self._align:  # from whole nanoseconds: tickers of one interval agree to the bit
+            return (self._k0 + index) * self._interval_ns / 1e9 + self._phase
         return self._t0 + index * self._interval_ns / 1e9
 
     async def wait(self) -> Tick:
         """Sleep until the next tick in the future grid is due, and return it."""
         skipped = self._catch_up(self._clock.monotonic())
         due = self.due(self._next)
-        await self._clock.sleep_until(due)
+        await self._sleep(due)
         return self._fire(self._clock.monotonic(), skipped)
 
     def statistics(self) -> TickerStatistics:
         if self._ticks == 0:
             return TickerStatistics(0, self._overruns, None, None, None)
         recent = self._lateness[: min(self._ticks, LATENESS_WINDOW)]
-        p50, p99 = np.percentile(recent, [50.0, 99.0])
+        p50, p99 = percentiles(recent, (50.0, 99.0))
         return TickerStatistics(
             ticks=self._ticks,
             overruns=self._overruns,
@@ -129,14 +151,19 @@ class Ticker:
         )
 
     def _anchor(self, t0: float) -> None:
-        if self._t0 is None:
+        if self._t0 is not None:
+            return
+        if self._align:
+            self._k0 = math.floor((t0 - self._phase) * 1e9 / self._interval_ns)
+            self._t0 = self._k0 * self._interval_ns / 1e9 + self._phase
+        else:
             self._t0 = t0 + self._phase
 
     def _catch_up(self, now: float) -> int:
         """Skip (and count) every grid point already in the past; return how many."""
         self._anchor(now)
-        if self.due(self._next) >= now:
-            return 0
+        if self.due(self._next) >= now or (self._align and self._ticks == 0 and self._next == 0):
+            return 0  # (an aligned grid's first point is at or before the first wait: served)
         assert self._t0 is not None
         # First guess from division, then nudge by one either way: rounding in the float
         # division must neither skip a tick that is still in the future nor keep a past one.
@@ -154,8 +181,9 @@ class Ticker:
         index = self._next
         due = self.due(index)
         lateness = max(0.0, started - due)
-        self._lateness[self._ticks % LATENESS_WINDOW] = lateness
-        self._lateness_max = max(self._lateness_max, lateness)
+        counted = 0.0 if self._align and self._ticks == 0 else lateness
+        self._lateness[self._ticks % LATENESS_WINDOW] = counted
+        self._lateness_max = max(self._lateness_max, counted)
         self._ticks += 1
         self._next += 1
         return Tick(index=index, due=due, started=started, lateness=lateness, skipped=skipped)
@@ -166,11 +194,18 @@ class Schedule:
 
     `wait()` returns the names of the groups due now, in the order they were given; groups whose
     grids meet (a 100 ms and a 1 s group, every tenth 100 ms tick) come back together. Overruns
-    are skipped and counted per group.
+    are skipped and counted per group. A group of interval 0 is back to back: due at every
+    `wait()`, which then sleeps for nothing (it still lets the event loop turn once).
     """
 
     def __init__(
-        self, intervals: Mapping[str, float], clock: Clock, *, start: float | None = None
+        self,
+        intervals: Mapping[str, float],
+        clock: Clock,
+        *,
+        start: float | None = None,
+        align: bool = False,
+        wakeups: Wakeups | None = None,
     ) -> None:
         if not intervals:
             raise ValueError("a schedule needs at least one poll group")
@@ -178,9 +213,14 @@ class Schedule:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"poll group names must be non-empty strings, got {name!r}")
         self._clock = clock
+        self._sleep = wakeups.sleep_until if wakeups is not None else clock.sleep_until
+        self._eager = {name: 0 for name, interval in intervals.items() if interval == 0}
         self._groups = {
-            name: Ticker(interval, clock, start=start) for name, interval in intervals.items()
+            name: Ticker(interval, clock, start=start, align=align, wakeups=wakeups)
+            for name, interval in intervals.items()
+            if name not in self._eager
         }
+        self._order = list(intervals)
         self._last: dict[str, Tick] = {}
         # Skips are reported on the group's next tick, which may come several waits later.
         self._skipped = dict.fromkeys(self._groups, 0)
@@ -188,6 +228,11 @@ class Schedule:
     @property
     def groups(self) -> dict[str, Ticker]:
         return dict(self._groups)
+
+    @property
+    def back_to_back(self) -> bool:
+        """Whether a group polls back to back (interval 0)."""
+        return bool(self._eager)
 
     def last_ticks(self) -> dict[str, Tick]:
         """The tick each group got on the latest `wait()` (index, due time, lateness)."""
@@ -198,8 +243,10 @@ class Schedule:
         for name, ticker in self._groups.items():
             # The first call anchors every group at this same instant, so their grids meet.
             self._skipped[name] += ticker._catch_up(now)
-        earliest = min(ticker.due(ticker._next) for ticker in self._groups.values())
-        await self._clock.sleep_until(earliest)
+        if self._eager:
+            await asyncio.sleep(0)  # at once, but the other links get their turn first
+        else:
+            await self._sleep(min(ticker.due(ticker._next) for ticker in self._groups.values()))
         started = self._clock.monotonic()
         # Every group due by the time we woke is served by this one poll: after a late wake-up
         # that is more than the group we slept for, and still not a skipped tick.
@@ -210,7 +257,68 @@ class Schedule:
         }
         for name in self._last:
             self._skipped[name] = 0
-        return list(self._last)
+        if not self._eager:
+            return list(self._last)
+        for name in self._eager:
+            self._eager[name] += 1
+            self._last[name] = Tick(self._eager[name] - 1, started, started, 0.0)
+        return [name for name in self._order if name in self._last]
 
     def statistics(self) -> dict[str, TickerStatistics]:
-        return {name: ticker.statistics() for name, ticker in self._groups.items()}
+        figures = {name: ticker.statistics() for name, ticker in self._groups.items()}
+        for name, polls in self._eager.items():  # never late: no grid to be late for
+            late = None if polls == 0 else 0.0
+            figures[name] = TickerStatistics(polls, 0, late, late, late)
+        return {name: figures[name] for name in self._order}
+
+
+class Wakeups:
+    """Sleeps until the same instant, of any number of tasks, on one timer.
+
+    The first task to sleep until an instant starts one timer task for it; the others only
+    add a future to its list, and all are woken together when it fires. A sleeper that is
+    cancelled leaves the list; the timer of an instant nobody waits for any more is cancelled.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._waiting: dict[float, tuple[asyncio.Task[None], list[asyncio.Future[None]]]] = {}
+
+    @property
+    def timers(self) -> int:
+        """Instants some task sleeps until now, each one timer."""
+        return len(self._waiting)
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._clock.monotonic():
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        entry = self._waiting.get(deadline)
+        if entry is None:
+            timer = loop.create_task(self._fire(deadline), name="wakeup")
+            entry = self._waiting[deadline] = (timer, [])
+        entry[1].append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._leave(deadline, future)
+            raise
+
+    def _leave(self, deadline: float, future: asyncio.Future[None]) -> None:
+        entry = self._waiting.get(deadline)
+        if entry is None:
+            return
+        timer, futures = entry
+        if future in futures:
+            futures.remove(future)
+        if not futures:
+            del self._waiting[deadline]
+            timer.cancel()
+
+    async def _fire(self, deadline: float) -> None:
+        await self._clock.sleep_until(deadline)
+        _, futures = self._waiting.pop(deadline)
+        for future in futures:
+            if not future.done():
+                future.set_result(None)

@@ -27,7 +27,7 @@ from urllib.parse import quote
 from agent.errors import ConnectError
 
 if TYPE_CHECKING:  # the store and status import this module; keep it free of pydantic
-    from agent.config import Credentials
+    from agent.config.fields import Credentials
 
 MASK = "***"
 # A secret shorter than this is masked only where it stands alone (not inside a longer word or

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from agent.config.sections import Config
 
 UNIT_NAME = "lineside.service"
 UNIT_DIR = Path("/etc/systemd/system")

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from agent.codenames import CodeNames
 from agent.model import Event, ReadingBatch
+from agent.statistics import SinkStatistics
 from agent.store.blob import TelemetryRun
 from agent.tags import Tag
 
@@ -334,7 +335,7 @@ class Sink(Protocol):
 
     async def close(self) -> None: ...
 
-    def statistics(self) -> Mapping[str, float]: ...
+    def statistics(self) -> SinkStatistics: ...
 
 
 @runtime_checkable

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from agent.model import ReadingBatch
+from agent.statistics import SourceStatistics
 
 
 class Source(Protocol):
@@ -49,7 +50,7 @@ class Source(Protocol):
 
     async def close(self) -> None: ...
 
-    def statistics(self) -> Mapping[str, float]:
+    def statistics(self) -> SourceStatistics:
         """Counters and gauges: requests, errors by kind, bytes, latency, reconnects."""
         ...
 

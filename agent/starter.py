@@ -54,6 +54,9 @@ _KPI: dict[str, list[str]] = {
         'good = "good_count"',
         'reject = "reject_count"',
         'ideal_cycle_time = "2.5s"  # 24 strokes per minute',
+        'product = "die_id"  # a text tag: the die mounted is the product (its string)',
+        "target_oee = 0.85  # the page's and the report's targets: OEE as a ratio,",
+        "target_output = 9000  # and good parts planned per shift",
     ],
     "mill": [
         'state = "state"',
@@ -63,6 +66,8 @@ _KPI: dict[str, list[str]] = {
         "ideal_rate = 160",
         'rate_per = "hour"  # tonnes per hour',
         'energy = "energy_kwh"  # kWh per good tonne',
+        "target_oee = 0.8",
+        "target_output = 1000  # good tonnes planned per shift",
     ],
     "loom": [
         'state = "state"',
@@ -71,6 +76,8 @@ _KPI: dict[str, list[str]] = {
         'reject = "faulty_picks"',
         "ideal_rate = 800",
         'rate_per = "minute"  # picks per minute',
+        "target_oee = 0.8",
+        "target_output = 300000  # good picks planned per shift",
     ],
 }
 _REASONS = {"press": press.STOP_REASONS, "mill": mill.STOP_REASONS, "loom": loom.STOP_REASONS}
@@ -124,14 +131,15 @@ ROUND_THE_CLOCK = (
 )
 
 
-def _kpi_section(kind: str, inspection: str | None = None) -> list[str]:
+def _kpi_section(kind: str, protocol: str, inspection: str | None = None) -> list[str]:
     labels = ", ".join(f'"{code}" = {_toml(text)}' for code, text in _REASONS[kind].items() if code)
     quality = []
     if inspection is not None:
         quality = [f"inspection = {_toml(inspection)}  # quality from the camera's verdicts"]
     return [
         "[machines.kpi]  # the tags OEE is computed from (docs/kpi.md)",
-        *_KPI[kind],
+        # Text tags are read over Modbus and OPC UA only: elsewhere the die is no product key.
+        *(k for k in _KPI[kind] if protocol == "modbus" or not k.startswith("product =")),
         'reason = "stop_reason"',
         f"reasons = {{ {labels} }}",
         *quality,
@@ -419,7 +427,11 @@ def render_config(
             f'line = "{line_name}"',
             f'kind = "{machine.kind}"',
             f"description = {_toml(load_profile(machine.kind).description)}",
-            *_kpi_section(machine.kind, f"{camera}-surface" if machine.name == camera else None),
+            *_kpi_section(
+                machine.kind,
+                machine.protocol,
+                f"{camera}-surface" if machine.name == camera else None,
+            ),
         ]
     out += [
         "",

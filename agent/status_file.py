@@ -8,13 +8,13 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import one_line
 from agent.secrets import redact_tree
+from agent.snapshot import AgentSnapshot, AlarmSnapshot
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -26,33 +26,51 @@ STATUS_BLOCK = 4096  # the status file is padded to whole blocks of this size (w
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def status_figures(agent: Agent) -> dict[str, Any]:
-    """Every figure the agent keeps, as plain data (JSON-ready)."""
+def status_figures(snapshot: AgentSnapshot) -> dict[str, Any]:
+    """The status file's figures (JSON-ready): a renderer of the snapshot, pure."""
     sources: dict[str, Any] = {}
-    for source in agent.sources:
-        schedule = agent.schedules[source.name].statistics()
+    for source in snapshot.sources:
+        own: Mapping[str, Any] = (
+            {"statistics_error": source.statistics_error}
+            if source.statistics_error is not None
+            else source.statistics.figures()
+        )
         sources[source.name] = {
-            **_figures(source.name, source.statistics),
-            "link": asdict(agent.links[source.name]),
-            "groups": {name: asdict(s) for name, s in schedule.items()},
-            "tags": agent.tags_of_source(source.name),
-            "bad_reasons": agent.bad_reasons(source),
+            **own,
+            "link": asdict(source.link),
+            "groups": {name: asdict(s) for name, s in source.groups.items()},
+            "tags": source.tags,
+            "bad_reasons": dict(source.bad_reasons),
         }
-    sinks = {
-        f.sink.name: {**_figures(f.sink.name, f.sink.statistics), "forward": asdict(f.stats)}
-        for f in agent.forwarders
-    }
-    filtered = agent.filter.statistics() if agent.filter is not None else None
+    sinks: dict[str, Any] = {}
+    for sink in snapshot.sinks:
+        own = (
+            {"statistics_error": sink.statistics_error}
+            if sink.statistics_error is not None
+            else sink.statistics.figures()
+        )
+        sinks[sink.name] = {**own, "forward": asdict(sink.forward)}
     return {
-        "agent_id": agent.config.agent.id,
-        "written_ns": agent.clock.time_ns(),
-        "tags": len(agent.tags),
-        "samples": agent.samples,
+        "agent_id": snapshot.agent_id,
+        "written_ns": snapshot.wall_ns,
+        "tags": snapshot.tags,
+        "samples": snapshot.samples,
         "sources": sources,
         "sinks": sinks,
-        "pipeline": asdict(filtered) if filtered is not None else None,
-        "store": asdict(agent.writer.statistics()),
-        "inspections": agent.inspections(),
+        "pipeline": asdict(snapshot.pipeline) if snapshot.pipeline is not None else None,
+        "store": asdict(snapshot.writer),
+        "inspections": snapshot.inspection_figures(),
+        "alarms": [_alarm(a) for a in snapshot.alarms],
+    }
+
+
+def _alarm(alarm: AlarmSnapshot) -> dict[str, Any]:
+    return {
+        "alarm": alarm.name,
+        "machine": alarm.machine,
+        "active": alarm.active,
+        "acknowledged": alarm.acknowledged,
+        "raised": alarm.raised,
     }
 
 
@@ -65,7 +83,7 @@ async def keep_status_file(agent: Agent, interval: float) -> None:
     failing: str | None = None
     while True:
         try:
-            write_status(agent.config.agent.data_dir, agent.statistics())
+            write_status(agent.config.agent.data_dir, status_figures(agent.snapshot()))
         except Exception as exc:
             if str(exc) != failing:
                 log.warning(
@@ -80,16 +98,6 @@ async def keep_status_file(agent: Agent, interval: float) -> None:
                 log.info("status file: written again")
             failing = None
         await agent.clock.sleep_until(agent.clock.monotonic() + interval)
-
-
-def _figures(name: str, statistics: Callable[[], Mapping[str, Any]]) -> Mapping[str, Any]:
-    """A source's or sink's own figures; a bug there costs its figures, not the status file,
-    the page or the agent (they all read them)."""
-    try:
-        return statistics()
-    except Exception as exc:
-        log.debug("%s: statistics failed", name, exc_info=exc)
-        return {"statistics_error": one_line(exc)}
 
 
 def write_status(data_dir: Path, figures: dict[str, Any]) -> None:

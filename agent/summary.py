@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from agent.config import Config, SourceModel
+from agent.config.protocols import SourceModel
+from agent.config.sections import Config
 from agent.duration import format_duration
 from agent.size import format_size
 from agent.store.bounds import record_bytes

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from agent.model import DataType
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from agent.config.sections import Config
 
 # `Store.register_tags`: the tags in, the store's id of each path out.
 Register = Callable[[Sequence["Tag"]], Mapping[str, int]]

@@ -78,13 +78,14 @@ def models_by_path(config: Any) -> dict[str, Any]:
     return out
 
 
-# Why a text tag has no value (the page says it): strings are validated but not read yet.
-TEXT_NOT_STORED = "text tag: strings are not read or stored yet"
-
-
 def is_text(tag: object | None) -> bool:
-    """A text tag: no float reading will ever come for it (strings are not stored yet)."""
+    """A text tag: its readings are strings, carried beside the batches (agent/texts.py)."""
     return str(getattr(tag, "type", None) or "").lower() == "string"
+
+
+def is_float32(tag: object | None) -> bool:
+    """Whether `tag` is declared a float32 (its values go as the shortest float32 decimal)."""
+    return str(getattr(tag, "type", None) or "").lower() in _FLOAT32_TYPES
 
 
 def shaper(tag: object | None) -> Callable[[float], Plain] | None:

@@ -2,7 +2,9 @@
 latency from poll to broker at W1 load.
 
     python -m benchmarks.drain [--records 20000] [--tags 50] [--batch 1000]
-                               [--latency-duration 8] [--no-latency] [--out FILE]
+                               [--latency-duration 8] [--latency-workloads W1[,W3,W2]]
+                               [--latency-report changes|all] [--no-latency] [--no-drain]
+                               [--out FILE]
 
 Drain: a store is filled with `--records` telemetry records (one machine's poll of `--tags`
 float64 readings each, an hour old: a backlog after an outage; benchmarks/backlog.py). Then, one
@@ -22,9 +24,13 @@ core 1 (benchmarks/drain_contenders.py):
 Reported: records/s (and readings/s), CPU-seconds per 1M records of the draining process (every
 thread), and the ratios forwarder / baseline in the same run.
 
-Latency: the W1 plant (benchmarks/plant.py, core 1) and `lineside run` (core 0) with an MQTT sink
-to the same broker; a subscriber in this process takes `receive time - ts` of every telemetry
-message (`ts` is the poll's timestamp, in whole milliseconds), after one second of warm-up.
+Latency: the plant of each `--latency-workloads` (default W1; benchmarks/plant.py, core 1) and
+`lineside run` (core 0) with an MQTT sink to the same broker; a subscriber in this process takes
+`receive time - ts` of every telemetry message (`ts` is the poll's timestamp, in whole
+milliseconds; a batch message gives one figure per record), after one second of warm-up.
+`--latency-report all` stores (and so sends) every sample instead of the workload's own
+report mode. It also counts the records delivered (distinct seqs) against the records the agent
+stored: with W2 (back to back) that says whether the live path keeps up with acquisition.
 
 JSON goes to benchmarks/results/drain.json, a summary to stdout.
 """
@@ -32,9 +38,11 @@ JSON goes to benchmarks/results/drain.json, a summary to stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -48,6 +56,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.store import DB_NAME
 from benchmarks import backlog
 from benchmarks.acquisition import machine
 from benchmarks.broker import Broker
@@ -141,10 +150,14 @@ def run_drains(
 
 
 class Subscriber:
-    """Every telemetry message under `lineside/#`: (receive time ns, the payload's ts in ms)."""
+    """Every telemetry message under `lineside/#`: (receive time ns, the payload's ts in ms),
+    one per record (a batch message gives one per record it carries), and the seqs seen."""
 
     def __init__(self, host: str, port: int) -> None:
         self.samples: list[tuple[int, int]] = []
+        self.received_at: dict[int, int] = {}  # seq → receive time ns (the first message's)
+        self.seqs: set[int] = set()
+        self.readings = 0
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-latency"
@@ -164,7 +177,18 @@ class Subscriber:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         received = time.time_ns()  # first, before any parsing
         if message.topic.endswith("/telemetry"):
-            self.samples.append((received, int(orjson.loads(message.payload)["ts"])))
+            body = orjson.loads(message.payload)
+            self.samples.append((received, int(body["ts"])))
+            self.seqs.add(int(body["seq"]))
+            self.received_at.setdefault(int(body["seq"]), received)
+            self.readings += len(body["values"])
+        elif message.topic.endswith("/telemetry/_batch"):
+            body = orjson.loads(message.payload)
+            self.samples.extend((received, int(ts)) for ts in body["ts"])
+            self.seqs.update(int(seq) for seq in body["seq"])
+            for seq in body["seq"]:
+                self.received_at.setdefault(int(seq), received)
+            self.readings += sum(body["n"])
 
     def close(self) -> None:
         self.client.disconnect()
@@ -176,12 +200,55 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-def run_latency(work: Path, broker: Broker, duration: float) -> dict[str, Any]:
-    workload = WORKLOADS["W1"]
+def _stored_records(data_dir: Path) -> tuple[int, int, dict[int, tuple[int, int]]]:
+    """(telemetry records, readings) the agent stored: what the live path had to deliver; and
+    each record's (first timestamp, stored_ns: its commit's start) in ns, by seq."""
+    with sqlite3.connect(f"file:{data_dir / DB_NAME}?mode=ro", uri=True) as conn:
+        records, readings = conn.execute(
+            "SELECT count(*), coalesce(sum(n), 0) FROM telemetry"
+        ).fetchone()
+        times = {
+            int(seq): (int(ts), int(stored))
+            for seq, ts, stored in conn.execute("SELECT seq, ts_first_ns, stored_ns FROM telemetry")
+        }
+    return int(records), int(readings), times
+
+
+def _split(
+    times: dict[int, tuple[int, int]], received_at: dict[int, int], from_ns: int
+) -> dict[str, float]:
+    """Where the age goes: poll → commit start (acquisition, the writer's queue) and commit
+    start → receipt (the fsync, the forwarder, the broker, the subscriber), p50 and p99 in ms,
+    records polled after `from_ns`."""
+    to_commit, to_broker = [], []
+    for seq, received in received_at.items():
+        if seq in times and times[seq][0] >= from_ns:
+            ts, stored = times[seq]
+            to_commit.append((stored - ts) / 1e6)
+            to_broker.append((received - stored) / 1e6)
+    if not to_commit:
+        return {}
+    to_commit.sort()
+    to_broker.sort()
+    return {
+        "poll_to_commit_p50_ms": _percentile(to_commit, 0.50),
+        "poll_to_commit_p99_ms": _percentile(to_commit, 0.99),
+        "commit_to_receipt_p50_ms": _percentile(to_broker, 0.50),
+        "commit_to_receipt_p99_ms": _percentile(to_broker, 0.99),
+    }
+
+
+def run_latency(
+    work: Path, broker: Broker, duration: float, name: str = "W1", report: str | None = None
+) -> dict[str, Any]:
+    workload = WORKLOADS[name]
+    if report is not None:
+        workload = dataclasses.replace(workload, report=report)  # type: ignore[arg-type]
     core, far_core = _cores()
     plant = start_plant(workload, far_core)
+    directory = work / f"latency-{name}"
     try:
-        config = write_agent_config(workload, plant.endpoints, work / "latency")
+        config = write_agent_config(workload, plant.endpoints, directory)
         with config.open("a", encoding="utf-8") as f:
             f.write(
                 f'\n[[sinks]]\nname = "uns"\ntype = "mqtt"\nhost = "{broker.host}"\n'
@@ -214,9 +281,16 @@ def run_latency(work: Path, broker: Broker, duration: float) -> dict[str, Any]:
     )
     if not kept:
         raise RuntimeError("no telemetry message after the warm-up")
+    stored, stored_readings, times = _stored_records(directory / "data")
     return {
         "workload": workload.name,
+        "report": workload.report,
         "duration_s": duration,
+        "stored_records": stored,
+        "stored_readings": stored_readings,
+        "delivered_records": len(subscriber.seqs),
+        "delivered_readings": subscriber.readings,
+        **_split(times, subscriber.received_at, (first_ms + round(WARM_UP_S * 1000)) * 1_000_000),
         "messages": len(samples),
         "measured": len(kept),
         "latency_p50_ms": _percentile(kept, 0.50),
@@ -229,7 +303,16 @@ def run_latency(work: Path, broker: Broker, duration: float) -> dict[str, Any]:
 # --- the whole run and its output ------------------------------------------------------------
 
 
-def run(records: int, tags: int, batch: int, latency_duration: float | None) -> dict[str, Any]:
+def run(
+    records: int,
+    tags: int,
+    batch: int,
+    latency_duration: float | None,
+    *,
+    drain: bool = True,
+    latency_workloads: tuple[str, ...] = ("W1",),
+    latency_report: str | None = None,
+) -> dict[str, Any]:
     core, far_core = _cores()
     affinity = os.sched_getaffinity(0)
     if far_core is not None:
@@ -240,19 +323,27 @@ def run(records: int, tags: int, batch: int, latency_duration: float | None) -> 
             work = Path(tmp)
             with Broker(work / "broker") as broker:
                 _pin(broker.pid, far_core)
-                drains = run_drains(work, records, tags, batch, broker, receiver.url)
-                latency = (
-                    run_latency(work, broker, latency_duration)
+                drains = (
+                    run_drains(work, records, tags, batch, broker, receiver.url)
+                    if drain
+                    else {"runs": {}, "ratios": {}}
+                )
+                latencies = (
+                    [
+                        run_latency(work, broker, latency_duration, name, latency_report)
+                        for name in latency_workloads
+                    ]
                     if latency_duration is not None
-                    else None
+                    else []
                 )
         http_requests, _ = receiver.counts()
     finally:
         receiver.stop()
         os.sched_setaffinity(0, affinity)
     # The target is counted on the faster MQTT form: JSON values (the default) or binary ones.
-    mqtt_kind = max(("mqtt", "mqtt-b64"), key=lambda k: drains["runs"][k]["records_per_s"])
-    best = drains["runs"][mqtt_kind]["records_per_s"]
+    kinds = [k for k in ("mqtt", "mqtt-b64") if k in drains["runs"]]
+    mqtt_kind = max(kinds, key=lambda k: drains["runs"][k]["records_per_s"]) if kinds else None
+    best = drains["runs"][mqtt_kind]["records_per_s"] if mqtt_kind else 0.0
     return {
         "benchmark": "drain",
         "machine": {**machine(), "measured_core": core, "far_side_core": far_core},
@@ -261,7 +352,8 @@ def run(records: int, tags: int, batch: int, latency_duration: float | None) -> 
         "batch": batch,
         "http_requests_received": http_requests,
         **drains,
-        "latency": latency,
+        "latency": latencies[0] if latencies else None,
+        "latencies": latencies,
         "target": {
             "records_per_s": TARGET_RECORDS_PER_S,
             "mqtt_records_per_s": best,
@@ -296,25 +388,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tags", type=int, default=backlog.TAGS_PER_RECORD, help="per record")
     parser.add_argument("--batch", type=int, default=BATCH, help="records per send")
     parser.add_argument("--latency-duration", type=float, default=8.0, help="seconds of W1")
-    parser.add_argument("--no-latency", action="store_true", help="skip the W1 latency run")
+    parser.add_argument(
+        "--latency-workloads", default="W1", help="comma-separated: W1, W2, W3 (default W1)"
+    )
+    parser.add_argument(
+        "--latency-report", choices=("changes", "all"), help="override the workloads' report"
+    )
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency runs")
+    parser.add_argument("--no-drain", action="store_true", help="skip the backlog drains")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.records <= 0 or args.tags <= 0 or args.batch <= 0:
         parser.error("--records, --tags and --batch must be more than zero")
     if args.latency_duration <= WARM_UP_S:
         parser.error(f"--latency-duration must be more than the {WARM_UP_S:g} s warm-up")
+    names = tuple(n.strip() for n in args.latency_workloads.split(",") if n.strip())
+    unknown = [n for n in names if n not in ("W1", "W2", "W3")]
+    if unknown or not names:
+        parser.error(f"--latency-workloads: W1, W2 or W3, got {args.latency_workloads!r}")
     latency = None if args.no_latency else args.latency_duration
-    result = run(args.records, args.tags, args.batch, latency)
+    result = run(
+        args.records,
+        args.tags,
+        args.batch,
+        latency,
+        drain=not args.no_drain,
+        latency_workloads=names,
+        latency_report=args.latency_report,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result))
+    if result["runs"]:
+        print(table(result))
     for kind, ratio in result["ratios"].items():
         print(f"{kind} / baseline: rate {_num(ratio['rate'], 3)}, "
               f"CPU per record {_num(ratio['cpu_per_record'], 2)}")  # fmt: skip
-    lat = result["latency"]
-    if lat is not None:
-        print(f"W1 poll-to-broker latency: p50 {lat['latency_p50_ms']:.1f} ms, "
-              f"p99 {lat['latency_p99_ms']:.1f} ms ({lat['measured']:,} messages)")  # fmt: skip
+    for lat in result["latencies"]:
+        print(
+            f"{lat['workload']} poll-to-broker latency (report {lat['report']}): "
+            f"p50 {lat['latency_p50_ms']:.1f} ms, p99 {lat['latency_p99_ms']:.1f} ms, "
+            f"max {lat['latency_max_ms']:.1f} ms ({lat['measured']:,} records); "
+            f"delivered {lat['delivered_records']:,} of {lat['stored_records']:,} stored "
+            f"records ({lat['delivered_readings']:,} of {lat['stored_readings']:,} readings)"
+        )
+        if "poll_to_commit_p50_ms" in lat:
+            print(
+                f"   poll → commit p50 {lat['poll_to_commit_p50_ms']:.1f} / p99 "
+                f"{lat['poll_to_commit_p99_ms']:.1f} ms, commit → receipt p50 "
+                f"{lat['commit_to_receipt_p50_ms']:.1f} / p99 "
+                f"{lat['commit_to_receipt_p99_ms']:.1f} ms"
+            )
+    if not result["runs"]:
+        print(f"results: {args.out}")
+        return 0
     target = result["target"]
     print(f"target {TARGET_RECORDS_PER_S:,} records/s to mosquitto: "
           f"{_num(target['mqtt_records_per_s'])} records/s ({target['mqtt_contender']}) "

@@ -24,7 +24,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from agent.eventloop import run as run_loop
 from agent.forward import Forwarder, ForwardSettings
 from agent.lane import read_records
 from agent.sink import Record, Sink, TelemetryRecords
+from agent.statistics import SinkStatistics
 from agent.store import Store, StoreWriter
 from benchmarks import backlog
 from connectors.http import payload as http_payload
@@ -87,7 +88,7 @@ class _Counted:
     async def close(self) -> None:
         await self.inner.close()
 
-    def statistics(self) -> Mapping[str, float]:
+    def statistics(self) -> SinkStatistics:
         return self.inner.statistics()
 
 
@@ -129,7 +130,7 @@ async def drain_forwarder(
         drained = asyncio.create_task(counted.drained.wait())
         await asyncio.wait({task, drained}, timeout=DRAIN_TIMEOUT, return_when="FIRST_COMPLETED")
         wall1, cpu1 = time.perf_counter(), time.process_time()
-        statistics = dict(sink.statistics())
+        statistics = sink.statistics().figures()
         task.cancel()
         drained.cancel()
         await asyncio.gather(task, drained, return_exceptions=True)

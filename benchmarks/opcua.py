@@ -175,29 +175,29 @@ async def run_ours(endpoint: str, ns: int, items: int, duration: float) -> dict[
         running = asyncio.create_task(agent.run(stop))
         setup_deadline = time.monotonic() + SETUP_TIMEOUT
         while (
-            source.statistics().get("monitored_items", 0) < items
+            source.statistics().extras.get("monitored_items", 0) < items
             or writer.statistics().readings_written < items
         ):
             if running.done() or time.monotonic() > setup_deadline:
                 stop.set()
                 await running
-                return {"error": f"not set up: {dict(source.statistics())}"}
+                return {"error": f"not set up: {source.statistics().figures()}"}
             await asyncio.sleep(0.1)
         print("steady", flush=True)
         seq0 = writer.statistics().last_seq["telemetry"]
-        notes0 = source.statistics()["notifications"]
+        notes0 = source.statistics().extras["notifications"]
         stored0 = writer.statistics().readings_written
         cpu0, t0 = time.process_time(), time.monotonic()
         await asyncio.sleep(duration)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
-        notes = source.statistics()["notifications"] - notes0
+        notes = source.statistics().extras["notifications"] - notes0
         stored = writer.statistics().readings_written - stored0
         seq1 = writer.statistics().last_seq["telemetry"]
         memory = _memory()
         print("done", flush=True)
         stop.set()
         await running
-        stats = dict(source.statistics())
+        stats = source.statistics().figures()
         ages = []
         last_seqs = [c[1] for c in commits]
         with Store(Path(tmp) / "data") as store:

@@ -3,6 +3,9 @@
 Holding and input registers are kept as big-endian bytes (the Modbus wire order), so a read
 request is answered with one slice and no per-register work. Coils and discrete inputs keep one
 byte (0 or 1) per bit; the server packs them into the wire format on request.
+
+`unmapped` leaves holes in the map, as a real PLC's register map has: a read that touches an
+unmapped address is answered with exception 02 (illegal data address), whatever else it reads.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class RegisterImage:
     input: bytearray = field(default_factory=bytearray)
     coils: bytearray = field(default_factory=bytearray)
     discrete: bytearray = field(default_factory=bytearray)
+    # Holes in the map: per table, (first, last) address ranges, both included.
+    unmapped: dict[Table, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 < self.size <= TABLE_SIZE:
@@ -65,6 +70,14 @@ class RegisterImage:
         if not table.is_bits or not 0 <= address < len(buf):
             raise ValueError(f"cannot set bit {table}:{address}")
         buf[address] = 1 if value else 0
+
+    def mapped(self, table: Table, address: int, count: int) -> bool:
+        """Whether every address of `address`..`address + count - 1` is mapped."""
+        holes = self.unmapped.get(table)
+        if not holes:
+            return True
+        last = address + count - 1
+        return all(end < address or start > last for start, end in holes)
 
     def registers(self, table: Table, address: int, count: int) -> bytes:
         """`count` registers from `address` as big-endian bytes."""

@@ -28,15 +28,15 @@ answers with end code `code`, `malformed` sends a wrong subheader, length or rou
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
-from typing import cast
+from functools import partial
 
 import numpy as np
 
-from firmware_sim.faults import FaultMode
+from firmware_sim.faults import FaultMode, Faults
 from firmware_sim.image import RegisterImage
 from firmware_sim.modbus_pdu import Unit
+from firmware_sim.serving import FrameConnection, FrameServer, ServingStats
 
 # Binary device codes: name, code, bit device, numbered in hex (Q/iQ-R), image table.
 _DEVICES: dict[int, tuple[str, bool, bool]] = {
@@ -77,13 +77,8 @@ class _Malformed(Exception):
 
 
 @dataclass(slots=True)
-class McStats:
-    connections: int = 0
-    refused: int = 0
-    requests: int = 0
+class McStats(ServingStats):
     errors: int = 0  # answers with an error end code
-    malformed: int = 0
-    faults: int = 0
 
 
 class DeviceMemory:
@@ -357,43 +352,8 @@ def garble(frame: bytes, kind: int, ascii_: bool) -> bytes:
     return bytes(out)
 
 
-class _Connection(asyncio.Protocol):
-    def __init__(self, server: McServer) -> None:
-        self._server = server
-        self._transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._held: asyncio.TimerHandle | None = None
-        self._mute = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        server = self._server
-        if server.unit.faults.refusing():
-            server.stats.refused += 1
-            self._mute = True
-            self._transport.abort()
-            return
-        server.stats.connections += 1
-        server.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections.discard(self)
-        if self._held is not None:
-            self._held.cancel()
-            self._held = None
-        self._mute = True
-
-    def close(self) -> None:
-        self._mute = True
-        if self._transport is not None:
-            self._transport.abort()
-
-    def data_received(self, data: bytes) -> None:
-        if self._mute:
-            return
-        self._buf += data
-        if self._held is None:
-            self._process()
+class _Connection(FrameConnection["McServer"]):
+    """One client connection: answers whole MC requests, applies faults."""
 
     def _process(self) -> None:
         transport = self._transport
@@ -418,26 +378,9 @@ class _Connection(asyncio.Protocol):
             if action is FaultMode.NONE:
                 out.append(frame)
                 continue
-            server.stats.faults += 1
-            if action in (FaultMode.DROP, FaultMode.REFUSE):
-                self._finish(out)
+            faulty = partial(_faulty, action, faults, request, frame)
+            if not self._fault(action, faults, out, faulty):
                 return
-            if action is FaultMode.EXCEPTION:
-                frame = response(request, faults.code)
-            elif action is FaultMode.MALFORMED:
-                frame = garble(frame, faults.choice(3), request.ascii)
-            elif action is FaultMode.TRUNCATED:
-                out.append(frame[: max(1, len(frame) // 2)])
-                transport.write(b"".join(out))
-                self._mute = True
-                return
-            elif action is FaultMode.SLOW:
-                if out:
-                    transport.write(b"".join(out))
-                loop = asyncio.get_running_loop()
-                self._held = loop.call_later(faults.delay, self._release, frame)
-                return
-            out.append(frame)
         if out:
             transport.write(b"".join(out))
 
@@ -450,52 +393,25 @@ class _Connection(asyncio.Protocol):
             return response(request, exc.code)
         return response(request, 0, data)
 
-    def _finish(self, out: list[bytes]) -> None:
-        assert self._transport is not None
-        if out:
-            self._transport.write(b"".join(out))
-        self._mute = True
-        self._transport.close()
 
-    def _release(self, frame: bytes) -> None:
-        self._held = None
-        if self._mute or self._transport is None or self._transport.is_closing():
-            return
-        self._transport.write(frame)
-        if self._buf:
-            self._process()
+def _faulty(action: FaultMode, faults: Faults, request: _Request, frame: bytes) -> bytes:
+    """The answer `frame` to `request` as fault `action` makes it."""
+    if action is FaultMode.EXCEPTION:
+        return response(request, faults.code)
+    if action is FaultMode.MALFORMED:
+        return garble(frame, faults.choice(3), request.ascii)
+    return frame
 
 
-class McServer:
+class McServer(FrameServer):
     """Serve one machine's `Unit` (image and faults) over the MC protocol on one port."""
 
+    stats: McStats
+
     def __init__(self, unit: Unit) -> None:
+        super().__init__({0: unit}, McStats())  # one unit: a reboot closes every connection
         self.unit = unit
         self.memory = DeviceMemory(unit.image)
-        self.stats = McStats()
-        self.connections: set[_Connection] = set()
-        self._server: asyncio.Server | None = None
-        self.port = 0
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        if self._server is not None:
-            raise RuntimeError("server already started")
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        self.unit.faults.add_reboot_listener(self._on_reboot)
-        return self.port
-
-    def _on_reboot(self) -> None:
-        for conn in list(self.connections):
-            conn.close()
-
-    async def stop(self) -> None:
-        self.unit.faults.remove_reboot_listener(self._on_reboot)
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        for conn in list(self.connections):
-            conn.close()
-        await server.wait_closed()
+    def _connection(self) -> _Connection:
+        return _Connection(self)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware_sim.faults import Faults
-from firmware_sim.image import RegisterImage
+from firmware_sim.image import RegisterImage, Table
 
 ILLEGAL_FUNCTION = 0x01
 ILLEGAL_DATA_ADDRESS = 0x02
@@ -66,45 +66,49 @@ def _u16(pdu: bytes, offset: int) -> int:
     return (pdu[offset] << 8) | pdu[offset + 1]
 
 
-def _read_bits(buf: bytearray, size: int, fc: int, pdu: bytes) -> bytes:
+def _read_bits(image: RegisterImage, table: Table, buf: bytearray, fc: int, pdu: bytes) -> bytes:
     if len(pdu) != 5:
         return exception_pdu(fc, ILLEGAL_DATA_VALUE)
     address, count = _u16(pdu, 1), _u16(pdu, 3)
     if not 1 <= count <= MAX_READ_BITS:
         return exception_pdu(fc, ILLEGAL_DATA_VALUE)
-    if address + count > size:
+    if address + count > image.size or not image.mapped(table, address, count):
         return exception_pdu(fc, ILLEGAL_DATA_ADDRESS)
     # One byte per bit in the image; the wire packs eight per byte, least significant first.
     packed = np.packbits(np.frombuffer(buf, np.uint8, count, address), bitorder="little")
     return bytes((fc, len(packed))) + packed.tobytes()
 
 
-def _read_registers(buf: bytearray, size: int, fc: int, pdu: bytes) -> bytes:
+def _read_registers(
+    image: RegisterImage, table: Table, buf: bytearray, fc: int, pdu: bytes
+) -> bytes:
     if len(pdu) != 5:
         return exception_pdu(fc, ILLEGAL_DATA_VALUE)
     address, count = _u16(pdu, 1), _u16(pdu, 3)
     if not 1 <= count <= MAX_READ_REGISTERS:
         return exception_pdu(fc, ILLEGAL_DATA_VALUE)
-    if address + count > size:
+    if address + count > image.size or not image.mapped(table, address, count):
         return exception_pdu(fc, ILLEGAL_DATA_ADDRESS)
     # The image already holds wire-order bytes: the answer is one slice.
     return bytes((fc, count * 2)) + buf[address * 2 : (address + count) * 2]
 
 
 def _read_coils(image: RegisterImage, pdu: bytes) -> bytes:
-    return _read_bits(image.coils, image.size, READ_COILS, pdu)
+    return _read_bits(image, Table.COILS, image.coils, READ_COILS, pdu)
 
 
 def _read_discrete(image: RegisterImage, pdu: bytes) -> bytes:
-    return _read_bits(image.discrete, image.size, READ_DISCRETE_INPUTS, pdu)
+    return _read_bits(image, Table.DISCRETE_INPUTS, image.discrete, READ_DISCRETE_INPUTS, pdu)
 
 
 def _read_holding(image: RegisterImage, pdu: bytes) -> bytes:
-    return _read_registers(image.holding, image.size, READ_HOLDING_REGISTERS, pdu)
+    return _read_registers(
+        image, Table.HOLDING_REGISTERS, image.holding, READ_HOLDING_REGISTERS, pdu
+    )
 
 
 def _read_input(image: RegisterImage, pdu: bytes) -> bytes:
-    return _read_registers(image.input, image.size, READ_INPUT_REGISTERS, pdu)
+    return _read_registers(image, Table.INPUT_REGISTERS, image.input, READ_INPUT_REGISTERS, pdu)
 
 
 def _write_single_coil(image: RegisterImage, pdu: bytes) -> bytes:

@@ -8,9 +8,10 @@ defects and pixel masks; `vision.models` holds the bundled demo model and its ca
 The runtime: `config` (the `[[inspections]]` section, no heavy imports), `frames` (folder, video,
 camera, stream and simulated-camera sources), `preprocess` and `adapters` (pure pre- and
 post-processing), `model` (onnxruntime sessions, layout detection), `inspector` (trigger, decode,
-inference, verdict events), `tiles` (large frames as model-sized tiles, merged), `writeback`
-(allow-listed, audited verdict writes to a PLC), `backbone` (ImageNet classifiers cut at their
-feature layers; `lineside vision backbone`), `fit` (an anomaly head on a backbone, without
-PyTorch), `report` (`lineside vision evaluate`: figures, HTML page, model card) and
-`inspect_cli` (`lineside inspect`).
+inference, verdict events), `triggers`, `archive` (saved images) and `verdicts` (counters, event
+payloads), `tiles` (large frames as model-sized tiles, merged), `writeback` (allow-listed, audited
+verdict writes to a PLC), `backbone` (ImageNet classifiers cut at their feature layers; `lineside
+vision backbone`), `fit` (an anomaly head on a backbone, without PyTorch; its parts `heads`,
+`calibration` and `head_graph`), `report` (`lineside vision evaluate`: figures, HTML page, model
+card) and `inspect_cli` (`lineside inspect`).
 """

@@ -6,25 +6,17 @@ one), or any ImageNet classifier, cut at its feature layers by `vision.backbone.
 
 1. runs it with onnxruntime on N good images and takes every position of the map as a patch
    feature (C values);
-2. fits a head in numpy, from good patches only:
-   - `gaussian` (PaDiM with one shared Gaussian): mean and covariance, shrunk towards a scaled
-     identity so few images still give an invertible matrix; the score of a patch is its
-     Mahalanobis distance, computed in the graph as a 1x1 Conv with the inverse Cholesky factor
-     (`|L^-1 (x - mean)|`);
-   - `coreset` (PatchCore-lite): a greedy k-center subset of the patches as a memory bank; the
-     score is the distance to the nearest member, a 1x1 Conv (`-2 x.m + |m|^2`) and ReduceMin;
-3. appends that head to the backbone graph as plain ONNX ops (`onnx.helper`), upsamples the
-   map to the input size and smooths it (a separable Gaussian, as anomalib does), and writes ONE
-   self-contained model in the anomalib 2 layout: input `input` NCHW RGB [0, 1], outputs
+2. fits a head in numpy, from good patches only (`vision.heads`): `gaussian` (PaDiM with one
+   shared Gaussian, the Mahalanobis distance) or `coreset` (PatchCore-lite, the distance to
+   the nearest member of a memory bank);
+3. appends that head to the backbone graph as plain ONNX ops (`vision.head_graph`) and writes
+   ONE self-contained model in the anomalib 2 layout: input `input` NCHW RGB [0, 1], outputs
    `pred_score` [1] and `anomaly_map` [1, 1, H, W], both normalised inside the graph the way
    anomalib does it, `clip((x - threshold) / (max - min) + 0.5, 0, 1)`, so 0.5 is the boundary.
 
-The threshold comes from good images only, scored by heads that were NOT fitted on them: a head
-scores its own training patches too low (the coreset holds many of them exactly), which would
-put the threshold under the scores of unseen good parts and reject them. So the images are split
-into five folds and each is scored by a head fitted on the other four (out-of-fold scores);
-every good image counts for the threshold and the model written is fitted on all of them. The
-threshold either rejects at most `max_false_reject` of those scores (which needs at least
+The threshold comes from good images only, each scored by a head fitted on the other folds
+(`vision.calibration` says why); the model written is fitted on all of them. The threshold
+either rejects at most `max_false_reject` of those out-of-fold scores (which needs at least
 ceil(3 / rate) good images, see `needed_images`) or is their `percentile` (100, the maximum, by
 default). The image score is the map's maximum inside a `margin` px border band, the
 same band `vision.adapters.anomaly` ignores at inspection time (border artefacts caused most
@@ -35,6 +27,9 @@ false alarms in trials). `min` is the smallest map value seen out of fold,
 The backbone is any ONNX model with one image input: used as it is when its first output is a
 feature map, otherwise (an ImageNet classifier) cut at its mid-level layers by
 `vision.backbone.cut`.
+
+The heads, the graph and the threshold have modules of their own; the names they had here are
+imported as themselves (`X as X`), so they stay importable from `vision.fit`.
 """
 
 from __future__ import annotations
@@ -44,34 +39,36 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
 
-from agent.errors import LinesideError
 from vision.backbone import BackboneError
 from vision.backbone import cut as backbone_cut
+from vision.calibration import check_enough, folds_of
+from vision.calibration import needed_images as needed_images
+from vision.calibration import threshold_for_rate as threshold_for_rate
+from vision.calibration import threshold_of as threshold_of
 from vision.frames import IMAGE_SUFFIXES, FrameError, read_image
+from vision.head_graph import HEAD_OPSET as HEAD_OPSET
+from vision.head_graph import MIN_OPSET as MIN_OPSET
+from vision.head_graph import build_model as build_model
+from vision.head_graph import head_model as head_model
+from vision.heads import Features as Features
+from vision.heads import FitError as FitError
+from vision.heads import Method as Method
+from vision.heads import coreset as coreset
+from vision.heads import fit_head
+from vision.heads import gaussian as gaussian
 from vision.model import session_options
 from vision.preprocess import prepare
 
-Method = Literal["gaussian", "coreset"]
-Features = npt.NDArray[np.float32]
 Progress = Callable[[int, int], None]  # (images done, images in all)
 
 DEFAULT_SIZE = 256
-MIN_OPSET = 13  # Resize with `sizes`, ReduceSum with axes as an input
-HEAD_OPSET = 18  # the opset the head's Reduce* nodes are written for when the backbone allows
 FOLDS = 5  # out-of-fold calibration: each good image scored by a head fitted without it
 BLUR_SIGMA = 4.0  # px at 256; anomalib smooths PaDiM/PatchCore maps with sigma 4
-
-
-class FitError(LinesideError):
-    """Fitting cannot proceed: no usable images, or a backbone that gives no feature map."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,273 +90,6 @@ class FitResult:
     escape: float | None = None  # share of --bad images accepted, when given
     bad_images: int = 0
     backbone_cut: str = ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure numpy: the two heads
-
-
-def gaussian(patches: Features, shrinkage: float = 0.01) -> tuple[Features, Features]:
-    """Mean and whitening matrix W = L^-1 (Sigma = L L^T), so |W (x - mean)| is Mahalanobis.
-
-    The covariance is shrunk towards (trace / C) I: with fewer patches than dimensions, or
-    dimensions that never vary (dead ReLU channels), the raw estimate is singular.
-    """
-    if patches.ndim != 2 or patches.shape[0] < 2:
-        raise FitError(f"need at least two patch features to fit a Gaussian, got {patches.shape}")
-    x = patches.astype(np.float64)
-    mean = x.mean(axis=0)
-    centred = x - mean
-    cov = centred.T @ centred / (x.shape[0] - 1)
-    channels = cov.shape[0]
-    scale = float(np.trace(cov)) / channels
-    if not math.isfinite(scale) or scale <= 0:
-        scale = 1.0  # every feature constant: the identity still ranks distance from the mean
-    shrunk = (1 - shrinkage) * cov + shrinkage * scale * np.eye(channels)
-    lower = np.linalg.cholesky(shrunk)
-    whiten = np.linalg.solve(lower, np.eye(channels))  # L^-1
-    return mean.astype(np.float32), whiten.astype(np.float32)
-
-
-def coreset(patches: Features, size: int, *, seed: int = 0, projection: int = 128) -> Features:
-    """Greedy k-center selection (PatchCore): each pick is the patch farthest from those chosen.
-
-    Distances are taken on a random projection to at most `projection` dimensions
-    (Johnson-Lindenstrauss, as PatchCore does) to keep the selection cheap; the bank keeps the
-    full features.
-    """
-    n, channels = patches.shape
-    if n == 0:
-        raise FitError("no patch features to select a coreset from")
-    size = max(1, min(size, n))
-    rng = np.random.default_rng(seed)
-    if channels > projection:
-        matrix = rng.standard_normal((channels, projection)).astype(np.float32)
-        reduced = patches @ (matrix / math.sqrt(projection))
-    else:
-        reduced = patches
-    chosen = [int(rng.integers(n))]
-    nearest = np.sum((reduced - reduced[chosen[0]]) ** 2, axis=1)
-    for _ in range(size - 1):
-        pick = int(np.argmax(nearest))
-        chosen.append(pick)
-        nearest = np.minimum(nearest, np.sum((reduced - reduced[pick]) ** 2, axis=1))
-    out: Features = patches[np.array(chosen)].astype(np.float32)
-    return out
-
-
-def threshold_of(scores: Sequence[float], percentile: float) -> float:
-    """The raw image score that becomes the 0.5 boundary: a percentile of good-image scores."""
-    if not scores:
-        raise FitError("no calibration scores")
-    if not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be within (0, 100], got {percentile}")
-    return float(np.percentile(np.asarray(scores, np.float64), percentile))
-
-
-def gaussian_kernel(sigma: float) -> Features:
-    radius = max(1, math.ceil(3 * sigma))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-(x**2) / (2 * sigma**2))
-    out: Features = (kernel / kernel.sum()).astype(np.float32)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# ONNX: the head appended to the backbone
-
-
-class _Graph:
-    """Nodes and initializers of the head, written for the backbone's opset."""
-
-    def __init__(self, opset: int) -> None:
-        self.opset = opset
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._count = 0
-
-    def name(self, stem: str) -> str:
-        self._count += 1
-        return f"fit_{stem}_{self._count}"
-
-    def const(self, stem: str, value: npt.ArrayLike, dtype: type = np.float32) -> str:
-        name = self.name(stem)
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], stem: str, **attrs: Any) -> str:
-        out = self.name(stem)
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
-        return out
-
-    def reduce(self, op_type: str, x: str, axes: list[int], stem: str) -> str:
-        # Reduce* take axes as an input from opset 18 (ReduceSum from 13), an attribute before.
-        as_input = self.opset >= (13 if op_type == "ReduceSum" else 18)
-        if as_input:
-            return self.op(op_type, [x, self.const("axes", axes, np.int64)], stem, keepdims=1)
-        return self.op(op_type, [x], stem, axes=axes, keepdims=1)
-
-
-def _head(
-    g: _Graph,
-    features: str,
-    method: Method,
-    params: dict[str, Features],
-) -> str:
-    """Raw patch scores [1, 1, h, w] from the feature map."""
-    if method == "gaussian":
-        mean, whiten = params["mean"], params["whiten"]
-        channels = mean.shape[0]
-        weight = whiten.reshape(channels, channels, 1, 1)
-        bias = -(whiten @ mean)
-        z = g.op("Conv", [features, g.const("w", weight), g.const("b", bias)], "whitened")
-        squared = g.op("Mul", [z, z], "squared")
-        distance2 = g.reduce("ReduceSum", squared, [1], "mahalanobis2")
-    else:
-        bank = params["bank"]
-        k, channels = bank.shape
-        weight = (-2.0 * bank).reshape(k, channels, 1, 1)
-        bias = np.sum(bank.astype(np.float64) ** 2, axis=1)
-        cross = g.op("Conv", [features, g.const("w", weight), g.const("b", bias)], "cross")
-        nearest = g.reduce("ReduceMin", cross, [1], "nearest")
-        norm = g.reduce("ReduceSum", g.op("Mul", [features, features], "fsq"), [1], "fnorm")
-        distance2 = g.op("Add", [nearest, norm], "distance2")
-    # Rounding can make a tiny squared distance negative; Sqrt of that would be NaN.
-    positive = g.op("Relu", [distance2], "positive")
-    return g.op("Sqrt", [positive], "distance")
-
-
-def _upsample(g: _Graph, raw: str, size: int, sigma: float) -> str:
-    """Raw map → [1, 1, size, size], bilinear, then a separable Gaussian blur."""
-    sizes = g.const("sizes", [1, 1, size, size], np.int64)
-    up = g.op("Resize", [raw, "", "", sizes], "upsampled", mode="linear")
-    if sigma <= 0:
-        return up
-    kernel = gaussian_kernel(sigma)
-    r = kernel.size // 2
-    across = g.op(
-        "Conv", [up, g.const("kx", kernel.reshape(1, 1, 1, -1))], "blur_x", pads=[0, r, 0, r]
-    )
-    return g.op(
-        "Conv", [across, g.const("ky", kernel.reshape(1, 1, -1, 1))], "blur_y", pads=[r, 0, r, 0]
-    )
-
-
-def _inner_max(g: _Graph, heat: str, size: int, margin: int) -> str:
-    """The map's maximum inside the border band, as [1, 1, 1, 1]."""
-    band = min(margin, (size - 1) // 2)
-    inner = heat
-    if band > 0:
-        starts = g.const("starts", [band, band], np.int64)
-        ends = g.const("ends", [size - band, size - band], np.int64)
-        inner = g.op("Slice", [heat, starts, ends, g.const("axes", [2, 3], np.int64)], "inner")
-    return g.reduce("ReduceMax", inner, [2, 3], "peak")
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return int(entry.version)
-    return 0
-
-
-def build_model(
-    backbone: onnx.ModelProto,
-    feature_output: str,
-    method: Method,
-    params: dict[str, Features],
-    *,
-    size: int,
-    margin: int,
-    sigma: float,
-    threshold: float,
-    minimum: float,
-    metadata: dict[str, str] | None = None,
-) -> onnx.ModelProto:
-    """The backbone plus the head: one model in the anomalib 2 layout, normalised in-graph."""
-    opset = _opset(backbone)
-    if opset < MIN_OPSET:
-        raise FitError(f"the backbone uses opset {opset}; the head needs at least {MIN_OPSET}")
-    g = _Graph(opset)
-    weights = {t.name for t in backbone.graph.initializer}
-    (image,) = [i for i in backbone.graph.input if i.name not in weights]
-    nodes = list(backbone.graph.node)
-    if image.name != "input":
-        # anomalib 2 names the image `input`; the backbone's own input is fed from it.
-        nodes.insert(0, helper.make_node("Identity", ["input"], [image.name], name="fit_input"))
-    heat, peak = _scores(g, feature_output, method, params, size, margin, sigma)
-    span = max(threshold - minimum, 1e-6)
-    lo, hi = g.const("lo", 0.0), g.const("hi", 1.0)
-
-    def scaled(x: str, stem: str) -> str:
-        shifted = g.op("Sub", [x, g.const("threshold", threshold)], f"{stem}_shift")
-        ratio = g.op("Div", [shifted, g.const("span", span)], f"{stem}_ratio")
-        centred = g.op("Add", [ratio, g.const("half", 0.5)], f"{stem}_centred")
-        return g.op("Clip", [centred, lo, hi], stem)
-
-    score = g.op("Reshape", [scaled(peak, "score"), g.const("flat", [1], np.int64)], "flat")
-    g.nodes.append(helper.make_node("Identity", [score], ["pred_score"], name="fit_pred_score"))
-    g.nodes.append(
-        helper.make_node("Identity", [scaled(heat, "map")], ["anomaly_map"], name="fit_map")
-    )
-    graph = helper.make_graph(
-        nodes + g.nodes,
-        "lineside_fit",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
-        [
-            helper.make_tensor_value_info("pred_score", TensorProto.FLOAT, [1]),
-            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, size, size]),
-        ],
-        initializer=list(backbone.graph.initializer) + g.initializers,
-    )
-    model = helper.make_model(graph, opset_imports=list(backbone.opset_import))
-    model.ir_version = backbone.ir_version
-    for key, value in (metadata or {}).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    return model
-
-
-def head_model(
-    feature_shape: tuple[int, int, int],
-    method: Method,
-    params: dict[str, Features],
-    *,
-    size: int,
-    margin: int,
-    sigma: float,
-) -> onnx.ModelProto:
-    """The same head alone (input `features`, outputs the raw map and raw image score), to
-    score cached calibration features with exactly the ops the final model runs."""
-    g = _Graph(HEAD_OPSET)
-    heat, peak = _scores(g, "features", method, params, size, margin, sigma)
-    graph = helper.make_graph(
-        g.nodes,
-        "lineside_fit_head",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, *feature_shape])],
-        [
-            helper.make_tensor_value_info(heat, TensorProto.FLOAT, [1, 1, size, size]),
-            helper.make_tensor_value_info(peak, TensorProto.FLOAT, [1, 1, 1, 1]),
-        ],
-        initializer=g.initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", HEAD_OPSET)])
-    model.ir_version = 8
-    return model
-
-
-def _scores(
-    g: _Graph,
-    features: str,
-    method: Method,
-    params: dict[str, Features],
-    size: int,
-    margin: int,
-    sigma: float,
-) -> tuple[str, str]:
-    """Raw anomaly map [1, 1, size, size] and raw image score [1, 1, 1, 1]."""
-    heat = _upsample(g, _head(g, features, method, params), size, sigma)
-    return heat, _inner_max(g, heat, size, margin)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,46 +166,6 @@ def good_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def needed_images(rate: float) -> int:
-    """Good images needed to check a false-reject rate: ceil(3 / rate).
-
-    The rule of three: with no rejects among n good images, the true rate is below 3/n at 95 %
-    confidence. Fewer images than 3/rate cannot tell a rate of `rate` from one of zero.
-    """
-    return math.ceil(3 / rate - 1e-9)
-
-
-def threshold_for_rate(scores: Sequence[float], rate: float) -> float:
-    """The lowest score that rejects at most floor(rate x n) of these good images.
-
-    A part is rejected when its score is above the threshold, so the image AT the threshold
-    passes: the threshold is the (k+1)-th highest score, k = floor(rate x n).
-    """
-    if not scores:
-        raise FitError("no calibration scores")
-    ranked = sorted(scores, reverse=True)
-    allowed = min(math.floor(rate * len(ranked) + 1e-9), len(ranked) - 1)
-    return float(ranked[allowed])
-
-
-def _fit_head(
-    maps: Sequence[Features],
-    indices: Sequence[int],
-    method: Method,
-    shrinkage: float,
-    coreset_ratio: float,
-    coreset_max: int,
-    seed: int,
-) -> dict[str, Features]:
-    channels = maps[0].shape[0]
-    patches = np.concatenate([maps[i].reshape(channels, -1).T for i in indices])
-    if method == "gaussian":
-        mean, whiten = gaussian(patches, shrinkage)
-        return {"mean": mean, "whiten": whiten}
-    k = min(coreset_max, max(1, round(patches.shape[0] * coreset_ratio)))
-    return {"bank": coreset(patches, k, seed=seed)}
-
-
 def fit(
     good: Path,
     backbone: Path,
@@ -516,7 +206,7 @@ def fit(
     if not files:
         raise FitError(f"{good}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if max_false_reject is not None:
-        _enough(len(files), max_false_reject, good)
+        check_enough(len(files), max_false_reject, good)
     bad_files = defect_images(Path(bad)) if bad is not None else []
     if bad is not None and not bad_files:
         raise FitError(f"{bad}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -539,32 +229,29 @@ def fit(
     if not maps:
         raise FitError(f"{good}: none of the {len(files)} image files could be read")
     if max_false_reject is not None:
-        _enough(len(maps), max_false_reject, good)
+        check_enough(len(maps), max_false_reject, good)
     channels, h, w = maps[0].shape
     shape = (int(channels), int(h), int(w))
     sigma = BLUR_SIGMA * size / 256 if blur_sigma is None else blur_sigma
-    everything = list(range(len(maps)))
 
     def head_for(indices: Sequence[int]) -> tuple[dict[str, Features], ort.InferenceSession]:
-        params = _fit_head(maps, indices, method, shrinkage, coreset_ratio, coreset_max, seed)
+        params = fit_head(maps, indices, method, shrinkage, coreset_ratio, coreset_max, seed)
         graph = head_model(shape, method, params, size=size, margin=margin, sigma=sigma)
         return params, _session(graph)
 
     # Out-of-fold scores: image i is scored by the head fitted without its fold (i % folds).
     # Too few images for folds: calibrate on the fitted ones (the threshold comes out low, so
     # good parts may be rejected; the result says so: folds == 0).
-    k = folds if len(maps) >= max(folds, 2) else 0
+    k, groups = folds_of(len(maps), folds)
     scores = [0.0] * len(maps)
     minimum = math.inf
-    groups = [[i for i in everything if i % k == f] for f in range(k)] if k else [everything]
-    for held in groups:
-        rest = [i for i in everything if i not in held] if k else everything
+    for held, rest in groups:
         _, head = head_for(rest)
         for i in held:
             heat, peak = head.run(None, {"features": maps[i][None]})
             scores[i] = float(peak.reshape(-1)[0])
             minimum = min(minimum, float(np.min(heat)))
-    params, _ = head_for(everything)
+    params, _ = head_for(list(range(len(maps))))
     if max_false_reject is not None:
         threshold = threshold_for_rate(scores, max_false_reject)
         rule = f"rejects at most {max_false_reject:.2%} of {len(scores)} out-of-fold good scores"
@@ -630,17 +317,6 @@ def fit(
         bad_images=bad_count,
         backbone_cut=cut,
     )
-
-
-def _enough(count: int, rate: float, folder: Path) -> None:
-    need = needed_images(rate)
-    if count < need:
-        raise FitError(
-            f"{folder}: --max-false-reject {rate:.2%} needs at least {need} good images "
-            f"(ceil(3 / rate): with no rejects among n good images the rate is below 3/n at "
-            f"95 % confidence), there are {count}; add {need - count} more, or ask for "
-            f"{3 / count:.2%} or more"
-        )
 
 
 def defect_images(folder: Path) -> list[Path]:

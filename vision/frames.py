@@ -4,7 +4,8 @@ network stream (all through OpenCV), or the simulated camera (vision/synthetic.p
 A source's `read()` returns the next frame, None when there is none yet (a watched folder, a
 camera between frames), and raises `FrameError` for one bad frame or a lost device; the caller
 counts it and calls `read()` again later (a camera is reopened on the next call). `finished`
-turns true at the end of a replayed folder or video.
+turns true at the end of a replayed folder or video. `open_source` makes the one an
+`[[inspections]]` entry describes.
 
 JPEG files are decoded at 1/2, 1/4 or 1/8 size (libjpeg DCT scaling) when the model input is
 that much smaller than the frame: decoding is the most expensive step around inference.
@@ -17,13 +18,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import cv2
 import numpy as np
 
 from agent.errors import LinesideError
 from vision.preprocess import Image, Roi, Size, reduction
+
+if TYPE_CHECKING:
+    from agent.clock import Clock
+    from vision.config import InspectionConfig
+    from vision.model import Model
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 _REDUCED = {
@@ -278,3 +284,30 @@ class SimSource:
 
     def close(self) -> None:
         pass
+
+
+def open_source(config: InspectionConfig, model: Model, clock: Clock) -> FrameSource:
+    """The frame source an inspection's config describes, sized for the model's input."""
+    spec = config.source
+    if spec.type == "folder":
+        return FolderSource(
+            spec.path,
+            pattern=spec.pattern,
+            watch=spec.watch,
+            # Tiles need the frame at full resolution: no reduced JPEG decoding.
+            target=None if model.tile_overlap is not None else model.input_size,
+            roi=config.roi,
+        )
+    if spec.type == "video":
+        return CaptureSource(spec.path, live=False, clock_ns=clock.time_ns)
+    if spec.type == "camera":
+        return CaptureSource(spec.device, live=True, clock_ns=clock.time_ns)
+    if spec.type == "url":
+        return CaptureSource(spec.url, live=True, clock_ns=clock.time_ns)
+    return SimSource(
+        seed=spec.seed,
+        defect_rate=spec.defect_rate,
+        surfaces=spec.surfaces,
+        size=(spec.width, spec.height),
+        clock_ns=clock.time_ns,
+    )

@@ -27,6 +27,10 @@ worker, onnxruntime in the model worker), so on two cores they really do run sid
 
 Failures are contained and counted: an unreadable frame, a camera gone (retried after a pause),
 a model missing or corrupt (retried every MODEL_RETRY seconds), an inference error.
+
+The triggers (`vision.triggers`), the image archive (`vision.archive`), the counters and the
+event payload (`vision.verdicts`) have modules of their own; their names are imported here as
+themselves (`X as X`), so they stay importable from `vision.inspector`.
 """
 
 from __future__ import annotations
@@ -34,26 +38,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import re
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 
 from agent.clock import Clock
 from agent.errors import LinesideError
 from agent.model import Event, EventKind
+from agent.statistics import InspectionStatistics
 from vision.adapters import Verdict
+from vision.archive import ImageArchive as ImageArchive
+from vision.archive import archive_for
 from vision.config import InspectionConfig
 from vision.frames import Frame, FrameError, FrameSource, SourceGone
+from vision.frames import open_source as open_source
 from vision.model import Model, ModelError, Prepared
 from vision.preprocess import Roi
+from vision.triggers import FpsTrigger as FpsTrigger
+from vision.triggers import ReplayTrigger as ReplayTrigger
+from vision.triggers import TagTrigger as TagTrigger
+from vision.triggers import Trigger as Trigger
+from vision.triggers import trigger_for
+from vision.verdicts import InspectorStats as InspectorStats
+from vision.verdicts import count_verdict
+from vision.verdicts import verdict_data as verdict_data
+from vision.writeback import WriteBack as WriteBack
 
 log = logging.getLogger("lineside.vision")
 
@@ -65,182 +79,6 @@ IDLE_POLL = 0.2  # a watched folder or camera with nothing new: look again after
 # the frame worker would take the core the model worker (and the PLC poller) is using, then
 # wait for its slowest slice. One thread per stage keeps each stage on one core.
 OPENCV_THREADS = 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Triggers
-
-
-class Trigger(Protocol):
-    drops: bool  # frames that find the queue full are dropped (live) or waited for (replay)
-
-    async def wait(self) -> None:
-        """Return when the next frame is due."""
-        ...
-
-
-class ReplayTrigger:
-    drops = False
-
-    async def wait(self) -> None:
-        return None
-
-
-class FpsTrigger:
-    """Drift-free ticks on the monotonic clock; a tick missed while busy is skipped."""
-
-    drops = True
-
-    def __init__(self, fps: float, clock: Clock) -> None:
-        self.period = 1.0 / fps
-        self.clock = clock
-        self._next: float | None = None
-
-    async def wait(self) -> None:
-        now = self.clock.monotonic()
-        if self._next is None:
-            self._next = now
-        elif self._next <= now - self.period:
-            self._next += math.floor((now - self._next) / self.period) * self.period
-        await self.clock.sleep_until(self._next)
-        self._next += self.period
-
-
-class TagTrigger:
-    """An edge of a PLC tag (e.g. part present), seen in the agent's latest values, + delay."""
-
-    drops = True
-
-    def __init__(
-        self,
-        read: Callable[[], float],
-        clock: Clock,
-        *,
-        edge: str = "rising",
-        delay: float = 0.0,
-        poll: float = 0.01,
-    ) -> None:
-        self.read = read
-        self.clock = clock
-        self.rising = edge == "rising"
-        self.delay = delay
-        self.poll = poll
-        self._last: bool | None = None
-
-    def _state(self) -> bool | None:
-        value = self.read()
-        return None if math.isnan(value) else value != 0
-
-    async def wait(self) -> None:
-        while True:
-            state = self._state()
-            previous, self._last = self._last, state if state is not None else self._last
-            changed = previous is not None and state is not None and state != previous
-            if changed and state == self.rising:
-                break
-            await self.clock.sleep_until(self.clock.monotonic() + self.poll)
-        if self.delay > 0:
-            await self.clock.sleep_until(self.clock.monotonic() + self.delay)
-
-
-# ---------------------------------------------------------------------------------------------
-# The image archive
-
-
-class ImageArchive:
-    """Saved images of inspected parts, bounded by total bytes and by age.
-
-    Every NotOK and NotDecidable part is kept, OK parts one in round(1 / good_sample). The
-    oldest files go first when the folder passes `max_size`; files older than `retention`
-    seconds go whatever the size.
-    """
-
-    def __init__(
-        self, folder: Path, *, max_size: int, retention: float, good_sample: float
-    ) -> None:
-        self.folder = Path(folder)
-        self.max_size = max_size
-        self.retention_ns = round(retention * 1e9)
-        self.good_every = 0 if good_sample <= 0 else max(1, round(1 / good_sample))
-        self._good_seen = 0
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # (ts_ns, path, bytes), oldest first; the file names start with the timestamp.
-        self._files: deque[tuple[int, Path, int]] = deque()
-        for path in sorted(self.folder.glob("*.jpg")):
-            head = path.name.split("_", 1)[0]
-            if head.isdigit():
-                self._files.append((int(head), path, path.stat().st_size))
-        self.total = sum(size for _, _, size in self._files)
-        self.deleted = 0
-
-    def wanted(self, verdict: str) -> bool:
-        if verdict != "OK":
-            return True
-        if self.good_every == 0:
-            return False
-        self._good_seen += 1
-        return self._good_seen % self.good_every == 1 or self.good_every == 1
-
-    def save(self, frame: Frame, verdict: str, ts_ns: int) -> Path:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(frame.name).stem)[:80]
-        path = self.folder / f"{ts_ns}_{verdict}_{stem}.jpg"
-        ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if not ok:
-            raise OSError(f"cannot encode {frame.name} as JPEG")
-        path.write_bytes(data.tobytes())
-        self._files.append((ts_ns, path, len(data)))
-        self.total += len(data)
-        self.prune(ts_ns)
-        return path
-
-    def prune(self, now_ns: int) -> None:
-        while self._files and (
-            self.total > self.max_size or self._files[0][0] < now_ns - self.retention_ns
-        ):
-            _, path, size = self._files.popleft()
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            self.total -= size
-            self.deleted += 1
-
-
-# ---------------------------------------------------------------------------------------------
-# The pipeline
-
-
-class WriteBack(Protocol):
-    async def write(
-        self, verdict: str, *, inspection: str, verdict_ts_ns: int, ts_ns: int
-    ) -> Event:
-        """Write the verdict; the `EventKind.AUDIT` event of the attempt, whatever its result."""
-        ...
-
-
-@dataclass(slots=True)
-class InspectorStats:
-    triggers: int = 0
-    frames: int = 0  # read and preprocessed
-    dropped: int = 0  # triggered while the model was still busy with earlier frames
-    overlapped: int = 0  # frames decoded while the model worked on an earlier frame
-    inspected: int = 0
-    ok: int = 0
-    not_ok: int = 0
-    not_decidable: int = 0
-    frame_errors: int = 0  # unreadable or truncated frames, a device gone
-    model_errors: int = 0  # the model could not be loaded
-    inference_errors: int = 0
-    saved: int = 0
-    save_errors: int = 0
-    writes: int = 0
-    write_refused: int = 0
-    write_errors: int = 0
-    latency_last_ms: float = 0.0  # frame read → verdict
-    latency_max_ms: float = 0.0
-    inference_last_ms: float = 0.0
-    last_error: str | None = None
-
-
-_COUNTER = {"OK": "ok", "NotOK": "not_ok", "NotDecidable": "not_decidable"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,13 +327,7 @@ class Inspector:
     async def _hand_on(
         self, work: _Work, verdict: Verdict, latency_ms: float, inference_ms: float, model: Model
     ) -> None:
-        stats = self.stats
-        stats.inspected += 1
-        counter = _COUNTER[verdict.verdict]
-        setattr(stats, counter, getattr(stats, counter) + 1)
-        stats.latency_last_ms = latency_ms
-        stats.latency_max_ms = max(stats.latency_max_ms, latency_ms)
-        stats.inference_last_ms = inference_ms
+        count_verdict(self.stats, verdict, latency_ms, inference_ms)
         data = verdict_data(self.name, work.frame.name, model, verdict, latency_ms)
         if self.archive is not None and self.archive.wanted(verdict.verdict):
             try:
@@ -505,7 +337,7 @@ class Inspector:
             except OSError as exc:
                 self._fail("save_errors", f"cannot save image: {exc}")
             else:
-                stats.saved += 1
+                self.stats.saved += 1
                 data["image"] = str(saved)
         self.emit_event(Event(EventKind.INSPECTION, work.ts_ns, self.machine, data))
         self.latest = data
@@ -525,58 +357,12 @@ class Inspector:
             self._fail(counter, str(audit.data.get("error")))
         self.emit_event(audit)  # refused and failed writes are audited too
 
-    def statistics(self) -> dict[str, Any]:
-        figures = asdict(self.stats)
-        figures["model"] = self.model.name if self.model is not None else None
-        figures["queue_size"] = self.queue_size
-        return figures
-
-
-def verdict_data(
-    inspection: str, source: str, model: Model, verdict: Verdict, latency_ms: float
-) -> dict[str, Any]:
-    """An inspection event's payload (JSON-ready)."""
-    return {
-        "inspection": inspection,
-        "source": source,
-        "model": model.name,
-        "adapter": model.kind,
-        "verdict": verdict.verdict,
-        "score": None if math.isnan(verdict.score) else round(verdict.score, 6),
-        "label": verdict.label,
-        "classes": list(verdict.classes),
-        "boxes": [b.as_dict() for b in verdict.boxes],
-        "latency_ms": round(latency_ms, 3),
-    }
-
-
-def open_source(config: InspectionConfig, model: Model, clock: Clock) -> FrameSource:
-    """The frame source an inspection's config describes, sized for the model's input."""
-    from vision.frames import CaptureSource, FolderSource, SimSource
-
-    spec = config.source
-    if spec.type == "folder":
-        return FolderSource(
-            spec.path,
-            pattern=spec.pattern,
-            watch=spec.watch,
-            # Tiles need the frame at full resolution: no reduced JPEG decoding.
-            target=None if model.tile_overlap is not None else model.input_size,
-            roi=config.roi,
+    def statistics(self) -> InspectionStatistics:
+        return InspectionStatistics(
+            **asdict(self.stats),
+            model=self.model.name if self.model is not None else None,
+            queue_size=self.queue_size,
         )
-    if spec.type == "video":
-        return CaptureSource(spec.path, live=False, clock_ns=clock.time_ns)
-    if spec.type == "camera":
-        return CaptureSource(spec.device, live=True, clock_ns=clock.time_ns)
-    if spec.type == "url":
-        return CaptureSource(spec.url, live=True, clock_ns=clock.time_ns)
-    return SimSource(
-        seed=spec.seed,
-        defect_rate=spec.defect_rate,
-        surfaces=spec.surfaces,
-        size=(spec.width, spec.height),
-        clock_ns=clock.time_ns,
-    )
 
 
 def build_inspector(
@@ -589,24 +375,6 @@ def build_inspector(
 ) -> Inspector:
     """An Inspector for one `[[inspections]]` entry. `read_tag(name)` gives a function that
     returns the latest value of the machine's tag `name` (NaN while unknown)."""
-    spec = config.trigger
-    trigger: Trigger
-    if spec.type == "fps":
-        trigger = FpsTrigger(spec.fps, clock)
-    elif spec.type == "tag":
-        if read_tag is None:
-            raise ValueError(f"inspection {config.name}: a tag trigger needs the agent's tags")
-        trigger = TagTrigger(
-            read_tag(spec.tag), clock, edge=spec.edge, delay=spec.delay, poll=spec.poll
-        )
-    else:
-        trigger = ReplayTrigger()
-    archive = None
-    if config.save is not None:
-        save = config.save
-        archive = ImageArchive(
-            save.dir, max_size=save.max_size, retention=save.retention, good_sample=save.good_sample
-        )
     path, adapter, threads = config.model, config.adapter, config.threads
     overlap = config.tile_overlap if config.tile else None
     return Inspector(
@@ -614,13 +382,13 @@ def build_inspector(
         config.machine,
         lambda: Model.load(path, adapter=adapter, threads=threads, tile_overlap=overlap),
         lambda model: open_source(config, model, clock),
-        trigger,
+        trigger_for(config, clock, read_tag),
         clock=clock,
         emit_event=emit_event,
         roi=config.roi,
         threshold=config.threshold,
         margin=config.margin,
         queue_size=config.queue,
-        archive=archive,
+        archive=archive_for(config),
         write_back=write_back,
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Collection
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from agent.errors import ConnectError, DeviceError, LinesideError, ProtocolError, RequestTimeout
 from agent.model import Event, EventKind
@@ -31,6 +31,16 @@ from connectors.modbus.pdu import (
 from vision.adapters import VERDICT_CODES
 
 WriteResult = Literal["ok", "refused", "failed"]
+
+
+class WriteBack(Protocol):
+    """What the inspection pipeline writes its verdicts through (`ModbusWriteBack` here)."""
+
+    async def write(
+        self, verdict: str, *, inspection: str, verdict_ts_ns: int, ts_ns: int
+    ) -> Event:
+        """Write the verdict; the `EventKind.AUDIT` event of the attempt, whatever its result."""
+        ...
 
 
 class WriteRefused(LinesideError):
@@ -143,7 +153,10 @@ class ModbusWriteBack:
             raise WriteRefused(f"write to {self.target} refused: not on the write_allow list")
         async with self._lock:
             try:
-                await asyncio.wait_for(self._exchange(value), self.timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the exchange finishes, and the agent's stop would hang.
+                async with asyncio.timeout(self.timeout):
+                    await self._exchange(value)
             except TimeoutError:
                 await self.close()
                 raise RequestTimeout(

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from itertools import pairwise
 from typing import Literal
 
-from agent.config import WEEKDAYS, Calendar, Shift
+from agent.config.calendar import WEEKDAYS, Calendar, Shift
 
 WindowKind = Literal["hour", "shift", "day"]
 KINDS: tuple[WindowKind, ...] = ("hour", "shift", "day")

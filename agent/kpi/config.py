@@ -11,9 +11,12 @@
     ideal_cycle_time = "2.5s"             # or ideal_rate = 160 with rate_per = "hour"
     energy = "energy_kwh"                 # optional cumulative kWh meter
     max_gap = "3m"                        # no state reading for longer: unknown time
+    frozen_after = "2m"                   # no value moving for longer: frozen, unknown time
+    heartbeat = "plc_clock"               # optional: a tag that moves whatever the machine does
     target_oee = 0.85                     # optional: the shift report's target line (a ratio)
     target_output = 9000                  # optional: good units planned per shift
-    product_names = { "1" = "Bracket A" } # optional: names of the product tag's codes
+    product = "product_code"              # optional product tag: a code, or a text tag whose
+    product_names = { "1" = "Bracket A" } # string is the product (names: its codes/strings)
     # inspection = "panel-surface"        # quality from this [[inspections]] entry's verdicts
 
 This module imports no protocol library and not `agent.config` (which imports it): the checks
@@ -23,6 +26,7 @@ in `problems()`, which `agent.config` calls with what it knows.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, Protocol, Self
 
@@ -82,6 +86,11 @@ class MachineKpi(BaseModel):
     products: dict[str, PositiveFloat] = Field(default_factory=dict)
     energy: str | None = None
     max_gap: PositiveDuration = 180.0
+    # Frozen values (docs/kpi.md, Frozen values): none of the machine's KPI tags (nor its
+    # `heartbeat` tag) changed for longer than this while it ran (any state with a heartbeat):
+    # the time since the last change is unknown. Default: `frozen_after_s()`.
+    frozen_after: PositiveDuration | None = None
+    heartbeat: str | None = None
     # Targets of the shift report: OEE as a ratio (0.85), good units per shift.
     target_oee: PositiveFloat | None = None
     target_output: PositiveFloat | None = None
@@ -140,22 +149,27 @@ class MachineKpi(BaseModel):
             )
         if self.product_names and self.product is None:
             raise _key_error("product_names", "product_names label the product tag: set product")
-        for key in self.product_names:
-            if _code(key) is None:
-                raise _key_error(f"product_names.{key}", f"product codes are integers, got {key!r}")
-        for key in self.products:
-            if _code(key) is None:
-                raise _key_error(f"products.{key}", f"product codes are integers, got {key!r}")
+        # The keys of products and product_names are codes of a numeric product tag, or the
+        # strings of a text one: `problems` checks them against the tag's type.
         return self
 
     # -- what the engine reads ---------------------------------------------------------------
 
     def tag_roles(self) -> Iterator[tuple[str, str]]:
         """(key, tag name) of every tag this section names."""
-        for key in ("state", "unit_mode", "reason", *COUNTER_ROLES, "product", "energy"):
+        keys = ("state", "unit_mode", "reason", *COUNTER_ROLES, "product", "energy", "heartbeat")
+        for key in keys:
             name = getattr(self, key)
             if name is not None:
                 yield key, name
+
+    def frozen_after_s(self) -> float:
+        """How long the values may stay the same before they count as frozen: as configured,
+        else 10 cycles of the slowest product, at least a minute (a running machine counts)."""
+        if self.frozen_after is not None:
+            return self.frozen_after
+        slowest = max(self.cycle_time_s(int(p)) for p in ("0", *self.products))
+        return max(60.0, 10.0 * slowest)
 
     def code_table(self) -> dict[int, StateName]:
         return {code: name for name, codes in (self.states or {}).items() for code in codes}
@@ -163,7 +177,7 @@ class MachineKpi(BaseModel):
     def product_label(self, code: int | None) -> str:
         if code is None:
             return "no product"
-        return self.product_names.get(str(code), f"product {code}")
+        return product_name(code, self.product_names)
 
     def reason_label(self, code: int) -> str:
         return self.reasons.get(str(code), f"reason {code}")
@@ -174,7 +188,8 @@ class MachineKpi(BaseModel):
             assert self.ideal_cycle_time is not None  # the validator requires one of the two
             return self.ideal_cycle_time
         per = SECONDS_PER[self.rate_per or "minute"]
-        rate = self.products.get(str(product), self.ideal_rate) if product is not None else None
+        key = None if product is None else _TEXT_PRODUCTS.get(product, str(product))
+        rate = self.products.get(key, self.ideal_rate) if key is not None else None
         return per / (rate if rate is not None else self.ideal_rate)
 
 
@@ -194,8 +209,14 @@ def problems(kpi: MachineKpi, tags: Mapping[str, Declared], heartbeat_s: float) 
         facts = tags.get(name)
         if facts is None:
             out.append((key, f"no tag {name!r} on this machine (its tags: {known})"))
-        elif facts.type in NOT_NUMERIC:
+        elif facts.type in NOT_NUMERIC and key != "product":  # a text product: its string
             out.append((key, f"tag {name!r} is a {facts.type}: KPI inputs must be numeric"))
+    product = tags.get(kpi.product) if kpi.product is not None else None
+    if product is None or product.type not in NOT_NUMERIC:  # codes, not strings: integers
+        for table in ("product_names", "products"):
+            for code in getattr(kpi, table):
+                if _code(code) is None:
+                    out.append((f"{table}.{code}", f"product codes are integers, got {code!r}"))
     if heartbeat_s > 0 and kpi.max_gap <= heartbeat_s:
         out.append(
             (
@@ -205,3 +226,33 @@ def problems(kpi: MachineKpi, tags: Mapping[str, Declared], heartbeat_s: float) 
             )
         )
     return out
+
+
+# A text product tag (`product` naming a "string" tag): its string is the product's name. The
+# engine's log holds float64, so a string stands there as a code of its own, far above any
+# code a PLC register gives (2^32 + its CRC-32), and `product_name` gives the string back.
+# Two products of one machine with the same CRC-32 would be counted as one.
+TEXT_PRODUCT_BASE = 1 << 32
+_TEXT_PRODUCTS: dict[int, str] = {}  # code -> string, for each string this process coded
+
+
+def product_code(text: str) -> int:
+    """The code that stands for the product named `text` (the same in every process)."""
+    code = TEXT_PRODUCT_BASE + zlib.crc32(text.encode("utf-8"))
+    _TEXT_PRODUCTS[code] = text
+    return code
+
+
+def product_key(key: str) -> int:
+    """The code of a `products` key: the integer itself, or a text product's string coded."""
+    code = _code(key)
+    return code if code is not None else product_code(key)
+
+
+def product_name(code: int, names: Mapping[str, str]) -> str:
+    """The name of a product code: its `product_names` entry, the string a text product's
+    code stands for (renamed by `product_names` if listed), or "product <code>"."""
+    text = _TEXT_PRODUCTS.get(code)
+    if text is not None:
+        return names.get(text, text)
+    return names.get(str(code), f"product {code}")

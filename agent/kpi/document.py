@@ -11,16 +11,12 @@ from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 
-from agent.config import Config
+from agent.config.sections import Config
 from agent.kpi.config import COUNTER_ROLES
-from agent.kpi.replay import Selection, hours_of, previous, replay, select
+from agent.kpi.period import Selection, hours_of, on_line, previous, select
+from agent.kpi.replay import replay
 from agent.kpi.report import Extras, Target, render
 from agent.kpi.timeline import Timeline
-
-
-def on_line(line: str | None, full: str) -> bool:
-    """Whether the line `full` ("area/line") is the one asked for (all when None)."""
-    return line is None or line in (full, full.split("/", 1)[1])
 
 
 def extras_of(config: Config) -> Extras:
@@ -58,7 +54,8 @@ def shift_report(
     result = replay(config, everything, now_ns, data_dir=data_dir, trace=timeline)
     wanted = {(w.kind, w.name) for w in selection.windows}
     earlier = {(w.kind, w.name) for w in before.windows}
-    picked = [w for w in result.windows if on_line(line, w.line)]
+    # The report shows machines and lines (areas and the site are in `lineside oee`).
+    picked = [w for w in result.windows if w.line is not None and on_line(line, w.line)]
     periods = [w for w in picked if (w.kind, w.name) in wanted]
     history = [w for w in picked if (w.kind, w.name) in earlier]
     hour_rows = [w for w in picked if w.kind == "hour"]

@@ -55,13 +55,14 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from agent.config import Calendar, Config, Machine
+from agent.config.calendar import Calendar
+from agent.config.sections import Config, Machine
 from agent.kpi.calendar import Window, WindowKind, planned_intervals, window_at, windows
-from agent.kpi.config import MachineKpi
+from agent.kpi.config import MachineKpi, product_code, product_key
 from agent.kpi.counters import counter_step, plausible_limit
 from agent.kpi.formulas import (
     COUNT_FIELDS,
@@ -75,6 +76,7 @@ from agent.kpi.formulas import (
 from agent.kpi.losses import pareto, six_big_losses
 from agent.kpi.states import Category, map_code, packml_category
 from agent.model import Event, EventKind, InspectionVerdict, Quality, ReadingBatch, Verdict
+from agent.texts import TextReading
 
 NS = 1_000_000_000
 RETAIN_NS = 26 * 3600 * NS
@@ -84,6 +86,9 @@ NO_REASON = "no reason"
 # Roles of the KPI tags, as stored in the log (one byte each).
 STATE, UNIT_MODE, REASON, TOTAL, GOOD, REJECT, REWORK, PRODUCT, ENERGY, VERDICT = range(10)
 OUTAGE = 10  # the agent was stopped here: the state before it vouches no further (`outage`)
+HEARTBEAT = 11  # a tag that only proves the values move (`[machines.kpi] heartbeat`)
+FROZEN = 12  # the values stopped moving here: unknown time until one changes (docs/kpi.md)
+MOVED = 13  # one of the machine's other values (not a KPI tag) changed here
 # Verdicts in the log, by the codes a verdict write-back puts in a register (`Verdict.code`).
 OK, NOT_OK = float(Verdict.OK.code), float(Verdict.NOT_OK.code)
 _ROLE_OF_KEY = {
@@ -96,6 +101,7 @@ _ROLE_OF_KEY = {
     "rework": REWORK,
     "product": PRODUCT,
     "energy": ENERGY,
+    "heartbeat": HEARTBEAT,
 }
 _COUNTER_FIELD = {TOTAL: "total", GOOD: "good", REJECT: "reject", REWORK: "rework"}
 # Counter widths by declared type (signed registers wrap too: counter_step works modulo 2^bits).
@@ -109,10 +115,26 @@ _BITS: dict[str, int | None] = {
 }
 
 WindowKey = tuple[str, str]  # (kind, name)
+Scope = Literal["machine", "line", "area", "site"]
+SCOPES: tuple[Scope, ...] = ("machine", "line", "area", "site")
+Group = tuple[Scope, str]  # a roll-up of machines: ("line", "area/line"), ("area", a), ("site", s)
+# A KPI record's identity: (scope, who: the machine, "area/line", area or site, kind, name).
+RecordKey = tuple[str, str, str, str]
 
 
 def _key(w: Window) -> WindowKey:
     return (w.kind, w.name)
+
+
+def product_of(value: float) -> int:
+    """The product a product tag's reading names: a numeric tag's code, or the code a text
+    tag's string was given (`agent.kpi.config.product_code`), labelled by `product_label`."""
+    return int(value)
+
+
+def products_key(code: int | None) -> str:
+    """A window's per-product key (JSON `product`): the code as text, "" for no product."""
+    return "" if code is None else str(code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +218,12 @@ class _Cursor:
     unknown_acc: float = 0.0
     marks: dict[int, tuple[int, float, float, float]] = field(default_factory=dict)
     open: dict[WindowKey, tuple[Window, Components]] = field(default_factory=dict)
+    # Frozen values: the last value of every KPI tag, when one last changed, and whether the
+    # values are frozen since (docs/kpi.md, "Frozen values").
+    seen: dict[int, float] = field(default_factory=dict)
+    changed_at: int = 0
+    answered_at: int = 0  # the last reading that repeated a value
+    frozen: bool = False
 
 
 @dataclass(slots=True)
@@ -251,10 +279,15 @@ class _TagRole:
 
 
 class _MachineState:
-    def __init__(self, machine: Machine, kpi: MachineKpi, line: str) -> None:
+    def __init__(self, machine: Machine, kpi: MachineKpi, line: str, site: str, unit: str) -> None:
         self.name = machine.name
         self.kpi = kpi
         self.line = line
+        self.area = machine.area
+        self.site = site
+        self.unit = unit  # the unit its output counter declares ("" when none)
+        # The roll-ups it belongs to, each closed once all their machines closed a window.
+        self.groups: tuple[Group, ...] = (("line", line), ("area", machine.area), ("site", site))
         self.max_gap_ns = round(kpi.max_gap * NS)
         self.code_table: dict[int, Category] = dict(kpi.code_table())
         self.cursor: _Cursor | None = None
@@ -266,9 +299,14 @@ class _MachineState:
         self.bits: dict[int, int | None] = {}
         self.scale: dict[int, float] = {}
         # The fastest the machine can count (units a second, any product): the plausibility bound.
-        fastest = min(kpi.cycle_time_s(int(p)) for p in ("0", *kpi.products))
+        fastest = min(kpi.cycle_time_s(product_key(p)) for p in ("0", *kpi.products))
         self.max_rate = 1.0 / fastest
         self.late_since: int | None = None  # earliest late reading waiting for `flush`
+        # Frozen values: how long no value may move; all states are watched with a heartbeat
+        # tag, else only running (a running machine counts).
+        self.frozen_ns = round(kpi.frozen_after_s() * NS)
+        self.watch_all = kpi.heartbeat is not None
+        self.freezes: list[int] = []  # found during a recompute: logged after it
         self.inspected = kpi.inspection is not None  # quality from verdicts, not counters
 
 
@@ -308,18 +346,23 @@ class KpiEngine:
         self.calendar = config.calendar
         self._spans = _Spans(config.calendar)
         self._machines: list[_MachineState] = []
-        self._lines: dict[str, list[str]] = {}
+        self._groups: dict[Group, list[str]] = {}  # roll-up -> its machines, in config order
         roles: dict[int, _TagRole] = {}
+        others: dict[int, int] = {}  # tag id -> machine index: the machines' other tags
         self._by_inspection: dict[str, int] = {}  # inspection name -> machine index
         inspections = {i.name: i.machine for i in config.inspections}
         for machine in config.machines:
             if machine.kpi is None:
                 continue
             line = f"{machine.area}/{machine.line}"
-            m = _MachineState(machine, machine.kpi, line)
+            declared = {t.name: t for t in config.tags_of(machine.name)}
+            output = machine.kpi.total or machine.kpi.good
+            unit = declared[output].unit if output in declared else ""
+            m = _MachineState(machine, machine.kpi, line, config.plant.site, unit)
             index = len(self._machines)
             self._machines.append(m)
-            self._lines.setdefault(line, []).append(machine.name)
+            for group in m.groups:
+                self._groups.setdefault(group, []).append(machine.name)
             if machine.kpi.inspection is not None:
                 name = machine.kpi.inspection
                 if inspections.get(name) != machine.name:
@@ -328,7 +371,6 @@ class KpiEngine:
                         " entry of this machine"
                     )
                 self._by_inspection[name] = index
-            declared = {t.name: t for t in config.tags_of(machine.name)}
             for key, name in machine.kpi.tag_roles():
                 tag = declared.get(name)
                 if tag is None:
@@ -342,16 +384,35 @@ class KpiEngine:
                 roles[tag_ids[path]] = _TagRole(index, role, bits, scale)
                 m.bits[role] = bits
                 m.scale[role] = scale
-        size = max(roles, default=-1) + 1
-        # tag id -> index into self._roles (-1: not a KPI tag), so a batch is filtered at once.
+            # Every other tag of the machine only says whether its values still move (frozen
+            # values): taken a batch at a time, with numpy, not reading by reading.
+            kpi_tags = {name for _, name in machine.kpi.tag_roles()}
+            for tag in declared.values():
+                path = config.tag_path(machine.name, tag.name)
+                if tag.name not in kpi_tags and path in tag_ids:
+                    others[tag_ids[path]] = index
+        size = max([*roles, *others], default=-1) + 1
+        # tag id -> index into self._roles, or -2 - machine index for a machine's other tags
+        # (-1: neither), so a batch is sorted out at once.
         self._lookup = np.full(size, -1, dtype=np.int64)
         self._roles = list(roles.values())
         for i, tag_id in enumerate(roles):
             self._lookup[tag_id] = i
-        # Line windows: what each machine closed, and the revision the line last emitted.
-        self._line_parts: dict[tuple[str, WindowKey], dict[str, Components]] = {}
-        self._line_windows: dict[tuple[str, WindowKey], Window] = {}
-        self._line_revision: dict[tuple[str, WindowKey], int] = {}
+        # Product tags: a text one's strings come as `text` events (`on_event`).
+        self.product_tags = frozenset(i for i, r in roles.items() if r.role == PRODUCT)
+        self._products_before: dict[str, int] = {}  # machine -> a text product before its start
+        for tag_id, index in others.items():
+            self._lookup[tag_id] = -2 - index
+        self._other_last = np.full(size, np.nan)  # the last value of every other tag
+        # Roll-up windows (line, area, site): what each machine closed, and the revision the
+        # roll-up last emitted.
+        self._group_parts: dict[tuple[Group, WindowKey], dict[str, Components]] = {}
+        self._group_revision: dict[tuple[Group, WindowKey], int] = {}
+        # The count unit of each roll-up: the one unit all its machines declare, else None.
+        self._group_unit: dict[Group, str | None] = {}
+        for group, names in self._groups.items():
+            units = {m.unit for m in self._machines if m.name in names}
+            self._group_unit[group] = units.pop() if len(units) == 1 and "" not in units else None
         self._pending: list[Event] = []
         self._recomputing = False
         # Called with every stretch of a machine's time as it is folded (the shift report's
@@ -359,7 +420,7 @@ class KpiEngine:
         self.trace: Trace | None = None
         self.stats = {"readings": 0, "late": 0, "late_dropped": 0, "duplicates": 0,
                       "recomputes": 0, "resets": 0, "rollovers": 0, "verdicts": 0,
-                      "implausible": 0}  # fmt: skip
+                      "implausible": 0, "frozen": 0}  # fmt: skip
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -370,9 +431,12 @@ class KpiEngine:
         picked = np.full(ids.shape[0], -1, dtype=np.int64)
         picked[inside] = self._lookup[ids[inside]]
         rows = np.flatnonzero(picked >= 0)
+        stamps = batch.timestamps()
+        moved = self._moved_machines(batch, ids, picked, stamps)
         if rows.size == 0:
+            self._mark_moved(moved)
             return self._take()
-        ts = batch.timestamps()[rows]
+        ts = stamps[rows]
         order = np.argsort(ts, kind="stable")
         for r, t in zip(rows[order].tolist(), ts[order].tolist(), strict=True):
             role = self._roles[int(picked[r])]
@@ -398,7 +462,44 @@ class KpiEngine:
             # Recomputed at the next flush (tick), not now: a backlog of late batches revises
             # each window once, not once per batch.
             m.late_since = t if m.late_since is None else min(t, m.late_since)
+        self._mark_moved(moved)
         return self._take()
+
+    def _moved_machines(
+        self,
+        batch: ReadingBatch,
+        ids: np.ndarray[Any, Any],
+        picked: np.ndarray[Any, Any],
+        stamps: np.ndarray[Any, Any],
+    ) -> dict[int, int]:
+        """Machine index -> the latest time in the batch at which one of its other (not KPI)
+        tags changed value: those values only prove the source is not frozen."""
+        rows = np.flatnonzero((picked <= -2) & (batch.quality != Quality.BAD))
+        if rows.size == 0:
+            return {}
+        tags, values = ids[rows], batch.values[rows]
+        changed = values != self._other_last[tags]  # a good NaN counts as a move: rare
+        self._other_last[tags] = values
+        if not changed.any():
+            return {}
+        rows = rows[changed]
+        owners, ts = (-2 - picked[rows]).tolist(), stamps[rows].tolist()
+        out: dict[int, int] = {}
+        for index, t in zip(owners, ts, strict=True):
+            out[index] = max(t, out.get(index, t))
+        return out
+
+    def _mark_moved(self, moved: Mapping[int, int]) -> None:
+        """A machine's other values moved at `t`: its values are not frozen (at most one log
+        entry a second, so the log stays small and a recompute says the same)."""
+        for index, t in moved.items():
+            m = self._machines[index]
+            cur = m.cursor
+            if cur is None or t < cur.t or t - cur.changed_at < NS:
+                continue  # not started, late (an older value says nothing new) or just moved
+            m.log.add(t, MOVED, 0.0, Quality.GOOD)
+            self._fold_to(m, cur, t, self._close)
+            cur.changed_at, cur.frozen = t, False
 
     def flush(self) -> list[Event]:
         """Fold in the late readings taken since the last flush: one recompute per machine, so
@@ -413,6 +514,8 @@ class KpiEngine:
         """Fold one inspection verdict into the quality of the machine whose kpi names its
         inspection; any other event is ignored. The events of the windows it closed or revised.
         """
+        if event.kind is EventKind.TEXT:
+            return self._product_text(event)
         fact = InspectionVerdict.of(event)  # None: no verdict, or an audit of one
         if fact is None:
             return []
@@ -449,14 +552,14 @@ class KpiEngine:
         """Close the windows of machines that stopped reporting: their time moves on to
         `now_ns - max_gap` (a reading may still arrive up to max_gap late without being late).
         Late readings taken since the last tick are folded in first (`flush`)."""
-        self.flush()
+        flushed = self.flush()  # the windows it revised are events too
         for m in self._machines:
             if m.cursor is None:
                 self._start_silent(m)
             cursor = m.cursor
             if cursor is not None and now_ns - m.max_gap_ns > cursor.t:
                 self._fold_to(m, cursor, now_ns - m.max_gap_ns, self._close)
-        return self._take()
+        return flushed + self._take()
 
     def snapshot(self, now_ns: int, kind: WindowKind | None = None) -> dict[str, Any]:
         """Live figures of the window of `kind` in progress at `now_ns` per machine and line,
@@ -469,7 +572,8 @@ class KpiEngine:
             raise ValueError(f"no {kind} window in progress at {now_ns}")
         key = _key(window)
         machines: dict[str, Any] = {}
-        parts: dict[str, list[Components]] = {}
+        parts: dict[Group, list[Components]] = {}
+        places: dict[Group, _Place] = {}
         for m in self._machines:
             if m.cursor is None:
                 continue
@@ -483,10 +587,18 @@ class KpiEngine:
             else:
                 c = opened[1]
             done = self._finished(m.kpi, c)
-            machines[m.name] = {"line": m.line, "as_of_ns": max(now_ns, live.t), **_figures(done)}
-            parts.setdefault(m.line, []).append(done)
-        lines = {line: _figures(line_rollup(cs)) for line, cs in parts.items()}
-        return {"window": _window_data(window), "machines": machines, "lines": lines}
+            place = _Place("machine", m.name, m.line, m.area, m.site, m.unit, labels=m.kpi)
+            machines[m.name] = {**place.data(), "as_of_ns": max(now_ns, live.t),
+                                **_figures(done, place)}  # fmt: skip
+            for group in m.groups:
+                parts.setdefault(group, []).append(done)
+                places[group] = self._place(group, m)
+        rollups: dict[Scope, dict[str, Any]] = {"line": {}, "area": {}, "site": {}}
+        for (scope, who), cs in parts.items():
+            place = places[(scope, who)]
+            rollups[scope][who] = {**place.data(), **_figures(line_rollup(cs), place)}
+        return {"window": _window_data(window), "machines": machines, "lines": rollups["line"],
+                "areas": rollups["area"], "sites": rollups["site"]}  # fmt: skip
 
     def statistics(self) -> dict[str, int]:
         return dict(self.stats)
@@ -495,25 +607,25 @@ class KpiEngine:
         """The machines no reading has come from (their windows, if any, are all unknown)."""
         return [m.name for m in self._machines if m.readings == 0]
 
-    def adopt_revisions(self, held: Mapping[tuple[str | None, str, str, str], int]) -> None:
-        """Number revisions on from the ones already stored, keyed (machine, line, kind, name)
-        with machine None for a line: after a restart the store holds the windows the last run
-        emitted, and a revision must never go back to a number a consumer has seen."""
+    def adopt_revisions(self, held: Mapping[RecordKey, int]) -> None:
+        """Number revisions on from the ones already stored, keyed by `record_key`: after a
+        restart the store holds the windows the last run emitted, and a revision must never go
+        back to a number a consumer has seen."""
         for m in self._machines:
             for key, closed in m.closed.items():
-                stored = held.get((m.name, m.line, *key))
+                stored = held.get(("machine", m.name, *key))
                 if stored is not None and stored > closed.revision:
                     closed.revision = stored
-        for (line, key), revision in self._line_revision.items():
-            stored = held.get((None, line, *key))
+        for ((scope, who), key), revision in self._group_revision.items():
+            stored = held.get((scope, who, *key))
             if stored is not None and stored > revision:
-                self._line_revision[(line, key)] = stored
+                self._group_revision[((scope, who), key)] = stored
 
     def outage(self, since_ns: int) -> list[Event]:
         """The agent saw nothing after `since_ns` (it was stopped): no state vouches for time
         past it, so the time until the next reading is unknown instead of the last state held
         on for up to `max_gap`. Kept in the log, so a recompute across it says the same."""
-        self.flush()
+        flushed = self.flush()
         for m in self._machines:
             if m.cursor is None:
                 continue
@@ -521,7 +633,7 @@ class KpiEngine:
             self._fold_to(m, m.cursor, t, self._close)
             m.log.add(t, OUTAGE, 0.0, Quality.GOOD)
             m.cursor.valid_until = min(m.cursor.valid_until, t)
-        return self._take()
+        return flushed + self._take()
 
     # -- the fold -----------------------------------------------------------------------------
 
@@ -531,7 +643,11 @@ class KpiEngine:
         Windows that ended before it are not emitted: the agent was not there to see them.
         """
         starts = [w.start_ns for w in self._spans.at(t).windows_at(t)]
-        m.cursor = _Cursor(t=min(starts, default=t))
+        m.cursor = _Cursor(
+            t=min(starts, default=t),
+            product=self._products_before.pop(m.name, None),
+            changed_at=t,
+        )
         m.began = t
         self._fold_to(m, m.cursor, t, None)
         m.checkpoints.append((t, copy.deepcopy(m.cursor)))
@@ -564,6 +680,22 @@ class KpiEngine:
             else:
                 c.not_decidable += 1
 
+    def _product_text(self, event: Event) -> list[Event]:
+        """A text product tag's string (agent/texts.py), folded in as the reading of its code
+        (`product_code`): the product in force from then on."""
+        reading = TextReading.of(event)
+        if reading is None or reading.tag_id not in self.product_tags:
+            return []
+        m = self._machines[self._roles[int(self._lookup[reading.tag_id])].machine]
+        if m.cursor is None:  # before its first reading: in force from it, not a start
+            if reading.value is not None:
+                self._products_before[m.name] = product_code(reading.value)
+            return []
+        value = math.nan if reading.value is None else float(product_code(reading.value))
+        quality = Quality.BAD if reading.value is None else reading.quality
+        ids, at = [reading.tag_id], reading.ts_ns
+        return self.on_batch(ReadingBatch.from_columns("text", ids, [value], quality, at))
+
     def _category(self, m: _MachineState, cur: _Cursor) -> Category:
         if cur.state_bad or cur.state is None:
             return "unknown"
@@ -577,20 +709,43 @@ class KpiEngine:
         return map_code(cur.state, m.code_table)
 
     def _open_at(self, m: _MachineState, cur: _Cursor, t: int) -> list[Components]:
-        """The components of every window holding `t`, opening those not yet open."""
+        """The components of every window holding `t`, opening those not yet open; with a
+        product tag, also each window's components of the product in force (so everything
+        counted goes to the window and to its product, docs/kpi.md "Per product")."""
         out = []
         for w in self._spans.at(t).windows_at(t):
             entry = cur.open.get(_key(w))
             if entry is None:
-                kind = InspectedComponents if m.inspected else Components
-                entry = (w, kind(has_energy=m.kpi.energy is not None))
+                entry = (w, self._fresh(m))
                 cur.open[_key(w)] = entry
             out.append(entry[1])
+        if m.kpi.product is not None:
+            key = products_key(cur.product)
+            for c in out[:]:
+                part = c.products.get(key)
+                if part is None:
+                    part = c.products[key] = self._fresh(m)
+                out.append(part)
         return out
+
+    def _fresh(self, m: _MachineState) -> Components:
+        kind = InspectedComponents if m.inspected else Components
+        return kind(has_energy=m.kpi.energy is not None)
 
     def _fold_to(self, m: _MachineState, cur: _Cursor, t: int, close: Emit | None) -> None:
         """Account the time from `cur.t` to `t` in the current category; close passed windows
         (`close` None: a throw-away copy for a live view, nothing is emitted or kept)."""
+        if (
+            cur.answered_at - cur.changed_at > m.frozen_ns
+            and not cur.frozen
+            and t > cur.t
+            and close is not None
+            and (m.watch_all or self._category(m, cur) == "running")
+        ):
+            # Every reading up to `cur.t` is in: the source answered the same values for
+            # longer than frozen_after while the machine should move them (running, or any
+            # state with a heartbeat tag).
+            self._freeze(m, cur)
         while cur.t < t:
             span = self._spans.at(cur.t)
             end = min(t, span.next_cut(cur.t))
@@ -600,6 +755,9 @@ class KpiEngine:
                     category = "unknown"
                 else:
                     end = min(end, cur.valid_until)
+            frozen = cur.frozen and category != "unknown"
+            if frozen:
+                category = "unknown"  # the values are frozen (docs/kpi.md): not run, not stop
             seconds = (end - cur.t) / NS
             planned = span.is_planned(cur.t)
             if self.trace is not None and close is not None:
@@ -631,6 +789,8 @@ class KpiEngine:
                     c.down_by_reason[key] = c.down_by_reason.get(key, 0.0) + seconds
                 else:
                     c.unknown_s += seconds
+                    if frozen:
+                        c.frozen_s += seconds
             cur.t = end
             ended = [k for k, (w, _) in cur.open.items() if w.end_ns <= end]
             for k in ended:
@@ -647,6 +807,14 @@ class KpiEngine:
     ) -> None:
         """Update the cursor with one reading taken at `t` (the cursor is already at `t`)."""
         usable = quality != Quality.BAD and math.isfinite(value)
+        if usable and cur.seen.get(role) != value:
+            cur.seen[role] = value  # a value moved: nothing is frozen
+            cur.changed_at = t
+            cur.frozen = False
+        elif usable:
+            cur.answered_at = t  # the same value again (checked for a freeze in `_fold_to`)
+        if role == HEARTBEAT:
+            return
         if role in (STATE, UNIT_MODE):
             if role == STATE:
                 cur.state_bad = not usable
@@ -667,7 +835,7 @@ class KpiEngine:
         if role == REASON:
             cur.reason = m.kpi.reason_label(int(value))
         elif role == PRODUCT:
-            cur.product = int(value)
+            cur.product = product_of(value)
         else:
             self._count(m, cur, t, role, value)
 
@@ -677,6 +845,11 @@ class KpiEngine:
         time counts; the share on unknown time or on running outside planned time (overtime) is
         kept apart. A delta with no running or unknown time in between (the state signal
         missed the run) counts whole, and the window says `count_without_run_time`."""
+        if cur.frozen:
+            # The same value from a frozen source says nothing about the time since: the
+            # counter's last real reading stays its mark, so the step after the freeze is
+            # shared out over (and bounded by) the whole frozen time.
+            return
         scale = m.scale.get(role, 1.0)
         raw = value / scale
         mark = cur.marks.get(role)
@@ -744,20 +917,46 @@ class KpiEngine:
         revision = 0 if previous is None else previous.revision + 1
         m.closed[key] = _Closed(w, c, revision)
         done = self._finished(m.kpi, c)
-        self._pending += _events(w, done, revision, machine=m.name, line=m.line)
-        self._close_line(m, w, done)
+        place = _Place("machine", m.name, m.line, m.area, m.site, m.unit, labels=m.kpi)
+        self._pending += _events(w, done, revision, place)
+        for group in m.groups:
+            self._close_group(group, m, w, done)
 
-    def _close_line(self, m: _MachineState, w: Window, done: Components) -> None:
-        key = (m.line, _key(w))
-        parts = self._line_parts.setdefault(key, {})
+    def _close_group(self, group: Group, m: _MachineState, w: Window, done: Components) -> None:
+        """A line's, area's or the site's window closes when every machine of it has closed it
+        (and again, revised, when one of them revises it)."""
+        key = (group, _key(w))
+        parts = self._group_parts.setdefault(key, {})
         parts[m.name] = done
-        self._line_windows[key] = w
-        if len(parts) < len(self._lines[m.line]):
-            return  # the line's window closes when every machine of it has closed it
-        revision = self._line_revision.get(key, -1) + 1
-        self._line_revision[key] = revision
-        total = line_rollup(parts[name] for name in self._lines[m.line])
-        self._pending += _events(w, total, revision, machine=None, line=m.line)
+        names = self._groups[group]
+        if len(parts) < len(names):
+            return
+        revision = self._group_revision.get(key, -1) + 1
+        self._group_revision[key] = revision
+        total = line_rollup(parts[name] for name in names)
+        self._pending += _events(w, total, revision, self._place(group, m))
+
+    def _place(self, group: Group, m: _MachineState) -> _Place:
+        scope, _ = group
+        unit = self._group_unit[group]
+        notes: tuple[str, ...] = ()
+        if unit is None:
+            units = sorted(
+                {o.unit or "undeclared" for o in self._machines if o.name in self._groups[group]}
+            )
+            notes = (
+                "counts not added: the machines count in different or undeclared units"
+                f" ({', '.join(units)})",
+            )
+        return _Place(
+            scope,
+            None,
+            m.line if scope == "line" else None,
+            m.area if scope in ("line", "area") else None,
+            m.site,
+            unit,
+            notes,
+        )
 
     def _recompute(self, m: _MachineState, t: int) -> None:
         """Fold the log again from the last checkpoint at or before `t` to where we were."""
@@ -782,6 +981,14 @@ class KpiEngine:
                     self._fold_to(m, cur, ts, self._close)
                     cur.valid_until = min(cur.valid_until, ts)
                     continue
+                if log.role[j] == FROZEN:
+                    self._fold_to(m, cur, ts, self._close)
+                    cur.frozen = cur.changed_at <= ts  # unless a value moved since
+                    continue
+                if log.role[j] == MOVED:
+                    self._fold_to(m, cur, ts, self._close)
+                    cur.changed_at, cur.frozen = ts, False
+                    continue
                 self._fold_to(m, cur, ts, self._close)
                 self._apply(m, cur, ts, log.role[j], log.value[j], log.quality[j])
             self._fold_to(m, cur, target, self._close)
@@ -789,6 +996,25 @@ class KpiEngine:
             self._recomputing = False
         m.cursor = cur
         self._prune(m)
+        for since in m.freezes:  # found while folding the log: logged now, folded next flush
+            self._log_freeze(m, since)
+        m.freezes.clear()
+
+    def _freeze(self, m: _MachineState, cur: _Cursor) -> None:
+        """The values have not moved for `frozen_after`: frozen since their last change. From
+        now on the fold counts unknown time; the time since the last change, already folded
+        as the state said, is folded again (at the next flush) from a mark in the log. A gap
+        without readings is not a freeze (nothing answered): that is `max_gap`'s business."""
+        cur.frozen = True
+        self.stats["frozen"] += 1
+        if self._recomputing:
+            m.freezes.append(cur.changed_at)  # the log is being walked: mark it after
+        else:
+            self._log_freeze(m, cur.changed_at)
+
+    def _log_freeze(self, m: _MachineState, since: int) -> None:
+        if m.log.add(since, FROZEN, 0.0, Quality.GOOD):
+            m.late_since = since if m.late_since is None else min(since, m.late_since)
 
     def _prune(self, m: _MachineState) -> None:
         assert m.cursor is not None
@@ -800,9 +1026,9 @@ class KpiEngine:
         m.log.drop_before(oldest)
         for k in [k for k, v in m.closed.items() if v.window.end_ns <= oldest]:
             del m.closed[k]
-            self._line_parts.pop((m.line, k), None)
-            self._line_windows.pop((m.line, k), None)
-            self._line_revision.pop((m.line, k), None)
+            for group in m.groups:
+                self._group_parts.pop((group, k), None)
+                self._group_revision.pop((group, k), None)
 
     def _finished(self, kpi: MachineKpi, c: Components) -> Components:
         """A copy with the counter the machine does not have derived from the others
@@ -810,6 +1036,7 @@ class KpiEngine:
         not good (first-time good), so good = total - reject - rework. The ideal times of the
         counts follow the same sums, so quality by ideal time matches quality by count."""
         done = copy.deepcopy(c)
+        done.products = {k: self._finished(kpi, p) for k, p in c.products.items()}
         if kpi.inspection is not None:
             # Good, reject and total all come from verdicts: the sample's quality.
             share = done.good / done.total if done.total > 0 else 0.0
@@ -838,49 +1065,91 @@ def _window_data(w: Window) -> dict[str, Any]:
     return {"kind": w.kind, "name": w.name, "start_ns": w.start_ns, "end_ns": w.end_ns}
 
 
-def _components(c: Components) -> dict[str, Any]:
-    """The components as plain data; counts of a roll-up of machines are null (not added)."""
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Whose record it is: a machine or a roll-up (line, area, site), its ISA-95 path and the
+    unit its counts are in (None: a roll-up of unlike units, whose counts are not added)."""
+
+    scope: Scope
+    machine: str | None
+    line: str | None  # "area/line"; None for an area or the site
+    area: str | None  # None for the site
+    site: str
+    unit: str | None
+    notes: tuple[str, ...] = ()
+    labels: MachineKpi | None = None  # a machine's kpi section: names its products
+
+    def data(self) -> dict[str, Any]:
+        return {"scope": self.scope, "machine": self.machine, "line": self.line,
+                "area": self.area, "site": self.site}  # fmt: skip
+
+
+def record_key(data: Mapping[str, Any]) -> RecordKey:
+    """The identity of a KPI record (event data): the same window of the same machine, line,
+    area or site, whatever its revision or definition."""
+    scope = str(data.get("scope", "machine" if data.get("machine") else "line"))
+    who = data.get(scope) or data.get("machine") or data.get("line")
+    w = data["window"]
+    return (scope, str(who), str(w["kind"]), str(w["name"]))
+
+
+def _components(c: Components, place: _Place) -> dict[str, Any]:
+    """The components as plain data; the counts of a roll-up whose machines count in
+    different units are null (not added)."""
     data = asdict(c)
-    if not c.units:
+    del data["products"]  # given apart, with their KPIs (`products`)
+    if not c.units and place.unit is None:
         data.update(dict.fromkeys(COUNT_FIELDS))
     return data
 
 
-def _figures(c: Components) -> dict[str, Any]:
+def _figures(c: Components, place: _Place) -> dict[str, Any]:
     return {
         "classic": classic(c),
         "iso22400": iso22400(c),
-        "components": _components(c),
+        "components": _components(c, place),
+        "unit": place.unit,
+        "notes": list(place.notes),
         "unknown": unknown_share(c),
         "flags": flags(c),
         "losses": six_big_losses(c),
         "pareto": [list(p) for p in pareto(c.down_by_reason)],
+        "products": _products(c, place),
     }
 
 
-def _events(
-    w: Window, c: Components, revision: int, *, machine: str | None, line: str
-) -> list[Event]:
-    """One KPI event per definition for a closed (or revised) window."""
-    shared = {
-        "scope": "machine" if machine is not None else "line",
-        "machine": machine,
-        "line": line,
-        "window": _window_data(w),
-        "components": _components(c),
-        "unknown": unknown_share(c),
-        "flags": flags(c),
-        "losses": six_big_losses(c),
-        "pareto": [list(p) for p in pareto(c.down_by_reason)],
-        "revision": revision,
-    }
-    kpis = {"classic": classic(c), "iso22400": iso22400(c)}
-    return [
-        Event(
-            EventKind.KPI,
-            ts_ns=w.end_ns,
-            machine=machine,
-            data={"definition": d, "kpis": kpis[d], **shared},
+def _products(c: Components, place: _Place) -> list[dict[str, Any]]:
+    """A machine's figures per product code (sorted; no product last), both definitions."""
+    out = []
+    for key in sorted(c.products, key=lambda k: (k == "", int(k) if k.isdigit() else 0, k)):
+        p = c.products[key]
+        label = place.labels.product_label(int(key) if key else None) if place.labels else key
+        out.append(
+            {
+                "product": key or None,
+                "label": label,
+                "classic": classic(p),
+                "iso22400": iso22400(p),
+                "components": _components(p, place),
+                "unknown": unknown_share(p),
+                "flags": flags(p),
+            }
         )
-        for d in DEFINITIONS
-    ]
+    return out
+
+
+def _events(w: Window, c: Components, revision: int, place: _Place) -> list[Event]:
+    """One KPI event per definition for a closed (or revised) window; per product, each event
+    carries its definition's KPIs as `kpis` too."""
+    figures = _figures(c, place)
+    kpis = {d: figures.pop(d) for d in DEFINITIONS}
+    products = figures.pop("products")
+    shared = {**place.data(), "window": _window_data(w), **figures, "revision": revision}
+    out = []
+    for d in DEFINITIONS:
+        mine = [
+            {**{k: v for k, v in p.items() if k not in DEFINITIONS}, "kpis": p[d]} for p in products
+        ]
+        data = {"definition": d, "kpis": kpis[d], **shared, "products": mine}
+        out.append(Event(EventKind.KPI, ts_ns=w.end_ns, machine=place.machine, data=data))
+    return out

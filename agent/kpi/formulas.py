@@ -28,6 +28,7 @@ class Components:
     setup_s: float = 0.0  # ASUT
     planned_stop_s: float = 0.0  # planned stops signalled by the machine inside planned time
     unknown_s: float = 0.0  # planned time with no trustworthy state (bad quality, gaps)
+    frozen_s: float = 0.0  # the part of unknown_s whose values were frozen (docs/kpi.md)
     total: float = 0.0  # PQ
     good: float = 0.0  # GQ (first-time good: reworked parts are not good)
     reject: float = 0.0  # SQ
@@ -55,17 +56,25 @@ class Components:
     # False for a roll-up of several machines: their counts are in different units (parts,
     # tonnes, picks) and are not added; quality and the ratios then go by ideal time.
     units: bool = True
+    # One machine's window per product code (docs/kpi.md, Per product), when it has a product
+    # tag: the same components, counted while that product was in force. Empty otherwise and
+    # in a roll-up of machines (product codes are the machine's own).
+    products: dict[str, Components] = field(default_factory=dict)
 
     def __add__(self, other: Components) -> Components:
         summed = Components()
         for f in fields(Components):
-            if f.name not in ("has_energy", "down_by_reason", "units"):
+            if f.name not in ("has_energy", "down_by_reason", "units", "products"):
                 setattr(summed, f.name, getattr(self, f.name) + getattr(other, f.name))
         summed.has_energy = self.has_energy or other.has_energy
         summed.units = self.units and other.units
         summed.down_by_reason = dict(self.down_by_reason)
         for reason, seconds in other.down_by_reason.items():
             summed.down_by_reason[reason] = summed.down_by_reason.get(reason, 0.0) + seconds
+        summed.products = dict(self.products)
+        for code, part in other.products.items():
+            held = summed.products.get(code)
+            summed.products[code] = part if held is None else held + part
         return summed
 
 
@@ -84,6 +93,7 @@ def line_rollup(parts: Iterable[Components]) -> Components:
     Σ good x ICT / Σ known planned time."""
     total = rollup(parts)
     total.units = False
+    total.products = {}  # a product code means something on its own machine only
     return total
 
 
@@ -199,6 +209,7 @@ def flags(c: Components, tolerance: float = 1.05) -> list[str]:
       (running outside the plan, a good counter ahead of the total counter).
     - count_without_run_time: parts counted but no run time: the state signal is wrong.
     - unknown_time: some planned time had no trustworthy state.
+    - frozen: some of it because the source's values stopped moving (frozen values).
     - unknown_production: parts were counted across unknown time and kept out of the OEE.
     - implausible_count: a counter step beyond ideal rate x elapsed time was capped.
     - overtime: the machine ran outside planned time (a break, off shift); kept apart.
@@ -217,6 +228,8 @@ def flags(c: Components, tolerance: float = 1.05) -> list[str]:
         out.append("count_without_run_time")
     if c.unknown_s > 0:
         out.append("unknown_time")
+    if c.frozen_s > 0:
+        out.append("frozen")
     if c.unknown_ideal_s > 0 or c.unknown_count > 0:
         out.append("unknown_production")
     if c.implausible > 0:

@@ -27,16 +27,17 @@ stopped.
 from __future__ import annotations
 
 import heapq
+import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config
-from agent.kpi.calendar import Window, WindowKind, window_at, windows
-from agent.kpi.engine import KpiEngine, Trace
+from agent.config.sections import Config
+from agent.kpi.calendar import Window
+from agent.kpi.engine import SCOPES, KpiEngine, Trace, record_key
+from agent.kpi.period import Selection
 from agent.model import OUTAGE, Event, EventKind
 from agent.store import StoreReader
 
@@ -47,17 +48,14 @@ FETCH = 500  # progress is reported every FETCH records
 Progress = Callable[[int, int], None]  # (records done, records in all)
 
 
-class SelectionError(ValueError):
-    """The period asked for does not exist (a date without a shift, a bad date, no such line)."""
-
-
 @dataclass(frozen=True, slots=True)
 class KpiWindow:
-    """One machine's or one line's figures for one window, both definitions together."""
+    """One machine's, line's, area's or the site's figures for one window, both definitions
+    together."""
 
-    scope: str  # "machine" or "line"
-    machine: str | None  # None for a line
-    line: str  # "area/line"
+    scope: str  # "machine", "line", "area" or "site"
+    machine: str | None  # None for a roll-up
+    line: str | None  # "area/line"; None for an area or the site
     kind: str  # hour, shift or day
     name: str  # "2026-11-23/A", "2026-11-23T08", "2026-11-23"
     start_ns: int
@@ -71,26 +69,21 @@ class KpiWindow:
     revision: int = 0
     complete: bool = True  # False: the window is still running, figures as of `as_of_ns`
     as_of_ns: int | None = None
+    area: str | None = None  # None for the site
+    site: str | None = None
+    unit: str | None = None  # the unit of the counts; None: a roll-up of unlike units
+    notes: tuple[str, ...] = ()
+    # Per product (a machine with a `product` tag): {"product", "label", "classic",
+    # "iso22400", "components", "unknown", "flags"} (docs/kpi.md, Per product).
+    products: tuple[dict[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
-        """What a row is called: the machine, or the line."""
-        return self.machine if self.machine is not None else self.line
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """The windows a command asks for; `start_ns`..`end_ns` covers them all."""
-
-    windows: tuple[Window, ...]
-
-    @property
-    def start_ns(self) -> int:
-        return min(w.start_ns for w in self.windows)
-
-    @property
-    def end_ns(self) -> int:
-        return max(w.end_ns for w in self.windows)
+        """What a row is called: the machine, line, area or site."""
+        for who in (self.machine, self.line, self.area, self.site):
+            if who is not None:
+                return who
+        return "?"
 
 
 @dataclass(slots=True)
@@ -100,126 +93,6 @@ class ReplayResult:
     readings: int = 0  # readings the engine took (its KPI tags)
     missing: list[str] = field(default_factory=list)  # machines with no figures in the period
     verdicts: int = 0  # stored inspection verdicts replayed (machines with inspection quality)
-
-
-# ---------------------------------------------------------------------------------------------
-# Which windows: `--shift today|yesterday|DATE|DATE/NAME|current` and `--window`
-
-
-def local_date(config: Config, t_ns: int) -> date:
-    """The plant's local date at an instant (UTC without a calendar)."""
-    day = window_at(config.calendar, "day", t_ns)
-    assert day is not None  # every instant has a day
-    return date.fromisoformat(day.name)
-
-
-def default_kind(config: Config) -> WindowKind:
-    return "shift" if config.calendar is not None and config.calendar.shifts else "day"
-
-
-def select(config: Config, shift: str, kind: WindowKind | None, now_ns: int) -> Selection:
-    """The windows of `kind` (default: shift, or day without shifts) in the period `shift`.
-
-    `shift` is `current` (the shift in progress now, or the day outside shifts), `today`,
-    `yesterday`, a local date `2026-11-23` (every shift starting that day, or its day) or one
-    shift `2026-11-23/A`. Hours are the hours of the shifts selected (of the day without shifts).
-    Raises SelectionError with a message for the user.
-    """
-    calendar = config.calendar
-    has_shifts = calendar is not None and bool(calendar.shifts)
-    asked = kind
-    kind = kind or default_kind(config)
-    if kind == "shift" and not has_shifts:
-        raise SelectionError("the config's [calendar] has no shifts: use --window day or hour")
-    text = shift.strip()
-    if text == "current":
-        at = window_at(calendar, "shift", now_ns) if has_shifts else None
-        if asked == "shift" and at is None:
-            raise SelectionError("no shift is running now: give a date, e.g. --shift today")
-        day_now = window_at(calendar, "day", now_ns)
-        assert day_now is not None
-        # Outside shifts the current period is the day, as in the live snapshot.
-        period = day_now if kind == "day" or at is None else at
-        return _within(config, "day" if kind == "shift" and at is None else kind, [period], now_ns)
-    name: str | None = None
-    if text in ("today", "yesterday"):
-        day = local_date(config, now_ns) - timedelta(days=1 if text == "yesterday" else 0)
-    else:
-        day_text, _, name = text.partition("/")
-        try:
-            day = date.fromisoformat(day_text)
-        except ValueError:
-            raise SelectionError(
-                f"--shift {shift!r}: expected today, yesterday, current, a date like "
-                "2026-11-23 or one shift like 2026-11-23/A"
-            ) from None
-        name = name or None
-        if name is not None and not has_shifts:
-            raise SelectionError("the config's [calendar] has no shifts to pick one from")
-    day_window = _day(config, day)
-    if not has_shifts:
-        return _within(config, kind, [day_window], now_ns)
-    assert calendar is not None
-    # Shifts belong to the date they start on; a night shift reaches into the next day.
-    found = [
-        w
-        for w in windows(calendar, day_window.start_ns, day_window.end_ns, ("shift",))
-        if w.name.startswith(f"{day.isoformat()}/")
-    ]
-    if name is not None:
-        known = ", ".join(s.name for s in calendar.shifts)
-        found = [w for w in found if w.name == f"{day.isoformat()}/{name}"]
-        if not found:
-            raise SelectionError(
-                f"no shift {name!r} on {day.isoformat()} ({day:%A}); the shifts: {known}"
-            )
-    if not found and kind != "day":
-        off = " (a day off)" if day in calendar.days_off else ""
-        raise SelectionError(f"no shift on {day.isoformat()} ({day:%A}){off}")
-    if kind == "day":
-        return _within(config, kind, [day_window], now_ns)
-    return _within(config, kind, found, now_ns)
-
-
-def _day(config: Config, day: date) -> Window:
-    zone = config.calendar.zone if config.calendar is not None else None
-    noon = datetime.combine(day, datetime.min.time()).replace(hour=12, tzinfo=zone)
-    at = window_at(config.calendar, "day", int(noon.timestamp()) * NS)
-    assert at is not None
-    return at
-
-
-def _within(config: Config, kind: WindowKind, periods: list[Window], now_ns: int) -> Selection:
-    """Windows of `kind` for the periods: the periods themselves, or the hours inside them."""
-    if kind != "hour":
-        return Selection(tuple(periods))
-    hours = hours_of(config, Selection(tuple(periods)), now_ns)
-    if not hours.windows:
-        raise SelectionError("no hour of that period has begun yet")
-    return hours
-
-
-def hours_of(config: Config, selection: Selection, now_ns: int) -> Selection:
-    """The hours inside the selected windows that have begun by `now_ns` (the report's trend)."""
-    hours: dict[str, Window] = {}
-    for p in selection.windows:
-        for w in windows(config.calendar, p.start_ns, p.end_ns, ("hour",)):
-            if w.start_ns < now_ns:  # hours that have not begun have nothing to show
-                hours[w.name] = w
-    return Selection(tuple(sorted(hours.values(), key=lambda w: w.start_ns)))
-
-
-def previous(config: Config, selection: Selection, days: int = 7) -> Selection:
-    """The windows of the same kind as the selection's (shifts, or days) that began in the
-    `days` before it: the report's comparison with the shifts before."""
-    kind = selection.windows[0].kind
-    start = selection.start_ns - days * 24 * HOUR_NS
-    found = [
-        w
-        for w in windows(config.calendar, start, selection.start_ns, (kind,))
-        if start <= w.start_ns < selection.start_ns
-    ]
-    return Selection(tuple(found))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,6 +143,28 @@ def _outages(store: StoreReader, start_ns: int, end_ns: int) -> Iterator[Event]:
         yield Event(EventKind.CONNECTION, ts_ns, None, data)
 
 
+def _product_texts(
+    store: StoreReader, tags: Collection[int], start_ns: int, end_ns: int
+) -> Iterator[Event]:
+    """The stored strings of text product tags (agent/texts.py) in [start, end), by time; the
+    one in force at `start` first, stamped at `start`: a product string is stored when it
+    changes, which may be long before the period."""
+    if not tags:
+        return
+    before: dict[int, Event] = {}
+    during: list[Event] = []
+    for ts_ns, stored in store.event_texts(EventKind.TEXT, before_ns=end_ns):
+        data = json.loads(stored)
+        if data.get("tag_id") not in tags:
+            continue
+        if ts_ns < start_ns:
+            before[int(data["tag_id"])] = Event(EventKind.TEXT, start_ns, None, data)
+        else:
+            during.append(Event(EventKind.TEXT, ts_ns, None, data))
+    yield from before.values()
+    yield from during
+
+
 def replay(
     config: Config,
     selection: Selection,
@@ -307,7 +202,7 @@ def replay(
     for w in selection.windows:
         if w.end_ns > now_ns and w.start_ns <= now_ns:
             out += _live(engine.snapshot(now_ns, kind=w.kind), w)
-    out.sort(key=lambda k: (k.start_ns, k.scope != "machine", k.label))
+    out.sort(key=lambda k: (k.start_ns, SCOPES.index(k.scope), k.label))
     seen = {w.machine for w in out if w.machine is not None}
     silent = set(engine.silent())
     return ReplayResult(
@@ -341,6 +236,7 @@ def feed(
     facts = heapq.merge(
         _verdicts(store, engine.inspections, start_ns, end_ns),
         _outages(store, start_ns, end_ns),
+        _product_texts(store, engine.product_tags, start_ns, end_ns),
         key=lambda e: e.ts_ns,
     )
     due = next(facts, None)
@@ -353,7 +249,7 @@ def feed(
                 events.extend(engine.outage(due.ts_ns))
             else:
                 events.extend(engine.on_event(due))
-                taken += 1
+                taken += due.kind is EventKind.INSPECTION
             due = next(facts, None)
 
     for first_ns, batch in records:
@@ -370,12 +266,12 @@ def feed(
 
 def _closed(events: Sequence[Event]) -> list[KpiWindow]:
     """The latest revision of every window the engine closed (the two definitions joined)."""
-    latest: dict[tuple[str, str | None, str, str, str], dict[str, dict[str, Any]]] = {}
+    latest: dict[tuple[str, str, str, str], dict[str, dict[str, Any]]] = {}
     for e in events:
         if e.kind is not EventKind.KPI:
             continue
         d = e.data
-        key = (d["scope"], d["machine"], d["line"], d["window"]["kind"], d["window"]["name"])
+        key = record_key(d)
         pair = latest.setdefault(key, {})
         held = pair.get(d["definition"])
         if held is None or d["revision"] >= held["revision"]:
@@ -387,8 +283,19 @@ def _closed(events: Sequence[Event]) -> list[KpiWindow]:
             continue
         # An event holds one definition's KPIs as `kpis`; the window holds both.
         figures = {**c, "classic": c["kpis"], "iso22400": iso["kpis"]}
-        scope, machine, line = c["scope"], c["machine"], c["line"]
-        out.append(_window(scope, machine, line, c["window"], figures, revision=c["revision"]))
+        figures["products"] = _both(c.get("products", []), iso.get("products", []))
+        out.append(_window(c, c["window"], figures, revision=c["revision"]))
+    return out
+
+
+def _both(classic: list[dict[str, Any]], iso: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-product figures of the two definitions' events joined (each holds its own
+    definition's KPIs as `kpis`)."""
+    other = {p["product"]: p["kpis"] for p in iso}
+    out = []
+    for p in classic:
+        row = {k: v for k, v in p.items() if k != "kpis"}
+        out.append({**row, "classic": p["kpis"], "iso22400": other.get(p["product"], {})})
     return out
 
 
@@ -398,31 +305,31 @@ def _live(snapshot: dict[str, Any], wanted: Window) -> list[KpiWindow]:
     if (w["kind"], w["name"]) != (wanted.kind, wanted.name):
         return []
     out = []
-    rows = [(name, f["line"], f) for name, f in snapshot["machines"].items()]
-    rows += [(None, line, f) for line, f in snapshot["lines"].items()]
+    rows = [f for key in ("machines", "lines", "areas", "sites") for f in snapshot[key].values()]
     as_of = max((f.get("as_of_ns", 0) for f in snapshot["machines"].values()), default=None)
-    for machine, line, f in rows:
-        scope = "machine" if machine is not None else "line"
-        out.append(
-            _window(scope, machine, line, w, f, complete=False, as_of_ns=f.get("as_of_ns", as_of))
-        )
+    for f in rows:
+        out.append(_window(f, w, f, complete=False, as_of_ns=f.get("as_of_ns", as_of)))
     return out
 
 
 def _window(
-    scope: str,
-    machine: str | None,
-    line: str,
+    place: dict[str, Any],
     window: dict[str, Any],
     figures: dict[str, Any],
     **state: Any,
 ) -> KpiWindow:
-    """A KpiWindow from a window's JSON and its figures (`classic` and `iso22400` KPIs,
-    `components`, `flags`, `losses`, `pareto`), as KPI events and the snapshot hold them."""
+    """A KpiWindow from a record's place (`scope`, `machine`, `line`, `area`, `site`), its
+    window's JSON and its figures (`classic` and `iso22400` KPIs, `components`, `flags`,
+    `losses`, `pareto`, `products`), as KPI events and the snapshot hold them."""
     return KpiWindow(
-        scope=scope,
-        machine=machine,
-        line=line,
+        scope=place["scope"],
+        machine=place["machine"],
+        line=place["line"],
+        area=place.get("area"),
+        site=place.get("site"),
+        unit=figures.get("unit"),
+        notes=tuple(figures.get("notes", ())),
+        products=tuple(figures.get("products", ())),
         kind=window["kind"],
         name=window["name"],
         start_ns=window["start_ns"],

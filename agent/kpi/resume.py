@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import Config
+from agent.config.sections import Config
 from agent.kpi.calendar import WindowKind, window_at
-from agent.kpi.engine import KpiEngine
+from agent.kpi.engine import KpiEngine, RecordKey, record_key
 from agent.kpi.replay import Progress, feed, lead_ns, open_store
 from agent.model import Event, EventKind, Outage
 from agent.store import StoreReader
 
-HeldKey = tuple[str | None, str, str, str]  # (machine, or None for a line; line; kind; name)
+HeldKey = RecordKey  # (scope, machine / line / area / site, kind, name)
 
 
 @dataclass(slots=True)
@@ -77,7 +77,7 @@ def resume(
         w = d["window"]
         if e.kind is not EventKind.KPI or w["start_ns"] < since:
             continue
-        if d["revision"] <= held.get((d["machine"], d["line"], w["kind"], w["name"]), -1):
+        if d["revision"] <= held.get(record_key(d), -1):
             again += 1
             continue
         fresh.append(e)
@@ -91,7 +91,6 @@ def _held(store: StoreReader, start_ns: int) -> dict[HeldKey, int]:
     """The latest stored revision of every KPI window that ended after `start_ns`."""
     out: dict[HeldKey, int] = {}
     for d in store.events_of(EventKind.KPI, start_ns):
-        w = d["window"]
-        key = (d["machine"], d["line"], w["kind"], w["name"])
+        key = record_key(d)
         out[key] = max(out.get(key, -1), int(d["revision"]))
     return out

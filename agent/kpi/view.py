@@ -28,6 +28,7 @@ FLAG_TEXT = {
     "quality_above_100": "Q > 100 % (input error)",
     "count_without_run_time": "parts without run time",
     "unknown_time": "unknown time",
+    "frozen": "frozen values (unknown time)",
     "unknown_production": "parts in unknown time",
     "implausible_count": "implausible count capped",
     "overtime": "overtime (ran outside planned time)",
@@ -115,7 +116,9 @@ TIME_COLUMNS = ("", "run", "down", "setup", "idle", "unknown", "top losses")
 
 def _name(w: KpiWindow) -> str:
     # A line by its own name (its area is in --json): the tables stay 80 columns wide.
-    return w.label if w.scope == "machine" else f"line {w.line.rsplit('/', 1)[-1]}"
+    if w.scope == "line" and w.line is not None:
+        return f"line {w.line.rsplit('/', 1)[-1]}"
+    return w.label if w.scope == "machine" else f"{w.scope} {w.label}"
 
 
 def unknown_text(w: KpiWindow) -> str:
@@ -174,16 +177,50 @@ def tables(windows: Sequence[KpiWindow], zone: tzinfo) -> list[Text | Table]:
             times.add_column(column, justify="right" if 0 < i < 6 else "left", overflow="fold")
         flagged = Text()
         for w in rows:
-            style = "bold" if w.scope == "line" else None
+            style = None if w.scope == "machine" else "bold"
             figures.add_row(*figure_row(w), style=style)
             times.add_row(*time_row(w), style=style)
             if w.flags:
                 flagged.append(f"{_name(w)}: {', '.join(flag_texts(w))}\n", style="yellow")
+            for note in w.notes:
+                flagged.append(f"{_name(w)}: {note}\n", style="dim")
         out += [Text(window_title(rows[0], zone), style="bold"), figures, times]
+        per_product = product_table(rows)
+        if per_product is not None:
+            out.append(per_product)
         if flagged:
             flagged.rstrip()
             out.append(flagged)
     return out
+
+
+PRODUCT_COLUMNS = ("", "product", "A", "P", "Q", "OEE", "total", "good", "run", "unknown")
+
+
+def product_rows(w: KpiWindow) -> list[list[str]]:
+    """A machine's figures per product (docs/kpi.md, Per product): a row per product."""
+    out = []
+    for p in w.products:
+        k, c = p["classic"], p["components"]
+        out.append([
+            _name(w), str(p["label"]), percent(k["availability"]), percent(k["performance"]),
+            percent(k["quality"]), percent(k["oee"]), count(c["total"]), count(c["good"]),
+            duration(c["running_s"]), duration(c["unknown_s"]),
+        ])  # fmt: skip
+    return out
+
+
+def product_table(rows: Sequence[KpiWindow]) -> Table | None:
+    """The per-product table of one window's machines; None when none has a product tag."""
+    body = [r for w in rows for r in product_rows(w)]
+    if not body:
+        return None
+    table = Table(box=box.SIMPLE_HEAD, title="per product", title_justify="left")
+    for i, column in enumerate(PRODUCT_COLUMNS):
+        table.add_column(column, justify="right" if i > 1 else "left")
+    for r in body:
+        table.add_row(*r)
+    return table
 
 
 def json_row(w: KpiWindow) -> dict[str, Any]:
@@ -192,6 +229,8 @@ def json_row(w: KpiWindow) -> dict[str, Any]:
         "scope": w.scope,
         "machine": w.machine,
         "line": w.line,
+        "area": w.area,
+        "site": w.site,
         "window": {"kind": w.kind, "name": w.name, "start_ns": w.start_ns, "end_ns": w.end_ns},
         "complete": w.complete,
         "as_of_ns": w.as_of_ns,
@@ -202,6 +241,9 @@ def json_row(w: KpiWindow) -> dict[str, Any]:
         "flags": w.flags,
         "losses": w.losses,
         "pareto": [{"reason": r, "seconds": s, "cumulative_share": f} for r, s, f in w.pareto],
+        "unit": w.unit,
+        "notes": list(w.notes),
+        "products": list(w.products),
     }
 
 

@@ -17,9 +17,11 @@ Two objects:
 - `Store` (a `StoreReader`) opens, checks and migrates the file, registers tags and sinks and
   keeps small values of their own (`get_meta`/`set_meta`: a Sparkplug sink's bdSeq).
 - `StoreWriter` owns the one write connection in a dedicated thread
-  (docs/decisions/0001-store-writer-thread.md): the event loop submits without blocking, the
-  thread commits one transaction per flush interval or per N pending readings, and enforces the
-  bounds every so often.
+  (docs/decisions/0001-store-writer-thread.md): the event loop submits without blocking (a
+  queue append, one wake-up per commit), the thread group-commits (at once when idle, at most
+  one commit per flush interval under load;
+  docs/decisions/0008-group-commit-and-live-forwarding.md), calls its commit listeners (the
+  forwarder) after each commit, and enforces the bounds every so often.
 
 Modules: `schema` (file, migrations, connections), `blob` (the telemetry record), `reader`
 (`StoreReader`, the records it returns), `sqlite_log` (`Store`), `writer` (`StoreWriter`),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.histogram import Histogram
+from agent.histogram import Histogram, HistogramSnapshot
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -37,6 +37,13 @@ class WriterStats:
     # why the store is full (the disk, or max_size with events no sink acknowledged); None: not
     full_reason: str | None = None
     max_pending_readings: int = 0  # the memory bound: readings beyond it are dropped, counted
+
+    @property
+    def commit_latency(self) -> HistogramSnapshot:
+        """The commit histogram as one value (`/metrics`); status.json keeps the two fields."""
+        return HistogramSnapshot(
+            LATENCY_BUCKETS_S, self.commit_latency_histogram, self.commit_latency_sum_s
+        )
 
 
 @dataclass(slots=True)

@@ -78,8 +78,16 @@ def _schema_4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_stored ON events (stored_ns)")
 
 
+def _schema_5(db: sqlite_utils.Database) -> None:
+    # Text tags are stored as `text` events on change, so the string in force at the start of a
+    # period (the product a replay starts with) may lie anywhere before it: find it by kind and
+    # time without scanning every verdict and KPI event. The step also marks the store as holding
+    # an event kind an older lineside cannot read, so that one refuses the file in one line.
+    db.execute("CREATE INDEX events_kind_ts ON events (kind, ts_ns)")
+
+
 Migration = Callable[["sqlite_utils.Database"], None]
-MIGRATIONS: tuple[Migration, ...] = (_schema_1, _schema_2, _schema_3, _schema_4)
+MIGRATIONS: tuple[Migration, ...] = (_schema_1, _schema_2, _schema_3, _schema_4, _schema_5)
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -36,6 +36,18 @@ log = logging.getLogger("lineside.store")
 # The writer thread
 
 ABANDON_WAIT = 1.0  # seconds close() waits for the thread once it was told to give up
+# Acknowledgements alone (no record waiting) are committed at most this often: a sink's cursor
+# may lag its deliveries by this much (a crash then resends, never skips), and a delivery does
+# not cost an fsync of its own. They ride with the next commit of records in any case.
+ACK_INTERVAL = 0.1
+# While the store is full and holds records back, commits (each with the bounds) are retried
+# this often at most, however short the flush interval.
+FULL_RETRY = 0.1
+
+# How soon a submission wants the writer thread awake (docs/decisions/0008): submitting
+# notifies the thread only when this rises, so one writer cycle costs one wake-up, not one
+# per batch.
+_IDLE, _ACKS, _RECORDS, _NOW = 0, 1, 2, 3
 
 
 @dataclass(slots=True)
@@ -55,11 +67,17 @@ class _Pending:
 class StoreWriter:
     """The one write connection, in a thread of its own.
 
-    `submit_*` never block on the disk and may be called from any thread. The thread commits
-    one transaction per `flush_interval` seconds, or sooner when `flush_rows` readings are
-    pending or someone waits in `flush()`. Bounds are enforced every `housekeeping_interval`
-    seconds (after every commit while the store is full). A failing write (disk full, I/O
-    error) is rolled back, counted and retried with back-off; what was submitted stays pending.
+    `submit_*` never block on the disk and may be called from any thread; they append to a
+    queue and wake the thread at most once per commit (docs/decisions/0008). Group commit: a
+    record submitted when no commit started within the last `flush_interval` seconds is
+    committed at once; what arrives while a commit runs, or sooner than `flush_interval` after
+    the last one started, goes together into the next one, so a record waits at most
+    `flush_interval` (plus a commit under way) and the commits are at most one per
+    `flush_interval`. Sooner when `flush_rows` readings are pending or someone waits in
+    `flush()`. Acknowledgements alone are committed within `ACK_INTERVAL` (or with the next
+    records). Bounds are enforced every `housekeeping_interval` seconds (after every commit
+    while the store is full). A failing write (disk full, I/O error) is rolled back, counted
+    and retried with back-off; what was submitted stays pending.
 
     The store is full when the disk (or SQLite's page limit) refuses a commit, or when
     `max_bytes` is reached with events no sink has acknowledged. Then the alarm is raised once
@@ -74,7 +92,7 @@ class StoreWriter:
         data_dir: Path | str,
         *,
         synchronous: Synchronous = "FULL",
-        flush_interval: float = 0.1,
+        flush_interval: float = 0.01,
         flush_rows: int = 5000,
         max_bytes: int | None = None,
         max_age: float | None = None,
@@ -112,6 +130,12 @@ class StoreWriter:
         self._stopping = False
         self._abandoned = False  # close() gave up waiting: stop without committing the rest
         self._urgent = False
+        # How soon the submissions since the thread last took its queue want it awake (_IDLE
+        # .. _NOW): a submission notifies only when it raises this.
+        self._wanted = _IDLE
+        # When the last commit started (monotonic). The start counts as one: a writer gathers
+        # for its first `flush_interval` (tests hold records in memory with a long one).
+        self._last_start = time.monotonic()
         self._waiters: list[tuple[int, Callable[[], None]]] = []
         self._listeners: list[Callable[[], None]] = []  # told after a commit that wrote records
         self._thread = threading.Thread(target=self._run, name="lineside-store", daemon=True)
@@ -146,8 +170,7 @@ class StoreWriter:
             p.telemetry.append(batch)
             p.readings += n
             p.submitted += 1
-            if p.readings >= self._flush_rows:
-                self._cond.notify()
+            self._want(_NOW if p.readings >= self._flush_rows else _RECORDS)
             return True
 
     def submit_event(self, event: Event) -> None:
@@ -158,6 +181,7 @@ class StoreWriter:
             self._check_open()
             self._pending.events.append((event.ts_ns, str(event.kind), event.machine, data))
             self._pending.submitted += 1
+            self._want(_RECORDS)
 
     def submit_ack(self, sink: str, stream: str, seq: int) -> None:
         """Advance a sink's cursor in the next transaction (forwards only)."""
@@ -167,6 +191,7 @@ class StoreWriter:
             key = (sink, stream)
             self._pending.acks[key] = max(seq, self._pending.acks.get(key, 0))
             self._pending.submitted += 1
+            self._want(_ACKS)
 
     def submit_quarantine(self, sink: str, stream: str, seq: int, reason: str) -> None:
         """Keep a record the far side refused, with its reason, in the next transaction (a
@@ -178,6 +203,7 @@ class StoreWriter:
             self._check_open()
             self._pending.quarantine.append(row)
             self._pending.submitted += 1
+            self._want(_RECORDS)
 
     def submit_release(self, entry_id: int) -> None:
         """A quarantined record was delivered after all: forget it in the next transaction."""
@@ -185,6 +211,14 @@ class StoreWriter:
             self._check_open()
             self._pending.releases.append(entry_id)
             self._pending.submitted += 1
+            self._want(_RECORDS)
+
+    def _want(self, level: int) -> None:
+        """Wake the thread if this submission wants it sooner than those before it in this
+        cycle (under the lock): one notify per writer cycle, not one per batch."""
+        if level > self._wanted:
+            self._wanted = level
+            self._cond.notify()
 
     def set_max_page_count(self, pages: int) -> None:
         """Change SQLite's hard page limit (applied by the writer thread before its next try)."""
@@ -198,6 +232,11 @@ class StoreWriter:
         wrote records, so readers such as the forwarder look at once instead of polling."""
         with self._cond:
             self._listeners.append(listener)
+
+    def committed_seq(self, stream: str) -> int:
+        """The last seq of `stream` committed so far (cheap: for a commit listener)."""
+        with self._cond:
+            return self._last_seq[stream]
 
     def remove_commit_listener(self, listener: Callable[[], None]) -> None:
         with self._cond:
@@ -302,40 +341,66 @@ class StoreWriter:
 
     def _run(self) -> None:
         backoff = 0.0
-        held = False  # the last commit held records back: the store is full
+        # No commit before this (monotonic) but on request: a failure's back-off, or the
+        # store full and holding records back.
+        retry_at = 0.0
         next_housekeeping = time.monotonic() + self._housekeeping_interval
         while True:
             with self._cond:
-                deadline = time.monotonic() + (backoff or self._flush_interval)
-                # After a failure only a flush request or a new page limit cuts the back-off
-                # short (not even close(): it would spin on a disk that keeps failing); while
-                # the store is full, pending rows or close() do not either (the same spin).
-                while not (self._urgent or self._abandoned) and (
-                    backoff
-                    or held
-                    or not (self._stopping or self._pending.readings >= self._flush_rows)
-                ):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
+                while not self._abandoned:
+                    now = time.monotonic()
+                    due = self._due(now, retry_at, next_housekeeping)
+                    if due <= now:
                         break
-                    self._cond.wait(left)
+                    self._cond.wait(due - now)
                 if self._abandoned:
                     return
                 self._urgent = False
+                self._wanted = _IDLE
                 stopping = self._stopping
                 work = self._take()
-            housekeep = self._store_full or time.monotonic() >= next_housekeeping
+            self._last_start = time.monotonic()
+            housekeep = self._store_full or self._last_start >= next_housekeeping
             ok = self._commit(work, housekeep)
-            held = ok and work.held
             if ok:
                 backoff = 0.0
+                held = work.held  # the store is full: records wait in the queue
+                retry_at = time.monotonic() + max(self._flush_interval, FULL_RETRY) if held else 0.0
                 if housekeep:
                     next_housekeeping = time.monotonic() + self._housekeeping_interval
             else:
                 backoff = min(self._retry[1], max(self._retry[0], backoff * 2))
+                retry_at = time.monotonic() + backoff
             with self._cond:
                 if stopping and ok and self._committed >= self._pending.submitted:
                     return
+
+    def _due(self, now: float, retry_at: float, next_housekeeping: float) -> float:
+        """When the next commit is due (monotonic; under the lock).
+
+        After a failure, and while the store is full, only a flush request or a new page
+        limit cuts the wait short (not even close(): it would spin on a disk that keeps
+        failing). Else: at once when closing or `flush_rows` readings wait; records one
+        `flush_interval` after the last commit started (at once when that is past: the writer
+        was idle); acknowledgements alone, and the bounds alone (on their interval), at most
+        every `ACK_INTERVAL`.
+        """
+        if self._urgent:
+            return now
+        if retry_at > now:
+            return retry_at
+        p = self._pending
+        if self._stopping or p.readings >= self._flush_rows:
+            return now
+        # The bounds alone, like acknowledgements alone, every ACK_INTERVAL at most (a
+        # housekeeping interval of 0 means "with every commit", not a commit loop): each
+        # commit grows the WAL, which the size bound counts.
+        due = max(next_housekeeping, self._last_start + max(self._flush_interval, ACK_INTERVAL))
+        if p.telemetry or p.events or p.quarantine or p.releases or p.unstored_drops != (0, 0):
+            due = min(due, self._last_start + self._flush_interval)
+        elif p.acks:
+            due = min(due, self._last_start + max(self._flush_interval, ACK_INTERVAL))
+        return due
 
     def _take(self) -> Work:
         """A snapshot of what is pending; it leaves the queue only once committed."""

@@ -80,7 +80,7 @@ def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
 
 
 def _at_key(key: str, message: str) -> PydanticCustomError:
-    # The config loader reports this error type at `web.<key>` (see agent/config.py key_error).
+    # The config loader reports this error type at `web.<key>` (see agent.config.key_error).
     return PydanticCustomError("at_key", "{message}", {"key": key, "message": message})
 
 

@@ -1,15 +1,15 @@
-"""`/metrics`: the agent's figures in the Prometheus text format, read at scrape time.
+"""`/metrics`: the agent's figures in the Prometheus text format, rendered from its snapshot.
 
 No figure is copied into a prometheus-client Counter as it happens: the hot loop already counts
-everything (agent/poller.py, the sources, the writer, the forwarders), so a custom collector
-reads those counters when Prometheus asks. The store's own figures (depth, bytes, backlog) come
-from the status page's shared look at the store, at most a second old.
+everything (agent/poller.py, the sources, the writer, the forwarders), the runtime gathers those
+counts into an `AgentSnapshot` (agent/snapshot.py) and `render_metrics` writes one snapshot as
+metric families, a pure function. The page's `StateBuilder` hands it the snapshot with the
+store's own figures (depth, bytes, backlog) and the verdicts, at most a second old.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import (
@@ -22,12 +22,9 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from agent import __version__
-from agent.histogram import HistogramSnapshot, from_statistics
-from agent.store.figures import LATENCY_BUCKETS_S
-from agent.web.state import REQUEST_ERROR_KINDS, StateBuilder, StoreFigures, finite
-
-if TYPE_CHECKING:
-    from agent.runtime import Agent
+from agent.histogram import HistogramSnapshot
+from agent.snapshot import AgentSnapshot, StoreFigures
+from agent.web.state import finite, inspections_view
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -40,33 +37,32 @@ def add_histogram(
     family.add_metric(labels, buckets, histogram.sum)
 
 
-class AgentCollector(Collector):
-    """Every counter and gauge of one running agent, as metric families."""
+class SnapshotCollector(Collector):
+    """Every counter and gauge of one agent snapshot, as metric families."""
 
-    def __init__(self, agent: Agent, state: StateBuilder) -> None:
-        self.agent = agent
-        self.state = state
+    def __init__(self, snapshot: AgentSnapshot, version: str = __version__) -> None:
+        self.snapshot = snapshot
+        self.version = version
 
     def collect(self) -> Iterator[Metric]:
         yield from self._agent()
         yield from self._sources()
-        store = self.state.cached_store()
-        yield from self._store(store)
-        yield from self._sinks(store)
+        yield from self._store(self.snapshot.store)
+        yield from self._sinks(self.snapshot.store)
+        yield from self._alarms()
         yield from self._inspections()
 
     def _agent(self) -> Iterator[Metric]:
-        agent = self.agent
+        snapshot = self.snapshot
         info = InfoMetricFamily("lineside", "The agent and its version.")
-        info.add_metric([], {"agent_id": agent.config.agent.id, "version": __version__})
+        info.add_metric([], {"agent_id": snapshot.agent_id, "version": self.version})
         yield info
-        yield GaugeMetricFamily("lineside_tags", "Tags in the config.", value=len(agent.tags))
+        yield GaugeMetricFamily("lineside_tags", "Tags in the config.", value=snapshot.tags)
         yield CounterMetricFamily(
-            "lineside_readings", "Readings polled (every sample, stored or not).", agent.samples
+            "lineside_readings", "Readings polled (every sample, stored or not).", snapshot.samples
         )
 
     def _sources(self) -> Iterator[Metric]:
-        agent = self.agent
         up = GaugeMetricFamily(
             "lineside_source_up", "1 when the link is connected.", labels=["source"]
         )
@@ -75,6 +71,11 @@ class AgentCollector(Collector):
         )
         requests = CounterMetricFamily(
             "lineside_source_requests", "Requests sent to the device.", labels=["source"]
+        )
+        reconnects = CounterMetricFamily(
+            "lineside_source_reconnects",
+            "Connections made again after the first.",
+            labels=["source"],
         )
         errors = CounterMetricFamily(
             "lineside_source_errors",
@@ -111,40 +112,34 @@ class AgentCollector(Collector):
             "How late poll ticks start against their grid, quantile since start.",
             labels=["source", "group", "quantile"],
         )
-        for source in agent.sources:
-            name = source.name
-            link = agent.links[name]
-            stats = source.statistics()
+        for source in self.snapshot.sources:
+            name, link, stats = source.name, source.link, source.statistics
             up.add_metric([name], 1.0 if link.state == "connected" else 0.0)
             polls.add_metric([name], link.polls)
-            requests.add_metric([name], stats.get("requests", 0))
-            for kind in REQUEST_ERROR_KINDS:
-                if kind in stats:
-                    errors.add_metric([name, kind], stats[kind])
-            errors.add_metric([name, "connect_failures"], link.connect_failures)
-            errors.add_metric([name, "disconnects"], link.disconnects)
-            errors.add_metric([name, "non_finite"], link.non_finite)
+            requests.add_metric([name], stats.requests)
+            reconnects.add_metric([name], stats.reconnects)
+            for kind, count in source.errors().items():
+                errors.add_metric([name, kind], count)
             if link.last_good_ns:
                 last_good.add_metric([name], link.last_good_ns / 1e9)
-            for reason, tags in sorted(agent.bad_reasons(source).items()):
+            for reason, tags in sorted(source.bad_reasons.items()):
                 bad_tags.add_metric([name, reason], tags)
-            histogram = from_statistics(stats, "latency")
-            if histogram is not None:
-                add_histogram(latency, [name], histogram)
-            for quantile, key in (("0.5", "latency_p50_s"), ("0.99", "latency_p99_s")):
-                value = finite(stats.get(key))
-                if value is not None:
-                    recent.add_metric([name, quantile], value)
-            for group, ticker in agent.schedules[name].statistics().items():
+            if stats.latency is not None:
+                add_histogram(latency, [name], stats.latency)
+            for quantile, value in (("0.5", stats.latency_p50_s), ("0.99", stats.latency_p99_s)):
+                seconds = finite(value)
+                if seconds is not None:
+                    recent.add_metric([name, quantile], seconds)
+            for group, ticker in source.groups.items():
                 overruns.add_metric([name, group], ticker.overruns)
                 for quantile, late in (("0.5", ticker.lateness_p50), ("0.99", ticker.lateness_p99)):
                     if late is not None:
                         lateness.add_metric([name, group, quantile], late)
-        yield from (up, polls, requests, errors, overruns, last_good, bad_tags, latency, recent)
-        yield lateness
+        yield from (up, polls, requests, reconnects, errors, overruns, last_good, bad_tags)
+        yield from (latency, recent, lateness)
 
     def _store(self, store: StoreFigures | None) -> Iterator[Metric]:
-        writer = self.agent.writer.statistics()
+        writer = self.snapshot.writer
         if store is not None:
             depth = GaugeMetricFamily(
                 "lineside_store_depth_records", "Records in the store.", labels=["stream"]
@@ -177,9 +172,7 @@ class AgentCollector(Collector):
         commit = HistogramMetricFamily(
             "lineside_store_commit_latency_seconds", "Time one store transaction took."
         )
-        counts = writer.commit_latency_histogram
-        snapshot = HistogramSnapshot(LATENCY_BUCKETS_S, counts, writer.commit_latency_sum_s)
-        add_histogram(commit, [], snapshot)
+        add_histogram(commit, [], writer.commit_latency)
         yield commit
 
     def _sinks(self, store: StoreFigures | None) -> Iterator[Metric]:
@@ -195,7 +188,6 @@ class AgentCollector(Collector):
             "Telemetry records the store's bounds dropped before this sink acknowledged them.",
             labels=["sink"],
         )
-        lost = self.agent.writer.statistics().dropped_by_sink
         quarantined = GaugeMetricFamily(
             "lineside_sink_quarantined_records", "Records set aside as poisoned.", labels=["sink"]
         )
@@ -209,14 +201,13 @@ class AgentCollector(Collector):
             "Age of the oldest record the sink has not acknowledged.",
             labels=["sink", "stream"],
         )
-        for forwarder in self.agent.forwarders:
-            name = forwarder.sink.name
-            stats = forwarder.stats
-            up.add_metric([name], 1.0 if stats.state == "connected" else 0.0)
-            for stream, count in stats.sent.items():
+        for sink in self.snapshot.sinks:
+            name, lanes = sink.name, sink.forward
+            up.add_metric([name], 1.0 if lanes.state == "connected" else 0.0)
+            for stream, count in lanes.sent.items():
                 sent.add_metric([name, stream], count)
-            failures.add_metric([name], stats.failures)
-            dropped.add_metric([name], lost.get(name, 0))
+            failures.add_metric([name], lanes.failures)
+            dropped.add_metric([name], sink.dropped)
             if store is None:
                 continue
             quarantined.add_metric([name], store.quarantined.get(name, 0))
@@ -227,9 +218,32 @@ class AgentCollector(Collector):
                     age.add_metric([name, stream], seconds)
         yield from (up, sent, failures, dropped, quarantined, backlog, age)
 
+    def _alarms(self) -> Iterator[Metric]:
+        alarms = self.snapshot.alarms
+        if not alarms:
+            return
+        labels = ["alarm", "machine", "severity"]
+        active = GaugeMetricFamily(
+            "lineside_alarm_active", "1 while the alarm is raised, 0 while clear.", labels=labels
+        )
+        acknowledged = GaugeMetricFamily(
+            "lineside_alarm_acknowledged",
+            "1 while the raised alarm is acknowledged by an operator.",
+            labels=labels,
+        )
+        raised = CounterMetricFamily(
+            "lineside_alarm_raised", "Times the alarm was raised since start.", labels=labels
+        )
+        for alarm in alarms:
+            values = [alarm.name, alarm.machine, alarm.severity]
+            active.add_metric(values, 1.0 if alarm.active else 0.0)
+            acknowledged.add_metric(values, 1.0 if alarm.active and alarm.acknowledged else 0.0)
+            raised.add_metric(values, alarm.raised)
+        yield from (active, acknowledged, raised)
+
     def _inspections(self) -> Iterator[Metric]:
-        verdicts = self.state.verdicts
-        if verdicts is None or not verdicts.folders:
+        verdicts = self.snapshot.verdicts
+        if verdicts is None or not self.snapshot.inspections:
             return
         latency = HistogramMetricFamily(
             "lineside_inspection_latency_seconds",
@@ -237,31 +251,28 @@ class AgentCollector(Collector):
             labels=["inspection"],
         )
         for name, histogram in sorted(verdicts.latency.items()):
-            add_histogram(latency, [name], histogram.snapshot())
+            add_histogram(latency, [name], histogram)
         counted = CounterMetricFamily(
             "lineside_inspection_verdicts",
             "Verdicts since start, by kind (OK, NotOK, NotDecidable).",
             labels=["inspection", "verdict"],
         )
-        for (name, kind), n in sorted(verdicts.verdicts.items()):
+        for (name, kind), n in sorted(verdicts.counts.items()):
             counted.add_metric([name, kind], n)
         latest = GaugeMetricFamily(
             "lineside_inspection_verdict",
             "1 for the latest verdict of each inspection.",
             labels=["inspection", "verdict"],
         )
-        for row in self.state.cached_inspections()["rows"]:
+        for row in inspections_view(self.snapshot.inspection_figures())["rows"]:
             if row.get("verdict") is not None:
                 latest.add_metric([str(row.get("inspection") or "?"), str(row["verdict"])], 1.0)
         yield from (latency, counted, latest)
 
 
-def metrics_registry(agent: Agent, state: StateBuilder) -> CollectorRegistry:
-    """A registry of its own (not the process-wide default) holding the agent's collector."""
+def render_metrics(snapshot: AgentSnapshot, version: str = __version__) -> bytes:
+    """The snapshot in the Prometheus text format (pure): a registry of its own, never the
+    process-wide default, holding one collector of this snapshot."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(agent, state))
-    return registry
-
-
-def render(registry: CollectorRegistry) -> bytes:
+    registry.register(SnapshotCollector(snapshot, version))
     return generate_latest(registry)

@@ -13,9 +13,9 @@ from datetime import UTC
 from html import escape
 from urllib.parse import unquote
 
-from agent.config import Config
+from agent.config.sections import Config
 from agent.kpi.calendar import windows
-from agent.kpi.replay import local_date
+from agent.kpi.period import local_date
 from agent.kpi.view import local_time
 
 PREFIX = "/reports"

@@ -1,11 +1,13 @@
 """What the status page shows, as JSON-ready data: sources, sinks, the store, live values, OEE
 and the latest inspection verdicts.
 
-`StateBuilder` reads the running agent. The figures that cost a query (store depth, cursors,
-quarantine) are read in a worker thread at most once per `refresh` seconds and shared by every
-client, so ten open pages and a Prometheus scrape cost the store one look per second. The KPI
-snapshot and the inspection verdicts come from the agent when it has them; `oee_view` and
-`inspections_view` turn whatever shape they have into what the page draws (pure functions).
+`StateBuilder` takes the agent's snapshot (agent/snapshot.py) and adds what costs a query (store
+depth, cursors, quarantine), read in a worker thread, and the page's verdict log, at most once
+per `refresh` seconds and shared by every client, so ten open pages and a Prometheus scrape
+cost the agent one snapshot and the store one look per second.
+`state_figures` renders that snapshot (pure); `/metrics` renders the same one
+(agent/web/metrics.py). The live values, the KPI snapshot and the andon rows are read from the
+agent as they are; `oee_view` and `inspections_view` turn them into what the page draws.
 """
 
 from __future__ import annotations
@@ -13,61 +15,26 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from agent.alarms import NS
 from agent.codenames import CodeNames
 from agent.model import Quality
-from agent.reasons import one_line, reasons_of
+from agent.reasons import one_line
 from agent.secrets import redact_tree
-from agent.store import STREAMS, Store
-from agent.values import TEXT_NOT_STORED, is_text, models_by_path, text
+from agent.snapshot import AgentSnapshot, StoreFigures
+from agent.snapshot import read_store as read_store
+from agent.texts import TextReading
+from agent.values import is_text, models_by_path, text
 from agent.values import plain as typed
 from agent.web.andon import AndonBoard
+from agent.web.targets import with_targets
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
+    from agent.tags import Tag
     from agent.web.verdicts import VerdictLog
-
-# Source statistics that count failed requests, by kind (Modbus and OPC UA name them alike).
-REQUEST_ERROR_KINDS = ("timeouts", "exceptions", "malformed", "aborted")
-
-
-@dataclass(frozen=True, slots=True)
-class StoreFigures:
-    """What the store itself answers (a query each): read in a thread, shared by all clients."""
-
-    depth: Mapping[str, int]
-    bytes: int
-    backlog: Mapping[str, Mapping[str, int]]  # sink -> stream -> records not acknowledged
-    oldest_unsent_age_s: Mapping[str, Mapping[str, float | None]]
-    quarantined: Mapping[str, int]  # sink -> records set aside
-    error: str | None = None  # the store could not be read
-
-
-def read_store(store: Store) -> StoreFigures:
-    """One look at the store (blocking: call it from a thread)."""
-    try:
-        stats = store.stats()
-        sinks = store.sinks()
-        backlog = {
-            sink: {
-                st: max(0, stats.streams[st].last_seq - store.cursor(sink, st)) for st in STREAMS
-            }
-            for sink in sinks
-        }
-        quarantined = dict.fromkeys(sinks, 0)
-        for record in store.quarantined():
-            quarantined[record.sink] = quarantined.get(record.sink, 0) + 1
-    except Exception as exc:  # the page reports a broken store, it does not die with it
-        return StoreFigures({}, 0, {}, {}, {}, error=f"{type(exc).__name__}: {exc}")
-    return StoreFigures(
-        depth={name: s.depth for name, s in stats.streams.items()},
-        bytes=stats.bytes,
-        backlog=backlog,
-        oldest_unsent_age_s=stats.oldest_unsent_age_s,
-        quarantined=quarantined,
-    )
 
 
 def finite(value: float | None) -> float | None:
@@ -96,7 +63,7 @@ class _Rate:
 class _Cache:
     at: float = -math.inf
     figures: dict[str, Any] = field(default_factory=dict)
-    store: StoreFigures | None = None
+    snapshot: AgentSnapshot | None = None  # with the store's figures and the verdicts
 
 
 class StateBuilder:
@@ -115,22 +82,34 @@ class StateBuilder:
         self._models = models_by_path(agent.config)
         self._names = CodeNames.of(agent.config)
 
-    def cached_store(self) -> StoreFigures | None:
-        """The last look at the store (None before the first): for the metrics collector."""
-        return self._cache.store
-
-    def cached_inspections(self) -> dict[str, Any]:
-        return self._cache.figures.get("inspections") or inspections_view(None)
+    async def snapshot(self, max_age: float | None = None) -> AgentSnapshot:
+        """The agent's snapshot with the store's figures and the verdicts, at most `max_age`
+        (default `refresh`) seconds old: what `/metrics` renders."""
+        await self.figures(max_age)
+        assert self._cache.snapshot is not None
+        return self._cache.snapshot
 
     async def figures(self, max_age: float | None = None) -> dict[str, Any]:
         """Everything but the live values, at most `max_age` (default `refresh`) seconds old."""
         limit = self.refresh if max_age is None else max_age
         async with self._lock:  # one refresh at a time; the others wait and share it
             now = self.agent.clock.monotonic()
-            if now - self._cache.at >= limit or self._cache.store is None:
+            if now - self._cache.at >= limit or self._cache.snapshot is None:
                 store = await asyncio.to_thread(read_store, self.agent.store)
+                taken = replace(
+                    self.agent.snapshot(),
+                    store=store,
+                    verdicts=self.verdicts.figures() if self.verdicts is not None else None,
+                )
+                rates = {
+                    s.name: self._rates.setdefault(s.name, _Rate()).update(
+                        taken.monotonic, s.link.polls
+                    )
+                    for s in taken.sources
+                }
+                figures = {**state_figures(taken, rates), **self._operator_view(taken.wall_ns)}
                 # Redacted as a whole: last errors quote far sides, which may echo a credential.
-                self._cache = _Cache(now, redact_tree(self._build(now, store)), store)
+                self._cache = _Cache(now, redact_tree(figures), taken)
             return self._cache.figures
 
     async def state(self, machine: str | None, max_age: float | None = None) -> dict[str, Any]:
@@ -148,7 +127,10 @@ class StateBuilder:
             if source.name in serving:
                 why.update(agent.tag_reasons(source))
         for tag in agent.tags:
-            if tag.machine != machine:
+            if tag.machine != machine or not tag.source:  # no source: a reload removed it
+                continue
+            if is_text(self._models.get(tag.path)):
+                out.append(text_value(tag, agent.texts.latest.get(tag.id)))
                 continue
             ts = int(agent.latest_ts_ns[tag.id])
             quality = Quality(int(agent.latest_quality[tag.id]))
@@ -161,138 +143,143 @@ class StateBuilder:
                     "name": self._names.name(tag.path, value) if ts else None,
                     "unit": tag.unit,
                     "quality": quality.name.lower() if ts else "not read",
-                    "reason": (
-                        why.get(tag.id)
-                        if ts and quality != Quality.GOOD
-                        else TEXT_NOT_STORED
-                        if is_text(self._models.get(tag.path))
-                        else None
-                    ),
+                    "reason": why.get(tag.id) if ts and quality != Quality.GOOD else None,
                     "ts_ns": ts or None,
                 }
             )
         return out
 
-    def _build(self, now: float, store: StoreFigures) -> dict[str, Any]:
-        agent = self.agent
-        wall_ns = agent.clock.time_ns()
-        writer = agent.writer.statistics()
-        sources = []
-        for source, config in zip(agent.sources, agent.config.sources, strict=True):
-            link = agent.links[source.name]
-            stats = source.statistics()
-            overruns = sum(s.overruns for s in agent.schedules[source.name].statistics().values())
-            errors = {k: int(stats[k]) for k in REQUEST_ERROR_KINDS if k in stats}
-            errors["connect_failures"] = link.connect_failures
-            errors["disconnects"] = link.disconnects
-            errors["non_finite"] = link.non_finite
-            rate = self._rates.setdefault(source.name, _Rate()).update(now, link.polls)
-            bad = agent.bad_reasons(source)
-            tags = agent.tags_of_source(source.name)
-            sources.append(
-                {
-                    "name": source.name,
-                    "type": config.type,
-                    "endpoint": config.endpoint,
-                    "state": link.state,
-                    "polls": link.polls,
-                    "poll_rate_hz": rate,
-                    "requests": int(stats.get("requests", 0)),
-                    "errors": errors,
-                    "errors_total": sum(errors.values()),
-                    "overruns": overruns,
-                    "latency_p50_s": finite(stats.get("latency_p50_s")),
-                    "latency_p99_s": finite(stats.get("latency_p99_s")),
-                    "last_good_ns": link.last_good_ns or None,
-                    "last_good_age_s": (
-                        max(0.0, (wall_ns - link.last_good_ns) / 1e9) if link.last_good_ns else None
-                    ),
-                    "last_error": link.last_error or None,
-                    # Why tags read bad now (reason -> tags), and the same in one line.
-                    "tags": tags,
-                    "bad_tags": sum(bad.values()),
-                    "bad_reasons": bad,
-                    "problem": one_line(bad, tags) or None,
-                    # Every reason since start: first and last seen, how often, whether now.
-                    "error_list": _error_list(source, bad),
-                }
-            )
-        sinks = []
-        for forwarder, sink_config in zip(agent.forwarders, agent.config.sinks, strict=True):
-            name = forwarder.sink.name
-            ages = [a for a in store.oldest_unsent_age_s.get(name, {}).values() if a is not None]
-            backlog = store.backlog.get(name, {})
-            sinks.append(
-                {
-                    "name": name,
-                    "type": sink_config.type,
-                    "endpoint": sink_config.endpoint,
-                    "state": forwarder.stats.state,
-                    "backlog": sum(backlog.values()),
-                    "backlog_by_stream": dict(backlog),
-                    "oldest_unsent_age_s": max(ages) if ages else None,
-                    "sent": sum(forwarder.stats.sent.values()),
-                    "failures": forwarder.stats.failures,
-                    # telemetry the store's bounds dropped before this sink acknowledged it
-                    "dropped": writer.dropped_by_sink.get(name, 0),
-                    "quarantined": store.quarantined.get(name, 0),
-                    "last_error": forwarder.stats.last_error or None,
-                }
-            )
-        return {
-            "agent_id": agent.config.agent.id,
-            "now_ns": wall_ns,
-            "tags": len(agent.tags),
-            "samples": agent.samples,
-            "machines": self.machines,
-            "sources": sources,
-            "sinks": sinks,
-            "store": {
-                "path": str(agent.store.path),
-                "depth": dict(store.depth),
-                "bytes": store.bytes,
-                "readings_written": writer.readings_written,
-                "pending_readings": writer.pending_readings,
-                # telemetry the bounds removed before every sink had it (gap records say which)
-                "dropped_readings": writer.dropped_readings,
-                "store_full": writer.store_full,
-                "full_reason": writer.full_reason,
-                "last_error": writer.last_error or store.error,
-            },
-            **self._operator_view(wall_ns),
-            "alarms": alarms_view(agent),
-            "inspections": {
-                **inspections_view(_call(agent, "inspections")),
-                "rejects": list(self.verdicts.rejects) if self.verdicts is not None else [],
-            },
-        }
-
     def _operator_view(self, wall_ns: int) -> dict[str, Any]:
         """The OEE bars and the andon rows and timelines, from one KPI snapshot."""
         snapshot = _call(self.agent, "kpi_snapshot")
-        return {"oee": oee_view(snapshot), "andon": self.andon.rows(wall_ns, snapshot)}
+        oee = oee_view(snapshot)
+        with_targets(oee, self.agent.config, snapshot, wall_ns)  # target OEE, plan vs good
+        return {"oee": oee, "andon": self.andon.rows(wall_ns, snapshot)}
 
 
-def alarms_view(agent: Agent) -> list[dict[str, Any]]:
-    """The active alarms, longest active first (agent/alarms.py); none without `[[alarms]]`."""
-    book = getattr(agent, "alarms", None)
-    return book.view(agent.clock.time_ns()) if book is not None else []
+def state_figures(
+    snapshot: AgentSnapshot, poll_rates: Mapping[str, float | None] | None = None
+) -> dict[str, Any]:
+    """What `/api/state` shows of the agent's figures (all but the live values and the
+    operator views): a renderer of the snapshot, pure. `poll_rates`: polls per second of
+    each source, measured by the caller between two snapshots."""
+    rates = poll_rates or {}
+    wall_ns = snapshot.wall_ns
+    store = snapshot.store or StoreFigures({}, 0, {}, {}, {})
+    writer = snapshot.writer
+    sources = []
+    for source in snapshot.sources:
+        link, stats = source.link, source.statistics
+        errors = source.errors()
+        bad = dict(source.bad_reasons)
+        sources.append(
+            {
+                "name": source.name,
+                "type": source.type,
+                "endpoint": source.endpoint,
+                "state": link.state,
+                "polls": link.polls,
+                "poll_rate_hz": rates.get(source.name),
+                "requests": stats.requests,
+                "reconnects": stats.reconnects,
+                "errors": errors,
+                "errors_total": sum(errors.values()),
+                "overruns": source.overruns,
+                "latency_p50_s": finite(stats.latency_p50_s),
+                "latency_p99_s": finite(stats.latency_p99_s),
+                "last_good_ns": link.last_good_ns or None,
+                "last_good_age_s": (
+                    max(0.0, (wall_ns - link.last_good_ns) / 1e9) if link.last_good_ns else None
+                ),
+                "last_error": link.last_error or None,
+                # Why tags read bad now (reason -> tags), and the same in one line.
+                "tags": source.tags,
+                "bad_tags": sum(bad.values()),
+                "bad_reasons": bad,
+                "problem": one_line(bad, source.tags) or None,
+                # Every reason since start: first and last seen, how often, whether now.
+                "error_list": [
+                    {
+                        "reason": seen.reason,
+                        "first_s": seen.first,
+                        "last_s": seen.last,
+                        "count": seen.count,
+                        "active": seen.reason in bad,
+                    }
+                    for seen in source.seen
+                ],
+            }
+        )
+    sinks = []
+    for sink in snapshot.sinks:
+        name = sink.name
+        ages = [a for a in store.oldest_unsent_age_s.get(name, {}).values() if a is not None]
+        backlog = store.backlog.get(name, {})
+        sinks.append(
+            {
+                "name": name,
+                "type": sink.type,
+                "endpoint": sink.endpoint,
+                "state": sink.forward.state,
+                "backlog": sum(backlog.values()),
+                "backlog_by_stream": dict(backlog),
+                "oldest_unsent_age_s": max(ages) if ages else None,
+                "sent": sum(sink.forward.sent.values()),
+                "failures": sink.forward.failures,
+                # telemetry the store's bounds dropped before this sink acknowledged it
+                "dropped": sink.dropped,
+                "quarantined": store.quarantined.get(name, 0),
+                "last_error": sink.forward.last_error or None,
+            }
+        )
+    verdicts = snapshot.verdicts
+    return {
+        "agent_id": snapshot.agent_id,
+        "now_ns": wall_ns,
+        "tags": snapshot.tags,
+        "samples": snapshot.samples,
+        "machines": list(snapshot.machines),
+        "sources": sources,
+        "sinks": sinks,
+        "store": {
+            "path": snapshot.store_path,
+            "depth": dict(store.depth),
+            "bytes": store.bytes,
+            "readings_written": writer.readings_written,
+            "pending_readings": writer.pending_readings,
+            # telemetry the bounds removed before every sink had it (gap records say which)
+            "dropped_readings": writer.dropped_readings,
+            "store_full": writer.store_full,
+            "full_reason": writer.full_reason,
+            "last_error": writer.last_error or store.error,
+        },
+        "alarms": alarm_rows(snapshot),
+        "inspections": {
+            **inspections_view(snapshot.inspection_figures() if snapshot.inspections else None),
+            "rejects": [dict(r) for r in verdicts.rejects] if verdicts is not None else [],
+        },
+    }
 
 
-def _error_list(source: object, bad: Mapping[str, int]) -> list[dict[str, Any]]:
-    reasons = reasons_of(source)
-    if reasons is None:
-        return []
-    return [
+def alarm_rows(snapshot: AgentSnapshot) -> list[dict[str, Any]]:
+    """The active alarms for the page, longest active first (agent/alarms.py)."""
+    rows: list[dict[str, Any]] = [
         {
-            "reason": seen.reason,
-            "first_s": seen.first,
-            "last_s": seen.last,
-            "count": seen.count,
-            "active": seen.reason in bad,
+            "alarm": a.name,
+            "machine": a.machine,
+            "tag": a.tag,
+            "severity": a.severity,
+            "reason": a.reason,
+            "since_ns": a.since_ns,
+            "active_s": round(max(0, snapshot.wall_ns - a.since_ns) / NS, 1),
+            "acknowledged": a.acknowledged,
+            "acknowledged_by": a.acknowledged_by,
         }
-        for seen in reasons.seen()
+        for a in snapshot.alarms
+        if a.active and a.since_ns is not None
     ]
+    rows.sort(key=lambda r: r["since_ns"])
+    return rows
 
 
 def _call(agent: Agent, method: str) -> Any:
@@ -429,3 +416,20 @@ def inspections_view(latest: Any) -> dict[str, Any]:
             merged["latency_s"] = merged["latency_ms"] / 1000
         rows.append({k: merged.get(k) for k in _VERDICT_KEYS})
     return {"available": bool(rows), "rows": rows}
+
+
+def text_value(tag: Tag, reading: TextReading | None) -> dict[str, Any]:
+    """A text tag's row of the page's values: its string as `value` and `text`."""
+    if reading is None:
+        return {"tag": tag.name, "value": None, "text": None, "name": None, "unit": tag.unit,
+                "quality": "not read", "reason": None, "ts_ns": None}  # fmt: skip
+    return {
+        "tag": tag.name,
+        "value": reading.value,
+        "text": reading.value,
+        "name": None,
+        "unit": tag.unit,
+        "quality": reading.quality.name.lower(),
+        "reason": reading.reason or None,
+        "ts_ns": reading.ts_ns,
+    }

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from agent.histogram import Histogram
 from agent.model import Event, EventKind
+from agent.snapshot import VerdictFigures
 
 if TYPE_CHECKING:
     from vision.inspector import Inspector
@@ -72,6 +73,14 @@ class VerdictLog:
                 "score": data.get("score"),
                 "image_url": image_url(name, data.get("image"), self.folders.get(name)),
             }
+        )
+
+    def figures(self) -> VerdictFigures:
+        """What the log counted so far, frozen (for the agent's snapshot)."""
+        return VerdictFigures(
+            latency={name: h.snapshot() for name, h in self.latency.items()},
+            counts=dict(self.verdicts),
+            rejects=tuple(dict(r) for r in self.rejects),
         )
 
     @classmethod

@@ -14,6 +14,9 @@ Python object per reading; events and gap records, which are few, are a list of 
      "records": [{"stream": "events", "seq": 7, "ts": "...", "historical": false,
                   "kind": "state", "machine": "press1", "data": {...}}]}
 
+A text tag's string is an event of kind `text` that also carries the reading at its top:
+`"tag": "<path>", "value": "DIE-42", "quality": "good", "unit": ""` (README: "Text tags").
+
 Timestamps are RFC 3339 in UTC with millisecond precision: the finest that every common MES
 stack (JavaScript, .NET, Java, SQL DATETIME(3)) parses without loss or error. A value that is
 not a number (NaN, which bad-quality readings may carry) is sent as JSON null.
@@ -29,6 +32,7 @@ import numpy.typing as npt
 import orjson
 
 from agent.errors import SinkRejected
+from agent.model import EventKind
 from agent.sink import (
     EventRecord,
     GapRecord,
@@ -118,9 +122,26 @@ def _gap(record: GapRecord) -> dict[str, Any]:
     }
 
 
-def record_json(record: EventRecord | GapRecord) -> dict[str, Any]:
+def _text(record: EventRecord, tags: Mapping[int, TagMeta]) -> dict[str, Any]:
+    """A text tag's string (a `text` event, agent/texts.py): the event, plus the tag's path,
+    its value as text (null when bad), quality and unit at the top, as a reading reads."""
+    out = _event(record)
+    data = record.event.data
+    meta = tags.get(int(data.get("tag_id", -1)))
+    out["tag"] = meta.path if meta is not None else data.get("tag")
+    out["value"] = data.get("value")
+    out["quality"] = data.get("quality")
+    out["unit"] = meta.unit if meta is not None else ""
+    return out
+
+
+def record_json(
+    record: EventRecord | GapRecord, tags: Mapping[int, TagMeta] | None = None
+) -> dict[str, Any]:
     """One event or gap record as the MES receives it."""
     if isinstance(record, EventRecord):
+        if record.event.kind is EventKind.TEXT:
+            return _text(record, tags or {})
         return _event(record)
     return _gap(record)
 
@@ -145,7 +166,7 @@ def body(agent_id: str, records: Sequence[Record], tags: Mapping[int, TagMeta]) 
             else [r for r in records if isinstance(r, TelemetryRecord)]
         )
         return orjson.dumps({**head, **telemetry_columns(telemetry, tags)}, option=_JSON_OPTIONS)
-    items = [record_json(r) for r in records if not isinstance(r, TelemetryRecord)]
+    items = [record_json(r, tags) for r in records if not isinstance(r, TelemetryRecord)]
     document = {**head, "records": items}
     try:
         return orjson.dumps(document, option=_JSON_OPTIONS)

@@ -40,7 +40,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -49,6 +49,7 @@ import orjson
 from agent.errors import ConnectError, ConnectorError, RequestTimeout, SinkRejected
 from agent.secrets import remember
 from agent.sink import Record, SinkContext, TelemetryRecords
+from agent.statistics import SinkStatistics
 from connectors.http import payload
 from connectors.http.config import HttpSinkConfig
 
@@ -356,5 +357,10 @@ class HttpSink:
         for client in clients.values():
             await client.aclose()
 
-    def statistics(self) -> Mapping[str, float]:
-        return dict(self._stats)
+    def statistics(self) -> SinkStatistics:
+        s = self._stats
+        return SinkStatistics(
+            connected=bool(self._clients),
+            records=int(s["records"]),
+            extras={k: v for k, v in s.items() if k != "records"},
+        )

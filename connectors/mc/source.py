@@ -18,7 +18,7 @@ Failures, each a reason on the request's block (agent/reasons.py) and counted by
   link loop reconnects with back-off. A PLC that never answers costs one timeout per attempt,
   and it is alone on its link: the other PLCs' sources are polled on their own schedule.
 
-String tags are not read (a reading is a float64): `statistics()["string_tags"]` counts them.
+String tags are not read (a reading is a float64): `statistics().extras["string_tags"]` counts them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeou
 from agent.histogram import Histogram
 from agent.model import Quality, ReadingBatch
 from agent.reasons import Reasons
+from agent.statistics import SourceStatistics
 from agent.tags import TagTable
 from connectors.mc.address import word_width
 from connectors.mc.client import McClient
@@ -228,25 +229,31 @@ class McSource:
             )
         return out
 
-    def statistics(self) -> Mapping[str, float]:
+    def statistics(self) -> SourceStatistics:
         bytes_in, bytes_out = self._old_bytes
         if self._client is not None:
             bytes_in += self._client.bytes_in
             bytes_out += self._client.bytes_out
-        connects = self.counters["connects"]
         recent = np.fromiter(self._recent, dtype=np.float64)
         p50, p99 = np.percentile(recent, [50, 99]) if recent.size else (math.nan, math.nan)
-        return {
-            **self.counters,
-            "reconnects": max(connects - 1, 0),
-            "bytes_in": bytes_in,
-            "bytes_out": bytes_out,
-            "latency_last_s": self._latency_last,
-            "latency_p50_s": float(p50),
-            "latency_p99_s": float(p99),
-            "string_tags": self._string_tags,
-            **self._latency.statistics("latency"),
-        }
+        c = self.counters
+        return SourceStatistics(
+            polls=c["polls"],
+            requests=c["requests"],
+            responses=c["responses"],
+            timeouts=c["timeouts"],
+            exceptions=c["exceptions"],
+            malformed=c["malformed"],
+            aborted=c["aborted"],
+            connects=c["connects"],
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            latency_last_s=self._latency_last,
+            latency_p50_s=float(p50),
+            latency_p99_s=float(p99),
+            latency=self._latency.snapshot(),
+            extras={"string_tags": self._string_tags},
+        )
 
     async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
         client = self._client

@@ -21,8 +21,9 @@ Limits worth knowing:
 - int64 and uint64 values become float64, which represents integers exactly only up to 2^53
   (about 9.007e15); larger counts lose their low digits.
 - Strings cannot be float64: they are left out of `decode()` and `tag_ids` and come from the
-  slower `decode_strings()` (two characters per register, high byte first, latin-1, ending at
-  the first NUL). They are rare, so that path is plain Python.
+  slower `decode_strings()` (two characters per register, high byte first unless the order
+  swaps bytes; the bytes, which `agent.texts.decode_text` turns into text). They are rare, so
+  that path is plain Python, and the source calls it only for requests that hold a string.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class RequestDecoder:
         "_strings",
         "_table_bits",
         "_values",
+        "has_strings",
         "string_tag_ids",
         "tag_ids",
     )
@@ -120,6 +122,7 @@ class RequestDecoder:
         self._payload_bytes = request.payload_bytes
         numeric = [t for t in request.tags if t.type != "string"]
         self._strings = tuple(t for t in request.tags if t.type == "string")
+        self.has_strings = bool(self._strings)  # a plain attribute: tested per answered read
         self.tag_ids: npt.NDArray[np.int32] = np.array([t.tag_id for t in numeric], np.int32)
         self.string_tag_ids: npt.NDArray[np.int32] = np.array(
             [t.tag_id for t in self._strings], np.int32
@@ -181,18 +184,26 @@ class RequestDecoder:
             out += self._offset
         return out
 
-    def decode_strings(self, payload: bytes | bytearray | memoryview) -> dict[int, str]:
-        """The string tags' values by tag id (slow path: strings are rare)."""
+    def decode_strings(self, payload: bytes | bytearray | memoryview) -> dict[int, bytes]:
+        """The string tags' bytes by tag id, in text order (slow path: strings are rare).
+
+        Registers carry two characters each, the first in the high byte; BADC and DCBA swap the
+        bytes of each register (the low byte first). `agent.texts.decode_text` makes the text.
+        """
         if len(payload) != self._payload_bytes:
             raise ValueError(
                 f"{self._request}: expected {self._payload_bytes} payload bytes, got {len(payload)}"
             )
         raw = bytes(payload)
-        out: dict[int, str] = {}
+        out: dict[int, bytes] = {}
         for tag in self._strings:
             begin = 2 * (tag.offset - self._request.start)
-            text = raw[begin : begin + tag.length].split(b"\0", 1)[0]
-            out[tag.tag_id] = text.decode("latin-1")
+            data = raw[begin : begin + 2 * ((tag.length + 1) // 2)]
+            if tag.order in ("BADC", "DCBA"):
+                swapped = bytearray(data)
+                swapped[0::2], swapped[1::2] = data[1::2], data[0::2]
+                data = bytes(swapped)
+            out[tag.tag_id] = data[: tag.length]
         return out
 
 

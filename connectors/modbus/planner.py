@@ -3,10 +3,14 @@
 `plan_unit(tags)` sorts the unit's tags by (table, address) and coalesces them into as few
 reads as the protocol allows (standards.md §5.2: at most 125 registers or 2000 bits per
 request, or a lower per-device limit). Contiguous and overlapping tags share a request (two
-bits of one register read it once); gaps of up to `max_gap` unused registers (or bits) are
-read through, because one longer request costs less than a second round trip (Telegraf's
-optimisation). A multi-register value is never split across two requests: the halves would
-come from two different scans of the PLC and could tear.
+bits of one register read it once); gaps of up to `max_gap` unused registers (`max_bit_gap`
+bits in a bit table) are read through, because one longer request costs less than a second
+round trip (Telegraf's optimisation). A multi-register value is never split across two
+requests: the halves would come from two different scans of the PLC and could tear.
+
+A device may refuse a read that runs through addresses it does not map (exception 02, illegal
+data address). `split_request` gives the reads of the same tags with no gap bridged, which the
+sources fall back to for that read (connectors/modbus/source.py).
 
 The planner is pure: it takes frozen `PlanTag`s and returns a frozen `ReadPlan`, whose
 figures (requests, registers and bytes per poll, wasted registers) are what `lineside plan`
@@ -30,6 +34,8 @@ MAX_BITS = 2000
 # read request; MBAP (7) + function code (1) + byte count (1) + data for its response.
 TCP_REQUEST_BYTES = 12
 TCP_RESPONSE_OVERHEAD = 9
+# Bits in one register: a gap of g registers costs as many bytes as one of 16 g bits.
+BITS_PER_REGISTER = 16
 # 0-based wire addresses are 16-bit.
 ADDRESS_SPACE = 65536
 
@@ -185,12 +191,14 @@ def plan_unit(
     max_registers: int = MAX_REGISTERS,
     max_bits: int = MAX_BITS,
     max_gap: int = 0,
+    max_bit_gap: int | None = None,
 ) -> ReadPlan:
     """Coalesce one unit's tags into the fewest reads within the limits.
 
-    `max_gap` is the longest run of unused registers (bits, in a bit table) read through to
-    join two tags into one request. Raises ValueError for limits outside the protocol's, a
-    repeated tag id, or a value wider than one request may be.
+    `max_gap` is the longest run of unused registers read through to join two tags into one
+    request; `max_bit_gap` the same in a bit table (`max_gap` bits when not given). Raises
+    ValueError for limits outside the protocol's, a repeated tag id, or a value wider than one
+    request may be.
     """
     if not 1 <= max_registers <= MAX_REGISTERS:
         raise ValueError(f"max_registers must be in 1..{MAX_REGISTERS}, not {max_registers}")
@@ -198,6 +206,9 @@ def plan_unit(
         raise ValueError(f"max_bits must be in 1..{MAX_BITS}, not {max_bits}")
     if max_gap < 0:
         raise ValueError(f"max_gap must be 0 or more, not {max_gap}")
+    bit_gap = max_gap if max_bit_gap is None else max_bit_gap
+    if bit_gap < 0:
+        raise ValueError(f"max_bit_gap must be 0 or more, not {bit_gap}")
     seen: set[int] = set()
     for tag in tags:
         if tag.tag_id in seen:
@@ -208,8 +219,17 @@ def plan_unit(
     requests: list[ReadRequest] = []
     for table, group in groupby(ordered, key=lambda t: t.table):
         limit = max_bits if table.is_bits else max_registers
-        requests.extend(_coalesce(table, group, limit, max_gap))
+        requests.extend(_coalesce(table, group, limit, bit_gap if table.is_bits else max_gap))
     return ReadPlan(tuple(requests))
+
+
+def split_request(request: ReadRequest) -> tuple[ReadRequest, ...]:
+    """The reads of `request`'s tags with no unused address read through, in the same tag
+    order (so their rows follow each other in the request's rows); `(request,)` when it
+    bridged no gap."""
+    if request.wasted == 0:
+        return (request,)
+    return tuple(_coalesce(request.table, request.tags, request.count, 0))
 
 
 def _coalesce(table: Table, tags: Iterable[PlanTag], limit: int, max_gap: int) -> list[ReadRequest]:

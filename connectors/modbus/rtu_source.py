@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from agent.errors import ConnectError
 from agent.model import ReadingBatch
@@ -43,10 +43,10 @@ class ModbusRtuSource(ModbusSource[ModbusRtuSourceConfig]):
     def _wire(self) -> RtuLink | None:
         return self._link
 
-    def statistics(self) -> Mapping[str, float]:
-        stats = dict(super().statistics())
-        stats["stray_bytes"] = self._link.stray_bytes if self._link is not None else 0
-        return stats
+    def _extras(self, now: float) -> dict[str, float]:
+        extras = super()._extras(now)
+        extras["stray_bytes"] = self._link.stray_bytes if self._link is not None else 0
+        return extras
 
     async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
         link = self._link
@@ -64,7 +64,7 @@ class ModbusRtuSource(ModbusSource[ModbusRtuSourceConfig]):
                         self._skip(batch, read)
                         continue
                     try:
-                        await self._read(link.read, batch, read)
+                        await self._read_or_split(link.read, batch, read)
                     except ReadFailed as failed:
                         self._fail(batch, read, failed)
         finally:

@@ -24,6 +24,12 @@ rest of that poll reads bad, and the next poll raises `ConnectError` so the agen
 reconnects. `retries` re-sends a request after a "busy" / "acknowledge" exception (codes 05,
 06); other exceptions are final.
 
+Holes in the map (both links): by default a TCP source reads through every gap one request
+can span (`max_gap`), and a device may refuse such a read with exception 02 (illegal data
+address) because it does not map the addresses between the tags. Then that read is split into
+reads of its tags with no gap bridged, sent at once in the same poll, and the split is kept for
+as long as the source runs (one warning names it); a part that is refused again reads bad.
+
 Isolation (both links): a unit that times out or garbles its answer is isolated: its other
 requests in that poll and in later polls read bad, with the reason that isolated it, without
 a request until its back-off expires (1 s doubling to 60 s, reset by any answer). So a silent
@@ -32,12 +38,16 @@ units on the same bus or gateway connection keep their rate. Timeouts are not re
 isolation takes their place. On TCP the requests of a unit that failed recently go last in a
 poll, so a gateway that serialises its requests does not make the healthy units wait for it.
 
-String tags are not read: a reading is a float64. They are left out of the plan (and so of
-every batch); `statistics()["string_tags"]` says how many were skipped.
+String tags are planned and read with the others but never enter a batch (a reading is a
+float64): a request that holds one decodes its bytes into the source's `texts`
+(agent/texts.py), and its reason covers them as it covers its numeric tags.
+`statistics().extras["string_tags"]` says how many there are.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Generic, Protocol, TypeVar
@@ -47,9 +57,12 @@ import numpy as np
 from agent.clock import Clock, SystemClock
 from agent.duration import format_duration
 from agent.errors import DeviceError, ProtocolError, RequestTimeout
+from agent.histogram import percentiles
 from agent.model import ReadingBatch
 from agent.reasons import Reasons
+from agent.statistics import SourceStatistics
 from agent.tags import TagTable
+from agent.texts import Texts
 from connectors.modbus.codec import RequestDecoder
 from connectors.modbus.config import (
     ModbusRtuSourceConfig,
@@ -57,7 +70,13 @@ from connectors.modbus.config import (
     ModbusTcpSourceConfig,
     ModbusUnit,
 )
-from connectors.modbus.planner import plan_unit
+from connectors.modbus.planner import (
+    BITS_PER_REGISTER,
+    ReadPlan,
+    ReadRequest,
+    plan_unit,
+    split_request,
+)
 from connectors.modbus.reads import (
     BAD,
     GOOD,
@@ -75,6 +94,10 @@ from connectors.modbus.reads import (
     group_name,
     plan_tag,
 )
+
+log = logging.getLogger("lineside.source")
+
+ILLEGAL_DATA_ADDRESS = 0x02
 
 
 class Wire(Protocol):
@@ -122,13 +145,21 @@ class ModbusSource(Generic[Config]):
                 plans.setdefault(name, []).append(self._plan(unit, name, unit_tags, ids))
         self._intervals = dict(sorted(groups.items(), key=lambda kv: kv[1]))
         self._plans = {name: tuple(units) for name, units in plans.items()}
+        self.texts = Texts(self._text_ids())  # the strings of the text tags (agent/texts.py)
+
+    def _text_ids(self) -> list[int]:
+        out: list[int] = []
+        for units in self._plans.values():
+            for unit_group in units:
+                for planned in unit_group.reads:
+                    out += planned.decoder.string_tag_ids.tolist()
+        return out
 
     def _unit_groups(self, unit: ModbusUnit) -> Iterator[tuple[str, float, list[ModbusTag]]]:
         by_interval: dict[float, list[ModbusTag]] = {}
         for tag in unit.tags:
             if tag.type == "string":
                 self._string_tags += 1
-                continue
             interval = tag.interval if tag.interval is not None else unit.poll_interval
             by_interval.setdefault(interval, []).append(tag)
         for interval, group_tags in by_interval.items():
@@ -143,16 +174,18 @@ class ModbusSource(Generic[Config]):
             max_registers=config.max_registers_per_read,
             max_bits=config.max_bits_per_read,
             max_gap=config.max_gap,
+            max_bit_gap=config.max_gap * BITS_PER_REGISTER,
         )
         reads: list[Read] = []
         row = 0
         for request in plan.requests:
-            decoder = RequestDecoder(request)
+            decoder: RequestDecoder = RequestDecoder(request)
             n = decoder.tag_ids.shape[0]
-            frame = (unit.unit_id, request.function_code, request.start, request.count)
-            label = f"unit {unit.unit_id} {request.table}:{request.start}+{request.count}"
-            block = self.reasons.add_block(decoder.tag_ids.tolist(), label)
-            reads.append(Read(decoder, slice(row, row + n), frame, block))
+            # A request's reason covers its text tags too (agent/texts.py reads it).
+            strings: list[int] = decoder.string_tag_ids.tolist()
+            label = _label(unit.unit_id, request)
+            block = self.reasons.add_block([*decoder.tag_ids.tolist(), *strings], label)
+            reads.append(Read(decoder, slice(row, row + n), _frame(unit.unit_id, request), block))
             row += n
         tag_ids = (
             np.concatenate([r.decoder.tag_ids for r in reads])
@@ -160,6 +193,67 @@ class ModbusSource(Generic[Config]):
             else np.zeros(0, dtype=np.int32)
         )
         return UnitGroup(unit.unit_id, unit.machine, group, plan, tuple(reads), tag_ids)
+
+    def _split(self, batch: UnitBatch, read: Read, code: int | None) -> tuple[Read, ...]:
+        """The parts of a read that bridged unused addresses and was refused with exception 02,
+        put in the plan in its place from now on; () when `read` is not such a read."""
+        if code != ILLEGAL_DATA_ADDRESS:
+            return ()
+        request = read.decoder.request
+        requests = split_request(request)
+        if len(requests) == 1:
+            return ()
+        unit_id = batch.unit.unit_id
+        decoders: list[RequestDecoder] = [RequestDecoder(r) for r in requests]
+        ids = np.concatenate([d.tag_ids for d in decoders])
+        if not np.array_equal(ids, read.decoder.tag_ids):  # the parts must fill its rows
+            return ()
+        labels = [_label(unit_id, r) for r in requests]
+        # Each part's reason covers its text tags too, as the read's did.
+        members: list[tuple[list[int], str]] = []
+        for each, label in zip(decoders, labels, strict=True):
+            numeric: list[int] = each.tag_ids.tolist()
+            strings: list[int] = each.string_tag_ids.tolist()
+            members.append((numeric + strings, label))
+        blocks = self.reasons.split_block(read.block, members)
+        parts: list[Read] = []
+        row = read.rows.start
+        for part, decoder, block in zip(requests, decoders, blocks, strict=True):
+            n = decoder.tag_ids.shape[0]
+            parts.append(Read(decoder, slice(row, row + n), _frame(unit_id, part), block))
+            row += n
+        # Batches of later polls take the unit-group with the parts in the read's place.
+        group = batch.unit.group
+        self._plans[group] = tuple(
+            _with_parts(u, read, parts) if u.unit_id == unit_id else u for u in self._plans[group]
+        )
+        log.warning(
+            "%s: %s: illegal data address (02) for a read through unused addresses; split "
+            "into %s from now on",
+            self.name,
+            _label(unit_id, request),
+            ", ".join(label.removeprefix(f"unit {unit_id} ") for label in labels),
+        )
+        return tuple(parts)
+
+    async def _read_or_split(self, reader: Reader, batch: UnitBatch, read: Read) -> None:
+        """`_read`, and the parts of a read through a hole the unit refused (`_split`), each
+        part's failure booked; `ReadFailed` for any other failure of `read`."""
+        try:
+            await self._read(reader, batch, read)
+        except ReadFailed as failed:
+            code = failed.cause.code if isinstance(failed.cause, DeviceError) else None
+            parts = self._split(batch, read, code)
+            if not parts:
+                raise
+            for part in parts:
+                if self._isolated(batch, self._clock.monotonic()):
+                    self._skip(batch, part)
+                    continue
+                try:
+                    await self._read(reader, batch, part)
+                except ReadFailed as again:
+                    self._fail(batch, part, again)
 
     # -- the Source protocol ---------------------------------------------------------------
 
@@ -186,31 +280,37 @@ class ModbusSource(Generic[Config]):
                 )
         return out
 
-    def statistics(self) -> Mapping[str, float]:
+    def statistics(self) -> SourceStatistics:
         now = self._clock.monotonic()
         s = self._stats
         kept = s.latency[: min(s.latency_count, LATENCY_SAMPLES)]
-        p50, p99 = np.percentile(kept, [50, 99]) if kept.size else (math.nan, math.nan)
+        p50, p99 = percentiles(kept, (50.0, 99.0)) if kept.size else (math.nan, math.nan)
+        bytes_in, bytes_out = self._bytes()
+        return SourceStatistics(
+            polls=s.polls,
+            requests=s.requests,
+            responses=s.responses,
+            timeouts=s.timeouts,
+            exceptions=s.exceptions,
+            malformed=s.malformed,
+            aborted=s.aborted,
+            connects=s.connects,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            latency_last_s=s.latency_last,
+            latency_p50_s=float(p50),
+            latency_p99_s=float(p99),
+            latency=s.latency_histogram.snapshot(),
+            extras=self._extras(now),
+        )
+
+    def _extras(self, now: float) -> dict[str, float]:
+        """The figures only a Modbus source keeps (the RTU source adds its own)."""
         return {
-            "polls": s.polls,
-            "requests": s.requests,
-            "responses": s.responses,
-            "timeouts": s.timeouts,
-            "exceptions": s.exceptions,
-            "malformed": s.malformed,
-            "aborted": s.aborted,
-            "bytes_in": self._bytes()[0],
-            "bytes_out": self._bytes()[1],
-            "latency_last_s": s.latency_last,
-            "latency_p50_s": float(p50),
-            "latency_p99_s": float(p99),
-            "connects": s.connects,
-            "reconnects": max(s.connects - 1, 0),
             "string_tags": self._string_tags,
             "isolated_units": sum(1 for u in self._units.values() if u.until > now),
             "isolations": sum(u.isolations for u in self._units.values()),
             "skipped_requests": self._skipped,
-            **s.latency_histogram.statistics("latency"),
         }
 
     # -- shared machinery ------------------------------------------------------------------
@@ -324,10 +424,17 @@ class ModbusSource(Generic[Config]):
             except ValueError as exc:  # the links check sizes; this guards the codec's contract
                 stats.malformed += 1
                 raise ReadFailed(ProtocolError(str(exc)), MALFORMED) from None
+            if read.decoder.has_strings:
+                self._read_texts(read, payload, arrived)
             batch.quality[read.rows] = GOOD
             batch.ts_ns = max(batch.ts_ns, arrived)
             self._good(read, batch.state)
             return
+
+    def _read_texts(self, read: Read, payload: bytes | bytearray | memoryview, ts_ns: int) -> None:
+        """Keep the strings of an answered request (the side channel of text tags)."""
+        for tag_id, raw in read.decoder.decode_strings(payload).items():
+            self.texts.decoded(tag_id, raw, ts_ns)
 
     def _fail(self, batch: UnitBatch, read: Read, failed: ReadFailed) -> None:
         """Book a read that failed for good: a timeout or garble isolates its unit."""
@@ -335,3 +442,21 @@ class ModbusSource(Generic[Config]):
             self._isolate(batch, read, failed.reason)
         else:
             self._failed(batch, read, failed.reason)
+
+
+def _label(unit_id: int, request: ReadRequest) -> str:
+    """Where a read reads, for the log and the reasons: "unit 1 hr:0+20"."""
+    return f"unit {unit_id} {request.table}:{request.start}+{request.count}"
+
+
+def _frame(unit_id: int, request: ReadRequest) -> tuple[int, int, int, int]:
+    return (unit_id, request.function_code, request.start, request.count)
+
+
+def _with_parts(unit: UnitGroup, read: Read, parts: Sequence[Read]) -> UnitGroup:
+    """`unit` with `parts` read in place of `read` (a no-op when it no longer has `read`)."""
+    if not any(r is read for r in unit.reads):
+        return unit
+    reads = tuple(r for old in unit.reads for r in (parts if old is read else (old,)))
+    plan = ReadPlan(tuple(r.decoder.request for r in reads))
+    return dataclasses.replace(unit, plan=plan, reads=reads)

@@ -109,7 +109,7 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
                 self._skip(batch, read)  # isolated by an earlier read of this poll
                 continue
             try:
-                await self._read(client.read, batch, read)
+                await self._read_or_split(client.read, batch, read)
             except ReadFailed as failed:
                 self._fail(batch, read, failed)
                 # A malformed answer, or a timeout that left half a frame, closes the
@@ -186,6 +186,8 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
                         batch.state.answered()
                         if exc.code in RETRIED_CODES and self._may_retry(retried, read):
                             retry.append((batch, read))
+                        elif parts := self._split(batch, read, exc.code):
+                            retry.extend((batch, part) for part in parts)  # this poll still
                         else:
                             self._failed(batch, read, device_reason(exc))
                         continue
@@ -209,6 +211,8 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
                         stats.malformed += 1
                         self._isolate(batch, read, MALFORMED)
                         continue
+                    if read.decoder.has_strings:  # text tags: their side channel (rare)
+                        self._read_texts(read, payload, arrived_ns or clock.time_ns())
                     batch.quality[read.rows] = GOOD
                     batch.ts_ns = max(batch.ts_ns, arrived_ns or clock.time_ns())
                     self._good(read, batch.state)

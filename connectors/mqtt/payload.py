@@ -5,6 +5,7 @@ The topic tree (ISA-95 levels, see connectors/mqtt/README.md):
     <prefix>/<site>/<area>/<line>/<machine>/telemetry          one message per record and machine
     <prefix>/<site>/<area>/<line>/<machine>/telemetry/<tag>    retained last good value (optional)
     <prefix>/<site>/<area>/<line>/<machine>/event/<kind>       machine events
+    (a text tag's string, a `text` event, goes to the machine's telemetry topic as a value)
     <prefix>/<site>/_agent/<agent_id>/event/<kind>             events of no (known) machine
     <prefix>/<site>/_agent/<agent_id>/gap                      records dropped before sending
     <prefix>/<site>/_agent/<agent_id>/telemetry/_batch         many records at once, columnar
@@ -34,7 +35,7 @@ import numpy.typing as npt
 import orjson
 
 from agent.codenames import CodeNames
-from agent.model import Quality
+from agent.model import EventKind, Quality, ReadingBatch
 from agent.sink import (
     EventRecord,
     GapRecord,
@@ -45,7 +46,7 @@ from agent.sink import (
     known_ids,
     tag_columns,
 )
-from agent.values import Plain, shaper
+from agent.values import Plain, is_float32, shaper
 
 # Quality byte → name; a byte outside the enum is not good, so it reads "bad".
 QUALITY_NAMES: tuple[str, ...] = tuple(
@@ -103,6 +104,14 @@ class _Tag:
     last_topic: str  # where its retained last value goes
     shape: Callable[[float], Plain] | None = None  # its value in its type (None: as it is)
     codes: Mapping[int, str] | None = None  # the names of its codes (a state, a stop reason)
+    float32: bool = False  # shaped as the shortest float32 decimal, a whole record at once
+
+
+# How a live message's values are shaped, per tag id (UnsLayout._kinds): float64 as it is and
+# float32 as its shortest decimal, both a whole record in one C call (orjson prints a float32
+# array in shortest round-trip form: the text `agent/values.py` gives one value at a time);
+# anything else (integers, booleans, scaled values) one value at a time by its tag's shaper.
+_AS_IS, _FLOAT32, _ONE_BY_ONE = 0, 1, 2
 
 
 def _entry(tag: _Tag, value: float, quality: str) -> dict[str, Any]:
@@ -117,6 +126,14 @@ def _entry(tag: _Tag, value: float, quality: str) -> dict[str, Any]:
         if name is not None:
             entry["name"] = name
     return entry
+
+
+def _name(entry: dict[str, Any], codes: Mapping[int, str], value: float) -> None:
+    """Put the name of a coded value beside it (as `_entry` does)."""
+    if math.isfinite(value) and value == int(value):
+        name = codes.get(int(value))
+        if name is not None:
+            entry["name"] = name
 
 
 def _ms(ts_ns: int) -> int:
@@ -200,11 +217,25 @@ class UnsLayout:
                 f"{base}/telemetry/{meta.name}",
                 shaper(meta),
                 (names or CodeNames()).tables.get(meta.path),
+                is_float32(meta),
             )
         self._telemetry_topics = [f"{base}/telemetry" for base in self.machine_topics]
         # For batch messages: which ids are in the tag table (dense by id), and their paths.
         self._known = known_ids(tags)
         self._paths = {tag_id: meta.path for tag_id, meta in tags.items()}
+        # Per tag id, how its live values are shaped (an id beyond the table: one by one, where
+        # the record's loop finds it unknown).
+        size = max(tags, default=-1) + 1
+        self._kinds = np.full(size, _ONE_BY_ONE, dtype=np.uint8)
+        for tag_id, tag in self._tags.items():
+            if tag.float32:
+                self._kinds[tag_id] = _FLOAT32
+            elif tag.shape is None:
+                self._kinds[tag_id] = _AS_IS
+        self._any_codes = any(tag.codes is not None for tag in self._tags.values())
+        # Every tag shaped the same way (the usual PLC of float32 registers): no masks per record.
+        kinds = set(self._kinds[list(self._tags)].tolist())
+        self._uniform = kinds.pop() if len(kinds) == 1 else None
 
     # -----------------------------------------------------------------------------------------
     # Topics
@@ -228,7 +259,10 @@ class UnsLayout:
             if isinstance(record, TelemetryRecord):
                 out.extend(self._telemetry(index, record))
             elif isinstance(record, EventRecord):
-                out.append(self._event(index, record))
+                if record.event.kind is EventKind.TEXT:  # a text tag's string: a value
+                    out.extend(self._text(index, record, retain_last))
+                else:
+                    out.append(self._event(index, record))
             else:
                 out.append(self._gap(index, record))
         if retain_last:
@@ -241,23 +275,27 @@ class UnsLayout:
         if n == 0:
             return []
         ids = batch.tag_ids.tolist()
-        values = batch.values.tolist()
+        values = self._shaped(batch.tag_ids, batch.values)
         quality = batch.quality.tolist()
-        # One timestamp per batch is the common case: then values carry no `ts` of their own.
-        stamps = (batch.ts_ns // 1_000_000).tolist() if batch.ts_ns.shape[0] > 1 else None
-        groups: dict[int, dict[str, dict[str, Any]]] = {}
         tags = self._tags
-        for row, tag_id in enumerate(ids):
-            tag = tags.get(tag_id)
-            if tag is None:
-                raise PayloadError(f"tag id {tag_id} is not in the tag table", index)
-            entry = _entry(tag, values[row], QUALITY_NAMES[quality[row]])
-            if stamps is not None:
-                entry["ts"] = stamps[row]
-            group = groups.get(tag.machine)
-            if group is None:
-                group = groups[tag.machine] = {}
-            group[tag.name] = entry
+        rows = [tags.get(tag_id) for tag_id in ids]
+        if None in rows:
+            unknown = ids[rows.index(None)]
+            raise PayloadError(f"tag id {unknown} is not in the tag table", index)
+        known: list[_Tag] = rows  # type: ignore[assignment]  # no None, checked above
+        names = QUALITY_NAMES
+        machines = {tag.machine for tag in known}
+        groups: dict[int, dict[str, dict[str, Any]]]
+        if len(machines) == 1 and not self._any_codes and batch.ts_ns.shape[0] == 1:
+            # One machine's poll, one timestamp, no coded values: the common case, one pass.
+            groups = {
+                machines.pop(): {
+                    tag.name: {"value": value, "quality": names[q], "unit": tag.unit}
+                    for tag, value, q in zip(known, values, quality, strict=True)
+                }
+            }
+        else:
+            groups = self._grouped(batch, known, values, quality)
         ts = _ms(int(batch.ts_ns[0]))
         return [
             Message(
@@ -276,6 +314,64 @@ class UnsLayout:
             )
             for machine, group in groups.items()
         ]
+
+    def _grouped(
+        self,
+        batch: ReadingBatch,
+        known: list[_Tag],
+        values: list[Plain],
+        quality: list[int],
+    ) -> dict[int, dict[str, dict[str, Any]]]:
+        """A record's entries by machine, with code names and per-reading times if any."""
+        raw = batch.values.tolist()
+        # One timestamp per batch is the common case: then values carry no `ts` of their own.
+        stamps = (batch.ts_ns // 1_000_000).tolist() if batch.ts_ns.shape[0] > 1 else None
+        groups: dict[int, dict[str, dict[str, Any]]] = {}
+        for row, tag in enumerate(known):
+            entry: dict[str, Any] = {
+                "value": values[row],
+                "quality": QUALITY_NAMES[quality[row]],
+                "unit": tag.unit,
+            }
+            if tag.codes is not None:
+                _name(entry, tag.codes, raw[row])
+            if stamps is not None:
+                entry["ts"] = stamps[row]
+            groups.setdefault(tag.machine, {})[tag.name] = entry
+        return groups
+
+    def _shaped(self, ids: npt.NDArray[Any], values: npt.NDArray[np.float64]) -> list[Plain]:
+        """A record's values in their tags' types, as `_entry` gives them one at a time: float64
+        and float32 tags in one C call each (non-finite: None), the others one by one."""
+        uniform = self._uniform
+        if uniform == _AS_IS:  # an id not in the table is refused by the caller
+            return orjson.loads(orjson.dumps(values, option=_JSON_OPTIONS))  # type: ignore[no-any-return]
+        if uniform == _FLOAT32:
+            kinds = np.full(ids.shape[0], _FLOAT32, dtype=np.uint8)
+        else:
+            known = ids < self._kinds.shape[0]
+            kinds = np.full(ids.shape[0], _ONE_BY_ONE, dtype=np.uint8)
+            kinds[known] = self._kinds[ids[known]]
+        f32 = kinds == _FLOAT32
+        if f32.any():
+            with np.errstate(over="ignore", invalid="ignore"):  # too large: inf, sent as null
+                narrow = values[f32].astype(np.float32)
+            finite = np.isfinite(narrow)
+            # The shortest float32 decimals, read back as float64: still one C call each way.
+            shortest = orjson.loads(
+                orjson.dumps(np.where(finite, narrow, np.float32(0)), option=_JSON_OPTIONS)
+            )
+            values = values.copy()
+            values[f32] = np.where(finite, np.asarray(shortest, dtype=np.float64), np.nan)
+        shaped: list[Plain] = orjson.loads(orjson.dumps(values, option=_JSON_OPTIONS))
+        others = np.flatnonzero(kinds == _ONE_BY_ONE) if uniform != _FLOAT32 else ()
+        if len(others):
+            tags = self._tags
+            for row in np.asarray(others).tolist():
+                tag = tags.get(int(ids[row]))
+                if tag is not None and tag.shape is not None:
+                    shaped[row] = tag.shape(float(values[row]))
+        return shaped
 
     @property
     def batch_topic(self) -> str:
@@ -349,6 +445,34 @@ class UnsLayout:
         except orjson.JSONEncodeError as exc:
             raise PayloadError(f"event data cannot be encoded as JSON: {exc}", index) from exc
         return Message(self.event_topic(event.machine, kind), payload, index)
+
+    def _text(self, index: int, record: EventRecord, retain_last: bool) -> list[Message]:
+        """A text tag's string (a `text` event, agent/texts.py) as its tag's value, on its
+        machine's telemetry topic: `"values": {"die_id": {"value": "DIE-42", ...}}`; a good
+        one also retained on the tag's topic with `retain_last`."""
+        event = record.event
+        tag = self._tags.get(int(event.data.get("tag_id", -1)))
+        if tag is None:
+            return [self._event(index, record)]  # a tag this config lost: as the event it is
+        entry: dict[str, Any] = {
+            "value": event.data.get("value"),
+            "quality": str(event.data.get("quality", "bad")),
+            "unit": tag.unit,
+        }
+        if event.data.get("reason"):
+            entry["reason"] = str(event.data["reason"])
+        head = {
+            "agent_id": self.agent_id,
+            "stream": record.stream,
+            "seq": record.seq,
+            "ts": _ms(event.ts_ns),
+            "historical": record.historical,
+        }
+        topic = self._telemetry_topics[tag.machine]
+        out = [Message(topic, orjson.dumps({**head, "values": {tag.name: entry}}), index)]
+        if retain_last and entry["quality"] == "good":
+            out.append(Message(tag.last_topic, orjson.dumps({**head, **entry}), index, True))
+        return out
 
     def _gap(self, index: int, record: GapRecord) -> Message:
         body = {

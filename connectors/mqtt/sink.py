@@ -17,13 +17,14 @@ drops. The SQLite store, not paho's memory, is what keeps unacknowledged records
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import ConnectError, RequestTimeout, SinkRejected
 from agent.sink import Record, SinkContext, TelemetryRecord, TelemetryRecords
+from agent.statistics import SinkStatistics
 from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.connection import MqttConnection, Will
 from connectors.mqtt.payload import Message, PayloadError, UnsLayout
@@ -215,12 +216,15 @@ class MqttSink:
         if waiting.acknowledged == waiting.expected and not waiting.done.done():
             waiting.done.set_result(None)
 
-    def statistics(self) -> Mapping[str, float]:
-        return {
-            "connected": float(self.connection.connected),
-            "in_flight": float(len(self._waiting)),
-            **{key: float(value) for key, value in self._stats.items()},
-        }
+    def statistics(self) -> SinkStatistics:
+        s = self._stats
+        extras = {k: float(v) for k, v in s.items() if k not in ("connects", "records")}
+        return SinkStatistics(
+            connected=self.connection.connected,
+            connects=s["connects"],
+            records=s["records"],
+            extras={"in_flight": float(len(self._waiting)), **extras},
+        )
 
     # -----------------------------------------------------------------------------------------
     # Receiving (the fleet view reads the agents' retained status messages)

@@ -6,6 +6,9 @@
   64-bit integer loses its low bits, as any float64 would), Float, Double, and DateTime as
   seconds since the Unix epoch. Text, byte strings and structures have no float64: they are
   `Unsupported` (the caller reads the tag bad and reports it once).
+- Text tags (`type = "string"`) take `to_text` instead: a String as it is, a LocalizedText's
+  text (its locale dropped), a ByteString in base64 (as OPC UA's JSON encoding writes it),
+  a number or a Boolean as its text.
 - Arrays are flattened only when the tag declares `array_length`: element i goes to row i,
   missing elements read bad. An array where a scalar was expected is `Unsupported`.
 - The reading's time is the source timestamp by default (when the value was sampled at the
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -90,6 +94,24 @@ def flatten(value: object, length: int) -> tuple[npt.NDArray[np.float64], npt.ND
         values[i] = to_float(value[i])
     present[:n] = True
     return values, present
+
+
+def to_text(value: object) -> str:
+    """A text tag's value as its string; `Unsupported` for what has none (null, a structure,
+    an array)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    text = getattr(value, "Text", _NO_TEXT)  # ua.LocalizedText, without importing asyncua
+    if text is not _NO_TEXT and getattr(value, "Locale", _NO_TEXT) is not _NO_TEXT:
+        return "" if text is None else str(text)
+    if isinstance(value, bool | int | float):
+        return str(value)
+    raise Unsupported(f"a {type(value).__name__} value has no text")
+
+
+_NO_TEXT = object()
 
 
 def reading_time_ns(

@@ -21,6 +21,11 @@ none pile up; what cannot be reclaimed dies with the old session (`session_timeo
 the server's StartTime is the one the lost session saw: a restarted server kept nothing of ours,
 and its fresh subscription ids may already be another client's.
 
+Text tags (`type = "string"`) are never in a batch: they are read by polling at their interval
+(in the poll group of that interval, whatever the mode) into `texts` (agent/texts.py): a String,
+a LocalizedText's text, a ByteString in base64 (`convert.to_text`); a bad status is a bad text
+with the status's name as its reason.
+
 Types (see `convert.py`): numeric types, Boolean and DateTime become float64. At connect the
 DataType and ValueRank of every node are read once: a node that does not exist, has a
 non-numeric type (String, ByteString, LocalizedText, ...) or is an array not declared with
@@ -46,8 +51,10 @@ from asyncua.ua.uaerrors import UaError
 from agent.clock import Clock, SystemClock
 from agent.duration import format_duration
 from agent.errors import ConnectError, ConnectorError, one_line
-from agent.model import ReadingBatch
+from agent.model import Quality, ReadingBatch
+from agent.statistics import SourceStatistics
 from agent.tags import TagTable
+from agent.texts import Texts
 from connectors.opcua import session
 from connectors.opcua.config import Mode, OpcUaSourceConfig, element_names
 from connectors.opcua.convert import (
@@ -56,8 +63,10 @@ from connectors.opcua.convert import (
     datetime_ns,
     flatten,
     qualities,
+    quality_of,
     reading_time_ns,
     to_float,
+    to_text,
 )
 from connectors.opcua.nodes import Group, Node, parse_node_id, why_excluded, with_namespace
 from connectors.opcua.notifications import (
@@ -105,7 +114,18 @@ class OpcUaSource(Subscribing):
         offset: list[float] = []
         self._nodes: list[Node] = []
         groups: dict[tuple[Mode, float], list[Node]] = {}
+        # Text tags: read by polling at their interval (whatever the mode), into `texts`.
+        self._text_nodes: dict[str, list[tuple[Node, int]]] = {}
         for tag in config.tags:
+            if tag.type == "string":
+                interval = config.interval_of(tag)
+                groups.setdefault(("poll", interval), [])
+                node_id, uri = parse_node_id(tag.node_id)
+                node = Node(tag, node_id, -1, f"poll {format_duration(interval)}", 0, 0)
+                node.namespace_uri = uri
+                tag_id = tags.id_of(config.machine, tag.name)
+                self._text_nodes.setdefault(node.group, []).append((node, tag_id))
+                continue
             names = element_names(tag)
             mode, interval = config.mode_of(tag), config.interval_of(tag)
             group = f"{mode} {format_duration(interval)}"
@@ -127,11 +147,13 @@ class OpcUaSource(Subscribing):
             name = f"{mode} {format_duration(interval)}"
             rows = np.concatenate(
                 [np.arange(n.first_row, n.first_row + n.rows, dtype=np.int32) for n in nodes]
+                or [np.zeros(0, dtype=np.int32)]  # a group of text tags only
             )
             self._groups[name] = Group(name, mode, interval, nodes, rows)
         self._inboxes = {
             g: Inbox(self) for g, grp in self._groups.items() if grp.mode == "subscribe"
         }
+        self.texts = Texts(t for nodes in self._text_nodes.values() for _, t in nodes)
         # Client handle = index into self._nodes; -1: not a plain scalar (slow path).
         self._handle_row: list[int] = [-1] * len(self._nodes)
 
@@ -156,7 +178,7 @@ class OpcUaSource(Subscribing):
             self._server_run = run
             limits = await session.read_limits(client, config.timeout)
             per_read = limits.nodes_per_read(config.max_nodes_per_read)
-            if any(n.namespace_uri for n in self._nodes):
+            if any(n.namespace_uri for n in self._all_nodes()):
                 self._resolve(await session.read_namespaces(client, config.timeout))
             await self._inspect(client, per_read)
             if self._stale_ids:
@@ -192,7 +214,10 @@ class OpcUaSource(Subscribing):
         for name in groups:
             group = self._groups[name]
             if group.mode == "poll":
-                out.append(await self._read_group(client, group))
+                if group.nodes:
+                    out.append(await self._read_group(client, group))
+                if name in self._text_nodes:
+                    await self._read_texts(client, self._text_nodes[name])
             else:
                 batch = self._drain(name)
                 if batch is not None:
@@ -236,26 +261,27 @@ class OpcUaSource(Subscribing):
         elif not await session.close_session(client, min(self._config.timeout, 2.0), ids):
             self._stale_ids.extend(ids)
 
-    def statistics(self) -> Mapping[str, float]:
+    def statistics(self) -> SourceStatistics:
         s = self._stats
-        out: dict[str, float] = {
-            "polls": s.polls,
-            "requests": s.requests,
+        extras: dict[str, float] = {
             "request_errors": s.request_errors,
             "notifications": s.notifications,
             "publishes": s.publishes,
             "drains": s.drains,
             "subscriptions": s.subscriptions,
             "monitored_items": s.monitored_items,
-            "connects": s.connects,
-            "reconnects": max(s.connects - 1, 0),
             "reclaimed_subscriptions": s.reclaimed,
             "heartbeats": s.heartbeats,
         }
         for kind, count in sorted(s.errors.items()):
-            out[f"errors_{kind}"] = count
-        out.update(s.latency.statistics("latency"))
-        return out
+            extras[f"errors_{kind}"] = count
+        return SourceStatistics(
+            polls=s.polls,
+            requests=s.requests,
+            connects=s.connects,
+            latency=s.latency.snapshot(),
+            extras=extras,
+        )
 
     # -- liveness --------------------------------------------------------------------------
 
@@ -284,7 +310,7 @@ class OpcUaSource(Subscribing):
 
     def _resolve(self, namespaces: Sequence[str]) -> None:
         """Give each `nsu=` node the index its URI has on the server this session."""
-        for node in self._nodes:
+        for node in self._all_nodes():
             uri = node.namespace_uri
             if not uri:
                 continue
@@ -376,6 +402,60 @@ class OpcUaSource(Subscribing):
             quality=quality[rows],
             ts_ns=stamps[rows],
         )
+
+    def _all_nodes(self) -> list[Node]:
+        return [*self._nodes, *(n for nodes in self._text_nodes.values() for n, _ in nodes)]
+
+    async def _read_texts(self, client: Client, nodes: list[tuple[Node, int]]) -> None:
+        """Read text tags' values into `texts` (agent/texts.py): one Read per group."""
+        params = ua.ReadParameters()
+        params.TimestampsToReturn = ua.TimestampsToReturn.Both
+        for node, _ in nodes:
+            item = ua.ReadValueId()
+            item.NodeId = node.node_id
+            item.AttributeId = AttributeIds.Value
+            params.NodesToRead.append(item)
+        self._stats.requests += 1
+        try:
+            async with asyncio.timeout(self._config.timeout):
+                results = await client.uaclient.read(params)
+        except (ConnectionError, OSError) as exc:
+            self._lost(f"read failed: {str(exc) or type(exc).__name__}")
+            raise ConnectError(f"{self.name}: {self._dead}") from None
+        except (TimeoutError, UaError) as exc:
+            self._stats.request_errors += 1
+            self._stats.error("read_timeout" if isinstance(exc, TimeoutError) else "read")
+            why = f"read failed: {one_line(exc) or type(exc).__name__}"
+            for _node, tag_id in nodes:
+                self.texts.put(tag_id, None, Quality.BAD, self._clock.time_ns(), why)
+            if self._dead:
+                raise ConnectError(f"{self.name}: {self._dead}") from None
+            return
+        arrival = self._clock.time_ns()
+        for (node, tag_id), dv in zip(nodes, results, strict=False):
+            self._text(node, tag_id, dv, arrival)
+
+    def _text(self, node: Node, tag_id: int, dv: ua.DataValue, arrival: int) -> None:
+        """One text tag's DataValue into `texts`: bad with the status's name, or its text."""
+        at = reading_time_ns(
+            datetime_ns(dv.SourceTimestamp), datetime_ns(dv.ServerTimestamp), self._timestamp,
+            arrival,
+        )  # fmt: skip
+        status = dv.StatusCode if dv.StatusCode is not None else ua.StatusCode()
+        if node.unresolved:
+            self.texts.put(tag_id, None, Quality.BAD, at, node.unresolved)
+            return
+        if status.value & BAD_STATUS:
+            self.texts.put(tag_id, None, Quality.BAD, at, status.name)
+            return
+        try:
+            text = to_text(dv.Value.Value if dv.Value is not None else None)
+        except Unsupported as exc:
+            self._report(node, "unsupported_type", str(exc))
+            self.texts.put(tag_id, None, Quality.BAD, at, str(exc))
+            return
+        quality = quality_of(status.value)
+        self.texts.put(tag_id, text, quality, at, "" if quality == Quality.GOOD else status.name)
 
     def _fill(
         self,

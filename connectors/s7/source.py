@@ -18,7 +18,7 @@ Failures, each with a reason per tag (agent/reasons.py) that says what to change
   loop reconnects with back-off, so a CPU that never answers costs one timeout per back-off;
 - the CPU in STOP (asked every `state_check`): every tag reads bad, "CPU in STOP".
 STRING tags are not readings (a reading is a float): like Modbus strings they are left out of
-the plan, and `statistics()["string_tags"]` counts them.
+the plan, and `statistics().extras["string_tags"]` counts them.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeou
 from agent.histogram import Histogram
 from agent.model import Quality, ReadingBatch
 from agent.reasons import Reasons
+from agent.statistics import SourceStatistics
 from agent.tags import TagTable
 from connectors.s7.address import Area
 from connectors.s7.codec import ItemFailure, RequestCodec, header_reason
@@ -380,7 +381,7 @@ class S7Source:
                 self.reasons.set(block, reason)
             request.dirty[index] = True
 
-    def statistics(self) -> Mapping[str, float]:
+    def statistics(self) -> SourceStatistics:
         s = self._stats
         bytes_in, bytes_out = self._old_bytes
         if self._link is not None:
@@ -388,29 +389,30 @@ class S7Source:
             bytes_out += self._link.bytes_out
         kept = s.recent[: min(s.latency_count, _LATENCY_SAMPLES)]
         p50, p99 = np.percentile(kept, [50, 99]) if kept.size else (math.nan, math.nan)
-        return {
-            "polls": s.polls,
-            "requests": s.requests,
-            "responses": s.responses,
-            "timeouts": s.timeouts,
+        return SourceStatistics(
+            polls=s.polls,
+            requests=s.requests,
+            responses=s.responses,
+            timeouts=s.timeouts,
             # The CPU answered with an error (the status page and /metrics count these as
             # exceptions, as for Modbus): a refused request or a refused item.
-            "exceptions": s.refused + s.item_errors,
-            "refused": s.refused,
-            "item_errors": s.item_errors,
-            "malformed": s.malformed,
-            "aborted": s.aborted,
-            "bytes_in": bytes_in,
-            "bytes_out": bytes_out,
-            "latency_last_s": s.latency_last,
-            "latency_p50_s": float(p50),
-            "latency_p99_s": float(p99),
-            "connects": s.connects,
-            "reconnects": max(s.connects - 1, 0),
-            "replans": s.replans,
-            "string_tags": self.string_tags,
-            "pdu_size": self._pdu_size,
-            "cpu_stopped": 1.0 if self._state is CpuState.STOP else 0.0,
-            "stopped_polls": s.stopped_polls,
-            **s.latency.statistics("latency"),
-        }
+            exceptions=s.refused + s.item_errors,
+            malformed=s.malformed,
+            aborted=s.aborted,
+            connects=s.connects,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            latency_last_s=s.latency_last,
+            latency_p50_s=float(p50),
+            latency_p99_s=float(p99),
+            latency=s.latency.snapshot(),
+            extras={
+                "refused": s.refused,
+                "item_errors": s.item_errors,
+                "replans": s.replans,
+                "string_tags": self.string_tags,
+                "pdu_size": self._pdu_size,
+                "cpu_stopped": 1.0 if self._state is CpuState.STOP else 0.0,
+                "stopped_polls": s.stopped_polls,
+            },
+        )

@@ -186,6 +186,16 @@ def _set_quality(metric: pb.Payload.Metric, quality: int) -> None:
     metric.properties.values.add(type=pb.Int32, int_value=SPARKPLUG_QUALITY.get(quality, 0))
 
 
+def _text_metric(metric: pb.Payload.Metric, value: str | None, quality: int, ts_ms: int) -> None:
+    """A String metric's value (None: is_null), quality and time."""
+    metric.timestamp = ts_ms
+    if value is None:
+        metric.is_null = True
+    else:
+        metric.string_value = value
+    _set_quality(metric, quality)
+
+
 def _ms(ts_ns: int) -> int:
     return ts_ns // 1_000_000
 
@@ -228,9 +238,8 @@ class NodeSession:
             if (device, meta.name) in seen:  # one machine name reused on two lines, say
                 raise ValueError(f"device {device!r} would have two metrics named {meta.name!r}")
             seen.add((device, meta.name))
+            # A text tag is a String metric: its strings come as `text` events (`_text`).
             datatype = SPARKPLUG_TYPES[types.get(tag_id, "float64")]
-            if datatype == pb.String:
-                datatype = pb.Double  # text is not stored yet: the store holds float64 only
             self._tags[tag_id] = _Tag(tag_id, meta.name, device, datatype)
         self.devices: tuple[str, ...] = tuple(sorted({t.device for t in self._tags.values()}))
         self._event_alias = {kind: NODE_ALIAS_BASE + i for i, kind in enumerate(EventKind)}
@@ -240,6 +249,7 @@ class NodeSession:
         self.bd_seq = next_bd_seq
         self._seq = 0
         self._last: dict[int, tuple[float, int, int]] = {}  # tag id → (value, quality, ts ms)
+        self._last_text: dict[int, tuple[str | None, int, int]] = {}  # the same, text tags
 
     # Numbering ------------------------------------------------------------------------------
 
@@ -301,6 +311,9 @@ class NodeSession:
                 if tag.device != device:
                     continue
                 metric = payload.metrics.add(name=tag.name, alias=tag.alias, datatype=tag.datatype)
+                if tag.datatype == pb.String:
+                    _text_metric(metric, *self._last_text.get(tag.alias, (None, 0, now_ms)))
+                    continue
                 last = self._last.get(tag.alias)
                 if last is None:
                     metric.timestamp = now_ms
@@ -338,6 +351,8 @@ class NodeSession:
             if isinstance(record, TelemetryRecord):
                 for device, payload in self._telemetry(record, index, now_ms, updates):
                     built.append((MessageType.DDATA, device, payload, index))
+            elif (text := self._text(record, now_ms)) is not None:  # a text tag's string
+                built.append((MessageType.DDATA, text[0], text[1], index))
             else:
                 built.append((MessageType.NDATA, None, self._event(record, index, now_ms), index))
         for tag_id, last in updates.items():
@@ -389,6 +404,28 @@ class NodeSession:
             if seen is None or ts_ms >= seen[2]:
                 updates[tag_id] = (value, quality, ts_ms)
         return sorted(payloads.items())
+
+    def _text(self, record: Record, now_ms: int) -> tuple[str, pb.Payload] | None:
+        """A `text` event (agent/texts.py) as a DDATA of its tag's String metric; None for any
+        other record, and for a tag not in the birth (then it goes as the event it is)."""
+        if not isinstance(record, EventRecord) or record.event.kind is not EventKind.TEXT:
+            return None
+        event = record.event
+        tag = self._tags.get(int(event.data.get("tag_id", -1)))
+        if tag is None or tag.datatype != pb.String:
+            return None
+        value = event.data.get("value")
+        quality = int(Quality[str(event.data.get("quality", "bad")).upper()])
+        last = (None if value is None else str(value), quality, _ms(event.ts_ns))
+        previous = self._last_text.get(tag.alias)
+        if previous is None or last[2] >= previous[2]:
+            self._last_text[tag.alias] = last
+        payload = pb.Payload(timestamp=now_ms)
+        metric = payload.metrics.add(alias=tag.alias)
+        _text_metric(metric, *last)
+        if record.historical:
+            metric.is_historical = True
+        return tag.device, payload
 
     def _event(self, record: EventRecord | GapRecord, index: int, now_ms: int) -> pb.Payload:
         if isinstance(record, EventRecord):

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from agent.clock import Clock, SystemClock
@@ -44,6 +44,7 @@ from agent.errors import (
     SinkRejected,
 )
 from agent.sink import Record, SinkContext
+from agent.statistics import SinkStatistics
 from connectors.mqtt.connection import MqttConnection, Will
 from connectors.sparkplug.config import SparkplugSinkConfig
 from connectors.sparkplug.payload import (
@@ -307,10 +308,16 @@ class SparkplugSink:
     def _ncmd_topic(self) -> str:
         return topic(self.config.group_id, MessageType.NCMD, self.config.edge_node_id)
 
-    def statistics(self) -> Mapping[str, float]:
-        return {
-            "connected": float(self.connection.connected and self._born),
-            "host_online": float(self.host_online),
-            "bd_seq": float(self.session.bd_seq),
-            **{key: float(value) for key, value in self._stats.items()},
-        }
+    def statistics(self) -> SinkStatistics:
+        s = self._stats
+        extras = {k: float(v) for k, v in s.items() if k not in ("connects", "records")}
+        return SinkStatistics(
+            connected=self.connection.connected and self._born,
+            connects=s["connects"],
+            records=s["records"],
+            extras={
+                "host_online": float(self.host_online),
+                "bd_seq": float(self.session.bd_seq),
+                **extras,
+            },
+        )

@@ -290,3 +290,23 @@ def test_config_loads_alarms(tmp_path: Path) -> None:
     )
     (alarm,) = load_config(path).alarms
     assert (alarm.condition, alarm.above, alarm.delay) == ("above", 60.0, 5.0)
+
+
+def test_reconfigure_keeps_the_same_rules_and_clears_the_others() -> None:
+    down = AlarmSection(name="down", machine="press1", state="down")
+    state_rule = AlarmRule.of(down, OTHER, CODES_KPI)  # its limit is NaN
+    book = AlarmBook([state_rule, rule(above=60)], start_ns=0)
+    book.on_batch(batch([(1, 3, G)], tag=OTHER))  # down
+    book.on_batch(batch([(1, 61, G)]))
+    assert book.acknowledge("down", "op", 2 * NS) is not None
+    same = AlarmRule.of(down, OTHER, CODES_KPI)
+    events = book.reconfigure([same, rule(above=70)], 3 * NS)  # "hot" changed
+    (cleared,) = events
+    assert cleared.data["alarm"] == "hot" and cleared.data["active"] is False
+    assert cleared.data["cleared_by"] == "config reload" and cleared.data["limit"] == 60
+    assert cleared.data["active_s"] == 2.0
+    (row,) = book.view(3 * NS)
+    assert row["alarm"] == "down" and row["acknowledged"] is True and row["since_ns"] == NS
+    (cleared,) = book.reconfigure([], 4 * NS)  # removed
+    assert cleared.data["alarm"] == "down" and book.view(4 * NS) == []
+    assert book.on_batch(batch([(5, 99, G)])) == []  # nothing watched any more

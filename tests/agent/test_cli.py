@@ -170,7 +170,7 @@ def test_help_shows_flags_without_a_type_and_brackets_as_written() -> None:
             timeout=60,
             env=env,
         ).stdout
-        for args in ([], ["discover"], ["run"], ["read"])
+        for args in ([], ["discover", "opcua"], ["run"], ["read"])
     ]
     assert all("<bool>" not in text for text in helps), helps
     assert "connect as this [[sources]] entry does" in helps[1]

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from agent.errors import ConnectError, SinkRejected
 from agent.forward import Forwarder, ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import GapRecord, Record
+from agent.statistics import SinkStatistics
 from agent.store import Store, StoreWriter, db_path
 from agent.tags import Tag
 from tests.waiting import until
@@ -48,8 +49,8 @@ class ScriptedSink:
     async def close(self) -> None:
         pass
 
-    def statistics(self) -> Mapping[str, float]:
-        return {}
+    def statistics(self) -> SinkStatistics:
+        return SinkStatistics()
 
 
 def fill(tmp_path: Path, batches: int, ts_ns: int | None = None, stored_ago_s: float = 0.0) -> None:
@@ -245,8 +246,8 @@ class GatedSink:
     async def close(self) -> None:
         pass
 
-    def statistics(self) -> Mapping[str, float]:
-        return {}
+    def statistics(self) -> SinkStatistics:
+        return SinkStatistics()
 
 
 @contextlib.asynccontextmanager
@@ -339,6 +340,26 @@ async def test_a_commit_wakes_an_idle_lane_at_once(tmp_path: Path) -> None:
         now = SystemClock().time_ns()
         writer.submit_readings(ReadingBatch.from_columns("plc", [1], [5.0], Quality.GOOD, now))
         await until(lambda: telemetry_seqs(sink) == [1, 2], limit=5.0)
+        # A commit wakes the lane of the stream it wrote to: the events lane for an event.
+        writer.submit_event(Event(EventKind.ALARM, ts_ns=now, machine="m", data={"code": 8}))
+        await until(lambda: [r.seq for r in sink.received if r.stream == "events"] == [1, 2], 5.0)
+
+
+async def test_a_record_goes_to_a_sink_only_once_it_is_committed(tmp_path: Path) -> None:
+    fill(tmp_path, 0)
+    sink = ScriptedSink()
+    # A long flush interval: after a commit, what is submitted waits for the next one.
+    async with forwarding(sink, tmp_path, flush_interval=30) as (_, _, writer):
+        now = SystemClock().time_ns()
+        writer.submit_readings(ReadingBatch.from_columns("plc", [1], [1.0], Quality.GOOD, now))
+        await writer.flush()
+        await until(lambda: telemetry_seqs(sink) == [1])
+        writer.submit_readings(ReadingBatch.from_columns("plc", [1], [2.0], Quality.GOOD, now))
+        await asyncio.sleep(0.2)  # the lanes look many times (idle_wait 0.01 s)
+        assert writer.statistics().pending_batches == 1
+        assert telemetry_seqs(sink) == [1], "sent before its commit"
+        await writer.flush()
+        await until(lambda: telemetry_seqs(sink) == [1, 2])
 
 
 def poll_of(i: int, readings: int = 50, ago_s: float = 0.0) -> ReadingBatch:

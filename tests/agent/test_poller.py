@@ -10,6 +10,7 @@ from agent.clock import FakeClock
 from agent.errors import ConnectError
 from agent.model import Event, Quality, ReadingBatch
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
+from agent.statistics import SourceStatistics
 
 
 class ScriptedSource:
@@ -44,8 +45,8 @@ class ScriptedSource:
     async def close(self) -> None:
         self.closed += 1
 
-    def statistics(self) -> Mapping[str, float]:
-        return {}
+    def statistics(self) -> SourceStatistics:
+        return SourceStatistics()
 
 
 async def run_for(
@@ -178,3 +179,42 @@ async def test_a_flapping_link_backs_off_and_its_changes_are_held_back_and_count
     await asyncio.gather(task, return_exceptions=True)
     assert stats.state == "connected"
     assert events[-1].data["state"] in ("connected", "restored")
+
+
+class BackToBackSource(ScriptedSource):
+    """Polled back to back (`poll_interval = "0s"`); each poll takes 250 ms on the clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.in_poll = 0
+        self.most_in_poll = 0
+
+    def poll_groups(self) -> Mapping[str, float]:
+        return {"0s": 0.0}
+
+    async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
+        self.in_poll += 1
+        self.most_in_poll = max(self.most_in_poll, self.in_poll)
+        try:
+            await self.clock.sleep_until(self.clock.monotonic() + 0.25)
+            return await super().poll(groups)
+        finally:
+            self.in_poll -= 1
+
+
+async def test_back_to_back_polls_follow_each_other_without_overlap() -> None:
+    clock = FakeClock()
+    source = BackToBackSource(clock)
+    task, readings, _, stats = await run_for(source, clock, 10.0)
+    assert source.most_in_poll == 1  # never two polls of one link at once
+    assert source.polls == 40  # 10 s of 250 ms polls, each right after the last
+    source.up = False
+    before = len(readings)
+    await clock.run_until(clock.monotonic() + 10.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    # Down, it does not spin: one bad poll per connect attempt, attempts backed off.
+    bad = readings[before:]
+    assert all(r.quality[0] == Quality.BAD for r in bad)
+    assert 1 <= len(bad) <= source.connect_attempts + 1 < 40
+    assert stats.polls == 40

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from agent.clock import FakeClock
-from agent.scheduler import LATENESS_WINDOW, Schedule, Tick, Ticker
+from agent.scheduler import LATENESS_WINDOW, Schedule, Tick, Ticker, Wakeups
 
 
 async def test_no_drift_over_ten_thousand_ticks() -> None:
@@ -255,7 +255,7 @@ async def test_a_late_wake_up_serves_every_group_already_due() -> None:
     [
         ({}, ValueError),
         ({"": 1.0}, ValueError),
-        ({"a": 0.0}, ValueError),
+        ({"a": -0.0001}, ValueError),
         ({"a": 1.0, "b": -1.0}, ValueError),
         ({"a": "1s"}, TypeError),
     ],
@@ -263,3 +263,100 @@ async def test_a_late_wake_up_serves_every_group_already_due() -> None:
 def test_schedule_validation(groups: dict[str, object], error: type) -> None:
     with pytest.raises(error):
         Schedule(groups, FakeClock())  # type: ignore[arg-type]
+
+
+async def test_a_back_to_back_group_is_due_at_every_wait_and_never_late() -> None:
+    clock = FakeClock(start_monotonic=5.0)
+    schedule = Schedule({"0s": 0.0, "slow": 1.0}, clock)
+    assert schedule.back_to_back
+
+    async def run() -> list[tuple[float, list[str]]]:
+        out = []
+        for _ in range(12):
+            due = await schedule.wait()
+            out.append((round(clock.monotonic() - 5.0, 6), due))
+            clock.advance(0.25)  # each poll takes 250 ms; the next starts when it ended
+        return out
+
+    result = await run()  # never sleeps on the clock: no clock.run needed
+    assert [at for at, _ in result] == [k * 0.25 for k in range(12)]
+    assert [k for k, (_, due) in enumerate(result) if "slow" in due] == [0, 4, 8]
+    assert all(due[0] == "0s" for _, due in result)
+    stats = schedule.statistics()
+    assert list(stats) == ["0s", "slow"]
+    assert (stats["0s"].ticks, stats["0s"].overruns, stats["0s"].lateness_p99) == (12, 0, 0.0)
+    assert schedule.last_ticks()["0s"].index == 11
+
+
+async def test_a_back_to_back_wait_lets_other_tasks_run() -> None:
+    """A poll that never awaits (a link that is down) must not starve the event loop."""
+    schedule = Schedule({"0s": 0.0}, FakeClock())
+    other = asyncio.Event()
+
+    async def spin() -> int:
+        turns = 0
+        while not other.is_set() and turns < 1000:
+            await schedule.wait()
+            turns += 1
+        return turns
+
+    async def set_it() -> None:
+        other.set()
+
+    spinning = asyncio.ensure_future(spin())
+    setter = asyncio.ensure_future(set_it())
+    assert await spinning < 1000  # stopped by the other task, not by its bound
+    await setter
+
+
+async def test_aligned_schedules_of_one_interval_sleep_on_one_timer() -> None:
+    """Links started at different instants tick together on the multiples of the interval."""
+    clock = FakeClock(start_monotonic=100.03)
+    wakeups = Wakeups(clock)
+    first = Schedule({"1s": 1.0}, clock, align=True, wakeups=wakeups)
+    second = Schedule({"1s": 1.0}, clock, align=True, wakeups=wakeups)
+    woken: list[tuple[str, float]] = []
+
+    async def link(name: str, schedule: Schedule, polls: int) -> None:
+        for _ in range(polls):
+            await schedule.wait()
+            woken.append((name, round(clock.monotonic(), 6)))
+
+    async def run() -> None:
+        a = asyncio.ensure_future(link("a", first, 3))
+        await clock.run_until(100.6)  # b starts later, in the same second
+        b = asyncio.ensure_future(link("b", second, 3))
+        await asyncio.sleep(0)
+        assert wakeups.timers == 1  # both sleep until 101.0, on one timer
+        await asyncio.gather(a, b)
+
+    await clock.run(run())
+    assert woken == [
+        ("a", 100.03),  # the first tick of each is served at once
+        ("b", 100.6),
+        ("a", 101.0),
+        ("b", 101.0),
+        ("a", 102.0),
+        ("b", 102.0),
+    ]
+    # The first tick's lateness (up to an interval: when the link started) is not counted.
+    assert first.statistics()["1s"].lateness_max == 0.0
+    assert wakeups.timers == 0
+
+
+async def test_a_cancelled_sleeper_leaves_and_its_timer_goes_with_the_last() -> None:
+    clock = FakeClock()
+    wakeups = Wakeups(clock)
+    sleepers = [asyncio.ensure_future(wakeups.sleep_until(5.0)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert wakeups.timers == 1
+    sleepers[0].cancel()
+    await asyncio.sleep(0)
+    assert wakeups.timers == 1  # the other still sleeps
+    await clock.run_until(5.0)
+    assert sleepers[1].done() and not sleepers[1].cancelled()
+    late = asyncio.ensure_future(wakeups.sleep_until(9.0))
+    await asyncio.sleep(0)
+    late.cancel()
+    await asyncio.sleep(0)
+    assert wakeups.timers == 0

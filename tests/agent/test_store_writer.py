@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from agent.errors import StoreError
 from agent.model import Event, EventKind, ReadingBatch
 from agent.store import Store, StoreWriter, db_path
 from agent.store.bounds import record_bytes, used_bytes
+from tests.waiting import until
 
 NOW = 1_700_000_000_000_000_000
 SECOND = 1_000_000_000
@@ -64,6 +67,55 @@ async def test_pending_rows_trigger_a_commit_without_waiting_for_the_interval(
         await asyncio.sleep(0.01)  # polling a real thread; there is no clock to inject here
     assert writer.statistics().batches_written == 5
     writer.close()
+
+
+async def test_an_idle_writer_commits_at_once_and_gathers_while_busy(
+    store: Store, tmp_path: Path
+) -> None:
+    writer = StoreWriter(tmp_path, flush_interval=30)
+    with writer._cond:  # idle for longer than its interval (a test cannot wait 30 s for that)
+        writer._last_start = -math.inf
+    writer.submit_readings(poll(0))
+    # No commit started within the interval: committed at once, not at the interval's end.
+    await until(lambda: store.stats().streams["telemetry"].last_seq == 1, limit=10)
+    # A commit started less than 30 s ago: these gather for the next one.
+    for i in range(1, 4):
+        writer.submit_readings(poll(i))
+    stats = writer.statistics()
+    assert stats.pending_batches == 3 and stats.last_seq["telemetry"] == 1
+    await writer.flush()
+    stats = writer.statistics()
+    writer.close()
+    assert stats.commits == 2 and polls_in_store(store) == [0, 1, 2, 3]
+
+
+async def test_submitting_wakes_the_writer_once_per_commit_not_per_batch(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = StoreWriter(tmp_path, flush_interval=30, flush_rows=500)
+    writer.submit_readings(poll(0, 10))
+    await writer.flush()  # a commit just started: what follows waits for the next
+    notified: list[int] = []
+    real_notify = threading.Condition.notify
+
+    def counted(cond: threading.Condition, n: int = 1) -> None:
+        notified.append(n)
+        real_notify(cond, n)
+
+    before = writer.statistics().commits
+    monkeypatch.setattr(threading.Condition, "notify", counted)
+    for i in range(1, 101):  # 1000 readings: past flush_rows halfway
+        writer.submit_readings(poll(i, 10))
+    # flush_rows was reached halfway: that commit ends; the rest wait for the interval.
+    await until(lambda: writer.statistics().batches_written >= 51, limit=10)
+    monkeypatch.undo()
+    cycles = writer.statistics().commits - before + 1  # the last one still gathering
+    # Per writer cycle one wake-up for its first batch (records wait) and one when flush_rows
+    # was reached; a notify per batch would be 51 or more.
+    assert len(notified) <= 2 * cycles < 20
+    await writer.flush()
+    writer.close()
+    assert polls_in_store(store) == list(range(101))
 
 
 def test_close_drains_everything_submitted(store: Store, tmp_path: Path) -> None:
@@ -354,8 +406,11 @@ def test_close_gives_up_after_its_timeout_while_the_disk_is_full(
     assert writer.close(timeout=0.5) is False  # bounded: it returns, the thread stops
     assert not writer._thread.is_alive()
     stats = writer.statistics()
-    assert stats.pending_readings == 5000 and stats.store_full  # what was lost, counted
-    assert polls_in_store(store) == []
+    # An idle writer commits the first poll at once (group commit), so one may have fit before
+    # the file was full; every other reading is held and counted as lost.
+    written = polls_in_store(store)
+    assert written == list(range(len(written))) and len(written) <= 1
+    assert stats.pending_readings == 5000 - 100 * len(written) and stats.store_full
 
 
 async def test_a_full_store_holding_records_does_not_spin(store: Store, tmp_path: Path) -> None:
@@ -364,15 +419,11 @@ async def test_a_full_store_holding_records_does_not_spin(store: Store, tmp_path
     blob = "x" * 2000
     for i in range(40):  # ≈ 85 kB of events nobody has acknowledged
         writer.submit_event(Event(EventKind.INSPECTION, NOW + i, "press", {"b": blob}))
-    await writer.flush()
+    await until(lambda: writer.statistics().store_full, limit=10)
     for i in range(5):  # more pending rows than flush_rows: they wait, held back
         writer.submit_readings(poll(i))
-    for _ in range(300):
-        if writer.statistics().store_full:
-            break
-        await asyncio.sleep(0.01)
     before = writer.statistics().commits
     await asyncio.sleep(0.5)
-    # One look per flush interval (0.1 s) while full; a loop that spins makes thousands.
+    # One look per 0.1 s while full; a loop that spins makes thousands.
     assert writer.statistics().commits - before <= 10
     assert writer.close(timeout=0.5) is False

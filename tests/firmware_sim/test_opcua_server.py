@@ -25,7 +25,8 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from firmware_sim.certs import create_certificate
 from firmware_sim.machines import make_machine
-from firmware_sim.opcua_server import OpcUaServerError, SimOpcUaServer, Value, coerce
+from firmware_sim.opcua_nodes import Value, coerce
+from firmware_sim.opcua_server import OpcUaServerError, SimOpcUaServer
 from firmware_sim.profile import opcua_type, profile_from_toml
 from tests.connectors.opcua.sim import PROFILE_TOML, VALUES, TableMachine
 

@@ -151,7 +151,7 @@ async def test_lineside_reads_the_simulator_through_its_starter_config(
                 assert math.isclose(value, expected(truth[name]), abs_tol=abs(scale) / 2 + 1e-6), (
                     name
                 )
-        assert source.statistics()["requests"] == source.plans()["1s"].minimum_requests
+        assert source.statistics().requests == source.plans()["1s"].minimum_requests
 
 
 @pytest.mark.parametrize("mode", ["malformed", "truncated", "drop", "exception"])

@@ -65,9 +65,9 @@ async def test_every_read_answered_with_exception_02(
         assert link.last_good_ns > last_good
     sources = {s["name"]: s for s in state["sources"]}
     source = sources["press1-plc"]
-    read = agent.tags_of_source("press1-plc") - 1  # die_id, a text tag, is not read
+    read = agent.tags_of_source("press1-plc")  # die_id, a text tag, too: read in a request
     assert source["bad_reasons"] == {REASON: read} and source["bad_tags"] == read
-    assert source["problem"] == f"{read} of {read + 1} tags bad: {REASON}"
+    assert source["problem"] == f"{read} of {read} tags bad: {REASON}"
     assert sources["press2-plc"]["problem"] is None
     values = {v["tag"]: v for v in state["values"]}
     assert values["part_count"]["quality"] == "bad" and values["part_count"]["reason"] == REASON
@@ -79,7 +79,7 @@ async def test_every_read_answered_with_exception_02(
     assert not press2
     assert report["agent"]["sources"]["press1-plc"]["bad_reasons"] == {REASON: read}
     assert table.returncode == 0, table.stderr
-    assert f"source press1-plc: connected; {read} of {read + 1} tags bad: {REASON}" in table.stdout
+    assert f"source press1-plc: connected; {read} of {read} tags bad: {REASON}" in table.stdout
     # The log: one line when the reason came, one when it went, not one per poll.
     lines = [r.getMessage() for r in caplog.records if r.name == "lineside.source"]
     came = [line for line in lines if line.startswith("press1-plc") and f"bad: {REASON}" in line]

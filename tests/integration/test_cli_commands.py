@@ -81,9 +81,15 @@ async def test_read_names_state_codes_and_prints_no_float_noise(tmp_path: Path) 
     assert values["die_temp"]["name"] is None
     # Every value is the shortest text of its type: a float32 has at most 9 significant digits.
     for r in values.values():
+        if isinstance(r["value"], str):  # the text tag, die_id
+            continue
         assert r["value"] is None or len(repr(r["value"]).replace(".", "").lstrip("-0")) <= 9, r
     row = next(line for line in table.splitlines() if "/press1/state " in line)
     assert f"{state['name']} ({state['value']})" in row, table
+    # A text tag is read with the rest: its string, good.
+    assert values["die_id"]["value"].startswith("DR-") and values["die_id"]["quality"] == "good"
+    row = next(line for line in table.splitlines() if "/press1/die_id " in line)
+    assert values["die_id"]["value"] in row, table
 
 
 @pytest.mark.slow

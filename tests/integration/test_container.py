@@ -110,7 +110,7 @@ def test_the_wheel_builds_from_the_files_the_build_stage_copies(tmp_path: Path) 
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("lineside-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"agent/cli.py", "agent/service.py", "connectors/mqtt/sink.py"} <= names
+    assert {"agent/cli/app.py", "agent/service.py", "connectors/mqtt/sink.py"} <= names
 
 
 def test_compose_runs_the_image_with_mosquitto_and_the_example_config() -> None:

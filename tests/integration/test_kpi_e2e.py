@@ -243,6 +243,28 @@ async def test_oee_with_a_reboot_and_a_lost_link_agrees_with_the_truth_it_could_
         assert abs(agent_oee - truth) < FAULT_TOLERANCE, report
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.slow
+async def test_frozen_values_of_a_running_press_are_unknown_and_agree_with_the_truth(
+    tmp_path: Path,
+) -> None:
+    # The press runs at 1.5 h (seed 21); its PLC serves the same values for 600 s meanwhile.
+    freeze: Schedule = [(1.5 * H, "press1", {"mode": "freeze"}), (1.5 * H + 600, "press1", None)]
+    rows = await run_against_truth(tmp_path, SHORT_SHIFT, ["2026-11-23/S"], 2.5 * H, freeze)
+    report = [r[4] for r in rows]
+    latest = latest_kpis(stored_events(tmp_path / "data"))
+    press = latest[("machine", "press1", "2026-11-23/S", "classic")]
+    assert "frozen" in press["flags"], report
+    # From the last change before the freeze to the first after it: the 600 s, give or take a
+    # poll (12 to 15 simulated seconds) and the loop that applies the fault (12 s).
+    assert press["components"]["frozen_s"] == pytest.approx(600, abs=40), report
+    assert press["unknown"]["parts"] > 0  # the parts made meanwhile are kept apart
+    for name in ("mill1", "loom1"):
+        assert "frozen" not in latest[("machine", name, "2026-11-23/S", "classic")]["flags"]
+    for _, _, agent_oee, truth, _ in rows:
+        assert abs(agent_oee - truth) < FAULT_TOLERANCE, report
+
+
 @pytest.mark.soak
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from agent.config import Config, load_config
+from agent.kpi.period import select
 from agent.kpi.replay import replay as replay_store
-from agent.kpi.replay import select
 from agent.model import EventKind
 from agent.runtime import Agent
 from agent.store import DB_NAME, Store

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agent.config import load_config
 from agent.model import EventKind
 from agent.store import Store
 from tests.agent.kpi.test_replay import fill_store
@@ -41,7 +42,7 @@ def live_shift_oee(config_path: Path) -> dict[str, Any]:
             d = e.data
             if e.kind is not EventKind.KPI or d["definition"] != "classic":
                 continue
-            who = d["machine"] or d["line"]
+            who = str(d["machine"] or d["line"] or d.get("area") or d.get("site"))
             if d["window"]["name"] == "2026-11-23/A" and d["revision"] >= out.get(who, (-1,))[0]:
                 out[who] = (d["revision"], d["kpis"]["oee"])
     return {k: v for k, (_, v) in out.items()}
@@ -54,10 +55,12 @@ def test_oee_json_gives_both_definitions_as_the_live_engine_computed(config_path
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["no_readings"] == []
-    rows = {(r["machine"] or r["line"]): r for r in data["windows"]}
-    assert sorted(rows) == [
+    rows = {(r["machine"] or r["line"] or r["area"] or r["site"]): r for r in data["windows"]}
+    site = load_config(config_path).plant.site
+    assert sorted(rows) == sorted([
         "grinding/cement-mill-1", "mill1", "press1", "press2", "stamping/body-line-1",
-    ]  # fmt: skip
+        "grinding", "stamping", site,  # the areas and the site
+    ])  # fmt: skip
     live = live_shift_oee(config_path)
     for who, row in rows.items():
         assert row["window"]["name"] == "2026-11-23/A" and row["complete"]
@@ -191,7 +194,9 @@ def test_report_compares_the_shift_with_the_shifts_before(config_path: Path) -> 
     [days] = [t for t in trends if "<title>OEE by shift</title>" in t]
     # shift A of the same date is the one before with figures; the night saw nothing ("—",
     # no point); the days before have no readings
-    points = dict(re.findall(r'data-series="([^"]+)" data-value="([^"]+)"', days))
+    # the points, not the dashed target lines (the starter config sets targets)
+    shown = r'class="(?:point|outlier)"[^>]*data-series="([^"]+)" data-value="([^"]+)"'
+    points = dict(re.findall(shown, days))
     live = live_shift_oee(config_path)
     assert float(points["press1"]) == pytest.approx(live["press1"], abs=1e-9)
     assert float(points["line stamping/body-line-1"]) == pytest.approx(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.integration.test_status_page import (
     chromium,
     chromium_or_skip,
     evaluate,
+    keep_small,
     wait_for,
 )
 from tests.waiting import until
@@ -58,9 +60,20 @@ SPARKS = (
     " Array.from(s.querySelectorAll('path, circle'))"
     ".some(e => e.getBoundingClientRect().width > 0)])"
 )
+# Per machine of the OEE panel: its OEE as shown, whether it is drawn as on target, its
+# target's text, its good units against the plan, whether on plan, and the OEE's font size.
+TARGETS = (
+    "Array.from(document.querySelectorAll('#oee [data-oee-of]')).map(e => [e.dataset.oeeOf,"
+    " e.textContent, e.classList.contains('ok'), e.nextSibling.textContent,"
+    " document.querySelector(`#oee [data-plan-of=${e.dataset.oeeOf}]`).textContent,"
+    " document.querySelector(`#oee [data-plan-of=${e.dataset.oeeOf}]`).classList.contains('ok'),"
+    " parseFloat(getComputedStyle(e).fontSize)])"
+)
+OEE_PANEL = "section.split > div:nth-child(2)"  # the OEE panel with its heading and Pareto
 # Everything drawn must fit the viewport's width: nothing cut off on a phone.
 OVERFLOW = (
-    "Array.from(document.querySelectorAll('#oee [data-kpi], .andon-row, #alarms'))"
+    "Array.from(document.querySelectorAll("
+    "'#oee [data-kpi], #oee .oee-vs, #oee .oee-plan, .andon-row, #alarms'))"
     ".filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5)"
     ".map(e => `${e.tagName} ${e.id || e.dataset.kpi || e.dataset.machine || ''}`)"
 )
@@ -84,12 +97,23 @@ async def page(tools: DevTools, url: str, width: int, height: int, mobile: bool)
     return session
 
 
-async def screenshot(tools: DevTools, session: str, name: str) -> None:
+async def screenshot(tools: DevTools, session: str, name: str, selector: str = "") -> None:
+    """The viewport, or only the element `selector` picks (scrolled to, below the fold)."""
     folder = os.environ.get("LINESIDE_SCREENSHOTS")
     if not folder:
         return
-    image = await tools.call("Page.captureScreenshot", session, format="png")
-    await asyncio.to_thread((Path(folder) / name).write_bytes, base64.b64decode(image["data"]))
+    clip = {}
+    if selector:
+        box = await evaluate(
+            tools,
+            session,
+            f"(() => {{ const r = document.querySelector({selector!r}).getBoundingClientRect();"
+            " return {x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height,"
+            " scale: 1}; })()",
+        )
+        clip = {"clip": box, "captureBeyondViewport": True}
+    image = await tools.call("Page.captureScreenshot", session, format="png", **clip)
+    await asyncio.to_thread(keep_small, base64.b64decode(image["data"]), Path(folder) / name)
 
 
 def errors_of(tools: DevTools) -> list[dict[str, Any]]:
@@ -104,11 +128,14 @@ def errors_of(tools: DevTools) -> list[dict[str, Any]]:
 async def test_operator_view_in_chromium(tmp_path: Path) -> None:
     binary = chromium_or_skip()
     async with (
-        running_agent(tmp_path, more=ALARMS, poll_interval="200ms") as run,
+        # the plant at its real speed, so OEE and the plan read as on a real shift
+        running_agent(tmp_path, more=ALARMS, poll_interval="200ms", speed=1.0) as run,
         chromium(binary, tmp_path / "profile") as tools,
     ):
         session = await page(tools, run.url, 1920, 1080, mobile=False)
         andon = await wait_for(tools, session, f"{ANDON}.length === 2 && {ANDON}")
+        # The OEE panel: each machine's OEE against its target, good units against the plan.
+        targets = await wait_for(tools, session, f"{TARGETS}.length === 2 && {TARGETS}")
         await wait_for(tools, session, f"{ALARM_ROWS}.length === 1")
         # Trends: the sparklines come from /api/trend (the store), drawn as SVG paths.
         sparks = await wait_for(
@@ -157,6 +184,8 @@ async def test_operator_view_in_chromium(tmp_path: Path) -> None:
             tools, session, f"{ALARM_ROWS}[0] && {ALARM_ROWS}[0][1] === 'acknowledged'"
         )
 
+        await screenshot(tools, session, "status-page-oee-1080p.png", OEE_PANEL)
+
         phone = await page(tools, run.url, 400, 800, mobile=True)
         await wait_for(tools, phone, f"{ANDON}.length === 2")
         await wait_for(
@@ -165,7 +194,9 @@ async def test_operator_view_in_chromium(tmp_path: Path) -> None:
             "Array.from(document.querySelectorAll('#oee [data-kpi=oee]')).length > 0",
         )
         overflow = await evaluate(tools, phone, OVERFLOW)
+        phone_targets = await wait_for(tools, phone, f"{TARGETS}.length === 2 && {TARGETS}")
         await screenshot(tools, phone, "status-page-phone.png")
+        await screenshot(tools, phone, "status-page-oee-phone.png", OEE_PANEL)
 
         # The stream goes away: the page must stop saying "live".
         await run.web.close()
@@ -186,6 +217,19 @@ async def test_operator_view_in_chromium(tmp_path: Path) -> None:
         s.split(":")[0] in ("running", "idle", "down", "setup", "planned stop", "unknown")
         for _, s, _ in andon
     ), andon
+    for name, shown, on_target, target, plan, on_plan, size in targets:
+        kpi = run.agent.config.machines_by_name[name].kpi
+        assert kpi is not None and kpi.target_oee == 0.85 and kpi.target_output == 9000
+        assert shown.endswith("%") and "target 85.0%" in target, (shown, target)
+        assert on_target == (float(shown[:-1]) >= 85.0), (shown, on_target)
+        counts = re.fullmatch(r"([\d,]+) goodplan so far ([\d,]+) · shift 9,000", plan)
+        assert counts is not None, plan
+        good_n, plan_n = (int(n.replace(",", "")) for n in counts.groups())
+        assert 0 < plan_n < 9000  # the shift so far: pro rata
+        if abs(good_n - plan_n) > 1:  # whole numbers on the page, the class from the exact ones
+            assert on_plan == (good_n > plan_n), plan
+        assert size >= 32  # readable at 3 m: the OEE at 2.2rem
+    assert all(r[6] >= 32 for r in phone_targets)
     assert len({tag for tag, _, _ in sparks}) == len(sparks)
     assert dict(trend).keys() == {"die_temp", "strokes_per_min"}
     assert all(points > 0 for _, points in trend), trend

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import fcntl
+import io
 import json
 import os
 import sys
@@ -145,6 +146,15 @@ async def chromium(binary: str, profile: Path) -> AsyncIterator[DevTools]:
         tools.task.cancel()
 
 
+def keep_small(png: bytes, path: Path) -> None:
+    """A screenshot for the docs in 256 colours (a third of the size; a page has few colours)."""
+    from PIL import Image  # with scikit-image (dev); only when screenshots are kept
+
+    with Image.open(io.BytesIO(png)) as shot:
+        small = shot.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
 async def evaluate(tools: DevTools, session: str, expression: str) -> Any:
     result = await tools.call(
         "Runtime.evaluate", session, expression=expression, returnByValue=True
@@ -271,7 +281,7 @@ async def test_page_shows_live_values_and_oee_in_chromium(tmp_path: Path) -> Non
             image = await tools.call(
                 "Page.captureScreenshot", session, format="png", captureBeyondViewport=True
             )
-            await asyncio.to_thread(Path(shot).write_bytes, base64.b64decode(image["data"]))
+            await asyncio.to_thread(keep_small, base64.b64decode(image["data"]), Path(shot))
         await asyncio.sleep(0.3)  # let late console messages arrive
         thumbnails = await evaluate(tools, session, THUMBNAILS)
         errors = [

@@ -178,8 +178,8 @@ async def test_folder_replay_gives_one_verdict_event_per_image(tmp_path: Path) -
     assert bad["latency_ms"] > 0
     assert all(e.machine == "press1" and e.ts_ns == clock.time_ns() for e in events)
     stats = inspector.statistics()
-    assert (stats["inspected"], stats["ok"], stats["not_ok"], stats["frame_errors"]) == (3, 2, 1, 1)
-    assert "p3.jpg: truncated JPEG" in stats["last_error"]
+    assert (stats.inspected, stats.ok, stats.not_ok, stats.frame_errors) == (3, 2, 1, 1)
+    assert "p3.jpg: truncated JPEG" in str(stats.last_error)
     assert inspector.latest == events[-1].data
 
 
@@ -196,11 +196,11 @@ async def test_queue_drops_and_counts_when_the_model_is_slow(tmp_path: Path) -> 
             clock.advance(0.01)
             await until(lambda: clock.sleepers() == 1)
         stats = inspector.statistics()
-    assert stats["triggers"] == 101
-    assert stats["dropped"] >= 50, stats
-    assert stats["frames"] + stats["dropped"] == stats["triggers"]
-    assert stats["inspected"] <= stats["frames"] <= stats["inspected"] + 3
-    assert len(events) == stats["inspected"]
+    assert stats.triggers == 101
+    assert stats.dropped >= 50, stats
+    assert stats.frames + stats.dropped == stats.triggers
+    assert stats.inspected <= stats.frames <= stats.inspected + 3
+    assert len(events) == stats.inspected
 
 
 async def test_tag_trigger_fires_on_the_edge_after_the_delay() -> None:
@@ -504,9 +504,9 @@ async def test_decode_runs_while_the_model_is_busy(tmp_path: Path) -> None:
     await asyncio.wait_for(inspector.run(), 60)
     stats = inspector.statistics()
     assert [e.data["source"] for e in events] == [f"f{i}" for i in range(1, count + 1)]
-    assert stats["frames"] == stats["inspected"] == count and stats["dropped"] == 0
+    assert stats.frames == stats.inspected == count and stats.dropped == 0
     # The first decode has nothing to overlap; nearly every later one should.
-    assert count // 2 <= stats["overlapped"] <= count - 1, stats
+    assert count // 2 <= stats.overlapped <= count - 1, stats
 
 
 async def test_a_serial_pipeline_would_show_no_overlap(tmp_path: Path) -> None:
@@ -605,5 +605,5 @@ async def test_inference_errors_are_counted_and_the_replay_goes_on(tmp_path: Pat
     await asyncio.wait_for(inspector.run(), 10)
     stats = inspector.statistics()
     assert events == []
-    assert (stats["frames"], stats["inference_errors"], stats["inspected"]) == (3, 3, 0), stats
-    assert "p2.jpg: inference failed: expected a detect output" in stats["last_error"]
+    assert (stats.frames, stats.inference_errors, stats.inspected) == (3, 3, 0), stats
+    assert "p2.jpg: inference failed: expected a detect output" in str(stats.last_error)

@@ -343,6 +343,7 @@ function drawOee(oee, chosen) {
     title.append(el("b", row.name), el("span", ` ${row.scope}`, "muted"));
     // data-quality flags (e.g. performance_above_100: the ideal rate is set too low)
     if (row.flags && row.flags.length) title.append(el("div", row.flags.join(", "), "flags"));
+    title.append(...targets(row));
     box.append(title);
     const kpis = [["A", "availability", "bar-a"], ["P", "performance", "bar-p"],
       ["Q", "quality", "bar-q"], ["OEE", "oee", "bar-oee"]];
@@ -356,6 +357,10 @@ function drawOee(oee, chosen) {
         const w = Math.max(0, Math.min(1, v)) * span;
         chart.append(svg("rect", { x: labelW, y, width: w, height: barH, class: cls }));
       }
+      if (key === "oee" && row.target_oee) {  // the target as a mark across the OEE bar
+        const tx = labelW + Math.min(1, row.target_oee) * span;
+        chart.append(svg("line", { x1: tx, x2: tx, y1: y - 2, y2: y + barH + 2, class: "target-mark" }));
+      }
       chart.append(svg("text", { x: width - valueW + 6, y: y + barH - 3, "data-kpi": key,
         "data-name": row.name }, pct(v)));
     });
@@ -365,6 +370,39 @@ function drawOee(oee, chosen) {
   const withPareto = oee.rows.filter((r) => r.pareto.length);
   const pick = withPareto.find((r) => r.scope === "machine" && r.name === chosen) || withPareto[0];
   drawPareto(pick);
+}
+
+// A machine's targets: its OEE, big, green at or above `target_oee` and red below, and its
+// good units against the plan of the shift so far (`target_output` pro rata), with a bar.
+function targets(row) {
+  if (row.scope !== "machine" || (!row.target_oee && !row.plan_shift)) return [];
+  const out = [];
+  const mark = (ok) => (ok === null || ok === undefined ? "" : ok ? " ok" : " behind");
+  if (row.target_oee) {
+    const head = el("div", null, "oee-vs");
+    const big = el("span", pct(row.oee), `oee-big${mark(row.on_target)}`);
+    big.dataset.oeeOf = row.name;
+    const gap = row.oee_vs_target_pp;
+    const versus = gap === null || gap === undefined ? "" : ` · ${gap > 0 ? "+" : ""}${gap.toFixed(1)} pp`;
+    head.append(big, el("span", ` target ${pct(row.target_oee)}${versus}`, "oee-target"));
+    out.push(head);
+  }
+  if (row.plan_shift) {
+    const line = el("div", null, `oee-plan${mark(row.on_plan)}`);
+    line.dataset.planOf = row.name;
+    const good = row.good === null || row.good === undefined ? dash : num(Math.floor(row.good));
+    const plan = row.plan === null || row.plan === undefined ? dash : num(Math.round(row.plan));
+    line.append(el("span", `${good} good`, "oee-good"));
+    const bar = el("div", null, "plan-bar");
+    const done = el("span");
+    done.style.width = `${Math.min(100, (100 * (row.good || 0)) / row.plan_shift).toFixed(1)}%`;
+    const planned = el("i");  // where the plan stands now
+    planned.style.left = `${Math.min(100, (100 * (row.plan || 0)) / row.plan_shift).toFixed(1)}%`;
+    bar.append(done, planned);
+    line.append(bar, el("div", `plan so far ${plan} · shift ${num(row.plan_shift)}`, "oee-of"));
+    out.push(line);
+  }
+  return out;
 }
 
 function drawPareto(row) {

@@ -40,8 +40,18 @@ end = "22:00"
 """
 
 
+# The hand-made readings here are sparse (a running state once in half an hour, nothing else
+# moving): frozen values (docs/kpi.md) are tested on their own, in test_frozen.py.
+NOT_FROZEN = 'frozen_after = "24h"'
+
+
 def machine(
-    name: str, line: str = "line-1", counter: str = "uint32", extra: str = "", gap: str = "3m"
+    name: str,
+    line: str = "line-1",
+    counter: str = "uint32",
+    extra: str = "",
+    gap: str = "3m",
+    frozen: str = NOT_FROZEN,
 ) -> str:
     return f"""
 [[machines]]
@@ -57,6 +67,7 @@ total = "total"
 reject = "reject"
 ideal_cycle_time = "1s"
 max_gap = "{gap}"
+{frozen}
 {extra}
 [[sources]]
 name = "{name}-plc"
@@ -174,7 +185,8 @@ def test_a_day_gives_exact_components_and_classic_oee(tmp_path: Path) -> None:
     [h08] = kpis(feed.events, "hour", f"{DAY}T08", definition="classic", scope="machine")
     assert parts(h08).down_s == 47 * 60 and parts(h08).failures == 1
     # Every hour of the shift closed once; the day is still open.
-    assert len(kpis(feed.events, "hour", f"{DAY}T13", definition="classic")) == 2  # +line
+    # + the line, the area and the site
+    assert len(kpis(feed.events, "hour", f"{DAY}T13", definition="classic")) == 4
     assert kpis(feed.events, "day", DAY) == []
 
 
@@ -279,6 +291,23 @@ def test_late_data_reemits_the_window_with_a_new_revision(tmp_path: Path) -> Non
     feed.send(at("14:00"), state=1, reason=0, total=3600 * 8, reject=0)
     [a] = kpis(feed.events, "shift", f"{DAY}/A", definition="classic", scope="machine")
     assert parts(a).down_s == 600 and a["revision"] == 0
+
+
+def test_the_tick_emits_the_revisions_of_the_late_data_it_folds_in(tmp_path: Path) -> None:
+    # The runtime only ticks (and the tick flushes): the revised windows must come out of it.
+    engine, config = make(tmp_path, machine("press1", gap="1h"))
+    feed = Feed(engine, config, "press1")
+    feed.send(at("06:00"), state=1, reason=0, total=0, reject=0)
+    feed.send(at("07:00"), state=1, reason=0, total=3600, reject=0)
+    assert feed.send(at("06:20"), state=3, reason=102) == []
+    revised = kpis(engine.tick(at("07:00")), "hour", f"{DAY}T06", definition="classic")
+    assert [(r["scope"], r["revision"]) for r in revised] == [
+        ("machine", 1), ("line", 1), ("area", 1), ("site", 1)]  # fmt: skip
+    assert parts(revised[0]).down_s == 2400
+    # An outage flushes too.
+    assert feed.send(at("06:40"), state=1, reason=0) == []
+    revised = kpis(engine.outage(at("07:00")), "hour", f"{DAY}T06", scope="machine")
+    assert [r["revision"] for r in revised] == [2, 2]
 
 
 def test_late_data_older_than_the_retained_day_is_dropped(tmp_path: Path) -> None:
@@ -498,17 +527,19 @@ def test_revisions_go_on_from_the_stored_ones(tmp_path: Path) -> None:
     assert {e.data["revision"] for e in feed.events} == {0}
     engine.adopt_revisions(
         {
-            ("press1", "stamping/line-1", "hour", f"{DAY}T06"): 4,
-            (None, "stamping/line-1", "hour", f"{DAY}T06"): 2,
-            ("press1", "stamping/line-1", "hour", f"{DAY}T05"): 9,
+            ("machine", "press1", "hour", f"{DAY}T06"): 4,
+            ("line", "stamping/line-1", "hour", f"{DAY}T06"): 2,
+            ("area", "stamping", "hour", f"{DAY}T06"): 7,
+            ("machine", "press1", "hour", f"{DAY}T05"): 9,
         }
     )
     feed.send(at("06:30"), state=3, reason=101)  # late: the hour is revised
     feed.events += engine.flush()
     revised = kpis(feed.events, "hour", f"{DAY}T06", definition="classic")
-    assert [(d["scope"], d["revision"]) for d in revised[-2:]] == [("machine", 5), ("line", 3)]
+    assert [(d["scope"], d["revision"]) for d in revised[-4:]] == [
+        ("machine", 5), ("line", 3), ("area", 8), ("site", 1)]  # fmt: skip
     # A lower stored revision changes nothing.
-    engine.adopt_revisions({("press1", "stamping/line-1", "hour", f"{DAY}T06"): 1})
+    engine.adopt_revisions({("machine", "press1", "hour", f"{DAY}T06"): 1})
     feed.send(at("06:40"), state=1)
     feed.events += engine.flush()
     assert kpis(feed.events, "hour", f"{DAY}T06", scope="machine")[-1]["revision"] == 6

@@ -246,14 +246,15 @@ def test_addition_sums_every_field() -> None:
         down_by_reason={"jam": 10.0, "y": 20.0},
     )  # fmt: skip
     added = ("good_ideal_s", "reject_ideal_s", "rework_ideal_s", "unknown_count",
-             "unknown_ideal_s", "overtime_s", "overtime_count", "implausible")  # fmt: skip
+             "unknown_ideal_s", "overtime_s", "overtime_count", "implausible",
+             "frozen_s")  # fmt: skip
     for i, name in enumerate(added):
         setattr(a, name, 16 + i)
         setattr(b, name, 100)
     s = a + b
     assert s.units is True and (a + dataclasses.replace(b, units=False)).units is False
     for f in dataclasses.fields(Components):
-        if f.name not in ("has_energy", "down_by_reason", "units"):
+        if f.name not in ("has_energy", "down_by_reason", "units", "products"):
             assert getattr(s, f.name) == getattr(a, f.name) + 100, f.name
     assert s.has_energy is True
     assert s.down_by_reason == {"jam": 11.0, "x": 2.0, "y": 20.0}

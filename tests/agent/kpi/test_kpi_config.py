@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
+from agent.kpi.config import product_code
 from tests.agent.test_config import problems
 
 HEAD = 'config_version = 1\n[agent]\nid = "edge-1"\n[plant]\nsite = "suzhou"\n'
@@ -88,6 +89,21 @@ target_output = 9000
     assert kpi.max_gap == 300.0
     assert (kpi.target_oee, kpi.target_output) == (0.85, 9000)
     assert kpi.product_label(7) == "Bracket A" and kpi.product_label(8) == "product 8"
+
+
+def test_a_text_product_tag_keys_products_by_their_strings(tmp_path: Path) -> None:
+    # The product tag may be a text tag: its string is the product, `products` and
+    # `product_names` are keyed by the strings (no integer codes asked for).
+    text = KPI.replace('ideal_cycle_time = "2.5s"', "ideal_rate = 24") + (
+        'product = "die"\nproducts = { "DR-DOOR-LH" = 30.0 }\n'
+        'product_names = { "DR-HOOD-01" = "Hood die" }\n'
+    )
+    kpi = load_config(write(tmp_path, text)).machines[0].kpi
+    assert kpi is not None
+    door, hood, roof = (product_code(d) for d in ("DR-DOOR-LH", "DR-HOOD-01", "DR-ROOF-02"))
+    assert kpi.cycle_time_s(door) == 2.0 and kpi.cycle_time_s(roof) == 2.5  # the default
+    assert kpi.product_label(hood) == "Hood die" and kpi.product_label(roof) == "DR-ROOF-02"
+    assert product_code("DR-ROOF-02") == roof  # the same code each time, in every process
 
 
 def test_rates_per_hour_and_second(tmp_path: Path) -> None:
@@ -208,8 +224,8 @@ BAD = [
     ),
     (
         "text-tag",
-        KPI + 'product = "die"\n',
-        [f"{W}.product: tag 'die' is a string: KPI inputs must be numeric"],
+        KPI + 'reason = "die"\n',  # a text product is allowed (a string names it), not this
+        [f"{W}.reason: tag 'die' is a string: KPI inputs must be numeric"],
     ),
     (
         "gap-below-heartbeat",

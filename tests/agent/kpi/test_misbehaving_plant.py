@@ -19,7 +19,8 @@ from agent.kpi.calendar import planned_intervals, windows
 from agent.kpi.counters import counter_step, plausible_limit
 from agent.kpi.engine import KpiEngine
 from agent.kpi.formulas import Components
-from agent.kpi.replay import replay, select
+from agent.kpi.period import select
+from agent.kpi.replay import replay
 from agent.kpi.report import hour_label
 from agent.kpi.resume import resume
 from agent.kpi.view import json_row, time_row

@@ -19,15 +19,8 @@ import pytest
 from agent.config import Config, load_config
 from agent.errors import StoreError
 from agent.kpi.engine import KpiEngine
-from agent.kpi.replay import (
-    KpiWindow,
-    Selection,
-    SelectionError,
-    hours_of,
-    lead_ns,
-    replay,
-    select,
-)
+from agent.kpi.period import Selection, hours_of, select
+from agent.kpi.replay import KpiWindow, lead_ns, replay
 from agent.runtime import Agent
 from agent.store import Store
 from firmware_sim.clock import ScaledClock
@@ -134,6 +127,7 @@ def test_replayed_shift_and_hours_equal_what_the_live_engine_stored(filled: Conf
     got = {(w.kind, w.name, w.label) for w in result.windows}
     names = ["2026-11-23/A", "2026-11-23T06", "2026-11-23T07"]
     who = ["press1", "press2", "mill1", "stamping/body-line-1", "grinding/cement-mill-1"]
+    who += ["stamping", "grinding", config.plant.site]  # the areas and the site
     kinds = {"2026-11-23/A": "shift", "2026-11-23T06": "hour", "2026-11-23T07": "hour"}
     assert got == {(kinds[n], n, w) for n in names for w in who}
     assert result.missing == []
@@ -222,62 +216,6 @@ def test_no_store_is_a_store_error(filled: Config, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no store here"):
         replay(config, select(config, "2026-11-23", None, NOW), NOW)
     assert not (tmp_path / "none").exists(), "reading must not create a store"
-
-
-# -- selecting windows ----------------------------------------------------------------------------
-
-
-def test_select_a_date_gives_its_shifts_including_the_night_one(filled: Config) -> None:
-    sel = select(filled, "2026-11-23", None, NOW)
-    assert [w.name for w in sel.windows] == ["2026-11-23/A", "2026-11-23/N"]
-    night = sel.windows[1]
-    assert (night.end_ns - night.start_ns) // S == 4 * 3600  # into the next day
-    assert [w.name for w in select(filled, "2026-11-23", "day", NOW).windows] == ["2026-11-23"]
-    hours = select(filled, "2026-11-23/A", "hour", NOW).windows
-    assert [w.name for w in hours] == ["2026-11-23T06", "2026-11-23T07"]
-
-
-def test_select_today_and_yesterday_follow_the_plant_clock(filled: Config) -> None:
-    # 2026-11-27 01:00 in Shanghai is still 2026-11-26 in UTC: the plant's date counts.
-    at = int(datetime(2026, 11, 27, 1, 0, tzinfo=ZONE).timestamp()) * S
-    assert [w.name for w in select(filled, "today", "day", at).windows] == ["2026-11-27"]
-    assert [w.name for w in select(filled, "yesterday", "day", at).windows] == ["2026-11-26"]
-    # The night shift of the 26th is running at 01:00 on the 27th.
-    assert [w.name for w in select(filled, "current", None, at).windows] == ["2026-11-26/N"]
-
-
-@pytest.mark.parametrize(
-    ("shift", "kind", "message"),
-    [
-        ("2026-11-24", None, r"no shift on 2026-11-24 \(Tuesday\) \(a day off\)"),
-        ("2026-11-22", None, r"no shift on 2026-11-22 \(Sunday\)"),
-        ("2026-11-23/C", None, r"no shift 'C' on 2026-11-23 .*the shifts: A, N"),
-        ("23.11.2026", None, "expected today, yesterday, current, a date"),
-        ("2026-02-30", None, "expected today"),
-    ],
-)
-def test_select_refuses_periods_that_do_not_exist(
-    filled: Config, shift: str, kind: Any, message: str
-) -> None:
-    with pytest.raises(SelectionError, match=message):
-        select(filled, shift, kind, NOW)
-
-
-def test_select_current_outside_shifts_is_the_day_unless_a_shift_is_asked(filled: Config) -> None:
-    at = int(datetime(2026, 11, 25, 12, 0, tzinfo=ZONE).timestamp()) * S  # between A and N
-    assert [w.name for w in select(filled, "current", None, at).windows] == ["2026-11-25"]
-    with pytest.raises(SelectionError, match="no shift is running now"):
-        select(filled, "current", "shift", at)
-
-
-def test_without_shifts_windows_are_days_and_hours(filled: Config) -> None:
-    bare = filled.model_copy(update={"calendar": None})
-    assert [w.name for w in select(bare, "2026-11-23", None, NOW).windows] == ["2026-11-23"]
-    assert len(select(bare, "2026-11-23", "hour", NOW).windows) == 24
-    with pytest.raises(SelectionError, match="no shifts"):
-        select(bare, "2026-11-23", "shift", NOW)
-    with pytest.raises(SelectionError, match="no shifts"):
-        select(bare, "2026-11-23/A", None, NOW)
 
 
 def test_kpi_window_label_is_the_machine_or_the_line() -> None:

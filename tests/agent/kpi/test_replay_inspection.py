@@ -20,7 +20,8 @@ import pytest
 
 from agent.config import Config
 from agent.kpi.engine import KpiEngine
-from agent.kpi.replay import replay, select
+from agent.kpi.period import select
+from agent.kpi.replay import replay
 from agent.kpi.resume import resume
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.store import DB_NAME, StoreWriter

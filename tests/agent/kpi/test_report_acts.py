@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.kpi.formulas import Components
-from agent.kpi.replay import previous, select
+from agent.kpi.period import previous, select
 from agent.kpi.report import (
     Extras,
     Target,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.kpi.timeline import Timeline, per_product, stop_counts
+from agent.model import Event, EventKind
 from tests.agent.kpi.test_engine import DAY, MIN, Feed, at, kpis, machine, make, parts
 
 PRODUCT_TAG = '  { name = "die", address = "hr:6", type = "uint16" },\n]'
@@ -72,3 +73,55 @@ def test_a_recompute_replaces_what_was_traced(tmp_path: Path) -> None:
     assert (down, running) == (c.down_s, c.running_s) == (600, 3000)
     counted = sum(x.amount for x in timeline.counts_between("press1", start, start + 60 * MIN))
     assert counted == c.total == 3000  # not counted twice by the recompute
+
+
+TEXT_PRODUCT_TAG = '  { name = "die", address = "hr:6", type = "string", length = 10 },\n]'
+
+
+def test_a_text_product_tag_keys_the_products_by_their_strings(tmp_path: Path) -> None:
+    # The press's die_id: a string. Each die is a product, named by its string; `products`
+    # gives ideal rates by string (DR-DOOR-LH at 30 a minute: 2 s a part, the default 1 s).
+    extra = 'product = "die"\nideal_rate = 60\nproducts = { "DR-DOOR-LH" = 30.0 }'
+    text = machine("press1", extra=extra).replace('ideal_cycle_time = "1s"\n', "")
+    engine, config = make(tmp_path, text.replace("\n]\n", f"\n{TEXT_PRODUCT_TAG}\n", 1))
+    timeline = Timeline()
+    engine.trace = timeline
+    feed = Feed(engine, config, "press1")
+
+    def die(t: int, value: str | None) -> None:
+        quality = "good" if value is not None else "bad"
+        data = {
+            "tag_id": feed.ids["die"],
+            "tag": "s/stamping/line-1/press1/die",
+            "source": "press1-plc",
+            "value": value,
+            "quality": quality,
+            "reason": "",
+        }
+        feed.events += engine.on_event(Event(EventKind.TEXT, t, "press1", data))
+
+    total = 0
+    for minute in range(6 * 60, 14 * 60 + 1):
+        t = at("00:00") + minute * MIN
+        if minute == 6 * 60:
+            die(t, "DR-HOOD-01")
+        if minute == 8 * 60:
+            die(t, "DR-DOOR-LH")  # a die change at 08:00, stored once as it happened
+        feed.send(t, state=1, reason=0, total=total, reject=0)
+        total += 60
+    [shift] = kpis(feed.events, "shift", f"{DAY}/A", definition="classic", scope="machine")
+    start, end = shift["window"]["start_ns"], shift["window"]["end_ns"]
+    rows = per_product(
+        timeline.between("press1", start, end), timeline.counts_between("press1", start, end),
+        ("total",),
+    )  # fmt: skip
+    kpi = config.machines[0].kpi
+    assert kpi is not None
+    names = {kpi.product_label(code): row for code, row in rows.items()}
+    assert set(names) == {"DR-HOOD-01", "DR-DOOR-LH"}
+    # The count the 08:00 reading brings is the new die's: its string came first.
+    assert names["DR-HOOD-01"]["total"] == 119 * 60
+    assert sum(r["total"] or 0.0 for r in rows.values()) == pytest.approx(parts(shift).total)
+    # The die's own ideal rate: DR-DOOR-LH at 60 a minute runs at twice its 30 a minute.
+    assert names["DR-DOOR-LH"]["performance"] == pytest.approx(2.0)
+    assert names["DR-HOOD-01"]["performance"] == pytest.approx(119 / 120)  # its default rate

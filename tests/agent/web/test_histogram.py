@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from agent.histogram import LATENCY_BUCKETS_S, Histogram, HistogramSnapshot, from_statistics
+from agent.histogram import LATENCY_BUCKETS_S, Histogram, HistogramSnapshot
+from agent.statistics import SourceStatistics
 
 
 @pytest.mark.parametrize(
@@ -62,18 +63,15 @@ def test_bad_bounds_are_refused(bounds: tuple[float, ...]) -> None:
         Histogram(bounds)
 
 
-def test_statistics_round_trip() -> None:
+def test_a_source_histogram_is_flattened_only_for_the_status_file() -> None:
     h = Histogram()
     h.observe_many([0.0001, 0.003, 0.003, 7.0])
-    stats: dict[str, float] = {"requests": 4.0, **h.statistics("latency")}
-    assert stats["latency_count"] == 4
-    back = from_statistics(stats, "latency")
-    assert back == HistogramSnapshot(LATENCY_BUCKETS_S, tuple(h.counts), h.sum)
-
-
-def test_statistics_without_or_with_other_buckets_give_none() -> None:
-    assert from_statistics({"requests": 3.0}, "latency") is None
-    other = Histogram((0.1, 1.0)).statistics("latency")
-    assert from_statistics(other, "latency") is None  # fewer buckets than the default
-    assert from_statistics(other, "latency", (0.1, 1.0)) is not None
-    assert from_statistics(Histogram().statistics("latency"), "latency", (0.1, 1.0)) is None
+    stats = SourceStatistics(requests=4, latency=h.snapshot())
+    figures = stats.figures()
+    assert figures["latency_count"] == 4
+    assert figures["latency_sum_s"] == h.sum
+    buckets = [figures[f"latency_bucket_{i}"] for i in range(len(LATENCY_BUCKETS_S) + 1)]
+    assert buckets == h.counts
+    assert f"latency_bucket_{len(LATENCY_BUCKETS_S) + 1}" not in figures
+    assert stats.latency == HistogramSnapshot(LATENCY_BUCKETS_S, tuple(h.counts), h.sum)
+    assert not any(k.startswith("latency_") and "bucket" in k for k in SourceStatistics().figures())

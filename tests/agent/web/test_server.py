@@ -66,9 +66,10 @@ async def test_state_has_sources_store_values_and_rates(tmp_path: Path) -> None:
     values = {v["tag"]: v for v in state["values"]}
     assert values["part_count"]["quality"] == "good"
     assert isinstance(values["part_count"]["value"], int)  # a counter, not 123.0
-    assert values["die_id"]["quality"] == "not read"  # text tags are not acquired yet
-    assert values["die_id"]["value"] is None
-    assert values["die_id"]["reason"] == "text tag: strings are not read or stored yet"
+    # A text tag: its string, read beside the numbers (agent/texts.py).
+    assert values["die_id"]["quality"] == "good", values["die_id"]
+    assert values["die_id"]["value"].startswith("DR-")  # the press's die, e.g. DR-HOOD-01
+    assert values["die_id"]["reason"] is None
     assert unknown["machine"] == "press1"
     has_kpi = callable(getattr(run.agent, "kpi_snapshot", None))
     assert state["oee"]["available"] is (has_kpi and bool(state["oee"]["rows"]))
@@ -308,3 +309,24 @@ async def test_a_taken_port_is_named(tmp_path: Path) -> None:
         "choose another with the [web] port key"
     )
     assert agent.web is None
+
+
+async def test_a_tag_removed_by_a_reload_leaves_the_page(tmp_path: Path) -> None:
+    tonnage = '  { name = "tonnage", address = "hr:12", type = "float32", unit = "t", '
+    async with running_agent(tmp_path) as run:
+        builder = run.web.state
+
+        async def tags(machine: str) -> list[str]:
+            return [v["tag"] for v in (await builder.state(machine, max_age=0))["values"]]
+
+        before = await tags("press1")
+        path = tmp_path / "lineside.toml"
+        text = path.read_text(encoding="utf-8")
+        start = text.index(tonnage)  # press1's
+        path.write_text(text[:start] + text[text.index("\n", start) + 1 :], encoding="utf-8")
+        assert await run.agent.reload() is True
+        after = await tags("press1")
+        other = await tags("press2")
+    assert "tonnage" in before and "tonnage" not in after
+    assert sorted(after) == sorted(t for t in before if t != "tonnage")
+    assert "tonnage" in other  # press2 keeps its own

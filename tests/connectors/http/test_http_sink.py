@@ -116,8 +116,10 @@ async def test_body_and_headers_exact(
         "ts": "2024-05-01T08:00:00.000Z",
     }
     stats = sink.statistics()
-    assert stats["requests"] == 1 and stats["records"] == 3 and stats["last_status"] == 200
-    assert stats["bytes_sent"] == len(request.body)
+    assert (
+        stats.extras["requests"] == 1 and stats.records == 3 and stats.extras["last_status"] == 200
+    )
+    assert stats.extras["bytes_sent"] == len(request.body)
 
 
 async def test_basic_auth_from_a_password_file(
@@ -181,7 +183,7 @@ async def test_server_errors_are_retryable_and_say_the_status(
         assert type(caught.value) is ConnectorError
         assert f"HTTP {status}" in str(caught.value)
     await sink.send(records(1, 2))  # the MES is back: the same batch goes through
-    assert mes.totals().records == 2 and sink.statistics()["server_errors"] == 2
+    assert mes.totals().records == 2 and sink.statistics().extras["server_errors"] == 2
 
 
 async def test_error_message_quotes_the_answer(mes: MesServer, make_sink: MakeSink) -> None:
@@ -257,7 +259,7 @@ async def test_reset_is_a_connect_error(mes: MesServer, make_sink: MakeSink) -> 
     with pytest.raises(ConnectError, match="connection failed"):
         await sink.send(records(1, 2))
     assert mes.totals().records == 0
-    assert sink.statistics()["connect_errors"] == 1
+    assert sink.statistics().extras["connect_errors"] == 1
 
 
 async def test_close_without_answer_is_a_connect_error(mes: MesServer, make_sink: MakeSink) -> None:
@@ -315,7 +317,7 @@ async def test_a_retried_batch_that_grew_goes_again_as_it_was(
     assert rest.json()["seq"] == [13, 14, 15]
     totals = mes.totals()
     assert (totals.batches, totals.records) == (2, 6)
-    assert sink.statistics()["resent"] == 1
+    assert sink.statistics().extras["resent"] == 1
 
     # answered (here: accepted), the batch is forgotten: 10-15 again is one new batch
     await sink.send(records(10, 6))
@@ -331,7 +333,7 @@ async def test_retry_after_travels_on_the_error(mes: MesServer, make_sink: MakeS
     with pytest.raises(ConnectorError) as caught:
         await sink.send(records(1, 1))
     assert caught.value.retry_after is None  # none given: the forwarder's own back-off
-    assert sink.statistics()["retry_after"] == 1
+    assert sink.statistics().extras["retry_after"] == 1
 
 
 @pytest.mark.parametrize(
@@ -482,7 +484,7 @@ async def test_throughput_10k_records_in_batches_of_500(
             f"{elapsed:.3f} s, {10_000 / elapsed:,.0f} records/s "
             f"({10_000 * TAGS_PER_RECORD / elapsed:,.0f} readings/s); "
             f"body building alone {build / elapsed:.0%} of it; "
-            f"{sink.statistics()['bytes_sent'] / 20 / 1024:.0f} KiB per POST"
+            f"{sink.statistics().extras['bytes_sent'] / 20 / 1024:.0f} KiB per POST"
         )
 
 

@@ -249,7 +249,7 @@ async def test_a_server_that_closes_mid_frame_reads_bad() -> None:
     finally:
         await source.close()
         server.close()
-    assert source.statistics()["responses"] == 0
+    assert source.statistics().responses == 0
 
 
 async def test_a_late_3e_answer_is_never_taken_for_the_next_request(plant: Plant) -> None:
@@ -352,9 +352,9 @@ async def test_statistics_count_requests_answers_bytes_and_latency(plant: Plant)
     finally:
         await source.close()
     stats = source.statistics()
-    assert (stats["polls"], stats["requests"], stats["responses"]) == (3, 3, 3)
-    assert stats["timeouts"] == stats["exceptions"] == stats["malformed"] == 0
-    assert stats["bytes_out"] > 0 and stats["bytes_in"] > 0
-    assert 0 < stats["latency_p50_s"] <= stats["latency_p99_s"]
-    assert stats["latency_count"] == 3
-    assert stats["string_tags"] == 0
+    assert (stats.polls, stats.requests, stats.responses) == (3, 3, 3)
+    assert stats.timeouts == stats.exceptions == stats.malformed == 0
+    assert stats.bytes_out > 0 and stats.bytes_in > 0
+    assert 0 < stats.latency_p50_s <= stats.latency_p99_s
+    assert stats.latency is not None and stats.latency.count == 3
+    assert stats.extras["string_tags"] == 0

@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.model import Quality
+from agent.texts import NOT_ASCII, decode_text
 from connectors.modbus.address import Table
 from connectors.modbus.codec import RequestDecoder, plan_decoders, register_permutation
 from connectors.modbus.planner import PlanTag, ReadRequest, plan_unit, tag_width
@@ -225,26 +227,33 @@ def test_a_request_mixing_types_and_orders() -> None:
         1234 * 0.1,
         0.25,
     ]
-    assert decoder.decode_strings(payload) == {6: "LN-1"}
+    assert decoder.decode_strings(payload) == {6: b"LN-1"}
 
 
 @pytest.mark.parametrize(
-    ("length", "data", "expected"),
+    ("length", "order", "data", "expected"),
     [
-        (4, b"AB12", "AB12"),
-        (5, b"AB-42\0", "AB-42"),
-        (6, b"XY\0\0\0\0", "XY"),
-        (3, b"ABCD", "ABC"),  # the fourth byte is past the string's length
-        (4, b"OK\0Z", "OK"),  # ends at the first NUL
-        (2, b"\xb0C", "°C"),  # latin-1
-        (2, b"\0\0", ""),
+        (4, "ABCD", b"AB12", ("AB12", Quality.GOOD, "")),
+        (5, "ABCD", b"AB-42\0", ("AB-42", Quality.GOOD, "")),
+        (6, "ABCD", b"XY\0\0\0\0", ("XY", Quality.GOOD, "")),
+        (3, "ABCD", b"ABCD", ("ABC", Quality.GOOD, "")),  # the fourth byte is past the length
+        (4, "ABCD", b"OK\0Z", ("OK", Quality.GOOD, "")),  # ends at the first NUL
+        (6, "ABCD", b"DIE   ", ("DIE", Quality.GOOD, "")),  # space padding dropped
+        (4, "ABCD", b"DIE-", ("DIE-", Quality.GOOD, "")),  # no terminator: the whole length
+        (2, "ABCD", b"\0\0", ("", Quality.GOOD, "")),
+        (4, "BADC", b"ID-E", ("DIE-", Quality.GOOD, "")),  # the low byte of each register first
+        (3, "DCBA", b"ID\0E", ("DIE", Quality.GOOD, "")),
+        (4, "CDAB", b"DIE-", ("DIE-", Quality.GOOD, "")),  # a word order: the bytes stay
+        # Not ASCII: replaced, nothing dropped, and the reading says so.
+        (4, "ABCD", b"\xb0C\xff1", ("\ufffdC\ufffd1", Quality.UNCERTAIN, NOT_ASCII)),
     ],
 )
-def test_strings(length: int, data: bytes, expected: str) -> None:
-    decoder = RequestDecoder(one_request(tag(9, 40, "string", length=length)))
+def test_strings(length: int, order: str, data: bytes, expected: tuple[str, Quality, str]) -> None:
+    decoder = RequestDecoder(one_request(tag(9, 40, "string", length=length, order=order)))
     assert decoder.tag_ids.tolist() == []
+    assert decoder.has_strings
     assert decoder.decode(data).tolist() == []
-    assert decoder.decode_strings(data) == {9: expected}
+    assert decode_text(decoder.decode_strings(data)[9]) == expected
 
 
 def test_many_float32_in_one_response() -> None:

@@ -12,7 +12,8 @@ import pytest
 from agent.config import load_config
 from agent.errors import ConnectError
 from connectors.modbus.address import Table
-from connectors.modbus.discover import (
+from connectors.modbus.discover import discover, parse_target, parse_units, scan_table
+from connectors.modbus.findings import (
     DROPPED,
     ILLEGAL_ADDRESS,
     ILLEGAL_FUNCTION,
@@ -23,11 +24,7 @@ from connectors.modbus.discover import (
     TableScan,
     UnitProbe,
     UnitScan,
-    discover,
     format_units,
-    parse_target,
-    parse_units,
-    scan_table,
     tag_rows,
     tags_path,
     write_tags,

@@ -181,10 +181,12 @@ async def test_every_unit_on_the_bus_reads_its_models_values(tmp_path: Path, pla
     for machine in plant.machines:
         _assert_truth(config, plant, got, machine)
     stats = source.statistics()
-    assert stats["requests"] == stats["responses"] > 5
-    assert stats["timeouts"] == stats["malformed"] == stats["isolated_units"] == 0
-    assert stats["string_tags"] == 5  # die_id, cement_grade, article x2... as the profiles say
-    assert stats["bytes_out"] == 8 * stats["requests"]
+    assert stats.requests == stats.responses > 5
+    assert stats.timeouts == stats.malformed == stats.extras["isolated_units"] == 0
+    assert (
+        stats.extras["string_tags"] == 5
+    )  # die_id, cement_grade, article x2... as the profiles say
+    assert stats.bytes_out == 8 * stats.requests
     await source.close()
 
 
@@ -221,9 +223,9 @@ async def test_a_dead_unit_is_isolated_and_costs_one_timeout_per_backoff(
     # before t=7: three timeouts in six seconds instead of twelve.
     assert expected_requests == [1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3]
     stats = source.statistics()
-    assert stats["timeouts"] == 3 and stats["isolations"] == 3
-    assert stats["isolated_units"] == 1
-    assert stats["skipped_requests"] > 0
+    assert stats.timeouts == 3 and stats.extras["isolations"] == 3
+    assert stats.extras["isolated_units"] == 1
+    assert stats.extras["skipped_requests"] > 0
     # Its tags read bad for the timeout that isolated it, the others' are good.
     press2 = {t.id for t in tags if t.machine == "press2"}
     why = source.reasons.by_tag()
@@ -235,7 +237,7 @@ async def test_a_dead_unit_is_isolated_and_costs_one_timeout_per_backoff(
     clock.advance(4.0)
     got = _by_machine(tags, await poll_once())
     _assert_truth(config, plant, got, "press2")
-    assert source.statistics()["isolated_units"] == 0
+    assert source.statistics().extras["isolated_units"] == 0
     clock.advance(0.1)
     assert _good(_by_machine(tags, await poll_once()), "press2")
     assert source.reasons.summary() == {}
@@ -259,9 +261,9 @@ async def test_a_garbling_unit_is_isolated_and_the_link_stays(
     for machine in ("press1", "press2", "loom1", "loom2"):
         _assert_truth(config, plant, got, machine)
     stats = source.statistics()
-    assert stats["malformed"] == 1 and stats["isolated_units"] == 1
+    assert stats.malformed == 1 and stats.extras["isolated_units"] == 1
     got = _by_machine(tags, await source.poll(["1s"]))  # skipped, no request
-    assert _bad(got, "mill1") and source.statistics()["malformed"] == 1
+    assert _bad(got, "mill1") and source.statistics().malformed == 1
     faults.clear()
     clock.advance(1.0)
     got = _by_machine(tags, await source.poll(["1s"]))
@@ -278,8 +280,8 @@ async def test_exception_is_bad_but_not_isolated(tmp_path: Path, plant: Plant) -
         assert _bad(got, "loom1") and _good(got, "loom2")
     stats = source.statistics()
     planned = len(next(u for u in source.unit_groups("1s") if u.machine == "loom1").reads)
-    assert stats["exceptions"] == 2 * planned  # it answers, so it is asked every poll
-    assert stats["isolated_units"] == 0
+    assert stats.exceptions == 2 * planned  # it answers, so it is asked every poll
+    assert stats.extras["isolated_units"] == 0
 
 
 @pytest.mark.parametrize("mode", ["slow", "truncated"])
@@ -297,7 +299,7 @@ async def test_slow_and_truncated_are_timeouts(tmp_path: Path, plant: Plant, mod
     for machine in ("press2", "mill1", "loom1", "loom2"):
         _assert_truth(config, plant, got, machine)
     stats = source.statistics()
-    assert stats["timeouts"] == 1 and stats["isolated_units"] == 1
+    assert stats.timeouts == 1 and stats.extras["isolated_units"] == 1
 
 
 async def test_late_answer_is_flushed_before_the_next_request(plant: Plant) -> None:

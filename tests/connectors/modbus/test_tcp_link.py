@@ -142,7 +142,7 @@ async def test_a_silent_unit_does_not_stall_its_neighbour(tmp_path: Path, gatewa
     assert healthy >= 0.8 * polls, f"{healthy} good polls of press2 in {polls}"
     assert seen.good_polls(unit_tags(config, "press1")) == 0
     stats = link.source.statistics()
-    assert stats["isolations"] >= 1 and stats["skipped_requests"] > 0
+    assert stats.extras["isolations"] >= 1 and stats.extras["skipped_requests"] > 0
     assert set(link.source.reasons.summary()) == {"timeout after 200ms"}
 
 
@@ -169,5 +169,5 @@ async def test_a_flapping_plc_backs_off_and_its_events_are_counted(
     assert any(e.data.get("repeats", 0) >= 1 for e in link.events), [e.data for e in events]
     assert any("since the last report" in line for line in lines), lines
     stats = link.source.statistics()
-    assert stats["malformed"] <= 6 and stats["isolations"] >= 2
+    assert stats.malformed <= 6 and stats.extras["isolations"] >= 2
     assert set(link.source.reasons.summary()) <= {"malformed answer"} | {link.stats.last_error}

@@ -130,9 +130,9 @@ async def test_telemetry_events_and_gaps_arrive_on_their_topics(
     ]
     await sink.send(records)
     stats = sink.statistics()
-    assert stats["acknowledged"] == 3
-    assert stats["records"] == 3
-    assert stats["in_flight"] == 0
+    assert stats.extras["acknowledged"] == 3
+    assert stats.records == 3
+    assert stats.extras["in_flight"] == 0
     await sink.close()
     head = {"agent_id": "edge-7", "historical": False}
     assert reader.wait_for(3) == [
@@ -165,12 +165,12 @@ async def test_send_waits_for_every_puback_and_fails_when_the_broker_dies(
     sending = asyncio.create_task(sink.send(records))
     done, _ = await asyncio.wait({sending}, timeout=0.5)
     assert not done, "send returned without a PUBACK"
-    assert sink.statistics()["in_flight"] == 50
+    assert sink.statistics().extras["in_flight"] == 50
     broker.stop()
     with pytest.raises(ConnectError, match="connection lost"):
         await sending
     stats = sink.statistics()
-    assert (stats["acknowledged"], stats["records"], stats["connected"]) == (0, 0, 0)
+    assert (stats.extras["acknowledged"], stats.records, stats.connected) == (0, 0, 0)
     # Back on the same port: a new connection sends the same records again.
     broker.start()
     reader = subscribe(subscribers, broker)
@@ -178,6 +178,20 @@ async def test_send_waits_for_every_puback_and_fails_when_the_broker_dies(
     await sink.send(records)
     await sink.close()
     assert [payload["seq"] for _, payload, _ in reader.wait_for(50)] == list(range(1, 51))
+
+
+async def test_publishes_leave_without_waiting_for_nagle(mosquitto: BrokerFactory) -> None:
+    # With Nagle's algorithm a PUBLISH written while an earlier segment waits for its TCP ack
+    # is held back, up to the broker's delayed ack (40 ms on Linux): live data would age.
+    broker = mosquitto()
+    sink = MqttSink(sink_config(broker), CONTEXT)
+    await sink.connect()
+    try:
+        sock = sink.connection.socket()
+        assert sock is not None
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        await sink.close()
 
 
 async def test_no_puback_in_time_is_a_request_timeout(mosquitto: BrokerFactory) -> None:
@@ -188,7 +202,7 @@ async def test_no_puback_in_time_is_a_request_timeout(mosquitto: BrokerFactory) 
     try:
         with pytest.raises(RequestTimeout, match=r"2 of 2 messages not acknowledged within 0\.3 s"):
             await sink.send([telemetry(1, [1]), telemetry(2, [3])])
-        assert sink.statistics()["in_flight"] == 0
+        assert sink.statistics().extras["in_flight"] == 0
     finally:
         broker.resume()
         await sink.close()
@@ -229,7 +243,7 @@ async def test_a_server_certificate_from_another_ca_fails_closed(
         match=r"mqtts://127\.0\.0\.1:\d+: TLS certificate verify failed: \w",
     ):
         await sink.connect()
-    assert sink.statistics()["connected"] == 0
+    assert sink.statistics().connected == 0
     # The plaintext port is not TLS: the handshake fails, with a message saying so.
     plain = MqttSink(sink_config(broker, tls={"ca": str(broker.ca)}), CONTEXT, ack_timeout=2)
     with pytest.raises(ConnectError, match=r"TLS handshake failed: .* a TLS listener"):
@@ -296,8 +310,8 @@ async def test_an_acl_denied_topic_is_rejected_with_its_index(
     ) as caught:
         await sink.send(records)
     assert caught.value.index == 1  # the first refused record; the forwarder resends the rest
-    assert sink.statistics()["refused"] == 2
-    assert sink.statistics()["records"] == 1
+    assert sink.statistics().extras["refused"] == 2
+    assert sink.statistics().records == 1
     await sink.close()
     assert [p["seq"] for _, p, _ in reader.wait_for(2)] == [1, 3]
 
@@ -327,7 +341,7 @@ async def test_qos_0_counts_written_messages_as_sent(mosquitto: BrokerFactory) -
     sink = MqttSink(sink_config(broker, qos=0), CONTEXT)
     await sink.connect()
     await sink.send([telemetry(seq, [1]) for seq in range(1, 11)])
-    assert sink.statistics()["acknowledged"] == 10
+    assert sink.statistics().extras["acknowledged"] == 10
     await sink.close()
 
 
@@ -343,8 +357,8 @@ async def test_send_10k_records_throughput(mosquitto: BrokerFactory) -> None:
         await sink.send(records)
         elapsed = time.perf_counter() - started
         await sink.close()
-        assert sink.statistics()["acknowledged"] == messages
-        assert sink.statistics()["records"] == 10_000
+        assert sink.statistics().extras["acknowledged"] == messages
+        assert sink.statistics().records == 10_000
         print(
             f"\nMQTT sink, QoS 1, 10 000 records of 2 tags, batch = {mode}: "
             f"{10_000 / elapsed:,.0f} records/s"
@@ -533,7 +547,7 @@ async def test_an_acl_denied_batch_topic_refuses_the_whole_batch(
     ) as caught:
         await sink.send([telemetry(1, [1]), telemetry(2, [3])])
     assert caught.value.index is None  # every record of the send was refused
-    assert sink.statistics()["records"] == 0
+    assert sink.statistics().records == 0
     await sink.close()
 
 
@@ -554,4 +568,4 @@ async def test_two_sends_at_once_arrive_in_call_order(
         list(range(1, 201)),
         list(range(201, 211)),
     ]
-    assert sink.statistics()["records"] == 210
+    assert sink.statistics().records == 210

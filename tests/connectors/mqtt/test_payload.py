@@ -17,6 +17,7 @@ from agent.codenames import CodeNames
 from agent.model import DataType, Event, EventKind, Quality, ReadingBatch
 from agent.sink import EventRecord, GapRecord, Record, TelemetryRecord
 from agent.tags import Tag
+from agent.values import plain
 from connectors.mqtt.payload import (
     QUALITY_NAMES,
     Message,
@@ -547,3 +548,67 @@ def test_binary_tags_take_the_narrowest_width_that_holds_every_index(
 def test_binary_tags_refuse_more_tags_than_32_bits_count() -> None:
     with pytest.raises(ValueError, match="do not fit"):
         binary_tags(np.zeros(1, dtype=np.int64), (1 << 32) + 1)
+
+
+# -- live messages: values shaped a whole record at a time, as `agent/values.py` one by one --
+
+EDGES = [0.0, -0.0, 806.864013671875, 0.1, 1e-45, 1.17e-38, 3.4028234663852886e38, 1e39,
+         16777217.0, -123456.789, math.nan, math.inf, -math.inf, 2.5]  # fmt: skip
+
+
+def wire(value: object) -> Any:
+    """`value` as a message carries it (JSON: a non-finite float is null)."""
+    return orjson.loads(orjson.dumps(value))
+
+
+@pytest.mark.parametrize("kind", ["float32", "float64", "int16", "bool"])
+def test_live_values_are_shaped_as_one_value_at_a_time(kind: str) -> None:
+    tags = {
+        i + 1: replace(Tag.from_path(f"p/a/l/m/t{i}"), id=i + 1, type=kind)  # type: ignore[arg-type]
+        for i in range(len(EDGES))
+    }
+    values = EDGES if kind.startswith("float") else [float(i % 3) for i in range(len(EDGES))]
+    record = TelemetryRecord(1, batch(list(tags), values, [0] * len(values)))
+    [message] = UnsLayout("uns", "edge-7", tags).messages([record])
+    sent = orjson.loads(message.payload)["values"]
+    with np.errstate(over="ignore"):  # 1e39 is no float32: inf, sent as null
+        expected = {tags[i + 1].name: wire(plain(v, tags[i + 1])) for i, v in enumerate(values)}
+    assert {name: entry["value"] for name, entry in sent.items()} == expected
+
+
+def test_a_record_of_mixed_types_machines_and_times_is_shaped_tag_by_tag() -> None:
+    tags = {
+        1: replace(Tag.from_path("p/a/l/m1/f32"), id=1, type="float32"),
+        2: replace(Tag.from_path("p/a/l/m1/f64"), id=2),
+        3: replace(Tag.from_path("p/a/l/m2/count"), id=3, type="int16", scale=0.1),
+        4: replace(Tag.from_path("p/a/l/m2/state"), id=4, type="int16"),
+    }
+    names = CodeNames({"p/a/l/m2/state": {6: "Execute"}})
+    ts = [T0, T0 + 1_000_000, T0 + 2_000_000, T0 + 3_000_000]
+    record = TelemetryRecord(3, batch([1, 2, 3, 4], [806.864013671875, 0.1, 23.700000000000003, 6],
+                                      [0, 1, 0, 2], ts))  # fmt: skip
+    out = decoded(UnsLayout("uns", "e", tags, names=names).messages([record]))
+    assert [(topic, body["values"]) for topic, body, _, _ in out] == [
+        ("uns/p/a/l/m1/telemetry",
+         {"f32": {"value": 806.864, "quality": "good", "unit": "", "ts": T0_MS},
+          "f64": {"value": 0.1, "quality": "uncertain", "unit": "", "ts": T0_MS + 1}}),
+        ("uns/p/a/l/m2/telemetry",
+         {"count": {"value": 23.7, "quality": "good", "unit": "", "ts": T0_MS + 2},
+          "state": {"value": 6, "quality": "bad", "unit": "", "ts": T0_MS + 3,
+                    "name": "Execute"}}),
+    ]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(width=32), min_size=1, max_size=20))
+def test_float32_values_go_as_their_shortest_decimal(values: list[float]) -> None:
+    tags = {
+        i + 1: replace(Tag.from_path(f"p/a/l/m/t{i}"), id=i + 1, type="float32")
+        for i in range(len(values))
+    }
+    record = TelemetryRecord(1, batch(list(tags), values, [0] * len(values)))
+    [message] = UnsLayout("uns", "e", tags).messages([record])
+    sent = orjson.loads(message.payload)["values"]
+    assert [sent[tags[i + 1].name]["value"] for i in range(len(values))] == [
+        wire(plain(v, tags[i + 1])) for i, v in enumerate(values)
+    ]

@@ -16,7 +16,8 @@ from agent.tags import Tag, TagTable
 from connectors.opcua import certs
 from connectors.opcua.config import OpcUaSourceConfig
 from connectors.opcua.source import OpcUaSource
-from firmware_sim.opcua_server import SimOpcUaServer, Value
+from firmware_sim.opcua_nodes import Value
+from firmware_sim.opcua_server import SimOpcUaServer
 from firmware_sim.profile import Profile, profile_from_toml
 
 # One tag of every type a profile can serve; a test that needs more appends its own [[tags]].

@@ -70,7 +70,7 @@ async def test_a_quiet_subscribed_tag_is_repeated_at_the_heartbeat(server: SimOp
     stamps = [t for _, _, t in repeated]
     # Each repeat is stamped when it was vouched for, at least a heartbeat after the one before.
     assert all(b - a >= 300_000_000 for a, b in itertools.pairwise(stamps))
-    assert beating.statistics()["heartbeats"] == len(repeated) - 1
+    assert beating.statistics().extras["heartbeats"] == len(repeated) - 1
     assert len(rows_of(got["silent"], tag_id)) == 1  # the value itself never changed
 
 
@@ -92,7 +92,7 @@ async def test_the_agent_stores_a_quiet_subscribed_tag_at_its_heartbeat(
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:
-        await until(lambda: source.statistics().get("heartbeats", 0) >= 2, limit=15)
+        await until(lambda: source.statistics().extras.get("heartbeats", 0) >= 2, limit=15)
     finally:
         stop.set()
         await task

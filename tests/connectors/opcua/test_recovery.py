@@ -194,7 +194,7 @@ async def test_five_network_cuts_leave_no_subscriptions_behind() -> None:
                 # the one live subscription (+ at most the one just lost, before reclaim).
                 assert server.subscription_count <= 2
             await until(lambda: server.subscription_count == 1, limit=5)
-            assert source.statistics()["reclaimed_subscriptions"] >= 4
+            assert source.statistics().extras["reclaimed_subscriptions"] >= 4
     finally:
         await relay.stop()
         await server.stop()
@@ -385,7 +385,7 @@ async def test_a_killed_server_process_reads_bad_and_a_new_one_gets_every_subscr
                 for link, subscriptions in zip(links, [2, 1, 0], strict=True):
                     stats = link.source.statistics()
                     assert link.stats.connects == 2 and link.stats.disconnects == 1
-                    assert stats["subscriptions"] == 2 * subscriptions, link.source.name
+                    assert stats.extras["subscriptions"] == 2 * subscriptions, link.source.name
 
 
 async def test_connect_to_nothing_fails_within_the_timeout() -> None:
@@ -427,7 +427,7 @@ async def test_nsu_node_ids_resolve_through_the_namespace_array_again_after_a_re
         async with running(source) as link:
             await until(lambda: read_good(link, 0))
             assert ids["gone"] not in good_tags(link, 0)
-            assert source.statistics()["errors_bad_node"] == 1
+            assert source.statistics().extras["errors_bad_node"] == 1
             await server.stop()
             # The next run registers two namespaces first: ours moves from index 2 to 4.
             server = await start_server(port=port, extra_namespaces=["urn:a", "urn:b"])

@@ -99,15 +99,15 @@ async def test_every_data_type_reads_as_float64_and_the_rest_reads_bad(
         assert quality == Quality.BAD and math.isnan(value), name
     stats = source.statistics()
     # One error each, of its own kind: String, undeclared array, unknown node.
-    assert stats["errors_unsupported_type"] == 1
-    assert stats["errors_array_mismatch"] == 1
-    assert stats["errors_bad_node"] == 1
+    assert stats.extras["errors_unsupported_type"] == 1
+    assert stats.extras["errors_array_mismatch"] == 1
+    assert stats.extras["errors_bad_node"] == 1
     if mode == "subscribe":
-        assert stats["subscriptions"] == 1
-        assert stats["monitored_items"] == len(table) - len(BAD) - 2  # arr is 1 item, 3 tags
-        assert stats["notifications"] >= stats["monitored_items"]
+        assert stats.extras["subscriptions"] == 1
+        assert stats.extras["monitored_items"] == len(table) - len(BAD) - 2  # arr is 1 item, 3 tags
+        assert stats.extras["notifications"] >= stats.extras["monitored_items"]
     else:
-        assert stats["requests"] >= 1 and stats["request_errors"] == 0
+        assert stats.requests >= 1 and stats.extras["request_errors"] == 0
 
 
 @module_loop
@@ -119,9 +119,9 @@ async def test_problems_are_reported_once_across_reconnects(server: SimOpcUaServ
         await source.poll(list(source.poll_groups()))
         await source.close()
     stats = source.statistics()
-    assert stats["errors_unsupported_type"] == 1
-    assert stats["errors_bad_node"] == 1
-    assert stats["reconnects"] == 2
+    assert stats.extras["errors_unsupported_type"] == 1
+    assert stats.extras["errors_bad_node"] == 1
+    assert stats.reconnects == 2
 
 
 @pytest.mark.parametrize("mode", ["poll", "subscribe"])
@@ -226,11 +226,11 @@ async def test_reads_and_subscriptions_are_split_at_the_servers_limits(
         stats = source.statistics()
         if mode == "poll":
             reads_per_poll = math.ceil(live_nodes / 4)
-            assert stats["requests"] == stats["polls"] * reads_per_poll
-            assert stats["request_errors"] == 0
+            assert stats.requests == stats.polls * reads_per_poll
+            assert stats.extras["request_errors"] == 0
         else:
             assert sorted(limited.monitored_item_counts()) == [4, 5, 5]
-            assert stats["subscriptions"] == math.ceil(live_nodes / 5)
+            assert stats.extras["subscriptions"] == math.ceil(live_nodes / 5)
     finally:
         await source.close()
     assert all(readings[name][1] == Quality.GOOD for name in EXPECTED)
@@ -333,7 +333,7 @@ async def test_a_declared_type_that_cannot_hold_the_node_is_refused_by_name(
     for name in declared:
         assert (readings[name][1] == Quality.BAD) == (name in refused), name
     assert readings["i16_as_i32"][0] == -32768.0 and readings["flag_as_u16"][0] == 1.0
-    assert source.statistics()["errors_type_mismatch"] == 3
+    assert source.statistics().extras["errors_type_mismatch"] == 3
     assert (
         f'plc: tag f32_as_i16 (ns={ns};s=m1.f32): the node is Float, which type = "int16" '
         'cannot hold: declare type = "float32" or leave type out'

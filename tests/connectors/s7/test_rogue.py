@@ -185,7 +185,7 @@ async def test_a_silent_cpu_costs_one_timeout_and_holds_up_no_other_cpu(
             await other.close()
     assert batch.quality.tolist() == [Quality.BAD]
     assert {r for r in source.reasons.by_tag().values()} == {"timeout after 1s"}
-    assert source.statistics()["timeouts"] == 1
+    assert source.statistics().timeouts == 1
 
 
 async def test_wrong_rack_or_slot_says_what_to_check(tmp_path: Path) -> None:

@@ -77,8 +77,8 @@ async def test_lineside_reads_snap7s_server_in_one_request(
     assert readings == {name: (value, GOOD) for name, value in EXPECTED.items()}
     stats = source.statistics()
     plan = source.plans()["1s"]
-    assert stats["requests"] == plan.requests_per_poll == plan.minimum_requests == 1
-    assert stats["pdu_size"] == 480  # snap7's server grants at most 480
+    assert stats.requests == plan.requests_per_poll == plan.minimum_requests == 1
+    assert stats.extras["pdu_size"] == 480  # snap7's server grants at most 480
     assert source.reasons.by_tag() == {}
 
 
@@ -115,8 +115,8 @@ async def test_a_db_that_does_not_exist_makes_only_its_tags_bad(
         "ghost": "DB9 does not exist on the CPU (0A): create it or fix the DB number"
     }
     stats = source.statistics()
-    assert (stats["item_errors"], stats["exceptions"], stats["responses"]) == (1, 1, 1)
-    assert stats["latency_p50_s"] > 0 and stats["latency_count"] == 1
+    assert (stats.extras["item_errors"], stats.exceptions, stats.responses) == (1, 1, 1)
+    assert stats.latency_p50_s > 0 and stats.latency is not None and stats.latency.count == 1
 
 
 async def test_an_offset_past_the_end_of_the_db_costs_only_its_own_tag(
@@ -135,7 +135,7 @@ async def test_an_offset_past_the_end_of_the_db_costs_only_its_own_tag(
     assert [q for _, q in first.values()] == [BAD, BAD]  # one item: the CPU refused it whole
     assert second["last"] == (4242.0, GOOD)
     assert second["past"][1] == BAD
-    assert source.statistics()["replans"] == 1
+    assert source.statistics().extras["replans"] == 1
     assert reasons_by_name(source, tags) == {
         "past": "address out of range (05): DB1 is shorter than byte 101, or it has optimized "
         "block access (TIA Portal: DB properties > Attributes > untick 'Optimized block "
@@ -168,7 +168,7 @@ async def test_put_get_refused_says_what_to_tick_in_tia_portal(
         await source.close()
     assert all(q == BAD and math.isnan(v) for v, q in readings.values())
     assert again == {"speed": (21.5, GOOD), "temp": (-7.0, GOOD)}
-    assert source.statistics()["refused"] == 1
+    assert source.statistics().extras["refused"] == 1
 
 
 async def test_put_get_reason(tmp_path: Path, sim_cpu: tuple[SimS7Server, int]) -> None:
@@ -202,7 +202,7 @@ async def test_a_cpu_in_stop_reads_bad_until_it_runs_again(
     try:
         stopped = by_name(source, await source.poll(["1s"]), tags)
         assert reasons_by_name(source, tags) == {"speed": STOP_REASON}
-        assert source.statistics()["cpu_stopped"] == 1
+        assert source.statistics().extras["cpu_stopped"] == 1
         server.run()
         # RUN again is seen at the next state check (every 1 ms here), at most a few polls on.
         async with asyncio.timeout(5):

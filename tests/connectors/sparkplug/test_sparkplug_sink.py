@@ -171,7 +171,7 @@ async def test_births_on_connect_then_data(mosquitto: BrokerFactory, hosts: list
     assert alarm.name == "Events/alarm"
     assert json.loads(alarm.value)["data"] == {"code": 17}
     stats = sink.statistics()
-    assert (stats["published"], stats["records"], stats["connected"]) == (6, 2, 1)
+    assert (stats.extras["published"], stats.records, stats.connected) == (6, 2, 1)
 
     with pytest.raises(SinkRejected, match="tag id 99") as caught:
         bad = ReadingBatch.from_columns("plc", [99], [1.0], Quality.GOOD, T0)
@@ -232,7 +232,7 @@ async def test_rebirth_on_ncmd(mosquitto: BrokerFactory, hosts: list[Host]) -> N
     seen = await host.arrived(10)
     assert [p.seq for _, p in seen[8:]] == [3, 4]
     assert host.kinds().count("NBIRTH") == 2  # only the true request caused one
-    assert sink.statistics()["rebirths"] == 1
+    assert sink.statistics().extras["rebirths"] == 1
     await sink.close()
 
 
@@ -281,7 +281,7 @@ async def test_primary_host_state(mosquitto: BrokerFactory, hosts: list[Host]) -
     await sink.send([telemetry(4, historical=True)])
     seen = await host.arrived(11)
     assert all(m.is_historical for _, p in seen[9:] for m in p.metrics)
-    assert sink.statistics()["host_online"] == 1
+    assert sink.statistics().extras["host_online"] == 1
     await sink.close()
 
 
@@ -291,7 +291,7 @@ async def test_unreachable_broker(mosquitto: BrokerFactory) -> None:
     broker.stop()
     with pytest.raises(ConnectError, match="refused"):
         await sink.connect()
-    assert sink.statistics()["connected"] == 0
+    assert sink.statistics().connected == 0
 
 
 async def test_send_waits_for_the_broker(mosquitto: BrokerFactory, hosts: list[Host]) -> None:
@@ -380,7 +380,7 @@ async def test_tls_errors_are_worded_as_for_the_mqtt_sink(mosquitto: BrokerFacto
     sink = make_sink(broker, port=broker.tls_port, tls={"ca": str(broker.wrong_ca)})
     with pytest.raises(ConnectError, match=r"mqtts://127\.0\.0\.1:\d+: TLS certificate verify"):
         await sink.connect()
-    assert sink.statistics()["connected"] == 0
+    assert sink.statistics().connected == 0
     plain = make_sink(broker, tls={"ca": str(broker.ca)})
     with pytest.raises(ConnectError, match=r"TLS handshake failed: .* a TLS listener"):
         await plain.connect()
