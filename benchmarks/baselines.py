@@ -1,6 +1,7 @@
 """The two baselines the agent is measured against, each run as its own process.
 
-    python -m benchmarks.baselines {naive,ceiling} --workload W1 --endpoints JSON --duration S
+    python -m benchmarks.baselines {naive,ceiling,ceiling-mqtt} --workload W1 --endpoints JSON
+                                   --duration S [--broker HOST:PORT] [--interval S]
 
 - `naive`: what a plain pymodbus script does: one pymodbus client per PLC (one serial client
   for an RTU bus), one awaited read per block, `struct` decoding per tag, no storage. Plain
@@ -8,6 +9,9 @@
 - `ceiling`: the fastest simple thing Python can do: asyncio on uvloop, hand-framed requests,
   every block of a poll written at once (pipelined on TCP), each answer decoded with one
   numpy gather, no storage, no abstraction in the way.
+- `ceiling-mqtt`: the ceiling, publishing one JSON message per poll and PLC with paho (QoS 1,
+  MQTT 5, paho's own network thread) in the agent's payload format (connectors/mqtt/README.md):
+  the end-to-end ceiling, still without storage.
 
 Both poll the same blocks as the agent (the same coalescing, planned once before timing) on a
 drift-free grid, or back to back when the workload says "as fast as possible". The process
@@ -25,6 +29,7 @@ import math
 import os
 import struct
 import sys
+import threading
 import time
 import tty
 from collections.abc import Awaitable, Callable
@@ -34,7 +39,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.workloads import RSS_WORKLOAD, WORKLOADS, Workload, read_blocks
+from benchmarks.workloads import ALL_WORKLOADS, MAX_GAP, Workload, read_blocks
 from connectors.modbus.address import Table
 from connectors.modbus.framing import MBAP_PREFIX, MBAP_SIZE, crc_ok, mbap_read, rtu_read
 from connectors.modbus.planner import ReadRequest
@@ -50,6 +55,9 @@ _STRUCT_FORMATS = {
     "float64": ">d",
 }
 _NUMPY_TYPES = {k: np.dtype(v) for k, v in _STRUCT_FORMATS.items()}
+# The first poll comes this long after "start", so that a parent that reads its counters
+# (CPU, the plant's samples served) on that line sees every poll of the window, the first too.
+FIRST_POLL_DELAY = 0.1
 # The agent's RTU `frame_pause` in the generated config: the same bus discipline here.
 RTU_FRAME_PAUSE = 0.002
 
@@ -133,11 +141,11 @@ def _struct_decoder(request: ReadRequest) -> Callable[[Any], list[float]]:
 
 
 async def run_naive(
-    workload: Workload, endpoints: list[int] | str, duration: float
+    workload: Workload, endpoints: list[int] | str, duration: float, max_gap: int = MAX_GAP
 ) -> dict[str, Any]:
     from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
-    blocks = read_blocks(workload.tags)
+    blocks = read_blocks(workload.tags, max_gap)
     decoders = [_struct_decoder(r) for r in blocks]
     clients: list[Any] = []
     if isinstance(endpoints, str):
@@ -196,7 +204,7 @@ async def _timed(
     clients: list[Any],
 ) -> dict[str, Any]:
     print("start", flush=True)
-    t0 = time.monotonic()
+    t0 = time.monotonic() + FIRST_POLL_DELAY
     figures = [LinkFigures() for _ in links]
     await asyncio.gather(
         *(
@@ -373,15 +381,72 @@ class _RtuBus:
         os.close(self.fd)
 
 
+class MqttPublisher:
+    """One JSON message per poll of a PLC, published with paho the simplest way that works."""
+
+    def __init__(self, broker: str, workload: Workload, blocks: tuple[ReadRequest, ...]) -> None:
+        import orjson
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self._dumps = orjson.dumps
+        host, _, port = broker.rpartition(":")
+        self.agent_id = f"ceiling-{workload.name.lower()}"
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.agent_id,
+            protocol=mqtt.MQTTv5,
+        )
+        connected = threading.Event()
+        self.client.on_connect = lambda *_: connected.set()
+        self.client.connect(host, int(port), 30)
+        self.client.loop_start()
+        if not connected.wait(10):
+            raise RuntimeError(f"ceiling-mqtt: no CONNACK from {broker}")
+        # The names of a poll's values, in the order the blocks decode them.
+        self.names = [workload.tags[t.tag_id].name for r in blocks for t in r.tags]
+        self.topics = [f"lineside/bench/a/l/m{k:03d}/telemetry" for k in range(workload.plcs)]
+        self.seq = 0
+
+    def publish(
+        self, machine: int, ts_ns: int, latest: list[npt.NDArray[np.float64] | None]
+    ) -> None:
+        if any(block is None for block in latest):
+            return  # a block failed this poll: nothing whole to send
+        values = np.concatenate(cast(list[npt.NDArray[np.float64]], latest)).tolist()
+        self.seq += 1
+        body = {
+            "agent_id": self.agent_id,
+            "stream": "telemetry",
+            "seq": self.seq,
+            "ts": ts_ns // 1_000_000,
+            "historical": False,
+            "values": {
+                name: {"value": value, "quality": "good", "unit": ""}
+                for name, value in zip(self.names, values, strict=True)
+            },
+        }
+        self.client.publish(self.topics[machine], self._dumps(body), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 def _same(proto: _TcpLink) -> _TcpLink:
     return proto
 
 
 async def run_ceiling(
-    workload: Workload, endpoints: list[int] | str, duration: float
+    workload: Workload,
+    endpoints: list[int] | str,
+    duration: float,
+    broker: str | None = None,
+    max_gap: int = MAX_GAP,
 ) -> dict[str, Any]:
-    blocks = read_blocks(workload.tags)
+    blocks = read_blocks(workload.tags, max_gap)
     loop = asyncio.get_running_loop()
+    publisher = None if broker is None else MqttPublisher(broker, workload, blocks)
     if isinstance(endpoints, str):
         bus = _RtuBus(endpoints, blocks, workload.plcs)
         links: list[_RtuBus | _TcpLink] = [bus]
@@ -393,11 +458,15 @@ async def run_ceiling(
             links.append(proto)
 
     async def poll(link: _RtuBus | _TcpLink, grid: Grid, figures: LinkFigures) -> None:
+        machine = links.index(link)
         while await grid.wait(link.figures):
+            ts_ns = time.time_ns()
             await link.poll()
+            if publisher is not None:
+                publisher.publish(machine, ts_ns, link.latest)
 
     print("start", flush=True)
-    t0 = time.monotonic()
+    t0 = time.monotonic() + FIRST_POLL_DELAY
     await asyncio.gather(
         *(poll(k, Grid(workload.interval, t0, t0 + duration), k.figures) for k in links)
     )
@@ -407,6 +476,8 @@ async def run_ceiling(
             link.close()
         elif link.transport is not None:
             link.transport.close()
+    if publisher is not None:
+        publisher.close()
     return summary([k.figures for k in links], elapsed)
 
 
@@ -415,22 +486,33 @@ async def run_ceiling(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines")
-    parser.add_argument("kind", choices=("naive", "ceiling"))
-    parser.add_argument("--workload", required=True, choices=(*WORKLOADS, RSS_WORKLOAD.name))
+    parser.add_argument("kind", choices=("naive", "ceiling", "ceiling-mqtt"))
+    parser.add_argument("--workload", required=True, help="a name of benchmarks.workloads")
     parser.add_argument("--endpoints", required=True, help="JSON: a list of ports or a pty path")
     parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--broker", help="ceiling-mqtt: the broker's HOST:PORT")
+    parser.add_argument("--max-gap", type=int, default=MAX_GAP, help="registers/bits bridged")
     args = parser.parse_args(argv)
-    workload = WORKLOADS.get(args.workload, RSS_WORKLOAD)
+    if args.workload not in ALL_WORKLOADS:
+        parser.error(f"unknown workload {args.workload!r}: one of {', '.join(ALL_WORKLOADS)}")
+    if args.kind == "ceiling-mqtt" and not args.broker:
+        parser.error("ceiling-mqtt needs --broker HOST:PORT")
+    workload = ALL_WORKLOADS[args.workload]
     endpoints = json.loads(args.endpoints)
+    broker = args.broker if args.kind == "ceiling-mqtt" else None
     if args.kind == "naive":
-        result = asyncio.run(run_naive(workload, endpoints, args.duration))
+        result = asyncio.run(run_naive(workload, endpoints, args.duration, args.max_gap))
     else:
         try:
             import uvloop
         except ImportError:
-            result = asyncio.run(run_ceiling(workload, endpoints, args.duration))
+            result = asyncio.run(
+                run_ceiling(workload, endpoints, args.duration, broker, args.max_gap)
+            )
         else:
-            result = uvloop.run(run_ceiling(workload, endpoints, args.duration))
+            result = uvloop.run(
+                run_ceiling(workload, endpoints, args.duration, broker, args.max_gap)
+            )
     print(json.dumps(result), flush=True)
     return 0
 

@@ -5,6 +5,10 @@ one `ModbusRtuServer` pty with unit ids 1..N. An updater rewrites every register
 numpy every `UPDATE_PERIOD`, so values keep moving and report-by-exception has something to
 pass. The process runs uvloop when installed and is pinned to its own core, away from the
 process being measured.
+
+The plant counts what it serves itself: requests (the servers' own statistics) and tag-samples,
+the workload's tags each answered read covers (`ServedCounter`), so a client's figures are
+checked against an independent count whatever its read plan.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import math
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -23,7 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.workloads import IMAGE_SIZE, Workload
+from benchmarks.workloads import IMAGE_SIZE, TagSpec, Workload
+from connectors.modbus.address import Table
+from firmware_sim import modbus_pdu, modbus_rtu, modbus_tcp
 from firmware_sim.image import RegisterImage
 from firmware_sim.modbus_pdu import Unit
 from firmware_sim.modbus_rtu import ModbusRtuServer
@@ -63,7 +70,61 @@ class _Updater:
         self.ticks += 1
 
 
+_TABLE_OF_FUNCTION = {table.function_code: table for table in Table}
+
+
+class ServedCounter:
+    """Counts the tag-samples the plant serves: per answered read, the workload's tags inside it.
+
+    A read's count depends only on its function code, start and count (the PDU's first five
+    bytes), so it is worked out once per distinct read and cached.
+    """
+
+    def __init__(self, tags: tuple[TagSpec, ...]) -> None:
+        self.tags = tags
+        self.samples = 0
+        self._covered: dict[bytes, int] = {}
+
+    def covered(self, head: bytes) -> int:
+        """How many of the workload's tags the read `head` (fc, start, count) holds whole."""
+        table = _TABLE_OF_FUNCTION.get(head[0]) if head else None
+        if table is None or len(head) < 5:
+            return 0
+        start = int.from_bytes(head[1:3], "big")
+        end = start + int.from_bytes(head[3:5], "big")
+        return sum(
+            1
+            for t in self.tags
+            if t.table == table and start <= t.offset and t.offset + t.width <= end
+        )
+
+    def wrap(
+        self, handle: Callable[[RegisterImage, bytes], bytes]
+    ) -> Callable[[RegisterImage, bytes], bytes]:
+        def counted(image: RegisterImage, pdu: bytes) -> bytes:
+            answer = handle(image, pdu)
+            if answer and not answer[0] & 0x80:
+                head = pdu[:5]
+                n = self._covered.get(head)
+                if n is None:
+                    n = self._covered[head] = self.covered(head)
+                self.samples += n
+            return answer
+
+        return counted
+
+
+def _count_served(workload: Workload) -> ServedCounter:
+    """Route both servers' PDU handling through a counter (this plant process only)."""
+    counter = ServedCounter(workload.tags)
+    counted = counter.wrap(modbus_pdu.handle_pdu)
+    modbus_tcp.handle_pdu = counted  # type: ignore[assignment,attr-defined]
+    modbus_rtu.handle_pdu = counted  # type: ignore[assignment,attr-defined]
+    return counter
+
+
 async def _serve(pipe: Connection, workload: Workload) -> None:
+    served = _count_served(workload)
     images = [RegisterImage(size=IMAGE_SIZE) for _ in range(workload.plcs)]
     updater = _Updater(images)
     updater.tick()
@@ -94,7 +155,7 @@ async def _serve(pipe: Connection, workload: Workload) -> None:
     # The command wait runs in a thread that sleeps in recv(): it costs no CPU.
     while (command := await loop.run_in_executor(None, pipe.recv)) != "stop":
         requests = rtu.stats.requests if rtu else sum(s.stats.requests for s in tcp)
-        pipe.send((time.process_time(), requests))
+        pipe.send((time.process_time(), requests, served.samples))
         del command
     stop.set()
     await task
@@ -123,11 +184,11 @@ class Plant:
     pipe: Connection
     endpoints: list[int] | str
 
-    def snapshot(self) -> tuple[float, int]:
-        """(the plant's CPU seconds so far, requests it has answered so far)."""
+    def snapshot(self) -> tuple[float, int, int]:
+        """(the plant's CPU seconds, requests answered, tag-samples served), all so far."""
         self.pipe.send("snapshot")
-        cpu, requests = self.pipe.recv()
-        return float(cpu), int(requests)
+        cpu, requests, samples = self.pipe.recv()
+        return float(cpu), int(requests), int(samples)
 
     def stop(self) -> None:
         with contextlib.suppress(BrokenPipeError, OSError):

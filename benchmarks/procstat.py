@@ -45,6 +45,41 @@ def _stat_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (children, their children, ...), as /proc lists them."""
+    out = [pid]
+    for each in out:  # grows while it is walked: breadth first
+        try:
+            for tid in os.listdir(f"/proc/{each}/task"):
+                with open(f"/proc/{each}/task/{tid}/children", encoding="ascii") as f:
+                    out.extend(int(child) for child in f.read().split())
+        except FileNotFoundError:  # ended while walked
+            continue
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid` and its live descendants: a process's whole tree."""
+    total = 0.0
+    for each in descendants(pid):
+        try:
+            total += cpu_seconds(each)
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """VmRSS of `pid` and its live descendants, added up."""
+    total = 0
+    for each in descendants(pid):
+        try:
+            total += rss_bytes(each)
+        except (FileNotFoundError, ValueError):  # gone, or a zombie without memory
+            continue
+    return total
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size (VmRSS) of `pid` now, in bytes."""
     with open(f"/proc/{pid}/status", encoding="ascii") as f:

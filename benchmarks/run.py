@@ -10,6 +10,7 @@ BENCHMARKS = (
     "benchmarks.sim_modbus_tcp",
     "benchmarks.store_layout",
     "benchmarks.acquisition",
+    "benchmarks.endtoend",
     "benchmarks.drain",
     "benchmarks.opcua",
     "benchmarks.s7",

@@ -9,7 +9,7 @@ register map), how often they are polled and over what link. From it come the ag
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +18,9 @@ from connectors.modbus.planner import PlanTag, ReadRequest, plan_unit, tag_width
 
 # Coalescing shared by the agent's config and the baselines' blocks.
 MAX_GAP = 10
+# The end-to-end ceiling's plan: every gap bridged that a read's size allows (125 registers,
+# 2,000 bits), the fewest requests a hand-written reader would send.
+BRIDGING_GAP = 2000
 MAX_REGISTERS = 125
 # "As fast as possible" for the agent: a grid this fine is always overrun, so every poll starts
 # as soon as the previous one ended (each skipped grid point is counted as an overrun).
@@ -116,12 +119,33 @@ RSS_WORKLOAD = Workload(
 )
 
 
-def read_blocks(tags: tuple[TagSpec, ...]) -> tuple[ReadRequest, ...]:
+# End to end (benchmarks/endtoend.py): every sample stored and forwarded (`report = "all"`),
+# and two workloads at the scale of a plant.
+END_TO_END: dict[str, Workload] = {
+    "W1": replace(WORKLOADS["W1"], report="all"),
+    "W3": replace(WORKLOADS["W3"], report="all"),
+    "W2": WORKLOADS["W2"],
+    "S200": Workload("S200", "200 PLCs x 100 float32, contiguous, every 1 s", 200,
+                     contiguous_float32(100), 1.0, report="all"),
+    "C1000": Workload("C1000", "1,000 PLC connections x 10 float32, every 1 s", 1000,
+                      contiguous_float32(10), 1.0, report="all"),
+}  # fmt: skip
+
+# Every workload by name, for the baselines' command line (the end-to-end W1-W3 read the same
+# blocks as those of the acquisition benchmark).
+ALL_WORKLOADS: dict[str, Workload] = {
+    **END_TO_END,
+    **WORKLOADS,
+    RSS_WORKLOAD.name: RSS_WORKLOAD,
+}
+
+
+def read_blocks(tags: tuple[TagSpec, ...], max_gap: int = MAX_GAP) -> tuple[ReadRequest, ...]:
     """The reads one poll of one PLC sends: the agent's own coalescing (planned once)."""
     plan = plan_unit(
         [PlanTag(i, t.table, t.offset, t.width, t.type) for i, t in enumerate(tags)],
         max_registers=MAX_REGISTERS,
-        max_gap=MAX_GAP,
+        max_gap=max_gap,
     )
     return plan.requests
 
@@ -130,11 +154,21 @@ def _duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms" if seconds < 1 else f"{seconds:g}s"
 
 
-def write_agent_config(workload: Workload, endpoints: list[int] | str, directory: Path) -> Path:
+def write_agent_config(
+    workload: Workload,
+    endpoints: list[int] | str,
+    directory: Path,
+    *,
+    fast_interval: str = FAST_INTERVAL,
+    extra: str = "",
+    max_gap: int | None = MAX_GAP,
+) -> Path:
     """Write the agent's config for `workload` into `directory`; return the TOML's path.
 
     `endpoints` is one TCP port per PLC (unit id 1 on each), or the pty path of the RTU bus
-    (unit ids 1..plcs).
+    (unit ids 1..plcs). `fast_interval` is the poll interval of an "as fast as possible"
+    workload; `extra` is TOML appended at the end (a sink); `max_gap` None leaves the agent's
+    default.
     """
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "tags.csv", "w", newline="", encoding="utf-8") as f:
@@ -142,7 +176,8 @@ def write_agent_config(workload: Workload, endpoints: list[int] | str, directory
         out.writerow(["name", "address", "type"])
         for tag in workload.tags:
             out.writerow([tag.name, tag.address, tag.type])
-    interval = FAST_INTERVAL if workload.interval is None else _duration(workload.interval)
+    gap = [] if max_gap is None else [f"max_gap = {max_gap}"]
+    interval = fast_interval if workload.interval is None else _duration(workload.interval)
     lines = [
         "config_version = 1",
         "",
@@ -169,7 +204,7 @@ def write_agent_config(workload: Workload, endpoints: list[int] | str, directory
             # t3.5 at 115200 baud is 1.75 ms: the shortest pause the bus allows.
             'frame_pause = "2ms"',
             'timeout = "500ms"',
-            f"max_gap = {MAX_GAP}",
+            *gap,
         ]
         for k in range(workload.plcs):
             lines += ["", "[[sources.units]]", f"unit_id = {k + 1}", f'machine = "m{k:03d}"']
@@ -186,7 +221,7 @@ def write_agent_config(workload: Workload, endpoints: list[int] | str, directory
                 'host = "127.0.0.1"',
                 f"port = {port}",
                 'timeout = "1s"',
-                f"max_gap = {MAX_GAP}",
+                *gap,
                 # Every block of one poll in flight at once, as the ceiling does.
                 "max_in_flight = 4",
                 "",
@@ -196,5 +231,5 @@ def write_agent_config(workload: Workload, endpoints: list[int] | str, directory
                 *unit_keys,
             ]
     path = directory / "lineside.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
     return path

@@ -58,6 +58,7 @@ def run(
     from agent.eventloop import run as run_loop
     from agent.lock import DataDirLock
     from agent.logs import LogError, configure
+    from agent.openfiles import raise_for
     from agent.runtime import Agent
 
     config = load_config(config_file)
@@ -65,6 +66,7 @@ def run(
         raise Refused(f"--log-level: expected debug, info, warning or error, got {log_level!r}")
     with refusing(LogError):
         configure(config.log, log_level)
+    raise_for(config)  # 1,000 PLC connections need more than a soft limit of 1024
 
     async def main() -> dict[str, object]:
         agent = Agent(config)

@@ -23,8 +23,6 @@ from agent.web.health import not_ready
 from agent.web.http import Request, error_response, json_response, response
 from agent.web.images import PREFIX as IMAGES
 from agent.web.images import NoImage, read_image
-from agent.web.metrics import CONTENT_TYPE as METRICS_TYPE
-from agent.web.metrics import render_metrics
 from agent.web.reports import REPORT_POLICY, is_report_path, listing, shift_of
 from agent.web.state import StateBuilder
 from agent.web.trend import TrendError, TrendQuery, read_trend
@@ -170,8 +168,12 @@ class Routes:
         if path == "/api/trend":
             return await self._trend(request, extra)
         if path == "/metrics":
+            # Imported at the first scrape: prometheus-client costs memory an agent that is
+            # never scraped does not need.
+            from agent.web.metrics import CONTENT_TYPE, render_metrics
+
             metrics = render_metrics(await self.state.snapshot())
-            return response(HTTPStatus.OK, metrics, METRICS_TYPE, extra)
+            return response(HTTPStatus.OK, metrics, CONTENT_TYPE, extra)
         # /readyz
         reasons = not_ready(await self.state.figures(), self.section.sink_max_unsent_age)
         if reasons:

@@ -1,0 +1,32 @@
+"""What the running agent keeps in memory: modules only some uses need are not imported.
+
+Each probe runs in a fresh interpreter, so what an earlier test imported cannot hide an import.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def modules_after(code: str) -> set[str]:
+    """Every module (full dotted names) imported by running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_the_alarm_book_does_not_load_numpy_ma() -> None:
+    # np.unique imports numpy.ma (1.3 MB) to look for masked arrays; the book never needs it.
+    loaded = modules_after("from agent.alarms import AlarmBook\nAlarmBook([], 0)")
+    assert "numpy" in loaded
+    assert "numpy.ma" not in loaded
+
+
+def test_the_status_page_loads_prometheus_client_only_for_a_scrape() -> None:
+    loaded = modules_after("import agent.web.server")
+    assert "agent.web.server" in loaded
+    assert "prometheus_client" not in loaded
