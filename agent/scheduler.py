@@ -16,7 +16,7 @@ starts when the previous one ended (the link loop never overlaps two polls of on
 The agent's links share one `Wakeups` and align their grids (`align=True`: tick k of an
 interval is due at a whole multiple of that interval on the monotonic clock), so every link
 due at the same instant sleeps on one timer, is woken in the same turn of the event loop, and
-their readings reach the store together (agent/runtime.py merges them).
+their readings reach the store together (agent/readings.py merges them).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ arrays) reads `records.run` and never makes an object per record.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, overload, runtime_checkable
 
@@ -288,6 +288,13 @@ def known_ids(tags: Mapping[int, Tag]) -> npt.NDArray[np.bool_]:
     known = np.zeros(max(tags, default=-1) + 1, dtype=np.bool_)
     known[[i for i in tags if i >= 0]] = True
     return known
+
+
+def sink_tags(stored: Mapping[int, Tag], table: Iterable[Tag] = ()) -> dict[int, Tag]:
+    """Every tag the store knows, as sinks see them: this run's own `Tag` records where the
+    config still has the tag (with its declared type), the store's for the others (a backlog
+    may hold their readings; their values travel as float64)."""
+    return {**stored, **{t.id: t for t in table}}
 
 
 class Meta(Protocol):
