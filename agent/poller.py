@@ -33,6 +33,7 @@ from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.reasons import REPEAT_WINDOW, reasons_of
 from agent.scheduler import Schedule
 from agent.source import Source
+from agent.texts import texts_of
 
 log = logging.getLogger("lineside.poller")
 
@@ -166,6 +167,8 @@ async def run_link(
     ever_connected = False
     retry_at = clock.monotonic()
     reasons = reasons_of(source)
+    texts = texts_of(source)
+    good_texts = 0  # texts.good_reads after the last poll
     teller = _Teller(source.name, clock, emit_event, repeat_window)
 
     def link_reason(why: str) -> None:
@@ -221,7 +224,12 @@ async def run_link(
                     batches = source.bad_batches(groups, clock.time_ns())
                 else:
                     stats.polls += 1
-                    if any_good(batches):
+                    # A good string counts too: a unit polled for text tags alone sends no
+                    # numeric reading, yet its poll worked.
+                    text_read = texts is not None and texts.good_reads != good_texts
+                    if texts is not None:
+                        good_texts = texts.good_reads
+                    if any_good(batches) or text_read:
                         stats.last_good_ns = clock.time_ns()
                         backoff.reset()
             else:

@@ -100,12 +100,17 @@ class Texts:
     def __init__(self, tag_ids: Iterable[int]) -> None:
         self.tag_ids: tuple[int, ...] = tuple(tag_ids)
         self.latest: dict[int, TextReading] = {}
+        # Good strings read, same or not: a link whose tags are all text tags has polls with no
+        # numeric reading, and its loop tells a good poll by this count moving.
+        self.good_reads = 0
 
     def put(self, tag_id: int, value: str | None, quality: Quality, ts_ns: int,
             reason: str = "") -> None:  # fmt: skip
         """Keep a reading; the same string again keeps the time it was first read, so the
         stored change is stamped when it happened, not when the recorder looked."""
         reading = TextReading(tag_id, value, quality, ts_ns, reason)
+        if quality == Quality.GOOD:
+            self.good_reads += 1
         if not reading.same(self.latest.get(tag_id)):
             self.latest[tag_id] = reading
 

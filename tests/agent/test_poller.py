@@ -11,6 +11,7 @@ from agent.errors import ConnectError
 from agent.model import Event, Quality, ReadingBatch
 from agent.poller import LINK_BACKOFF_MAX, Backoff, LinkStatistics, run_link
 from agent.statistics import SourceStatistics
+from agent.texts import Texts
 
 
 class ScriptedSource:
@@ -218,3 +219,28 @@ async def test_back_to_back_polls_follow_each_other_without_overlap() -> None:
     assert all(r.quality[0] == Quality.BAD for r in bad)
     assert 1 <= len(bad) <= source.connect_attempts + 1 < 40
     assert stats.polls == 40
+
+
+class TextOnlySource(ScriptedSource):
+    """A unit whose only tags are text tags: its polls carry no numeric reading."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.texts = Texts([7])
+
+    async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
+        if not self.up:
+            raise ConnectError("connection reset")
+        self.polls += 1
+        self.texts.put(7, "DR-DOOR-LH", Quality.GOOD, self.clock.time_ns())
+        return []
+
+
+async def test_a_link_of_text_tags_alone_counts_its_good_polls() -> None:
+    clock = FakeClock()
+    source = TextOnlySource(clock)
+    backoff = Backoff(initial=1.0, maximum=8.0)
+    task, _, _, stats = await run_for(source, clock, 3.0, backoff=backoff, rng=random.Random(3))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert stats.polls == 4 and stats.last_good_ns > 0  # a string read is a good poll
