@@ -112,8 +112,19 @@ class SnapshotCollector(Collector):
             "How late poll ticks start against their grid, quantile since start.",
             labels=["source", "group", "quantile"],
         )
+        # A protocol's own figures (`SourceStatistics.extras`: isolated units, PDU size,
+        # notifications...) by name, so a figure a connector adds reaches /metrics untouched.
+        own = GaugeMetricFamily(
+            "lineside_source_figure",
+            "A figure only this kind of source keeps, by name (see its connector's README).",
+            labels=["source", "figure"],
+        )
         for source in self.snapshot.sources:
             name, link, stats = source.name, source.link, source.statistics
+            for figure, value in sorted(stats.extras.items()):
+                number = finite(float(value))
+                if number is not None:
+                    own.add_metric([name, figure], number)
             up.add_metric([name], 1.0 if link.state == "connected" else 0.0)
             polls.add_metric([name], link.polls)
             requests.add_metric([name], stats.requests)
@@ -136,7 +147,7 @@ class SnapshotCollector(Collector):
                     if late is not None:
                         lateness.add_metric([name, group, quantile], late)
         yield from (up, polls, requests, reconnects, errors, overruns, last_good, bad_tags)
-        yield from (latency, recent, lateness)
+        yield from (latency, recent, lateness, own)
 
     def _store(self, store: StoreFigures | None) -> Iterator[Metric]:
         writer = self.snapshot.writer

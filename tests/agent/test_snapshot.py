@@ -377,6 +377,9 @@ lineside_source_request_latency_recent_seconds{quantile="0.5",source="plc"} 0.00
 # TYPE lineside_poll_lateness_seconds gauge
 lineside_poll_lateness_seconds{group="1s",quantile="0.5",source="plc"} 0.001
 lineside_poll_lateness_seconds{group="1s",quantile="0.99",source="plc"} 0.004
+# HELP lineside_source_figure A figure only this kind of source keeps, by name (see its connector's README).
+# TYPE lineside_source_figure gauge
+lineside_source_figure{figure="string_tags",source="plc"} 1.0
 # HELP lineside_store_depth_records Records in the store.
 # TYPE lineside_store_depth_records gauge
 lineside_store_depth_records{stream="telemetry"} 4.0
@@ -463,3 +466,12 @@ def test_a_new_figure_flows_from_its_dataclass_to_all_three_outputs() -> None:
     families = text_string_to_metric_families(render_metrics(snapshot).decode())
     (sample,) = next(f for f in families if f.name == "lineside_source_reconnects").samples
     assert (sample.labels, sample.value) == ({"source": "plc"}, 7.0)
+
+
+def test_a_figure_a_connector_adds_reaches_status_json_and_metrics_untouched() -> None:
+    """A protocol's own figure, set in `extras` by the source alone, needs no renderer change."""
+    snapshot = built()
+    assert status_figures(snapshot)["sources"]["plc"]["string_tags"] == 1
+    families = text_string_to_metric_families(render_metrics(snapshot).decode())
+    (sample,) = next(f for f in families if f.name == "lineside_source_figure").samples
+    assert (sample.labels, sample.value) == ({"source": "plc", "figure": "string_tags"}, 1.0)
