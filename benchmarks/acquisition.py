@@ -6,9 +6,10 @@ For each workload one plant process serves the PLCs (benchmarks/plant.py, pinned
 core); then the agent (`lineside run`, storing into SQLite), the naive pymodbus loop and the
 raw-socket ceiling (benchmarks/baselines.py) poll it in turn, each in its own process pinned to
 the other core, each for the same duration. Measured per run: tag-samples per second, CPU
-seconds per 1M tag-samples (utime + stime from /proc, every thread, from the moment the
-process starts polling to its exit, so start-up imports are left out and the agent's final
-flush is counted), poll-interval jitter (lateness of each poll behind its grid point) and read
+seconds per 1M tag-samples (every thread of the process tree, from /proc, over the run's
+duration from the moment the process starts polling, so start-up imports are left out;
+benchmarks/window.py; `cpu_s_to_exit` counts on to its exit, the agent's final flush
+included), poll-interval jitter (lateness of each poll behind its grid point) and read
 latency (median of the links' p50, worst of their p99), readings stored per second, and RSS.
 A separate run measures the agent's RSS with 10,000 tags. JSON results go to
 benchmarks/results/acquisition.json, a summary table to stdout.
@@ -22,26 +23,18 @@ import os
 import platform
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from benchmarks.plant import Plant, start_plant
-from benchmarks.procstat import cpu_seconds, reap, rss_bytes
+from benchmarks.window import Window, agent_started, baseline_started, measure
 from benchmarks.workloads import RSS_WORKLOAD, WORKLOADS, Workload, write_agent_config
 
 RESULTS = Path(__file__).parent / "results" / "acquisition.json"
 CONTENDERS = ("agent", "naive", "ceiling")
-START_TIMEOUT = 60.0
-RSS_SAMPLE_PERIOD = 0.2
-EXIT_TIMEOUT = 60.0
 
 # Targets of the issue, as ratios measured in one run (or absolute where the issue says so).
 TARGET_W2_RATE_VS_CEILING = 0.5
@@ -49,89 +42,6 @@ TARGET_W1_CPU_VS_CEILING = 1.5
 TARGET_W1_JITTER_P99_S = 0.005
 TARGET_W3_CORE_PERCENT = 2.0
 TARGET_RSS_10K_BYTES = 80 * 1024 * 1024
-
-
-# --- running one measured process ----------------------------------------------------------
-
-
-@dataclass
-class Measured:
-    returncode: int
-    cpu_s: float  # over the window: from the start marker to `window` seconds later
-    cpu_total_s: float  # from the start marker to exit (teardown and final flush included)
-    rss_bytes: int  # the largest VmRSS sampled in the window
-    stdout: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)
-
-
-def _running(pid: int) -> bool:
-    # WNOWAIT: look without reaping, so `reap` can still collect the child's rusage.
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-
-
-def measure(
-    cmd: list[str], started: Callable[[str], bool], core: int | None, window: float
-) -> Measured:
-    """Run `cmd`, which polls for `window` seconds from its first output line `started` accepts.
-
-    CPU time is read from /proc at that line and again `window` seconds later: the steady
-    state, the same span for every contender, without start-up imports or interpreter teardown.
-    """
-
-    def pin() -> None:
-        if core is not None:
-            os.sched_setaffinity(0, {core})
-
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin)
-    out: list[str] = []
-    err: list[str] = []
-    seen = threading.Event()
-
-    def read(stream: Iterable[bytes], lines: list[str]) -> None:
-        for raw in stream:
-            line = raw.decode(errors="replace").rstrip("\n")
-            lines.append(line)
-            if not seen.is_set() and started(line):
-                seen.set()
-
-    assert proc.stdout is not None and proc.stderr is not None
-    readers = [
-        threading.Thread(target=read, args=(proc.stdout, out), daemon=True),
-        threading.Thread(target=read, args=(proc.stderr, err), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not seen.wait(0.05):
-            if not _running(proc.pid) or time.monotonic() > deadline:
-                raise RuntimeError(f"{cmd[:4]} never started polling:\n" + "\n".join(err[-20:]))
-        cpu0 = cpu_seconds(proc.pid)
-        end_at = time.monotonic() + window
-        rss = 0
-        cpu_window: float | None = None
-        while _running(proc.pid):
-            now = time.monotonic()
-            if cpu_window is None and now >= end_at:
-                cpu_window = cpu_seconds(proc.pid) - cpu0
-            elif cpu_window is None:
-                rss = max(rss, rss_bytes(proc.pid))
-            if now > end_at + EXIT_TIMEOUT:
-                proc.kill()
-                break
-            time.sleep(min(RSS_SAMPLE_PERIOD, max(0.0, end_at - now)) or RSS_SAMPLE_PERIOD)
-        end = reap(proc)
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
-        raise
-    for reader in readers:
-        reader.join(5)
-    total = end.cpu_s - cpu0
-    return Measured(
-        end.returncode, total if cpu_window is None else cpu_window, total, rss, out, err
-    )
 
 
 def _spread(pairs: list[tuple[float, float]]) -> tuple[float | None, float | None]:
@@ -144,11 +54,6 @@ def _spread(pairs: list[tuple[float, float]]) -> tuple[float | None, float | Non
 # --- the contenders ------------------------------------------------------------------------
 
 
-def _agent_started(line: str) -> bool:
-    # Logged by Agent.run just before its TaskGroup starts polling.
-    return "lineside.agent: agent " in line and " sources, " in line
-
-
 def run_agent(
     workload: Workload, plant: Plant, duration: float, core: int | None, work: Path
 ) -> dict[str, Any]:
@@ -156,7 +61,7 @@ def run_agent(
     stats_file = work / "stats.json"
     cmd = [sys.executable, "-m", "agent", "run", "-c", str(config)]
     cmd += ["--duration", str(duration), "--stats", str(stats_file)]
-    m = measure(cmd, _agent_started, core, duration)
+    m = measure(cmd, agent_started, core, duration)
     if m.returncode != 0 or not stats_file.exists():
         raise RuntimeError(f"the agent failed ({m.returncode}):\n" + "\n".join(m.stderr[-20:]))
     stats = json.loads(stats_file.read_text())
@@ -194,7 +99,7 @@ def run_baseline(
 ) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.baselines", kind, "--workload", workload.name]
     cmd += ["--endpoints", json.dumps(plant.endpoints), "--duration", str(duration)]
-    m = measure(cmd, lambda line: line == "start", core, duration)
+    m = measure(cmd, baseline_started, core, duration)
     if m.returncode != 0 or not m.stdout:
         raise RuntimeError(f"{kind} failed ({m.returncode}):\n" + "\n".join(m.stderr[-20:]))
     result = json.loads(m.stdout[-1])
@@ -217,7 +122,7 @@ def _figures(
     errors: int,
     requests: int,
     seconds: float,
-    measured: Measured,
+    measured: Window,
     latency: list[Any],
     lateness: list[Any],
     workload: Workload,

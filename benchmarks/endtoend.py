@@ -40,7 +40,11 @@ run shows whether it raises the limit itself and opens every connection. The age
 opens 2 s after its "polling" line (5 s at C1000), once its connections and its MQTT sink are
 up: the baselines connect before they say "start".
 
-JSON goes to benchmarks/results/endtoend.json, a summary table to stdout.
+Where each part lives: the contenders' commands and configs in benchmarks/contenders.py, one
+process's measured window in benchmarks/window.py, the subscriber and the data age in
+benchmarks/subscriber.py; this module runs the workloads and repetitions, turns each window
+into figures and writes the results, the table and the targets. JSON goes to
+benchmarks/results/endtoend.json, a summary table to stdout.
 """
 
 from __future__ import annotations
@@ -50,48 +54,27 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from benchmarks.acquisition import machine
 from benchmarks.broker import Broker
-from benchmarks.plant import Plant, start_plant
-from benchmarks.procstat import reap, tree_cpu_seconds, tree_rss_bytes
-from benchmarks.workloads import (
-    BRIDGING_GAP,
-    END_TO_END,
-    Workload,
-    read_blocks,
-    write_agent_config,
+from benchmarks.contenders import (
+    CONTENDERS,
+    CONTENDERS_OF,
+    back_to_back_interval,
+    run_agent,
+    run_baseline,
 )
+from benchmarks.plant import start_plant
+from benchmarks.subscriber import WARM_UP_S, Arrival, Subscriber, delivery
+from benchmarks.window import Window
+from benchmarks.workloads import BRIDGING_GAP, END_TO_END, Workload, read_blocks
 
 RESULTS = Path(__file__).parent / "results" / "endtoend.json"
-CONTENDERS: tuple[str, ...] = ("agent", "ceiling-mqtt", "naive")
-# The contenders of each workload: at 1,000 connections the ceiling shows what the plant serves.
-CONTENDERS_OF: dict[str, tuple[str, ...]] = {"C1000": ("agent", "ceiling-mqtt")}
-START_TIMEOUT = 90.0  # seconds from launch to the first poll (1,000 sources take a while)
-EXIT_TIMEOUT = 60.0
-SAMPLE_PERIOD = 0.2  # seconds between RSS samples
-WARM_UP_S = 1.0  # data age: records of the window's first second are left out
-C1000_SOFT_NOFILE = 1024  # the soft open-files limit C1000's agent starts with
-# Seconds the agent runs before its window opens: it logs "polling" before its connections are
-# up and its sinks connected (the baselines connect first), and 1,000 connections take a while
-# on a loaded machine. The window then measures the steady state, as the baselines' does.
-AGENT_SETTLE_S = 2.0
-SETTLE_S = {"C1000": 5.0}
-# The back-to-back interval the issue asks for, and the one to fall back on.
-BACK_TO_BACK = ("0s", "1ms")
 
 # Targets of issue 17 (CPU per 1M samples, ratios in the same run, absolute ages and sizes).
 TARGET_W1_CPU_PER_1M = 2.0
@@ -106,302 +89,7 @@ TARGET_S200_CORE_PERCENT = 10.0
 PI4_SLOWDOWN = (3.0, 4.0)
 
 
-# --- the subscriber ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """One record as the broker delivered it: when, whose, its time and its number of values."""
-
-    received_ns: int
-    agent_id: str
-    ts_ms: int
-    samples: int
-
-
-def arrivals(received_ns: int, payload: bytes | bytearray) -> list[Arrival]:
-    """The records of one telemetry message: one, or a batch message's many."""
-    body = orjson.loads(payload)
-    agent_id = str(body.get("agent_id", ""))
-    ts = body.get("ts")
-    if isinstance(ts, list):  # a batch: one entry per record in seq, ts and n
-        return [
-            Arrival(received_ns, agent_id, int(t), int(n))
-            for t, n in zip(ts, body["n"], strict=True)
-        ]
-    return [Arrival(received_ns, agent_id, int(ts), len(body.get("values", ())))]
-
-
-class Subscriber:
-    """Every telemetry message under `lineside/#`, kept as arrivals (paho's network thread)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.arrivals: list[Arrival] = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-endtoend"
-        )
-        self.client.on_connect = lambda client, *_: client.subscribe("lineside/#", qos=0)
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(host, port, 30)
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            self.close()
-            raise RuntimeError("the subscriber could not subscribe")
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        received = time.time_ns()  # first, before any parsing
-        topic = message.topic
-        if topic.endswith("/telemetry") or topic.endswith("/telemetry/_batch"):
-            got = arrivals(received, message.payload)
-            with self._lock:
-                self.arrivals.extend(got)
-
-    def take(self) -> list[Arrival]:
-        """What arrived so far; the list starts afresh."""
-        with self._lock:
-            taken, self.arrivals = self.arrivals, []
-        return taken
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
-def delivery(got: Iterable[Arrival], agent_id: str, start_ns: int, end_ns: int) -> dict[str, Any]:
-    """Data age and live delivery of `agent_id`'s records over the window [start_ns, end_ns)."""
-    mine = [a for a in got if a.agent_id == agent_id]
-    first_ms = (start_ns // 1_000_000) + round(WARM_UP_S * 1000)
-    end_ms = end_ns // 1_000_000
-    ages = sorted(a.received_ns / 1e6 - a.ts_ms for a in mine if first_ms <= a.ts_ms < end_ms)
-    live = sum(a.samples for a in mine if start_ns <= a.received_ns < end_ns)
-    seconds = (end_ns - start_ns) / 1e9
-    return {
-        "records_received": len(mine),
-        "samples_delivered": live,
-        "delivered_per_s": live / seconds if seconds > 0 else None,
-        "age_measured": len(ages),
-        "age_p50_ms": percentile(ages, 0.50),
-        "age_p99_ms": percentile(ages, 0.99),
-        "age_max_ms": ages[-1] if ages else None,
-    }
-
-
-# --- running one contender -----------------------------------------------------------------
-
-
-@dataclass
-class Window:
-    """One contender's measured window."""
-
-    returncode: int
-    start_ns: int  # wall clock at the window's start and end (the records' `ts` is wall time)
-    end_ns: int
-    cpu_s: float
-    rss_bytes: int
-    served: tuple[float, int, int]  # the plant's (CPU s, requests, samples) in the window
-    stdout: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)
-
-
-def _running(pid: int) -> bool:
-    # WNOWAIT: look without reaping, so `reap` can still collect the child.
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-
-
-def measure(
-    cmd: list[str],
-    started: Callable[[str], bool],
-    core: int | None,
-    window: float,
-    plant: Plant,
-    nofile: int | None = None,
-    settle: float = 0.0,
-) -> Window:
-    """Run `cmd` and measure it for `window` seconds, from `settle` seconds after the first
-    line `started` accepts."""
-
-    def prepare() -> None:
-        if core is not None:
-            os.sched_setaffinity(0, {core})
-        if nofile is not None:
-            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
-
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=prepare)
-    out: list[str] = []
-    err: list[str] = []
-    seen = threading.Event()
-
-    def read(stream: Iterable[bytes], lines: list[str]) -> None:
-        for raw in stream:
-            line = raw.decode(errors="replace").rstrip("\n")
-            lines.append(line)
-            if not seen.is_set() and started(line):
-                seen.set()
-
-    assert proc.stdout is not None and proc.stderr is not None
-    readers = [
-        threading.Thread(target=read, args=(proc.stdout, out), daemon=True),
-        threading.Thread(target=read, args=(proc.stderr, err), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not seen.wait(0.05):
-            if not _running(proc.pid) or time.monotonic() > deadline:
-                raise RuntimeError(f"{cmd[:4]} never started polling:\n" + "\n".join(err[-20:]))
-        time.sleep(settle)
-        before = plant.snapshot()
-        start_ns = time.time_ns()
-        cpu0 = tree_cpu_seconds(proc.pid)
-        end_at = time.monotonic() + window
-        rss = 0
-        cpu: float | None = None
-        end_ns = 0
-        after = before
-        while _running(proc.pid):
-            now = time.monotonic()
-            if cpu is None and now >= end_at:
-                cpu = tree_cpu_seconds(proc.pid) - cpu0
-                end_ns = time.time_ns()
-                after = plant.snapshot()
-            elif cpu is None:
-                rss = max(rss, tree_rss_bytes(proc.pid))
-            if now > end_at + EXIT_TIMEOUT:
-                proc.kill()
-                break
-            time.sleep(min(SAMPLE_PERIOD, max(0.0, end_at - now)) or SAMPLE_PERIOD)
-        end = reap(proc)
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
-        raise
-    for reader in readers:
-        reader.join(5)
-    if cpu is None:  # it ended before the window did: count to its exit
-        cpu = end.cpu_s - cpu0
-        end_ns = time.time_ns()
-        after = plant.snapshot()
-    served = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
-    return Window(end.returncode, start_ns, end_ns, cpu, rss, served, out, err)
-
-
-def _agent_started(line: str) -> bool:
-    # Logged by Agent.run just before its TaskGroup starts polling.
-    return "lineside.agent: agent " in line and " sources, " in line
-
-
-def _lineside() -> list[str]:
-    """The `lineside` command of this environment (its CLI, as a user starts it)."""
-    script = Path(sys.executable).parent / "lineside"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agent"]
-
-
-def sink_toml(broker: Broker) -> str:
-    return (
-        f'\n[[sinks]]\nname = "uns"\ntype = "mqtt"\nhost = "{broker.host}"\n'
-        f"port = {broker.port}\nqos = 1\n"
-    )
-
-
-def back_to_back_interval(work: Path) -> str:
-    """ "0s" if the agent's config accepts it (re-poll as soon as a poll ends), else "1ms"."""
-    from agent.config import load_config
-    from agent.errors import ConfigError
-
-    probe = END_TO_END["W2"]
-    for interval in BACK_TO_BACK[:-1]:
-        config = write_agent_config(probe, [1] * probe.plcs, work / "probe", fast_interval=interval)
-        try:
-            load_config(config)
-        except ConfigError:
-            continue
-        return interval
-    return BACK_TO_BACK[-1]
-
-
-def run_agent(
-    workload: Workload,
-    plant: Plant,
-    broker: Broker,
-    duration: float,
-    core: int | None,
-    work: Path,
-    fast_interval: str,
-) -> tuple[Window, dict[str, Any]]:
-    assert isinstance(plant.endpoints, list)
-    config = write_agent_config(
-        workload,
-        plant.endpoints,
-        work,
-        fast_interval=fast_interval,
-        extra=sink_toml(broker),
-        max_gap=None,  # the agent's own default plan, measured against the bridging one
-    )
-    stats_file = work / "stats.json"
-    settle = SETTLE_S.get(workload.name, AGENT_SETTLE_S)
-    cmd = [*_lineside(), "run", "-c", str(config), "--duration", str(duration + settle)]
-    cmd += ["--stats", str(stats_file)]
-    nofile = C1000_SOFT_NOFILE if workload.name == "C1000" else None
-    m = measure(cmd, _agent_started, core, duration, plant, nofile, settle)
-    if m.returncode != 0 or not stats_file.exists():
-        raise RuntimeError(f"the agent failed ({m.returncode}):\n" + "\n".join(m.stderr[-20:]))
-    stats = json.loads(stats_file.read_text())
-    sources = stats["sources"].values()
-    lateness = [
-        g["lateness_p99"]
-        for s in sources
-        for g in s["groups"].values()
-        if g.get("lateness_p99") is not None
-    ]
-    return m, {
-        "agent_id": f"bench-{workload.name.lower()}",
-        "samples": stats["samples"],
-        "errors": sum(s["timeouts"] + s["exceptions"] + s["malformed"] for s in sources),
-        "sources_answering": sum(1 for s in sources if s["responses"]),
-        # Back to back there is no grid to be late for.
-        "jitter_p99_s": max(lateness) if lateness and workload.interval is not None else None,
-        "readings_stored": stats["store"]["readings_written"],
-        "stored_per_s": stats["store"]["readings_written"] / (duration + settle),
-        "open_files_log": [line for line in m.stderr if "open files" in line],
-        "poll_interval": fast_interval if workload.interval is None else workload.interval,
-    }
-
-
-def run_baseline(
-    kind: str, workload: Workload, plant: Plant, broker: Broker, duration: float, core: int | None
-) -> tuple[Window, dict[str, Any]]:
-    cmd = [sys.executable, "-m", "benchmarks.baselines", kind, "--workload", workload.name]
-    cmd += ["--endpoints", json.dumps(plant.endpoints), "--duration", str(duration)]
-    cmd += ["--max-gap", str(BRIDGING_GAP)]
-    if kind == "ceiling-mqtt":
-        cmd += ["--broker", f"{broker.host}:{broker.port}"]
-    m = measure(cmd, lambda line: line == "start", core, duration, plant)
-    if m.returncode != 0 or not m.stdout:
-        raise RuntimeError(f"{kind} failed ({m.returncode}):\n" + "\n".join(m.stderr[-20:]))
-    try:
-        result = json.loads(m.stdout[-1])
-    except ValueError as exc:
-        raise RuntimeError(f"{kind}: its result line is not JSON ({exc})") from None
-    lateness = [q for _, q in result["lateness"]]
-    return m, {
-        "agent_id": f"ceiling-{workload.name.lower()}",
-        "samples": result["samples"],
-        "errors": result["errors"],
-        "jitter_p99_s": max(lateness) if lateness and workload.interval is not None else None,
-    }
+# --- one contender's figures ---------------------------------------------------------------
 
 
 def figures(
@@ -409,6 +97,7 @@ def figures(
 ) -> dict[str, Any]:
     """One contender's figures: the plant's count first, the contender's own beside it."""
     seconds = (m.end_ns - m.start_ns) / 1e9
+    assert m.served is not None  # every contender's window is measured with the plant
     plant_cpu, requests, served = m.served
     polls = served / len(workload.tags) if workload.tags else 0
     out: dict[str, Any] = {

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.acquisition import measure
+from benchmarks.window import measure
 
 RESULTS = Path(__file__).parent / "results" / "s7.json"
 CONTENDERS = ("ours", "naive", "optimizer")

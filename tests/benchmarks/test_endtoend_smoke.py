@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from benchmarks import endtoend
-from benchmarks.endtoend import Arrival, arrivals, delivery
 from benchmarks.plant import ServedCounter
+from benchmarks.subscriber import Arrival, arrivals, delivery
 from benchmarks.workloads import contiguous_float32, read_blocks, scattered_mixed
 
 
