@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import acquisition
-from benchmarks.baselines import NumpyBlock
+from benchmarks.ceiling import NumpyBlock
 from benchmarks.procstat import cpu_seconds, rss_bytes
 from benchmarks.workloads import WORKLOADS, contiguous_float32, read_blocks, scattered_mixed
 
