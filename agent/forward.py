@@ -158,6 +158,20 @@ class Forwarder:
         await self._sleep_or(commit, self.clock.monotonic() + self.settings.idle_wait)
         commit.clear()
 
+    async def _answer_or_commit(self, stream: str, send: asyncio.Task[None]) -> None:
+        """Until `send` is answered, the writer commits to `stream`, or `idle_wait` passed."""
+        commit = self._commits.setdefault(stream, asyncio.Event())
+        if not commit.is_set():
+            deadline = self.clock.monotonic() + self.settings.idle_wait
+            sleeping = asyncio.ensure_future(self.clock.sleep_until(deadline))
+            waking = asyncio.ensure_future(commit.wait())
+            try:
+                await asyncio.wait({send, sleeping, waking}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeping.cancel()
+                waking.cancel()
+        commit.clear()
+
     async def _sleep_or(self, event: asyncio.Event, deadline: float) -> None:
         """Until the clock reaches `deadline` or `event` is set, whichever comes first."""
         sleeping = asyncio.ensure_future(self.clock.sleep_until(deadline))
@@ -220,11 +234,17 @@ class Forwarder:
                         else:  # all sent ahead already (and holes): nothing to send
                             lane.done_range(after, last)
                         lane.issued = last
-                    full = len(in_flight) >= self._window
-                    if full or (in_flight and not len(pending)):
+                    if len(in_flight) >= self._window:
                         sent += await self._settle(stream, lane, in_flight, wait_all=False)
                     elif len(pending):
                         sent += len(pending)  # in flight: look again at once
+                    elif in_flight:
+                        # Caught up, sends in flight: a commit goes out at once, not after
+                        # their acknowledgement (a broker's PUBACK can take a delayed-ack
+                        # 40 ms), as long as the window has room.
+                        await self._answer_or_commit(stream, in_flight[0].task)
+                        if in_flight[0].task.done():
+                            sent += await self._settle(stream, lane, in_flight, wait_all=False)
                 self._acknowledge(stream, lane)
                 if not sent and not in_flight:
                     await self._idle(stream)
