@@ -21,8 +21,9 @@ ordered per stream, and `(agent_id, stream, seq)` lets the receiver drop duplica
   outage that overflowed the store, and a restart does not stop at the hole either.
 - Telemetry is read as one columnar run per batch (`TelemetryRecords`), never an object per
   reading. A sink that keeps concurrent sends in order (`concurrent_sends`, MQTT) gets the next
-  batch while the previous one waits for its acknowledgement; the cursor still moves in order,
-  and a failure sends both again.
+  batch while the previous one waits for its acknowledgement, and a commit that comes while a
+  send waits is sent at once if the window has room (a broker may hold a PUBACK back by a
+  delayed ack); the cursor still moves in order, and a failure sends both again.
 - An idle lane waits for the store writer's next commit to its stream (or `idle_wait` at most),
   not a poll; the writer commits a record at once when it was idle (group commit,
   docs/decisions/0008-group-commit-and-live-forwarding.md), so a live record is sent within a
