@@ -21,8 +21,9 @@ ordered per stream, and `(agent_id, stream, seq)` lets the receiver drop duplica
   outage that overflowed the store, and a restart does not stop at the hole either.
 - Telemetry is read as one columnar run per batch (`TelemetryRecords`), never an object per
   reading. A sink that keeps concurrent sends in order (`concurrent_sends`, MQTT) gets the next
-  batch while the previous one waits for its acknowledgement; the cursor still moves in order,
-  and a failure sends both again.
+  batch while the previous one waits for its acknowledgement, and a commit that comes while a
+  send waits is sent at once if the window has room (a broker may hold a PUBACK back by a
+  delayed ack); the cursor still moves in order, and a failure sends both again.
 - An idle lane waits for the store writer's next commit to its stream (or `idle_wait` at most),
   not a poll; the writer commits a record at once when it was idle (group commit,
   docs/decisions/0008-group-commit-and-live-forwarding.md), so a live record is sent within a
@@ -158,6 +159,20 @@ class Forwarder:
         await self._sleep_or(commit, self.clock.monotonic() + self.settings.idle_wait)
         commit.clear()
 
+    async def _answer_or_commit(self, stream: str, send: asyncio.Task[None]) -> None:
+        """Until `send` is answered, the writer commits to `stream`, or `idle_wait` passed."""
+        commit = self._commits.setdefault(stream, asyncio.Event())
+        if not commit.is_set():
+            deadline = self.clock.monotonic() + self.settings.idle_wait
+            sleeping = asyncio.ensure_future(self.clock.sleep_until(deadline))
+            waking = asyncio.ensure_future(commit.wait())
+            try:
+                await asyncio.wait({send, sleeping, waking}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeping.cancel()
+                waking.cancel()
+        commit.clear()
+
     async def _sleep_or(self, event: asyncio.Event, deadline: float) -> None:
         """Until the clock reaches `deadline` or `event` is set, whichever comes first."""
         sleeping = asyncio.ensure_future(self.clock.sleep_until(deadline))
@@ -220,11 +235,17 @@ class Forwarder:
                         else:  # all sent ahead already (and holes): nothing to send
                             lane.done_range(after, last)
                         lane.issued = last
-                    full = len(in_flight) >= self._window
-                    if full or (in_flight and not len(pending)):
+                    if len(in_flight) >= self._window:
                         sent += await self._settle(stream, lane, in_flight, wait_all=False)
                     elif len(pending):
                         sent += len(pending)  # in flight: look again at once
+                    elif in_flight:
+                        # Caught up, sends in flight: a commit goes out at once, not after
+                        # their acknowledgement (a broker's PUBACK can take a delayed-ack
+                        # 40 ms), as long as the window has room.
+                        await self._answer_or_commit(stream, in_flight[0].task)
+                        if in_flight[0].task.done():
+                            sent += await self._settle(stream, lane, in_flight, wait_all=False)
                 self._acknowledge(stream, lane)
                 if not sent and not in_flight:
                     await self._idle(stream)

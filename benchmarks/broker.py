@@ -2,12 +2,18 @@
 
 Started the way the tests start theirs (tests/brokers.py): its own config file, a port the
 kernel picked, no persistence, polled until it accepts connections. Broker settings are left at
-mosquitto's defaults, so the figures are those of a stock broker.
+mosquitto's defaults, so the figures are those of a stock broker, unless `tcp_nodelay` (or the
+environment variable `LINESIDE_BENCH_BROKER_NODELAY=1`, for any benchmark without a code change)
+asks for `set_tcp_nodelay true`: a stock mosquitto holds a small message to a subscriber back
+(Nagle's algorithm) while an earlier one waits for the subscriber's delayed ack, up to 40 ms on
+Linux, whoever publishes (docs/decisions/0008-group-commit-and-live-forwarding.md). Every
+contender of a run shares the one broker, so they all get the same setting.
 """
 
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
 import socket
 import subprocess
@@ -15,6 +21,7 @@ import time
 from pathlib import Path
 
 START_TIMEOUT = 10.0  # seconds for the broker to accept connections
+NODELAY_VARIABLE = "LINESIDE_BENCH_BROKER_NODELAY"  # "1": the broker sets TCP_NODELAY
 
 
 def mosquitto_binary() -> str:
@@ -46,8 +53,12 @@ class Broker:
 
     host = "127.0.0.1"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, tcp_nodelay: bool | None = None) -> None:
         self.folder = folder
+        # None: as the environment says (stock unless LINESIDE_BENCH_BROKER_NODELAY=1).
+        self.tcp_nodelay = (
+            os.environ.get(NODELAY_VARIABLE, "") == "1" if tcp_nodelay is None else tcp_nodelay
+        )
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -80,6 +91,7 @@ class Broker:
                     f"listener {self.port} 127.0.0.1",
                     "allow_anonymous true",
                 ]
+                + (["set_tcp_nodelay true"] if self.tcp_nodelay else [])
             )
             + "\n",
             encoding="utf-8",

@@ -4,7 +4,7 @@ latency from poll to broker at W1 load.
     python -m benchmarks.drain [--records 20000] [--tags 50] [--batch 1000]
                                [--latency-duration 8] [--latency-workloads W1[,W3,W2]]
                                [--latency-report changes|all] [--no-latency] [--no-drain]
-                               [--out FILE]
+                               [--broker-nodelay] [--out FILE]
 
 Drain: a store is filled with `--records` telemetry records (one machine's poll of `--tags`
 float64 readings each, an hour old: a backlog after an outage; benchmarks/backlog.py). Then, one
@@ -31,6 +31,7 @@ milliseconds; a batch message gives one figure per record), after one second of 
 `--latency-report all` stores (and so sends) every sample instead of the workload's own
 report mode. It also counts the records delivered (distinct seqs) against the records the agent
 stored: with W2 (back to back) that says whether the live path keeps up with acquisition.
+`--broker-nodelay` runs the broker with `set_tcp_nodelay true` (benchmarks/broker.py says why).
 
 JSON goes to benchmarks/results/drain.json, a summary to stdout.
 """
@@ -312,6 +313,7 @@ def run(
     drain: bool = True,
     latency_workloads: tuple[str, ...] = ("W1",),
     latency_report: str | None = None,
+    broker_nodelay: bool | None = None,
 ) -> dict[str, Any]:
     core, far_core = _cores()
     affinity = os.sched_getaffinity(0)
@@ -321,7 +323,8 @@ def run(
     try:
         with tempfile.TemporaryDirectory(prefix="lineside-drain-") as tmp:
             work = Path(tmp)
-            with Broker(work / "broker") as broker:
+            with Broker(work / "broker", tcp_nodelay=broker_nodelay) as broker:
+                nodelay = broker.tcp_nodelay
                 _pin(broker.pid, far_core)
                 drains = (
                     run_drains(work, records, tags, batch, broker, receiver.url)
@@ -351,6 +354,7 @@ def run(
         "tags_per_record": tags,
         "batch": batch,
         "http_requests_received": http_requests,
+        "broker_tcp_nodelay": nodelay,
         **drains,
         "latency": latencies[0] if latencies else None,
         "latencies": latencies,
@@ -396,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-latency", action="store_true", help="skip the latency runs")
     parser.add_argument("--no-drain", action="store_true", help="skip the backlog drains")
+    parser.add_argument(
+        "--broker-nodelay",
+        action="store_true",
+        help="set_tcp_nodelay true in the broker (default: stock, see benchmarks/broker.py)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.records <= 0 or args.tags <= 0 or args.batch <= 0:
@@ -415,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         drain=not args.no_drain,
         latency_workloads=names,
         latency_report=args.latency_report,
+        broker_nodelay=True if args.broker_nodelay else None,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -345,6 +345,29 @@ async def test_a_commit_wakes_an_idle_lane_at_once(tmp_path: Path) -> None:
         await until(lambda: [r.seq for r in sink.received if r.stream == "events"] == [1, 2], 5.0)
 
 
+async def test_a_commit_goes_out_while_the_send_before_it_awaits_its_answer(
+    tmp_path: Path,
+) -> None:
+    # A live record must not wait for the previous send's acknowledgement (a broker may hold
+    # a PUBACK for a delayed ack) while the sink has room for another send in flight.
+    fill(tmp_path, 1)  # and one event, on its own lane
+    sink = GatedSink()
+    lazy = ForwardSettings(batch_size=7, idle_wait=60.0)  # no looking again but on a commit
+    async with forwarding(sink, tmp_path, lazy, flush_interval=0.01) as (forwarder, store, writer):
+        await until(lambda: [seqs for seqs, _ in sink.calls].count([1]) == 2)
+        now = SystemClock().time_ns()
+        writer.submit_readings(ReadingBatch.from_columns("plc", [1], [5.0], Quality.GOOD, now))
+        await until(lambda: [2] in [seqs for seqs, _ in sink.calls], limit=5.0)
+        assert not any(answer.done() for _, answer in sink.calls), "nothing answered yet"
+        await writer.flush()
+        assert store.cursor("mes", "telemetry") == 0
+        for _, answer in sink.calls:
+            answer.set_result(None)
+        await until(lambda: forwarder.stats.sent["telemetry"] == 2)
+        await writer.flush()
+        await until(lambda: store.cursor("mes", "telemetry") == 2)
+
+
 async def test_a_record_goes_to_a_sink_only_once_it_is_committed(tmp_path: Path) -> None:
     fill(tmp_path, 0)
     sink = ScriptedSink()
