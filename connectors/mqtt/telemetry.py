@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,20 +31,9 @@ QUALITY_NAMES: tuple[str, ...] = tuple(
 
 # A quality code's JSON between a value and its unit: `,"quality":"good"`.
 _QUALITY_JSON: tuple[bytes, ...] = tuple(b',"quality":' + orjson.dumps(n) for n in QUALITY_NAMES)
+_GOOD_JSON = _QUALITY_JSON[Quality.GOOD]
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-_PLANS_KEPT = 256  # record layouts (`LiveTelemetry._plan`) kept: a plant's polls repeat a few
-
-
-class _Group(NamedTuple):
-    """One machine's message of a record written as bytes: its rows `start:end` and its
-    `%`-templates, every reading good (`good`) or each quality a `%s` after its value."""
-
-    machine: int
-    start: int
-    end: int
-    good: bytes
-    any_: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +105,17 @@ class LiveTelemetry:
         kinds = set(self._kinds[list(tags)].tolist())
         self._uniform = kinds.pop() if len(kinds) == 1 else None
         # Per tag id, for records written as bytes (`_written`): its machine (-1: no such tag)
-        # and the JSON before and after its value, `"name":{"value":` and `,"unit":"°C"}`; the
-        # plans (`_plan`) of the records met, by their tag ids.
+        # and its entry as a `%`-template, its value a `%s` and its quality good
+        # (`"name":{"value":%s,"quality":"good","unit":"°C"}`) or a second `%s`.
         self._machine_of = np.full(size, -1, dtype=np.int64)
-        self._before: list[bytes] = [b""] * size
-        self._after: list[bytes] = [b""] * size
+        self._good_entry: list[bytes] = [b""] * size
+        self._any_entry: list[bytes] = [b""] * size
         for tag_id, tag in tags.items():
             self._machine_of[tag_id] = tag.machine
-            self._before[tag_id] = orjson.dumps(tag.name) + b':{"value":'
-            self._after[tag_id] = b',"unit":' + orjson.dumps(tag.unit) + b"}"
-        self._plans: dict[bytes, list[_Group]] = {}
+            name = orjson.dumps(tag.name).replace(b"%", b"%%")
+            unit = orjson.dumps(tag.unit).replace(b"%", b"%%")
+            self._good_entry[tag_id] = b'%s:{"value":%%s%s,"unit":%s}' % (name, _GOOD_JSON, unit)
+            self._any_entry[tag_id] = b'%s:{"value":%%s%%s,"unit":%s}' % (name, unit)
 
     def messages(self, index: int, record: TelemetryRecord) -> list[Message]:
         """The messages of `record`, the one at `index` in the batch sent: one per machine."""
@@ -181,19 +171,13 @@ class LiveTelemetry:
     def _written(self, record: TelemetryRecord) -> list[tuple[int, bytes]] | None:
         """The payloads of a record of one timestamp as bytes, one per machine in the order
         its tags first appear, each the text `orjson.dumps` gives for the same dict; None for a
-        record with an unknown tag (`messages` names it) or a tag twice (a dict keeps the first
-        place and the last value)."""
+        record with an unknown tag (`messages` names it), a tag twice (a dict keeps the first
+        place and the last value) or a machine's tags apart (the dicts gather them)."""
         batch = record.batch
         ids = batch.tag_ids
-        key = ids.tobytes()
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plan(ids)
-            if plan is None:
-                return None
-            if len(self._plans) >= _PLANS_KEPT:
-                self._plans.clear()  # ids that keep changing: a plan is cheap to make again
-            self._plans[key] = plan
+        runs = self._runs(ids)
+        if runs is None:
+            return None
         texts = self._texts(ids, batch.values)
         head = orjson.dumps(
             {
@@ -205,39 +189,36 @@ class LiveTelemetry:
                 "values": None,
             }
         )[: -len(b"null}")]
+        rows = ids.tolist()
         if not batch.quality.any():  # every reading good (Quality.GOOD is 0): the usual poll
-            return [(m, head + good % tuple(texts[a:b])) for m, a, b, good, _ in plan]
-        qualities = list(map(_QUALITY_JSON.__getitem__, batch.quality.tolist()))
-        pairs: list[bytes] = [b""] * (2 * len(texts))
-        pairs[0::2] = texts
-        pairs[1::2] = qualities
-        return [(m, head + any_ % tuple(pairs[2 * a : 2 * b])) for m, a, b, _, any_ in plan]
+            entries, args = self._good_entry, texts
+        else:
+            args = [b""] * (2 * len(texts))
+            args[0::2] = texts
+            args[1::2] = map(_QUALITY_JSON.__getitem__, batch.quality.tolist())
+            entries = self._any_entry
+        width = len(args) // len(texts)  # the `%s` of one entry
+        out = []
+        for machine, start, end in runs:
+            template = b",".join(map(entries.__getitem__, rows[start:end]))
+            values = template % tuple(args[width * start : width * end])
+            out.append((machine, b"".join((head, b"{", values, b"}}"))))
+        return out
 
-    def _plan(self, ids: npt.NDArray[Any]) -> list[_Group] | None:
-        """How a record of these tag ids is written (`_written`), or None if it cannot be."""
+    def _runs(self, ids: npt.NDArray[Any]) -> list[tuple[int, int, int]] | None:
+        """A record's rows `(machine, start, end)`, one run per machine, for `_written`; None
+        when it cannot write them."""
         machine_of = self._machine_of
         if int(ids.min()) < 0 or int(ids.max()) >= machine_of.shape[0]:
             return None
         machines = machine_of[ids]
         if bool((machines < 0).any()) or int(np.bincount(ids).max()) > 1:
             return None
-        n = machines.shape[0]
         starts = [0, *(np.flatnonzero(machines[1:] != machines[:-1]) + 1).tolist()]
         firsts = machines[starts].tolist()
         if len(set(firsts)) != len(firsts):
-            return None  # a machine's rows in more than one run: rare, the dicts do it
-        rows = ids.tolist()
-        plan = []
-        for machine, start, end in zip(firsts, starts, [*starts[1:], n], strict=True):
-            good = b",".join(self._entry(i, _QUALITY_JSON[Quality.GOOD]) for i in rows[start:end])
-            any_ = b",".join(self._entry(i, b"%s") for i in rows[start:end])
-            plan.append(_Group(machine, start, end, b"{%s}}" % good, b"{%s}}" % any_))
-        return plan
-
-    def _entry(self, tag_id: int, quality: bytes) -> bytes:
-        """A `%`-template of one tag's entry: its value a `%s`, its quality given."""
-        before, after = self._before[tag_id], self._after[tag_id]
-        return before.replace(b"%", b"%%") + b"%s" + quality + after.replace(b"%", b"%%")
+            return None
+        return list(zip(firsts, starts, [*starts[1:], machines.shape[0]], strict=True))
 
     def _texts(self, ids: npt.NDArray[Any], values: npt.NDArray[np.float64]) -> list[bytes]:
         """Each value's JSON text in its tag's type, as `orjson.dumps` writes it in a dict."""
