@@ -88,6 +88,7 @@ class Forwarder:
         rng: random.Random | None = None,
     ) -> None:
         self.sink = sink
+        self._abilities: tuple[Sink, bool, bool] | None = None  # `_sink_can`
         self.store = store
         self.writer = writer
         self.clock = clock
@@ -257,11 +258,24 @@ class Forwarder:
     @property
     def _window(self) -> int:
         """Sends the sink keeps in flight at once, in order (its `concurrent_sends`, else 1)."""
-        return max(1, self.sink.concurrent_sends) if isinstance(self.sink, SendsAhead) else 1
+        sink = self.sink
+        return max(1, sink.concurrent_sends) if self._sink_can()[0] else 1  # type: ignore[attr-defined]
 
     @property
     def _independent(self) -> bool:
-        return isinstance(self.sink, IndependentStreams) and self.sink.independent_streams
+        return self._sink_can()[1] and self.sink.independent_streams  # type: ignore[attr-defined]
+
+    def _sink_can(self) -> tuple[bool, bool]:
+        """Whether the sink sends ahead and keeps streams apart, asked once per sink object:
+        a runtime Protocol check costs ~10 us, and these are asked per send."""
+        if self._abilities is None or self._abilities[0] is not self.sink:
+            sink = self.sink
+            self._abilities = (
+                sink,
+                isinstance(sink, SendsAhead),
+                isinstance(sink, IndependentStreams),
+            )
+        return self._abilities[1], self._abilities[2]
 
     async def _send(self, records: RecordBatch) -> None:
         """One attempt at `records`: connect if need be, send, wait for the acknowledgement.

@@ -612,3 +612,79 @@ def test_float32_values_go_as_their_shortest_decimal(values: list[float]) -> Non
     assert [sent[tags[i + 1].name]["value"] for i in range(len(values))] == [
         wire(plain(v, tags[i + 1])) for i, v in enumerate(values)
     ]
+
+
+def dict_payload(record: TelemetryRecord, tags: dict[int, Tag]) -> dict[str, bytes]:
+    """A record's payloads as `orjson.dumps` of its dicts, by topic: the reference text."""
+    groups: dict[str, dict[str, Any]] = {}
+    for tag_id, value, quality in zip(
+        record.batch.tag_ids.tolist(),
+        record.batch.values.tolist(),
+        record.batch.quality.tolist(),
+        strict=True,
+    ):
+        tag = tags[tag_id]
+        topic = "uns/" + tag.path.rsplit("/", 1)[0] + "/telemetry"
+        with np.errstate(over="ignore"):
+            entry = {
+                "value": plain(value, tag),
+                "quality": QUALITY_NAMES[quality],
+                "unit": tag.unit,
+            }
+        groups.setdefault(topic, {})[tag.name] = entry
+    head = {"agent_id": "e", "stream": "telemetry", "seq": record.seq, "ts": T0_MS,
+            "historical": record.historical}  # fmt: skip
+    return {topic: orjson.dumps({**head, "values": group}) for topic, group in groups.items()}
+
+
+# Magnitudes where orjson prints a float32 in another style than a float64 (1e-6..1e-5,
+# 9e12..2e16), their edges, and the other edges of float32.
+STYLE_EDGES = [6.3184107e-6, -6.3184107e-6, 9.5e-7, 1.1e-5, 6843686000000000.0, 8.7e12,
+               1.9e16, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -0.0, 0.0, 1e39, math.nan,
+               math.inf, 2.0**24 + 2, 1e13, 1e-7]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.floats(width=32), st.sampled_from(STYLE_EDGES)),
+            st.sampled_from([0, 0, 0, 1, 2, 77]),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(min_value=1, max_value=3),
+    st.booleans(),
+)
+def test_live_payloads_are_the_text_orjson_gives_their_dicts(
+    readings: list[tuple[float, int]], machines: int, shuffled: bool
+) -> None:
+    """Live messages are written as bytes, not dicts: byte for byte what the dicts give, for
+    every float32, quality, machine order and name that needs escaping."""
+    tags = {
+        i + 1: replace(
+            Tag.from_path(f'p/a/l/m{i % machines}/t"%s{i}é', unit="%d°C" if i % 2 else ""),
+            id=i + 1,
+            type="float32",
+        )
+        for i in range(len(readings))
+    }
+    ids = list(tags)
+    if not shuffled:  # a merged poll: each machine's tags together
+        ids.sort(key=lambda i: tags[i].path)
+    values = [readings[i - 1][0] for i in ids]
+    quality = [readings[i - 1][1] for i in ids]
+    for seq in (1, 2):  # a second record of the same tags takes the kept plan
+        record = TelemetryRecord(seq, batch(ids, values, quality))
+        out = UnsLayout("uns", "e", tags).messages([record])
+        assert {m.topic: m.payload for m in out} == dict_payload(record, tags)
+        assert [m.topic for m in out] == list(dict_payload(record, tags))
+
+
+def test_a_tag_twice_in_a_record_keeps_its_first_place_and_last_value() -> None:
+    tags = {i: replace(Tag.from_path(f"p/a/l/m/t{i}"), id=i, type="float32") for i in (1, 2)}
+    record = TelemetryRecord(1, batch([1, 2, 1], [1.5, 2.5, 3.5], [0, 0, 0]))
+    [message] = UnsLayout("uns", "e", tags).messages([record])
+    assert message.payload == dict_payload(record, tags)["uns/p/a/l/m/telemetry"]
+    assert list(orjson.loads(message.payload)["values"]) == ["t1", "t2"]
