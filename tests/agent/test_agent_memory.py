@@ -30,3 +30,22 @@ def test_the_status_page_loads_prometheus_client_only_for_a_scrape() -> None:
     loaded = modules_after("import agent.web.server")
     assert "agent.web.server" in loaded
     assert "prometheus_client" not in loaded
+
+
+def test_the_run_path_does_not_load_rich() -> None:
+    # rich is ~1.6 MB of a running agent's RSS; only commands that print tables use it. The
+    # CLI, the runtime, the status page and the fleet status message load none of it.
+    loaded = modules_after(
+        "import agent.cli.app, agent.cli.run, agent.runtime, agent.web.server, agent.kpi.view\n"
+        "from agent.cli.output import console, err_console\n"
+        "from agent.fleet import agent_status\n"
+        "agent_status({}, version='1', uptime_s=1.0)"
+    )
+    assert "agent.cli.app" in loaded
+    assert "agent.fleet" in loaded
+    assert not {m for m in loaded if m == "rich" or m.startswith("rich.")}
+
+
+def test_the_console_is_made_on_first_use() -> None:
+    loaded = modules_after("from agent.cli.output import console\nconsole.print('x', markup=False)")
+    assert "rich.console" in loaded
