@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def modules_after(code: str) -> set[str]:
@@ -49,3 +50,14 @@ def test_the_run_path_does_not_load_rich() -> None:
 def test_the_console_is_made_on_first_use() -> None:
     loaded = modules_after("from agent.cli.output import console\nconsole.print('x', markup=False)")
     assert "rich.console" in loaded
+
+
+def test_a_config_without_inspections_does_not_load_their_models() -> None:
+    # vision/config.py's models cost ~0.6 MB of RSS: loaded for [[inspections]] or write_allow.
+    root = Path(__file__).resolve().parents[2]
+    loaded = modules_after(
+        "from agent.config.loader import load_config\n"
+        f"assert load_config({str(root / 'examples' / 'mqtt-sinks.toml')!r}).inspections == ()"
+    )
+    assert "agent.config.loader" in loaded
+    assert "vision.config" not in loaded
