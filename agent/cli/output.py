@@ -19,12 +19,23 @@ class _Deferred:
         self._stderr = stderr
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def real(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(stderr=self._stderr)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+    # Special methods are looked up on the type, not through __getattr__: rich's Live and
+    # Progress enter the console they are given (`with console:`).
+    def __enter__(self) -> Console:
+        return self.real().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.real().__exit__(*exc)
 
 
 if TYPE_CHECKING:  # to their callers both are Consoles (rich's Progress and Live take them)

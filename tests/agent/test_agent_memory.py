@@ -61,3 +61,15 @@ def test_a_config_without_inspections_does_not_load_their_models() -> None:
     )
     assert "agent.config.loader" in loaded
     assert "vision.config" not in loaded
+
+
+def test_rich_takes_the_deferred_consoles() -> None:
+    # Live and Progress enter the console they are given: the deferred one behaves as rich's.
+    loaded = modules_after(
+        "from rich.live import Live\nfrom rich.progress import Progress\n"
+        "from agent.cli.output import console, err_console\n"
+        "with Live('x', console=console, auto_refresh=False, transient=True):\n    pass\n"
+        "with Progress(console=err_console, transient=True) as bar:\n"
+        "    bar.add_task('t', total=1)\n"
+    )
+    assert "rich.live" in loaded
