@@ -12,12 +12,12 @@ gathered. `fleet_rows` turns the retained messages read from the broker into tab
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # A status that says "online" but is older than this many intervals (plus the margin, for
 # clocks a little apart) comes from an agent whose broker lost its Will: shown as stale.
@@ -153,6 +153,10 @@ _STYLES = {"offline": "red", "unreadable": "red", "stale": "yellow"}
 
 def render_fleet(rows: list[dict[str, Any]], console: Console) -> None:
     """The fleet as one table; offline agents in red, stale ones in yellow."""
+    # Here, not at the top: a running agent imports this module for its status message.
+    from rich.table import Table
+    from rich.text import Text
+
     sites = {r["site"] for r in rows}
     table = Table(title_justify="left")
     columns = ["agent", "state", "version", "uptime", "sources", "backlog", "oldest unsent"]

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import sqlite_utils
 
 from agent.model import Quality, ReadingBatch
 from agent.store import connect, decode_batch, encode_batch, migrate
@@ -149,7 +148,7 @@ def run_case(
         _rows_schema(conn)
         write, read = write_rows, read_rows
     else:
-        migrate(sqlite_utils.Database(conn))
+        migrate(conn)
         write, read = write_blobs, read_blobs
     readings = sum(len(b) for f in flushes for b in f)
     started = time.perf_counter()

@@ -5,12 +5,45 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _Deferred:
+    """A rich Console made on first use: `lineside run` prints nothing through one, and
+    importing rich costs a running agent ~1.6 MB of RSS (benchmarks/README.md, "Memory")."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def real(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+    # Special methods are looked up on the type, not through __getattr__: rich's Live and
+    # Progress enter the console they are given (`with console:`).
+    def __enter__(self) -> Console:
+        return self.real().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.real().__exit__(*exc)
+
+
+if TYPE_CHECKING:  # to their callers both are Consoles (rich's Progress and Live take them)
+    console: Console
+    err_console: Console
+else:
+    console = _Deferred(stderr=False)
+    err_console = _Deferred(stderr=True)
 
 
 def say(line: str) -> None:

@@ -10,13 +10,15 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from itertools import groupby
-from typing import Any
-
-from rich import box
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from agent.kpi.replay import KpiWindow
+
+# rich is imported by the two table builders only: the status page imports this module for its
+# formatting, and a running agent has no use for rich (~1.6 MB of RSS).
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
 
 UNDEFINED = "—"
 TOP_LOSSES = 3
@@ -167,6 +169,10 @@ def time_row(w: KpiWindow) -> list[str]:
 def tables(windows: Sequence[KpiWindow], zone: tzinfo) -> list[Text | Table]:
     """Per window (hour, shift or day): its title, the figures and the time as two tables with a
     row per machine then one per line, and a line per machine or line that carries flags."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     out: list[Text | Table] = []
     for _, group in groupby(windows, key=lambda w: (w.start_ns, w.kind, w.name)):
         rows = list(group)
@@ -215,6 +221,9 @@ def product_table(rows: Sequence[KpiWindow]) -> Table | None:
     body = [r for w in rows for r in product_rows(w)]
     if not body:
         return None
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, title="per product", title_justify="left")
     for i, column in enumerate(PRODUCT_COLUMNS):
         table.add_column(column, justify="right" if i > 1 else "left")

@@ -8,14 +8,9 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from agent.errors import StoreError, StoreTooNew
-
-if TYPE_CHECKING:
-    # Only the migrations use sqlite-utils, and it is imported when one is due: it brings click,
-    # pluggy and dateutil, 2.7 MB of a running agent's RSS (benchmarks/README.md, "Memory").
-    import sqlite_utils
 
 DB_NAME = "lineside.db"
 STREAMS: tuple[str, ...] = ("telemetry", "events", "gaps")
@@ -27,7 +22,7 @@ Clock = Callable[[], int]  # wall-clock nanoseconds since the epoch
 # Schema and migrations (applied in order; `meta.schema_version` says how many ran)
 
 
-def _schema_1(db: sqlite_utils.Database) -> None:
+def _schema_1(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE tags (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, "
         "machine TEXT NOT NULL, name TEXT NOT NULL, unit TEXT NOT NULL, source TEXT NOT NULL)"
@@ -52,13 +47,13 @@ def _schema_1(db: sqlite_utils.Database) -> None:
     )
 
 
-def _schema_2(db: sqlite_utils.Database) -> None:
+def _schema_2(db: sqlite3.Connection) -> None:
     # Export filters by time and age bounds delete by time: index the batch time range.
     db.execute("CREATE INDEX telemetry_ts ON telemetry (ts_first_ns)")
     db.execute("CREATE INDEX events_ts ON events (ts_ns)")
 
 
-def _schema_3(db: sqlite_utils.Database) -> None:
+def _schema_3(db: sqlite3.Connection) -> None:
     # Records a sink's far side refused as invalid: kept out of the way of the queue, listed by
     # `lineside quarantine list`, sent again on `lineside quarantine retry`.
     db.execute(
@@ -68,7 +63,7 @@ def _schema_3(db: sqlite_utils.Database) -> None:
     )
 
 
-def _schema_4(db: sqlite_utils.Database) -> None:
+def _schema_4(db: sqlite3.Connection) -> None:
     # When the agent stored each record (its clock, at the commit): the forwarder splits live
     # from backlog by it, never by the device's timestamp, and `status` ages unsent records by
     # it. Records stored before this migration have none (NULL): they count as backlog.
@@ -78,7 +73,7 @@ def _schema_4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_stored ON events (stored_ns)")
 
 
-def _schema_5(db: sqlite_utils.Database) -> None:
+def _schema_5(db: sqlite3.Connection) -> None:
     # Text tags are stored as `text` events on change, so the string in force at the start of a
     # period (the product a replay starts with) may lie anywhere before it: find it by kind and
     # time without scanning every verdict and KPI event. The step also marks the store as holding
@@ -86,12 +81,17 @@ def _schema_5(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_kind_ts ON events (kind, ts_ns)")
 
 
-Migration = Callable[["sqlite_utils.Database"], None]
+# A step runs plain SQL on the connection: sqlite-utils would bring click, pluggy and dateutil,
+# 2.5 MB of the RSS of an agent that creates its store (benchmarks/README.md, "Memory").
+Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: tuple[Migration, ...] = (_schema_1, _schema_2, _schema_3, _schema_4, _schema_5)
 
 
-def schema_version(db: sqlite_utils.Database) -> int:
-    if "meta" not in db.table_names():
+def schema_version(db: sqlite3.Connection) -> int:
+    has_meta = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    if not has_meta:
         return 0
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
@@ -100,17 +100,10 @@ def schema_version(db: sqlite_utils.Database) -> int:
 def migrate_connection(
     conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS
 ) -> int:
-    """`migrate` on a plain connection; sqlite-utils is imported only when there is work to do."""
-    has_meta = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone()
-    if has_meta:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is not None and int(row[0]) == len(migrations):
-            return len(migrations)  # the usual start: the file is current
-    import sqlite_utils
-
-    return migrate(sqlite_utils.Database(conn), migrations)
+    """`migrate`, with no write at all when the file is current (the usual start)."""
+    if schema_version(conn) == len(migrations):
+        return len(migrations)
+    return migrate(conn, migrations)
 
 
 @contextlib.contextmanager
@@ -137,21 +130,21 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+def migrate(db: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Apply the migrations the file has not seen yet, each in its own transaction."""
-    with db.atomic():
+    with transaction(db):
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     version = schema_version(db)
     if version > len(migrations):
         # A downgrade: the older code cannot know what the newer schema means, so it touches
         # nothing (the file stays as the newer lineside left it, ready for it again).
-        path = db.conn.execute("PRAGMA database_list").fetchone()[2]
+        path = db.execute("PRAGMA database_list").fetchone()[2]
         raise StoreTooNew(
             f"{path}: written by a newer lineside (schema {version}); this is schema "
             f"{len(migrations)}: upgrade lineside or restore a backup"
         )
     for number, step in enumerate(migrations[version:], start=version + 1):
-        with db.atomic():
+        with transaction(db):
             step(db)
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "

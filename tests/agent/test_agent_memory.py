@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def modules_after(code: str) -> set[str]:
@@ -30,3 +31,45 @@ def test_the_status_page_loads_prometheus_client_only_for_a_scrape() -> None:
     loaded = modules_after("import agent.web.server")
     assert "agent.web.server" in loaded
     assert "prometheus_client" not in loaded
+
+
+def test_the_run_path_does_not_load_rich() -> None:
+    # rich is ~1.6 MB of a running agent's RSS; only commands that print tables use it. The
+    # CLI, the runtime, the status page and the fleet status message load none of it.
+    loaded = modules_after(
+        "import agent.cli.app, agent.cli.run, agent.runtime, agent.web.server, agent.kpi.view\n"
+        "from agent.cli.output import console, err_console\n"
+        "from agent.fleet import agent_status\n"
+        "agent_status({}, version='1', uptime_s=1.0)"
+    )
+    assert "agent.cli.app" in loaded
+    assert "agent.fleet" in loaded
+    assert not {m for m in loaded if m == "rich" or m.startswith("rich.")}
+
+
+def test_the_console_is_made_on_first_use() -> None:
+    loaded = modules_after("from agent.cli.output import console\nconsole.print('x', markup=False)")
+    assert "rich.console" in loaded
+
+
+def test_a_config_without_inspections_does_not_load_their_models() -> None:
+    # vision/config.py's models cost ~0.6 MB of RSS: loaded for [[inspections]] or write_allow.
+    root = Path(__file__).resolve().parents[2]
+    loaded = modules_after(
+        "from agent.config.loader import load_config\n"
+        f"assert load_config({str(root / 'examples' / 'mqtt-sinks.toml')!r}).inspections == ()"
+    )
+    assert "agent.config.loader" in loaded
+    assert "vision.config" not in loaded
+
+
+def test_rich_takes_the_deferred_consoles() -> None:
+    # Live and Progress enter the console they are given: the deferred one behaves as rich's.
+    loaded = modules_after(
+        "from rich.live import Live\nfrom rich.progress import Progress\n"
+        "from agent.cli.output import console, err_console\n"
+        "with Live('x', console=console, auto_refresh=False, transient=True):\n    pass\n"
+        "with Progress(console=err_console, transient=True) as bar:\n"
+        "    bar.add_task('t', total=1)\n"
+    )
+    assert "rich.live" in loaded

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import sqlite_utils
 
 from agent.errors import StoreError
 from agent.model import Event, EventKind, Quality, ReadingBatch
@@ -87,18 +86,22 @@ def test_new_store_is_wal_and_at_the_latest_schema(tmp_path: Path) -> None:
 
 def test_an_older_schema_is_migrated_and_keeps_its_records(tmp_path: Path) -> None:
     path = db_path(tmp_path)
-    db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+    db = sqlite3.connect(path, isolation_level=None)
     assert migrate(db, MIGRATIONS[:1]) == 1
     db.execute("INSERT INTO events (ts_ns, kind, machine, data) VALUES (5, 'alarm', 'press', '{}')")
-    assert "telemetry_ts" not in {i.name for i in db.table("telemetry").indexes}
-    db.conn.close()
+    assert "telemetry_ts" not in indexes(db, "telemetry")
+    db.close()
 
     with Store(tmp_path) as store:
         assert [e.seq for e in store.read_events(0, 10)] == [1]
-    db = sqlite_utils.Database(sqlite3.connect(path))
-    assert "telemetry_ts" in {i.name for i in db.table("telemetry").indexes}
-    assert "events_ts" in {i.name for i in db.table("events").indexes}
-    db.conn.close()
+    db = sqlite3.connect(path)
+    assert "telemetry_ts" in indexes(db, "telemetry")
+    assert "events_ts" in indexes(db, "events")
+    db.close()
+
+
+def indexes(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA index_list({table})")}
 
 
 async def test_a_store_from_before_stored_times_opens_and_its_records_are_backlog(
@@ -107,7 +110,7 @@ async def test_a_store_from_before_stored_times_opens_and_its_records_are_backlo
     # Schema 3 knew no stored time: its records count as stored before any live window and
     # are aged by their own stamp; new records get one.
     path = db_path(tmp_path)
-    db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+    db = sqlite3.connect(path, isolation_level=None)
     assert migrate(db, MIGRATIONS[:3]) == 3
     old = encode_batch(batch(0, 3, 1_000_000_000))
     db.execute(
@@ -118,7 +121,7 @@ async def test_a_store_from_before_stored_times_opens_and_its_records_are_backlo
             *(old.tag_ids, old.vals, old.quality, old.ts),
         ],
     )
-    db.conn.close()
+    db.close()
 
     now = 1_000_000_000 + 3600 * 10**9
     with Store(tmp_path, clock=lambda: now) as store:
@@ -353,9 +356,9 @@ async def test_stats_report_depth_and_oldest_unsent_age_per_sink(tmp_path: Path)
         assert store.stats().oldest_unsent_age_s["mqtt"]["telemetry"] == pytest.approx(1.0)
 
 
-def test_a_current_store_opens_without_sqlite_utils(tmp_path: Path) -> None:
-    # sqlite-utils brings click, pluggy and dateutil (~2.7 MB of the agent's RSS): only a
-    # migration imports it, so a restarted agent on its existing store never loads them.
+def test_a_store_is_created_and_opened_without_sqlite_utils(tmp_path: Path) -> None:
+    # sqlite-utils brings click, pluggy and dateutil (~2.5 MB of the agent's RSS): the
+    # migrations are plain SQL, so neither a new store nor an existing one loads them.
     from tests.agent.test_cli import imported_after
 
     StoreWriter(tmp_path, flush_interval=30).close()  # created and migrated here
@@ -371,4 +374,11 @@ def test_a_current_store_opens_without_sqlite_utils(tmp_path: Path) -> None:
     loaded = imported_after(
         f"from agent.store import StoreWriter\nStoreWriter({str(fresh)!r}).close()"
     )
-    assert "sqlite_utils" in loaded  # a new file is migrated, with sqlite-utils
+    assert not loaded & {"sqlite_utils", "click", "pluggy", "dateutil"}, loaded
+    with Store(fresh) as store:  # and the new file has the whole schema
+        assert store.path.exists()
+    conn = sqlite3.connect(db_path(fresh))
+    version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    assert int(version) == len(MIGRATIONS)
+    assert "events_kind_ts" in indexes(conn, "events")
+    conn.close()
