@@ -43,35 +43,24 @@ import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from agent.clock import Clock
 from agent.errors import ConnectError, ConnectorError, SinkRejected, one_line
-from agent.lane import Lane, Send, keep, mark_historical, read_records
+from agent.lane import (
+    ForwardSettings,
+    ForwardStatistics,
+    Lane,
+    Send,
+    keep,
+    mark_historical,
+    read_records,
+)
 from agent.poller import Backoff
 from agent.secrets import redact
 from agent.sink import HasBackground, IndependentStreams, RecordBatch, SendsAhead, Sink
 from agent.store import STREAMS, Store, StoreWriter
 
 log = logging.getLogger("lineside.forward")
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardSettings:
-    batch_size: int = 200  # records per send
-    live_window: float = 10.0  # seconds: older records are sent as historical
-    replay_rate: float = 0.0  # historical records per second; 0: as fast as the sink takes
-    idle_wait: float = 0.05  # seconds at most between looks at the store with nothing new
-
-
-@dataclass(slots=True)
-class SinkStatistics:
-    state: str = "connecting"  # connecting | connected | failing
-    sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
-    historical: int = 0
-    quarantined: int = 0
-    failures: int = 0
-    last_error: str = ""
 
 
 class Forwarder:
@@ -93,7 +82,7 @@ class Forwarder:
         self.writer = writer
         self.clock = clock
         self.settings = settings or ForwardSettings()
-        self.stats = SinkStatistics()
+        self.stats = ForwardStatistics()
         self._rng = rng or random.Random()
         self._backoff = Backoff()
         self._connected = False

@@ -4,13 +4,13 @@ reads: the forwarder's bookkeeping, without I/O beyond the store's reads."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from agent.sink import EventRecord, GapRecord, RecordBatch, Records, TelemetryRecords
-from agent.store import StoreReader
+from agent.store import STREAMS, StoreReader
 
 
 def read_records(store: StoreReader, stream: str, after: int, limit: int) -> RecordBatch:
@@ -117,3 +117,25 @@ class Lane:
         for first, last in self.ahead:
             done |= (seqs >= first) & (seqs <= last)
         return done
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardSettings:
+    """How a forwarder reads and paces: the `[forward]` section."""
+
+    batch_size: int = 200  # records per send
+    live_window: float = 10.0  # seconds: older records are sent as historical
+    replay_rate: float = 0.0  # historical records per second; 0: as fast as the sink takes
+    idle_wait: float = 0.05  # seconds at most between looks at the store with nothing new
+
+
+@dataclass(slots=True)
+class ForwardStatistics:
+    """A sink's forwarding figures: its state, records sent per stream, failures."""
+
+    state: str = "connecting"  # connecting | connected | failing
+    sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
+    historical: int = 0
+    quarantined: int = 0
+    failures: int = 0
+    last_error: str = ""

@@ -24,9 +24,10 @@ from agent.alarms import AlarmBook
 from agent.clock import Clock, SystemClock
 from agent.codenames import CodeNames
 from agent.config.sections import Config
-from agent.forward import Forwarder, ForwardSettings
+from agent.forward import Forwarder
 from agent.inspections import build_inspectors
 from agent.kpi.engine import KpiEngine
+from agent.lane import ForwardSettings
 from agent.notify import Notifier
 from agent.pipeline import ReportByException
 from agent.poller import LinkStatistics, run_link

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.errors import one_line
-from agent.forward import SinkStatistics as ForwardStatistics
 from agent.histogram import HistogramSnapshot
+from agent.lane import ForwardStatistics
 from agent.pipeline import FilterStatistics
 from agent.poller import LinkStatistics
 from agent.reasons import Seen, reasons_of

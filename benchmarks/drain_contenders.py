@@ -33,8 +33,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.clock import SystemClock
 from agent.eventloop import run as run_loop
-from agent.forward import Forwarder, ForwardSettings
-from agent.lane import read_records
+from agent.forward import Forwarder
+from agent.lane import ForwardSettings, read_records
 from agent.sink import Record, Sink, TelemetryRecords
 from agent.statistics import SinkStatistics
 from agent.store import Store, StoreWriter

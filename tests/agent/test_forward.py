@@ -11,7 +11,8 @@ import pytest
 
 from agent.clock import SystemClock
 from agent.errors import ConnectError, SinkRejected
-from agent.forward import Forwarder, ForwardSettings
+from agent.forward import Forwarder
+from agent.lane import ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import GapRecord, Record
 from agent.statistics import SinkStatistics

@@ -15,8 +15,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.forward import SinkStatistics as ForwardStatistics
 from agent.histogram import HistogramSnapshot
+from agent.lane import ForwardStatistics
 from agent.pipeline import FilterStatistics
 from agent.poller import LinkStatistics
 from agent.reasons import Seen

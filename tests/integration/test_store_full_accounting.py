@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.clock import SystemClock
-from agent.forward import Forwarder, ForwardSettings
+from agent.forward import Forwarder
+from agent.lane import ForwardSettings
 from agent.model import Quality, ReadingBatch
 from agent.runtime import sink_tags
 from agent.sink import SinkContext

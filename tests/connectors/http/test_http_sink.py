@@ -22,7 +22,8 @@ from cryptography.x509.oid import NameOID
 from agent import registry
 from agent.clock import FakeClock, SystemClock
 from agent.errors import ConnectError, ConnectorError, RequestTimeout, SinkRejected
-from agent.forward import Forwarder, ForwardSettings
+from agent.forward import Forwarder
+from agent.lane import ForwardSettings
 from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.runtime import sink_tags
 from agent.sink import EventRecord, Record, SinkContext, TelemetryRecord
