@@ -1,5 +1,6 @@
 """One tag, one id: the store's id is the id a reading carries from the source to the store."""
 
+import tracemalloc
 from pathlib import Path
 
 from agent.config import load_config
@@ -7,7 +8,7 @@ from agent.model import Quality, ReadingBatch
 from agent.runtime import Agent
 from agent.starter import starter_config
 from agent.store import Store
-from agent.tags import Tag
+from agent.tags import Tag, TagTable
 
 
 def test_a_reading_carries_the_store_id_from_source_to_store(tmp_path: Path) -> None:
@@ -34,3 +35,21 @@ def test_a_reading_carries_the_store_id_from_source_to_store(tmp_path: Path) -> 
     finally:
         agent.writer.close()
         agent.store.close()
+
+
+def test_the_table_keeps_no_key_object_per_tag() -> None:
+    """Issue 17: the (machine, name) lookup held a tuple per tag (1 MB at 20,000 tags). The table
+    of 10,000 tags now costs its tuple and two dicts (~0.7 MB); with a tuple key per tag, 1.2."""
+    tags = [
+        Tag(id=m * 100 + i, path=f"s/a/l/m{m}/t{i}", machine=f"m{m}", name=f"t{i}")
+        for m in range(100)
+        for i in range(100)
+    ]
+    tracemalloc.start()
+    try:
+        table = TagTable(tags)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert table.id_of("m42", "t7") == 4207
+    assert held < 900_000
