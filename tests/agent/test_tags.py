@@ -9,6 +9,7 @@ from agent.runtime import Agent
 from agent.starter import starter_config
 from agent.store import Store
 from agent.tags import Tag, TagTable
+from agent.web.state import StateBuilder
 
 
 def test_a_reading_carries_the_store_id_from_source_to_store(tmp_path: Path) -> None:
@@ -53,3 +54,18 @@ def test_the_table_keeps_no_key_object_per_tag() -> None:
         tracemalloc.stop()
     assert table.id_of("m42", "t7") == 4207
     assert held < 900_000
+
+
+def test_the_status_page_keys_its_formats_by_the_tables_paths(tmp_path: Path) -> None:
+    """Issue 17: the page's formats held a second string of every tag's path (1.4 MB at
+    20,000 tags); they are keyed by the table's own strings now."""
+    path = tmp_path / "lineside.toml"
+    path.write_text(starter_config("press"), encoding="utf-8")
+    agent = Agent(load_config(path))
+    try:
+        models = StateBuilder(agent)._models
+        assert [id(p) for p in models] == [id(t.path) for t in agent.tags]
+        assert all(models[t.path] is not None for t in agent.tags)
+    finally:
+        agent.writer.close()
+        agent.store.close()
