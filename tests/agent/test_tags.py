@@ -69,3 +69,21 @@ def test_the_status_page_keys_its_formats_by_the_tables_paths(tmp_path: Path) ->
     finally:
         agent.writer.close()
         agent.store.close()
+
+
+def test_an_agent_without_kpis_keeps_no_path_to_id_table(tmp_path: Path) -> None:
+    """Issue 17: the path -> id table the KPI engine's restart needs was kept without one too."""
+    path = tmp_path / "lineside.toml"
+    path.write_text(starter_config("press"), encoding="utf-8")
+    with_kpi = load_config(path)
+    assert any(m.kpi is not None for m in with_kpi.machines)
+    without = with_kpi.model_copy(
+        update={"machines": tuple(m.model_copy(update={"kpi": None}) for m in with_kpi.machines)}
+    )
+    for config, kept in ((with_kpi, True), (without, False)):
+        agent = Agent(config)
+        try:
+            assert bool(agent._kpi_ids) is kept
+        finally:
+            agent.writer.close()
+            agent.store.close()
