@@ -81,7 +81,7 @@ class _Loader:
         self.file = str(path)
         self.problems: list[Problem] = []
         self.tag_files: dict[Loc, _TagFile] = {}
-        self.context = {"base_dir": path.resolve().parent}
+        self.context: dict[str, Any] = {"base_dir": path.resolve().parent}
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(Problem(self.file, where, message))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     PlainSerializer,
@@ -20,6 +21,7 @@ from pydantic import (
 )
 
 from agent.config import STRICT, DeadbandField, Loc, Name, key_error
+from agent.config.fields import shared_tags
 from agent.duration import PositiveDuration
 from agent.model import DATA_TYPES, DataType
 from connectors.mc.address import McAddress, check_series, check_tag, parse_address
@@ -142,7 +144,7 @@ class McSourceConfig(BaseModel):
     machine: Name
     poll_interval: PositiveDuration = 1.0
     tags_file: Path | None = None  # read by the loader into `tags`
-    tags: tuple[McTag, ...] = ()
+    tags: Annotated[tuple[McTag, ...], AfterValidator(shared_tags)] = ()  # one per tags_file
 
     @model_validator(mode="after")
     def _tags_fit_series(self) -> Self:

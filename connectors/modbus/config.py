@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     PlainSerializer,
@@ -20,6 +21,7 @@ from pydantic import (
 )
 
 from agent.config import STRICT, DeadbandField, Loc, Name, key_error
+from agent.config.fields import shared_tags
 from agent.duration import Duration, PositiveDuration
 from agent.model import DATA_TYPES, DataType
 from agent.source import WriteTarget
@@ -113,7 +115,7 @@ class ModbusUnit(BaseModel):
     tags_file: Path | None = (
         None  # read by the loader into `tags`; kept to say where they came from
     )
-    tags: tuple[ModbusTag, ...] = ()
+    tags: Annotated[tuple[ModbusTag, ...], AfterValidator(shared_tags)] = ()
 
     @model_validator(mode="after")
     def _has_tags(self) -> Self:

@@ -12,9 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, Field, PlainSerializer, PlainValidator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    model_validator,
+)
 
 from agent.config import STRICT, DeadbandField, Loc, Name, key_error
+from agent.config.fields import shared_tags
 from agent.duration import Duration, PositiveDuration
 from agent.model import DataType
 from connectors.s7.address import S7Address, parse_address
@@ -112,7 +120,7 @@ class S7SourceConfig(BaseModel):
     machine: Name
     poll_interval: PositiveDuration = 1.0
     tags_file: Path | None = None  # read by the loader into `tags`
-    tags: tuple[S7Tag, ...] = ()
+    tags: Annotated[tuple[S7Tag, ...], AfterValidator(shared_tags)] = ()  # one per tags_file
 
     @model_validator(mode="after")
     def _connection(self) -> Self:

@@ -83,3 +83,16 @@ def test_a_good_config_defaults_types_from_the_device(tmp_path: Path) -> None:
 def test_problems_name_the_key(tmp_path: Path, settings: str, tag: str, expected: str) -> None:
     problems = _problems(tmp_path, settings, tag)
     assert any(p.endswith(expected) for p in problems), problems
+
+
+def test_sources_with_equal_tags_share_their_tag_models(tmp_path: Path) -> None:
+    """Issue 17: one MC source per PLC with the same tags (a tags_file, mostly) held a copy of
+    every tag model each; equal tags are one tuple now."""
+    tags = 'tags = [{ name = "a", address = "D10", type = "REAL" }]\n'
+    second = HEAD.split("[[sources]]")[1].replace('"plc"', '"plc2"').replace("press1", "press2")
+    machine = '[[machines]]\nname = "press2"\narea = "a"\nline = "l"\n'
+    path = tmp_path / "lineside.toml"
+    path.write_text(HEAD + 'series = "fx5"\n' + tags + machine + "[[sources]]" + second
+                    + 'series = "fx5"\n' + tags)  # fmt: skip
+    first, other = load_config(path).sources
+    assert first.tags is other.tags  # type: ignore[attr-defined]

@@ -208,3 +208,19 @@ def test_tags_file_rows_parse_and_tsaps_as_tia_shows_them(tmp_path: Path) -> Non
     source = load_config(path).sources[0]
     assert source.endpoint == "10.0.0.5:102 TSAP 03.01"
     assert isinstance(source, S7SourceConfig) and source.tsaps == (0x1000, 0x0301)
+
+
+def test_sources_reading_one_tags_file_share_its_tag_models(tmp_path: Path) -> None:
+    """Issue 17: one S7 source per PLC, each reading the same tags_file, held a copy of every
+    tag model each; equal tags are one tuple now."""
+    (tmp_path / "tags.csv").write_text("name,address\nspeed,DB1.DBD0:REAL\n", encoding="utf-8")
+    second = SOURCE.replace("plc1", "plc2").replace("press1", "press2")
+    machine = '[[machines]]\nname = "press2"\narea = "stamping"\nline = "line-1"\n'
+    path = tmp_path / "lineside.toml"
+    path.write_text(
+        HEAD + machine + SOURCE + 'tags_file = "tags.csv"\n' + second + 'tags_file = "tags.csv"\n',
+        encoding="utf-8",
+    )
+    first, other = load_config(path).sources
+    assert isinstance(first, S7SourceConfig) and isinstance(other, S7SourceConfig)
+    assert first.tags is other.tags and first.tags[0].name == "speed"
