@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.codenames import PACKML_STATES
+from firmware_sim.machines.press import DIES
 from tests.agent.web.running import running_agent
 from tests.integration.test_status_page import chromium, chromium_or_skip, wait_for
 
@@ -45,3 +46,29 @@ async def test_page_names_states_and_lists_errors_in_chromium(tmp_path: Path) ->
     (row,) = [r for r in errors if r[0] == "press1-plc"]
     assert row[1] == "illegal data address (02)"
     assert row[2] and row[3] and int(row[4].replace(",", "")) >= 1 and row[5] == "now", row
+
+
+TEXT = (
+    "Array.from(document.querySelectorAll('#values tbody tr'))"
+    ".filter(r => r.cells[0].textContent === 'die_id').map(r => r.cells[1].textContent)[0]"
+)
+
+
+async def test_page_shows_a_text_tag_as_its_string_in_chromium(tmp_path: Path) -> None:
+    """The press's die id (a Modbus string) in the page's DOM, as the plant holds it."""
+    binary = chromium_or_skip()
+    async with (
+        running_agent(tmp_path, speed=1.0, poll_interval="200ms") as run,
+        chromium(binary, tmp_path / "profile") as tools,
+    ):
+        target = await tools.call("Target.createTarget", url="about:blank")
+        attached = await tools.call(
+            "Target.attachToTarget", targetId=target["targetId"], flatten=True
+        )
+        session = attached["sessionId"]
+        for domain in ("Runtime.enable", "Page.enable"):
+            await tools.call(domain, session)
+        await tools.call("Page.navigate", session, url=f"{run.url}?machine=press1")
+        shown = await wait_for(tools, session, TEXT + " || ''")
+        truth = str(run.plant.machines["press1"].values()["die_id"])
+    assert shown in DIES and shown == truth, (shown, truth)
