@@ -22,6 +22,7 @@ from tests.integration.test_status_page import (
     chromium_or_skip,
     evaluate,
     keep_small,
+    open_page,
     wait_for,
 )
 from tests.waiting import until
@@ -79,24 +80,6 @@ OVERFLOW = (
 )
 
 
-async def page(tools: DevTools, url: str, width: int, height: int, mobile: bool) -> str:
-    target = await tools.call("Target.createTarget", url="about:blank")
-    attached = await tools.call("Target.attachToTarget", targetId=target["targetId"], flatten=True)
-    session: str = attached["sessionId"]
-    for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
-        await tools.call(domain, session)
-    await tools.call(
-        "Emulation.setDeviceMetricsOverride",
-        session,
-        width=width,
-        height=height,
-        deviceScaleFactor=1,
-        mobile=mobile,
-    )
-    await tools.call("Page.navigate", session, url=url)
-    return session
-
-
 async def screenshot(tools: DevTools, session: str, name: str, selector: str = "") -> None:
     """The viewport, or only the element `selector` picks (scrolled to, below the fold)."""
     folder = os.environ.get("LINESIDE_SCREENSHOTS")
@@ -132,7 +115,7 @@ async def test_operator_view_in_chromium(tmp_path: Path) -> None:
         running_agent(tmp_path, more=ALARMS, poll_interval="200ms", speed=1.0) as run,
         chromium(binary, tmp_path / "profile") as tools,
     ):
-        session = await page(tools, run.url, 1920, 1080, mobile=False)
+        session = await open_page(tools, run.url, 1920, 1080)
         andon = await wait_for(tools, session, f"{ANDON}.length === 2 && {ANDON}")
         # The OEE panel: each machine's OEE against its target, good units against the plan.
         targets = await wait_for(tools, session, f"{TARGETS}.length === 2 && {TARGETS}")
@@ -186,7 +169,7 @@ async def test_operator_view_in_chromium(tmp_path: Path) -> None:
 
         await screenshot(tools, session, "status-page-oee-1080p.png", OEE_PANEL)
 
-        phone = await page(tools, run.url, 400, 800, mobile=True)
+        phone = await open_page(tools, run.url, 400, 800, mobile=True)
         await wait_for(tools, phone, f"{ANDON}.length === 2")
         await wait_for(
             tools,

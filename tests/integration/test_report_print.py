@@ -15,7 +15,7 @@ import pytest
 from agent.config import load_config
 from agent.kpi.document import shift_report
 from tests.agent.kpi.test_replay import fill_store
-from tests.integration.test_status_page import chromium, chromium_or_skip, evaluate
+from tests.integration.test_status_page import chromium, chromium_or_skip, evaluate, open_page
 
 A4_W_IN, A4_H_IN = 8.27, 11.69
 MARGIN_IN = 0.47  # 12 mm, the report's @page margin
@@ -49,18 +49,7 @@ async def test_the_report_renders_and_fits_a4_in_chromium(tmp_path: Path) -> Non
     page = tmp_path / "report.html"
     page.write_text(html, encoding="utf-8")
     async with chromium(binary, tmp_path / "profile") as tools:
-        target = await tools.call("Target.createTarget", url="about:blank")
-        attached = await tools.call(
-            "Target.attachToTarget", targetId=target["targetId"], flatten=True
-        )
-        session = attached["sessionId"]
-        for domain in ("Runtime.enable", "Page.enable"):
-            await tools.call(domain, session)
-        await tools.call(
-            "Emulation.setDeviceMetricsOverride",
-            session, width=900, height=1200, deviceScaleFactor=1, mobile=False,
-        )  # fmt: skip
-        await tools.call("Page.navigate", session, url=page.as_uri())
+        session = await open_page(tools, page.as_uri(), 900, 1200)
         for _ in range(100):  # bounded: until the document has loaded
             if await evaluate(tools, session, "document.readyState") == "complete":
                 break

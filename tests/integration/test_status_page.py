@@ -170,6 +170,27 @@ async def wait_for(tools: DevTools, session: str, expression: str) -> Any:
     return value
 
 
+async def open_page(
+    tools: DevTools, url: str, width: int = 1280, height: int = 1000, mobile: bool = False
+) -> str:
+    """A new tab at `url` with a `width` × `height` viewport; its DevTools session."""
+    target = await tools.call("Target.createTarget", url="about:blank")
+    attached = await tools.call("Target.attachToTarget", targetId=target["targetId"], flatten=True)
+    session: str = attached["sessionId"]
+    for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
+        await tools.call(domain, session)
+    await tools.call(
+        "Emulation.setDeviceMetricsOverride",
+        session,
+        width=width,
+        height=height,
+        deviceScaleFactor=1,
+        mobile=mobile,
+    )
+    await tools.call("Page.navigate", session, url=url)
+    return session
+
+
 VALUES = "Array.from(document.querySelectorAll('#values td.value')).map(c => c.textContent)"
 OEE_FIGURES = "Array.from(document.querySelectorAll('#oee [data-kpi=oee]')).map(t => t.textContent)"
 INSPECTIONS = (
@@ -198,22 +219,7 @@ async def test_page_shows_live_values_and_oee_in_chromium(tmp_path: Path) -> Non
         ) as run,
         chromium(binary, tmp_path / "profile") as tools,
     ):
-        target = await tools.call("Target.createTarget", url="about:blank")
-        attached = await tools.call(
-            "Target.attachToTarget", targetId=target["targetId"], flatten=True
-        )
-        session = attached["sessionId"]
-        for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
-            await tools.call(domain, session)
-        await tools.call(
-            "Emulation.setDeviceMetricsOverride",
-            session,
-            width=1280,
-            height=1000,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
-        await tools.call("Page.navigate", session, url=run.url)
+        session = await open_page(tools, run.url)
         await wait_for(tools, session, "document.querySelectorAll('#sources tbody tr').length")
         first = await wait_for(
             tools, session, f"{VALUES}.filter(v => v !== '–').length && {VALUES}"

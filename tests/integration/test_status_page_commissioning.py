@@ -8,7 +8,7 @@ from pathlib import Path
 from agent.codenames import PACKML_STATES
 from firmware_sim.machines.press import DIES
 from tests.agent.web.running import running_agent
-from tests.integration.test_status_page import chromium, chromium_or_skip, wait_for
+from tests.integration.test_status_page import chromium, chromium_or_skip, open_page, wait_for
 
 ERRORS = (
     "Array.from(document.querySelectorAll('#errors tbody tr'))"
@@ -26,14 +26,7 @@ async def test_page_names_states_and_lists_errors_in_chromium(tmp_path: Path) ->
         running_agent(tmp_path, speed=1.0, poll_interval="200ms") as run,
         chromium(binary, tmp_path / "profile") as tools,
     ):
-        target = await tools.call("Target.createTarget", url="about:blank")
-        attached = await tools.call(
-            "Target.attachToTarget", targetId=target["targetId"], flatten=True
-        )
-        session = attached["sessionId"]
-        for domain in ("Runtime.enable", "Page.enable"):
-            await tools.call(domain, session)
-        await tools.call("Page.navigate", session, url=f"{run.url}?machine=press2")
+        session = await open_page(tools, f"{run.url}?machine=press2")
         state = await wait_for(tools, session, STATE + " || ''")
         none = await wait_for(tools, session, f"{ERRORS}.length && {ERRORS}")
         run.plant.units["press1"].faults.set("exception", code=2)
@@ -61,14 +54,7 @@ async def test_page_shows_a_text_tag_as_its_string_in_chromium(tmp_path: Path) -
         running_agent(tmp_path, speed=1.0, poll_interval="200ms") as run,
         chromium(binary, tmp_path / "profile") as tools,
     ):
-        target = await tools.call("Target.createTarget", url="about:blank")
-        attached = await tools.call(
-            "Target.attachToTarget", targetId=target["targetId"], flatten=True
-        )
-        session = attached["sessionId"]
-        for domain in ("Runtime.enable", "Page.enable"):
-            await tools.call(domain, session)
-        await tools.call("Page.navigate", session, url=f"{run.url}?machine=press1")
+        session = await open_page(tools, f"{run.url}?machine=press1")
         shown = await wait_for(tools, session, TEXT + " || ''")
         truth = str(run.plant.machines["press1"].values()["die_id"])
     assert shown in DIES and shown == truth, (shown, truth)
