@@ -6,7 +6,8 @@ config model in connectors/*/config.py); these protocols are what every such mod
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from agent.config.fields import Deadband, Loc
@@ -80,3 +81,48 @@ class SinkModel(Protocol):
     def name(self) -> str: ...
     @property
     def endpoint(self) -> str: ...
+
+
+class _PolledTag(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def interval(self) -> float | None: ...
+
+
+class _OneMachine(Protocol):
+    @property
+    def machine(self) -> str: ...
+    @property
+    def poll_interval(self) -> float: ...
+    @property
+    def tags(self) -> Sequence[_PolledTag]: ...
+
+
+class OneMachineSource:
+    """The `SourceModel` methods of a source that reads one machine's flat `tags`, each polled at
+    the source's `poll_interval` or its own `interval` (S7, MC): mixed into their models."""
+
+    def unit_ids(self) -> tuple[int, ...]:
+        return ()
+
+    def machines(self: _OneMachine) -> tuple[str, ...]:
+        return (self.machine,)
+
+    def poll_intervals(self: _OneMachine) -> tuple[float, ...]:
+        found = {self.poll_interval} | {t.interval for t in self.tags if t.interval is not None}
+        return tuple(sorted(found))
+
+    def poll_groups(self: _OneMachine) -> tuple[tuple[float, int], ...]:
+        """(interval in seconds, readings) per poll group: each poll stores one record."""
+        readings = Counter(
+            self.poll_interval if t.interval is None else t.interval for t in self.tags
+        )
+        return tuple(sorted(readings.items()))
+
+    def machine_refs(self: _OneMachine) -> Iterator[tuple[Loc, str]]:
+        yield ("machine",), self.machine
+
+    def tag_places(self: _OneMachine) -> Iterator[tuple[Loc, str, str]]:
+        for j, tag in enumerate(self.tags):
+            yield ("tags", j), self.machine, tag.name

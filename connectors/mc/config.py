@@ -5,8 +5,6 @@ No protocol library is imported here: `lineside validate` must stay light.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -20,8 +18,9 @@ from pydantic import (
     model_validator,
 )
 
-from agent.config import STRICT, DeadbandField, Loc, Name, key_error
+from agent.config import STRICT, DeadbandField, Name, key_error
 from agent.config.fields import shared_tags
+from agent.config.protocols import OneMachineSource
 from agent.duration import PositiveDuration
 from agent.model import DATA_TYPES, DataType
 from connectors.mc.address import McAddress, check_series, check_tag, parse_address
@@ -117,7 +116,7 @@ class McTag(BaseModel):
         return self
 
 
-class McSourceConfig(BaseModel):
+class McSourceConfig(OneMachineSource, BaseModel):
     """A MELSEC PLC (FX5, Q/L, iQ-R) on an open MC protocol port."""
 
     model_config = STRICT
@@ -161,28 +160,5 @@ class McSourceConfig(BaseModel):
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def unit_ids(self) -> tuple[int, ...]:
-        return ()
-
-    def machines(self) -> tuple[str, ...]:
-        return (self.machine,)
-
     def tags_of(self, machine: str) -> tuple[McTag, ...]:
         return self.tags if machine == self.machine else ()
-
-    def poll_intervals(self) -> tuple[float, ...]:
-        found = {self.poll_interval} | {t.interval for t in self.tags if t.interval is not None}
-        return tuple(sorted(found))
-
-    def poll_groups(self) -> tuple[tuple[float, int], ...]:
-        readings = Counter(
-            self.poll_interval if t.interval is None else t.interval for t in self.tags
-        )
-        return tuple(sorted(readings.items()))
-
-    def machine_refs(self) -> Iterator[tuple[Loc, str]]:
-        yield ("machine",), self.machine
-
-    def tag_places(self) -> Iterator[tuple[Loc, str, str]]:
-        for j, tag in enumerate(self.tags):
-            yield ("tags", j), self.machine, tag.name

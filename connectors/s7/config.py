@@ -7,8 +7,6 @@ the runtime only).
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -21,8 +19,9 @@ from pydantic import (
     model_validator,
 )
 
-from agent.config import STRICT, DeadbandField, Loc, Name, key_error
+from agent.config import STRICT, DeadbandField, Name, key_error
 from agent.config.fields import shared_tags
+from agent.config.protocols import OneMachineSource
 from agent.duration import Duration, PositiveDuration
 from agent.model import DataType
 from connectors.s7.address import S7Address, parse_address
@@ -97,7 +96,7 @@ class S7Tag(BaseModel):
         return self
 
 
-class S7SourceConfig(BaseModel):
+class S7SourceConfig(OneMachineSource, BaseModel):
     """`type = "s7"`: one S7-300/400/1200/1500 (or S7-200 SMART) CPU over ISO-on-TCP."""
 
     model_config = STRICT
@@ -146,29 +145,5 @@ class S7SourceConfig(BaseModel):
             return self.local_tsap, self.remote_tsap
         return 0x0100, 0x0100 | (self.rack << 5) | self.slot
 
-    def unit_ids(self) -> tuple[int, ...]:
-        return ()
-
-    def machines(self) -> tuple[str, ...]:
-        return (self.machine,)
-
     def tags_of(self, machine: str) -> tuple[S7Tag, ...]:
         return self.tags if machine == self.machine else ()
-
-    def poll_intervals(self) -> tuple[float, ...]:
-        found = {self.poll_interval} | {t.interval for t in self.tags if t.interval is not None}
-        return tuple(sorted(found))
-
-    def poll_groups(self) -> tuple[tuple[float, int], ...]:
-        """(interval in seconds, readings) per poll group: each poll stores one record."""
-        readings = Counter(
-            self.poll_interval if t.interval is None else t.interval for t in self.tags
-        )
-        return tuple(sorted(readings.items()))
-
-    def machine_refs(self) -> Iterator[tuple[Loc, str]]:
-        yield ("machine",), self.machine
-
-    def tag_places(self) -> Iterator[tuple[Loc, str, str]]:
-        for j, tag in enumerate(self.tags):
-            yield ("tags", j), self.machine, tag.name
