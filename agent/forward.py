@@ -47,11 +47,13 @@ from collections.abc import Awaitable, Callable
 from agent.clock import Clock
 from agent.errors import ConnectError, ConnectorError, SinkRejected, one_line
 from agent.lane import (
+    Bell,
     ForwardSettings,
     ForwardStatistics,
     Lane,
     Send,
     keep,
+    live_boundary,
     mark_historical,
     read_records,
 )
@@ -94,15 +96,15 @@ class Forwarder:
         self._failing: set[str] = set()
         self._replay_tokens = 0.0
         self._replay_at = clock.monotonic()
-        # Set by the store writer's commits: an idle lane looks again at once (latency).
-        self._commits: dict[str, asyncio.Event] = {}
+        # Rung by the store writer's commits: an idle lane looks again at once (latency).
+        self._bells: dict[str, Bell] = {}
         self._committed: dict[str, int] = {}  # the writer's last seq per stream, lanes woken for
         # Set (and replaced) whenever a lane connects the sink again.
         self._reconnected = asyncio.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._commits = {stream: asyncio.Event() for stream in STREAMS}
+        self._bells = {stream: Bell() for stream in STREAMS}
 
         def committed() -> None:  # on the writer thread
             # RuntimeError: the loop is closed, nobody waits any more.
@@ -133,35 +135,11 @@ class Forwarder:
 
     def _wake_lanes(self) -> None:
         """After a commit: wake the lanes whose stream it wrote to (telemetry, mostly)."""
-        for stream, event in self._commits.items():
+        for stream, bell in self._bells.items():
             seq = self.writer.committed_seq(stream)
             if seq != self._committed.get(stream):
                 self._committed[stream] = seq
-                event.set()
-
-    async def _idle(self, stream: str) -> None:
-        """Wait for the writer's next commit, or `idle_wait` at most (the clock's, for tests
-        and for records that reach the store another way)."""
-        commit = self._commits.setdefault(stream, asyncio.Event())
-        if commit.is_set():
-            commit.clear()
-            return
-        await self._sleep_or(commit, self.clock.monotonic() + self.settings.idle_wait)
-        commit.clear()
-
-    async def _answer_or_commit(self, stream: str, send: asyncio.Task[None]) -> None:
-        """Until `send` is answered, the writer commits to `stream`, or `idle_wait` passed."""
-        commit = self._commits.setdefault(stream, asyncio.Event())
-        if not commit.is_set():
-            deadline = self.clock.monotonic() + self.settings.idle_wait
-            sleeping = asyncio.ensure_future(self.clock.sleep_until(deadline))
-            waking = asyncio.ensure_future(commit.wait())
-            try:
-                await asyncio.wait({send, sleeping, waking}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeping.cancel()
-                waking.cancel()
-        commit.clear()
+                bell.ring()
 
     async def _sleep_or(self, event: asyncio.Event, deadline: float) -> None:
         """Until the clock reaches `deadline` or `event` is set, whichever comes first."""
@@ -174,75 +152,101 @@ class Forwarder:
             waking.cancel()
 
     async def _lane(self, stream: str) -> None:
+        """One stream's lane: settle what the far side answered, read and send what the
+        writer committed, then sleep until the next commit, answer or look."""
         lane = Lane(self.store.cursor(self.sink.name, stream))
-        window_ns = round(self.settings.live_window * 1e9)
-        batch = self.settings.batch_size
+        bell = self._bells.setdefault(stream, Bell())
         in_flight: deque[Send] = deque()
+        look_at = self.clock.monotonic()  # when to look at the store even with no commit
         try:
             while True:
-                # Records from `live_from` on were stored within the live window.
-                live_from, live_held = self.store.live_boundary(
-                    stream, self.clock.time_ns() - window_ns
-                )
-                sent = 0
-                if live_held and live_from > lane.cursor + 1:
-                    # A backlog (stored before the live window) waits before the live records:
-                    # live records go first, then a slice of the backlog as the replay rate
-                    # allows. One send at a time here: the order across the split matters.
-                    sent += await self._settle(stream, lane, in_flight, wait_all=True)
-                    after = max(live_from, lane.live_next) - 1
-                    live = read_records(self.store, stream, after, batch)
-                    if len(live):
-                        last = int(live.seqs[-1])
-                        sent += await self._deliver(stream, live, lane, after, last, live_from=0)
-                    allowed = self._replay_allowance(batch)
-                    if allowed:
-                        after = lane.cursor
-                        older = read_records(self.store, stream, after, allowed)
-                        if len(older):
-                            # The read stands for every seq up to its last one, or up to the
-                            # live records when it reached them: what it skipped was dropped.
-                            last = min(int(older.seqs[-1]), live_from - 1)
-                            backlog = keep(older, lane, below=live_from)
-                            sent += await self._deliver(
-                                stream, backlog, lane, after, last, live_from=live_from
-                            )
-                    lane.issued = lane.cursor
-                else:
-                    # Caught up, or a backlog with no live records behind it: read after what
-                    # is in flight, so the next batch is read and encoded while the previous
-                    # one waits for its acknowledgement (up to `concurrent_sends` of them).
-                    after = max(lane.cursor, lane.issued)
-                    records = read_records(self.store, stream, after, batch)
-                    pending = records
-                    if len(records):
-                        last = int(records.seqs[-1])
-                        pending = keep(records, lane)
-                        if len(pending):
-                            marked = mark_historical(pending, live_from)
-                            task = asyncio.create_task(self._send(marked))
-                            in_flight.append(Send(marked, after, last, task))
-                        else:  # all sent ahead already (and holes): nothing to send
-                            lane.done_range(after, last)
-                        lane.issued = last
-                    if len(in_flight) >= self._window:
-                        sent += await self._settle(stream, lane, in_flight, wait_all=False)
-                    elif len(pending):
-                        sent += len(pending)  # in flight: look again at once
-                    elif in_flight:
-                        # Caught up, sends in flight: a commit goes out at once, not after
-                        # their acknowledgement (a broker's PUBACK can take a delayed-ack
-                        # 40 ms), as long as the window has room.
-                        await self._answer_or_commit(stream, in_flight[0].task)
-                        if in_flight[0].task.done():
-                            sent += await self._settle(stream, lane, in_flight, wait_all=False)
+                # The far side's answers, in order: the cursor moves over what it took.
+                while in_flight and in_flight[0].task.done():
+                    await self._settle(stream, lane, in_flight, wait_all=False)
+                committed = self.writer.committed_seq(stream)
+                room = len(in_flight) < self._window
+                if room and (committed > lane.seen or self.clock.monotonic() >= look_at):
+                    held = await self._look(stream, lane, in_flight, bell, committed)
+                    look_at = self.clock.monotonic() + self.settings.idle_wait
+                    if held is not None:  # the replay rate holds the backlog back until then
+                        look_at = min(look_at, held)
                 self._acknowledge(stream, lane)
-                if not sent and not in_flight:
-                    await self._idle(stream)
+                if in_flight and in_flight[0].task.done():
+                    continue
+                if len(in_flight) >= self._window:
+                    await bell.wait(self.clock, None)  # a send's answer rings
+                elif lane.seen >= committed:
+                    # Read to the end: a commit, an answer or the next look rings.
+                    await bell.wait(self.clock, look_at)
         finally:
             for send in in_flight:
                 send.task.cancel()
             await asyncio.gather(*(s.task for s in in_flight), return_exceptions=True)
+
+    async def _look(
+        self, stream: str, lane: Lane, in_flight: deque[Send], bell: Bell, committed: int
+    ) -> float | None:
+        """Read after the lane's place and send what is new; `committed` is the writer's last
+        seq of `stream` before the read. Returns when the replay rate allows the backlog to
+        go again, when it held it back and nothing else could go."""
+        batch = self.settings.batch_size
+        since = self.clock.time_ns() - round(self.settings.live_window * 1e9)
+        # Records from `live_from` on were stored within the live window.
+        live_from, live_held = live_boundary(self.store, lane, stream, since)
+        if live_held and live_from > lane.cursor + 1:
+            return await self._replay(stream, lane, in_flight, live_from, committed)
+        # Caught up, or a backlog with no live records behind it: read after what is in
+        # flight, so the next batch is read and encoded while the previous one waits for its
+        # acknowledgement (up to `concurrent_sends` of them). A commit that comes while a send
+        # waits goes out at once (a broker's PUBACK can take a delayed-ack 40 ms) as long as
+        # the window has room.
+        after = max(lane.cursor, lane.issued)
+        records = read_records(self.store, stream, after, batch)
+        if len(records):
+            last = int(records.seqs[-1])
+            pending = keep(records, lane)
+            if len(pending):
+                marked = mark_historical(pending, live_from)
+                task = asyncio.create_task(self._send(marked))
+                task.add_done_callback(bell.ring)
+                in_flight.append(Send(marked, after, last, task))
+            else:  # all sent ahead already (and holes): nothing to send
+                lane.done_range(after, last)
+            lane.issued = last
+        # A short read saw everything committed before it: no read until the next commit.
+        lane.seen = max(committed, lane.issued) if len(records) < batch else -1
+        return None
+
+    async def _replay(
+        self, stream: str, lane: Lane, in_flight: deque[Send], live_from: int, committed: int
+    ) -> float | None:
+        """A backlog (stored before the live window) waits before the live records: live
+        records go first, then a slice of the backlog as the replay rate allows. One send at
+        a time here: the order across the split matters."""
+        batch = self.settings.batch_size
+        sent = await self._settle(stream, lane, in_flight, wait_all=True)
+        before = (lane.cursor, lane.live_next, self.stats.failures)
+        after = max(live_from, lane.live_next) - 1
+        live = read_records(self.store, stream, after, batch)
+        if len(live):
+            last = int(live.seqs[-1])
+            sent += await self._deliver(stream, live, lane, after, last, live_from=0)
+        allowed = self._replay_allowance(batch)
+        if allowed:
+            after = lane.cursor
+            older = read_records(self.store, stream, after, allowed)
+            if len(older):
+                # The read stands for every seq up to its last one, or up to the live
+                # records when it reached them: what it skipped was dropped.
+                last = min(int(older.seqs[-1]), live_from - 1)
+                backlog = keep(older, lane, below=live_from)
+                sent += await self._deliver(stream, backlog, lane, after, last, live_from=live_from)
+        lane.read_again()
+        if sent or (lane.cursor, lane.live_next, self.stats.failures) != before:
+            return None  # read again at once
+        # Nothing could go: the rate holds the backlog back, and the live records are sent.
+        lane.seen = committed
+        return self._replay_due()
 
     @property
     def _window(self) -> int:
@@ -342,7 +346,7 @@ class Forwarder:
             send.task.cancel()
         await asyncio.gather(*(s.task for s in in_flight), return_exceptions=True)
         in_flight.clear()
-        lane.issued = lane.cursor
+        lane.read_again()
 
     def _replay_allowance(self, batch: int) -> int:
         """How many historical records may go now (a token bucket at `replay_rate`)."""
@@ -354,6 +358,13 @@ class Forwarder:
         self._replay_at = now
         self._replay_tokens = min(float(batch), self._replay_tokens + elapsed * rate)
         return int(self._replay_tokens)
+
+    def _replay_due(self) -> float | None:
+        """When the replay rate allows the next historical record (None: no rate)."""
+        rate = self.settings.replay_rate
+        if rate <= 0:
+            return None
+        return self._replay_at + max(0.0, 1.0 - self._replay_tokens) / rate
 
     async def _deliver(
         self,

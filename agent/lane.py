@@ -1,5 +1,6 @@
-"""One sink's place in one stream (`Lane`), the sends in flight on it, and the records it
-reads: the forwarder's bookkeeping, without I/O beyond the store's reads."""
+"""One sink's place in one stream (`Lane`), the sends in flight on it, the records it
+reads, where its live records begin and what wakes it (`Bell`): the forwarder's bookkeeping,
+without I/O beyond the store's reads."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from agent.clock import Clock, SystemClock
 from agent.sink import EventRecord, GapRecord, RecordBatch, Records, TelemetryRecords
 from agent.store import STREAMS, StoreReader
 
@@ -35,6 +37,27 @@ def read_records(store: StoreReader, stream: str, after: int, limit: int) -> Rec
             for g in gaps
         ],
     )
+
+
+def live_boundary(store: StoreReader, lane: Lane, stream: str, since_ns: int) -> tuple[int, bool]:
+    """`store.live_boundary(stream, since_ns)` as the lane's decisions see it, asked of the
+    store only when the answer may have moved past the lane's cursor.
+
+    While the store holds a record at or before `lane.cursor + 1` stored at or after
+    `since_ns`, the query answers a seq at or before `lane.cursor + 1` (it is the first seq
+    stored since then): every record after the cursor is live, and that is all the lane uses
+    the boundary for. The lane remembers when that record was stored (`live_until_ns`) and
+    asks the store again only once the live window begins after it, about once a
+    `live_window` on a lane that keeps up. The cursor never moves back, so the record stays at
+    or before it.
+    """
+    if since_ns <= lane.live_until_ns:
+        return lane.cursor + 1, True
+    live_from, held = store.live_boundary(stream, since_ns)
+    if held and live_from <= lane.cursor + 1:
+        stored = store.stored_ns_at(stream, lane.cursor + 1)
+        lane.live_until_ns = -1 if stored is None else stored
+    return live_from, held
 
 
 def keep(records: RecordBatch, lane: Lane, below: int | None = None) -> RecordBatch:
@@ -87,6 +110,17 @@ class Lane:
         self.ahead: list[tuple[int, int]] = []
         self.live_next = cursor + 1  # the next live record to send ahead
         self.issued = cursor  # the last seq handed to a send still in flight (pipelining)
+        # The writer's last committed seq when the lane last read to the end of the store: no
+        # read until the writer commits past it (-1: read at the next turn).
+        self.seen = -1
+        # A record at or before `cursor + 1` the store holds was stored at this time
+        # (`live_boundary`; -1: unknown).
+        self.live_until_ns = -1
+
+    def read_again(self) -> None:
+        """The sends in flight were abandoned: read again from the cursor."""
+        self.issued = self.cursor
+        self.seen = -1
 
     def done_range(self, after: int, last: int) -> None:
         """Every seq in `after + 1..last` is delivered, refused or gone from the store."""
@@ -119,6 +153,55 @@ class Lane:
         return done
 
 
+class Bell:
+    """What wakes a waiting lane: a commit to its stream, the answer to a send, a timer.
+
+    A ring while nobody waits is kept for the next `wait`, so none is lost. One future per
+    wait and at most one timer (a loop timer handle on the real clock), where `asyncio.wait`
+    over an event and a sleep would make two tasks each time.
+    """
+
+    __slots__ = ("_rung", "_waiter")
+
+    def __init__(self) -> None:
+        self._rung = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def ring(self, *_: object) -> None:
+        """Wake the lane (any arguments: it is also a task's done-callback)."""
+        self._rung = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, clock: Clock, deadline: float | None) -> None:
+        """Until rung since the last wait returned, or `clock` reaches `deadline` (None:
+        no timer)."""
+        if not self._rung:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer: asyncio.TimerHandle | asyncio.Task[None] | None = None
+            if deadline is not None:
+                if isinstance(clock, SystemClock):
+                    delay = max(0.0, deadline - clock.monotonic())
+                    timer = loop.call_later(delay, _wake, waiter)
+                else:  # a test's clock moves when the test says: sleep on it
+                    timer = asyncio.ensure_future(clock.sleep_until(deadline))
+                    timer.add_done_callback(lambda _: _wake(waiter))
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        self._rung = False
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 @dataclass(frozen=True, slots=True)
 class ForwardSettings:
     """How a forwarder reads and paces: the `[forward]` section."""
@@ -126,7 +209,9 @@ class ForwardSettings:
     batch_size: int = 200  # records per send
     live_window: float = 10.0  # seconds: older records are sent as historical
     replay_rate: float = 0.0  # historical records per second; 0: as fast as the sink takes
-    idle_wait: float = 0.05  # seconds at most between looks at the store with nothing new
+    # Seconds at most between looks at the store with nothing committed: a lane wakes on the
+    # writer's commits; this finds what reached the store another way.
+    idle_wait: float = 1.0
 
 
 @dataclass(slots=True)

@@ -308,6 +308,18 @@ class StoreReader:
             return int(first), True
         return (0 if last is None else int(last)) + 1, False
 
+    def stored_ns_at(self, stream: str, seq: int) -> int | None:
+        """When the agent stored the last record of `stream` at or before `seq` (None: none
+        held, or stored before the store kept that time): how long `live_boundary` keeps
+        answering at or before `seq` (agent/lane.py)."""
+        check_stream(stream)
+        column = "ts_ns" if stream == "gaps" else "stored_ns"
+        with self._lock:
+            row = self._read.execute(
+                f"SELECT {column} FROM {stream} WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (seq,)
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     # -- status --------------------------------------------------------------------------------
 
     def stats(self) -> StoreStats:

@@ -529,3 +529,85 @@ async def test_a_lane_that_connects_again_wakes_the_others_from_their_back_off(
         forwarder._backoff.initial, forwarder._backoff.factor = 0.05, 1000.0
         await until(lambda: len(sink.received) == 6)
         assert forwarder.stats.failures == 2
+
+
+class CountingStore(Store):
+    """The real store, counting the forwarder's reads of it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.reads = {"telemetry": 0, "events": 0, "gaps": 0, "boundary": 0}
+
+    def read_telemetry_run(self, after_seq: int, limit: int):  # type: ignore[no-untyped-def]
+        self.reads["telemetry"] += 1
+        return super().read_telemetry_run(after_seq, limit)
+
+    def read_events(self, after_seq: int, limit: int):  # type: ignore[no-untyped-def]
+        self.reads["events"] += 1
+        return super().read_events(after_seq, limit)
+
+    def read_gaps(self, after_seq: int, limit: int):  # type: ignore[no-untyped-def]
+        self.reads["gaps"] += 1
+        return super().read_gaps(after_seq, limit)
+
+    def live_boundary(self, stream: str, since_ns: int) -> tuple[int, bool]:
+        self.reads["boundary"] += 1
+        return super().live_boundary(stream, since_ns)
+
+
+class AnsweringSink(ScriptedSink):
+    """Takes everything, two sends in flight at once (as MQTT does)."""
+
+    concurrent_sends = 2
+
+
+async def test_a_lane_reads_the_store_once_per_commit_and_not_while_idle(tmp_path: Path) -> None:
+    fill(tmp_path, 1)
+    sink = AnsweringSink()
+    store = CountingStore(tmp_path)
+    writer = StoreWriter(tmp_path, flush_interval=0.01)
+    lazy = ForwardSettings(batch_size=7, idle_wait=60.0)  # no looking but on a commit
+    forwarder = Forwarder(sink, store, writer, SystemClock(), lazy)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await until(lambda: len(sink.received) == 2)  # seq 1 and the event
+        await until(lambda: store.reads["gaps"] == 1)  # every lane had its first look
+        for stream in store.reads:
+            store.reads[stream] = 0
+        for i in range(5):  # five commits, one record each, as a plant's ticks
+            now = SystemClock().time_ns()
+            writer.submit_readings(ReadingBatch.from_columns("plc", [1], [i], Quality.GOOD, now))
+            await writer.flush()
+            await until(lambda i=i: forwarder.stats.sent["telemetry"] == 2 + i)  # type: ignore[misc]
+        await until(lambda: store.cursor("mes", "telemetry") == 6)
+        await asyncio.sleep(0.1)  # idle: the lanes wait for the next commit
+        # One read per commit; no read for the answers, none by the idle lanes, and the live
+        # boundary from what the lane knows (the records are seconds old).
+        assert store.reads == {"telemetry": 5, "events": 0, "gaps": 0, "boundary": 0}
+        assert telemetry_seqs(sink) == [1, 2, 3, 4, 5, 6]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.close()
+        store.close()
+
+
+async def test_a_record_that_reaches_the_store_another_way_is_found_by_the_next_look(
+    tmp_path: Path,
+) -> None:
+    fill(tmp_path, 1)
+    sink = ScriptedSink()
+    settings = ForwardSettings(batch_size=7, idle_wait=0.05)
+    async with forwarding(sink, tmp_path, settings) as (_, _, writer):
+        await until(lambda: telemetry_seqs(sink) == [1])
+        # Another writer of the same file: the forwarder's writer never commits this record.
+        other = StoreWriter(tmp_path)
+        try:
+            now = SystemClock().time_ns()
+            other.submit_readings(ReadingBatch.from_columns("plc", [1], [2.0], Quality.GOOD, now))
+            await other.flush()
+        finally:
+            other.close()
+        assert writer.committed_seq("telemetry") == 1
+        await until(lambda: telemetry_seqs(sink) == [1, 2])
