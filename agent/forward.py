@@ -24,10 +24,14 @@ ordered per stream, and `(agent_id, stream, seq)` lets the receiver drop duplica
   batch while the previous one waits for its acknowledgement, and a commit that comes while a
   send waits is sent at once if the window has room (a broker may hold a PUBACK back by a
   delayed ack); the cursor still moves in order, and a failure sends both again.
-- An idle lane waits for the store writer's next commit to its stream (or `idle_wait` at most),
-  not a poll; the writer commits a record at once when it was idle (group commit,
-  docs/decisions/0008-group-commit-and-live-forwarding.md), so a live record is sent within a
-  commit of its poll, and never before that commit.
+- A lane reads the store only when the writer committed past what it last read to the end of
+  (`StoreWriter.committed_seq`), or once an `idle_wait` (1 s) for records that reached the
+  store another way; else it waits on one `Bell`, rung by the writer's next commit to its
+  stream, a send's answer or that timer, not a poll. The writer commits a record at once when
+  it was idle (group commit, docs/decisions/0008-group-commit-and-live-forwarding.md), so a
+  live record is sent within a commit of its poll, and never before that commit. The live
+  boundary is asked of the store only when it may have moved past the lane's cursor
+  (`agent.lane.live_boundary`).
 - A sink whose streams are independent (`independent_streams`, HTTP: a client per stream)
   sends on each stream on its own: a request hanging on one stream holds back no other, and a
   failing stream backs off alone without closing the sink under the others.
