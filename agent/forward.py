@@ -364,11 +364,12 @@ class Forwarder:
         return int(self._replay_tokens)
 
     def _replay_due(self) -> float | None:
-        """When the replay rate allows the next historical record (None: no rate)."""
+        """When the replay rate allows the next historical record (None: it allows one now,
+        or there is no rate: nothing to wait for but a commit or the next look)."""
         rate = self.settings.replay_rate
-        if rate <= 0:
+        if rate <= 0 or self._replay_tokens >= 1.0:
             return None
-        return self._replay_at + max(0.0, 1.0 - self._replay_tokens) / rate
+        return self._replay_at + (1.0 - self._replay_tokens) / rate
 
     async def _deliver(
         self,

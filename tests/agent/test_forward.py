@@ -611,3 +611,18 @@ async def test_a_record_that_reaches_the_store_another_way_is_found_by_the_next_
             other.close()
         assert writer.committed_seq("telemetry") == 1
         await until(lambda: telemetry_seqs(sink) == [1, 2])
+
+
+async def test_a_backlog_held_back_by_the_replay_rate_goes_on_without_a_commit(
+    tmp_path: Path,
+) -> None:
+    old = SystemClock().time_ns() - 3600 * 10**9
+    fill(tmp_path, 10, ts_ns=old, stored_ago_s=3600)  # seqs 1..10: an hour-old backlog
+    fill(tmp_path, 1)  # seq 11: live
+    sink = ScriptedSink()
+    # No commit comes and the lanes' looks are a minute apart: the rate's own timer drains it.
+    settings = ForwardSettings(batch_size=10, idle_wait=60.0, replay_rate=100.0)
+    async with forwarding(sink, tmp_path, settings) as (_, _, _):
+        await until(lambda: sorted(telemetry_seqs(sink)) == list(range(1, 12)))
+        assert telemetry_seqs(sink)[0] == 11, "the live record first"
+        assert all(r.historical for r in sink.received if r.stream == "telemetry" and r.seq < 11)
