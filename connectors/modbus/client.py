@@ -94,6 +94,9 @@ class ModbusTcpClient:
         self.bytes_in = 0
         self.bytes_out = 0
         self._transport: asyncio.Transport | None = None
+        # The loop of the connection, kept: `asyncio.get_running_loop()` costs a getpid()
+        # system call per call on Python 3.11, and `send` runs per wave of every poll.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pending: dict[int, _Pending] = {}
         self._abandoned: OrderedDict[int, _Pending] = OrderedDict()
@@ -130,6 +133,7 @@ class ModbusTcpClient:
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ConnectError(f"{where}: {why.lower()}") from None
         self._transport = transport
+        self._loop = loop
         self._buf.clear()
         self._abandoned.clear()
         self._closed_why = "connection closed"
@@ -161,15 +165,15 @@ class ModbusTcpClient:
         connection that nothing else reads from at the same time (`read` waits for a slot, this
         refuses). The caller bounds the wait with `expire`.
         """
-        transport = self._transport
-        if transport is None:
+        transport, loop = self._transport, self._loop
+        if transport is None or loop is None:
             raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
         if len(self._pending) + len(requests) > self.max_in_flight:
             raise ValueError(
                 f"{len(requests)} reads with {len(self._pending)} outstanding exceed "
                 f"max_in_flight {self.max_in_flight}"
             )
-        create_future = asyncio.get_running_loop().create_future
+        create_future = loop.create_future
         futures: list[asyncio.Future[bytes]] = []
         frames = bytearray()
         pending = self._pending
@@ -197,6 +201,15 @@ class ModbusTcpClient:
             self._frames.clear()
         self._frames[request] = known
         return known
+
+    def expire_later(
+        self, futures: Sequence[asyncio.Future[bytes]], time_limit: float
+    ) -> asyncio.TimerHandle:
+        """`expire(futures, time_limit)` in `time_limit` seconds, on the connection's loop
+        (the caller cancels the timer once every future is done)."""
+        if self._loop is None:
+            raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
+        return self._loop.call_later(time_limit, self.expire, futures, time_limit)
 
     def expire(self, futures: Sequence[asyncio.Future[bytes]], time_limit: float) -> None:
         """Fail those of `futures` (from `send`) still unanswered with `RequestTimeout`.
