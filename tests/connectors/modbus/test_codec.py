@@ -430,7 +430,16 @@ def test_few_scattered_values_of_mixed_types_decode_with_their_scale() -> None:
     # A request of a few values (the scattered-tag poll): every type, gaps between them, one
     # scaled, read from a bytearray as well as from bytes.
     types = ["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
-    values: list[float | int] = [-2, 65535, -70000, 4_000_000_000, -(2**40), 2**63 + 2**11, 1.5, -0.25]
+    values: list[float | int] = [
+        -2,
+        65535,
+        -70000,
+        4_000_000_000,
+        -(2**40),
+        2**63 + 2**11,
+        1.5,
+        -0.25,
+    ]
     image = bytearray()
     tags = []
     for tag_id, (type_, value) in enumerate(zip(types, values, strict=True)):
