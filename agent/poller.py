@@ -75,12 +75,13 @@ class LinkStatistics:
     non_finite: int = 0  # readings of NaN or ±inf, stored with bad quality (agent/pipeline.py)
 
 
-_GOOD = Quality.GOOD.value  # the lowest code: a batch has a good reading when its minimum is
+_GOOD = bytes([Quality.GOOD.value])  # a quality code is one byte (uint8)
 
 
 def any_good(batches: list[ReadingBatch]) -> bool:
-    """Whether any reading of a poll is good (one numpy reduction per batch, no temporary)."""
-    return any(b.quality.size and int(b.quality.min()) == _GOOD for b in batches)
+    """Whether any reading of a poll is good: a byte search of each batch's quality column,
+    a few times cheaper than a numpy reduction on the poll's few hundred rows."""
+    return any(_GOOD in b.quality.tobytes() for b in batches)
 
 
 @dataclass(slots=True)

@@ -87,6 +87,7 @@ class Readings:
             self.filter = self.filter.resized(n, *tags.deadbands())
         self.tags = tags
         self.__dict__.pop("_tags_by_source", None)  # counted again from the new table
+        self.__dict__.pop("tag_machines", None)
 
     def collect_readings(self, batch: ReadingBatch) -> None:
         """A link's readings, merged with those of every link whose poll ended in this same

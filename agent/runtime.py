@@ -394,6 +394,12 @@ class Agent(Readings):
     def _tags_by_source(self) -> dict[str, int]:
         return dict(collections.Counter(t.source for t in self.tags))
 
+    @functools.cached_property
+    def tag_machines(self) -> tuple[str, ...]:
+        """The machines of the tag table, in its order: made once per table (a reload
+        makes it again), not per status tick over every tag."""
+        return tuple(dict.fromkeys(t.machine for t in self.tags))
+
     def snapshot(self) -> AgentSnapshot:
         """Every figure the agent keeps now (agent/snapshot.py), typed and frozen: taken on
         the status tick for status.json and by the page for `/api/state` and `/metrics`."""

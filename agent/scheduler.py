@@ -178,6 +178,11 @@ class Ticker:
         return skipped
 
     def _fire(self, started: float, skipped: int) -> Tick:
+        index, due, lateness = self._record(started)
+        return Tick(index=index, due=due, started=started, lateness=lateness, skipped=skipped)
+
+    def _record(self, started: float) -> tuple[int, float, float]:
+        """Hand out the next tick, started at `started`: its index, due time and lateness."""
         index = self._next
         due = self.due(index)
         lateness = max(0.0, started - due)
@@ -186,7 +191,7 @@ class Ticker:
         self._lateness_max = max(self._lateness_max, counted)
         self._ticks += 1
         self._next += 1
-        return Tick(index=index, due=due, started=started, lateness=lateness, skipped=skipped)
+        return index, due, lateness
 
 
 class Schedule:
@@ -220,8 +225,11 @@ class Schedule:
             for name, interval in intervals.items()
             if name not in self._eager
         }
+        self._tickers = tuple(self._groups.values())
         self._order = list(intervals)
-        self._last: dict[str, Tick] = {}
+        # The latest wait's ticks as (index, due, started, lateness, skipped): a `Tick` is
+        # made only when asked for (`last_ticks`), not on every poll.
+        self._last: dict[str, tuple[int, float, float, float, int]] = {}
         # Skips are reported on the group's next tick, which may come several waits later.
         self._skipped = dict.fromkeys(self._groups, 0)
 
@@ -236,33 +244,39 @@ class Schedule:
 
     def last_ticks(self) -> dict[str, Tick]:
         """The tick each group got on the latest `wait()` (index, due time, lateness)."""
-        return dict(self._last)
+        return {name: Tick(*tick) for name, tick in self._last.items()}
 
     async def wait(self) -> list[str]:
         now = self._clock.monotonic()
+        skipped = self._skipped
         for name, ticker in self._groups.items():
             # The first call anchors every group at this same instant, so their grids meet.
-            self._skipped[name] += ticker._catch_up(now)
+            passed = ticker._catch_up(now)
+            if passed:
+                skipped[name] += passed
         if self._eager:
             await asyncio.sleep(0)  # at once, but the other links get their turn first
+        elif len(self._tickers) == 1:  # the usual link: one poll group
+            ticker = self._tickers[0]
+            await self._sleep(ticker.due(ticker._next))
         else:
-            await self._sleep(min(ticker.due(ticker._next) for ticker in self._groups.values()))
+            await self._sleep(min(ticker.due(ticker._next) for ticker in self._tickers))
         started = self._clock.monotonic()
         # Every group due by the time we woke is served by this one poll: after a late wake-up
         # that is more than the group we slept for, and still not a skipped tick.
-        self._last = {
-            name: ticker._fire(started, self._skipped[name])
-            for name, ticker in self._groups.items()
-            if ticker.due(ticker._next) <= started
-        }
-        for name in self._last:
-            self._skipped[name] = 0
+        last: dict[str, tuple[int, float, float, float, int]] = {}
+        for name, ticker in self._groups.items():
+            if ticker.due(ticker._next) <= started:
+                index, due, lateness = ticker._record(started)
+                last[name] = (index, due, started, lateness, skipped[name])
+                skipped[name] = 0
+        self._last = last
         if not self._eager:
-            return list(self._last)
+            return list(last)
         for name in self._eager:
             self._eager[name] += 1
-            self._last[name] = Tick(self._eager[name] - 1, started, started, 0.0)
-        return [name for name in self._order if name in self._last]
+            last[name] = (self._eager[name] - 1, started, started, 0.0, 0)
+        return [name for name in self._order if name in last]
 
     def statistics(self) -> dict[str, TickerStatistics]:
         figures = {name: ticker.statistics() for name, ticker in self._groups.items()}
@@ -292,12 +306,13 @@ class Wakeups:
     async def sleep_until(self, deadline: float) -> None:
         if deadline <= self._clock.monotonic():
             return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
         entry = self._waiting.get(deadline)
         if entry is None:
-            timer = loop.create_task(self._fire(deadline), name="wakeup")
+            # Only the first sleeper of an instant asks for the running loop: on Python 3.11
+            # that costs a getpid() system call, the others take the timer task's loop.
+            timer = asyncio.get_running_loop().create_task(self._fire(deadline), name="wakeup")
             entry = self._waiting[deadline] = (timer, [])
+        future: asyncio.Future[None] = entry[0].get_loop().create_future()
         entry[1].append(future)
         try:
             await future

@@ -277,7 +277,7 @@ def take_snapshot(agent: Agent) -> AgentSnapshot:
         monotonic=agent.clock.monotonic(),
         tags=len(agent.tags),
         samples=agent.samples,
-        machines=tuple(dict.fromkeys(t.machine for t in agent.tags)),
+        machines=agent.tag_machines,
         sources=_sources(agent),
         sinks=_sinks(agent, writer),
         pipeline=filtered,

@@ -37,11 +37,15 @@ from connectors.modbus.framing import (
     mbap_length_fits,
     mbap_read,
 )
-from connectors.modbus.pdu import ExceptionResponse, MalformedPdu, read_answer
+from connectors.modbus.pdu import ExceptionResponse, MalformedPdu, data_bytes, read_answer
 
 # Timed-out transaction ids remembered so that their late answers are dropped, not taken as
 # protocol errors (a slow device answers eventually, and in order).
 _ABANDONED_KEPT = 64
+
+
+# Frames of `send` kept by request, so a poll's requests are checked and packed once.
+_FRAMES_KEPT = 4096
 
 
 @dataclass(slots=True)
@@ -51,6 +55,12 @@ class _Pending:
     count: int
     future: asyncio.Future[bytes]
     start: int
+    length: int = 0  # the MBAP length of its data answer (0: not known, see `_length`)
+
+
+def _length(function: int, count: int) -> int:
+    """The MBAP length of the data answer to a read: unit id, function, byte count, data."""
+    return 3 + data_bytes(function, count)
 
 
 class _Protocol(asyncio.Protocol):
@@ -84,11 +94,16 @@ class ModbusTcpClient:
         self.bytes_in = 0
         self.bytes_out = 0
         self._transport: asyncio.Transport | None = None
+        # The loop of the connection, kept: `asyncio.get_running_loop()` costs a getpid()
+        # system call per call on Python 3.11, and `send` runs per wave of every poll.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pending: dict[int, _Pending] = {}
         self._abandoned: OrderedDict[int, _Pending] = OrderedDict()
         self._buf = bytearray()
         self._tid = 0
+        # Request -> (its frame after the transaction id, the length of its data answer).
+        self._frames: dict[tuple[int, int, int, int], tuple[bytes, int]] = {}
         self._closed_why = "not connected"
 
     @property
@@ -118,6 +133,7 @@ class ModbusTcpClient:
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ConnectError(f"{where}: {why.lower()}") from None
         self._transport = transport
+        self._loop = loop
         self._buf.clear()
         self._abandoned.clear()
         self._closed_why = "connection closed"
@@ -149,27 +165,51 @@ class ModbusTcpClient:
         connection that nothing else reads from at the same time (`read` waits for a slot, this
         refuses). The caller bounds the wait with `expire`.
         """
-        transport = self._transport
-        if transport is None:
+        transport, loop = self._transport, self._loop
+        if transport is None or loop is None:
             raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
         if len(self._pending) + len(requests) > self.max_in_flight:
             raise ValueError(
                 f"{len(requests)} reads with {len(self._pending)} outstanding exceed "
                 f"max_in_flight {self.max_in_flight}"
             )
-        loop = asyncio.get_running_loop()
+        create_future = loop.create_future
         futures: list[asyncio.Future[bytes]] = []
         frames = bytearray()
-        for unit_id, function, start, count in requests:
+        pending = self._pending
+        for request in requests:
+            known = self._frames.get(request)
+            if known is None:
+                known = self._frame(request)  # ValueError: nothing kept
+            tail, length = known
             tid = self._next_tid()
-            frame = mbap_read(tid, unit_id, function, start, count)  # ValueError: nothing kept
-            future: asyncio.Future[bytes] = loop.create_future()
-            self._pending[tid] = _Pending(unit_id, function, count, future, start)
-            frames += frame
+            unit_id, function, start, count = request
+            future: asyncio.Future[bytes] = create_future()
+            pending[tid] = _Pending(unit_id, function, count, future, start, length)
+            frames += tid.to_bytes(2, "big")
+            frames += tail
             futures.append(future)
         transport.write(frames)
         self.bytes_out += len(frames)
         return futures
+
+    def _frame(self, request: tuple[int, int, int, int]) -> tuple[bytes, int]:
+        """A request's frame after its transaction id, checked once; ValueError if bad."""
+        unit_id, function, start, count = request
+        known = mbap_read(0, unit_id, function, start, count)[2:], _length(function, count)
+        if len(self._frames) >= _FRAMES_KEPT:  # not a poll loop's plan: keep none for long
+            self._frames.clear()
+        self._frames[request] = known
+        return known
+
+    def expire_later(
+        self, futures: Sequence[asyncio.Future[bytes]], time_limit: float
+    ) -> asyncio.TimerHandle:
+        """`expire(futures, time_limit)` in `time_limit` seconds, on the connection's loop
+        (the caller cancels the timer once every future is done)."""
+        if self._loop is None:
+            raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
+        return self._loop.call_later(time_limit, self.expire, futures, time_limit)
 
     def expire(self, futures: Sequence[asyncio.Future[bytes]], time_limit: float) -> None:
         """Fail those of `futures` (from `send`) still unanswered with `RequestTimeout`.
@@ -220,7 +260,9 @@ class ModbusTcpClient:
             raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
         tid = self._next_tid()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[tid] = _Pending(unit_id, function, count, future, start)
+        self._pending[tid] = _Pending(
+            unit_id, function, count, future, start, _length(function, count)
+        )
         adu = mbap_read(tid, unit_id, function, start, count)
         transport.write(adu)
         self.bytes_out += len(adu)
@@ -251,25 +293,40 @@ class ModbusTcpClient:
             if protocol != 0:
                 self._malformed(tid, f"bad MBAP header (protocol id {protocol})")
                 return
-            late = tid not in self._pending and tid in self._abandoned
-            pending = self._abandoned[tid] if late else self._pending.get(tid)
+            pending = self._pending.get(tid)
+            late = pending is None and tid in self._abandoned
+            if late:
+                pending = self._abandoned[tid]
             if pending is None:
                 self._malformed(tid, f"answer with unexpected transaction id {tid}")
                 return
             # The length must fit the request, checked before waiting for the body: a wrong
             # length would otherwise hold every later answer hostage until the timeout.
-            if not mbap_length_fits(length, pending.function, pending.count):
+            if length != pending.length and not mbap_length_fits(
+                length, pending.function, pending.count
+            ):
                 self._malformed(tid, f"length {length} does not fit the request")
                 return
             end = pos + MBAP_PREFIX + length
             if end > size:
                 break
-            pdu = bytes(buf[pos + MBAP_SIZE : end])
-            pos = end
             if late:
+                pos = end
                 del self._abandoned[tid]
                 continue  # the late answer to a request that timed out
             del self._pending[tid]
+            if (
+                length == pending.length
+                and unit_id == pending.unit_id
+                and buf[pos + MBAP_SIZE] == pending.function
+                and buf[pos + MBAP_SIZE + 1] == length - 3
+                and not pending.future.done()
+            ):  # the poll loop's case: its data, checked as `read_answer` would
+                pending.future.set_result(bytes(buf[pos + MBAP_SIZE + 2 : end]))
+                pos = end
+                continue
+            pdu = bytes(buf[pos + MBAP_SIZE : end])
+            pos = end
             problem = self._settle(pending, unit_id, pdu)
             if problem is not None:
                 self._pending[tid] = pending

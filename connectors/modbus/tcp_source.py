@@ -135,7 +135,6 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
         config = self._config
         stats = self._stats
         clock = self._clock
-        loop = asyncio.get_running_loop()
         width = config.max_in_flight
         retried: dict[
             int, int
@@ -161,7 +160,7 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
             futures = client.send([r.frame for _, r in wave])  # ConnectError: the link is gone
             stats.requests += len(wave)
             sent = clock.monotonic()
-            timer = loop.call_later(config.timeout, client.expire, futures, config.timeout)
+            timer = client.expire_later(futures, config.timeout)
             retry: list[tuple[UnitBatch, Read]] = []
             gone: ConnectError | None = None
             arrived_s = sent

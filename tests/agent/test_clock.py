@@ -1,6 +1,7 @@
 """The fake clock wakes sleepers in deadline order and only when told; the system clock is real."""
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -165,3 +166,29 @@ def test_system_clock_reads_the_real_clocks() -> None:
     a = clock.monotonic()
     b = clock.monotonic()
     assert b >= a
+
+
+def test_system_clock_wakes_once_per_deadline_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop keeps time in whole milliseconds and fires a timer up to one early: asked for the
+    exact remainder, it woke the agent six times per deadline on average (CPU for nothing)."""
+    uvloop = pytest.importorskip("uvloop")
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def counted(delay: float) -> None:
+        sleeps.append(delay)
+        await real_sleep(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", counted)
+    clock = SystemClock()
+
+    async def deadlines() -> None:
+        for _ in range(20):
+            # On a 10 ms grid, as the agent's aligned polls are: any fraction of a millisecond.
+            deadline = (math.floor(clock.monotonic() * 100) + 2) / 100
+            await clock.sleep_until(deadline)
+            assert clock.monotonic() >= deadline
+
+    uvloop.run(deadlines())
+    # One sleep per deadline, and a few more should the loaded machine make one late.
+    assert len(sleeps) <= 25

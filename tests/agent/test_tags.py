@@ -87,3 +87,21 @@ def test_an_agent_without_kpis_keeps_no_path_to_id_table(tmp_path: Path) -> None
         finally:
             agent.writer.close()
             agent.store.close()
+
+
+def test_the_snapshot_names_the_machines_of_a_reloaded_table(tmp_path: Path) -> None:
+    """The machines are listed once per tag table, not per status tick: a reload that adds a
+    machine's tags lists it from then on."""
+    path = tmp_path / "lineside.toml"
+    path.write_text(starter_config("press"), encoding="utf-8")
+    agent = Agent(load_config(path))
+    try:
+        before = agent.snapshot().machines
+        assert before == tuple(dict.fromkeys(t.machine for t in agent.tags))
+        oven = Tag.from_path("plant/area/line/oven/temperature", source="oven-plc")
+        grown = TagTable.registered([*agent.tags, oven], agent.store.register_tags)
+        agent._grow_tags(grown)
+        assert agent.snapshot().machines == (*before, "oven")
+    finally:
+        agent.writer.close()
+        agent.store.close()

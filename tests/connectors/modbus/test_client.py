@@ -250,12 +250,17 @@ def _adu(tid: int, unit: int, pdu: bytes, protocol: int = 0, extra_len: int = 0)
         (lambda t, u, p: _adu(t, u, b"\x03\x02\x00\x07", extra_len=200), "length 205 does not fit"),
     ],
 )
-async def test_malformed_answers_from_a_raw_server(answer: Answer, problem: str) -> None:
+@pytest.mark.parametrize("way", ["read", "send"])
+async def test_malformed_answers_from_a_raw_server(answer: Answer, problem: str, way: str) -> None:
+    # `send` is the poll loop's way (its frames kept per request, its answers checked first).
     async with _raw_server(answer) as port:
         client = ModbusTcpClient("127.0.0.1", port)
         await client.connect()
         with pytest.raises(ProtocolError, match=problem):
-            await client.read(1, 3, 0, 1, LIMIT)
+            if way == "read":
+                await client.read(1, 3, 0, 1, LIMIT)
+            else:
+                await client.send([(1, 3, 0, 1)])[0]
         assert not client.connected
 
 

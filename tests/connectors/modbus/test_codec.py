@@ -424,3 +424,48 @@ def test_register_bit_round_trip(words: list[int], chosen: st.DataObject) -> Non
     assert decoded == {
         i: float((words[reg] >> bit) & 1) for i, (reg, bit) in enumerate(sorted(picks))
     }
+
+
+def test_few_scattered_values_of_mixed_types_decode_with_their_scale() -> None:
+    # A request of a few values (the scattered-tag poll): every type, gaps between them, one
+    # scaled, read from a bytearray as well as from bytes.
+    types = ["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
+    values: list[float | int] = [
+        -2,
+        65535,
+        -70000,
+        4_000_000_000,
+        -(2**40),
+        2**63 + 2**11,
+        1.5,
+        -0.25,
+    ]
+    image = bytearray()
+    tags = []
+    for tag_id, (type_, value) in enumerate(zip(types, values, strict=True)):
+        image += b"\xee\xee"
+        scale = 0.5 if type_ == "int32" else 1.0
+        tags.append(tag(tag_id, len(image) // 2, type_, scale=scale))
+        image += struct.pack(FORMATS[type_], value)
+    request = one_request(*tags)
+    payload = bytes(image[2 * request.start : 2 * request.end])
+    decoder = RequestDecoder(request)
+    expected = [float(v) for v in values]
+    expected[2] = -35000.0
+    assert decoder.decode(payload).tolist() == expected
+    assert decoder.decode(bytearray(payload)).tolist() == expected
+
+
+def test_overlapping_values_decode_each_from_its_own_bytes() -> None:
+    # A float32 and its two halves as uint16: the bytes are shared, each reads its own view.
+    payload = struct.pack(">f", 1.5)
+    request = one_request(tag(0, 0, "float32"), tag(1, 0, "uint16"), tag(2, 1, "uint16"))
+    high, low = struct.unpack(">HH", payload)
+    decoded = dict(
+        zip(
+            RequestDecoder(request).tag_ids.tolist(),
+            RequestDecoder(request).decode(payload).tolist(),
+            strict=True,
+        )
+    )
+    assert decoded == {0: 1.5, 1: float(high), 2: float(low)}

@@ -19,6 +19,7 @@ from agent.model import Quality, ReadingBatch
 from agent.starter import starter_config
 from agent.tags import TagTable
 from connectors.modbus.config import ModbusTcpSourceConfig
+from connectors.modbus.reads import LATENCY_SAMPLES, Counters
 from connectors.modbus.tcp_source import ModbusTcpSource
 from firmware_sim.clock import ManualClock
 from firmware_sim.plant import Plant, load_plant
@@ -328,3 +329,19 @@ async def test_poll_before_connect_raises(tmp_path: Path, plant: Plant) -> None:
     source = _source(_config(tmp_path, "press", plant), "press1")
     with pytest.raises(ConnectError, match="not connected"):
         await source.poll(["1s"])
+
+
+@pytest.mark.parametrize("wave", [1, 3, 8, 9, 40])
+def test_a_waves_latencies_are_kept_one_by_one_or_at_once_alike(wave: int) -> None:
+    # A wave's few latencies are stored one by one, many at once: the ring (wrapping round
+    # its end), the count, the last and the histogram agree with one record per latency.
+    waves, single = Counters(), Counters()
+    values = [0.0001 * (i % 97 + 1) for i in range(3 * LATENCY_SAMPLES)]
+    for at in range(0, len(values), wave):
+        waves.record_latencies(values[at : at + wave])
+    for value in values:
+        single.record_latency(value)
+    assert waves.latency_count == single.latency_count == len(values)
+    assert waves.latency.tolist() == single.latency.tolist()
+    assert waves.latency_last == single.latency_last
+    assert waves.latency_histogram.snapshot() == single.latency_histogram.snapshot()
