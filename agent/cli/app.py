@@ -4,13 +4,12 @@
 Each command lives in the module of its group (agent/cli/*.py) and imports what it needs inside
 its body: `lineside --help` and `lineside validate` must stay fast and never load a protocol
 library, ONNX Runtime or OpenCV. Every invocation runs inside `exits()`, the one place lineside's
-errors become a line on stderr and an exit code.
+errors become a line on stderr and an exit code (agent/cli/root.py: the group, `--version`).
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -29,17 +28,9 @@ from agent.cli import (
     sim,
     store,
 )
-from agent.cli.exits import Refused, exits
+from agent.cli.exits import Refused
 from agent.cli.output import console
-from agent.helptext import plain_flags
-
-
-class _Commands(TyperGroup):
-    """The app's group: every command it runs, in any sub-group, runs inside `exits()`."""
-
-    def invoke(self, ctx: Any) -> Any:  # typer's click Context (vendored by typer 0.29)
-        with exits():
-            return super().invoke(ctx)
+from agent.cli.root import new_app
 
 
 class _Protocols(TyperGroup):
@@ -53,39 +44,7 @@ class _Protocols(TyperGroup):
         return super().resolve_command(ctx, args)
 
 
-def _new_app() -> typer.Typer:
-    """The top-level app, before any command is registered."""
-    return typer.Typer(
-        name="lineside",
-        help="Edge agent and MES connector: PLCs in, OEE and KPIs out.",
-        no_args_is_help=True,
-        add_completion=False,
-        pretty_exceptions_enable=False,
-        cls=_Commands,
-    )
-
-
-app = _new_app()
-
-plain_flags()
-
-
-def _print_version(wanted: bool) -> None:
-    if wanted:
-        console.print(f"lineside {__version__}", markup=False, highlight=False)
-        raise typer.Exit()
-
-
-@app.callback()
-def _options(
-    show_version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
-) -> None:
-    """Edge agent and MES connector: PLCs in, OEE and KPIs out."""
+app = new_app()
 
 
 @app.command()
@@ -148,18 +107,6 @@ fleet_app.command("status")(fleet.fleet_status)
 app.add_typer(fleet_app, name="fleet")
 
 
-def run_app() -> typer.Typer:
-    """`lineside run` as an app of that one command, with the same options, help and errors.
-
-    typer turns every command of the app it runs into click objects, and they live as long as
-    the command does: ~0.5 MB of a running agent for commands it never runs
-    (benchmarks/README.md, "Memory")."""
-    only = _new_app()
-    only.callback()(_options)
-    only.command()(run.run)
-    return only
-
-
 def main() -> None:
-    """The `lineside` script (pyproject's [project.scripts]) and `python -m agent`."""
-    (run_app() if sys.argv[1:2] == ["run"] else app)()
+    """The whole CLI (`lineside run` goes through agent/cli/root.py's `run_app`: agent.cli.main)."""
+    app()

@@ -126,7 +126,8 @@ def test_the_run_only_app_answers_as_the_whole_cli(tmp_path: Path) -> None:
     # Same help, usage errors and exit codes for `lineside run ...` from either app.
     from typer.testing import CliRunner
 
-    from agent.cli.app import app, run_app
+    from agent.cli.app import app
+    from agent.cli.root import run_app
 
     config = tmp_path / "lineside.toml"
     config.write_text("config_version = 1\n", encoding="utf-8")
@@ -144,3 +145,15 @@ def test_the_run_only_app_answers_as_the_whole_cli(tmp_path: Path) -> None:
         only = CliRunner().invoke(run_app(), args, prog_name="lineside")
         assert (only.exit_code, only.output) == (whole.exit_code, whole.output), args
         assert whole.exit_code != 0 or args == ["run", "--help"]
+
+
+def test_lineside_run_loads_no_other_commands_module(tmp_path: Path) -> None:
+    # The other commands' modules (discover, opcua, plan, store ...) are ~0.4 MB of code.
+    loaded = modules_after(
+        "import sys\n"
+        f"sys.argv = ['lineside', 'run', '-c', {str(tmp_path / 'missing.toml')!r}]\n"
+        "from agent.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 2\n"
+    )
+    assert "agent.cli.run" in loaded
+    assert not {"agent.cli.app", "agent.cli.discover", "agent.cli.opcua", "agent.cli.plan"} & loaded
