@@ -1,12 +1,14 @@
 """The `lineside` command line (agent/cli/app.py puts it together).
 
 `lineside run` loads the run command only (agent/cli/root.py's `run_app`); every other
-invocation, and `app`, load the whole CLI.
+invocation loads the whole CLI. `agent.cli.app` is the typer app, as it always was, whether the
+submodule of that name was imported first or not.
 """
 
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 from typing import Any
 
 __all__ = ["app", "main"]
@@ -19,9 +21,9 @@ def main() -> None:
 
         run_app()()
     else:
-        from agent.cli.app import main as whole
+        from agent.cli.app import app
 
-        whole()
+        app()
 
 
 def __getattr__(name: str) -> Any:
@@ -30,3 +32,16 @@ def __getattr__(name: str) -> Any:
 
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Package(ModuleType):
+    """Importing the submodule agent/cli/app.py sets this package's `app` to the module; keep
+    the typer app there instead (`from agent.cli import app` gives the app)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "app" and isinstance(value, ModuleType):
+            value = value.app
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
