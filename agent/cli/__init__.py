@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for the type checker: the name is the typer app, not the submodule
+    from agent.cli.app import app
 
 __all__ = ["app", "main"]
 
