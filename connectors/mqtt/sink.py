@@ -159,19 +159,15 @@ class MqttSink:
 
     async def _publish(self, messages: Sequence[Message], qos: int) -> _Waiting:
         """Publish in order and wait for every acknowledgement; refusals are in the result."""
-        publish, entries = self.connection.publish, self._waiting
+        publish, entries, counts = self.connection.publish, self._waiting, self._counts
         waiting = _Waiting(asyncio.get_running_loop().create_future(), len(messages))
         self._batches.add(waiting)
         try:
-            size = 0
-            try:
-                for message in messages:
-                    entry = (waiting, message)
-                    entries[publish(message.topic, message.payload, qos, message.retain)] = entry
-                    size += len(message.payload)
-            finally:
-                self._counts.bytes += size
-            self._counts.published += len(messages)
+            for message in messages:
+                mid = publish(message.topic, message.payload, qos, message.retain)
+                entries[mid] = (waiting, message)
+                counts.bytes += len(message.payload)
+            counts.published += len(messages)
             await self._wait(waiting)
         finally:
             self._batches.discard(waiting)
