@@ -145,10 +145,10 @@ def configure(section: LogSection, level: str | None = None) -> None:
     handlers = [stream]
     if section.file is not None:
         # Imported here: a running agent without a log file does not need the module (0.15 MB).
-        import logging.handlers
+        from logging.handlers import RotatingFileHandler
 
         try:
-            file = logging.handlers.RotatingFileHandler(
+            file = RotatingFileHandler(
                 section.file,
                 maxBytes=section.max_size,
                 backupCount=section.backups,

@@ -16,9 +16,10 @@ become `null`: JSON has no such numbers.
 
 What depends only on the tag table is worked out once, when the layout is built, and kept
 compact: a machine index per tag id in a numpy array, a topic per machine, the tags' names and
-units read from the tag table itself (a retained value's topic is built when it is sent). Here: the topics, events, text values, gap records and the
-retained last values; live telemetry messages are shaped in `telemetry.py`, the columnar batch
-message (`batch_messages`, a backlog being replayed) in `batch.py`.
+units read from the tag table itself (a retained value's topic is built when it is sent).
+Here: the topics, events, text values, gap records and the retained last values; live
+telemetry messages are shaped in `telemetry.py`, the columnar batch message (`batch_messages`,
+a backlog being replayed) in `batch.py`.
 """
 
 from __future__ import annotations
@@ -111,9 +112,7 @@ class UnsLayout:
             if table is not None:
                 codes[tag_id] = table
         self._telemetry_topics = [f"{base}/telemetry" for base in self.machine_topics]
-        self._live = LiveTelemetry(
-            agent_id, tags, self._machine_of, self._telemetry_topics, codes
-        )
+        self._live = LiveTelemetry(agent_id, tags, self._machine_of, self._telemetry_topics, codes)
         self._batch = BatchLayout(agent_id, self.batch_topic, tags)
 
     # -----------------------------------------------------------------------------------------
