@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import os
 import sys
 import time
@@ -145,8 +144,11 @@ def configure(section: LogSection, level: str | None = None) -> None:
     stream.setFormatter(formatter)
     handlers = [stream]
     if section.file is not None:
+        # Imported here: a running agent without a log file does not need the module (0.15 MB).
+        from logging.handlers import RotatingFileHandler
+
         try:
-            file = logging.handlers.RotatingFileHandler(
+            file = RotatingFileHandler(
                 section.file,
                 maxBytes=section.max_size,
                 backupCount=section.backups,

@@ -8,8 +8,10 @@ float32, a scaled integer to the decimals of its scale, integers and booleans as
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -90,8 +92,57 @@ def is_float32(tag: object | None) -> bool:
 
 def shaper(tag: object | None) -> Callable[[float], Plain] | None:
     """`plain` for one tag, or None when its values go as they are (float64: nothing to do),
-    so a hot loop pays only for the tags that need it."""
+    so a hot loop pays only for the tags that need it. Tags shaped alike share one function
+    (no closure per tag: 200 bytes each, 4 MB for 20,000 tags in two sinks)."""
     kind = str(getattr(tag, "type", None) or "").lower()
-    if kind in _INTEGER_TYPES or kind in _FLOAT32_TYPES or kind == "bool":
-        return lambda value: plain(value, tag)
-    return None
+    if kind == "bool":
+        return _as_bool
+    if kind in _FLOAT32_TYPES:
+        return _as_float32
+    if kind not in _INTEGER_TYPES:
+        return None
+    scale = float(getattr(tag, "scale", 1.0) or 1.0)
+    offset = float(getattr(tag, "offset", 0.0) or 0.0)
+    if scale == 1.0 and offset == 0.0:
+        return _as_whole
+    return _rounded(max(_decimals(scale), _decimals(offset)))
+
+
+def _as_bool(value: float) -> Plain:
+    return plain(value, _BOOL)
+
+
+def _as_float32(value: float) -> Plain:
+    return plain(value, _FLOAT32)
+
+
+def _as_whole(value: float) -> Plain:
+    return plain(value, _WHOLE)
+
+
+@functools.cache
+def _rounded(places: int) -> Callable[[float], Plain]:
+    """`plain` of a scaled integer tag whose scale and offset need `places` decimals: one
+    function per number of decimals, whatever the tags."""
+
+    def shaped(value: float) -> Plain:  # as `plain` does it for such a tag
+        if value != value or not math.isfinite(value):
+            return None
+        rounded = round(value, places)
+        return int(rounded) if places == 0 else rounded
+
+    return shaped
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A stand-in tag for `plain`: what it reads of one (its type, scale and offset)."""
+
+    type: str
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+_BOOL = _Shape("bool")
+_FLOAT32 = _Shape("float32")
+_WHOLE = _Shape("int32")

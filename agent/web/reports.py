@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC
-from html import escape
 from urllib.parse import unquote
 
 from agent.config.sections import Config
@@ -44,6 +43,10 @@ def shift_of(path: str) -> str | None:
 
 def listing(config: Config, now_ns: int) -> str:
     """The list page: newest first, the shift in progress marked."""
+    # Imported here: `html` loads `html.entities` (0.3 MB), which a running agent needs only
+    # when someone asks for this page.
+    from html import escape
+
     calendar = config.calendar
     kind = "shift" if calendar is not None and calendar.shifts else "day"
     zone = calendar.zone if calendar is not None else UTC

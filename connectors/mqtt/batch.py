@@ -81,10 +81,10 @@ class BatchLayout:
     def __init__(self, agent_id: str, topic: str, tags: Mapping[int, TagMeta]) -> None:
         self.agent_id = agent_id
         self.topic = topic
-        # Which ids are in the tag table (dense by id), and their paths and units.
+        # Which ids are in the tag table (dense by id); their paths and units are read from the
+        # table itself (no copy per tag).
         self._known = known_ids(tags)
-        self._paths = {tag_id: meta.path for tag_id, meta in tags.items()}
-        self._units = {tag_id: meta.unit for tag_id, meta in tags.items()}
+        self._tags = tags
 
     def messages(
         self, records: Sequence[Record], value_encoding: ValueEncoding = "json"
@@ -114,8 +114,8 @@ class BatchLayout:
             "ts": run.ts_ns[present] // 1_000_000,
             "historical": historical[present],
             "n": counts[present],
-            "tags": [self._paths[i] for i in tags.used],
-            "units": [self._units[i] for i in tags.used],
+            "tags": [self._tags[i].path for i in tags.used],
+            "units": [self._tags[i].unit for i in tags.used],
             "tag": tags.index,
             "value": run.values,  # NaN and infinities: orjson writes null
             "quality": np.minimum(run.quality, len(BATCH_QUALITIES) - 1),  # unknown codes: bad

@@ -14,10 +14,12 @@ Every payload carries `agent_id`, `stream` and `seq`, the key a consumer de-dupl
 (delivery is at least once). Times are UTC milliseconds since the epoch. NaN and infinities
 become `null`: JSON has no such numbers.
 
-Everything that depends only on the tag table (topic strings, tag names, units) is worked out
-once, when the layout is built. Here: the topics, events, text values, gap records and the
-retained last values; live telemetry messages are shaped in `telemetry.py`, the columnar batch
-message (`batch_messages`, a backlog being replayed) in `batch.py`.
+What depends only on the tag table is worked out once, when the layout is built, and kept
+compact: a machine index per tag id in a numpy array, a topic per machine, the tags' names and
+units read from the tag table itself (a retained value's topic is built when it is sent).
+Here: the topics, events, text values, gap records and the retained last values; live
+telemetry messages are shaped in `telemetry.py`, the columnar batch message (`batch_messages`,
+a backlog being replayed) in `batch.py`.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
 from agent.codenames import CodeNames
 from agent.model import EventKind, Quality
 from agent.sink import EventRecord, GapRecord, Record, TagMeta, TelemetryRecord
-from agent.values import shaper
 from connectors.mqtt.batch import (
     BATCH_QUALITIES,
     QUALITY_ENCODING,
@@ -44,13 +46,7 @@ from connectors.mqtt.batch import (
     binary_values,
 )
 from connectors.mqtt.message import Message, PayloadError, ms
-from connectors.mqtt.telemetry import (
-    QUALITY_NAMES,
-    LiveTelemetry,
-    UnsTag,
-    value_entry,
-    value_kind,
-)
+from connectors.mqtt.telemetry import QUALITY_NAMES, LiveTelemetry
 
 __all__ = [
     "AGENT_LEVEL",
@@ -97,7 +93,12 @@ class UnsLayout:
         machines: dict[tuple[str, str, str, str], int] = {}
         self.machine_topics: list[str] = []  # <prefix>/<site>/<area>/<line>/<machine>
         self._machine_of_name: dict[str, str] = {}
-        self._tags: dict[int, UnsTag] = {}
+        # Per tag id, the index of its machine (-1: no such tag); the names and units are read
+        # from `tags` itself, and a retained value's topic is built when it is sent.
+        self._tags = tags
+        self._machine_of = np.full(max(tags, default=-1) + 1, -1, dtype=np.int32)
+        tables = (names or CodeNames()).tables
+        codes: dict[int, Mapping[int, str]] = {}
         for tag_id in sorted(tags):
             meta = tags[tag_id]
             key = (meta.site, meta.area, meta.line, meta.machine)
@@ -106,19 +107,12 @@ class UnsLayout:
                 base = f"{prefix}/{meta.site}/{meta.area}/{meta.line}/{meta.machine}"
                 self.machine_topics.append(base)
                 self._machine_of_name.setdefault(meta.machine, base)
-            machine = machines[key]
-            base = self.machine_topics[machine]
-            self._tags[tag_id] = UnsTag(
-                machine,
-                meta.name,
-                meta.unit,
-                f"{base}/telemetry/{meta.name}",
-                shaper(meta),
-                (names or CodeNames()).tables.get(meta.path),
-                value_kind(meta),
-            )
+            self._machine_of[tag_id] = machines[key]
+            table = tables.get(meta.path)
+            if table is not None:
+                codes[tag_id] = table
         self._telemetry_topics = [f"{base}/telemetry" for base in self.machine_topics]
-        self._live = LiveTelemetry(agent_id, self._tags, self._telemetry_topics)
+        self._live = LiveTelemetry(agent_id, tags, self._machine_of, self._telemetry_topics, codes)
         self._batch = BatchLayout(agent_id, self.batch_topic, tags)
 
     # -----------------------------------------------------------------------------------------
@@ -128,6 +122,11 @@ class UnsLayout:
         """Machine events under the machine; the rest (or an unknown machine) under the agent."""
         base = self._machine_of_name.get(machine, self.agent_topic) if machine else self.agent_topic
         return f"{base}/event/{kind}"
+
+    def last_topic(self, tag_id: int) -> str:
+        """Where a tag's retained last value goes: `<machine>/telemetry/<tag>`."""
+        machine = self.machine_topics[int(self._machine_of[tag_id])]
+        return f"{machine}/telemetry/{self._tags[tag_id].name}"
 
     @property
     def gap_topic(self) -> str:
@@ -193,7 +192,8 @@ class UnsLayout:
         machine's telemetry topic: `"values": {"die_id": {"value": "DIE-42", ...}}`; a good
         one also retained on the tag's topic with `retain_last`."""
         event = record.event
-        tag = self._tags.get(int(event.data.get("tag_id", -1)))
+        tag_id = int(event.data.get("tag_id", -1))
+        tag = self._tags.get(tag_id)
         if tag is None:
             return [self._event(index, record)]  # a tag this config lost: as the event it is
         entry: dict[str, Any] = {
@@ -210,10 +210,11 @@ class UnsLayout:
             "ts": ms(event.ts_ns),
             "historical": record.historical,
         }
-        topic = self._telemetry_topics[tag.machine]
+        topic = self._telemetry_topics[int(self._machine_of[tag_id])]
         out = [Message(topic, orjson.dumps({**head, "values": {tag.name: entry}}), index)]
         if retain_last and entry["quality"] == "good":
-            out.append(Message(tag.last_topic, orjson.dumps({**head, **entry}), index, True))
+            last = self.last_topic(tag_id)
+            out.append(Message(last, orjson.dumps({**head, **entry}), index, True))
         return out
 
     def _gap(self, index: int, record: GapRecord) -> Message:
@@ -248,14 +249,13 @@ class UnsLayout:
         out = []
         for tag_id in sorted(latest):
             index, record, value, ts_ns = latest[tag_id]
-            tag = self._tags[tag_id]
             body = {
                 "agent_id": self.agent_id,
                 "stream": record.stream,
                 "seq": record.seq,
                 "ts": ms(ts_ns),
                 "historical": record.historical,
-                **value_entry(tag, value, "good"),
+                **self._live.entry(tag_id, value, "good"),
             }
-            out.append(Message(tag.last_topic, orjson.dumps(body), index, retain=True))
+            out.append(Message(self.last_topic(tag_id), orjson.dumps(body), index, retain=True))
         return out

@@ -1,7 +1,10 @@
 """Live telemetry messages: one per record and machine, its values shaped in their tags' types.
 
 Everything that depends only on the tag table (topic strings, tag names, units, how each tag's
-values are shaped) is worked out once, when the layout is built. A record of one timestamp and no
+values are shaped) is worked out once, when the layout is built, in compact forms: a byte per
+tag for how its values are shaped, its machine and its place there in numpy arrays, and one
+template per machine holding its tags' JSON fragments (no object per tag: 20,000 tags cost
+~1.6 KB each in per-tag objects before). A record of one timestamp and no
 coded values (every poll of a plain PLC) is written straight as bytes: each value's text comes
 from a few `orjson.dumps` of the record's values, one per kind of tag (float64, float32, whole,
 boolean: `_texts`), and sits between its tag's JSON fragments, worked out once, so the message
@@ -11,9 +14,9 @@ Any other record goes through one dict per value and one `orjson.dumps`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +24,7 @@ import numpy.typing as npt
 import orjson
 
 from agent.model import Quality, ReadingBatch
-from agent.sink import TelemetryRecord
+from agent.sink import TagMeta, TelemetryRecord
 from agent.values import Plain, is_float32, shaper
 from connectors.mqtt.message import Message, PayloadError, ms
 
@@ -35,19 +38,6 @@ _QUALITY_JSON: tuple[bytes, ...] = tuple(b',"quality":' + orjson.dumps(n) for n 
 _GOOD_JSON = _QUALITY_JSON[Quality.GOOD]
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-
-
-@dataclass(frozen=True, slots=True)
-class UnsTag:
-    """A tag as its messages need it, worked out once per layout."""
-
-    machine: int  # index into UnsLayout.machine_topics
-    name: str
-    unit: str
-    last_topic: str  # where its retained last value goes
-    shape: Callable[[float], Plain] | None = None  # its value in its type (None: as it is)
-    codes: Mapping[int, str] | None = None  # the names of its codes (a state, a stop reason)
-    kind: int = 0  # how its values are written a record at a time (`value_kind`)
 
 
 # How a live message's values are written, per tag id (LiveTelemetry._kinds), each kind a
@@ -74,17 +64,18 @@ def value_kind(tag: object) -> int:
     return _WHOLE if scale == 1.0 and offset == 0.0 else _ONE_BY_ONE
 
 
-def value_entry(tag: UnsTag, value: float, quality: str) -> dict[str, Any]:
+def value_entry(
+    tag: TagMeta, value: float, quality: str, codes: Mapping[int, str] | None = None
+) -> dict[str, Any]:
     """A value as a message carries it: in its tag's type, with its code's name if it has one."""
+    shape = shaper(tag)
     out: dict[str, Any] = {
-        "value": _finite(value) if tag.shape is None else tag.shape(value),
+        "value": _finite(value) if shape is None else shape(value),
         "quality": quality,
         "unit": tag.unit,
     }
-    if tag.codes is not None and math.isfinite(value) and value == int(value):
-        name = tag.codes.get(int(value))
-        if name is not None:
-            out["name"] = name
+    if codes is not None:
+        _name(out, codes, value)
     return out
 
 
@@ -101,37 +92,63 @@ def _finite(value: float) -> float | None:
 
 
 class LiveTelemetry:
-    """The live messages of telemetry records, for one agent's tags (by id) and the telemetry
-    topic of each machine (by `UnsTag.machine`)."""
+    """The live messages of telemetry records, for one agent's tags (by id): the machine of
+    each (`machine_of`, an index into `topics`; -1 for an id not in the table), the telemetry
+    topic of each machine and the names of the coded tags' codes (by tag id)."""
 
-    def __init__(self, agent_id: str, tags: Mapping[int, UnsTag], topics: Sequence[str]) -> None:
+    def __init__(
+        self,
+        agent_id: str,
+        tags: Mapping[int, TagMeta],
+        machine_of: npt.NDArray[np.int32],
+        topics: Sequence[str],
+        codes: Mapping[int, Mapping[int, str]],
+    ) -> None:
         self.agent_id = agent_id
-        self._tags = tags
+        self._tags = tags  # the sink's tag table itself: names and units are read from it
         self._topics = topics
+        self._codes = codes
+        self._any_codes = bool(codes)
+        self._machine_of = machine_of
         # Per tag id, how its live values are shaped (an id beyond the table: one by one, where
-        # the record's loop finds it unknown).
-        size = max(tags, default=-1) + 1
+        # the record's loop finds it unknown), and the shaper of each tag shaped one value at a
+        # time (scaled integers: few if any; the others share a writer per kind).
+        size = machine_of.shape[0]
         self._kinds = np.full(size, _ONE_BY_ONE, dtype=np.uint8)
+        self._shapes: dict[int, Callable[[float], Plain]] = {}
         for tag_id, tag in tags.items():
-            self._kinds[tag_id] = tag.kind
+            kind = self._kinds[tag_id] = value_kind(tag)
+            shape = shaper(tag) if kind == _ONE_BY_ONE else None
+            if shape is not None:
+                self._shapes[tag_id] = shape
         # How the rows of each kind are rewritten over their float64 text (`_texts`).
-        self._writers = (*_WRITTEN.items(), (_ONE_BY_ONE, _rows_one_by_one(tags)))
-        self._any_codes = any(tag.codes is not None for tag in tags.values())
+        self._writers = (*_WRITTEN.items(), (_ONE_BY_ONE, self._one_by_one))
         # Every tag shaped the same way (the usual PLC of float32 registers): no masks per record.
         kinds = set(self._kinds[list(tags)].tolist())
         self._uniform = kinds.pop() if len(kinds) == 1 else None
-        # Per tag id, for records written as bytes (`_written`): its machine (-1: no such tag)
-        # and its entry as a `%`-template, its value a `%s` and its quality good
-        # (`"name":{"value":%s,"quality":"good","unit":"°C"}`) or a second `%s`.
-        self._machine_of = np.full(size, -1, dtype=np.int64)
-        self._good_entry: list[bytes] = [b""] * size
-        self._any_entry: list[bytes] = [b""] * size
-        for tag_id, tag in tags.items():
-            self._machine_of[tag_id] = tag.machine
-            name = orjson.dumps(tag.name).replace(b"%", b"%%")
-            unit = orjson.dumps(tag.unit).replace(b"%", b"%%")
-            self._good_entry[tag_id] = b'%s:{"value":%%s%s,"unit":%s}' % (name, _GOOD_JSON, unit)
-            self._any_entry[tag_id] = b'%s:{"value":%%s%%s,"unit":%s}' % (name, unit)
+        # For records written as bytes (`_written`): per machine, the entries of its tags in id
+        # order as one `%`-template, their value a `%s` and their quality good, joined by commas
+        # (`"name":{"value":%s,"quality":"good","unit":"°C"},...`), and where each entry starts
+        # (`_starts`, one more for the end); per tag id, its place among its machine's tags.
+        # A machine's entries are joined as soon as they are made: the 20,000 small objects
+        # of all machines at once would leave pymalloc's arenas fragmented once freed.
+        self._slot = np.full(size, -1, dtype=np.int32)
+        ids: list[list[int]] = [[] for _ in topics]
+        for tag_id in sorted(tags):
+            self._slot[tag_id] = len(ids[machine_of[tag_id]])
+            ids[machine_of[tag_id]].append(tag_id)
+        self._templates: list[bytes] = []
+        self._starts: list[npt.NDArray[np.int32]] = []
+        for machine in ids:
+            entries = [_good_entry(tags[tag_id]) for tag_id in machine]
+            self._templates.append(b",".join(entries))
+            ends = np.cumsum([len(entry) + 1 for entry in entries], dtype=np.int64)
+            self._starts.append(np.concatenate(([0], ends)).astype(np.int32))
+        del ids
+        # A machine's entries apart, made the first time a record holds only some of its tags
+        # or holds them in another order (`_split`): joining them then is 4x cheaper than
+        # slicing the template each time, and machines always sent whole never pay for them.
+        self._entries: list[list[bytes] | None] = [None] * len(topics)
 
     def messages(self, index: int, record: TelemetryRecord) -> list[Message]:
         """The messages of `record`, the one at `index` in the batch sent: one per machine."""
@@ -143,28 +160,27 @@ class LiveTelemetry:
             written = self._written(record)
             if written is not None:
                 return [Message(self._topics[m], payload, index) for m, payload in written]
-        ids = batch.tag_ids.tolist()
-        tags = self._tags
-        rows = [tags.get(tag_id) for tag_id in ids]
-        if None in rows:
-            unknown = ids[rows.index(None)]
+        unknown = self._unknown(batch.tag_ids)
+        if unknown is not None:
             raise PayloadError(f"tag id {unknown} is not in the tag table", index)
-        known: list[UnsTag] = rows  # type: ignore[assignment]  # no None, checked above
+        ids = batch.tag_ids.tolist()
+        machines = self._machine_of[batch.tag_ids].tolist()
+        tags = self._tags
+        known = [tags[tag_id] for tag_id in ids]
         values = self._shaped(batch.tag_ids, batch.values)
         quality = batch.quality.tolist()
         names = QUALITY_NAMES
-        machines = {tag.machine for tag in known}
         groups: dict[int, dict[str, dict[str, Any]]]
-        if len(machines) == 1 and not self._any_codes and batch.ts_ns.shape[0] == 1:
+        if len(set(machines)) == 1 and not self._any_codes and batch.ts_ns.shape[0] == 1:
             # One machine's poll, one timestamp, no coded values: the common case, one pass.
             groups = {
-                machines.pop(): {
+                machines[0]: {
                     tag.name: {"value": value, "quality": names[q], "unit": tag.unit}
                     for tag, value, q in zip(known, values, quality, strict=True)
                 }
             }
         else:
-            groups = self._grouped(batch, known, values, quality)
+            groups = self._grouped(batch, ids, machines, known, values, quality)
         ts = ms(int(batch.ts_ns[0]))
         return [
             Message(
@@ -183,6 +199,18 @@ class LiveTelemetry:
             )
             for machine, group in groups.items()
         ]
+
+    def entry(self, tag_id: int, value: float, quality: str) -> dict[str, Any]:
+        """A value of a tag in the table as a message carries it (`value_entry`)."""
+        return value_entry(self._tags[tag_id], value, quality, self._codes.get(tag_id))
+
+    def _unknown(self, ids: npt.NDArray[Any]) -> int | None:
+        """The first of `ids` not in the tag table, if any."""
+        machine_of = self._machine_of
+        inside = (ids >= 0) & (ids < machine_of.shape[0])
+        missing = ~inside
+        missing[inside] = machine_of[ids[inside]] < 0
+        return int(ids[int(np.argmax(missing))]) if bool(missing.any()) else None
 
     def _written(self, record: TelemetryRecord) -> list[tuple[int, bytes]] | None:
         """The payloads of a record of one timestamp as bytes, one per machine in the order
@@ -205,21 +233,38 @@ class LiveTelemetry:
                 "values": None,
             }
         )[: -len(b"null}")]
-        rows = ids.tolist()
-        if not batch.quality.any():  # every reading good (Quality.GOOD is 0): the usual poll
-            entries, args = self._good_entry, texts
+        good = not batch.quality.any()  # every reading good (Quality.GOOD is 0): the usual poll
+        if good:
+            args = texts
         else:
             args = [b""] * (2 * len(texts))
             args[0::2] = texts
             args[1::2] = map(_QUALITY_JSON.__getitem__, batch.quality.tolist())
-            entries = self._any_entry
         width = len(args) // len(texts)  # the `%s` of one entry
+        slots = self._slot[ids]  # each row's place among its machine's tags
         out = []
         for machine, start, end in runs:
-            template = b",".join(map(entries.__getitem__, rows[start:end]))
+            template, place = self._templates[machine], slots[start:end]
+            # As many distinct tags of the machine as it has, in increasing places: all of
+            # them in the template's order, which is then the record's entries as they are.
+            whole = end - start == len(self._starts[machine]) - 1 and (
+                end - start < 2 or bool((place[1:] > place[:-1]).all())
+            )
+            if not whole:  # some of its tags (a deadband held the others), or another order
+                entries = self._entries[machine] or self._split(machine)
+                template = b",".join(map(entries.__getitem__, place.tolist()))
+            if not good:  # each entry's quality a `%s` too (no JSON string holds a bare `"`)
+                template = template.replace(_GOOD_JSON, b"%s")
             values = template % tuple(args[width * start : width * end])
             out.append((machine, b"".join((head, b"{", values, b"}}"))))
         return out
+
+    def _split(self, machine: int) -> list[bytes]:
+        """`machine`'s entries apart, in its template's order (kept for its next records)."""
+        template, starts = self._templates[machine], self._starts[machine].tolist()
+        entries = [template[start : end - 1] for start, end in itertools.pairwise(starts)]
+        self._entries[machine] = entries
+        return entries
 
     def _runs(self, ids: npt.NDArray[Any]) -> list[tuple[int, int, int]] | None:
         """A record's rows `(machine, start, end)`, one run per machine, for `_written`; None
@@ -259,12 +304,15 @@ class LiveTelemetry:
     def _grouped(
         self,
         batch: ReadingBatch,
-        known: list[UnsTag],
+        ids: list[int],
+        machines: list[int],
+        known: list[TagMeta],
         values: list[Plain],
         quality: list[int],
     ) -> dict[int, dict[str, dict[str, Any]]]:
         """A record's entries by machine, with code names and per-reading times if any."""
         raw = batch.values.tolist()
+        codes = self._codes
         # One timestamp per batch is the common case: then values carry no `ts` of their own.
         stamps = (batch.ts_ns // 1_000_000).tolist() if batch.ts_ns.shape[0] > 1 else None
         groups: dict[int, dict[str, dict[str, Any]]] = {}
@@ -274,17 +322,35 @@ class LiveTelemetry:
                 "quality": QUALITY_NAMES[quality[row]],
                 "unit": tag.unit,
             }
-            if tag.codes is not None:
-                _name(entry, tag.codes, raw[row])
+            named = codes.get(ids[row]) if codes else None
+            if named is not None:
+                _name(entry, named, raw[row])
             if stamps is not None:
                 entry["ts"] = stamps[row]
-            groups.setdefault(tag.machine, {})[tag.name] = entry
+            groups.setdefault(machines[row], {})[tag.name] = entry
         return groups
 
     def _shaped(self, ids: npt.NDArray[Any], values: npt.NDArray[np.float64]) -> list[Plain]:
         """A record's values in their tags' types, as `value_entry` gives them one at a time:
         their texts (`_texts`) read back in one C call."""
         return orjson.loads(b"[" + b",".join(self._texts(ids, values)) + b"]")  # type: ignore[no-any-return]
+
+    def _one_by_one(self, rows: Rows, values: Values, ids: npt.NDArray[Any]) -> Texts:
+        """Values shaped one at a time by their tag's shaper (scaled integers)."""
+        shapes = self._shapes
+        shaped = [
+            shape(value) if (shape := shapes.get(tag_id)) is not None else _finite(value)
+            for tag_id, value in zip(ids.tolist(), values.tolist(), strict=True)
+        ]
+        texts = orjson.dumps(shaped)[1:-1].split(b",")  # numbers, true, false, null: no commas
+        return zip(rows.tolist(), texts, strict=True)
+
+
+def _good_entry(tag: TagMeta) -> bytes:
+    """A tag's entry as a `%`-template, its value a `%s` and its quality good."""
+    name = orjson.dumps(tag.name).replace(b"%", b"%%")
+    unit = orjson.dumps(tag.unit).replace(b"%", b"%%")
+    return b'%s:{"value":%%s%s,"unit":%s}' % (name, _GOOD_JSON, unit)
 
 
 def _float32_shortest(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -364,20 +430,6 @@ def _bool_rows(rows: Rows, values: Values, ids: npt.NDArray[Any]) -> Texts:
         return ()
     texts = orjson.dumps(values[finite] != 0, option=_JSON_OPTIONS)[1:-1].split(b",")
     return zip(rows[finite].tolist(), texts, strict=True)
-
-
-def _rows_one_by_one(tags: Mapping[int, UnsTag]) -> Callable[[Rows, Values, Any], Texts]:
-    """Values shaped one at a time by their tag's shaper (scaled integers)."""
-
-    def written(rows: Rows, values: Values, ids: npt.NDArray[Any]) -> Texts:
-        shaped = [
-            shape(value) if (shape := tags[tag_id].shape) is not None else _finite(value)
-            for tag_id, value in zip(ids.tolist(), values.tolist(), strict=True)
-        ]
-        texts = orjson.dumps(shaped)[1:-1].split(b",")  # numbers, true, false, null: no commas
-        return zip(rows.tolist(), texts, strict=True)
-
-    return written
 
 
 # How the rows of float32, whole and boolean tags are rewritten (`LiveTelemetry._writers`).

@@ -157,3 +157,21 @@ def test_lineside_run_loads_no_other_commands_module(tmp_path: Path) -> None:
     )
     assert "agent.cli.run" in loaded
     assert not {"agent.cli.app", "agent.cli.discover", "agent.cli.opcua", "agent.cli.plan"} & loaded
+
+
+def test_the_running_agent_loads_html_only_for_a_report_page() -> None:
+    # `html` loads `html.entities` (0.3 MB of RSS); only the shift report pages escape text.
+    loaded = modules_after("import agent.cli.run, agent.runtime, agent.web.server")
+    assert "agent.web.reports" in loaded
+    assert not {"html", "html.entities"} & loaded
+
+
+def test_logging_without_a_file_does_not_load_logging_handlers() -> None:
+    # logging.handlers (0.15 MB) is needed only for `[log] file`.
+    loaded = modules_after(
+        "import agent.cli.run, agent.runtime\n"
+        "from agent.logs import LogSection, configure\n"
+        "configure(LogSection())"
+    )
+    assert "agent.logs" in loaded
+    assert "logging.handlers" not in loaded

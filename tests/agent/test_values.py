@@ -1,12 +1,15 @@
 """How readings are printed and sent: no float noise, integers and booleans as such."""
 
+import math
 from types import SimpleNamespace
+
+import numpy as np
 
 from agent.config import load_config
 from agent.oneshot import awaited
 from agent.starter import PlantMachine, plant_config
 from agent.tags import TagTable
-from agent.values import models_by_path, plain, text
+from agent.values import models_by_path, plain, shaper, text
 
 
 def tag(type: str, scale: float = 1.0, offset: float = 0.0) -> SimpleNamespace:
@@ -58,3 +61,29 @@ def test_read_does_not_wait_for_a_text_tag(tmp_path) -> None:  # type: ignore[no
 
 def test_an_integer_tag_scaled_elsewhere_keeps_its_fraction() -> None:
     assert plain(2.5, tag("int16")) == 2.5  # a sink sees the type, not the scale
+
+
+SHAPED = [tag("float32"), tag("real"), tag("bool"), tag("int16"), tag("UINT32"),
+          tag("int16", scale=0.1), tag("int32", scale=0.25), tag("uint16", scale=0.25, offset=0.5),
+          tag("int16", scale=2.0), tag("int16", offset=3.0), tag("dint", scale=1e-20)]  # fmt: skip
+VALUES = [0.0, -0.0, 1.0, 6.0, 237 * 0.1, 806.864013671875, 2.5, -7.25, 12 * 0.25 + 0.5, 1e18,
+          2.0**63, 1e-300, 3.4028235e38, 1e39, math.nan, math.inf, -math.inf]  # fmt: skip
+
+
+def test_a_shaper_gives_what_plain_gives() -> None:
+    for each in SHAPED:
+        shape = shaper(each)
+        assert shape is not None
+        for value in VALUES:
+            with np.errstate(over="ignore"):  # 1e39 has no float32: null, as plain says
+                got, want = shape(value), plain(value, each)
+            assert (got, type(got)) == (want, type(want)), (each, value)
+    assert shaper(tag("float64")) is None and shaper(None) is None
+
+
+def test_tags_shaped_alike_share_one_function() -> None:
+    # A closure per tag was ~200 bytes: 4 MB at 20,000 tags with two MQTT sinks.
+    assert shaper(tag("float32")) is shaper(tag("real"))
+    assert shaper(tag("int16")) is shaper(tag("uint32"))
+    assert shaper(tag("int16", scale=0.1)) is shaper(tag("uint16", scale=0.5, offset=0.1))
+    assert shaper(tag("int16", scale=0.1)) is not shaper(tag("int16", scale=0.25))
