@@ -55,6 +55,7 @@ from agent.lane import (
     ForwardSettings,
     ForwardStatistics,
     Lane,
+    ReplayBudget,
     Send,
     keep,
     live_boundary,
@@ -98,8 +99,7 @@ class Forwarder:
         self._stream_locks: dict[str, asyncio.Lock] = {}
         self._stream_backoffs: dict[str, Backoff] = {}
         self._failing: set[str] = set()
-        self._replay_tokens = 0.0
-        self._replay_at = clock.monotonic()
+        self._budget = ReplayBudget(self.settings.replay_rate, clock.monotonic())
         # Rung by the store writer's commits: an idle lane looks again at once (latency).
         self._bells: dict[str, Bell] = {}
         self._committed: dict[str, int] = {}  # the writer's last seq per stream, lanes woken for
@@ -235,7 +235,7 @@ class Forwarder:
         if len(live):
             last = int(live.seqs[-1])
             sent += await self._deliver(stream, live, lane, after, last, live_from=0)
-        allowed = self._replay_allowance(batch)
+        allowed = self._budget.allowance(batch, self.clock.monotonic())
         if allowed:
             after = lane.cursor
             older = read_records(self.store, stream, after, allowed)
@@ -250,7 +250,7 @@ class Forwarder:
             return None  # read again at once
         # Nothing could go: the rate holds the backlog back, and the live records are sent.
         lane.seen = committed
-        return self._replay_due()
+        return self._budget.due()
 
     @property
     def _window(self) -> int:
@@ -352,25 +352,6 @@ class Forwarder:
         in_flight.clear()
         lane.read_again()
 
-    def _replay_allowance(self, batch: int) -> int:
-        """How many historical records may go now (a token bucket at `replay_rate`)."""
-        rate = self.settings.replay_rate
-        if rate <= 0:
-            return batch
-        now = self.clock.monotonic()
-        elapsed = now - self._replay_at
-        self._replay_at = now
-        self._replay_tokens = min(float(batch), self._replay_tokens + elapsed * rate)
-        return int(self._replay_tokens)
-
-    def _replay_due(self) -> float | None:
-        """When the replay rate allows the next historical record (None: it allows one now,
-        or there is no rate: nothing to wait for but a commit or the next look)."""
-        rate = self.settings.replay_rate
-        if rate <= 0 or self._replay_tokens >= 1.0:
-            return None
-        return self._replay_at + (1.0 - self._replay_tokens) / rate
-
     async def _deliver(
         self,
         stream: str,
@@ -432,8 +413,7 @@ class Forwarder:
         """The far side answered for `records` (accepted or quarantined): count them."""
         historical = records.historical_count()
         self.stats.historical += historical
-        if self.settings.replay_rate > 0:
-            self._replay_tokens = max(0.0, self._replay_tokens - historical)
+        self._budget.spend(historical)
         self.stats.sent[stream] += accepted
         return len(records)
 

@@ -224,3 +224,32 @@ class ForwardStatistics:
     quarantined: int = 0
     failures: int = 0
     last_error: str = ""
+
+
+class ReplayBudget:
+    """How many historical records may go now: a token bucket filled at `rate` records a
+    second, up to one batch (`replay_rate`; 0 means no limit)."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self._tokens = 0.0
+        self._at = now
+
+    def allowance(self, batch: int, now: float) -> int:
+        if self.rate <= 0:
+            return batch
+        elapsed = now - self._at
+        self._at = now
+        self._tokens = min(float(batch), self._tokens + elapsed * self.rate)
+        return int(self._tokens)
+
+    def due(self) -> float | None:
+        """When the rate allows the next historical record (None: it allows one now, or there
+        is no rate: nothing to wait for but a commit or the next look)."""
+        if self.rate <= 0 or self._tokens >= 1.0:
+            return None
+        return self._at + (1.0 - self._tokens) / self.rate
+
+    def spend(self, records: int) -> None:
+        if self.rate > 0:
+            self._tokens = max(0.0, self._tokens - records)

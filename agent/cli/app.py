@@ -4,12 +4,12 @@
 Each command lives in the module of its group (agent/cli/*.py) and imports what it needs inside
 its body: `lineside --help` and `lineside validate` must stay fast and never load a protocol
 library, ONNX Runtime or OpenCV. Every invocation runs inside `exits()`, the one place lineside's
-errors become a line on stderr and an exit code.
+errors become a line on stderr and an exit code (agent/cli/root.py: the group, `--version`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -28,17 +28,9 @@ from agent.cli import (
     sim,
     store,
 )
-from agent.cli.exits import Refused, exits
+from agent.cli.exits import Refused
 from agent.cli.output import console
-from agent.helptext import plain_flags
-
-
-class _Commands(TyperGroup):
-    """The app's group: every command it runs, in any sub-group, runs inside `exits()`."""
-
-    def invoke(self, ctx: Any) -> Any:  # typer's click Context (vendored by typer 0.29)
-        with exits():
-            return super().invoke(ctx)
+from agent.cli.root import new_app
 
 
 class _Protocols(TyperGroup):
@@ -52,34 +44,7 @@ class _Protocols(TyperGroup):
         return super().resolve_command(ctx, args)
 
 
-app = typer.Typer(
-    name="lineside",
-    help="Edge agent and MES connector: PLCs in, OEE and KPIs out.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    cls=_Commands,
-)
-
-plain_flags()
-
-
-def _print_version(wanted: bool) -> None:
-    if wanted:
-        console.print(f"lineside {__version__}", markup=False, highlight=False)
-        raise typer.Exit()
-
-
-@app.callback()
-def _options(
-    show_version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
-) -> None:
-    """Edge agent and MES connector: PLCs in, OEE and KPIs out."""
+app = new_app()
 
 
 @app.command()
@@ -143,5 +108,5 @@ app.add_typer(fleet_app, name="fleet")
 
 
 def main() -> None:
-    """The `lineside` script (pyproject's [project.scripts]) and `python -m agent`."""
+    """The whole CLI (`lineside run` goes through agent/cli/root.py's `run_app`: agent.cli.main)."""
     app()

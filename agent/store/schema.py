@@ -162,8 +162,18 @@ def db_path(data_dir: Path | str) -> Path:
     return Path(data_dir) / DB_NAME
 
 
+# The page cache of each connection, in KiB. SQLite's default (2,000 KiB) fills with pages the
+# agent never reads again: the writer appends (its blobs' overflow pages stay cached after the
+# commit) and the forwarder reads what was just committed, whose pages a commit of another
+# connection drops anyway. At W1 the agent's three connections grew by ~1.8 MB over their first
+# 15 s to ~2.6 MB; with 256 KiB each they stay at ~0.85 MB, with no change in the store's write
+# or drain rates (benchmarks/README.md, "Memory").
+CACHE_KIB = 256
+
+
 def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection:
-    """A connection in WAL mode; transactions are explicit (BEGIN/COMMIT), never implicit."""
+    """A connection in WAL mode with a small page cache (`CACHE_KIB`); transactions are
+    explicit (BEGIN/COMMIT), never implicit."""
     if synchronous not in ("NORMAL", "FULL"):
         raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
     try:
@@ -176,6 +186,7 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         # Keep an idle WAL small once checkpointed (it is not truncated otherwise).
         conn.execute("PRAGMA journal_size_limit = 67108864")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")  # negative: KiB, not pages
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise open_failed(path, exc) from exc

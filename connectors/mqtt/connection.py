@@ -2,8 +2,10 @@
 the fleet status share it.
 
 How paho is driven. The agent is asyncio end to end, so paho's own network thread
-(`loop_start`) is not used: its socket is watched by the event loop (`add_reader` /
-`add_writer`, paho's external-loop callbacks) and its timers (keepalive pings) by `call_later`.
+(`loop_start`) is not used: its socket is watched by the event loop (`add_reader`, and paho's
+external-loop callbacks: what paho queues is written with `call_soon` once the code queuing it
+yields, so a send's messages go in one pass, and `add_writer` is used only while the socket is
+full) and its timers (keepalive pings) by `call_later`.
 Every paho callback therefore runs on the event loop, inside the reader callback, never while
 a coroutine runs: a coroutine that sends a packet registers its message id before it awaits,
 and no acknowledgement can come before that. The one exception is paho's `connect()`, which
@@ -111,6 +113,7 @@ class MqttConnection:
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._acks: dict[int, asyncio.Future[list[ReasonCode]]] = {}  # mid → acknowledgement
         self._misc: asyncio.TimerHandle | None = None
+        self._watching = False  # the loop watches the socket for writing (it was full)
 
     def socket(self) -> socket.socket | ssl.SSLSocket | None:
         """The connection's socket, while there is one."""
@@ -254,11 +257,24 @@ class MqttConnection:
             self._misc = self._loop.call_later(MISC_INTERVAL, self._housekeeping)
 
     def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        # paho has packets to write (it says so once, until they are all written): write them
+        # as soon as the coroutine or callback queuing them yields, a send's messages in one
+        # pass, and watch the socket only when it is full (`_flush`). Watching it for every
+        # send would cost two changes of the selector and a poll each time.
         if self._fd is not None and self._loop is not None:
+            self._loop.call_soon(self._flush, client)
+
+    def _flush(self, client: mqtt.Client) -> None:
+        if client is not self._client or self._fd is None or self._loop is None:
+            return  # closed meanwhile
+        client.loop_write()
+        if client.want_write() and self._client is client and self._fd is not None:
+            self._watching = True  # the socket is full: write the rest when it drains
             self._loop.add_writer(self._fd, self._writable)
 
     def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self._fd is not None and self._loop is not None:
+        if self._watching and self._fd is not None and self._loop is not None:
+            self._watching = False
             self._loop.remove_writer(self._fd)
 
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
@@ -270,6 +286,7 @@ class MqttConnection:
             loop.remove_reader(self._fd)
             loop.remove_writer(self._fd)
             self._fd = None
+        self._watching = False
         if self._misc is not None:
             self._misc.cancel()
             self._misc = None
@@ -304,7 +321,8 @@ class MqttConnection:
         """Queue a PUBLISH; its message id. `ConnectError` when not connected or paho refuses."""
         client = self._require()
         info = client.publish(topic, payload, qos, retain)
-        self._check(info.rc, f"publish to {topic}")
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:  # the message only when it is needed
+            self._check(info.rc, f"publish to {topic}")
         return info.mid
 
     async def subscribe(self, topic_filter: str, qos: int) -> list[ReasonCode]:

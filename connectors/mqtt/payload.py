@@ -32,7 +32,7 @@ import orjson
 from agent.codenames import CodeNames
 from agent.model import EventKind, Quality
 from agent.sink import EventRecord, GapRecord, Record, TagMeta, TelemetryRecord
-from agent.values import is_float32, shaper
+from agent.values import shaper
 from connectors.mqtt.batch import (
     BATCH_QUALITIES,
     QUALITY_ENCODING,
@@ -44,7 +44,13 @@ from connectors.mqtt.batch import (
     binary_values,
 )
 from connectors.mqtt.message import Message, PayloadError, ms
-from connectors.mqtt.telemetry import QUALITY_NAMES, LiveTelemetry, UnsTag, value_entry
+from connectors.mqtt.telemetry import (
+    QUALITY_NAMES,
+    LiveTelemetry,
+    UnsTag,
+    value_entry,
+    value_kind,
+)
 
 __all__ = [
     "AGENT_LEVEL",
@@ -109,7 +115,7 @@ class UnsLayout:
                 f"{base}/telemetry/{meta.name}",
                 shaper(meta),
                 (names or CodeNames()).tables.get(meta.path),
-                is_float32(meta),
+                value_kind(meta),
             )
         self._telemetry_topics = [f"{base}/telemetry" for base in self.machine_topics]
         self._live = LiveTelemetry(agent_id, self._tags, self._telemetry_topics)

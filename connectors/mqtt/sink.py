@@ -33,6 +33,19 @@ ACK_TIMEOUT = 10.0  # seconds without any acknowledgement before a send gives up
 MAX_INFLIGHT = 100  # unacknowledged QoS 1 messages on the wire; more wait in paho's queue
 
 
+@dataclass(slots=True)
+class _Counts:
+    """The sink's counters (`statistics`), plain attributes: some move once per message."""
+
+    connects: int = 0
+    published: int = 0
+    acknowledged: int = 0
+    refused: int = 0
+    records: int = 0
+    bytes: int = 0
+    timeouts: int = 0
+
+
 @dataclass(eq=False, slots=True)  # compared and hashed by identity: one per send
 class _Waiting:
     """The acknowledgements one `send` waits for."""
@@ -84,12 +97,9 @@ class MqttSink:
             on_message=self._on_message_received,
             on_lost=self._fail_all,
         )
-        self._waiting: dict[int, tuple[_Waiting, int, str]] = {}  # mid → (send, index, topic)
+        self._waiting: dict[int, tuple[_Waiting, Message]] = {}  # mid → (its send, message)
         self._batches: set[_Waiting] = set()
-        self._stats = dict.fromkeys(
-            ("connects", "published", "acknowledged", "refused", "records", "bytes", "timeouts"),
-            0,
-        )
+        self._counts = _Counts()
 
     # -----------------------------------------------------------------------------------------
     # Connection
@@ -97,7 +107,7 @@ class MqttSink:
     async def connect(self) -> None:
         await self.close()
         await self.connection.connect()
-        self._stats["connects"] += 1
+        self._counts.connects += 1
 
     def _fail_all(self, error: Exception) -> None:
         self._waiting.clear()
@@ -134,9 +144,9 @@ class MqttSink:
             if batched and waiting.refusals == len(messages):
                 raise SinkRejected(next(iter(waiting.refused.values())), None)  # all refused
             index = min(waiting.refused)
-            self._stats["records"] += index  # those before it were taken
+            self._counts.records += index  # those before it were taken
             raise SinkRejected(waiting.refused[index], index)
-        self._stats["records"] += len(records)
+        self._counts.records += len(records)
 
     async def publish(self, messages: Sequence[Message]) -> None:
         """Publish `messages` at QoS 1 and return once the broker acknowledged them all (the
@@ -149,15 +159,15 @@ class MqttSink:
 
     async def _publish(self, messages: Sequence[Message], qos: int) -> _Waiting:
         """Publish in order and wait for every acknowledgement; refusals are in the result."""
-        connection = self.connection
+        publish, entries, counts = self.connection.publish, self._waiting, self._counts
         waiting = _Waiting(asyncio.get_running_loop().create_future(), len(messages))
         self._batches.add(waiting)
         try:
             for message in messages:
-                mid = connection.publish(message.topic, message.payload, qos, message.retain)
-                self._waiting[mid] = (waiting, message.index, message.topic)
-                self._stats["bytes"] += len(message.payload)
-            self._stats["published"] += len(messages)
+                mid = publish(message.topic, message.payload, qos, message.retain)
+                entries[mid] = (waiting, message)
+                counts.bytes += len(message.payload)
+            counts.published += len(messages)
             await self._wait(waiting)
         finally:
             self._batches.discard(waiting)
@@ -191,7 +201,7 @@ class MqttSink:
                 return
             except TimeoutError:
                 if waiting.acknowledged == seen:
-                    self._stats["timeouts"] += 1
+                    self._counts.timeouts += 1
                     missing = waiting.expected - waiting.acknowledged
                     raise RequestTimeout(
                         f"{self.config.endpoint}: {missing} of {waiting.expected} messages "
@@ -206,24 +216,34 @@ class MqttSink:
         entry = self._waiting.pop(mid, None)
         if entry is None:
             return
-        waiting, index, topic = entry
+        waiting, message = entry
         waiting.acknowledged += 1
-        self._stats["acknowledged"] += 1
+        self._counts.acknowledged += 1
         if reason.is_failure:
-            self._stats["refused"] += 1
-            waiting.refusals += 1
-            waiting.refused.setdefault(index, f"the broker refused {topic}: {str(reason).lower()}")
+            self._refused(waiting, message, reason)
         if waiting.acknowledged == waiting.expected and not waiting.done.done():
             waiting.done.set_result(None)
 
+    def _refused(self, waiting: _Waiting, message: Message, reason: ReasonCode) -> None:
+        self._counts.refused += 1
+        waiting.refusals += 1
+        why = f"the broker refused {message.topic}: {str(reason).lower()}"
+        waiting.refused.setdefault(message.index, why)
+
     def statistics(self) -> SinkStatistics:
-        s = self._stats
-        extras = {k: float(v) for k, v in s.items() if k not in ("connects", "records")}
+        counts = self._counts
         return SinkStatistics(
             connected=self.connection.connected,
-            connects=s["connects"],
-            records=s["records"],
-            extras={"in_flight": float(len(self._waiting)), **extras},
+            connects=counts.connects,
+            records=counts.records,
+            extras={
+                "in_flight": float(len(self._waiting)),
+                "published": float(counts.published),
+                "acknowledged": float(counts.acknowledged),
+                "refused": float(counts.refused),
+                "bytes": float(counts.bytes),
+                "timeouts": float(counts.timeouts),
+            },
         )
 
     # -----------------------------------------------------------------------------------------

@@ -3,15 +3,16 @@
 Everything that depends only on the tag table (topic strings, tag names, units, how each tag's
 values are shaped) is worked out once, when the layout is built. A record of one timestamp and no
 coded values (every poll of a plain PLC) is written straight as bytes: each value's text comes
-from one `orjson.dumps` of the record's shaped values and sits between its tag's JSON fragments,
-worked out once, so the message is the very text `orjson.dumps` gives for its dict, without a
-dict per value. Any other record goes through one dict per value and one `orjson.dumps`.
+from a few `orjson.dumps` of the record's values, one per kind of tag (float64, float32, whole,
+boolean: `_texts`), and sits between its tag's JSON fragments, worked out once, so the message
+is the very text `orjson.dumps` gives for its dict, without a dict or a Python call per value.
+Any other record goes through one dict per value and one `orjson.dumps`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import orjson
 
 from agent.model import Quality, ReadingBatch
 from agent.sink import TelemetryRecord
-from agent.values import Plain
+from agent.values import Plain, is_float32, shaper
 from connectors.mqtt.message import Message, PayloadError, ms
 
 # Quality byte → name; a byte outside the enum is not good, so it reads "bad".
@@ -46,15 +47,31 @@ class UnsTag:
     last_topic: str  # where its retained last value goes
     shape: Callable[[float], Plain] | None = None  # its value in its type (None: as it is)
     codes: Mapping[int, str] | None = None  # the names of its codes (a state, a stop reason)
-    float32: bool = False  # shaped as the shortest float32 decimal, a whole record at once
+    kind: int = 0  # how its values are written a record at a time (`value_kind`)
 
 
-# How a live message's values are shaped, per tag id (LiveTelemetry._kinds): float64 as it is
-# and float32 as its shortest decimal, both a whole record in one C call (orjson prints a
-# float32 array in shortest round-trip form: the text `agent/values.py` gives one value at a
-# time); anything else (integers, booleans, scaled values) one value at a time by its tag's
-# shaper.
-_AS_IS, _FLOAT32, _ONE_BY_ONE = 0, 1, 2
+# How a live message's values are written, per tag id (LiveTelemetry._kinds), each kind a
+# whole record's values in a few C calls, as the text `agent/values.py` gives one value at a
+# time: float64 as it is; float32 as its shortest decimal (orjson prints a float32 array in
+# shortest round-trip form); an integer tag without scale as a whole number when it is one;
+# a boolean as true or false. Anything else (scaled integers) one value at a time by its tag's
+# shaper. A value that is not finite is null whatever its kind.
+_KINDS = _AS_IS, _FLOAT32, _WHOLE, _BOOL, _ONE_BY_ONE = 0, 1, 2, 3, 4
+_INT64_LIMIT = 2.0**63  # whole numbers beyond it are printed one at a time from Python ints
+
+
+def value_kind(tag: object) -> int:
+    """How `tag`'s values are written (`_AS_IS` ... `_ONE_BY_ONE`), from what `shaper` and
+    `plain` read of it: its type, scale and offset."""
+    if shaper(tag) is None:
+        return _AS_IS
+    if is_float32(tag):
+        return _FLOAT32
+    if str(getattr(tag, "type", None) or "").lower() == "bool":
+        return _BOOL
+    scale = float(getattr(tag, "scale", 1.0) or 1.0)
+    offset = float(getattr(tag, "offset", 0.0) or 0.0)
+    return _WHOLE if scale == 1.0 and offset == 0.0 else _ONE_BY_ONE
 
 
 def value_entry(tag: UnsTag, value: float, quality: str) -> dict[str, Any]:
@@ -96,10 +113,9 @@ class LiveTelemetry:
         size = max(tags, default=-1) + 1
         self._kinds = np.full(size, _ONE_BY_ONE, dtype=np.uint8)
         for tag_id, tag in tags.items():
-            if tag.float32:
-                self._kinds[tag_id] = _FLOAT32
-            elif tag.shape is None:
-                self._kinds[tag_id] = _AS_IS
+            self._kinds[tag_id] = tag.kind
+        # How the rows of each kind are rewritten over their float64 text (`_texts`).
+        self._writers = (*_WRITTEN.items(), (_ONE_BY_ONE, _rows_one_by_one(tags)))
         self._any_codes = any(tag.codes is not None for tag in tags.values())
         # Every tag shaped the same way (the usual PLC of float32 registers): no masks per record.
         kinds = set(self._kinds[list(tags)].tolist())
@@ -128,14 +144,14 @@ class LiveTelemetry:
             if written is not None:
                 return [Message(self._topics[m], payload, index) for m, payload in written]
         ids = batch.tag_ids.tolist()
-        values = self._shaped(batch.tag_ids, batch.values)
-        quality = batch.quality.tolist()
         tags = self._tags
         rows = [tags.get(tag_id) for tag_id in ids]
         if None in rows:
             unknown = ids[rows.index(None)]
             raise PayloadError(f"tag id {unknown} is not in the tag table", index)
         known: list[UnsTag] = rows  # type: ignore[assignment]  # no None, checked above
+        values = self._shaped(batch.tag_ids, batch.values)
+        quality = batch.quality.tolist()
         names = QUALITY_NAMES
         machines = {tag.machine for tag in known}
         groups: dict[int, dict[str, dict[str, Any]]]
@@ -221,14 +237,24 @@ class LiveTelemetry:
         return list(zip(firsts, starts, [*starts[1:], machines.shape[0]], strict=True))
 
     def _texts(self, ids: npt.NDArray[Any], values: npt.NDArray[np.float64]) -> list[bytes]:
-        """Each value's JSON text in its tag's type, as `orjson.dumps` writes it in a dict."""
-        if self._uniform == _AS_IS:
-            shown = orjson.dumps(np.ascontiguousarray(values), option=_JSON_OPTIONS)
-        elif self._uniform == _FLOAT32:
+        """Each value's JSON text in its tag's type, as `orjson.dumps` writes it in a dict: a
+        few C calls per kind of tag in the record, whatever its size (every id is known)."""
+        uniform = self._uniform
+        if uniform == _FLOAT32:
             return _float32_texts(values)
-        else:
-            shown = orjson.dumps(self._shaped(ids, values))
-        return shown[1:-1].split(b",")  # numbers, true, false, null: none holds a comma
+        # The float64 text of every value (null when not finite): that of the float64 tags,
+        # and of the values an integer tag holds that are not whole.
+        texts = orjson.dumps(np.ascontiguousarray(values), option=_JSON_OPTIONS)[1:-1].split(b",")
+        if uniform == _AS_IS:
+            return texts
+        kinds = self._kinds[ids]
+        present = np.bincount(kinds, minlength=len(_KINDS)).tolist()
+        for kind, written in self._writers:
+            if present[kind]:
+                rows = (kinds == kind).nonzero()[0]
+                for row, text in written(rows, values[rows], ids[rows]):
+                    texts[row] = text
+        return texts
 
     def _grouped(
         self,
@@ -257,29 +283,8 @@ class LiveTelemetry:
 
     def _shaped(self, ids: npt.NDArray[Any], values: npt.NDArray[np.float64]) -> list[Plain]:
         """A record's values in their tags' types, as `value_entry` gives them one at a time:
-        float64 and float32 tags in one C call each (non-finite: None), the others one by one."""
-        uniform = self._uniform
-        if uniform == _AS_IS:  # an id not in the table is refused by the caller
-            return orjson.loads(orjson.dumps(values, option=_JSON_OPTIONS))  # type: ignore[no-any-return]
-        if uniform == _FLOAT32:
-            kinds = np.full(ids.shape[0], _FLOAT32, dtype=np.uint8)
-        else:
-            known = ids < self._kinds.shape[0]
-            kinds = np.full(ids.shape[0], _ONE_BY_ONE, dtype=np.uint8)
-            kinds[known] = self._kinds[ids[known]]
-        f32 = kinds == _FLOAT32
-        if f32.any():
-            values = values.copy()
-            values[f32] = _float32_shortest(values[f32])
-        shaped: list[Plain] = orjson.loads(orjson.dumps(values, option=_JSON_OPTIONS))
-        others = np.flatnonzero(kinds == _ONE_BY_ONE) if uniform != _FLOAT32 else ()
-        if len(others):
-            tags = self._tags
-            for row in np.asarray(others).tolist():
-                tag = tags.get(int(ids[row]))
-                if tag is not None and tag.shape is not None:
-                    shaped[row] = tag.shape(float(values[row]))
-        return shaped
+        their texts (`_texts`) read back in one C call."""
+        return orjson.loads(b"[" + b",".join(self._texts(ids, values)) + b"]")  # type: ignore[no-any-return]
 
 
 def _float32_shortest(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -318,3 +323,66 @@ def _float32_texts(values: npt.NDArray[np.float64]) -> list[bytes]:
         for row, text in zip(rows.tolist(), fixed[1:-1].split(b","), strict=True):
             texts[row] = text
     return texts
+
+
+Texts = Iterable[tuple[int, bytes]]  # (row, its text): the rows of one kind rewritten
+Rows = npt.NDArray[np.intp]
+Values = npt.NDArray[np.float64]
+
+
+def _float32_rows(rows: Rows, values: Values, ids: npt.NDArray[Any]) -> Texts:
+    return zip(rows.tolist(), _float32_texts(values), strict=True)
+
+
+def _whole_rows(rows: Rows, values: Values, ids: npt.NDArray[Any]) -> Texts:
+    """An integer tag's values that are whole, as integers (`plain`: `int(value)`); the others
+    keep their float64 text (a fraction a config scaled, or null)."""
+    whole = values == np.trunc(values)  # NaN is not whole; infinities fail the limit below
+    small = np.abs(values) < _INT64_LIMIT
+    fits = whole & small
+    if fits.all():  # the usual record: every value a whole number of a register
+        texts = orjson.dumps(values.astype(np.int64), option=_JSON_OPTIONS)[1:-1].split(b",")
+        return zip(rows.tolist(), texts, strict=True)
+    out: list[tuple[int, bytes]] = []
+    if fits.any():
+        shown = orjson.dumps(values[fits].astype(np.int64), option=_JSON_OPTIONS)
+        out += zip(rows[fits].tolist(), shown[1:-1].split(b","), strict=True)
+    large = whole & ~small & np.isfinite(values)
+    if large.any():  # past int64: from the Python int it is (orjson refuses past 64 bits)
+        for row, value in zip(rows[large].tolist(), values[large].tolist(), strict=True):
+            out.append((row, orjson.dumps(int(value))))
+    return out
+
+
+def _bool_rows(rows: Rows, values: Values, ids: npt.NDArray[Any]) -> Texts:
+    """A boolean tag's finite values as true or false (`plain`: `bool(value)`)."""
+    finite = np.isfinite(values)
+    if finite.all():  # the usual record
+        texts = orjson.dumps(values != 0, option=_JSON_OPTIONS)[1:-1].split(b",")
+        return zip(rows.tolist(), texts, strict=True)
+    if not finite.any():
+        return ()
+    texts = orjson.dumps(values[finite] != 0, option=_JSON_OPTIONS)[1:-1].split(b",")
+    return zip(rows[finite].tolist(), texts, strict=True)
+
+
+def _rows_one_by_one(tags: Mapping[int, UnsTag]) -> Callable[[Rows, Values, Any], Texts]:
+    """Values shaped one at a time by their tag's shaper (scaled integers)."""
+
+    def written(rows: Rows, values: Values, ids: npt.NDArray[Any]) -> Texts:
+        shaped = [
+            shape(value) if (shape := tags[tag_id].shape) is not None else _finite(value)
+            for tag_id, value in zip(ids.tolist(), values.tolist(), strict=True)
+        ]
+        texts = orjson.dumps(shaped)[1:-1].split(b",")  # numbers, true, false, null: no commas
+        return zip(rows.tolist(), texts, strict=True)
+
+    return written
+
+
+# How the rows of float32, whole and boolean tags are rewritten (`LiveTelemetry._writers`).
+_WRITTEN: dict[int, Callable[[Rows, Values, npt.NDArray[Any]], Texts]] = {
+    _FLOAT32: _float32_rows,
+    _WHOLE: _whole_rows,
+    _BOOL: _bool_rows,
+}

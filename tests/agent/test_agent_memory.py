@@ -73,3 +73,87 @@ def test_rich_takes_the_deferred_consoles() -> None:
         "    bar.add_task('t', total=1)\n"
     )
     assert "rich.live" in loaded
+
+
+def test_the_running_agents_store_connections_keep_a_small_page_cache(tmp_path: Path) -> None:
+    # SQLite's default cache (2,000 KiB a connection) filled with appended pages never read
+    # again: ~1.8 MB of a W1 agent's RSS within 15 s. The store's two connections and the
+    # writer's are made by schema.connect with 256 KiB (a negative cache_size is in KiB).
+    from agent.store import Store, StoreWriter
+
+    with Store(tmp_path) as store:
+        writer = StoreWriter(tmp_path)
+        try:
+            connections = [store._conn, store._read, writer._conn]
+            sizes = [c.execute("PRAGMA cache_size").fetchone()[0] for c in connections]
+        finally:
+            writer.close()
+    assert sizes == [-256] * 3
+
+
+def test_lineside_run_builds_the_click_command_of_run_only(tmp_path: Path) -> None:
+    # typer makes click objects of every command of the app it runs, kept while the agent runs
+    # (~0.5 MB); `lineside run` runs an app of that one command. The probe records what the
+    # real typer builds for `run` and for another command.
+    probe = (
+        "import sys, typer.main\n"
+        "built = []\n"
+        "real = typer.main.get_command\n"
+        "def recording(app):\n"
+        "    built.append(real(app))\n"
+        "    return built[-1]\n"
+        "typer.main.get_command = recording\n"
+        "from agent.cli import main\n"
+        "for argv in (['run', '-c', sys.argv[1]], ['validate', sys.argv[1]]):\n"
+        "    sys.argv = ['lineside', *argv]\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(built[0].commands), len(built[1].commands))\n"
+    )
+    missing = str(tmp_path / "missing.toml")
+    out = subprocess.run(
+        [sys.executable, "-c", probe, missing], capture_output=True, text=True, timeout=60
+    )
+    assert "file not found" in out.stderr  # both commands ran, and said so
+    only_run, every = out.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert only_run == "['run']"
+    assert int(every) > 10
+
+
+def test_the_run_only_app_answers_as_the_whole_cli(tmp_path: Path) -> None:
+    # Same help, usage errors and exit codes for `lineside run ...` from either app.
+    from typer.testing import CliRunner
+
+    from agent.cli.app import app
+    from agent.cli.root import run_app
+
+    config = tmp_path / "lineside.toml"
+    config.write_text("config_version = 1\n", encoding="utf-8")
+    cases = [
+        ["run", "--help"],
+        ["run"],
+        ["run", "--bogus"],
+        ["run", "-c", str(config), "--duration", "abc"],
+        ["run", "-c", str(config), "extra"],
+        ["run", "-c", str(tmp_path / "missing.toml")],
+        ["run", "-c", str(config)],
+    ]
+    for args in cases:
+        whole = CliRunner().invoke(app, args, prog_name="lineside")
+        only = CliRunner().invoke(run_app(), args, prog_name="lineside")
+        assert (only.exit_code, only.output) == (whole.exit_code, whole.output), args
+        assert whole.exit_code != 0 or args == ["run", "--help"]
+
+
+def test_lineside_run_loads_no_other_commands_module(tmp_path: Path) -> None:
+    # The other commands' modules (discover, opcua, plan, store ...) are ~0.4 MB of code.
+    loaded = modules_after(
+        "import sys\n"
+        f"sys.argv = ['lineside', 'run', '-c', {str(tmp_path / 'missing.toml')!r}]\n"
+        "from agent.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 2\n"
+    )
+    assert "agent.cli.run" in loaded
+    assert not {"agent.cli.app", "agent.cli.discover", "agent.cli.opcua", "agent.cli.plan"} & loaded

@@ -23,7 +23,7 @@ from agent.model import Event, EventKind, Quality, ReadingBatch
 from agent.sink import EventRecord, GapRecord, Record, SinkContext, TelemetryRecord
 from agent.tags import Tag
 from connectors.mqtt.config import MqttSinkConfig
-from connectors.mqtt.payload import BATCH_QUALITIES, QUALITY_NAMES
+from connectors.mqtt.payload import BATCH_QUALITIES, QUALITY_NAMES, Message
 from connectors.mqtt.sink import MqttSink
 from tests.brokers import BrokerFactory, Mosquitto
 
@@ -192,6 +192,46 @@ async def test_publishes_leave_without_waiting_for_nagle(mosquitto: BrokerFactor
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         await sink.close()
+
+
+async def test_a_send_is_written_without_the_loop_watching_the_socket(
+    mosquitto: BrokerFactory,
+) -> None:
+    # A send's messages go out in one pass once the send yields; asking the event loop to
+    # watch the socket for each send would cost two selector changes and a poll.
+    broker = mosquitto()
+    sink = MqttSink(sink_config(broker), CONTEXT)
+    await sink.connect()
+    try:
+        sock = sink.connection.socket()
+        assert sock is not None
+        mid = sink.connection.publish(f"{PRESS}/telemetry", b"{}", 1, False)
+        assert not asyncio.get_running_loop().remove_writer(sock.fileno())  # none was added
+        [reason] = await sink.connection.acknowledged(mid, "PUBACK")  # written all the same
+        assert not reason.is_failure
+    finally:
+        await sink.close()
+
+
+async def test_a_message_larger_than_the_socket_buffer_goes_as_the_socket_drains(
+    mosquitto: BrokerFactory, subscribers: list[Subscriber]
+) -> None:
+    broker = mosquitto()
+    reader = subscribe(subscribers, broker)
+    sink = MqttSink(sink_config(broker), CONTEXT)
+    await sink.connect()
+    try:
+        sock = sink.connection.socket()
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # full after a few kB
+        text = "x" * 2_000_000
+        await sink.publish([Message(f"{PRESS}/telemetry", orjson.dumps({"text": text}), 0)])
+        await sink.send([telemetry(1, [1])])  # and the next send still goes
+    finally:
+        await sink.close()
+    received = reader.wait_for(2)
+    assert received[0][1] == {"text": text}
+    assert received[1][1]["seq"] == 1
 
 
 async def test_no_puback_in_time_is_a_request_timeout(mosquitto: BrokerFactory) -> None:

@@ -614,14 +614,20 @@ def test_float32_values_go_as_their_shortest_decimal(values: list[float]) -> Non
     ]
 
 
-def dict_payload(record: TelemetryRecord, tags: dict[int, Tag]) -> dict[str, bytes]:
-    """A record's payloads as `orjson.dumps` of its dicts, by topic: the reference text."""
+def dict_payload(
+    record: TelemetryRecord, tags: dict[int, Tag], names: CodeNames | None = None
+) -> dict[str, bytes]:
+    """A record's payloads as `orjson.dumps` of its dicts, by topic: the reference text (a
+    coded value's name after its unit, a reading's own time last when it has one)."""
     groups: dict[str, dict[str, Any]] = {}
-    for tag_id, value, quality in zip(
-        record.batch.tag_ids.tolist(),
-        record.batch.values.tolist(),
-        record.batch.quality.tolist(),
-        strict=True,
+    stamps = record.batch.timestamps().tolist() if record.batch.ts_ns.shape[0] > 1 else None
+    for row, (tag_id, value, quality) in enumerate(
+        zip(
+            record.batch.tag_ids.tolist(),
+            record.batch.values.tolist(),
+            record.batch.quality.tolist(),
+            strict=True,
+        )
     ):
         tag = tags[tag_id]
         topic = "uns/" + tag.path.rsplit("/", 1)[0] + "/telemetry"
@@ -631,6 +637,12 @@ def dict_payload(record: TelemetryRecord, tags: dict[int, Tag]) -> dict[str, byt
                 "quality": QUALITY_NAMES[quality],
                 "unit": tag.unit,
             }
+        codes = (names or CodeNames()).tables.get(tag.path)
+        whole = math.isfinite(value) and value == int(value)
+        if codes is not None and whole and int(value) in codes:
+            entry["name"] = codes[int(value)]
+        if stamps is not None:
+            entry["ts"] = stamps[row] // 1_000_000
         groups.setdefault(topic, {})[tag.name] = entry
     head = {"agent_id": "e", "stream": "telemetry", "seq": record.seq, "ts": T0_MS,
             "historical": record.historical}  # fmt: skip
@@ -688,3 +700,74 @@ def test_a_tag_twice_in_a_record_keeps_its_first_place_and_last_value() -> None:
     [message] = UnsLayout("uns", "e", tags).messages([record])
     assert message.payload == dict_payload(record, tags)["uns/p/a/l/m/telemetry"]
     assert list(orjson.loads(message.payload)["values"]) == ["t1", "t2"]
+
+
+# Declared types of the tags of a mixed record, with the scale of a scaled integer.
+MIXED_TYPES = [("float32", 1.0), ("float64", 1.0), ("int16", 1.0), ("uint32", 1.0),
+               ("bool", 1.0), ("int16", 0.1), ("int32", 0.25)]  # fmt: skip
+# Values an integer or boolean tag may hold: whole, fractions a config scaled, signed zeros,
+# past int64, not finite.
+MIXED_EDGES = [0.0, -0.0, 1.0, 2.0, -7.0, 65535.0, 23.700000000000003, 0.5, -2.5, 2.0**53,
+               2.0**63, -(2.0**63), 2.0**62, 1e18, 1e-300, math.nan, math.inf,
+               -math.inf]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(MIXED_TYPES),
+            st.one_of(
+                st.floats(width=32),
+                st.floats(min_value=-1e6, max_value=1e6).map(round),
+                st.sampled_from(MIXED_EDGES + STYLE_EDGES),
+            ),
+            st.sampled_from([0, 0, 0, 1, 2, 77]),
+            st.booleans(),  # coded (with a name for 0, 1 and 2)
+        ),
+        min_size=1,
+        max_size=16,
+    ),
+    st.integers(min_value=1, max_value=3),
+    st.booleans(),
+    st.booleans(),
+)
+def test_live_payloads_of_mixed_types_are_the_text_orjson_gives_their_dicts(
+    readings: list[tuple[tuple[str, float], float, int, bool]],
+    machines: int,
+    shuffled: bool,
+    own_times: bool,
+) -> None:
+    """Every type a record mixes, coded values, bad qualities, values that are not finite or
+    not whole and per-reading times: byte for byte what the dicts give, value by value."""
+    tags = {
+        i + 1: replace(
+            Tag.from_path(f"p/a/l/m{i % machines}/t{i}", unit="%" if i % 2 else ""),
+            id=i + 1,
+            type=kind,  # type: ignore[arg-type]
+            scale=scale,
+        )
+        for i, ((kind, scale), _, _, _) in enumerate(readings)
+    }
+    names = CodeNames(
+        {
+            tags[i + 1].path: {0: "Idle", 1: "Execute", 2: "Held"}
+            for i, (_, _, _, coded) in enumerate(readings)
+            if coded
+        }
+    )
+    ids = list(tags)
+    if not shuffled:
+        ids.sort(key=lambda i: tags[i].path)
+    values = [readings[i - 1][1] for i in ids]
+    quality = [readings[i - 1][2] for i in ids]
+    ts = [T0 + 1_000_000 * row for row in range(len(ids))] if own_times else T0
+    record = TelemetryRecord(5, batch(ids, values, quality, ts))
+    try:
+        expected = dict_payload(record, tags, names)
+    except orjson.JSONEncodeError:  # an integer past 64 bits: JSON from orjson has none
+        with pytest.raises(orjson.JSONEncodeError):
+            UnsLayout("uns", "e", tags, names=names).messages([record])
+        return
+    out = UnsLayout("uns", "e", tags, names=names).messages([record])
+    assert [(m.topic, m.payload) for m in out] == list(expected.items())
