@@ -94,7 +94,7 @@ async def keep_status_file(agent: Agent, interval: float) -> None:
     failing: str | None = None
     while True:
         try:
-            # The page's snapshot when it took one within half an interval, else a new one.
+            # One taken within half an interval (the page's) is rendered, else a new one.
             snapshot = agent.snapshot(max_age=interval / 2)
             write_status(agent.config.agent.data_dir, status_figures(snapshot))
         except Exception as exc:

@@ -117,7 +117,7 @@ class StateBuilder:
                     for s in taken.sources
                 }
                 # The KPIs and the andon are read now: at the clock's time, not the snapshot's
-                # (a shared snapshot may be a second old).
+                # (a shared snapshot may be seconds old).
                 operator = self._operator_view(self.agent.clock.time_ns())
                 figures = {**state_figures(taken, rates), **operator}
                 # Redacted as a whole: last errors quote far sides, which may echo a credential.
