@@ -25,17 +25,17 @@ import numpy.typing as npt
 
 
 def percentiles(values: npt.NDArray[np.float64], qs: Sequence[float]) -> list[float]:
-    """`np.percentile(values, qs)` (its linear estimate; `values` not empty) from one
-    `np.partition`: about ten times cheaper on a ring of a thousand samples, which matters
-    when fifty links are asked every two seconds."""
+    """`np.percentile(values, qs)` (its linear estimate; `values` not empty) from one sorted
+    copy. numpy sorts a ring of a thousand floats with SIMD in a third of what
+    `np.percentile` or even one multi-`kth` `np.partition` takes (4.7 against 11 us here), which
+    matters when every link and poll group is asked on every status tick."""
     top = values.shape[0] - 1
-    places = [q / 100.0 * top for q in qs]
-    below = [math.floor(p) for p in places]
-    kth = sorted({*below, *(min(b + 1, top) for b in below)})
-    part = np.partition(values, kth)
+    ordered = np.sort(values)
     out = []
-    for place, low in zip(places, below, strict=True):
-        a, b = float(part[low]), float(part[min(low + 1, top)])
+    for q in qs:
+        place = q / 100.0 * top
+        low = math.floor(place)
+        a, b = float(ordered[low]), float(ordered[min(low + 1, top)])
         out.append(a + (b - a) * (place - low))
     return out
 

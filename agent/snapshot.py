@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -178,6 +179,20 @@ def read_store(store: Store) -> StoreFigures:
     )
 
 
+# A copy of a link's counters and of a reason's record, through one C getter of their fields:
+# a fifth of what `dataclasses.replace` costs, once per source per status tick.
+_LINK_VALUES = operator.attrgetter(*(f.name for f in dataclasses.fields(LinkStatistics) if f.init))
+_SEEN_VALUES = operator.attrgetter(*(f.name for f in dataclasses.fields(Seen) if f.init))
+
+
+def _link_copy(link: LinkStatistics) -> LinkStatistics:
+    return LinkStatistics(*_LINK_VALUES(link))
+
+
+def _seen_copy(seen: Seen) -> Seen:
+    return Seen(*_SEEN_VALUES(seen))
+
+
 def _own(name: str, statistics: Callable[[], T], empty: T) -> tuple[T, str | None]:
     """A component's own statistics; a bug there costs its figures (zeros and the error), not
     the snapshot, the status file, the page or the agent."""
@@ -202,11 +217,11 @@ def _sources(agent: Agent) -> tuple[SourceSnapshot, ...]:
                 type=config.type if config is not None else "",
                 endpoint=config.endpoint if config is not None else "",
                 statistics=statistics,
-                link=dataclasses.replace(agent.links[name]),
+                link=_link_copy(agent.links[name]),
                 groups=agent.schedules[name].statistics(),
                 tags=agent.tags_of_source(name),
                 bad_reasons=agent.bad_reasons(source),
-                seen=tuple(dataclasses.replace(s) for s in reasons.seen()) if reasons else (),
+                seen=tuple(map(_seen_copy, reasons.seen())) if reasons else (),
                 statistics_error=error,
             )
         )

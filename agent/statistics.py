@@ -14,6 +14,7 @@ only; nothing reads a histogram back from it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -25,8 +26,16 @@ from agent.histogram import HistogramSnapshot
 REQUEST_ERROR_KINDS = ("timeouts", "exceptions", "malformed", "aborted")
 
 
+@functools.cache
+def _bucket_keys(prefix: str, buckets: int) -> tuple[str, ...]:
+    """`<prefix>_bucket_<i>`: made once per histogram shape, not once per source per tick
+    (the f-strings were two thirds of a source's histogram figures)."""
+    return tuple(f"{prefix}_bucket_{i}" for i in range(buckets))
+
+
 def _histogram_figures(prefix: str, histogram: HistogramSnapshot) -> dict[str, float]:
-    out: dict[str, float] = {f"{prefix}_bucket_{i}": n for i, n in enumerate(histogram.counts)}
+    counts = histogram.counts
+    out: dict[str, float] = dict(zip(_bucket_keys(prefix, len(counts)), counts, strict=True))
     out[f"{prefix}_sum_s"] = histogram.sum
     out[f"{prefix}_count"] = histogram.count
     return out

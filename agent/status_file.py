@@ -94,7 +94,9 @@ async def keep_status_file(agent: Agent, interval: float) -> None:
     failing: str | None = None
     while True:
         try:
-            write_status(agent.config.agent.data_dir, status_figures(agent.snapshot()))
+            # One taken within half an interval (the page's) is rendered, else a new one.
+            snapshot = agent.snapshot(max_age=interval / 2)
+            write_status(agent.config.agent.data_dir, status_figures(snapshot))
         except Exception as exc:
             if str(exc) != failing:
                 log.warning(

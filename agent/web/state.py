@@ -92,15 +92,21 @@ class StateBuilder:
         assert self._cache.snapshot is not None
         return self._cache.snapshot
 
-    async def figures(self, max_age: float | None = None) -> dict[str, Any]:
-        """Everything but the live values, at most `max_age` (default `refresh`) seconds old."""
+    async def figures(
+        self, max_age: float | None = None, *, shared_age: float = 0.0
+    ) -> dict[str, Any]:
+        """Everything but the live values, at most `max_age` (default `refresh`) seconds old.
+
+        A refresh takes the agent's snapshot now, or with `shared_age` renders the one the
+        agent took at most that many seconds ago (the status tick's: `Agent.snapshot`); the
+        page asks for now, the fleet status takes the status tick's."""
         limit = self.refresh if max_age is None else max_age
         async with self._lock:  # one refresh at a time; the others wait and share it
             now = self.agent.clock.monotonic()
             if now - self._cache.at >= limit or self._cache.snapshot is None:
                 store = await asyncio.to_thread(read_store, self.agent.store)
                 taken = replace(
-                    self.agent.snapshot(),
+                    self.agent.snapshot(max_age=shared_age),
                     store=store,
                     verdicts=self.verdicts.figures() if self.verdicts is not None else None,
                 )
@@ -110,9 +116,13 @@ class StateBuilder:
                     )
                     for s in taken.sources
                 }
-                figures = {**state_figures(taken, rates), **self._operator_view(taken.wall_ns)}
+                # The KPIs and the andon are read now: at the clock's time, not the snapshot's
+                # (a shared snapshot may be seconds old).
+                operator = self._operator_view(self.agent.clock.time_ns())
+                figures = {**state_figures(taken, rates), **operator}
                 # Redacted as a whole: last errors quote far sides, which may echo a credential.
-                self._cache = _Cache(now, redact_tree(figures), taken)
+                # As old as the snapshot: a shared one may be older than this refresh.
+                self._cache = _Cache(min(now, taken.monotonic), redact_tree(figures), taken)
             return self._cache.figures
 
     async def state(self, machine: str | None, max_age: float | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`percentiles`: numpy's linear percentile from one partition."""
+"""`percentiles`: numpy's linear percentile from one sorted copy."""
 
 import numpy as np
 import pytest
