@@ -118,6 +118,30 @@ async def test_submitting_wakes_the_writer_once_per_commit_not_per_batch(
     assert polls_in_store(store) == list(range(101))
 
 
+def test_a_record_written_behind_the_writers_back_costs_one_retry_not_a_seq(
+    store: Store, tmp_path: Path
+) -> None:
+    # The writer counts the seqs itself instead of asking the file in every commit (one
+    # agent per store: nothing else inserts). Should something else have, the insert fails
+    # on the taken seq (never reuses it), and the retry reads the seqs from the file again.
+    writer = StoreWriter(tmp_path, retry_initial=0.01, retry_max=0.05)
+    writer.submit_readings(poll(0))
+    assert writer.flush_blocking(10)
+    other = sqlite3.connect(db_path(tmp_path), isolation_level=None)
+    other.execute(
+        "INSERT INTO telemetry (source, n, ts_first_ns, ts_last_ns, tag_ids, vals, quality, ts) "
+        "SELECT source, n, ts_first_ns, ts_last_ns, tag_ids, vals, quality, ts FROM telemetry"
+    )
+    other.close()
+    writer.submit_readings(poll(1))
+    assert writer.flush_blocking(10)
+    stats = writer.statistics()
+    writer.close()
+    assert stats.errors == 1 and stats.last_seq["telemetry"] == 3
+    assert [b.seq for b in store.read_telemetry(0, 10)] == [1, 2, 3]
+    assert polls_in_store(store) == [0, 0, 1]
+
+
 def test_close_drains_everything_submitted(store: Store, tmp_path: Path) -> None:
     writer = StoreWriter(tmp_path, flush_interval=30)
     for i in range(300):
