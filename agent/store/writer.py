@@ -154,6 +154,8 @@ class StoreWriter:
         with self._cond:
             self._check_open()
             key = (sink, stream)
+            if self._pending.acks_since is None:
+                self._pending.acks_since = time.monotonic()
             self._pending.acks[key] = max(seq, self._pending.acks.get(key, 0))
             self._pending.submitted += 1
             self._want(_ACKS)
