@@ -33,11 +33,15 @@ class EncodedBatch:
 def encode_batch(batch: ReadingBatch) -> EncodedBatch:
     """The columns as little-endian blobs (explicit byte order: the file may change machines)."""
     ts = batch.ts_ns
+    if ts.size == 1:  # one stamp for the batch (the usual poll): no reductions over it
+        first = last = int(ts[0])
+    else:
+        first, last = (int(ts.min()), int(ts.max())) if ts.size else (0, 0)
     return EncodedBatch(
         source=batch.source,
         n=len(batch),
-        ts_first_ns=int(ts.min()) if ts.size else 0,
-        ts_last_ns=int(ts.max()) if ts.size else 0,
+        ts_first_ns=first,
+        ts_last_ns=last,
         tag_ids=batch.tag_ids.astype(_I32, copy=False).tobytes(),
         vals=batch.values.astype(_F64, copy=False).tobytes(),
         quality=batch.quality.tobytes(),

@@ -23,6 +23,9 @@ class Pending:
     readings: int = 0
     events: list[EventRow] = field(default_factory=list)
     acks: dict[tuple[str, str], int] = field(default_factory=dict)
+    # When (monotonic) the first acknowledgement since the writer last took the queue came:
+    # acknowledgements alone wait `ACK_INTERVAL` from then for records to ride with.
+    acks_since: float | None = None
     quarantine: list[QuarantineRow] = field(default_factory=list)
     releases: list[int] = field(default_factory=list)
     # telemetry dropped in memory since the last gap record about it: (batches, readings)
@@ -57,6 +60,7 @@ class Pending:
         While the store is `full`, records wait here; acknowledgements still go through,
         because they are what frees space.
         """
+        self.acks_since = None  # those that come from now on are due from their own arrival
         return Work(
             telemetry=[] if full else list(self.telemetry),
             events=[] if full else list(self.events),

@@ -46,8 +46,9 @@ class Schedule:
         limit (`urgent`) cuts the wait short (not even close(): it would spin on a disk that
         keeps failing). Else: at once when `stopping` or `flush_rows` readings wait; records
         one `flush_interval` after the last commit started (at once when that is past: the
-        writer was idle); acknowledgements alone, and the bounds alone (on their interval), at
-        most every `ACK_INTERVAL`.
+        writer was idle); acknowledgements alone `ACK_INTERVAL` after the first of them came
+        (and not within `flush_interval` of the last commit); the bounds alone (on their
+        interval) at most every `ACK_INTERVAL`.
         """
         if urgent:
             return now
@@ -62,7 +63,12 @@ class Schedule:
         if pending.has_records():
             due = min(due, last_start + self.flush_interval)
         elif pending.acks:
-            due = min(due, last_start + max(self.flush_interval, ACK_INTERVAL))
+            # From the first acknowledgement's arrival, not from the last commit: at a poll
+            # period of about ACK_INTERVAL the acknowledgements of one commit would otherwise
+            # race the next poll's records and often win, costing a commit (an fsync) of
+            # their own and making those records wait a `flush_interval` behind it.
+            since = max(last_start, pending.acks_since or last_start)
+            due = min(due, max(last_start + self.flush_interval, since + ACK_INTERVAL))
         return due
 
     def backoff(self, previous: float) -> float:

@@ -304,13 +304,16 @@ def check_stream(stream: str) -> None:
         raise ValueError(f"unknown stream {stream!r}; streams are {', '.join(STREAMS)}")
 
 
+# Moves a cursor forwards only (a stale or repeated acknowledgement changes nothing).
+ADVANCE_CURSOR = (
+    "INSERT INTO cursors (sink, stream, seq) VALUES (?, ?, ?) "
+    "ON CONFLICT (sink, stream) DO UPDATE SET seq = max(seq, excluded.seq)"
+)
+
+
 def advance_cursor_sql(conn: sqlite3.Connection, sink: str, stream: str, seq: int) -> int:
-    """Move a cursor forwards only (a stale or repeated acknowledgement changes nothing)."""
-    conn.execute(
-        "INSERT INTO cursors (sink, stream, seq) VALUES (?, ?, ?) "
-        "ON CONFLICT (sink, stream) DO UPDATE SET seq = max(seq, excluded.seq)",
-        (sink, stream, seq),
-    )
+    """Move a cursor forwards only (`ADVANCE_CURSOR`); returns where it is now."""
+    conn.execute(ADVANCE_CURSOR, (sink, stream, seq))
     row = conn.execute(
         "SELECT seq FROM cursors WHERE sink = ? AND stream = ?", (sink, stream)
     ).fetchone()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from agent.model import ReadingBatch
 from agent.store.blob import EncodedBatch, encode_batch
 from agent.store.bounds import Housework, housekeep, insert_gap, telemetry_cursors, unsent_dropped
-from agent.store.schema import SQLITE_FULL, Clock, advance_cursor_sql, last_seqs
+from agent.store.schema import ADVANCE_CURSOR, SQLITE_FULL, Clock
 
 EventRow = tuple[int, str, str | None, str]  # ts_ns, kind, machine, data (JSON)
 QuarantineRow = tuple[str, str, int, int, str]  # sink, stream, seq, ts_ns, reason (redacted)
@@ -47,17 +47,42 @@ class Bounds:
     max_bytes: int | None
 
 
+_INSERT_TELEMETRY = (
+    "INSERT INTO telemetry (seq, source, n, ts_first_ns, ts_last_ns, tag_ids, vals, quality, ts, "
+    "stored_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (seq, ts_ns, kind, machine, data, stored_ns) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_QUARANTINE = (
+    "INSERT INTO quarantine (sink, stream, seq, ts_ns, reason) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (sink, stream, seq) DO UPDATE SET reason = excluded.reason, "
+    "ts_ns = excluded.ts_ns, retry = 0"
+)
+
+
 def commit(
-    conn: sqlite3.Connection, work: Work, clock: Clock, bounds: Bounds | None, store_full: bool
+    conn: sqlite3.Connection,
+    work: Work,
+    clock: Clock,
+    bounds: Bounds | None,
+    store_full: bool,
+    seqs: Mapping[str, int],
 ) -> Written:
-    """`work` in a transaction of its own: committed, or rolled back and the error raised."""
+    """`work` in a transaction of its own: committed, or rolled back and the error raised.
+
+    `seqs` are the last seqs of the streams in the file: the writer's own count (it is the
+    only one that inserts records, docs/decisions/0001), so a commit asks SQLite for nothing
+    it already knows. Records get the seqs after them; a seq in use would fail the insert
+    (the seq is the table's primary key), never be reused.
+    """
     try:
         # Encoded here, before the transaction, so it stays as short as the inserts.
         encoded = [encode_batch(b) for b in work.telemetry]
         if work.page_count is not None:
             conn.execute(f"PRAGMA max_page_count = {int(work.page_count)}")
         conn.execute("BEGIN IMMEDIATE")
-        written = write(conn, work, encoded, clock(), bounds, store_full)
+        written = write(conn, work, encoded, clock(), bounds, store_full, seqs)
         conn.execute("COMMIT")
     except Exception:
         with contextlib.suppress(sqlite3.Error):
@@ -74,10 +99,11 @@ def write(
     now: int,
     bounds: Bounds | None,
     store_full: bool,
+    seqs: Mapping[str, int],
 ) -> Written:
     """Everything in `work`, inside the caller's open transaction; `bounds` when housekeeping
-    is due this time."""
-    seqs = last_seqs(conn)
+    is due this time. Statements only for what there is: at plant rates a commit is one
+    record and one acknowledgement, and each statement costs more than its row."""
     gaps = 0
     lost: dict[str, int] = {}
     if work.unstored_drops != (0, 0):
@@ -87,39 +113,36 @@ def write(
         # never stored, so no sink had them
         lost = unsent_dropped(telemetry_cursors(conn), None, None, work.unstored_drops[0])
     t0 = seqs["telemetry"]
-    conn.executemany(
-        "INSERT INTO telemetry (seq, source, n, ts_first_ns, ts_last_ns, tag_ids, vals, "
-        "quality, ts, stored_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                t0 + i,
-                b.source,
-                b.n,
-                b.ts_first_ns,
-                b.ts_last_ns,
-                b.tag_ids,
-                b.vals,
-                b.quality,
-                b.ts,
-                now,
-            )
-            for i, b in enumerate(encoded, start=1)
-        ],
-    )
-    e0 = seqs["events"]
-    conn.executemany(
-        "INSERT INTO events (seq, ts_ns, kind, machine, data, stored_ns) VALUES (?, ?, ?, ?, ?, ?)",
-        [(e0 + i, *ev, now) for i, ev in enumerate(work.events, start=1)],
-    )
+    rows = [
+        (
+            t0 + i,
+            b.source,
+            b.n,
+            b.ts_first_ns,
+            b.ts_last_ns,
+            b.tag_ids,
+            b.vals,
+            b.quality,
+            b.ts,
+            now,
+        )
+        for i, b in enumerate(encoded, start=1)
+    ]
+    if len(rows) == 1:
+        conn.execute(_INSERT_TELEMETRY, rows[0])
+    elif rows:
+        conn.executemany(_INSERT_TELEMETRY, rows)
+    if work.events:
+        e0 = seqs["events"]
+        conn.executemany(
+            _INSERT_EVENT, [(e0 + i, *ev, now) for i, ev in enumerate(work.events, start=1)]
+        )
     for (sink, stream), seq in work.acks.items():
-        advance_cursor_sql(conn, sink, stream, seq)
-    conn.executemany(
-        "INSERT INTO quarantine (sink, stream, seq, ts_ns, reason) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (sink, stream, seq) DO UPDATE SET reason = excluded.reason, "
-        "ts_ns = excluded.ts_ns, retry = 0",
-        work.quarantine,
-    )
-    conn.executemany("DELETE FROM quarantine WHERE id = ?", [(i,) for i in work.releases])
+        conn.execute(ADVANCE_CURSOR, (sink, stream, seq))
+    if work.quarantine:
+        conn.executemany(_UPSERT_QUARANTINE, work.quarantine)
+    if work.releases:
+        conn.executemany("DELETE FROM quarantine WHERE id = ?", [(i,) for i in work.releases])
     housework = Housework(0, 0, 0, store_full)
     if bounds is not None:
         housework = housekeep(conn, now, bounds.max_age, bounds.max_bytes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -153,6 +154,8 @@ class StoreWriter:
         with self._cond:
             self._check_open()
             key = (sink, stream)
+            if self._pending.acks_since is None:
+                self._pending.acks_since = time.monotonic()
             self._pending.acks[key] = max(seq, self._pending.acks.get(key, 0))
             self._pending.submitted += 1
             self._want(_ACKS)
@@ -342,9 +345,19 @@ class StoreWriter:
         started = time.perf_counter()
         bounds = Bounds(self._max_age, self._max_bytes) if housekeep else None
         try:
-            written = commit(self._conn, work, self._clock, bounds, self._full.store_full)
+            # `_last_seq` changes on this thread only (`_settle`): no lock to read it here.
+            written = commit(
+                self._conn, work, self._clock, bounds, self._full.store_full, self._last_seq
+            )
         except Exception as exc:  # sqlite3.Error mostly; the thread must survive anything
+            # The seqs the commits count on, from the file again: should something else have
+            # written records (it must not: one writer per store), the retry gets past them.
+            seqs = None
+            with contextlib.suppress(sqlite3.Error):
+                seqs = last_seqs(self._conn)
             with self._cond:
+                if seqs is not None:
+                    self._last_seq = seqs
                 self._counters.errors += 1
                 self._counters.last_error = f"{type(exc).__name__}: {exc}"
                 if disk_full(exc):

@@ -16,6 +16,8 @@ from agent.errors import StoreError
 from agent.model import Event, EventKind, ReadingBatch
 from agent.store import Store, StoreWriter, db_path
 from agent.store.bounds import record_bytes, used_bytes
+from agent.store.pending import Pending
+from agent.store.schedule import ACK_INTERVAL, Schedule
 from tests.waiting import until
 
 NOW = 1_700_000_000_000_000_000
@@ -116,6 +118,81 @@ async def test_submitting_wakes_the_writer_once_per_commit_not_per_batch(
     await writer.flush()
     writer.close()
     assert polls_in_store(store) == list(range(101))
+
+
+def test_acknowledgements_alone_wait_their_interval_from_their_own_arrival() -> None:
+    # At a poll period of about ACK_INTERVAL the acknowledgements of one commit came ~10 ms
+    # after it and were due ACK_INTERVAL after the commit's start, racing the next poll's
+    # records: often a commit (an fsync) of their own, and those records then waited a
+    # flush_interval behind it. Now they are due ACK_INTERVAL after they came.
+    schedule = Schedule(0.01, 5000, 5.0, 0.05, 5.0)
+    pending = Pending(acks={("mqtt", "telemetry"): 7}, acks_since=100.012)
+
+    def due(now: float) -> float:
+        return schedule.due(pending, now, 100.0, 0.0, 105.0, urgent=False, stopping=False)
+
+    assert due(100.05) == pytest.approx(100.012 + ACK_INTERVAL)
+    # The next poll's records, at 100.1, find no commit of acknowledgements before them: they
+    # are committed at once, the acknowledgements with them.
+    pending.telemetry.append(poll(1))
+    pending.readings += 100
+    assert due(100.1) == pytest.approx(100.01)
+    # Acknowledgements with no known arrival (left over from a failed commit): from the last
+    # commit's start, never sooner than flush_interval after it.
+    pending = Pending(acks={("mqtt", "telemetry"): 7})
+    assert due(100.05) == pytest.approx(100.0 + ACK_INTERVAL)
+    assert Schedule(0.5, 5000, 5.0, 0.05, 5.0).due(
+        Pending(acks={("mqtt", "telemetry"): 7}, acks_since=100.012),
+        100.05,
+        100.0,
+        0.0,
+        105.0,
+        urgent=False,
+        stopping=False,
+    ) == pytest.approx(100.5)
+
+
+async def test_taking_the_queue_starts_the_next_acknowledgements_interval(
+    store: Store, tmp_path: Path
+) -> None:
+    writer = StoreWriter(tmp_path, flush_interval=30)
+    writer.submit_readings(poll(0))
+    writer.submit_ack("mqtt", "telemetry", 0)
+    with writer._cond:
+        first = writer._pending.acks_since
+    assert first is not None
+    await writer.flush()
+    with writer._cond:
+        assert writer._pending.acks_since is None  # taken with the commit
+    writer.submit_ack("mqtt", "telemetry", 1)
+    with writer._cond:
+        later = writer._pending.acks_since
+    assert later is not None and later > first
+    writer.close()
+
+
+def test_a_record_written_behind_the_writers_back_costs_one_retry_not_a_seq(
+    store: Store, tmp_path: Path
+) -> None:
+    # The writer counts the seqs itself instead of asking the file in every commit (one
+    # agent per store: nothing else inserts). Should something else have, the insert fails
+    # on the taken seq (never reuses it), and the retry reads the seqs from the file again.
+    writer = StoreWriter(tmp_path, retry_initial=0.01, retry_max=0.05)
+    writer.submit_readings(poll(0))
+    assert writer.flush_blocking(10)
+    other = sqlite3.connect(db_path(tmp_path), isolation_level=None)
+    other.execute(
+        "INSERT INTO telemetry (source, n, ts_first_ns, ts_last_ns, tag_ids, vals, quality, ts) "
+        "SELECT source, n, ts_first_ns, ts_last_ns, tag_ids, vals, quality, ts FROM telemetry"
+    )
+    other.close()
+    writer.submit_readings(poll(1))
+    assert writer.flush_blocking(10)
+    stats = writer.statistics()
+    writer.close()
+    assert stats.errors == 1 and stats.last_seq["telemetry"] == 3
+    assert [b.seq for b in store.read_telemetry(0, 10)] == [1, 2, 3]
+    assert polls_in_store(store) == [0, 0, 1]
 
 
 def test_close_drains_everything_submitted(store: Store, tmp_path: Path) -> None:
