@@ -4,6 +4,7 @@ The short variant (3 kills) runs with the suite; `make soak` runs the long one (
 """
 
 import asyncio
+import contextlib
 import signal
 import sqlite3
 import sys
@@ -16,6 +17,7 @@ from agent.store import Store
 from firmware_sim.clock import ScaledClock
 from firmware_sim.plant import Plant, load_plant
 from tests.connectors.http.mes_server import MesServer
+from tests.waiting import until
 
 BATCH = 50
 
@@ -32,7 +34,23 @@ def config_text(plant: Plant, mes_url: str) -> str:
     return plant_config(machines, poll_interval="50ms", report="all") + sink_text(mes_url)
 
 
+def telemetry_stored(db: Path) -> int:
+    """The last telemetry seq committed to the store file (0 before the first)."""
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT max(seq) FROM telemetry").fetchone()
+    except sqlite3.Error:  # the file is being created
+        return 0
+    return int(row[0] or 0)
+
+
 async def agent_run(path: Path, seconds: float, kill: bool) -> None:
+    """Run the agent for `seconds`; when killing, for `seconds` after it stored a record of
+    its own, so the kill lands while it polls and forwards however slow its start was."""
+    db = path.parent / "data" / "lineside.db"
+    before = telemetry_stored(db)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -42,6 +60,8 @@ async def agent_run(path: Path, seconds: float, kill: bool) -> None:
         str(path),
         stderr=asyncio.subprocess.DEVNULL,
     )
+    if kill:
+        await until(lambda: telemetry_stored(db) > before)
     await asyncio.sleep(seconds)
     process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 30) == (-9 if kill else 0)
@@ -54,7 +74,7 @@ async def kill_and_restart(tmp_path: Path, kills: int) -> None:
             path = tmp_path / "lineside.toml"
             path.write_text(config_text(plant, mes.url))
             for _ in range(kills):
-                await agent_run(path, 1.5, kill=True)
+                await agent_run(path, 1.0, kill=True)
         # a last run with no sources: nothing new is produced, the forwarder catches up
         drain = tmp_path / "drain.toml"
         head = 'config_version = 1\n[agent]\nid = "demo-edge-1"\n[plant]\nsite = "demo"\n'
