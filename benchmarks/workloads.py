@@ -223,7 +223,7 @@ def write_agent_config(
                 'timeout = "1s"',
                 *gap,
                 # Every block of one poll in flight at once, as the ceiling does.
-                "max_in_flight = 4",
+                "max_in_flight = 16",
                 "",
                 "[[sources.units]]",
                 "unit_id = 1",
