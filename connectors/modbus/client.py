@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,6 +56,29 @@ class _Pending:
     future: asyncio.Future[bytes]
     start: int
     length: int = 0  # the MBAP length of its data answer (0: not known, see `_length`)
+
+
+class Deadline:
+    """When a group of `send`'s futures expires (`expire_later`); `cancel` once all are done.
+
+    Deadlines of one time limit come due in the order they were set, so a connection keeps
+    them in a queue under one loop timer, the one for the oldest: a poll costs an append and a
+    flag, not a loop timer set and cancelled.
+    """
+
+    __slots__ = ("at", "cancelled", "futures", "time_limit")
+
+    def __init__(
+        self, at: float, futures: Sequence[asyncio.Future[bytes]], time_limit: float
+    ) -> None:
+        self.at = at
+        self.futures = futures
+        self.time_limit = time_limit
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.futures = ()  # nothing to keep alive until the timer passes it
 
 
 def _length(function: int, count: int) -> int:
@@ -105,6 +128,10 @@ class ModbusTcpClient:
         # Request -> (its frame after the transaction id, the length of its data answer).
         self._frames: dict[tuple[int, int, int, int], tuple[bytes, int]] = {}
         self._closed_why = "not connected"
+        # `expire_later`'s deadlines, oldest first, and the loop timer of the oldest (None:
+        # no timer, the queue is empty or its head is being handled).
+        self._deadlines: deque[Deadline] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def connected(self) -> bool:
@@ -204,12 +231,35 @@ class ModbusTcpClient:
 
     def expire_later(
         self, futures: Sequence[asyncio.Future[bytes]], time_limit: float
-    ) -> asyncio.TimerHandle:
+    ) -> Deadline | asyncio.TimerHandle:
         """`expire(futures, time_limit)` in `time_limit` seconds, on the connection's loop
-        (the caller cancels the timer once every future is done)."""
-        if self._loop is None:
+        (the caller cancels what this returns once every future is done)."""
+        loop = self._loop
+        if loop is None:
             raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
-        return self._loop.call_later(time_limit, self.expire, futures, time_limit)
+        at = loop.time() + time_limit
+        queue = self._deadlines
+        if queue and at < queue[-1].at:  # due before one set earlier: a timer of its own
+            return loop.call_at(at, self.expire, futures, time_limit)
+        deadline = Deadline(at, futures, time_limit)
+        queue.append(deadline)
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(at, self._watch)
+        return deadline
+
+    def _watch(self) -> None:
+        """The oldest deadline's timer: expire every deadline due by now, then sleep until
+        the next one not cancelled (those cancelled meanwhile are dropped on the way)."""
+        self._watchdog = None
+        loop = self._loop
+        queue = self._deadlines
+        now = loop.time() if loop is not None else float("inf")
+        while queue and (queue[0].cancelled or queue[0].at <= now):
+            deadline = queue.popleft()
+            if not deadline.cancelled:
+                self.expire(deadline.futures, deadline.time_limit)
+        if queue and loop is not None:
+            self._watchdog = loop.call_at(queue[0].at, self._watch)
 
     def expire(self, futures: Sequence[asyncio.Future[bytes]], time_limit: float) -> None:
         """Fail those of `futures` (from `send`) still unanswered with `RequestTimeout`.
@@ -371,6 +421,11 @@ class ModbusTcpClient:
             return
         self._closed_why = why
         self._buf.clear()
+        # Every outstanding read fails below: no deadline is left to keep.
+        self._deadlines.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         transport.abort()
         pending, self._pending = self._pending, {}
         for p in pending.values():
