@@ -239,6 +239,8 @@ class ModbusTcpClient:
             raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
         at = loop.time() + time_limit
         queue = self._deadlines
+        while queue and queue[0].cancelled:  # answered: the queue holds what is in flight
+            queue.popleft()
         if queue and at < queue[-1].at:  # due before one set earlier: a timer of its own
             return loop.call_at(at, self.expire, futures, time_limit)
         deadline = Deadline(at, futures, time_limit)
