@@ -23,6 +23,7 @@ client asserts asyncio's own transport class). Frames and PDUs are built and che
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -43,6 +44,9 @@ from connectors.modbus.pdu import ExceptionResponse, MalformedPdu, data_bytes, r
 # protocol errors (a slow device answers eventually, and in order).
 _ABANDONED_KEPT = 64
 
+
+# How early a loop timer may fire (libuv counts milliseconds).
+_TIMER_RESOLUTION = 0.001
 
 # Frames of `send` kept by request, so a poll's requests are checked and packed once.
 _FRAMES_KEPT = 4096
@@ -255,7 +259,9 @@ class ModbusTcpClient:
         self._watchdog = None
         loop = self._loop
         queue = self._deadlines
-        now = loop.time() if loop is not None else float("inf")
+        # A loop timer may fire up to its resolution early (libuv's is 1 ms), as a timer of
+        # the deadline's own would have: due then too, rather than a timer again at once.
+        now = loop.time() + _TIMER_RESOLUTION if loop is not None else math.inf
         while queue and (queue[0].cancelled or queue[0].at <= now):
             deadline = queue.popleft()
             if not deadline.cancelled:
