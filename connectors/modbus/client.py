@@ -11,8 +11,8 @@ client asserts asyncio's own transport class). Frames and PDUs are built and che
   and dropped; if the timeout leaves half a frame in the buffer the stream can no longer be
   framed, so the connection is closed.
 - `send` + `expire` is the poll loop's cheaper way to read: a group of requests in one write,
-  one timer for all of them (the caller's), a future per request; `read` is one request with
-  its own timeout context.
+  one deadline for all of them (`expire_later`: the connection's deadlines share one loop
+  timer), a future per request; `read` is one request with its own timeout context.
 - An exception response raises `DeviceError` with the code and its name (§5.3).
 - A malformed answer (protocol id not 0, a length or byte count that does not fit, an
   unexpected function code, unit id or transaction id) raises `ProtocolError` for the request
