@@ -39,6 +39,9 @@ class Quality(IntEnum):
     BAD = 2
 
 
+_INT32, _FLOAT64, _UINT8, _INT64 = (np.dtype(t) for t in (np.int32, np.float64, np.uint8, np.int64))
+
+
 @dataclass(frozen=True, slots=True)
 class ReadingBatch:
     """One poll of one source, column by column.
@@ -56,6 +59,15 @@ class ReadingBatch:
 
     def __post_init__(self) -> None:
         n = self.tag_ids.shape[0]
+        if (
+            self.tag_ids.dtype is _INT32
+            and self.values.dtype is _FLOAT64
+            and self.quality.dtype is _UINT8
+            and self.ts_ns.dtype is _INT64
+            and self.values.shape == self.quality.shape == (n,)
+            and self.ts_ns.shape in ((1,), (n,))
+        ):  # the usual batch, checked in one go (a dtype compared by identity is cheap)
+            return
         if self.tag_ids.dtype != np.int32:
             raise TypeError(f"tag_ids must be int32, not {self.tag_ids.dtype}")
         if self.values.dtype != np.float64:

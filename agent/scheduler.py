@@ -232,6 +232,7 @@ class Schedule:
         self._last: dict[str, tuple[int, float, float, float, int]] = {}
         # Skips are reported on the group's next tick, which may come several waits later.
         self._skipped = dict.fromkeys(self._groups, 0)
+        self._started = 0.0  # when the latest wait of a back-to-back-only schedule returned
 
     @property
     def groups(self) -> dict[str, Ticker]:
@@ -244,9 +245,22 @@ class Schedule:
 
     def last_ticks(self) -> dict[str, Tick]:
         """The tick each group got on the latest `wait()` (index, due time, lateness)."""
+        if not self._groups:  # back to back only: made from the counts, never late
+            started = self._started
+            return {
+                name: Tick(polls - 1, started, started, 0.0, 0)
+                for name, polls in self._eager.items()
+                if polls
+            }
         return {name: Tick(*tick) for name, tick in self._last.items()}
 
     async def wait(self) -> list[str]:
+        if not self._groups:  # every group back to back (a "0s" link): no grid to keep
+            await asyncio.sleep(0)  # at once, but the other links get their turn first
+            self._started = self._clock.monotonic()
+            for name in self._eager:
+                self._eager[name] += 1
+            return self._order[:]
         now = self._clock.monotonic()
         skipped = self._skipped
         for name, ticker in self._groups.items():

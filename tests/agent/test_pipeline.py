@@ -460,7 +460,8 @@ def test_non_finite_values_become_bad_and_are_the_only_rows_marked() -> None:
 def test_finite_or_already_bad_batches_pass_through_as_they_are() -> None:
     finite = ReadingBatch.from_columns("s", [0, 1], [1.0, -3.0], G, 7)
     failed = ReadingBatch.from_columns("s", [0, 1], [NAN, NAN], B, 7)
-    for batch in (finite, failed):
+    huge = ReadingBatch.from_columns("s", [0, 1], [1.7e308, 1.7e308], G, 7)  # their sum is inf
+    for batch in (finite, failed, huge):
         out, rows = mark_non_finite(batch)
         assert out is batch and rows is None
 

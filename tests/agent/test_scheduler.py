@@ -360,3 +360,14 @@ async def test_a_cancelled_sleeper_leaves_and_its_timer_goes_with_the_last() -> 
     late.cancel()
     await asyncio.sleep(0)
     assert wakeups.timers == 0
+
+
+async def test_a_back_to_back_only_schedule_counts_its_ticks() -> None:
+    clock = FakeClock(start_monotonic=2.0)
+    schedule = Schedule({"a": 0.0, "b": 0.0}, clock)
+    assert schedule.last_ticks() == {}
+    for _ in range(3):
+        assert await schedule.wait() == ["a", "b"]
+        clock.advance(0.5)
+    assert schedule.last_ticks()["b"] == Tick(2, 3.0, 3.0, 0.0, 0)
+    assert schedule.statistics()["a"].ticks == 3
