@@ -257,9 +257,11 @@ async def forwarding(
     tmp_path: Path,
     settings: ForwardSettings = FAST,
     flush_interval: float | None = None,
+    store: Store | None = None,
 ) -> AsyncIterator[tuple[Forwarder, Store, StoreWriter]]:
-    """A forwarder running over the store in `tmp_path`; stopped, and its store closed, on exit."""
-    store = Store(tmp_path)
+    """A forwarder running over the store in `tmp_path` (or `store`, opened on it); stopped,
+    and its store closed, on exit."""
+    store = Store(tmp_path) if store is None else store
     writer = (
         StoreWriter(tmp_path)
         if flush_interval is None
@@ -565,11 +567,8 @@ async def test_a_lane_reads_the_store_once_per_commit_and_not_while_idle(tmp_pat
     fill(tmp_path, 1)
     sink = AnsweringSink()
     store = CountingStore(tmp_path)
-    writer = StoreWriter(tmp_path, flush_interval=0.01)
     lazy = ForwardSettings(batch_size=7, idle_wait=60.0)  # no looking but on a commit
-    forwarder = Forwarder(sink, store, writer, SystemClock(), lazy)
-    task = asyncio.create_task(forwarder.run())
-    try:
+    async with forwarding(sink, tmp_path, lazy, 0.01, store) as (forwarder, _, writer):
         await until(lambda: len(sink.received) == 2)  # seq 1 and the event
         await until(lambda: store.reads["gaps"] == 1)  # every lane had its first look
         for stream in store.reads:
@@ -585,12 +584,6 @@ async def test_a_lane_reads_the_store_once_per_commit_and_not_while_idle(tmp_pat
         # boundary from what the lane knows (the records are seconds old).
         assert store.reads == {"telemetry": 5, "events": 0, "gaps": 0, "boundary": 0}
         assert telemetry_seqs(sink) == [1, 2, 3, 4, 5, 6]
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        writer.close()
-        store.close()
 
 
 async def test_a_record_that_reaches_the_store_another_way_is_found_by_the_next_look(
