@@ -109,9 +109,9 @@ class SinkStatistics:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class InspectionStatistics:
-    """One inspection's counters since start and what it runs."""
+@dataclass(slots=True)
+class InspectionCounts:
+    """One inspection's counters since start, counted in place by its inspector."""
 
     triggers: int = 0
     frames: int = 0  # read and preprocessed
@@ -133,8 +133,15 @@ class InspectionStatistics:
     latency_max_ms: float = 0.0
     inference_last_ms: float = 0.0
     last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionStatistics:
+    """One inspection's counters (a copy, taken once) and what it runs."""
+
+    counts: InspectionCounts = field(default_factory=InspectionCounts)
     model: str | None = None
     queue_size: int = 0
 
     def figures(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self.counts), "model": self.model, "queue_size": self.queue_size}

@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -50,7 +50,7 @@ import cv2
 from agent.clock import Clock
 from agent.errors import LinesideError
 from agent.model import Event, EventKind
-from agent.statistics import InspectionStatistics
+from agent.statistics import InspectionCounts, InspectionStatistics
 from vision.adapters import Verdict
 from vision.archive import ImageArchive as ImageArchive
 from vision.archive import archive_for
@@ -64,7 +64,6 @@ from vision.triggers import ReplayTrigger as ReplayTrigger
 from vision.triggers import TagTrigger as TagTrigger
 from vision.triggers import Trigger as Trigger
 from vision.triggers import trigger_for
-from vision.verdicts import InspectorStats as InspectorStats
 from vision.verdicts import count_verdict
 from vision.verdicts import verdict_data as verdict_data
 from vision.writeback import WriteBack as WriteBack
@@ -133,7 +132,7 @@ class Inspector:
         self.source_retry = source_retry
         self.idle_poll = idle_poll
         self.model: Model | None = None
-        self.stats = InspectorStats()
+        self.stats = InspectionCounts()
         self.latest: dict[str, Any] | None = None
         self._executor: ThreadPoolExecutor | None = None  # the model worker
         self._frames: ThreadPoolExecutor | None = None  # the frame worker
@@ -359,7 +358,7 @@ class Inspector:
 
     def statistics(self) -> InspectionStatistics:
         return InspectionStatistics(
-            **asdict(self.stats),
+            replace(self.stats),
             model=self.model.name if self.model is not None else None,
             queue_size=self.queue_size,
         )

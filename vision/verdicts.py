@@ -3,44 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
+from agent.statistics import InspectionCounts
 from vision.adapters import Verdict
 from vision.model import Model
-
-
-@dataclass(slots=True)
-class InspectorStats:
-    """The counters of `InspectionStatistics` (agent/statistics.py), counted in place."""
-
-    triggers: int = 0
-    frames: int = 0  # read and preprocessed
-    dropped: int = 0  # triggered while the model was still busy with earlier frames
-    overlapped: int = 0  # frames decoded while the model worked on an earlier frame
-    inspected: int = 0
-    ok: int = 0
-    not_ok: int = 0
-    not_decidable: int = 0
-    frame_errors: int = 0  # unreadable or truncated frames, a device gone
-    model_errors: int = 0  # the model could not be loaded
-    inference_errors: int = 0
-    saved: int = 0
-    save_errors: int = 0
-    writes: int = 0
-    write_refused: int = 0
-    write_errors: int = 0
-    latency_last_ms: float = 0.0  # frame read → verdict
-    latency_max_ms: float = 0.0
-    inference_last_ms: float = 0.0
-    last_error: str | None = None
-
 
 _COUNTER = {"OK": "ok", "NotOK": "not_ok", "NotDecidable": "not_decidable"}
 
 
 def count_verdict(
-    stats: InspectorStats, verdict: Verdict, latency_ms: float, inference_ms: float
+    stats: InspectionCounts, verdict: Verdict, latency_ms: float, inference_ms: float
 ) -> None:
     """Count one inspected part: its verdict, its latency and its inference time."""
     stats.inspected += 1

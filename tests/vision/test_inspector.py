@@ -177,7 +177,7 @@ async def test_folder_replay_gives_one_verdict_event_per_image(tmp_path: Path) -
     assert box["box"] == pytest.approx([56, 56, 72, 72], abs=2)
     assert bad["latency_ms"] > 0
     assert all(e.machine == "press1" and e.ts_ns == clock.time_ns() for e in events)
-    stats = inspector.statistics()
+    stats = inspector.statistics().counts
     assert (stats.inspected, stats.ok, stats.not_ok, stats.frame_errors) == (3, 2, 1, 1)
     assert "p3.jpg: truncated JPEG" in str(stats.last_error)
     assert inspector.latest == events[-1].data
@@ -195,7 +195,7 @@ async def test_queue_drops_and_counts_when_the_model_is_slow(tmp_path: Path) -> 
         for _ in range(100):  # one second at 100 frames/s, much faster than the model
             clock.advance(0.01)
             await until(lambda: clock.sleepers() == 1)
-        stats = inspector.statistics()
+        stats = inspector.statistics().counts
     assert stats.triggers == 101
     assert stats.dropped >= 50, stats
     assert stats.frames + stats.dropped == stats.triggers
@@ -502,7 +502,7 @@ async def test_decode_runs_while_the_model_is_busy(tmp_path: Path) -> None:
     source = SlowDecode(count, side=2400, crop=128)
     inspector = make_inspector(model, source, ReplayTrigger(), clock, events)
     await asyncio.wait_for(inspector.run(), 60)
-    stats = inspector.statistics()
+    stats = inspector.statistics().counts
     assert [e.data["source"] for e in events] == [f"f{i}" for i in range(1, count + 1)]
     assert stats.frames == stats.inspected == count and stats.dropped == 0
     # The first decode has nothing to overlap; nearly every later one should.
@@ -603,7 +603,7 @@ async def test_inference_errors_are_counted_and_the_replay_goes_on(tmp_path: Pat
     events: list[Event] = []
     inspector = make_inspector(model, FolderSource(folder), ReplayTrigger(), FakeClock(), events)
     await asyncio.wait_for(inspector.run(), 10)
-    stats = inspector.statistics()
+    stats = inspector.statistics().counts
     assert events == []
     assert (stats.frames, stats.inference_errors, stats.inspected) == (3, 3, 0), stats
     assert "p2.jpg: inference failed: expected a detect output" in str(stats.last_error)
