@@ -11,8 +11,8 @@ client asserts asyncio's own transport class). Frames and PDUs are built and che
   and dropped; if the timeout leaves half a frame in the buffer the stream can no longer be
   framed, so the connection is closed.
 - `send` + `expire` is the poll loop's cheaper way to read: a group of requests in one write,
-  one deadline for all of them (`expire_later`: the connection's deadlines share one loop
-  timer), a future per request; `read` is one request with its own timeout context.
+  one timer for all of them (`expire_later`), a future per request; `read` is one request
+  with its own timeout context.
 - An exception response raises `DeviceError` with the code and its name (§5.3).
 - A malformed answer (protocol id not 0, a length or byte count that does not fit, an
   unexpected function code, unit id or transaction id) raises `ProtocolError` for the request
@@ -23,9 +23,8 @@ client asserts asyncio's own transport class). Frames and PDUs are built and che
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,9 +44,6 @@ from connectors.modbus.pdu import ExceptionResponse, MalformedPdu, data_bytes, r
 _ABANDONED_KEPT = 64
 
 
-# How early a loop timer may fire (libuv counts milliseconds).
-_TIMER_RESOLUTION = 0.001
-
 # Frames of `send` kept by request, so a poll's requests are checked and packed once.
 _FRAMES_KEPT = 4096
 
@@ -60,29 +56,6 @@ class _Pending:
     future: asyncio.Future[bytes]
     start: int
     length: int = 0  # the MBAP length of its data answer (0: not known, see `_length`)
-
-
-class Deadline:
-    """When a group of `send`'s futures expires (`expire_later`); `cancel` once all are done.
-
-    Deadlines of one time limit come due in the order they were set, so a connection keeps
-    them in a queue under one loop timer, the one for the oldest: a poll costs an append and a
-    flag, not a loop timer set and cancelled.
-    """
-
-    __slots__ = ("at", "cancelled", "futures", "time_limit")
-
-    def __init__(
-        self, at: float, futures: Sequence[asyncio.Future[bytes]], time_limit: float
-    ) -> None:
-        self.at = at
-        self.futures = futures
-        self.time_limit = time_limit
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        self.futures = ()  # nothing to keep alive until the timer passes it
 
 
 def _length(function: int, count: int) -> int:
@@ -132,10 +105,6 @@ class ModbusTcpClient:
         # Request -> (its frame after the transaction id, the length of its data answer).
         self._frames: dict[tuple[int, int, int, int], tuple[bytes, int]] = {}
         self._closed_why = "not connected"
-        # `expire_later`'s deadlines, oldest first, and the loop timer of the oldest (None:
-        # no timer, the queue is empty or its head is being handled).
-        self._deadlines: deque[Deadline] = deque()
-        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def connected(self) -> bool:
@@ -235,39 +204,12 @@ class ModbusTcpClient:
 
     def expire_later(
         self, futures: Sequence[asyncio.Future[bytes]], time_limit: float
-    ) -> Deadline | asyncio.TimerHandle:
+    ) -> asyncio.TimerHandle:
         """`expire(futures, time_limit)` in `time_limit` seconds, on the connection's loop
-        (the caller cancels what this returns once every future is done)."""
-        loop = self._loop
-        if loop is None:
+        (the caller cancels the timer once every future is done)."""
+        if self._loop is None:
             raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
-        at = loop.time() + time_limit
-        queue = self._deadlines
-        while queue and queue[0].cancelled:  # answered: the queue holds what is in flight
-            queue.popleft()
-        if queue and at < queue[-1].at:  # due before one set earlier: a timer of its own
-            return loop.call_at(at, self.expire, futures, time_limit)
-        deadline = Deadline(at, futures, time_limit)
-        queue.append(deadline)
-        if self._watchdog is None:
-            self._watchdog = loop.call_at(at, self._watch)
-        return deadline
-
-    def _watch(self) -> None:
-        """The oldest deadline's timer: expire every deadline due by now, then sleep until
-        the next one not cancelled (those cancelled meanwhile are dropped on the way)."""
-        self._watchdog = None
-        loop = self._loop
-        queue = self._deadlines
-        # A loop timer may fire up to its resolution early (libuv's is 1 ms), as a timer of
-        # the deadline's own would have: due then too, rather than a timer again at once.
-        now = loop.time() + _TIMER_RESOLUTION if loop is not None else math.inf
-        while queue and (queue[0].cancelled or queue[0].at <= now):
-            deadline = queue.popleft()
-            if not deadline.cancelled:
-                self.expire(deadline.futures, deadline.time_limit)
-        if queue and loop is not None:
-            self._watchdog = loop.call_at(queue[0].at, self._watch)
+        return self._loop.call_later(time_limit, self.expire, futures, time_limit)
 
     def expire(self, futures: Sequence[asyncio.Future[bytes]], time_limit: float) -> None:
         """Fail those of `futures` (from `send`) still unanswered with `RequestTimeout`.
@@ -429,11 +371,6 @@ class ModbusTcpClient:
             return
         self._closed_why = why
         self._buf.clear()
-        # Every outstanding read fails below: no deadline is left to keep.
-        self._deadlines.clear()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
         transport.abort()
         pending, self._pending = self._pending, {}
         for p in pending.values():
