@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from agent.clock import Clock, SystemClock
+from agent.clock import Clock
 from agent.sink import EventRecord, GapRecord, RecordBatch, Records, TelemetryRecords
 from agent.store import STREAMS, StoreReader
 
@@ -157,8 +157,8 @@ class Bell:
     """What wakes a waiting lane: a commit to its stream, the answer to a send, a timer.
 
     A ring while nobody waits is kept for the next `wait`, so none is lost. One future per
-    wait and at most one timer (a loop timer handle on the real clock), where `asyncio.wait`
-    over an event and a sleep would make two tasks each time.
+    wait and at most one sleep on the clock, where `asyncio.wait` over an event and a sleep
+    would make two tasks and a wait each time.
     """
 
     __slots__ = ("_rung", "_waiter")
@@ -180,14 +180,10 @@ class Bell:
         if not self._rung:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            timer: asyncio.TimerHandle | asyncio.Task[None] | None = None
+            timer: asyncio.Task[None] | None = None
             if deadline is not None:
-                if isinstance(clock, SystemClock):
-                    delay = max(0.0, deadline - clock.monotonic())
-                    timer = loop.call_later(delay, _wake, waiter)
-                else:  # a test's clock moves when the test says: sleep on it
-                    timer = asyncio.ensure_future(clock.sleep_until(deadline))
-                    timer.add_done_callback(lambda _: _wake(waiter))
+                timer = asyncio.ensure_future(clock.sleep_until(deadline))
+                timer.add_done_callback(lambda _: _wake(waiter))
             try:
                 await waiter
             finally:
