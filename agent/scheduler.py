@@ -225,14 +225,12 @@ class Schedule:
             for name, interval in intervals.items()
             if name not in self._eager
         }
-        self._tickers = tuple(self._groups.values())
         self._order = list(intervals)
         # The latest wait's ticks as (index, due, started, lateness, skipped): a `Tick` is
         # made only when asked for (`last_ticks`), not on every poll.
         self._last: dict[str, tuple[int, float, float, float, int]] = {}
         # Skips are reported on the group's next tick, which may come several waits later.
         self._skipped = dict.fromkeys(self._groups, 0)
-        self._started = 0.0  # when the latest wait of a back-to-back-only schedule returned
 
     @property
     def groups(self) -> dict[str, Ticker]:
@@ -245,22 +243,9 @@ class Schedule:
 
     def last_ticks(self) -> dict[str, Tick]:
         """The tick each group got on the latest `wait()` (index, due time, lateness)."""
-        if not self._groups:  # back to back only: made from the counts, never late
-            started = self._started
-            return {
-                name: Tick(polls - 1, started, started, 0.0, 0)
-                for name, polls in self._eager.items()
-                if polls
-            }
         return {name: Tick(*tick) for name, tick in self._last.items()}
 
     async def wait(self) -> list[str]:
-        if not self._groups:  # every group back to back (a "0s" link): no grid to keep
-            await asyncio.sleep(0)  # at once, but the other links get their turn first
-            self._started = self._clock.monotonic()
-            for name in self._eager:
-                self._eager[name] += 1
-            return self._order[:]
         now = self._clock.monotonic()
         skipped = self._skipped
         for name, ticker in self._groups.items():
@@ -270,11 +255,8 @@ class Schedule:
                 skipped[name] += passed
         if self._eager:
             await asyncio.sleep(0)  # at once, but the other links get their turn first
-        elif len(self._tickers) == 1:  # the usual link: one poll group
-            ticker = self._tickers[0]
-            await self._sleep(ticker.due(ticker._next))
         else:
-            await self._sleep(min(ticker.due(ticker._next) for ticker in self._tickers))
+            await self._sleep(min(ticker.due(ticker._next) for ticker in self._groups.values()))
         started = self._clock.monotonic()
         # Every group due by the time we woke is served by this one poll: after a late wake-up
         # that is more than the group we slept for, and still not a skipped tick.
