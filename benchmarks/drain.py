@@ -48,14 +48,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.store import DB_NAME
 from benchmarks import backlog
@@ -64,6 +62,7 @@ from benchmarks.broker import Broker
 from benchmarks.drain_contenders import BASELINES, FORWARDERS
 from benchmarks.http_receiver import start_receiver
 from benchmarks.plant import start_plant
+from benchmarks.subscriber import percentile, subscribed
 from benchmarks.workloads import WORKLOADS, write_agent_config
 
 RESULTS = Path(__file__).parent / "results" / "drain.json"
@@ -159,21 +158,7 @@ class Subscriber:
         self.received_at: dict[int, int] = {}  # seq → receive time ns (the first message's)
         self.seqs: set[int] = set()
         self.readings = 0
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-latency"
-        )
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(host, port, 30)
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            self.close()
-            raise RuntimeError("the latency subscriber could not subscribe")
-
-    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe("lineside/#", qos=0)
+        self.client = subscribed("bench-latency", host, port, self._on_message)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         received = time.time_ns()  # first, before any parsing
@@ -196,11 +181,6 @@ class Subscriber:
         self.client.loop_stop()
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
 def _stored_records(data_dir: Path) -> tuple[int, int, dict[int, tuple[int, int]]]:
     """(telemetry records, readings) the agent stored: what the live path had to deliver; and
     each record's (first timestamp, stored_ns: its commit's start) in ns, by seq."""
@@ -217,7 +197,7 @@ def _stored_records(data_dir: Path) -> tuple[int, int, dict[int, tuple[int, int]
 
 def _split(
     times: dict[int, tuple[int, int]], received_at: dict[int, int], from_ns: int
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Where the age goes: poll → commit start (acquisition, the writer's queue) and commit
     start → receipt (the fsync, the forwarder, the broker, the subscriber), p50 and p99 in ms,
     records polled after `from_ns`."""
@@ -232,10 +212,10 @@ def _split(
     to_commit.sort()
     to_broker.sort()
     return {
-        "poll_to_commit_p50_ms": _percentile(to_commit, 0.50),
-        "poll_to_commit_p99_ms": _percentile(to_commit, 0.99),
-        "commit_to_receipt_p50_ms": _percentile(to_broker, 0.50),
-        "commit_to_receipt_p99_ms": _percentile(to_broker, 0.99),
+        "poll_to_commit_p50_ms": percentile(to_commit, 0.50),
+        "poll_to_commit_p99_ms": percentile(to_commit, 0.99),
+        "commit_to_receipt_p50_ms": percentile(to_broker, 0.50),
+        "commit_to_receipt_p99_ms": percentile(to_broker, 0.99),
     }
 
 
@@ -294,8 +274,8 @@ def run_latency(
         **_split(times, subscriber.received_at, (first_ms + round(WARM_UP_S * 1000)) * 1_000_000),
         "messages": len(samples),
         "measured": len(kept),
-        "latency_p50_ms": _percentile(kept, 0.50),
-        "latency_p99_ms": _percentile(kept, 0.99),
+        "latency_p50_ms": percentile(kept, 0.50),
+        "latency_p99_ms": percentile(kept, 0.99),
         "latency_max_ms": kept[-1],
         "latency_mean_ms": statistics.fmean(kept),
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,18 +51,7 @@ class Subscriber:
     def __init__(self, host: str, port: int) -> None:
         self.arrivals: list[Arrival] = []
         self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-endtoend"
-        )
-        self.client.on_connect = lambda client, *_: client.subscribe("lineside/#", qos=0)
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(host, port, 30)
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            self.close()
-            raise RuntimeError("the subscriber could not subscribe")
+        self.client = subscribed("bench-endtoend", host, port, self._on_message)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         received = time.time_ns()  # first, before any parsing
@@ -81,6 +70,28 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def subscribed(
+    client_id: str,
+    host: str,
+    port: int,
+    on_message: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None],
+) -> mqtt.Client:
+    """A paho client in its own thread, subscribed to every lineside topic (QoS 0, as a plain
+    dashboard subscribes) once this returns."""
+    done = threading.Event()
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.on_connect = lambda client, *_: client.subscribe("lineside/#", qos=0)
+    client.on_subscribe = lambda *_: done.set()
+    client.on_message = on_message
+    client.connect(host, port, 30)
+    client.loop_start()
+    if not done.wait(10):
+        client.disconnect()
+        client.loop_stop()
+        raise RuntimeError(f"{client_id}: could not subscribe to {host}:{port}")
+    return client
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
