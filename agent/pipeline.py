@@ -31,8 +31,8 @@ one by one: each is compared with what the previous one left as last reported.
 The work is vectorised: per-tag state lives in arrays indexed by tag id, and a batch is filtered
 with array operations. Only repeated tag ids cost a pass each (one pass per repeat depth).
 
-The agent merges the batches of the links whose polls ended in the same turn of the event
-loop (`merge`) before anything else, so a tick of fifty links costs one pass, not fifty.
+The agent merges the batches of the links polled in one tick (`merge`) before anything else,
+so a tick of fifty links costs one pass, not fifty.
 
 Before the filter, `mark_non_finite` gives bad quality to any reading whose value is NaN or
 ±inf after decoding, scale and offset (a float register holding a NaN pattern, a huge float
@@ -86,13 +86,14 @@ def mark_non_finite(
 
 
 def merge(batches: Sequence[ReadingBatch]) -> ReadingBatch:
-    """Several batches as one (the links' polls that ended in one turn of the event loop), in
-    order: one concatenation per column, so the pipeline and the store pay for one batch.
+    """Several batches as one (the links' polls of one tick), in order: one concatenation per
+    column, so the pipeline and the store pay for one batch.
 
     Its source names every source once, comma-separated. Batches of one timestamp each keep one:
     the latest, as a poll's batch is stamped with its last answer (the polls merged ended
-    within one turn of the loop, a millisecond or so apart); a batch with a timestamp per
-    reading makes the merged one have a timestamp per reading.
+    within the store's flush interval of each other, 10 ms by default, usually within a
+    millisecond); a batch with a timestamp per reading makes the merged one have a timestamp per
+    reading.
     """
     if len(batches) == 1:
         return batches[0]

@@ -26,6 +26,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from agent.clock import Clock
 from agent.errors import ConnectorError, one_line
@@ -61,6 +62,14 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+class PollCount(Protocol):
+    """Who counts the links in the middle of a poll (`Readings`, agent/readings.py)."""
+
+    def began(self) -> None: ...
+
+    def ended(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -158,8 +167,13 @@ async def run_link(
     backoff: Backoff | None = None,
     rng: random.Random | None = None,
     repeat_window: float = REPEAT_WINDOW,
+    polls: PollCount | None = None,
 ) -> None:
-    """Poll `source` on its schedule (by default one built from its poll groups) until cancelled."""
+    """Poll `source` on its schedule (by default one built from its poll groups) until cancelled.
+
+    `polls` is told when each step (connect if need be, poll, hand the readings over) begins
+    and when it has ended, so the readings of the links woken for one tick go on as one batch.
+    """
     stats = stats if stats is not None else LinkStatistics()
     backoff = backoff or Backoff(maximum=LINK_BACKOFF_MAX)
     rng = rng or random.Random()
@@ -179,64 +193,70 @@ async def run_link(
     try:
         while True:
             groups = await schedule.wait()
-            teller.catch_up()
-            if not connected and clock.monotonic() >= retry_at:
-                try:
-                    await source.connect()
-                except Exception as exc:
-                    why = one_line(exc)
-                    if not isinstance(exc, ConnectorError):
-                        log.debug("%s: connect failed", source.name, exc_info=exc)
-                        await _close(source)  # it may be half open
-                    stats.connect_failures += 1
-                    stats.last_error = why
-                    link_reason(why)
-                    retry_at = clock.monotonic() + backoff.next(rng)
-                    if stats.state != "lost":  # once per outage, not once per attempt
+            if polls is not None:
+                polls.began()
+            try:
+                teller.catch_up()
+                if not connected and clock.monotonic() >= retry_at:
+                    try:
+                        await source.connect()
+                    except Exception as exc:
+                        why = one_line(exc)
+                        if not isinstance(exc, ConnectorError):
+                            log.debug("%s: connect failed", source.name, exc_info=exc)
+                            await _close(source)  # it may be half open
+                        stats.connect_failures += 1
+                        stats.last_error = why
+                        link_reason(why)
+                        retry_at = clock.monotonic() + backoff.next(rng)
+                        if stats.state != "lost":  # once per outage, not once per attempt
+                            stats.state = "lost"
+                            line = f"cannot connect: {why}"
+                            teller.change(_Change("lost", why, logging.WARNING, line))
+                    else:
+                        # The back-off is reset by a good poll, not by a connect: a device that
+                        # accepts connections and then garbles every answer must not flap at will.
+                        connected = True
+                        stats.connects += 1
+                        link_reason("")
+                        state = "restored" if ever_connected else "connected"
+                        teller.change(_Change(state, "", logging.INFO, state))
+                        stats.state = "connected"
+                        ever_connected = True
+                if connected:
+                    try:
+                        batches = await source.poll(groups)
+                    except Exception as exc:
+                        why = one_line(exc)
+                        if not isinstance(exc, ConnectorError):
+                            log.debug("%s: poll failed", source.name, exc_info=exc)
+                        connected = False
+                        stats.disconnects += 1
+                        stats.last_error = why
+                        link_reason(why)
+                        retry_at = clock.monotonic() + backoff.next(rng)
                         stats.state = "lost"
-                        line = f"cannot connect: {why}"
+                        line = f"connection lost: {why}"
                         teller.change(_Change("lost", why, logging.WARNING, line))
+                        await _close(source)
+                        batches = source.bad_batches(groups, clock.time_ns())
+                    else:
+                        stats.polls += 1
+                        # A good string counts too: a unit polled for text tags alone sends no
+                        # numeric reading, yet its poll worked.
+                        text_read = texts is not None and texts.good_reads != good_texts
+                        if texts is not None:
+                            good_texts = texts.good_reads
+                        if any_good(batches) or text_read:
+                            stats.last_good_ns = clock.time_ns()
+                            backoff.reset()
                 else:
-                    # The back-off is reset by a good poll, not by a connect: a device that
-                    # accepts connections and then garbles every answer must not flap at will.
-                    connected = True
-                    stats.connects += 1
-                    link_reason("")
-                    state = "restored" if ever_connected else "connected"
-                    teller.change(_Change(state, "", logging.INFO, state))
-                    stats.state = "connected"
-                    ever_connected = True
-            if connected:
-                try:
-                    batches = await source.poll(groups)
-                except Exception as exc:
-                    why = one_line(exc)
-                    if not isinstance(exc, ConnectorError):
-                        log.debug("%s: poll failed", source.name, exc_info=exc)
-                    connected = False
-                    stats.disconnects += 1
-                    stats.last_error = why
-                    link_reason(why)
-                    retry_at = clock.monotonic() + backoff.next(rng)
-                    stats.state = "lost"
-                    line = f"connection lost: {why}"
-                    teller.change(_Change("lost", why, logging.WARNING, line))
-                    await _close(source)
                     batches = source.bad_batches(groups, clock.time_ns())
-                else:
-                    stats.polls += 1
-                    # A good string counts too: a unit polled for text tags alone sends no
-                    # numeric reading, yet its poll worked.
-                    text_read = texts is not None and texts.good_reads != good_texts
-                    if texts is not None:
-                        good_texts = texts.good_reads
-                    if any_good(batches) or text_read:
-                        stats.last_good_ns = clock.time_ns()
-                        backoff.reset()
-            else:
-                batches = source.bad_batches(groups, clock.time_ns())
-            for batch in batches:
-                emit_readings(batch)
+                for batch in batches:
+                    emit_readings(batch)
+            finally:
+                if polls is not None:
+                    polls.ended()
             if not connected and schedule.back_to_back:
                 # Back to back, a link that is down would spin out bad readings as fast as
                 # the loop turns: one poll's worth per connect attempt is enough.

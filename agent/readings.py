@@ -1,4 +1,4 @@
-"""The agent's hot path: each link's readings collected per turn of the event loop, merged, and
+"""The agent's hot path: each link's readings collected per tick, merged, and
 handed on to the report-by-exception filter, the store, the KPI engine and the alarms; events
 handed on to the store, the KPI engine and the live views; the latest reading of every tag.
 
@@ -46,10 +46,18 @@ class Readings:
     samples: int
     event_listeners: list[Callable[[Event], None]]
     _turn: list[ReadingBatch]
+    _polling: int
+    _hold: asyncio.TimerHandle | None
+    hold: float
     _non_finite_logged: npt.NDArray[np.bool_]
 
     def _init_readings(self) -> None:
-        self._turn = []  # readings of this turn of the loop, not yet merged
+        self._turn = []  # readings of this tick, not yet merged
+        self._polling = 0  # links between the start of a poll step and its hand-over
+        self._hold: asyncio.TimerHandle | None = None  # emits the tick's readings after all
+        # The longest the readings of a tick wait for a link still polling (a slow or dead PLC):
+        # the store's group-commit interval, which a record may wait in any case.
+        self.hold = self.writer.flush_interval
         # The latest reading of every tag, for live views (`lineside demo`, the status page).
         n = self.tags.size  # indexed by tag id
         self.latest_values = np.full(n, np.nan)
@@ -89,15 +97,37 @@ class Readings:
         self.__dict__.pop("_tags_by_source", None)  # counted again from the new table
         self.__dict__.pop("tag_machines", None)
 
+    def began(self) -> None:
+        """A link starts a poll step (connect if need be, poll, hand its readings over)."""
+        self._polling += 1
+
+    def ended(self) -> None:
+        """A link's poll step ended: the last one of a tick sends the tick's readings on."""
+        self._polling -= 1
+        if not self._polling and self._turn:
+            self._emit_turn()
+
     def collect_readings(self, batch: ReadingBatch) -> None:
-        """A link's readings, merged with those of every link whose poll ended in this same
-        turn of the event loop (woken by one timer, their answers came in together) and then
-        emitted as one batch: one pass through the pipeline, one record in the store."""
+        """A link's readings, merged with those of every link polled in the same tick and then
+        emitted as one batch: one pass through the pipeline, one record in the store.
+
+        The links woken for a tick poll concurrently; their batches are held until the last
+        of them has ended its step (`ended`), or for `hold` seconds at most, so a slow or dead
+        PLC delays the others' readings by no more than that. A batch that arrives while no
+        link polls (a subscription's) goes on at the end of this turn of the loop.
+        """
         self._turn.append(batch)
         if len(self._turn) == 1:
-            asyncio.get_running_loop().call_soon(self._emit_turn)
+            loop = asyncio.get_running_loop()
+            if self._polling:
+                self._hold = loop.call_later(self.hold, self._emit_turn)
+            else:
+                loop.call_soon(self._emit_turn)
 
     def _emit_turn(self) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         batches, self._turn = self._turn, []
         if batches:
             self.emit_readings(merge(batches))

@@ -128,7 +128,8 @@ class Agent(Readings):
         self._settings = settings
         self.links = {s.name: LinkStatistics() for s in self.sources}
         # Every link's grid aligned on one set of timers: links due at the same instant wake in
-        # one turn of the loop, and their readings go on as one batch (`collect_readings`).
+        # one turn of the loop, and their readings go on as one batch once the last of them
+        # has ended its poll (`collect_readings`).
         self.wakeups = Wakeups(self.clock)
         self.schedules = {s.name: self._schedule(s) for s in self.sources}
         # The latest reading of every tag, the turn's readings, the event listeners.
@@ -206,6 +207,7 @@ class Agent(Readings):
                     self.emit_event,
                     stats=self.links[source.name],
                     schedule=self.schedules[source.name],
+                    polls=self,
                 ),
                 functools.partial(self._source_failed, source),
                 self.clock,

@@ -194,6 +194,11 @@ class StoreWriter:
             self._urgent = True
             self._cond.notify()
 
+    @property
+    def flush_interval(self) -> float:
+        """The longest a record waits to be committed with others (group commit)."""
+        return self._schedule.flush_interval
+
     def add_commit_listener(self, listener: Callable[[], None]) -> None:
         """Call `listener` (on the writer thread: it must not block) after every commit that
         wrote records, so readers such as the forwarder look at once instead of polling."""

@@ -34,10 +34,12 @@ async def servers() -> AsyncIterator[list[ModbusTcpServer]]:
         await server.stop()
 
 
-def _agent(tmp_path: Path, servers: list[ModbusTcpServer], interval: str) -> Agent:
+def _agent(
+    tmp_path: Path, servers: list[ModbusTcpServer], interval: str, store: str = ""
+) -> Agent:
     text = (
         f'config_version = 1\n[agent]\nid = "t"\ndata_dir = "{tmp_path / "data"}"\n'
-        'report = "all"\n[web]\nenabled = false\n[plant]\nsite = "s"\n'
+        'report = "all"\n[web]\nenabled = false\n[plant]\nsite = "s"\n' + store
     )
     for k, server in enumerate(servers):
         text += f'[[machines]]\nname = "m{k}"\narea = "a"\nline = "l"\n'
@@ -81,6 +83,27 @@ async def test_links_due_together_wake_once_and_store_one_record(
     # The links' polls end in the same turn of the loop: one record holds all four.
     assert len(merged) >= len(records) // 2 and all(n == PLCS for n in merged)
     assert len(records) < polls
+
+
+async def test_a_plc_answering_a_little_later_is_in_the_same_record(
+    tmp_path: Path, servers: list[ModbusTcpServer]
+) -> None:
+    # Its answer comes turns of the loop after the others', within the hold (the store's
+    # flush interval, long here so a loaded machine does not matter).
+    servers[0].units[1].faults.set("slow", delay="20ms")
+    agent = _agent(tmp_path, servers, "200ms", '[store]\nflush_interval = "300ms"\n')
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await until(lambda: min(link.polls for link in agent.links.values()) >= 6)
+    finally:
+        stop.set()
+        await task
+    records = _records(tmp_path)
+    everyone = {f"plc{k}" for k in range(PLCS)}
+    merged = [n for source, n in records if set(source.split(",")) == everyone]
+    # One record per tick, the late one's readings in it (a stop may cut the last tick short).
+    assert len(merged) >= len(records) - 1 and all(n == PLCS for n in merged)
 
 
 async def test_a_slow_plc_delays_neither_the_others_polls_nor_their_records(

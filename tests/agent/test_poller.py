@@ -244,3 +244,60 @@ async def test_a_link_of_text_tags_alone_counts_its_good_polls() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert stats.polls == 4 and stats.last_good_ns > 0  # a string read is a good poll
+
+
+class StepCount:
+    """Counts the link's poll steps as `Readings` does, and what it handed over in each."""
+
+    def __init__(self, readings: list[ReadingBatch]) -> None:
+        self.readings = readings
+        self.polling = 0
+        self.steps: list[int] = []  # readings handed over by each step, at its end
+
+    def began(self) -> None:
+        self.polling += 1
+        self.at_start = len(self.readings)
+
+    def ended(self) -> None:
+        self.polling -= 1
+        self.steps.append(len(self.readings) - self.at_start)
+
+
+async def test_each_step_is_counted_begun_and_ended_through_failures_and_a_cancel() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock)
+    readings: list[ReadingBatch] = []
+    count = StepCount(readings)
+    task = asyncio.ensure_future(
+        run_link(source, clock, readings.append, lambda _: None, polls=count)
+    )
+    await clock.run_until(3.0)
+    source.up = False  # polls fail, then connects fail: bad readings, still one per step
+    await clock.run_until(8.0)
+    assert count.polling == 0
+    # Every step handed over its readings before it ended: one batch each.
+    assert count.steps == [1] * 9 and len(readings) == 9
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+class HangingSource(ScriptedSource):
+    """Connects, then never answers a poll."""
+
+    async def poll(self, groups: Sequence[str]) -> list[ReadingBatch]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_step_cancelled_in_the_middle_of_a_poll_is_ended() -> None:
+    clock = FakeClock()
+    readings: list[ReadingBatch] = []
+    count = StepCount(readings)
+    task = asyncio.ensure_future(
+        run_link(HangingSource(clock), clock, readings.append, lambda _: None, polls=count)
+    )
+    await clock.run_until(0.5)
+    assert count.polling == 1  # inside its first poll
+    task.cancel()  # a reload removing the source, or the agent stopping
+    await asyncio.gather(task, return_exceptions=True)
+    assert count.polling == 0 and count.steps == [0]
