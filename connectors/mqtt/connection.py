@@ -36,9 +36,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.errors import ConnectError, RequestTimeout
 from agent.secrets import read_password
 from connectors.mqtt.config import Broker, Tls
+from connectors.mqtt.paho_client import Client, new_client
 
 T = TypeVar("T")
 MISC_INTERVAL = 1.0  # seconds between paho's housekeeping calls (pings, keepalive checks)
+
+
+def _read_ahead(client: mqtt.Client) -> bool:
+    """Whether `client` holds bytes read from its socket that paho has not taken yet."""
+    if isinstance(client, Client) and client.buffered:
+        return True
+    sock = client.socket()
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
 
 def apply_broker_settings(client: mqtt.Client, config: Broker) -> None:
@@ -182,14 +191,14 @@ class MqttConnection:
 
     def _new_client(self) -> mqtt.Client:
         if self.mqtt5:
-            client = mqtt.Client(
+            client = new_client(
                 callback_api_version=CallbackAPIVersion.VERSION2,
                 client_id=self.client_id,
                 protocol=mqtt.MQTTv5,
                 reconnect_on_failure=False,
             )
         else:
-            client = mqtt.Client(
+            client = new_client(
                 callback_api_version=CallbackAPIVersion.VERSION2,
                 client_id=self.client_id,
                 protocol=mqtt.MQTTv311,
@@ -238,11 +247,10 @@ class MqttConnection:
         if client is None:
             return
         client.loop_read()
-        # TLS may hold decrypted bytes the OS socket no longer signals: drain them too.
-        sock = client.socket()
-        while isinstance(sock, ssl.SSLSocket) and sock.pending() and self._client is client:
+        # Bytes read ahead (the lean client's buffer, or decrypted ones TLS holds) raise no
+        # readiness event: drain them too.
+        while self._client is client and _read_ahead(client):
             client.loop_read()
-            sock = client.socket()
 
     def _writable(self) -> None:
         if self._client is not None:

@@ -1,0 +1,103 @@
+"""The lean read path of connectors/mqtt/paho_client.py against a real mosquitto: what
+`on_publish` and `on_message` get is what paho's own path gives, and no packet read ahead is
+left waiting in the buffer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from connectors.mqtt import paho_client
+from connectors.mqtt.config import Broker
+from connectors.mqtt.connection import MqttConnection
+from tests.brokers import BrokerFactory, Mosquitto
+from tests.waiting import until
+
+pytestmark = pytest.mark.timeout(60)
+
+USERS = {"agent": "s3cret-agent"}
+ACL = "user agent\ntopic write allowed/#\ntopic readwrite burst/#\n"
+
+
+def _connection(broker: Mosquitto, **kw: object) -> MqttConnection:
+    config = Broker(
+        name="b", host=broker.host, port=broker.port, username="agent", password_env="AGENT_PW"
+    )
+    return MqttConnection(config, "lean-test", mqtt5=True, keepalive=30, ack_timeout=5.0, **kw)  # type: ignore[arg-type]
+
+
+def test_this_paho_has_what_the_lean_path_overrides() -> None:
+    # A paho upgrade that changes them makes the agent fall back to paho's own path: slower,
+    # never wrong. This test says so, so the overrides are looked at again.
+    assert paho_client.LEAN
+
+
+async def _acknowledgements(broker: Mosquitto) -> list[tuple[int, int, str]]:
+    acked: list[tuple[int, int, str]] = []
+    connection = _connection(broker, on_puback=lambda mid, r: acked.append((mid, r.value, str(r))))
+    await connection.connect()
+    try:
+        for k in range(60):
+            # Every third topic is one the broker refuses (0x87), the others have no subscriber
+            # (0x10) or one (0x00).
+            topic = f"denied/{k}" if k % 3 == 0 else f"allowed/{k % 2}"
+            connection.publish(topic, b"x" * k, 1, False)
+        await until(lambda: len(acked) == 60)
+    finally:
+        await connection.close()
+    return acked
+
+
+async def test_acknowledgements_reach_on_publish_as_paho_gives_them(
+    mosquitto: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = mosquitto(users=USERS, acl=ACL)
+    monkeypatch.setenv("AGENT_PW", USERS["agent"])
+    listener = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    listener.username_pw_set("agent", USERS["agent"])
+    listener.connect(broker.host, broker.port)
+    listener.subscribe("allowed/1", qos=1)  # a subscriber for half the allowed topics
+    listener.loop_start()
+    try:
+        await asyncio.sleep(0.5)
+        lean = await _acknowledgements(broker)
+        monkeypatch.setattr(paho_client, "LEAN", False)
+        stock = await _acknowledgements(broker)
+    finally:
+        listener.loop_stop()
+        listener.disconnect()
+    assert lean == stock
+    codes = {value for _, value, _ in lean}
+    assert codes >= {0x87, 0x10}  # refusals and the no-subscriber note both went through
+    assert sorted(mid for mid, _, _ in lean) == list(range(1, 61))
+
+
+async def test_messages_read_ahead_in_one_burst_are_all_handled(
+    mosquitto: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = mosquitto(users=USERS, acl=ACL)
+    monkeypatch.setenv("AGENT_PW", USERS["agent"])
+    received: list[str] = []
+    connection = _connection(broker, on_message=lambda topic, _: received.append(topic))
+    await connection.connect()
+    try:
+        await connection.subscribe("burst/#", 0)
+        sender = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        sender.username_pw_set("agent", USERS["agent"])
+        sender.connect(broker.host, broker.port)
+        sender.loop_start()
+        # Many packets per read, and none of them answers a message the connection sent.
+        infos = [sender.publish(f"burst/{k}", b"%d" % k, qos=1) for k in range(300)]
+        await asyncio.to_thread(infos[-1].wait_for_publish, 10)
+        sender.loop_stop()
+        sender.disconnect()
+        # Without the drain each readiness event would handle one packet: minutes, not this.
+        await until(lambda: len(received) == 300, limit=10)
+        assert received == [f"burst/{k}" for k in range(300)]
+        client = connection._client
+        assert isinstance(client, paho_client.Client) and not client.buffered
+    finally:
+        await connection.close()
