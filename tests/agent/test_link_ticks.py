@@ -34,9 +34,7 @@ async def servers() -> AsyncIterator[list[ModbusTcpServer]]:
         await server.stop()
 
 
-def _agent(
-    tmp_path: Path, servers: list[ModbusTcpServer], interval: str, store: str = ""
-) -> Agent:
+def _agent(tmp_path: Path, servers: list[ModbusTcpServer], interval: str, store: str = "") -> Agent:
     text = (
         f'config_version = 1\n[agent]\nid = "t"\ndata_dir = "{tmp_path / "data"}"\n'
         'report = "all"\n[web]\nenabled = false\n[plant]\nsite = "s"\n' + store
