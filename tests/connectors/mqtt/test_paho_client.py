@@ -101,3 +101,34 @@ async def test_messages_read_ahead_in_one_burst_are_all_handled(
         assert isinstance(client, paho_client.Client) and not client.buffered
     finally:
         await connection.close()
+
+
+async def test_a_burst_larger_than_the_socket_takes_arrives_whole_and_in_order(
+    mosquitto: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # paho keeps 20 messages in flight: 20 of 512 KiB written in one pass are more than the
+    # socket takes from the one send; the rest waits in paho's queue and goes as it drains.
+    broker = mosquitto(users=USERS, acl=ACL)
+    monkeypatch.setenv("AGENT_PW", USERS["agent"])
+    received: list[bytes] = []
+    reader = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    reader.username_pw_set("agent", USERS["agent"])
+    reader.on_message = lambda c, u, message: received.append(bytes(message.payload))
+    reader.connect(broker.host, broker.port)
+    reader.subscribe("burst/#", qos=1)
+    reader.loop_start()
+    acked: list[int] = []
+    connection = _connection(broker, on_puback=lambda mid, reason: acked.append(reason.value))
+    await connection.connect()
+    try:
+        await asyncio.sleep(0.5)  # the reader's subscription is in place
+        payloads = [k.to_bytes(2, "big") * 262144 for k in range(60)]
+        for payload in payloads:
+            connection.publish("burst/big", payload, 1, False)
+        await until(lambda: len(acked) == 60 and len(received) == 60)
+        assert received == payloads
+        assert set(acked) == {0}
+    finally:
+        await connection.close()
+        reader.loop_stop()
+        reader.disconnect()
