@@ -22,7 +22,11 @@ from agent.store.blob import StoredRow, TelemetryRun, decode_run
 # vals, quality, ts, stored_ns), the table's columns in its INSERT's order.
 TelemetryRow = tuple[int, str, int, int, int, bytes, bytes, bytes, bytes, int]
 
-RECENT_BYTES = 1 << 20  # the blobs kept at most: a few commits even of 20,000 readings
+# The rows of the last `RECENT_COMMITS` commits, at most `RECENT_BYTES` of them: a lane that
+# keeps up reads the last commit or two (a send waiting for its acknowledgement); one further
+# behind reads the file, as before. At W1 (one 13 KB record a commit) that is ~110 KB.
+RECENT_COMMITS = 8
+RECENT_BYTES = 1 << 20  # a few commits even of 20,000 readings
 _ROW_BYTES = 400  # a row's Python objects beside its blobs (the tuple, ints, four bytes)
 
 
@@ -31,17 +35,20 @@ def _size(row: TelemetryRow) -> int:
 
 
 class RecentTelemetry:
-    """The last committed telemetry rows, consecutive seqs, at most `max_bytes` of them.
+    """The telemetry rows of the last `max_commits` commits, consecutive seqs, at most
+    `max_bytes` of them.
 
     The writer thread `add`s and `clear`s, the forwarder's thread asks `run`: a lock keeps the
     window whole for either. The rows are always consecutive: rows that do not follow the last
     one (a retry after a failed commit takes new seqs) start the window again.
     """
 
-    def __init__(self, max_bytes: int = RECENT_BYTES) -> None:
+    def __init__(self, max_bytes: int = RECENT_BYTES, max_commits: int = RECENT_COMMITS) -> None:
         self._max_bytes = max_bytes
+        self._max_commits = max_commits
         self._lock = threading.Lock()
         self._rows: deque[TelemetryRow] = deque()
+        self._commits: deque[int] = deque()  # rows per commit held, oldest first
         self._bytes = 0
         self.served = 0  # reads answered from memory (tests and benchmarks count them)
 
@@ -51,22 +58,32 @@ class RecentTelemetry:
         if not rows:
             return
         with self._lock:
-            kept = self._rows
+            kept, commits = self._rows, self._commits
             if kept and rows[0][0] != kept[-1][0] + 1:
-                kept.clear()
-                self._bytes = 0
+                self._clear()
             for row in rows:
                 kept.append(row)
                 self._bytes += _size(row)
+            commits.append(len(rows))
+            if len(commits) > self._max_commits:
+                for _ in range(commits.popleft()):
+                    self._bytes -= _size(kept.popleft())
             while kept and self._bytes > self._max_bytes:
                 self._bytes -= _size(kept.popleft())
+                commits[0] -= 1
+                if not commits[0]:
+                    commits.popleft()
 
     def clear(self) -> None:
         """Forget every row: the file may no longer hold them (writer thread, before a commit
         that applies the bounds)."""
         with self._lock:
-            self._rows.clear()
-            self._bytes = 0
+            self._clear()
+
+    def _clear(self) -> None:
+        self._rows.clear()
+        self._commits.clear()
+        self._bytes = 0
 
     def run(self, after: int, limit: int) -> TelemetryRun | None:
         """What `StoreReader.read_telemetry_run(after, limit)` returns, when the rows from

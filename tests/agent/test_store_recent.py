@@ -17,6 +17,7 @@ from agent.model import ReadingBatch
 from agent.pipeline import merge
 from agent.sink import TelemetryRecords
 from agent.store import Store, StoreWriter, TelemetryRun, db_path
+from agent.store.recent import RECENT_COMMITS
 
 NOW = 1_700_000_000_000_000_000
 GOOD, BAD, UNCERTAIN = 0, 1, 2  # `Quality` values; any byte is stored as it is
@@ -167,6 +168,21 @@ def test_a_lane_behind_the_window_reads_the_file(store: Store, tmp_path: Path) -
         behind = live_read(store, writer, 0, 200)
         assert seen  # read from the file
         assert behind.seqs.tolist() == list(range(1, 11))
+    finally:
+        writer.close()
+
+
+def test_the_memory_holds_the_last_commits_only(store: Store, tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    writer = StoreWriter(tmp_path)
+    try:
+        for _ in range(RECENT_COMMITS + 4):  # one small record a commit
+            writer.submit_readings(poll(rng, "plc1", np.arange(10), stamped=False))
+            assert writer.flush_blocking(10)
+        assert writer.recent.run(3, 200) is None
+        kept = writer.recent.run(4, 200)
+        assert kept is not None and kept.seqs.tolist() == list(range(5, RECENT_COMMITS + 5))
+        assert live_read(store, writer, 3, 200).seqs.tolist() == list(range(4, RECENT_COMMITS + 5))
     finally:
         writer.close()
 
