@@ -50,7 +50,7 @@ class RecentTelemetry:
         self._rows: deque[TelemetryRow] = deque()
         self._commits: deque[int] = deque()  # rows per commit held, oldest first
         self._bytes = 0
-        self.served = 0  # reads answered from memory (tests and benchmarks count them)
+        self.served = 0  # reads answered from memory (the tests count them)
 
     def add(self, rows: Sequence[TelemetryRow]) -> None:
         """Keep the rows of a commit that succeeded (writer thread), dropping the oldest

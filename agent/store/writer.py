@@ -61,8 +61,8 @@ class StoreWriter:
     dropped and counted (a gap record says how many), events wait, and the alarm clears by
     itself (another log line and event) at the first commit that works again.
 
-    `recent` keeps the telemetry rows of the last commits (up to `recent_bytes`) once they are
-    committed, for the forwarder's live reads (agent/store/recent.py); a commit that
+    `recent` keeps the telemetry rows of the last 8 commits (`recent_bytes` at most) once they
+    are committed, for the forwarder's live reads (agent/store/recent.py); a commit that
     applies the bounds empties it first, and refills it only when they deleted nothing.
     """
 
