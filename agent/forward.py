@@ -205,7 +205,7 @@ class Forwarder:
         # waits goes out at once (a broker's PUBACK can take a delayed-ack 40 ms) as long as
         # the window has room.
         after = max(lane.cursor, lane.issued)
-        records = read_records(self.store, stream, after, batch)
+        records = read_records(self.store, stream, after, batch, self.writer.recent)
         if len(records):
             last = int(records.seqs[-1])
             pending = keep(records, lane)
@@ -231,14 +231,14 @@ class Forwarder:
         sent = await self._settle(stream, lane, in_flight, wait_all=True)
         before = (lane.cursor, lane.live_next, self.stats.failures)
         after = max(live_from, lane.live_next) - 1
-        live = read_records(self.store, stream, after, batch)
+        live = read_records(self.store, stream, after, batch, self.writer.recent)
         if len(live):
             last = int(live.seqs[-1])
             sent += await self._deliver(stream, live, lane, after, last, live_from=0)
         allowed = self._budget.allowance(batch, self.clock.monotonic())
         if allowed:
             after = lane.cursor
-            older = read_records(self.store, stream, after, allowed)
+            older = read_records(self.store, stream, after, allowed, self.writer.recent)
             if len(older):
                 # The read stands for every seq up to its last one, or up to the live
                 # records when it reached them: what it skipped was dropped.

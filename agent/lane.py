@@ -12,17 +12,26 @@ import numpy.typing as npt
 
 from agent.clock import Clock
 from agent.sink import EventRecord, GapRecord, RecordBatch, Records, TelemetryRecords
-from agent.store import STREAMS, StoreReader
+from agent.store import STREAMS, RecentTelemetry, StoreReader
 
 
-def read_records(store: StoreReader, stream: str, after: int, limit: int) -> RecordBatch:
+def read_records(
+    store: StoreReader,
+    stream: str,
+    after: int,
+    limit: int,
+    recent: RecentTelemetry | None = None,
+) -> RecordBatch:
     """Up to `limit` records of `stream` after seq `after`, as sinks receive them.
 
     Telemetry comes as one columnar `TelemetryRecords` (no object per record until a sink
-    asks for one).
+    asks for one): from `recent`, the writer's memory of its last commits, when it holds the
+    records from `after + 1` on, else from the file. Both give the same run; the live records
+    of a lane that keeps up cost no SQL.
     """
     if stream == "telemetry":
-        return TelemetryRecords(store.read_telemetry_run(after, limit))
+        run = None if recent is None else recent.run(after, limit)
+        return TelemetryRecords(store.read_telemetry_run(after, limit) if run is None else run)
     if stream == "events":
         return Records(
             stream, [EventRecord(e.seq or 0, e) for e in store.read_events(after, limit)]

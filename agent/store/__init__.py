@@ -27,7 +27,9 @@ Modules: `schema` (file, migrations, connections), `blob` (the telemetry record)
 (`StoreReader`, the records it returns), `sqlite_log` (`Store`), `writer` (`StoreWriter` and its
 thread), `pending` (the writer's queue), `schedule` (when the writer commits), `alarm` (the
 store-full state), `transaction` (the SQL of one commit), `figures` (the writer's figures),
-`bounds` (the age and size bounds, run by the writer).
+`bounds` (the age and size bounds, run by the writer), `recent` (the telemetry rows of the
+writer's last commits: the forwarder's live reads are answered from them when they hold the
+records asked for, one seq after the other; else the read goes to the file).
 """
 
 from agent.store.blob import EncodedBatch, TelemetryRun, decode_batch, decode_run, encode_batch
@@ -42,6 +44,7 @@ from agent.store.reader import (
     StreamStats,
     find_store,
 )
+from agent.store.recent import RecentTelemetry
 from agent.store.schema import (
     DB_NAME,
     MIGRATIONS,
@@ -68,6 +71,7 @@ __all__ = [
     "Migration",
     "NoStore",
     "Quarantined",
+    "RecentTelemetry",
     "Store",
     "StoreReader",
     "StoreStats",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from agent.model import ReadingBatch
 from agent.store.blob import EncodedBatch, encode_batch
 from agent.store.bounds import Housework, housekeep, insert_gap, telemetry_cursors, unsent_dropped
+from agent.store.recent import TelemetryRow
 from agent.store.schema import ADVANCE_CURSOR, SQLITE_FULL, Clock
 
 EventRow = tuple[int, str, str | None, str]  # ts_ns, kind, machine, data (JSON)
@@ -39,6 +40,7 @@ class Written:
     gaps: int  # gap records written
     lost: Mapping[str, int]  # telemetry records each sink lost to a bound
     housework: Housework
+    telemetry: list[TelemetryRow] = field(default_factory=list)  # the rows inserted, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ def write(
         # never stored, so no sink had them
         lost = unsent_dropped(telemetry_cursors(conn), None, None, work.unstored_drops[0])
     t0 = seqs["telemetry"]
-    rows = [
+    rows: list[TelemetryRow] = [
         (
             t0 + i,
             b.source,
@@ -149,7 +151,7 @@ def write(
         gaps += housework.gaps
         for sink, n in housework.dropped_by_sink.items():
             lost[sink] = lost.get(sink, 0) + n
-    return Written(gaps, lost, housework)
+    return Written(gaps, lost, housework, rows)
 
 
 def disk_full(exc: BaseException) -> bool:

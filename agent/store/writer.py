@@ -18,6 +18,7 @@ from agent.store.alarm import FullState
 from agent.store.bounds import Housework
 from agent.store.figures import Counters, WriterStats
 from agent.store.pending import Pending
+from agent.store.recent import RECENT_BYTES, RecentTelemetry
 from agent.store.schedule import Schedule
 from agent.store.schema import (
     Clock,
@@ -59,6 +60,10 @@ class StoreWriter:
     soon as there is room), readings wait in memory up to `max_pending_readings` and are then
     dropped and counted (a gap record says how many), events wait, and the alarm clears by
     itself (another log line and event) at the first commit that works again.
+
+    `recent` keeps the telemetry rows of the last 8 commits (`recent_bytes` at most) once they
+    are committed, for the forwarder's live reads (agent/store/recent.py); a commit that
+    applies the bounds empties it first, and refills it only when they deleted nothing.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class StoreWriter:
         retry_initial: float = 0.05,
         retry_max: float = 5.0,
         clock: Clock = time.time_ns,
+        recent_bytes: int = RECENT_BYTES,
     ) -> None:
         self.path = db_path(data_dir)
         # When the thread commits: group commit, the bounds, back-off (agent/store/schedule.py).
@@ -110,6 +116,8 @@ class StoreWriter:
         self._last_start = time.monotonic()
         self._waiters: list[tuple[int, Callable[[], None]]] = []
         self._listeners: list[Callable[[], None]] = []  # told after a commit that wrote records
+        # The telemetry rows of the last commits, for the forwarder's live reads (recent.py).
+        self.recent = RecentTelemetry(recent_bytes)
         self._thread = threading.Thread(target=self._run, name="lineside-store", daemon=True)
         self._thread.start()
 
@@ -349,6 +357,9 @@ class StoreWriter:
     def _commit(self, work: Work, housekeep: bool) -> bool:
         started = time.perf_counter()
         bounds = Bounds(self._max_age, self._max_bytes) if housekeep else None
+        if bounds is not None:
+            # The bounds may delete rows the memory holds: none is served once the commit is in.
+            self.recent.clear()
         try:
             # `_last_seq` changes on this thread only (`_settle`): no lock to read it here.
             written = commit(
@@ -370,6 +381,9 @@ class StoreWriter:
                     self._update_alarm()
             return False
         latency = time.perf_counter() - started
+        hw = written.housework
+        if not (hw.deleted or hw.dropped_batches):  # before the listeners wake a lane
+            self.recent.add(written.telemetry)
         with self._cond:
             self._settle(work, latency, written.gaps, written.housework)
             self._counters.count_lost(written.lost)

@@ -1,0 +1,120 @@
+"""`RecentTelemetry`: the telemetry rows of the writer's last commits, kept in memory so the
+forwarder's live reads need no SQL (docs/decisions/0008-group-commit-and-live-forwarding.md).
+
+At plant rates a lane reads back, within milliseconds, the record the writer just committed:
+two queries, each a read transaction (locks, the WAL index, pages another connection changed).
+The writer keeps the rows it inserted, once their commit succeeded, and `run` answers a read
+from them when it can give exactly what the SQL read would: the rows after `after` are here
+from `after + 1` on, one seq after the other. Anything else (a lane behind the window, a
+record written behind the writer's back, rows a bound deleted) is `None`: read the file.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+from itertools import islice
+
+from agent.store.blob import StoredRow, TelemetryRun, decode_run
+
+# A telemetry row as the writer inserted it: (seq, source, n, ts_first_ns, ts_last_ns, tag_ids,
+# vals, quality, ts, stored_ns), the table's columns in its INSERT's order.
+TelemetryRow = tuple[int, str, int, int, int, bytes, bytes, bytes, bytes, int]
+
+# The rows of the last `RECENT_COMMITS` commits, at most `RECENT_BYTES` of them: a lane that
+# keeps up reads the last commit or two (a send waiting for its acknowledgement); one further
+# behind reads the file, as before. At W1 (one 13 KB record a commit) that is ~110 KB.
+RECENT_COMMITS = 8
+RECENT_BYTES = 1 << 20  # a few commits even of 20,000 readings
+_ROW_BYTES = 400  # a row's Python objects beside its blobs (the tuple, ints, four bytes)
+
+
+def _size(row: TelemetryRow) -> int:
+    return len(row[5]) + len(row[6]) + len(row[7]) + len(row[8]) + _ROW_BYTES
+
+
+class RecentTelemetry:
+    """The telemetry rows of the last `max_commits` commits, consecutive seqs, at most
+    `max_bytes` of them.
+
+    The writer thread `add`s and `clear`s, the forwarder's thread asks `run`: a lock keeps the
+    window whole for either. The rows are always consecutive: rows that do not follow the last
+    one (a retry after a failed commit takes new seqs) start the window again.
+    """
+
+    def __init__(self, max_bytes: int = RECENT_BYTES, max_commits: int = RECENT_COMMITS) -> None:
+        self._max_bytes = max_bytes
+        self._max_commits = max_commits
+        self._lock = threading.Lock()
+        self._rows: deque[TelemetryRow] = deque()
+        self._commits: deque[int] = deque()  # rows per commit held, oldest first
+        self._bytes = 0
+        self.served = 0  # reads answered from memory (the tests count them)
+
+    def add(self, rows: Sequence[TelemetryRow]) -> None:
+        """Keep the rows of a commit that succeeded (writer thread), dropping the oldest
+        beyond the bound."""
+        if not rows:
+            return
+        with self._lock:
+            kept, commits = self._rows, self._commits
+            if kept and rows[0][0] != kept[-1][0] + 1:
+                self._clear()
+            for row in rows:
+                kept.append(row)
+                self._bytes += _size(row)
+            commits.append(len(rows))
+            if len(commits) > self._max_commits:
+                for _ in range(commits.popleft()):
+                    self._bytes -= _size(kept.popleft())
+            while kept and self._bytes > self._max_bytes:
+                self._bytes -= _size(kept.popleft())
+                commits[0] -= 1
+                if not commits[0]:
+                    commits.popleft()
+
+    def clear(self) -> None:
+        """Forget every row: the file may no longer hold them (writer thread, before a commit
+        that applies the bounds)."""
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        self._rows.clear()
+        self._commits.clear()
+        self._bytes = 0
+
+    def run(self, after: int, limit: int) -> TelemetryRun | None:
+        """What `StoreReader.read_telemetry_run(after, limit)` returns, when the rows from
+        `after + 1` on are here; None when they are not (read the file)."""
+        with self._lock:
+            kept = self._rows
+            if not kept or limit <= 0:
+                return None
+            start = after + 1 - kept[0][0]
+            if start < 0 or start >= len(kept):
+                return None
+            rows = list(islice(kept, start, start + limit))
+        self.served += 1
+        return decode_run(*stored_rows(rows))
+
+
+def stored_rows(rows: list[TelemetryRow]) -> tuple[list[StoredRow], tuple[str, bytes, bytes]]:
+    """`rows` as `read_telemetry_run` selects them for `decode_run`: source, tag_ids and
+    quality None where they equal the first row's, `ts` None where the row has one stamp."""
+    first = rows[0]
+    source0, tags0, quality0 = first[1], first[5], first[7]
+    shaped: list[StoredRow] = [
+        (
+            seq,
+            None if source == source0 else source,
+            ts_first,
+            None if tags == tags0 else tags,
+            vals,
+            None if quality == quality0 else quality,
+            None if len(ts) == 8 else ts,
+        )
+        for seq, source, _, ts_first, _, tags, vals, quality, ts, _ in rows
+    ]
+    return shaped, (source0, tags0, quality0)
