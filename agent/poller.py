@@ -67,7 +67,7 @@ class Backoff:
 class PollCount(Protocol):
     """Who counts the links in the middle of a poll (`Readings`, agent/readings.py)."""
 
-    def began(self) -> None: ...
+    def began(self, source: str) -> None: ...
 
     def ended(self) -> None: ...
 
@@ -194,7 +194,7 @@ async def run_link(
         while True:
             groups = await schedule.wait()
             if polls is not None:
-                polls.began()
+                polls.began(source.name)
             try:
                 teller.catch_up()
                 if not connected and clock.monotonic() >= retry_at:

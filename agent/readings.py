@@ -46,6 +46,7 @@ class Readings:
     samples: int
     event_listeners: list[Callable[[Event], None]]
     _turn: list[ReadingBatch]
+    _turn_sources: set[str]
     _polling: int
     _hold: asyncio.TimerHandle | None
     hold: float
@@ -53,6 +54,7 @@ class Readings:
 
     def _init_readings(self) -> None:
         self._turn = []  # readings of this tick, not yet merged
+        self._turn_sources = set()  # the links whose readings `_turn` holds
         self._polling = 0  # links between the start of a poll step and its hand-over
         self._hold: asyncio.TimerHandle | None = None  # emits the tick's readings after all
         # The longest the readings of a tick wait for a link still polling (a slow or dead PLC):
@@ -97,8 +99,15 @@ class Readings:
         self.__dict__.pop("_tags_by_source", None)  # counted again from the new table
         self.__dict__.pop("tag_machines", None)
 
-    def began(self) -> None:
-        """A link starts a poll step (connect if need be, poll, hand its readings over)."""
+    def began(self, source: str) -> None:
+        """A link starts a poll step (connect if need be, poll, hand its readings over).
+
+        Its readings of the step before, if still held, go on first: a merged batch holds one
+        poll per link, so a tag is in it once and its stamp is its poll's (a link polling back
+        to back, or faster than `hold`, would otherwise put several polls in one batch).
+        """
+        if source in self._turn_sources:
+            self._emit_turn()
         self._polling += 1
 
     def ended(self) -> None:
@@ -117,6 +126,7 @@ class Readings:
         link polls (a subscription's) goes on at the end of this turn of the loop.
         """
         self._turn.append(batch)
+        self._turn_sources.add(batch.source)
         if len(self._turn) == 1:
             loop = asyncio.get_running_loop()
             if self._polling:
@@ -129,6 +139,7 @@ class Readings:
             self._hold.cancel()
             self._hold = None
         batches, self._turn = self._turn, []
+        self._turn_sources.clear()
         if batches:
             self.emit_readings(merge(batches))
 

@@ -104,6 +104,31 @@ async def test_a_plc_answering_a_little_later_is_in_the_same_record(
     assert len(merged) >= len(records) - 1 and all(n == PLCS for n in merged)
 
 
+async def test_a_link_polling_back_to_back_puts_one_poll_in_a_batch(
+    tmp_path: Path, servers: list[ModbusTcpServer]
+) -> None:
+    # While the slow one polls, the others end many polls within the hold: each still goes on
+    # before its link's next one begins, so a record holds a tag once, stamped by its poll.
+    servers[0].units[1].faults.set("slow", delay="50ms")
+    agent = _agent(tmp_path, servers, "0s", '[store]\nflush_interval = "300ms"\n')
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await until(lambda: agent.links["plc0"].polls >= 5)
+    finally:
+        stop.set()
+        await task
+    store = Store(tmp_path / "data")
+    try:
+        batches = [r.batch for r in store.read_telemetry(0, 100_000)]
+    finally:
+        store.close()
+    assert sum(len(b) for b in batches) >= sum(link.polls for link in agent.links.values())
+    for batch in batches:
+        assert len(set(batch.tag_ids.tolist())) == len(batch)  # no tag twice in a record
+        assert len(batch.source.split(",")) == len(set(batch.source.split(",")))
+
+
 async def test_a_slow_plc_delays_neither_the_others_polls_nor_their_records(
     tmp_path: Path, servers: list[ModbusTcpServer]
 ) -> None:

@@ -254,7 +254,7 @@ class StepCount:
         self.polling = 0
         self.steps: list[int] = []  # readings handed over by each step, at its end
 
-    def began(self) -> None:
+    def began(self, source: str) -> None:
         self.polling += 1
         self.at_start = len(self.readings)
 
