@@ -41,7 +41,7 @@ from agent.sink import sink_tags as sink_tags
 from agent.snapshot import AgentSnapshot, take_snapshot
 from agent.source import ReportsChanges, Source
 from agent.status_file import STATUS_FILE as STATUS_FILE
-from agent.status_file import keep_status_file, status_figures
+from agent.status_file import keep_status_file, status_figures, status_phase
 from agent.store import Store, StoreWriter
 from agent.supervisor import first_leaf, inspection_failed, sink_failed, supervise
 from agent.tags import TagTable, config_tags
@@ -368,7 +368,8 @@ class Agent(Readings):
         return agent_status(figures, version=__version__, uptime_s=uptime)
 
     async def _publish_status(self) -> None:
-        await keep_status_file(self, STATUS_INTERVAL)
+        intervals = [t.interval for s in self.schedules.values() for t in s.groups.values()]
+        await keep_status_file(self, STATUS_INTERVAL, status_phase(intervals, STATUS_INTERVAL))
 
     def bad_reasons(self, source: Source) -> dict[str, int]:
         """Why tags of `source` read bad now: reason → tags; empty when all read good.

@@ -18,7 +18,7 @@ from agent.clock import FakeClock
 from agent.config import load_config
 from agent.runtime import STATUS_INTERVAL, Agent
 from agent.starter import starter_config
-from agent.status_file import STATUS_FILE, keep_status_file
+from agent.status_file import STATUS_FILE, keep_status_file, status_phase
 from agent.web.state import StateBuilder
 from tests.waiting import until
 
@@ -91,6 +91,35 @@ async def test_the_fleet_status_renders_the_status_ticks_snapshot(agent: Agent) 
         await until(lambda: json.loads(status.read_bytes())["sources"][name]["link"]["polls"])
         clock.advance(2.0)  # the fleet's figures are a tick old now: built again, shared
         assert (await agent.fleet_status())["sources"][name] == "lost"
+    finally:
+        ticking.cancel()
+        await asyncio.gather(ticking, return_exceptions=True)
+
+
+def test_the_status_tick_falls_halfway_between_the_fastest_links_polls() -> None:
+    assert status_phase([1.0, 0.1], 2.0) == 0.05
+    assert status_phase([1.0], 2.0) == 0.5
+    assert status_phase([0.0, 5.0], 2.0) == 0.5  # back to back has no grid; 2.5 s wraps
+    assert status_phase([], 2.0) == 0.0
+
+
+async def test_the_status_file_is_written_on_its_grid_at_its_phase(agent: Agent) -> None:
+    clock = clock_of(agent)  # at 100.0: the grid's points are 100.5, 102.5, ...
+    status = agent.config.agent.data_dir / STATUS_FILE
+    name = agent.sources[0].name
+
+    def written() -> int:
+        return int(json.loads(status.read_bytes())["sources"][name]["link"]["polls"])
+
+    ticking = asyncio.create_task(keep_status_file(agent, 2.0, phase=0.5))
+    try:
+        await until(status.exists)  # at once, at start
+        agent.links[name].polls = 4
+        # At 100.5 the tick renders the snapshot taken at start (half an interval old: shared).
+        await clock.run_until(102.499)
+        assert written() == 0  # nothing at 102.0, two seconds after the start
+        await clock.run_until(102.5)
+        await until(lambda: written() == 4)
     finally:
         ticking.cancel()
         await asyncio.gather(ticking, return_exceptions=True)
