@@ -52,6 +52,7 @@ def run(
     SIGHUP reloads the config file: changed sources, sinks and tags apply while it polls."""
     import asyncio
     import contextlib
+    import gc
     import signal
 
     from agent.config.loader import load_config
@@ -70,6 +71,12 @@ def run(
 
     async def main() -> dict[str, object]:
         agent = Agent(config)
+        # What the agent is built of (the modules, the config, its tags) lives as long as the
+        # process: out of the collector's sight, a full pass scans only what running allocates.
+        # Left in, each full pass (every few seconds at plant rates) walked them all and held
+        # the event loop 16 ms at W1, 44 ms at 200 PLCs: every poll of that tick that late.
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
