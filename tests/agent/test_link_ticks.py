@@ -4,7 +4,7 @@ slow PLC (a real `Agent`, real Modbus TCP servers, a real store)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -52,6 +52,17 @@ def _agent(tmp_path: Path, servers: list[ModbusTcpServer], interval: str, store:
     return Agent(load_config(path))
 
 
+async def _run_until(agent: Agent, condition: Callable[[], object]) -> None:
+    """Run `agent` until `condition()` holds, then stop it and wait for it to end."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await until(condition)
+    finally:
+        stop.set()
+        await task
+
+
 def _records(tmp_path: Path) -> list[tuple[str, int]]:
     store = Store(tmp_path / "data")
     try:
@@ -90,13 +101,7 @@ async def test_a_plc_answering_a_little_later_is_in_the_same_record(
     # flush interval, long here so a loaded machine does not matter).
     servers[0].units[1].faults.set("slow", delay="20ms")
     agent = _agent(tmp_path, servers, "200ms", '[store]\nflush_interval = "300ms"\n')
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
-    try:
-        await until(lambda: min(link.polls for link in agent.links.values()) >= 6)
-    finally:
-        stop.set()
-        await task
+    await _run_until(agent, lambda: min(link.polls for link in agent.links.values()) >= 6)
     records = _records(tmp_path)
     everyone = {f"plc{k}" for k in range(PLCS)}
     merged = [n for source, n in records if set(source.split(",")) == everyone]
@@ -111,13 +116,7 @@ async def test_a_link_polling_back_to_back_puts_one_poll_in_a_batch(
     # before its link's next one begins, so a record holds a tag once, stamped by its poll.
     servers[0].units[1].faults.set("slow", delay="50ms")
     agent = _agent(tmp_path, servers, "0s", '[store]\nflush_interval = "300ms"\n')
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
-    try:
-        await until(lambda: agent.links["plc0"].polls >= 5)
-    finally:
-        stop.set()
-        await task
+    await _run_until(agent, lambda: agent.links["plc0"].polls >= 5)
     store = Store(tmp_path / "data")
     try:
         batches = [r.batch for r in store.read_telemetry(0, 100_000)]

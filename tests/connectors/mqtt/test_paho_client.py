@@ -29,6 +29,27 @@ def _connection(broker: Mosquitto, **kw: object) -> MqttConnection:
     return MqttConnection(config, "lean-test", mqtt5=True, keepalive=30, ack_timeout=5.0, **kw)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def broker(mosquitto: BrokerFactory, monkeypatch: pytest.MonkeyPatch) -> Mosquitto:
+    """A broker with the agent's login and topics, and its password where the agent reads it."""
+    monkeypatch.setenv("AGENT_PW", USERS["agent"])
+    return mosquitto(users=USERS, acl=ACL)
+
+
+def _client(broker: Mosquitto) -> mqtt.Client:
+    """Another client, logged in as the agent, on its own network thread."""
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set("agent", USERS["agent"])
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
+
+
+def _stop(client: mqtt.Client) -> None:
+    client.loop_stop()
+    client.disconnect()
+
+
 def test_this_paho_has_what_the_lean_path_overrides() -> None:
     # A paho upgrade that changes them makes the agent fall back to paho's own path: slower,
     # never wrong. This test says so, so the overrides are looked at again.
@@ -52,48 +73,34 @@ async def _acknowledgements(broker: Mosquitto) -> list[tuple[int, int, str]]:
 
 
 async def test_acknowledgements_reach_on_publish_as_paho_gives_them(
-    mosquitto: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+    broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broker = mosquitto(users=USERS, acl=ACL)
-    monkeypatch.setenv("AGENT_PW", USERS["agent"])
-    listener = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    listener.username_pw_set("agent", USERS["agent"])
-    listener.connect(broker.host, broker.port)
+    listener = _client(broker)
     listener.subscribe("allowed/1", qos=1)  # a subscriber for half the allowed topics
-    listener.loop_start()
     try:
         await asyncio.sleep(0.5)
         lean = await _acknowledgements(broker)
         monkeypatch.setattr(paho_client, "LEAN", False)
         stock = await _acknowledgements(broker)
     finally:
-        listener.loop_stop()
-        listener.disconnect()
+        _stop(listener)
     assert lean == stock
     codes = {value for _, value, _ in lean}
     assert codes >= {0x87, 0x10}  # refusals and the no-subscriber note both went through
     assert sorted(mid for mid, _, _ in lean) == list(range(1, 61))
 
 
-async def test_messages_read_ahead_in_one_burst_are_all_handled(
-    mosquitto: BrokerFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    broker = mosquitto(users=USERS, acl=ACL)
-    monkeypatch.setenv("AGENT_PW", USERS["agent"])
+async def test_messages_read_ahead_in_one_burst_are_all_handled(broker: Mosquitto) -> None:
     received: list[str] = []
     connection = _connection(broker, on_message=lambda topic, _: received.append(topic))
     await connection.connect()
     try:
         await connection.subscribe("burst/#", 0)
-        sender = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-        sender.username_pw_set("agent", USERS["agent"])
-        sender.connect(broker.host, broker.port)
-        sender.loop_start()
+        sender = _client(broker)
         # Many packets per read, and none of them answers a message the connection sent.
         infos = [sender.publish(f"burst/{k}", b"%d" % k, qos=1) for k in range(300)]
         await asyncio.to_thread(infos[-1].wait_for_publish, 10)
-        sender.loop_stop()
-        sender.disconnect()
+        _stop(sender)
         # Without the drain each readiness event would handle one packet: minutes, not this.
         await until(lambda: len(received) == 300, limit=10)
         assert received == [f"burst/{k}" for k in range(300)]
@@ -104,19 +111,14 @@ async def test_messages_read_ahead_in_one_burst_are_all_handled(
 
 
 async def test_a_burst_larger_than_the_socket_takes_arrives_whole_and_in_order(
-    mosquitto: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+    broker: Mosquitto,
 ) -> None:
     # paho keeps 20 messages in flight: 20 of 512 KiB written in one pass are more than the
     # socket takes from the one send; the rest waits in paho's queue and goes as it drains.
-    broker = mosquitto(users=USERS, acl=ACL)
-    monkeypatch.setenv("AGENT_PW", USERS["agent"])
     received: list[bytes] = []
-    reader = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    reader.username_pw_set("agent", USERS["agent"])
+    reader = _client(broker)
     reader.on_message = lambda c, u, message: received.append(bytes(message.payload))
-    reader.connect(broker.host, broker.port)
     reader.subscribe("burst/#", qos=1)
-    reader.loop_start()
     acked: list[int] = []
     connection = _connection(broker, on_puback=lambda mid, reason: acked.append(reason.value))
     await connection.connect()
@@ -130,5 +132,4 @@ async def test_a_burst_larger_than_the_socket_takes_arrives_whole_and_in_order(
         assert set(acked) == {0}
     finally:
         await connection.close()
-        reader.loop_stop()
-        reader.disconnect()
+        _stop(reader)
