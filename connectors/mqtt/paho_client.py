@@ -1,4 +1,5 @@
-"""paho's MQTT client with a lean read path for the acknowledgements a sink lives on.
+"""paho's MQTT client with a lean socket path for the messages and acknowledgements a sink
+lives on.
 
 At 100 messages a second paho's socket handling is a good part of the agent's MQTT cost
 (docs/decisions/0007-mqtt-on-the-event-loop.md): it writes each packet with a send of its
@@ -63,7 +64,7 @@ LEAN = (
 
 
 class Client(mqtt.Client):
-    """`paho.mqtt.client.Client` with the lean read path of this module's docstring."""
+    """`paho.mqtt.client.Client` with the lean socket path of this module's docstring."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -138,5 +139,5 @@ def _plain(packet: Any) -> bool:
 
 
 def new_client(**kwargs: Any) -> mqtt.Client:
-    """A client with the lean read path where this paho allows it, else paho's own."""
+    """A client with the lean socket path where this paho allows it, else paho's own."""
     return Client(**kwargs) if LEAN else mqtt.Client(**kwargs)
