@@ -164,13 +164,8 @@ class Counters:
         if n == 0:
             return
         if n <= _STORED_ONE_BY_ONE:
-            ring, at, observe = self.latency, self.latency_count, self.latency_histogram.observe
             for value in seconds:
-                ring[at % LATENCY_SAMPLES] = value
-                at += 1
-                observe(value)
-            self.latency_count = at
-            self.latency_last = seconds[-1]
+                self.record_latency(value)
             return
         self.latency_histogram.observe_many(seconds)
         if n > LATENCY_SAMPLES:
