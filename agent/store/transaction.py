@@ -130,9 +130,7 @@ def write(
         )
         for i, b in enumerate(encoded, start=1)
     ]
-    if len(rows) == 1:
-        conn.execute(_INSERT_TELEMETRY, rows[0])
-    elif rows:
+    if rows:
         conn.executemany(_INSERT_TELEMETRY, rows)
     if work.events:
         e0 = seqs["events"]
