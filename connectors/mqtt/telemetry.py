@@ -25,7 +25,7 @@ import orjson
 
 from agent.model import Quality, ReadingBatch
 from agent.sink import TagMeta, TelemetryRecord
-from agent.values import Plain, is_float32, shaper
+from agent.values import Plain, as_bool, as_float32, as_whole, shaper
 from connectors.mqtt.message import Message, PayloadError, ms
 
 # Quality byte → name; a byte outside the enum is not good, so it reads "bad".
@@ -47,21 +47,19 @@ _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 # a boolean as true or false. Anything else (scaled integers) one value at a time by its tag's
 # shaper. A value that is not finite is null whatever its kind.
 _KINDS = _AS_IS, _FLOAT32, _WHOLE, _BOOL, _ONE_BY_ONE = 0, 1, 2, 3, 4
+_KIND_OF_SHAPER: dict[Callable[[float], Plain], int] = {
+    as_float32: _FLOAT32,
+    as_whole: _WHOLE,
+    as_bool: _BOOL,
+}
 _INT64_LIMIT = 2.0**63  # whole numbers beyond it are printed one at a time from Python ints
 
 
 def value_kind(tag: object) -> int:
-    """How `tag`'s values are written (`_AS_IS` ... `_ONE_BY_ONE`), from what `shaper` and
-    `plain` read of it: its type, scale and offset."""
-    if shaper(tag) is None:
-        return _AS_IS
-    if is_float32(tag):
-        return _FLOAT32
-    if str(getattr(tag, "type", None) or "").lower() == "bool":
-        return _BOOL
-    scale = float(getattr(tag, "scale", 1.0) or 1.0)
-    offset = float(getattr(tag, "offset", 0.0) or 0.0)
-    return _WHOLE if scale == 1.0 and offset == 0.0 else _ONE_BY_ONE
+    """How `tag`'s values are written (`_AS_IS` ... `_ONE_BY_ONE`): by the shaper `shaper`
+    gives it, which tags shaped alike share."""
+    shape = shaper(tag)
+    return _AS_IS if shape is None else _KIND_OF_SHAPER.get(shape, _ONE_BY_ONE)
 
 
 def value_entry(
