@@ -105,8 +105,3 @@ fleet_app = typer.Typer(
 )
 fleet_app.command("status")(fleet.fleet_status)
 app.add_typer(fleet_app, name="fleet")
-
-
-def main() -> None:
-    """The whole CLI (`lineside run` goes through agent/cli/root.py's `run_app`: agent.cli.main)."""
-    app()

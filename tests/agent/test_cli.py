@@ -37,7 +37,7 @@ def test_help_lists_commands_and_loads_no_protocol_library() -> None:
     for command in ("validate", "init", "sim", "demo"):
         assert command in result.stdout
     loaded = imported_after(
-        "import sys\nsys.argv=['lineside','--help']\nfrom agent.cli import app\n"
+        "import sys\nsys.argv=['lineside','--help']\nfrom agent.cli.app import app\n"
         "try:\n    app()\nexcept SystemExit:\n    pass"
     )
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
@@ -47,7 +47,7 @@ def test_help_lists_commands_and_loads_no_protocol_library() -> None:
 def test_validate_examples_loads_no_protocol_library(example: Path) -> None:
     loaded = imported_after(
         "import sys\nsys.argv=['lineside','validate',"
-        f"{str(example)!r}]\nfrom agent.cli import app\n"
+        f"{str(example)!r}]\nfrom agent.cli.app import app\n"
         "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code"
     )
     assert not loaded & set(HEAVY), loaded & set(HEAVY)

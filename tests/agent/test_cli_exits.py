@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.app import app
 from agent.cli.exits import Refused, exits, explain, refusing, writing
 from agent.errors import (
     AlreadyRunning,

@@ -158,6 +158,6 @@ def test_fleet_help_loads_no_mqtt_client() -> None:
     assert listed.returncode == 0 and "fleet" in listed.stdout
     loaded = imported_after(
         "import sys\nsys.argv=['lineside','fleet','status','--help']\n"
-        "from agent.cli import app\ntry:\n    app()\nexcept SystemExit:\n    pass"
+        "from agent.cli.app import app\ntry:\n    app()\nexcept SystemExit:\n    pass"
     )
     assert not loaded & set(HEAVY), loaded & set(HEAVY)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.app import app
 from agent.service import UnitSpec, unit_text
 from tests.agent.test_cli import HEAVY, imported_after
 
@@ -143,7 +143,7 @@ def test_service_install_loads_no_protocol_library(tmp_path: Path) -> None:
     path = config(tmp_path)
     loaded = imported_after(
         "import sys\nsys.argv=['lineside','service','install','--print','-c',"
-        f"{str(path)!r}]\nfrom agent.cli import app\n"
+        f"{str(path)!r}]\nfrom agent.cli.app import app\n"
         "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code"
     )
     assert not loaded & set(HEAVY), loaded & set(HEAVY)

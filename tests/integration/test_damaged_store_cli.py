@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.app import app
 from agent.model import Quality, ReadingBatch
 from agent.starter import starter_config
 from agent.store import Store, StoreWriter

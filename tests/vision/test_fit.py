@@ -252,7 +252,7 @@ def test_cli_fit_writes_a_model_and_refuses_bad_input(
 ) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.app import app
 
     runner = CliRunner()
     out = tmp_path / "cli.onnx"

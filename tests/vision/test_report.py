@@ -101,7 +101,7 @@ def test_run_writes_the_page_and_the_model_card(folders: dict[str, Path]) -> Non
 def test_cli_evaluate(folders: dict[str, Path]) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.app import app
 
     runner = CliRunner()
     args = ["vision", "evaluate", str(folders["model"]), "--good", str(folders["good"])]

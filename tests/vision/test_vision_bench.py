@@ -102,7 +102,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
 def test_cli_bench(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.app import app
 
     model = bench.detect_model(tmp_path / "d.onnx", imgsz=160)
     out = tmp_path / "r.json"
