@@ -377,37 +377,35 @@ async def test_abandon_cancels_the_futures(client: ModbusTcpClient, sim: ModbusT
         await future
 
 
-async def test_a_deadline_behind_a_cancelled_one_still_expires(sim: ModbusTcpServer) -> None:
+async def test_a_deadline_behind_a_cancelled_one_still_expires(
+    client: ModbusTcpClient, sim: ModbusTcpServer
+) -> None:
     """An answered wave's cancelled deadline does not keep a later wave from expiring."""
-    cl = ModbusTcpClient("127.0.0.1", sim.port, max_in_flight=2, connect_timeout=1.0)
-    await cl.connect()
     try:
-        (first,) = cl.send([(1, 3, 0, 1)])
-        answered = cl.expire_later([first], 0.05)
+        (first,) = client.send([(1, 3, 0, 1)])
+        answered = client.expire_later([first], 0.05)
         assert _words(await first) == [1000]
         answered.cancel()
         sim.units[2].faults.set("slow", delay=2.0)
-        (second,) = cl.send([(2, 3, 0, 1)])
-        cl.expire_later([second], 0.2)
+        (second,) = client.send([(2, 3, 0, 1)])
+        client.expire_later([second], 0.2)
         with pytest.raises(RequestTimeout):
             await second
     finally:
         sim.units[2].faults.clear()
-        cl.close()
 
 
-async def test_a_shorter_deadline_set_later_expires_first(sim: ModbusTcpServer) -> None:
+async def test_a_shorter_deadline_set_later_expires_first(
+    client: ModbusTcpClient, sim: ModbusTcpServer
+) -> None:
     """A deadline due before one set earlier (another time limit) keeps its own time."""
-    cl = ModbusTcpClient("127.0.0.1", sim.port, max_in_flight=2, connect_timeout=1.0)
-    await cl.connect()
     try:
         sim.units[2].faults.set("slow", delay=5.0)
-        patient, hasty = cl.send([(2, 3, 0, 1), (2, 3, 1, 1)])
-        cl.expire_later([patient], 10.0)
-        cl.expire_later([hasty], 0.05)
+        patient, hasty = client.send([(2, 3, 0, 1), (2, 3, 1, 1)])
+        client.expire_later([patient], 10.0)
+        client.expire_later([hasty], 0.05)
         with pytest.raises(RequestTimeout):
             await hasty
         assert not patient.done()
     finally:
         sim.units[2].faults.clear()
-        cl.close()

@@ -110,6 +110,13 @@ def telemetry(seq: int, machine_tags: list[int], value: float = 60.0) -> Telemet
     return TelemetryRecord(seq, batch)
 
 
+async def connected(broker: Mosquitto) -> MqttSink:
+    """A sink of the default config, connected to `broker`."""
+    sink = MqttSink(sink_config(broker), CONTEXT)
+    await sink.connect()
+    return sink
+
+
 def test_registry_names_the_runtime() -> None:
     from agent.registry import runtime_class
 
@@ -121,8 +128,7 @@ async def test_telemetry_events_and_gaps_arrive_on_their_topics(
 ) -> None:
     broker = mosquitto()
     reader = subscribe(subscribers, broker)
-    sink = MqttSink(sink_config(broker), CONTEXT)
-    await sink.connect()
+    sink = await connected(broker)
     records: list[Record] = [
         telemetry(17, [1, 2], 61.5),
         EventRecord(4, Event(EventKind.STATE, T0, "loom1", {"state": "held"})),
@@ -158,8 +164,7 @@ async def test_send_waits_for_every_puback_and_fails_when_the_broker_dies(
     mosquitto: BrokerFactory, subscribers: list[Subscriber]
 ) -> None:
     broker = mosquitto()
-    sink = MqttSink(sink_config(broker), CONTEXT)
-    await sink.connect()
+    sink = await connected(broker)
     records: list[Record] = [telemetry(seq, [1, 2]) for seq in range(1, 51)]
     broker.pause()  # the broker takes the messages but answers nothing
     sending = asyncio.create_task(sink.send(records))
@@ -184,8 +189,7 @@ async def test_publishes_leave_without_waiting_for_nagle(mosquitto: BrokerFactor
     # With Nagle's algorithm a PUBLISH written while an earlier segment waits for its TCP ack
     # is held back, up to the broker's delayed ack (40 ms on Linux): live data would age.
     broker = mosquitto()
-    sink = MqttSink(sink_config(broker), CONTEXT)
-    await sink.connect()
+    sink = await connected(broker)
     try:
         sock = sink.connection.socket()
         assert sock is not None
@@ -200,8 +204,7 @@ async def test_a_send_is_written_without_the_loop_watching_the_socket(
     # A send's messages go out in one pass once the send yields; asking the event loop to
     # watch the socket for each send would cost two selector changes and a poll.
     broker = mosquitto()
-    sink = MqttSink(sink_config(broker), CONTEXT)
-    await sink.connect()
+    sink = await connected(broker)
     try:
         sock = sink.connection.socket()
         assert sock is not None
@@ -218,8 +221,7 @@ async def test_a_message_larger_than_the_socket_buffer_goes_as_the_socket_drains
 ) -> None:
     broker = mosquitto()
     reader = subscribe(subscribers, broker)
-    sink = MqttSink(sink_config(broker), CONTEXT)
-    await sink.connect()
+    sink = await connected(broker)
     try:
         sock = sink.connection.socket()
         assert sock is not None
