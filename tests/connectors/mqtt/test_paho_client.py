@@ -10,6 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.errors import ConnectError
 from connectors.mqtt import paho_client
 from connectors.mqtt.config import Broker
 from connectors.mqtt.connection import MqttConnection
@@ -133,3 +134,81 @@ async def test_a_burst_larger_than_the_socket_takes_arrives_whole_and_in_order(
     finally:
         await connection.close()
         _stop(reader)
+
+
+async def _rogue_broker(puback: bytes) -> tuple[asyncio.Server, int]:
+    """A broker that accepts the connection (MQTT 5 CONNACK) and answers every PUBLISH with
+    the bytes `puback`."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def packet() -> int:
+            kind = (await reader.readexactly(1))[0]
+            length, shift = 0, 0
+            while True:  # the variable byte integer of the remaining length
+                byte = (await reader.readexactly(1))[0]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            await reader.readexactly(length)
+            return kind & 0xF0
+
+        try:
+            await packet()  # CONNECT
+            writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK: accepted, no properties
+            while True:
+                if await packet() == 0x30:  # PUBLISH
+                    writer.write(puback)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "puback",
+    [b"\x40\x01\x00", b"\x40\x00"],  # a message id cut short; none at all
+    ids=["short", "empty"],
+)
+async def test_a_malformed_puback_drops_the_connection_and_acknowledges_nothing(
+    puback: bytes,
+) -> None:
+    server, port = await _rogue_broker(puback)
+    config = Broker(name="b", host="127.0.0.1", port=port)
+    connection = MqttConnection(config, "lean-test", mqtt5=True, keepalive=30, ack_timeout=5.0)
+    try:
+        await connection.connect()
+        mid = connection.publish("t/x", b"1", 1, False)
+        with pytest.raises(ConnectError, match="connection lost"):
+            await connection.acknowledged(mid, "PUBACK")
+    finally:
+        await connection.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_puback_for_a_message_never_sent_is_ignored() -> None:
+    # The broker acknowledges message id 0x7777 (not ours) and then ours: only ours is told.
+    server, port = await _rogue_broker(b"\x40\x02\x77\x77\x40\x02\x00\x01")
+    acked: list[int] = []
+    config = Broker(name="b", host="127.0.0.1", port=port)
+    told = acked.append
+    connection = MqttConnection(
+        config,
+        "lean-test",
+        mqtt5=True,
+        keepalive=30,
+        ack_timeout=5.0,
+        on_puback=lambda m, _: told(m),
+    )
+    try:
+        await connection.connect()
+        mid = connection.publish("t/x", b"1", 1, False)
+        await until(lambda: acked == [mid])
+        assert connection.connected
+    finally:
+        await connection.close()
+        server.close()
+        await server.wait_closed()
