@@ -5,10 +5,11 @@ left waiting in the buffer."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.errors import ConnectError
 from connectors.mqtt import paho_client
@@ -212,3 +213,100 @@ async def test_a_puback_for_a_message_never_sent_is_ignored() -> None:
         await connection.close()
         server.close()
         await server.wait_closed()
+
+
+def _written(client: mqtt.Client, publish: list[tuple[str, bytes, bool]]) -> bytes:
+    """The bytes `client` writes for `publish` (topic, payload, retain) at QoS 1, on a real
+    socket pair standing for the broker's connection."""
+    ours, theirs = socket.socketpair()
+    client._sock = ours  # connected as far as publishing goes
+    try:
+        for topic, payload, retain in publish:
+            info = client.publish(topic, payload, qos=1, retain=retain)
+            assert info.rc == mqtt.MQTT_ERR_SUCCESS
+        client.loop_write()
+        theirs.setblocking(False)
+        return theirs.recv(1 << 20)
+    finally:
+        client._sock = None
+        ours.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["mqtt5", "mqtt311"])
+def test_a_lean_publish_writes_the_bytes_paho_writes(protocol: MQTTProtocolVersion) -> None:
+    publish = [
+        ("plant/line1/press1/telemetry", b'{"v":1}', False),
+        ("plant/line1/press1/telemetry", b"", False),  # an empty payload
+        ("usine/ligne-é/presse", b"x" * 200, True),  # retained; a two-byte length; UTF-8
+        ("big", bytes(range(256)) * 80, False),  # a three-byte remaining length
+    ]
+
+    def client(kind: type[mqtt.Client]) -> mqtt.Client:
+        return kind(callback_api_version=CallbackAPIVersion.VERSION2, protocol=protocol)
+
+    lean, stock = client(paho_client.Client), client(mqtt.Client)
+    assert _written(lean, publish) == _written(stock, publish)
+    # And paho keeps the lean messages as its own, in flight until acknowledged.
+    assert [m.mid for m in lean._out_messages.values()] == [1, 2, 3, 4]
+    assert {m.state for m in lean._out_messages.values()} == {mqtt.mqtt_ms_wait_for_puback}
+    assert lean._inflight_messages == 4
+    assert [m.topic for m in lean._out_messages.values()] == [t for t, _, _ in publish]
+
+
+def test_a_lean_publish_refuses_a_topic_as_paho_does() -> None:
+    client = paho_client.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311
+    )
+    ours, theirs = socket.socketpair()
+    client._sock = ours
+    try:
+        for topic in ["a/+/b", "a/#", ""]:
+            with pytest.raises(ValueError):
+                client.publish(topic, b"x", qos=1)
+        assert not client._out_messages
+    finally:
+        client._sock = None
+        ours.close()
+        theirs.close()
+
+
+async def test_acknowledgements_and_messages_in_one_read_are_all_handled(
+    broker: Mosquitto,
+) -> None:
+    # The connection receives what it publishes: PUBACKs and PUBLISHes come interleaved, so
+    # the lean reader hands over to paho's mid-buffer and takes the PUBACKs after them again.
+    received: list[str] = []
+    acked: list[int] = []
+    connection = _connection(
+        broker,
+        on_message=lambda topic, _: received.append(topic),
+        on_puback=lambda mid, reason: acked.append(mid),
+    )
+    await connection.connect()
+    try:
+        await connection.subscribe("burst/#", 0)
+        mids = [connection.publish(f"burst/{k}", b"%d" % k, 1, False) for k in range(300)]
+        await until(lambda: len(received) == 300 and len(acked) == 300, limit=10)
+        assert received == [f"burst/{k}" for k in range(300)]
+        assert acked == mids
+        client = connection._client
+        assert isinstance(client, paho_client.Client) and not client.buffered
+        assert not client._out_messages and client._inflight_messages == 0
+    finally:
+        await connection.close()
+
+
+async def test_a_lean_message_can_still_be_waited_for(broker: Mosquitto) -> None:
+    # The agent is told by on_publish; a caller of paho's wait_for_publish is still woken.
+    connection = _connection(broker)
+    await connection.connect()
+    try:
+        client = connection._client
+        assert isinstance(client, paho_client.Client)
+        infos = [client.publish(f"allowed/{k}", b"x", qos=1) for k in range(3)]
+        waits = [asyncio.to_thread(info.wait_for_publish, 10) for info in reversed(infos)]
+        await asyncio.gather(*waits)
+        assert all(info.is_published() for info in infos)
+    finally:
+        await connection.close()
