@@ -147,6 +147,8 @@ class LiveTelemetry:
         # or holds them in another order (`_split`): joining them then is 4x cheaper than
         # slicing the template each time, and machines always sent whole never pay for them.
         self._entries: list[list[bytes] | None] = [None] * len(topics)
+        # The last record's tag ids (their dtype and bytes) and their pieces (`_pieces`).
+        self._last_pieces: tuple[tuple[Any, bytes], Pieces | None] | None = None
 
     def messages(self, index: int, record: TelemetryRecord) -> list[Message]:
         """The messages of `record`, the one at `index` in the batch sent: one per machine."""
@@ -217,8 +219,8 @@ class LiveTelemetry:
         place and the last value) or a machine's tags apart (the dicts gather them)."""
         batch = record.batch
         ids = batch.tag_ids
-        runs = self._runs(ids)
-        if runs is None:
+        pieces = self._pieces(ids)
+        if pieces is None:
             return None
         texts = self._texts(ids, batch.values)
         head = orjson.dumps(
@@ -239,23 +241,38 @@ class LiveTelemetry:
             args[0::2] = texts
             args[1::2] = map(_QUALITY_JSON.__getitem__, batch.quality.tolist())
         width = len(args) // len(texts)  # the `%s` of one entry
-        slots = self._slot[ids]  # each row's place among its machine's tags
         out = []
-        for machine, start, end in runs:
-            template, place = self._templates[machine], slots[start:end]
-            # As many distinct tags of the machine as it has, in increasing places: all of
-            # them in the template's order, which is then the record's entries as they are.
-            whole = end - start == len(self._starts[machine]) - 1 and (
-                end - start < 2 or bool((place[1:] > place[:-1]).all())
-            )
-            if not whole:  # some of its tags (a deadband held the others), or another order
-                entries = self._entries[machine] or self._split(machine)
-                template = b",".join(map(entries.__getitem__, place.tolist()))
+        for machine, start, end, template in pieces:
             if not good:  # each entry's quality a `%s` too (no JSON string holds a bare `"`)
                 template = template.replace(_GOOD_JSON, b"%s")
             values = template % tuple(args[width * start : width * end])
             out.append((machine, b"".join((head, b"{", values, b"}}"))))
         return out
+
+    def _pieces(self, ids: npt.NDArray[Any]) -> Pieces | None:
+        """A record's rows by machine, `(machine, start, end, template)`, for `_written`; None
+        when it cannot write them. A poll's records name the same tags in the same order
+        record after record: the last record's answer is kept and reused for the same ids."""
+        key = (ids.dtype, ids.tobytes())
+        if self._last_pieces is not None and self._last_pieces[0] == key:
+            return self._last_pieces[1]
+        runs = self._runs(ids)
+        pieces = None if runs is None else [(*run, self._template(ids, *run)) for run in runs]
+        self._last_pieces = (key, pieces)
+        return pieces
+
+    def _template(self, ids: npt.NDArray[Any], machine: int, start: int, end: int) -> bytes:
+        """The `%`-template of a machine's rows `start:end` of a record."""
+        place = self._slot[ids[start:end]]  # each row's place among its machine's tags
+        # As many distinct tags of the machine as it has, in increasing places: all of them
+        # in the template's order, which is then the record's entries as they are.
+        if end - start == len(self._starts[machine]) - 1 and (
+            end - start < 2 or bool((place[1:] > place[:-1]).all())
+        ):
+            return self._templates[machine]
+        # Some of its tags (a deadband held the others), or another order.
+        entries = self._entries[machine] or self._split(machine)
+        return b",".join(map(entries.__getitem__, place.tolist()))
 
     def _split(self, machine: int) -> list[bytes]:
         """`machine`'s entries apart, in its template's order (kept for its next records)."""
@@ -389,6 +406,7 @@ def _float32_texts(values: npt.NDArray[np.float64]) -> list[bytes]:
     return texts
 
 
+Pieces = list[tuple[int, int, int, bytes]]  # (machine, start row, end row, its template)
 Texts = Iterable[tuple[int, bytes]]  # (row, its text): the rows of one kind rewritten
 Rows = npt.NDArray[np.intp]
 Values = npt.NDArray[np.float64]

@@ -692,11 +692,14 @@ def test_live_payloads_are_the_text_orjson_gives_their_dicts(
         ids.sort(key=lambda i: (tags[i].machine, i))
     if some:
         ids = ids[::2]
-    values = [readings[i - 1][0] for i in ids]
-    quality = [readings[i - 1][1] for i in ids]
-    for seq in (1, 2):  # a second record of the same tags takes the kept plan
-        record = TelemetryRecord(seq, batch(ids, values, quality))
-        out = UnsLayout("uns", "e", tags).messages([record])
+    layout = UnsLayout("uns", "e", tags)
+    # A record of the same tags again takes the kept plan, and one of other tags (another
+    # order, or fewer) does not: one layout writes them all.
+    for seq, named in enumerate((ids, ids, ids[::-1], ids[1:] or ids, ids), start=1):
+        values = [readings[i - 1][0] for i in named]
+        quality = [readings[i - 1][1] for i in named]
+        record = TelemetryRecord(seq, batch(named, values, quality))
+        out = layout.messages([record])
         assert {m.topic: m.payload for m in out} == dict_payload(record, tags)
         assert [m.topic for m in out] == list(dict_payload(record, tags))
 
