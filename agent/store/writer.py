@@ -383,7 +383,7 @@ class StoreWriter:
         latency = time.perf_counter() - started
         hw = written.housework
         if not (hw.deleted or hw.dropped_batches):  # before the listeners wake a lane
-            self.recent.add(written.telemetry)
+            self.recent.add(written.telemetry, work.telemetry)
         with self._cond:
             self._settle(work, latency, written.gaps, written.housework)
             self._counters.count_lost(written.lost)
