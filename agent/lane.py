@@ -82,9 +82,15 @@ def keep(records: RecordBatch, lane: Lane, below: int | None = None) -> RecordBa
 
 
 def mark_historical(records: RecordBatch, live_from: int) -> RecordBatch:
-    """The records marked historical when their seq is below `live_from`: stored before the
-    live window began (when the agent stored them, not the device's timestamp, decides)."""
-    return records.marked(records.seqs < live_from)
+    """The records (in seq order, as read) marked historical when their seq is below
+    `live_from`: stored before the live window began (when the agent stored them, not the
+    device's timestamp, decides). All live or all historical, as one mark."""
+    seqs = records.seqs
+    if not len(seqs) or int(seqs[0]) >= live_from:
+        return records.marked(False)
+    if int(seqs[-1]) < live_from:
+        return records.marked(True)
+    return records.marked(seqs < live_from)
 
 
 @dataclass(slots=True)

@@ -84,19 +84,30 @@ Record = TelemetryRecord | EventRecord | GapRecord
 class TelemetryRecords(Sequence[TelemetryRecord]):
     """Telemetry records as one columnar `TelemetryRun`, each with its `historical` mark.
 
-    Indexing makes the `TelemetryRecord` on demand; slicing and `select` stay columnar.
+    Indexing makes the `TelemetryRecord` on demand; slicing and `select` stay columnar. Marks
+    alike for every record (all live, the usual send) are kept as one bool, made an array only
+    for who asks for `historical`: a live send then makes no array to mark, count or test.
     """
 
-    __slots__ = ("historical", "run")
+    __slots__ = ("_marks", "run")
     stream = "telemetry"
 
     def __init__(self, run: TelemetryRun, historical: npt.NDArray[np.bool_] | bool = False) -> None:
         self.run = run
         if isinstance(historical, bool | np.bool_):
-            historical = np.full(len(run), bool(historical), dtype=np.bool_)
-        if historical.shape != (len(run),):
+            self._marks: npt.NDArray[np.bool_] | bool = bool(historical)
+        elif historical.shape != (len(run),):
             raise ValueError("one historical mark per record")
-        self.historical: npt.NDArray[np.bool_] = historical
+        else:
+            self._marks = historical
+
+    @property
+    def historical(self) -> npt.NDArray[np.bool_]:
+        """Each record's mark."""
+        marks = self._marks
+        if isinstance(marks, bool):
+            return np.full(len(self.run), marks, dtype=np.bool_)
+        return marks
 
     @property
     def seqs(self) -> npt.NDArray[np.int64]:
@@ -112,16 +123,19 @@ class TelemetryRecords(Sequence[TelemetryRecord]):
     def __getitem__(self, index: slice) -> TelemetryRecords: ...
 
     def __getitem__(self, index: int | slice) -> TelemetryRecord | TelemetryRecords:
+        marks = self._marks
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
             if step != 1:
                 raise ValueError("telemetry records are sliced with step 1")
-            return TelemetryRecords(self.run.slice(start, stop), self.historical[start:stop])
+            run = self.run.slice(start, stop)
+            return TelemetryRecords(run, marks if isinstance(marks, bool) else marks[start:stop])
         n = len(self)
         if not -n <= index < n:
             raise IndexError(index)
         i = index % n
-        return TelemetryRecord(int(self.run.seqs[i]), self.run.batch(i), bool(self.historical[i]))
+        mark = marks if isinstance(marks, bool) else bool(marks[i])
+        return TelemetryRecord(int(self.run.seqs[i]), self.run.batch(i), mark)
 
     def __iter__(self) -> Iterator[TelemetryRecord]:
         for i in range(len(self)):
@@ -129,14 +143,20 @@ class TelemetryRecords(Sequence[TelemetryRecord]):
 
     def select(self, keep: npt.NDArray[np.bool_]) -> TelemetryRecords:
         """The records where `keep` (one bool per record) is true, in order."""
-        return TelemetryRecords(self.run.select(keep), self.historical[keep])
+        marks = self._marks
+        return TelemetryRecords(
+            self.run.select(keep), marks if isinstance(marks, bool) else marks[keep]
+        )
 
     def marked(self, historical: npt.NDArray[np.bool_] | bool) -> TelemetryRecords:
         """The same records with new historical marks."""
         return TelemetryRecords(self.run, historical)
 
     def historical_count(self) -> int:
-        return int(self.historical.sum())
+        marks = self._marks
+        if isinstance(marks, bool):
+            return len(self) if marks else 0
+        return int(np.count_nonzero(marks))
 
     @classmethod
     def of(cls, records: Sequence[TelemetryRecord]) -> TelemetryRecords:

@@ -182,7 +182,7 @@ class MqttSink:
         if mode == "never" or not records:
             return False
         if isinstance(records, TelemetryRecords):
-            backlog = bool(records.historical.any())
+            backlog = records.historical_count() > 0
         elif all(isinstance(r, TelemetryRecord) for r in records):
             backlog = any(r.historical for r in records)
         else:
