@@ -29,7 +29,6 @@ from connectors.modbus.planner import PlanTag, ReadPlan, tag_width
 # Exception codes that mean "ask again later" (standards.md §7 item 26): retried, others not.
 RETRIED_CODES = frozenset({0x05, 0x06})
 LATENCY_SAMPLES = 1024  # recent read latencies kept for p50/p99
-_STORED_ONE_BY_ONE = 8  # latencies `record_latencies` stores without numpy's list conversion
 GOOD = np.uint8(Quality.GOOD)
 MALFORMED = "malformed answer"
 BAD = np.uint8(Quality.BAD)
@@ -156,27 +155,6 @@ class Counters:
         self.latency_count += 1
         self.latency_last = seconds
         self.latency_histogram.observe(seconds)
-
-    def record_latencies(self, seconds: list[float]) -> None:
-        """Several at once: one store into the ring (which they never wrap more than once).
-        A wave's few are stored one by one: a list to array conversion costs more."""
-        n = len(seconds)
-        if n == 0:
-            return
-        if n <= _STORED_ONE_BY_ONE:
-            for value in seconds:
-                self.record_latency(value)
-            return
-        self.latency_histogram.observe_many(seconds)
-        if n > LATENCY_SAMPLES:
-            seconds = seconds[-LATENCY_SAMPLES:]
-            n = LATENCY_SAMPLES
-        at = self.latency_count % LATENCY_SAMPLES
-        head = min(n, LATENCY_SAMPLES - at)
-        self.latency[at : at + head] = seconds[:head]
-        self.latency[: n - head] = seconds[head:]
-        self.latency_count += len(seconds)
-        self.latency_last = seconds[-1]
 
 
 class ReadFailed(Exception):

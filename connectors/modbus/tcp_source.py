@@ -136,15 +136,13 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
         stats = self._stats
         clock = self._clock
         width = config.max_in_flight
-        retried: dict[
-            int, int
-        ] = {}  # attempts after the first, by id(read): a read is in one batch
-        queue = jobs[::-1]  # popped from the end: the next job last
+        # Attempts after the first, by id(read): a read is in one batch.
+        retried: dict[int, int] = {}
+        queue = jobs  # in order; a wave is taken from its front
         closed_by_us = False  # the client closed the connection itself in this poll
-        latencies: list[float] = []
         failures = stats.timeouts + stats.malformed  # what can isolate a unit
         while queue:
-            wave = [queue.pop() for _ in range(min(width, len(queue)))]
+            wave, queue = queue[:width], queue[width:]
             if closed_by_us:
                 for batch, read in wave:
                     self._abort(batch, read, client)
@@ -203,7 +201,7 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
                             gone = gone or exc
                         continue
                     stats.responses += 1
-                    latencies.append(arrived_s - sent)
+                    stats.record_latency(arrived_s - sent)
                     try:
                         batch.values[read.rows] = read.decoder.decode(payload)
                     except ValueError:  # the link checks sizes; this guards the codec's contract
@@ -221,12 +219,10 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
             finally:
                 timer.cancel()
             if gone is not None:
-                stats.record_latencies(latencies)
                 for batch, read in retry:
                     batch.bad(read)
                 raise gone
-            queue.extend(reversed(retry))
-        stats.record_latencies(latencies)
+            queue = retry + queue  # retries first, in the next wave
 
     def _may_retry(self, retried: dict[int, int], read: Read) -> bool:
         """Whether `read` has an attempt left in this poll; if so, it is booked."""
