@@ -110,13 +110,23 @@ class UnitState:
 
 @dataclass(slots=True)
 class UnitBatch:
-    """One unit-group's readings while a poll fills them in."""
+    """One unit-group's readings while a poll fills them in.
+
+    Made once and reused by every poll of its groups (`PollBatches`): `begin` gives it fresh
+    arrays, as those of the last poll went on in its `ReadingBatch`.
+    """
 
     unit: UnitGroup
-    values: npt.NDArray[np.float64]
-    quality: npt.NDArray[np.uint8]
     state: UnitState
+    values: npt.NDArray[np.float64] = field(init=False)
+    quality: npt.NDArray[np.uint8] = field(init=False)
     ts_ns: int = 0
+
+    def begin(self) -> None:
+        n = self.unit.tag_ids.shape[0]
+        self.values = np.empty(n, dtype=np.float64)
+        self.quality = np.empty(n, dtype=np.uint8)
+        self.ts_ns = 0
 
     def bad(self, read: Read) -> None:
         self.values[read.rows] = math.nan
@@ -130,6 +140,19 @@ class UnitBatch:
             quality=self.quality,
             ts_ns=np.array([self.ts_ns or fallback_ns], dtype=np.int64),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PollBatches:
+    """The batches a poll of some groups fills, unit by unit, and their reads in plan order.
+
+    Made once per set of groups and reused by each poll of it: the poll loop's cost, as the
+    batches and the jobs of a 100 ms poll are otherwise built again ten times a second. (A
+    source runs one poll at a time: the link loop never overlaps two.)
+    """
+
+    batches: tuple[UnitBatch, ...]
+    jobs: tuple[tuple[UnitBatch, Read], ...]
 
 
 @dataclass(slots=True)

@@ -129,6 +129,24 @@ async def test_batches_carry_the_arrival_time(tmp_path: Path, plant: Plant) -> N
     await source.close()
 
 
+async def test_each_poll_hands_over_arrays_of_its_own(tmp_path: Path, plant: Plant) -> None:
+    # A poll's batches are made once and reused by the next polls, their arrays are not: the
+    # readings a poll handed over stay as they were read.
+    source = _source(_config(tmp_path, "press", plant), "press1")
+    await source.connect()
+    first = await source.poll(["1s"])
+    kept = [(b.values.copy(), b.quality.copy(), b.ts_ns.copy()) for b in first]
+    second = await source.poll(["1s"])
+    assert len(first) == len(second) >= 1
+    for old, new, (values, quality, ts) in zip(first, second, kept, strict=True):
+        assert not np.shares_memory(old.values, new.values)
+        assert not np.shares_memory(old.quality, new.quality)
+        assert np.array_equal(old.values, values) and np.array_equal(old.quality, quality)
+        assert np.array_equal(old.ts_ns, ts) and int(new.ts_ns[0]) >= int(ts[0])
+        assert (new.quality == GOOD).all()
+    await source.close()
+
+
 async def test_a_tag_with_its_own_interval_is_its_own_group(tmp_path: Path, plant: Plant) -> None:
     config = _config(tmp_path, "press", plant)
     path = tmp_path / "lineside.toml"
