@@ -133,13 +133,8 @@ class UnitBatch:
         self.quality[read.rows] = BAD
 
     def batch(self, source: str, fallback_ns: int) -> ReadingBatch:
-        return ReadingBatch(
-            source=source,
-            tag_ids=self.unit.tag_ids,
-            values=self.values,
-            quality=self.quality,
-            ts_ns=np.array([self.ts_ns or fallback_ns], dtype=np.int64),
-        )
+        ts_ns = np.array([self.ts_ns or fallback_ns], dtype=np.int64)
+        return ReadingBatch(source, self.unit.tag_ids, self.values, self.quality, ts_ns)
 
 
 @dataclass(frozen=True, slots=True)
