@@ -114,6 +114,7 @@ async def test_every_tag_reads_the_models_value(
         assert stats.bytes_out == 12 * planned
         assert stats.timeouts == stats.exceptions == stats.malformed == 0
         assert 0 < stats.latency_p50_s <= stats.latency_p99_s < 1.0
+        assert stats.latency is not None
         assert stats.latency.count == stats.responses  # one latency per answer, every wave
         assert 0 < stats.latency_last_s < 1.0
         await source.close()
@@ -187,6 +188,7 @@ async def test_exception_makes_only_its_request_bad(tmp_path: Path, plant: Plant
     assert sum(1 for _, q in got.values() if q == GOOD) == len(got) - 1
     stats = source.statistics()
     assert stats.exceptions == 1
+    assert stats.latency is not None
     assert stats.latency.count == stats.responses == stats.requests - 1  # none for the refusal
 
 
