@@ -39,7 +39,8 @@ class Quality(IntEnum):
     BAD = 2
 
 
-_INT32, _FLOAT64, _UINT8, _INT64 = (np.dtype(t) for t in (np.int32, np.float64, np.uint8, np.int64))
+# The dtypes of (tag_ids, values, quality, ts_ns).
+_DTYPES = tuple(np.dtype(t) for t in (np.int32, np.float64, np.uint8, np.int64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +59,12 @@ class ReadingBatch:
     ts_ns: npt.NDArray[np.int64]
 
     def __post_init__(self) -> None:
+        # The usual batch, checked in one go: a batch is made per unit and poll, and tuples
+        # compare their dtypes by identity first, which is cheap.
         n = self.tag_ids.shape[0]
-        if (
-            self.tag_ids.dtype is _INT32
-            and self.values.dtype is _FLOAT64
-            and self.quality.dtype is _UINT8
-            and self.ts_ns.dtype is _INT64
-            and self.values.shape == self.quality.shape == (n,)
-            and self.ts_ns.shape in ((1,), (n,))
-        ):  # the usual batch, checked in one go (a dtype compared by identity is cheap)
+        dtypes = (self.tag_ids.dtype, self.values.dtype, self.quality.dtype, self.ts_ns.dtype)
+        shapes = (self.values.shape, self.quality.shape)
+        if dtypes == _DTYPES and shapes == ((n,), (n,)) and self.ts_ns.shape in ((1,), (n,)):
             return
         if self.tag_ids.dtype != np.int32:
             raise TypeError(f"tag_ids must be int32, not {self.tag_ids.dtype}")

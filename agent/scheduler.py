@@ -110,9 +110,11 @@ class Ticker:
         self._align = align
         self._t0: float | None = None
         self._k0 = 0  # aligned: the grid's first point, in intervals since monotonic 0
+        self._next = 0  # the grid index of the next tick to hand out
+        # When tick `_next` is due, kept with it: a wait asks for it several times.
+        self._next_due = math.nan  # (set when the grid starts)
         if start is not None:
             self._anchor(start)
-        self._next = 0  # the grid index of the next tick to hand out
         self._ticks = 0
         self._overruns = 0
         self._lateness = np.zeros(LATENESS_WINDOW, dtype=np.float64)
@@ -133,8 +135,7 @@ class Ticker:
     async def wait(self) -> Tick:
         """Sleep until the next tick in the future grid is due, and return it."""
         skipped = self._catch_up(self._clock.monotonic())
-        due = self.due(self._next)
-        await self._sleep(due)
+        await self._sleep(self._next_due)
         return self._fire(self._clock.monotonic(), skipped)
 
     def statistics(self) -> TickerStatistics:
@@ -158,11 +159,13 @@ class Ticker:
             self._t0 = self._k0 * self._interval_ns / 1e9 + self._phase
         else:
             self._t0 = t0 + self._phase
+        self._next_due = self.due(self._next)
 
     def _catch_up(self, now: float) -> int:
         """Skip (and count) every grid point already in the past; return how many."""
-        self._anchor(now)
-        if self.due(self._next) >= now or (self._align and self._ticks == 0 and self._next == 0):
+        if self._t0 is None:
+            self._anchor(now)
+        if self._next_due >= now or (self._align and self._ticks == 0 and self._next == 0):
             return 0  # (an aligned grid's first point is at or before the first wait: served)
         assert self._t0 is not None
         # First guess from division, then nudge by one either way: rounding in the float
@@ -175,6 +178,7 @@ class Ticker:
         skipped = k - self._next
         self._overruns += skipped
         self._next = k
+        self._next_due = self.due(k)
         return skipped
 
     def _fire(self, started: float, skipped: int) -> Tick:
@@ -184,13 +188,14 @@ class Ticker:
     def _record(self, started: float) -> tuple[int, float, float]:
         """Hand out the next tick, started at `started`: its index, due time and lateness."""
         index = self._next
-        due = self.due(index)
+        due = self._next_due
         lateness = max(0.0, started - due)
         counted = 0.0 if self._align and self._ticks == 0 else lateness
         self._lateness[self._ticks % LATENESS_WINDOW] = counted
         self._lateness_max = max(self._lateness_max, counted)
         self._ticks += 1
         self._next += 1
+        self._next_due = self.due(self._next)
         return index, due, lateness
 
 
@@ -256,13 +261,13 @@ class Schedule:
         if self._eager:
             await asyncio.sleep(0)  # at once, but the other links get their turn first
         else:
-            await self._sleep(min(ticker.due(ticker._next) for ticker in self._groups.values()))
+            await self._sleep(min(ticker._next_due for ticker in self._groups.values()))
         started = self._clock.monotonic()
         # Every group due by the time we woke is served by this one poll: after a late wake-up
         # that is more than the group we slept for, and still not a skipped tick.
         last: dict[str, tuple[int, float, float, float, int]] = {}
         for name, ticker in self._groups.items():
-            if ticker.due(ticker._next) <= started:
+            if ticker._next_due <= started:
                 index, due, lateness = ticker._record(started)
                 last[name] = (index, due, started, lateness, skipped[name])
                 skipped[name] = 0

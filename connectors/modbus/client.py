@@ -27,6 +27,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from agent.errors import ConnectError, DeviceError, ProtocolError, RequestTimeout
 from connectors.modbus.framing import (
@@ -44,23 +45,42 @@ from connectors.modbus.pdu import ExceptionResponse, MalformedPdu, data_bytes, r
 _ABANDONED_KEPT = 64
 
 
+# Where the data of a data answer starts: after the MBAP header, function code and byte count.
+_DATA_AT = MBAP_SIZE + 2
+
 # Frames of `send` kept by request, so a poll's requests are checked and packed once.
 _FRAMES_KEPT = 4096
 
 
-@dataclass(slots=True)
-class _Pending:
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A read as the connection sends it, checked and framed once (see `_frames`)."""
+
     unit_id: int
     function: int
-    count: int
-    future: asyncio.Future[bytes]
     start: int
-    length: int = 0  # the MBAP length of its data answer (0: not known, see `_length`)
+    count: int
+    tail: bytes  # its frame after the transaction id
+    length: int  # the MBAP length of its data answer
+    # Its data answer after the transaction id, up to the data: protocol id 0, `length`, unit
+    # id, function code and byte count; the answer ends `answer_size` bytes after its start.
+    answer: bytes
+    answer_size: int
 
 
-def _length(function: int, count: int) -> int:
-    """The MBAP length of the data answer to a read: unit id, function, byte count, data."""
-    return 3 + data_bytes(function, count)
+class _Pending(NamedTuple):
+    """A request written and not yet answered (a tuple: one is made per request)."""
+
+    request: _Request
+    future: asyncio.Future[bytes]
+
+
+def _request(unit_id: int, function: int, start: int, count: int) -> _Request:
+    """A read checked and framed; ValueError if it is not one."""
+    tail = mbap_read(0, unit_id, function, start, count)[2:]
+    length = 3 + data_bytes(function, count)  # unit id, function, byte count, data
+    answer = MBAP.pack(0, 0, length, unit_id)[2:] + bytes((function, length - 3))
+    return _Request(unit_id, function, start, count, tail, length, answer, MBAP_PREFIX + length)
 
 
 class _Protocol(asyncio.Protocol):
@@ -102,8 +122,8 @@ class ModbusTcpClient:
         self._abandoned: OrderedDict[int, _Pending] = OrderedDict()
         self._buf = bytearray()
         self._tid = 0
-        # Request -> (its frame after the transaction id, the length of its data answer).
-        self._frames: dict[tuple[int, int, int, int], tuple[bytes, int]] = {}
+        # Reads by (unit_id, function, start, count), framed once: a poll sends the same ones.
+        self._frames: dict[tuple[int, int, int, int], _Request] = {}
         self._closed_why = "not connected"
 
     @property
@@ -177,30 +197,25 @@ class ModbusTcpClient:
         futures: list[asyncio.Future[bytes]] = []
         frames = bytearray()
         pending = self._pending
-        for request in requests:
-            known = self._frames.get(request)
-            if known is None:
-                known = self._frame(request)  # ValueError: nothing kept
-            tail, length = known
+        known = self._frames
+        for key in requests:
+            request = known.get(key) or self._frame(key)  # ValueError: nothing kept
             tid = self._next_tid()
-            unit_id, function, start, count = request
             future: asyncio.Future[bytes] = create_future()
-            pending[tid] = _Pending(unit_id, function, count, future, start, length)
-            frames += tid.to_bytes(2, "big")
-            frames += tail
+            pending[tid] = _Pending(request, future)
+            frames += tid.to_bytes(2, "big") + request.tail
             futures.append(future)
         transport.write(frames)
         self.bytes_out += len(frames)
         return futures
 
-    def _frame(self, request: tuple[int, int, int, int]) -> tuple[bytes, int]:
-        """A request's frame after its transaction id, checked once; ValueError if bad."""
-        unit_id, function, start, count = request
-        known = mbap_read(0, unit_id, function, start, count)[2:], _length(function, count)
+    def _frame(self, key: tuple[int, int, int, int]) -> _Request:
+        """A read checked and framed, kept for the next polls; ValueError if bad."""
+        request = _request(*key)
         if len(self._frames) >= _FRAMES_KEPT:  # not a poll loop's plan: keep none for long
             self._frames.clear()
-        self._frames[request] = known
-        return known
+        self._frames[key] = request
+        return request
 
     def expire_later(
         self, futures: Sequence[asyncio.Future[bytes]], time_limit: float
@@ -234,10 +249,11 @@ class ModbusTcpClient:
             if time_limit is None:
                 pending.future.cancel()
             else:
+                request = pending.request
                 pending.future.set_exception(
                     RequestTimeout(
-                        f"{self.host}:{self.port} unit {pending.unit_id}: no answer to function "
-                        f"{pending.function:02d} at {pending.start} within {time_limit:g}s"
+                        f"{self.host}:{self.port} unit {request.unit_id}: no answer to function "
+                        f"{request.function:02d} at {request.start} within {time_limit:g}s"
                     )
                 )
         self._check_half_frame()
@@ -258,12 +274,12 @@ class ModbusTcpClient:
         transport = self._transport
         if transport is None:
             raise ConnectError(f"{self.host}:{self.port}: {self._closed_why}")
+        key = (unit_id, function, start, count)
+        request = self._frames.get(key) or self._frame(key)
         tid = self._next_tid()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[tid] = _Pending(
-            unit_id, function, count, future, start, _length(function, count)
-        )
-        adu = mbap_read(tid, unit_id, function, start, count)
+        self._pending[tid] = _Pending(request, future)
+        adu = tid.to_bytes(2, "big") + request.tail
         transport.write(adu)
         self.bytes_out += len(adu)
         try:
@@ -289,11 +305,24 @@ class ModbusTcpClient:
         pos = 0
         size = len(buf)
         while size - pos >= MBAP_SIZE:
+            tid = buf[pos] << 8 | buf[pos + 1]
+            pending = self._pending.get(tid)
+            if pending is not None:
+                # The poll loop's case, in one test (the hot loop runs it per answer): the
+                # whole data answer its request expects, the header byte for byte as `_settle`
+                # would check it (protocol id, length, unit id, function code, byte count).
+                request = pending.request
+                end = pos + request.answer_size
+                if end <= size and buf.startswith(request.answer, pos + 2):
+                    del self._pending[tid]
+                    if not pending.future.done():
+                        pending.future.set_result(bytes(buf[pos + _DATA_AT : end]))
+                    pos = end
+                    continue
             tid, protocol, length, unit_id = MBAP.unpack_from(buf, pos)
             if protocol != 0:
                 self._malformed(tid, f"bad MBAP header (protocol id {protocol})")
                 return
-            pending = self._pending.get(tid)
             late = pending is None and tid in self._abandoned
             if late:
                 pending = self._abandoned[tid]
@@ -302,8 +331,9 @@ class ModbusTcpClient:
                 return
             # The length must fit the request, checked before waiting for the body: a wrong
             # length would otherwise hold every later answer hostage until the timeout.
-            if length != pending.length and not mbap_length_fits(
-                length, pending.function, pending.count
+            request = pending.request
+            if length != request.length and not mbap_length_fits(
+                length, request.function, request.count
             ):
                 self._malformed(tid, f"length {length} does not fit the request")
                 return
@@ -315,16 +345,6 @@ class ModbusTcpClient:
                 del self._abandoned[tid]
                 continue  # the late answer to a request that timed out
             del self._pending[tid]
-            if (
-                length == pending.length
-                and unit_id == pending.unit_id
-                and buf[pos + MBAP_SIZE] == pending.function
-                and buf[pos + MBAP_SIZE + 1] == length - 3
-                and not pending.future.done()
-            ):  # the poll loop's case: its data, checked as `read_answer` would
-                pending.future.set_result(bytes(buf[pos + MBAP_SIZE + 2 : end]))
-                pos = end
-                continue
             pdu = bytes(buf[pos + MBAP_SIZE : end])
             pos = end
             problem = self._settle(pending, unit_id, pdu)
@@ -336,10 +356,11 @@ class ModbusTcpClient:
 
     def _settle(self, pending: _Pending, unit_id: int, pdu: bytes) -> str | None:
         """Resolve a request from its answer; the problem if the answer is malformed."""
-        if unit_id != pending.unit_id:
-            return f"answer from unit {unit_id} to a request for unit {pending.unit_id}"
+        request = pending.request
+        if unit_id != request.unit_id:
+            return f"answer from unit {unit_id} to a request for unit {request.unit_id}"
         try:
-            answer = read_answer(pdu, pending.function, pending.count)
+            answer = read_answer(pdu, request.function, request.count)
         except MalformedPdu as exc:
             return str(exc)
         if pending.future.done():

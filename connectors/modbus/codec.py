@@ -159,19 +159,24 @@ class RequestDecoder:
         else:
             self._values = _value_groups(request.start, numeric)
             self._register_bits = _register_bits(request.start, numeric)
-        # Fast path: one type, big-endian, packed from the first register, nothing else.
-        self._identity: np.dtype[np.generic] | None = None
-        if len(self._values) == 1 and self._register_bits is None and not self._strings:
-            group = self._values[0]
-            packed = np.arange(group.index.size).reshape(group.index.shape)
-            if np.array_equal(group.index, packed) and group.index.size == self._payload_bytes:
-                self._identity = group.dtype
         # A few values, scattered or of mixed types: one `struct` unpack costs a fraction of a
         # gather per type, when every value is big-endian and none overlaps (the usual case).
         # Many values of one type are cheaper as one numpy view.
         self._unpack: struct.Struct | None = None
         if len(numeric) <= _UNPACKED_MOST and not request.table.is_bits:
             self._unpack = _unpacker(request.start, self._payload_bytes, numeric)
+        # Else the fast path: one type, big-endian, packed from the first register, nothing else.
+        self._identity: np.dtype[np.generic] | None = None
+        if (
+            self._unpack is None
+            and len(self._values) == 1
+            and self._register_bits is None
+            and not self._strings
+        ):
+            group = self._values[0]
+            packed = np.arange(group.index.size).reshape(group.index.shape)
+            if np.array_equal(group.index, packed) and group.index.size == self._payload_bytes:
+                self._identity = group.dtype
 
     @property
     def request(self) -> ReadRequest:
@@ -183,18 +188,16 @@ class RequestDecoder:
             raise ValueError(
                 f"{self._request}: expected {self._payload_bytes} payload bytes, got {len(payload)}"
             )
-        if self._unpack is not None:
+        if self._identity is not None:  # a plan's usual big block: one view
+            out = np.frombuffer(payload, dtype=self._identity).astype(np.float64)
+        elif self._unpack is not None:
             out = np.array(self._unpack.unpack(payload), dtype=np.float64)
-            if self._scaled:
-                self._scale_in_place(out)
-            return out
-        data = np.frombuffer(payload, dtype=np.uint8)
-        tb = self._table_bits
-        if self._identity is not None:
-            out = data.view(self._identity).astype(np.float64)
-        elif tb is not None:  # coils or discrete inputs, in the request's order
-            out = np.unpackbits(data, bitorder="little")[tb.bits].astype(np.float64)
+        elif self._table_bits is not None:  # coils or discrete inputs, in the request's order
+            data = np.frombuffer(payload, dtype=np.uint8)
+            bits = np.unpackbits(data, bitorder="little")[self._table_bits.bits]
+            out = bits.astype(np.float64)
         else:
+            data = np.frombuffer(payload, dtype=np.uint8)
             out = np.empty(self.tag_ids.shape[0], dtype=np.float64)
             for group in self._values:
                 out[group.positions] = data[group.index].view(group.dtype)[:, 0]

@@ -29,7 +29,6 @@ from connectors.modbus.planner import PlanTag, ReadPlan, tag_width
 # Exception codes that mean "ask again later" (standards.md §7 item 26): retried, others not.
 RETRIED_CODES = frozenset({0x05, 0x06})
 LATENCY_SAMPLES = 1024  # recent read latencies kept for p50/p99
-_STORED_ONE_BY_ONE = 8  # latencies `record_latencies` stores without numpy's list conversion
 GOOD = np.uint8(Quality.GOOD)
 MALFORMED = "malformed answer"
 BAD = np.uint8(Quality.BAD)
@@ -111,26 +110,44 @@ class UnitState:
 
 @dataclass(slots=True)
 class UnitBatch:
-    """One unit-group's readings while a poll fills them in."""
+    """One unit-group's readings while a poll fills them in.
+
+    Made once and reused by every poll of its groups (`PollBatches`): `begin` gives it fresh
+    arrays, as those of the last poll went on in its `ReadingBatch`.
+    """
 
     unit: UnitGroup
-    values: npt.NDArray[np.float64]
-    quality: npt.NDArray[np.uint8]
     state: UnitState
+    values: npt.NDArray[np.float64] = field(init=False)
+    quality: npt.NDArray[np.uint8] = field(init=False)
     ts_ns: int = 0
+
+    def begin(self) -> None:
+        n = self.unit.tag_ids.shape[0]
+        self.values = np.empty(n, dtype=np.float64)
+        self.quality = np.empty(n, dtype=np.uint8)
+        self.ts_ns = 0
 
     def bad(self, read: Read) -> None:
         self.values[read.rows] = math.nan
         self.quality[read.rows] = BAD
 
     def batch(self, source: str, fallback_ns: int) -> ReadingBatch:
-        return ReadingBatch(
-            source=source,
-            tag_ids=self.unit.tag_ids,
-            values=self.values,
-            quality=self.quality,
-            ts_ns=np.array([self.ts_ns or fallback_ns], dtype=np.int64),
-        )
+        ts_ns = np.array([self.ts_ns or fallback_ns], dtype=np.int64)
+        return ReadingBatch(source, self.unit.tag_ids, self.values, self.quality, ts_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class PollBatches:
+    """The batches a poll of some groups fills, unit by unit, and their reads in plan order.
+
+    Made once per set of groups and reused by each poll of it: the poll loop's cost, as the
+    batches and the jobs of a 100 ms poll are otherwise built again ten times a second. (A
+    source runs one poll at a time: the link loop never overlaps two.)
+    """
+
+    batches: tuple[UnitBatch, ...]
+    jobs: tuple[tuple[UnitBatch, Read], ...]
 
 
 @dataclass(slots=True)
@@ -156,27 +173,6 @@ class Counters:
         self.latency_count += 1
         self.latency_last = seconds
         self.latency_histogram.observe(seconds)
-
-    def record_latencies(self, seconds: list[float]) -> None:
-        """Several at once: one store into the ring (which they never wrap more than once).
-        A wave's few are stored one by one: a list to array conversion costs more."""
-        n = len(seconds)
-        if n == 0:
-            return
-        if n <= _STORED_ONE_BY_ONE:
-            for value in seconds:
-                self.record_latency(value)
-            return
-        self.latency_histogram.observe_many(seconds)
-        if n > LATENCY_SAMPLES:
-            seconds = seconds[-LATENCY_SAMPLES:]
-            n = LATENCY_SAMPLES
-        at = self.latency_count % LATENCY_SAMPLES
-        head = min(n, LATENCY_SAMPLES - at)
-        self.latency[at : at + head] = seconds[:head]
-        self.latency[: n - head] = seconds[head:]
-        self.latency_count += len(seconds)
-        self.latency_last = seconds[-1]
 
 
 class ReadFailed(Exception):

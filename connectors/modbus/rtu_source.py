@@ -53,7 +53,7 @@ class ModbusRtuSource(ModbusSource[ModbusRtuSourceConfig]):
         if link is None or not link.is_open:
             raise ConnectError(f"{self.name}: {self._config.port} is not open")
         self._stats.polls += 1
-        batches = self._new_batches(groups)
+        batches = self._begin(groups).batches
         by_unit: dict[int, list[UnitBatch]] = {}  # units in turn, each with all its due groups
         for batch in batches:
             by_unit.setdefault(batch.unit.unit_id, []).append(batch)

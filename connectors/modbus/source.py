@@ -84,6 +84,7 @@ from connectors.modbus.reads import (
     MALFORMED,
     RETRIED_CODES,
     Counters,
+    PollBatches,
     Read,
     Reader,
     ReadFailed,
@@ -145,6 +146,7 @@ class ModbusSource(Generic[Config]):
                 plans.setdefault(name, []).append(self._plan(unit, name, unit_tags, ids))
         self._intervals = dict(sorted(groups.items(), key=lambda kv: kv[1]))
         self._plans = {name: tuple(units) for name, units in plans.items()}
+        self._batches: dict[tuple[str, ...], PollBatches] = {}  # by the groups polled
         self.texts = Texts(self._text_ids())  # the strings of the text tags (agent/texts.py)
 
     def _text_ids(self) -> list[int]:
@@ -227,6 +229,7 @@ class ModbusSource(Generic[Config]):
         self._plans[group] = tuple(
             _with_parts(u, read, parts) if u.unit_id == unit_id else u for u in self._plans[group]
         )
+        self._batches.clear()  # made again from the plans
         log.warning(
             "%s: %s: illegal data address (02) for a read through unused addresses; split "
             "into %s from now on",
@@ -334,20 +337,21 @@ class ModbusSource(Generic[Config]):
             self._old_bytes[1] + wire.bytes_out,
         )
 
-    def _new_batches(self, groups: Sequence[str]) -> list[UnitBatch]:
-        batches = []
-        for group in groups:
-            for unit in self._plans[group]:
-                n = unit.tag_ids.shape[0]
-                batches.append(
-                    UnitBatch(
-                        unit,
-                        np.empty(n, dtype=np.float64),
-                        np.empty(n, dtype=np.uint8),
-                        self._units[unit.unit_id],
-                    )
-                )
-        return batches
+    def _begin(self, groups: Sequence[str]) -> PollBatches:
+        """The batches of a poll of `groups`, each with fresh arrays to fill."""
+        key = tuple(groups)
+        polled = self._batches.get(key)
+        if polled is None:
+            batches = tuple(
+                UnitBatch(unit, self._units[unit.unit_id])
+                for group in groups
+                for unit in self._plans[group]
+            )
+            jobs = tuple((batch, read) for batch in batches for read in batch.unit.reads)
+            polled = self._batches[key] = PollBatches(batches, jobs)
+        for batch in polled.batches:
+            batch.begin()
+        return polled
 
     # -- isolation and reasons (both links) ------------------------------------------------
 

@@ -16,6 +16,7 @@ from connectors.modbus.reads import (
     GOOD,
     MALFORMED,
     RETRIED_CODES,
+    PollBatches,
     Read,
     ReadFailed,
     UnitBatch,
@@ -57,9 +58,10 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
             why = client.closed_reason if client is not None else "not connected"
             raise ConnectError(f"{self.name} ({self._config.endpoint}): {why}")
         self._stats.polls += 1
-        batches = self._new_batches(groups)
+        polled = self._begin(groups)
+        batches = polled.batches
         try:
-            jobs = self._jobs(batches)
+            jobs = self._jobs(polled)
             if self._config.inter_request_delay > 0:
                 await self._poll_spaced(client, jobs)
             else:
@@ -69,18 +71,18 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
         now = self._clock.time_ns()
         return [b.batch(self.name, now) for b in batches]
 
-    def _jobs(self, batches: list[UnitBatch]) -> list[tuple[UnitBatch, Read]]:
+    def _jobs(self, polled: PollBatches) -> Sequence[tuple[UnitBatch, Read]]:
         """The reads to send, in order; those of isolated units read bad unsent.
 
         A unit that failed recently goes last: behind a gateway that answers in order, its
         probe then cannot hold up the answers of the healthy units polled with it.
         """
-        if all(b.state.until == -math.inf for b in batches):  # no unit failed: the usual case
-            return [(b, r) for b in batches for r in b.unit.reads]
+        if all(b.state.until == -math.inf for b in polled.batches):  # no unit failed: usual
+            return polled.jobs
         now = self._clock.monotonic()
         jobs: list[tuple[UnitBatch, Read]] = []
         suspects: list[tuple[UnitBatch, Read]] = []
-        for batch in batches:
+        for batch in polled.batches:
             if self._isolated(batch, now):
                 for read in batch.unit.reads:
                     self._skip(batch, read)
@@ -96,7 +98,7 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
         self.reasons.set(read.block, client.closed_reason)
 
     async def _poll_spaced(
-        self, client: ModbusTcpClient, jobs: list[tuple[UnitBatch, Read]]
+        self, client: ModbusTcpClient, jobs: Sequence[tuple[UnitBatch, Read]]
     ) -> None:
         """One request at a time with a pause after each, so the pause means what it says."""
         delay = self._config.inter_request_delay
@@ -123,7 +125,7 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
             await asyncio.sleep(delay)
 
     async def _poll_pipelined(
-        self, client: ModbusTcpClient, jobs: list[tuple[UnitBatch, Read]]
+        self, client: ModbusTcpClient, jobs: Sequence[tuple[UnitBatch, Read]]
     ) -> None:
         """Send the reads in waves of `max_in_flight`, each in one write under one deadline.
 
@@ -136,15 +138,13 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
         stats = self._stats
         clock = self._clock
         width = config.max_in_flight
-        retried: dict[
-            int, int
-        ] = {}  # attempts after the first, by id(read): a read is in one batch
-        queue = jobs[::-1]  # popped from the end: the next job last
+        # Attempts after the first, by id(read): a read is in one batch.
+        retried: dict[int, int] = {}
+        queue = list(jobs)  # in order; a wave is taken from its front
         closed_by_us = False  # the client closed the connection itself in this poll
-        latencies: list[float] = []
         failures = stats.timeouts + stats.malformed  # what can isolate a unit
         while queue:
-            wave = [queue.pop() for _ in range(min(width, len(queue)))]
+            wave, queue = queue[:width], queue[width:]
             if closed_by_us:
                 for batch, read in wave:
                     self._abort(batch, read, client)
@@ -203,7 +203,7 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
                             gone = gone or exc
                         continue
                     stats.responses += 1
-                    latencies.append(arrived_s - sent)
+                    stats.record_latency(arrived_s - sent)
                     try:
                         batch.values[read.rows] = read.decoder.decode(payload)
                     except ValueError:  # the link checks sizes; this guards the codec's contract
@@ -221,12 +221,10 @@ class ModbusTcpSource(ModbusSource[ModbusTcpSourceConfig]):
             finally:
                 timer.cancel()
             if gone is not None:
-                stats.record_latencies(latencies)
                 for batch, read in retry:
                     batch.bad(read)
                 raise gone
-            queue.extend(reversed(retry))
-        stats.record_latencies(latencies)
+            queue = retry + queue  # retries first, in the next wave
 
     def _may_retry(self, retried: dict[int, int], read: Read) -> bool:
         """Whether `read` has an attempt left in this poll; if so, it is booked."""

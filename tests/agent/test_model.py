@@ -25,6 +25,10 @@ def test_per_row_timestamps_are_kept() -> None:
         ({"values": np.array([1.0, 2.0])}, ValueError),
         ({"quality": np.array([0], np.int8)}, TypeError),
         ({"ts_ns": np.array([1, 2, 3], np.int64)}, ValueError),
+        ({"values": np.array([[1.0]])}, ValueError),
+        ({"quality": np.array([0, 0], np.uint8)}, ValueError),
+        ({"ts_ns": np.array([[5]], np.int64)}, ValueError),
+        ({"values": np.array([1.0], ">f8")}, TypeError),
     ],
 )
 def test_bad_columns_are_refused(columns: dict[str, np.ndarray], error: type[Exception]) -> None:

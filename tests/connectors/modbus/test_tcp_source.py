@@ -19,7 +19,6 @@ from agent.model import Quality, ReadingBatch
 from agent.starter import starter_config
 from agent.tags import TagTable
 from connectors.modbus.config import ModbusTcpSourceConfig
-from connectors.modbus.reads import LATENCY_SAMPLES, Counters
 from connectors.modbus.tcp_source import ModbusTcpSource
 from firmware_sim.clock import ManualClock
 from firmware_sim.plant import Plant, load_plant
@@ -115,6 +114,9 @@ async def test_every_tag_reads_the_models_value(
         assert stats.bytes_out == 12 * planned
         assert stats.timeouts == stats.exceptions == stats.malformed == 0
         assert 0 < stats.latency_p50_s <= stats.latency_p99_s < 1.0
+        assert stats.latency is not None
+        assert stats.latency.count == stats.responses  # one latency per answer, every wave
+        assert 0 < stats.latency_last_s < 1.0
         await source.close()
 
 
@@ -125,6 +127,24 @@ async def test_batches_carry_the_arrival_time(tmp_path: Path, plant: Plant) -> N
     (batch,) = await source.poll(["1s"])
     assert before <= int(batch.ts_ns[0]) <= time.time_ns()
     assert batch.ts_ns.shape == (1,)
+    await source.close()
+
+
+async def test_each_poll_hands_over_arrays_of_its_own(tmp_path: Path, plant: Plant) -> None:
+    # A poll's batches are made once and reused by the next polls, their arrays are not: the
+    # readings a poll handed over stay as they were read.
+    source = _source(_config(tmp_path, "press", plant), "press1")
+    await source.connect()
+    first = await source.poll(["1s"])
+    kept = [(b.values.copy(), b.quality.copy(), b.ts_ns.copy()) for b in first]
+    second = await source.poll(["1s"])
+    assert len(first) == len(second) >= 1
+    for old, new, (values, quality, ts) in zip(first, second, kept, strict=True):
+        assert not np.shares_memory(old.values, new.values)
+        assert not np.shares_memory(old.quality, new.quality)
+        assert np.array_equal(old.values, values) and np.array_equal(old.quality, quality)
+        assert np.array_equal(old.ts_ns, ts) and int(new.ts_ns[0]) >= int(ts[0])
+        assert (new.quality == GOOD).all()
     await source.close()
 
 
@@ -166,7 +186,10 @@ async def test_exception_makes_only_its_request_bad(tmp_path: Path, plant: Plant
     beyond = TagTable.from_config(config).id_of("press1", "beyond")
     assert math.isnan(got[beyond][0]) and got[beyond][1] == BAD
     assert sum(1 for _, q in got.values() if q == GOOD) == len(got) - 1
-    assert source.statistics().exceptions == 1
+    stats = source.statistics()
+    assert stats.exceptions == 1
+    assert stats.latency is not None
+    assert stats.latency.count == stats.responses == stats.requests - 1  # none for the refusal
 
 
 async def test_device_exception_on_every_request(tmp_path: Path, plant: Plant) -> None:
@@ -329,19 +352,3 @@ async def test_poll_before_connect_raises(tmp_path: Path, plant: Plant) -> None:
     source = _source(_config(tmp_path, "press", plant), "press1")
     with pytest.raises(ConnectError, match="not connected"):
         await source.poll(["1s"])
-
-
-@pytest.mark.parametrize("wave", [1, 3, 8, 9, 40])
-def test_a_waves_latencies_are_kept_one_by_one_or_at_once_alike(wave: int) -> None:
-    # A wave's few latencies are stored one by one, many at once: the ring (wrapping round
-    # its end), the count, the last and the histogram agree with one record per latency.
-    waves, single = Counters(), Counters()
-    values = [0.0001 * (i % 97 + 1) for i in range(3 * LATENCY_SAMPLES)]
-    for at in range(0, len(values), wave):
-        waves.record_latencies(values[at : at + wave])
-    for value in values:
-        single.record_latency(value)
-    assert waves.latency_count == single.latency_count == len(values)
-    assert waves.latency.tolist() == single.latency.tolist()
-    assert waves.latency_last == single.latency_last
-    assert waves.latency_histogram.snapshot() == single.latency_histogram.snapshot()
