@@ -385,6 +385,10 @@ def _float32_shortest(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64
 # 0.0000063184107; 9e12..2e16: 6843686000000000.0 against 6.843686e+15), with a margin of a few
 # exponents each side; the rest agree byte for byte (checked exhaustively at the margins).
 _STYLE_DIFFERS = ((104, 113), (166, 183))
+# Whether a binary exponent is one of those: one lookup per value instead of four comparisons.
+_ODD_EXPONENT = np.zeros(256, dtype=bool)
+for _low, _high in _STYLE_DIFFERS:
+    _ODD_EXPONENT[_low : _high + 1] = True
 
 
 def _float32_texts(values: npt.NDArray[np.float64]) -> list[bytes]:
@@ -394,10 +398,7 @@ def _float32_texts(values: npt.NDArray[np.float64]) -> list[bytes]:
     with np.errstate(over="ignore", invalid="ignore"):  # too large: inf, sent as null
         narrow = values.astype(np.float32)
     texts = orjson.dumps(narrow, option=_JSON_OPTIONS)[1:-1].split(b",")
-    exponent = (narrow.view(np.uint32) >> 23) & 0xFF
-    odd = np.zeros(exponent.shape[0], dtype=bool)
-    for low, high in _STYLE_DIFFERS:
-        odd |= (exponent >= low) & (exponent <= high)
+    odd = _ODD_EXPONENT[(narrow.view(np.uint32) >> 23) & 0xFF]
     if odd.any():
         rows = np.flatnonzero(odd)
         fixed = orjson.dumps(_float32_shortest(values[rows]), option=_JSON_OPTIONS)
