@@ -6,7 +6,7 @@ Python calls, a `threading.Condition` of its own and a send of its own; each ack
 through three socket reads, a generic packet reader, two `ReasonCode` and two `Properties`
 objects, and a look at every message paho keeps. `Client` changes these, and nothing else:
 
-- `publish` of a QoS 1 message (bytes, no properties) while nothing waits in paho's queue
+- `publish` of a QoS 1 message (bytes, no properties) while the in-flight limit has room
   builds the PUBLISH itself, its topic encoded and checked once per topic, and keeps it in
   paho's records as paho would (`_Message`, in flight, its `_Info` sharing one Condition).
   Anything else (QoS 0 or 2, properties, the in-flight limit reached) is paho's own `publish`.
@@ -170,7 +170,6 @@ class Client(mqtt.Client):
         return len(encoded).to_bytes(2, "big") + encoded
 
     def _packet_write(self) -> MQTTErrorCode:
-
         queue = self._out_packet
         if len(queue) < 2 or not all(map(_plain, queue)):
             return super()._packet_write()  # one packet, or one paho must see written
