@@ -55,6 +55,7 @@ class _Waiting:
     acknowledged: int = 0
     refused: dict[int, str] = field(default_factory=dict)  # record index → why
     refusals: int = 0  # messages refused
+    timer: asyncio.TimerHandle | None = None  # `MqttSink._overdue`'s next look
 
 
 class MqttSink:
@@ -173,6 +174,7 @@ class MqttSink:
             self._batches.discard(waiting)
             if not waiting.done.done():
                 waiting.done.cancel()
+            if waiting.acknowledged < waiting.expected:  # timed out, failed or cancelled
                 self._forget(waiting)
         return waiting
 
@@ -190,23 +192,37 @@ class MqttSink:
         return mode == "always" or backlog or len(records) >= self.config.batch_min_records
 
     async def _wait(self, waiting: _Waiting) -> None:
-        """Until every acknowledgement arrived; time out only when none came for a while."""
-        while True:
-            seen = waiting.acknowledged
-            try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                # that meets the acknowledgement, and a stop would then never end.
-                async with asyncio.timeout(self.connection.ack_timeout):
-                    await asyncio.shield(waiting.done)
-                return
-            except TimeoutError:
-                if waiting.acknowledged == seen:
-                    self._counts.timeouts += 1
-                    missing = waiting.expected - waiting.acknowledged
-                    raise RequestTimeout(
-                        f"{self.config.endpoint}: {missing} of {waiting.expected} messages "
-                        f"not acknowledged within {self.connection.ack_timeout:g} s"
-                    ) from None
+        """Until every acknowledgement arrived; `RequestTimeout` only when none came for
+        `ack_timeout`. One timer checks for progress (`_overdue`): a send at plant rates
+        awaits its future as it is, with no timeout context or shield of its own."""
+        loop = asyncio.get_running_loop()
+        timeout = self.connection.ack_timeout
+        timer = loop.call_later(timeout, self._overdue, waiting, waiting.acknowledged, timeout)
+        waiting.timer = timer
+        try:
+            await waiting.done
+        finally:
+            waiting.timer.cancel()
+
+    def _overdue(self, waiting: _Waiting, seen: int, timeout: float) -> None:
+        """`waiting`'s timer: fail it if no acknowledgement came since the last look (`seen`),
+        else look again `timeout` later."""
+        if waiting.done.done():
+            return
+        if waiting.acknowledged != seen:
+            loop = waiting.done.get_loop()
+            waiting.timer = loop.call_later(
+                timeout, self._overdue, waiting, waiting.acknowledged, timeout
+            )
+            return
+        self._counts.timeouts += 1
+        missing = waiting.expected - waiting.acknowledged
+        waiting.done.set_exception(
+            RequestTimeout(
+                f"{self.config.endpoint}: {missing} of {waiting.expected} messages "
+                f"not acknowledged within {timeout:g} s"
+            )
+        )
 
     def _forget(self, waiting: _Waiting) -> None:
         for mid in [mid for mid, entry in self._waiting.items() if entry[0] is waiting]:

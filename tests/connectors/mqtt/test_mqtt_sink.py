@@ -26,6 +26,7 @@ from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.payload import BATCH_QUALITIES, QUALITY_NAMES, Message
 from connectors.mqtt.sink import MqttSink
 from tests.brokers import BrokerFactory, Mosquitto
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -611,3 +612,75 @@ async def test_two_sends_at_once_arrive_in_call_order(
         list(range(201, 211)),
     ]
     assert sink.statistics().records == 210
+
+
+async def test_a_send_cancelled_while_it_waits_leaves_nothing_in_flight(
+    mosquitto: BrokerFactory, subscribers: list[Subscriber]
+) -> None:
+    broker = mosquitto()
+    sink = await connected(broker)
+    try:
+        broker.pause()  # the broker takes the messages but answers nothing
+        sending = asyncio.create_task(sink.send([telemetry(1, [1]), telemetry(2, [3])]))
+        await until(lambda: sink.statistics().extras["in_flight"] == 2)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        assert sink.statistics().extras["in_flight"] == 0
+        broker.resume()  # its late acknowledgements change nothing; the next send goes
+        reader = subscribe(subscribers, broker)
+        await sink.send([telemetry(3, [1])])
+        assert [p["seq"] for _, p, _ in reader.wait_for(1)] == [3]
+        assert sink.statistics().extras["in_flight"] == 0
+    finally:
+        broker.resume()
+        await sink.close()
+
+
+async def test_acknowledgements_that_keep_coming_are_waited_for_past_the_timeout() -> None:
+    # `ack_timeout` bounds the wait for the next acknowledgement, not for all of them: a
+    # broker that answers each PUBLISH 50 ms late takes 1 s for 20, past a 0.5 s timeout.
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def packet() -> tuple[int, bytes]:
+            kind = (await reader.readexactly(1))[0]
+            length, shift = 0, 0
+            while True:  # the variable byte integer of the remaining length
+                byte = (await reader.readexactly(1))[0]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            return kind & 0xF0, await reader.readexactly(length)
+
+        try:
+            await packet()  # CONNECT
+            writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK: accepted, no properties
+            while True:
+                kind, body = await packet()
+                if kind == 0x30:  # PUBLISH at QoS 1: its message id follows the topic
+                    at = 2 + int.from_bytes(body[:2], "big")
+                    await asyncio.sleep(0.05)
+                    writer.write(b"\x40\x02" + body[at : at + 2])
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = MqttSinkConfig.model_validate(
+        {"type": "mqtt", "name": "slow", "host": "127.0.0.1", "port": port, "topic_prefix": "uns"}
+    )
+    sink = MqttSink(config, CONTEXT, ack_timeout=0.5)
+    try:
+        await sink.connect()
+        await sink.send([telemetry(seq, [1]) for seq in range(1, 21)])
+        stats = sink.statistics()
+        assert (stats.records, stats.extras["acknowledged"], stats.extras["timeouts"]) == (
+            20,
+            20,
+            0,
+        )
+    finally:
+        await sink.close()
+        server.close()
+        await server.wait_closed()
