@@ -148,6 +148,7 @@ async def apply(agent: Agent, plan: ReloadPlan) -> None:
     agent._grow_tags(plan.tags)
     running = {s.name: s for s in agent.sources}
     agent.sources = [plan.sources.get(s.name) or running[s.name] for s in plan.config.sources]
+    agent.texts.sources_changed()  # their text tags may have come or gone
     for source in agent.sources:
         if source.name in plan.sources or source.name not in agent.links:
             agent.links[source.name] = LinkStatistics()

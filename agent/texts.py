@@ -5,11 +5,12 @@ stays that way. Strings (a die id, a recipe, a PackML state name) take a side ch
 
 - a source that reads text tags keeps the latest string of each in its `texts` (`Texts`),
   set where it decodes an answer; nothing else of the poll changes;
-- `TextRecorder.run` looks at every source's texts a few times a second and stores each change
-  (value, quality or reason) as a `text` event: `{"tag_id", "tag" (path), "source", "value",
-  "quality", "reason"}`, stamped with the reading's time, its machine the tag's. A text tag
-  reads bad with its block's reason (agent/reasons.py) or the link's error when the link is
-  down, like the numeric tags read with it; a bad text has no value (`null`).
+- `TextRecorder.run` looks at every source's texts a few times a second (while any source
+  reads text tags) and stores each change (value, quality or reason) as a `text` event:
+  `{"tag_id", "tag" (path), "source", "value", "quality", "reason"}`, stamped with the
+  reading's time, its machine the tag's. A text tag reads bad with its block's reason
+  (agent/reasons.py) or the link's error when the link is down, like the numeric tags read
+  with it; a bad text has no value (`null`).
 
 Events are stored, survive a restart, are exported beside the readings and forwarded by every
 sink as the tag's value (each sink's README says how). Strings change rarely: one event per
@@ -22,6 +23,7 @@ reading is `uncertain` with the reason `NOT_ASCII`, so nothing read is lost sile
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -143,10 +145,21 @@ class TextRecorder:
         self._clock = clock
         self._emit = emit_event
         self.latest: dict[int, TextReading] = {}
+        self._changed = asyncio.Event()  # the sources were replaced (`sources_changed`)
+
+    def sources_changed(self) -> None:
+        """The agent's sources were replaced (a reload): see which read text tags now."""
+        self._changed.set()
 
     async def run(self, interval: float = CHECK_INTERVAL) -> None:
-        """Look every `interval` seconds until cancelled."""
+        """Look every `interval` seconds until cancelled. While no source reads a text tag
+        (most plants), wait for the sources to change instead: four looks a second at every
+        source were about 1 % of the agent's CPU at W1 (10 PLCs at 100 ms)."""
         while True:
+            self._changed.clear()
+            if not any(texts_of(source) is not None for source in self._sources()):
+                await self._changed.wait()
+                continue
             self.check()
             await self._clock.sleep_until(self._clock.monotonic() + interval)
 

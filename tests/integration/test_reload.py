@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from agent.config import load_config
+from agent.model import Quality
 from agent.runtime import Agent
 from agent.starter import PlantMachine, plant_config, plant_machines
 from agent.web.state import StateBuilder
@@ -153,3 +154,36 @@ async def test_reload_adds_a_tag_and_a_sink_removes_a_source_and_refuses_a_bad_f
         audits = conn.execute("SELECT data FROM events WHERE kind = 'audit'").fetchall()
     assert len(audits) == 2  # the refused reload changed nothing and is only logged
     assert "stopped, store drained" in caplog.text
+
+
+DIE_ID = '  { name = "die_id", address = "hr:20", type = "string"'
+PRODUCT = 'product = "die_id"'
+
+
+def without_text_tags(text: str) -> str:
+    """The config without the presses' text tag (`die_id`) and the KPI lines that name it."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith((DIE_ID, PRODUCT)))
+
+
+async def test_a_reload_that_adds_a_text_tag_stores_its_strings(tmp_path: Path) -> None:
+    # With no text tag the recorder of text events waits for the sources to change, not for
+    # a timer: the reload that adds one must wake it.
+    path = tmp_path / "lineside.toml"
+    spec = load_plant("press").with_ephemeral_ports()
+    async with Plant(spec, ScaledClock(20.0), opcua=False, rtu=False) as plant:
+        full = config_text(plant_machines(plant.endpoints()))
+        assert DIE_ID in full
+        path.write_text(without_text_tags(full), encoding="utf-8")
+        agent = Agent(load_config(path))
+        stop = asyncio.Event()
+        running = asyncio.create_task(agent.run(stop))
+        try:
+            await until(lambda: readings(agent, "demo/stamping/body-line-1/press1/die_temp") > 3)
+            assert agent.texts.latest == {}
+            path.write_text(full, encoding="utf-8")
+            agent.request_reload()
+            await until(lambda: len(agent.texts.latest) == 2)  # both presses' die_id
+            assert {r.quality for r in agent.texts.latest.values()} == {Quality.GOOD}
+        finally:
+            stop.set()
+            await running
