@@ -11,6 +11,7 @@ both use it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import getpass
 import ipaddress
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -422,3 +423,38 @@ def persistent_subscriber(
     client.loop_start()
     assert subscribed.wait(10), "no SUBACK"
     return client
+
+
+async def scripted_broker(
+    answer: Callable[[bytes], Awaitable[bytes]],
+) -> tuple[asyncio.Server, int]:
+    """A hand-written MQTT 5 broker on 127.0.0.1 (port 0): it accepts the connection with a
+    CONNACK and writes `answer(body)` for every PUBLISH it reads (its variable header and
+    payload), whatever mosquitto would say: a malformed or late PUBACK, one for another id.
+    Returns the server and its port; the caller closes it."""
+
+    async def packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+        kind = (await reader.readexactly(1))[0]
+        length, shift = 0, 0
+        while True:  # the variable byte integer of the remaining length
+            byte = (await reader.readexactly(1))[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        return kind & 0xF0, await reader.readexactly(length)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await packet(reader)  # CONNECT
+            writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK: accepted, no properties
+            while True:
+                kind, body = await packet(reader)
+                if kind == 0x30:  # PUBLISH
+                    writer.write(await answer(body))
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]

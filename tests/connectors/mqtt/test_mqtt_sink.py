@@ -25,7 +25,7 @@ from agent.tags import Tag
 from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.payload import BATCH_QUALITIES, QUALITY_NAMES, Message
 from connectors.mqtt.sink import MqttSink
-from tests.brokers import BrokerFactory, Mosquitto
+from tests.brokers import BrokerFactory, Mosquitto, scripted_broker
 from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
@@ -640,33 +640,12 @@ async def test_a_send_cancelled_while_it_waits_leaves_nothing_in_flight(
 async def test_acknowledgements_that_keep_coming_are_waited_for_past_the_timeout() -> None:
     # `ack_timeout` bounds the wait for the next acknowledgement, not for all of them: a
     # broker that answers each PUBLISH 50 ms late takes 1 s for 20, past a 0.5 s timeout.
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def packet() -> tuple[int, bytes]:
-            kind = (await reader.readexactly(1))[0]
-            length, shift = 0, 0
-            while True:  # the variable byte integer of the remaining length
-                byte = (await reader.readexactly(1))[0]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            return kind & 0xF0, await reader.readexactly(length)
+    async def late_puback(body: bytes) -> bytes:
+        at = 2 + int.from_bytes(body[:2], "big")  # QoS 1: the message id follows the topic
+        await asyncio.sleep(0.05)
+        return b"\x40\x02" + body[at : at + 2]
 
-        try:
-            await packet()  # CONNECT
-            writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK: accepted, no properties
-            while True:
-                kind, body = await packet()
-                if kind == 0x30:  # PUBLISH at QoS 1: its message id follows the topic
-                    at = 2 + int.from_bytes(body[:2], "big")
-                    await asyncio.sleep(0.05)
-                    writer.write(b"\x40\x02" + body[at : at + 2])
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await scripted_broker(late_puback)
     config = MqttSinkConfig.model_validate(
         {"type": "mqtt", "name": "slow", "host": "127.0.0.1", "port": port, "topic_prefix": "uns"}
     )

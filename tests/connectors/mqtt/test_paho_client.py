@@ -15,7 +15,7 @@ from agent.errors import ConnectError
 from connectors.mqtt import paho_client
 from connectors.mqtt.config import Broker
 from connectors.mqtt.connection import MqttConnection
-from tests.brokers import BrokerFactory, Mosquitto
+from tests.brokers import BrokerFactory, Mosquitto, scripted_broker
 from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
@@ -138,34 +138,12 @@ async def test_a_burst_larger_than_the_socket_takes_arrives_whole_and_in_order(
 
 
 async def _rogue_broker(puback: bytes) -> tuple[asyncio.Server, int]:
-    """A broker that accepts the connection (MQTT 5 CONNACK) and answers every PUBLISH with
-    the bytes `puback`."""
+    """A broker that answers every PUBLISH with the bytes `puback`."""
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def packet() -> int:
-            kind = (await reader.readexactly(1))[0]
-            length, shift = 0, 0
-            while True:  # the variable byte integer of the remaining length
-                byte = (await reader.readexactly(1))[0]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            await reader.readexactly(length)
-            return kind & 0xF0
+    async def answer(body: bytes) -> bytes:
+        return puback
 
-        try:
-            await packet()  # CONNECT
-            writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK: accepted, no properties
-            while True:
-                if await packet() == 0x30:  # PUBLISH
-                    writer.write(puback)
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+    return await scripted_broker(answer)
 
 
 @pytest.mark.parametrize(
