@@ -30,17 +30,22 @@ from agent.store.blob import StoredRow, TelemetryRun, decode_run
 # vals, quality, ts, stored_ns), the table's columns in its INSERT's order.
 TelemetryRow = tuple[int, str, int, int, int, bytes, bytes, bytes, bytes, int]
 
-# The rows of the last `RECENT_COMMITS` commits, at most `RECENT_BYTES` of them: a lane that
-# keeps up reads the last commit or two (a send waiting for its acknowledgement); one further
-# behind reads the file, as before. At W1 (one 13 KB record a commit) that is ~110 KB.
+# The records of the last `RECENT_COMMITS` commits, at most `RECENT_BYTES` of them (rows and
+# batches): a lane that keeps up reads the last commit or two (a send waiting for its
+# acknowledgement); one further behind reads the file, as before. At W1 (one 13 KB row and its
+# 13 KB batch a commit) that is ~210 KB.
 RECENT_COMMITS = 8
 RECENT_BYTES = 1 << 20  # a few commits even of 20,000 readings
 _ROW_BYTES = 400  # a row's Python objects beside its blobs (the tuple, ints, four bytes)
 
 
 def _size(entry: tuple[TelemetryRow, ReadingBatch]) -> int:
-    row = entry[0]
-    return len(row[5]) + len(row[6]) + len(row[7]) + len(row[8]) + _ROW_BYTES
+    """What a kept record holds: its row's blobs and its batch's columns (about as many bytes
+    again), and the objects around them."""
+    row, batch = entry
+    blobs = len(row[5]) + len(row[6]) + len(row[7]) + len(row[8])
+    columns = batch.tag_ids.nbytes + batch.values.nbytes + batch.quality.nbytes
+    return blobs + columns + batch.ts_ns.nbytes + _ROW_BYTES
 
 
 class RecentTelemetry:
@@ -107,17 +112,18 @@ class RecentTelemetry:
             entries = list(islice(kept, start, start + limit))
         self.served += 1
         if len(entries) == 1:
-            return _columns(*entries[0])
+            seq, batch = entries[0][0][0], entries[0][1]
+            return _columns(seq, batch)
         return decode_run(*stored_rows([row for row, _ in entries]))
 
 
-def _columns(row: TelemetryRow, batch: ReadingBatch) -> TelemetryRun:
+def _columns(seq: int, batch: ReadingBatch) -> TelemetryRun:
     """The run of one record, from the columns of the batch its row was encoded from: what
     `decode_run` gives for the row (one stamp, or one per reading when its `ts` holds more)."""
     stamps = batch.ts_ns
     per_reading = stamps.shape[0] > 1
     return TelemetryRun(
-        seqs=np.array([row[0]], dtype=np.int64),
+        seqs=np.array([seq], dtype=np.int64),
         sources=(batch.source,),
         offsets=np.array([0, len(batch)], dtype=np.int64),
         tag_ids=batch.tag_ids,

@@ -154,8 +154,9 @@ def test_reads_while_the_writer_commits_get_what_the_file_holds(
 
 def test_a_lane_behind_the_window_reads_the_file(store: Store, tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
-    # Room for about three records of 100 readings: older ones leave the memory.
-    writer = StoreWriter(tmp_path, recent_bytes=3 * (13 * 100 + 8 + 400))
+    # Room for about three records of 100 readings (the row's blobs, the batch's columns and
+    # the objects around them): older ones leave the memory.
+    writer = StoreWriter(tmp_path, recent_bytes=3 * (2 * (13 * 100 + 8) + 400))
     try:
         for _ in range(10):
             writer.submit_readings(poll(rng, "plc1", np.arange(100), stamped=False))
