@@ -157,21 +157,24 @@ class TextRecorder:
         source were about 1 % of the agent's CPU at W1 (10 PLCs at 100 ms)."""
         while True:
             self._changed.clear()
-            if not any(texts_of(source) is not None for source in self._sources()):
+            if self.check():
+                await self._clock.sleep_until(self._clock.monotonic() + interval)
+            else:
                 await self._changed.wait()
-                continue
-            self.check()
-            await self._clock.sleep_until(self._clock.monotonic() + interval)
 
-    def check(self) -> None:
+    def check(self) -> bool:
+        """Store the changes of every source's texts; whether any source reads text tags."""
+        watched = False
         for source in self._sources():
             texts = texts_of(source)
             if texts is None:
                 continue
+            watched = True
             try:
                 self._check(source, texts)
             except Exception as exc:  # a text tag never ends the agent
                 log.warning("texts of %s not stored: %s", source.name, one_line(exc))
+        return watched
 
     def _check(self, source: Any, texts: Texts) -> None:
         link = self._links.get(source.name)
