@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.brokers import BrokerFactory, Certificates, make_certificates, mosquitto_binary
+
+
+@pytest.fixture(autouse=True)
+def _agent_log_handlers_end_with_the_test() -> Iterator[None]:
+    """A test that runs the CLI in-process installs the agent's log handlers on the stderr
+    pytest gave it, which pytest closes; left behind, a later test would log into a closed
+    stream ("Logging error ... I/O operation on closed file")."""
+    yield
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if getattr(handler, "lineside", False):
+            root.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture(scope="session")

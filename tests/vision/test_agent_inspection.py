@@ -107,9 +107,11 @@ model = "heavy.onnx"
     assert camera["inspected"] >= 1 and camera["dropped"] > camera["inspected"], camera
     for source in ("press1-plc", "press2-plc"):
         group = figures["sources"][source]["groups"]["50ms"]
-        assert group["overruns"] == 0, (source, group)
         assert group["ticks"] >= 54, (source, group)  # 3 s at 50 ms
         # Counted, not timed: fewer inferences than polls ran in the same three seconds, so an
-        # inference lasts longer than a poll interval (about two on an idle machine, more on a
-        # loaded one): had one run on the event loop, the polls behind it would have overrun.
+        # inference lasts longer than a poll interval (four or five on an idle machine): had
+        # one run on the event loop, each would have skipped at least one tick of every PLC.
         assert camera["inspected"] < group["ticks"], (camera, group)
+        # Skipped ticks stay far fewer than inferences. Not none: on a loaded machine the
+        # start-up (the KPI's first fold, the page) may hold the loop past one 50 ms tick.
+        assert group["overruns"] * 4 < camera["inspected"], (source, group, camera)
