@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,17 @@ def _agent_log_handlers_end_with_the_test() -> Iterator[None]:
         if getattr(handler, "lineside", False):
             root.removeHandler(handler)
             handler.close()
+
+
+@pytest.fixture(scope="session")
+def shift_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The config of a store the real agent filled over a 2 h shift of a simulated plant
+    (tests/agent/kpi/test_replay.py's `fill_store`, 6 s): made once for the replay, the OEE
+    commands and the printed report. Read it; a test that needs another config writes its own
+    file next to it."""
+    from tests.agent.kpi.test_replay import fill_store
+
+    return asyncio.run(fill_store(tmp_path_factory.mktemp("shift")))
 
 
 @pytest.fixture(scope="session")

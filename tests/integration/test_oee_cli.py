@@ -3,7 +3,6 @@ filled from the simulated plant (tests/agent/kpi/test_replay.py: a 2 h shift on 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import subprocess
@@ -16,7 +15,6 @@ import pytest
 from agent.config import load_config
 from agent.model import EventKind
 from agent.store import Store
-from tests.agent.kpi.test_replay import fill_store
 
 
 def lineside(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -30,8 +28,8 @@ def lineside(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return asyncio.run(fill_store(tmp_path_factory.mktemp("oee-cli")))
+def config_path(shift_store: Path) -> Path:
+    return shift_store
 
 
 def live_shift_oee(config_path: Path) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import pytest
 
 from agent.config import load_config
 from agent.kpi.document import shift_report
-from tests.agent.kpi.test_replay import fill_store
 from tests.integration.test_status_page import chromium, chromium_or_skip, evaluate, open_page
 
 A4_W_IN, A4_H_IN = 8.27, 11.69
@@ -32,19 +31,24 @@ def test_pdf_pages_counts_page_objects_only() -> None:
     assert pdf_pages(pdf) == 2
 
 
-@pytest.mark.timeout(180)
-async def test_the_report_renders_and_fits_a4_in_chromium(tmp_path: Path) -> None:
-    binary = chromium_or_skip()
-    (tmp_path / "plant").mkdir()
-    config_path = await fill_store(tmp_path / "plant")
-    # Targets for every machine: the table and the dashed target lines have something to show.
-    text = config_path.read_text(encoding="utf-8")
+def with_targets(config: Path, out: Path) -> Path:
+    """`config` written to `out` with targets for every machine (the shared store's config
+    stays as it is): the table and the dashed target lines have something to show."""
+    text = config.read_text(encoding="utf-8")
     text = re.sub(r"^target_(oee|output) = .*\n", "", text, flags=re.MULTILINE)  # the starter's
     text = re.sub(
         r"(\[machines\.kpi\][^\n]*\n)", r"\1target_oee = 0.85\ntarget_output = 2000\n", text
     )
-    config_path.write_text(text, encoding="utf-8")
-    config = load_config(config_path)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+@pytest.mark.timeout(180)
+async def test_the_report_renders_and_fits_a4_in_chromium(
+    tmp_path: Path, shift_store: Path
+) -> None:
+    binary = chromium_or_skip()
+    config = load_config(with_targets(shift_store, tmp_path / "targets.toml"))
     html = shift_report(config, "2026-11-23/A", time.time_ns())
     page = tmp_path / "report.html"
     page.write_text(html, encoding="utf-8")

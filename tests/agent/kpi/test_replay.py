@@ -7,7 +7,6 @@ cement mill on another) faster than real time, with timestamps on the simulator'
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from datetime import datetime
 from pathlib import Path
@@ -81,9 +80,8 @@ async def fill_store(tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    path = asyncio.run(fill_store(tmp_path_factory.mktemp("replay")))
-    return load_config(path)
+def filled(shift_store: Path) -> Config:
+    return load_config(shift_store)
 
 
 def tree(path: Path) -> dict[str, str]:
