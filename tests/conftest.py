@@ -29,8 +29,8 @@ def _agent_log_handlers_end_with_the_test() -> Iterator[None]:
 def shift_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The config of a store the real agent filled over a 2 h shift of a simulated plant
     (tests/agent/kpi/test_replay.py's `fill_store`, 6 s): made once for the replay, the OEE
-    commands and the printed report. Read it; a test that needs another config writes its own
-    file next to it."""
+    commands and the printed report. Read it, never change it: a test that needs another
+    config writes a file of its own (the config's `data_dir` is absolute)."""
     from tests.agent.kpi.test_replay import fill_store
 
     return asyncio.run(fill_store(tmp_path_factory.mktemp("shift")))
