@@ -140,24 +140,25 @@ class Client(mqtt.Client):
         size = len(head) + 2 + len(self._after_mid) + len(payload)
         if size > _MAX_REMAINING:
             raise ValueError("Payload too large.")
-        mid = self._mid_generate()
-        messages = self._out_messages
-        if mid in messages:  # 65,535 messages unacknowledged: paho's own path says so
-            return super().publish(topic, payload, qos, retain, properties)
-        message = _Message(mid, head, payload, retain)
-        messages[mid] = message
-        self._inflight_messages += 1
-        packet = b"".join(
-            (
-                _FIRST_BYTE[retain],
-                _remaining_length(size),
-                head,
-                mid.to_bytes(2, "big"),
-                self._after_mid,
-                payload,
+        with self._out_message_mutex:  # as paho's publish: its records change together
+            mid = self._mid_generate()
+            messages = self._out_messages
+            if mid in messages:  # 65,535 messages unacknowledged: paho's own path says so
+                return super().publish(topic, payload, qos, retain, properties)
+            message = _Message(mid, head, payload, retain)
+            messages[mid] = message
+            self._inflight_messages += 1
+            packet = b"".join(
+                (
+                    _FIRST_BYTE[retain],
+                    _remaining_length(size),
+                    head,
+                    mid.to_bytes(2, "big"),
+                    self._after_mid,
+                    payload,
+                )
             )
-        )
-        rc = self._packet_queue(mqtt.PUBLISH, packet, mid, 1, message.info)
+            rc = self._packet_queue(mqtt.PUBLISH, packet, mid, 1, message.info)
         message.info.rc = rc
         return message.info
 
@@ -230,24 +231,25 @@ class Client(mqtt.Client):
         reasons = self._reasons
         messages = self._out_messages
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-        while taken + 4 <= end and buffer[taken] == _PUBACK_BYTE:
-            size = buffer[taken + 1]
-            if size == 3:
-                if taken + 5 > end:
+        with self._out_message_mutex:  # held around `_do_on_publish`, as paho's reader holds it
+            while taken + 4 <= end and buffer[taken] == _PUBACK_BYTE:
+                size = buffer[taken + 1]
+                if size == 3:
+                    if taken + 5 > end:
+                        break
+                    reason = reasons.get(buffer[taken + 4])
+                    if reason is None:
+                        break  # a code paho does not know: paho's reader says so
+                elif size == 2:
+                    reason = reasons[0]
+                else:
                     break
-                reason = reasons.get(buffer[taken + 4])
-                if reason is None:
-                    break  # a code paho does not know: paho's reader says so
-            elif size == 2:
-                reason = reasons[0]
-            else:
-                break
-            mid = buffer[taken + 2] << 8 | buffer[taken + 3]
-            taken += 2 + size
-            if mid in messages:  # only the first acknowledgement of a message is told, as paho
-                rc = self._do_on_publish(mid, reason, self._no_properties)
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    break
+                mid = buffer[taken + 2] << 8 | buffer[taken + 3]
+                taken += 2 + size
+                if mid in messages:  # only the first acknowledgement is told, as paho does
+                    rc = self._do_on_publish(mid, reason, self._no_properties)
+                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        break
         if not taken:
             return super()._packet_read()
         del buffer[:taken]

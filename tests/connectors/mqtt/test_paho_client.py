@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -288,3 +289,36 @@ async def test_a_lean_message_can_still_be_waited_for(broker: Mosquitto) -> None
         assert all(info.is_published() for info in infos)
     finally:
         await connection.close()
+
+
+def test_the_lean_paths_hold_pahos_message_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # paho changes its message records under `_out_message_mutex`, and so do the lean publish
+    # and PUBACK read: whoever uses the client from another thread (`wait_for_publish`, a
+    # connect in a worker thread) sees them change together.
+    client = paho_client.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    lock = client._out_message_mutex
+    held: list[str] = []
+    queue, told = client._packet_queue, client._do_on_publish
+
+    def queued(*args: Any) -> Any:
+        held.append(f"queue {lock._is_owned()}")  # type: ignore[attr-defined]
+        return queue(*args)
+
+    def on_publish(*args: Any) -> Any:
+        held.append(f"told {lock._is_owned()}")  # type: ignore[attr-defined]
+        return told(*args)
+
+    monkeypatch.setattr(client, "_packet_queue", queued)
+    monkeypatch.setattr(client, "_do_on_publish", on_publish)
+    ours, theirs = socket.socketpair()
+    client._sock = ours
+    try:
+        info = client.publish("plant/press1", b"x", qos=1)
+        theirs.sendall(bytes((mqtt.PUBACK, 2)) + info.mid.to_bytes(2, "big"))
+        assert client._packet_read() == mqtt.MQTT_ERR_SUCCESS
+    finally:
+        client._sock = None
+        ours.close()
+        theirs.close()
+    assert held == ["queue True", "told True"]
+    assert info.is_published() and not client._out_messages
